@@ -1,0 +1,1 @@
+"""EngramDB: a memory-native database for multi-agent AI systems."""

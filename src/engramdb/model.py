@@ -1,0 +1,469 @@
+"""Frozen value types shared by every layer: memories, events, receipts, ...
+
+Nothing here talks to storage. Values are immutable; a change is a new value
+(``dataclasses.replace``). Times are timezone-aware UTC ``datetime`` objects;
+transaction time is also exposed as ``tx``, a monotonically increasing integer
+assigned by the log, which is what ``as_of`` compares against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from engramdb.errors import InvalidInput, InvalidLayer, InvalidNamespace
+
+__all__ = [
+    "ACTIONS",
+    "LAYERS",
+    "STATUSES",
+    "Conflict",
+    "Decision",
+    "Event",
+    "Grant",
+    "Hit",
+    "Memory",
+    "MemoryDraft",
+    "Principal",
+    "RecallFilter",
+    "RecallResult",
+    "Receipt",
+    "ReceiptItem",
+    "VerifyReport",
+    "check_layer",
+    "check_namespace",
+    "namespace_matches",
+    "to_utc",
+    "utcnow",
+]
+
+Layer = Literal["working", "episodic", "semantic", "procedural"]
+LAYERS: tuple[str, ...] = ("working", "episodic", "semantic", "procedural")
+STATUSES: tuple[str, ...] = (
+    "active",
+    "superseded",
+    "retracted",
+    "rejected",
+    "archived",
+    "quarantined",
+    "erased",
+)
+ACTIONS: tuple[str, ...] = ("read", "write", "admin", "erase")
+
+_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.:@-]{0,127}$")
+_GLOB_SEGMENT = re.compile(r"^(\*\*|\*|[a-z0-9][a-z0-9_.:@-]{0,127})$")
+MAX_NAMESPACE_DEPTH = 16
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_utc(value: datetime | str | None, *, what: str = "time") -> datetime | None:
+    """Normalise a datetime or ISO-8601 string to an aware UTC datetime.
+
+    Naive datetimes are taken as UTC, which is what agents almost always mean.
+
+    Raises:
+        InvalidInput: the value is neither a datetime nor an ISO-8601 string.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidInput(
+                f"{what} {value!r} is not an ISO-8601 time; use e.g. 2026-01-31T12:00:00Z",
+                field=what,
+            ) from exc
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what} must be a datetime or ISO-8601 string", field=what)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def check_namespace(namespace: str) -> str:
+    """Validate a concrete namespace (``acme/research/market``) and return it.
+
+    Raises:
+        InvalidNamespace: empty, a glob, bad characters, or too deep.
+    """
+    if not isinstance(namespace, str) or not namespace:
+        raise InvalidNamespace(
+            "namespace must be a non-empty slash path such as 'acme/research'",
+            namespace=namespace if isinstance(namespace, str) else None,
+        )
+    parts = namespace.split("/")
+    if len(parts) > MAX_NAMESPACE_DEPTH or not all(_SEGMENT.match(p) for p in parts):
+        raise InvalidNamespace(
+            f"namespace {namespace!r} is malformed: use lowercase segments of "
+            "[a-z0-9_.:@-] separated by '/', no leading, trailing or double slash, "
+            f"at most {MAX_NAMESPACE_DEPTH} segments",
+            namespace=namespace,
+        )
+    return namespace
+
+
+def check_glob(pattern: str) -> str:
+    """Validate a namespace glob: segments, ``*`` (one segment) or ``**`` (any depth).
+
+    Raises:
+        InvalidNamespace: malformed glob.
+    """
+    if not isinstance(pattern, str) or not pattern:
+        raise InvalidNamespace("namespace glob must be a non-empty string such as 'acme/**'")
+    parts = pattern.split("/")
+    if len(parts) > MAX_NAMESPACE_DEPTH or not all(_GLOB_SEGMENT.match(p) for p in parts):
+        raise InvalidNamespace(
+            f"namespace glob {pattern!r} is malformed: segments of [a-z0-9_.:@-], "
+            "'*' for one segment or '**' for any depth, separated by '/'",
+            namespace=pattern,
+        )
+    return pattern
+
+
+def namespace_matches(pattern: str, namespace: str) -> bool:
+    """Whether ``namespace`` falls under ``pattern``.
+
+    ``acme/**`` matches ``acme`` itself and everything below it; ``acme/*``
+    matches exactly one segment below ``acme``; a plain path matches itself.
+    """
+    return _match(pattern.split("/"), namespace.split("/"))
+
+
+def _match(pat: list[str], parts: list[str]) -> bool:
+    if not pat:
+        return not parts
+    head = pat[0]
+    if head == "**":
+        rest = pat[1:]
+        return any(_match(rest, parts[i:]) for i in range(len(parts) + 1))
+    if not parts:
+        return False
+    if head == "*" or head == parts[0]:
+        return _match(pat[1:], parts[1:])
+    return False
+
+
+def check_layer(layer: str) -> str:
+    if layer not in LAYERS:
+        raise InvalidLayer(
+            f"unknown layer {layer!r}; use one of: {', '.join(LAYERS)}", layer=str(layer)
+        )
+    return layer
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryDraft:
+    """What a caller asks to remember; the engine turns it into a :class:`Memory`.
+
+    Provenance (author, recorded time) is deliberately absent: the engine sets it.
+    """
+
+    text: str
+    namespace: str
+    layer: str = "semantic"
+    subject: str | None = None
+    predicate: str | None = None
+    value: Any = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    importance: float = 0.5
+    confidence: float = 1.0
+    source: str | None = None
+    session: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    expires_at: datetime | None = None
+    embedding: tuple[float, ...] | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """One version of one memory, as seen from a read point.
+
+    ``status`` is what the version was at the read point: a version that was
+    later replaced reads as ``superseded`` only from read points after that.
+    ``conflicts`` lists conflicts the write that produced this value detected.
+    """
+
+    id: str
+    version: int
+    namespace: str
+    layer: str
+    text: str
+    subject: str | None
+    predicate: str | None
+    value: Any
+    metadata: Mapping[str, Any]
+    importance: float
+    confidence: float
+    author: str
+    source: str | None
+    session: str | None
+    valid_from: datetime
+    valid_to: datetime | None
+    tx_from: int
+    tx_to: int | None
+    recorded_at: datetime
+    status: str
+    expires_at: datetime | None = None
+    conflicts: tuple[Conflict, ...] = ()
+
+    @property
+    def is_current(self) -> bool:
+        return self.tx_to is None
+
+    def replace(self, **changes: Any) -> Memory:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form used by the doors and by export."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, datetime):
+                v = v.isoformat()
+            elif f.name == "metadata":
+                v = dict(v)
+            elif f.name == "conflicts":
+                v = [c.to_dict() for c in v]
+            out[f.name] = v
+        return out
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ReceiptItem:
+    """The exact memory version a read returned."""
+
+    id: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a read returned, precisely enough to re-read it later.
+
+    Pass it to ``decide(..., basis=receipt)`` to record what a decision rests on.
+    """
+
+    items: tuple[ReceiptItem, ...]
+    as_of: int
+    valid_at: datetime | None = None
+    principal: str | None = None
+    query_digest: str | None = None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [{"id": i.id, "version": i.version} for i in self.items],
+            "as_of": self.as_of,
+            "valid_at": self.valid_at.isoformat() if self.valid_at else None,
+            "principal": self.principal,
+            "query_digest": self.query_digest,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Receipt:
+        try:
+            items = tuple(ReceiptItem(str(i["id"]), int(i["version"])) for i in data["items"])
+            return cls(
+                items=items,
+                as_of=int(data["as_of"]),
+                valid_at=to_utc(data.get("valid_at"), what="valid_at"),
+                principal=data.get("principal"),
+                query_digest=data.get("query_digest"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(
+                "receipt must look like {'items': [{'id': ..., 'version': ...}], 'as_of': N}"
+            ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One recalled memory with its fused score and the parts of that score."""
+
+    memory: Memory
+    score: float
+    why: Mapping[str, float]
+    contested: bool = False
+    rivals: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "memory": self.memory.to_dict(),
+            "score": self.score,
+            "why": dict(self.why),
+            "contested": self.contested,
+            "rivals": list(self.rivals),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecallResult:
+    hits: tuple[Hit, ...]
+    receipt: Receipt
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.hits)
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    @property
+    def memories(self) -> list[Memory]:
+        return [h.memory for h in self.hits]
+
+
+@dataclass(frozen=True, slots=True)
+class RecallFilter:
+    """Filters applied inside the index queries (never after them).
+
+    ``namespaces`` is the resolved list of concrete namespaces the read may
+    touch (request glob intersected with the principal's grants). ``None``
+    means no restriction (admin reading everything).
+    """
+
+    namespaces: tuple[str, ...] | None = None
+    layers: tuple[str, ...] | None = None
+    authors: tuple[str, ...] | None = None
+    statuses: tuple[str, ...] = ("active",)
+    as_of: int | None = None
+    valid_at: datetime | None = None
+    recorded_after: datetime | None = None
+    recorded_before: datetime | None = None
+    valid_after: datetime | None = None
+    valid_before: datetime | None = None
+    metadata: tuple[tuple[str, Any], ...] = ()
+    subject: str | None = None
+    predicate: str | None = None
+    session: str | None = None
+    include_superseded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the append-only log.
+
+    ``payload`` is ``None`` once erasure has removed it; the chain still
+    verifies because ``hash`` covers ``commitment``, never the plaintext.
+    """
+
+    seq: int
+    tx: int
+    kind: str
+    namespace: str | None
+    actor: str
+    recorded_at: datetime
+    subject_ref: str | None
+    payload: Mapping[str, Any] | None
+    commitment: str
+    prev_hash: str
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "tx": self.tx,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "actor": self.actor,
+            "recorded_at": self.recorded_at.isoformat(),
+            "subject_ref": self.subject_ref,
+            "payload": dict(self.payload) if self.payload is not None else None,
+            "commitment": self.commitment,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A detected collision between memories: data, not an exception."""
+
+    id: str
+    kind: str  # "version" | "contradiction"
+    namespace: str
+    memories: tuple[ReceiptItem, ...]
+    detector: str
+    reason: str
+    policy: str
+    outcome: str
+    status: str  # "open" | "resolved"
+    subject: str | None = None
+    predicate: str | None = None
+    winner: str | None = None
+    resolution: str | None = None
+    resolved_by: str | None = None
+    tx: int = 0
+    resolved_tx: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["memories"] = [{"id": m.id, "version": m.version} for m in self.memories]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    id: str
+    principal: str
+    description: str
+    basis: tuple[ReceiptItem, ...]
+    outcome: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    tx: int
+    recorded_at: datetime
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    kind: str  # "agent" | "service" | "person" | "admin"
+    roles: tuple[str, ...]
+    trust: float
+    status: str  # "active" | "frozen" | "retired"
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    id: str
+    grantee: str  # principal name, or "role:<name>"
+    pattern: str
+    actions: tuple[str, ...]
+    granted_by: str
+    tx_from: int
+    tx_to: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """Outcome of ``db.verify()``: ``ok`` or the first bad event and why."""
+
+    ok: bool
+    events_checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    rows_checked: int = 0
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
