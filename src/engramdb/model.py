@@ -436,7 +436,7 @@ class Principal:
     roles: tuple[str, ...]
     trust: float
     status: str  # "active" | "frozen" | "retired"
-    created_at: datetime
+    created_tx: int
 
 
 @dataclass(frozen=True, slots=True)

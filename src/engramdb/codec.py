@@ -1,0 +1,135 @@
+"""Canonical encodings shared by every backend: JSON, hashes, ids, times.
+
+The audit chain must hash the same bytes whichever backend stored an event,
+and an export must re-import to identical hashes, so everything that feeds a
+hash goes through :func:`canonical` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from engramdb.errors import InvalidMetadata
+
+__all__ = [
+    "GENESIS_HASH",
+    "canonical",
+    "chain_hash",
+    "commitment",
+    "from_micros",
+    "json_dumps",
+    "json_loads",
+    "new_id",
+    "sha256_hex",
+    "to_micros",
+]
+
+GENESIS_HASH = "0" * 64
+
+
+def canonical(obj: Any) -> bytes:
+    """Deterministic JSON bytes: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def commitment(salt: bytes, payload: Any) -> str:
+    """A hiding commitment to an event payload.
+
+    The chain hashes this, never the payload: erasure deletes the payload and
+    its random salt, after which the commitment reveals nothing about the
+    plaintext, yet every chain hash still recomputes.
+    """
+    return hashlib.sha256(salt + canonical(payload)).hexdigest()
+
+
+def chain_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
+    """``H(prev_hash || canonical(envelope))`` as hex."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical(envelope)).hexdigest()
+
+
+def json_dumps(obj: Any, *, what: str = "metadata") -> str:
+    """Encode user JSON for storage, refusing what JSON cannot carry.
+
+    Raises:
+        InvalidMetadata: the value holds NaN/inf, non-string keys, or objects
+            JSON has no form for (sets, bytes, custom classes).
+    """
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMetadata(
+            f"{what} must be JSON: strings, numbers, booleans, null, lists and objects "
+            f"with string keys ({exc})",
+            field=what,
+        ) from exc
+
+
+def json_loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def check_json(obj: Any, *, what: str = "metadata") -> Any:
+    """Round-trip ``obj`` through JSON, returning the plain JSON value."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise InvalidMetadata(f"{what} must be a finite number", field=what)
+    return json.loads(json_dumps(obj, what=what))
+
+
+def to_micros(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_id_lock = threading.Lock()
+_last_ms = 0
+_seq = 0
+
+
+def new_id() -> str:
+    """A UUIDv7 string: time-ordered, unique across processes.
+
+    Within one millisecond a 12-bit counter keeps ids from one process
+    strictly increasing; 62 random bits separate processes.
+    """
+    global _last_ms, _seq
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_ms:
+            _seq += 1
+            if _seq > 0xFFF:
+                _last_ms += 1
+                _seq = 0
+            ms = _last_ms
+        else:
+            _last_ms = ms
+            _seq = 0
+        seq = _seq
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

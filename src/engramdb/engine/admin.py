@@ -1,0 +1,192 @@
+"""Principals, API keys and grants: the admin surface (``db.admin``).
+
+Keys are shown once and stored only as a SHA-256 of their random secret
+(256 bits of entropy make a slow hash unnecessary). Every change here is a
+logged event like any memory write, so ``knowledge(agent, at=T)`` can later
+reconstruct which grants an agent held at any transaction time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from engramdb.codec import new_id, sha256_hex
+from engramdb.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from engramdb.model import ACTIONS, Grant, Principal, check_glob
+from engramdb.storage.base import Insert, Update, effect_to_dict
+
+if TYPE_CHECKING:
+    from engramdb.engine.database import Database
+
+__all__ = ["Admin"]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+KINDS = ("agent", "service", "person", "admin")
+
+
+def check_name(name: Any, what: str = "principal name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(
+            f"{what} {name!r} is malformed: use 1-64 lowercase letters, digits, '_', '.', '-', "
+            "starting with a letter or digit",
+            field=what,
+        )
+    return name
+
+
+def _split_key(api_key: str) -> tuple[str, str]:
+    parts = api_key.split("_") if isinstance(api_key, str) else []
+    if len(parts) != 3 or parts[0] != "ek" or not parts[1] or not parts[2]:
+        raise Unauthenticated("API key is malformed; keys look like ek_<id>_<secret>")
+    return parts[1], parts[2]
+
+
+class Admin:
+    """Administration of principals, keys and grants; available to admins only."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _log(self, w: Any, kind: str, subject_ref: str, effects: list[Any],
+             extra: dict[str, Any] | None = None) -> None:
+        w.apply(effects)
+        w.log(kind, actor=self._db.principal.name, namespace=None, subject_ref=subject_ref,
+              payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
+
+    def _new_key(self, w: Any, name: str) -> tuple[str, Insert]:
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32).replace("_", "-")
+        row = {"key_id": key_id, "principal": name, "secret_hash": sha256_hex(secret.encode()),
+               "created_tx": w.tx, "revoked_tx": None, "expires_at": None}
+        return f"ek_{key_id}_{secret}", Insert("api_keys", row)
+
+    def create_agent(self, name: str, *, roles: Sequence[str] = (), trust: float = 0.5,
+                     kind: str = "agent") -> str:
+        """Create a principal and return its first API key (shown only this once).
+
+        Raises:
+            Conflict: a principal with that name exists.
+            InvalidInput: malformed name, role, kind or trust.
+        """
+        check_name(name)
+        roles = tuple(check_name(r, "role") for r in roles)
+        if kind not in KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
+        if isinstance(trust, bool) or not isinstance(trust, (int, float)) or not 0 <= trust <= 1:
+            raise InvalidInput("trust must be a number between 0 and 1", field="trust")
+        with self._db.storage.write(self._db.principal.name) as w:
+            if w.fetch("principals", {"name": name}):
+                raise Conflict(f"principal {name!r} already exists; pick another name",
+                               name=name)
+            key, key_effect = self._new_key(w, name)
+            row = {"name": name, "kind": kind, "roles": list(roles), "trust": float(trust),
+                   "status": "active", "created_tx": w.tx, "metadata": {}}
+            self._log(w, "principal.created", name, [Insert("principals", row), key_effect])
+        return key
+
+    def principal(self, name: str) -> Principal:
+        rows = self._db.storage.fetch("principals", {"name": name})
+        if not rows:
+            raise NotFound(f"no principal {name!r}; create it with db.admin.create_agent",
+                           name=name)
+        r = rows[0]
+        return Principal(name=r["name"], kind=r["kind"], roles=tuple(r["roles"]),
+                         trust=float(r["trust"]), status=r["status"],
+                         created_tx=int(r["created_tx"]))
+
+    def agents(self) -> list[Principal]:
+        return [self.principal(r["name"]) for r in self._db.storage.fetch("principals", {},
+                                                                          order_by="name")]
+
+    def create_key(self, name: str) -> str:
+        """Issue another API key for a principal (rotation: create, switch, revoke old)."""
+        with self._db.storage.write(self._db.principal.name) as w:
+            if not w.fetch("principals", {"name": name}):
+                raise NotFound(f"no principal {name!r}", name=name)
+            key, effect = self._new_key(w, name)
+            self._log(w, "key.created", name, [effect])
+        return key
+
+    def revoke_key(self, api_key_or_id: str) -> None:
+        """Revoke a key (by the key itself or its id); it stops working at once."""
+        key_id = api_key_or_id
+        if isinstance(api_key_or_id, str) and api_key_or_id.startswith("ek_"):
+            key_id = _split_key(api_key_or_id)[0]
+        with self._db.storage.write(self._db.principal.name) as w:
+            rows = w.fetch("api_keys", {"key_id": key_id, "revoked_tx": None})
+            if not rows:
+                raise NotFound(f"no active key {key_id!r}", key_id=key_id)
+            self._log(w, "key.revoked", rows[0]["principal"], [
+                Update("api_keys", {"key_id": key_id}, {"revoked_tx": w.tx},
+                       expect={"revoked_tx": None})])
+
+    def authenticate(self, api_key: str) -> str:
+        """The principal name an API key belongs to.
+
+        Raises:
+            Unauthenticated: malformed, unknown, revoked key or inactive principal.
+        """
+        key_id, secret = _split_key(api_key)
+        rows = self._db.storage.fetch("api_keys", {"key_id": key_id})
+        ok = bool(rows) and hmac.compare_digest(rows[0]["secret_hash"],
+                                                sha256_hex(secret.encode()))
+        if not ok or rows[0]["revoked_tx"] is not None:
+            raise Unauthenticated("API key is unknown or revoked; ask an admin for a new key")
+        name = str(rows[0]["principal"])
+        p = self._db.storage.fetch("principals", {"name": name})
+        if not p or p[0]["status"] != "active":
+            raise Unauthenticated(f"principal {name!r} is not active")
+        return name
+
+    def grant(self, grantee: str, pattern: str, actions: Sequence[str]) -> Grant:
+        """Allow ``actions`` on namespaces matching ``pattern`` to a principal or ``role:<r>``.
+
+        Raises:
+            NotFound: the grantee principal does not exist.
+            InvalidNamespace: malformed glob.
+            InvalidInput: unknown action.
+        """
+        check_glob(pattern)
+        if isinstance(actions, str):
+            actions = [actions]
+        bad = [a for a in actions if a not in ACTIONS]
+        if bad or not actions:
+            raise InvalidInput(f"actions must be a non-empty subset of {list(ACTIONS)}",
+                               field="actions")
+        if grantee.startswith("role:"):
+            check_name(grantee[5:], "role")
+        else:
+            check_name(grantee)
+        with self._db.storage.write(self._db.principal.name) as w:
+            if not grantee.startswith("role:") and not w.fetch("principals", {"name": grantee}):
+                raise NotFound(f"no principal {grantee!r}; create it before granting",
+                               name=grantee)
+            row = {"id": new_id(), "grantee": grantee, "pattern": pattern,
+                   "actions": sorted(set(actions)), "granted_by": self._db.principal.name,
+                   "tx_from": w.tx, "tx_to": None}
+            self._log(w, "grant.created", grantee, [Insert("grants", row)])
+        return Grant(id=row["id"], grantee=grantee, pattern=pattern,
+                     actions=tuple(row["actions"]), granted_by=row["granted_by"],
+                     tx_from=row["tx_from"])
+
+    def revoke(self, grant_id: str) -> None:
+        """End a grant; reads and writes through it stop at once (history keeps it)."""
+        with self._db.storage.write(self._db.principal.name) as w:
+            rows = w.fetch("grants", {"id": grant_id, "tx_to": None})
+            if not rows:
+                raise NotFound(f"no active grant {grant_id!r}", grant_id=grant_id)
+            self._log(w, "grant.revoked", rows[0]["grantee"], [
+                Update("grants", {"id": grant_id}, {"tx_to": w.tx}, expect={"tx_to": None})])
+
+    def grants(self, grantee: str | None = None) -> list[Grant]:
+        where: dict[str, Any] = {"tx_to": None}
+        if grantee is not None:
+            where["grantee"] = grantee
+        return [Grant(id=r["id"], grantee=r["grantee"], pattern=r["pattern"],
+                      actions=tuple(r["actions"]), granted_by=r["granted_by"],
+                      tx_from=r["tx_from"], tx_to=r["tx_to"])
+                for r in self._db.storage.fetch("grants", where, order_by="tx_from")]

@@ -1,0 +1,227 @@
+"""Turning caller input into validated rows, and stored rows into values.
+
+Validation happens here, before any lock is taken, so bad input is refused
+with a typed error and nothing is written. Provenance fields (author, times,
+transaction numbers) are filled in by the engine at write time, never taken
+from the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from engramdb.codec import check_json, from_micros, to_micros
+from engramdb.errors import (
+    EmbeddingDimensionMismatch,
+    InvalidInput,
+    InvalidMetadata,
+    TextTooLong,
+)
+from engramdb.model import Memory, MemoryDraft, check_layer, check_namespace, to_utc
+
+__all__ = ["EngineConfig", "memory_from_row", "validate_draft"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Limits and tuning for one database handle."""
+
+    max_text_chars: int = 32_000
+    max_metadata_bytes: int = 64_000
+    max_batch: int = 10_000
+    recall_candidates: int = 50
+    max_k: int = 1_000
+
+
+def _unit(value: Any, what: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{what} must be a number between 0 and 1", field=what) from exc
+    if not (0.0 <= f <= 1.0) or math.isnan(f):
+        raise InvalidInput(f"{what} must be between 0 and 1, got {value!r}", field=what)
+    return f
+
+
+def _short(value: Any, what: str, limit: int = 500) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidInput(f"{what} must be a non-empty string of at most {limit} characters",
+                           field=what)
+    return value
+
+
+def check_text(text: Any, config: EngineConfig) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("text must be a non-empty string; say what the memory is", field="text")
+    if len(text) > config.max_text_chars:
+        raise TextTooLong(
+            f"text has {len(text)} characters, over the limit of {config.max_text_chars}; "
+            "split it into several memories or raise max_text_chars",
+            length=len(text),
+            limit=config.max_text_chars,
+        )
+    return text
+
+
+def check_metadata(metadata: Any, config: EngineConfig) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidMetadata("metadata must be a JSON object (a dict with string keys)",
+                              field="metadata")
+    value = check_json(dict(metadata), what="metadata")
+    from engramdb.codec import json_dumps
+
+    if len(json_dumps(value).encode()) > config.max_metadata_bytes:
+        raise InvalidMetadata(
+            f"metadata is larger than {config.max_metadata_bytes} bytes; store large "
+            "payloads elsewhere and keep a reference",
+            field="metadata",
+        )
+    return dict(value)
+
+
+def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
+    if embedding is None:
+        return None
+    try:
+        vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("embedding must be a list of numbers", field="embedding") from exc
+    if dimension is None or dimension == 0:
+        raise EmbeddingDimensionMismatch(
+            "this database has no embedder, so it stores no embeddings; omit `embedding`"
+        )
+    if vec.size != dimension:
+        raise EmbeddingDimensionMismatch(
+            f"embedding has {vec.size} dimensions but this database uses {dimension}; "
+            "embed with the database's embedder or omit `embedding`",
+            expected=dimension,
+            got=int(vec.size),
+        )
+    if not np.all(np.isfinite(vec)):
+        raise InvalidInput("embedding contains NaN or infinity", field="embedding")
+    norm = float(np.linalg.norm(vec))
+    if norm == 0.0:
+        raise InvalidInput("embedding must not be all zeros", field="embedding")
+    return vec / norm
+
+
+def check_validity(valid_from: Any, valid_to: Any) -> tuple[datetime | None, datetime | None]:
+    vf = to_utc(valid_from, what="valid_from")
+    vt = to_utc(valid_to, what="valid_to")
+    if vf is not None and vt is not None and vt <= vf:
+        raise InvalidInput("valid_to must be later than valid_from", field="valid_to")
+    return vf, vt
+
+
+def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | None) -> MemoryDraft:
+    """Check every field of a draft; return it normalised.
+
+    Raises:
+        InvalidInput: (or a subclass) naming the field and what to do.
+    """
+    text = check_text(draft.text, config)
+    namespace = check_namespace(draft.namespace)
+    layer = check_layer(draft.layer)
+    metadata = check_metadata(draft.metadata, config)
+    subject = _short(draft.subject, "subject")
+    predicate = _short(draft.predicate, "predicate")
+    if predicate is not None and subject is None:
+        raise InvalidInput("an assertion needs a subject as well as a predicate", field="subject")
+    value = check_json(draft.value, what="value") if draft.value is not None else None
+    if value is not None and predicate is None:
+        raise InvalidInput("value belongs to an assertion: give subject and predicate too",
+                           field="value")
+    vf, vt = check_validity(draft.valid_from, draft.valid_to)
+    embedding = check_embedding(draft.embedding, dimension)
+    key = draft.idempotency_key
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
+        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters",
+                           field="idempotency_key")
+    return MemoryDraft(
+        text=text,
+        namespace=namespace,
+        layer=layer,
+        subject=subject,
+        predicate=predicate,
+        value=value,
+        metadata=metadata,
+        importance=_unit(draft.importance, "importance"),
+        confidence=_unit(draft.confidence, "confidence"),
+        source=_short(draft.source, "source"),
+        session=_short(draft.session, "session"),
+        valid_from=vf,
+        valid_to=vt,
+        expires_at=to_utc(draft.expires_at, what="expires_at"),
+        embedding=None if embedding is None else tuple(float(x) for x in embedding),
+        idempotency_key=key,
+    )
+
+
+def effective_status(row: Mapping[str, Any], as_of: int | None) -> str:
+    tx_to = row.get("tx_to")
+    if tx_to is not None and (as_of is None or tx_to <= as_of):
+        return "superseded"
+    return str(row["status"])
+
+
+def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memory:
+    return Memory(
+        id=row["id"],
+        version=int(row["version"]),
+        namespace=row["namespace"],
+        layer=row["layer"],
+        text=row["text"],
+        subject=row.get("subject"),
+        predicate=row.get("predicate"),
+        value=row.get("value"),
+        metadata=row.get("metadata") or {},
+        importance=float(row["importance"]),
+        confidence=float(row["confidence"]),
+        author=row["author"],
+        source=row.get("source"),
+        session=row.get("session"),
+        valid_from=from_micros(row["valid_from"]),  # type: ignore[arg-type]
+        valid_to=from_micros(row.get("valid_to")),
+        tx_from=int(row["tx_from"]),
+        tx_to=None if row.get("tx_to") is None else int(row["tx_to"]),
+        recorded_at=from_micros(row["recorded_at"]),  # type: ignore[arg-type]
+        status=effective_status(row, as_of),
+        expires_at=from_micros(row.get("expires_at")),
+    )
+
+
+def draft_to_row(draft: MemoryDraft, *, memory_id: str, author: str, tx: int,
+                 recorded_at: int, status: str = "active") -> dict[str, Any]:
+    return {
+        "id": memory_id,
+        "version": 1,
+        "namespace": draft.namespace,
+        "layer": draft.layer,
+        "text": draft.text,
+        "subject": draft.subject,
+        "predicate": draft.predicate,
+        "value": draft.value,
+        "metadata": dict(draft.metadata),
+        "importance": draft.importance,
+        "confidence": draft.confidence,
+        "author": author,
+        "source": draft.source,
+        "session": draft.session,
+        "valid_from": to_micros(draft.valid_from) if draft.valid_from else recorded_at,
+        "valid_to": to_micros(draft.valid_to),
+        "tx_from": tx,
+        "tx_to": None,
+        "recorded_at": recorded_at,
+        "status": status,
+        "expires_at": to_micros(draft.expires_at),
+    }

@@ -1,0 +1,654 @@
+"""A principal's view of the database: every read and write, attributed.
+
+:class:`Session` is the public API of DESIGN.md bound to one principal.
+``Database`` is the session of the embedded opener (the admin); agents get
+theirs from ``db.as_agent(name)`` and are checked exactly like remote
+callers. Writes take the storage's serialised write transaction, apply
+effects and log them in that same transaction; reads resolve the principal's
+grants into the namespace list that every index query is filtered by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from engramdb.codec import canonical, new_id, sha256_hex, to_micros
+from engramdb.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    VersionConflict,
+)
+from engramdb.model import (
+    Event,
+    Hit,
+    Memory,
+    MemoryDraft,
+    RecallFilter,
+    RecallResult,
+    Receipt,
+    ReceiptItem,
+    check_glob,
+    check_layer,
+    namespace_matches,
+    to_utc,
+)
+from engramdb.policy.acl import AccessControl, grantees_of
+from engramdb.retrieval.rank import fuse
+from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
+from engramdb.engine.rows import (
+    check_metadata,
+    check_text,
+    check_validity,
+    draft_to_row,
+    memory_from_row,
+    validate_draft,
+)
+
+if TYPE_CHECKING:
+    from engramdb.engine.database import Database
+
+__all__ = ["PrincipalInfo", "Session", "Transaction"]
+
+T = TypeVar("T")
+_UNSET: Any = object()
+_WRITABLE = ("active", "quarantined")
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalInfo:
+    name: str
+    roles: tuple[str, ...] = ()
+    trust: float = 0.5
+    is_admin: bool = False
+
+
+def _request_hash(kind: str, payload: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical({"kind": kind, **payload}))
+
+
+class _Writer:
+    """Write operations inside one open storage transaction."""
+
+    def __init__(self, session: Session, w: WriteTx) -> None:
+        self.s = session
+        self.w = w
+
+    # idempotency -------------------------------------------------------------
+
+    def _replay(self, key: str | None, request_hash: str) -> Memory | None:
+        if key is None:
+            return None
+        rows = self.w.fetch("idempotency", {"principal": self.s.principal.name, "key": key})
+        if not rows:
+            return None
+        if rows[0]["request_hash"] != request_hash:
+            raise IdempotencyKeyReused(
+                f"idempotency key {key!r} was already used for a different request; "
+                "use a new key for a new request",
+                key=key,
+            )
+        result = rows[0]["result"]
+        found = self.w.fetch("memories", {"id": result["id"], "version": result["version"]})
+        return memory_from_row(found[0]) if found else None
+
+    def _remember_idempotency(self, key: str | None, request_hash: str, m: Mapping[str, Any]
+                              ) -> list[Insert]:
+        if key is None:
+            return []
+        return [Insert("idempotency", {
+            "principal": self.s.principal.name, "key": key, "request_hash": request_hash,
+            "result": {"id": m["id"], "version": m["version"]}, "tx": self.w.tx,
+        })]
+
+    def _commit(self, kind: str, namespace: str, subject_ref: str, effects: list[Any],
+                extra: Mapping[str, Any] | None = None) -> Event:
+        self.w.apply(effects)
+        payload = {"effects": [effect_to_dict(e) for e in effects], **(extra or {})}
+        return self.w.log(kind, actor=self.s.principal.name, namespace=namespace,
+                          subject_ref=subject_ref, payload=payload)
+
+    # operations ----------------------------------------------------------------
+
+    def remember(self, draft: MemoryDraft, vector: np.ndarray | None) -> Memory:
+        s = self.s
+        s._require("write", draft.namespace)
+        rhash = _request_hash("remember", _draft_fingerprint(draft))
+        replayed = self._replay(draft.idempotency_key, rhash)
+        if replayed is not None:
+            return replayed
+        row = draft_to_row(draft, memory_id=new_id(), author=s.principal.name, tx=self.w.tx,
+                           recorded_at=self.w.recorded_at)
+        if row["valid_to"] is not None and row["valid_to"] <= row["valid_from"]:
+            raise InvalidInput("valid_to must be later than valid_from (which defaults to now)",
+                               field="valid_to")
+        effects: list[Any] = [Insert("memories", row)]
+        effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
+        self._commit("memory.remembered", draft.namespace, row["id"], effects)
+        if vector is not None:
+            self.w.put_vectors([(row["id"], 1, vector)])
+        return memory_from_row(row)
+
+    def _current(self, memory_id: str, action: str) -> dict[str, Any]:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInput("memory id must be a non-empty string", field="id")
+        rows = self.w.fetch("memories", {"id": memory_id, "tx_to": None})
+        if not rows or not self.s._acl().check("read", rows[0]["namespace"]):
+            raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
+                           id=memory_id)
+        row = rows[0]
+        self.s._require(action, row["namespace"])
+        return row
+
+    def _new_version(self, cur: dict[str, Any], changes: Mapping[str, Any], kind: str,
+                     expected_version: int | None, extra: Mapping[str, Any] | None,
+                     vector: np.ndarray | None, idempotency_key: str | None,
+                     rhash: str) -> Memory:
+        if expected_version is not None and int(expected_version) != int(cur["version"]):
+            raise VersionConflict(
+                f"memory {cur['id']} is at version {cur['version']}, not {expected_version}; "
+                "re-read it, reapply your change and retry",
+                id=cur["id"],
+                current_version=int(cur["version"]),
+                expected_version=int(expected_version),
+            )
+        new = {**cur, **changes, "version": cur["version"] + 1, "tx_from": self.w.tx,
+               "tx_to": None, "recorded_at": self.w.recorded_at,
+               "author": self.s.principal.name}
+        if new["valid_to"] is not None and new["valid_to"] <= new["valid_from"]:
+            raise InvalidInput("valid_to must be later than valid_from", field="valid_to")
+        effects: list[Any] = [
+            Update("memories", {"id": cur["id"], "version": cur["version"]},
+                   {"tx_to": self.w.tx}, expect={"tx_to": None}),
+            Insert("memories", new),
+        ]
+        effects += self._remember_idempotency(idempotency_key, rhash, new)
+        self._commit(kind, cur["namespace"], cur["id"], effects, extra)
+        if vector is not None:
+            self.w.put_vectors([(new["id"], new["version"], vector)])
+        elif new["text"] == cur["text"]:
+            self.s._db._copy_vector(self.w, cur["id"], cur["version"], new["version"])
+        return memory_from_row(new)
+
+    def update(self, memory_id: str, changes: Mapping[str, Any], expected_version: int | None,
+               vector: np.ndarray | None, idempotency_key: str | None) -> Memory:
+        rhash = _request_hash("update", {"id": memory_id, "expected": expected_version,
+                                         "changes": changes})
+        replayed = self._replay(idempotency_key, rhash)
+        if replayed is not None:
+            return replayed
+        cur = self._current(memory_id, "write")
+        if cur["status"] not in _WRITABLE:
+            raise InvalidInput(
+                f"memory {memory_id} is {cur['status']} and cannot be updated; "
+                "remember a new memory instead",
+                id=memory_id,
+                status=cur["status"],
+            )
+        return self._new_version(cur, changes, "memory.updated", expected_version, None,
+                                 vector, idempotency_key, rhash)
+
+    def retract(self, memory_id: str, reason: str | None, expected_version: int | None,
+                idempotency_key: str | None) -> Memory:
+        rhash = _request_hash("retract", {"id": memory_id, "reason": reason,
+                                          "expected": expected_version})
+        replayed = self._replay(idempotency_key, rhash)
+        if replayed is not None:
+            return replayed
+        cur = self._current(memory_id, "write")
+        if cur["status"] == "retracted":
+            raise InvalidInput(f"memory {memory_id} is already retracted", id=memory_id)
+        valid_to = cur["valid_to"]
+        if valid_to is None or valid_to > self.w.recorded_at:
+            valid_to = max(self.w.recorded_at, cur["valid_from"] + 1)
+        changes = {"status": "retracted", "valid_to": valid_to}
+        return self._new_version(cur, changes, "memory.retracted", expected_version,
+                                 {"reason": reason}, None, idempotency_key, rhash)
+
+
+def _draft_fingerprint(draft: MemoryDraft) -> dict[str, Any]:
+    return {
+        "text": draft.text, "namespace": draft.namespace, "layer": draft.layer,
+        "subject": draft.subject, "predicate": draft.predicate, "value": draft.value,
+        "metadata": dict(draft.metadata), "importance": draft.importance,
+        "confidence": draft.confidence, "source": draft.source, "session": draft.session,
+        "valid_from": to_micros(draft.valid_from), "valid_to": to_micros(draft.valid_to),
+    }
+
+
+class Session:
+    """The database as seen and changed by one principal."""
+
+    def __init__(self, db: Database, principal: PrincipalInfo) -> None:
+        self._db = db
+        self._principal = principal
+
+    @property
+    def principal(self) -> PrincipalInfo:
+        return self._principal
+
+    # -- access ------------------------------------------------------------------
+
+    def _acl(self, as_of: int | None = None) -> AccessControl:
+        p = self._principal
+        if p.is_admin:
+            return AccessControl(p.name, [], is_admin=True)
+        return AccessControl(p.name, self._db._grants_for(p, as_of))
+
+    def _require(self, action: str, namespace: str) -> None:
+        decision = self._acl().check(action, namespace)
+        if not decision.allow:
+            raise PermissionDenied(
+                f"{self._principal.name!r} may not {action} in {namespace!r}; ask an admin "
+                f"for a grant (db.admin.grant({self._principal.name!r}, {namespace!r}, "
+                f"[{action!r}]))",
+                action=action,
+                namespace=namespace,
+            )
+
+    def _readable(self, pattern: str, as_of: int | None) -> tuple[str, ...]:
+        check_glob(pattern)
+        acl = self._acl(as_of)
+        return tuple(
+            ns for ns in self._db.storage.namespaces()
+            if namespace_matches(pattern, ns) and acl.check("read", ns).allow
+        )
+
+    def _as_of(self, as_of: int | datetime | str | None) -> int | None:
+        if as_of is None:
+            return None
+        if isinstance(as_of, bool):
+            raise InvalidInput("as_of must be a transaction number or a time")
+        if isinstance(as_of, int):
+            if as_of < 0:
+                raise InvalidInput("as_of must be a non-negative transaction number")
+            return as_of
+        when = to_utc(as_of, what="as_of")
+        return self._db.storage.tx_at(to_micros(when))  # type: ignore[arg-type]
+
+    # -- writes ------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[_Writer], T]) -> T:
+        with self._db.storage.write(self._principal.name) as w:
+            return fn(_Writer(self, w))
+
+    def remember(
+        self,
+        text: str,
+        *,
+        namespace: str | None = None,
+        layer: str = "semantic",
+        subject: str | None = None,
+        predicate: str | None = None,
+        value: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        importance: float = 0.5,
+        confidence: float = 1.0,
+        source: str | None = None,
+        session: str | None = None,
+        valid_from: datetime | str | None = None,
+        valid_to: datetime | str | None = None,
+        expires_at: datetime | str | None = None,
+        embedding: Sequence[float] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Memory:
+        """Store a new memory (version 1) and log it.
+
+        Args:
+            text: what is remembered; required, non-empty.
+            namespace: where it lives; defaults to the agent's private namespace.
+            layer: ``working``, ``episodic``, ``semantic`` or ``procedural``.
+            subject, predicate, value: an optional structured assertion.
+            valid_from, valid_to: when the fact holds in the world (default: from now on).
+            embedding: a precomputed embedding of the database's dimension.
+            idempotency_key: makes a retried call return the first result.
+
+        Returns:
+            The stored :class:`Memory`, with provenance set by the engine.
+
+        Raises:
+            InvalidInput: bad input (nothing written).
+            PermissionDenied: no write grant on the namespace.
+            IdempotencyKeyReused: the key was used for a different request.
+        """
+        draft = self._draft(
+            text=text, namespace=namespace, layer=layer, subject=subject, predicate=predicate,
+            value=value, metadata=metadata or {}, importance=importance, confidence=confidence,
+            source=source, session=session, valid_from=valid_from, valid_to=valid_to,
+            expires_at=expires_at, embedding=embedding, idempotency_key=idempotency_key,
+        )
+        vectors = self._db._vectors_for([draft])
+        return self._write(lambda wr: wr.remember(draft, vectors[0]))
+
+    def _draft(self, **fields: Any) -> MemoryDraft:
+        if fields.get("namespace") is None:
+            fields["namespace"] = f"agents/{self._principal.name}"
+        emb = fields.get("embedding")
+        if emb is not None:
+            fields["embedding"] = tuple(np.asarray(emb, dtype=np.float64).reshape(-1).tolist())
+        try:
+            draft = MemoryDraft(**fields)
+        except TypeError as exc:
+            raise InvalidInput(f"unexpected memory field: {exc}") from exc
+        return validate_draft(draft, self._db.config, self._db.dimension)
+
+    def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> list[Memory]:
+        """Store many memories in one transaction (all or nothing).
+
+        Each item is a :class:`MemoryDraft` or a dict of :meth:`remember` arguments.
+        Embeddings are computed in batches before the write lock is taken.
+        """
+        if len(drafts) > self._db.config.max_batch:
+            raise InvalidInput(
+                f"batch of {len(drafts)} is over the limit of {self._db.config.max_batch}; "
+                "split it"
+            )
+        clean: list[MemoryDraft] = []
+        for item in drafts:
+            if isinstance(item, MemoryDraft):
+                fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}  # type: ignore[attr-defined]
+            elif isinstance(item, Mapping):
+                fields = dict(item)
+            else:
+                raise InvalidInput("each batch item must be a MemoryDraft or a dict")
+            clean.append(self._draft(**fields))
+        vectors = self._db._vectors_for(clean)
+        return self._write(lambda wr: [wr.remember(d, v) for d, v in zip(clean, vectors,
+                                                                         strict=True)])
+
+    def _update_changes(self, text: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
+        cfg = self._db.config
+        changes: dict[str, Any] = {}
+        if text is not _UNSET:
+            changes["text"] = check_text(text, cfg)
+        for name in ("metadata", "importance", "confidence", "value", "valid_from", "valid_to",
+                     "layer", "source", "expires_at"):
+            if fields.get(name, _UNSET) is _UNSET:
+                continue
+            v = fields[name]
+            if name == "metadata":
+                changes[name] = check_metadata(v, cfg)
+            elif name in ("importance", "confidence"):
+                from engramdb.engine.rows import _unit
+
+                changes[name] = _unit(v, name)
+            elif name == "layer":
+                changes[name] = check_layer(v)
+            elif name in ("valid_from", "valid_to", "expires_at"):
+                t = to_utc(v, what=name)
+                if name == "valid_from" and t is None:
+                    raise InvalidInput("valid_from cannot be removed", field="valid_from")
+                changes[name] = to_micros(t)
+            elif name == "value":
+                from engramdb.codec import check_json
+
+                changes[name] = check_json(v, what="value")
+            else:
+                changes[name] = v
+        if "valid_from" in changes or "valid_to" in changes:
+            check_validity(fields.get("valid_from"), fields.get("valid_to"))
+        if not changes:
+            raise InvalidInput("update needs at least one field to change (text, metadata, ...)")
+        return changes
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        text: Any = _UNSET,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Memory:
+        """Write a new version of a memory; the old one is closed in transaction time.
+
+        Args:
+            memory_id: the memory to change.
+            text: new text (re-embedded).
+            expected_version: compare-and-swap: the update applies only if the
+                current version is this one.
+            **fields: ``metadata``, ``importance``, ``confidence``, ``value``,
+                ``valid_from``, ``valid_to``, ``layer``, ``source``, ``expires_at``.
+
+        Raises:
+            VersionConflict: ``expected_version`` is not current (nothing written);
+                ``err.current_version`` says what is.
+            NotFound: no such memory, or one you may not read.
+        """
+        unknown = set(fields) - {"metadata", "importance", "confidence", "value", "valid_from",
+                                 "valid_to", "layer", "source", "expires_at"}
+        if unknown:
+            raise InvalidInput(f"update cannot change {sorted(unknown)}; namespace, subject and "
+                               "predicate are fixed for a memory's life")
+        changes = self._update_changes(text, fields)
+        vector = None
+        if "text" in changes:
+            vector = self._db._vectors_for([changes["text"]])[0]
+        return self._write(lambda wr: wr.update(memory_id, changes, expected_version, vector,
+                                                idempotency_key))
+
+    def retract(self, memory_id: str, *, reason: str | None = None,
+                expected_version: int | None = None,
+                idempotency_key: str | None = None) -> Memory:
+        """End a memory's validity: a new version with status ``retracted``.
+
+        History keeps every earlier version; default reads stop returning it.
+        """
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+            raise InvalidInput("reason must be a string of at most 2000 characters")
+        return self._write(lambda wr: wr.retract(memory_id, reason, expected_version,
+                                                 idempotency_key))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """All-or-nothing writes: every call inside commits together or not at all."""
+        with self._db.storage.write(self._principal.name) as w:
+            tx = Transaction(self, _Writer(self, w))
+            yield tx
+            tx._closed = True
+
+    # -- reads ---------------------------------------------------------------------
+
+    def _visible_rows(self, memory_id: str, as_of: int | None) -> list[dict[str, Any]]:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInput("memory id must be a non-empty string", field="id")
+        rows = self._db.storage.fetch("memories", {"id": memory_id}, order_by="version")
+        if as_of is not None:
+            rows = [r for r in rows if r["tx_from"] <= as_of]
+        if not rows or not self._acl(as_of).check("read", rows[0]["namespace"]):
+            raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
+                           id=memory_id)
+        return rows
+
+    def get(self, memory_id: str, *, as_of: int | datetime | str | None = None,
+            valid_at: datetime | str | None = None) -> Memory:
+        """The version of a memory current at ``as_of`` (default: now).
+
+        Raises:
+            NotFound: unknown id, not yet written at ``as_of``, not valid at
+                ``valid_at``, or not readable by this principal.
+        """
+        t = self._as_of(as_of)
+        rows = self._visible_rows(memory_id, t)
+        row = rows[-1]
+        if t is not None:
+            live = [r for r in rows if r["tx_to"] is None or r["tx_to"] > t]
+            row = live[-1]
+        va = to_utc(valid_at, what="valid_at")
+        if va is not None:
+            v = to_micros(va)
+            if not (row["valid_from"] <= v and (row["valid_to"] is None or row["valid_to"] > v)):  # type: ignore[operator]
+                raise NotFound(f"memory {memory_id!r} is not valid at {va.isoformat()}",
+                               id=memory_id)
+        return memory_from_row(row, as_of=t)
+
+    def history(self, memory_id: str, *, as_of: int | datetime | str | None = None
+                ) -> list[Memory]:
+        """Every version of a memory, oldest first, with times and authors."""
+        t = self._as_of(as_of)
+        return [memory_from_row(r, as_of=t) for r in self._visible_rows(memory_id, t)]
+
+    def recall(
+        self,
+        query: str,
+        *,
+        namespace: str = "**",
+        k: int = 10,
+        layers: Sequence[str] | None = None,
+        as_of: int | datetime | str | None = None,
+        valid_at: datetime | str | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> RecallResult:
+        """Hybrid search: full text and vectors, fused with recency and importance.
+
+        Args:
+            query: what to look for.
+            namespace: a glob; results come only from namespaces you may read.
+            k: how many hits at most.
+            layers: restrict to these layers.
+            as_of: transaction time (tx number or time): what was current then.
+            valid_at: valid time: only facts that held at that moment.
+            filters: ``author``, ``subject``, ``predicate``, ``session``,
+                ``metadata`` (dict of equalities), ``recorded_after``,
+                ``recorded_before``, ``valid_after``, ``valid_before``,
+                ``statuses``, ``include_superseded``.
+
+        Returns:
+            :class:`RecallResult` with scored hits (``why`` holds the score
+            parts) and a :class:`Receipt` of the exact versions returned.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query must be a non-empty string")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self._db.config.max_k:
+            raise InvalidInput(f"k must be an integer from 1 to {self._db.config.max_k}")
+        t = self._as_of(as_of)
+        flt = self._filter(namespace, layers, t, valid_at, filters)
+        return self._db._recall(self, query, flt, k, t)
+
+    def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
+                valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:
+        f = dict(filters or {})
+        allowed = {"author", "authors", "subject", "predicate", "session", "metadata",
+                   "recorded_after", "recorded_before", "valid_after", "valid_before",
+                   "statuses", "include_superseded"}
+        unknown = set(f) - allowed
+        if unknown:
+            raise InvalidInput(f"unknown filters {sorted(unknown)}; use {sorted(allowed)}")
+        if layers is not None:
+            if isinstance(layers, str):
+                layers = [layers]
+            layers = tuple(check_layer(x) for x in layers)
+        authors = f.get("authors")
+        if f.get("author") is not None:
+            authors = [f["author"]]
+        meta = f.get("metadata") or {}
+        if not isinstance(meta, Mapping):
+            raise InvalidInput("filters['metadata'] must be a dict of key -> value equalities")
+        statuses = f.get("statuses", ("active",))
+        if isinstance(statuses, str):
+            statuses = (statuses,)
+        return RecallFilter(
+            namespaces=self._readable(namespace, as_of),
+            layers=tuple(layers) if layers is not None else None,
+            authors=tuple(authors) if authors is not None else None,
+            statuses=tuple(statuses),
+            as_of=as_of,
+            valid_at=to_utc(valid_at, what="valid_at"),
+            recorded_after=to_utc(f.get("recorded_after"), what="recorded_after"),
+            recorded_before=to_utc(f.get("recorded_before"), what="recorded_before"),
+            valid_after=to_utc(f.get("valid_after"), what="valid_after"),
+            valid_before=to_utc(f.get("valid_before"), what="valid_before"),
+            metadata=tuple(sorted(meta.items())),
+            subject=f.get("subject"),
+            predicate=f.get("predicate"),
+            session=f.get("session"),
+            include_superseded=bool(f.get("include_superseded", False)),
+        )
+
+    def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
+                ) -> Iterator[Event]:
+        """Log events after cursor ``since`` (a seq) that this principal may read."""
+        check_glob(namespace)
+        acl = self._acl()
+        cursor = since
+        while True:
+            batch = self._db.storage.events(after=cursor, limit=min(limit, 1000))
+            if not batch:
+                return
+            for raw in batch:
+                cursor = raw.seq
+                ns = raw.namespace
+                if ns is None:
+                    if not self._principal.is_admin:
+                        continue
+                elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
+                    continue
+                yield self._db._event(raw)
+
+
+class Transaction:
+    """The write API inside ``with session.transaction() as tx:``."""
+
+    def __init__(self, session: Session, writer: _Writer) -> None:
+        self._s = session
+        self._w = writer
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InvalidInput("this transaction has ended; open a new one")
+
+    def remember(self, text: str, **fields: Any) -> Memory:
+        self._check()
+        draft = self._s._draft(text=text, **fields)
+        vector = self._s._db._vectors_for([draft])[0]
+        return self._w.remember(draft, vector)
+
+    def update(self, memory_id: str, *, text: Any = _UNSET,
+               expected_version: int | None = None, idempotency_key: str | None = None,
+               **fields: Any) -> Memory:
+        self._check()
+        changes = self._s._update_changes(text, fields)
+        vector = self._s._db._vectors_for([changes["text"]])[0] if "text" in changes else None
+        return self._w.update(memory_id, changes, expected_version, vector, idempotency_key)
+
+    def retract(self, memory_id: str, *, reason: str | None = None,
+                expected_version: int | None = None,
+                idempotency_key: str | None = None) -> Memory:
+        self._check()
+        return self._w.retract(memory_id, reason, expected_version, idempotency_key)
+
+    def get(self, memory_id: str) -> Memory:
+        self._check()
+        rows = self._w.w.fetch("memories", {"id": memory_id, "tx_to": None})
+        if not rows or not self._s._acl().check("read", rows[0]["namespace"]):
+            raise NotFound(f"no memory {memory_id!r}", id=memory_id)
+        return memory_from_row(rows[0])
+
+
+def hits_from(scored: Sequence[Any], as_of: int | None) -> tuple[Hit, ...]:
+    return tuple(
+        Hit(memory=memory_from_row(s.row, as_of=as_of), score=s.score, why=s.why)
+        for s in scored
+    )
+
+
+def receipt_for(hits: Sequence[Hit], as_of: int, valid_at: datetime | None, principal: str,
+                query: str) -> Receipt:
+    return Receipt(
+        items=tuple(ReceiptItem(h.memory.id, h.memory.version) for h in hits),
+        as_of=as_of,
+        valid_at=valid_at,
+        principal=principal,
+        query_digest=sha256_hex(query.encode("utf-8")),
+    )
+
+
+_ = (fuse, replace, grantees_of)

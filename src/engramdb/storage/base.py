@@ -1,0 +1,259 @@
+"""The storage seam: what a backend must do, and nothing more.
+
+The engine never writes SQL. It describes a change as frozen *effects*
+(:class:`Insert`, :class:`Update`) on the logical tables of
+:mod:`engramdb.storage.schema`, applies them inside one serialised write
+transaction and logs them in the same transaction (:meth:`WriteTx.log`).
+Because the log carries the effects, ``verify`` and ``import`` can replay it
+without any knowledge of the engine's rules.
+
+Reads are a handful of methods over frozen queries (:class:`RecallFilter`).
+Filters are always applied inside the backend's query, never afterwards.
+Backends translate their driver errors into :class:`engramdb.errors.StorageError`
+(chained with ``from``) at this boundary.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engramdb.model import Event, RecallFilter
+
+__all__ = [
+    "Effect",
+    "Head",
+    "Insert",
+    "RawEvent",
+    "Storage",
+    "Update",
+    "WriteTx",
+    "effect_from_dict",
+    "effect_to_dict",
+]
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """Insert one row into a logical table (values in their JSON-native form)."""
+
+    table: str
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Change columns of the row with ``key``; ``expect`` makes it a compare-and-swap.
+
+    If no row matches ``key`` and ``expect``, the backend raises
+    :class:`engramdb.errors.VersionConflict` and the whole transaction rolls back.
+    """
+
+    table: str
+    key: Mapping[str, Any]
+    changes: Mapping[str, Any]
+    expect: Mapping[str, Any] = field(default_factory=dict)
+
+
+Effect = Insert | Update
+
+
+def effect_to_dict(effect: Effect) -> dict[str, Any]:
+    if isinstance(effect, Insert):
+        return {"op": "insert", "table": effect.table, "row": dict(effect.row)}
+    return {
+        "op": "update",
+        "table": effect.table,
+        "key": dict(effect.key),
+        "changes": dict(effect.changes),
+        "expect": dict(effect.expect),
+    }
+
+
+def effect_from_dict(data: Mapping[str, Any]) -> Effect:
+    if data["op"] == "insert":
+        return Insert(data["table"], data["row"])
+    return Update(data["table"], data["key"], data["changes"], data.get("expect") or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The end of the log: last event, last transaction and its time."""
+
+    seq: int
+    hash: str
+    tx: int
+    recorded_at: int  # micros
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """An event exactly as stored, including the salt, for verify and export."""
+
+    seq: int
+    tx: int
+    kind: str
+    namespace: str | None
+    actor: str
+    recorded_at: int
+    subject_ref: str | None
+    commitment: str
+    prev_hash: str
+    hash: str
+    salt: bytes | None
+    payload: str | None  # canonical JSON text, None once erased
+
+    def envelope(self) -> dict[str, Any]:
+        """The fields the chain hash covers (never the payload itself)."""
+        return {
+            "seq": self.seq,
+            "tx": self.tx,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "actor": self.actor,
+            "recorded_at": self.recorded_at,
+            "subject_ref": self.subject_ref,
+            "commitment": self.commitment,
+        }
+
+
+class WriteTx(ABC):
+    """One serialised write transaction. All or nothing, with its log entries.
+
+    ``tx`` is the transaction-time number every row written here carries;
+    ``recorded_at`` its wall-clock time (micros, never earlier than the
+    previous transaction's).
+    """
+
+    tx: int
+    recorded_at: int
+
+    @abstractmethod
+    def apply(self, effects: Sequence[Effect]) -> None:
+        """Apply effects to the state tables (no logging)."""
+
+    @abstractmethod
+    def log(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        namespace: str | None,
+        subject_ref: str | None,
+        payload: Mapping[str, Any],
+    ) -> Event:
+        """Append one hash-chained event to the log."""
+
+    @abstractmethod
+    def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        """Store embeddings for ``(memory id, version)`` pairs (a derived index)."""
+
+    @abstractmethod
+    def copy_vector(self, memory_id: str, from_version: int, to_version: int) -> None:
+        """Reuse the embedding of an earlier version whose text is unchanged."""
+
+    @abstractmethod
+    def fetch(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        """Rows of ``table`` whose columns equal ``where`` (``None`` means IS NULL)."""
+
+    @abstractmethod
+    def append_raw(self, event: RawEvent) -> None:
+        """Append an event verbatim (import); the caller guarantees the chain."""
+
+
+class Storage(ABC):
+    """A backend. Thread-safe; many processes may share one database."""
+
+    dialect: str
+    url: str
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Create or migrate the schema. Safe to call any number of times."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def write(self, actor: str) -> AbstractContextManager[WriteTx]:
+        """A serialised write transaction; commits on normal exit, else rolls back."""
+
+    # -- generic reads -------------------------------------------------
+
+    @abstractmethod
+    def fetch(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]: ...
+
+    @abstractmethod
+    def scan(self, table: str) -> Iterator[Row]:
+        """Every row of a state table in key order (verify, export)."""
+
+    @abstractmethod
+    def meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a configuration value (outside the log: embedder identity etc.)."""
+
+    # -- memories --------------------------------------------------------
+
+    @abstractmethod
+    def list_memories(
+        self, flt: RecallFilter, *, limit: int | None = None, order: str = "recent"
+    ) -> list[Row]:
+        """Memory rows matching ``flt`` (``order``: ``recent`` or ``importance``)."""
+
+    @abstractmethod
+    def search_text(self, query: str, flt: RecallFilter, limit: int) -> list[tuple[Row, float]]:
+        """Full-text matches, best first, with a positive relevance score."""
+
+    @abstractmethod
+    def search_vector(
+        self, vector: np.ndarray, flt: RecallFilter, limit: int
+    ) -> list[tuple[Row, float]]:
+        """Nearest memories by cosine similarity, best first."""
+
+    @abstractmethod
+    def namespaces(self) -> list[str]:
+        """Every namespace that holds at least one memory version."""
+
+    # -- log --------------------------------------------------------------
+
+    @abstractmethod
+    def head(self) -> Head: ...
+
+    @abstractmethod
+    def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
+        """Events with ``seq > after`` in order."""
+
+    @abstractmethod
+    def tx_at(self, when: int) -> int:
+        """The last transaction recorded at or before ``when`` (micros); 0 if none."""
+
+    @abstractmethod
+    def tx_time(self, tx: int) -> int:
+        """When transaction ``tx`` (or the last one before it) was recorded, in micros."""
+
+    @abstractmethod
+    def counts(self) -> dict[str, int]:
+        """Row counts for metrics: memories per status, events, ..."""

@@ -1,0 +1,111 @@
+"""The logical schema: every state table, its key and its column types.
+
+State tables are projections of the log (DESIGN.md, principle 1). Writes
+reach them only as :mod:`effects <engramdb.storage.base>` that name a table
+from this registry, and the same effects are stored in the event payload, so
+``verify`` and ``import`` can replay the log onto an empty model of these
+tables and compare. Both backends build their SQL from this registry; their
+migrations must create exactly these columns.
+
+Column kinds:
+
+* ``text``, ``int``, ``real``: stored as such.
+* ``json``: any JSON value, stored as canonical JSON text.
+* ``micros``: a UTC time as integer microseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TABLES", "TableSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    key: tuple[str, ...]
+    columns: dict[str, str]
+    # Maintained by storage itself; not part of the logged state.
+    bookkeeping: tuple[str, ...] = ()
+
+    @property
+    def json_columns(self) -> frozenset[str]:
+        return frozenset(c for c, k in self.columns.items() if k == "json")
+
+
+def _spec(name: str, key: tuple[str, ...], columns: str, bookkeeping: tuple[str, ...] = ()) -> TableSpec:
+    cols: dict[str, str] = {}
+    for part in columns.split(","):
+        col, kind = part.split()
+        cols[col] = kind
+    return TableSpec(name, key, cols, bookkeeping)
+
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        _spec(
+            "memories",
+            ("id", "version"),
+            "id text, version int, namespace text, layer text, text text, subject text,"
+            " predicate text, value json, metadata json, importance real, confidence real,"
+            " author text, source text, session text, valid_from micros, valid_to micros,"
+            " tx_from int, tx_to int, recorded_at micros, status text, expires_at micros",
+            bookkeeping=("row_tx",),
+        ),
+        _spec(
+            "principals",
+            ("name",),
+            "name text, kind text, roles json, trust real, status text, created_tx int,"
+            " metadata json",
+        ),
+        _spec(
+            "api_keys",
+            ("key_id",),
+            "key_id text, principal text, secret_hash text, created_tx int, revoked_tx int,"
+            " expires_at micros",
+        ),
+        _spec(
+            "grants",
+            ("id",),
+            "id text, grantee text, pattern text, actions json, granted_by text, tx_from int,"
+            " tx_to int",
+        ),
+        _spec(
+            "idempotency",
+            ("principal", "key"),
+            "principal text, key text, request_hash text, result json, tx int",
+        ),
+        _spec(
+            "conflicts",
+            ("id",),
+            "id text, kind text, namespace text, subject text, predicate text, memories json,"
+            " detector text, reason text, policy text, outcome text, status text, winner text,"
+            " resolution text, resolved_by text, tx int, resolved_tx int",
+        ),
+        _spec(
+            "decisions",
+            ("id",),
+            "id text, principal text, namespace text, description text, basis json,"
+            " outcome json, metadata json, tx int, recorded_at micros",
+        ),
+        _spec(
+            "predicate_schemas",
+            ("id",),
+            "id text, pattern text, predicate text, cardinality text, value_type text,"
+            " merge text, policy text, tx_from int, tx_to int",
+        ),
+        _spec(
+            "namespace_settings",
+            ("pattern",),
+            "pattern text, settings json, tx int",
+        ),
+        _spec(
+            "reads",
+            ("id",),
+            "id text, principal text, tx int, recorded_at micros, query_digest text,"
+            " items json, namespaces json",
+        ),
+    )
+}

@@ -1,0 +1,510 @@
+"""SQL built once for every backend: effects, logging, generic reads, filters.
+
+A backend subclasses :class:`SqlStorage` and supplies connections, the write
+lock, full-text and vector search, and a :class:`Dialect` for the few places
+where SQL differs (placeholders, JSON access, row locking). Everything that
+decides *what* is written or hashed lives here, so SQLite and PostgreSQL
+store byte-identical logs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from engramdb.codec import (
+    GENESIS_HASH,
+    canonical,
+    chain_hash,
+    commitment,
+    from_micros,
+    json_dumps,
+    to_micros,
+)
+from engramdb.errors import InvalidInput, StorageError, VersionConflict
+from engramdb.model import Event, RecallFilter
+from engramdb.storage.base import (
+    Effect,
+    Head,
+    Insert,
+    RawEvent,
+    Row,
+    Storage,
+    Update,
+    WriteTx,
+)
+from engramdb.storage.schema import TABLES, TableSpec
+
+__all__ = ["Dialect", "SqlStorage", "SqlWriteTx", "memory_where"]
+
+EVENT_COLUMNS = (
+    "seq, tx, kind, namespace, actor, recorded_at, subject_ref, commitment, prev_hash, hash"
+)
+_FAR_FUTURE = 2**62
+
+
+class Dialect:
+    """The few SQL differences between backends."""
+
+    name = "sql"
+    placeholder = "?"
+    lock_head = ""  # appended to the head SELECT inside a write transaction
+
+    def q(self, sql: str) -> str:
+        return sql
+
+    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
+        raise NotImplementedError
+
+
+def _spec(table: str) -> TableSpec:
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise StorageError(f"unknown table {table!r}") from None
+
+
+def encode_row(spec: TableSpec, row: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for col, value in row.items():
+        kind = spec.columns.get(col)
+        if kind is None and col not in spec.bookkeeping:
+            raise StorageError(f"table {spec.name} has no column {col!r}")
+        out[col] = json_dumps(value, what=col) if kind == "json" and value is not None else value
+    return out
+
+
+def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> Row:
+    import json
+
+    row: Row = {}
+    for name, value in zip(names, values, strict=True):
+        if value is not None and spec.columns.get(name) == "json":
+            value = json.loads(value) if isinstance(value, str) else value
+        row[name] = value
+    return row
+
+
+def _where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for col, value in where.items():
+        if value is None:
+            parts.append(f"{col} IS NULL")
+        elif isinstance(value, (list, tuple, frozenset, set)):
+            values = list(value)
+            if not values:
+                parts.append("1 = 0")
+            else:
+                parts.append(f"{col} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        else:
+            parts.append(f"{col} = ?")
+            params.append(value)
+    return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+def memory_where(flt: RecallFilter, dialect: Dialect, alias: str = "m") -> tuple[str, list[Any]]:
+    """The SQL condition (``?`` placeholders) for a :class:`RecallFilter`."""
+    a = f"{alias}." if alias else ""
+    parts: list[str] = []
+    params: list[Any] = []
+
+    def add_in(col: str, values: Sequence[Any] | None) -> None:
+        if values is None:
+            return
+        if not values:
+            parts.append("1 = 0")
+            return
+        parts.append(f"{a}{col} IN ({', '.join('?' * len(values))})")
+        params.extend(values)
+
+    if flt.as_of is None:
+        if not flt.include_superseded:
+            parts.append(f"{a}tx_to IS NULL")
+    else:
+        parts.append(f"{a}tx_from <= ?")
+        params.append(flt.as_of)
+        if not flt.include_superseded:
+            parts.append(f"({a}tx_to IS NULL OR {a}tx_to > ?)")
+            params.append(flt.as_of)
+    add_in("namespace", flt.namespaces)
+    add_in("layer", flt.layers)
+    add_in("author", flt.authors)
+    if flt.statuses:
+        add_in("status", flt.statuses)
+    if flt.valid_at is not None:
+        v = to_micros(flt.valid_at)
+        parts.append(f"{a}valid_from <= ? AND ({a}valid_to IS NULL OR {a}valid_to > ?)")
+        params.extend([v, v])
+    for col, op, value in (
+        ("recorded_at", ">=", flt.recorded_after),
+        ("recorded_at", "<", flt.recorded_before),
+        ("valid_from", ">=", flt.valid_after),
+        ("valid_from", "<", flt.valid_before),
+    ):
+        if value is not None:
+            parts.append(f"{a}{col} {op} ?")
+            params.append(to_micros(value))
+    for col in ("subject", "predicate", "session"):
+        value = getattr(flt, col)
+        if value is not None:
+            parts.append(f"{a}{col} = ?")
+            params.append(value)
+    for key, value in flt.metadata:
+        frag, extra = dialect.json_equals(f"{a}metadata", key, value)
+        parts.append(frag)
+        params.extend(extra)
+    return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+class SqlWriteTx(WriteTx):
+    """A write transaction over one DB-API connection, holding the chain lock."""
+
+    def __init__(self, storage: SqlStorage, conn: Any, head: Head) -> None:
+        self._storage = storage
+        self._conn = conn
+        self._head = head
+        self._start_seq = head.seq
+        self._effects_applied = False
+        self.tx = head.tx + 1
+        self.recorded_at = max(time.time_ns() // 1000, head.recorded_at)
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    @property
+    def logged(self) -> bool:
+        return self._head.seq > self._start_seq
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._storage._exec(self._conn, sql, params)
+
+    def apply(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            spec = _spec(effect.table)
+            if isinstance(effect, Insert):
+                row = encode_row(spec, effect.row)
+                if "row_tx" in spec.bookkeeping:
+                    row["row_tx"] = self.tx
+                cols = list(row)
+                self._exec(
+                    f"INSERT INTO {spec.name} ({', '.join(cols)}) "
+                    f"VALUES ({', '.join('?' * len(cols))})",
+                    [row[c] for c in cols],
+                )
+            elif isinstance(effect, Update):
+                changes = encode_row(spec, effect.changes)
+                if "row_tx" in spec.bookkeeping:
+                    changes["row_tx"] = self.tx
+                sets = ", ".join(f"{c} = ?" for c in changes)
+                cond, cparams = _where_eq(
+                    self._storage.dialect, {**effect.key, **encode_row(spec, effect.expect)}
+                )
+                cur = self._exec(
+                    f"UPDATE {spec.name} SET {sets} WHERE {cond}", [*changes.values(), *cparams]
+                )
+                if cur.rowcount != 1:
+                    raise VersionConflict(
+                        f"{spec.name} row {dict(effect.key)} changed concurrently; "
+                        "re-read it and retry",
+                        table=spec.name,
+                        key=dict(effect.key),
+                    )
+            else:  # pragma: no cover - Effect is a closed union
+                raise StorageError(f"unknown effect {effect!r}")
+        self._effects_applied = self._effects_applied or bool(effects)
+
+    def log(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        namespace: str | None,
+        subject_ref: str | None,
+        payload: Mapping[str, Any],
+    ) -> Event:
+        salt = os.urandom(16)
+        try:
+            body = canonical(payload)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"event payload is not JSON: {exc}") from exc
+        commit = commitment(salt, payload)
+        seq = self._head.seq + 1
+        envelope = {
+            "seq": seq,
+            "tx": self.tx,
+            "kind": kind,
+            "namespace": namespace,
+            "actor": actor,
+            "recorded_at": self.recorded_at,
+            "subject_ref": subject_ref,
+            "commitment": commit,
+        }
+        digest = chain_hash(self._head.hash, envelope)
+        self._exec(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
+             self._head.hash, digest],
+        )
+        self._exec(
+            "INSERT INTO event_payloads (seq, salt, payload) VALUES (?, ?, ?)",
+            [seq, salt, body.decode("utf-8")],
+        )
+        prev = self._head.hash
+        self._head = Head(seq, digest, self.tx, self.recorded_at)
+        return Event(
+            seq=seq,
+            tx=self.tx,
+            kind=kind,
+            namespace=namespace,
+            actor=actor,
+            recorded_at=from_micros(self.recorded_at),  # type: ignore[arg-type]
+            subject_ref=subject_ref,
+            payload=payload,
+            commitment=commit,
+            prev_hash=prev,
+            hash=digest,
+        )
+
+    def append_raw(self, event: RawEvent) -> None:
+        if event.seq != self._head.seq + 1 or event.prev_hash != self._head.hash:
+            raise InvalidInput(
+                f"event {event.seq} does not continue the log at seq {self._head.seq}; "
+                "import into an empty database, in order"
+            )
+        self._exec(
+            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [event.seq, event.tx, event.kind, event.namespace, event.actor, event.recorded_at,
+             event.subject_ref, event.commitment, event.prev_hash, event.hash],
+        )
+        self._exec(
+            "INSERT INTO event_payloads (seq, salt, payload) VALUES (?, ?, ?)",
+            [event.seq, event.salt, event.payload],
+        )
+        self.tx = event.tx
+        self.recorded_at = event.recorded_at
+        self._head = Head(event.seq, event.hash, event.tx, event.recorded_at)
+
+    def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        self._storage._put_vectors(self._conn, items)
+
+    def copy_vector(self, memory_id: str, from_version: int, to_version: int) -> None:
+        self._exec(
+            "INSERT INTO memory_vectors (id, version, vec) SELECT id, ?, vec "
+            "FROM memory_vectors WHERE id = ? AND version = ?",
+            [to_version, memory_id, from_version],
+        )
+
+    def fetch(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        return self._storage._fetch(self._conn, table, where, order_by=order_by, limit=limit)
+
+    def finish(self) -> None:
+        """Record the new head; called just before COMMIT."""
+        if self._effects_applied and not self.logged:
+            raise StorageError("state changed without a log event; this is a bug in EngramDB")
+        if self.logged:
+            self._exec(
+                "UPDATE chain_head SET seq = ?, hash = ?, tx = ?, recorded_at = ? WHERE id = 1",
+                [self._head.seq, self._head.hash, self._head.tx, self._head.recorded_at],
+            )
+
+
+class SqlStorage(Storage):
+    """Shared implementation; subclasses provide connections and search."""
+
+    dialect_impl: Dialect
+
+    @property
+    def dialect(self) -> str:  # type: ignore[override]
+        return self.dialect_impl.name
+
+    # -- hooks for backends -----------------------------------------------
+
+    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    def _read_conn(self) -> Any:
+        """A context manager yielding a connection for reads."""
+        raise NotImplementedError
+
+    def _write_conn(self) -> Any:
+        """A context manager yielding a connection inside a locked write transaction."""
+        raise NotImplementedError
+
+    def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        raise NotImplementedError
+
+    # -- writes ------------------------------------------------------------
+
+    @contextmanager
+    def write(self, actor: str) -> Iterator[SqlWriteTx]:
+        with self._write_conn() as conn:
+            cur = self._exec(
+                conn,
+                "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1"
+                + self.dialect_impl.lock_head,
+            )
+            seq, digest, tx, recorded_at = cur.fetchone()
+            wtx = SqlWriteTx(self, conn, Head(seq, digest, tx, recorded_at))
+            yield wtx
+            wtx.finish()
+        self._after_commit(wtx)
+
+    def _after_commit(self, wtx: SqlWriteTx) -> None:
+        """Hook for caches and notifications once a write is durable."""
+
+    # -- generic reads -------------------------------------------------------
+
+    def _fetch(
+        self,
+        conn: Any,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        spec = _spec(table)
+        cols = list(spec.columns)
+        for col in list(where) + ([order_by.split()[0]] if order_by else []):
+            if col not in spec.columns:
+                raise StorageError(f"table {table} has no column {col!r}")
+        cond, params = _where_eq(self.dialect_impl, where)
+        sql = f"SELECT {', '.join(cols)} FROM {spec.name} WHERE {cond}"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        cur = self._exec(conn, sql, params)
+        return [decode_row(spec, cols, r) for r in cur.fetchall()]
+
+    def fetch(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Row]:
+        with self._read_conn() as conn:
+            return self._fetch(conn, table, where, order_by=order_by, limit=limit)
+
+    def scan(self, table: str) -> Iterator[Row]:
+        spec = _spec(table)
+        cols = list(spec.columns)
+        order = ", ".join(spec.key)
+        with self._read_conn() as conn:
+            cur = self._exec(conn, f"SELECT {', '.join(cols)} FROM {spec.name} ORDER BY {order}")
+            while batch := cur.fetchmany(2000):
+                for r in batch:
+                    yield decode_row(spec, cols, r)
+
+    def meta(self, key: str) -> str | None:
+        with self._read_conn() as conn:
+            row = self._exec(conn, "SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+            return None if row is None else str(row[0])
+
+    def list_memories(
+        self, flt: RecallFilter, *, limit: int | None = None, order: str = "recent"
+    ) -> list[Row]:
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        cond, params = memory_where(flt, self.dialect_impl)
+        order_sql = {
+            "recent": "m.recorded_at DESC, m.id DESC",
+            "importance": "m.importance DESC, m.recorded_at DESC",
+            "oldest": "m.tx_from ASC, m.id ASC",
+        }[order]
+        sql = (
+            f"SELECT {', '.join('m.' + c for c in cols)} FROM memories m WHERE {cond} "
+            f"ORDER BY {order_sql}"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._read_conn() as conn:
+            cur = self._exec(conn, sql, params)
+            return [decode_row(spec, cols, r) for r in cur.fetchall()]
+
+    def namespaces(self) -> list[str]:
+        with self._read_conn() as conn:
+            cur = self._exec(conn, "SELECT DISTINCT namespace FROM memories ORDER BY namespace")
+            return [r[0] for r in cur.fetchall()]
+
+    # -- log -------------------------------------------------------------------
+
+    def head(self) -> Head:
+        with self._read_conn() as conn:
+            seq, digest, tx, recorded_at = self._exec(
+                conn, "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1"
+            ).fetchone()
+            return Head(seq, digest, tx, recorded_at)
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
+        with self._read_conn() as conn:
+            cur = self._exec(
+                conn,
+                f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))}, "
+                "p.salt, p.payload FROM events e LEFT JOIN event_payloads p ON p.seq = e.seq "
+                f"WHERE e.seq > ? ORDER BY e.seq LIMIT {int(limit)}",
+                [after],
+            )
+            return [
+                RawEvent(*r[:10], salt=bytes(r[10]) if r[10] is not None else None, payload=r[11])
+                for r in cur.fetchall()
+            ]
+
+    def tx_at(self, when: int) -> int:
+        with self._read_conn() as conn:
+            row = self._exec(
+                conn, "SELECT MAX(tx) FROM events WHERE recorded_at <= ?", [when]
+            ).fetchone()
+            return int(row[0] or 0)
+
+    def tx_time(self, tx: int) -> int:
+        with self._read_conn() as conn:
+            row = self._exec(
+                conn, "SELECT MAX(recorded_at) FROM events WHERE tx <= ?", [tx]
+            ).fetchone()
+            return int(row[0] or 0)
+
+    def counts(self) -> dict[str, int]:
+        with self._read_conn() as conn:
+            out: dict[str, int] = {}
+            for status, n in self._exec(
+                conn, "SELECT status, COUNT(*) FROM memories WHERE tx_to IS NULL GROUP BY status"
+            ).fetchall():
+                out[f"memories_{status}"] = int(n)
+            for layer, n in self._exec(
+                conn,
+                "SELECT layer, COUNT(*) FROM memories WHERE tx_to IS NULL AND status = 'active' "
+                "GROUP BY layer",
+            ).fetchall():
+                out[f"layer_{layer}"] = int(n)
+            out["events"] = int(self._exec(conn, "SELECT COUNT(*) FROM events").fetchone()[0])
+            out["open_conflicts"] = int(
+                self._exec(
+                    conn, "SELECT COUNT(*) FROM conflicts WHERE status = 'open'"
+                ).fetchone()[0]
+            )
+            return out
+
+
+def far_future() -> int:
+    return _FAR_FUTURE
+
+
+RowFactory = Callable[[Sequence[str], Sequence[Any]], Row]

@@ -1,0 +1,298 @@
+"""The embedded backend: one SQLite file, WAL, serialised writers.
+
+Durability: ``synchronous=FULL`` by default, so a write is acknowledged only
+once its COMMIT is on disk. Writers take ``BEGIN IMMEDIATE``, which is the
+single lock point of the audit chain; any number of processes may open the
+same file. Full text is FTS5 (kept by triggers), vectors are an in-process
+exact index (:mod:`.vectors`) refreshed from the file before each search.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engramdb.codec import json_dumps
+from engramdb.errors import InvalidInput, StorageError
+from engramdb.model import RecallFilter
+from engramdb.storage.schema import TABLES
+from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
+from engramdb.storage.sqlite.vectors import VectorIndex
+
+__all__ = ["SQLiteStorage"]
+
+_STOPWORDS = frozenset(
+    "a an and are as at be by did do does for from had has have he her his how i in is it its "
+    "me my of on or our she so that the their them they this to was we were what when where "
+    "which who why will with you your".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+
+    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
+        # Compare JSON-encoded forms so that 1, true and "1" stay distinct.
+        path = "$." + '"' + key.replace('"', '""') + '"'
+        return (
+            f"json_quote(json_extract({column}, ?)) = json_quote(json(?))",
+            [path, json_dumps(value, what="filter value")],
+        )
+
+
+def fts_query(text: str) -> str | None:
+    """Turn free text into a safe FTS5 OR-query of its content words."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    content = [w for w in words if w not in _STOPWORDS] or words
+    if not content:
+        return None
+    seen: list[str] = []
+    for w in content:
+        if w not in seen:
+            seen.append(w)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen[:32])
+
+
+class SQLiteStorage(SqlStorage):
+    """SQLite backend. ``synchronous`` may be ``FULL`` (default) or ``NORMAL``."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL",
+                 busy_timeout_s: float = 60.0) -> None:
+        self.dialect_impl = SQLiteDialect()
+        self.path = str(path)
+        self.url = f"sqlite:///{self.path}"
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise InvalidInput("synchronous must be FULL, NORMAL or EXTRA")
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout_s
+        self._local = threading.local()
+        self._all_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._vindex: VectorIndex | None = None
+        self._closed = False
+
+    # -- connections -------------------------------------------------------
+
+    def _new_conn(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot open SQLite database at {self.path!r}: {exc}; check the path "
+                "and that the directory is writable"
+            ) from exc
+        with self._conns_lock:
+            self._all_conns.append(conn)
+        return conn
+
+    def _conn(self, which: str) -> sqlite3.Connection:
+        if self._closed:
+            raise StorageError("the database is closed; open it again")
+        conn = getattr(self._local, which, None)
+        if conn is None:
+            conn = self._new_conn()
+            setattr(self._local, which, conn)
+        return conn
+
+    @contextmanager
+    def _read_conn(self) -> Iterator[sqlite3.Connection]:
+        yield self._conn("reader")
+
+    @contextmanager
+    def _write_conn(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn("writer")
+        if conn.in_transaction:
+            raise StorageError(
+                "a write transaction is already open in this thread; nest work inside it "
+                "instead of opening another"
+            )
+        self._exec(conn, "BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"commit failed: {exc}") from exc
+
+    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return conn.execute(sql, params)
+        except sqlite3.IntegrityError as exc:
+            raise StorageError(f"constraint violated: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            msg = str(exc)
+            if "locked" in msg or "busy" in msg:
+                raise StorageError(
+                    "the database stayed locked by another writer; retry the request",
+                    retryable=True,
+                ) from exc
+            raise StorageError(f"SQLite error: {msg}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite error: {exc}") from exc
+
+    def close(self) -> None:
+        self._closed = True
+        with self._conns_lock:
+            for conn in self._all_conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all_conns.clear()
+
+    # -- schema --------------------------------------------------------------
+
+    def setup(self) -> None:
+        conn = self._new_conn()
+        try:
+            self._exec(conn, "BEGIN IMMEDIATE")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+            )
+            applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in _migrations():
+                if version in applied:
+                    continue
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, time.time_ns() // 1000),
+                )
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"cannot set up the SQLite schema at {self.path!r}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        with self._read_conn() as conn:
+            return int(conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write_conn() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+
+    # -- vectors ---------------------------------------------------------------
+
+    def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO memory_vectors (id, version, vec) VALUES (?, ?, ?)",
+            [(i, v, np.asarray(vec, dtype="<f4").tobytes()) for i, v, vec in items],
+        )
+
+    def search_vector(
+        self, vector: np.ndarray, flt: RecallFilter, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        with self._read_conn() as conn:
+            if self._vindex is None or self._vindex.dimension != vector.size:
+                self._vindex = VectorIndex(vector.size)
+            head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+            self._vindex.refresh(conn, head_tx)
+            allowed = None
+            if VectorIndex.needs_sql(flt):
+                cond, params = memory_where(flt, self.dialect_impl)
+                allowed = [r[0] for r in self._exec(
+                    conn, f"SELECT m.row_id FROM memories m WHERE {cond}", params)]
+            found = self._vindex.search(vector, flt, limit, allowed)
+            return self._rows_by_row_id(conn, found)
+
+    def _rows_by_row_id(
+        self, conn: Any, found: list[tuple[int, float]]
+    ) -> list[tuple[dict[str, Any], float]]:
+        if not found:
+            return []
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        ids = [r for r, _ in found]
+        rows = {
+            r[0]: decode_row(spec, cols, r[1:])
+            for r in self._exec(
+                conn,
+                f"SELECT row_id, {', '.join(cols)} FROM memories "
+                f"WHERE row_id IN ({', '.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        return [(rows[r], s) for r, s in found if r in rows]
+
+    # -- full text ---------------------------------------------------------------
+
+    def search_text(
+        self, query: str, flt: RecallFilter, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        match = fts_query(query)
+        if match is None or limit <= 0:
+            return []
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        cond, params = memory_where(flt, self.dialect_impl)
+        sql = (
+            f"SELECT {', '.join('m.' + c for c in cols)}, bm25(memories_fts) AS rank "
+            "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {cond} ORDER BY rank LIMIT {int(limit)}"
+        )
+        with self._read_conn() as conn:
+            cur = self._exec(conn, sql, [match, *params])
+            return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in cur.fetchall()]
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    out = []
+    folder = resources.files("engramdb.storage.sqlite") / "migrations"
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into statements (triggers contain semicolons)."""
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        if not buf and (not line.strip() or line.strip().startswith("--")):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+_ = SqlWriteTx  # re-exported type for annotations in tests
