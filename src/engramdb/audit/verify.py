@@ -52,7 +52,9 @@ def _iter_events(storage: Storage, batch: int = 5000) -> Iterator[RawEvent]:
 
 def _norm(value: Any) -> Any:
     """Compare JSON values structurally (ints and floats of equal value agree)."""
-    return json.loads(json.dumps(value, sort_keys=True)) if isinstance(value, (dict, list)) else value
+    if isinstance(value, (dict, list)):
+        return json.loads(json.dumps(value, sort_keys=True))
+    return value
 
 
 def replay_effects(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], int],

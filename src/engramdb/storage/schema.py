@@ -34,7 +34,9 @@ class TableSpec:
         return frozenset(c for c, k in self.columns.items() if k == "json")
 
 
-def _spec(name: str, key: tuple[str, ...], columns: str, bookkeeping: tuple[str, ...] = ()) -> TableSpec:
+def _spec(
+    name: str, key: tuple[str, ...], columns: str, bookkeeping: tuple[str, ...] = ()
+) -> TableSpec:
     cols: dict[str, str] = {}
     for part in columns.split(","):
         col, kind = part.split()

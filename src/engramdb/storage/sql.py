@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from engramdb.codec import (
-    GENESIS_HASH,
     canonical,
     chain_hash,
     commitment,

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,11 @@ from engramdb.storage.sqlite.vectors import VectorIndex
 __all__ = ["SQLiteStorage"]
 
 _STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have he her his how i in is it its "
-    "me my of on or our she so that the their them they this to was we were what when where "
-    "which who why will with you your".split()
+    """
+    a an and are as at be by did do does for from had has have he her his how i in is it
+    its me my of on or our she so that the their them they this to was we were what when
+    where which who why will with you your
+    """.split()
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -159,10 +161,8 @@ class SQLiteStorage(SqlStorage):
         self._closed = True
         with self._conns_lock:
             for conn in self._all_conns:
-                try:
+                with suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._all_conns.clear()
 
     # -- schema --------------------------------------------------------------
