@@ -9,11 +9,12 @@ It owns what is shared by every session: the storage backend, the embedder
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,7 +33,10 @@ from engramdb.model import Event, MemoryDraft, RecallFilter, RecallResult, Verif
 from engramdb.retrieval.rank import FusionWeights, fuse
 from engramdb.storage.base import Insert, RawEvent, Storage, WriteTx, effect_to_dict
 
-__all__ = ["Database", "open_database"]
+if TYPE_CHECKING:
+    from engramdb.engine.portability import ExportSummary, ImportSummary
+
+__all__ = ["Database", "import_database", "open_database"]
 
 ADMIN = "admin"
 
@@ -170,7 +174,8 @@ class Database(Session):
     # -- recall ---------------------------------------------------------------------
 
     def _recall(self, session: Session, query: str, flt: RecallFilter, k: int,
-                as_of: int | None) -> RecallResult:
+                as_of: int | None, *, query_embedding: np.ndarray | None = None
+                ) -> RecallResult:
         head = self.storage.head()
         read_tx = head.tx if as_of is None else min(as_of, head.tx)
         if flt.as_of is None:
@@ -183,9 +188,11 @@ class Database(Session):
         text_hits = self.storage.search_text(query, flt, n)
         vector_hits: list[Any] = []
         if self.embedder is not None:
-            qv = self._embed([query])
-            assert qv is not None
-            vector_hits = self.storage.search_vector(qv[0], flt, n)
+            if query_embedding is None:
+                qv = self._embed([query])
+                assert qv is not None
+                query_embedding = qv[0]
+            vector_hits = self.storage.search_vector(query_embedding, flt, n)
         now = head.recorded_at if as_of is None else self._tx_time(read_tx)
         scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=self.weights)
         hits = hits_from(scored, flt.as_of)
@@ -205,6 +212,21 @@ class Database(Session):
             payload=None if raw.payload is None else json.loads(raw.payload),
             commitment=raw.commitment, prev_hash=raw.prev_hash, hash=raw.hash,
         )
+
+    def export(self, out: IO[str], *, progress: Callable[[int], None] | None = None
+               ) -> ExportSummary:
+        """Write the whole log to ``out`` as JSONL (backup, restore, migration).
+
+        :func:`import_database` replays the file into a new database with the
+        same head hash. The format is described in :mod:`engramdb.engine.portability`.
+
+        Args:
+            out: a text file opened for writing.
+            progress: called with the number of events written so far.
+        """
+        from engramdb.engine.portability import export_log
+
+        return export_log(self.storage, out, progress=progress)
 
     def verify(self) -> VerifyReport:
         """Check the whole log and every state row against it.
@@ -241,6 +263,74 @@ def open_database(target: str | Path = "engram.db", *, embedder: Any = "default"
         MissingExtra: the backend or embedder needs an optional extra.
         StorageError: the database cannot be opened.
     """
+    storage = _open_storage(target, synchronous, storage_options)
+    try:
+        storage.setup()
+        emb = _resolve_embedder(storage, embedder)
+        db = Database(storage, embedder=emb, config=config)
+        db._bootstrap()
+    except BaseException:
+        storage.close()
+        raise
+    return db
+
+
+def import_database(target: str | Path, lines: Iterable[str], *, embedder: Any = "default",
+                    synchronous: str = "FULL", progress: Callable[[int], None] | None = None,
+                    **storage_options: Any) -> ImportSummary:
+    """Restore an ``engram export`` file into a new, empty database.
+
+    Every event is appended verbatim and its effects replayed, so the result
+    has the same head hash as the source and ``verify()`` passes; memory
+    texts are re-embedded to rebuild the vector index. Open the result with
+    :func:`engramdb.open` afterwards.
+
+    Args:
+        target: a SQLite path or ``postgresql://`` URL holding no events yet.
+        lines: the export's lines (an open text file works).
+        embedder: ``"default"`` re-embeds with the embedder the export names;
+            a spec or ``Embedder`` re-embeds with that one instead.
+        synchronous: SQLite durability during the import.
+        progress: called with the number of events imported so far.
+
+    Raises:
+        InvalidInput: the target already holds events, or the file is damaged
+            or edited (the message names the line).
+    """
+    from engramdb.engine.portability import import_log, read_header
+
+    it = iter(lines)
+    first = next(it, None)
+    if first is None:
+        raise InvalidInput("the export file is empty; there is no header line")
+    header = read_header(first)
+    storage = _open_storage(target, synchronous, storage_options)
+    try:
+        storage.setup()
+        if storage.head().seq != 0:
+            raise InvalidInput(
+                f"cannot import into {target}: it already holds {storage.head().seq} events; "
+                "import restores into a new, empty database (give a path that does not exist "
+                "yet)",
+                events=storage.head().seq,
+            )
+        if embedder == "default":
+            embedder = header["embedder"]["name"]
+        emb = _resolve_embedder(storage, embedder)
+        name = "none" if emb is None else str(emb.name)
+        storage.set_meta("embedder", json.dumps(
+            {"name": name, "dimension": 0 if emb is None else int(emb.dimension)},
+            sort_keys=True))
+        summary = import_log(storage, itertools.chain([first], it),
+                             embed=None if emb is None else emb.embed, progress=progress)
+        Database(storage, embedder=emb)._bootstrap()
+    finally:
+        storage.close()
+    return summary
+
+
+def _open_storage(target: str | Path, synchronous: str,
+                  storage_options: dict[str, Any]) -> Storage:
     target_s = str(target)
     storage: Storage
     if target_s.startswith(("postgresql://", "postgres://")):
@@ -257,15 +347,7 @@ def open_database(target: str | Path = "engram.db", *, embedder: Any = "default"
         from engramdb.storage.sqlite import SQLiteStorage
 
         storage = SQLiteStorage(target_s, synchronous=synchronous)
-    try:
-        storage.setup()
-        emb = _resolve_embedder(storage, embedder)
-        db = Database(storage, embedder=emb, config=config)
-        db._bootstrap()
-    except BaseException:
-        storage.close()
-        raise
-    return db
+    return storage
 
 
 def _resolve_embedder(storage: Storage, embedder: Any) -> Any:

@@ -44,6 +44,7 @@ from engramdb.policy.acl import AccessControl, grantees_of
 from engramdb.retrieval.rank import fuse
 from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
 from engramdb.engine.rows import (
+    check_embedding,
     check_metadata,
     check_text,
     check_validity,
@@ -505,6 +506,7 @@ class Session:
         as_of: int | datetime | str | None = None,
         valid_at: datetime | str | None = None,
         filters: Mapping[str, Any] | None = None,
+        query_embedding: Sequence[float] | None = None,
     ) -> RecallResult:
         """Hybrid search: full text and vectors, fused with recency and importance.
 
@@ -519,6 +521,10 @@ class Session:
                 ``metadata`` (dict of equalities), ``recorded_after``,
                 ``recorded_before``, ``valid_after``, ``valid_before``,
                 ``statuses``, ``include_superseded``.
+            query_embedding: the query already embedded with the database's
+                embedder (validated like ``embedding`` in :meth:`remember`);
+                the engine then skips embedding ``query``, which still drives
+                the full-text side.
 
         Returns:
             :class:`RecallResult` with scored hits (``why`` holds the score
@@ -528,9 +534,10 @@ class Session:
             raise InvalidInput("query must be a non-empty string")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self._db.config.max_k:
             raise InvalidInput(f"k must be an integer from 1 to {self._db.config.max_k}")
+        qv = check_embedding(query_embedding, self._db.dimension)
         t = self._as_of(as_of)
         flt = self._filter(namespace, layers, t, valid_at, filters)
-        return self._db._recall(self, query, flt, k, t)
+        return self._db._recall(self, query, flt, k, t, query_embedding=qv)
 
     def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
                 valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:
