@@ -90,7 +90,14 @@ TABLES: dict[str, TableSpec] = {
             "decisions",
             ("id",),
             "id text, principal text, namespace text, description text, basis json,"
-            " outcome json, metadata json, tx int, recorded_at micros",
+            " outcome json, metadata json, tx int, recorded_at micros, stale_tx int",
+        ),
+        # One row per basis item of a decision: lets a write find, by index, the
+        # decisions its closed versions make stale (engine/audit.py).
+        _spec(
+            "decision_basis",
+            ("decision_id", "memory_id", "version"),
+            "decision_id text, memory_id text, version int",
         ),
         _spec(
             "predicate_schemas",
@@ -108,6 +115,12 @@ TABLES: dict[str, TableSpec] = {
             ("id",),
             "id text, principal text, tx int, recorded_at micros, query_digest text,"
             " items json, namespaces json",
+        ),
+        # One row per memory version a recorded read returned: ``who_read`` by index.
+        _spec(
+            "read_items",
+            ("read_id", "memory_id", "version"),
+            "read_id text, memory_id text, version int",
         ),
     )
 }
