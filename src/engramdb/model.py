@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from engramdb.errors import InvalidInput, InvalidLayer, InvalidNamespace
 
@@ -21,14 +21,18 @@ __all__ = [
     "ACTIONS",
     "LAYERS",
     "STATUSES",
+    "BasisExplanation",
     "Conflict",
+    "Context",
     "Decision",
+    "DecisionExplanation",
     "Event",
     "Grant",
     "Hit",
     "Memory",
     "MemoryDraft",
     "Principal",
+    "ReadRecord",
     "RecallFilter",
     "RecallResult",
     "Receipt",
@@ -418,6 +422,13 @@ class Conflict:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """A recorded decision and the exact memory versions it rested on.
+
+    ``stale_tx`` is the transaction that first closed (superseded, retracted,
+    rejected) or erased one of the ``basis`` versions; ``None`` while the
+    basis is still current.
+    """
+
     id: str
     principal: str
     description: str
@@ -427,6 +438,131 @@ class Decision:
     tx: int
     recorded_at: datetime
     namespace: str | None = None
+    stale_tx: int | None = None
+
+    @property
+    def stale(self) -> bool:
+        return self.stale_tx is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "principal": self.principal,
+            "description": self.description,
+            "basis": [{"id": i.id, "version": i.version} for i in self.basis],
+            "outcome": dict(self.outcome),
+            "metadata": dict(self.metadata),
+            "tx": self.tx,
+            "recorded_at": self.recorded_at.isoformat(),
+            "namespace": self.namespace,
+            "stale_tx": self.stale_tx,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BasisExplanation:
+    """One basis item of a decision: as it was then, and what happened since.
+
+    Attributes:
+        item: the memory version the decision rested on.
+        visible: whether the caller may read the memory; when false every
+            other field is empty (forbidden looks like unknown).
+        then: that version as read at the decision's transaction.
+        now: the memory's current version (``None`` if its rows are gone).
+        later: versions written after ``item``, oldest first, each with its author.
+        superseded: a newer version has closed ``item``.
+        retracted: the memory's current version is retracted.
+        erased: the content was erased.
+        conflicts: conflict records that name this memory.
+        contested: at least one of ``conflicts`` is still open.
+        stale: ``item`` is no longer the current, intact version.
+    """
+
+    item: ReceiptItem
+    visible: bool
+    then: Memory | None = None
+    now: Memory | None = None
+    later: tuple[Memory, ...] = ()
+    superseded: bool = False
+    retracted: bool = False
+    erased: bool = False
+    conflicts: tuple[Conflict, ...] = ()
+    contested: bool = False
+    stale: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": {"id": self.item.id, "version": self.item.version},
+            "visible": self.visible,
+            "then": self.then.to_dict() if self.then else None,
+            "now": self.now.to_dict() if self.now else None,
+            "later": [m.to_dict() for m in self.later],
+            "superseded": self.superseded,
+            "retracted": self.retracted,
+            "erased": self.erased,
+            "conflicts": [c.to_dict() for c in self.conflicts],
+            "contested": self.contested,
+            "stale": self.stale,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionExplanation:
+    """What ``explain(decision_id)`` returns: the decision and each basis item."""
+
+    decision: Decision
+    basis: tuple[BasisExplanation, ...]
+    stale: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision.to_dict(),
+            "basis": [b.to_dict() for b in self.basis],
+            "stale": self.stale,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A working context packed under a token budget, with what it rests on.
+
+    Attributes:
+        text: the packed context, one numbered item per line with provenance.
+        items: the recalled hits that made it into ``text``, in order.
+        tokens: cl100k tokens ``text`` uses (never more than ``budget``).
+        budget: the token budget asked for.
+        truncated: the last item was cut to fit.
+        receipt: exactly the versions in ``items``; pass it to ``decide``.
+    """
+
+    text: str
+    items: tuple[Hit, ...]
+    tokens: int
+    budget: int
+    truncated: bool
+    receipt: Receipt
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "items": [h.to_dict() for h in self.items],
+            "tokens": self.tokens,
+            "budget": self.budget,
+            "truncated": self.truncated,
+            "receipt": self.receipt.to_dict(),
+        }
+
+
+class ReadRecord(NamedTuple):
+    """One recorded read of one memory version: ``(principal, time, version)``."""
+
+    principal: str
+    time: datetime
+    version: int
+    read_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
