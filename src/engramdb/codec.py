@@ -70,10 +70,10 @@ def json_dumps(obj: Any, *, what: str = "metadata") -> str:
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidMetadata(
             f"{what} must be JSON: strings, numbers, booleans, null, lists and objects "
-            f"with string keys ({exc})",
+            f"with string keys, nested a reasonable depth ({exc})",
             field=what,
         ) from exc
 
@@ -86,7 +86,24 @@ def check_json(obj: Any, *, what: str = "metadata") -> Any:
     """Round-trip ``obj`` through JSON, returning the plain JSON value."""
     if isinstance(obj, float) and not math.isfinite(obj):
         raise InvalidMetadata(f"{what} must be a finite number", field=what)
-    return json.loads(json_dumps(obj, what=what))
+    text = json_dumps(obj, what=what)
+    # json.dumps turns 1, None and True keys into strings; refuse them instead
+    # of storing something other than what the caller sent.
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    raise InvalidMetadata(
+                        f"{what} object keys must be strings, not {key!r}; convert keys "
+                        "with str()",
+                        field=what,
+                    )
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return json.loads(text)
 
 
 def to_micros(value: datetime | None) -> int | None:

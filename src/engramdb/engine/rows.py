@@ -175,6 +175,11 @@ def effective_status(row: Mapping[str, Any], as_of: int | None) -> str:
 
 
 def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memory:
+    tx_to = row.get("tx_to")
+    if tx_to is not None and as_of is not None and tx_to > as_of:
+        # Read as of ``as_of``, the version's end had not happened yet: showing
+        # it would make an as_of read change when a later write arrives.
+        tx_to = None
     return Memory(
         id=row["id"],
         version=int(row["version"]),
@@ -193,7 +198,7 @@ def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memo
         valid_from=from_micros(row["valid_from"]),  # type: ignore[arg-type]
         valid_to=from_micros(row.get("valid_to")),
         tx_from=int(row["tx_from"]),
-        tx_to=None if row.get("tx_to") is None else int(row["tx_to"]),
+        tx_to=None if tx_to is None else int(tx_to),
         recorded_at=from_micros(row["recorded_at"]),  # type: ignore[arg-type]
         status=effective_status(row, as_of),
         expires_at=from_micros(row.get("expires_at")),

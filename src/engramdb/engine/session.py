@@ -98,7 +98,8 @@ class _Writer:
             )
         result = rows[0]["result"]
         found = self.w.fetch("memories", {"id": result["id"], "version": result["version"]})
-        return memory_from_row(found[0]) if found else None
+        # As of the original write: the retry sees what the first call saw.
+        return memory_from_row(found[0], as_of=rows[0]["tx"]) if found else None
 
     def _remember_idempotency(self, key: str | None, request_hash: str, m: Mapping[str, Any]
                               ) -> list[Insert]:
@@ -321,7 +322,7 @@ class Session:
         """
         draft = self._draft(
             text=text, namespace=namespace, layer=layer, subject=subject, predicate=predicate,
-            value=value, metadata=metadata or {}, importance=importance, confidence=confidence,
+            value=value, metadata=metadata, importance=importance, confidence=confidence,
             source=source, session=session, valid_from=valid_from, valid_to=valid_to,
             expires_at=expires_at, embedding=embedding, idempotency_key=idempotency_key,
         )

@@ -1,0 +1,245 @@
+"""Bad input is refused with the specific typed error, and nothing is written.
+
+Every case runs against a database that already holds an active and a
+retracted memory, an agent and a grant. The case must raise exactly the
+``EngramError`` subclass named (not a parent, not a builtin), with a message
+that says what to do, and afterwards the log head and every table's row
+count must be what they were before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engramdb
+from engramdb import EngineConfig, EngramError, MemoryDraft
+from engramdb.errors import (
+    EmbeddingDimensionMismatch,
+    InvalidInput,
+    InvalidLayer,
+    InvalidMetadata,
+    InvalidNamespace,
+    NotFound,
+    PermissionDenied,
+    TextTooLong,
+)
+from engramdb.storage.schema import TABLES
+
+UNKNOWN_ID = "01900000-0000-7000-8000-00000000dead"
+
+
+@dataclass
+class Ctx:
+    db: engramdb.Database
+    active: str
+    retracted: str
+
+
+def snapshot(db: engramdb.Database) -> tuple[Any, ...]:
+    """The log head and the row count of every state table."""
+    rows = {name: sum(1 for _ in db.storage.scan(name)) for name in TABLES}
+    return db.storage.head(), db.storage.counts(), rows
+
+
+@pytest.fixture
+def ctx(db: engramdb.Database) -> Ctx:
+    db.admin.create_agent("reader")
+    db.admin.grant("reader", "kb/**", ["read"])
+    active = db.remember("The office opens at nine", namespace="kb/office")
+    gone = db.remember("The office opens at eight", namespace="kb/office")
+    db.retract(gone.id, reason="superseded by the nine o'clock rule")
+    return Ctx(db, active.id, gone.id)
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth):
+        node["a"] = {}
+        node = node["a"]
+    return root
+
+
+def remember(**kw: Any) -> Callable[[Ctx], Any]:
+    fields = {"text": "a perfectly good memory", "namespace": "kb/office", **kw}
+    return lambda c: c.db.remember(**fields)
+
+
+def update(mid: str = "active", **kw: Any) -> Callable[[Ctx], Any]:
+    return lambda c: c.db.update(getattr(c, mid, mid), **kw)
+
+
+def recall(query: str = "office hours", **kw: Any) -> Callable[[Ctx], Any]:
+    return lambda c: c.db.recall(query, **kw)
+
+
+def get(**kw: Any) -> Callable[[Ctx], Any]:
+    return lambda c: c.db.get(c.active, **kw)
+
+
+CASES: list[tuple[str, Callable[[Ctx], Any], type[EngramError]]] = [
+    # text
+    ("empty text", remember(text=""), InvalidInput),
+    ("whitespace text", remember(text=" \n\t "), InvalidInput),
+    ("text not a string", remember(text=42), InvalidInput),
+    ("empty text on update", update(text="   "), InvalidInput),
+    # layer
+    ("unknown layer", remember(layer="longterm"), InvalidLayer),
+    ("layer in the wrong case", remember(layer="Semantic"), InvalidLayer),
+    ("unknown layer on update", update(layer="dream"), InvalidLayer),
+    ("unknown layer in recall", recall(layers=["semantic", "nope"]), InvalidLayer),
+    # namespace
+    ("empty namespace", remember(namespace=""), InvalidNamespace),
+    ("upper-case namespace", remember(namespace="KB/Office"), InvalidNamespace),
+    ("double slash namespace", remember(namespace="kb//office"), InvalidNamespace),
+    ("leading slash namespace", remember(namespace="/kb"), InvalidNamespace),
+    ("trailing slash namespace", remember(namespace="kb/"), InvalidNamespace),
+    ("space in namespace", remember(namespace="kb/front office"), InvalidNamespace),
+    ("glob as a namespace", remember(namespace="kb/*"), InvalidNamespace),
+    ("namespace too deep", remember(namespace="/".join(["x"] * 17)), InvalidNamespace),
+    ("namespace not a string", remember(namespace=7), InvalidNamespace),
+    ("malformed recall glob", recall(namespace="kb/***"), InvalidNamespace),
+    ("malformed changes glob", lambda c: list(c.db.changes(0, namespace="KB/**")),
+     InvalidNamespace),
+    # embeddings
+    ("embedding of the wrong dimension", remember(embedding=[0.1] * 5),
+     EmbeddingDimensionMismatch),
+    ("embedding one too long", remember(embedding=[0.1] * 385), EmbeddingDimensionMismatch),
+    # metadata
+    ("metadata is a set", remember(metadata={"a", "b"}), InvalidMetadata),
+    ("metadata is a list", remember(metadata=["a", "b"]), InvalidMetadata),
+    ("metadata is an empty list", remember(metadata=[]), InvalidMetadata),
+    ("metadata is a string", remember(metadata="{}"), InvalidMetadata),
+    ("metadata holds NaN", remember(metadata={"score": math.nan}), InvalidMetadata),
+    ("metadata holds infinity", remember(metadata={"score": math.inf}), InvalidMetadata),
+    ("metadata holds a set", remember(metadata={"tags": {"x"}}), InvalidMetadata),
+    ("metadata holds bytes", remember(metadata={"blob": b"\x00"}), InvalidMetadata),
+    ("metadata holds a datetime", remember(metadata={"at": datetime(2026, 1, 1)}),
+     InvalidMetadata),
+    ("metadata with an int key", remember(metadata={1: "one"}), InvalidMetadata),
+    ("metadata with a nested int key", remember(metadata={"a": {2: "two"}}), InvalidMetadata),
+    ("metadata with a None key", remember(metadata={None: "x"}), InvalidMetadata),
+    ("metadata with mixed keys", remember(metadata={1: "one", "b": 2}), InvalidMetadata),
+    ("metadata nested too deep", remember(metadata=_deep(100_000)), InvalidMetadata),
+    ("metadata not JSON on update", update(metadata={"n": math.nan}), InvalidMetadata),
+    ("assertion value holds NaN",
+     remember(subject="office", predicate="opens_at", value=math.nan), InvalidMetadata),
+    # other fields
+    ("importance above one", remember(importance=1.5), InvalidInput),
+    ("confidence is NaN", remember(confidence=math.nan), InvalidInput),
+    ("valid_to before valid_from",
+     remember(valid_from=datetime(2026, 2, 1, tzinfo=UTC),
+              valid_to=datetime(2026, 1, 1, tzinfo=UTC)),
+     InvalidInput),
+    ("valid_from not a time", remember(valid_from="next tuesday"), InvalidInput),
+    ("predicate without subject", remember(predicate="opens_at"), InvalidInput),
+    ("value without assertion", remember(value="9am"), InvalidInput),
+    ("empty idempotency key", remember(idempotency_key=""), InvalidInput),
+    ("update with nothing to change", update(), InvalidInput),
+    ("update of a fixed field", update(namespace="kb/other"), InvalidInput),
+    ("update of a retracted memory", update("retracted", text="back again"), InvalidInput),
+    ("retract twice", lambda c: c.db.retract(c.retracted), InvalidInput),
+    ("batch with one bad item",
+     lambda c: c.db.remember_many([{"text": "fine", "namespace": "kb/a"},
+                                   {"text": "", "namespace": "kb/a"}]), InvalidInput),
+    ("batch with a bad namespace",
+     lambda c: c.db.remember_many([MemoryDraft("fine", "kb/a"), MemoryDraft("bad", "Kb")]),
+     InvalidNamespace),
+    # unknown ids
+    ("get unknown id", lambda c: c.db.get(UNKNOWN_ID), NotFound),
+    ("history unknown id", lambda c: c.db.history(UNKNOWN_ID), NotFound),
+    ("update unknown id", update(UNKNOWN_ID, text="x"), NotFound),
+    ("update unknown id with expected_version", update(UNKNOWN_ID, text="x", expected_version=1),
+     NotFound),
+    ("retract unknown id", lambda c: c.db.retract(UNKNOWN_ID), NotFound),
+    ("get empty id", lambda c: c.db.get(""), InvalidInput),
+    ("get id not a string", lambda c: c.db.get(12), InvalidInput),
+    ("get before the memory existed", get(as_of=1), NotFound),
+    # as_of
+    ("as_of not a time", get(as_of="yesterday"), InvalidInput),
+    ("as_of negative", get(as_of=-1), InvalidInput),
+    ("as_of a boolean", get(as_of=True), InvalidInput),
+    ("as_of a list", get(as_of=[3]), InvalidInput),
+    ("recall as_of not a time", recall(as_of="soon"), InvalidInput),
+    ("valid_at not a time", get(valid_at="later"), InvalidInput),
+    # recall arguments
+    ("k zero", recall(k=0), InvalidInput),
+    ("k negative", recall(k=-3), InvalidInput),
+    ("k over the maximum", recall(k=1001), InvalidInput),
+    ("k a string", recall(k="5"), InvalidInput),
+    ("k a boolean", recall(k=True), InvalidInput),
+    ("empty query", recall(query="  "), InvalidInput),
+    ("unknown filter", recall(filters={"colour": "red"}), InvalidInput),
+    ("metadata filter not a dict", recall(filters={"metadata": ["a"]}), InvalidInput),
+    ("time filter not a time", recall(filters={"recorded_after": "last week"}), InvalidInput),
+]
+
+
+@pytest.mark.parametrize(("call", "error"), [(c, e) for _, c, e in CASES],
+                         ids=[name for name, _, _ in CASES])
+def test_bad_input_raises_typed_error_and_writes_nothing(
+        ctx: Ctx, call: Callable[[Ctx], Any], error: type[EngramError]) -> None:
+    before = snapshot(ctx.db)
+    with pytest.raises(EngramError) as info:
+        call(ctx)
+    assert type(info.value) is error, f"{type(info.value).__name__}: {info.value}"
+    assert info.value.code == error.code
+    assert len(info.value.message) > 20  # says what is wrong, not just that it is
+    assert snapshot(ctx.db) == before
+
+
+def test_agent_bad_input_and_denied_writes_leave_no_trace(ctx: Ctx) -> None:
+    reader = ctx.db.as_agent("reader")
+    before = snapshot(ctx.db)
+    with pytest.raises(PermissionDenied):
+        reader.remember("I may only read here", namespace="kb/office")
+    with pytest.raises(PermissionDenied):
+        reader.update(ctx.active, text="changed by a reader")
+    with pytest.raises(InvalidNamespace):
+        reader.remember("bad place", namespace="Agents/reader")
+    assert snapshot(ctx.db) == before
+
+
+def test_text_over_the_configured_maximum(tmp_path: Path) -> None:
+    config = EngineConfig(max_text_chars=40)
+    with engramdb.open(tmp_path / "limits.db", embedder=None, config=config) as db:
+        ok = db.remember("x" * 40, namespace="kb/limits")  # exactly at the limit is fine
+        before = snapshot(db)
+        with pytest.raises(TextTooLong) as info:
+            db.remember("x" * 41, namespace="kb/limits")
+        assert "40" in info.value.message and "41" in info.value.message
+        assert info.value.details == {"length": 41, "limit": 40}
+        with pytest.raises(TextTooLong):
+            db.update(ok.id, text="y" * 41)
+        with pytest.raises(TextTooLong):
+            with db.transaction() as tx:
+                tx.remember("fits", namespace="kb/limits")
+                tx.remember("z" * 1000, namespace="kb/limits")
+        assert snapshot(db) == before
+
+
+def test_embedding_on_a_database_without_embedder(tmp_path: Path) -> None:
+    with engramdb.open(tmp_path / "fts.db", embedder=None) as db:
+        before = snapshot(db)
+        with pytest.raises(EmbeddingDimensionMismatch) as info:
+            db.remember("has a vector", namespace="kb/a", embedding=[0.5] * 384)
+        assert "omit" in info.value.message
+        assert snapshot(db) == before
+
+
+def test_errors_survive_the_wire_form(ctx: Ctx) -> None:
+    """What a remote door sends rebuilds into the same class with the same details."""
+    from engramdb.errors import error_from_wire
+
+    with pytest.raises(EngramError) as info:
+        ctx.db.remember("x", namespace="kb/a", embedding=[1.0, 2.0])
+    rebuilt = error_from_wire(info.value.to_wire())
+    assert type(rebuilt) is EmbeddingDimensionMismatch
+    assert rebuilt.details == info.value.details == {"expected": 384, "got": 2}
