@@ -20,6 +20,7 @@ import numpy as np
 
 from engramdb.codec import from_micros
 from engramdb.engine.admin import Admin
+from engramdb.engine.audit import AuditDatabase, ReadAudit
 from engramdb.engine.rows import EngineConfig
 from engramdb.engine.session import PrincipalInfo, Session, hits_from, receipt_for
 from engramdb.errors import (
@@ -41,7 +42,7 @@ __all__ = ["Database", "import_database", "open_database"]
 ADMIN = "admin"
 
 
-class Database(Session):
+class Database(AuditDatabase, Session):
     """An open EngramDB database, acting as its admin.
 
     Use :func:`engramdb.open` rather than constructing this directly.
@@ -56,10 +57,12 @@ class Database(Session):
         self.weights = weights or FusionWeights()
         self.admin = Admin(self)
         self._principals_lock = threading.Lock()
+        self.read_audit = ReadAudit(self)
 
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
+        self.read_audit.close()  # buffered read-audit records are written first
         self.storage.close()
 
     def __enter__(self) -> Database:
@@ -226,6 +229,7 @@ class Database(Session):
         """
         from engramdb.engine.portability import export_log
 
+        self.read_audit.flush()
         return export_log(self.storage, out, progress=progress)
 
     def verify(self) -> VerifyReport:
@@ -236,6 +240,7 @@ class Database(Session):
         """
         from engramdb.audit.verify import verify_storage
 
+        self.read_audit.flush()
         return verify_storage(self.storage)
 
 

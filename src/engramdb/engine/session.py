@@ -43,6 +43,7 @@ from engramdb.model import (
 from engramdb.policy.acl import AccessControl, grantees_of
 from engramdb.retrieval.rank import fuse
 from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
+from engramdb.engine.audit import AuditSession, mark_stale
 from engramdb.engine.rows import (
     check_embedding,
     check_metadata,
@@ -114,8 +115,10 @@ class _Writer:
                 extra: Mapping[str, Any] | None = None) -> Event:
         self.w.apply(effects)
         payload = {"effects": [effect_to_dict(e) for e in effects], **(extra or {})}
-        return self.w.log(kind, actor=self.s.principal.name, namespace=namespace,
-                          subject_ref=subject_ref, payload=payload)
+        event = self.w.log(kind, actor=self.s.principal.name, namespace=namespace,
+                           subject_ref=subject_ref, payload=payload)
+        mark_stale(self.w, effects, self.s.principal.name)
+        return event
 
     # operations ----------------------------------------------------------------
 
@@ -225,7 +228,7 @@ def _draft_fingerprint(draft: MemoryDraft) -> dict[str, Any]:
     }
 
 
-class Session:
+class Session(AuditSession):
     """The database as seen and changed by one principal."""
 
     def __init__(self, db: Database, principal: PrincipalInfo) -> None:
@@ -538,7 +541,9 @@ class Session:
         qv = check_embedding(query_embedding, self._db.dimension)
         t = self._as_of(as_of)
         flt = self._filter(namespace, layers, t, valid_at, filters)
-        return self._db._recall(self, query, flt, k, t, query_embedding=qv)
+        result = self._db._recall(self, query, flt, k, t, query_embedding=qv)
+        self._db.read_audit.record(self._principal.name, result.receipt, result.memories)
+        return result
 
     def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
                 valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:

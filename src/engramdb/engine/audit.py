@@ -1,0 +1,1027 @@
+"""Time travel and audit in the engine: decisions, knowledge at T, read audit, checkpoints.
+
+Four things live here, as mixins that :class:`~engramdb.engine.session.Session`
+and :class:`~engramdb.engine.database.Database` inherit, plus the write-path
+hook and the read-audit buffer:
+
+* **Decisions.** ``decide`` stores a decision with the exact memory versions it
+  rests on (a ``decisions`` row plus one ``decision_basis`` row per version,
+  as logged effects). Every write that changes a memory version runs
+  :func:`mark_stale` inside its transaction: an indexed lookup of
+  ``decision_basis`` finds the decisions resting on that version and, for
+  each one not yet stale, logs a ``decision.stale`` event whose effect sets
+  ``decisions.stale_tx``. ``explain`` shows each basis memory as it was at the
+  decision and what happened to it since.
+* **Knowledge at a point in time.** ``knowledge(agent, at=T)`` evaluates the
+  agent's grants as they stood at transaction ``T`` (grant rows carry
+  ``tx_from``/``tx_to``) and reads memories as of ``T``.
+* **Read audit.** Each ``recall`` / ``context`` call is recorded (principal,
+  time, query digest, returned versions, namespaces) in a memory buffer and
+  written as one logged ``reads.recorded`` event per batch (by size, by age,
+  on ``close`` and before ``verify`` / ``export`` / ``checkpoint``). A crash
+  loses at most the unflushed buffer; ``db.read_audit.synchronous = True``
+  writes each read before it returns.
+  Per namespace glob the mode is ``all`` (default), ``sampled`` (with a rate)
+  or ``off``.
+* **Checkpoints.** ``checkpoint`` signs the Merkle root over every event's
+  chain hash; ``verify_checkpoint`` detects a history rewritten after it, and
+  ``prove`` gives an inclusion proof of one event (see
+  :mod:`engramdb.audit.evidence` for the file formats).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from engramdb.audit.checkpoint import (
+    Checkpoint,
+    check_checkpoint,
+    load_private_key,
+    load_public_key,
+    public_key_from_pem,
+    sign_checkpoint,
+)
+from engramdb.audit.evidence import (
+    CheckpointReport,
+    EventProof,
+    compare_with_checkpoint,
+    default_key_path,
+)
+from engramdb.audit.merkle import MerkleProof, hash_leaves, root
+from engramdb.codec import GENESIS_HASH, chain_hash, check_json, from_micros, new_id
+from engramdb.engine.rows import check_metadata, memory_from_row
+from engramdb.errors import EngramError, IntegrityError, InvalidInput, NotFound, PermissionDenied
+from engramdb.model import (
+    BasisExplanation,
+    Conflict,
+    Context,
+    Decision,
+    DecisionExplanation,
+    Hit,
+    Memory,
+    ReadRecord,
+    RecallResult,
+    Receipt,
+    ReceiptItem,
+    check_glob,
+    check_namespace,
+    namespace_matches,
+)
+from engramdb.retrieval.pack import entry, pack
+from engramdb.storage.base import Effect, Insert, RawEvent, Update, WriteTx, effect_to_dict
+
+if TYPE_CHECKING:
+    from engramdb.engine.database import Database
+    from engramdb.engine.session import PrincipalInfo
+    from engramdb.model import RecallFilter, VerifyReport
+    from engramdb.policy.acl import AccessControl
+
+__all__ = [
+    "READ_AUDIT_MODES",
+    "AuditDatabase",
+    "AuditSession",
+    "ReadAudit",
+    "basis_items",
+    "mark_stale",
+]
+
+log = logging.getLogger("engramdb.audit")
+
+READ_AUDIT_MODES = ("all", "sampled", "off")
+MAX_BASIS = 10_000
+
+
+# ---------------------------------------------------------------- write path
+
+
+def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
+    """Mark decisions stale whose basis a just-applied write changed.
+
+    Called by the engine after it applies and logs any effects, inside the
+    same transaction. A memory row is only ever updated to close it (a new
+    version, a retraction, a rejection) or to erase it, so any ``Update`` of a
+    ``memories`` row ``(id, version)`` changes the basis of every decision
+    resting on that exact version.
+
+    Args:
+        w: the open write transaction.
+        effects: the effects just applied.
+        actor: the principal whose write caused it (the stale event's actor).
+
+    Returns:
+        The ids of the decisions that turned stale.
+    """
+    touched = sorted({
+        (str(e.key["id"]), int(e.key["version"])) for e in effects
+        if isinstance(e, Update) and e.table == "memories"
+        and "id" in e.key and "version" in e.key
+    })
+    found: dict[str, tuple[dict[str, Any], list[tuple[str, int]]]] = {}
+    for memory_id, version in touched:
+        for b in w.fetch("decision_basis", {"memory_id": memory_id, "version": version}):
+            did = str(b["decision_id"])
+            if did in found:
+                found[did][1].append((memory_id, version))
+                continue
+            rows = w.fetch("decisions", {"id": did, "stale_tx": None})
+            if rows:
+                found[did] = (rows[0], [(memory_id, version)])
+    for did in sorted(found):
+        row, items = found[did]
+        _log_stale(w, row, items, actor)
+    return sorted(found)
+
+
+def _log_stale(w: WriteTx, row: Mapping[str, Any], items: Sequence[tuple[str, int]],
+               actor: str) -> None:
+    eff = Update("decisions", {"id": row["id"]}, {"stale_tx": w.tx}, expect={"stale_tx": None})
+    w.apply([eff])
+    w.log("decision.stale", actor=actor, namespace=row["namespace"], subject_ref=row["id"],
+          payload={"effects": [effect_to_dict(eff)],
+                   "changed": [{"id": i, "version": v} for i, v in items]})
+
+
+# ---------------------------------------------------------------- values
+
+
+def basis_items(basis: Any) -> tuple[ReceiptItem, ...]:
+    """Normalise what a decision rests on to sorted, unique receipt items.
+
+    Accepts a :class:`Receipt`, :class:`RecallResult`, :class:`Context`,
+    :class:`Hit`, :class:`Memory`, :class:`ReceiptItem`, a dict
+    ``{"id", "version"}`` or ``{"items": [...]}`` (a receipt's JSON form), an
+    ``(id, version)`` pair, or a list of any of these.
+
+    Raises:
+        InvalidInput: something else, or more than 10,000 items.
+    """
+    out: set[ReceiptItem] = set()
+    _collect(basis, out)
+    if len(out) > MAX_BASIS:
+        raise InvalidInput(f"a decision basis holds at most {MAX_BASIS} memory versions",
+                           field="basis")
+    return tuple(sorted(out))
+
+
+def _collect(value: Any, out: set[ReceiptItem]) -> None:
+    if isinstance(value, ReceiptItem):
+        out.add(value)
+    elif isinstance(value, (Receipt, Context)):
+        _collect(value.items if isinstance(value, Receipt) else value.receipt.items, out)
+    elif isinstance(value, RecallResult):
+        _collect(value.receipt.items, out)
+    elif isinstance(value, Hit):
+        out.add(ReceiptItem(value.memory.id, value.memory.version))
+    elif isinstance(value, Memory):
+        out.add(ReceiptItem(value.id, value.version))
+    elif isinstance(value, Mapping):
+        if "items" in value:
+            _collect(Receipt.from_dict(value), out)
+        else:
+            _collect((value.get("id"), value.get("version")), out)
+    elif (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+          and not isinstance(value[1], (str, bool)) and isinstance(value[1], int)):
+        if not value[0] or value[1] < 1:
+            raise InvalidInput(f"basis item {value!r} is not a memory id and version >= 1",
+                               field="basis")
+        out.add(ReceiptItem(value[0], value[1]))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect(v, out)
+    else:
+        raise InvalidInput(
+            "basis must be a receipt (recall(...).receipt, context(...).receipt), hits, "
+            "memories, or (id, version) pairs, or a list of these",
+            field="basis",
+        )
+
+
+def _decision(row: Mapping[str, Any]) -> Decision:
+    return Decision(
+        id=row["id"], principal=row["principal"], description=row["description"],
+        basis=tuple(ReceiptItem(str(i["id"]), int(i["version"])) for i in row["basis"]),
+        outcome=row["outcome"] or {}, metadata=row["metadata"] or {}, tx=int(row["tx"]),
+        recorded_at=from_micros(row["recorded_at"]),  # type: ignore[arg-type]
+        namespace=row["namespace"],
+        stale_tx=None if row.get("stale_tx") is None else int(row["stale_tx"]),
+    )
+
+
+def _conflict(row: Mapping[str, Any]) -> Conflict:
+    return Conflict(
+        id=row["id"], kind=row["kind"], namespace=row["namespace"],
+        memories=tuple(ReceiptItem(str(m["id"]), int(m["version"])) for m in row["memories"]),
+        detector=row["detector"], reason=row["reason"], policy=row["policy"],
+        outcome=row["outcome"], status=row["status"], subject=row.get("subject"),
+        predicate=row.get("predicate"), winner=row.get("winner"),
+        resolution=row.get("resolution"), resolved_by=row.get("resolved_by"),
+        tx=int(row["tx"]),
+        resolved_tx=None if row.get("resolved_tx") is None else int(row["resolved_tx"]),
+    )
+
+
+# ---------------------------------------------------------------- read audit
+
+
+class ReadAudit:
+    """The read-audit buffer of one database handle.
+
+    Reads are buffered in memory and written as one logged ``reads.recorded``
+    event per batch. Flushes happen in the reading thread, never behind the
+    caller's back: when the buffer reaches ``batch_size``, when the oldest
+    buffered read is older than ``interval_s`` (checked at the next read), on
+    ``close`` (and at interpreter exit for handles never closed), and before
+    ``verify``, ``export``, ``checkpoint`` and ``who_read``. A long-running
+    server that may sit idle can call :meth:`start_background` to also flush
+    every ``interval_s`` from a thread.
+
+    A crash (or ``kill -9``) loses the buffer: at most ``batch_size`` reads,
+    or the reads of the last ``interval_s`` seconds of activity, plus reads of
+    an idle handle since its last flush. ``synchronous = True`` trades that
+    window for one write transaction per read.
+
+    Attributes:
+        batch_size: reads per ``reads.recorded`` event.
+        interval_s: the oldest buffered read waits at most this long once
+            reads continue (or at all, with the background thread).
+        synchronous: write each read before ``recall`` returns.
+        max_buffer: if writing keeps failing, the oldest records beyond this
+            many are dropped and counted in ``dropped``.
+    """
+
+    SETTINGS_TTL_S = 1.0
+
+    def __init__(self, db: Database, *, batch_size: int = 256, interval_s: float = 1.0,
+                 synchronous: bool = False, max_buffer: int = 100_000,
+                 seed: int | None = None) -> None:
+        self._db = db
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.synchronous = synchronous
+        self.max_buffer = max_buffer
+        self.dropped = 0
+        self._rng = random.Random(seed)
+        self._buf: list[dict[str, Any]] = []
+        self._oldest = 0.0
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._settings: list[tuple[str, str, float]] | None = None
+        self._settings_at = 0.0
+        self._modes: dict[str | None, tuple[str, float]] = {}
+        _open_audits.add(self)
+
+    def seed(self, value: int) -> None:
+        """Make ``sampled`` draws reproducible (tests, benchmarks)."""
+        self._rng.seed(value)
+
+    # -- settings -------------------------------------------------------------
+
+    def _load_settings(self) -> list[tuple[str, str, float]]:
+        now = time.monotonic()
+        if self._settings is None or now - self._settings_at > self.SETTINGS_TTL_S:
+            out = []
+            for r in self._db.storage.fetch("namespace_settings", {}):
+                s = r["settings"] or {}
+                if isinstance(s, Mapping) and s.get("read_audit") in READ_AUDIT_MODES:
+                    out.append((str(r["pattern"]), str(s["read_audit"]),
+                                float(s.get("read_sample_rate") or 0.0)))
+            self._settings, self._settings_at, self._modes = out, now, {}
+        return self._settings
+
+    def invalidate(self) -> None:
+        """Forget cached settings (another handle's changes show within a second anyway)."""
+        self._settings = None
+
+    def mode_for(self, namespace: str | None) -> tuple[str, float]:
+        """The ``(mode, rate)`` for reads of ``namespace``.
+
+        The most specific matching pattern wins (more literal segments, then
+        fewer ``**``, then more segments); ``None`` (a read that returned
+        nothing) uses the setting of ``**``. Default: ``("all", 1.0)``.
+        """
+        settings = self._load_settings()
+        cached = self._modes.get(namespace)
+        if cached is not None:
+            return cached
+        best: tuple[tuple[int, int, int], str, float] | None = None
+        for pattern, mode, rate in settings:
+            if namespace is None:
+                if pattern != "**":
+                    continue
+            elif not namespace_matches(pattern, namespace):
+                continue
+            parts = pattern.split("/")
+            rank = (sum(p not in ("*", "**") for p in parts), -parts.count("**"), len(parts))
+            if best is None or rank > best[0]:
+                best = (rank, mode, rate)
+        if best is None:
+            result = ("all", 1.0)
+        else:
+            result = (best[1], best[2] if best[1] == "sampled" else 1.0)
+        self._modes[namespace] = result
+        return result
+
+    # -- recording ---------------------------------------------------------------
+
+    def record(self, principal: str, receipt: Receipt, memories: Sequence[Memory]) -> bool:
+        """Buffer one read; returns whether it was kept (settings may skip it).
+
+        One random draw per read decides every ``sampled`` namespace it
+        touched, so a sampled read is recorded whole or not at all there.
+        """
+        draw = self._rng.random()
+        kept: list[Memory] = []
+        for m in memories:
+            mode, rate = self.mode_for(m.namespace)
+            if mode == "all" or (mode == "sampled" and draw < rate):
+                kept.append(m)
+        if memories and not kept:
+            return False
+        if not memories:
+            mode, rate = self.mode_for(None)
+            if mode == "off" or (mode == "sampled" and draw >= rate):
+                return False
+        row = {
+            "id": new_id(), "principal": principal, "tx": int(receipt.as_of),
+            "recorded_at": time.time_ns() // 1000, "query_digest": receipt.query_digest,
+            "items": [{"id": m.id, "version": m.version} for m in kept],
+            "namespaces": sorted({m.namespace for m in kept}),
+        }
+        now = time.monotonic()
+        with self._lock:
+            if not self._buf:
+                self._oldest = now
+            self._buf.append(row)
+            n = len(self._buf)
+            if n > self.max_buffer:
+                del self._buf[: n - self.max_buffer]
+                self.dropped += n - self.max_buffer
+            due = n >= self.batch_size or now - self._oldest >= self.interval_s
+        if self.synchronous:
+            self.flush()
+        elif due:
+            try:
+                self.flush()
+            except EngramError as exc:
+                # E.g. a recall inside the same thread's open write transaction:
+                # the records stay buffered for the next flush.
+                log.debug("read audit flush deferred: %s", exc)
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Reads buffered and not yet written."""
+        with self._lock:
+            return len(self._buf)
+
+    def flush(self) -> int:
+        """Write every buffered read now; returns how many were written.
+
+        Raises:
+            StorageError: the write failed (the records stay buffered).
+        """
+        with self._flush_lock:
+            with self._lock:
+                rows, self._buf = self._buf, []
+            done = 0
+            try:
+                while done < len(rows):
+                    chunk = rows[done: done + max(1, self.batch_size)]
+                    self._write(chunk)
+                    done += len(chunk)
+            except BaseException:
+                with self._lock:
+                    self._buf[:0] = rows[done:]
+                    self._oldest = time.monotonic()
+                raise
+            return done
+
+    def _write(self, rows: Sequence[dict[str, Any]]) -> None:
+        effects: list[Effect] = [Insert("reads", r) for r in rows]
+        effects += [Insert("read_items", {"read_id": r["id"], "memory_id": i["id"],
+                                          "version": i["version"]})
+                    for r in rows for i in r["items"]]
+        actor = self._db.principal.name
+        with self._db.storage.write(actor) as w:
+            w.apply(effects)
+            w.log("reads.recorded", actor=actor, namespace=None, subject_ref=None,
+                  payload={"effects": [effect_to_dict(e) for e in effects]})
+
+    # -- optional background flusher ---------------------------------------------------
+
+    def start_background(self) -> None:
+        """Also flush every ``interval_s`` from a daemon thread (for idle servers)."""
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="engramdb-read-audit",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if not self.pending:
+                continue
+            try:
+                self.flush()
+            except EngramError as exc:  # keep buffering; the next round retries
+                log.warning("read audit flush failed, will retry: %s", exc)
+
+    def close(self) -> None:
+        """Stop the background thread, if any, and write what is left."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        _open_audits.discard(self)
+        try:
+            self.flush()
+        except EngramError as exc:
+            log.warning("read audit records lost on close: %s", exc)
+
+
+_open_audits: weakref.WeakSet[ReadAudit] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # Handles the program never closed: write their buffered reads on a normal exit.
+    for audit in list(_open_audits):
+        audit.close()
+
+
+# ---------------------------------------------------------------- session mixin
+
+
+class AuditSession:
+    """Context packing, decisions and read queries for one principal (Session mixin)."""
+
+    if TYPE_CHECKING:
+        _db: Database
+        _principal: PrincipalInfo
+
+        @property
+        def principal(self) -> PrincipalInfo: ...
+        def _acl(self, as_of: int | None = None) -> AccessControl: ...
+        def _require(self, action: str, namespace: str) -> None: ...
+        def _as_of(self, as_of: int | datetime | str | None) -> int | None: ...
+        def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
+                    valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter: ...
+
+    # -- context -------------------------------------------------------------------
+
+    def context(
+        self,
+        task: str,
+        budget_tokens: int = 2000,
+        *,
+        namespace: str = "**",
+        layers: Sequence[str] | None = None,
+        as_of: int | datetime | str | None = None,
+        valid_at: datetime | str | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> Context:
+        """Recall for ``task`` and pack the best memories into a token budget.
+
+        Each item is one line headed by its number, namespace, author and
+        time, best first; the last item is cut (ending in ``…``) when enough
+        budget is left for it to say something.
+
+        Args:
+            task: what the context is for; used as the recall query.
+            budget_tokens: the most cl100k tokens the text may use.
+            namespace, layers, as_of, valid_at, filters: as in :meth:`recall`.
+
+        Returns:
+            A :class:`Context` whose receipt names exactly the included versions.
+
+        Raises:
+            InvalidInput: empty task or a budget outside 1..1,000,000.
+        """
+        if not isinstance(task, str) or not task.strip():
+            raise InvalidInput("task must be a non-empty string: say what the context is for")
+        pack([], budget_tokens)  # validates the budget before any work
+        k = min(self._db.config.max_k, max(10, budget_tokens // 20))
+        t = self._as_of(as_of)
+        flt = self._filter(namespace, layers, t, valid_at, filters)
+        result = self._db._recall(self, task, flt, k, t)  # type: ignore[arg-type]
+        entries = [
+            entry(n, h.memory.text, namespace=h.memory.namespace, author=h.memory.author,
+                  recorded_at=h.memory.recorded_at, flags=_flags(h))
+            for n, h in enumerate(result.hits, start=1)
+        ]
+        packed = pack(entries, budget_tokens)
+        items = result.hits[: packed.count]
+        receipt = replace(result.receipt,
+                          items=tuple(ReceiptItem(h.memory.id, h.memory.version) for h in items))
+        self._db.read_audit.record(self._principal.name, receipt, [h.memory for h in items])
+        return Context(text=packed.text, items=items, tokens=packed.tokens,
+                       budget=budget_tokens, truncated=packed.truncated, receipt=receipt)
+
+    # -- decisions -----------------------------------------------------------------
+
+    def decide(
+        self,
+        description: str,
+        *,
+        basis: Any,
+        outcome: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
+    ) -> Decision:
+        """Record a decision and the exact memory versions it rests on.
+
+        Args:
+            description: what was decided.
+            basis: the reads it rests on: a receipt (``recall(...).receipt``,
+                ``context(...).receipt``), several, hits, memories or
+                ``(id, version)`` pairs. Every version must exist and be
+                readable by you.
+            outcome: a JSON object describing the outcome.
+            metadata: a JSON object of extra facts.
+            namespace: where the decision is filed (default your private
+                namespace ``agents/<you>``); you need write access there, and
+                readers of it may explain the decision.
+
+        Returns:
+            The stored :class:`Decision`.
+
+        Raises:
+            InvalidInput: bad description, outcome, metadata or basis (nothing written).
+            PermissionDenied: no write access to ``namespace``.
+            NotFound: a basis version does not exist or you may not read it.
+        """
+        cfg = self._db.config
+        if (not isinstance(description, str) or not description.strip()
+                or len(description) > cfg.max_text_chars):
+            raise InvalidInput(
+                f"description must be a non-empty string of at most {cfg.max_text_chars} "
+                "characters: say what was decided", field="description")
+        if outcome is not None and not isinstance(outcome, Mapping):
+            raise InvalidInput("outcome must be a JSON object (a dict)", field="outcome")
+        out = check_json(dict(outcome or {}), what="outcome")
+        meta = check_metadata(metadata, cfg)
+        ns = check_namespace(namespace if namespace is not None
+                             else f"agents/{self._principal.name}")
+        items = basis_items(basis)
+        self._require("write", ns)
+        acl = self._acl()
+        with self._db.storage.write(self._principal.name) as w:
+            already: list[tuple[str, int]] = []
+            for it in items:
+                rows = w.fetch("memories", {"id": it.id, "version": it.version})
+                if not rows or not acl.check("read", rows[0]["namespace"]):
+                    raise NotFound(
+                        f"basis memory {it.id} version {it.version} does not exist or you may "
+                        "not read it; base decisions on receipts of your own reads",
+                        id=it.id, version=it.version)
+                if rows[0]["tx_to"] is not None or rows[0]["status"] == "erased":
+                    already.append((it.id, it.version))
+            row = {"id": new_id(), "principal": self._principal.name, "namespace": ns,
+                   "description": description,
+                   "basis": [{"id": i.id, "version": i.version} for i in items],
+                   "outcome": out, "metadata": meta, "tx": w.tx,
+                   "recorded_at": w.recorded_at, "stale_tx": None}
+            effects: list[Effect] = [Insert("decisions", row)]
+            effects += [Insert("decision_basis", {"decision_id": row["id"], "memory_id": i.id,
+                                                  "version": i.version}) for i in items]
+            w.apply(effects)
+            w.log("decision.recorded", actor=self._principal.name, namespace=ns,
+                  subject_ref=row["id"], payload={"effects": [effect_to_dict(e) for e in effects]})
+            if already:
+                # Decided on versions that had already been replaced: stale from the start.
+                _log_stale(w, row, already, self._principal.name)
+                row = {**row, "stale_tx": w.tx}
+        return _decision(row)
+
+    def _decision_row(self, decision_id: str) -> dict[str, Any]:
+        if not isinstance(decision_id, str) or not decision_id:
+            raise InvalidInput("decision id must be a non-empty string", field="id")
+        rows = self._db.storage.fetch("decisions", {"id": decision_id})
+        if not rows or not self._may_see_decision(rows[0], self._acl()):
+            raise NotFound(f"no decision {decision_id!r}; check the id (or your read grant)",
+                           id=decision_id)
+        return rows[0]
+
+    def _may_see_decision(self, row: Mapping[str, Any], acl: AccessControl) -> bool:
+        if row["principal"] == self._principal.name:
+            return True
+        ns = row["namespace"]
+        return acl.is_admin if ns is None else bool(acl.check("read", ns))
+
+    def decision(self, decision_id: str) -> Decision:
+        """One decision you may see (you made it, or you may read its namespace).
+
+        Raises:
+            NotFound: unknown or not visible to you.
+        """
+        return _decision(self._decision_row(decision_id))
+
+    def explain(self, decision_id: str) -> DecisionExplanation:
+        """What a decision rested on, as it was then, and what has happened since.
+
+        For each basis version: the memory as read at the decision's
+        transaction, the versions written after it (with their authors),
+        whether it was retracted, erased or is contested by a conflict, and
+        whether it is stale. Basis memories you may not read are listed
+        with ``visible=False`` and nothing else.
+
+        Raises:
+            NotFound: unknown decision, or one you may not see.
+        """
+        d = _decision(self._decision_row(decision_id))
+        acl = self._acl()
+        storage = self._db.storage
+        basis: list[BasisExplanation] = []
+        any_stale = False
+        conflicts_by_ns: dict[str, list[Conflict]] = {}
+        for it in d.basis:
+            rows = storage.fetch("memories", {"id": it.id}, order_by="version")
+            base = next((r for r in rows if int(r["version"]) == it.version), None)
+            erased = base is None or any(r["status"] == "erased" for r in rows
+                                         if int(r["version"]) >= it.version)
+            superseded = base is not None and base["tx_to"] is not None
+            stale = erased or superseded
+            any_stale = any_stale or stale
+            if not rows or not acl.check("read", rows[0]["namespace"]):
+                basis.append(BasisExplanation(item=it, visible=False))
+                continue
+            ns = rows[0]["namespace"]
+            if ns not in conflicts_by_ns:
+                conflicts_by_ns[ns] = [_conflict(c) for c in
+                                       storage.fetch("conflicts", {"namespace": ns},
+                                                     order_by="tx")]
+            named = tuple(c for c in conflicts_by_ns[ns]
+                          if any(m.id == it.id for m in c.memories))
+            now = memory_from_row(rows[-1])
+            basis.append(BasisExplanation(
+                item=it, visible=True,
+                then=None if base is None else memory_from_row(base, as_of=d.tx),
+                now=now,
+                later=tuple(memory_from_row(r) for r in rows if int(r["version"]) > it.version),
+                superseded=superseded, retracted=now.status == "retracted", erased=erased,
+                conflicts=named, contested=any(c.status == "open" for c in named),
+                stale=stale,
+            ))
+        return DecisionExplanation(decision=d, basis=tuple(basis),
+                                   stale=any_stale or d.stale_tx is not None)
+
+    def stale_decisions(self, namespace: str = "**") -> list[Decision]:
+        """Decisions you may see whose basis has changed since, oldest staleness first."""
+        check_glob(namespace)
+        acl = self._acl()
+        out = [
+            _decision(r) for r in self._db.storage.fetch("decisions", {}, order_by="tx")
+            if r.get("stale_tx") is not None
+            and namespace_matches(namespace, r["namespace"] or "")
+            and self._may_see_decision(r, acl)
+        ]
+        return sorted(out, key=lambda d: (d.stale_tx or 0, d.tx, d.id))
+
+    # -- read audit ------------------------------------------------------------------
+
+    def who_read(self, memory_id: str) -> list[ReadRecord]:
+        """Who read a memory and when: one record per recorded read of any version.
+
+        Needs ``admin`` on the memory's namespace (admins may ask about any).
+        Buffered reads are written first, so the answer is up to date.
+
+        Returns:
+            :class:`ReadRecord` ``(principal, time, version)`` tuples, oldest first.
+
+        Raises:
+            NotFound: unknown memory, or one you may not read.
+            PermissionDenied: you may read it but are not an admin of its namespace.
+        """
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInput("memory id must be a non-empty string", field="id")
+        storage = self._db.storage
+        rows = storage.fetch("memories", {"id": memory_id}, limit=1)
+        acl = self._acl()
+        if not rows or not acl.check("read", rows[0]["namespace"]):
+            raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
+                           id=memory_id)
+        if not acl.check("admin", rows[0]["namespace"]):
+            raise PermissionDenied(
+                f"who_read needs admin on {rows[0]['namespace']!r}; ask an admin for the grant",
+                action="admin", namespace=rows[0]["namespace"])
+        self._db.read_audit.flush()
+        items = storage.fetch("read_items", {"memory_id": memory_id})
+        if not items:
+            return []
+        reads = {r["id"]: r for r in storage.fetch(
+            "reads", {"id": sorted({i["read_id"] for i in items})})}
+        out = [ReadRecord(principal=reads[i["read_id"]]["principal"],
+                          time=from_micros(reads[i["read_id"]]["recorded_at"]),  # type: ignore[arg-type]
+                          version=int(i["version"]), read_id=i["read_id"])
+               for i in items if i["read_id"] in reads]
+        return sorted(out, key=lambda r: (r.time, r.read_id, r.version))
+
+
+def _flags(hit: Hit) -> tuple[str, ...]:
+    flags = []
+    if hit.memory.status != "active":
+        flags.append(hit.memory.status)
+    if hit.contested:
+        flags.append("contested")
+    return tuple(flags)
+
+
+# ---------------------------------------------------------------- database mixin
+
+
+class AuditDatabase:
+    """Knowledge at T, read-audit settings and checkpoints (Database mixin, admin only)."""
+
+    if TYPE_CHECKING:
+        storage: Any
+        read_audit: ReadAudit
+
+        @property
+        def principal(self) -> PrincipalInfo: ...
+        def _as_of(self, as_of: int | datetime | str | None) -> int | None: ...
+        def _recall(self, session: Any, query: str, flt: RecallFilter, k: int,
+                    as_of: int | None) -> RecallResult: ...
+        def verify(self) -> VerifyReport: ...
+
+    # -- knowledge -------------------------------------------------------------------
+
+    def knowledge(
+        self,
+        agent: str,
+        *,
+        at: int | datetime | str,
+        query: str | None = None,
+        namespace: str = "**",
+        valid_at: datetime | str | None = None,
+        k: int | None = None,
+        layers: Sequence[str] | None = None,
+    ) -> RecallResult | list[Memory]:
+        """What ``agent`` could have recalled at transaction time ``at``.
+
+        The agent's grants are taken as they stood at ``at`` (not today's),
+        and memories as they were current then; ``valid_at`` further keeps
+        only facts that held in the world at that moment.
+
+        Args:
+            agent: the principal's name.
+            at: transaction time: a tx number, a datetime or an ISO string.
+            query: with a query, the recall the agent would have got
+                (``k`` hits, default 10); without, every memory it could
+                read then, newest first (at most ``k`` if given).
+            namespace: a glob narrowing the namespaces considered.
+            valid_at: valid time.
+            layers: restrict to these layers.
+
+        Raises:
+            NotFound: no such principal.
+            InvalidInput: missing ``at``, bad glob, query or ``k``.
+        """
+        from engramdb.engine.session import PrincipalInfo, Session
+
+        t = self._as_of(at)
+        if t is None:
+            raise InvalidInput("knowledge needs at=: a transaction number or a time", field="at")
+        rows = self.storage.fetch("principals", {"name": agent})
+        if not rows:
+            raise NotFound(f"no principal {agent!r}", name=agent)
+        p = rows[0]
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise InvalidInput("k must be a positive integer", field="k")
+        who = Session(self, PrincipalInfo(  # type: ignore[arg-type]
+            name=p["name"], roles=tuple(p["roles"] or ()), trust=float(p["trust"]),
+            is_admin=p["kind"] == "admin"))
+        flt = who._filter(namespace, layers, t, valid_at, None)
+        if int(p["created_tx"]) > t:
+            flt = replace(flt, namespaces=())  # it did not exist yet: it knew nothing
+        if query is not None:
+            if not isinstance(query, str) or not query.strip():
+                raise InvalidInput("query must be a non-empty string")
+            result = self._recall(who, query, flt, k or 10, t)
+            self.read_audit.record(self.principal.name, result.receipt, result.memories)
+            return result
+        if flt.namespaces is not None and not flt.namespaces:
+            return []
+        return [memory_from_row(r, as_of=t)
+                for r in self.storage.list_memories(flt, limit=k, order="recent")]
+
+    # -- read-audit settings ------------------------------------------------------------
+
+    def set_read_audit(self, pattern: str, mode: str, *, rate: float | None = None) -> None:
+        """Choose how reads in namespaces matching ``pattern`` are audited.
+
+        Args:
+            pattern: a namespace glob; the most specific matching pattern wins.
+            mode: ``all`` (every read recorded, the default), ``sampled``
+                (a fraction ``rate`` of reads) or ``off``.
+            rate: for ``sampled``, in (0, 1].
+
+        Raises:
+            InvalidInput: unknown mode, bad rate or glob.
+        """
+        check_glob(pattern)
+        if mode not in READ_AUDIT_MODES:
+            raise InvalidInput(f"read audit mode must be one of {', '.join(READ_AUDIT_MODES)}",
+                               field="mode")
+        if mode == "sampled":
+            if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                    or not 0 < rate <= 1):
+                raise InvalidInput("sampled read audit needs rate in (0, 1], e.g. rate=0.1",
+                                   field="rate")
+        elif rate is not None:
+            raise InvalidInput(f"rate only applies to mode 'sampled', not {mode!r}",
+                               field="rate")
+        actor = self.principal.name
+        with self.storage.write(actor) as w:
+            rows = w.fetch("namespace_settings", {"pattern": pattern})
+            settings = dict(rows[0]["settings"] or {}) if rows else {}
+            settings["read_audit"] = mode
+            settings.pop("read_sample_rate", None)
+            if mode == "sampled":
+                settings["read_sample_rate"] = float(rate)  # type: ignore[arg-type]
+            eff: Effect
+            if rows:
+                eff = Update("namespace_settings", {"pattern": pattern},
+                             {"settings": settings, "tx": w.tx}, expect={"tx": rows[0]["tx"]})
+            else:
+                eff = Insert("namespace_settings",
+                             {"pattern": pattern, "settings": settings, "tx": w.tx})
+            w.apply([eff])
+            w.log("settings.changed", actor=actor, namespace=None, subject_ref=pattern,
+                  payload={"effects": [effect_to_dict(eff)]})
+        self.read_audit.invalidate()
+
+    def read_audit_mode(self, namespace: str) -> tuple[str, float]:
+        """The ``(mode, rate)`` that applies to reads of ``namespace``."""
+        return self.read_audit.mode_for(check_namespace(namespace))
+
+    def flush_reads(self) -> int:
+        """Write buffered read-audit records now; returns how many."""
+        return self.read_audit.flush()
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _events(self) -> Iterator[RawEvent]:
+        after = 0
+        while batch := self.storage.events(after=after, limit=5000):
+            yield from batch
+            after = batch[-1].seq
+
+    def _chain(self) -> tuple[list[str], str | None]:
+        """Every event's chain hash recomputed from its envelope, and the first break."""
+        hashes: list[str] = []
+        prev = GENESIS_HASH
+        problem = None
+        for ev in self._events():
+            digest = chain_hash(prev, ev.envelope())
+            if problem is None and (ev.seq != len(hashes) + 1 or ev.prev_hash != prev
+                                    or ev.hash != digest):
+                problem = f"event {len(hashes) + 1} does not chain: the stored log was altered"
+            hashes.append(digest)
+            prev = digest
+        return hashes, problem
+
+    def _database_id(self, hashes: Sequence[str]) -> str:
+        # The first event's hash: fixed at creation, kept by export/import.
+        return "engramdb:" + (hashes[0][:32] if hashes else "empty")
+
+    def _key_path(self, key_path: str | os.PathLike[str] | None) -> Path:
+        if key_path is not None:
+            return Path(key_path)
+        path = getattr(self.storage, "path", None)
+        if path is None:
+            raise InvalidInput("this database is not a file; pass key_path= (or --key)")
+        return default_key_path(path)
+
+    def checkpoint(self, key_path: str | os.PathLike[str] | None = None, *,
+                   private_key: Ed25519PrivateKey | None = None) -> Checkpoint:
+        """Sign a checkpoint of the whole log (after verifying it).
+
+        Args:
+            key_path: the Ed25519 PEM key; default ``<db file>.audit-key.pem``.
+            private_key: a key object instead of a file.
+
+        Returns:
+            The signed :class:`Checkpoint`; keep it outside the database.
+
+        Raises:
+            IntegrityError: the log does not verify; a checkpoint would vouch
+                for a damaged history.
+            InvalidInput: the key file is missing or not an Ed25519 key.
+        """
+        key = private_key or load_private_key(self._key_path(key_path))
+        self.read_audit.flush()
+        report = self.verify()
+        if not report.ok:
+            raise IntegrityError(f"the log does not verify ({report.problem}); not signing it",
+                                 first_bad_seq=report.first_bad_seq)
+        hashes, problem = self._chain()
+        if problem is not None:
+            raise IntegrityError(f"{problem}; not signing it")
+        hashes = hashes[: report.events_checked]
+        return sign_checkpoint(
+            database_id=self._database_id(hashes), tree_size=len(hashes),
+            head_seq=len(hashes), head_hash=hashes[-1] if hashes else GENESIS_HASH,
+            merkle_root=root(hash_leaves(bytes.fromhex(h) for h in hashes)), private_key=key)
+
+    def verify_checkpoint(
+        self, checkpoint: Checkpoint | str | os.PathLike[str],
+        public_key: Ed25519PublicKey | str | bytes | os.PathLike[str] | None = None, *,
+        full: bool = True,
+    ) -> CheckpointReport:
+        """Check that the log still extends a signed checkpoint.
+
+        Detects a history rewritten after the checkpoint even when the rewrite
+        is internally consistent (every hash recomputed): the first
+        ``tree_size`` events must still give the signed Merkle root and head,
+        and a consistency proof ties that root to the current one.
+
+        Args:
+            checkpoint: a :class:`Checkpoint` or the path of its file.
+            public_key: the signer's published key (object, PEM text or file);
+                without it the embedded key is used and the report says so.
+            full: also run :meth:`verify` on the current log (chain, replay, state).
+
+        Returns:
+            A :class:`CheckpointReport`.
+        """
+        cp = (checkpoint if isinstance(checkpoint, Checkpoint)
+              else Checkpoint.from_json(Path(checkpoint).read_text(encoding="utf-8")))
+        sig = check_checkpoint(cp, _public_key(public_key))
+        self.read_audit.flush()
+        hashes, chain_problem = self._chain()
+        leaves = hash_leaves(bytes.fromhex(h) for h in hashes)
+        problem: str | None = None
+        consistency = None
+        if not sig.ok:
+            problem = f"checkpoint signature: {sig.reason}"
+        elif hashes and cp.database_id != self._database_id(hashes):
+            problem = ("the checkpoint is for another database, or the first event was "
+                       "rewritten")
+        else:
+            problem, consistency = compare_with_checkpoint(cp, leaves, hashes)
+        report = self.verify() if full else None
+        if problem is None and chain_problem is not None:
+            problem = chain_problem
+        if problem is None and report is not None and not report.ok:
+            problem = f"the log does not verify: {report.problem}"
+        return CheckpointReport(ok=problem is None, problem=problem, signature=sig,
+                                checkpoint_size=cp.tree_size, current_size=len(hashes),
+                                consistency=consistency, log=report)
+
+    def prove(self, seq: int, *, tree_size: int | None = None) -> EventProof:
+        """An inclusion proof of event ``seq`` in the log (RFC 9162).
+
+        Args:
+            seq: the event's sequence number.
+            tree_size: prove against the first ``tree_size`` events (a
+                checkpoint's ``tree_size``); default the whole log.
+
+        Returns:
+            An :class:`~engramdb.audit.evidence.EventProof`: the event's
+            envelope and the :class:`MerkleProof` (``.proof``); check it with
+            :func:`engramdb.audit.verify_event_proof` and a checkpoint.
+
+        Raises:
+            InvalidInput: ``seq`` or ``tree_size`` out of range.
+        """
+        events = list(self._events())
+        n = len(events) if tree_size is None else tree_size
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(events):
+            raise InvalidInput(f"tree_size must be from 1 to {len(events)}", field="tree_size")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= n:
+            raise InvalidInput(f"event seq must be from 1 to {n}", field="seq")
+        leaves = hash_leaves(bytes.fromhex(e.hash) for e in events[:n])
+        ev = events[seq - 1]
+        event = {**ev.envelope(), "prev_hash": ev.prev_hash, "hash": ev.hash}
+        return EventProof(event=event, proof=MerkleProof.build(leaves, seq - 1))
+
+
+def _public_key(value: Ed25519PublicKey | str | bytes | os.PathLike[str] | None
+                ) -> Ed25519PublicKey | None:
+    if value is None or isinstance(value, Ed25519PublicKey):
+        return value
+    if isinstance(value, bytes) or (isinstance(value, str) and value.lstrip().startswith("-----")):
+        return public_key_from_pem(value)
+    return load_public_key(value)
+
