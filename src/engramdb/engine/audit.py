@@ -1,8 +1,8 @@
-"""Time travel and audit in the engine: decisions, knowledge at T, read audit, checkpoints.
+"""Time travel and audit in the engine: decisions, context, knowledge at T.
 
-Four things live here, as mixins that :class:`~engramdb.engine.session.Session`
-and :class:`~engramdb.engine.database.Database` inherit, plus the write-path
-hook and the read-audit buffer:
+The mixins here give :class:`~engramdb.engine.session.Session` and
+:class:`~engramdb.engine.database.Database` their audit API; the read-audit
+buffer lives in :mod:`.read_audit` and checkpoints in :mod:`.checkpoints`.
 
 * **Decisions.** ``decide`` stores a decision with the exact memory versions it
   rests on (a ``decisions`` row plus one ``decision_basis`` row per version,
@@ -12,61 +12,27 @@ hook and the read-audit buffer:
   each one not yet stale, logs a ``decision.stale`` event whose effect sets
   ``decisions.stale_tx``. ``explain`` shows each basis memory as it was at the
   decision and what happened to it since.
+* **Context.** ``context`` recalls for a task and packs the best hits under a
+  token budget (:mod:`engramdb.retrieval.pack`), with a receipt of exactly
+  what was packed.
 * **Knowledge at a point in time.** ``knowledge(agent, at=T)`` evaluates the
   agent's grants as they stood at transaction ``T`` (grant rows carry
   ``tx_from``/``tx_to``) and reads memories as of ``T``.
-* **Read audit.** Each ``recall`` / ``context`` call is recorded (principal,
-  time, query digest, returned versions, namespaces) in a memory buffer and
-  written as one logged ``reads.recorded`` event per batch (by size, by age,
-  on ``close`` and before ``verify`` / ``export`` / ``checkpoint``). A crash
-  loses at most the unflushed buffer; ``db.read_audit.synchronous = True``
-  writes each read before it returns.
-  Per namespace glob the mode is ``all`` (default), ``sampled`` (with a rate)
-  or ``off``.
-* **Checkpoints.** ``checkpoint`` signs the Merkle root over every event's
-  chain hash; ``verify_checkpoint`` detects a history rewritten after it, and
-  ``prove`` gives an inclusion proof of one event (see
-  :mod:`engramdb.audit.evidence` for the file formats).
+* **Read-audit settings and queries**: ``set_read_audit``, ``who_read``.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import os
-import random
-import threading
-import time
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-
-from engramdb.audit.checkpoint import (
-    Checkpoint,
-    check_checkpoint,
-    load_private_key,
-    load_public_key,
-    public_key_from_pem,
-    sign_checkpoint,
-)
-from engramdb.audit.evidence import (
-    CheckpointReport,
-    EventProof,
-    compare_with_checkpoint,
-    default_key_path,
-)
-from engramdb.audit.merkle import MerkleProof, hash_leaves, root
-from engramdb.codec import GENESIS_HASH, chain_hash, check_json, from_micros, new_id
+from engramdb.codec import check_json, from_micros, new_id
+from engramdb.engine.checkpoints import CheckpointMixin
+from engramdb.engine.read_audit import READ_AUDIT_MODES
 from engramdb.engine.rows import check_metadata, memory_from_row
-from engramdb.errors import EngramError, IntegrityError, InvalidInput, NotFound, PermissionDenied
+from engramdb.errors import InvalidInput, NotFound, PermissionDenied
 from engramdb.model import (
     BasisExplanation,
     Conflict,
@@ -84,26 +50,17 @@ from engramdb.model import (
     namespace_matches,
 )
 from engramdb.retrieval.pack import entry, pack
-from engramdb.storage.base import Effect, Insert, RawEvent, Update, WriteTx, effect_to_dict
+from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
 
 if TYPE_CHECKING:
     from engramdb.engine.database import Database
+    from engramdb.engine.read_audit import ReadAudit
     from engramdb.engine.session import PrincipalInfo
     from engramdb.model import RecallFilter, VerifyReport
     from engramdb.policy.acl import AccessControl
 
-__all__ = [
-    "READ_AUDIT_MODES",
-    "AuditDatabase",
-    "AuditSession",
-    "ReadAudit",
-    "basis_items",
-    "mark_stale",
-]
+__all__ = ["AuditDatabase", "AuditSession", "basis_items", "mark_stale"]
 
-log = logging.getLogger("engramdb.audit")
-
-READ_AUDIT_MODES = ("all", "sampled", "off")
 MAX_BASIS = 10_000
 
 
@@ -234,240 +191,6 @@ def _conflict(row: Mapping[str, Any]) -> Conflict:
         tx=int(row["tx"]),
         resolved_tx=None if row.get("resolved_tx") is None else int(row["resolved_tx"]),
     )
-
-
-# ---------------------------------------------------------------- read audit
-
-
-class ReadAudit:
-    """The read-audit buffer of one database handle.
-
-    Reads are buffered in memory and written as one logged ``reads.recorded``
-    event per batch. Flushes happen in the reading thread, never behind the
-    caller's back: when the buffer reaches ``batch_size``, when the oldest
-    buffered read is older than ``interval_s`` (checked at the next read), on
-    ``close`` (and at interpreter exit for handles never closed), and before
-    ``verify``, ``export``, ``checkpoint`` and ``who_read``. A long-running
-    server that may sit idle can call :meth:`start_background` to also flush
-    every ``interval_s`` from a thread.
-
-    A crash (or ``kill -9``) loses the buffer: at most ``batch_size`` reads,
-    or the reads of the last ``interval_s`` seconds of activity, plus reads of
-    an idle handle since its last flush. ``synchronous = True`` trades that
-    window for one write transaction per read.
-
-    Attributes:
-        batch_size: reads per ``reads.recorded`` event.
-        interval_s: the oldest buffered read waits at most this long once
-            reads continue (or at all, with the background thread).
-        synchronous: write each read before ``recall`` returns.
-        max_buffer: if writing keeps failing, the oldest records beyond this
-            many are dropped and counted in ``dropped``.
-    """
-
-    SETTINGS_TTL_S = 1.0
-
-    def __init__(self, db: Database, *, batch_size: int = 256, interval_s: float = 1.0,
-                 synchronous: bool = False, max_buffer: int = 100_000,
-                 seed: int | None = None) -> None:
-        self._db = db
-        self.batch_size = batch_size
-        self.interval_s = interval_s
-        self.synchronous = synchronous
-        self.max_buffer = max_buffer
-        self.dropped = 0
-        self._rng = random.Random(seed)
-        self._buf: list[dict[str, Any]] = []
-        self._oldest = 0.0
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._settings: list[tuple[str, str, float]] | None = None
-        self._settings_at = 0.0
-        self._modes: dict[str | None, tuple[str, float]] = {}
-        _open_audits.add(self)
-
-    def seed(self, value: int) -> None:
-        """Make ``sampled`` draws reproducible (tests, benchmarks)."""
-        self._rng.seed(value)
-
-    # -- settings -------------------------------------------------------------
-
-    def _load_settings(self) -> list[tuple[str, str, float]]:
-        now = time.monotonic()
-        if self._settings is None or now - self._settings_at > self.SETTINGS_TTL_S:
-            out = []
-            for r in self._db.storage.fetch("namespace_settings", {}):
-                s = r["settings"] or {}
-                if isinstance(s, Mapping) and s.get("read_audit") in READ_AUDIT_MODES:
-                    out.append((str(r["pattern"]), str(s["read_audit"]),
-                                float(s.get("read_sample_rate") or 0.0)))
-            self._settings, self._settings_at, self._modes = out, now, {}
-        return self._settings
-
-    def invalidate(self) -> None:
-        """Forget cached settings (another handle's changes show within a second anyway)."""
-        self._settings = None
-
-    def mode_for(self, namespace: str | None) -> tuple[str, float]:
-        """The ``(mode, rate)`` for reads of ``namespace``.
-
-        The most specific matching pattern wins (more literal segments, then
-        fewer ``**``, then more segments); ``None`` (a read that returned
-        nothing) uses the setting of ``**``. Default: ``("all", 1.0)``.
-        """
-        settings = self._load_settings()
-        cached = self._modes.get(namespace)
-        if cached is not None:
-            return cached
-        best: tuple[tuple[int, int, int], str, float] | None = None
-        for pattern, mode, rate in settings:
-            if namespace is None:
-                if pattern != "**":
-                    continue
-            elif not namespace_matches(pattern, namespace):
-                continue
-            parts = pattern.split("/")
-            rank = (sum(p not in ("*", "**") for p in parts), -parts.count("**"), len(parts))
-            if best is None or rank > best[0]:
-                best = (rank, mode, rate)
-        if best is None:
-            result = ("all", 1.0)
-        else:
-            result = (best[1], best[2] if best[1] == "sampled" else 1.0)
-        self._modes[namespace] = result
-        return result
-
-    # -- recording ---------------------------------------------------------------
-
-    def record(self, principal: str, receipt: Receipt, memories: Sequence[Memory]) -> bool:
-        """Buffer one read; returns whether it was kept (settings may skip it).
-
-        One random draw per read decides every ``sampled`` namespace it
-        touched, so a sampled read is recorded whole or not at all there.
-        """
-        draw = self._rng.random()
-        kept: list[Memory] = []
-        for m in memories:
-            mode, rate = self.mode_for(m.namespace)
-            if mode == "all" or (mode == "sampled" and draw < rate):
-                kept.append(m)
-        if memories and not kept:
-            return False
-        if not memories:
-            mode, rate = self.mode_for(None)
-            if mode == "off" or (mode == "sampled" and draw >= rate):
-                return False
-        row = {
-            "id": new_id(), "principal": principal, "tx": int(receipt.as_of),
-            "recorded_at": time.time_ns() // 1000, "query_digest": receipt.query_digest,
-            "items": [{"id": m.id, "version": m.version} for m in kept],
-            "namespaces": sorted({m.namespace for m in kept}),
-        }
-        now = time.monotonic()
-        with self._lock:
-            if not self._buf:
-                self._oldest = now
-            self._buf.append(row)
-            n = len(self._buf)
-            if n > self.max_buffer:
-                del self._buf[: n - self.max_buffer]
-                self.dropped += n - self.max_buffer
-            due = n >= self.batch_size or now - self._oldest >= self.interval_s
-        if self.synchronous:
-            self.flush()
-        elif due:
-            try:
-                self.flush()
-            except EngramError as exc:
-                # E.g. a recall inside the same thread's open write transaction:
-                # the records stay buffered for the next flush.
-                log.debug("read audit flush deferred: %s", exc)
-        return True
-
-    @property
-    def pending(self) -> int:
-        """Reads buffered and not yet written."""
-        with self._lock:
-            return len(self._buf)
-
-    def flush(self) -> int:
-        """Write every buffered read now; returns how many were written.
-
-        Raises:
-            StorageError: the write failed (the records stay buffered).
-        """
-        with self._flush_lock:
-            with self._lock:
-                rows, self._buf = self._buf, []
-            done = 0
-            try:
-                while done < len(rows):
-                    chunk = rows[done: done + max(1, self.batch_size)]
-                    self._write(chunk)
-                    done += len(chunk)
-            except BaseException:
-                with self._lock:
-                    self._buf[:0] = rows[done:]
-                    self._oldest = time.monotonic()
-                raise
-            return done
-
-    def _write(self, rows: Sequence[dict[str, Any]]) -> None:
-        effects: list[Effect] = [Insert("reads", r) for r in rows]
-        effects += [Insert("read_items", {"read_id": r["id"], "memory_id": i["id"],
-                                          "version": i["version"]})
-                    for r in rows for i in r["items"]]
-        actor = self._db.principal.name
-        with self._db.storage.write(actor) as w:
-            w.apply(effects)
-            w.log("reads.recorded", actor=actor, namespace=None, subject_ref=None,
-                  payload={"effects": [effect_to_dict(e) for e in effects]})
-
-    # -- optional background flusher ---------------------------------------------------
-
-    def start_background(self) -> None:
-        """Also flush every ``interval_s`` from a daemon thread (for idle servers)."""
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="engramdb-read-audit",
-                                                daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            if not self.pending:
-                continue
-            try:
-                self.flush()
-            except EngramError as exc:  # keep buffering; the next round retries
-                log.warning("read audit flush failed, will retry: %s", exc)
-
-    def close(self) -> None:
-        """Stop the background thread, if any, and write what is left."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        _open_audits.discard(self)
-        try:
-            self.flush()
-        except EngramError as exc:
-            log.warning("read audit records lost on close: %s", exc)
-
-
-_open_audits: weakref.WeakSet[ReadAudit] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    # Handles the program never closed: write their buffered reads on a normal exit.
-    for audit in list(_open_audits):
-        audit.close()
 
 
 # ---------------------------------------------------------------- session mixin
@@ -750,7 +473,7 @@ def _flags(hit: Hit) -> tuple[str, ...]:
 # ---------------------------------------------------------------- database mixin
 
 
-class AuditDatabase:
+class AuditDatabase(CheckpointMixin):
     """Knowledge at T, read-audit settings and checkpoints (Database mixin, admin only)."""
 
     if TYPE_CHECKING:
@@ -878,150 +601,3 @@ class AuditDatabase:
     def flush_reads(self) -> int:
         """Write buffered read-audit records now; returns how many."""
         return self.read_audit.flush()
-
-    # -- checkpoints ----------------------------------------------------------------------
-
-    def _events(self) -> Iterator[RawEvent]:
-        after = 0
-        while batch := self.storage.events(after=after, limit=5000):
-            yield from batch
-            after = batch[-1].seq
-
-    def _chain(self) -> tuple[list[str], str | None]:
-        """Every event's chain hash recomputed from its envelope, and the first break."""
-        hashes: list[str] = []
-        prev = GENESIS_HASH
-        problem = None
-        for ev in self._events():
-            digest = chain_hash(prev, ev.envelope())
-            if problem is None and (ev.seq != len(hashes) + 1 or ev.prev_hash != prev
-                                    or ev.hash != digest):
-                problem = f"event {len(hashes) + 1} does not chain: the stored log was altered"
-            hashes.append(digest)
-            prev = digest
-        return hashes, problem
-
-    def _database_id(self, hashes: Sequence[str]) -> str:
-        # The first event's hash: fixed at creation, kept by export/import.
-        return "engramdb:" + (hashes[0][:32] if hashes else "empty")
-
-    def _key_path(self, key_path: str | os.PathLike[str] | None) -> Path:
-        if key_path is not None:
-            return Path(key_path)
-        path = getattr(self.storage, "path", None)
-        if path is None:
-            raise InvalidInput("this database is not a file; pass key_path= (or --key)")
-        return default_key_path(path)
-
-    def checkpoint(self, key_path: str | os.PathLike[str] | None = None, *,
-                   private_key: Ed25519PrivateKey | None = None) -> Checkpoint:
-        """Sign a checkpoint of the whole log (after verifying it).
-
-        Args:
-            key_path: the Ed25519 PEM key; default ``<db file>.audit-key.pem``.
-            private_key: a key object instead of a file.
-
-        Returns:
-            The signed :class:`Checkpoint`; keep it outside the database.
-
-        Raises:
-            IntegrityError: the log does not verify; a checkpoint would vouch
-                for a damaged history.
-            InvalidInput: the key file is missing or not an Ed25519 key.
-        """
-        key = private_key or load_private_key(self._key_path(key_path))
-        self.read_audit.flush()
-        report = self.verify()
-        if not report.ok:
-            raise IntegrityError(f"the log does not verify ({report.problem}); not signing it",
-                                 first_bad_seq=report.first_bad_seq)
-        hashes, problem = self._chain()
-        if problem is not None:
-            raise IntegrityError(f"{problem}; not signing it")
-        hashes = hashes[: report.events_checked]
-        return sign_checkpoint(
-            database_id=self._database_id(hashes), tree_size=len(hashes),
-            head_seq=len(hashes), head_hash=hashes[-1] if hashes else GENESIS_HASH,
-            merkle_root=root(hash_leaves(bytes.fromhex(h) for h in hashes)), private_key=key)
-
-    def verify_checkpoint(
-        self, checkpoint: Checkpoint | str | os.PathLike[str],
-        public_key: Ed25519PublicKey | str | bytes | os.PathLike[str] | None = None, *,
-        full: bool = True,
-    ) -> CheckpointReport:
-        """Check that the log still extends a signed checkpoint.
-
-        Detects a history rewritten after the checkpoint even when the rewrite
-        is internally consistent (every hash recomputed): the first
-        ``tree_size`` events must still give the signed Merkle root and head,
-        and a consistency proof ties that root to the current one.
-
-        Args:
-            checkpoint: a :class:`Checkpoint` or the path of its file.
-            public_key: the signer's published key (object, PEM text or file);
-                without it the embedded key is used and the report says so.
-            full: also run :meth:`verify` on the current log (chain, replay, state).
-
-        Returns:
-            A :class:`CheckpointReport`.
-        """
-        cp = (checkpoint if isinstance(checkpoint, Checkpoint)
-              else Checkpoint.from_json(Path(checkpoint).read_text(encoding="utf-8")))
-        sig = check_checkpoint(cp, _public_key(public_key))
-        self.read_audit.flush()
-        hashes, chain_problem = self._chain()
-        leaves = hash_leaves(bytes.fromhex(h) for h in hashes)
-        problem: str | None = None
-        consistency = None
-        if not sig.ok:
-            problem = f"checkpoint signature: {sig.reason}"
-        elif hashes and cp.database_id != self._database_id(hashes):
-            problem = ("the checkpoint is for another database, or the first event was "
-                       "rewritten")
-        else:
-            problem, consistency = compare_with_checkpoint(cp, leaves, hashes)
-        report = self.verify() if full else None
-        if problem is None and chain_problem is not None:
-            problem = chain_problem
-        if problem is None and report is not None and not report.ok:
-            problem = f"the log does not verify: {report.problem}"
-        return CheckpointReport(ok=problem is None, problem=problem, signature=sig,
-                                checkpoint_size=cp.tree_size, current_size=len(hashes),
-                                consistency=consistency, log=report)
-
-    def prove(self, seq: int, *, tree_size: int | None = None) -> EventProof:
-        """An inclusion proof of event ``seq`` in the log (RFC 9162).
-
-        Args:
-            seq: the event's sequence number.
-            tree_size: prove against the first ``tree_size`` events (a
-                checkpoint's ``tree_size``); default the whole log.
-
-        Returns:
-            An :class:`~engramdb.audit.evidence.EventProof`: the event's
-            envelope and the :class:`MerkleProof` (``.proof``); check it with
-            :func:`engramdb.audit.verify_event_proof` and a checkpoint.
-
-        Raises:
-            InvalidInput: ``seq`` or ``tree_size`` out of range.
-        """
-        events = list(self._events())
-        n = len(events) if tree_size is None else tree_size
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(events):
-            raise InvalidInput(f"tree_size must be from 1 to {len(events)}", field="tree_size")
-        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= n:
-            raise InvalidInput(f"event seq must be from 1 to {n}", field="seq")
-        leaves = hash_leaves(bytes.fromhex(e.hash) for e in events[:n])
-        ev = events[seq - 1]
-        event = {**ev.envelope(), "prev_hash": ev.prev_hash, "hash": ev.hash}
-        return EventProof(event=event, proof=MerkleProof.build(leaves, seq - 1))
-
-
-def _public_key(value: Ed25519PublicKey | str | bytes | os.PathLike[str] | None
-                ) -> Ed25519PublicKey | None:
-    if value is None or isinstance(value, Ed25519PublicKey):
-        return value
-    if isinstance(value, bytes) or (isinstance(value, str) and value.lstrip().startswith("-----")):
-        return public_key_from_pem(value)
-    return load_public_key(value)
-

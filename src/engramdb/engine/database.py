@@ -20,7 +20,8 @@ import numpy as np
 
 from engramdb.codec import from_micros
 from engramdb.engine.admin import Admin
-from engramdb.engine.audit import AuditDatabase, ReadAudit
+from engramdb.engine.audit import AuditDatabase
+from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.rows import EngineConfig
 from engramdb.engine.session import PrincipalInfo, Session, hits_from, receipt_for
 from engramdb.errors import (
