@@ -1,0 +1,11 @@
+"""The ``engram`` command line: a thin door onto the engine.
+
+``main`` is the console script. Importing this package registers every
+built-in command on :data:`cli`; other doors add theirs as described in
+:mod:`engramdb.cli.app`.
+"""
+
+from engramdb.cli import agents, demo, log, memories, serve  # noqa: F401  (register commands)
+from engramdb.cli.app import cli, main
+
+__all__ = ["cli", "main"]
