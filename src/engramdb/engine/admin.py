@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engramdb.codec import new_id, sha256_hex
+from engramdb.engine.stewardship import Stewardship
 from engramdb.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from engramdb.model import ACTIONS, Grant, Principal, check_glob
 from engramdb.storage.base import Insert, Update, effect_to_dict
@@ -45,8 +46,12 @@ def _split_key(api_key: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-class Admin:
-    """Administration of principals, keys and grants; available to admins only."""
+class Admin(Stewardship):
+    """Administration of principals, keys and grants; available to admins only.
+
+    The trust half (predicate schemas, namespace settings, retiring agents,
+    quarantine and rollback) comes from :class:`Stewardship`.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db

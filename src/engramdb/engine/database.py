@@ -24,6 +24,7 @@ from engramdb.engine.audit import AuditDatabase
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.rows import EngineConfig
 from engramdb.engine.session import PrincipalInfo, Session, hits_from, receipt_for
+from engramdb.engine.trust import TrustEngine
 from engramdb.errors import (
     EmbedderMismatch,
     InvalidInput,
@@ -32,6 +33,7 @@ from engramdb.errors import (
     PermissionDenied,
 )
 from engramdb.model import Event, MemoryDraft, RecallFilter, RecallResult, VerifyReport
+from engramdb.policy.judge import HeuristicJudge, Judge
 from engramdb.retrieval.rank import FusionWeights, fuse
 from engramdb.storage.base import Insert, RawEvent, Storage, WriteTx, effect_to_dict
 
@@ -57,6 +59,9 @@ class Database(AuditDatabase, Session):
         self.config = config or EngineConfig()
         self.weights = weights or FusionWeights()
         self.admin = Admin(self)
+        # Contradiction judge for free-text conflicts; swap in an LLMJudge at will.
+        self.judge: Judge = HeuristicJudge()
+        self._trust = TrustEngine(self)
         self._principals_lock = threading.Lock()
         self.read_audit = ReadAudit(self)
 
@@ -199,7 +204,7 @@ class Database(AuditDatabase, Session):
             vector_hits = self.storage.search_vector(query_embedding, flt, n)
         now = head.recorded_at if as_of is None else self._tx_time(read_tx)
         scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=self.weights)
-        hits = hits_from(scored, flt.as_of)
+        hits = self._trust.mark_contested(hits_from(scored, flt.as_of), as_of)
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at,
                                               session.principal.name, query))
 

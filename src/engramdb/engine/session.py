@@ -27,6 +27,7 @@ from engramdb.errors import (
     VersionConflict,
 )
 from engramdb.model import (
+    Conflict,
     Event,
     Hit,
     Memory,
@@ -134,12 +135,16 @@ class _Writer:
         if row["valid_to"] is not None and row["valid_to"] <= row["valid_from"]:
             raise InvalidInput("valid_to must be later than valid_from (which defaults to now)",
                                field="valid_to")
-        effects: list[Any] = [Insert("memories", row)]
+        # Trust decides what the write becomes: quarantined, merged, or checked
+        # against current memories under the namespace's conflict policy.
+        plan = s._db._trust.plan_remember(self, row, vector)
+        row = plan.row
+        effects: list[Any] = list(plan.effects)
         effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
         self._commit("memory.remembered", draft.namespace, row["id"], effects)
         if vector is not None:
-            self.w.put_vectors([(row["id"], 1, vector)])
-        return memory_from_row(row)
+            self.w.put_vectors([(row["id"], row["version"], vector)])
+        return plan.memory()
 
     def _current(self, memory_id: str, action: str) -> dict[str, Any]:
         if not isinstance(memory_id, str) or not memory_id:
@@ -169,10 +174,12 @@ class _Writer:
                "author": self.s.principal.name}
         if new["valid_to"] is not None and new["valid_to"] <= new["valid_from"]:
             raise InvalidInput("valid_to must be later than valid_from", field="valid_to")
+        plan = self.s._db._trust.plan_version(self, cur, new, kind, vector)
+        new = plan.row
         effects: list[Any] = [
             Update("memories", {"id": cur["id"], "version": cur["version"]},
                    {"tx_to": self.w.tx}, expect={"tx_to": None}),
-            Insert("memories", new),
+            *plan.effects,
         ]
         effects += self._remember_idempotency(idempotency_key, rhash, new)
         self._commit(kind, cur["namespace"], cur["id"], effects, extra)
@@ -180,7 +187,7 @@ class _Writer:
             self.w.put_vectors([(new["id"], new["version"], vector)])
         elif new["text"] == cur["text"]:
             self.s._db._copy_vector(self.w, cur["id"], cur["version"], new["version"])
-        return memory_from_row(new)
+        return plan.memory()
 
     def update(self, memory_id: str, changes: Mapping[str, Any], expected_version: int | None,
                vector: np.ndarray | None, idempotency_key: str | None) -> Memory:
@@ -245,6 +252,8 @@ class Session(AuditSession):
         p = self._principal
         if p.is_admin:
             return AccessControl(p.name, [], is_admin=True)
+        # Status, roles and trust may have changed since this session began.
+        p = self._db._trust.live_principal(p)
         return AccessControl(p.name, self._db._grants_for(p, as_of))
 
     def _require(self, action: str, namespace: str) -> None:
@@ -584,6 +593,32 @@ class Session(AuditSession):
             session=f.get("session"),
             include_superseded=bool(f.get("include_superseded", False)),
         )
+
+    def conflicts(self, namespace: str = "**", *, status: str | None = "open",
+                  limit: int = 100) -> list[Conflict]:
+        """The conflict inbox: conflicts in namespaces you may read, oldest first.
+
+        Args:
+            namespace: a glob; only namespaces you may read contribute.
+            status: ``"open"`` (default), ``"resolved"``, or ``None`` for both.
+            limit: at most this many.
+        """
+        return self._db._trust.conflicts(self, namespace, status, limit)
+
+    def resolve(self, conflict_id: str, *, winner: str | None = None,
+                reason: str | None = None) -> Conflict:
+        """Resolve a conflict (needs ``admin`` on its namespace); a logged event.
+
+        The winner stands (restored if a policy had rejected or superseded it);
+        every other memory in the conflict gets a new version with status
+        ``rejected``. ``winner=None`` acknowledges it and changes no memory.
+
+        Raises:
+            NotFound: no such conflict, or one you may not read.
+            PermissionDenied: no ``admin`` grant on the conflict's namespace.
+            InvalidInput: the winner is not one of the conflict's memories.
+        """
+        return self._db._trust.resolve(self, conflict_id, winner, reason)
 
     def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
                 ) -> Iterator[Event]:

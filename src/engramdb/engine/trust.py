@@ -1,0 +1,591 @@
+"""Engine glue for conflicts as data: detection and policies inside the write.
+
+:class:`TrustEngine` is called by the session's writer inside the one
+serialised write transaction, so detection sees exactly the state the write
+lands on and two concurrent writers can never both miss each other. It
+reads the predicate schema and namespace settings, finds rivals (exactly for
+cardinality-one assertions, through the database's pluggable ``judge`` for
+free text), asks :mod:`engramdb.policy.conflicts` what the policy says, and
+turns the answer into effects that the writer logs with the write itself, so
+``verify`` and ``import`` replay policies without knowing them.
+
+It also owns the reads around conflicts: the permission-filtered inbox,
+``resolve``, ``approve`` of quarantined memories, and the ``contested`` mark
+on recall hits. Administration (schemas, settings, principals, rollback)
+lives in :mod:`engramdb.engine.stewardship`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from engramdb.codec import new_id
+from engramdb.engine.audit import mark_stale
+from engramdb.engine.rows import memory_from_row
+from engramdb.errors import (
+    ContradictionError,
+    InvalidInput,
+    InvalidMetadata,
+    NotFound,
+    PermissionDenied,
+)
+from engramdb.model import Conflict, Hit, Memory, RecallFilter, ReceiptItem, check_glob
+from engramdb.policy import crdt
+from engramdb.policy.conflicts import (
+    NamespaceSettings,
+    Outcome,
+    Party,
+    PredicateSchema,
+    Rival,
+    check_value,
+    decide,
+    exact_rivals,
+    resolve_schema,
+    resolve_settings,
+    valid_overlap,
+)
+from engramdb.policy.judge import Statement
+from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
+
+if TYPE_CHECKING:
+    from engramdb.engine.database import Database
+    from engramdb.engine.session import PrincipalInfo, Session
+
+__all__ = ["CRDT_KEY", "Plan", "TrustEngine", "conflict_from_row"]
+
+CRDT_KEY = "_crdt"  # metadata key holding a merged memory's state; set only by the engine
+_FREE_TEXT_LAYERS = ("semantic",)  # episodes and working notes record events, not beliefs
+# Below this cosine similarity two texts are not about the same thing (MiniLM scale);
+# contradicting pairs ("window is Friday" / "window is Monday") score above 0.8.
+_MIN_SIMILARITY = 0.5
+_CHANGEABLE = ("active", "quarantined", "superseded")
+
+
+class Writer(Protocol):
+    """What the trust engine needs from the session's writer."""
+
+    @property
+    def s(self) -> Session: ...
+
+    @property
+    def w(self) -> WriteTx: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    s: Session
+    w: WriteTx
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a write becomes once trust has had its say.
+
+    Attributes:
+        row: The memory version the caller gets back (for a merged predicate,
+            the merged memory's new version).
+        effects: The memory and conflict effects to log with the write.
+        conflicts: Conflicts this write recorded, as the writer may see them.
+    """
+
+    row: dict[str, Any]
+    effects: list[Effect]
+    conflicts: tuple[Conflict, ...] = ()
+
+    def memory(self) -> Memory:
+        return memory_from_row(self.row).replace(conflicts=self.conflicts)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b)) / norm if norm else 0.0
+
+
+def conflict_from_row(r: Mapping[str, Any]) -> Conflict:
+    """A stored conflict row as the public :class:`~engramdb.model.Conflict` value."""
+    return Conflict(
+        id=r["id"], kind=r["kind"], namespace=r["namespace"],
+        memories=tuple(ReceiptItem(str(m["id"]), int(m["version"])) for m in r["memories"]),
+        detector=r["detector"], reason=r["reason"], policy=r["policy"], outcome=r["outcome"],
+        status=r["status"], subject=r.get("subject"), predicate=r.get("predicate"),
+        winner=r.get("winner"), resolution=r.get("resolution"),
+        resolved_by=r.get("resolved_by"), tx=int(r["tx"]),
+        resolved_tx=None if r.get("resolved_tx") is None else int(r["resolved_tx"]),
+    )
+
+
+def next_version(w: WriteTx, cur: Mapping[str, Any], changes: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], list[Effect]]:
+    """A new version of ``cur`` with ``changes``, and the two effects that write it.
+
+    The author stays the content's author: the principal who caused a status
+    change is the event's actor, so provenance of the words is never lost.
+    """
+    new = {**cur, **changes, "version": int(cur["version"]) + 1, "tx_from": w.tx,
+           "tx_to": None, "recorded_at": w.recorded_at}
+    return new, [
+        Update("memories", {"id": cur["id"], "version": cur["version"]}, {"tx_to": w.tx},
+               expect={"tx_to": None}),
+        Insert("memories", new),
+    ]
+
+
+def commit(w: WriteTx, kind: str, actor: str, namespace: str | None, subject_ref: str | None,
+           effects: list[Effect], extra: Mapping[str, Any] | None = None) -> None:
+    """Apply and log effects as one event (the only way trust changes state)."""
+    w.apply(effects)
+    w.log(kind, actor=actor, namespace=namespace, subject_ref=subject_ref,
+          payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
+    mark_stale(w, effects, actor)
+
+
+class TrustEngine:
+    """Detection, policies and the conflict inbox for one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        # Memories written earlier in the same transaction: storage search
+        # reads committed state only, so free-text detection looks here too.
+        self._pending: weakref.WeakKeyDictionary[
+            WriteTx, list[tuple[dict[str, Any], np.ndarray | None]]] = weakref.WeakKeyDictionary()
+
+    # -- configuration reads ---------------------------------------------------
+
+    def settings(self, src: Any, namespace: str) -> NamespaceSettings:
+        """Settings in force for ``namespace``, read through ``src`` (storage or WriteTx)."""
+        return resolve_settings(src.fetch("namespace_settings", {}), namespace)
+
+    def schema(self, src: Any, namespace: str, predicate: str,
+               settings: NamespaceSettings) -> PredicateSchema:
+        rows = src.fetch("predicate_schemas", {"predicate": predicate, "tx_to": None})
+        return resolve_schema(rows, namespace, predicate, settings.default_policy)
+
+    def party(self, src: Any, name: str) -> Party:
+        rows = src.fetch("principals", {"name": name})
+        if not rows:
+            return Party(name, 0.0)
+        return Party(name, float(rows[0]["trust"]), tuple(rows[0]["roles"]))
+
+    def live_principal(self, p: PrincipalInfo) -> PrincipalInfo:
+        """The principal as it is now (roles and trust may have changed since login).
+
+        Raises:
+            PermissionDenied: the principal was frozen, retired or removed.
+        """
+        rows = self._db.storage.fetch("principals", {"name": p.name})
+        if not rows or rows[0]["status"] != "active":
+            status = rows[0]["status"] if rows else "unknown"
+            raise PermissionDenied(
+                f"principal {p.name!r} is {status} and can no longer act; a frozen principal "
+                "can be reactivated by an admin (db.admin.reactivate_agent)", principal=p.name)
+        r = rows[0]
+        return replace(p, roles=tuple(r["roles"]), trust=float(r["trust"]),
+                       is_admin=r["kind"] == "admin")
+
+    # -- write hooks -----------------------------------------------------------
+
+    def plan_remember(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None
+                      ) -> Plan:
+        """Decide what a new memory becomes: quarantined, merged, or checked for conflicts.
+
+        Raises:
+            ValueTypeError: the value does not fit the predicate's declaration.
+            ContradictionError: a ``reject`` policy refused it (nothing written).
+            InvalidMetadata: the metadata uses the engine's reserved key.
+        """
+        w = wr.w
+        if CRDT_KEY in (row.get("metadata") or {}):
+            raise InvalidMetadata(f"metadata key {CRDT_KEY!r} is reserved for merged values; "
+                                  "rename it", field="metadata")
+        ns = row["namespace"]
+        settings = self.settings(w, ns)
+        schema, op = self._check_assertion(w, row, settings)
+        if self._below_floor(wr, settings):
+            row = {**row, "status": "quarantined"}
+            plan = Plan(row, [Insert("memories", row)])
+        elif schema is not None and schema.policy == "merge":
+            plan = self._merge(w, row, schema, op)
+        else:
+            plan = self._decide(wr, row, vector, settings, schema, [Insert("memories", row)])
+        self._pending.setdefault(w, []).append((plan.row, vector))
+        return plan
+
+    def plan_version(self, wr: Writer, cur: dict[str, Any], new: dict[str, Any], kind: str,
+                     vector: np.ndarray | None) -> Plan:
+        """Decide what an update or retraction of ``cur`` becomes.
+
+        Raises:
+            PermissionDenied: the writer is below the namespace's trust floor and
+                the memory is not its own quarantined one.
+            ValueTypeError, ContradictionError: as for :meth:`plan_remember`.
+            InvalidInput: the memory holds a merged value (contribute instead).
+        """
+        w = wr.w
+        ns = cur["namespace"]
+        settings = self.settings(w, ns)
+        if self._below_floor(wr, settings):
+            me = wr.s.principal.name
+            if not (cur["author"] == me and cur["status"] == "quarantined"):
+                raise PermissionDenied(
+                    f"{me!r} is below the trust floor of {ns!r} and may only change its own "
+                    "quarantined memories; ask an admin to approve or change it",
+                    namespace=ns)
+            new = {**new, "status": "quarantined"} if new["status"] == cur["status"] else new
+            return Plan(new, [Insert("memories", new)])
+        insert: list[Effect] = [Insert("memories", new)]
+        if kind == "memory.retracted":
+            closing = self._close_conflicts(w, [cur["id"]], ns, wr.s.principal.name,
+                                            f"memory {cur['id']} was retracted")
+            return Plan(new, insert + closing)
+        if CRDT_KEY in (cur.get("metadata") or {}) and (
+                new.get("metadata") != cur.get("metadata") or new.get("value") != cur["value"]):
+            raise InvalidInput(
+                f"memory {cur['id']} holds a merged value; add a contribution with remember() "
+                "instead of changing its value or metadata", id=cur["id"])
+        if CRDT_KEY in (new.get("metadata") or {}) and CRDT_KEY not in (cur.get("metadata")
+                                                                        or {}):
+            raise InvalidMetadata(f"metadata key {CRDT_KEY!r} is reserved for merged values",
+                                  field="metadata")
+        schema, _ = self._check_assertion(w, new, settings, merged_ok=True)
+        changed = any(new.get(k) != cur.get(k)
+                      for k in ("text", "value", "valid_from", "valid_to", "status"))
+        if new["status"] != "active" or not changed or (
+                schema is not None and schema.policy == "merge"):
+            return Plan(new, insert)
+        return self._decide(wr, new, vector, settings, schema, insert)
+
+    def _check_assertion(self, w: WriteTx, row: Mapping[str, Any], settings: NamespaceSettings,
+                         merged_ok: bool = False) -> tuple[PredicateSchema | None, Any]:
+        if row.get("predicate") is None:
+            return None, None
+        schema = self.schema(w, row["namespace"], row["predicate"], settings)
+        if schema.policy == "merge" and schema.merge is not None and not merged_ok:
+            return schema, crdt.check_op(schema.merge, row.get("value"),
+                                         partial(check_value, schema))
+        check_value(schema, row.get("value"))
+        return schema, None
+
+    def _below_floor(self, wr: Writer, settings: NamespaceSettings) -> bool:
+        if settings.trust_floor is None or wr.s.principal.is_admin:
+            return False
+        return self.party(wr.w, wr.s.principal.name).trust < settings.trust_floor
+
+    # -- detection and policy ----------------------------------------------------
+
+    def _decide(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None,
+                settings: NamespaceSettings, schema: PredicateSchema | None,
+                insert: list[Effect]) -> Plan:
+        w = wr.w
+        if schema is not None:
+            rivals = (exact_rivals(row, self._assertions(w, row))
+                      if schema.cardinality == "one" else [])
+            policy = schema.policy
+        else:
+            rivals = self._free_text_rivals(w, row, vector, settings)
+            policy = settings.default_policy
+        rivals = self._not_yet_flagged(w, row, rivals)
+        if not rivals:
+            return Plan(row, insert)
+        parties = {name: self.party(w, name)
+                   for name in {row["author"], *(r.row["author"] for r in rivals)}}
+        outcome = decide(policy, row, rivals, parties, settings.authority)
+        readable = wr.s._acl().check("read", row["namespace"]).allow
+        if outcome.refuse:
+            raise self._contradiction(row, outcome, readable)
+        planned = {**row, "status": outcome.new_status, "valid_to": outcome.new_valid_to}
+        effects: list[Effect] = [
+            Insert("memories", planned) if isinstance(e, Insert) and e.table == "memories"
+            and e.row is row else e for e in insert]
+        for change in outcome.rival_changes:
+            cur = w.fetch("memories", {"id": change.id, "version": change.version})[0]
+            new, eff = next_version(w, cur, change.changes)
+            effects += eff
+            self._db._copy_vector(w, cur["id"], int(cur["version"]), int(new["version"]))
+        conflicts = []
+        for co in outcome.conflicts:
+            resolved = co.status == "resolved"
+            crow = {
+                "id": new_id(), "kind": "contradiction", "namespace": row["namespace"],
+                "subject": row.get("subject"), "predicate": row.get("predicate"),
+                "memories": [
+                    {"id": row["id"], "version": int(row["version"]),
+                     "valid_to": row.get("valid_to")},
+                    {"id": co.rival.row["id"], "version": int(co.rival.row["version"]),
+                     "valid_to": co.rival.row.get("valid_to")},
+                ],
+                "detector": co.rival.detector, "reason": co.reason, "policy": outcome.policy,
+                "outcome": co.outcome, "status": co.status, "winner": co.winner,
+                "resolution": f"applied policy {outcome.policy!r}" if resolved else None,
+                "resolved_by": "policy" if resolved else None, "tx": w.tx,
+                "resolved_tx": w.tx if resolved else None,
+            }
+            effects.append(Insert("conflicts", crow))
+            conflicts.append(conflict_from_row(crow))
+        return Plan(planned, effects, tuple(conflicts) if readable else ())
+
+    def _contradiction(self, row: Mapping[str, Any], outcome: Outcome,
+                       readable: bool) -> ContradictionError:
+        rivals = [{"id": r.row["id"], "version": int(r.row["version"]),
+                   "author": r.row["author"], "value": r.row.get("value"),
+                   "text": r.row["text"], "detector": r.detector, "reason": r.reason}
+                  for r in outcome.rivals]
+        if not readable:
+            # The writer may not read this namespace: say that it contradicts, not what.
+            return ContradictionError(
+                f"namespace {row['namespace']!r} refuses contradicting writes (policy "
+                f"'reject') and this one contradicts {len(rivals)} memory(ies) you may not "
+                "read; nothing was written", rivals=[], unreadable_rivals=len(rivals))
+        listed = "; ".join(r["reason"] for r in rivals)
+        return ContradictionError(
+            f"policy 'reject' refused this write ({listed}). Nothing was written; retract or "
+            "update the rival first, or ask an admin to change the policy", rivals=rivals)
+
+    def _assertions(self, w: WriteTx, row: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return w.fetch("memories", {"namespace": row["namespace"], "subject": row["subject"],
+                                    "predicate": row["predicate"], "tx_to": None,
+                                    "status": "active"})
+
+    def _free_text_rivals(self, w: WriteTx, row: Mapping[str, Any], vector: np.ndarray | None,
+                          settings: NamespaceSettings) -> list[Rival]:
+        if not settings.detect_free_text or row["layer"] not in _FREE_TEXT_LAYERS:
+            return []
+        n = settings.free_text_candidates
+        flt = RecallFilter(namespaces=(row["namespace"],), layers=_FREE_TEXT_LAYERS,
+                           statuses=("active",), subject=row.get("subject"))
+        storage = self._db.storage
+        # Nearest by meaning when there is an embedding (cheap, and dissimilar
+        # memories are never judged); by words when the database has no embedder.
+        if vector is not None:
+            found = [r["id"] for r, sim in storage.search_vector(vector, flt, n + 1)
+                     if sim >= _MIN_SIMILARITY]
+        else:
+            found = [r["id"] for r, _ in storage.search_text(row["text"], flt, n + 1)]
+        pending = [p["id"] for p, v in reversed(self._pending.get(w, []))
+                   if p["namespace"] == row["namespace"] and p["layer"] in _FREE_TEXT_LAYERS
+                   and (row.get("subject") is None or p.get("subject") == row.get("subject"))
+                   and (vector is None or v is None or _cosine(vector, v) >= _MIN_SIMILARITY)]
+        ids = [i for i in found if i != row["id"]][:n]
+        ids += [i for i in pending[:n] if i not in ids and i != row["id"]]
+        judge = self._db.judge
+        new = Statement(row["text"], row.get("subject"), row.get("predicate"), row.get("value"))
+        out: list[Rival] = []
+        for memory_id in ids:
+            found = w.fetch("memories", {"id": memory_id, "tx_to": None})
+            if not found:
+                continue
+            cand = found[0]
+            if cand["status"] != "active" or cand["namespace"] != row["namespace"] \
+                    or not valid_overlap(cand, row):
+                continue
+            j = judge.judge(new, Statement(cand["text"], cand.get("subject"),
+                                           cand.get("predicate"), cand.get("value")))
+            if j.verdict == "contradiction" and j.confidence >= settings.judge_min_confidence:
+                out.append(Rival(cand, j.detector, f"{j.detector}: {j.reason}"))
+        return out
+
+    def _not_yet_flagged(self, w: WriteTx, row: Mapping[str, Any], rivals: list[Rival]
+                         ) -> list[Rival]:
+        """Drop rivals already in an open conflict with this memory (updates re-detect)."""
+        if not rivals or int(row["version"]) == 1:
+            return rivals
+        paired: set[str] = set()
+        for c in w.fetch("conflicts", {"namespace": row["namespace"], "status": "open"}):
+            ids = {str(m["id"]) for m in c["memories"]}
+            if row["id"] in ids:
+                paired |= ids
+        return [r for r in rivals if r.row["id"] not in paired]
+
+    def _close_conflicts(self, w: WriteTx, memory_ids: Sequence[str], namespace: str,
+                         actor: str, why: str) -> list[Effect]:
+        wanted = set(memory_ids)
+        out: list[Effect] = []
+        for c in w.fetch("conflicts", {"namespace": namespace, "status": "open"}):
+            if wanted & {str(m["id"]) for m in c["memories"]}:
+                out.append(Update("conflicts", {"id": c["id"]}, {
+                    "status": "resolved", "resolution": why, "resolved_by": actor,
+                    "resolved_tx": w.tx}, expect={"status": "open"}))
+        return out
+
+    # -- merge -------------------------------------------------------------------
+
+    def _merge(self, w: WriteTx, row: dict[str, Any], schema: PredicateSchema, op: Any) -> Plan:
+        """Fold a contribution into the merged memory of its (namespace, subject, predicate)."""
+        kind = str(schema.merge)
+        targets = [t for t in self._assertions(w, row)
+                   if ((t.get("metadata") or {}).get(CRDT_KEY) or {}).get("kind") == kind]
+        target = min(targets, key=lambda t: str(t["id"])) if targets else None
+        prior: dict[str, Any] = (target["metadata"][CRDT_KEY] if target else
+                                 {"state": crdt.initial_state(kind), "contributions": 0})
+        seq = int(target["version"]) + 1 if target else 1
+        state = crdt.apply(kind, prior["state"], crdt.Contribution(
+            op, w.tx, seq, int(row["valid_from"]), str(row["author"])))
+        meta = {**(row.get("metadata") or {}), CRDT_KEY: {
+            "kind": kind, "state": state, "op": op,
+            "contributions": int(prior["contributions"]) + 1}}
+        merged = {**row, "value": crdt.value_of(kind, state), "metadata": meta}
+        if target is None:
+            return Plan(merged, [Insert("memories", merged)])
+        merged.update(id=target["id"], version=seq, valid_from=target["valid_from"],
+                      valid_to=None)
+        return Plan(merged, [
+            Update("memories", {"id": target["id"], "version": target["version"]},
+                   {"tx_to": w.tx}, expect={"tx_to": None}),
+            Insert("memories", merged),
+        ])
+
+    # -- reads: contested hits and the inbox ---------------------------------------
+
+    def mark_contested(self, hits: tuple[Hit, ...], as_of: int | None) -> tuple[Hit, ...]:
+        """Mark hits that an open conflict involves, naming their rivals.
+
+        A conflict lives in one namespace, so a reader who sees the hit may see
+        its rivals too. ``as_of`` reads see conflicts as they stood then.
+        """
+        if not hits:
+            return hits
+        spaces = sorted({h.memory.namespace for h in hits})
+        storage = self._db.storage
+        rows = [r for r in storage.fetch("conflicts", {"namespace": spaces, "status": "open"})
+                if as_of is None or int(r["tx"]) <= as_of]
+        if as_of is not None:
+            rows += [r for r in storage.fetch("conflicts",
+                                              {"namespace": spaces, "status": "resolved"})
+                     if int(r["tx"]) <= as_of < int(r["resolved_tx"])]
+        rivals: dict[str, set[str]] = defaultdict(set)
+        for r in rows:
+            ids = {str(m["id"]) for m in r["memories"]}
+            for i in ids:
+                rivals[i] |= ids - {i}
+        if not rivals:
+            return hits
+        return tuple(
+            replace(h, contested=True, rivals=tuple(sorted(rivals[h.memory.id])))
+            if rivals.get(h.memory.id) else h for h in hits)
+
+    def conflicts(self, session: Session, namespace: str = "**", status: str | None = "open",
+                  limit: int = 100) -> list[Conflict]:
+        """Conflicts in readable namespaces matching ``namespace``, oldest first."""
+        check_glob(namespace)
+        if status not in (None, "open", "resolved"):
+            raise InvalidInput("status must be 'open', 'resolved' or None for both",
+                               field="status")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be an integer from 1 to 10000", field="limit")
+        spaces = session._readable(namespace, None)
+        if not spaces:
+            return []
+        where: dict[str, Any] = {"namespace": list(spaces)}
+        if status is not None:
+            where["status"] = status
+        rows = self._db.storage.fetch("conflicts", where, order_by="tx", limit=limit)
+        return [conflict_from_row(r) for r in rows]
+
+    def resolve(self, session: Session, conflict_id: str, winner: str | None,
+                reason: str | None) -> Conflict:
+        """Resolve a conflict: the winner stands, every other memory in it is rejected.
+
+        ``winner=None`` acknowledges the conflict and keeps every memory as it is.
+
+        Raises:
+            NotFound: no such conflict, or one you may not read.
+            PermissionDenied: no ``admin`` grant on the conflict's namespace.
+            InvalidInput: the winner is not one of the conflict's memories.
+        """
+        if not isinstance(conflict_id, str) or not conflict_id:
+            raise InvalidInput("conflict id must be a non-empty string", field="conflict_id")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+            raise InvalidInput("reason must be a string of at most 2000 characters")
+        actor = session.principal.name
+        with self._db.storage.write(actor) as w:
+            rows = w.fetch("conflicts", {"id": conflict_id})
+            if not rows or not session._acl().check("read", rows[0]["namespace"]):
+                raise NotFound(f"no conflict {conflict_id!r}; list them with conflicts()",
+                               id=conflict_id)
+            c = rows[0]
+            session._require("admin", c["namespace"])
+            members = {str(m["id"]): m for m in c["memories"]}
+            if winner is not None and winner not in members:
+                raise InvalidInput(f"winner must be one of the conflict's memories: "
+                                   f"{sorted(members)}", field="winner")
+            effects: list[Effect] = []
+            copies: list[tuple[str, int, int]] = []
+            for mid, m in members.items():
+                found = w.fetch("memories", {"id": mid, "tx_to": None})
+                if winner is None or not found:
+                    continue
+                cur = found[0]
+                if mid == winner and cur["status"] != "active" and cur["status"] in (
+                        "rejected", "superseded"):
+                    changes = {"status": "active", "valid_to": m.get("valid_to")}
+                elif mid != winner and cur["status"] in _CHANGEABLE:
+                    changes = {"status": "rejected"}
+                else:
+                    continue
+                new, eff = next_version(w, cur, changes)
+                effects += eff
+                copies.append((mid, int(cur["version"]), int(new["version"])))
+            resolution = reason or (f"{winner} wins" if winner else "acknowledged, both kept")
+            done = {"status": "resolved", "winner": winner, "resolution": resolution,
+                    "resolved_by": actor, "resolved_tx": w.tx}
+            effects.append(Update("conflicts", {"id": conflict_id}, done))
+            commit(w, "conflict.resolved", actor, c["namespace"], conflict_id, effects,
+                   {"winner": winner, "reason": reason})
+            for mid, old, new_v in copies:
+                self._db._copy_vector(w, mid, old, new_v)
+        return conflict_from_row({**c, **done})
+
+    # -- quarantine ------------------------------------------------------------------
+
+    def approve(self, session: Session, memory_id: str, reason: str | None) -> Memory:
+        """Release a quarantined memory: it is checked for conflicts as if written now.
+
+        Raises:
+            NotFound: no such memory.
+            InvalidInput: the memory is not quarantined.
+            ContradictionError: the namespace's ``reject`` policy refuses it.
+        """
+        actor = session.principal.name
+        with self._db.storage.write(actor) as w:
+            rows = w.fetch("memories", {"id": memory_id, "tx_to": None})
+            if not rows:
+                raise NotFound(f"no memory {memory_id!r}", id=memory_id)
+            cur = rows[0]
+            if cur["status"] != "quarantined":
+                raise InvalidInput(f"memory {memory_id} is {cur['status']}, not quarantined; "
+                                   "only quarantined memories can be approved", id=memory_id)
+            ctx = _Ctx(session, w)
+            settings = self.settings(w, cur["namespace"])
+            schema, op = self._check_assertion(w, cur, settings)
+            released, effects = next_version(w, cur, {"status": "active"})
+            if schema is not None and schema.policy == "merge":
+                contribution = {**cur, "status": "active"}
+                plan = self._merge(w, contribution, schema, op)
+                if plan.row["id"] == cur["id"]:  # first contribution: this memory holds it
+                    released, effects = next_version(w, cur, {
+                        "status": "active", "value": plan.row["value"],
+                        "metadata": plan.row["metadata"]})
+                    result = released
+                else:  # folded into the existing merged memory
+                    released, effects = next_version(w, cur, {"status": "superseded"})
+                    effects += plan.effects
+                    result = plan.row
+                plan = Plan(result, effects)
+            else:
+                plan = self._decide(ctx, released, None, settings, schema, effects[1:])
+                plan = Plan(plan.row, effects[:1] + plan.effects, plan.conflicts)
+            commit(w, "memory.approved", actor, cur["namespace"], memory_id, plan.effects,
+                   {"reason": reason})
+            self._db._copy_vector(w, memory_id, int(cur["version"]),
+                                  int(cur["version"]) + 1)
+            if plan.row["id"] != memory_id:  # the merged memory now carries these words
+                vector = self._db._vectors_for([plan.row["text"]])[0]
+                if vector is not None:
+                    w.put_vectors([(plan.row["id"], int(plan.row["version"]), vector)])
+        return plan.memory()
