@@ -23,6 +23,8 @@ buffer lives in :mod:`.read_audit` and checkpoints in :mod:`.checkpoints`.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from engramdb.model import RecallFilter, VerifyReport
     from engramdb.policy.acl import AccessControl
 
-__all__ = ["AuditDatabase", "AuditSession", "basis_items", "mark_stale"]
+__all__ = ["AuditDatabase", "AuditSession", "PrincipalTimeline", "basis_items", "mark_stale"]
 
 MAX_BASIS = 10_000
 
@@ -461,6 +463,54 @@ class AuditSession:
         return sorted(out, key=lambda r: (r.time, r.read_id, r.version))
 
 
+_timeline_lock = threading.Lock()
+
+
+class PrincipalTimeline:
+    """Each principal's row after every change to it, replayed from the log.
+
+    ``principals`` holds only the current row; roles and status at an earlier
+    transaction come from the events whose effects touched it. The replay is
+    incremental (it remembers the last event it read), so repeated
+    ``knowledge`` calls cost only the events written since.
+    """
+
+    def __init__(self) -> None:
+        self._seq = 0
+        self._rows: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    def at(self, storage: Any, name: str, tx: int) -> dict[str, Any] | None:
+        """The principal's row as of transaction ``tx`` (``None``: not created yet)."""
+        with self._lock:
+            self._refresh(storage)
+            history = self._rows.get(name, [])
+        row = None
+        for t, r in history:
+            if t > tx:
+                break
+            row = r
+        return row
+
+    def _refresh(self, storage: Any) -> None:
+        while batch := storage.events(after=self._seq, limit=5000):
+            for ev in batch:
+                if ev.payload is None or '"principals"' not in ev.payload:
+                    continue
+                for eff in json.loads(ev.payload).get("effects", []):
+                    if eff.get("table") != "principals":
+                        continue
+                    if eff["op"] == "insert":
+                        row = dict(eff["row"])
+                    else:
+                        prior = self._rows.get(str(eff["key"]["name"]))
+                        if not prior:
+                            continue
+                        row = {**prior[-1][1], **eff["changes"]}
+                    self._rows.setdefault(str(row["name"]), []).append((ev.tx, row))
+            self._seq = batch[-1].seq
+
+
 def _flags(hit: Hit) -> tuple[str, ...]:
     flags = []
     if hit.memory.status != "active":
@@ -485,6 +535,10 @@ class AuditDatabase(CheckpointMixin):
         def _as_of(self, as_of: int | datetime | str | None) -> int | None: ...
         def _recall(self, session: Any, query: str, flt: RecallFilter, k: int,
                     as_of: int | None) -> RecallResult: ...
+        def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
+                    valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter: ...
+        def _grants_for(self, principal: PrincipalInfo, as_of: int | None
+                        ) -> list[dict[str, Any]]: ...
         def verify(self) -> VerifyReport: ...
 
     # -- knowledge -------------------------------------------------------------------
@@ -521,22 +575,30 @@ class AuditDatabase(CheckpointMixin):
             InvalidInput: missing ``at``, bad glob, query or ``k``.
         """
         from engramdb.engine.session import PrincipalInfo, Session
+        from engramdb.policy.acl import AccessControl
 
         t = self._as_of(at)
         if t is None:
             raise InvalidInput("knowledge needs at=: a transaction number or a time", field="at")
-        rows = self.storage.fetch("principals", {"name": agent})
-        if not rows:
+        if not self.storage.fetch("principals", {"name": agent}):
             raise NotFound(f"no principal {agent!r}", name=agent)
-        p = rows[0]
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise InvalidInput("k must be a positive integer", field="k")
-        who = Session(self, PrincipalInfo(  # type: ignore[arg-type]
-            name=p["name"], roles=tuple(p["roles"] or ()), trust=float(p["trust"]),
-            is_admin=p["kind"] == "admin"))
-        flt = who._filter(namespace, layers, t, valid_at, None)
-        if int(p["created_tx"]) > t:
-            flt = replace(flt, namespaces=())  # it did not exist yet: it knew nothing
+        # Roles and status as they stood at T (a role change is a logged event),
+        # and the grants that were in force at T: not today's.
+        p = self._principal_timeline().at(self.storage, agent, t)
+        flt = self._filter(namespace, layers, t, valid_at, None)  # validates; admin's view
+        if p is None or p["status"] != "active":
+            readable: tuple[str, ...] = ()  # not created yet, frozen or retired: no reads
+        elif p["kind"] == "admin":
+            readable = flt.namespaces or ()
+        else:
+            info = PrincipalInfo(name=agent, roles=tuple(p["roles"] or ()),
+                                 trust=float(p["trust"]))
+            acl = AccessControl(agent, self._grants_for(info, t))
+            readable = tuple(ns for ns in flt.namespaces or () if acl.check("read", ns))
+        flt = replace(flt, namespaces=readable)
+        who = Session(self, PrincipalInfo(agent))  # type: ignore[arg-type]
         if query is not None:
             if not isinstance(query, str) or not query.strip():
                 raise InvalidInput("query must be a non-empty string")
@@ -547,6 +609,13 @@ class AuditDatabase(CheckpointMixin):
             return []
         return [memory_from_row(r, as_of=t)
                 for r in self.storage.list_memories(flt, limit=k, order="recent")]
+
+    def _principal_timeline(self) -> PrincipalTimeline:
+        with _timeline_lock:
+            timeline = self.__dict__.get("_timeline")
+            if timeline is None:
+                timeline = self.__dict__["_timeline"] = PrincipalTimeline()
+            return timeline
 
     # -- read-audit settings ------------------------------------------------------------
 
