@@ -594,6 +594,25 @@ class Session(AuditSession):
             include_superseded=bool(f.get("include_superseded", False)),
         )
 
+    def namespaces(self, pattern: str = "**") -> list[str]:
+        """The namespaces matching ``pattern`` that hold memories and that you may read."""
+        return sorted(self._readable(pattern, None))
+
+    def recent(self, *, namespace: str = "**", k: int = 20,
+               layers: Sequence[str] | None = None) -> list[Memory]:
+        """The ``k`` most recently written current memories you may read, newest first.
+
+        A browse without a query (what the MCP namespace resources show);
+        namespaces you may not read contribute nothing, like empty ones.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self._db.config.max_k:
+            raise InvalidInput(f"k must be an integer from 1 to {self._db.config.max_k}")
+        flt = self._filter(namespace, layers, None, None, None)
+        if not flt.namespaces:
+            return []
+        rows = self._db.storage.list_memories(flt, limit=k, order="recent")
+        return [memory_from_row(r) for r in rows]
+
     def conflicts(self, namespace: str = "**", *, status: str | None = "open",
                   limit: int = 100) -> list[Conflict]:
         """The conflict inbox: conflicts in namespaces you may read, oldest first.
