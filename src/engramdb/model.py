@@ -562,7 +562,6 @@ class ReadRecord(NamedTuple):
     principal: str
     time: datetime
     version: int
-    read_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

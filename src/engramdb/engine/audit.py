@@ -458,9 +458,9 @@ class AuditSession:
             "reads", {"id": sorted({i["read_id"] for i in items})})}
         out = [ReadRecord(principal=reads[i["read_id"]]["principal"],
                           time=from_micros(reads[i["read_id"]]["recorded_at"]),  # type: ignore[arg-type]
-                          version=int(i["version"]), read_id=i["read_id"])
+                          version=int(i["version"]))
                for i in items if i["read_id"] in reads]
-        return sorted(out, key=lambda r: (r.time, r.read_id, r.version))
+        return sorted(out, key=lambda r: (r.time, r.principal, r.version))
 
 
 _timeline_lock = threading.Lock()
