@@ -1,0 +1,1 @@
+"""Benchmark scripts. ``engram bench`` (``make bench``) runs them and writes BENCHMARKS.md."""
