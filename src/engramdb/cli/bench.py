@@ -250,7 +250,7 @@ def _print_section(env: Env, s: Section) -> None:
 
 
 @cli.command()
-@click.option("--quick", is_flag=True, help="Small sizes: a smoke run in well under a minute.")
+@click.option("--quick", is_flag=True, help="Small sizes: a smoke run, not figures to quote.")
 @click.option("--out", "out", default=None, metavar="FILE",
               help="Markdown report (default BENCHMARKS.md; with --quick, none unless given).")
 @click.option("--workdir", default=None, type=click.Path(file_okay=False),
