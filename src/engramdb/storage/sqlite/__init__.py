@@ -44,11 +44,14 @@ class SQLiteDialect(Dialect):
     name = "sqlite"
 
     def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
-        # Compare JSON-encoded forms so that 1, true and "1" stay distinct.
+        # Same JSON type and same value, so that 1, true and "1" stay distinct
+        # (json_extract alone turns true into 1). No ``->``: it needs SQLite 3.38.
         path = "$." + '"' + key.replace('"', '""') + '"'
+        want = json_dumps(value, what="filter value")
         return (
-            f"json_quote(json_extract({column}, ?)) = json_quote(json(?))",
-            [path, json_dumps(value, what="filter value")],
+            f"(json_type({column}, ?) = json_type(?) AND "
+            f"json_quote(json_extract({column}, ?)) = json_quote(json_extract(?, '$')))",
+            [path, want, path, want],
         )
 
 
