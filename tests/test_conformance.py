@@ -425,8 +425,8 @@ def test_changes_feed_shows_only_what_you_may_read(db: Any) -> None:
     db.admin.grant("ann", "feed/open/**", ["read"])
     ann = db.as_agent("ann")
     start = last_seq(db)
-    shown = db.remember("Open news", namespace="feed/open")
-    hidden = db.remember("Closed news", namespace="feed/closed")
+    shown = db.remember("Weather report for Monday", namespace="feed/open")
+    hidden = db.remember("Minutes of the board meeting", namespace="feed/closed")
     db.admin.create_agent("bob")
     seen = [e.subject_ref for e in ann.changes(start)]
     assert seen == [shown.id]

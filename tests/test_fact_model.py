@@ -316,6 +316,7 @@ class FactModelMachine(RuleBasedStateMachine):
             assert h.memory.status == "active" and h.memory.tx_to is None
 
 
+@pytest.mark.slow
 def test_fact_model_full_text_only() -> None:
     run_state_machine_as_test(
         FactModelMachine,

@@ -31,6 +31,8 @@ from engramdb.storage.schema import TABLES
 __all__ = ["replay_effects", "verify_storage"]
 
 Model = dict[str, dict[tuple[Any, ...], dict[str, Any]]]
+# Columns that name the transaction which wrote a state row.
+_ROW_TX = ("tx_from", "tx", "created_tx")
 
 
 class _Bad(Exception):
@@ -134,6 +136,12 @@ def verify_storage(storage: Storage) -> VerifyReport:
                 seen.add(key)
                 want = expected.get(key)
                 if want is None:
+                    row_tx = next((row[c] for c in _ROW_TX if row.get(c) is not None), None)
+                    if isinstance(row_tx, int) and row_tx > last_tx:
+                        # Written by a transaction the log no longer has: its tail was cut.
+                        raise _Bad(checked + 1, f"{name} row {key} was written at tx {row_tx}, "
+                                               f"after the last event (tx {last_tx}): events "
+                                               "were removed from the end of the log")
                     raise _Bad(None, f"{name} row {key} is not in the log: inserted behind "
                                      "the engine's back")
                 for col in spec.columns:
