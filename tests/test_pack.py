@@ -64,3 +64,43 @@ def test_never_over_budget_and_always_prefixes_in_order(bodies, budget):
             assert line == full
         else:
             assert line.endswith(ELLIPSIS) and full.startswith(line[: -len(ELLIPSIS)])
+
+
+def test_context_on_a_database(tmp_path, embedder):
+    import engramdb
+
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    db.admin.create_agent("research")
+    db.admin.create_agent("planner")
+    db.admin.grant("research", "acme/**", ["read", "write"])
+    db.admin.grant("planner", "acme/**", ["read"])
+    research = db.as_agent("research")
+    first = research.remember("Company X earnings outlook is positive", namespace="acme/research")
+    research.remember_many([{"text": f"Company X filing {i}: " + "details of the quarter " * 8,
+                             "namespace": "acme/filings"} for i in range(30)])
+    db.remember("Company X is under investigation", namespace="board")  # planner cannot read
+    t = db.storage.head().tx
+    research.update(first.id, text="Company X earnings outlook is negative")
+    planner = db.as_agent("planner")
+
+    ctx = planner.context("Company X earnings outlook", budget_tokens=120)
+    assert ctx.tokens == count_tokens(ctx.text) <= 120 and ctx.budget == 120
+    lines = ctx.text.split("\n")
+    assert len(lines) == len(ctx.items) == len(ctx.receipt.items) >= 2
+    assert [(h.memory.id, h.memory.version) for h in ctx.items] == [
+        (i.id, i.version) for i in ctx.receipt.items]
+    assert lines[0] == ("[1] acme/research | research | "
+                        f"{ctx.items[0].memory.recorded_at:%Y-%m-%d %H:%M}Z: "
+                        "Company X earnings outlook is negative")
+    assert "investigation" not in ctx.text
+    assert [h.score for h in ctx.items] == sorted((h.score for h in ctx.items), reverse=True)
+    assert ctx.receipt.principal == "planner"
+
+    then = planner.context("Company X earnings outlook", budget_tokens=60, as_of=t)
+    assert "positive" in then.text.split("\n")[0] and then.receipt.as_of == t
+    assert [r.principal for r in db.who_read(first.id)] == ["planner", "planner"]
+    with pytest.raises(InvalidInput):
+        planner.context("", budget_tokens=100)
+    with pytest.raises(InvalidInput):
+        planner.context("Company X", budget_tokens=0)
+    db.close()
