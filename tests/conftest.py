@@ -35,7 +35,18 @@ def _sqlite(tmp_path: Path, embedder, request=None) -> engramdb.Database:
     return engramdb.open(tmp_path / "engram.db", embedder=embedder)
 
 
-BACKENDS: dict[str, Callable[..., engramdb.Database]] = {"sqlite": _sqlite}
+def _http(tmp_path: Path, embedder, request=None) -> engramdb.Database:
+    """The HTTP door: an admin client talking to a live uvicorn server over SQLite.
+
+    ``db.as_agent(name)`` on it issues a key for ``name`` and returns a client
+    bound to that key (see ``engramdb.client.Client.as_agent``).
+    """
+    from tests.support.http_server import served_client
+
+    return served_client(engramdb.open(tmp_path / "engram.db", embedder=embedder))
+
+
+BACKENDS: dict[str, Callable[..., engramdb.Database]] = {"sqlite": _sqlite, "http": _http}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

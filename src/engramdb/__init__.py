@@ -8,6 +8,7 @@
     db.recall("outlook for X").hits[0].memory.text
 """
 
+from engramdb.client import connect, connect_async
 from engramdb.engine import Database, EngineConfig, Session, Transaction
 from engramdb.engine import open_database as open  # noqa: A004 - the API is engramdb.open
 from engramdb.errors import (
@@ -61,5 +62,7 @@ __all__ = [
     "VerifyReport",
     "VersionConflict",
     "__version__",
+    "connect",
+    "connect_async",
     "open",
 ]

@@ -1,0 +1,206 @@
+"""Each remote operation as data: method, path, body, and how to decode the answer.
+
+Built once here and executed by both the blocking :class:`~engramdb.client.Client`
+and the :class:`~engramdb.client.AsyncClient`, so the two cannot drift apart.
+Arguments are forwarded as given; validation is the server's (the engine's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from engramdb.client._wire import (
+    PrincipalInfo,
+    encode,
+    event_from_wire,
+    grant_from_wire,
+    memory_from_wire,
+    principal_from_wire,
+    recall_from_wire,
+    verify_from_wire,
+)
+from engramdb.errors import InvalidInput
+from engramdb.model import Event, Grant, Memory, MemoryDraft, Principal, RecallResult, VerifyReport
+
+__all__ = ["UNSET", "Call"]
+
+T = TypeVar("T")
+UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One HTTP request and the decoder of its JSON answer."""
+
+    method: str
+    path: str
+    decode: Callable[[Any], T]
+    json: Any = None
+    params: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] | None = None
+
+
+def _seg(value: Any, what: str = "memory id") -> str:
+    """A path segment: a non-empty string, percent-encoded."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what} must be a non-empty string", field=what)
+    return quote(value, safe="")
+
+
+_id = _seg
+
+
+def _when(value: int | datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: encode(v) for k, v in values.items() if v is not None}
+
+
+def _memories(key: str) -> Callable[[Any], list[Memory]]:
+    return lambda body: [memory_from_wire(m) for m in body[key]]
+
+
+def draft_fields(item: MemoryDraft | Mapping[str, Any]) -> dict[str, Any]:
+    """A batch item as the JSON the server takes."""
+    if isinstance(item, MemoryDraft):
+        values = {f.name: getattr(item, f.name) for f in fields(item)}
+        if not values.get("metadata"):
+            values.pop("metadata")
+        return _compact(values)
+    if isinstance(item, Mapping):
+        return {str(k): encode(v) for k, v in item.items()}
+    raise InvalidInput("each batch item must be a MemoryDraft or a dict")
+
+
+# -- memories ---------------------------------------------------------------------------
+
+
+def remember(text: str, values: Mapping[str, Any]) -> Call[Memory]:
+    return Call("POST", "/v1/memories", memory_from_wire, json={"text": text, **_compact(values)})
+
+
+def remember_many(drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> Call[list[Memory]]:
+    if isinstance(drafts, (str, bytes)) or not isinstance(drafts, Sequence):
+        raise InvalidInput("remember_many takes a list of MemoryDraft or dicts")
+    return Call("POST", "/v1/memories/batch", _memories("memories"),
+                json={"memories": [draft_fields(d) for d in drafts]})
+
+
+def update_body(text: Any, expected_version: int | None, idempotency_key: str | None,
+                changes: Mapping[str, Any]) -> dict[str, Any]:
+    body = {k: encode(v) for k, v in changes.items()}  # None is meaningful: it clears
+    if text is not UNSET:
+        body["text"] = text
+    body.update(_compact({"expected_version": expected_version,
+                          "idempotency_key": idempotency_key}))
+    return body
+
+
+def update(memory_id: str, body: Mapping[str, Any]) -> Call[Memory]:
+    return Call("PATCH", f"/v1/memories/{_id(memory_id)}", memory_from_wire, json=dict(body))
+
+
+def retract(memory_id: str, body: Mapping[str, Any]) -> Call[Memory]:
+    return Call("POST", f"/v1/memories/{_id(memory_id)}/retract", memory_from_wire,
+                json=_compact(body))
+
+
+def get(memory_id: str, as_of: Any, valid_at: Any) -> Call[Memory]:
+    params = _compact({"as_of": _when(as_of), "valid_at": _when(valid_at)})
+    return Call("GET", f"/v1/memories/{_id(memory_id)}", memory_from_wire, params=params)
+
+
+def history(memory_id: str, as_of: Any) -> Call[list[Memory]]:
+    return Call("GET", f"/v1/memories/{_id(memory_id)}/history", _memories("versions"),
+                params=_compact({"as_of": _when(as_of)}))
+
+
+def recall(query: str, values: Mapping[str, Any]) -> Call[RecallResult]:
+    body = {"query": query, **_compact(values)}
+    if isinstance(body.get("layers"), str):
+        body["layers"] = [body["layers"]]
+    return Call("POST", "/v1/recall", recall_from_wire, json=body)
+
+
+def transaction(ops: Sequence[Mapping[str, Any]]) -> Call[list[Memory]]:
+    return Call("POST", "/v1/transactions", _memories("memories"), json={"ops": list(ops)})
+
+
+def changes_page(since: int, namespace: str, limit: int
+                 ) -> Call[tuple[list[Event], int, bool]]:
+    def decode(body: Any) -> tuple[list[Event], int, bool]:
+        return [event_from_wire(e) for e in body["events"]], int(body["next"]), bool(body["more"])
+
+    return Call("GET", "/v1/changes", decode,
+                params={"since": since, "namespace": namespace, "limit": limit})
+
+
+# -- system -------------------------------------------------------------------------------
+
+
+def me(api_key: str | None = None) -> Call[PrincipalInfo]:
+    def decode(body: Any) -> PrincipalInfo:
+        return PrincipalInfo(name=body["name"], roles=tuple(body["roles"]),
+                             trust=float(body["trust"]), is_admin=bool(body["is_admin"]))
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key is not None else None
+    return Call("GET", "/v1/me", decode, headers=headers)
+
+
+def info() -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/info", dict)
+
+
+def verify() -> Call[VerifyReport]:
+    return Call("POST", "/v1/verify", verify_from_wire)
+
+
+# -- admin ----------------------------------------------------------------------------------
+
+
+def create_agent(name: str, roles: Sequence[str], trust: float, kind: str) -> Call[str]:
+    return Call("POST", "/v1/admin/agents", lambda b: str(b["api_key"]),
+                json={"name": name, "roles": encode(roles), "trust": trust, "kind": kind})
+
+
+def principal(name: str) -> Call[Principal]:
+    return Call("GET", f"/v1/admin/agents/{_seg(name, 'principal name')}", principal_from_wire)
+
+
+def agents() -> Call[list[Principal]]:
+    return Call("GET", "/v1/admin/agents",
+                lambda b: [principal_from_wire(p) for p in b["agents"]])
+
+
+def create_key(name: str) -> Call[str]:
+    return Call("POST", f"/v1/admin/agents/{_seg(name, 'principal name')}/keys",
+                lambda b: str(b["api_key"]))
+
+
+def revoke_key(api_key_or_id: str) -> Call[None]:
+    return Call("POST", "/v1/admin/keys/revoke", lambda _: None, json={"key": api_key_or_id})
+
+
+def grant(grantee: str, pattern: str, actions: Sequence[str] | str) -> Call[Grant]:
+    acts = [actions] if isinstance(actions, str) else encode(actions)
+    return Call("POST", "/v1/admin/grants", grant_from_wire,
+                json={"grantee": grantee, "pattern": pattern, "actions": acts})
+
+
+def revoke(grant_id: str) -> Call[None]:
+    return Call("DELETE", f"/v1/admin/grants/{_seg(grant_id, 'grant id')}", lambda _: None)
+
+
+def grants(grantee: str | None) -> Call[list[Grant]]:
+    return Call("GET", "/v1/admin/grants", lambda b: [grant_from_wire(g) for g in b["grants"]],
+                params=_compact({"grantee": grantee}))

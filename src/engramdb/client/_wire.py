@@ -1,0 +1,161 @@
+"""JSON from the server back into the value types of :mod:`engramdb.model`.
+
+The server sends ``Memory.to_dict()`` and friends; these functions are their
+inverses, so a remote caller gets the very same frozen values an embedded
+caller does. Errors are rebuilt with :func:`engramdb.errors.error_from_wire`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from engramdb import errors as E
+from engramdb.model import (
+    Conflict,
+    Event,
+    Grant,
+    Hit,
+    Memory,
+    Principal,
+    RecallResult,
+    Receipt,
+    ReceiptItem,
+    VerifyReport,
+    to_utc,
+)
+
+__all__ = [
+    "PrincipalInfo",
+    "conflict_from_wire",
+    "encode",
+    "error_from_response",
+    "event_from_wire",
+    "grant_from_wire",
+    "memory_from_wire",
+    "principal_from_wire",
+    "recall_from_wire",
+    "verify_from_wire",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalInfo:
+    """Who a remote client acts as (the fields of the engine's ``session.principal``)."""
+
+    name: str
+    roles: tuple[str, ...] = ()
+    trust: float = 0.5
+    is_admin: bool = False
+
+
+def _time(value: Any) -> datetime | None:
+    return to_utc(value) if value is not None else None
+
+
+def _items(values: Any) -> tuple[ReceiptItem, ...]:
+    return tuple(ReceiptItem(str(v["id"]), int(v["version"])) for v in values or ())
+
+
+def conflict_from_wire(d: Mapping[str, Any]) -> Conflict:
+    return Conflict(
+        id=d["id"], kind=d["kind"], namespace=d["namespace"], memories=_items(d["memories"]),
+        detector=d["detector"], reason=d["reason"], policy=d["policy"], outcome=d["outcome"],
+        status=d["status"], subject=d.get("subject"), predicate=d.get("predicate"),
+        winner=d.get("winner"), resolution=d.get("resolution"),
+        resolved_by=d.get("resolved_by"), tx=int(d.get("tx", 0)),
+        resolved_tx=d.get("resolved_tx"),
+    )
+
+
+def memory_from_wire(d: Mapping[str, Any]) -> Memory:
+    return Memory(
+        id=d["id"], version=int(d["version"]), namespace=d["namespace"], layer=d["layer"],
+        text=d["text"], subject=d.get("subject"), predicate=d.get("predicate"),
+        value=d.get("value"), metadata=dict(d.get("metadata") or {}),
+        importance=float(d["importance"]), confidence=float(d["confidence"]),
+        author=d["author"], source=d.get("source"), session=d.get("session"),
+        valid_from=to_utc(d["valid_from"]),  # type: ignore[arg-type]
+        valid_to=_time(d.get("valid_to")), tx_from=int(d["tx_from"]),
+        tx_to=d.get("tx_to"), recorded_at=to_utc(d["recorded_at"]),  # type: ignore[arg-type]
+        status=d["status"], expires_at=_time(d.get("expires_at")),
+        conflicts=tuple(conflict_from_wire(c) for c in d.get("conflicts") or ()),
+    )
+
+
+def recall_from_wire(d: Mapping[str, Any]) -> RecallResult:
+    hits = tuple(
+        Hit(memory=memory_from_wire(h["memory"]), score=float(h["score"]),
+            why={k: float(v) for k, v in h.get("why", {}).items()},
+            contested=bool(h.get("contested", False)), rivals=tuple(h.get("rivals") or ()))
+        for h in d["hits"]
+    )
+    return RecallResult(hits=hits, receipt=Receipt.from_dict(d["receipt"]))
+
+
+def event_from_wire(d: Mapping[str, Any]) -> Event:
+    return Event(
+        seq=int(d["seq"]), tx=int(d["tx"]), kind=d["kind"], namespace=d.get("namespace"),
+        actor=d["actor"], recorded_at=to_utc(d["recorded_at"]),  # type: ignore[arg-type]
+        subject_ref=d.get("subject_ref"), payload=d.get("payload"),
+        commitment=d["commitment"], prev_hash=d["prev_hash"], hash=d["hash"],
+    )
+
+
+def grant_from_wire(d: Mapping[str, Any]) -> Grant:
+    return Grant(id=d["id"], grantee=d["grantee"], pattern=d["pattern"],
+                 actions=tuple(d["actions"]), granted_by=d["granted_by"],
+                 tx_from=int(d["tx_from"]), tx_to=d.get("tx_to"))
+
+
+def principal_from_wire(d: Mapping[str, Any]) -> Principal:
+    return Principal(name=d["name"], kind=d["kind"], roles=tuple(d["roles"]),
+                     trust=float(d["trust"]), status=d["status"],
+                     created_tx=int(d["created_tx"]))
+
+
+def verify_from_wire(d: Mapping[str, Any]) -> VerifyReport:
+    return VerifyReport(**{k: d[k] for k in VerifyReport.__slots__ if k in d})
+
+
+def encode(value: Any) -> Any:
+    """Python arguments to JSON: datetimes as ISO-8601, tuples as lists, recursively."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars (embeddings)
+        return value.tolist()
+    return value
+
+
+_BY_STATUS: dict[int, type[E.EngramError]] = {
+    400: E.InvalidInput, 401: E.Unauthenticated, 403: E.PermissionDenied, 404: E.NotFound,
+    409: E.Conflict, 413: E.PayloadTooLarge, 429: E.RateLimited, 502: E.UpstreamError,
+    503: E.StorageError,
+}
+
+
+def error_from_response(status: int, body: Any, url: str) -> E.EngramError:
+    """The exception the server meant, by its ``code``; by HTTP status if it sent none."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    known = {cls.code for cls in _all(E.EngramError)}
+    if isinstance(error, Mapping) and error.get("code") in known:
+        return E.error_from_wire(dict(error))
+    cls = _BY_STATUS.get(status, E.StorageError if status >= 500 else E.EngramError)
+    if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+        details = error.get("details") if isinstance(error.get("details"), Mapping) else {}
+        return cls(error["message"], **{**dict(details or {}), "code": error.get("code")})
+    return cls(f"the server at {url} answered HTTP {status} without an EngramDB error body; "
+               "is this an EngramDB server (or a proxy in front of it)?", status=status)
+
+
+def _all(cls: type[E.EngramError]) -> list[type[E.EngramError]]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out.extend(_all(sub))
+    return out

@@ -1,0 +1,243 @@
+"""The ASGI layer in front of every route: who is calling, how much, how often, how fast.
+
+For each HTTP request, before any route code runs, in this order:
+
+1. API routes (``/v1/...``) need ``Authorization: Bearer <key>``; the key is
+   resolved to the engine session of its principal (401 otherwise). The key
+   is checked on every request, so a revoked key stops working at once.
+2. The per-key token bucket is charged (429 with ``Retry-After``).
+3. The body is read up to ``max_body_bytes`` (413 past it, without reading
+   the rest).
+
+Then the route runs, and its latency is recorded under the route template.
+Authentication comes first so that nothing about a request is revealed to a
+caller without a valid key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engramdb import errors as E
+from engramdb.server.errors import engram_error_response, error_response
+from engramdb.server.metrics import Metrics
+from engramdb.server.ratelimit import RateLimiter
+from engramdb.server.routing import RouteTable
+from engramdb.server.settings import ServerSettings
+
+__all__ = ["API_PREFIX", "KEY_SCOPE", "SESSION_SCOPE", "Door"]
+
+log = logging.getLogger("engramdb.server")
+
+API_PREFIX = "/v1/"
+SESSION_SCOPE = "engramdb.session"
+KEY_SCOPE = "engramdb.api_key"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its body."""
+
+
+def bearer_key(scope: Scope) -> str | None:
+    """The API key of an ``Authorization: Bearer`` header, if there is one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            try:
+                text = value.decode("latin-1").strip()
+            except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes any byte
+                return None
+            scheme, _, key = text.partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                return None
+            return key.strip()
+    return None
+
+
+class Door:
+    """ASGI middleware: authentication, rate limit, body limit and request metrics.
+
+    Args:
+        app: The wrapped application.
+        db: The open :class:`~engramdb.Database` keys are checked against.
+        settings: Limits.
+        metrics: Where request latencies go.
+        routes: Returns the application's route table (for the ``route`` label).
+    """
+
+    def __init__(self, app: ASGIApp, *, db: Any, settings: ServerSettings, metrics: Metrics,
+                 routes: Callable[[], RouteTable]) -> None:
+        self.app = app
+        self.db = db
+        self.settings = settings
+        self.metrics = metrics
+        self.routes = routes
+        self.limiter = (RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+                        if settings.rate_limit_per_s is not None else None)
+
+    def _route_label(self, scope: Scope) -> str:
+        return self.routes().template(scope["path"]) or "unmatched"
+
+    def _needs_key(self, path: str) -> bool:
+        if path.startswith(API_PREFIX):
+            return True
+        return path == "/metrics" and not self.settings.metrics_public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_and_watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_and_watch)
+        except _Disconnected:
+            status[0] = 499  # nginx's "client closed request"; nothing can be sent
+        finally:
+            self.metrics.observe(scope["method"], self._route_label(scope), status[0],
+                                 time.perf_counter() - started)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._needs_key(scope["path"]):
+            refusal = await self._authenticate(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        if scope["method"] in _BODY_METHODS:
+            too_big = self._declared_too_big(scope)
+            body = None if too_big else await self._read_body(receive)
+            if body is None:
+                await self._too_large()(scope, receive, send)
+                return
+            if _has_lone_surrogate(body):
+                await engram_error_response(E.InvalidInput(
+                    "request body contains an unpaired UTF-16 surrogate escape (such as "
+                    "\\ud800): that is not Unicode text; send valid UTF-8 JSON",
+                    field="body"))(scope, receive, send)
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> Any:
+        key = bearer_key(scope)
+        if key is None:
+            return engram_error_response(E.Unauthenticated(
+                "this route needs an API key: send 'Authorization: Bearer <key>' "
+                "(an admin creates keys with POST /v1/admin/agents)"))
+        try:
+            session = await anyio.to_thread.run_sync(self.db.session_for_key, key)
+        except E.Unauthenticated as exc:
+            return engram_error_response(exc)
+        except (E.NotFound, E.PermissionDenied):
+            # The key's principal vanished or was frozen between the two lookups.
+            return engram_error_response(E.Unauthenticated(
+                "API key is unknown or revoked; ask an admin for a new key"))
+        except E.EngramError as exc:
+            return engram_error_response(exc)
+        if self.limiter is not None:
+            wait = self.limiter.take(key.split("_")[1] if key.count("_") >= 2 else key)
+            if wait > 0:
+                retry_after = max(1, math.ceil(wait))
+                return engram_error_response(E.RateLimited(
+                    f"rate limit of {self.settings.rate_limit_per_s:g} requests/s "
+                    f"(burst {self.settings.rate_limit_burst}) reached for this API key; "
+                    f"retry after {retry_after} s",
+                    retry_after=retry_after,
+                    limit_per_s=self.settings.rate_limit_per_s,
+                    burst=self.settings.rate_limit_burst))
+        scope[SESSION_SCOPE] = session
+        scope[KEY_SCOPE] = key
+        return None
+
+    def _declared_too_big(self, scope: Scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    return int(value) > self.settings.max_body_bytes
+                except ValueError:
+                    return False
+        return False
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        limit = self.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self) -> Any:
+        limit = self.settings.max_body_bytes
+        return error_response(
+            413, E.PayloadTooLarge.code,
+            f"request body is over the server's limit of {limit} bytes; split it "
+            "(e.g. several smaller batches)",
+            {"limit_bytes": limit},
+            # The unread rest of the body makes the connection unusable.
+            {"Connection": "close"})
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(body: bytes) -> bool:
+    """Whether JSON ``body`` decodes to a string holding a lone surrogate.
+
+    JSON may spell one (``"\\ud800"``), Python decodes it, and no database
+    can store it; paired escapes decode to ordinary characters and pass.
+    Bodies without any such escape (nearly all) are not parsed here.
+    """
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return False  # the route's own parsing reports it
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

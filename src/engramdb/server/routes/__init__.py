@@ -1,0 +1,19 @@
+"""One router per resource. A new resource (context, decisions, conflicts, knowledge)
+is a new module here with a ``router``, added to :data:`ROUTERS`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from engramdb.server.routes import admin, changes, memories, recall, system, transactions
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    system.router,
+    memories.router,
+    recall.router,
+    transactions.router,
+    changes.router,
+    admin.router,
+)

@@ -1,0 +1,137 @@
+"""``/v1/admin``: principals, API keys and grants. Admin keys only (403 otherwise).
+
+Each route is one call on ``db.admin``, acting as the calling admin.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from engramdb.engine.admin import KINDS
+from engramdb.model import Grant, Principal
+from engramdb.server.deps import AdminDep
+from engramdb.server.errors import error_responses
+from engramdb.server.schemas import (
+    ACTION,
+    GLOB,
+    NAME,
+    UNIT,
+    AgentCreated,
+    AgentList,
+    GrantList,
+    GrantOut,
+    KeyCreated,
+    PrincipalOut,
+    Request,
+    documented,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+Name = Annotated[str, Path(description="Principal name.", json_schema_extra=NAME)]
+
+
+class CreateAgentRequest(Request):
+    name: str = documented(NAME, description="1-64 of `a-z 0-9 _ . -`, starting with a "
+                           "letter or digit.")
+    roles: list[str] = documented({"items": {"type": "string", **NAME}}, default_factory=list)
+    trust: float = documented(UNIT, default=0.5, description="0..1.")
+    kind: str = documented({"enum": list(KINDS)}, default="agent",
+                           description="`agent`, `service`, `person` or `admin`.")
+
+
+class GrantRequest(Request):
+    grantee: str = documented({"pattern": r"^(role:)?[a-z0-9][a-z0-9_.-]{0,63}$"},
+                              description="A principal name, or `role:<role>`.")
+    pattern: str = documented(GLOB, description="Namespace glob, e.g. `acme/research/**`.")
+    actions: list[str] = documented({"items": {"type": "string", **ACTION}, "minItems": 1},
+                                    description="Subset of `read`, `write`, `admin`, `erase`.")
+
+
+class RevokeKeyRequest(Request):
+    key: str = documented({"minLength": 1}, description="The API key itself, or its id (the "
+                          "part between the underscores of `ek_<id>_<secret>`).")
+
+
+def _principal(p: Principal) -> dict[str, Any]:
+    return {"name": p.name, "kind": p.kind, "roles": list(p.roles), "trust": p.trust,
+            "status": p.status, "created_tx": p.created_tx}
+
+
+def _grant(g: Grant) -> dict[str, Any]:
+    return {"id": g.id, "grantee": g.grantee, "pattern": g.pattern, "actions": list(g.actions),
+            "granted_by": g.granted_by, "tx_from": g.tx_from, "tx_to": g.tx_to}
+
+
+_ADMIN_ERRORS = (400, 401, 403, 429, 503)
+
+
+@router.get("/agents", response_model=AgentList, summary="List principals",
+            responses=error_responses(*_ADMIN_ERRORS))
+def agents(admin: AdminDep) -> dict[str, Any]:
+    """Every principal, by name."""
+    return {"agents": [_principal(p) for p in admin.agents()]}
+
+
+@router.post("/agents", status_code=status.HTTP_201_CREATED, response_model=AgentCreated,
+             summary="Create a principal", responses=error_responses(*_ADMIN_ERRORS, 409, 413))
+def create_agent(body: CreateAgentRequest, admin: AdminDep) -> dict[str, Any]:
+    """Create a principal and return its first API key (shown only this once).
+
+    409 ``conflict`` if the name is taken.
+    """
+    key = admin.create_agent(body.name, roles=body.roles, trust=body.trust, kind=body.kind)
+    return {"agent": _principal(admin.principal(body.name)), "api_key": key}
+
+
+@router.get("/agents/{name}", response_model=PrincipalOut, summary="Get a principal",
+            responses=error_responses(*_ADMIN_ERRORS, 404))
+def agent(name: Name, admin: AdminDep) -> dict[str, Any]:
+    """One principal: kind, roles, trust, status."""
+    return _principal(admin.principal(name))
+
+
+@router.post("/agents/{name}/keys", status_code=status.HTTP_201_CREATED,
+             response_model=KeyCreated, summary="Create an API key",
+             responses=error_responses(*_ADMIN_ERRORS, 404))
+def create_key(name: Name, admin: AdminDep) -> dict[str, Any]:
+    """Issue another key for a principal (rotation: create, switch, revoke the old one)."""
+    return {"api_key": admin.create_key(name)}
+
+
+@router.post("/keys/revoke", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
+             summary="Revoke an API key", responses=error_responses(*_ADMIN_ERRORS, 404, 413))
+def revoke_key(body: RevokeKeyRequest, admin: AdminDep) -> Response:
+    """Revoke a key by the key itself or its id; it stops working at once."""
+    admin.revoke_key(body.key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/grants", response_model=GrantList, summary="List live grants",
+            responses=error_responses(*_ADMIN_ERRORS))
+def grants(admin: AdminDep, grantee: Annotated[str | None, Query(
+        description="Only this principal's (or `role:<r>`'s) grants.")] = None
+           ) -> dict[str, Any]:
+    """Grants in force, oldest first."""
+    return {"grants": [_grant(g) for g in admin.grants(grantee)]}
+
+
+@router.post("/grants", status_code=status.HTTP_201_CREATED, response_model=GrantOut,
+             summary="Grant access", responses=error_responses(*_ADMIN_ERRORS, 404, 413))
+def grant(body: GrantRequest, admin: AdminDep) -> dict[str, Any]:
+    """Allow ``actions`` on namespaces matching ``pattern``. 404 if the grantee is unknown."""
+    return _grant(admin.grant(body.grantee, body.pattern, body.actions))
+
+
+@router.delete("/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT,
+               response_class=Response, summary="Revoke a grant",
+               responses=error_responses(*_ADMIN_ERRORS, 404))
+def revoke(grant_id: Annotated[str, Path(description="The grant's id.")],
+           admin: AdminDep) -> Response:
+    """End a grant; access through it stops at once (history keeps it)."""
+    admin.revoke(grant_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,101 @@
+"""Service routes: ``/healthz``, ``/metrics``, ``/v1/info``, ``/v1/me``, ``/v1/verify``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from engramdb import __version__
+from engramdb.errors import EngramError, PermissionDenied, StorageError
+from engramdb.server.deps import AdminDep, DbDep, MetricsDep, SessionDep, SettingsDep
+from engramdb.server.door import SESSION_SCOPE
+from engramdb.server.errors import error_responses
+from engramdb.server.schemas import HealthOut, InfoOut, MeOut, VerifyOut
+
+__all__ = ["router"]
+
+log = logging.getLogger("engramdb.server")
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="Liveness and database check",
+            responses=error_responses(503))
+def healthz(db: DbDep) -> dict[str, Any]:
+    """``ok`` when the server is up and its database answers; 503 otherwise. No key needed."""
+    try:
+        db.storage.head()
+    except EngramError:
+        raise
+    except Exception as exc:
+        log.exception("health check failed")
+        raise StorageError("the database did not answer the health check") from exc
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+            responses={200: {"description": "Prometheus text exposition format 0.0.4.",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}},
+                       **error_responses(401, 403)})
+def metrics(request: Request, db: DbDep, metrics: MetricsDep,
+            settings: SettingsDep) -> PlainTextResponse:
+    """Request counts and latency histograms per route, memories per layer and status,
+    open conflicts, log length and the last verify result.
+
+    Public unless the server was started with ``metrics_public=False``; then it
+    needs an admin key.
+    """
+    if not settings.metrics_public:
+        session = request.scope.get(SESSION_SCOPE)
+        if session is None or not session.principal.is_admin:
+            raise PermissionDenied("metrics need an admin key on this server")
+    try:
+        counts: dict[str, int] | None = db.storage.counts()
+    except Exception:
+        log.exception("metrics: the database did not answer")
+        counts = None
+    return PlainTextResponse(metrics.render(counts),
+                             media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/v1/info", response_model=InfoOut, summary="Server and database facts",
+            responses=error_responses(401, 429))
+def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
+    """Version, backend, embedder and dimension, and the server's limits."""
+    backend = "postgresql" if str(db.storage.url).startswith("postgres") else "sqlite"
+    return {
+        "version": __version__,
+        "backend": backend,
+        "embedder": db.embedder_name,
+        "dimension": db.dimension,
+        "limits": {
+            "max_body_bytes": settings.max_body_bytes,
+            "max_batch": settings.max_batch,
+            "max_page_size": settings.max_page_size,
+            "rate_limit_per_s": settings.rate_limit_per_s,
+            "rate_limit_burst": settings.rate_limit_burst,
+        },
+    }
+
+
+@router.get("/v1/me", response_model=MeOut, summary="Who am I",
+            responses=error_responses(401, 429))
+def me(session: SessionDep) -> dict[str, Any]:
+    """The principal the API key belongs to."""
+    p = session.principal
+    return {"name": p.name, "roles": list(p.roles), "trust": p.trust, "is_admin": p.is_admin}
+
+
+@router.post("/v1/verify", response_model=VerifyOut, summary="Verify the audit log",
+             responses=error_responses(401, 403, 429, 503))
+def verify(_: AdminDep, db: DbDep, metrics: MetricsDep) -> dict[str, Any]:
+    """Check the whole hash chain and every state row against the log. Admin keys only.
+
+    The outcome also feeds ``engram_last_verify_ok`` in ``/metrics``.
+    """
+    report = db.verify()
+    metrics.verified(report)
+    return report.to_dict()

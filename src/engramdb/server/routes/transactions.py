@@ -1,0 +1,107 @@
+"""``/v1/transactions``: a batch of writes applied all-or-nothing.
+
+The remote client buffers the writes made inside ``with client.transaction()``
+and posts them here when the block ends; the server replays them inside one
+engine ``Session.transaction()``, so they commit together or not at all. An
+op may name the memory an earlier op of the same batch produced with
+``ref`` (its index), which is how "remember, then update it" works in one
+remote transaction.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter
+from pydantic import Field
+
+from engramdb.errors import EngramError, InvalidInput, PayloadTooLarge
+from engramdb.model import Memory
+from engramdb.server.deps import SessionDep, SettingsDep
+from engramdb.server.errors import error_responses
+from engramdb.server.schemas import (
+    KEY,
+    Count,
+    MemoryList,
+    RememberRequest,
+    Request,
+    UpdateRequest,
+    documented,
+)
+
+__all__ = ["TransactionRequest", "router"]
+
+router = APIRouter(prefix="/v1", tags=["transactions"])
+
+Ref = Annotated[Count, Field(description="Index of an earlier op in this transaction whose "
+                           "memory this op targets (instead of `id`).")]
+
+
+class RememberOp(RememberRequest):
+    op: Literal["remember"]
+
+
+class _Targeted(Request):
+    id: str | None = Field(None, description="The memory to change.")
+    ref: Ref | None = None
+
+
+class UpdateOp(UpdateRequest, _Targeted):
+    op: Literal["update"]
+
+
+class RetractOp(_Targeted):
+    op: Literal["retract"]
+    reason: str | None = documented({"maxLength": 2000}, default=None)
+    expected_version: Count | None = None
+    idempotency_key: str | None = documented(KEY, default=None)
+
+
+Op = Annotated[RememberOp | UpdateOp | RetractOp, Field(discriminator="op")]
+
+
+class TransactionRequest(Request):
+    ops: list[Op] = Field(description="Writes in order: `remember`, `update`, `retract`.")
+
+
+def _target(op: UpdateOp | RetractOp, index: int, results: list[Memory]) -> str:
+    if (op.id is None) == (op.ref is None):
+        raise InvalidInput(f"op {index} ({op.op}) needs exactly one of 'id' or 'ref'",
+                           op=index)
+    if op.ref is not None:
+        if op.ref >= index:
+            raise InvalidInput(f"op {index} refers to op {op.ref}; a ref must name an "
+                               "earlier op of the same transaction", op=index)
+        return results[op.ref].id
+    return str(op.id)
+
+
+@router.post("/transactions", response_model=MemoryList,
+             summary="Apply writes atomically",
+             responses=error_responses(400, 401, 403, 404, 409, 413, 429, 503))
+def transaction(body: TransactionRequest, session: SessionDep,
+                settings: SettingsDep) -> dict[str, Any]:
+    """Apply every op in one engine transaction; on any error none is applied.
+
+    The response lists the memory each op produced, in op order. An error's
+    ``details.op`` names the op that failed.
+    """
+    if len(body.ops) > settings.max_batch:
+        raise PayloadTooLarge(
+            f"transaction of {len(body.ops)} ops is over the server's limit of "
+            f"{settings.max_batch}; split it", limit=settings.max_batch, size=len(body.ops))
+    results: list[Memory] = []
+    with session.transaction() as tx:
+        for i, op in enumerate(body.ops):
+            try:
+                fields = op.model_dump(exclude_unset=True, exclude={"op", "id", "ref"})
+                if isinstance(op, RememberOp):
+                    results.append(tx.remember(fields.pop("text"), **fields))
+                elif isinstance(op, UpdateOp):
+                    results.append(tx.update(_target(op, i, results), **fields))
+                else:
+                    results.append(tx.retract(_target(op, i, results), **fields))
+            except EngramError as exc:
+                exc.details.setdefault("op", i)
+                raise
+    return {"memories": [m.to_dict() for m in results]}

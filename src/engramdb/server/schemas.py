@@ -1,0 +1,379 @@
+"""Wire shapes of the HTTP API as pydantic models: the OpenAPI spec comes from here.
+
+Output models mirror the frozen values of :mod:`engramdb.model` field for
+field (the server fills them from ``Memory.to_dict()`` and friends); request
+models are strict (no unknown fields, no silent type coercion, no NaN) so that
+what the spec says is what the server accepts. Semantic validation (namespace
+syntax, limits, grants) stays in the engine: a door never re-implements it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+
+from engramdb.model import ACTIONS, LAYERS, to_utc
+
+__all__ = [
+    "ACTION",
+    "GLOB",
+    "KEY",
+    "LAYER",
+    "MAX_INT",
+    "NAME",
+    "NAMESPACE",
+    "SHORT",
+    "TEXT",
+    "UNIT",
+    "AgentCreated",
+    "AgentList",
+    "ConflictOut",
+    "Count",
+    "ErrorBody",
+    "ErrorResponse",
+    "EventOut",
+    "EventPage",
+    "GrantList",
+    "GrantOut",
+    "HealthOut",
+    "HitOut",
+    "InfoOut",
+    "Integer",
+    "KeyCreated",
+    "MeOut",
+    "MemoryList",
+    "MemoryOut",
+    "MemoryVersions",
+    "PrincipalOut",
+    "RecallOut",
+    "ReceiptItemOut",
+    "ReceiptOut",
+    "RememberRequest",
+    "Request",
+    "Time",
+    "UpdateRequest",
+    "VerifyOut",
+    "documented",
+]
+
+# The largest integer every JSON client reads exactly (JavaScript's safe range).
+MAX_INT = 2**53 - 1
+
+# Documentation-only constraints: they go into the spec so that clients (and
+# fuzzers) know what is valid, but the engine is what enforces them, with its
+# own error codes (`invalid_namespace`, `invalid_layer`, ...) and messages.
+_SEGMENT = r"[a-z0-9][a-z0-9_.:@-]{0,127}"
+_GLOB_SEGMENT = rf"(\*\*|\*|{_SEGMENT})"
+NAMESPACE = {"pattern": rf"^{_SEGMENT}(/{_SEGMENT}){{0,15}}$"}
+GLOB = {"pattern": rf"^{_GLOB_SEGMENT}(/{_GLOB_SEGMENT}){{0,15}}$"}
+NAME = {"pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"}
+LAYER = {"enum": list(LAYERS)}
+ACTION = {"enum": list(ACTIONS)}
+UNIT = {"minimum": 0, "maximum": 1}
+SHORT = {"minLength": 1, "maxLength": 500}
+TEXT = {"minLength": 1, "pattern": r"\S"}
+KEY = {"minLength": 1, "maxLength": 200}
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema calls 3.0 an integer; JSON has no int/float distinction to keep.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+Count = Annotated[int, Ge(0), Le(MAX_INT), BeforeValidator(_integral)]
+
+
+def documented(schema: dict[str, Any], **kwargs: Any) -> Any:
+    """A pydantic ``Field`` whose JSON schema states ``schema`` without enforcing it."""
+    return Field(json_schema_extra=schema, **kwargs)
+
+
+def _time(value: Any) -> Any:
+    # JSON carries times as strings; a number is refused rather than read as a
+    # Unix timestamp, and strings are parsed exactly as the embedded API does.
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        return to_utc(value, what="time")
+    raise ValueError("must be an ISO-8601 time string such as 2026-01-31T12:00:00Z")
+
+
+Time = Annotated[datetime, Strict(False), BeforeValidator(_time),
+                 Field(description="ISO-8601 time; without a zone it is taken as UTC.")]
+
+
+class Request(BaseModel):
+    """Base of request bodies: strict, closed, finite numbers only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+class ErrorBody(Response):
+    code: str = Field(description="Stable machine-readable code, e.g. `version_conflict`.")
+    message: str = Field(description="What went wrong and what to do about it.")
+    details: dict[str, Any] = Field(description="Extra facts, e.g. `current_version`.")
+
+
+class ErrorResponse(Response):
+    """Every error the server sends has this shape."""
+
+    error: ErrorBody
+
+
+# -- memories ----------------------------------------------------------------------
+
+
+class RememberRequest(Request):
+    """A memory to store. Only ``text`` is required; provenance is set by the server."""
+
+    text: str = documented(TEXT, description="What is remembered; non-empty.")
+    namespace: str | None = documented(
+        NAMESPACE, default=None, description="Slash path such as `acme/research`; default: "
+        "the caller's private namespace `agents/<name>`.")
+    layer: str = documented(LAYER, default="semantic",
+                            description="`working`, `episodic`, `semantic` or `procedural`.")
+    subject: str | None = documented(SHORT, default=None,
+                                     description="Assertion subject, e.g. `company:x`.")
+    predicate: str | None = documented(
+        SHORT, default=None, description="Assertion predicate, e.g. `outlook` (needs "
+        "`subject`).")
+    value: Any = Field(None, description="Assertion value, any JSON (needs `predicate`).")
+    metadata: dict[str, Any] | None = Field(None, description="JSON object of extra fields.")
+    importance: float = documented(UNIT, default=0.5, description="0..1.")
+    confidence: float = documented(UNIT, default=1.0, description="0..1.")
+    source: str | None = documented(SHORT, default=None)
+    session: str | None = documented(SHORT, default=None)
+    valid_from: Time | None = Field(None, description="When the fact starts to hold "
+                                    "(default: now).")
+    valid_to: Time | None = Field(None, description="When it stops holding (default: open).")
+    expires_at: Time | None = None
+    embedding: list[float] | None = Field(
+        None, description="Precomputed embedding of the database's dimension.")
+    idempotency_key: str | None = documented(
+        KEY, default=None,
+        description="A retried request with the same key returns the first result.")
+
+
+class UpdateRequest(Request):
+    """A new version of a memory. Give at least one field to change.
+
+    ``null`` for ``valid_to`` or ``expires_at`` removes it; a field left out is
+    kept as it is.
+    """
+
+    text: str | None = documented(TEXT, default=None)
+    metadata: dict[str, Any] | None = None
+    importance: float | None = documented(UNIT, default=None)
+    confidence: float | None = documented(UNIT, default=None)
+    value: Any = None
+    valid_from: Time | None = None
+    valid_to: Time | None = None
+    layer: str | None = documented(LAYER, default=None)
+    source: str | None = None  # the engine checks no length on update (unlike remember)
+    expires_at: Time | None = None
+    expected_version: Count | None = Field(
+        None, description="Compare-and-swap: apply only if this is the current version "
+        "(else 409 `version_conflict` with `details.current_version`).")
+    idempotency_key: str | None = documented(KEY, default=None)
+
+
+class ConflictOut(Response):
+    id: str
+    kind: str
+    namespace: str
+    memories: list[ReceiptItemOut]
+    detector: str
+    reason: str
+    policy: str
+    outcome: str
+    status: str
+    subject: str | None = None
+    predicate: str | None = None
+    winner: str | None = None
+    resolution: str | None = None
+    resolved_by: str | None = None
+    tx: int = 0
+    resolved_tx: int | None = None
+
+
+class MemoryOut(Response):
+    """One version of one memory as seen from the read point."""
+
+    id: str
+    version: int
+    namespace: str
+    layer: str
+    text: str
+    subject: str | None
+    predicate: str | None
+    value: Any
+    metadata: dict[str, Any]
+    importance: float
+    confidence: float
+    author: str
+    source: str | None
+    session: str | None
+    valid_from: datetime
+    valid_to: datetime | None
+    tx_from: int
+    tx_to: int | None
+    recorded_at: datetime
+    status: str
+    expires_at: datetime | None = None
+    conflicts: list[ConflictOut] = Field(
+        default_factory=list, description="Conflicts the write that produced this version "
+        "detected.")
+
+
+class MemoryList(Response):
+    memories: list[MemoryOut]
+
+
+class MemoryVersions(Response):
+    versions: list[MemoryOut] = Field(description="Every version, oldest first.")
+
+
+# -- recall --------------------------------------------------------------------------
+
+
+class ReceiptItemOut(Response):
+    id: str
+    version: int
+
+
+class ReceiptOut(Response):
+    """Exactly what a read returned; pass it back to re-read or to record a decision."""
+
+    items: list[ReceiptItemOut]
+    as_of: int
+    valid_at: datetime | None = None
+    principal: str | None = None
+    query_digest: str | None = None
+
+
+class HitOut(Response):
+    memory: MemoryOut
+    score: float
+    why: dict[str, float] = Field(description="The parts of the fused score.")
+    contested: bool = False
+    rivals: list[str] = Field(default_factory=list)
+
+
+class RecallOut(Response):
+    hits: list[HitOut]
+    receipt: ReceiptOut
+
+
+# -- change feed ------------------------------------------------------------------------
+
+
+class EventOut(Response):
+    """One log entry; ``payload`` is null once erasure removed it."""
+
+    seq: int
+    tx: int
+    kind: str
+    namespace: str | None
+    actor: str
+    recorded_at: datetime
+    subject_ref: str | None
+    payload: dict[str, Any] | None
+    commitment: str
+    prev_hash: str
+    hash: str
+
+
+class EventPage(Response):
+    events: list[EventOut]
+    next: int = Field(description="Cursor for the next page: pass it as `since`.")
+    more: bool = Field(description="Whether the page was full, so more may follow.")
+
+
+# -- principals and admin -------------------------------------------------------------
+
+
+class MeOut(Response):
+    name: str
+    roles: list[str]
+    trust: float
+    is_admin: bool
+
+
+class PrincipalOut(Response):
+    name: str
+    kind: str
+    roles: list[str]
+    trust: float
+    status: str
+    created_tx: int
+
+
+class AgentList(Response):
+    agents: list[PrincipalOut]
+
+
+class AgentCreated(Response):
+    agent: PrincipalOut
+    api_key: str = Field(description="The new principal's first API key, shown only once.")
+
+
+class KeyCreated(Response):
+    api_key: str = Field(description="The new API key, shown only once.")
+
+
+class GrantOut(Response):
+    id: str
+    grantee: str
+    pattern: str
+    actions: list[str]
+    granted_by: str
+    tx_from: int
+    tx_to: int | None = None
+
+
+class GrantList(Response):
+    grants: list[GrantOut]
+
+
+class VerifyOut(Response):
+    ok: bool
+    events_checked: int
+    head_seq: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    rows_checked: int = 0
+
+
+# -- system ------------------------------------------------------------------------------
+
+
+class HealthOut(Response):
+    status: Literal["ok"]
+    version: str
+
+
+class InfoOut(Response):
+    version: str
+    backend: str = Field(description="`sqlite` or `postgresql`.")
+    embedder: str
+    dimension: int | None
+    limits: dict[str, int | float | None] = Field(
+        description="The server's limits: max_body_bytes, max_batch, max_page_size, "
+        "rate_limit_per_s, rate_limit_burst.")
+
+
+ConflictOut.model_rebuild()

@@ -1,0 +1,70 @@
+"""The HTTP door's limits and knobs, as one frozen value.
+
+Every limit the server enforces on its own (as opposed to the engine's limits
+in :class:`~engramdb.engine.EngineConfig`) lives here, so ``engram serve``
+flags, tests and benchmarks set them in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engramdb.errors import ConfigurationError
+
+__all__ = ["ServerSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Limits and behaviour of one HTTP server.
+
+    Attributes:
+        max_body_bytes: Largest request body accepted; larger ones get 413.
+        max_batch: Most items in one ``/v1/memories/batch`` call or ops in one
+            ``/v1/transactions`` call; more get 413.
+        max_page_size: Largest ``limit`` a paged read (``/v1/changes``) accepts.
+        default_page_size: ``limit`` when the caller gives none.
+        rate_limit_per_s: Sustained requests per second allowed per API key
+            (a token bucket); ``None`` turns rate limiting off.
+        rate_limit_burst: Bucket size: how many requests a key may send at once
+            after being idle.
+        sse_poll_s: How often an open change stream looks for new events.
+        sse_keepalive_s: Idle interval after which a stream sends a comment so
+            proxies keep the connection open.
+        sse_max_s: A stream ends after this long; clients reconnect with
+            ``Last-Event-ID`` and lose nothing. ``None`` keeps streams open.
+        metrics_public: Serve ``/metrics`` without a key (the usual Prometheus
+            set-up). When ``False`` it needs an admin key.
+        docs: Serve the interactive docs at ``/docs`` (the spec at
+            ``/openapi.json`` is always served).
+    """
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_batch: int = 1000
+    max_page_size: int = 1000
+    default_page_size: int = 100
+    rate_limit_per_s: float | None = 50.0
+    rate_limit_burst: int = 100
+    sse_poll_s: float = 0.5
+    sse_keepalive_s: float = 15.0
+    sse_max_s: float | None = 300.0
+    metrics_public: bool = True
+    docs: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_batch", "max_page_size", "default_page_size",
+                     "rate_limit_burst"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"server setting {name} must be a positive integer, "
+                                         f"not {value!r}", setting=name)
+        if self.default_page_size > self.max_page_size:
+            raise ConfigurationError("default_page_size cannot exceed max_page_size",
+                                     setting="default_page_size")
+        for name in ("rate_limit_per_s", "sse_poll_s", "sse_keepalive_s", "sse_max_s"):
+            value = getattr(self, name)
+            if value is None and name in ("rate_limit_per_s", "sse_max_s"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"server setting {name} must be a positive number, "
+                                         f"not {value!r}", setting=name)

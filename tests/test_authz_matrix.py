@@ -1,0 +1,376 @@
+"""Authorisation matrix: 20 agents x 50 namespaces x every operation, random grants.
+
+Every agent gets random grants (to itself and through random roles) on
+namespace globs of several shapes. Each of the 50 namespaces holds a canary
+memory with a unique secret token and an open conflict. Then every agent
+tries every operation on every namespace: ``remember``, ``get``, ``update``,
+``retract``, ``history``, ``recall``, ``changes``, ``conflicts`` and
+``resolve``. An independent oracle (explicit coverage rules per glob shape,
+not the engine's matcher) says whether each attempt should succeed.
+
+Counted: attempts, unauthorised successes (must be 0), wrongful denials
+(must be 0), and canary leaks: a secret token of a namespace the agent may
+not read showing up in any recall hit (searched for directly, by token, over
+``**``) or change-feed payload. A refused read must look exactly like an
+unknown id. The figures are printed (``pytest -s``) and, with
+``ENGRAM_RESULTS_DIR`` set, written to ``authz_matrix.json`` there.
+
+Bad input at the admin surface is checked last: each case is a typed error
+and leaves the log head unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engramdb
+from engramdb import NotFound, PermissionDenied, Unauthenticated
+from engramdb.errors import InvalidInput, InvalidNamespace, InvalidPolicy, ValueTypeError
+
+AGENTS = 20
+NAMESPACES = [f"org{o}/team{t}/p{p}" for o in range(5) for t in range(5) for p in range(2)]
+ROLES = [f"role{i}" for i in range(5)]
+OPERATIONS = ("remember", "get", "update", "retract", "history", "recall", "changes",
+              "conflicts", "resolve")
+SEED = 20260301
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A grant with an independent statement of what its glob covers."""
+
+    pattern: str
+    covers: Callable[[str], bool]
+    actions: frozenset[str]
+
+
+def _random_rule(rng: random.Random) -> Rule:
+    o, t, p = rng.randrange(5), rng.randrange(5), rng.randrange(2)
+    shape = rng.randrange(6)
+    if shape == 0:
+        ns = f"org{o}/team{t}/p{p}"
+        pattern, covers = ns, (lambda x, ns=ns: x == ns)
+    elif shape == 1:
+        pattern, covers = f"org{o}/**", (lambda x, o=o: x.split("/")[0] == f"org{o}")
+    elif shape == 2:
+        pattern = f"org{o}/team{t}/*"
+        covers = lambda x, o=o, t=t: x.split("/")[:2] == [f"org{o}", f"team{t}"]  # noqa: E731
+    elif shape == 3:
+        pattern = f"*/team{t}/p{p}"
+        covers = lambda x, t=t, p=p: x.split("/")[1:] == [f"team{t}", f"p{p}"]  # noqa: E731
+    elif shape == 4:
+        pattern, covers = f"**/p{p}", (lambda x, p=p: x.split("/")[-1] == f"p{p}")
+    else:
+        pattern = f"org{o}/*/p{p}"
+        covers = lambda x, o=o, p=p: (x.split("/")[0], x.split("/")[2]) == (  # noqa: E731
+            f"org{o}", f"p{p}")
+    actions = frozenset(a for a in ("read", "write", "admin") if rng.random() < 0.5) or \
+        frozenset({rng.choice(["read", "write", "admin"])})
+    return Rule(pattern, covers, actions)
+
+
+@dataclass
+class World:
+    db: engramdb.Database
+    agents: dict[str, list[Rule]]  # agent -> every rule that applies to it (own + roles)
+    canary: dict[str, tuple[str, str]]  # namespace -> (memory id, secret token)
+    private: dict[str, tuple[str, str]]  # agent -> (memory id, token) in agents/<name>
+    conflict: dict[str, str]  # namespace -> conflict id
+
+    def may(self, agent: str, action: str, ns: str) -> bool:
+        return any(action in r.actions and r.covers(ns) for r in self.agents[agent])
+
+
+@dataclass
+class Tally:
+    attempts: int = 0
+    unauthorised: int = 0
+    wrongly_denied: int = 0
+    canary_searches: int = 0
+    canary_leaks: int = 0
+    per_operation: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OPERATIONS, 0))
+    failures: list[str] = field(default_factory=list)
+
+    def record(self, op: str, agent: str, ns: str, expected: bool, ok: bool,
+               note: str = "") -> None:
+        self.attempts += 1
+        self.per_operation[op] += 1
+        if ok and not expected:
+            self.unauthorised += 1
+            self.failures.append(f"UNAUTHORISED {op} by {agent} on {ns} {note}")
+        if expected and not ok:
+            self.wrongly_denied += 1
+            self.failures.append(f"DENIED {op} by {agent} on {ns} {note}")
+
+
+def _build(tmp_path: Path, embedder) -> World:
+    rng = random.Random(SEED)
+    db = engramdb.open(tmp_path / "matrix.db", embedder=embedder)
+    role_rules = {r: [_random_rule(rng) for _ in range(2)] for r in ROLES}
+    agents: dict[str, list[Rule]] = {}
+    for i in range(AGENTS):
+        name = f"agent-{i:02d}"
+        roles = rng.sample(ROLES, rng.randrange(0, 3))
+        db.admin.create_agent(name, roles=roles, trust=round(rng.random(), 2))
+        own = [_random_rule(rng) for _ in range(rng.randrange(0, 4))]
+        for rule in own:
+            db.admin.grant(name, rule.pattern, sorted(rule.actions))
+        agents[name] = own + [rule for r in roles for rule in role_rules[r]]
+    for role, rules in role_rules.items():
+        for rule in rules:
+            db.admin.grant(f"role:{role}", rule.pattern, sorted(rule.actions))
+    canary, conflict = {}, {}
+    tokens = {ns: f"zq{secrets.token_hex(5)}" for ns in NAMESPACES}
+    drafts = [d for ns, token in tokens.items() for d in (
+        {"text": f"Canary {token} guards {ns}", "namespace": ns, "layer": "episodic"},
+        {"text": f"Service {ns} status is green", "namespace": ns,
+         "subject": f"svc:{ns}", "predicate": "status", "value": "green"},
+        {"text": f"Service {ns} status is red", "namespace": ns,
+         "subject": f"svc:{ns}", "predicate": "status", "value": "red"})]
+    # One embedding batch for the whole set-up (the model is the slow part here).
+    vectors = embed(db, [d["text"] for d in drafts])
+    for d, v in zip(drafts, vectors, strict=True):
+        d["embedding"] = v
+    for i, ns in enumerate(NAMESPACES):
+        token = tokens[ns]
+        ms = db.remember_many(drafts[3 * i: 3 * i + 3])
+        canary[ns] = (ms[0].id, token)
+        (c,) = db.conflicts(ns)
+        conflict[ns] = c.id
+    private = {}
+    for name in agents:
+        token = f"zq{secrets.token_hex(5)}"
+        text = f"Private canary {token} of {name}"
+        m = db.as_agent(name).remember(text, layer="episodic", embedding=embed(db, [text])[0])
+        private[name] = (m.id, token)
+    return World(db, agents, canary, private, conflict)
+
+
+def embed(db: engramdb.Database, texts: list[str]) -> list[list[float]]:
+    return [list(map(float, v)) for v in db.embedder.embed(texts)]
+
+
+def _denied_like_unknown(session: Any, op: str, memory_id: str) -> bool:
+    """A refused read must say exactly what an unknown id says."""
+    unknown = "00000000-0000-7000-8000-000000000000"
+    call = getattr(session, op)
+    errors = []
+    for mid in (memory_id, unknown):
+        try:
+            call(mid)
+        except NotFound as exc:
+            errors.append((type(exc), exc.message.replace(mid, "<id>"), exc.details.keys()))
+        else:
+            return False
+    return errors[0] == errors[1]
+
+
+def _attempt(denials: tuple[type[Exception], ...], call: Callable[..., Any], *args: Any,
+             **kwargs: Any) -> bool:
+    """Whether ``call`` succeeded; a denial must be one of ``denials``, nothing else."""
+    try:
+        call(*args, **kwargs)
+    except denials:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_authorisation_matrix(tmp_path, embedder) -> None:
+    world = _build(tmp_path, embedder)
+    db = world.db
+    tally = Tally()
+    all_tokens = {ns: tok for ns, (_, tok) in world.canary.items()}
+    private_tokens = {a: tok for a, (_, tok) in world.private.items()}
+    # Recall embeds its query; the tokens are embedded once, in one batch, and
+    # passed in, so the vector index is searched without re-running the model.
+    queries = [*all_tokens.values(), *private_tokens.values()]
+    qvec = dict(zip(queries, embed(db, queries), strict=True))
+    note_vec, target_vec = embed(db, ["note by an agent", "retract target"])
+    try:
+        for agent in world.agents:
+            me = db.as_agent(agent)
+            for ns in NAMESPACES:
+                can_read = world.may(agent, "read", ns)
+                can_write = world.may(agent, "write", ns)
+                can_admin = world.may(agent, "admin", ns)
+                cid, token = world.canary[ns]
+
+                ok = _attempt((PermissionDenied,), me.remember, f"note by {agent}",
+                              namespace=ns, layer="episodic", embedding=note_vec)
+                tally.record("remember", agent, ns, can_write, ok)
+
+                ok = _attempt((NotFound,), me.get, cid)
+                tally.record("get", agent, ns, can_read, ok)
+                if not ok and not _denied_like_unknown(me, "get", cid):
+                    tally.failures.append(f"get denial distinguishable for {agent} on {ns}")
+
+                ok = _attempt((NotFound, PermissionDenied), me.update, cid,
+                              metadata={"touched_by": agent})
+                tally.record("update", agent, ns, can_read and can_write, ok)
+
+                # An authorised retraction gets its own target, so canaries survive.
+                target = db.remember(f"retract target for {agent}", namespace=ns,
+                                     layer="episodic", embedding=target_vec).id \
+                    if can_read and can_write else cid
+                ok = _attempt((NotFound, PermissionDenied), me.retract, target, reason="matrix")
+                tally.record("retract", agent, ns, can_read and can_write, ok)
+
+                ok = _attempt((NotFound,), me.history, cid)
+                tally.record("history", agent, ns, can_read, ok)
+                if not ok and not _denied_like_unknown(me, "history", cid):
+                    tally.failures.append(f"history denial distinguishable for {agent} on {ns}")
+
+                hits = me.recall(token, namespace=ns, k=5, query_embedding=qvec[token]).hits
+                found = any(token in h.memory.text for h in hits)
+                tally.record("recall", agent, ns, can_read, found,
+                             "" if can_read or not hits else f"({len(hits)} hits)")
+                if not can_read and hits:
+                    tally.failures.append(f"recall of {ns} by {agent} returned hits")
+
+                events = list(me.changes(since=0, namespace=ns))
+                seen = any(token in json.dumps(e.payload) for e in events)
+                tally.record("changes", agent, ns, can_read, seen)
+                if not can_read and events:
+                    tally.failures.append(f"changes of {ns} for {agent} returned events")
+
+                inbox = me.conflicts(ns, status=None)
+                listed = world.conflict[ns] in {c.id for c in inbox}
+                tally.record("conflicts", agent, ns, can_read, listed)
+                if not can_read and inbox:
+                    tally.failures.append(f"conflicts of {ns} for {agent} not empty")
+
+                ok = _attempt((NotFound, PermissionDenied), me.resolve, world.conflict[ns],
+                              reason="matrix")
+                tally.record("resolve", agent, ns, can_read and can_admin, ok)
+
+            # Canary search: every secret token, directly, over everything.
+            for ns, token in all_tokens.items():
+                tally.canary_searches += 1
+                texts = [h.memory.text for h in me.recall(
+                    token, namespace="**", k=10, query_embedding=qvec[token]).hits]
+                leaked = any(token in t for t in texts)
+                if leaked and not world.may(agent, "read", ns):
+                    tally.canary_leaks += 1
+                    tally.failures.append(f"canary of {ns} leaked to {agent}")
+                if not leaked and world.may(agent, "read", ns):
+                    tally.failures.append(f"canary of {ns} not found by {agent}")
+            for owner, token in private_tokens.items():
+                tally.canary_searches += 1
+                texts = [h.memory.text for h in me.recall(
+                    token, namespace="**", k=10, query_embedding=qvec[token]).hits]
+                if any(token in t for t in texts) != (owner == agent):
+                    tally.canary_leaks += owner != agent
+                    tally.failures.append(f"private canary of {owner} wrong for {agent}")
+            feed = json.dumps([e.payload for e in me.changes(since=0)])
+            for ns, token in all_tokens.items():
+                if token in feed and not world.may(agent, "read", ns):
+                    tally.canary_leaks += 1
+                    tally.failures.append(f"canary of {ns} in {agent}'s change feed")
+        report = {
+            "agents": AGENTS, "namespaces": len(NAMESPACES), "operations": list(OPERATIONS),
+            "attempts": tally.attempts, "unauthorised_successes": tally.unauthorised,
+            "wrongful_denials": tally.wrongly_denied, "canary_searches": tally.canary_searches,
+            "canary_leaks": tally.canary_leaks, "per_operation": tally.per_operation,
+            "allowed_fraction": {
+                a: round(sum(world.may(ag, a, ns) for ag in world.agents for ns in NAMESPACES)
+                         / (AGENTS * len(NAMESPACES)), 3) for a in ("read", "write", "admin")},
+        }
+        print("\nauthorisation matrix:", json.dumps(report, indent=1))
+        if os.environ.get("ENGRAM_RESULTS_DIR"):
+            out = Path(os.environ["ENGRAM_RESULTS_DIR"]) / "authz_matrix.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1) + "\n")
+        assert tally.attempts >= AGENTS * len(NAMESPACES) * len(OPERATIONS)
+        assert tally.failures == []
+        assert tally.unauthorised == 0 and tally.canary_leaks == 0
+        assert tally.wrongly_denied == 0
+        # The random grants must exercise both sides of every check.
+        for action, share in report["allowed_fraction"].items():
+            assert 0.05 < share < 0.95, (action, share)
+        assert db.verify().ok
+    finally:
+        db.close()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def small(tmp_path) -> Any:
+    db = engramdb.open(tmp_path / "bad.db", embedder=None)
+    key = db.admin.create_agent("ana")
+    db.admin.grant("ana", "acme/**", ["read", "write"])
+    yield db, key
+    db.close()
+
+
+def _unchanged(db: engramdb.Database, fn: Callable[[], Any], error: type[Exception]) -> None:
+    head = db.storage.head()
+    with pytest.raises(error) as info:
+        fn()
+    assert db.storage.head() == head, f"{error.__name__} still wrote something"
+    assert isinstance(info.value, engramdb.EngramError)
+    assert info.value.message  # says what to do
+
+
+def test_grant_to_unknown_principal(small) -> None:
+    db, _ = small
+    _unchanged(db, lambda: db.admin.grant("nobody", "acme/**", ["read"]), NotFound)
+
+
+@pytest.mark.parametrize("glob", ["acme/***", "Acme/**", "/acme", "acme//x", "", "acme/**/"])
+def test_grant_on_malformed_glob(small, glob) -> None:
+    db, _ = small
+    _unchanged(db, lambda: db.admin.grant("ana", glob, ["read"]), InvalidNamespace)
+
+
+def test_grant_of_unknown_action(small) -> None:
+    db, _ = small
+    _unchanged(db, lambda: db.admin.grant("ana", "acme/**", ["delete"]), InvalidInput)
+
+
+def test_revoked_and_wrong_keys(small) -> None:
+    db, key = small
+    assert db.session_for_key(key).principal.name == "ana"
+    key_id = key.split("_")[1]
+    for bad in (f"ek_{key_id}_wrongsecret", "ek_000000000000_x", "not-a-key", ""):
+        _unchanged(db, lambda bad=bad: db.session_for_key(bad), Unauthenticated)
+    db.admin.revoke_key(key)
+    _unchanged(db, lambda: db.session_for_key(key), Unauthenticated)
+
+
+@pytest.mark.parametrize("call", [
+    lambda db: db.admin.declare_predicate("acme/**", "outlook", policy="democracy"),
+    lambda db: db.admin.declare_predicate("acme/**", "outlook", merge="median"),
+    lambda db: db.admin.configure_namespace("acme/**", default_policy="coin-flip"),
+    lambda db: db.admin.retire_agent("ana", policy="vanish"),
+])
+def test_unknown_policy_names(small, call) -> None:
+    db, _ = small
+    _unchanged(db, lambda: call(db), InvalidPolicy)
+
+
+@pytest.mark.parametrize("value_type, bad", [
+    ("integer", "twelve"), ("integer", 1.5), ("number", "1"), ("boolean", "yes"),
+    ("string", 3), ("datetime", "next tuesday"), ("array", {"a": 1}), ("object", [1]),
+])
+def test_value_of_the_wrong_type_for_a_declared_predicate(small, value_type, bad) -> None:
+    db, _ = small
+    db.admin.declare_predicate("acme/**", "reading", value_type=value_type)
+    ana = db.as_agent("ana")
+    _unchanged(db, lambda: ana.remember("a reading", namespace="acme/x", subject="s",
+                                        predicate="reading", value=bad), ValueTypeError)
+    _unchanged(db, lambda: ana.remember_many([
+        {"text": "fine", "namespace": "acme/x"},
+        {"text": "a reading", "namespace": "acme/x", "subject": "s", "predicate": "reading",
+         "value": bad}]), ValueTypeError)
