@@ -14,7 +14,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -60,7 +60,8 @@ class Database(AuditDatabase, Session):
         self.weights = weights or FusionWeights()
         self.admin = Admin(self)
         # Contradiction judge for free-text conflicts; swap in an LLMJudge at will.
-        self.judge: Judge = HeuristicJudge()
+        # (cast: the frozen dataclass's read-only ``name`` satisfies Judge at run time)
+        self.judge: Judge = cast(Judge, HeuristicJudge())
         self._trust = TrustEngine(self)
         self._principals_lock = threading.Lock()
         self.read_audit = ReadAudit(self)
