@@ -76,6 +76,7 @@ class ReadAudit:
         self.dropped = 0
         self._rng = random.Random(seed)
         self._buf: list[dict[str, Any]] = []
+        self._inflight = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -187,9 +188,9 @@ class ReadAudit:
 
     @property
     def pending(self) -> int:
-        """Reads buffered and not yet written."""
+        """Reads recorded and not yet committed (buffered or being written)."""
         with self._lock:
-            return len(self._buf)
+            return len(self._buf) + self._inflight
 
     def flush(self) -> int:
         """Write every buffered read now; returns how many were written.
@@ -200,15 +201,19 @@ class ReadAudit:
         with self._flush_lock:
             with self._lock:
                 rows, self._buf = self._buf, []
+                self._inflight = len(rows)
             done = 0
             try:
                 while done < len(rows):
                     chunk = rows[done: done + max(1, self.batch_size)]
                     self._write(chunk)
                     done += len(chunk)
+                    with self._lock:
+                        self._inflight = len(rows) - done
             except BaseException:
                 with self._lock:
                     self._buf[:0] = rows[done:]
+                    self._inflight = 0
                     self._oldest = time.monotonic()
                 raise
             return done
