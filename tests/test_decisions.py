@@ -87,6 +87,8 @@ def test_decision_turns_stale_when_risk_supersedes_the_research_assertion(compan
     assert feed[0].namespace == DECISIONS
     assert feed[0].actor == "risk"
     assert feed[0].payload["changed"] == [{"id": research_fact.id, "version": 1}]
+    # Someone who may not read the decision's namespace sees none of it in the feed.
+    assert [e for e in db.as_agent("outsider").changes() if e.kind.startswith("decision.")] == []
 
     # Staleness is announced once: a later retraction changes nothing more.
     db.as_agent("risk").retract(research_fact.id, reason="withdrawn")
