@@ -656,3 +656,41 @@ def test_bad_namespace_settings_are_refused(tdb) -> None:
     with pytest.raises(engramdb.errors.InvalidNamespace):
         tdb.admin.configure_namespace("acme/***", trust_floor=0.5)
     assert tdb.storage.head() == head
+
+
+def test_an_update_that_contradicts_is_checked_like_a_new_write(tdb) -> None:
+    agents = team(tdb)
+    tdb.admin.declare_predicate("acme/**", "outlook", policy="reject")
+    agents["risk"].remember(RISK, namespace=NS, subject="company:x", predicate="outlook",
+                            value="uncertain")
+    m = agents["research"].remember("Company X outlook is uncertain", namespace=NS,
+                                    subject="company:x", predicate="outlook", value="uncertain")
+    head = tdb.storage.head()
+    with pytest.raises(ContradictionError):
+        agents["research"].update(m.id, value="positive", text=RESEARCH)
+    assert tdb.storage.head() == head
+    tdb.admin.declare_predicate("acme/**", "outlook", policy="flag")
+    changed = agents["research"].update(m.id, value="positive", text=RESEARCH)
+    assert len(changed.conflicts) == 1
+    # Touching the memory again does not flag the same pair twice.
+    agents["research"].update(m.id, importance=0.9)
+    agents["research"].update(m.id, text="Company X earnings outlook is clearly positive")
+    assert len(tdb.conflicts(NS)) == 1
+
+
+def test_quarantined_contribution_joins_the_merge_only_when_approved(tdb) -> None:
+    agents = team(tdb)
+    tdb.admin.create_agent("intern", trust=0.2)
+    tdb.admin.grant("intern", "acme/**", ["read", "write"])
+    tdb.admin.configure_namespace("acme/**", trust_floor=0.4)
+    tdb.admin.declare_predicate("acme/**", "visits", merge="counter")
+    merged = agents["research"].remember("3 client visits", namespace=NS, subject="company:x",
+                                         predicate="visits", value=3)
+    q = tdb.as_agent("intern").remember("1000 client visits", namespace=NS,
+                                        subject="company:x", predicate="visits", value=1000)
+    assert q.status == "quarantined" and q.id != merged.id
+    assert tdb.get(merged.id).value == 3
+    result = tdb.admin.approve(q.id)
+    assert (result.id, result.value, result.author) == (merged.id, 1003, "intern")
+    assert tdb.get(q.id).status == "superseded"  # folded into the merged memory
+    assert tdb.verify().ok
