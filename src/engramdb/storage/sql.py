@@ -361,7 +361,11 @@ class SqlStorage(Storage):
             wtx = SqlWriteTx(self, conn, Head(seq, digest, tx, recorded_at))
             yield wtx
             wtx.finish()
+            self._before_commit(conn, wtx)
         self._after_commit(wtx)
+
+    def _before_commit(self, conn: Any, wtx: SqlWriteTx) -> None:
+        """Hook for work that must commit with the write (e.g. PostgreSQL NOTIFY)."""
 
     def _after_commit(self, wtx: SqlWriteTx) -> None:
         """Hook for caches and notifications once a write is durable."""

@@ -1,0 +1,742 @@
+"""The server backend: PostgreSQL with pgvector, shared by many processes and hosts.
+
+``engramdb.open("postgresql://...")`` lands here. Everything that decides what
+is written or hashed is the shared SQL of :mod:`engramdb.storage.sql`, so
+SQLite and PostgreSQL store byte-identical logs; this module supplies
+connections, the write lock, migrations, full-text and vector search.
+
+Concurrency, the PostgreSQL way:
+
+* Every write transaction starts with ``SELECT ... FROM chain_head ... FOR
+  UPDATE``: the one lock point of the audit chain, taken in the same
+  transaction as the data write, so writers from any number of processes are
+  serialised exactly where the hash chain needs it, at READ COMMITTED.
+  Compare-and-swap stays inside the statement (``UPDATE ... WHERE id = $1
+  AND version = $2``, a zero row count is a :class:`VersionConflict`).
+  Because the row lock orders all writers before they read anything,
+  serialization failures cannot occur at READ COMMITTED and every writer
+  takes its locks in the same order (chain head first), so there are no
+  deadlocks between writers; should PostgreSQL report either anyway, it
+  surfaces as a retryable :class:`StorageError`.
+* ``synchronous_commit`` is left as the server has it (on by default): a
+  write is acknowledged only once COMMIT returns.
+* A write's statements go through one pipeline (psycopg pipeline mode): the
+  inserts of a batch stream to the server without a round trip each; anything
+  whose result the engine reads (a compare-and-swap's row count, a SELECT)
+  is synchronised first.
+* Connections come from a :class:`psycopg_pool.ConnectionPool`. A lost
+  connection, a lock wait over ``lock_timeout`` or a dead server become
+  ``StorageError(retryable=True)``; the pool then drops its dead connections
+  so the next request reconnects.
+
+Full text is a generated ``tsvector`` column (``english``) with a GIN index,
+queried as an OR of the query's content words ranked by ``ts_rank_cd``.
+Vectors live in ``memory_vectors.vec vector(N)`` (typed once the dimension is
+known); an HNSW projection of them is maintained in the background
+(:mod:`.ann`) and searched together with the not-yet-indexed rows, so a
+vector is searchable as soon as its write commits. Embeddings are unit
+vectors (the engine normalises them), so the index uses inner product
+(``vector_ip_ops``), which ranks exactly as cosine and is cheaper. Every
+filter is inside the SQL of both searches.
+
+Change-feed wake-ups use LISTEN/NOTIFY (:mod:`.listener`); readers always
+re-read the log by cursor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from engramdb.codec import json_dumps
+from engramdb.errors import InvalidInput, StorageError
+from engramdb.model import RecallFilter
+from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
+from engramdb.storage.postgres.errors import is_connection_loss, translate
+from engramdb.storage.postgres.fulltext import (
+    TermStats,
+    choose_lexemes,
+    content_words,
+    load_term_stats,
+    tsquery_literal,
+)
+from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
+from engramdb.storage.schema import TABLES
+from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
+
+__all__ = ["PgDialect", "PostgresStorage"]
+
+# pg_advisory_xact_lock key for schema changes (migrations, the vector column):
+# the bytes of "engramdb" as a bigint, so it is recognisable in pg_locks.
+_SCHEMA_LOCK = int.from_bytes(b"engramdb", "big") - 2**63
+
+# Statements inside a write whose results the engine never reads: they stay queued
+# in the pipeline. Everything else (SELECT, compare-and-swap UPDATE, DDL) is synced.
+_NO_RESULT = ("INSERT", "NOTIFY", "UPDATE chain_head")
+
+
+class PgDialect(Dialect):
+    """PostgreSQL SQL differences: ``%s`` placeholders, JSON via ``json``, row locks."""
+
+    name = "postgresql"
+    placeholder = "%s"
+    lock_head = " FOR UPDATE"
+
+    def q(self, sql: str) -> str:
+        return to_pyformat(sql)
+
+    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
+        # Compare canonical JSON text, as SQLite compares type and value: 1, 1.0, true
+        # and "1" stay distinct, a key holding null equals None, a missing key equals
+        # nothing. The column holds canonical JSON, and ``json`` (unlike ``jsonb``)
+        # returns a member's original text.
+        return (
+            f"((({column})::json -> ?::text)::text) = ?",
+            [key, json_dumps(value, what="filter value")],
+        )
+
+
+@functools.lru_cache(maxsize=2048)
+def to_pyformat(sql: str) -> str:
+    """Turn the shared SQL's ``?`` placeholders into psycopg's ``%s`` (escaping ``%``)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _vector_dumper(oid: int) -> type[Dumper]:
+    """A binary dumper of float32 NumPy arrays as pgvector ``vector`` values."""
+
+    class VectorDumper(Dumper):
+        format = Format.BINARY
+
+        def dump(self, obj: Any) -> bytes:
+            arr = np.asarray(obj, dtype=">f4").reshape(-1)
+            return struct.pack(">HH", arr.size, 0) + arr.tobytes()
+
+    VectorDumper.oid = oid
+    return VectorDumper
+
+
+@dataclass(frozen=True, slots=True)
+class _TxConn:
+    """A connection inside a write transaction, with its pipeline and read cache.
+
+    The cache holds the raw rows of state-table SELECTs made in this
+    transaction. It is exact, not a heuristic: every state-table write in the
+    database happens inside a write transaction holding the chain lock, which
+    this one holds, so until commit the only changes to those tables are this
+    transaction's own, and each of them drops the cached reads of its table.
+    It spares the engine's repeated reads (namespace settings, schemas, the
+    principal) a round trip each, which would otherwise drain the pipeline.
+    """
+
+    conn: psycopg.Connection[Any]
+    pipeline: psycopg.Pipeline
+    cache: dict[tuple[Any, ...], tuple[str, list[tuple[Any, ...]]]] = field(
+        default_factory=dict)
+
+    def forget(self, table: str) -> None:
+        for key in [k for k, (t, _) in self.cache.items() if t == table]:
+            del self.cache[key]
+
+
+class _Rows:
+    """Cached rows with the slice of the cursor API the shared SQL uses."""
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+        self._pos = 0
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        if self._pos >= len(self._rows):
+            return None
+        self._pos += 1
+        return self._rows[self._pos - 1]
+
+    def fetchmany(self, size: int = 1) -> list[tuple[Any, ...]]:
+        out = self._rows[self._pos:self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        out = self._rows[self._pos:]
+        self._pos = len(self._rows)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.fetchall())
+
+
+_SELECT_FROM = re.compile(r"^\s*SELECT\b.*?\bFROM\s+(\w+)", re.IGNORECASE | re.DOTALL)
+_WRITES_TO = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+
+
+class PostgresStorage(SqlStorage):
+    """PostgreSQL + pgvector backend.
+
+    Args:
+        url: a ``postgresql://`` URL (libpq syntax; any libpq parameter works).
+        pool_min_size: connections kept open.
+        pool_max_size: most connections this process opens.
+        pool_timeout_s: how long a request waits for a free connection.
+        connect_timeout_s: how long one connection attempt may take.
+        lock_timeout_s: how long a writer waits for the chain lock before
+            failing with a retryable :class:`StorageError`.
+        hnsw_m: HNSW graph degree (index build parameter ``m``).
+        hnsw_ef_construction: HNSW build candidate list (``ef_construction``).
+            Both apply when the background indexer (re)builds the index.
+        application_name: shown in ``pg_stat_activity``.
+        text_candidates: about how many full-text matches a query may rank
+            before its most common words are dropped (see :mod:`.fulltext`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_min_size: int = 1,
+        pool_max_size: int = 10,
+        pool_timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        lock_timeout_s: float = 60.0,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 64,
+        application_name: str = "engramdb",
+        text_candidates: int = 2000,
+    ) -> None:
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise InvalidInput("a PostgreSQL URL must start with postgresql://")
+        if not 0 <= pool_min_size <= pool_max_size or pool_max_size < 1:
+            raise InvalidInput("pool sizes must satisfy 0 <= pool_min_size <= pool_max_size, "
+                               "pool_max_size >= 1")
+        for name, value in (("pool_timeout_s", pool_timeout_s),
+                            ("connect_timeout_s", connect_timeout_s),
+                            ("lock_timeout_s", lock_timeout_s)):
+            if not value > 0:
+                raise InvalidInput(f"{name} must be a positive number of seconds")
+        if not 2 <= hnsw_m <= 100 or not 4 <= hnsw_ef_construction <= 1000:
+            raise InvalidInput("hnsw_m must be 2..100 and hnsw_ef_construction 4..1000")
+        self.dialect_impl = PgDialect()
+        self.url = _redact(url)
+        self._conninfo = url
+        self._pool_min = pool_min_size
+        self._pool_max = pool_max_size
+        self._pool_timeout = pool_timeout_s
+        self._connect_kwargs: dict[str, Any] = {
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            "application_name": application_name,
+        }
+        self._lock_timeout_ms = int(lock_timeout_s * 1000)
+        self._hnsw = (int(hnsw_m), int(hnsw_ef_construction))
+        self._pool: ConnectionPool[Any] | None = None
+        self._pool_lock = threading.Lock()
+        self._vector_oid: int | None = None
+        self._vector_dim: int | None = None
+        self._local = threading.local()
+        self._listener: ChangeListener | None = None
+        self._text_candidates = max(1, int(text_candidates))
+        self._stats = TermStats()
+        self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
+                                   ef_construction=int(hnsw_ef_construction))
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
+        oid = self._vector_oid
+        if oid is None:
+            row = conn.execute("SELECT to_regtype('vector')::oid").fetchone()
+            oid = int(row[0]) if row and row[0] is not None else None
+        if oid is not None:
+            conn.adapters.register_dumper(np.ndarray, _vector_dumper(oid))
+
+    def _get_pool(self) -> ConnectionPool[Any]:
+        if self._closed:
+            raise StorageError("the database is closed; open it again")
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._pool_lock:
+            if self._pool is None:
+                pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=self._pool_min,
+                    max_size=self._pool_max,
+                    timeout=self._pool_timeout,
+                    kwargs={"autocommit": True, **self._connect_kwargs},
+                    configure=self._configure,
+                    name="engramdb",
+                    open=False,
+                )
+                try:
+                    pool.open(wait=self._pool_min > 0, timeout=self._pool_timeout)
+                except PoolTimeout as exc:
+                    pool.close()
+                    raise StorageError(
+                        f"cannot connect to PostgreSQL at {self.url}; check the URL and that "
+                        "the server is running, then retry",
+                        retryable=True,
+                    ) from exc
+                self._pool = pool
+            return self._pool
+
+    def _failed(self, exc: BaseException) -> None:
+        """After a driver error: if the server went away, drop dead pooled connections."""
+        if is_connection_loss(exc) and self._pool is not None:
+            # Best effort: the error that brought us here is reported either way.
+            with contextlib.suppress(Exception):
+                self._pool.check()
+
+    @contextmanager
+    def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._get_pool().connection() as conn:
+                yield conn
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+
+    @contextmanager
+    def _write_conn(self) -> Iterator[_TxConn]:
+        if getattr(self._local, "writing", False):
+            raise StorageError(
+                "a write transaction is already open in this thread; nest work inside it "
+                "instead of opening another"
+            )
+        committing = False
+        self._local.writing = True
+        try:
+            with self._get_pool().connection() as conn, conn.pipeline() as pipeline:
+                with conn.transaction():
+                    yield _TxConn(conn, pipeline)
+                    committing = True
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._failed(exc)
+            raise translate(exc, committing=committing) from exc
+        finally:
+            self._local.writing = False
+
+    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        query = to_pyformat(sql)
+        try:
+            if isinstance(conn, _TxConn):
+                return self._exec_in_tx(conn, sql, query, params)
+            return conn.execute(query, list(params))
+        except psycopg.Error as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+
+    def _exec_in_tx(self, tx: _TxConn, sql: str, query: str, params: Sequence[Any]) -> Any:
+        written = _WRITES_TO.match(sql)
+        if written:
+            tx.forget(written.group(1))
+        key: tuple[Any, ...] | None = None
+        read = None if written else _SELECT_FROM.match(sql)
+        if read and read.group(1) in TABLES and "FOR UPDATE" not in sql:
+            key = (sql, *params)
+            try:
+                cached = tx.cache.get(key)
+            except TypeError:  # an unhashable parameter: not cacheable
+                key, cached = None, None
+            if cached is not None:
+                return _Rows(cached[1])
+        cur = tx.conn.execute(query, list(params))
+        if not sql.lstrip().startswith(_NO_RESULT):
+            tx.pipeline.sync()
+        if key is not None and read is not None:
+            rows = cur.fetchall()
+            tx.cache[key] = (read.group(1), rows)
+            return _Rows(rows)
+        return cur
+
+    def _before_commit(self, conn: Any, wtx: SqlWriteTx) -> None:
+        # Delivered by PostgreSQL at COMMIT, never for a rolled-back write.
+        if wtx.logged:
+            self._exec(conn, f"NOTIFY {CHANNEL}, '{int(wtx.head.seq)}'")
+
+    def _after_commit(self, wtx: SqlWriteTx) -> None:
+        if self._vector_dim is not None and wtx.logged:
+            self._indexer.kick()
+
+    def close(self) -> None:
+        self._closed = True
+        self._indexer.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    # -- schema --------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the ``vector`` extension and apply pending migrations.
+
+        Safe to call any number of times and from several processes at once:
+        the work runs in one transaction under a transaction-level advisory lock.
+        """
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True,
+                                 **self._connect_kwargs) as conn:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
+                    self._ensure_extension(conn)
+                    conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
+                        "KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                    )
+                    applied = {r[0] for r in conn.execute(
+                        "SELECT version FROM schema_migrations")}
+                    for version, name, sql in _migrations():
+                        if version in applied:
+                            continue
+                        conn.execute(sql)
+                        conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at) "
+                            "VALUES (%s, %s, %s)",
+                            [version, name, time.time_ns() // 1000],
+                        )
+                    row = conn.execute(
+                        "SELECT value FROM meta WHERE key = 'embedder'").fetchone()
+                    dim = _recorded_dimension(row[0] if row else None)
+                    if dim:
+                        self._ensure_vector_column(
+                            lambda q, p=(): conn.execute(to_pyformat(q), list(p)), dim,
+                            locked=True)
+                self._vector_oid = int(scalar(conn, "SELECT to_regtype('vector')::oid"))
+        except psycopg.Error as exc:
+            raise translate(exc) from exc
+        self._get_pool()
+        if self._vector_dim is not None:
+            self._indexer.kick()  # finish whatever indexing an earlier process left
+
+    def _ensure_extension(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+            return
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StorageError(
+                "the pgvector extension is not installed in this database and this role "
+                "may not install it; ask a superuser to run CREATE EXTENSION vector"
+            ) from exc
+        except psycopg.errors.UndefinedFile as exc:
+            raise StorageError(
+                "the PostgreSQL server has no pgvector extension; install pgvector 0.8 or "
+                "later on the server"
+            ) from exc
+
+    def schema_version(self) -> int:
+        """The highest migration applied to this database."""
+        with self._read_conn() as conn:
+            return int(self._exec(conn, "SELECT MAX(version) FROM schema_migrations")
+                       .fetchone()[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write_conn() as conn:
+            self._exec(
+                conn,
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
+        if key == "embedder" and (dim := _recorded_dimension(value)):
+            self._type_vectors(dim)
+
+    # -- vectors ---------------------------------------------------------------------
+
+    def _type_vectors(self, dim: int) -> None:
+        """Give the vector columns their dimension, in a transaction of its own.
+
+        Never inside a write: the ALTER locks the vector tables until commit, and
+        the engine searches vectors from other connections while it writes.
+        """
+        if self._vector_dim == dim:
+            return
+        try:
+            with self._get_pool().connection() as conn, conn.transaction():
+                self._ensure_vector_column(
+                    lambda q, p=(): conn.execute(to_pyformat(q), list(p)), dim)
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+
+    def _ensure_vector_column(self, run: Callable[..., Any], dim: int, *,
+                              locked: bool = False) -> None:
+        if self._vector_dim == dim:
+            return
+        if not locked:
+            run("SELECT pg_advisory_xact_lock(?)", [_SCHEMA_LOCK])
+        typmod = int(run(
+            "SELECT atttypmod FROM pg_attribute "
+            "WHERE attrelid = 'memory_vectors'::regclass AND attname = 'vec'"
+        ).fetchone()[0])
+        if typmod < 0:
+            for table in ("memory_vectors", "memory_vectors_ann"):
+                run(f"ALTER TABLE {table} ALTER COLUMN vec TYPE vector({int(dim)})")
+            typmod = dim
+        if typmod != dim:
+            raise StorageError(
+                f"this database stores {typmod}-dimensional vectors, not {dim}; open it with "
+                "the embedder it was built with"
+            )
+        self._vector_dim = dim
+
+    def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        if not items:
+            return
+        rows = [(i, v, np.asarray(vec, dtype=np.float32).reshape(-1)) for i, v, vec in items]
+        self._type_vectors(rows[0][2].size)
+        try:
+            with conn.conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO memory_vectors (id, version, vec) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (id, version) DO UPDATE "
+                    "SET vec = excluded.vec, vseq = nextval('memory_vectors_vseq')",
+                    rows,
+                )
+        except psycopg.Error as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+
+    def search_vector(
+        self, vector: np.ndarray, flt: RecallFilter, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Nearest memory versions by cosine similarity, filters inside the query.
+
+        One statement (one snapshot) searches the HNSW projection with
+        iterative scanning (pgvector 0.8: a filtered query keeps scanning until
+        it has ``limit`` hits) and, exactly, the vectors written since the
+        projection's watermark. If that still comes back short of ``limit``, an
+        exact scan over all filtered rows answers instead, so a filter never
+        hides a match that exists.
+        """
+        if limit <= 0:
+            return []
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        select = ", ".join("m." + c for c in cols)
+        cond, params = memory_where(flt, self.dialect_impl)
+        n = int(limit)
+        # Unit vectors: ranking by inner product (<#> is its negative) is cosine ranking.
+        approximate = (
+            f"(SELECT {select}, a.vec <#> ? AS distance FROM memory_vectors_ann a "
+            "JOIN memories m ON m.id = a.id AND m.version = a.version "
+            f"WHERE {cond} ORDER BY distance LIMIT {n}) "
+            "UNION ALL "
+            f"(SELECT {select}, v.vec <#> ? AS distance FROM memory_vectors v "
+            "JOIN memories m ON m.id = v.id AND m.version = v.version "
+            "WHERE v.vseq > (SELECT vseq FROM vector_index_state WHERE id = 1) "
+            f"AND {cond} ORDER BY distance LIMIT {n})"
+        )
+        exact = (
+            f"SELECT {select}, v.vec <#> ? AS distance FROM memory_vectors v "
+            "JOIN memories m ON m.id = v.id AND m.version = v.version "
+            f"WHERE {cond} ORDER BY distance LIMIT {n}"
+        )
+        ef_search = min(1000, max(40, 2 * n))
+        try:
+            with self._get_pool().connection() as conn:
+                with conn.pipeline(), conn.transaction():
+                    conn.execute(
+                        "SELECT set_config('hnsw.ef_search', %s, true), "
+                        "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+                        [str(ef_search)],
+                    )
+                    found = conn.execute(to_pyformat(approximate),
+                                         [vec, *params, vec, *params]).fetchall()
+                best: dict[tuple[str, int], Any] = {}
+                for r in found:
+                    key = (r[0], r[1])  # (id, version): the first two memory columns
+                    if key not in best or r[-1] < best[key][-1]:
+                        best[key] = r
+                found = list(best.values())
+                if len(found) < n:
+                    found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+        # relaxed_order may return neighbours slightly out of order: sort them.
+        found.sort(key=lambda r: (r[-1], r[0], r[1]))
+        return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:n]]
+
+    def vector_backlog(self) -> int:
+        """Vectors stored but not yet in the HNSW index (searched exactly meanwhile)."""
+        with self._read_conn() as conn:
+            try:
+                return backlog(conn)
+            except psycopg.Error as exc:
+                raise translate(exc) from exc
+
+    def wait_for_vector_index(self, timeout: float | None = None) -> bool:
+        """Wait until the background indexer has indexed every stored vector.
+
+        Recall is correct without waiting (unindexed vectors are searched
+        exactly); this is for benchmarks and bulk loads that want the steady
+        state. Returns True once the backlog is empty, False on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._read_conn() as conn:
+                try:
+                    pending = backlog(conn)
+                    typed = scalar(
+                        conn, "SELECT atttypmod > 0 FROM pg_attribute WHERE attrelid = "
+                        "'memory_vectors'::regclass AND attname = 'vec'")
+                    built = scalar(conn, "SELECT to_regclass('memory_vectors_ann_hnsw') "
+                                   "IS NOT NULL")
+                except psycopg.Error as exc:
+                    raise translate(exc) from exc
+            if pending == 0 and (built or not typed):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._indexer.kick()
+            time.sleep(0.05)
+
+    # -- full text ---------------------------------------------------------------------
+
+    def search_text(
+        self, query: str, flt: RecallFilter, limit: int
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Full-text matches (OR of content words), best ``ts_rank_cd`` first.
+
+        Words are taken rarest first and common ones dropped once the expected
+        matches pass ``text_candidates`` (:mod:`.fulltext`), so a query never
+        ranks most of the table; below that size it is the plain OR.
+        """
+        words = content_words(query)
+        if not words or limit <= 0:
+            return []
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        cond, params = memory_where(flt, self.dialect_impl)
+        stats = self._term_stats()
+        with self._read_conn() as conn:
+            lexemes = [r[0] for r in self._exec(
+                conn,
+                "SELECT t.lexeme FROM unnest(CAST(? AS text[])) WITH ORDINALITY AS w(word, n), "
+                "unnest(to_tsvector('english', w.word)) AS t ORDER BY w.n",
+                [words],
+            ).fetchall()]
+            chosen = choose_lexemes(lexemes, stats, self._text_candidates)
+            if not chosen:
+                return []  # only words the english configuration does not index
+            recent = ""
+            expected = sum(stats.expected(lex) for lex in chosen)
+            if expected > self._text_candidates:
+                # Even the rarest word is in more memories than the budget: rank its
+                # matches among the newest memories only (row_id grows with each row).
+                window = int(self._text_candidates * stats.rows / expected)
+                recent = f"AND m.row_id > (SELECT max(row_id) FROM memories) - {window} "
+            sql = (
+                f"SELECT {', '.join('m.' + c for c in cols)}, "
+                "ts_rank_cd(m.tsv, q.query) AS rank "
+                "FROM memories m, CAST(? AS tsquery) AS q(query) "
+                f"WHERE m.tsv @@ q.query {recent}AND {cond} "
+                f"ORDER BY rank DESC, m.row_id DESC LIMIT {int(limit)}"
+            )
+            cur = self._exec(conn, sql, [tsquery_literal(chosen), *params])
+            return [(decode_row(spec, cols, r[:-1]), max(float(r[-1]), 1e-9))
+                    for r in cur.fetchall()]
+
+    def _term_stats(self) -> TermStats:
+        stats = self._stats
+        if time.monotonic() - stats.loaded_at > 60.0:
+            with self._read_conn() as conn:
+                try:
+                    stats = self._stats = load_term_stats(conn)
+                except psycopg.Error as exc:
+                    raise translate(exc) from exc
+        return stats
+
+    # -- reads the shared SQL would do slowly ------------------------------------------
+
+    def namespaces(self) -> list[str]:
+        # A loose index scan: one index probe per distinct namespace, not a full scan.
+        sql = (
+            "WITH RECURSIVE ns AS ("
+            " (SELECT namespace FROM memories ORDER BY namespace LIMIT 1)"
+            " UNION ALL"
+            " SELECT (SELECT m.namespace FROM memories m WHERE m.namespace > ns.namespace"
+            "         ORDER BY m.namespace LIMIT 1) FROM ns WHERE ns.namespace IS NOT NULL"
+            ") SELECT namespace FROM ns WHERE namespace IS NOT NULL"
+        )
+        with self._read_conn() as conn:
+            return [r[0] for r in self._exec(conn, sql).fetchall()]
+
+    # -- change feed -------------------------------------------------------------------
+
+    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
+        """Block until the log has an event after ``after_seq``, or ``timeout`` seconds pass.
+
+        A wake-up only: re-read the log with :meth:`events` (by cursor) either way.
+
+        Returns:
+            True if the log now extends past ``after_seq``.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        listener = self._listener
+        if listener is None:
+            with self._pool_lock:
+                if self._listener is None:
+                    self._listener = ChangeListener(self._conninfo, self._connect_kwargs)
+                listener = self._listener
+        listening = listener.ensure_started(max(0.0, deadline - time.monotonic()))
+        if self.head().seq > after_seq:
+            return True
+        if not listening:
+            return False
+        if listener.wait_above(after_seq, deadline - time.monotonic()):
+            return True
+        # A notification may have been lost while the listener reconnected: ask the log.
+        return not listener.ready and self.head().seq > after_seq
+
+
+def _recorded_dimension(value: str | None) -> int | None:
+    if not value:
+        return None
+    import json
+
+    try:
+        dim = int(json.loads(value).get("dimension") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return dim or None
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    out = []
+    folder = resources.files("engramdb.storage.postgres") / "migrations"
+    for entry in folder.iterdir():
+        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if m:
+            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(out)
