@@ -96,9 +96,11 @@ class AsyncClient:
 
     async def _run(self, call: Call[T]) -> T:
         headers = {"Authorization": f"Bearer {self._key}", **(call.headers or {})}
+        if call.json is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = await self._http.request(call.method, call.path, params=call.params,
-                                                json=call.json, headers=headers)
+                                                content=call.content(), headers=headers)
         except httpx.HTTPError as exc:
             raise transport_error(self.url, exc) from exc
         return decode_response(call, response, self.url)

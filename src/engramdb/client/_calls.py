@@ -7,6 +7,7 @@ Arguments are forwarded as given; validation is the server's (the engine's).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -23,10 +24,11 @@ from engramdb.client._wire import (
     recall_from_wire,
     verify_from_wire,
 )
+from engramdb.codec import check_json
 from engramdb.errors import InvalidInput
 from engramdb.model import Event, Grant, Memory, MemoryDraft, Principal, RecallResult, VerifyReport
 
-__all__ = ["UNSET", "Call"]
+__all__ = ["UNSET", "Call", "user_json"]
 
 T = TypeVar("T")
 UNSET: Any = object()
@@ -42,6 +44,34 @@ class Call(Generic[T]):
     json: Any = None
     params: Mapping[str, Any] | None = None
     headers: Mapping[str, str] | None = None
+
+    def content(self) -> bytes | None:
+        """The JSON body.
+
+        Raises:
+            InvalidInput: an argument JSON cannot carry (NaN, a set, bytes, ...).
+        """
+        if self.json is None:
+            return None
+        try:
+            return json.dumps(self.json, allow_nan=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"an argument cannot be sent as JSON ({exc}); pass strings, "
+                               "finite numbers, booleans, None, lists and dicts") from exc
+
+
+def user_json(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with ``metadata`` and ``value`` checked as the engine checks them.
+
+    They are stored as JSON, so what JSON cannot carry exactly (NaN, sets,
+    datetimes, non-string keys) is refused here with the engine's own
+    ``InvalidMetadata`` instead of being silently converted on the way.
+    """
+    out = dict(values)
+    for name in ("metadata", "value"):
+        if out.get(name) is not None:
+            out[name] = check_json(out[name], what=name)
+    return out
 
 
 def _seg(value: Any, what: str = "memory id") -> str:
@@ -76,9 +106,9 @@ def draft_fields(item: MemoryDraft | Mapping[str, Any]) -> dict[str, Any]:
         values = {f.name: getattr(item, f.name) for f in fields(item)}
         if not values.get("metadata"):
             values.pop("metadata")
-        return _compact(values)
+        return _compact(user_json(values))
     if isinstance(item, Mapping):
-        return {str(k): encode(v) for k, v in item.items()}
+        return {str(k): encode(v) for k, v in user_json(item).items()}
     raise InvalidInput("each batch item must be a MemoryDraft or a dict")
 
 
@@ -86,7 +116,8 @@ def draft_fields(item: MemoryDraft | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def remember(text: str, values: Mapping[str, Any]) -> Call[Memory]:
-    return Call("POST", "/v1/memories", memory_from_wire, json={"text": text, **_compact(values)})
+    return Call("POST", "/v1/memories", memory_from_wire,
+                json={"text": text, **_compact(user_json(values))})
 
 
 def remember_many(drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> Call[list[Memory]]:
@@ -98,7 +129,7 @@ def remember_many(drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> Call[lis
 
 def update_body(text: Any, expected_version: int | None, idempotency_key: str | None,
                 changes: Mapping[str, Any]) -> dict[str, Any]:
-    body = {k: encode(v) for k, v in changes.items()}  # None is meaningful: it clears
+    body = {k: encode(v) for k, v in user_json(changes).items()}  # None clears a field
     if text is not UNSET:
         body["text"] = text
     body.update(_compact({"expected_version": expected_version,

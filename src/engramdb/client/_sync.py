@@ -133,9 +133,11 @@ class Client:
 
     def _run(self, call: Call[T]) -> T:
         headers = {"Authorization": f"Bearer {self._key}", **(call.headers or {})}
+        if call.json is not None:
+            headers["Content-Type"] = "application/json"
         try:
             response = self._http.request(call.method, call.path, params=call.params,
-                                          json=call.json, headers=headers)
+                                          content=call.content(), headers=headers)
         except httpx.HTTPError as exc:
             raise transport_error(self.url, exc) from exc
         return decode_response(call, response, self.url)

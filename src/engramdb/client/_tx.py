@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engramdb.client._calls import UNSET, update_body
+from engramdb.client._calls import UNSET, update_body, user_json
 from engramdb.client._wire import encode
 from engramdb.errors import InvalidInput
 from engramdb.model import Memory
@@ -103,7 +103,7 @@ class RemoteTransaction:
 
     def remember(self, text: str, **fields: Any) -> PendingMemory:
         """Queue a :meth:`Client.remember`; same arguments."""
-        values = {k: encode(v) for k, v in fields.items() if v is not None}
+        values = {k: encode(v) for k, v in user_json(fields).items() if v is not None}
         return self._add({"op": "remember", "text": text, **values})
 
     def update(self, memory_id: str | PendingMemory, *, text: Any = UNSET,

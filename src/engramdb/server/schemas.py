@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
 from engramdb.model import ACTIONS, LAYERS, to_utc
 
@@ -36,6 +36,7 @@ __all__ = [
     "ErrorResponse",
     "EventOut",
     "EventPage",
+    "GlobIn",
     "GrantList",
     "GrantOut",
     "HealthOut",
@@ -43,10 +44,15 @@ __all__ = [
     "InfoOut",
     "Integer",
     "KeyCreated",
+    "LayerIn",
+    "LayerOrNull",
+    "LayersOrNull",
     "MeOut",
     "MemoryList",
     "MemoryOut",
     "MemoryVersions",
+    "NamespaceOrNull",
+    "ObjectOrNull",
     "PrincipalOut",
     "RecallOut",
     "ReceiptItemOut",
@@ -76,6 +82,23 @@ UNIT = {"minimum": 0, "maximum": 1}
 SHORT = {"minLength": 1, "maxLength": 500}
 TEXT = {"minLength": 1, "pattern": r"\S"}
 KEY = {"minLength": 1, "maxLength": 200}
+
+
+# Fields the engine validates itself, with its specific error class: the spec
+# states the type, the server passes any JSON value through, so a wrong type
+# gets the engine's answer (`invalid_namespace`, `invalid_layer`,
+# `invalid_metadata`), exactly as embedded.
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_LAYER_STR = {"type": "string", **LAYER}
+NamespaceOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "string", **NAMESPACE}))]
+GlobIn = Annotated[Any, WithJsonSchema({"type": "string", **GLOB})]
+LayerIn = Annotated[Any, WithJsonSchema(_LAYER_STR)]
+LayerOrNull = Annotated[Any, WithJsonSchema(_or_null(_LAYER_STR))]
+LayersOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "array", "items": _LAYER_STR}))]
+ObjectOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "object"}))]
 
 
 def _integral(value: Any) -> Any:
@@ -140,18 +163,19 @@ class RememberRequest(Request):
     """A memory to store. Only ``text`` is required; provenance is set by the server."""
 
     text: str = documented(TEXT, description="What is remembered; non-empty.")
-    namespace: str | None = documented(
-        NAMESPACE, default=None, description="Slash path such as `acme/research`; default: "
+    namespace: NamespaceOrNull = Field(
+        None, description="Slash path such as `acme/research`; default: "
         "the caller's private namespace `agents/<name>`.")
-    layer: str = documented(LAYER, default="semantic",
-                            description="`working`, `episodic`, `semantic` or `procedural`.")
+    layer: LayerIn = Field(
+        "semantic", description="`working`, `episodic`, `semantic` or `procedural`.")
     subject: str | None = documented(SHORT, default=None,
                                      description="Assertion subject, e.g. `company:x`.")
     predicate: str | None = documented(
         SHORT, default=None, description="Assertion predicate, e.g. `outlook` (needs "
         "`subject`).")
     value: Any = Field(None, description="Assertion value, any JSON (needs `predicate`).")
-    metadata: dict[str, Any] | None = Field(None, description="JSON object of extra fields.")
+    metadata: ObjectOrNull = Field(
+        None, description="JSON object of extra fields.")
     importance: float = documented(UNIT, default=0.5, description="0..1.")
     confidence: float = documented(UNIT, default=1.0, description="0..1.")
     source: str | None = documented(SHORT, default=None)
@@ -175,13 +199,13 @@ class UpdateRequest(Request):
     """
 
     text: str | None = documented(TEXT, default=None)
-    metadata: dict[str, Any] | None = None
+    metadata: ObjectOrNull = None
     importance: float | None = documented(UNIT, default=None)
     confidence: float | None = documented(UNIT, default=None)
     value: Any = None
     valid_from: Time | None = None
     valid_to: Time | None = None
-    layer: str | None = documented(LAYER, default=None)
+    layer: LayerOrNull = None
     source: str | None = None  # the engine checks no length on update (unlike remember)
     expires_at: Time | None = None
     expected_version: Count | None = Field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
+from pydantic import Field
 
 from engramdb.engine.admin import KINDS
 from engramdb.model import Grant, Principal
@@ -15,11 +16,11 @@ from engramdb.server.deps import AdminDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
     ACTION,
-    GLOB,
     NAME,
     UNIT,
     AgentCreated,
     AgentList,
+    GlobIn,
     GrantList,
     GrantOut,
     KeyCreated,
@@ -47,7 +48,8 @@ class CreateAgentRequest(Request):
 class GrantRequest(Request):
     grantee: str = documented({"pattern": r"^(role:)?[a-z0-9][a-z0-9_.-]{0,63}$"},
                               description="A principal name, or `role:<role>`.")
-    pattern: str = documented(GLOB, description="Namespace glob, e.g. `acme/research/**`.")
+    pattern: GlobIn = Field(
+        description="Namespace glob, e.g. `acme/research/**`.")
     actions: list[str] = documented({"items": {"type": "string", **ACTION}, "minItems": 1},
                                     description="Subset of `read`, `write`, `admin`, `erase`.")
 

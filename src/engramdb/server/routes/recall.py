@@ -11,12 +11,13 @@ from engramdb.model import STATUSES
 from engramdb.server.deps import SessionDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
-    GLOB,
-    LAYER,
     MAX_INT,
     TEXT,
     Count,
+    GlobIn,
     Integer,
+    LayersOrNull,
+    ObjectOrNull,
     RecallOut,
     Request,
     Time,
@@ -36,7 +37,8 @@ class RecallFilters(Request):
     subject: str | None = None
     predicate: str | None = None
     session: str | None = None
-    metadata: dict[str, Any] | None = Field(None, description="Key -> value equalities.")
+    metadata: ObjectOrNull = Field(
+        None, description="Key -> value equalities.")
     recorded_after: Time | None = None
     recorded_before: Time | None = None
     valid_after: Time | None = None
@@ -48,11 +50,12 @@ class RecallFilters(Request):
 
 class RecallRequest(Request):
     query: str = documented(TEXT, description="What to look for; non-empty.")
-    namespace: str = documented(GLOB, default="**", description="Namespace glob (`acme/**`); "
-                                "results come only from namespaces the caller may read.")
+    namespace: GlobIn = Field(
+        "**", description="Namespace glob (`acme/**`); results come only from namespaces "
+        "the caller may read.")
     k: Integer = Field(10, ge=1, le=MAX_INT, description="Most hits to return (the database "
                    "caps it, 1000 by default).")
-    layers: list[str] | None = documented({"items": {"type": "string", **LAYER}}, default=None)
+    layers: LayersOrNull = None
     as_of: Count | Time | None = Field(
         None, description="Transaction time: a transaction number or an ISO-8601 time.")
     valid_at: Time | None = Field(None, description="Valid time: facts that held then.")
