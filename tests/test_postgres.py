@@ -30,8 +30,6 @@ from engramdb import InvalidInput, StorageError, VersionConflict
 from engramdb.model import RecallFilter
 from tests.support.pg import PgServer
 
-pytestmark = pytest.mark.postgres
-
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 16
 COUNTERS = 3
@@ -119,6 +117,7 @@ def _cas_and_append(url: str, agent: str, ids: list[str], seed: int, barrier: An
                      "error": traceback.format_exc()})
 
 
+@pytest.mark.postgres
 def test_sixteen_processes_cas_and_append_lose_nothing(pg_url: str) -> None:
     rng = np.random.default_rng(1)
     with engramdb.open(pg_url, embedder=_embedder()) as db:
@@ -224,6 +223,7 @@ def _read_lines(proc: subprocess.Popen[str], into: list[str]) -> None:
         into.append(line.strip())
 
 
+@pytest.mark.postgres
 def test_server_killed_during_writes_keeps_every_acknowledged_write(tmp_path: Path) -> None:
     if os.environ.get("ENGRAM_TEST_PG_URL"):
         pytest.skip("killing the server needs the embedded PostgreSQL, not ENGRAM_TEST_PG_URL")
@@ -294,6 +294,7 @@ def _open_and_report(url: str, barrier: Any, results: Any) -> None:
         results.put(("error", traceback.format_exc()))
 
 
+@pytest.mark.postgres
 def test_setup_is_idempotent_and_safe_from_many_processes_at_once(pg_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
     n = 6
@@ -325,6 +326,7 @@ def test_setup_is_idempotent_and_safe_from_many_processes_at_once(pg_url: str) -
 # -- change-feed wake-ups ----------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_wait_for_events_wakes_on_commit_and_not_on_rollback(pg_url: str) -> None:
     with engramdb.open(pg_url, embedder=None) as db, \
             engramdb.open(pg_url, embedder=None) as other:
@@ -362,6 +364,7 @@ def test_wait_for_events_wakes_on_commit_and_not_on_rollback(pg_url: str) -> Non
 # -- vectors -------------------------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_vector_search_sees_unindexed_writes_and_applies_filters_inside(pg_url: str) -> None:
     rng = np.random.default_rng(5)
     vecs = _unit(rng, 400)
@@ -414,6 +417,7 @@ def test_vector_search_sees_unindexed_writes_and_applies_filters_inside(pg_url: 
 # -- errors at the boundary -----------------------------------------------------------------------
 
 
+@pytest.mark.postgres
 def test_unreachable_server_is_a_retryable_storage_error_without_driver_repr() -> None:
     import socket
 
@@ -430,6 +434,7 @@ def test_unreachable_server_is_a_retryable_storage_error_without_driver_repr() -
     assert isinstance(err.value.__cause__, psycopg.Error)
 
 
+@pytest.mark.postgres
 def test_text_postgres_cannot_hold_is_invalid_input_and_writes_nothing(pg_url: str) -> None:
     with engramdb.open(pg_url, embedder=None) as db:
         before = db.storage.head()
@@ -439,6 +444,7 @@ def test_text_postgres_cannot_hold_is_invalid_input_and_writes_nothing(pg_url: s
         assert db.verify().ok
 
 
+@pytest.mark.postgres
 def test_pool_recovers_after_a_server_restart() -> None:
     if os.environ.get("ENGRAM_TEST_PG_URL"):
         pytest.skip("restarting the server needs the embedded PostgreSQL")
@@ -465,6 +471,7 @@ def test_pool_recovers_after_a_server_restart() -> None:
 # -- moving a database from SQLite to PostgreSQL -----------------------------------------------
 
 
+@pytest.mark.postgres
 def test_engram_export_from_sqlite_import_into_postgres_same_database(
         tmp_path: Path, pg_url: str, embedder) -> None:
     src = tmp_path / "source.db"
@@ -516,3 +523,18 @@ def test_engram_export_from_sqlite_import_into_postgres_same_database(
         assert again.id == office.id
         with pytest.raises(engramdb.PermissionDenied):
             me.remember("elsewhere", namespace="other/place")
+
+
+def test_sqlite_wait_for_events_polls_the_same_contract(tmp_path: Path) -> None:
+    """The embedded backend offers the same wake-up call, by polling the chain head."""
+    path = tmp_path / "feed.db"
+    with engramdb.open(path, embedder=None) as db, engramdb.open(path, embedder=None) as other:
+        seq = db.storage.head().seq
+        assert db.storage.wait_for_events(seq, timeout=0.2) is False
+        timer = threading.Timer(0.3, lambda: other.remember("moved", namespace="feed/a"))
+        timer.start()
+        start = time.monotonic()
+        assert db.storage.wait_for_events(seq, timeout=30) is True
+        assert time.monotonic() - start < 10
+        timer.join()
+        assert [e.kind for e in db.changes(since=seq)] == ["memory.remembered"]

@@ -271,6 +271,25 @@ class SQLiteStorage(SqlStorage):
             cur = self._exec(conn, sql, [match, *params])
             return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in cur.fetchall()]
 
+    # -- change feed -------------------------------------------------------------
+
+    def wait_for_events(self, after_seq: int, timeout: float, *, poll_s: float = 0.05) -> bool:
+        """Block until the log has an event after ``after_seq``, or ``timeout`` seconds pass.
+
+        SQLite has no notifications, so this polls the one-row chain head. A
+        wake-up only: re-read the log with :meth:`events` (by cursor) either way.
+
+        Returns:
+            True if the log now extends past ``after_seq``.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self.head().seq <= after_seq:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(poll_s, left))
+        return True
+
 
 def _migrations() -> list[tuple[int, str, str]]:
     out = []
