@@ -427,16 +427,45 @@ def test_demo_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_bench_quick_runs_and_writes_its_report(tmp_path):
+    # The engine's own parts; the other helpers' scripts (PostgreSQL, HTTP) take minutes
+    # even in quick mode, so their hook is tested below on the fast judge script.
     report = tmp_path / "BENCH.md"
-    result = shell("bench", "--quick", "--out", str(report), cwd=ROOT, timeout=600)
+    result = shell("bench", "--quick", "--out", str(report), "--only", "writes", "--only",
+                   "single", "--only", "recall", "--only", "locomo", cwd=ROOT, timeout=280)
     assert result.returncode == 0, result.stderr
     text = report.read_text()
-    for needle in ("## Machine", "| CPU |", "| SQLite |", "| Python |", "| RAM |",
+    for needle in ("## Machine", "| CPU |", "| cores |", "| SQLite |", "| Python |", "| RAM |",
                    "Batch writes", "memories/s", "Single writes", "writes/s",
                    "Recall latency", "2,000 memories: p50 / p95", "LoCoMo", "recall@5",
-                   "recall@20", "quick mode"):
+                   "recall@20", "| category ", "quick mode"):
         assert needle in text, needle
+    assert re.search(r"\| throughput \| [\d,]+ memories/s \| >= 5,000/s \| (met|MISSED) \|",
+                     text)
     assert "Batch writes" in result.stdout
+
+
+def test_bench_takes_rows_from_other_bench_scripts():
+    from engramdb.cli.bench import run_external
+
+    judged = run_external("judge_quality.py", "Contradiction judge quality", quick=True)
+    values = {r.metric: r.value for r in judged.rows}
+    assert 0.0 <= float(values["precision"]) <= 1.0 and int(values["pairs"]) > 0
+    assert judged.notes[-1].startswith("from bench/judge_quality.py run()")
+    absent = run_external("bench_nothing.py", "Nothing", quick=True)
+    assert absent.rows == [] and absent.notes == [
+        "skipped: bench/bench_nothing.py is not in this checkout"]
+
+
+def test_readme_example_prints_what_the_readme_shows(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, flags=re.S).group(1)
+    shown = re.search(r"```python\n.*?```\n\n```\n(.*?)```", readme, flags=re.S).group(1)
+    assert len(code.strip().splitlines()) == 5
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == shown
 
 
 def _all_commands(group, prefix="engram"):

@@ -10,7 +10,7 @@ skipped with a note, a failing one is reported as failed, never hidden.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import inspect
 import os
 import platform
@@ -159,11 +159,11 @@ def run_external(filename: str, title: str, *, quick: bool) -> Section:
         section.notes.append(f"skipped: bench/{filename} is not in this checkout")
         return section
     try:
-        spec = importlib.util.spec_from_file_location(f"engram_bench_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        # Imported by its package name, not from a file spec: scripts that start
+        # worker processes (spawn) need their functions importable by name there too.
+        if str(path.parent.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent.parent))
+        module = importlib.import_module(f"bench.{path.stem}")
         run = module.run
         kwargs = {"quick": quick} if "quick" in inspect.signature(run).parameters else {}
         started = time.perf_counter()
