@@ -353,6 +353,64 @@ def test_remote_transaction_can_update_what_it_just_remembered(server):
     assert [v.text for v in db.history(first.id)] == ["meeting at 10", "meeting at 11"]
 
 
+# -- context, decisions, conflicts, knowledge ---------------------------------------------------
+
+
+def test_decision_lifecycle_and_conflicts_over_http(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    key = agent_with_grant(admin, "analyst", "acme/**", actions=("read", "write", "admin"))
+    me = engramdb.connect(server.url, key)
+    positive = me.remember("Company X outlook is positive", namespace="acme/research",
+                           subject="company:x", predicate="outlook", value="positive")
+    negative = me.remember("Company X outlook is negative", namespace="acme/research",
+                           subject="company:x", predicate="outlook", value="negative")
+    assert [c.kind for c in negative.conflicts] == ["contradiction"]
+
+    ctx = me.context("what is the outlook for company X", 200, namespace="acme/**")
+    assert isinstance(ctx, engramdb.model.Context) and ctx.tokens <= 200
+    assert "[contested]" in ctx.text and "Company X outlook" in ctx.text
+    assert {i.id for i in ctx.receipt} == {positive.id, negative.id}
+
+    d = me.decide("hold the position", basis=ctx.receipt, outcome={"action": "hold"},
+                  namespace="acme/decisions")
+    assert d.basis == tuple(sorted(ctx.receipt.items)) and not d.stale
+    assert me.decision(d.id) == d
+    assert me.stale_decisions("acme/**") == []
+
+    [conflict] = me.conflicts("acme/**")
+    resolved = me.resolve(conflict.id, winner=positive.id, reason="analyst call confirmed")
+    assert (resolved.status, resolved.winner) == ("resolved", positive.id)
+    assert me.conflicts("acme/**") == [] and len(me.conflicts("acme/**", status=None)) == 1
+
+    why = me.explain(d.id)
+    assert why.stale and [d2.id for d2 in me.stale_decisions("acme/**")] == [d.id]
+    by_id = {b.item.id: b for b in why.basis}
+    assert by_id[negative.id].superseded and by_id[negative.id].later[-1].status == "rejected"
+    assert by_id[positive.id].then.text == "Company X outlook is positive"
+
+    assert me.namespaces() == ["acme/research"]  # namespaces that hold memories
+    # The rejected version is not active: the winner is the newest memory left.
+    assert [m.id for m in me.recent(namespace="acme/**", k=5)] == [positive.id]
+    reads = me.who_read(positive.id)
+    assert reads and all(r.principal == "analyst" for r in reads)
+
+    then = admin.knowledge("analyst", at=positive.tx_from, query="company outlook")
+    assert [h.memory.id for h in then.hits] == [positive.id]
+    with pytest.raises(engramdb.PermissionDenied):
+        me.knowledge("analyst", at=positive.tx_from)
+
+
+def test_decision_on_an_unreadable_basis_is_not_found(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    secret = admin.remember("the merger closes in May", namespace="board/private")
+    spy = engramdb.connect(server.url, agent_with_grant(admin, "spy", "spy/**"))
+    with pytest.raises(engramdb.NotFound):
+        spy.decide("sell early", basis=[secret], namespace="spy/notes")
+    with pytest.raises(engramdb.InvalidInput):
+        spy.decide("sell early", basis="not a receipt", namespace="spy/notes")
+    assert admin.stale_decisions() == []
+
+
 # -- change feed (SSE) -------------------------------------------------------------------------
 
 
@@ -563,7 +621,8 @@ def test_openapi_documents_every_route_and_its_errors(server):
             assert op.get("security"), where
         if method in ("post", "patch", "delete"):
             assert "413" in codes, where
-        if "requestBody" in op or op.get("parameters"):
+        if "requestBody" in op or any(p["in"] in ("query", "header")
+                                      for p in op.get("parameters", ())):
             assert "400" in codes, where
         body = op.get("requestBody", {}).get("content", {}).get("application/json")
         if body:

@@ -16,17 +16,36 @@ from urllib.parse import quote
 
 from engramdb.client._wire import (
     PrincipalInfo,
+    basis_to_wire,
+    conflict_from_wire,
+    context_from_wire,
+    decision_from_wire,
     encode,
     event_from_wire,
+    explanation_from_wire,
     grant_from_wire,
     memory_from_wire,
     principal_from_wire,
+    read_from_wire,
     recall_from_wire,
     verify_from_wire,
 )
 from engramdb.codec import check_json
 from engramdb.errors import InvalidInput
-from engramdb.model import Event, Grant, Memory, MemoryDraft, Principal, RecallResult, VerifyReport
+from engramdb.model import (
+    Conflict,
+    Context,
+    Decision,
+    DecisionExplanation,
+    Event,
+    Grant,
+    Memory,
+    MemoryDraft,
+    Principal,
+    ReadRecord,
+    RecallResult,
+    VerifyReport,
+)
 
 __all__ = ["UNSET", "Call", "user_json"]
 
@@ -174,6 +193,78 @@ def changes_page(since: int, namespace: str, limit: int
 
     return Call("GET", "/v1/changes", decode,
                 params={"since": since, "namespace": namespace, "limit": limit})
+
+
+def recent(namespace: str, k: int, layers: Sequence[str] | str | None) -> Call[list[Memory]]:
+    params: dict[str, Any] = {"namespace": namespace, "k": k}
+    if layers is not None:
+        params["layers"] = [layers] if isinstance(layers, str) else list(layers)
+    return Call("GET", "/v1/memories", _memories("memories"), params=params)
+
+
+def who_read(memory_id: str) -> Call[list[ReadRecord]]:
+    return Call("GET", f"/v1/memories/{_id(memory_id)}/readers",
+                lambda b: [read_from_wire(r) for r in b["reads"]])
+
+
+def namespaces(pattern: str) -> Call[list[str]]:
+    return Call("GET", "/v1/namespaces", lambda b: list(b["namespaces"]),
+                params={"pattern": pattern})
+
+
+def context(task: str, values: Mapping[str, Any]) -> Call[Context]:
+    body = {"task": task, **_compact(values)}
+    if isinstance(body.get("layers"), str):
+        body["layers"] = [body["layers"]]
+    return Call("POST", "/v1/context", context_from_wire, json=body)
+
+
+def decide(description: str, basis: Any, values: Mapping[str, Any]) -> Call[Decision]:
+    body = {"description": description, "basis": basis_to_wire(basis),
+            **{k: encode(v) for k, v in values.items() if v is not None}}
+    for name in ("outcome", "metadata"):
+        if body.get(name) is not None:
+            body[name] = check_json(body[name], what=name)
+    return Call("POST", "/v1/decisions", decision_from_wire, json=body)
+
+
+def decision(decision_id: str) -> Call[Decision]:
+    return Call("GET", f"/v1/decisions/{_seg(decision_id, 'decision id')}", decision_from_wire)
+
+
+def explain(decision_id: str) -> Call[DecisionExplanation]:
+    return Call("GET", f"/v1/decisions/{_seg(decision_id, 'decision id')}/explain",
+                explanation_from_wire)
+
+
+def stale_decisions(namespace: str) -> Call[list[Decision]]:
+    return Call("GET", "/v1/decisions/stale",
+                lambda b: [decision_from_wire(d) for d in b["decisions"]],
+                params={"namespace": namespace})
+
+
+def conflicts(namespace: str, status: str | None, limit: int) -> Call[list[Conflict]]:
+    return Call("GET", "/v1/conflicts",
+                lambda b: [conflict_from_wire(c) for c in b["conflicts"]],
+                params={"namespace": namespace, "status": "all" if status is None else status,
+                        "limit": limit})
+
+
+def resolve(conflict_id: str, winner: str | None, reason: str | None) -> Call[Conflict]:
+    return Call("POST", f"/v1/conflicts/{_seg(conflict_id, 'conflict id')}/resolve",
+                conflict_from_wire, json=_compact({"winner": winner, "reason": reason}))
+
+
+def knowledge(agent: str, values: Mapping[str, Any]) -> Call[RecallResult | list[Memory]]:
+    def decode(body: Any) -> RecallResult | list[Memory]:
+        if body.get("recall") is not None:
+            return recall_from_wire(body["recall"])
+        return [memory_from_wire(m) for m in body.get("memories") or ()]
+
+    body = {"agent": agent, **_compact(values)}
+    if isinstance(body.get("layers"), str):
+        body["layers"] = [body["layers"]]
+    return Call("POST", "/v1/knowledge", decode, json=body)
 
 
 # -- system -------------------------------------------------------------------------------

@@ -23,7 +23,20 @@ from engramdb.client._sse import SSEParser
 from engramdb.client._tx import RemoteTransaction
 from engramdb.client._wire import PrincipalInfo, error_from_response, event_from_wire
 from engramdb.errors import StorageError, Unauthenticated
-from engramdb.model import Event, Grant, Memory, MemoryDraft, Principal, RecallResult, VerifyReport
+from engramdb.model import (
+    Conflict,
+    Context,
+    Decision,
+    DecisionExplanation,
+    Event,
+    Grant,
+    Memory,
+    MemoryDraft,
+    Principal,
+    ReadRecord,
+    RecallResult,
+    VerifyReport,
+)
 
 __all__ = ["Client", "RemoteAdmin", "connect"]
 
@@ -278,11 +291,12 @@ class Client:
                layers: Sequence[str] | None = None,
                as_of: int | datetime | str | None = None,
                valid_at: datetime | str | None = None,
-               filters: Mapping[str, Any] | None = None) -> RecallResult:
+               filters: Mapping[str, Any] | None = None,
+               query_embedding: Sequence[float] | None = None) -> RecallResult:
         """Hybrid search; see :meth:`engramdb.Session.recall`."""
         return self._run(calls.recall(query, {
             "namespace": namespace, "k": k, "layers": layers, "as_of": as_of,
-            "valid_at": valid_at, "filters": filters}))
+            "valid_at": valid_at, "filters": filters, "query_embedding": query_embedding}))
 
     def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
                 ) -> Iterator[Event]:
@@ -352,6 +366,68 @@ class Client:
                 continue
             if not reconnect:
                 return
+
+    def recent(self, *, namespace: str = "**", k: int = 20,
+               layers: Sequence[str] | None = None) -> list[Memory]:
+        """The ``k`` most recently written current memories you may read, newest first."""
+        return self._run(calls.recent(namespace, k, layers))
+
+    def namespaces(self, pattern: str = "**") -> list[str]:
+        """The namespaces matching ``pattern`` that hold memories and that you may read."""
+        return self._run(calls.namespaces(pattern))
+
+    def who_read(self, memory_id: str) -> list[ReadRecord]:
+        """Who read a memory and when (needs ``admin`` on its namespace)."""
+        return self._run(calls.who_read(memory_id))
+
+    def context(self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
+                layers: Sequence[str] | None = None,
+                as_of: int | datetime | str | None = None,
+                valid_at: datetime | str | None = None,
+                filters: Mapping[str, Any] | None = None) -> Context:
+        """Recall for ``task`` packed into ``budget_tokens``; see ``Session.context``."""
+        return self._run(calls.context(task, {
+            "budget_tokens": budget_tokens, "namespace": namespace, "layers": layers,
+            "as_of": as_of, "valid_at": valid_at, "filters": filters}))
+
+    def decide(self, description: str, *, basis: Any,
+               outcome: Mapping[str, Any] | None = None,
+               metadata: Mapping[str, Any] | None = None,
+               namespace: str | None = None) -> Decision:
+        """Record a decision and the exact memory versions it rests on."""
+        return self._run(calls.decide(description, basis, {
+            "outcome": outcome, "metadata": metadata, "namespace": namespace}))
+
+    def decision(self, decision_id: str) -> Decision:
+        """One decision you may see."""
+        return self._run(calls.decision(decision_id))
+
+    def explain(self, decision_id: str) -> DecisionExplanation:
+        """What a decision rested on, as it was then, and what has happened since."""
+        return self._run(calls.explain(decision_id))
+
+    def stale_decisions(self, namespace: str = "**") -> list[Decision]:
+        """Decisions you may see whose basis has changed since."""
+        return self._run(calls.stale_decisions(namespace))
+
+    def conflicts(self, namespace: str = "**", *, status: str | None = "open",
+                  limit: int = 100) -> list[Conflict]:
+        """The conflict inbox: conflicts in namespaces you may read, oldest first."""
+        return self._run(calls.conflicts(namespace, status, limit))
+
+    def resolve(self, conflict_id: str, *, winner: str | None = None,
+                reason: str | None = None) -> Conflict:
+        """Resolve a conflict (needs ``admin`` on its namespace)."""
+        return self._run(calls.resolve(conflict_id, winner, reason))
+
+    def knowledge(self, agent: str, *, at: int | datetime | str, query: str | None = None,
+                  namespace: str = "**", valid_at: datetime | str | None = None,
+                  k: int | None = None, layers: Sequence[str] | None = None
+                  ) -> RecallResult | list[Memory]:
+        """What ``agent`` could have recalled at transaction time ``at`` (admin key)."""
+        return self._run(calls.knowledge(agent, {
+            "at": at, "query": query, "namespace": namespace, "valid_at": valid_at,
+            "k": k, "layers": layers}))
 
     def verify(self) -> VerifyReport:
         """Check the audit chain and state (admin key)."""

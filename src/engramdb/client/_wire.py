@@ -14,12 +14,17 @@ from typing import Any
 
 from engramdb import errors as E
 from engramdb.model import (
+    BasisExplanation,
     Conflict,
+    Context,
+    Decision,
+    DecisionExplanation,
     Event,
     Grant,
     Hit,
     Memory,
     Principal,
+    ReadRecord,
     RecallResult,
     Receipt,
     ReceiptItem,
@@ -29,13 +34,19 @@ from engramdb.model import (
 
 __all__ = [
     "PrincipalInfo",
+    "basis_to_wire",
     "conflict_from_wire",
+    "context_from_wire",
+    "decision_from_wire",
     "encode",
     "error_from_response",
     "event_from_wire",
+    "explanation_from_wire",
     "grant_from_wire",
+    "hit_from_wire",
     "memory_from_wire",
     "principal_from_wire",
+    "read_from_wire",
     "recall_from_wire",
     "verify_from_wire",
 ]
@@ -86,13 +97,79 @@ def memory_from_wire(d: Mapping[str, Any]) -> Memory:
 
 
 def recall_from_wire(d: Mapping[str, Any]) -> RecallResult:
-    hits = tuple(
-        Hit(memory=memory_from_wire(h["memory"]), score=float(h["score"]),
-            why={k: float(v) for k, v in h.get("why", {}).items()},
-            contested=bool(h.get("contested", False)), rivals=tuple(h.get("rivals") or ()))
-        for h in d["hits"]
+    return RecallResult(hits=tuple(hit_from_wire(h) for h in d["hits"]),
+                        receipt=Receipt.from_dict(d["receipt"]))
+
+
+def hit_from_wire(h: Mapping[str, Any]) -> Hit:
+    return Hit(memory=memory_from_wire(h["memory"]), score=float(h["score"]),
+               why={k: float(v) for k, v in h.get("why", {}).items()},
+               contested=bool(h.get("contested", False)), rivals=tuple(h.get("rivals") or ()))
+
+
+def context_from_wire(d: Mapping[str, Any]) -> Context:
+    return Context(text=d["text"], items=tuple(hit_from_wire(h) for h in d["items"]),
+                   tokens=int(d["tokens"]), budget=int(d["budget"]),
+                   truncated=bool(d["truncated"]), receipt=Receipt.from_dict(d["receipt"]))
+
+
+def decision_from_wire(d: Mapping[str, Any]) -> Decision:
+    return Decision(
+        id=d["id"], principal=d["principal"], description=d["description"],
+        basis=_items(d["basis"]), outcome=dict(d.get("outcome") or {}),
+        metadata=dict(d.get("metadata") or {}), tx=int(d["tx"]),
+        recorded_at=to_utc(d["recorded_at"]),  # type: ignore[arg-type]
+        namespace=d.get("namespace"), stale_tx=d.get("stale_tx"),
     )
-    return RecallResult(hits=hits, receipt=Receipt.from_dict(d["receipt"]))
+
+
+def explanation_from_wire(d: Mapping[str, Any]) -> DecisionExplanation:
+    def basis(b: Mapping[str, Any]) -> BasisExplanation:
+        return BasisExplanation(
+            item=ReceiptItem(str(b["item"]["id"]), int(b["item"]["version"])),
+            visible=bool(b["visible"]),
+            then=memory_from_wire(b["then"]) if b.get("then") else None,
+            now=memory_from_wire(b["now"]) if b.get("now") else None,
+            later=tuple(memory_from_wire(m) for m in b.get("later") or ()),
+            superseded=bool(b.get("superseded")), retracted=bool(b.get("retracted")),
+            erased=bool(b.get("erased")),
+            conflicts=tuple(conflict_from_wire(c) for c in b.get("conflicts") or ()),
+            contested=bool(b.get("contested")), stale=bool(b.get("stale")),
+        )
+
+    return DecisionExplanation(decision=decision_from_wire(d["decision"]),
+                               basis=tuple(basis(b) for b in d["basis"]),
+                               stale=bool(d["stale"]))
+
+
+def read_from_wire(d: Mapping[str, Any]) -> ReadRecord:
+    return ReadRecord(principal=d["principal"], time=to_utc(d["time"]),  # type: ignore[arg-type]
+                      version=int(d["version"]))
+
+
+def basis_to_wire(value: Any) -> Any:
+    """A decision basis as JSON: receipts as receipt objects, the rest as ``{id, version}``.
+
+    Anything unrecognised is sent as it is, for the engine to refuse with its message.
+    """
+    if isinstance(value, Receipt):
+        return value.to_dict()
+    if isinstance(value, (RecallResult, Context)):
+        return value.receipt.to_dict()
+    if isinstance(value, Hit):
+        return {"id": value.memory.id, "version": value.memory.version}
+    if isinstance(value, (Memory, ReceiptItem)):
+        return {"id": value.id, "version": value.version}
+    if (isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool)):
+        return {"id": value[0], "version": value[1]}
+    if isinstance(value, (list, tuple)):
+        flat: list[Any] = []
+        for item in value:
+            wired = basis_to_wire(item)
+            flat.extend(wired if isinstance(wired, list) else [wired])
+        return flat
+    return encode(value)
 
 
 def event_from_wire(d: Mapping[str, Any]) -> Event:

@@ -30,12 +30,18 @@ __all__ = [
     "UNIT",
     "AgentCreated",
     "AgentList",
+    "BasisOut",
+    "ConflictList",
     "ConflictOut",
+    "ContextOut",
     "Count",
+    "DecisionList",
+    "DecisionOut",
     "ErrorBody",
     "ErrorResponse",
     "EventOut",
     "EventPage",
+    "ExplanationOut",
     "GlobIn",
     "GrantList",
     "GrantOut",
@@ -44,6 +50,7 @@ __all__ = [
     "InfoOut",
     "Integer",
     "KeyCreated",
+    "KnowledgeOut",
     "LayerIn",
     "LayerOrNull",
     "LayersOrNull",
@@ -51,9 +58,12 @@ __all__ = [
     "MemoryList",
     "MemoryOut",
     "MemoryVersions",
+    "NamespaceList",
     "NamespaceOrNull",
     "ObjectOrNull",
     "PrincipalOut",
+    "ReadList",
+    "ReadOut",
     "RecallOut",
     "ReceiptItemOut",
     "ReceiptOut",
@@ -97,7 +107,8 @@ NamespaceOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "string", **NA
 GlobIn = Annotated[Any, WithJsonSchema({"type": "string", **GLOB})]
 LayerIn = Annotated[Any, WithJsonSchema(_LAYER_STR)]
 LayerOrNull = Annotated[Any, WithJsonSchema(_or_null(_LAYER_STR))]
-LayersOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "array", "items": _LAYER_STR}))]
+# A list of layers is type-checked here: the engine would iterate any iterable.
+LayersOrNull = list[Annotated[str, WithJsonSchema(_LAYER_STR)]] | None
 ObjectOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "object"}))]
 
 
@@ -299,6 +310,81 @@ class HitOut(Response):
 class RecallOut(Response):
     hits: list[HitOut]
     receipt: ReceiptOut
+
+
+class ContextOut(Response):
+    """A working context packed under a token budget, with the receipt of what it holds."""
+
+    text: str = Field(description="One numbered item per line with its provenance.")
+    items: list[HitOut] = Field(description="The hits packed into `text`, in order.")
+    tokens: int
+    budget: int
+    truncated: bool = Field(description="The last item was cut to fit.")
+    receipt: ReceiptOut
+
+
+class DecisionOut(Response):
+    id: str
+    principal: str
+    description: str
+    basis: list[ReceiptItemOut]
+    outcome: dict[str, Any]
+    metadata: dict[str, Any]
+    tx: int
+    recorded_at: datetime
+    namespace: str | None = None
+    stale_tx: int | None = Field(None, description="The transaction that first changed a "
+                                 "basis version; null while the basis is current.")
+
+
+class DecisionList(Response):
+    decisions: list[DecisionOut]
+
+
+class BasisOut(Response):
+    item: ReceiptItemOut
+    visible: bool = Field(description="False when the caller may not read the memory; "
+                          "every other field is then empty.")
+    then: MemoryOut | None = None
+    now: MemoryOut | None = None
+    later: list[MemoryOut] = Field(default_factory=list)
+    superseded: bool = False
+    retracted: bool = False
+    erased: bool = False
+    conflicts: list[ConflictOut] = Field(default_factory=list)
+    contested: bool = False
+    stale: bool = False
+
+
+class ExplanationOut(Response):
+    decision: DecisionOut
+    basis: list[BasisOut]
+    stale: bool
+
+
+class ConflictList(Response):
+    conflicts: list[ConflictOut]
+
+
+class NamespaceList(Response):
+    namespaces: list[str]
+
+
+class ReadOut(Response):
+    principal: str
+    time: datetime
+    version: int
+
+
+class ReadList(Response):
+    reads: list[ReadOut] = Field(description="Recorded reads, oldest first.")
+
+
+class KnowledgeOut(Response):
+    """With a query: ``recall`` is what the agent would have got; without: ``memories``."""
+
+    recall: RecallOut | None = None
+    memories: list[MemoryOut] | None = None
 
 
 # -- change feed ------------------------------------------------------------------------

@@ -1,11 +1,23 @@
-"""One router per resource. A new resource (context, decisions, conflicts, knowledge)
-is a new module here with a ``router``, added to :data:`ROUTERS`."""
+"""One router per resource. A new resource is a new module here with a ``router``,
+added to :data:`ROUTERS`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from engramdb.server.routes import admin, changes, memories, recall, system, transactions
+from engramdb.server.routes import (
+    admin,
+    changes,
+    conflicts,
+    context,
+    decisions,
+    knowledge,
+    memories,
+    namespaces,
+    recall,
+    system,
+    transactions,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -15,5 +27,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     recall.router,
     transactions.router,
     changes.router,
+    context.router,
+    decisions.router,
+    conflicts.router,
+    knowledge.router,
+    namespaces.router,
     admin.router,
 )

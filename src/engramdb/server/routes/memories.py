@@ -23,6 +23,7 @@ from engramdb.server.schemas import (
     MemoryList,
     MemoryOut,
     MemoryVersions,
+    ReadList,
     RememberRequest,
     Request,
     UpdateRequest,
@@ -95,6 +96,19 @@ def remember_many(body: BatchRequest, session: SessionDep,
     return {"memories": [m.to_dict() for m in session.remember_many(drafts)]}
 
 
+@router.get("", response_model=MemoryList, summary="Browse recent memories",
+            responses=error_responses(400, 401, 429, 503))
+def recent(session: SessionDep,
+           namespace: Annotated[str, Query(description="Namespace glob.")] = "**",
+           k: Annotated[int, Query(ge=1, le=MAX_INT, description="How many, at most.")] = 20,
+           layers: Annotated[list[str] | None, Query(
+               description="Only these layers (repeat the parameter).")] = None
+           ) -> dict[str, object]:
+    """The ``k`` most recently written current memories the caller may read, newest first."""
+    return {"memories": [m.to_dict() for m in session.recent(namespace=namespace, k=k,
+                                                             layers=layers)]}
+
+
 @router.get("/{memory_id}", response_model=MemoryOut, summary="Get a memory",
             responses=error_responses(400, 401, 404, 429, 503))
 def get(memory_id: MemoryId, session: SessionDep, as_of: AsOf = None,
@@ -113,6 +127,15 @@ def history(memory_id: MemoryId, session: SessionDep, as_of: AsOf = None) -> dic
     """All versions, oldest first, with their times and authors."""
     versions = session.history(memory_id, as_of=parse_as_of(as_of))
     return {"versions": [m.to_dict() for m in versions]}
+
+
+@router.get("/{memory_id}/readers", response_model=ReadList, summary="Who read a memory",
+            responses=error_responses(400, 401, 403, 404, 429, 503))
+def readers(memory_id: MemoryId, session: SessionDep) -> dict[str, object]:
+    """Every recorded read of any version, oldest first. Needs ``admin`` on the memory's
+    namespace (403 for a reader without it; 404 for one who may not read it)."""
+    return {"reads": [{"principal": r.principal, "time": r.time, "version": r.version}
+                      for r in session.who_read(memory_id)]}
 
 
 @router.patch("/{memory_id}", response_model=MemoryOut, summary="Update a memory",

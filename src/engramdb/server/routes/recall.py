@@ -17,7 +17,6 @@ from engramdb.server.schemas import (
     GlobIn,
     Integer,
     LayersOrNull,
-    ObjectOrNull,
     RecallOut,
     Request,
     Time,
@@ -37,8 +36,8 @@ class RecallFilters(Request):
     subject: str | None = None
     predicate: str | None = None
     session: str | None = None
-    metadata: ObjectOrNull = Field(
-        None, description="Key -> value equalities.")
+    # Type-checked here: the engine reads a falsy non-dict as "no filter".
+    metadata: dict[str, Any] | None = Field(None, description="Key -> value equalities.")
     recorded_after: Time | None = None
     recorded_before: Time | None = None
     valid_after: Time | None = None
@@ -60,6 +59,9 @@ class RecallRequest(Request):
         None, description="Transaction time: a transaction number or an ISO-8601 time.")
     valid_at: Time | None = Field(None, description="Valid time: facts that held then.")
     filters: RecallFilters | None = None
+    query_embedding: list[float] | None = Field(
+        None, description="The query already embedded with the database's embedder; the "
+        "server then skips embedding `query` (which still drives full-text search).")
 
 
 @router.post("/recall", response_model=RecallOut, summary="Recall memories",

@@ -1,0 +1,250 @@
+"""HTTP door benchmark: recall latency and throughput under 16 concurrent clients.
+
+``run(quick)`` returns a dict of measurements (``engram bench`` can call it):
+
+* The server is ``engramdb.server.serve`` in its own process (one uvicorn
+  worker, the default local embedder, SQLite, rate limiting off) on a free
+  loopback port, seeded with ``memories`` realistic notes through the HTTP
+  batch route.
+* The load generator is another process: ``clients`` asyncio tasks, each with
+  its own HTTP connection, send ``POST /v1/recall`` back to back (a varied
+  query, ``k=10``) for ``seconds``, after a warm-up. Every answer's status is
+  checked; latency is measured per request from send to full body.
+* ``server_rss_mb``: the server's resident memory after seeding (idle) and the
+  peak sampled during the load.
+
+Run from a checkout: ``python bench/bench_http.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUBJECTS = ["billing", "the search index", "onboarding", "the mobile app", "payments",
+            "the data pipeline", "customer support", "the API gateway", "pricing",
+            "the recommendation model", "security review", "the EU launch"]
+FACTS = ["is behind schedule by two weeks", "passed its load test at 3,000 requests per second",
+         "needs a second reviewer before release", "was moved to the platform team",
+         "has a known memory leak under heavy traffic", "is blocked on the legal review",
+         "costs 40% more than budgeted", "got positive feedback from the pilot customers",
+         "depends on the new authentication service", "will be demoed on Friday"]
+QUERIES = ["what is blocking the launch", "which projects are over budget",
+           "status of the search index", "memory leak", "who owns billing now",
+           "load test results", "what will be demoed", "customer feedback on pricing",
+           "security review status", "dependencies on authentication"]
+
+_SERVER = """
+import sys
+from engramdb.server import ServerSettings, serve
+serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), admin_key="new",
+      settings=ServerSettings(rate_limit_per_s=None, max_batch=1000),
+      log_level="warning", announce=lambda line: print(line, flush=True))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def _start_server(path: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(path), str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    key = None
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        found = re.search(r"(ek_\S+)", line)
+        if found:
+            key = found.group(1)
+        if "serving" in line:
+            break
+    if key is None:
+        proc.kill()
+        raise RuntimeError("the benchmark server did not start")
+    # Keep draining the server's output so it never blocks on a full pipe.
+    threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+    return proc, key
+
+
+def _drain(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
+def _wait_healthy(url: str) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the benchmark server never became healthy")
+
+
+def _seed(url: str, key: str, n: int) -> float:
+    import engramdb
+
+    db = engramdb.connect(url, key, timeout=600)
+    started = time.perf_counter()
+    batch: list[dict[str, Any]] = []
+    for i in range(n):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        fact = FACTS[(i // len(SUBJECTS)) % len(FACTS)]
+        batch.append({"text": f"Note {i}: {subject} {fact}.", "namespace": f"team/{i % 8}",
+                      "layer": "episodic", "metadata": {"n": i}})
+        if len(batch) == 500:
+            db.remember_many(batch)
+            batch = []
+    if batch:
+        db.remember_many(batch)
+    db.recall("warm up the query path", k=10)
+    db.close()
+    return time.perf_counter() - started
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+# -- the load generator (runs in its own process) ----------------------------------------
+
+
+async def _client(url: str, key: str, until: float, warm_until: float, seed: int,
+                  latencies: list[float], statuses: dict[int, int]) -> None:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+        i = seed
+        while time.perf_counter() < until:
+            body = {"query": QUERIES[i % len(QUERIES)], "k": 10}
+            i += 1
+            t0 = time.perf_counter()
+            response = await http.post("/v1/recall", json=body)
+            await response.aread()
+            elapsed = time.perf_counter() - t0
+            if t0 >= warm_until:
+                latencies.append(elapsed)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+
+
+async def _load(url: str, key: str, clients: int, seconds: float, warmup: float
+                ) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    start = time.perf_counter()
+    warm_until = start + warmup
+    until = warm_until + seconds
+    await asyncio.gather(*(_client(url, key, until, warm_until, n, latencies, statuses)
+                           for n in range(clients)))
+    measured = time.perf_counter() - warm_until
+    return {"latencies": latencies, "statuses": statuses, "seconds": measured}
+
+
+def _load_main(argv: list[str]) -> None:
+    url, key, clients, seconds, warmup = argv[0], argv[1], int(argv[2]), float(argv[3]), \
+        float(argv[4])
+    print(json.dumps(asyncio.run(_load(url, key, clients, seconds, warmup))))
+
+
+def _run_load(url: str, key: str, clients: int, seconds: float, warmup: float,
+              server_pid: int) -> tuple[dict[str, Any], float]:
+    proc = subprocess.Popen([sys.executable, __file__, "_load", url, key, str(clients),
+                             str(seconds), str(warmup)], stdout=subprocess.PIPE, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, _rss_mb(server_pid))
+        time.sleep(0.25)
+    out, _ = proc.communicate()
+    return json.loads(out), peak
+
+
+def _summary(result: dict[str, Any], clients: int) -> dict[str, Any]:
+    lat = [x * 1000 for x in result["latencies"]]
+    ok = result["statuses"].get("200", result["statuses"].get(200, 0))
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "ok": ok,
+        "errors": len(lat) - ok,
+        "requests_per_s": round(len(lat) / result["seconds"], 1),
+        "p50_ms": round(statistics.median(lat), 1),
+        "p95_ms": round(_percentile(lat, 95), 1),
+        "p99_ms": round(_percentile(lat, 99), 1),
+        "seconds": round(result["seconds"], 1),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure HTTP recall under load; ``quick`` uses a small corpus and short runs.
+
+    Returns:
+        A JSON-serialisable dict: ``memories``, ``seed_seconds``, ``recall_16_clients``
+        (requests, errors, requests_per_s, p50/p95/p99 ms), ``recall_1_client`` (the
+        same with one client, for scale), ``server_rss_mb`` (idle, peak), ``cpus``.
+    """
+    n = 2_000 if quick else 10_000
+    seconds = 8.0 if quick else 30.0
+    warmup = 2.0 if quick else 5.0
+    out: dict[str, Any] = {"quick": quick, "memories": n, "cpus": os.cpu_count(),
+                           "server": "uvicorn, 1 worker, SQLite, local MiniLM embedder"}
+    with tempfile.TemporaryDirectory(prefix="engram-bench-http-") as tmp:
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc, key = _start_server(Path(tmp) / "engram.db", port)
+        try:
+            _wait_healthy(url)
+            out["seed_seconds"] = round(_seed(url, key, n), 1)
+            out["memories_per_s_seeding"] = round(n / out["seed_seconds"])
+            idle = _rss_mb(proc.pid)
+            single, _ = _run_load(url, key, 1, seconds / 2, warmup / 2, proc.pid)
+            out["recall_1_client"] = _summary(single, 1)
+            loaded, peak = _run_load(url, key, 16, seconds, warmup, proc.pid)
+            out["recall_16_clients"] = _summary(loaded, 16)
+            out["server_rss_mb"] = {"idle": round(idle), "peak": round(max(peak, idle))}
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return out
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_load":
+        _load_main(sys.argv[2:])
+    else:
+        sys.path.insert(0, str(ROOT / "src"))
+        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
