@@ -304,6 +304,10 @@ def bench(env: Env, quick: bool, out: str | None, workdir: str | None, locomo: s
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
+    if hasattr(os, "getloadavg"):
+        machine.append(("load average at end (1/5/15 min)",
+                        " / ".join(f"{x:.2f}" for x in os.getloadavg())))
+    machine.append(("benchmark wall time", f"{elapsed:.0f} s"))
     command = "engram bench" + (" --quick" if quick else "")
     if env.json:
         env.emit_json({"machine": dict(machine), "quick": quick, "seconds": elapsed,

@@ -224,7 +224,7 @@ def bench_recall_latency(work: Path, embedder: Any, *, sizes: Sequence[int], que
                                     f"{p50:.2f} / {p95:.2f} ms", target, met))
             section.rows.append(Row(f"{size:,} memories: first query after loading",
                                     f"{first * 1000:.0f} ms"))
-            section.data[size] = {"p50_ms": p50, "p95_ms": p95, "first_ms": first * 1000}
+            section.data[str(size)] = {"p50_ms": p50, "p95_ms": p95, "first_ms": first * 1000}
     finally:
         db.close()
     section.notes.append(

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
@@ -30,9 +30,9 @@ SHARED = "acme/research"
 QUESTION = "What is the outlook for Company X?"
 
 
-def _step(env: Env, n: int, title: str, *body: object) -> None:
+def _step(env: Env, n: int, title: str, *body: RenderableType) -> None:
     env.out.print(Panel(Group(*body), title=f"[bold]{n}. {title}[/]", title_align="left",
-                        border_style="cyan"))  # type: ignore[arg-type]
+                        border_style="cyan"))
 
 
 def _say(text: str, style: str = "") -> Text:

@@ -7,8 +7,8 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import IO
+from contextlib import contextmanager, suppress
+from typing import IO, TYPE_CHECKING
 
 import click
 from rich.progress import (
@@ -23,6 +23,9 @@ from rich.text import Text
 
 from engramdb.cli.app import Env, cli, pass_env
 from engramdb.cli.render import event_cells, short_hash, verify_panel
+
+if TYPE_CHECKING:
+    from engramdb.engine import Session
 
 __all__: list[str] = []
 
@@ -71,15 +74,25 @@ def changes(env: Env, since: int, namespace: str, limit: int | None, follow: boo
     cursor to pass as --since next time.
     """
     session = env.session()
-    cursor = since
-    shown = 0
     deadline = None if for_seconds is None else time.monotonic() + for_seconds
     if not env.json:
         env.say(Text(f"{'seq':>6}  {'tx':>5}  {'recorded (UTC)':19}  kind / actor / "
-                           "namespace / subject", style="bold"))
+                     "namespace / subject", style="bold"))
+    cursor = [since]  # the last seq shown, kept across Ctrl-C
+    # Ctrl-C is how --follow ends; the cursor printed below is where to resume.
+    with suppress(KeyboardInterrupt):
+        _print_changes(env, session, cursor, namespace, limit, follow, interval, deadline)
+    if not env.json:
+        env.note(f"cursor: {cursor[0]}")
+
+
+def _print_changes(env: Env, session: Session, cursor: list[int], namespace: str,
+                   limit: int | None, follow: bool, interval: float,
+                   deadline: float | None) -> None:
+    shown = 0
     while True:
-        for event in session.changes(since=cursor, namespace=namespace):
-            cursor = event.seq
+        for event in session.changes(since=cursor[0], namespace=namespace):
+            cursor[0] = event.seq
             if env.json:
                 click.echo(json.dumps(event.to_dict(), ensure_ascii=False, default=str))
             else:
@@ -93,10 +106,8 @@ def changes(env: Env, since: int, namespace: str, limit: int | None, follow: boo
                 return
         sys.stdout.flush()
         if not follow or (deadline is not None and time.monotonic() >= deadline):
-            break
+            return
         time.sleep(interval)
-    if not env.json:
-        env.note(f"cursor: {cursor}")
 
 
 @contextmanager
