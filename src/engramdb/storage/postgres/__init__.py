@@ -225,7 +225,7 @@ class PostgresStorage(SqlStorage):
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 64,
         application_name: str = "engramdb",
-        text_candidates: int = 2000,
+        text_candidates: int = 1000,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise InvalidInput("a PostgreSQL URL must start with postgresql://")
@@ -678,6 +678,24 @@ class PostgresStorage(SqlStorage):
         return stats
 
     # -- reads the shared SQL would do slowly ------------------------------------------
+
+    def scan(self, table: str) -> Iterator[dict[str, Any]]:
+        """Every row of a state table in key order, streamed (a server-side cursor)."""
+        spec = TABLES.get(table)
+        if spec is None:
+            raise StorageError(f"unknown table {table!r}")
+        cols = list(spec.columns)
+        sql = f"SELECT {', '.join(cols)} FROM {spec.name} ORDER BY {', '.join(spec.key)}"
+        with self._read_conn() as conn:
+            try:
+                with conn.transaction(), conn.cursor(name="engramdb_scan") as cur:
+                    cur.itersize = 2000
+                    cur.execute(sql)
+                    for r in cur:
+                        yield decode_row(spec, cols, r)
+            except psycopg.Error as exc:
+                self._failed(exc)
+                raise translate(exc) from exc
 
     def namespaces(self) -> list[str]:
         # A loose index scan: one index probe per distinct namespace, not a full scan.

@@ -201,7 +201,10 @@ class AnnIndexer:
                 f"(vec vector_ip_ops) WITH (m = {self._m}, ef_construction = {self._ef})"
             )
             # The swap. Writers lock memory_vectors before memory_vectors_ann (the
-            # erasure trigger), so take them in that order: no deadlock.
+            # erasure trigger), so take them in that order: no deadlock. Writers and
+            # searches queue behind these locks, so never wait long for them: on a
+            # timeout the rebuild is rolled back and tried again later.
+            conn.execute("SET LOCAL lock_timeout = '5s'")
             conn.execute("LOCK TABLE memory_vectors IN SHARE MODE")
             conn.execute("LOCK TABLE memory_vectors_ann IN ACCESS EXCLUSIVE MODE")
             # Vectors removed or replaced while we were building.

@@ -33,7 +33,8 @@ def is_connection_loss(exc: BaseException) -> bool:
     """True when ``exc`` means the connection (or the server) went away."""
     if isinstance(exc, PoolTimeout | psycopg.InterfaceError):
         return True
-    if not isinstance(exc, psycopg.OperationalError):
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(
+            exc, pg_errors.PipelineAborted):
         return False
     state = getattr(exc, "sqlstate", None)
     if state is None:
