@@ -259,6 +259,7 @@ class PostgresStorage(SqlStorage):
         self._listener: ChangeListener | None = None
         self._text_candidates = max(1, int(text_candidates))
         self._stats = TermStats()
+        self._lexemes: dict[str, tuple[str, ...]] = {}  # word -> its english lexemes
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
@@ -640,12 +641,7 @@ class PostgresStorage(SqlStorage):
         cond, params = memory_where(flt, self.dialect_impl)
         stats = self._term_stats()
         with self._read_conn() as conn:
-            lexemes = [r[0] for r in self._exec(
-                conn,
-                "SELECT t.lexeme FROM unnest(CAST(? AS text[])) WITH ORDINALITY AS w(word, n), "
-                "unnest(to_tsvector('english', w.word)) AS t ORDER BY w.n",
-                [words],
-            ).fetchall()]
+            lexemes = [lex for w in words for lex in self._stem(conn, words)[w]]
             chosen = choose_lexemes(lexemes, stats, self._text_candidates)
             if not chosen:
                 return []  # only words the english configuration does not index
@@ -666,6 +662,25 @@ class PostgresStorage(SqlStorage):
             cur = self._exec(conn, sql, [tsquery_literal(chosen), *params])
             return [(decode_row(spec, cols, r[:-1]), max(float(r[-1]), 1e-9))
                     for r in cur.fetchall()]
+
+    def _stem(self, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """The ``english`` lexemes of each word, asking the server only for new words."""
+        cache = self._lexemes
+        todo = [w for w in words if w not in cache]
+        if todo:
+            rows = self._exec(
+                conn,
+                "SELECT w.word, array_remove(array_agg(t.lexeme), NULL) "
+                "FROM unnest(CAST(? AS text[])) AS w(word) "
+                "LEFT JOIN LATERAL unnest(to_tsvector('english', w.word)) AS t ON true "
+                "GROUP BY w.word",
+                [todo],
+            ).fetchall()
+            if len(cache) > 50_000:
+                cache.clear()
+            for word, lexemes in rows:
+                cache[word] = tuple(lexemes or ())
+        return {w: cache.get(w, ()) for w in words}
 
     def _term_stats(self) -> TermStats:
         stats = self._stats
