@@ -277,7 +277,7 @@ def bench(env: Env, quick: bool, out: str | None, workdir: str | None, locomo: s
     started = time.perf_counter()
     try:
         if "writes" in parts:
-            sections.append(bench_batch_writes(work, embedder, n=2_000 if quick else 50_000,
+            sections.append(bench_batch_writes(work, embedder, n=2_000 if quick else 20_000,
                                                log=log))
         if "single" in parts:
             sections.append(bench_single_writes(work, embedder, n=100 if quick else 2_000,
