@@ -214,7 +214,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         (requests, errors, requests_per_s, p50/p95/p99 ms), ``recall_1_client`` (the
         same with one client, for scale), ``server_rss_mb`` (idle, peak), ``cpus``.
     """
-    n = 2_000 if quick else 10_000
+    n = 1_000 if quick else 5_000
     seconds = 8.0 if quick else 30.0
     warmup = 2.0 if quick else 5.0
     out: dict[str, Any] = {"quick": quick, "memories": n, "cpus": os.cpu_count(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ import pytest
 import engramdb
 from engramdb.errors import PayloadTooLarge, RateLimited
 from engramdb.server import ServerSettings
-from tests.support.http_server import TEST_SETTINGS, LiveServer
+from tests.support.http_server import TEST_SETTINGS, LiveServer, ServerProcess
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "http.md"
 
@@ -409,6 +410,45 @@ def test_decision_on_an_unreadable_basis_is_not_found(server):
     with pytest.raises(engramdb.InvalidInput):
         spy.decide("sell early", basis="not a receipt", namespace="spy/notes")
     assert admin.stale_decisions() == []
+
+
+# -- several server processes over one PostgreSQL database -----------------------------------
+
+
+@pytest.mark.postgres
+def test_server_processes_over_one_postgres_database_act_as_one_service(pg):
+    name = f"http_two_{os.getpid()}"
+    url = pg.fresh_database(name)
+    setup = engramdb.open(url, embedder=None)
+    key = setup.admin.create_key("admin")
+    setup.close()
+    servers = [ServerProcess(url), ServerProcess(url)]
+    try:
+        for s in servers:
+            s.wait()
+        a, b = (engramdb.connect(s.url, key) for s in servers)
+        agent_key = a.admin.create_agent("shared-agent")
+        b.admin.grant("shared-agent", "team/**", ["read", "write"])
+        agent_on_b = engramdb.connect(servers[1].url, agent_key)
+        m = agent_on_b.remember("the release is on Thursday", namespace="team/plans")
+        assert a.get(m.id) == m
+        a.update(m.id, text="the release is on Friday", expected_version=1)
+        with pytest.raises(engramdb.VersionConflict) as err:
+            agent_on_b.update(m.id, text="the release is on Monday", expected_version=1)
+        assert err.value.current_version == 2
+        assert [e.kind for e in b.changes(0, namespace="team/**")
+                if e.namespace == "team/plans"] == ["memory.remembered", "memory.updated"]
+        b.admin.revoke_key(agent_key)  # revoked through one server, refused by the other
+        with pytest.raises(engramdb.Unauthenticated):
+            engramdb.connect(servers[0].url, agent_key).get(m.id)
+        assert a.verify().ok and b.verify().ok
+    finally:
+        for s in servers:
+            s.stop()
+        import psycopg
+
+        with psycopg.connect(pg.url_for("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- change feed (SSE) -------------------------------------------------------------------------

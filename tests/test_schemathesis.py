@@ -3,10 +3,11 @@
 The short run is part of ``make test``: every operation, a bounded number of
 generated cases each (coverage, fuzzing and stateful phases), well under a
 minute. ``ENGRAM_SCHEMATHESIS_LONG=1`` adds the long run (hundreds of cases per
-operation). The CLI runs in its own process against a real uvicorn server on
-loopback, over a fresh SQLite database with the real embedder, authenticated
-as the admin so that every route is reachable. The server's batch limit is 20
-(see ``FUZZ_SETTINGS``).
+operation); ``ENGRAM_SCHEMATHESIS_SEED`` picks another seed (the default is fixed
+so that ``make test`` is reproducible). The CLI runs in its own process against
+a real uvicorn server on loopback, over a fresh SQLite database with the real
+embedder, authenticated as the admin so that every route is reachable. The
+server's batch limit is 20 (see ``FUZZ_SETTINGS``).
 
 Every check runs except ``positive_data_acceptance``: it expects any request
 the schema allows to succeed, and that cannot hold for cross-field rules the
@@ -37,7 +38,8 @@ FUZZ_SETTINGS = ServerSettings(rate_limit_per_s=None, max_batch=20)
 
 
 def run_schemathesis(url: str, key: str, report: Path, *, max_examples: int,
-                     seed: int = 20260101, timeout: float = 900) -> dict[str, Any]:
+                     seed: int = int(os.environ.get("ENGRAM_SCHEMATHESIS_SEED", "20260101")),
+                     timeout: float = 900) -> dict[str, Any]:
     """Run the schemathesis CLI against ``url``; return its JSON report."""
     cmd = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",

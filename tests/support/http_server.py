@@ -10,16 +10,21 @@ for ``db`` in the conformance suite (the ``http`` backend).
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
 
+import httpx
 import uvicorn
 
 from engramdb.client import Client
 from engramdb.server import ServerSettings, create_app
 
-__all__ = ["TEST_SETTINGS", "LiveServer", "ServedClient", "served_client"]
+__all__ = ["TEST_SETTINGS", "LiveServer", "ServedClient", "ServerProcess", "served_client"]
 
 # Tests run many requests quickly from one key: rate limiting is tested on its own.
 TEST_SETTINGS = ServerSettings(rate_limit_per_s=None)
@@ -92,3 +97,49 @@ class ServedClient(Client):
 def served_client(db: Any, settings: ServerSettings | None = None) -> ServedClient:
     """Serve ``db`` over real HTTP and return an admin client standing in for it."""
     return ServedClient(LiveServer(db, settings).start())
+
+
+_SERVE = """
+import sys
+from engramdb.server import ServerSettings, serve
+serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), embedder=None, admin_key="none",
+      settings=ServerSettings(rate_limit_per_s=None), log_level="warning",
+      announce=lambda line: None)
+"""
+
+
+class ServerProcess:
+    """``engramdb.server.serve`` in its own process (no embedder), as ``engram serve`` runs.
+
+    Args:
+        target: The database path or ``postgresql://`` URL to serve.
+    """
+
+    def __init__(self, target: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-c", _SERVE, target, str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    def wait(self, timeout: float = 60.0) -> ServerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server process exited: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("server process did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

@@ -134,7 +134,10 @@ def _time(value: Any) -> Any:
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
-        return to_utc(value, what="time")
+        try:
+            return to_utc(value, what="time")
+        except OverflowError as exc:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+            raise ValueError("time is out of range once converted to UTC") from exc
     raise ValueError("must be an ISO-8601 time string such as 2026-01-31T12:00:00Z")
 
 
@@ -222,7 +225,7 @@ class UpdateRequest(Request):
     expected_version: Count | None = Field(
         None, description="Compare-and-swap: apply only if this is the current version "
         "(else 409 `version_conflict` with `details.current_version`).")
-    idempotency_key: str | None = documented(KEY, default=None)
+    idempotency_key: str | None = None  # the engine checks keys only on remember
 
 
 class ConflictOut(Response):

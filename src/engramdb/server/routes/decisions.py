@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
-from pydantic import Field, WithJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from engramdb.server.deps import SessionDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
+    MAX_INT,
     TEXT,
     DecisionList,
     DecisionOut,
@@ -25,10 +26,27 @@ __all__ = ["DecideRequest", "router"]
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
 _ITEM = {"type": "object", "properties": {"id": {"type": "string"},
-                                           "version": {"type": "integer", "minimum": 1}},
+                                           "version": {"type": "integer", "minimum": 1,
+                                                       "maximum": MAX_INT}},
          "required": ["id", "version"]}
+
+
+def _bounded(value: Any) -> Any:
+    # The engine normalises the basis; integers past what JSON clients (and the
+    # database's 64-bit columns) hold are refused here, before they reach SQL.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT:
+            raise ValueError(f"basis holds the integer {item}, larger than {MAX_INT}")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
 # The engine normalises the basis itself (and says precisely what is wrong with one).
-Basis = Annotated[Any, WithJsonSchema({"anyOf": [
+Basis = Annotated[Any, AfterValidator(_bounded), WithJsonSchema({"anyOf": [
     {"type": "object", "properties": {"items": {"type": "array", "items": _ITEM}},
      "required": ["items"], "description": "A receipt, as recall and context return it."},
     _ITEM,

@@ -17,7 +17,6 @@ from engramdb.errors import InvalidInput, PayloadTooLarge
 from engramdb.server.deps import SessionDep, SettingsDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
-    KEY,
     MAX_INT,
     Count,
     MemoryList,
@@ -65,7 +64,7 @@ class RetractRequest(Request):
     reason: str | None = documented({"maxLength": 2000}, default=None,
                                     description="Why (kept in the log).")
     expected_version: Count | None = None
-    idempotency_key: str | None = documented(KEY, default=None)
+    idempotency_key: str | None = None
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=MemoryOut,

@@ -20,7 +20,6 @@ from engramdb.model import Memory
 from engramdb.server.deps import SessionDep, SettingsDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
-    KEY,
     Count,
     MemoryList,
     RememberRequest,
@@ -54,7 +53,7 @@ class RetractOp(_Targeted):
     op: Literal["retract"]
     reason: str | None = documented({"maxLength": 2000}, default=None)
     expected_version: Count | None = None
-    idempotency_key: str | None = documented(KEY, default=None)
+    idempotency_key: str | None = None
 
 
 Op = Annotated[RememberOp | UpdateOp | RetractOp, Field(discriminator="op")]
