@@ -160,7 +160,10 @@ class AnnIndexer:
             moved = self._rebuild(conn, int(dim))
             self.rebuilds += 1
         else:
-            moved = self._copy_batch(conn)
+            try:
+                moved = self._copy_batch(conn)
+            except psycopg.errors.LockNotAvailable:
+                return 0  # a writer is removing one of these vectors: try again shortly
         self.rows_indexed += moved
         return max(moved, 1 if has_index is None else 0)
 
@@ -168,11 +171,12 @@ class AnnIndexer:
         with conn.transaction():
             mark = scalar(conn, "SELECT vseq FROM vector_index_state WHERE id = 1 FOR UPDATE")
             row = conn.execute(
-                # FOR SHARE: a concurrent erasure waits for us, then its trigger
-                # deletes the copy we made; it can never be left behind.
+                # FOR SHARE: an erasure that comes later waits for us, then its
+                # trigger deletes the copy we made, so none is left behind. NOWAIT:
+                # we never wait for a writer while holding locks it may need.
                 "WITH batch AS ("
                 " SELECT id, version, vec, vseq FROM memory_vectors WHERE vseq > %s"
-                f" ORDER BY vseq LIMIT {BATCH} FOR SHARE),"
+                f" ORDER BY vseq LIMIT {BATCH} FOR SHARE NOWAIT),"
                 " ins AS (INSERT INTO memory_vectors_ann (id, version, vec)"
                 "  SELECT id, version, vec FROM batch"
                 "  ON CONFLICT (id, version) DO UPDATE SET vec = excluded.vec RETURNING 1)"
