@@ -353,10 +353,12 @@ class PostgresStorage(SqlStorage):
 
     def _exec_in_tx(self, tx: _TxConn, sql: str, query: str, params: Sequence[Any]) -> Any:
         written = _WRITES_TO.match(sql)
+        read = None if written else _SELECT_FROM.match(sql)
         if written:
             tx.forget(written.group(1))
+        elif read is None:
+            tx.cache.clear()  # a statement we cannot classify may write anything
         key: tuple[Any, ...] | None = None
-        read = None if written else _SELECT_FROM.match(sql)
         if read and read.group(1) in TABLES and "FOR UPDATE" not in sql:
             key = (sql, *params)
             try:
