@@ -39,7 +39,7 @@ FUZZ_SETTINGS = ServerSettings(rate_limit_per_s=None, max_batch=20)
 
 def run_schemathesis(url: str, key: str, report: Path, *, max_examples: int,
                      seed: int = int(os.environ.get("ENGRAM_SCHEMATHESIS_SEED", "20260101")),
-                     timeout: float = 900) -> dict[str, Any]:
+                     timeout: float = 1700) -> dict[str, Any]:
     """Run the schemathesis CLI against ``url``; return its JSON report."""
     cmd = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
@@ -105,6 +105,7 @@ def test_schemathesis_short_run(tmp_path, embedder):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not LONG, reason="long fuzzing run: set ENGRAM_SCHEMATHESIS_LONG=1")
 def test_schemathesis_long_run(tmp_path, embedder):
     summary = _fuzz(tmp_path, embedder, max_examples=300)
