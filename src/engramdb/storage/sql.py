@@ -9,6 +9,7 @@ store byte-identical logs.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,9 +21,9 @@ import numpy as np
 from engramdb.codec import (
     canonical,
     chain_hash,
-    commitment,
     from_micros,
     json_dumps,
+    sha256_hex,
     to_micros,
 )
 from engramdb.errors import InvalidInput, StorageError, VersionConflict
@@ -162,8 +163,32 @@ def memory_where(flt: RecallFilter, dialect: Dialect, alias: str = "m") -> tuple
     return (" AND ".join(parts) if parts else "1 = 1"), params
 
 
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, cols: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+
+_EVENT_INSERT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_PAYLOAD_INSERT = "INSERT INTO event_payloads (seq, salt, payload) VALUES (?, ?, ?)"
+
+
 class SqlWriteTx(WriteTx):
-    """A write transaction over one DB-API connection, holding the chain lock."""
+    """A write transaction over one DB-API connection, holding the chain lock.
+
+    Inserts (state rows, events, vectors) are buffered and sent per table with
+    one ``executemany`` each, which is what makes a batch of thousands of
+    memories cheap. Buffering never changes what a read inside the
+    transaction sees: :meth:`fetch` and :meth:`copy_vector` send the buffered
+    rows of the table they read first, an ``Update`` (whose row count decides
+    a compare-and-swap) sends those of its table first, and :meth:`finish`
+    sends everything before the new head is recorded. Rows of one table keep
+    their order; nothing depends on the order between tables (no foreign
+    keys, no cross-table triggers). Searches read committed state on another
+    connection and never saw this transaction's rows, buffered or not.
+    """
+
+    # Buffered rows (all tables) that trigger a flush: bounds memory in an import.
+    FLUSH_AT = 10_000
 
     def __init__(self, storage: SqlStorage, conn: Any, head: Head) -> None:
         self._storage = storage
@@ -173,6 +198,10 @@ class SqlWriteTx(WriteTx):
         self._effects_applied = False
         self.tx = head.tx + 1
         self.recorded_at = max(time.time_ns() // 1000, head.recorded_at)
+        # table -> runs of (INSERT statement, rows), in the order they were applied
+        self._buffered: dict[str, list[tuple[str, list[Sequence[Any]]]]] = {}
+        self._vectors: list[tuple[str, int, np.ndarray]] = []
+        self._buffered_rows = 0
 
     @property
     def head(self) -> Head:
@@ -185,6 +214,27 @@ class SqlWriteTx(WriteTx):
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._storage._exec(self._conn, sql, params)
 
+    def _buffer(self, table: str, sql: str, params: Sequence[Any]) -> None:
+        runs = self._buffered.setdefault(table, [])
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))
+        self._buffered_rows += 1
+        if self._buffered_rows >= self.FLUSH_AT:
+            self.flush()
+
+    def flush(self, table: str | None = None) -> None:
+        """Send the buffered inserts of ``table`` (``None``: of every table) now."""
+        for name in [table] if table is not None else list(self._buffered):
+            for sql, rows in self._buffered.pop(name, ()):
+                self._storage._exec_many(self._conn, sql, rows)
+                self._buffered_rows -= len(rows)
+        if self._vectors and table in (None, "memory_vectors"):
+            items, self._vectors = self._vectors, []
+            self._buffered_rows -= len(items)
+            self._storage._put_vectors(self._conn, items)
+
     def apply(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
             spec = _spec(effect.table)
@@ -192,13 +242,9 @@ class SqlWriteTx(WriteTx):
                 row = encode_row(spec, effect.row)
                 if "row_tx" in spec.bookkeeping:
                     row["row_tx"] = self.tx
-                cols = list(row)
-                self._exec(
-                    f"INSERT INTO {spec.name} ({', '.join(cols)}) "
-                    f"VALUES ({', '.join('?' * len(cols))})",
-                    [row[c] for c in cols],
-                )
+                self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
             elif isinstance(effect, Update):
+                self.flush(spec.name)
                 changes = encode_row(spec, effect.changes)
                 if "row_tx" in spec.bookkeeping:
                     changes["row_tx"] = self.tx
@@ -234,7 +280,8 @@ class SqlWriteTx(WriteTx):
             body = canonical(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
-        commit = commitment(salt, payload)
+        # codec.commitment(salt, payload), without encoding the payload a second time.
+        commit = sha256_hex(salt + body)
         seq = self._head.seq + 1
         envelope = {
             "seq": seq,
@@ -247,15 +294,10 @@ class SqlWriteTx(WriteTx):
             "commitment": commit,
         }
         digest = chain_hash(self._head.hash, envelope)
-        self._exec(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
-             self._head.hash, digest],
-        )
-        self._exec(
-            "INSERT INTO event_payloads (seq, salt, payload) VALUES (?, ?, ?)",
-            [seq, salt, body.decode("utf-8")],
-        )
+        self._buffer("events", _EVENT_INSERT, [
+            seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
+            self._head.hash, digest])
+        self._buffer("event_payloads", _PAYLOAD_INSERT, [seq, salt, body.decode("utf-8")])
         prev = self._head.hash
         self._head = Head(seq, digest, self.tx, self.recorded_at)
         return Event(
@@ -278,23 +320,22 @@ class SqlWriteTx(WriteTx):
                 f"event {event.seq} does not continue the log at seq {self._head.seq}; "
                 "import into an empty database, in order"
             )
-        self._exec(
-            f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [event.seq, event.tx, event.kind, event.namespace, event.actor, event.recorded_at,
-             event.subject_ref, event.commitment, event.prev_hash, event.hash],
-        )
-        self._exec(
-            "INSERT INTO event_payloads (seq, salt, payload) VALUES (?, ?, ?)",
-            [event.seq, event.salt, event.payload],
-        )
+        self._buffer("events", _EVENT_INSERT, [
+            event.seq, event.tx, event.kind, event.namespace, event.actor, event.recorded_at,
+            event.subject_ref, event.commitment, event.prev_hash, event.hash])
+        self._buffer("event_payloads", _PAYLOAD_INSERT, [event.seq, event.salt, event.payload])
         self.tx = event.tx
         self.recorded_at = event.recorded_at
         self._head = Head(event.seq, event.hash, event.tx, event.recorded_at)
 
     def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
-        self._storage._put_vectors(self._conn, items)
+        self._vectors.extend(items)
+        self._buffered_rows += len(items)
+        if self._buffered_rows >= self.FLUSH_AT:
+            self.flush()
 
     def copy_vector(self, memory_id: str, from_version: int, to_version: int) -> None:
+        self.flush("memory_vectors")
         self._exec(
             "INSERT INTO memory_vectors (id, version, vec) SELECT id, ?, vec "
             "FROM memory_vectors WHERE id = ? AND version = ?",
@@ -309,10 +350,12 @@ class SqlWriteTx(WriteTx):
         order_by: str | None = None,
         limit: int | None = None,
     ) -> list[Row]:
+        self.flush(table)
         return self._storage._fetch(self._conn, table, where, order_by=order_by, limit=limit)
 
     def finish(self) -> None:
-        """Record the new head; called just before COMMIT."""
+        """Send what is buffered and record the new head; called just before COMMIT."""
+        self.flush()
         if self._effects_applied and not self.logged:
             raise StorageError("state changed without a log event; this is a bug in EngramDB")
         if self.logged:
@@ -342,6 +385,10 @@ class SqlStorage(Storage):
 
     def _write_conn(self) -> Any:
         """A context manager yielding a connection inside a locked write transaction."""
+        raise NotImplementedError
+
+    def _exec_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement (``?`` placeholders, no result) for each of ``rows``."""
         raise NotImplementedError
 
     def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
@@ -443,9 +490,25 @@ class SqlStorage(Storage):
             return [decode_row(spec, cols, r) for r in cur.fetchall()]
 
     def namespaces(self) -> list[str]:
+        # Every read resolves its namespace glob against this list, so it is
+        # cached and extended incrementally: a namespace exists once any
+        # version was written in it, and versions are never deleted, so only
+        # rows written since the last look (``row_tx``) can add one.
         with self._read_conn() as conn:
-            cur = self._exec(conn, "SELECT DISTINCT namespace FROM memories ORDER BY namespace")
-            return [r[0] for r in cur.fetchall()]
+            tx = self._exec(conn, "SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+            cache = self.__dict__.setdefault("_ns_cache", (0, frozenset()))
+            seen_tx, names = cache
+            if tx != seen_tx:
+                if tx < seen_tx:  # the database was replaced under us: start again
+                    seen_tx, names = 0, frozenset()
+                # No DISTINCT: planners then prefer a full scan of the namespace
+                # index to a range scan of the (small) recent rows.
+                cur = self._exec(
+                    conn, "SELECT namespace FROM memories WHERE row_tx > ?", [seen_tx]
+                )
+                names = names | {r[0] for r in cur.fetchall()}
+                self.__dict__["_ns_cache"] = (tx, names)
+            return sorted(names)
 
     # -- log -------------------------------------------------------------------
 

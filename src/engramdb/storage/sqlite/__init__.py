@@ -145,8 +145,15 @@ class SQLiteStorage(SqlStorage):
             raise StorageError(f"commit failed: {exc}") from exc
 
     def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._run(conn.execute, sql, params)
+
+    def _exec_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._run(conn.executemany, sql, rows)
+
+    @staticmethod
+    def _run(method: Any, sql: str, params: Any) -> Any:
         try:
-            return conn.execute(sql, params)
+            return method(sql, params)
         except sqlite3.IntegrityError as exc:
             raise StorageError(f"constraint violated: {exc}") from exc
         except sqlite3.OperationalError as exc:
@@ -220,56 +227,142 @@ class SQLiteStorage(SqlStorage):
     ) -> list[tuple[dict[str, Any], float]]:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._read_conn() as conn:
-            if self._vindex is None or self._vindex.dimension != vector.size:
-                self._vindex = VectorIndex(vector.size)
-            head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
-            self._vindex.refresh(conn, head_tx)
-            allowed = None
-            if VectorIndex.needs_sql(flt):
-                cond, params = memory_where(flt, self.dialect_impl)
-                allowed = [r[0] for r in self._exec(
-                    conn, f"SELECT m.row_id FROM memories m WHERE {cond}", params)]
-            found = self._vindex.search(vector, flt, limit, allowed)
+            index, allowed = self._fresh_index(conn, vector.size, flt)
+            found = index.search(vector, flt, limit, allowed)
             return self._rows_by_row_id(conn, found)
+
+    def search_vectors(
+        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int
+    ) -> list[list[tuple[dict[str, Any], float]]]:
+        """:meth:`search_vector` for each vector: one refresh, one mask, one matrix product."""
+        if len(vectors) == 0:
+            return []
+        matrix = np.asarray(np.stack([np.asarray(v, dtype=np.float32).reshape(-1)
+                                      for v in vectors]), dtype=np.float32)
+        with self._read_conn() as conn:
+            index, allowed = self._fresh_index(conn, matrix.shape[1], flt)
+            found = index.search_many(matrix, flt, limit, allowed)
+            rows = self._rows_by_ids(conn, sorted({r for hits in found for r, _ in hits}))
+            return [[(rows[r], s) for r, s in hits if r in rows] for hits in found]
+
+    def _fresh_index(self, conn: Any, dimension: int, flt: RecallFilter
+                     ) -> tuple[VectorIndex, list[int] | None]:
+        """The vector index brought up to the committed head, and the SQL-only filter's rows."""
+        if self._vindex is None or self._vindex.dimension != dimension:
+            self._vindex = VectorIndex(dimension)
+        head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+        self._vindex.refresh(conn, head_tx)
+        allowed = None
+        if VectorIndex.needs_sql(flt):
+            cond, params = memory_where(flt, self.dialect_impl)
+            allowed = [r[0] for r in self._exec(
+                conn, f"SELECT m.row_id FROM memories m WHERE {cond}", params)]
+        return self._vindex, allowed
 
     def _rows_by_row_id(
         self, conn: Any, found: list[tuple[int, float]]
     ) -> list[tuple[dict[str, Any], float]]:
         if not found:
             return []
+        rows = self._rows_by_ids(conn, [r for r, _ in found])
+        return [(rows[r], s) for r, s in found if r in rows]
+
+    def _rows_by_ids(self, conn: Any, row_ids: Sequence[int],
+                     flt: RecallFilter | None = None) -> dict[int, dict[str, Any]]:
+        """Memory rows by row id, keeping only those that pass ``flt`` if given."""
         spec = TABLES["memories"]
         cols = list(spec.columns)
-        ids = [r for r, _ in found]
-        rows = {
-            r[0]: decode_row(spec, cols, r[1:])
+        cond, params = ("1 = 1", []) if flt is None else memory_where(flt, self.dialect_impl)
+        out: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(row_ids), 5000):  # under SQLite's bound-variable limit
+            ids = list(row_ids[i:i + 5000])
             for r in self._exec(
                 conn,
-                f"SELECT row_id, {', '.join(cols)} FROM memories "
-                f"WHERE row_id IN ({', '.join('?' * len(ids))})",
-                ids,
-            )
-        }
-        return [(rows[r], s) for r, s in found if r in rows]
+                f"SELECT m.row_id, {', '.join('m.' + c for c in cols)} FROM memories m "
+                f"WHERE m.row_id IN ({', '.join('?' * len(ids))}) AND {cond}",
+                [*ids, *params],
+            ):
+                out[r[0]] = decode_row(spec, cols, r[1:])
+        return out
 
     # -- full text ---------------------------------------------------------------
 
     def search_text(
         self, query: str, flt: RecallFilter, limit: int
     ) -> list[tuple[dict[str, Any], float]]:
-        match = fts_query(query)
-        if match is None or limit <= 0:
+        if limit <= 0:
             return []
-        spec = TABLES["memories"]
-        cols = list(spec.columns)
-        cond, params = memory_where(flt, self.dialect_impl)
-        sql = (
-            f"SELECT {', '.join('m.' + c for c in cols)}, bm25(memories_fts) AS rank "
-            "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
-            f"WHERE memories_fts MATCH ? AND {cond} ORDER BY rank LIMIT {int(limit)}"
-        )
         with self._read_conn() as conn:
-            cur = self._exec(conn, sql, [match, *params])
+            match = self._prune_terms(conn, fts_query(query))
+            if match is None:
+                return []
+            # Fast path: rank in FTS5 alone, then filter the best candidates. It
+            # is exact whenever at least `limit` candidates pass the filter (any
+            # better-ranked match passing the filter is among them) or FTS5 had
+            # no more matches; otherwise the filtered query below runs in full.
+            pool = max(limit * 4, 200)
+            ranked = self._exec(
+                conn,
+                f"SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ? "
+                f"ORDER BY rank LIMIT {pool}",
+                [match],
+            ).fetchall()
+            if not ranked:
+                return []
+            cond, params = memory_where(flt, self.dialect_impl)
+            ids = [r for r, _ in ranked]
+            passing = {
+                r[0] for r in self._exec(
+                    conn,
+                    f"SELECT m.row_id FROM memories m WHERE m.row_id IN "
+                    f"({', '.join('?' * len(ids))}) AND {cond}",
+                    [*ids, *params],
+                )
+            }
+            best = [(r, rank) for r, rank in ranked if r in passing][:limit]
+            if len(best) >= limit or len(ranked) < pool:
+                rows = self._rows_by_ids(conn, [r for r, _ in best])
+                return [(rows[r], -float(rank)) for r, rank in best if r in rows]
+            spec = TABLES["memories"]
+            cols = list(spec.columns)
+            cur = self._exec(
+                conn,
+                f"SELECT {', '.join('m.' + c for c in cols)}, bm25(memories_fts) AS rank "
+                "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
+                f"WHERE memories_fts MATCH ? AND {cond} ORDER BY rank LIMIT {int(limit)}",
+                [match, *params],
+            )
             return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in cur.fetchall()]
+
+    def _prune_terms(self, conn: Any, match: str | None) -> str | None:
+        """Drop query words found in over 5% of a large database's memories.
+
+        Such words add almost nothing to BM25 but make FTS5 score most of the
+        table; the rarest word is always kept. Small databases search every word.
+        """
+        if match is None:
+            return None
+        terms = match.split(" OR ")
+        total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+        if total < 2000 or len(terms) == 1:
+            return match
+        if not getattr(self._local, "vocab", False):
+            conn.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.memories_fts_vocab "
+                "USING fts5vocab('main', 'memories_fts', 'row')"
+            )
+            self._local.vocab = True
+        df = {}
+        for term in terms:
+            word = term[1:-1].replace('""', '"')
+            row = conn.execute(
+                "SELECT doc FROM temp.memories_fts_vocab WHERE term = ?", [word]
+            ).fetchone()
+            df[term] = row[0] if row else 0
+        kept = [t for t in terms if df[t] <= 0.05 * total]
+        if not kept:
+            kept = [min(terms, key=lambda t: df[t])]
+        return " OR ".join(kept)
 
     # -- change feed -------------------------------------------------------------
 
