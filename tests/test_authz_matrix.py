@@ -13,7 +13,16 @@ Counted: attempts, unauthorised successes (must be 0), wrongful denials
 not read showing up in any recall hit (searched for directly, by token, over
 ``**``) or change-feed payload. A refused read must look exactly like an
 unknown id. The figures are printed (``pytest -s``) and, with
-``ENGRAM_RESULTS_DIR`` set, written to ``authz_matrix.json`` there.
+``ENGRAM_RESULTS_DIR`` set, written to ``authz_matrix.json`` there, one entry
+per door.
+
+The matrix runs through every door that takes API keys, with one test body:
+the world is set up through the engine, and the agents' sessions come from a
+door factory (:func:`open_door`): ``db.as_agent(name)`` embedded, and
+``engramdb.connect(url, key)`` against a live HTTP server over the same
+database. The HTTP door runs the full grid too: about 15,000 requests, some
+two minutes against 25 s embedded (the MCP door has its own, smaller matrix
+in ``test_mcp.py``).
 
 Bad input at the admin surface is checked last: each case is a typed error
 and leaves the log head unchanged.
@@ -25,7 +34,9 @@ import json
 import os
 import random
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +96,7 @@ class World:
     canary: dict[str, tuple[str, str]]  # namespace -> (memory id, secret token)
     private: dict[str, tuple[str, str]]  # agent -> (memory id, token) in agents/<name>
     conflict: dict[str, str]  # namespace -> conflict id
+    keys: dict[str, str] = field(default_factory=dict)  # agent -> its API key
 
     def may(self, agent: str, action: str, ns: str) -> bool:
         return any(action in r.actions and r.covers(ns) for r in self.agents[agent])
@@ -117,10 +129,11 @@ def _build(tmp_path: Path, embedder) -> World:
     db = engramdb.open(tmp_path / "matrix.db", embedder=embedder)
     role_rules = {r: [_random_rule(rng) for _ in range(2)] for r in ROLES}
     agents: dict[str, list[Rule]] = {}
+    keys: dict[str, str] = {}
     for i in range(AGENTS):
         name = f"agent-{i:02d}"
         roles = rng.sample(ROLES, rng.randrange(0, 3))
-        db.admin.create_agent(name, roles=roles, trust=round(rng.random(), 2))
+        keys[name] = db.admin.create_agent(name, roles=roles, trust=round(rng.random(), 2))
         own = [_random_rule(rng) for _ in range(rng.randrange(0, 4))]
         for rule in own:
             db.admin.grant(name, rule.pattern, sorted(rule.actions))
@@ -152,7 +165,49 @@ def _build(tmp_path: Path, embedder) -> World:
         text = f"Private canary {token} of {name}"
         m = db.as_agent(name).remember(text, layer="episodic", embedding=embed(db, [text])[0])
         private[name] = (m.id, token)
-    return World(db, agents, canary, private, conflict)
+    return World(db, agents, canary, private, conflict, keys)
+
+
+DOORS = ("embedded", "http")
+
+
+@contextmanager
+def open_door(door: str, world: World) -> Iterator[Callable[[str], Any]]:
+    """A factory of agent sessions through ``door``: agent name -> its session."""
+    if door == "embedded":
+        yield world.db.as_agent
+        return
+    from tests.support.http_server import LiveServer
+
+    clients: list[Any] = []
+
+    def connect(agent: str) -> Any:
+        clients.append(engramdb.connect(server.url, world.keys[agent]))
+        return clients[-1]
+
+    with LiveServer(world.db) as server:
+        try:
+            yield connect
+        finally:
+            for client in clients:
+                client.close()
+
+
+def _write_report(door: str, report: dict[str, Any]) -> None:
+    """Print the figures; with ``ENGRAM_RESULTS_DIR``, keep them per door in the JSON file."""
+    print(f"\nauthorisation matrix ({door}):", json.dumps(report, indent=1))
+    if not os.environ.get("ENGRAM_RESULTS_DIR"):
+        return
+    out = Path(os.environ["ENGRAM_RESULTS_DIR"]) / "authz_matrix.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        doors = json.loads(out.read_text())
+    except (OSError, ValueError):
+        doors = {}
+    if not isinstance(doors, dict) or not set(doors) <= set(DOORS):
+        doors = {}  # an older single-door file
+    doors[door] = report
+    out.write_text(json.dumps(dict(sorted(doors.items())), indent=1) + "\n")
 
 
 def embed(db: engramdb.Database, texts: list[str]) -> list[list[float]]:
@@ -185,7 +240,9 @@ def _attempt(denials: tuple[type[Exception], ...], call: Callable[..., Any], *ar
 
 
 @pytest.mark.slow
-def test_authorisation_matrix(tmp_path, embedder) -> None:
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("door", DOORS)
+def test_authorisation_matrix(tmp_path, embedder, door) -> None:
     world = _build(tmp_path, embedder)
     db = world.db
     tally = Tally()
@@ -196,9 +253,12 @@ def test_authorisation_matrix(tmp_path, embedder) -> None:
     queries = [*all_tokens.values(), *private_tokens.values()]
     qvec = dict(zip(queries, embed(db, queries), strict=True))
     note_vec, target_vec = embed(db, ["note by an agent", "retract target"])
+    doors = ExitStack()
+    started = time.monotonic()
     try:
+        session_for = doors.enter_context(open_door(door, world))
         for agent in world.agents:
-            me = db.as_agent(agent)
+            me = session_for(agent)
             for ns in NAMESPACES:
                 can_read = world.may(agent, "read", ns)
                 can_write = world.may(agent, "write", ns)
@@ -277,7 +337,8 @@ def test_authorisation_matrix(tmp_path, embedder) -> None:
                     tally.canary_leaks += 1
                     tally.failures.append(f"canary of {ns} in {agent}'s change feed")
         report = {
-            "agents": AGENTS, "namespaces": len(NAMESPACES), "operations": list(OPERATIONS),
+            "door": door, "agents": AGENTS, "namespaces": len(NAMESPACES),
+            "operations": list(OPERATIONS), "seconds": round(time.monotonic() - started, 1),
             "attempts": tally.attempts, "unauthorised_successes": tally.unauthorised,
             "wrongful_denials": tally.wrongly_denied, "canary_searches": tally.canary_searches,
             "canary_leaks": tally.canary_leaks, "per_operation": tally.per_operation,
@@ -285,11 +346,7 @@ def test_authorisation_matrix(tmp_path, embedder) -> None:
                 a: round(sum(world.may(ag, a, ns) for ag in world.agents for ns in NAMESPACES)
                          / (AGENTS * len(NAMESPACES)), 3) for a in ("read", "write", "admin")},
         }
-        print("\nauthorisation matrix:", json.dumps(report, indent=1))
-        if os.environ.get("ENGRAM_RESULTS_DIR"):
-            out = Path(os.environ["ENGRAM_RESULTS_DIR"]) / "authz_matrix.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report, indent=1) + "\n")
+        _write_report(door, report)
         assert tally.attempts >= AGENTS * len(NAMESPACES) * len(OPERATIONS)
         assert tally.failures == []
         assert tally.unauthorised == 0 and tally.canary_leaks == 0
@@ -299,6 +356,7 @@ def test_authorisation_matrix(tmp_path, embedder) -> None:
             assert 0.05 < share < 0.95, (action, share)
         assert db.verify().ok
     finally:
+        doors.close()
         db.close()
 
 

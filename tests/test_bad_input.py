@@ -190,7 +190,93 @@ CASES: list[tuple[str, Callable[[Ctx], Any], type[EngramError]]] = [
     ("unknown filter", recall(filters={"colour": "red"}), InvalidInput),
     ("metadata filter not a dict", recall(filters={"metadata": ["a"]}), InvalidInput),
     ("time filter not a time", recall(filters={"recorded_after": "last week"}), InvalidInput),
+    # times that leave years 1..9999 once converted to UTC (OverflowError before)
+    ("valid_from before year 1 in UTC", remember(valid_from="0001-01-01T00:00:00+05:00"),
+     InvalidInput),
+    ("valid_to after year 9999 in UTC", remember(valid_to="9999-12-31T23:00:00-05:00"),
+     InvalidInput),
+    ("expires_at before year 1 in UTC on update", update(expires_at="0001-01-01T03:00+09:00"),
+     InvalidInput),
+    ("as_of before year 1 in UTC", get(as_of="0001-01-01T00:00:00+05:00"), InvalidInput),
+    ("recall valid_at before year 1 in UTC", recall(valid_at="0001-01-01T00:00:00+01:00"),
+     InvalidInput),
+    ("time filter after year 9999 in UTC",
+     recall(filters={"recorded_before": "9999-12-31T23:59:00-00:30"}), InvalidInput),
+    # integers past 64 bits (an SQLite OverflowError before)
+    ("decision basis version past 64 bits",
+     lambda c: c.db.decide("ship it", basis=[(c.active, 2**70)]), InvalidInput),
+    ("decision receipt version past 64 bits",
+     lambda c: c.db.decide("ship it", basis={"items": [{"id": c.active, "version": 2**64}],
+                                             "as_of": 1}), InvalidInput),
+    ("as_of past 64 bits", get(as_of=2**70), InvalidInput),
+    ("changes cursor past 64 bits", lambda c: list(c.db.changes(2**70)), InvalidInput),
+    # recall filters and layers
+    ("empty statuses filter", recall(filters={"statuses": []}), InvalidInput),
+    ("unknown status in filter", recall(filters={"statuses": ["active", "gone"]}),
+     InvalidInput),
+    ("metadata filter False", recall(filters={"metadata": False}), InvalidInput),
+    ("metadata filter empty string", recall(filters={"metadata": ""}), InvalidInput),
+    ("metadata filter zero", recall(filters={"metadata": 0}), InvalidInput),
+    ("layers a dict", recall(layers={"semantic": 1}), InvalidInput),
+    ("layers a number", recall(layers=3), InvalidInput),
+    ("layers a generator",
+     lambda c: c.db.recall("office hours", layers=(x for x in ["semantic"])), InvalidInput),
+    # update and retract check what remember checks
+    ("source too long on update", update(source="s" * 501), InvalidInput),
+    ("empty source on update", update(source=""), InvalidInput),
+    ("empty idempotency key on update", update(text="x", idempotency_key=""), InvalidInput),
+    ("idempotency key too long on update", update(text="x", idempotency_key="k" * 201),
+     InvalidInput),
+    ("idempotency key not a string on update", update(text="x", idempotency_key=7),
+     InvalidInput),
+    ("idempotency key too long on retract",
+     lambda c: c.db.retract(c.active, idempotency_key="k" * 201), InvalidInput),
+    ("empty idempotency key on retract", lambda c: c.db.retract(c.active, idempotency_key=""),
+     InvalidInput),
+    ("expected_version not a number", update(text="x", expected_version="1"), InvalidInput),
+    # strings no backend can store: NUL (PostgreSQL cannot) and lone surrogates (not Unicode)
+    ("text with NUL", remember(text="nine\x00ten"), InvalidInput),
+    ("text with NUL on update", update(text="nine\x00ten"), InvalidInput),
+    ("text with NUL in a transaction",
+     lambda c: _in_transaction(c, "fine", "nine\x00ten"), InvalidInput),
+    ("metadata value with NUL", remember(metadata={"k": "a\x00b"}), InvalidMetadata),
+    ("source with NUL", remember(source="web\x00"), InvalidInput),
+    ("text with a lone surrogate", remember(text="nine\ud800ten"), InvalidInput),
+    ("text with a lone surrogate on update", update(text="\udc00"), InvalidInput),
+    ("metadata value with a lone surrogate", remember(metadata={"k": "\ud83d"}),
+     InvalidMetadata),
+    ("metadata key with a lone surrogate", remember(metadata={"\udfff": 1}), InvalidMetadata),
+    ("nested metadata with a lone surrogate", remember(metadata={"a": [{"b": "\ud800"}]}),
+     InvalidMetadata),
+    ("assertion value with a lone surrogate",
+     remember(subject="office", predicate="opens_at", value="\ud800"), InvalidMetadata),
+    ("subject with a lone surrogate", remember(subject="\ud800", predicate="p"), InvalidInput),
+    ("session with a lone surrogate", remember(session="s\ud800"), InvalidInput),
+    ("idempotency key with a lone surrogate", remember(idempotency_key="\ud800"),
+     InvalidInput),
+    ("namespace with a lone surrogate", remember(namespace="kb/\ud800"), InvalidNamespace),
+    ("query with a lone surrogate", recall(query="office\ud800"), InvalidInput),
+    ("author filter with a lone surrogate", recall(filters={"author": "\ud800"}),
+     InvalidInput),
+    ("metadata filter with a lone surrogate", recall(filters={"metadata": {"k": "\ud800"}}),
+     InvalidMetadata),
+    ("retract reason with a lone surrogate",
+     lambda c: c.db.retract(c.active, reason="\ud800"), InvalidInput),
+    ("memory id with a lone surrogate", lambda c: c.db.get("\ud800"), InvalidInput),
+    ("context task with a lone surrogate", lambda c: c.db.context("hours \ud800"),
+     InvalidInput),
+    ("decision description with a lone surrogate",
+     lambda c: c.db.decide("open \ud800", basis=[(c.active, 1)]), InvalidInput),
+    ("decision outcome with a lone surrogate",
+     lambda c: c.db.decide("open", basis=[(c.active, 1)], outcome={"why": "\ud800"}),
+     InvalidMetadata),
 ]
+
+
+def _in_transaction(c: Ctx, *texts: str) -> None:
+    with c.db.transaction() as tx:
+        for text in texts:
+            tx.remember(text, namespace="kb/office")
 
 
 def _problem(ctx: Ctx, call: Callable[[Ctx], Any], error: type[EngramError]) -> str | None:
@@ -225,6 +311,25 @@ def test_bad_input_raises_typed_error_and_writes_nothing(ctx: Ctx) -> None:
 
 def test_case_names_are_unique() -> None:
     assert len({name for name, _, _ in CASES}) == len(CASES)
+
+
+def test_statuses_filter_of_none_means_not_given(ctx: Ctx) -> None:
+    # JSON's null for "not given" (it raised TypeError before): active memories only.
+    plain = ctx.db.recall("office opens", namespace="kb/**")
+    with_none = ctx.db.recall("office opens", namespace="kb/**", filters={"statuses": None})
+    assert [h.memory.id for h in with_none.hits] == [h.memory.id for h in plain.hits] == [
+        ctx.active]
+
+
+def test_namespace_filtered_feed_leaves_out_admin_events(ctx: Ctx) -> None:
+    # The admin sees namespace-less events (principals, grants) only in the whole feed.
+    everything = [e.kind for e in ctx.db.changes(0)]
+    assert {"principal.created", "grant.created"} <= set(everything)
+    filtered = list(ctx.db.changes(0, namespace="kb/**"))
+    assert [e.kind for e in filtered] == ["memory.remembered", "memory.remembered",
+                                          "memory.retracted"]
+    assert all(e.namespace == "kb/office" for e in filtered)
+    assert list(ctx.db.changes(0, namespace="elsewhere/**")) == []
 
 
 def test_agent_bad_input_and_denied_writes_leave_no_trace(ctx: Ctx) -> None:

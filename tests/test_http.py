@@ -2,7 +2,8 @@
 
 What the conformance suite cannot see from the client's side: status codes and
 bodies on the wire, authentication, limits, the SSE feed, metrics, the spec
-and its documentation.
+(its documentation is checked in ``test_docs.py``), and the admin-only trust
+policy, read-audit and checkpoint routes.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import engramdb
 from engramdb.errors import PayloadTooLarge, RateLimited
 from engramdb.server import ServerSettings
 from tests.support.http_server import TEST_SETTINGS, LiveServer, ServerProcess
-
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "http.md"
 
 
 @pytest.fixture
@@ -543,6 +542,282 @@ def test_sse_rejects_a_bad_cursor_before_streaming(server):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
 
 
+# -- trust policy, read audit, checkpoints (admin) --------------------------------------------
+
+
+def test_predicate_declarations_over_http_govern_writes(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    declared = admin.admin.declare_predicate("acme/**", "outlook", policy="supersede")
+    assert (declared.pattern, declared.policy, declared.declared) == ("acme/**", "supersede",
+                                                                      True)
+    assert admin.admin.predicates("acme/research") == [declared]
+    assert admin.admin.predicates("other/x") == []
+    assert admin.admin.schema_for("acme/research", "outlook") == declared
+    assert server.db.admin.schema_for("acme/research", "outlook") == declared  # the engine's
+
+    # The declaration is in force: a later value supersedes the earlier one.
+    old = admin.remember("X outlook is positive", namespace="acme/research",
+                         subject="company:x", predicate="outlook", value="positive")
+    admin.remember("X outlook is negative", namespace="acme/research",
+                   subject="company:x", predicate="outlook", value="negative")
+    assert admin.get(old.id).status == "superseded"
+
+    admin.admin.undeclare_predicate("acme/**", "outlook")
+    assert admin.admin.predicates() == []
+    assert admin.admin.schema_for("acme/research", "outlook").declared is False
+    with pytest.raises(engramdb.NotFound):
+        admin.admin.undeclare_predicate("acme/**", "outlook")
+    with pytest.raises(engramdb.errors.InvalidPolicy):
+        admin.admin.declare_predicate("acme/**", "outlook", policy="democracy")
+    with pytest.raises(engramdb.errors.InvalidPolicy):
+        admin.admin.declare_predicate("acme/**", "tally", merge="median")
+    with pytest.raises(engramdb.errors.InvalidNamespace):
+        admin.admin.declare_predicate("Acme/**", "outlook")
+    assert admin.admin.predicates() == []
+
+
+def test_trust_floor_quarantine_and_approval_over_http(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    stored = admin.admin.configure_namespace("acme/**", trust_floor=0.6,
+                                             authority=["role:lead"])
+    assert stored == {"trust_floor": 0.6, "authority": ["role:lead"]}
+    settings = admin.admin.settings_for("acme/research")
+    assert (settings.trust_floor, settings.authority) == (0.6, ("role:lead",))
+    assert settings == server.db.admin.settings_for("acme/research")
+    assert admin.admin.settings_for("elsewhere").trust_floor is None
+    assert admin.admin.configure_namespace("acme/**", authority=None) == {"trust_floor": 0.6}
+
+    key = admin.admin.create_agent("intern", trust=0.2)
+    admin.admin.grant("intern", "acme/**", ["read", "write"])
+    intern = engramdb.connect(server.url, key)
+    m = intern.remember("the merger closes Friday", namespace="acme/research")
+    assert m.status == "quarantined"
+    assert [q.id for q in admin.admin.quarantined("acme/**")] == [m.id]
+    assert admin.admin.quarantined("other/**") == []
+    approved = admin.admin.approve(m.id, reason="confirmed by legal")
+    assert (approved.id, approved.version, approved.status) == (m.id, 2, "active")
+    assert admin.admin.quarantined() == []
+    with pytest.raises(engramdb.InvalidInput):
+        admin.admin.approve(m.id)  # no longer quarantined
+    with pytest.raises(engramdb.InvalidInput):
+        admin.admin.configure_namespace("acme/**", trust_floor=2)
+    r = httpx.post(server.url + "/v1/admin/settings", headers=bearer(admin._key),
+                   json={"pattern": "acme/**", "colour": "red"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
+
+    # Trust raised over HTTP: the intern's next write is no longer held back.
+    updated = admin.admin.update_agent("intern", trust=0.9, roles=["lead"])
+    assert (updated.trust, updated.roles) == (0.9, ("lead",))
+    assert intern.remember("the merger closes Monday", namespace="acme/research").status \
+        != "quarantined"
+
+
+def test_agent_lifecycle_over_http(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    key = agent_with_grant(admin, "temp", "proj/**")
+    temp = engramdb.connect(server.url, key)
+    before = admin.changes(0)
+    cursor = list(before)[-1].seq
+    first = temp.remember("plan A", namespace="proj/x")
+    kept = admin.remember("admin's own note", namespace="proj/x")
+    temp.update(kept.id, text="admin's own note, edited by temp")
+
+    frozen = admin.admin.retire_agent("temp")
+    assert frozen.status == "frozen"
+    with pytest.raises(engramdb.Unauthenticated):
+        temp.remember("still here?", namespace="proj/x")
+    with pytest.raises(engramdb.InvalidInput):
+        admin.admin.retire_agent("admin")
+    with pytest.raises(engramdb.errors.InvalidPolicy):
+        admin.admin.retire_agent("temp", policy="vanish")
+    assert admin.admin.reactivate_agent("temp").status == "active"
+    with pytest.raises(engramdb.InvalidInput):
+        admin.admin.reactivate_agent("temp")  # not frozen any more
+
+    undone = admin.admin.rollback_author("temp", first.tx_from)
+    assert {m.id for m in undone} == {first.id, kept.id}
+    assert admin.get(first.id).status == "retracted"
+    assert admin.get(kept.id).text == "admin's own note"
+    actors = {e.actor for e in admin.changes(cursor) if e.kind == "author.rolled_back"}
+    assert actors == {"admin"}
+    with pytest.raises(engramdb.NotFound):
+        admin.admin.rollback_author("nobody", 0)
+
+    retired = admin.admin.retire_agent("temp", "transfer", successor="admin")
+    assert retired.status == "retired"
+    with pytest.raises(engramdb.NotFound):
+        admin.admin.update_agent("ghost", trust=0.1)
+
+
+def test_read_audit_settings_over_http(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    key = agent_with_grant(admin, "reader", "kb/**", actions=("read",))
+    m = admin.remember("the office opens at nine", namespace="kb/office")
+    assert admin.read_audit_mode("kb/office") == ("all", 1.0)
+    admin.set_read_audit("kb/**", "off")
+    assert admin.read_audit_mode("kb/office")[0] == "off"
+    engramdb.connect(server.url, key).recall("office hours", namespace="kb/**")
+    assert admin.who_read(m.id) == []
+    admin.set_read_audit("kb/**", "all")
+    engramdb.connect(server.url, key).recall("office hours", namespace="kb/**")
+    assert [r.principal for r in admin.who_read(m.id)] == ["reader"]
+    admin.set_read_audit("kb/**", "sampled", rate=0.25)
+    assert admin.read_audit_mode("kb/office") == ("sampled", 0.25)
+    with pytest.raises(engramdb.InvalidInput):
+        admin.set_read_audit("kb/**", "sampled")  # no rate
+    with pytest.raises(engramdb.InvalidInput):
+        admin.set_read_audit("kb/**", "loud")
+
+
+def test_checkpoint_verify_and_prove_over_http(server, tmp_path):
+    from engramdb.audit import verify_event_proof
+    from engramdb.audit.checkpoint import Checkpoint, generate_key, load_public_key
+
+    admin = engramdb.connect(server.url, server.admin_key())
+    admin.remember("the audit starts here", namespace="audit/a")
+    cp = admin.checkpoint()
+    # Signed with the key next to the database file, created on first use.
+    public = load_public_key(str(server.db.storage.path) + ".audit-key.pub.pem")
+    report = admin.verify_checkpoint(cp, public)
+    assert report.ok and report.signature.trusted and report.log.ok
+    assert cp.tree_size == report.current_size == server.db.storage.head().seq
+
+    admin.remember("written after the checkpoint", namespace="audit/a")
+    later = admin.verify_checkpoint(cp.to_dict(), public, full=False)
+    assert later.ok and later.current_size == cp.tree_size + 1 and later.log is None
+    assert later.consistency.old_size == cp.tree_size
+
+    proof = admin.prove(2, tree_size=cp.tree_size)
+    assert proof.seq == 2 and verify_event_proof(proof, cp, public).ok
+    assert admin.prove(2).proof.tree_size == cp.tree_size + 1
+
+    # The same checks embedded agree with the door.
+    assert report.to_dict()["signature"] == server.db.verify_checkpoint(cp, public) \
+        .to_dict()["signature"]
+
+    # A checkpoint that is not the one the server signed does not verify.
+    forged = Checkpoint.from_dict({**cp.to_dict(), "tree_size": cp.tree_size + 1,
+                                   "head_seq": cp.tree_size + 1})
+    bad = admin.verify_checkpoint(forged, public)
+    assert not bad.ok and "signature" in bad.problem
+    other = generate_key(tmp_path / "other.pem")
+    assert not admin.verify_checkpoint(cp, other).signature.ok
+    with pytest.raises(engramdb.InvalidInput):
+        admin.prove(10_000)
+
+    # Over the wire only values are accepted: a path is never read on the server.
+    r = httpx.post(server.url + "/v1/audit/checkpoints/verify", headers=bearer(admin._key),
+                   json={"checkpoint": cp.to_dict(),
+                         "public_key": str(server.db.storage.path) + ".audit-key.pub.pem"})
+    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "public_key"
+    r = httpx.post(server.url + "/v1/audit/checkpoints/verify", headers=bearer(admin._key),
+                   json={"checkpoint": {"format": "engramdb.checkpoint.v1"}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
+
+
+def test_checkpoints_use_the_configured_key(make_server, tmp_path):
+    from engramdb.audit.checkpoint import generate_key, key_id
+
+    public = generate_key(tmp_path / "server-signing.pem")
+    server = make_server(ServerSettings(rate_limit_per_s=None,
+                                        checkpoint_key=str(tmp_path / "server-signing.pem")))
+    admin = engramdb.connect(server.url, server.admin_key())
+    cp = admin.checkpoint()
+    assert cp.key_id == key_id(public)
+    assert admin.verify_checkpoint(cp, public).ok
+    assert not Path(str(server.db.storage.path) + ".audit-key.pem").exists()
+    with pytest.raises(engramdb.errors.ConfigurationError):
+        ServerSettings(checkpoint_key=str(tmp_path / "missing.pem"))
+
+
+POLICY_ROUTES = [
+    ("GET", "/v1/admin/predicates", None),
+    ("POST", "/v1/admin/predicates", {"pattern": "**", "predicate": "p"}),
+    ("POST", "/v1/admin/predicates/undeclare", {"pattern": "**", "predicate": "p"}),
+    ("GET", "/v1/admin/predicates/effective?namespace=a&predicate=p", None),
+    ("POST", "/v1/admin/settings", {"pattern": "**", "trust_floor": 0.1}),
+    ("GET", "/v1/admin/settings?namespace=a", None),
+    ("POST", "/v1/admin/read-audit", {"pattern": "**", "mode": "off"}),
+    ("GET", "/v1/admin/read-audit?namespace=a", None),
+    ("GET", "/v1/admin/quarantine", None),
+    ("POST", "/v1/admin/quarantine/{id}/approve", None),
+    ("PATCH", "/v1/admin/agents/worker", {"trust": 1.0}),
+    ("POST", "/v1/admin/agents/worker/retire", None),
+    ("POST", "/v1/admin/agents/worker/reactivate", None),
+    ("POST", "/v1/admin/agents/worker/rollback", {"since": 0}),
+    ("POST", "/v1/audit/checkpoints", None),
+    ("POST", "/v1/audit/checkpoints/verify", {"checkpoint": {}}),
+    ("GET", "/v1/audit/proofs/1", None),
+    ("POST", "/v1/knowledge", {"agent": "worker", "at": 1}),
+]
+
+
+def test_policy_and_audit_routes_refuse_agent_keys_and_change_nothing(server):
+    admin = engramdb.connect(server.url, server.admin_key())
+    key = agent_with_grant(admin, "worker", "**", actions=("read", "write", "admin"))
+    m = admin.remember("a memory to approve", namespace="w")
+    head = server.db.storage.head()
+    for method, path, body in POLICY_ROUTES:
+        r = httpx.request(method, server.url + path.replace("{id}", m.id), json=body,
+                          headers=bearer(key))
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["code"] == "permission_denied"
+    assert server.db.storage.head() == head
+    worker = engramdb.connect(server.url, key)
+    with pytest.raises(engramdb.PermissionDenied):
+        worker.admin.declare_predicate("**", "p")
+    with pytest.raises(engramdb.PermissionDenied):
+        worker.checkpoint()
+    # Every route of the table exists: an admin key gets past the check.
+    for method, path, body in POLICY_ROUTES:
+        r = httpx.request(method, server.url + path.replace("{id}", m.id), json=body,
+                          headers=bearer(admin._key))
+        assert r.status_code != 403 and r.status_code < 500, (method, path, r.text)
+
+
+def test_a_second_admin_is_named_in_policy_events(server):
+    root = engramdb.connect(server.url, server.admin_key())
+    ops = engramdb.connect(server.url, root.admin.create_agent("ops", kind="admin"))
+    cursor = server.db.storage.head().seq
+    ops.admin.declare_predicate("ops/**", "owner")
+    ops.admin.configure_namespace("ops/**", detect_free_text=False)
+    ops.set_read_audit("ops/**", "off")
+    actors = {e.kind: e.actor for e in root.changes(cursor)}
+    assert actors == {"predicate.declared": "ops", "namespace.configured": "ops",
+                      "settings.changed": "ops"}
+
+
+def test_async_client_admin_policy_and_audit(server):
+    admin_key = server.admin_key()
+
+    async def scenario() -> None:
+        async with engramdb.connect_async(server.url, admin_key) as db:
+            schema = await db.admin.declare_predicate("team/**", "lead", policy="reject")
+            assert await db.admin.predicates() == [schema]
+            assert (await db.admin.schema_for("team/a", "lead")).policy == "reject"
+            assert (await db.admin.configure_namespace("team/**", trust_floor=0.5)) == {
+                "trust_floor": 0.5}
+            assert (await db.admin.settings_for("team/a")).trust_floor == 0.5
+            await db.admin.create_agent("newbie", trust=0.1)
+            await db.admin.grant("newbie", "team/**", ["write"])
+            newbie = await db.as_agent("newbie")
+            m = await newbie.remember("I lead now", namespace="team/a")
+            assert [q.id for q in await db.admin.quarantined()] == [m.id]
+            assert (await db.admin.approve(m.id)).status == "active"
+            assert (await db.admin.update_agent("newbie", trust=0.7)).trust == 0.7
+            assert (await db.admin.retire_agent("newbie")).status == "frozen"
+            assert (await db.admin.reactivate_agent("newbie")).status == "active"
+            assert [x.id for x in await db.admin.rollback_author("newbie", 0)] == [m.id]
+            await db.admin.undeclare_predicate("team/**", "lead")
+            await db.set_read_audit("team/**", "off")
+            assert (await db.read_audit_mode("team/a")) == ("off", 1.0)
+            cp = await db.checkpoint()
+            assert (await db.verify_checkpoint(cp)).ok  # embedded key: untrusted but ok
+            assert (await db.prove(1, tree_size=cp.tree_size)).seq == 1
+
+    asyncio.run(scenario())
+
+
 # -- async client ---------------------------------------------------------------------------------
 
 
@@ -693,11 +968,3 @@ def test_openapi_states_the_servers_limits(make_server):
     assert any(o.get("maximum") == 9 for o in limit["schema"]["anyOf"])
     info = httpx.get(server.url + "/v1/info", headers=bearer(server.admin_key())).json()
     assert info["limits"]["max_batch"] == 7 and info["dimension"] == 384
-
-
-def test_every_route_is_documented(server):
-    text = DOCS.read_text(encoding="utf-8")
-    spec = httpx.get(server.url + "/openapi.json").json()
-    missing = [f"{m.upper()} {p}" for p, m, _ in operations(spec)
-               if f"`{m.upper()} {p}`" not in text]
-    assert missing == [], f"routes missing from docs/http.md: {missing}"

@@ -11,17 +11,19 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from engramdb.errors import InvalidMetadata
+from engramdb.errors import InvalidInput, InvalidMetadata
 
 __all__ = [
     "GENESIS_HASH",
     "canonical",
     "chain_hash",
+    "check_chars",
     "commitment",
     "from_micros",
     "json_dumps",
@@ -82,8 +84,37 @@ def json_loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+# NUL cannot be stored by PostgreSQL (text or jsonb), and an unpaired UTF-16
+# surrogate is not Unicode at all (it cannot be encoded as UTF-8): neither may
+# enter the database through any backend, so both are refused at validation.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_chars(value: str, what: str, error: type[InvalidInput] = InvalidInput) -> str:
+    """Refuse a string that no backend can store intact; return it unchanged.
+
+    Raises:
+        InvalidInput: (or ``error``) ``value`` holds a NUL character or an
+            unpaired UTF-16 surrogate.
+    """
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return value
+    if found.group() == "\x00":
+        raise error(f"{what} contains a NUL character (\\x00), which the database cannot "
+                    "store; remove it", field=what)
+    raise error(f"{what} contains an unpaired UTF-16 surrogate (U+{ord(found.group()):04X}), "
+                "which is not valid Unicode text; decode the input properly (e.g. with "
+                "errors='replace')", field=what)
+
+
 def check_json(obj: Any, *, what: str = "metadata") -> Any:
-    """Round-trip ``obj`` through JSON, returning the plain JSON value."""
+    """Round-trip ``obj`` through JSON, returning the plain JSON value.
+
+    Raises:
+        InvalidMetadata: what JSON cannot carry (NaN, sets, non-string keys, ...)
+            or a string (key or value) holding NUL or an unpaired surrogate.
+    """
     if isinstance(obj, float) and not math.isfinite(obj):
         raise InvalidMetadata(f"{what} must be a finite number", field=what)
     text = json_dumps(obj, what=what)
@@ -92,7 +123,9 @@ def check_json(obj: Any, *, what: str = "metadata") -> Any:
     stack = [obj]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        if isinstance(item, str):
+            check_chars(item, what, InvalidMetadata)
+        elif isinstance(item, dict):
             for key in item:
                 if not isinstance(key, str):
                     raise InvalidMetadata(
@@ -100,6 +133,7 @@ def check_json(obj: Any, *, what: str = "metadata") -> Any:
                         "with str()",
                         field=what,
                     )
+                check_chars(key, what, InvalidMetadata)
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)

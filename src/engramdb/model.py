@@ -73,7 +73,8 @@ def to_utc(value: datetime | str | None, *, what: str = "time") -> datetime | No
     Naive datetimes are taken as UTC, which is what agents almost always mean.
 
     Raises:
-        InvalidInput: the value is neither a datetime nor an ISO-8601 string.
+        InvalidInput: the value is neither a datetime nor an ISO-8601 string,
+            or falls outside years 1 to 9999 once converted to UTC.
     """
     if value is None:
         return None
@@ -89,7 +90,14 @@ def to_utc(value: datetime | str | None, *, what: str = "time") -> datetime | No
         raise InvalidInput(f"{what} must be a datetime or ISO-8601 string", field=what)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+05:00 is before year 1 in UTC
+        raise InvalidInput(
+            f"{what} {value.isoformat()} falls outside years 1 to 9999 once converted to "
+            "UTC; give a time within that range",
+            field=what,
+        ) from exc
 
 
 def check_namespace(namespace: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb.audit.checkpoint import Checkpoint
+from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
 from engramdb.client._calls import UNSET, Call
 from engramdb.client._sse import SSEParser
@@ -42,6 +45,7 @@ from engramdb.model import (
     RecallResult,
     VerifyReport,
 )
+from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
 __all__ = ["AsyncClient", "AsyncRemoteAdmin", "connect_async"]
 
@@ -81,6 +85,49 @@ class AsyncRemoteAdmin:
 
     async def grants(self, grantee: str | None = None) -> list[Grant]:
         return await self._c._run(calls.grants(grantee))
+
+    async def declare_predicate(self, pattern: str, predicate: str, *,
+                                cardinality: str = "one", value_type: str | None = None,
+                                merge: str | None = None, policy: str | None = None
+                                ) -> PredicateSchema:
+        return await self._c._run(calls.declare_predicate(pattern, predicate, {
+            "cardinality": cardinality, "value_type": value_type, "merge": merge,
+            "policy": policy}))
+
+    async def undeclare_predicate(self, pattern: str, predicate: str) -> None:
+        await self._c._run(calls.undeclare_predicate(pattern, predicate))
+
+    async def predicates(self, namespace: str | None = None) -> list[PredicateSchema]:
+        return await self._c._run(calls.predicates(namespace))
+
+    async def schema_for(self, namespace: str, predicate: str) -> PredicateSchema:
+        return await self._c._run(calls.schema_for(namespace, predicate))
+
+    async def configure_namespace(self, pattern: str, **settings: Any) -> dict[str, Any]:
+        return await self._c._run(calls.configure_namespace(pattern, settings))
+
+    async def settings_for(self, namespace: str) -> NamespaceSettings:
+        return await self._c._run(calls.settings_for(namespace))
+
+    async def update_agent(self, name: str, *, trust: float | None = None,
+                           roles: Sequence[str] | None = None) -> Principal:
+        return await self._c._run(calls.update_agent(name, {"trust": trust, "roles": roles}))
+
+    async def reactivate_agent(self, name: str) -> Principal:
+        return await self._c._run(calls.reactivate_agent(name))
+
+    async def retire_agent(self, name: str, policy: str = "freeze", *,
+                           successor: str | None = None) -> Principal:
+        return await self._c._run(calls.retire_agent(name, policy, successor))
+
+    async def approve(self, memory_id: str, *, reason: str | None = None) -> Memory:
+        return await self._c._run(calls.approve(memory_id, reason))
+
+    async def quarantined(self, namespace: str = "**", limit: int = 100) -> list[Memory]:
+        return await self._c._run(calls.quarantined(namespace, limit))
+
+    async def rollback_author(self, name: str, since: int | datetime | str) -> list[Memory]:
+        return await self._c._run(calls.rollback_author(name, since))
 
 
 class AsyncClient:
@@ -343,6 +390,28 @@ class AsyncClient:
 
     async def verify(self) -> VerifyReport:
         return await self._run(calls.verify())
+
+    async def set_read_audit(self, pattern: str, mode: str, *,
+                             rate: float | None = None) -> None:
+        await self._run(calls.set_read_audit(pattern, mode, rate))
+
+    async def read_audit_mode(self, namespace: str) -> tuple[str, float]:
+        return await self._run(calls.read_audit_mode(namespace))
+
+    async def checkpoint(self) -> Checkpoint:
+        """The server verifies the log and signs a checkpoint with its key."""
+        return await self._run(calls.checkpoint())
+
+    async def verify_checkpoint(
+        self, checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str],
+        public_key: Any = None, *, full: bool = True,
+    ) -> CheckpointReport:
+        """See :meth:`Client.verify_checkpoint` (files are read by the client)."""
+        return await self._run(calls.verify_checkpoint(
+            calls.checkpoint_body(checkpoint), calls.public_key_text(public_key), full))
+
+    async def prove(self, seq: int, *, tree_size: int | None = None) -> EventProof:
+        return await self._run(calls.prove(seq, tree_size))
 
 
 def connect_async(url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT) -> AsyncClient:

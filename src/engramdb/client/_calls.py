@@ -8,15 +8,21 @@ Arguments are forwarded as given; validation is the server's (the engine's).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+from engramdb.audit.checkpoint import Checkpoint
+from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client._wire import (
     PrincipalInfo,
     basis_to_wire,
+    checkpoint_from_wire,
+    checkpoint_report_from_wire,
     conflict_from_wire,
     context_from_wire,
     decision_from_wire,
@@ -25,12 +31,15 @@ from engramdb.client._wire import (
     explanation_from_wire,
     grant_from_wire,
     memory_from_wire,
+    predicate_from_wire,
     principal_from_wire,
+    proof_from_wire,
     read_from_wire,
     recall_from_wire,
+    settings_from_wire,
     verify_from_wire,
 )
-from engramdb.codec import check_json
+from engramdb.codec import check_chars, check_json
 from engramdb.errors import InvalidInput
 from engramdb.model import (
     Conflict,
@@ -46,6 +55,7 @@ from engramdb.model import (
     RecallResult,
     VerifyReport,
 )
+from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
 __all__ = ["UNSET", "Call", "user_json"]
 
@@ -94,10 +104,14 @@ def user_json(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _seg(value: Any, what: str = "memory id") -> str:
-    """A path segment: a non-empty string, percent-encoded."""
+    """A path segment: a non-empty string, percent-encoded.
+
+    A string no database could hold (NUL, an unpaired surrogate) is refused
+    here with the engine's error; it cannot even be put into a URL.
+    """
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{what} must be a non-empty string", field=what)
-    return quote(value, safe="")
+    return quote(check_chars(value, what), safe="")
 
 
 _id = _seg
@@ -326,3 +340,144 @@ def revoke(grant_id: str) -> Call[None]:
 def grants(grantee: str | None) -> Call[list[Grant]]:
     return Call("GET", "/v1/admin/grants", lambda b: [grant_from_wire(g) for g in b["grants"]],
                 params=_compact({"grantee": grantee}))
+
+
+# -- trust policy (admin) -------------------------------------------------------------------
+
+
+def _memory_list(body: Any) -> list[Memory]:
+    return [memory_from_wire(m) for m in body["memories"]]
+
+
+def declare_predicate(pattern: str, predicate: str, values: Mapping[str, Any]
+                      ) -> Call[PredicateSchema]:
+    return Call("POST", "/v1/admin/predicates", predicate_from_wire,
+                json={"pattern": pattern, "predicate": predicate, **_compact(values)})
+
+
+def undeclare_predicate(pattern: str, predicate: str) -> Call[None]:
+    return Call("POST", "/v1/admin/predicates/undeclare", lambda _: None,
+                json={"pattern": pattern, "predicate": predicate})
+
+
+def predicates(namespace: str | None) -> Call[list[PredicateSchema]]:
+    return Call("GET", "/v1/admin/predicates",
+                lambda b: [predicate_from_wire(p) for p in b["predicates"]],
+                params=_compact({"namespace": namespace}))
+
+
+def schema_for(namespace: str, predicate: str) -> Call[PredicateSchema]:
+    return Call("GET", "/v1/admin/predicates/effective", predicate_from_wire,
+                params={"namespace": namespace, "predicate": predicate})
+
+
+def configure_namespace(pattern: str, settings: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    # None is sent as null: it removes that setting for the pattern.
+    return Call("POST", "/v1/admin/settings", lambda b: dict(b["settings"]),
+                json={"pattern": pattern, **{k: encode(v) for k, v in settings.items()}})
+
+
+def settings_for(namespace: str) -> Call[NamespaceSettings]:
+    return Call("GET", "/v1/admin/settings", settings_from_wire, params={"namespace": namespace})
+
+
+def update_agent(name: str, values: Mapping[str, Any]) -> Call[Principal]:
+    return Call("PATCH", f"/v1/admin/agents/{_seg(name, 'principal name')}",
+                principal_from_wire, json=_compact(values))
+
+
+def reactivate_agent(name: str) -> Call[Principal]:
+    return Call("POST", f"/v1/admin/agents/{_seg(name, 'principal name')}/reactivate",
+                principal_from_wire)
+
+
+def retire_agent(name: str, policy: str, successor: str | None) -> Call[Principal]:
+    return Call("POST", f"/v1/admin/agents/{_seg(name, 'principal name')}/retire",
+                principal_from_wire, json=_compact({"policy": policy, "successor": successor}))
+
+
+def rollback_author(name: str, since: int | datetime | str) -> Call[list[Memory]]:
+    return Call("POST", f"/v1/admin/agents/{_seg(name, 'principal name')}/rollback",
+                _memory_list, json={"since": encode(since)})
+
+
+def quarantined(namespace: str, limit: int) -> Call[list[Memory]]:
+    return Call("GET", "/v1/admin/quarantine", _memory_list,
+                params={"namespace": namespace, "limit": limit})
+
+
+def approve(memory_id: str, reason: str | None) -> Call[Memory]:
+    return Call("POST", f"/v1/admin/quarantine/{_id(memory_id)}/approve", memory_from_wire,
+                json=_compact({"reason": reason}))
+
+
+def set_read_audit(pattern: str, mode: str, rate: float | None) -> Call[None]:
+    return Call("POST", "/v1/admin/read-audit", lambda _: None,
+                json=_compact({"pattern": pattern, "mode": mode, "rate": rate}))
+
+
+def read_audit_mode(namespace: str) -> Call[tuple[str, float]]:
+    return Call("GET", "/v1/admin/read-audit", lambda b: (str(b["mode"]), float(b["rate"])),
+                params={"namespace": namespace})
+
+
+# -- checkpoints and proofs (admin) -----------------------------------------------------------
+
+
+def checkpoint() -> Call[Checkpoint]:
+    return Call("POST", "/v1/audit/checkpoints", checkpoint_from_wire)
+
+
+def verify_checkpoint(checkpoint: Mapping[str, Any], public_key_pem: str | None,
+                      full: bool) -> Call[CheckpointReport]:
+    return Call("POST", "/v1/audit/checkpoints/verify", checkpoint_report_from_wire,
+                json=_compact({"checkpoint": dict(checkpoint), "public_key": public_key_pem,
+                               "full": full}))
+
+
+def prove(seq: int, tree_size: int | None) -> Call[EventProof]:
+    if isinstance(seq, bool) or not isinstance(seq, int):
+        raise InvalidInput("event seq must be an integer", field="seq")
+    return Call("GET", f"/v1/audit/proofs/{seq}", proof_from_wire,
+                params=_compact({"tree_size": tree_size}))
+
+
+def checkpoint_body(checkpoint: Any) -> dict[str, Any]:
+    """A checkpoint argument as JSON: a :class:`Checkpoint`, its dict, or a file to read here.
+
+    Raises:
+        InvalidInput: the file cannot be read or is not a checkpoint.
+    """
+    if isinstance(checkpoint, Checkpoint):
+        return checkpoint.to_dict()
+    if isinstance(checkpoint, Mapping):
+        return dict(checkpoint)
+    if isinstance(checkpoint, (str, os.PathLike)):
+        try:
+            text = Path(checkpoint).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read checkpoint file {os.fspath(checkpoint)!r}: "
+                               f"{exc.strerror}", field="checkpoint") from exc
+        return Checkpoint.from_json(text).to_dict()
+    raise InvalidInput("checkpoint must be a Checkpoint, its dict, or the path of its file",
+                       field="checkpoint")
+
+
+def public_key_text(public_key: Any) -> str | None:
+    """A public key argument as PEM text: a key object, PEM text or bytes, or a file to read."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from engramdb.audit.checkpoint import load_public_key, public_key_pem
+
+    if public_key is None:
+        return None
+    if isinstance(public_key, Ed25519PublicKey):
+        return public_key_pem(public_key)
+    if isinstance(public_key, bytes):
+        return public_key.decode("ascii", errors="replace")
+    if isinstance(public_key, str) and public_key.lstrip().startswith("-----"):
+        return public_key
+    if isinstance(public_key, (str, os.PathLike)):
+        return public_key_pem(load_public_key(public_key))
+    raise InvalidInput("public_key must be an Ed25519 public key, PEM text, or a PEM file path",
+                       field="public_key")

@@ -9,6 +9,7 @@ raise the same exception classes, rebuilt from the server's error codes.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb.audit.checkpoint import Checkpoint
+from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
 from engramdb.client._calls import UNSET, Call
 from engramdb.client._sse import SSEParser
@@ -37,6 +40,7 @@ from engramdb.model import (
     RecallResult,
     VerifyReport,
 )
+from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
 __all__ = ["Client", "RemoteAdmin", "connect"]
 
@@ -74,7 +78,7 @@ def decode_response(call: Call[T], response: httpx.Response, url: str) -> T:
 
 
 class RemoteAdmin:
-    """``client.admin``: principals, keys and grants (needs an admin key)."""
+    """``client.admin``: principals, keys, grants and trust policy (needs an admin key)."""
 
     def __init__(self, client: Client) -> None:
         self._c = client
@@ -114,6 +118,62 @@ class RemoteAdmin:
 
     def grants(self, grantee: str | None = None) -> list[Grant]:
         return self._c._run(calls.grants(grantee))
+
+    # -- trust policy (the engine's Stewardship) --------------------------------------
+
+    def declare_predicate(self, pattern: str, predicate: str, *, cardinality: str = "one",
+                          value_type: str | None = None, merge: str | None = None,
+                          policy: str | None = None) -> PredicateSchema:
+        """Declare how ``predicate`` behaves in namespaces matching ``pattern``."""
+        return self._c._run(calls.declare_predicate(pattern, predicate, {
+            "cardinality": cardinality, "value_type": value_type, "merge": merge,
+            "policy": policy}))
+
+    def undeclare_predicate(self, pattern: str, predicate: str) -> None:
+        """End a declaration; the defaults (or a broader declaration) apply again."""
+        self._c._run(calls.undeclare_predicate(pattern, predicate))
+
+    def predicates(self, namespace: str | None = None) -> list[PredicateSchema]:
+        """Current declarations, those applying to ``namespace`` if given."""
+        return self._c._run(calls.predicates(namespace))
+
+    def schema_for(self, namespace: str, predicate: str) -> PredicateSchema:
+        """The schema that governs ``predicate`` in ``namespace`` (defaults if undeclared)."""
+        return self._c._run(calls.schema_for(namespace, predicate))
+
+    def configure_namespace(self, pattern: str, **settings: Any) -> dict[str, Any]:
+        """Set trust settings on namespaces matching ``pattern`` (``None`` removes a key)."""
+        return self._c._run(calls.configure_namespace(pattern, settings))
+
+    def settings_for(self, namespace: str) -> NamespaceSettings:
+        """The settings in force for one concrete namespace."""
+        return self._c._run(calls.settings_for(namespace))
+
+    def update_agent(self, name: str, *, trust: float | None = None,
+                     roles: Sequence[str] | None = None) -> Principal:
+        """Change a principal's trust level or roles (takes effect at once)."""
+        return self._c._run(calls.update_agent(name, {"trust": trust, "roles": roles}))
+
+    def reactivate_agent(self, name: str) -> Principal:
+        """Let a frozen principal act again (its old keys stay revoked)."""
+        return self._c._run(calls.reactivate_agent(name))
+
+    def retire_agent(self, name: str, policy: str = "freeze", *,
+                     successor: str | None = None) -> Principal:
+        """Stop a principal acting (``freeze``, ``transfer`` or ``archive``)."""
+        return self._c._run(calls.retire_agent(name, policy, successor))
+
+    def approve(self, memory_id: str, *, reason: str | None = None) -> Memory:
+        """Release a quarantined memory; it is then checked like a new write."""
+        return self._c._run(calls.approve(memory_id, reason))
+
+    def quarantined(self, namespace: str = "**", limit: int = 100) -> list[Memory]:
+        """Quarantined memories waiting for :meth:`approve` (newest first)."""
+        return self._c._run(calls.quarantined(namespace, limit))
+
+    def rollback_author(self, name: str, since: int | datetime | str) -> list[Memory]:
+        """Undo everything ``name`` wrote since a transaction number or a time."""
+        return self._c._run(calls.rollback_author(name, since))
 
 
 class Client:
@@ -432,6 +492,38 @@ class Client:
     def verify(self) -> VerifyReport:
         """Check the audit chain and state (admin key)."""
         return self._run(calls.verify())
+
+    # -- read audit, checkpoints and proofs (admin key) ---------------------------
+
+    def set_read_audit(self, pattern: str, mode: str, *, rate: float | None = None) -> None:
+        """Choose how reads in namespaces matching ``pattern`` are audited."""
+        self._run(calls.set_read_audit(pattern, mode, rate))
+
+    def read_audit_mode(self, namespace: str) -> tuple[str, float]:
+        """The ``(mode, rate)`` that applies to reads of ``namespace``."""
+        return self._run(calls.read_audit_mode(namespace))
+
+    def checkpoint(self) -> Checkpoint:
+        """Have the server verify the log and sign a checkpoint with its key.
+
+        Unlike embedded ``db.checkpoint(key_path)``, the key is the server's
+        (configured at serve time); keep the checkpoint outside the database.
+        """
+        return self._run(calls.checkpoint())
+
+    def verify_checkpoint(self, checkpoint: Checkpoint | Mapping[str, Any] | str | os.PathLike[str],
+                          public_key: Any = None, *, full: bool = True) -> CheckpointReport:
+        """Check that the server's log still extends a signed checkpoint.
+
+        ``checkpoint`` and ``public_key`` may be files: they are read here, on
+        the client, and sent as values.
+        """
+        return self._run(calls.verify_checkpoint(
+            calls.checkpoint_body(checkpoint), calls.public_key_text(public_key), full))
+
+    def prove(self, seq: int, *, tree_size: int | None = None) -> EventProof:
+        """An inclusion proof of event ``seq`` (against the first ``tree_size`` events)."""
+        return self._run(calls.prove(seq, tree_size))
 
 
 def connect(url: str, api_key: str, *, timeout: float = DEFAULT_TIMEOUT) -> Client:

@@ -13,6 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from engramdb import errors as E
+from engramdb.audit.checkpoint import Checkpoint, SignatureCheck
+from engramdb.audit.evidence import CheckpointReport, EventProof
+from engramdb.audit.merkle import ConsistencyProof
 from engramdb.model import (
     BasisExplanation,
     Conflict,
@@ -31,10 +34,13 @@ from engramdb.model import (
     VerifyReport,
     to_utc,
 )
+from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
 __all__ = [
     "PrincipalInfo",
     "basis_to_wire",
+    "checkpoint_from_wire",
+    "checkpoint_report_from_wire",
     "conflict_from_wire",
     "context_from_wire",
     "decision_from_wire",
@@ -45,9 +51,12 @@ __all__ = [
     "grant_from_wire",
     "hit_from_wire",
     "memory_from_wire",
+    "predicate_from_wire",
     "principal_from_wire",
+    "proof_from_wire",
     "read_from_wire",
     "recall_from_wire",
+    "settings_from_wire",
     "verify_from_wire",
 ]
 
@@ -195,6 +204,44 @@ def principal_from_wire(d: Mapping[str, Any]) -> Principal:
 
 def verify_from_wire(d: Mapping[str, Any]) -> VerifyReport:
     return VerifyReport(**{k: d[k] for k in VerifyReport.__slots__ if k in d})
+
+
+def predicate_from_wire(d: Mapping[str, Any]) -> PredicateSchema:
+    return PredicateSchema(
+        pattern=d["pattern"], predicate=d["predicate"], cardinality=d["cardinality"],
+        value_type=d["value_type"], merge=d.get("merge"), policy=d["policy"],
+        declared=bool(d["declared"]), id=d.get("id"), tx_from=d.get("tx_from"))
+
+
+def settings_from_wire(d: Mapping[str, Any]) -> NamespaceSettings:
+    return NamespaceSettings(
+        trust_floor=d.get("trust_floor"), detect_free_text=bool(d["detect_free_text"]),
+        default_policy=d["default_policy"], authority=tuple(d.get("authority") or ()),
+        free_text_candidates=int(d["free_text_candidates"]),
+        judge_min_confidence=float(d["judge_min_confidence"]))
+
+
+def checkpoint_from_wire(d: Mapping[str, Any]) -> Checkpoint:
+    """A signed checkpoint (its form is checked again here, as when read from a file)."""
+    return Checkpoint.from_dict(dict(d))
+
+
+def checkpoint_report_from_wire(d: Mapping[str, Any]) -> CheckpointReport:
+    sig = d.get("signature")
+    consistency = d.get("consistency")
+    log = d.get("log")
+    return CheckpointReport(
+        ok=bool(d["ok"]), problem=d.get("problem"),
+        signature=None if sig is None else SignatureCheck(
+            ok=bool(sig["ok"]), trusted=bool(sig["trusted"]), key_id=sig["key_id"],
+            reason=sig.get("reason")),
+        checkpoint_size=int(d["checkpoint_size"]), current_size=int(d["current_size"]),
+        consistency=None if consistency is None else ConsistencyProof.from_dict(consistency),
+        log=None if log is None else verify_from_wire(log))
+
+
+def proof_from_wire(d: Mapping[str, Any]) -> EventProof:
+    return EventProof.from_dict(dict(d))
 
 
 def encode(value: Any) -> Any:

@@ -30,7 +30,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from engramdb.codec import check_json, from_micros, new_id
+from engramdb.codec import check_chars, check_json, from_micros, new_id
 from engramdb.engine.checkpoints import CheckpointMixin
 from engramdb.engine.read_audit import READ_AUDIT_MODES
 from engramdb.engine.rows import check_metadata, memory_from_row
@@ -135,6 +135,11 @@ def basis_items(basis: Any) -> tuple[ReceiptItem, ...]:
     if len(out) > MAX_BASIS:
         raise InvalidInput(f"a decision basis holds at most {MAX_BASIS} memory versions",
                            field="basis")
+    for item in out:  # versions go into 64-bit columns; ids into text ones
+        if not (isinstance(item.id, str) and item.id and 1 <= item.version < 2**63):
+            raise InvalidInput(f"basis item ({item.id!r}, {item.version!r}) is not a memory id "
+                               "and a version from 1 to 2**63-1", field="basis")
+        check_chars(item.id, "basis memory id")
     return tuple(sorted(out))
 
 
@@ -245,6 +250,7 @@ class AuditSession:
         """
         if not isinstance(task, str) or not task.strip():
             raise InvalidInput("task must be a non-empty string: say what the context is for")
+        check_chars(task, "task")
         pack([], budget_tokens)  # validates the budget before any work
         k = min(self._db.config.max_k, max(10, budget_tokens // 20))
         t = self._as_of(as_of)
@@ -302,6 +308,7 @@ class AuditSession:
             raise InvalidInput(
                 f"description must be a non-empty string of at most {cfg.max_text_chars} "
                 "characters: say what was decided", field="description")
+        check_chars(description, "description")
         if outcome is not None and not isinstance(outcome, Mapping):
             raise InvalidInput("outcome must be a JSON object (a dict)", field="outcome")
         out = check_json(dict(outcome or {}), what="outcome")
@@ -342,6 +349,7 @@ class AuditSession:
     def _decision_row(self, decision_id: str) -> dict[str, Any]:
         if not isinstance(decision_id, str) or not decision_id:
             raise InvalidInput("decision id must be a non-empty string", field="id")
+        check_chars(decision_id, "decision id")
         rows = self._db.storage.fetch("decisions", {"id": decision_id})
         if not rows or not self._may_see_decision(rows[0], self._acl()):
             raise NotFound(f"no decision {decision_id!r}; check the id (or your read grant)",
@@ -440,6 +448,7 @@ class AuditSession:
         """
         if not isinstance(memory_id, str) or not memory_id:
             raise InvalidInput("memory id must be a non-empty string", field="id")
+        check_chars(memory_id, "memory id")
         storage = self._db.storage
         rows = storage.fetch("memories", {"id": memory_id}, limit=1)
         acl = self._acl()
@@ -580,6 +589,11 @@ class AuditDatabase(CheckpointMixin):
         t = self._as_of(at)
         if t is None:
             raise InvalidInput("knowledge needs at=: a transaction number or a time", field="at")
+        if not isinstance(agent, str) or not agent:
+            raise InvalidInput("agent must be a principal name", field="agent")
+        check_chars(agent, "agent")
+        if query is not None and isinstance(query, str):
+            check_chars(query, "query")
         if not self.storage.fetch("principals", {"name": agent}):
             raise NotFound(f"no principal {agent!r}", name=agent)
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from engramdb.codec import check_json, from_micros, to_micros
+from engramdb.codec import check_chars, check_json, from_micros, to_micros
 from engramdb.errors import (
     EmbeddingDimensionMismatch,
     InvalidInput,
@@ -25,7 +25,7 @@ from engramdb.errors import (
 )
 from engramdb.model import Memory, MemoryDraft, check_layer, check_namespace, to_utc
 
-__all__ = ["EngineConfig", "memory_from_row", "validate_draft"]
+__all__ = ["EngineConfig", "check_idempotency_key", "memory_from_row", "validate_draft"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,17 @@ def _short(value: Any, what: str, limit: int = 500) -> str | None:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise InvalidInput(f"{what} must be a non-empty string of at most {limit} characters",
                            field=what)
-    return value
+    return check_chars(value, what)
+
+
+def check_idempotency_key(key: Any) -> str | None:
+    """An idempotency key: ``None``, or a storable string of 1 to 200 characters."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters",
+                           field="idempotency_key")
+    return check_chars(key, "idempotency_key")
 
 
 def check_text(text: Any, config: EngineConfig) -> str:
@@ -68,7 +78,7 @@ def check_text(text: Any, config: EngineConfig) -> str:
             length=len(text),
             limit=config.max_text_chars,
         )
-    return text
+    return check_chars(text, "text")
 
 
 def check_metadata(metadata: Any, config: EngineConfig) -> dict[str, Any]:
@@ -143,10 +153,7 @@ def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | No
                            field="value")
     vf, vt = check_validity(draft.valid_from, draft.valid_to)
     embedding = check_embedding(draft.embedding, dimension)
-    key = draft.idempotency_key
-    if key is not None and (not isinstance(key, str) or not key or len(key) > 200):
-        raise InvalidInput("idempotency_key must be a non-empty string of at most 200 characters",
-                           field="idempotency_key")
+    key = check_idempotency_key(draft.idempotency_key)
     return MemoryDraft(
         text=text,
         namespace=namespace,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from engramdb.codec import canonical, new_id, sha256_hex, to_micros
+from engramdb.codec import canonical, check_chars, check_json, new_id, sha256_hex, to_micros
 from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidInput,
@@ -27,6 +27,8 @@ from engramdb.errors import (
     VersionConflict,
 )
 from engramdb.model import (
+    LAYERS,
+    STATUSES,
     Conflict,
     Event,
     Hit,
@@ -46,7 +48,10 @@ from engramdb.retrieval.rank import fuse
 from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
 from engramdb.engine.audit import AuditSession, mark_stale
 from engramdb.engine.rows import (
+    _short,
+    _unit,
     check_embedding,
+    check_idempotency_key,
     check_metadata,
     check_text,
     check_validity,
@@ -75,6 +80,40 @@ class PrincipalInfo:
 
 def _request_hash(kind: str, payload: Mapping[str, Any]) -> str:
     return sha256_hex(canonical({"kind": kind, **payload}))
+
+
+# Integers go into 64-bit SQL columns; a larger one is refused as input, not
+# left to overflow in the driver.
+MAX_INT64 = 2**63 - 1
+
+
+def check_id(memory_id: Any, what: str = "memory id") -> str:
+    """A memory (or other object) id: a non-empty, storable string."""
+    if not isinstance(memory_id, str) or not memory_id:
+        raise InvalidInput(f"{what} must be a non-empty string", field="id")
+    return check_chars(memory_id, what)
+
+
+def check_count(value: Any, what: str) -> int:
+    """A non-negative integer that fits a 64-bit column (a seq, tx or version)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+        raise InvalidInput(f"{what} must be an integer from 0 to {MAX_INT64}", field=what)
+    return value
+
+
+def _check_write_args(memory_id: Any, expected_version: Any, idempotency_key: Any) -> None:
+    """What update and retract take besides their changes, checked before any lock."""
+    check_id(memory_id)
+    if expected_version is not None:
+        check_count(expected_version, "expected_version")
+    check_idempotency_key(idempotency_key)
+
+
+def _check_reason(reason: Any) -> None:
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+        raise InvalidInput("reason must be a string of at most 2000 characters", field="reason")
+    if reason is not None:
+        check_chars(reason, "reason")
 
 
 class _Writer:
@@ -281,8 +320,9 @@ class Session(AuditSession):
         if isinstance(as_of, bool):
             raise InvalidInput("as_of must be a transaction number or a time")
         if isinstance(as_of, int):
-            if as_of < 0:
-                raise InvalidInput("as_of must be a non-negative transaction number")
+            if not 0 <= as_of <= MAX_INT64:
+                raise InvalidInput(f"as_of must be a transaction number from 0 to {MAX_INT64} "
+                                   "or a time", field="as_of")
             return as_of
         when = to_utc(as_of, what="as_of")
         return self._db.storage.tx_at(to_micros(when))  # type: ignore[arg-type]
@@ -390,19 +430,17 @@ class Session(AuditSession):
             if name == "metadata":
                 changes[name] = check_metadata(v, cfg)
             elif name in ("importance", "confidence"):
-                from engramdb.engine.rows import _unit
-
                 changes[name] = _unit(v, name)
             elif name == "layer":
                 changes[name] = check_layer(v)
+            elif name == "source":
+                changes[name] = _short(v, "source")  # None removes it
             elif name in ("valid_from", "valid_to", "expires_at"):
                 t = to_utc(v, what=name)
                 if name == "valid_from" and t is None:
                     raise InvalidInput("valid_from cannot be removed", field="valid_from")
                 changes[name] = to_micros(t)
             elif name == "value":
-                from engramdb.codec import check_json
-
                 changes[name] = check_json(v, what="value")
             else:
                 changes[name] = v
@@ -441,6 +479,7 @@ class Session(AuditSession):
         if unknown:
             raise InvalidInput(f"update cannot change {sorted(unknown)}; namespace, subject and "
                                "predicate are fixed for a memory's life")
+        _check_write_args(memory_id, expected_version, idempotency_key)
         changes = self._update_changes(text, fields)
         vector = None
         if "text" in changes:
@@ -455,8 +494,8 @@ class Session(AuditSession):
 
         History keeps every earlier version; default reads stop returning it.
         """
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
-            raise InvalidInput("reason must be a string of at most 2000 characters")
+        _check_reason(reason)
+        _check_write_args(memory_id, expected_version, idempotency_key)
         return self._write(lambda wr: wr.retract(memory_id, reason, expected_version,
                                                  idempotency_key))
 
@@ -471,8 +510,7 @@ class Session(AuditSession):
     # -- reads ---------------------------------------------------------------------
 
     def _visible_rows(self, memory_id: str, as_of: int | None) -> list[dict[str, Any]]:
-        if not isinstance(memory_id, str) or not memory_id:
-            raise InvalidInput("memory id must be a non-empty string", field="id")
+        check_id(memory_id)
         rows = self._db.storage.fetch("memories", {"id": memory_id}, order_by="version")
         if as_of is not None:
             rows = [r for r in rows if r["tx_from"] <= as_of]
@@ -545,6 +583,7 @@ class Session(AuditSession):
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("query must be a non-empty string")
+        check_chars(query, "query")
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self._db.config.max_k:
             raise InvalidInput(f"k must be an integer from 1 to {self._db.config.max_k}")
         qv = check_embedding(query_embedding, self._db.dimension)
@@ -564,18 +603,34 @@ class Session(AuditSession):
         if unknown:
             raise InvalidInput(f"unknown filters {sorted(unknown)}; use {sorted(allowed)}")
         if layers is not None:
-            if isinstance(layers, str):
-                layers = [layers]
-            layers = tuple(check_layer(x) for x in layers)
+            layers = tuple(check_layer(x) for x in _names(layers, "layers", LAYERS))
         authors = f.get("authors")
+        if authors is not None:
+            authors = tuple(_short(a, "author") for a in _names(authors, "authors"))
         if f.get("author") is not None:
-            authors = [f["author"]]
-        meta = f.get("metadata") or {}
-        if not isinstance(meta, Mapping):
-            raise InvalidInput("filters['metadata'] must be a dict of key -> value equalities")
-        statuses = f.get("statuses", ("active",))
-        if isinstance(statuses, str):
-            statuses = (statuses,)
+            authors = (_short(f["author"], "author"),)
+        for name in ("subject", "predicate", "session"):
+            _short(f.get(name), name)
+        meta = f.get("metadata")
+        if meta is None:
+            meta = {}
+        elif not isinstance(meta, Mapping):
+            # Even a falsy non-dict (False, 0, "") is a mistake, not "no filter".
+            raise InvalidInput("filters['metadata'] must be a dict of key -> value equalities",
+                               field="metadata")
+        meta = check_json(dict(meta), what="metadata")
+        statuses = f.get("statuses")
+        if statuses is None:  # not given: current, active memories only
+            statuses = ("active",)
+        statuses = tuple(_names(statuses, "statuses", STATUSES))
+        unknown_status = [x for x in statuses if x not in STATUSES]
+        if unknown_status or not statuses:
+            raise InvalidInput(f"filters['statuses'] must be a non-empty list of "
+                               f"{', '.join(STATUSES)}", field="statuses")
+        include = f.get("include_superseded")
+        if include is not None and not isinstance(include, bool):
+            raise InvalidInput("filters['include_superseded'] must be true or false",
+                               field="include_superseded")
         return RecallFilter(
             namespaces=self._readable(namespace, as_of),
             layers=tuple(layers) if layers is not None else None,
@@ -591,7 +646,7 @@ class Session(AuditSession):
             subject=f.get("subject"),
             predicate=f.get("predicate"),
             session=f.get("session"),
-            include_superseded=bool(f.get("include_superseded", False)),
+            include_superseded=bool(include),
         )
 
     def namespaces(self, pattern: str = "**") -> list[str]:
@@ -637,12 +692,24 @@ class Session(AuditSession):
             PermissionDenied: no ``admin`` grant on the conflict's namespace.
             InvalidInput: the winner is not one of the conflict's memories.
         """
+        check_id(conflict_id, "conflict id")
+        if winner is not None:
+            check_id(winner, "winner")
+        _check_reason(reason)
         return self._db._trust.resolve(self, conflict_id, winner, reason)
 
     def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
                 ) -> Iterator[Event]:
-        """Log events after cursor ``since`` (a seq) that this principal may read."""
+        """Log events after cursor ``since`` (a seq) that this principal may read.
+
+        Events without a namespace (principals, keys, grants, settings) reach
+        an admin only when following every namespace (``namespace="**"``).
+        """
         check_glob(namespace)
+        check_count(since, "since")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput("limit must be a positive integer", field="limit")
+        every = namespace == "**"
         acl = self._acl()
         cursor = since
         while True:
@@ -653,7 +720,7 @@ class Session(AuditSession):
                 cursor = raw.seq
                 ns = raw.namespace
                 if ns is None:
-                    if not self._principal.is_admin:
+                    if not (self._principal.is_admin and every):
                         continue
                 elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
                     continue
@@ -682,6 +749,7 @@ class Transaction:
                expected_version: int | None = None, idempotency_key: str | None = None,
                **fields: Any) -> Memory:
         self._check()
+        _check_write_args(memory_id, expected_version, idempotency_key)
         changes = self._s._update_changes(text, fields)
         vector = self._s._db._vectors_for([changes["text"]])[0] if "text" in changes else None
         return self._w.update(memory_id, changes, expected_version, vector, idempotency_key)
@@ -690,6 +758,8 @@ class Transaction:
                 expected_version: int | None = None,
                 idempotency_key: str | None = None) -> Memory:
         self._check()
+        _check_reason(reason)
+        _check_write_args(memory_id, expected_version, idempotency_key)
         return self._w.retract(memory_id, reason, expected_version, idempotency_key)
 
     def get(self, memory_id: str) -> Memory:
@@ -698,6 +768,20 @@ class Transaction:
         if not rows or not self._s._acl().check("read", rows[0]["namespace"]):
             raise NotFound(f"no memory {memory_id!r}", id=memory_id)
         return memory_from_row(rows[0])
+
+
+def _names(value: Any, what: str, choices: Sequence[str] = ()) -> list[Any]:
+    """A list argument of names: one string, or a list, tuple or set of them.
+
+    Anything else (a dict, a generator, a number) is refused rather than iterated.
+    """
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        hint = f" of {', '.join(choices)}" if choices else ""
+        raise InvalidInput(f"{what} must be a list{hint}, not {type(value).__name__}",
+                           field=what)
+    return list(value)
 
 
 def hits_from(scored: Sequence[Any], as_of: int | None) -> tuple[Hit, ...]:

@@ -19,7 +19,8 @@ from engramdb.server.door import KEY_SCOPE, SESSION_SCOPE
 from engramdb.server.metrics import Metrics
 from engramdb.server.settings import ServerSettings
 
-__all__ = ["AdminDep", "DbDep", "MetricsDep", "SessionDep", "SettingsDep", "current_session"]
+__all__ = ["ActingDep", "AdminDep", "DbDep", "MetricsDep", "SessionDep", "SettingsDep",
+           "current_session"]
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="An EngramDB API key (`ek_<id>_<secret>`).")
@@ -67,9 +68,12 @@ class _ActingAdmin:
         return getattr(self._db, name)
 
 
-def require_admin(session: Annotated[Session, Depends(current_session)],
-                  request: Request) -> Admin:
-    """The admin surface for an admin caller.
+def acting_database(session: Annotated[Session, Depends(current_session)],
+                    request: Request) -> Database:
+    """The database as the calling admin: what its admin-only methods are called on.
+
+    The built-in ``admin`` gets the database itself; another admin principal a
+    view whose ``principal`` is the caller, so logged changes name the caller.
 
     Raises:
         PermissionDenied: the caller is not an admin principal.
@@ -81,12 +85,24 @@ def require_admin(session: Annotated[Session, Depends(current_session)],
             principal=session.principal.name)
     db = database(request)
     if session.principal.name == db.principal.name:
-        return db.admin
-    return Admin(_ActingAdmin(db, session))  # type: ignore[arg-type]
+        return db
+    return _ActingAdmin(db, session)  # type: ignore[return-value]
+
+
+def require_admin(acting: Annotated[Database, Depends(acting_database)]) -> Admin:
+    """The admin surface (``db.admin``) for an admin caller.
+
+    Raises:
+        PermissionDenied: the caller is not an admin principal.
+    """
+    if isinstance(acting, _ActingAdmin):
+        return Admin(acting)
+    return acting.admin
 
 
 SessionDep = Annotated[Session, Depends(current_session)]
 AdminDep = Annotated[Admin, Depends(require_admin)]
+ActingDep = Annotated[Database, Depends(acting_database)]
 DbDep = Annotated[Database, Depends(database)]
 SettingsDep = Annotated[ServerSettings, Depends(settings)]
 MetricsDep = Annotated[Metrics, Depends(metrics)]

@@ -124,11 +124,9 @@ class Door:
             if body is None:
                 await self._too_large()(scope, receive, send)
                 return
-            if _has_lone_surrogate(body):
-                await engram_error_response(E.InvalidInput(
-                    "request body contains an unpaired UTF-16 surrogate escape (such as "
-                    "\\ud800): that is not Unicode text; send valid UTF-8 JSON",
-                    field="body"))(scope, receive, send)
+            bad = _lone_surrogate(body)
+            if bad is not None:
+                await engram_error_response(bad)(scope, receive, send)
                 return
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
@@ -201,33 +199,52 @@ class Door:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+# The error class the engine gives a bad string in these fields, so that the
+# door's early answer is the one an embedded caller gets.
+_METADATA_FIELDS = frozenset({"metadata", "value", "outcome"})
+_NAMESPACE_FIELDS = frozenset({"namespace", "pattern"})
 
 
-def _has_lone_surrogate(body: bytes) -> bool:
-    """Whether JSON ``body`` decodes to a string holding a lone surrogate.
+def _lone_surrogate(body: bytes) -> E.InvalidInput | None:
+    """The error for a JSON ``body`` holding a string with a lone surrogate, or ``None``.
 
-    JSON may spell one (``"\\ud800"``), Python decodes it, and no database
-    can store it; paired escapes decode to ordinary characters and pass.
-    Bodies without any such escape (nearly all) are not parsed here.
+    JSON may spell one (``"\\ud800"``), Python decodes it, and no database can
+    store it (nor can it be written back as UTF-8): it is refused before any
+    route runs. The error class is the engine's for that field
+    (``invalid_metadata`` inside metadata, ``invalid_namespace`` for a
+    namespace). Paired escapes decode to ordinary characters and pass;
+    bodies without any such escape (nearly all) are not parsed here.
     """
     if not _SURROGATE_ESCAPE.search(body):
-        return False
+        return None
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
-        return False  # the route's own parsing reports it
-    stack = [value]
+        return None  # the route's own parsing reports it
+    stack: list[tuple[Any, tuple[str, ...]]] = [(value, ())]
     while stack:
-        item = stack.pop()
+        item, path = stack.pop()
         if isinstance(item, str):
             if any("\ud800" <= ch <= "\udfff" for ch in item):
-                return True
+                return _surrogate_error(path)
         elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
+            for key, sub in item.items():
+                stack.append((key, path))
+                stack.append((sub, (*path, str(key))))
         elif isinstance(item, list):
-            stack.extend(item)
-    return False
+            stack.extend((sub, path) for sub in item)
+    return None
+
+
+def _surrogate_error(path: tuple[str, ...]) -> E.InvalidInput:
+    field = ".".join(p.encode("utf-8", "replace").decode() for p in path) or "body"
+    message = (f"{field} contains an unpaired UTF-16 surrogate escape (such as \\ud800): "
+               "that is not Unicode text; send valid UTF-8 JSON")
+    if _METADATA_FIELDS.intersection(path):
+        return E.InvalidMetadata(message, field=field)
+    if path and path[-1] in _NAMESPACE_FIELDS:
+        return E.InvalidNamespace(message, field=field)
+    return E.InvalidInput(message, field=field)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -31,8 +31,11 @@ __all__ = [
     "AgentCreated",
     "AgentList",
     "BasisOut",
+    "CheckpointOut",
+    "CheckpointReportOut",
     "ConflictList",
     "ConflictOut",
+    "ConsistencyProofOut",
     "ContextOut",
     "Count",
     "DecisionList",
@@ -41,6 +44,7 @@ __all__ = [
     "ErrorResponse",
     "EventOut",
     "EventPage",
+    "EventProofOut",
     "ExplanationOut",
     "GlobIn",
     "GrantList",
@@ -58,10 +62,15 @@ __all__ = [
     "MemoryList",
     "MemoryOut",
     "MemoryVersions",
+    "MerkleProofOut",
     "NamespaceList",
     "NamespaceOrNull",
+    "NamespaceSettingsOut",
     "ObjectOrNull",
+    "PredicateList",
+    "PredicateOut",
     "PrincipalOut",
+    "ReadAuditOut",
     "ReadList",
     "ReadOut",
     "RecallOut",
@@ -69,6 +78,8 @@ __all__ = [
     "ReceiptOut",
     "RememberRequest",
     "Request",
+    "SettingsStored",
+    "SignatureOut",
     "Time",
     "UpdateRequest",
     "VerifyOut",
@@ -220,12 +231,14 @@ class UpdateRequest(Request):
     valid_from: Time | None = None
     valid_to: Time | None = None
     layer: LayerOrNull = None
-    source: str | None = None  # the engine checks no length on update (unlike remember)
+    source: str | None = documented(SHORT, default=None, description="`null` removes it.")
     expires_at: Time | None = None
     expected_version: Count | None = Field(
         None, description="Compare-and-swap: apply only if this is the current version "
         "(else 409 `version_conflict` with `details.current_version`).")
-    idempotency_key: str | None = None  # the engine checks keys only on remember
+    idempotency_key: str | None = documented(
+        KEY, default=None,
+        description="A retried request with the same key returns the first result.")
 
 
 class ConflictOut(Response):
@@ -469,6 +482,112 @@ class VerifyOut(Response):
     first_bad_seq: int | None = None
     problem: str | None = None
     rows_checked: int = 0
+
+
+# -- trust policy (admin) -------------------------------------------------------------------
+
+
+class PredicateOut(Response):
+    """How a predicate behaves in the namespaces matching ``pattern``."""
+
+    pattern: str
+    predicate: str
+    cardinality: str = Field(description="`one` or `many`.")
+    value_type: str
+    merge: str | None = Field(description="Merge kind when `policy` is `merge`.")
+    policy: str = Field(description="Conflict policy: `supersede`, `authority`, `flag`, "
+                        "`reject` or `merge`.")
+    declared: bool = Field(description="False for the defaults that apply when nothing is "
+                           "declared.")
+    id: str | None = None
+    tx_from: int | None = None
+
+
+class PredicateList(Response):
+    predicates: list[PredicateOut]
+
+
+class NamespaceSettingsOut(Response):
+    """The trust settings in force for one namespace (the most specific pattern wins)."""
+
+    trust_floor: float | None
+    detect_free_text: bool
+    default_policy: str
+    authority: list[str]
+    free_text_candidates: int
+    judge_min_confidence: float
+
+
+class SettingsStored(Response):
+    pattern: str
+    settings: dict[str, Any] = Field(description="What is now stored for `pattern` itself.")
+
+
+class ReadAuditOut(Response):
+    namespace: str
+    mode: str = Field(description="`all`, `sampled` or `off`.")
+    rate: float = Field(description="Fraction of reads recorded.")
+
+
+# -- checkpoints and proofs (admin) -----------------------------------------------------------
+
+
+class CheckpointOut(Response):
+    """A signed checkpoint, in the JSON file format of ``engram audit checkpoint``."""
+
+    format: str
+    database_id: str
+    tree_size: int
+    head_seq: int
+    head_hash: str
+    merkle_root: str
+    created_at: str
+    key_id: str
+    public_key: str = Field(description="PEM of the signing public key.")
+    signature: str = Field(description="Base64 Ed25519 signature.")
+
+
+class SignatureOut(Response):
+    ok: bool
+    trusted: bool = Field(description="The key came from the verifier, not from the "
+                          "checkpoint itself.")
+    key_id: str
+    reason: str | None = None
+
+
+class ConsistencyProofOut(Response):
+    old_size: int
+    new_size: int
+    old_root: str
+    new_root: str
+    path: list[str]
+
+
+class CheckpointReportOut(Response):
+    ok: bool
+    problem: str | None
+    signature: SignatureOut | None
+    checkpoint_size: int
+    current_size: int
+    consistency: ConsistencyProofOut | None = None
+    log: VerifyOut | None = None
+
+
+class MerkleProofOut(Response):
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    path: list[str]
+    root: str
+
+
+class EventProofOut(Response):
+    """One event's envelope and the RFC 9162 inclusion proof of its chain hash."""
+
+    format: str
+    event: dict[str, Any] = Field(description="The envelope fields the chain hash covers, "
+                                  "plus `prev_hash` and `hash` (never the payload).")
+    proof: MerkleProofOut
 
 
 # -- system ------------------------------------------------------------------------------

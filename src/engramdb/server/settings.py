@@ -7,7 +7,9 @@ flags, tests and benchmarks set them in one place.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from engramdb.errors import ConfigurationError
 
@@ -37,6 +39,10 @@ class ServerSettings:
             set-up). When ``False`` it needs an admin key.
         docs: Serve the interactive docs at ``/docs`` (the spec at
             ``/openapi.json`` is always served).
+        checkpoint_key: Path of the Ed25519 key ``POST /v1/audit/checkpoints``
+            signs with. ``None``: ``<db file>.audit-key.pem`` for SQLite
+            (created on first use, as ``engram init`` does); a PostgreSQL
+            server without one answers that route with ``configuration_error``.
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
@@ -50,6 +56,7 @@ class ServerSettings:
     sse_max_s: float | None = 300.0
     metrics_public: bool = True
     docs: bool = True
+    checkpoint_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_batch", "max_page_size", "default_page_size",
@@ -68,3 +75,12 @@ class ServerSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"server setting {name} must be a positive number, "
                                          f"not {value!r}", setting=name)
+        key = self.checkpoint_key
+        if key is not None:
+            if not isinstance(key, (str, os.PathLike)):
+                raise ConfigurationError("server setting checkpoint_key must be a file path",
+                                         setting="checkpoint_key")
+            if not Path(key).is_file():
+                raise ConfigurationError(
+                    f"checkpoint_key {os.fspath(key)!r} is not a file; create the key with "
+                    "`engram audit keygen` first", setting="checkpoint_key")

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 from engramdb.server.routes import (
     admin,
+    audit,
     changes,
     conflicts,
     context,
@@ -14,6 +15,7 @@ from engramdb.server.routes import (
     knowledge,
     memories,
     namespaces,
+    policy,
     recall,
     system,
     transactions,
@@ -33,4 +35,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     knowledge.router,
     namespaces.router,
     admin.router,
+    policy.router,
+    audit.router,
 )

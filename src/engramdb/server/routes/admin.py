@@ -1,16 +1,19 @@
-"""``/v1/admin``: principals, API keys and grants. Admin keys only (403 otherwise).
+"""``/v1/admin``: principals (and their lives), API keys and grants. Admin keys only.
 
-Each route is one call on ``db.admin``, acting as the calling admin.
+Each route is one call on ``db.admin``, acting as the calling admin; a
+non-admin key gets 403 ``permission_denied``. Trust policy (predicates,
+namespace settings, read audit, quarantine) is in :mod:`.policy`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import Field
+from fastapi import APIRouter, Body, Path, Query, Response, status
+from pydantic import Field, WithJsonSchema
 
 from engramdb.engine.admin import KINDS
+from engramdb.engine.stewardship import RETIRE_POLICIES
 from engramdb.model import Grant, Principal
 from engramdb.server.deps import AdminDep
 from engramdb.server.errors import error_responses
@@ -20,12 +23,15 @@ from engramdb.server.schemas import (
     UNIT,
     AgentCreated,
     AgentList,
+    Count,
     GlobIn,
     GrantList,
     GrantOut,
     KeyCreated,
+    MemoryList,
     PrincipalOut,
     Request,
+    Time,
     documented,
 )
 
@@ -52,6 +58,27 @@ class GrantRequest(Request):
         description="Namespace glob, e.g. `acme/research/**`.")
     actions: list[str] = documented({"items": {"type": "string", **ACTION}, "minItems": 1},
                                     description="Subset of `read`, `write`, `admin`, `erase`.")
+
+
+class UpdateAgentRequest(Request):
+    trust: float | None = documented(UNIT, default=None, description="New trust level, 0..1.")
+    roles: list[str] | None = documented({"items": {"type": "string", **NAME}}, default=None,
+                                         description="The principal's roles from now on "
+                                         "(replacing the old ones).")
+
+
+class RetireRequest(Request):
+    # Any JSON passes: the engine answers an unknown policy with `invalid_policy`.
+    policy: Annotated[Any, WithJsonSchema({"type": "string", "enum": list(RETIRE_POLICIES)})] = \
+        Field("freeze", description="`freeze` (reversible), `transfer` (needs `successor`), "
+              "`archive`; `erase` is refused until erasure exists.")
+    successor: str | None = documented(NAME, default=None, description="Who inherits the "
+                                       "private namespace (policy `transfer`).")
+
+
+class RollbackRequest(Request):
+    since: Count | Time = Field(description="Undo what the principal wrote from this "
+                                "transaction number or time on.")
 
 
 class RevokeKeyRequest(Request):
@@ -95,6 +122,51 @@ def create_agent(body: CreateAgentRequest, admin: AdminDep) -> dict[str, Any]:
 def agent(name: Name, admin: AdminDep) -> dict[str, Any]:
     """One principal: kind, roles, trust, status."""
     return _principal(admin.principal(name))
+
+
+@router.patch("/agents/{name}", response_model=PrincipalOut, summary="Change trust or roles",
+              responses=error_responses(*_ADMIN_ERRORS, 404, 413))
+def update_agent(name: Name, body: UpdateAgentRequest, admin: AdminDep) -> dict[str, Any]:
+    """Change a principal's trust level and/or roles; takes effect at once (a logged event).
+
+    400 for the admin principal itself or when neither field is given.
+    """
+    return _principal(admin.update_agent(name, **body.model_dump(exclude_unset=True)))
+
+
+@router.post("/agents/{name}/retire", response_model=PrincipalOut,
+             summary="Retire a principal", responses=error_responses(*_ADMIN_ERRORS, 404, 413))
+def retire_agent(name: Name, admin: AdminDep,
+                 body: Annotated[RetireRequest | None, Body()] = None) -> dict[str, Any]:
+    """Stop a principal acting: its keys are revoked; nothing it wrote is deleted.
+
+    ``freeze`` keeps grants and memories (undo with ``reactivate``); ``transfer``
+    revokes its grants and gives ``successor`` its private namespace;
+    ``archive`` revokes its grants and archives its private memories. The body
+    is optional (default ``freeze``).
+    """
+    fields = body.model_dump(exclude_unset=True) if body is not None else {}
+    return _principal(admin.retire_agent(name, **fields))
+
+
+@router.post("/agents/{name}/reactivate", response_model=PrincipalOut,
+             summary="Reactivate a frozen principal",
+             responses=error_responses(*_ADMIN_ERRORS, 404, 413))
+def reactivate_agent(name: Name, admin: AdminDep) -> dict[str, Any]:
+    """Let a frozen principal act again. Its old keys stay revoked: issue a new one."""
+    return _principal(admin.reactivate_agent(name))
+
+
+@router.post("/agents/{name}/rollback", response_model=MemoryList,
+             summary="Undo what a principal wrote",
+             responses=error_responses(*_ADMIN_ERRORS, 404, 413))
+def rollback_author(name: Name, body: RollbackRequest, admin: AdminDep) -> dict[str, Any]:
+    """Undo everything the principal wrote since a transaction number or time.
+
+    Memories it created are retracted; memories it changed get a new version
+    restoring the last one before its first change. Answers the new versions.
+    """
+    return {"memories": [m.to_dict() for m in admin.rollback_author(name, body.since)]}
 
 
 @router.post("/agents/{name}/keys", status_code=status.HTTP_201_CREATED,

@@ -17,6 +17,7 @@ from engramdb.errors import InvalidInput, PayloadTooLarge
 from engramdb.server.deps import SessionDep, SettingsDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
+    KEY,
     MAX_INT,
     Count,
     MemoryList,
@@ -64,7 +65,9 @@ class RetractRequest(Request):
     reason: str | None = documented({"maxLength": 2000}, default=None,
                                     description="Why (kept in the log).")
     expected_version: Count | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = documented(
+        KEY, default=None,
+        description="A retried request with the same key returns the first result.")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=MemoryOut,

@@ -6,6 +6,12 @@ engine ``Session.transaction()``, so they commit together or not at all. An
 op may name the memory an earlier op of the same batch produced with
 ``ref`` (its index), which is how "remember, then update it" works in one
 remote transaction.
+
+The batch is bounded by ``ServerSettings.max_batch`` (413 beyond it) before the
+engine's write lock is taken, and the texts of its ``remember`` ops are
+embedded in one batch before that too: an engine transaction embeds each
+write while it holds the lock, which a large remote batch would otherwise
+hold for the whole model run.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter
 from pydantic import Field
 
+from engramdb.engine import Database
+from engramdb.engine.rows import check_text
 from engramdb.errors import EngramError, InvalidInput, PayloadTooLarge
 from engramdb.model import Memory
-from engramdb.server.deps import SessionDep, SettingsDep
+from engramdb.server.deps import DbDep, SessionDep, SettingsDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
+    KEY,
     Count,
     MemoryList,
     RememberRequest,
@@ -53,7 +62,7 @@ class RetractOp(_Targeted):
     op: Literal["retract"]
     reason: str | None = documented({"maxLength": 2000}, default=None)
     expected_version: Count | None = None
-    idempotency_key: str | None = None
+    idempotency_key: str | None = documented(KEY, default=None)
 
 
 Op = Annotated[RememberOp | UpdateOp | RetractOp, Field(discriminator="op")]
@@ -61,6 +70,27 @@ Op = Annotated[RememberOp | UpdateOp | RetractOp, Field(discriminator="op")]
 
 class TransactionRequest(Request):
     ops: list[Op] = Field(description="Writes in order: `remember`, `update`, `retract`.")
+
+
+def _embed_ahead(db: Database, ops: list[Any]) -> dict[int, list[float]]:
+    """Embeddings of the ``remember`` ops' texts, computed in one batch before the lock.
+
+    Texts the engine would refuse are left out: the op then fails in the
+    transaction with the engine's own error, exactly as without this step.
+    """
+    if db.embedder is None:
+        return {}
+    todo: list[tuple[int, str]] = []
+    for i, op in enumerate(ops):
+        if isinstance(op, RememberOp) and op.embedding is None:
+            try:
+                todo.append((i, check_text(op.text, db.config)))
+            except EngramError:
+                continue
+    if not todo:
+        return {}
+    vectors = db.embedder.embed([text for _, text in todo])
+    return {i: [float(x) for x in v] for (i, _), v in zip(todo, vectors, strict=True)}
 
 
 def _target(op: UpdateOp | RetractOp, index: int, results: list[Memory]) -> str:
@@ -78,7 +108,7 @@ def _target(op: UpdateOp | RetractOp, index: int, results: list[Memory]) -> str:
 @router.post("/transactions", response_model=MemoryList,
              summary="Apply writes atomically",
              responses=error_responses(400, 401, 403, 404, 409, 413, 429, 503))
-def transaction(body: TransactionRequest, session: SessionDep,
+def transaction(body: TransactionRequest, session: SessionDep, db: DbDep,
                 settings: SettingsDep) -> dict[str, Any]:
     """Apply every op in one engine transaction; on any error none is applied.
 
@@ -89,12 +119,15 @@ def transaction(body: TransactionRequest, session: SessionDep,
         raise PayloadTooLarge(
             f"transaction of {len(body.ops)} ops is over the server's limit of "
             f"{settings.max_batch}; split it", limit=settings.max_batch, size=len(body.ops))
+    vectors = _embed_ahead(db, body.ops)
     results: list[Memory] = []
     with session.transaction() as tx:
         for i, op in enumerate(body.ops):
             try:
                 fields = op.model_dump(exclude_unset=True, exclude={"op", "id", "ref"})
                 if isinstance(op, RememberOp):
+                    if i in vectors:
+                        fields["embedding"] = vectors[i]
                     results.append(tx.remember(fields.pop("text"), **fields))
                 elif isinstance(op, UpdateOp):
                     results.append(tx.update(_target(op, i, results), **fields))
