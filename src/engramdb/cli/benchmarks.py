@@ -256,8 +256,11 @@ def bench_recall_latency(work: Path, embedder: Any, *, sizes: Sequence[int], que
         db.close()
     section.notes.append(
         f"k={k}, {queries} queries of 3-6 words over {len(set(_NAMES))} authors' synthetic "
-        "notes in 20 namespaces; the admin reads every namespace (no filter narrows the "
-        "search). Full-text (FTS5 BM25) and exact vector search over every version, fused "
+        f"notes in 20 namespaces; the admin reads every namespace (no filter narrows the "
+        f"search). The notes draw on a vocabulary of {len(_WORDS)} words, so every query word "
+        "occurs in a large share of the notes and full-text matching touches much of the "
+        "corpus: a harder case for FTS5 than natural text. Full-text (FTS5 BM25) and exact "
+        "vector search over every version, fused "
         "with recency and importance. query_embedding= skips the embedder; the first query "
         "after loading includes bringing the in-process vector index up to date and is "
         "reported separately. The loading itself (not measured) used synchronous=NORMAL and "
