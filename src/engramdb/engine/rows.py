@@ -87,6 +87,8 @@ def check_metadata(metadata: Any, config: EngineConfig) -> dict[str, Any]:
     if not isinstance(metadata, Mapping):
         raise InvalidMetadata("metadata must be a JSON object (a dict with string keys)",
                               field="metadata")
+    if not metadata:
+        return {}  # nothing to check (and the most common metadata by far)
     value = check_json(dict(metadata), what="metadata")
     from engramdb.codec import json_dumps
 
@@ -153,6 +155,10 @@ def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | No
                            field="value")
     vf, vt = check_validity(draft.valid_from, draft.valid_to)
     embedding = check_embedding(draft.embedding, dimension)
+    if embedding is not None:
+        # Kept as the float32 array it is stored as (no per-float conversion);
+        # read-only, as the frozen draft holding it. Never part of a hash.
+        embedding.flags.writeable = False
     key = check_idempotency_key(draft.idempotency_key)
     return MemoryDraft(
         text=text,
@@ -169,7 +175,7 @@ def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | No
         valid_from=vf,
         valid_to=vt,
         expires_at=to_utc(draft.expires_at, what="expires_at"),
-        embedding=None if embedding is None else tuple(float(x) for x in embedding),
+        embedding=embedding,  # type: ignore[arg-type]
         idempotency_key=key,
     )
 

@@ -47,6 +47,7 @@ from engramdb.policy.acl import AccessControl, grantees_of
 from engramdb.retrieval.rank import fuse
 from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
 from engramdb.engine.audit import AuditSession, mark_stale
+from engramdb.engine.trust import BatchItem
 from engramdb.engine.rows import (
     _short,
     _unit,
@@ -162,10 +163,13 @@ class _Writer:
 
     # operations ----------------------------------------------------------------
 
-    def remember(self, draft: MemoryDraft, vector: np.ndarray | None) -> Memory:
+    def remember(self, draft: MemoryDraft, vector: np.ndarray | None,
+                 item: BatchItem | None = None) -> Memory:
         s = self.s
         s._require("write", draft.namespace)
-        rhash = _request_hash("remember", _draft_fingerprint(draft))
+        # The request hash only matters with a key (it detects a key's reuse).
+        rhash = ("" if draft.idempotency_key is None
+                 else _request_hash("remember", _draft_fingerprint(draft)))
         replayed = self._replay(draft.idempotency_key, rhash)
         if replayed is not None:
             return replayed
@@ -176,7 +180,7 @@ class _Writer:
                                field="valid_to")
         # Trust decides what the write becomes: quarantined, merged, or checked
         # against current memories under the namespace's conflict policy.
-        plan = s._db._trust.plan_remember(self, row, vector)
+        plan = s._db._trust.plan_remember(self, row, vector, item)
         row = plan.row
         effects: list[Any] = list(plan.effects)
         effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
@@ -184,6 +188,15 @@ class _Writer:
         if vector is not None:
             self.w.put_vectors([(row["id"], row["version"], vector)])
         return plan.memory()
+
+    def remember_many(self, drafts: Sequence[MemoryDraft],
+                      vectors: Sequence[np.ndarray | None]) -> list[Memory]:
+        """Remember each draft in order; free-text candidates are found for all at once."""
+        batch = self.s._db._trust.prepare_batch(self.w, drafts, vectors)
+        if batch is None:
+            return [self.remember(d, v) for d, v in zip(drafts, vectors, strict=True)]
+        return [self.remember(d, v, BatchItem(batch, i))
+                for i, (d, v) in enumerate(zip(drafts, vectors, strict=True))]
 
     def _current(self, memory_id: str, action: str) -> dict[str, Any]:
         if not isinstance(memory_id, str) or not memory_id:
@@ -384,10 +397,9 @@ class Session(AuditSession):
     def _draft(self, **fields: Any) -> MemoryDraft:
         if fields.get("namespace") is None:
             fields["namespace"] = f"agents/{self._principal.name}"
-        emb = fields.get("embedding")
-        if emb is not None:
-            fields["embedding"] = tuple(np.asarray(emb, dtype=np.float64).reshape(-1).tolist())
         try:
+            # A given embedding (list, tuple or array) becomes a read-only float32
+            # array in validate_draft: the form it is searched and stored in.
             draft = MemoryDraft(**fields)
         except TypeError as exc:
             raise InvalidInput(f"unexpected memory field: {exc}") from exc
@@ -414,8 +426,7 @@ class Session(AuditSession):
                 raise InvalidInput("each batch item must be a MemoryDraft or a dict")
             clean.append(self._draft(**fields))
         vectors = self._db._vectors_for(clean)
-        return self._write(lambda wr: [wr.remember(d, v) for d, v in zip(clean, vectors,
-                                                                         strict=True)])
+        return self._write(lambda wr: wr.remember_many(clean, vectors))
 
     def _update_changes(self, text: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
         cfg = self._db.config

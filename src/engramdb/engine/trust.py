@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from engramdb.engine.database import Database
     from engramdb.engine.session import PrincipalInfo, Session
 
-__all__ = ["CRDT_KEY", "Plan", "TrustEngine", "conflict_from_row"]
+__all__ = ["CRDT_KEY", "BatchItem", "FreeTextBatch", "Plan", "TrustEngine", "conflict_from_row"]
 
 CRDT_KEY = "_crdt"  # metadata key holding a merged memory's state; set only by the engine
 _FREE_TEXT_LAYERS = ("semantic",)  # episodes and working notes record events, not beliefs
@@ -100,7 +100,44 @@ class Plan:
     conflicts: tuple[Conflict, ...] = ()
 
     def memory(self) -> Memory:
-        return memory_from_row(self.row).replace(conflicts=self.conflicts)
+        m = memory_from_row(self.row)
+        return m.replace(conflicts=self.conflicts) if self.conflicts else m
+
+
+class FreeTextBatch:
+    """Free-text rival candidates for every memory of one ``remember_many``, found at once.
+
+    Built inside the write transaction, before the first memory is planned.
+    Committed memories cannot change until this transaction commits (it holds
+    the chain lock, and searches read committed state), so one vector search
+    per (namespace, subject) group returns, for each memory, exactly what a
+    search per memory would. The batch's own memories are compared with one
+    another by one matrix product per namespace, instead of each new memory
+    with every earlier one in Python. Planning each memory then uses these
+    lists the way the per-memory path computes them (see
+    :meth:`TrustEngine._free_text_rivals`), and falls back to that path for a
+    memory whose lists do not apply (an earlier memory of the batch was an
+    idempotent replay, so it never became pending).
+    """
+
+    def __init__(self, size: int) -> None:
+        # Per batch position: committed candidate ids (best first, similarity floor
+        # applied), or None when the memory is not checked by this batch's search.
+        self.committed: list[list[str] | None] = [None] * size
+        # Per position: earlier positions of the batch that qualify as pending
+        # candidates, most recent first, at most ``free_text_candidates`` of them.
+        self.earlier: list[list[int] | None] = [None] * size
+        # (detect_free_text, free_text_candidates) each list was computed for.
+        self.settings: list[tuple[bool, int] | None] = [None] * size
+        self.rows: list[dict[str, Any] | None] = [None] * size  # planned rows, as they come
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One memory of a :class:`FreeTextBatch`: the batch and the memory's position."""
+
+    batch: FreeTextBatch
+    index: int
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -191,9 +228,78 @@ class TrustEngine:
 
     # -- write hooks -----------------------------------------------------------
 
-    def plan_remember(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None
-                      ) -> Plan:
+    def prepare_batch(self, w: WriteTx, drafts: Sequence[Any],
+                      vectors: Sequence[np.ndarray | None]) -> FreeTextBatch | None:
+        """Find the free-text candidates of a batch of new memories in one vectorised pass.
+
+        ``drafts`` are validated :class:`~engramdb.model.MemoryDraft` values in
+        write order and ``vectors`` their embeddings. Returns None when the
+        per-memory path must run instead: memories without embeddings (the
+        text search finds their candidates), or memories already pending in
+        this transaction (only a fresh transaction is prepared).
+        """
+        if self._pending.get(w) or any(v is None for v in vectors):
+            return None
+        batch = FreeTextBatch(len(drafts))
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, d in enumerate(drafts):
+            if d.layer in _FREE_TEXT_LAYERS:
+                groups[d.namespace].append(i)
+        for ns, members in groups.items():
+            settings = self.settings(w, ns)
+            if not settings.detect_free_text:
+                continue
+            self._prepare_group(batch, drafts, vectors, members, settings)
+        return batch
+
+    def _prepare_group(self, batch: FreeTextBatch, drafts: Sequence[Any],
+                       vectors: Sequence[np.ndarray | None], members: list[int],
+                       settings: NamespaceSettings) -> None:
+        """Candidates for the semantic memories of one namespace in a batch."""
+        n = settings.free_text_candidates
+        ns = drafts[members[0]].namespace
+        mat = np.stack([np.asarray(vectors[i], dtype=np.float32).reshape(-1)
+                        for i in members])
+        norms = np.linalg.norm(mat, axis=1)
+        mat = (mat / np.where(norms == 0, 1.0, norms)[:, None]).astype(np.float32)
+        # Only memories without a predicate are checked as free text; every
+        # semantic memory of the namespace is a candidate for later ones.
+        checked = [a for a, i in enumerate(members) if drafts[i].predicate is None]
+        by_subject: dict[str | None, list[int]] = defaultdict(list)
+        for a in checked:
+            by_subject[drafts[members[a]].subject].append(a)
+        storage = self._db.storage
+        for subject, positions in by_subject.items():
+            flt = RecallFilter(namespaces=(ns,), layers=_FREE_TEXT_LAYERS,
+                               statuses=("active",), subject=subject)
+            found = storage.search_vectors([mat[a] for a in positions], flt, n + 1)
+            for a, hits in zip(positions, found, strict=True):
+                batch.committed[members[a]] = [r["id"] for r, sim in hits
+                                               if sim >= _MIN_SIMILARITY]
+        codes: dict[str | None, int] = {}
+        subjects = np.array([codes.setdefault(drafts[i].subject, len(codes))
+                             for i in members], dtype=np.int64)
+        checked_set = set(checked)
+        step = max(1, (8 << 20) // max(1, len(members)))  # rows per chunk: ~32 MB of sims
+        for start in range(0, len(members), step):
+            stop = min(len(members), start + step)
+            sims = mat[start:stop] @ mat[:stop].T
+            for a in range(start, stop):
+                if a not in checked_set:
+                    continue
+                qual = np.flatnonzero(sims[a - start, :a] >= _MIN_SIMILARITY)
+                subject = drafts[members[a]].subject
+                if subject is not None:
+                    qual = qual[subjects[qual] == codes[subject]]
+                i = members[a]
+                batch.earlier[i] = [members[b] for b in qual[::-1][:n]]
+                batch.settings[i] = (True, n)
+
+    def plan_remember(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None,
+                      item: BatchItem | None = None) -> Plan:
         """Decide what a new memory becomes: quarantined, merged, or checked for conflicts.
+
+        ``item`` places the memory in a batch prepared by :meth:`prepare_batch`.
 
         Raises:
             ValueTypeError: the value does not fit the predicate's declaration.
@@ -213,8 +319,11 @@ class TrustEngine:
         elif schema is not None and schema.policy == "merge":
             plan = self._merge(w, row, schema, op)
         else:
-            plan = self._decide(wr, row, vector, settings, schema, [Insert("memories", row)])
+            plan = self._decide(wr, row, vector, settings, schema, [Insert("memories", row)],
+                                item)
         self._pending.setdefault(w, []).append((plan.row, vector))
+        if item is not None:
+            item.batch.rows[item.index] = plan.row
         return plan
 
     def plan_version(self, wr: Writer, cur: dict[str, Any], new: dict[str, Any], kind: str,
@@ -281,14 +390,14 @@ class TrustEngine:
 
     def _decide(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None,
                 settings: NamespaceSettings, schema: PredicateSchema | None,
-                insert: list[Effect]) -> Plan:
+                insert: list[Effect], item: BatchItem | None = None) -> Plan:
         w = wr.w
         if schema is not None:
             rivals = (exact_rivals(row, self._assertions(w, row))
                       if schema.cardinality == "one" else [])
             policy = schema.policy
         else:
-            rivals = self._free_text_rivals(w, row, vector, settings)
+            rivals = self._free_text_rivals(w, row, vector, settings, item)
             policy = settings.default_policy
         rivals = self._not_yet_flagged(w, row, rivals)
         if not rivals:
@@ -353,34 +462,32 @@ class TrustEngine:
                                     "status": "active"})
 
     def _free_text_rivals(self, w: WriteTx, row: Mapping[str, Any], vector: np.ndarray | None,
-                          settings: NamespaceSettings) -> list[Rival]:
+                          settings: NamespaceSettings, item: BatchItem | None = None
+                          ) -> list[Rival]:
         if not settings.detect_free_text or row["layer"] not in _FREE_TEXT_LAYERS:
             return []
         n = settings.free_text_candidates
-        flt = RecallFilter(namespaces=(row["namespace"],), layers=_FREE_TEXT_LAYERS,
-                           statuses=("active",), subject=row.get("subject"))
-        storage = self._db.storage
-        # Nearest by meaning when there is an embedding (cheap, and dissimilar
-        # memories are never judged); by words when the database has no embedder.
-        if vector is not None:
-            found = [r["id"] for r, sim in storage.search_vector(vector, flt, n + 1)
-                     if sim >= _MIN_SIMILARITY]
+        prepared = self._prepared(item, settings)
+        if prepared is not None:
+            found, pending = prepared
         else:
-            found = [r["id"] for r, _ in storage.search_text(row["text"], flt, n + 1)]
-        pending = [p["id"] for p, v in reversed(self._pending.get(w, []))
-                   if p["namespace"] == row["namespace"] and p["layer"] in _FREE_TEXT_LAYERS
-                   and (row.get("subject") is None or p.get("subject") == row.get("subject"))
-                   and (vector is None or v is None or _cosine(vector, v) >= _MIN_SIMILARITY)]
+            found = self._committed_candidates(row, vector, n)
+            pending = [p["id"] for p, v in reversed(self._pending.get(w, []))
+                       if p["namespace"] == row["namespace"]
+                       and p["layer"] in _FREE_TEXT_LAYERS
+                       and (row.get("subject") is None or p.get("subject") == row.get("subject"))
+                       and (vector is None or v is None
+                            or _cosine(vector, v) >= _MIN_SIMILARITY)]
         ids = [i for i in found if i != row["id"]][:n]
         ids += [i for i in pending[:n] if i not in ids and i != row["id"]]
         judge = self._db.judge
         new = Statement(row["text"], row.get("subject"), row.get("predicate"), row.get("value"))
         out: list[Rival] = []
         for memory_id in ids:
-            found = w.fetch("memories", {"id": memory_id, "tx_to": None})
-            if not found:
+            current = w.fetch("memories", {"id": memory_id, "tx_to": None})
+            if not current:
                 continue
-            cand = found[0]
+            cand = current[0]
             if cand["status"] != "active" or cand["namespace"] != row["namespace"] \
                     or not valid_overlap(cand, row):
                 continue
@@ -389,6 +496,38 @@ class TrustEngine:
             if j.verdict == "contradiction" and j.confidence >= settings.judge_min_confidence:
                 out.append(Rival(cand, j.detector, f"{j.detector}: {j.reason}"))
         return out
+
+    def _committed_candidates(self, row: Mapping[str, Any], vector: np.ndarray | None,
+                              n: int) -> list[str]:
+        """Ids of the committed memories most like ``row`` (its own search)."""
+        flt = RecallFilter(namespaces=(row["namespace"],), layers=_FREE_TEXT_LAYERS,
+                           statuses=("active",), subject=row.get("subject"))
+        storage = self._db.storage
+        # Nearest by meaning when there is an embedding (cheap, and dissimilar
+        # memories are never judged); by words when the database has no embedder.
+        if vector is not None:
+            return [r["id"] for r, sim in storage.search_vector(vector, flt, n + 1)
+                    if sim >= _MIN_SIMILARITY]
+        return [r["id"] for r, _ in storage.search_text(row["text"], flt, n + 1)]
+
+    @staticmethod
+    def _prepared(item: BatchItem | None, settings: NamespaceSettings
+                  ) -> tuple[list[str], list[str]] | None:
+        """A batch memory's (committed, pending) candidate ids, if its batch lists apply."""
+        if item is None:
+            return None
+        batch, i = item.batch, item.index
+        found, earlier = batch.committed[i], batch.earlier[i]
+        if found is None or earlier is None or batch.settings[i] != (
+                settings.detect_free_text, settings.free_text_candidates):
+            return None
+        pending = []
+        for j in earlier:
+            planned = batch.rows[j]
+            if planned is None:  # an idempotent replay: never pending, so the lists are off
+                return None
+            pending.append(planned["id"])
+        return found, pending
 
     def _not_yet_flagged(self, w: WriteTx, row: Mapping[str, Any], rivals: list[Rival]
                          ) -> list[Rival]:

@@ -233,6 +233,16 @@ class Storage(ABC):
     ) -> list[tuple[Row, float]]:
         """Nearest memories by cosine similarity, best first."""
 
+    def search_vectors(
+        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int
+    ) -> list[list[tuple[Row, float]]]:
+        """:meth:`search_vector` for each of ``vectors``, in order.
+
+        A backend overrides this when it can answer many queries at once more
+        cheaply (e.g. one matrix product); the answers must be the same.
+        """
+        return [self.search_vector(v, flt, limit) for v in vectors]
+
     @abstractmethod
     def namespaces(self) -> list[str]:
         """Every namespace that holds at least one memory version."""

@@ -69,13 +69,29 @@ def _spec(table: str) -> TableSpec:
         raise StorageError(f"unknown table {table!r}") from None
 
 
+_LAYOUTS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _layout(spec: TableSpec) -> tuple[frozenset[str], frozenset[str]]:
+    """(every column a row may name, the JSON columns) of a table."""
+    layout = _LAYOUTS.get(spec.name)
+    if layout is None:
+        layout = _LAYOUTS[spec.name] = (
+            frozenset(spec.columns) | frozenset(spec.bookkeeping), spec.json_columns)
+    return layout
+
+
 def encode_row(spec: TableSpec, row: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for col, value in row.items():
-        kind = spec.columns.get(col)
-        if kind is None and col not in spec.bookkeeping:
-            raise StorageError(f"table {spec.name} has no column {col!r}")
-        out[col] = json_dumps(value, what=col) if kind == "json" and value is not None else value
+    allowed, json_cols = _layout(spec)
+    if not row.keys() <= allowed:
+        col = next(c for c in row if c not in allowed)
+        raise StorageError(f"table {spec.name} has no column {col!r}")
+    out = dict(row)
+    for col in json_cols & out.keys():
+        value = out[col]
+        if value is not None:
+            # An empty object is by far the most common metadata: skip the encoder.
+            out[col] = "{}" if value == {} else json_dumps(value, what=col)
     return out
 
 
@@ -202,6 +218,11 @@ class SqlWriteTx(WriteTx):
         self._buffered: dict[str, list[tuple[str, list[Sequence[Any]]]]] = {}
         self._vectors: list[tuple[str, int, np.ndarray]] = []
         self._buffered_rows = 0
+        # Raw rows of this transaction's reads, per table. Exact: every change to a
+        # state table goes through apply() (other writers wait for the chain lock),
+        # and each drops its table's reads. Spares the engine's repeated reads of
+        # settings, schemas and principals a statement per memory.
+        self._reads: dict[str, dict[tuple[Any, ...], list[Sequence[Any]]]] = {}
 
     @property
     def head(self) -> Head:
@@ -215,6 +236,7 @@ class SqlWriteTx(WriteTx):
         return self._storage._exec(self._conn, sql, params)
 
     def _buffer(self, table: str, sql: str, params: Sequence[Any]) -> None:
+        self._reads.pop(table, None)
         runs = self._buffered.setdefault(table, [])
         if runs and runs[-1][0] == sql:
             runs[-1][1].append(params)
@@ -245,12 +267,13 @@ class SqlWriteTx(WriteTx):
                 self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
             elif isinstance(effect, Update):
                 self.flush(spec.name)
+                self._reads.pop(spec.name, None)
                 changes = encode_row(spec, effect.changes)
                 if "row_tx" in spec.bookkeeping:
                     changes["row_tx"] = self.tx
                 sets = ", ".join(f"{c} = ?" for c in changes)
                 cond, cparams = _where_eq(
-                    self._storage.dialect, {**effect.key, **encode_row(spec, effect.expect)}
+                    self._storage.dialect_impl, {**effect.key, **encode_row(spec, effect.expect)}
                 )
                 cur = self._exec(
                     f"UPDATE {spec.name} SET {sets} WHERE {cond}", [*changes.values(), *cparams]
@@ -351,7 +374,19 @@ class SqlWriteTx(WriteTx):
         limit: int | None = None,
     ) -> list[Row]:
         self.flush(table)
-        return self._storage._fetch(self._conn, table, where, order_by=order_by, limit=limit)
+        spec = _spec(table)
+        try:
+            key: tuple[Any, ...] | None = (tuple(where.items()), order_by, limit)
+            cached = self._reads.get(table, {}).get(key)  # type: ignore[arg-type]
+        except TypeError:  # a list of values: not cached
+            key, cached = None, None
+        if cached is None:
+            cached = self._storage._select(self._conn, table, where, order_by=order_by,
+                                           limit=limit)
+            if key is not None:
+                self._reads.setdefault(table, {})[key] = cached
+        cols = list(spec.columns)
+        return [decode_row(spec, cols, r) for r in cached]
 
     def finish(self) -> None:
         """Send what is buffered and record the new head; called just before COMMIT."""
@@ -430,6 +465,21 @@ class SqlStorage(Storage):
     ) -> list[Row]:
         spec = _spec(table)
         cols = list(spec.columns)
+        return [decode_row(spec, cols, r) for r in self._select(
+            conn, table, where, order_by=order_by, limit=limit)]
+
+    def _select(
+        self,
+        conn: Any,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        limit: int | None = None,
+    ) -> list[Sequence[Any]]:
+        """The raw rows (every column of the table, in order) that :meth:`_fetch` decodes."""
+        spec = _spec(table)
+        cols = list(spec.columns)
         for col in list(where) + ([order_by.split()[0]] if order_by else []):
             if col not in spec.columns:
                 raise StorageError(f"table {table} has no column {col!r}")
@@ -439,8 +489,7 @@ class SqlStorage(Storage):
             sql += f" ORDER BY {order_by}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cur = self._exec(conn, sql, params)
-        return [decode_row(spec, cols, r) for r in cur.fetchall()]
+        return list(self._exec(conn, sql, params).fetchall())
 
     def fetch(
         self,

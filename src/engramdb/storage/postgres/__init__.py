@@ -351,6 +351,23 @@ class PostgresStorage(SqlStorage):
             self._failed(exc)
             raise translate(exc) from exc
 
+    def _exec_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        # Inside a write the statements ride the pipeline unsynchronised, like a
+        # single INSERT does; a prepared statement serves every row.
+        written = _WRITES_TO.match(sql)
+        if isinstance(conn, _TxConn):
+            if written is None:
+                conn.cache.clear()
+            else:
+                conn.forget(written.group(1))
+            conn = conn.conn
+        try:
+            with conn.cursor() as cur:
+                cur.executemany(to_pyformat(sql), rows)
+        except psycopg.Error as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+
     def _exec_in_tx(self, tx: _TxConn, sql: str, query: str, params: Sequence[Any]) -> Any:
         written = _WRITES_TO.match(sql)
         read = None if written else _SELECT_FROM.match(sql)
@@ -548,39 +565,14 @@ class PostgresStorage(SqlStorage):
         select = ", ".join("m." + c for c in cols)
         cond, params = memory_where(flt, self.dialect_impl)
         n = int(limit)
-        # Unit vectors: ranking by inner product (<#> is its negative) is cosine ranking.
-        approximate = (
-            f"(SELECT {select}, a.vec <#> ? AS distance FROM memory_vectors_ann a "
-            "JOIN memories m ON m.id = a.id AND m.version = a.version "
-            f"WHERE {cond} ORDER BY distance LIMIT {n}) "
-            "UNION ALL "
-            f"(SELECT {select}, v.vec <#> ? AS distance FROM memory_vectors v "
-            "JOIN memories m ON m.id = v.id AND m.version = v.version "
-            "WHERE v.vseq > (SELECT vseq FROM vector_index_state WHERE id = 1) "
-            f"AND {cond} ORDER BY distance LIMIT {n})"
-        )
-        exact = (
-            f"SELECT {select}, v.vec <#> ? AS distance FROM memory_vectors v "
-            "JOIN memories m ON m.id = v.id AND m.version = v.version "
-            f"WHERE {cond} ORDER BY distance LIMIT {n}"
-        )
-        ef_search = min(1000, max(40, 2 * n))
+        approximate, exact = _knn_sql(select, cond, n, "?")
         try:
             with self._get_pool().connection() as conn:
                 with conn.pipeline(), conn.transaction():
-                    conn.execute(
-                        "SELECT set_config('hnsw.ef_search', %s, true), "
-                        "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-                        [str(ef_search)],
-                    )
+                    _hnsw_settings(conn, n)
                     found = conn.execute(to_pyformat(approximate),
                                          [vec, *params, vec, *params]).fetchall()
-                best: dict[tuple[str, int], Any] = {}
-                for r in found:
-                    key = (r[0], r[1])  # (id, version): the first two memory columns
-                    if key not in best or r[-1] < best[key][-1]:
-                        best[key] = r
-                found = list(best.values())
+                found = _nearest_once(found)
                 if len(found) < n:
                     found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
         except (psycopg.Error, PoolTimeout) as exc:
@@ -589,6 +581,56 @@ class PostgresStorage(SqlStorage):
         # relaxed_order may return neighbours slightly out of order: sort them.
         found.sort(key=lambda r: (r[-1], r[0], r[1]))
         return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:n]]
+
+    def search_vectors(
+        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int
+    ) -> list[list[tuple[dict[str, Any], float]]]:
+        """:meth:`search_vector` for each vector, a few hundred per statement.
+
+        The same two searches per vector, as ``LATERAL`` subqueries over a
+        ``VALUES`` list of the vectors: one round trip answers a chunk of
+        vectors instead of one (or two) per vector. Vectors whose approximate
+        answer comes back short get the exact search, again together.
+        """
+        if limit <= 0 or len(vectors) == 0:
+            return [[] for _ in vectors]
+        vecs = [np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors]
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        select = ", ".join("m." + c for c in cols)
+        cond, params = memory_where(flt, self.dialect_impl)
+        n = int(limit)
+        approximate, exact = _knn_sql(select, cond, n, "q.qv")
+        found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
+        try:
+            with self._get_pool().connection() as conn:
+                for start in range(0, len(vecs), _VECTORS_PER_STATEMENT):
+                    chunk = range(start, min(len(vecs), start + _VECTORS_PER_STATEMENT))
+                    with conn.pipeline(), conn.transaction():
+                        _hnsw_settings(conn, n)
+                        rows = conn.execute(
+                            to_pyformat(_lateral(approximate, len(chunk))),
+                            [*(vecs[i] for i in chunk), *params, *params]).fetchall()
+                    for r in rows:
+                        found[start + int(r[0])].append(r[1:])
+                    for i in chunk:
+                        found[i] = _nearest_once(found[i])
+                    short = [i for i in chunk if len(found[i]) < n]
+                    if short:
+                        rows = conn.execute(to_pyformat(_lateral(exact, len(short))),
+                                            [*(vecs[i] for i in short), *params]).fetchall()
+                        for i in short:
+                            found[i] = []
+                        for r in rows:
+                            found[short[int(r[0])]].append(r[1:])
+        except (psycopg.Error, PoolTimeout) as exc:
+            self._failed(exc)
+            raise translate(exc) from exc
+        out = []
+        for hits in found:
+            hits.sort(key=lambda r: (r[-1], r[0], r[1]))
+            out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]])
+        return out
 
     def vector_backlog(self) -> int:
         """Vectors stored but not yet in the HNSW index (searched exactly meanwhile)."""
@@ -753,6 +795,59 @@ class PostgresStorage(SqlStorage):
             return True
         # A notification may have been lost while the listener reconnected: ask the log.
         return not listener.ready and self.head().seq > after_seq
+
+
+_VECTORS_PER_STATEMENT = 250
+
+
+def _knn_sql(select: str, cond: str, n: int, query: str) -> tuple[str, str]:
+    """The approximate and the exact nearest-neighbour SQL for the vector ``query``.
+
+    ``query`` is ``?`` (a bound vector) or a column of an outer ``LATERAL`` row.
+    """
+    # Unit vectors: ranking by inner product (<#> is its negative) is cosine ranking.
+    approximate = (
+        f"(SELECT {select}, a.vec <#> {query} AS distance FROM memory_vectors_ann a "
+        "JOIN memories m ON m.id = a.id AND m.version = a.version "
+        f"WHERE {cond} ORDER BY distance LIMIT {n}) "
+        "UNION ALL "
+        f"(SELECT {select}, v.vec <#> {query} AS distance FROM memory_vectors v "
+        "JOIN memories m ON m.id = v.id AND m.version = v.version "
+        "WHERE v.vseq > (SELECT vseq FROM vector_index_state WHERE id = 1) "
+        f"AND {cond} ORDER BY distance LIMIT {n})"
+    )
+    exact = (
+        f"SELECT {select}, v.vec <#> {query} AS distance FROM memory_vectors v "
+        "JOIN memories m ON m.id = v.id AND m.version = v.version "
+        f"WHERE {cond} ORDER BY distance LIMIT {n}"
+    )
+    return approximate, exact
+
+
+def _lateral(search: str, count: int) -> str:
+    """``search`` (over ``q.qv``) for ``count`` bound vectors, rows led by their position."""
+    values = ", ".join(f"({i}, ?::vector)" for i in range(count))
+    return (f"SELECT q.ord, x.* FROM (VALUES {values}) AS q(ord, qv) "
+            f"CROSS JOIN LATERAL ({search}) AS x")
+
+
+def _hnsw_settings(conn: psycopg.Connection[Any], n: int) -> None:
+    """HNSW search settings for this transaction: enough candidates for ``n`` hits."""
+    conn.execute(
+        "SELECT set_config('hnsw.ef_search', %s, true), "
+        "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        [str(min(1000, max(40, 2 * n)))],
+    )
+
+
+def _nearest_once(found: list[Any]) -> list[Any]:
+    """Rows of both searches, each memory version once, at its smallest distance."""
+    best: dict[tuple[str, int], Any] = {}
+    for r in found:
+        key = (r[0], r[1])  # (id, version): the first two memory columns
+        if key not in best or r[-1] < best[key][-1]:
+            best[key] = r
+    return list(best.values())
 
 
 def _recorded_dimension(value: str | None) -> int | None:

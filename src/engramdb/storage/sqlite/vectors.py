@@ -160,6 +160,55 @@ class VectorIndex:
             getattr(flt, name) is not None for name in _SQL_ONLY if name != "metadata"
         )
 
+    def _selected(self, flt: RecallFilter, allowed_row_ids: Sequence[int] | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """The filter's boolean mask over the first ``n`` rows, and its positions."""
+        n = self._n
+        mask = self._mask(flt)
+        if allowed_row_ids is not None:
+            allowed = np.zeros(n, dtype=bool)
+            idx = [self._pos[r] for r in allowed_row_ids if r in self._pos]
+            allowed[idx] = True
+            mask &= allowed
+        return mask, np.flatnonzero(mask)
+
+    def search_many(
+        self,
+        queries: np.ndarray,
+        flt: RecallFilter,
+        limit: int,
+        allowed_row_ids: Sequence[int] | None = None,
+    ) -> list[list[tuple[int, float]]]:
+        """:meth:`search` for each row of ``queries`` (one matrix product for all)."""
+        q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+        with self._lock:
+            if self._n == 0 or limit <= 0 or len(q) == 0:
+                return [[] for _ in range(len(q))]
+            _, selected = self._selected(flt, allowed_row_ids)
+            if selected.size == 0:
+                return [[] for _ in range(len(q))]
+            out: list[list[tuple[int, float]]] = []
+            k = min(limit, selected.size)
+            # Chunks bound the (chunk x selected) similarity matrix to ~64 MB.
+            step = max(1, min(len(q), (16 << 20) // max(1, selected.size)))
+            vecs = self._vecs[selected]
+            row_ids = self._row_ids[selected]
+            for start in range(0, len(q), step):
+                sims = q[start:start + step] @ vecs.T
+                if k < selected.size:
+                    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+                else:
+                    top = np.broadcast_to(np.arange(selected.size), sims.shape)
+                top_sims = np.take_along_axis(sims, top, axis=1)
+                order = np.argsort(-top_sims, axis=1, kind="stable")
+                top = np.take_along_axis(top, order, axis=1)
+                top_sims = np.take_along_axis(top_sims, order, axis=1)
+                for ids, row_sims in zip(row_ids[top].tolist(), top_sims.tolist(),
+                                         strict=True):
+                    out.append([(i, s) for i, s in zip(ids, row_sims, strict=True)
+                                if np.isfinite(s)])
+            return out
+
     def search(
         self,
         query: np.ndarray,
@@ -172,13 +221,7 @@ class VectorIndex:
             n = self._n
             if n == 0 or limit <= 0:
                 return []
-            mask = self._mask(flt)
-            if allowed_row_ids is not None:
-                allowed = np.zeros(n, dtype=bool)
-                idx = [self._pos[r] for r in allowed_row_ids if r in self._pos]
-                allowed[idx] = True
-                mask &= allowed
-            selected = np.flatnonzero(mask)
+            mask, selected = self._selected(flt, allowed_row_ids)
             if selected.size == 0:
                 return []
             q = np.asarray(query, dtype=np.float32).reshape(-1)

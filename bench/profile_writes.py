@@ -1,0 +1,171 @@
+"""Write-path throughput: batch and single writes, SQLite and PostgreSQL.
+
+Measures what issues 2 and 5 set targets for, with precomputed embeddings
+(random unit vectors, so the embedder never runs) and the engine's default
+settings (free-text contradiction detection on, ``synchronous=FULL``):
+
+* ``batch``: ``remember_many`` in batches of 2,000, memories per second, in
+  the ``episodic`` layer (no contradiction detection) and the ``semantic``
+  layer (every memory is checked for free-text rivals);
+* ``single``: ``remember`` one memory per transaction, writes per second.
+
+Each figure is the best of ``--repeat`` runs on a fresh database (the machine
+is shared: the best run is the one least disturbed by other load), and the
+load average is printed with it. ``--profile CASE`` runs one case under
+cProfile instead and prints the top functions by cumulative and own time.
+
+Usage (from a checkout)::
+
+    python bench/profile_writes.py [--pg] [--n 4000] [--single 300] [--repeat 3]
+    python bench/profile_writes.py --profile sqlite-batch-semantic
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_postgres import Corpus  # noqa: E402
+
+BATCH = 2_000
+
+
+def _open(url: str) -> Any:
+    import engramdb
+    from engramdb.retrieval.embed import LocalEmbedder
+
+    # The default embedder's identity; its model never loads (embeddings are given).
+    return engramdb.open(url, embedder=LocalEmbedder())
+
+
+@contextmanager
+def _sqlite_urls() -> Iterator[Callable[[str], str]]:
+    with tempfile.TemporaryDirectory(prefix="engram-profile-") as tmp:
+        yield lambda name: str(Path(tmp) / f"{name}.db")
+
+
+@contextmanager
+def _pg_urls() -> Iterator[Callable[[str], str]]:
+    from tests.support.pg import PgServer
+
+    from bench.bench_postgres import BENCH_SETTINGS
+
+    server = PgServer(settings=BENCH_SETTINGS)
+    server.start()
+    try:
+        yield server.fresh_database
+    finally:
+        server.stop()
+
+
+def batch(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
+          prof: cProfile.Profile | None = None) -> float:
+    """``remember_many`` of ``n`` memories in batches of 2,000; memories per second."""
+    drafts = corpus.drafts(n, layer=layer, namespaces=namespaces)
+    db = _open(url)
+    try:
+        if prof:
+            prof.enable()
+        start = time.perf_counter()
+        for i in range(0, n, BATCH):
+            db.remember_many(drafts[i:i + BATCH])
+        seconds = time.perf_counter() - start
+        if prof:
+            prof.disable()
+        assert db.storage.head().seq >= n
+    finally:
+        db.close()
+    return n / seconds
+
+
+def single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
+           prof: cProfile.Profile | None = None) -> float:
+    """``remember`` ``n`` times, one transaction each; writes per second."""
+    drafts = corpus.drafts(n, layer=layer, namespaces=namespaces)
+    db = _open(url)
+    try:
+        db.remember(**drafts[0])  # first write sets up caches; not timed
+        if prof:
+            prof.enable()
+        start = time.perf_counter()
+        for d in drafts[1:]:
+            db.remember(**d)
+        seconds = time.perf_counter() - start
+        if prof:
+            prof.disable()
+    finally:
+        db.close()
+    return (n - 1) / seconds
+
+
+# name -> (function, layer, namespaces the memories spread over). One namespace is
+# the worst case for free-text detection: every memory of a batch is a candidate
+# rival of every other.
+CASES: dict[str, tuple[Callable[..., float], str, int]] = {
+    "batch-episodic": (batch, "episodic", 20),
+    "batch-semantic": (batch, "semantic", 20),
+    "batch-semantic-1ns": (batch, "semantic", 1),
+    "single-episodic": (single, "episodic", 20),
+    "single-semantic": (single, "semantic", 20),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pg", action="store_true", help="also measure PostgreSQL")
+    ap.add_argument("--pg-only", action="store_true", help="measure PostgreSQL only")
+    ap.add_argument("--n", type=int, default=4_000, help="memories per batch run")
+    ap.add_argument("--single", type=int, default=300, help="writes per single run")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case (best is kept)")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    ap.add_argument("--profile", metavar="BACKEND-CASE",
+                    help="profile one case, e.g. sqlite-batch-semantic or postgres-single-episodic")
+    args = ap.parse_args()
+
+    if args.profile:
+        backend, case = args.profile.split("-", 1)
+        fn, layer, spaces = CASES[case]
+        n = args.n if fn is batch else args.single
+        urls = _sqlite_urls() if backend == "sqlite" else _pg_urls()
+        with urls as url_for:
+            prof = cProfile.Profile()
+            rate = fn(url_for("profile"), Corpus(), n, layer, spaces, prof)
+        print(f"{args.profile}: {rate:,.0f}/s (under the profiler)")
+        stats = pstats.Stats(prof).strip_dirs()
+        stats.sort_stats("cumulative").print_stats(35)
+        stats.sort_stats("tottime").print_stats(25)
+        return
+
+    backends = [] if args.pg_only else ["sqlite"]
+    if args.pg or args.pg_only:
+        backends.append("postgres")
+    cases = args.cases.split(",")
+    for backend in backends:
+        urls = _sqlite_urls() if backend == "sqlite" else _pg_urls()
+        with urls as url_for:
+            for case in cases:
+                fn, layer, spaces = CASES[case]
+                n = args.n if fn is batch else args.single
+                rates = []
+                for r in range(args.repeat):
+                    rates.append(fn(url_for(f"{case.replace('-', '_')}_{r}"), Corpus(seed=r),
+                                    n, layer, spaces))
+                print(f"{backend:8} {case:18} n={n:<6} best {max(rates):8,.0f}/s   runs "
+                      + " ".join(f"{x:,.0f}" for x in rates)
+                      + f"   load {os.getloadavg()[0]:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
