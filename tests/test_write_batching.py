@@ -39,6 +39,17 @@ BATCH = [
     "The deployment window is Friday",
     "Bob is the CEO of Acme",
     "Carol is the CEO of Acme",
+    # Unrelated statements: a batch this size takes PostgreSQL's in-process ranking.
+    "Penguins live mostly in the southern hemisphere",
+    "The library lends books for three weeks",
+    "Tomatoes need plenty of sunlight to ripen",
+    "Our wiki runs on a managed hosting plan",
+    "The marathon route follows the river",
+    "Jazz evolved in New Orleans",
+    "Volcanic soil is rich in minerals",
+    "The museum closes on public holidays",
+    "Owls hunt mostly at night",
+    "Sourdough starter needs regular feeding",
 ]
 
 
@@ -152,3 +163,38 @@ def test_a_database_written_in_batches_reimports_to_the_same_head(
             restored.close()
     finally:
         source.close()
+
+
+def test_a_rival_committed_while_a_batch_waits_for_the_lock_is_flagged(
+        db: Any, backend: str) -> None:
+    """Candidates are searched before the write lock; what commits meanwhile still counts."""
+    if backend == "http":
+        pytest.skip("a remote transaction holds no lock while its block runs")
+    import threading
+
+    db.remember("The audit is scheduled for March", namespace="ops/audit")
+    filler = [{"text": t, "namespace": "ops/audit"} for t in BATCH[9:]]
+    started = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def batch_writer() -> None:
+        started.wait(10)
+        outcome["made"] = db.remember_many(
+            [{"text": "The audit is scheduled for June", "namespace": "ops/audit"}, *filler])
+
+    worker = threading.Thread(target=batch_writer)
+    worker.start()
+    with db.transaction() as tx:  # holds the write lock while the batch prepares
+        old = tx.get(db.recent(namespace="ops/**", k=1)[0].id)
+        tx.retract(old.id)
+        tx.remember("The audit is scheduled for April", namespace="ops/audit")
+        started.set()
+        worker.join(0.5)  # the batch searches committed state, then waits for the lock
+        assert worker.is_alive()
+    worker.join(60)
+    pairs = _pairs(db, "ops/audit")
+    # The rival committed while the batch waited is flagged; the retracted one is not.
+    assert frozenset({"The audit is scheduled for June",
+                      "The audit is scheduled for April"}) in pairs
+    assert not any("The audit is scheduled for March" in p for p in pairs)
+    assert outcome["made"][0].conflicts

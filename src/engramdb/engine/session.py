@@ -47,7 +47,7 @@ from engramdb.policy.acl import AccessControl, grantees_of
 from engramdb.retrieval.rank import fuse
 from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
 from engramdb.engine.audit import AuditSession, mark_stale
-from engramdb.engine.trust import BatchItem
+from engramdb.engine.trust import BatchItem, FreeTextBatch
 from engramdb.engine.rows import (
     _short,
     _unit,
@@ -123,6 +123,10 @@ class _Writer:
     def __init__(self, session: Session, w: WriteTx) -> None:
         self.s = session
         self.w = w
+        # Namespaces this transaction may write in, as checked once. Exact while
+        # it is open: grants and principals change only in write transactions,
+        # and none can commit while this one holds the lock.
+        self._may_write: set[str] = set()
 
     # idempotency -------------------------------------------------------------
 
@@ -166,7 +170,9 @@ class _Writer:
     def remember(self, draft: MemoryDraft, vector: np.ndarray | None,
                  item: BatchItem | None = None) -> Memory:
         s = self.s
-        s._require("write", draft.namespace)
+        if draft.namespace not in self._may_write:
+            s._require("write", draft.namespace)
+            self._may_write.add(draft.namespace)
         # The request hash only matters with a key (it detects a key's reuse).
         rhash = ("" if draft.idempotency_key is None
                  else _request_hash("remember", _draft_fingerprint(draft)))
@@ -189,12 +195,12 @@ class _Writer:
             self.w.put_vectors([(row["id"], row["version"], vector)])
         return plan.memory()
 
-    def remember_many(self, drafts: Sequence[MemoryDraft],
-                      vectors: Sequence[np.ndarray | None]) -> list[Memory]:
-        """Remember each draft in order; free-text candidates are found for all at once."""
-        batch = self.s._db._trust.prepare_batch(self.w, drafts, vectors)
+    def remember_many(self, drafts: Sequence[MemoryDraft], vectors: Sequence[np.ndarray | None],
+                      batch: FreeTextBatch | None) -> list[Memory]:
+        """Remember each draft in order, with free-text candidates ``batch`` found for all."""
         if batch is None:
             return [self.remember(d, v) for d, v in zip(drafts, vectors, strict=True)]
+        self.s._db._trust.settle_batch(self.w, batch)
         return [self.remember(d, v, BatchItem(batch, i))
                 for i, (d, v) in enumerate(zip(drafts, vectors, strict=True))]
 
@@ -426,7 +432,10 @@ class Session(AuditSession):
                 raise InvalidInput("each batch item must be a MemoryDraft or a dict")
             clean.append(self._draft(**fields))
         vectors = self._db._vectors_for(clean)
-        return self._write(lambda wr: wr.remember_many(clean, vectors))
+        # Free-text rival candidates are searched before the lock is taken, and
+        # brought up to date under it (only rows committed since are searched).
+        batch = self._db._trust.prepare_batch(clean, vectors)
+        return self._write(lambda wr: wr.remember_many(clean, vectors, batch))
 
     def _update_changes(self, text: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
         cfg = self._db.config

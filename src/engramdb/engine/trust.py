@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from engramdb.codec import new_id
+from engramdb.codec import from_micros, new_id
 from engramdb.engine.audit import mark_stale
 from engramdb.engine.rows import memory_from_row
 from engramdb.errors import (
@@ -52,7 +52,7 @@ from engramdb.policy.conflicts import (
     valid_overlap,
 )
 from engramdb.policy.judge import Statement
-from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
+from engramdb.storage.base import Effect, Head, Insert, Update, WriteTx, effect_to_dict
 
 if TYPE_CHECKING:
     from engramdb.engine.database import Database
@@ -66,6 +66,9 @@ _FREE_TEXT_LAYERS = ("semantic",)  # episodes and working notes record events, n
 # contradicting pairs ("window is Friday" / "window is Monday") score above 0.8.
 _MIN_SIMILARITY = 0.5
 _CHANGEABLE = ("active", "quarantined", "superseded")
+# Committed candidates a batch keeps beyond the n + 1 a search takes, so that a few
+# of them changing before the write lock is taken does not force a new search.
+_SPARE_CANDIDATES = 4
 
 
 class Writer(Protocol):
@@ -107,28 +110,38 @@ class Plan:
 class FreeTextBatch:
     """Free-text rival candidates for every memory of one ``remember_many``, found at once.
 
-    Built inside the write transaction, before the first memory is planned.
-    Committed memories cannot change until this transaction commits (it holds
-    the chain lock, and searches read committed state), so one vector search
-    per (namespace, subject) group returns, for each memory, exactly what a
-    search per memory would. The batch's own memories are compared with one
-    another by one matrix product per namespace, instead of each new memory
-    with every earlier one in Python. Planning each memory then uses these
-    lists the way the per-memory path computes them (see
-    :meth:`TrustEngine._free_text_rivals`), and falls back to that path for a
-    memory whose lists do not apply (an earlier memory of the batch was an
-    idempotent replay, so it never became pending).
+    Found in two steps. Before the write lock (:meth:`TrustEngine.prepare_batch`):
+    one vector search per (namespace, subject) group against committed memories
+    as of a recorded head, keeping a few candidates beyond the ``n + 1`` the
+    per-memory search takes, and one matrix product per namespace comparing the
+    batch's memories with one another. Under the lock
+    (:meth:`TrustEngine.settle_batch`): if nothing committed since that head,
+    the lists stand; otherwise only rows recorded since are searched, and
+    earlier candidates that changed since are dropped, which gives the same
+    top ``n + 1`` as a search under the lock (a memory whose kept candidates
+    ran out falls back to its own search). Planning each memory then uses the
+    lists as the per-memory path does (see :meth:`TrustEngine._free_text_rivals`),
+    and falls back to that path for a memory whose lists do not apply (an
+    earlier memory of the batch was an idempotent replay, so it never became
+    pending; or the namespace's settings changed meanwhile).
     """
 
-    def __init__(self, size: int) -> None:
-        # Per batch position: committed candidate ids (best first, similarity floor
-        # applied), or None when the memory is not checked by this batch's search.
+    def __init__(self, size: int, snapshot: Head) -> None:
+        self.snapshot = snapshot  # the committed head the first searches saw (or later)
+        # Per position, before the lock: committed (id, version, similarity) at or
+        # above the floor, best first, and whether more than were kept exist.
+        self.found: list[list[tuple[str, int, float]] | None] = [None] * size
+        self.truncated: list[bool] = [False] * size
+        # Per position, under the lock: the committed candidate ids the memory's own
+        # search would find (best first, floor applied), or None: search yourself.
         self.committed: list[list[str] | None] = [None] * size
         # Per position: earlier positions of the batch that qualify as pending
         # candidates, most recent first, at most ``free_text_candidates`` of them.
         self.earlier: list[list[int] | None] = [None] * size
         # (detect_free_text, free_text_candidates) each list was computed for.
         self.settings: list[tuple[bool, int] | None] = [None] * size
+        # (namespace, subject, positions, unit vectors) of each search group.
+        self.groups: list[tuple[str, str | None, list[int], np.ndarray]] = []
         self.rows: list[dict[str, Any] | None] = [None] * size  # planned rows, as they come
 
 
@@ -228,28 +241,30 @@ class TrustEngine:
 
     # -- write hooks -----------------------------------------------------------
 
-    def prepare_batch(self, w: WriteTx, drafts: Sequence[Any],
-                      vectors: Sequence[np.ndarray | None]) -> FreeTextBatch | None:
-        """Find the free-text candidates of a batch of new memories in one vectorised pass.
+    def prepare_batch(self, drafts: Sequence[Any], vectors: Sequence[np.ndarray | None]
+                      ) -> FreeTextBatch | None:
+        """Find the free-text candidates of a batch of new memories, before the write lock.
 
         ``drafts`` are validated :class:`~engramdb.model.MemoryDraft` values in
-        write order and ``vectors`` their embeddings. Returns None when the
-        per-memory path must run instead: memories without embeddings (the
-        text search finds their candidates), or memories already pending in
-        this transaction (only a fresh transaction is prepared).
+        write order and ``vectors`` their embeddings. Reads committed state
+        only; :meth:`settle_batch` brings the answer up to date under the lock.
+        Returns None when the per-memory path must run instead: memories
+        without embeddings (a text search finds their candidates).
         """
-        if self._pending.get(w) or any(v is None for v in vectors):
+        if any(v is None for v in vectors):
             return None
-        batch = FreeTextBatch(len(drafts))
+        storage = self._db.storage
+        # Recorded before searching: the searches see this head or a later one,
+        # so "recorded since the snapshot" covers whatever they may have missed.
+        batch = FreeTextBatch(len(drafts), storage.head())
         groups: dict[str, list[int]] = defaultdict(list)
         for i, d in enumerate(drafts):
             if d.layer in _FREE_TEXT_LAYERS:
                 groups[d.namespace].append(i)
         for ns, members in groups.items():
-            settings = self.settings(w, ns)
-            if not settings.detect_free_text:
-                continue
-            self._prepare_group(batch, drafts, vectors, members, settings)
+            settings = self.settings(storage, ns)
+            if settings.detect_free_text:
+                self._prepare_group(batch, drafts, vectors, members, settings)
         return batch
 
     def _prepare_group(self, batch: FreeTextBatch, drafts: Sequence[Any],
@@ -269,13 +284,18 @@ class TrustEngine:
         for a in checked:
             by_subject[drafts[members[a]].subject].append(a)
         storage = self._db.storage
+        keep = n + 1 + _SPARE_CANDIDATES
         for subject, positions in by_subject.items():
             flt = RecallFilter(namespaces=(ns,), layers=_FREE_TEXT_LAYERS,
                                statuses=("active",), subject=subject)
-            found = storage.search_vectors([mat[a] for a in positions], flt, n + 1)
+            found = storage.search_vectors([mat[a] for a in positions], flt, keep)
             for a, hits in zip(positions, found, strict=True):
-                batch.committed[members[a]] = [r["id"] for r, sim in hits
-                                               if sim >= _MIN_SIMILARITY]
+                kept = [(str(r["id"]), int(r["version"]), sim) for r, sim in hits
+                        if sim >= _MIN_SIMILARITY]
+                batch.found[members[a]] = kept
+                batch.truncated[members[a]] = len(kept) == keep
+            batch.groups.append((ns, subject, [members[a] for a in positions],
+                                 mat[positions]))
         codes: dict[str | None, int] = {}
         subjects = np.array([codes.setdefault(drafts[i].subject, len(codes))
                              for i in members], dtype=np.int64)
@@ -294,6 +314,55 @@ class TrustEngine:
                 i = members[a]
                 batch.earlier[i] = [members[b] for b in qual[::-1][:n]]
                 batch.settings[i] = (True, n)
+
+    def settle_batch(self, w: WriteTx, batch: FreeTextBatch) -> None:
+        """Under the write lock: bring a prepared batch's candidates up to the head.
+
+        Afterwards ``batch.committed`` holds, for each memory, what its own
+        search under the lock would return (or None: it searches itself).
+        """
+        if self._pending.get(w):  # only a fresh transaction's batch is prepared
+            batch.earlier = [None] * len(batch.earlier)
+            return
+        for ns in {g[0] for g in batch.groups}:
+            now = self.settings(w, ns)
+            for _, _, positions, _ in (g for g in batch.groups if g[0] == ns):
+                for i in positions:
+                    if batch.settings[i] != (now.detect_free_text, now.free_text_candidates):
+                        batch.earlier[i] = None  # settings changed since: search yourself
+        head = batch.snapshot
+        if w.tx == head.tx + 1:  # nothing committed since the searches' head
+            for i, kept in enumerate(batch.found):
+                made_for = batch.settings[i]
+                if kept is not None and made_for is not None:
+                    batch.committed[i] = [m for m, _, _ in kept[:made_for[1] + 1]]
+            return
+        # Candidates kept before the lock still stand if their version is current.
+        ids = sorted({m for kept in batch.found if kept for m, _, _ in kept})
+        current: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(ids), 500):
+            for r in w.fetch("memories", {"id": ids[start:start + 500], "tx_to": None}):
+                current[str(r["id"])] = (int(r["version"]), str(r["status"]))
+        since = from_micros(head.recorded_at)
+        storage = self._db.storage
+        for ns, subject, positions, mat in batch.groups:
+            made_for = batch.settings[positions[0]]  # one namespace: the same for all
+            if made_for is None:
+                continue
+            n = made_for[1]
+            flt = RecallFilter(namespaces=(ns,), layers=_FREE_TEXT_LAYERS,
+                               statuses=("active",), subject=subject, recorded_after=since)
+            fresh = storage.search_vectors(list(mat), flt, n + 1)
+            for i, hits in zip(positions, fresh, strict=True):
+                kept = [(m, v, sim) for m, v, sim in batch.found[i] or ()
+                        if current.get(m) == (v, "active")]
+                if batch.truncated[i] and len(kept) < n + 1:
+                    continue  # a rival beyond those kept may now rank: search yourself
+                merged = {(m, v): sim for m, v, sim in kept}
+                merged.update({(str(r["id"]), int(r["version"])): sim for r, sim in hits
+                               if sim >= _MIN_SIMILARITY})
+                ranked = sorted(merged.items(), key=lambda kv: -kv[1])[:n + 1]
+                batch.committed[i] = [m for (m, _), _ in ranked]
 
     def plan_remember(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None,
                       item: BatchItem | None = None) -> Plan:

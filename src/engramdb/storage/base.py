@@ -239,7 +239,8 @@ class Storage(ABC):
         """:meth:`search_vector` for each of ``vectors``, in order.
 
         A backend overrides this when it can answer many queries at once more
-        cheaply (e.g. one matrix product); the answers must be the same.
+        cheaply (e.g. one matrix product); the answers must be the same, except
+        that an exact ranking may stand in for an approximate one.
         """
         return [self.search_vector(v, flt, limit) for v in vectors]
 
