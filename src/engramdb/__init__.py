@@ -10,7 +10,7 @@
 
 from engramdb.client import connect, connect_async
 from engramdb.engine import Database, EngineConfig, Session, Transaction
-from engramdb.engine import open_database as open  # noqa: A004 - the API is engramdb.open
+from engramdb.engine import open_database as open
 from engramdb.errors import (
     Conflict,
     ContradictionError,

@@ -39,8 +39,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
-    "Conflict",
     "ConfigurationError",
+    "Conflict",
     "ContradictionError",
     "EmbedderMismatch",
     "EmbeddingDimensionMismatch",
