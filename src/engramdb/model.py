@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -271,7 +271,7 @@ class Receipt:
     principal: str | None = None
     query_digest: str | None = None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[ReceiptItem]:
         return iter(self.items)
 
     def __len__(self) -> int:
@@ -328,7 +328,7 @@ class RecallResult:
     hits: tuple[Hit, ...]
     receipt: Receipt
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Hit]:
         return iter(self.hits)
 
     def __len__(self) -> int:

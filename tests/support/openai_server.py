@@ -46,7 +46,9 @@ class OpenAICompatServer:
         self.dim = dim
         self.api_key = api_key
         self.chat_handler: ChatHandler = chat_handler or (
-            lambda req: json.dumps({"verdict": "compatible", "confidence": 0.5, "reason": "default"})
+            lambda req: json.dumps(
+                {"verdict": "compatible", "confidence": 0.5, "reason": "default"}
+            )
         )
         self.requests: list[dict[str, Any]] = []
         self.fail_next = 0
@@ -90,7 +92,8 @@ class OpenAICompatServer:
                     return
                 server.requests.append({"path": self.path, "body": body,
                                         "auth": self.headers.get("Authorization")})
-                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                expected = f"Bearer {server.api_key}"
+                if server.api_key and self.headers.get("Authorization") != expected:
                     self._send(401, {"error": {"message": "invalid api key"}})
                     return
                 if server.fail_next > 0:

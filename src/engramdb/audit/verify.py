@@ -75,9 +75,10 @@ def replay_effects(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], 
             table[key] = {c: row.get(c) for c in spec.columns}
         elif eff["op"] == "update":
             key = tuple(eff["key"].get(k) for k in spec.key)
-            row = table.get(key)
-            if row is None:
+            current = table.get(key)
+            if current is None:
                 raise ValueError(f"update of missing {spec.name} row {key}")
+            row = current
             for col, expected in (eff.get("expect") or {}).items():
                 if row.get(col) != expected:
                     raise ValueError(f"update of {spec.name} row {key} expected {col}={expected!r}")

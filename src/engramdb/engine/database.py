@@ -252,7 +252,7 @@ class Database(AuditDatabase, Session):
 
 
 def _filter_fields(flt: RecallFilter) -> dict[str, Any]:
-    return {name: getattr(flt, name) for name in RecallFilter.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(flt, name) for name in RecallFilter.__slots__}
 
 
 def open_database(target: str | Path = "engram.db", *, embedder: Any = "default",

@@ -19,6 +19,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from engramdb.codec import canonical, check_chars, check_json, new_id, sha256_hex, to_micros
+from engramdb.engine.audit import AuditSession, mark_stale
+from engramdb.engine.rows import (
+    _short,
+    _unit,
+    check_embedding,
+    check_idempotency_key,
+    check_metadata,
+    check_text,
+    check_validity,
+    draft_to_row,
+    memory_from_row,
+    validate_draft,
+)
+from engramdb.engine.trust import BatchItem, FreeTextBatch
 from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidInput,
@@ -46,20 +60,6 @@ from engramdb.model import (
 from engramdb.policy.acl import AccessControl, grantees_of
 from engramdb.retrieval.rank import fuse
 from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
-from engramdb.engine.audit import AuditSession, mark_stale
-from engramdb.engine.trust import BatchItem, FreeTextBatch
-from engramdb.engine.rows import (
-    _short,
-    _unit,
-    check_embedding,
-    check_idempotency_key,
-    check_metadata,
-    check_text,
-    check_validity,
-    draft_to_row,
-    memory_from_row,
-    validate_draft,
-)
 
 if TYPE_CHECKING:
     from engramdb.engine.database import Database
@@ -344,7 +344,7 @@ class Session(AuditSession):
                                    "or a time", field="as_of")
             return as_of
         when = to_utc(as_of, what="as_of")
-        return self._db.storage.tx_at(to_micros(when))  # type: ignore[arg-type]
+        return self._db.storage.tx_at(to_micros(when))
 
     # -- writes ------------------------------------------------------------------
 
@@ -425,7 +425,7 @@ class Session(AuditSession):
         clean: list[MemoryDraft] = []
         for item in drafts:
             if isinstance(item, MemoryDraft):
-                fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}  # type: ignore[attr-defined]
+                fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}
             elif isinstance(item, Mapping):
                 fields = dict(item)
             else:
@@ -556,7 +556,7 @@ class Session(AuditSession):
         va = to_utc(valid_at, what="valid_at")
         if va is not None:
             v = to_micros(va)
-            if not (row["valid_from"] <= v and (row["valid_to"] is None or row["valid_to"] > v)):  # type: ignore[operator]
+            if not (row["valid_from"] <= v and (row["valid_to"] is None or row["valid_to"] > v)):
                 raise NotFound(f"memory {memory_id!r} is not valid at {va.isoformat()}",
                                id=memory_id)
         return memory_from_row(row, as_of=t)

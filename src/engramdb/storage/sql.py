@@ -577,10 +577,7 @@ class SqlStorage(Storage):
                 f"WHERE e.seq > ? ORDER BY e.seq LIMIT {int(limit)}",
                 [after],
             )
-            return [
-                RawEvent(*r[:10], salt=bytes(r[10]) if r[10] is not None else None, payload=r[11])
-                for r in cur.fetchall()
-            ]
+            return [_raw_event(r) for r in cur.fetchall()]
 
     def tx_at(self, when: int) -> int:
         with self._read_conn() as conn:
@@ -623,3 +620,11 @@ def far_future() -> int:
 
 
 RowFactory = Callable[[Sequence[str], Sequence[Any]], Row]
+
+
+def _raw_event(r: Sequence[Any]) -> RawEvent:
+    return RawEvent(
+        seq=r[0], tx=r[1], kind=r[2], namespace=r[3], actor=r[4], recorded_at=r[5],
+        subject_ref=r[6], commitment=r[7], prev_hash=r[8], hash=r[9],
+        salt=bytes(r[10]) if r[10] is not None else None, payload=r[11],
+    )
