@@ -288,7 +288,8 @@ class TrustEngine:
         for subject, positions in by_subject.items():
             flt = RecallFilter(namespaces=(ns,), layers=_FREE_TEXT_LAYERS,
                                statuses=("active",), subject=subject)
-            found = storage.search_vectors([mat[a] for a in positions], flt, keep)
+            found = storage.search_vectors([mat[a] for a in positions], flt, keep,
+                                           _MIN_SIMILARITY)
             for a, hits in zip(positions, found, strict=True):
                 kept = [(str(r["id"]), int(r["version"]), sim) for r, sim in hits
                         if sim >= _MIN_SIMILARITY]
@@ -352,7 +353,7 @@ class TrustEngine:
             n = made_for[1]
             flt = RecallFilter(namespaces=(ns,), layers=_FREE_TEXT_LAYERS,
                                statuses=("active",), subject=subject, recorded_after=since)
-            fresh = storage.search_vectors(list(mat), flt, n + 1)
+            fresh = storage.search_vectors(list(mat), flt, n + 1, _MIN_SIMILARITY)
             for i, hits in zip(positions, fresh, strict=True):
                 kept = [(m, v, sim) for m, v, sim in batch.found[i] or ()
                         if current.get(m) == (v, "active")]

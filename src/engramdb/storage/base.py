@@ -35,6 +35,7 @@ __all__ = [
     "WriteTx",
     "effect_from_dict",
     "effect_to_dict",
+    "top_hits",
 ]
 
 Row = dict[str, Any]
@@ -234,15 +235,18 @@ class Storage(ABC):
         """Nearest memories by cosine similarity, best first."""
 
     def search_vectors(
-        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int
+        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
+        min_similarity: float | None = None,
     ) -> list[list[tuple[Row, float]]]:
         """:meth:`search_vector` for each of ``vectors``, in order.
 
-        A backend overrides this when it can answer many queries at once more
-        cheaply (e.g. one matrix product); the answers must be the same, except
-        that an exact ranking may stand in for an approximate one.
+        Hits below ``min_similarity`` (when given) are left out. A backend
+        overrides this when it can answer many queries at once more cheaply
+        (e.g. one matrix product); the answers must be the same, except that
+        an exact ranking may stand in for an approximate one.
         """
-        return [self.search_vector(v, flt, limit) for v in vectors]
+        return [[(r, s) for r, s in self.search_vector(v, flt, limit)
+                 if min_similarity is None or s >= min_similarity] for v in vectors]
 
     @abstractmethod
     def namespaces(self) -> list[str]:
@@ -268,3 +272,38 @@ class Storage(ABC):
     @abstractmethod
     def counts(self) -> dict[str, int]:
         """Row counts for metrics: memories per status, events, ..."""
+
+
+def top_hits(sims: np.ndarray, limit: int, min_similarity: float | None = None
+             ) -> list[list[tuple[int, float]]]:
+    """Per row of a (queries x candidates) similarity matrix: the best ``limit``
+    (column, similarity) pairs, best first, those below ``min_similarity`` left out.
+
+    With a floor most candidates are dropped by one comparison, which is far
+    cheaper than partitioning every row.
+    """
+    out: list[list[tuple[int, float]]] = []
+    if min_similarity is not None:
+        rows, cols = np.nonzero(sims >= min_similarity)
+        bounds = np.searchsorted(rows, np.arange(sims.shape[0] + 1))
+        for q in range(sims.shape[0]):
+            idx = cols[bounds[q]:bounds[q + 1]]
+            vals = sims[q, idx]
+            if len(idx) > limit:
+                keep = np.argpartition(-vals, limit - 1)[:limit]
+                idx, vals = idx[keep], vals[keep]
+            order = np.argsort(-vals, kind="stable")
+            out.append(list(zip(idx[order].tolist(), vals[order].tolist(), strict=True)))
+        return out
+    k = min(limit, sims.shape[1])
+    if k <= 0:
+        return [[] for _ in range(sims.shape[0])]
+    top = (np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1]
+           else np.broadcast_to(np.arange(sims.shape[1]), sims.shape))
+    top_sims = np.take_along_axis(sims, top, axis=1)
+    order = np.argsort(-top_sims, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    top_sims = np.take_along_axis(top_sims, order, axis=1)
+    for idx, vals in zip(top.tolist(), top_sims.tolist(), strict=True):
+        out.append([(i, v) for i, v in zip(idx, vals, strict=True) if np.isfinite(v)])
+    return out

@@ -67,6 +67,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from engramdb.codec import json_dumps
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.base import top_hits
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
@@ -594,7 +595,8 @@ class PostgresStorage(SqlStorage):
         return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:n]]
 
     def search_vectors(
-        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int
+        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
+        min_similarity: float | None = None,
     ) -> list[list[tuple[dict[str, Any], float]]]:
         """:meth:`search_vector` for each vector, a few hundred per statement.
 
@@ -616,7 +618,8 @@ class PostgresStorage(SqlStorage):
         try:
             with self._get_pool().connection() as conn:
                 if len(vecs) >= _IN_PROCESS_MIN_QUERIES:
-                    exact_found = self._exact_in_process(conn, vecs, select, cond, params, n)
+                    exact_found = self._exact_in_process(conn, vecs, select, cond, params, n,
+                                                         min_similarity)
                     if exact_found is not None:
                         found = exact_found
                         vecs = []  # answered: skip the statements below
@@ -645,11 +648,13 @@ class PostgresStorage(SqlStorage):
         out = []
         for hits in found:
             hits.sort(key=lambda r: (r[-1], r[0], r[1]))
-            out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]])
+            out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]
+                        if min_similarity is None or -float(r[-1]) >= min_similarity])
         return out
 
     def _exact_in_process(self, conn: psycopg.Connection[Any], vecs: list[np.ndarray],
-                          select: str, cond: str, params: list[Any], n: int
+                          select: str, cond: str, params: list[Any], n: int,
+                          min_similarity: float | None
                           ) -> list[list[tuple[Any, ...]]] | None:
         """Exact nearest rows for many vectors at once, or None if the filter matches too many.
 
@@ -669,24 +674,25 @@ class PostgresStorage(SqlStorage):
         if count == 0:
             return [[] for _ in vecs]
         with conn.cursor(binary=True) as cur:
-            cur.execute(to_pyformat(f"SELECT {select}, v.vec {join}"), params)
+            cur.execute(to_pyformat(f"SELECT v.id, v.version, v.vec {join}"), params)
             stored = cur.fetchall()
-        if not all(isinstance(r[-1], np.ndarray) for r in stored):
+        if not all(isinstance(r[2], np.ndarray) for r in stored):
             return None  # no binary vector loader on this connection
-        matrix = np.stack([r[-1] for r in stored])
+        matrix = np.stack([r[2] for r in stored])
         queries = np.stack(vecs)
-        k = min(n, len(stored))
-        out: list[list[tuple[Any, ...]]] = []
+        ranked: list[list[tuple[int, float]]] = []
         step = max(1, (8 << 20) // len(stored))
         for start in range(0, len(queries), step):
-            sims = queries[start:start + step] @ matrix.T
-            top = (np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(stored)
-                   else np.broadcast_to(np.arange(len(stored)), sims.shape))
-            for row, idx in zip(sims.tolist(), top.tolist(), strict=True):
-                # (memory columns..., distance), as the SQL searches return them;
-                # the caller ranks them by distance, id and version.
-                out.append([(*stored[i][:-1], -row[i]) for i in idx])
-        return out
+            ranked += top_hits(queries[start:start + step] @ matrix.T, n, min_similarity)
+        # Whole rows only for the hits (with a similarity floor, usually few).
+        wanted = sorted({stored[i][0] for hits in ranked for i, _ in hits})
+        rows = {(r[0], int(r[1])): r for r in conn.execute(
+            to_pyformat(f"SELECT {select} FROM memories m WHERE m.id = ANY(?)"),
+            [wanted]).fetchall()} if wanted else {}
+        # (memory columns..., distance), as the SQL searches return them; the
+        # caller ranks them by distance, id and version.
+        return [[(*rows[key], -sim) for i, sim in hits
+                 if (key := (stored[i][0], int(stored[i][1]))) in rows] for hits in ranked]
 
     def vector_backlog(self) -> int:
         """Vectors stored but not yet in the HNSW index (searched exactly meanwhile)."""

@@ -232,7 +232,8 @@ class SQLiteStorage(SqlStorage):
             return self._rows_by_row_id(conn, found)
 
     def search_vectors(
-        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int
+        self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
+        min_similarity: float | None = None,
     ) -> list[list[tuple[dict[str, Any], float]]]:
         """:meth:`search_vector` for each vector: one refresh, one mask, one matrix product."""
         if len(vectors) == 0:
@@ -241,7 +242,7 @@ class SQLiteStorage(SqlStorage):
                                       for v in vectors]), dtype=np.float32)
         with self._read_conn() as conn:
             index, allowed = self._fresh_index(conn, matrix.shape[1], flt)
-            found = index.search_many(matrix, flt, limit, allowed)
+            found = index.search_many(matrix, flt, limit, allowed, min_similarity)
             rows = self._rows_by_ids(conn, sorted({r for hits in found for r, _ in hits}))
             return [[(rows[r], s) for r, s in hits if r in rows] for hits in found]
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from engramdb.codec import to_micros
 from engramdb.model import RecallFilter
+from engramdb.storage.base import top_hits
 
 __all__ = ["VectorIndex"]
 
@@ -178,8 +179,10 @@ class VectorIndex:
         flt: RecallFilter,
         limit: int,
         allowed_row_ids: Sequence[int] | None = None,
+        min_similarity: float | None = None,
     ) -> list[list[tuple[int, float]]]:
-        """:meth:`search` for each row of ``queries`` (one matrix product for all)."""
+        """:meth:`search` for each row of ``queries`` (one matrix product for all);
+        hits below ``min_similarity`` (when given) are left out."""
         q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
         with self._lock:
             if self._n == 0 or limit <= 0 or len(q) == 0:
@@ -188,25 +191,13 @@ class VectorIndex:
             if selected.size == 0:
                 return [[] for _ in range(len(q))]
             out: list[list[tuple[int, float]]] = []
-            k = min(limit, selected.size)
             # Chunks bound the (chunk x selected) similarity matrix to ~64 MB.
             step = max(1, min(len(q), (16 << 20) // max(1, selected.size)))
             vecs = self._vecs[selected]
-            row_ids = self._row_ids[selected]
+            row_ids = self._row_ids[selected].tolist()
             for start in range(0, len(q), step):
-                sims = q[start:start + step] @ vecs.T
-                if k < selected.size:
-                    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-                else:
-                    top = np.broadcast_to(np.arange(selected.size), sims.shape)
-                top_sims = np.take_along_axis(sims, top, axis=1)
-                order = np.argsort(-top_sims, axis=1, kind="stable")
-                top = np.take_along_axis(top, order, axis=1)
-                top_sims = np.take_along_axis(top_sims, order, axis=1)
-                for ids, row_sims in zip(row_ids[top].tolist(), top_sims.tolist(),
-                                         strict=True):
-                    out.append([(i, s) for i, s in zip(ids, row_sims, strict=True)
-                                if np.isfinite(s)])
+                for hits in top_hits(q[start:start + step] @ vecs.T, limit, min_similarity):
+                    out.append([(row_ids[i], s) for i, s in hits])
             return out
 
     def search(
