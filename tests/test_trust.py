@@ -32,6 +32,11 @@ NS = "acme/companies/x"
 RESEARCH = "Company X earnings outlook is positive"
 RISK = "Company X regulatory exposure is elevated, outlook uncertain"
 
+# The read audit flushes its buffer from a background thread (every second or
+# 256 reads), so a slow run may log a ``reads.recorded`` event between any two
+# writes; assertions about the events a write logs leave those out.
+READS = "reads.recorded"
+
 
 # The engine below every door: each storage backend of conftest, not the HTTP door
 # (whose client reaches these same engine methods through its own routes).
@@ -343,7 +348,7 @@ def test_resolve_needs_admin_applies_the_outcome_and_is_logged(tdb) -> None:
     assert [h.memory.id for h in planner_view(s)] == [s["w_risk"].id]
     assert not planner_view(s)[0].contested
     assert s["planner"].conflicts("acme/**") == []
-    events = list(s["planner"].changes(since=seq))
+    events = [e for e in s["planner"].changes(since=seq) if e.kind != READS]
     assert [e.kind for e in events] == ["conflict.resolved"]
     assert events[0].actor == "lead"
     assert tdb.verify().ok
@@ -403,7 +408,7 @@ def test_quarantine_below_the_trust_floor_until_approved(tdb) -> None:
     assert approved.status == "active" and approved.author == "intern"
     assert q.id in {m.id for m in agents["planner"].recall(
         "Company X acquired", namespace="acme/**").memories}
-    assert [e.kind for e in tdb.changes(since=seq)] == ["memory.approved"]
+    assert [e.kind for e in tdb.changes(since=seq) if e.kind != READS] == ["memory.approved"]
     with pytest.raises(InvalidInput):
         tdb.admin.approve(q.id)
     assert tdb.verify().ok
@@ -483,7 +488,7 @@ def test_update_agent_changes_roles_and_trust_for_live_sessions(tdb) -> None:
     assert p.roles == ()
     with pytest.raises(PermissionDenied):
         research.remember("another note", namespace=NS)
-    assert [e.kind for e in tdb.changes(since=head)] == ["principal.updated"]
+    assert [e.kind for e in tdb.changes(since=head) if e.kind != READS] == ["principal.updated"]
     tdb.admin.update_agent("research", roles=["analyst"], trust=0.95)
     assert tdb.admin.principal("research").trust == 0.95
     research.remember("allowed again", namespace=NS)
