@@ -33,7 +33,7 @@ _BY_STATUS: dict[int, str] = {
     403: E.PermissionDenied.code,
     404: E.NotFound.code,
     405: "method_not_allowed",
-    409: E.Conflict.code,
+    409: E.ConflictError.code,
     413: E.PayloadTooLarge.code,
     429: E.RateLimited.code,
 }
@@ -50,7 +50,8 @@ _DESCRIPTIONS: dict[int, str] = {
     413: "Request body or batch over the server's limit (`payload_too_large`).",
     429: "Too many requests for this API key (`rate_limited`); see `Retry-After`.",
     500: "Unexpected server error (`internal_error`); the server logged the details.",
-    503: "The database could not serve the request (`storage_error`); retry later.",
+    503: "The database could not serve the request (`storage_error`, or `busy`: the write lock "
+         "was not free in time); retry later (see `Retry-After` when given).",
 }
 
 
@@ -67,6 +68,9 @@ def engram_error_response(exc: E.EngramError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, E.RateLimited) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
+    elif exc.status == 503 and exc.details.get("retryable"):
+        # A lock or serialization failure, a lost connection: nothing was written.
+        headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     wire = exc.to_wire()
     if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError):
         # Configuration problems are the operator's, not the caller's: log the detail.

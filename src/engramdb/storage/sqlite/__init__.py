@@ -16,15 +16,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engramdb.codec import json_dumps
-from engramdb.errors import InvalidInput, StorageError
+from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.vectors import VectorIndex
@@ -147,14 +147,21 @@ class SQLiteStorage(SqlStorage):
         yield self._conn("reader")
 
     @contextmanager
-    def _write_conn(self) -> Iterator[sqlite3.Connection]:
+    def _write_conn(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._conn("writer")
         if conn.in_transaction:
             raise StorageError(
                 "a write transaction is already open in this thread; nest work inside it "
                 "instead of opening another"
             )
-        self._exec(conn, "BEGIN IMMEDIATE")
+        if wait:
+            self._exec(conn, "BEGIN IMMEDIATE")
+        else:  # take the lock only if it is free now
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._exec(conn, "BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         try:
             yield conn
         except BaseException:
@@ -183,10 +190,9 @@ class SQLiteStorage(SqlStorage):
         except sqlite3.OperationalError as exc:
             msg = str(exc)
             if "locked" in msg or "busy" in msg:
-                raise StorageError(
-                    "the database stayed locked by another writer; retry the request",
-                    retryable=True,
-                ) from exc
+                raise Busy(
+                    "the database stayed locked by another writer; nothing was written: "
+                    "retry the request") from exc
             raise StorageError(f"SQLite error: {msg}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite error: {exc}") from exc
@@ -205,20 +211,7 @@ class SQLiteStorage(SqlStorage):
         conn = self._new_conn()
         try:
             self._exec(conn, "BEGIN IMMEDIATE")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-            )
-            applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, sql in _migrations():
-                if version in applied:
-                    continue
-                for statement in _statements(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, time.time_ns() // 1000),
-                )
+            migrate(conn.execute, load("engramdb.storage.sqlite"), statements=_statements)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -407,16 +400,6 @@ class SQLiteStorage(SqlStorage):
                 return False
             time.sleep(min(poll_s, left))
         return True
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    out = []
-    folder = resources.files("engramdb.storage.sqlite") / "migrations"
-    for entry in folder.iterdir():
-        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
-        if m:
-            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(out)
 
 
 def _statements(sql: str) -> list[str]:
