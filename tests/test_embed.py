@@ -586,3 +586,23 @@ def test_bad_specs_are_invalid_input(spec: str) -> None:
 def test_dimension_is_refused_for_local_specs() -> None:
     with pytest.raises(InvalidInput, match="openai"):
         embedder_from_spec("local", dimension=384)
+
+
+@needs_torch
+def test_a_database_built_with_torch_opens_with_the_default_embedder(tmp_path: Path) -> None:
+    import engramdb
+
+    built = engramdb.open(tmp_path / "old.db", embedder=TorchEmbedder())
+    for anchor, _close, far in TRIPLES:
+        built.remember_many([{"text": anchor, "namespace": "t"}, {"text": far, "namespace": "t"}])
+    built.close()
+
+    reopened = engramdb.open(tmp_path / "old.db")  # the recorded name; no torch needed
+    try:
+        assert isinstance(reopened.embedder, CachedEmbedder)
+        assert isinstance(reopened.embedder.inner, LocalEmbedder)
+        for anchor, close, _far in TRIPLES:
+            # torch-made vectors, an ONNX-made query: the paraphrase still finds its anchor
+            assert reopened.recall(close, namespace="t", k=1).hits[0].memory.text == anchor
+    finally:
+        reopened.close()
