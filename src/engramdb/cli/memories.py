@@ -61,7 +61,8 @@ def _meta_filters(pairs: tuple[str, ...]) -> dict[str, Any]:
 @cli.command()
 @click.argument("path", required=False)
 @click.option("--embedder", "spec", default=None, metavar="SPEC",
-              help="local (default), local:<model>, openai:<base_url>#<model>, or none.")
+              help="local (default, ONNX), local:<model>, local-torch, "
+                   "openai:<base_url>#<model>, or none.")
 @pass_env
 def init(env: Env, path: str | None, spec: str | None) -> None:
     """Create a database at PATH (default: --db), recording its embedder.

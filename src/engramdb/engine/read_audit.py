@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import random
 import threading
 import time
@@ -277,7 +278,30 @@ class ReadAudit:
             log.warning("read audit records lost on close: %s", exc)
 
 
+    def _after_fork_in_child(self) -> None:
+        # The buffered reads are the parent's to write: flushed here too, they
+        # would be written twice. Locks another parent thread held, and the
+        # flusher thread, do not exist in the child.
+        self._buf = []
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._rng.seed()  # a forked child would otherwise repeat the parent's draws
+        if self._thread is not None:
+            self._thread = None
+            self.start_background()
+
+
 _open_audits: weakref.WeakSet[ReadAudit] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for audit in list(_open_audits):
+        audit._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
 
 
 @atexit.register

@@ -9,6 +9,7 @@ exact index (:mod:`.vectors`) refreshed from the file before each search.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -68,6 +69,10 @@ def fts_query(text: str) -> str | None:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen[:32])
 
 
+# Connections a forked child inherited: kept alive and unused (see _after_fork).
+_INHERITED: list[sqlite3.Connection] = []
+
+
 class SQLiteStorage(SqlStorage):
     """SQLite backend. ``synchronous`` may be ``FULL`` (default) or ``NORMAL``."""
 
@@ -85,6 +90,7 @@ class SQLiteStorage(SqlStorage):
         self._conns_lock = threading.Lock()
         self._vindex: VectorIndex | None = None
         self._closed = False
+        self._pid = os.getpid()
 
     # -- connections -------------------------------------------------------
 
@@ -112,11 +118,29 @@ class SQLiteStorage(SqlStorage):
     def _conn(self, which: str) -> sqlite3.Connection:
         if self._closed:
             raise StorageError("the database is closed; open it again")
+        if self._pid != os.getpid():
+            self._after_fork()
         conn = getattr(self._local, which, None)
         if conn is None:
             conn = self._new_conn()
             setattr(self._local, which, conn)
         return conn
+
+    def _after_fork(self) -> None:
+        """In a forked child: never touch the parent's connections, open new ones.
+
+        SQLite connections must not cross ``fork()``; closing them here could
+        also disturb the parent's locks, so they are kept referenced and unused.
+        Locks held by other parent threads at fork time would never be
+        released, so they are new too, and the in-memory vector index (its
+        lock included) is rebuilt from the file on first use.
+        """
+        _INHERITED.extend(self._all_conns)
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._all_conns = []
+        self._conns_lock = threading.Lock()
+        self._vindex = None
 
     @contextmanager
     def _read_conn(self) -> Iterator[sqlite3.Connection]:
