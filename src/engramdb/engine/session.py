@@ -318,11 +318,11 @@ class Session(AuditSession):
         decision = self._acl().check(action, namespace)
         if not decision.allow:
             raise PermissionDenied(
-                f"{self._principal.name!r} may not {action} in {namespace!r}; ask an admin "
-                f"for a grant (db.admin.grant({self._principal.name!r}, {namespace!r}, "
-                f"[{action!r}]))",
+                f"{self._principal.name!r} may not {action} in {namespace!r}",
                 action=action,
                 namespace=namespace,
+                fix={"action": "grant", "grantee": self._principal.name, "pattern": namespace,
+                     "actions": [action]},
             )
 
     def _readable(self, pattern: str, as_of: int | None) -> tuple[str, ...]:

@@ -233,8 +233,8 @@ class TrustEngine:
         if not rows or rows[0]["status"] != "active":
             status = rows[0]["status"] if rows else "unknown"
             raise PermissionDenied(
-                f"principal {p.name!r} is {status} and can no longer act; a frozen principal "
-                "can be reactivated by an admin (db.admin.reactivate_agent)", principal=p.name)
+                f"principal {p.name!r} is {status} and can no longer act", principal=p.name,
+                fix={"action": "reactivate_agent", "name": p.name})
         r = rows[0]
         return replace(p, roles=tuple(r["roles"]), trust=float(r["trust"]),
                        is_admin=r["kind"] == "admin")

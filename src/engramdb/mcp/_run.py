@@ -59,6 +59,7 @@ def run(
     Raises:
         Unauthenticated: no key, or a key that does not authenticate.
         InvalidInput: unknown transport.
+        NotFound: there is no database at ``db_target`` (it is never created here).
         EngramError: the database cannot be opened.
     """
     from engramdb.engine.database import open_database
@@ -74,7 +75,7 @@ def run(
         )
     # stdout is the protocol channel under stdio: keep library chatter (model loading) off it.
     with contextlib.redirect_stdout(sys.stderr):
-        db = open_database(db_target, embedder=embedder)
+        db = open_database(db_target, embedder=embedder, create=False)
     try:
         session = db.session_for_key(api_key)
         server = build_server(db, session, api_key=api_key)
