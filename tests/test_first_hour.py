@@ -269,3 +269,20 @@ def test_serve_writes_the_admin_key_0600_and_http_errors_carry_http_fixes(db_pat
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert key_file.read_text().strip() not in out + err
+
+
+def test_the_docs_page_needs_nothing_from_the_internet(db_path):
+    import re
+
+    from tests.support.http_server import LiveServer
+
+    with engramdb.open(db_path) as db, LiveServer(db) as server:
+        page = httpx.get(f"{server.url}/docs", timeout=60)
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+        assert urls, "the page references no assets"
+        assert not [u for u in urls if "://" in u or u.startswith("//")], urls
+        for url in urls:
+            asset = httpx.get(f"{server.url}{url}", timeout=60)
+            assert asset.status_code == 200, url
+        assert httpx.get(f"{server.url}/docs/assets/../app.py", timeout=60).status_code == 404
