@@ -67,7 +67,8 @@ def test_the_wheel_carries_the_package_data_and_the_sdist_the_sources(dist):
     assert "engramdb/py.typed" in names
     assert any(n.startswith("engramdb/storage/sqlite/migrations/") for n in names)
     assert any(n.startswith("engramdb/storage/postgres/migrations/") for n in names)
-    members = tarfile.open(dist["sdist"]).getnames()
+    with tarfile.open(dist["sdist"]) as sdist:
+        members = sdist.getnames()
     assert any(n.endswith("src/engramdb/__init__.py") for n in members)
     assert any(n.endswith("pyproject.toml") for n in members)
 

@@ -43,11 +43,8 @@ def ensure_admin_key(db: Database, policy: AdminKeyPolicy = "auto") -> str | Non
     if policy == "none":
         return None
     name = db.principal.name
-    if policy == "auto":
-        # There is no engine call that lists keys; the key table is read directly.
-        live = db.storage.fetch("api_keys", {"principal": name, "revoked_tx": None}, limit=1)
-        if live:
-            return None
+    if policy == "auto" and db.admin.has_key(name):
+        return None
     return db.admin.create_key(name)
 
 
@@ -99,7 +96,7 @@ def serve(
         elif key is not None:
             (announce_key or (lambda k: announce(
                 f"EngramDB admin API key (shown once, keep it): {k}")))(key)
-        announce(f"EngramDB serving {db.storage.url} on http://{host}:{port} "
+        announce(f"EngramDB serving {db.info().url} on http://{host}:{port} "
                  f"(docs: http://{host}:{port}/docs)")
         app = create_app(db, settings=settings)
         try:
