@@ -162,9 +162,8 @@ def test_update_get_history_and_as_of(run):
     (["recall", "x", "--as-of", "yesterday"], "invalid_input", "not an ISO-8601 time"),
 ])
 def test_engine_errors_are_one_red_line_with_exit_2(run, args, code, says):
-    head = None
-    if run.path.exists():
-        head = sqlite3.connect(run.path).execute("SELECT seq FROM chain_head").fetchone()
+    assert run("init").exit_code == 0  # read commands need a database (they never make one)
+    head = sqlite3.connect(run.path).execute("SELECT seq FROM chain_head").fetchone()
     result = run(*args)
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
@@ -176,6 +175,7 @@ def test_engine_errors_are_one_red_line_with_exit_2(run, args, code, says):
 
 
 def test_json_errors_are_json(run):
+    assert run("init").exit_code == 0
     result = run("--json", "get", "no-such-id")
     assert result.exit_code == 2
     body = json.loads(result.stdout)

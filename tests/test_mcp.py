@@ -132,13 +132,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def http_server(db_path: Path, key: str, log: Path) -> Iterator[str]:
-    """``engram mcp --transport http`` on a free loopback port; yields its /mcp URL."""
+def http_server(db_path: Path, key: str | None, log: Path) -> Iterator[str]:
+    """``engram mcp --transport http`` on a free loopback port; yields its /mcp URL.
+
+    Without ``key`` the server is the shared one, serving every principal.
+    """
     port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "ENGRAM_API_KEY"}
     with log.open("w") as err:
         proc = subprocess.Popen(
             [ENGRAM, "--db", str(db_path), "mcp", "--transport", "http", "--port", str(port)],
-            env={**os.environ, **SERVER_ENV, "ENGRAM_API_KEY": key},
+            env={**env, **SERVER_ENV, **({"ENGRAM_API_KEY": key} if key else {})},
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 120
@@ -481,6 +485,38 @@ def test_streamable_http_serves_the_bound_principal_and_checks_its_key(world):
                              headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"})
         assert revoked.status_code == 401
     assert "Traceback" not in (world.logs / "dave-http.log").read_text()
+
+
+def test_one_http_server_serves_each_principal_as_its_own_key(world):
+    carol_key = world.db.admin.create_agent("carol")
+    world.db.admin.grant("carol", "ops/**", ["read"])
+    with http_server(world.path, None, world.logs / "shared-http.log") as url:
+        anonymous = httpx.post(url, json=initialize_body(), headers=MCP_HEADERS)
+        assert anonymous.status_code == 401
+        alice = McpSession(bearer_transport(url, world.keys["alice"]))
+        carol = McpSession(bearer_transport(url, carol_key))
+        try:
+            assert set(alice.tools()) == TOOLS
+            mine = alice.ok("remember", text="Standup moves to 9:30", namespace="team/daily")
+            assert mine["author"] == "alice"
+            theirs = carol.ok("recall", query="standup moves", namespace="**")
+            assert mine["id"] not in json.dumps(theirs)  # carol reads ops/** only
+            assert carol.call("remember", text="carol may not write",
+                              namespace="ops/oncall").is_error
+            seen = carol.ok("recall", query="restart the ingest worker", namespace="ops/**")
+            assert any("ingest worker" in h["memory"]["text"] for h in seen["hits"])
+            again = alice.ok("recall", query="standup moves", namespace="team/**")
+            assert mine["id"] in [h["memory"]["id"] for h in again["hits"]]
+            assert carol.read("engram://namespaces")["principal"] == "carol"
+            assert alice.read("engram://namespaces")["principal"] == "alice"
+            world.db.admin.revoke_key(carol_key)  # revocation holds on the shared server too
+            with pytest.raises(MCPError):
+                carol.call("recall", query="standup")
+            assert alice.ok("recall", query="standup moves", namespace="team/**")["hits"]
+        finally:
+            alice.close()
+            carol.close()
+    assert "Traceback" not in (world.logs / "shared-http.log").read_text()
 
 
 def test_revoking_the_key_stops_a_running_stdio_server(world):

@@ -37,6 +37,7 @@ callers handle one exception type whichever door they came through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "ValueTypeError",
     "VersionConflict",
     "error_from_wire",
+    "fix_text",
 ]
 
 
@@ -86,6 +88,20 @@ class EngramError(Exception):
         super().__init__(message)
         self.message = message
         self.details: dict[str, Any] = details
+
+    def __str__(self) -> str:
+        hint = self.hint("python")
+        return self.message if hint is None else f"{self.message}; {hint}"
+
+    @property
+    def fix(self) -> dict[str, Any] | None:
+        """What the caller can do about it, as data: ``{"action": ..., **arguments}``."""
+        value = self.details.get("fix")
+        return value if isinstance(value, dict) else None
+
+    def hint(self, door: str) -> str | None:
+        """The fix in the caller's own words: ``door`` is python, cli, http or mcp."""
+        return fix_text(self.fix, door)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body the HTTP and MCP doors send for this error."""
@@ -254,6 +270,93 @@ class IntegrityError(StorageError):
     """Stored data does not match its log; run ``engram verify``."""
 
     code = "integrity_error"
+
+
+# -- fixes in the caller's language --------------------------------------------
+#
+# An error names its fix as data (``details["fix"]``, e.g. ``{"action": "grant",
+# "grantee": "planner", "pattern": "acme/**", "actions": ["read"]}``) rather than
+# as a Python call, and each door says it in its own words: a CLI user is told the
+# ``engram`` command, an HTTP user the route, a Python user the method.
+
+DOORS = ("python", "cli", "http", "mcp")
+
+
+def _q(value: Any) -> str:
+    """A shell word: quoted when it holds anything but safe characters."""
+    text = str(value)
+    safe = text and all(c.isalnum() or c in "-_./:@" for c in text)
+    return text if safe else "'" + text.replace("'", "'\\''") + "'"
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def fix_text(fix: Mapping[str, Any] | None, door: str) -> str | None:
+    """The sentence that tells a caller of ``door`` how to apply ``fix``."""
+    if not fix or door not in DOORS:
+        return None
+    action = fix.get("action")
+    if action == "create_agent":
+        name = fix.get("name")
+        return {
+            "python": f"an admin creates it with db.admin.create_agent({name!r})",
+            "cli": f"create it with: engram agent create {_q(name)}",
+            "http": f"an admin creates it with POST /v1/admin/agents {_json({'name': name})}",
+            "mcp": f"an admin creates it (CLI: engram agent create {_q(name)})",
+        }[door]
+    if action == "grant":
+        grantee, pattern = fix.get("grantee"), fix.get("pattern")
+        actions = list(fix.get("actions") or [])
+        cli = f"engram agent grant {_q(grantee)} {_q(pattern)} {' '.join(actions)}"
+        body = {"grantee": grantee, "pattern": pattern, "actions": actions}
+        return {
+            "python": f"ask an admin for a grant: db.admin.grant({grantee!r}, {pattern!r}, "
+                      f"{actions!r})",
+            "cli": f"an admin grants it with: {cli}",
+            "http": f"ask an admin for a grant: POST /v1/admin/grants {_json(body)}",
+            "mcp": f"ask an admin for a grant (CLI: {cli})",
+        }[door]
+    if action == "reactivate_agent":
+        name = fix.get("name")
+        return {
+            "python": f"an admin can reactivate it with db.admin.reactivate_agent({name!r})",
+            "cli": f"an admin can reactivate it with: engram agent reactivate {_q(name)}",
+            "http": f"an admin can reactivate it with POST /v1/admin/agents/{name}/reactivate",
+            "mcp": f"an admin can reactivate it (CLI: engram agent reactivate {_q(name)})",
+        }[door]
+    if action == "declare_predicate":
+        return {
+            "python": "declare the predicate with a merge kind: "
+                      "db.admin.declare_predicate(pattern, predicate, merge=...)",
+            "cli": "declare the predicate with a merge kind over HTTP "
+                   "(POST /v1/admin/predicates) or in Python (db.admin.declare_predicate)",
+            "http": "declare the predicate with a merge kind: POST /v1/admin/predicates "
+                    '{"pattern": ..., "predicate": ..., "merge": ...}',
+            "mcp": "an admin declares the predicate with a merge kind "
+                   "(POST /v1/admin/predicates)",
+        }[door]
+    if action == "init_database":
+        path = fix.get("path")
+        return {
+            "python": f"create it with engramdb.open({path!r}) (create=True is the default)",
+            "cli": f"create it with: engram init {_q(path)} (or point --db / ENGRAM_DB at an "
+                   "existing database)",
+            "http": "the server's database is missing; its operator runs engram init",
+            "mcp": f"create it with: engram init {_q(path)}",
+        }[door]
+    if action == "create_key":
+        name = fix.get("name")
+        return {
+            "python": f"an admin issues one with db.admin.create_key({name!r})",
+            "cli": f"an admin issues one with: engram agent key {_q(name)}",
+            "http": f"an admin issues one with POST /v1/admin/agents/{name}/keys",
+            "mcp": f"an admin issues one (CLI: engram agent key {_q(name)})",
+        }[door]
+    return None
 
 
 def _all_subclasses(cls: type[EngramError]) -> list[type[EngramError]]:

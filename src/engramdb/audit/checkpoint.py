@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from engramdb.errors import InvalidInput
+from engramdb.private_file import write_private
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -95,25 +96,13 @@ def generate_key(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ed
         format=serialization.PrivateFormat.PKCS8,
         encryption_algorithm=serialization.NoEncryption(),
     )
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
-    try:
-        fd = os.open(target, flags, 0o600)
-    except FileExistsError as exc:
+    if not overwrite and target.exists():
         raise InvalidInput(
             f"key file {str(target)!r} already exists; use it, move it away, or pass "
             "overwrite=True if you really mean to replace the signing key",
             path=str(target),
-        ) from exc
-    except OSError as exc:
-        raise InvalidInput(
-            f"cannot create key file {str(target)!r}: {exc.strerror}; check that the "
-            "directory exists and is writable",
-            path=str(target),
-        ) from exc
-    with os.fdopen(fd, "wb") as fh:
-        # os.open's mode is masked by umask and ignored for existing files.
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(pem)
+        )
+    write_private(target, pem, what="key file", overwrite=overwrite)
     return key.public_key()
 
 

@@ -49,17 +49,23 @@ class Env:
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
     _db: Database | None = None
 
-    def open(self, *, embedder: Any = "default") -> Database:
-        """The database at ``--db``, opened once per command (created if missing)."""
+    def open(self, *, embedder: Any = "default", create: bool = False) -> Database:
+        """The database at ``--db``, opened once per command.
+
+        Only commands that make a database (``init``, ``import``, ``remember``,
+        ``serve``) pass ``create=True``; every other command refuses a missing
+        file with the path and ``engram init``, so a typo in ``--db`` never
+        leaves an empty database behind.
+        """
         if self._db is None:
             import engramdb
 
-            self._db = engramdb.open(self.target, embedder=embedder)
+            self._db = engramdb.open(self.target, embedder=embedder, create=create)
         return self._db
 
-    def session(self) -> Session:
+    def session(self, *, create: bool = False) -> Session:
         """The admin's session, or the ``--as`` agent's."""
-        db = self.open()
+        db = self.open(create=create)
         return db if self.agent is None else db.as_agent(self.agent)
 
     def admin_only(self, command: str) -> None:
@@ -98,7 +104,9 @@ def report_error(env_json: bool, exc: EngramError) -> None:
     line = Text()
     line.append("error ", style="bold red")
     line.append(f"[{exc.code}] ", style="red")
-    line.append(exc.message.replace("\n", " "), style="red")
+    hint = exc.hint("cli")
+    text = exc.message if hint is None else f"{exc.message}; {hint}"
+    line.append(text.replace("\n", " "), style="red")
     Console(stderr=True, highlight=False).print(line, soft_wrap=True)
 
 
@@ -121,7 +129,7 @@ class EngramGroup(click.Group):
         _load_extensions(self)
         command = super().get_command(ctx, cmd_name)
         if command is not None:
-            _accept_json_flag(command)
+            _accept_global_options(command)
         return command
 
 
@@ -131,15 +139,37 @@ def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         env.json = True
 
 
-def _accept_json_flag(command: click.Command) -> None:
-    """Let ``--json`` follow the subcommand too (``engram recall q --json``)."""
-    if not any("--json" in getattr(p, "opts", ()) for p in command.params):
-        command.params.append(click.Option(
-            ["--json"], is_flag=True, expose_value=False, callback=_set_json,
-            help="Machine-readable JSON output (same as the global --json)."))
+def _set_target(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    env = ctx.find_object(Env)
+    if value is not None and env is not None:
+        env.target = value
+
+
+def _set_agent(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    env = ctx.find_object(Env)
+    if value is not None and env is not None:
+        env.agent = value
+
+
+# The global options a command also takes after its name (``engram serve --db x.db``).
+_FOLLOWING: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--json", {"is_flag": True, "callback": _set_json,
+                "help": "Machine-readable JSON output (same as the global --json)."}),
+    ("--db", {"default": None, "metavar": "PATH_OR_URL", "callback": _set_target,
+              "help": "SQLite file or postgresql:// URL (same as the global --db)."}),
+    ("--as", {"default": None, "metavar": "AGENT", "callback": _set_agent,
+              "help": "Act as this agent (same as the global --as)."}),
+)
+
+
+def _accept_global_options(command: click.Command) -> None:
+    """Let ``--json``, ``--db`` and ``--as`` follow the subcommand too."""
+    for flag, spec in _FOLLOWING:
+        if not any(flag in getattr(p, "opts", ()) for p in command.params):
+            command.params.append(click.Option([flag], expose_value=False, **spec))
     if isinstance(command, click.Group):
         for sub in command.commands.values():
-            _accept_json_flag(sub)
+            _accept_global_options(sub)
 
 
 _extensions_loaded = False

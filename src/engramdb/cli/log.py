@@ -223,7 +223,7 @@ def _import_log(env: Env, file: IO[str], spec: str | None) -> None:
 def _import_memories(env: Env, file: IO[str], batch_size: int) -> None:
     from engramdb.engine.portability import load_memories
 
-    session = env.session()
+    session = env.session(create=True)
     total = _count_lines(file)
     with _progress(env, "importing memories", total) as advance:
         summary = load_memories(session, file, batch_size=batch_size, progress=advance)

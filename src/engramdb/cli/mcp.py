@@ -22,7 +22,9 @@ MCP_EXTRA = "engramdb[mcp]"
 
 @click.command(name="mcp")
 @click.option("--api-key", envvar="ENGRAM_API_KEY", default=None, metavar="KEY",
-              help="API key of the principal the server acts for (env ENGRAM_API_KEY).")
+              help="API key of the principal the server acts for (env ENGRAM_API_KEY). "
+                   "Over --transport http it may be left out: the server then serves every "
+                   "principal, each request acting as the owner of its bearer key.")
 @click.option("--transport", type=click.Choice(["stdio", "http"]), default="stdio",
               show_default=True,
               help="stdio: the agent runtime launches this command; http: streamable HTTP "
@@ -31,7 +33,11 @@ MCP_EXTRA = "engramdb[mcp]"
 @click.option("--port", type=int, default=8421, show_default=True, help="HTTP port.")
 @pass_env
 def command(env: Env, api_key: str | None, transport: str, host: str, port: int) -> None:
-    """Serve the database at --db to agents over MCP, as the principal of --api-key."""
+    """Serve the database at --db to agents over MCP, as the principal of --api-key.
+
+    Over --transport http without --api-key, one server serves a whole crew: each
+    request acts as the principal of its 'Authorization: Bearer KEY'.
+    """
     if env.agent is not None:
         raise click.UsageError("`engram mcp` acts as the principal of its API key; drop --as")
     try:

@@ -73,7 +73,7 @@ def init(env: Env, path: str | None, spec: str | None) -> None:
     if path is not None:
         env.target = path
     existed = "://" not in env.target and Path(env.target).exists()
-    db = env.open(embedder="default" if spec is None else spec)
+    db = env.open(embedder="default" if spec is None else spec, create=True)
     head = db.head()
     extra = [str(line) for hook in init_hooks() for line in (hook(env, env.target) or [])]
     if env.json:
@@ -114,7 +114,7 @@ def remember(env: Env, text: str, namespace: str | None, layer: str, subject: st
              valid_from: str | None, valid_to: str | None,
              idempotency_key: str | None) -> None:
     """Store TEXT as a new memory (version 1) and print it."""
-    m = env.session().remember(
+    m = env.session(create=True).remember(
         text, namespace=namespace, layer=layer, subject=subject, predicate=predicate,
         value=None if value is None else parse_json_or_text(value),
         metadata=_metadata(metadata), importance=importance, confidence=confidence,

@@ -62,7 +62,7 @@ def memory_panel(m: Memory, *, title: str | None = None) -> Panel:
         ("status", Text(m.status, style="green" if m.status == "active" else "yellow")),
     ]
     if m.subject is not None:
-        assertion = f"{m.subject} · {m.predicate}"
+        assertion = " · ".join(str(part) for part in (m.subject, m.predicate) if part is not None)
         if m.value is not None:
             assertion += f" = {_json_value(m.value)}"
         rows.append(("assertion", assertion))

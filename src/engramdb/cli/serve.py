@@ -17,9 +17,21 @@ SERVER_EXTRA = "engramdb[server]"
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8420, show_default=True)
+@click.option("--admin-key", "admin_key", type=click.Choice(["auto", "new", "none"]),
+              default="auto", show_default=True,
+              help="auto: issue an admin key on the first start only; new: on every start; "
+                   "none: never (use engram agent key admin).")
+@click.option("--admin-key-file", type=click.Path(dir_okay=False), default=None,
+              help="Write an issued admin key to this new file (mode 0600) instead of "
+                   "printing it.")
 @pass_env
-def serve(env: Env, host: str, port: int) -> None:
-    """Serve the database at --db over HTTP (needs engramdb[server])."""
+def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | None) -> None:
+    """Serve the database at --db over HTTP (needs engramdb[server]).
+
+    Creates the database if it does not exist. The admin key is issued on the
+    first start and shown once, framed on stderr (or written to
+    --admin-key-file); get another any time with ``engram agent key admin``.
+    """
     env.admin_only("serve")
     try:
         server = importlib.import_module("engramdb.server")
@@ -36,4 +48,15 @@ def serve(env: Env, host: str, port: int) -> None:
             f"this installation has no HTTP server entry point; pip install '{SERVER_EXTRA}'",
             extra=SERVER_EXTRA,
         )
-    run(env.target, host=host, port=port)
+    run(env.target, host=host, port=port, admin_key=admin_key, admin_key_file=admin_key_file,
+        announce_key=lambda key: _announce_key(env, key))
+
+
+def _announce_key(env: Env, key: str) -> None:
+    """The admin key, once, framed so it is not lost among the log lines."""
+    bar = "=" * 72
+    env.note(bar, style="bold yellow")
+    env.note("EngramDB admin API key (shown once; keep it secret):", style="bold yellow")
+    env.note(key, style="bold")
+    env.note("Lost it? engram agent key admin --key-file admin.key issues another.", style="dim")
+    env.note(bar, style="bold yellow")

@@ -60,8 +60,9 @@ class Caller:
         if r is None or r["status"] != "active":
             status = r["status"] if r else "unknown"
             raise PermissionDenied(
-                f"principal {p.name!r} is {status} and can no longer act; a frozen principal "
-                "can be reactivated by an admin (db.admin.reactivate_agent)", principal=p.name)
+                f"principal {p.name!r} is {status} and can no longer act", principal=p.name,
+                **({"fix": {"action": "reactivate_agent", "name": p.name}}
+                   if status == "frozen" else {}))
         return replace(p, roles=tuple(r["roles"]), trust=float(r["trust"]),
                        is_admin=r["kind"] == "admin")
 
@@ -77,10 +78,11 @@ class Caller:
         if not decision.allow:
             name = self.principal.name
             raise PermissionDenied(
-                f"{name!r} may not {action} in {namespace!r}; ask an admin "
-                f"for a grant (db.admin.grant({name!r}, {namespace!r}, [{action!r}]))",
+                f"{name!r} may not {action} in {namespace!r}",
                 action=action,
                 namespace=namespace,
+                fix={"action": "grant", "grantee": name, "pattern": namespace,
+                     "actions": [action]},
             )
 
     def readable(self, pattern: str, as_of: int | None) -> tuple[str, ...]:

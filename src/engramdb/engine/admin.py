@@ -78,8 +78,8 @@ class Admin(Stewardship):
     def principal(self, name: str) -> Principal:
         rows = self._res.storage.fetch("principals", {"name": name})
         if not rows:
-            raise NotFound(f"no principal {name!r}; create it with db.admin.create_agent",
-                           name=name)
+            raise NotFound(f"no principal {name!r}", name=name,
+                           fix={"action": "create_agent", "name": name})
         r = rows[0]
         return Principal(name=r["name"], kind=r["kind"], roles=tuple(r["roles"]),
                          trust=float(r["trust"]), status=r["status"],

@@ -159,10 +159,12 @@ class Database(Session):
         """
         r = self._res.principal_row(name)
         if r is None:
-            raise NotFound(f"no principal {name!r}; create it with db.admin.create_agent",
-                           name=name)
+            raise NotFound(f"no principal {name!r}", name=name,
+                           fix={"action": "create_agent", "name": name})
         if r["status"] != "active":
-            raise PermissionDenied(f"principal {name!r} is {r['status']} and cannot act")
+            fix = {"action": "reactivate_agent", "name": name} if r["status"] == "frozen" else None
+            raise PermissionDenied(f"principal {name!r} is {r['status']} and cannot act",
+                                   **({"fix": fix} if fix else {}))
         return Session(self._svc, PrincipalInfo(name=r["name"], roles=tuple(r["roles"]),
                                                 trust=float(r["trust"]),
                                                 is_admin=r["kind"] == "admin"))
@@ -293,7 +295,7 @@ class Database(Session):
 
 def open_database(target: str | Path = "engram.db", *, embedder: Any = "default",
                   synchronous: str = "FULL", config: EngineConfig | None = None,
-                  **storage_options: Any) -> Database:
+                  create: bool = True, **storage_options: Any) -> Database:
     """Open (creating if needed) an EngramDB database.
 
     Args:
@@ -305,12 +307,18 @@ def open_database(target: str | Path = "engram.db", *, embedder: Any = "default"
             object, or ``None`` / ``"none"`` for full-text only.
         synchronous: SQLite durability, ``FULL`` (default) or ``NORMAL``.
         config: limits and tuning.
+        create: make a new SQLite database when ``target`` does not exist
+            (default); with ``False`` a missing file is :class:`NotFound`.
+            (A PostgreSQL database must exist already; its tables are made.)
 
     Raises:
+        NotFound: ``create=False`` and there is no SQLite file at ``target``.
         EmbedderMismatch: the database was built with another embedder.
         MissingExtra: the backend or embedder needs an optional extra.
         StorageError: the database cannot be opened.
     """
+    if not create:
+        _require_existing(target)
     storage = _open_storage(target, synchronous, storage_options)
     try:
         storage.setup()
@@ -375,6 +383,14 @@ def import_database(target: str | Path, lines: Iterable[str], *, embedder: Any =
     finally:
         storage.close()
     return summary
+
+
+def _require_existing(target: str | Path) -> None:
+    text = str(target)
+    if "://" in text or text == ":memory:" or Path(text).is_file():
+        return
+    raise NotFound(f"no database at {text}", path=text,
+                   fix={"action": "init_database", "path": text})
 
 
 def _open_storage(target: str | Path, synchronous: str,

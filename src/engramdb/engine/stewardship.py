@@ -189,8 +189,8 @@ class Stewardship:
     def _principal_row(self, w: WriteTx, name: str) -> dict[str, Any]:
         rows = w.fetch("principals", {"name": name})
         if not rows:
-            raise NotFound(f"no principal {name!r}; create it with db.admin.create_agent",
-                           name=name)
+            raise NotFound(f"no principal {name!r}", name=name,
+                           fix={"action": "create_agent", "name": name})
         return rows[0]
 
     def update_agent(self, name: str, *, trust: float | None = None,

@@ -12,6 +12,7 @@ the stable error code. See ``docs/mcp.md`` for every tool and resource.
     from engramdb.mcp import build_server, run
     run("engram.db", api_key)                                  # stdio
     run("engram.db", api_key, transport="http", port=8421)     # http://127.0.0.1:8421/mcp
+    run("engram.db", None, transport="http", port=8421)        # every principal, by its key
 
 Needs the extra: ``pip install 'engramdb[mcp]'``.
 """
@@ -28,7 +29,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from engramdb.mcp._run import TRANSPORTS, run
-from engramdb.mcp._server import NAMESPACE_TEMPLATE, NAMESPACES_URI, EngramMCP, build_server
+from engramdb.mcp._server import (
+    NAMESPACE_TEMPLATE,
+    NAMESPACES_URI,
+    EngramMCP,
+    build_server,
+    build_shared_server,
+)
 
 __all__ = ["NAMESPACES_URI", "NAMESPACE_TEMPLATE", "TRANSPORTS", "EngramMCP", "build_server",
-           "run"]
+           "build_shared_server", "run"]

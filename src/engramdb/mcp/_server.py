@@ -18,20 +18,26 @@ Resources:
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, Resource
 
-from engramdb.errors import EngramError
+from engramdb.errors import EngramError, Unauthenticated
 from engramdb.mcp._tools import register_tools
 from engramdb.mcp._wire import error_text, plain
 
 if TYPE_CHECKING:
     from engramdb.api import MemoryAPI, Sessions
 
-__all__ = ["NAMESPACES_URI", "NAMESPACE_TEMPLATE", "RECENT_LIMIT", "EngramMCP", "build_server"]
+__all__ = ["NAMESPACES_URI", "NAMESPACE_TEMPLATE", "RECENT_LIMIT", "REQUEST_KEY", "EngramMCP",
+           "build_server", "build_shared_server"]
+
+# The API key of the HTTP request being served, for a server shared by many principals
+# (set by the transport's guard; each request's handlers run in that request's context).
+REQUEST_KEY: ContextVar[str | None] = ContextVar("engram_mcp_request_key", default=None)
 
 NAMESPACES_URI = "engram://namespaces"
 NAMESPACE_TEMPLATE = "engram://namespace/{+namespace}"
@@ -112,6 +118,19 @@ class _Acting:
         return self._db.session_for_key(self._api_key)
 
 
+class _PerRequest:
+    """The session of whichever principal's key the current HTTP request carries."""
+
+    def __init__(self, db: Sessions) -> None:
+        self._db = db
+
+    def __call__(self) -> MemoryAPI:
+        key = REQUEST_KEY.get()
+        if key is None:
+            raise Unauthenticated("send your API key as 'Authorization: Bearer <key>'")
+        return self._db.session_for_key(key)
+
+
 def build_server(db: Sessions, session: MemoryAPI, *, api_key: str | None = None
                  ) -> EngramMCP:
     """The MCP server for one principal: every tool and resource acts as ``session``.
@@ -148,7 +167,34 @@ def build_server(db: Sessions, session: MemoryAPI, *, api_key: str | None = None
     return server
 
 
-def _register_resources(server: MCPServer, acting: _Acting) -> None:
+def build_shared_server(db: Sessions) -> EngramMCP:
+    """One MCP server for every principal: each request acts as the owner of its key.
+
+    For streamable HTTP (:func:`engramdb.mcp.run` without a key): the
+    transport authenticates each request's bearer key and sets
+    :data:`REQUEST_KEY`; every tool and resource then acts as that key's
+    principal, re-authenticated per call, so one process serves a whole crew.
+    """
+    from engramdb import __version__
+
+    acting = _PerRequest(db)
+    server = EngramMCP(
+        acting,
+        name="engramdb",
+        title="EngramDB memory",
+        description="Shared, versioned, permissioned memory; acting as the principal of "
+                    "each request's API key.",
+        instructions=INSTRUCTIONS.format(principal="<the principal of your API key>")
+        .replace("'agents/<the principal of your API key>'", "'agents/<your name>'"),
+        version=__version__,
+        log_level="WARNING",
+    )
+    server.tool_names = register_tools(server, acting)
+    _register_resources(server, acting)
+    return server
+
+
+def _register_resources(server: MCPServer, acting: _Acting | _PerRequest) -> None:
     @server.resource(NAMESPACES_URI, name="namespaces", title="Readable namespaces",
                      description="The namespaces you may read that hold memories, as JSON "
                                  "{principal, namespaces}. Read a namespace's recent memories "

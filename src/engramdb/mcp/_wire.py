@@ -52,6 +52,9 @@ def _dumps(payload: Any) -> str:
 def error_text(exc: EngramError) -> str:
     """``<code>: <message>`` plus the details as JSON when there are any."""
     text = f"{exc.code}: {exc.message}"
+    hint = exc.hint("mcp")
+    if hint is not None:
+        text += f"; {hint}"
     if exc.details:
         text += f"\ndetails: {_dumps(plain(exc.details))}"
     return text

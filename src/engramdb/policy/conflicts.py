@@ -279,8 +279,8 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         elif key == "default_policy":
             check_policy(value)
             if value == "merge":
-                raise InvalidPolicy("merge needs a merge kind: declare the predicate with "
-                                    "db.admin.declare_predicate(..., merge=...)", policy=value)
+                raise InvalidPolicy("merge needs a merge kind per predicate, not a namespace "
+                                    "default", policy=value, fix={"action": "declare_predicate"})
             out[key] = value
         elif key == "authority":
             if isinstance(value, str) or not isinstance(value, Sequence) or not all(

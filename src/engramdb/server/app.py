@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from engramdb import __version__
 from engramdb.engine import Database
+from engramdb.server.docs_page import install_docs
 from engramdb.server.door import Door
 from engramdb.server.errors import install_handlers
 from engramdb.server.metrics import Metrics
@@ -76,7 +77,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         title="EngramDB",
         version=__version__,
         description=_DESCRIPTION,
-        docs_url="/docs" if settings.docs else None,
+        docs_url=None,  # docs_page serves /docs from local assets, never from a CDN
         redoc_url=None,
         redirect_slashes=False,
     )
@@ -87,6 +88,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
     for router in ROUTERS:
         app.include_router(router)
     install_handlers(app)
+    app.state.engram_docs = settings.docs and install_docs(app)
     app.add_middleware(Door, db=db, settings=settings, metrics=metrics,
                        routes=lambda: route_table(app))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -56,10 +56,13 @@ _DESCRIPTIONS: dict[int, str] = {
 
 
 def error_response(status: int, code: str, message: str, details: Mapping[str, Any] | None = None,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """A JSON error response in the one error shape."""
-    body = {"error": {"code": code, "message": message, "details": dict(details or {})}}
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+                   headers: Mapping[str, str] | None = None,
+                   hint: str | None = None) -> JSONResponse:
+    """A JSON error response in the one error shape (``hint``: the fix, said for HTTP)."""
+    error: dict[str, Any] = {"code": code, "message": message, "details": dict(details or {})}
+    if hint is not None:
+        error["hint"] = hint
+    return JSONResponse({"error": error}, status_code=status, headers=dict(headers or {}))
 
 
 def engram_error_response(exc: E.EngramError) -> JSONResponse:
@@ -75,7 +78,8 @@ def engram_error_response(exc: E.EngramError) -> JSONResponse:
     if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError):
         # Configuration problems are the operator's, not the caller's: log the detail.
         log.error("server error %s: %s", exc.code, exc.message)
-    return error_response(exc.status, wire["code"], wire["message"], wire["details"], headers)
+    return error_response(exc.status, wire["code"], wire["message"], wire["details"], headers,
+                          hint=exc.hint("http"))
 
 
 def _loc(loc: Sequence[Any]) -> str:

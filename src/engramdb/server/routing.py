@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from engramdb.server.docs_page import ASSETS, DOCS_PATH
+
 __all__ = ["RouteTable", "route_table", "template_regex"]
 
 
@@ -48,7 +50,8 @@ def route_table(app: Any) -> RouteTable:
     if table is None:
         paths = {p: list(item) for p, item in app.openapi()["paths"].items()}
         paths["/openapi.json"] = ["get"]
-        if app.docs_url:
-            paths[app.docs_url] = ["get"]
+        if getattr(app.state, "engram_docs", False):
+            paths[DOCS_PATH] = ["get"]
+            paths[ASSETS + "/{asset}"] = ["get"]
         table = app.state.engram_routes = RouteTable(paths)
     return table

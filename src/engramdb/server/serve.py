@@ -7,17 +7,23 @@ principal (kind ``admin``, created with the database): with
 ``admin`` has no live key yet, i.e. on the first start, and prints nothing
 secret afterwards. ``"new"`` issues a fresh key on every start (revoke old
 ones with ``POST /v1/admin/keys/revoke``); ``"none"`` never issues one
-(create keys offline with ``db.admin.create_key("admin")``).
+(create keys offline with ``engram agent key admin`` or
+``db.admin.create_key("admin")``). An issued key is written to
+``admin_key_file`` (a new file, mode 0600) when one is given, otherwise shown
+once through ``announce_key``.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from engramdb.engine import Database, open_database
-from engramdb.errors import InvalidInput
+from engramdb.errors import ConfigurationError, InvalidInput
+from engramdb.private_file import private_file
 from engramdb.server.app import create_app
 from engramdb.server.settings import ServerSettings
 
@@ -50,8 +56,10 @@ def serve(
     settings: ServerSettings | None = None,
     embedder: Any = "default",
     admin_key: AdminKeyPolicy = "auto",
+    admin_key_file: str | Path | None = None,
     log_level: str = "info",
     announce: Callable[[str], None] = print,
+    announce_key: Callable[[str], None] | None = None,
 ) -> None:
     """Serve a database over HTTP until interrupted (what ``engram serve`` runs).
 
@@ -62,26 +70,70 @@ def serve(
         settings: Server limits (body size, batch, page size, rate limit, ...).
         embedder: As for :func:`engramdb.open`.
         admin_key: ``auto``, ``new`` or ``none``; see this module's docstring.
+        admin_key_file: write an issued admin key to this new 0600 file.
         log_level: uvicorn's log level.
-        announce: Where the admin key and address are printed.
+        announce: Where the address (and, by default, the admin key) is printed.
+        announce_key: Where an issued admin key is shown, if not ``announce``.
 
     Raises:
         MissingExtra: uvicorn is not installed (``pip install 'engramdb[server]'``).
+        ConfigurationError: the port is in use or the address cannot be bound.
+        InvalidInput: ``admin_key_file`` exists already.
     """
     import uvicorn
 
+    check_bindable(host, port)
     db = open_database(target, embedder=embedder)
     try:
-        key = ensure_admin_key(db, admin_key)
-        if key is not None:
-            announce(f"EngramDB admin API key (shown once, keep it): {key}")
+        with private_file(admin_key_file, what="admin key file") as fh:
+            key = ensure_admin_key(db, admin_key)
+            if fh is not None and key is not None:
+                fh.write((key + "\n").encode())
+        if admin_key_file is not None and key is None:
+            Path(admin_key_file).unlink()  # claimed for a key that was not issued
+        if key is not None and admin_key_file is not None:
+            announce(f"EngramDB admin API key written to {admin_key_file} (mode 0600)")
+        elif key is not None:
+            (announce_key or (lambda k: announce(
+                f"EngramDB admin API key (shown once, keep it): {k}")))(key)
         announce(f"EngramDB serving {db.info().url} on http://{host}:{port} "
                  f"(docs: http://{host}:{port}/docs)")
         app = create_app(db, settings=settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=5)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level=log_level,
+                        timeout_graceful_shutdown=5)
+        except SystemExit as exc:  # uvicorn exits 3 when it cannot start
+            if exc.code in (0, None):
+                raise
+            raise ConfigurationError(
+                f"the HTTP server could not start on {host}:{port} (uvicorn exit "
+                f"{exc.code}); see the lines above") from None
     finally:
         db.close()
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Fail early, with a typed error, when ``host:port`` cannot be served.
+
+    Raises:
+        ConfigurationError: the port is taken or the address is not this machine's.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot resolve host {host!r} ({exc.strerror}); "
+                                 "give an address of this machine with --host") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            why = "is already in use" if taken else f"cannot be bound ({exc.strerror})"
+            raise ConfigurationError(
+                f"port {port} on {host} {why}; stop the other server or pick another port "
+                "with --port", port=port) from None
 
 
 run = serve
