@@ -344,6 +344,7 @@ class AuditSession:
                 # Decided on versions that had already been replaced: stale from the start.
                 _log_stale(w, row, already, self._principal.name)
                 row = {**row, "stale_tx": w.tx}
+        self._db.lifecycle.reinforce([i.id for i in items])
         return _decision(row)
 
     def _decision_row(self, decision_id: str) -> dict[str, Any]:

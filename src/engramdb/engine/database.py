@@ -9,6 +9,7 @@ It owns what is shared by every session: the storage backend, the embedder
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -21,18 +22,22 @@ import numpy as np
 from engramdb.codec import from_micros
 from engramdb.engine.admin import Admin
 from engramdb.engine.audit import AuditDatabase
+from engramdb.engine.erasure import Erasure
+from engramdb.engine.lifecycle import Lifecycle
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.rows import EngineConfig
-from engramdb.engine.session import PrincipalInfo, Session, hits_from, receipt_for
+from engramdb.engine.session import PrincipalInfo, Session, check_id, hits_from, receipt_for
 from engramdb.engine.trust import TrustEngine
 from engramdb.errors import (
     EmbedderMismatch,
+    EngramError,
     InvalidInput,
     MissingExtra,
     NotFound,
     PermissionDenied,
 )
-from engramdb.model import Event, MemoryDraft, RecallFilter, RecallResult, VerifyReport
+from engramdb.lifecycle_values import MaintenanceReport
+from engramdb.model import Event, Memory, MemoryDraft, RecallFilter, RecallResult, VerifyReport
 from engramdb.policy.judge import HeuristicJudge, Judge
 from engramdb.retrieval.rank import FusionWeights, fuse
 from engramdb.storage.base import Insert, RawEvent, Storage, WriteTx, effect_to_dict
@@ -65,11 +70,15 @@ class Database(AuditDatabase, Session):
         self._trust = TrustEngine(self)
         self._principals_lock = threading.Lock()
         self.read_audit = ReadAudit(self)
+        self.lifecycle = Lifecycle(self)
+        self._erasure = Erasure(self)
 
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
         self.read_audit.close()  # buffered read-audit records are written first
+        with contextlib.suppress(EngramError):  # buffered reinforcement, best effort
+            self.lifecycle.flush_usage()
         self.storage.close()
 
     def __enter__(self) -> Database:
@@ -206,8 +215,31 @@ class Database(AuditDatabase, Session):
         now = head.recorded_at if as_of is None else self._tx_time(read_tx)
         scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=self.weights)
         hits = self._trust.mark_contested(hits_from(scored, flt.as_of), as_of)
+        hits = self.lifecycle.rank(hits, now)[:k]
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at,
                                               session.principal.name, query))
+
+    # -- lifecycle (engine/lifecycle.py, engine/erasure.py) ------------------------
+
+    def maintain(self) -> MaintenanceReport:
+        """Apply every lifecycle policy now: expiry, decay, capacity (admin).
+
+        Incremental, idempotent and safe to run from several processes at once;
+        logged as one ``lifecycle.maintained`` event when anything changed.
+
+        Returns:
+            :class:`MaintenanceReport` of what it did.
+        """
+        return self.lifecycle.maintain(self.principal.name)
+
+    def restore(self, memory_id: str) -> Memory:
+        """Bring an archived (or expired) memory back to ``active`` as a new version.
+
+        Raises:
+            NotFound: no such memory.
+            InvalidInput: the memory is not archived.
+        """
+        return self.lifecycle.restore(self.principal.name, check_id(memory_id))
 
     def _tx_time(self, tx: int) -> int:
         return self.storage.tx_time(tx)

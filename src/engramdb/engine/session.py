@@ -40,6 +40,7 @@ from engramdb.errors import (
     PermissionDenied,
     VersionConflict,
 )
+from engramdb.lifecycle_values import ErasureReceipt
 from engramdb.model import (
     LAYERS,
     STATUSES,
@@ -409,7 +410,8 @@ class Session(AuditSession):
             draft = MemoryDraft(**fields)
         except TypeError as exc:
             raise InvalidInput(f"unexpected memory field: {exc}") from exc
-        return validate_draft(draft, self._db.config, self._db.dimension)
+        draft = validate_draft(draft, self._db.config, self._db.dimension)
+        return self._db.lifecycle.with_ttl(draft)
 
     def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> list[Memory]:
         """Store many memories in one transaction (all or nothing).
@@ -611,7 +613,36 @@ class Session(AuditSession):
         flt = self._filter(namespace, layers, t, valid_at, filters)
         result = self._db._recall(self, query, flt, k, t, query_embedding=qv)
         self._db.read_audit.record(self._principal.name, result.receipt, result.memories)
+        if t is None:
+            self._db.lifecycle.reinforce([m.id for m in result.memories])
         return result
+
+    def forget(self, *, id: str | None = None, subject: str | None = None,
+               author: str | None = None, namespace: str | None = None,
+               reason: str) -> ErasureReceipt:
+        """Erase memories for good: every version, every index, every file.
+
+        Selects by ``id``, ``subject``, ``author`` and/or a ``namespace`` glob
+        (all given must match), plus every memory derived from them. You need
+        ``erase`` on every namespace touched; memories you may not read are
+        invisible (an ``id`` you may not read is :class:`NotFound`).
+
+        Args:
+            id, subject, author, namespace: the selector (at least one).
+            reason: why (required; logged with who, the selector and the time).
+
+        Returns:
+            :class:`ErasureReceipt`: ids, versions and counts per place.
+
+        Raises:
+            InvalidInput: no selector, or a bad one (nothing erased).
+            NotFound: ``id`` does not exist or is not visible to you.
+            PermissionDenied: no ``erase`` grant on a namespace touched.
+            LegalHoldActive: a legal hold covers a namespace touched.
+        """
+        return self._db._erasure.forget(
+            self, {"id": id, "subject": subject, "author": author, "namespace": namespace},
+            reason)
 
     def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
                 valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:

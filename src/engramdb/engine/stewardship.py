@@ -245,7 +245,10 @@ class Stewardship:
                 memories of its private namespace become ``archived`` (kept,
                 hidden from default reads). What it wrote into shared
                 namespaces stays: others may rely on it.
-            ``erase``: not available yet; see the error it raises.
+            ``erase``: as ``archive``, but the memories of its private namespace are
+                erased (``db.forget(namespace='agents/<name>/**')``: every version,
+                index and file), first, so a legal hold refuses it before anything
+                changes.
 
         Raises:
             InvalidPolicy: unknown policy, or ``erase``.
@@ -255,17 +258,19 @@ class Stewardship:
         if policy not in RETIRE_POLICIES:
             raise InvalidPolicy(f"unknown retire policy {policy!r}; use one of "
                                 f"{', '.join(RETIRE_POLICIES)}", policy=str(policy))
-        if policy == "erase":
-            raise InvalidPolicy(
-                "retire_agent(policy='erase') needs content erasure (removing text from the "
-                "log payloads, full-text and vector indexes), which arrives with the lifecycle "
-                "work (db.forget); nothing was changed. Use 'archive' or 'freeze' now and erase "
-                "later", policy=policy)
         if policy == "transfer" and not successor:
             raise InvalidInput("retire_agent(policy='transfer') needs successor=<principal>",
                                field="successor")
         if policy != "transfer" and successor is not None:
             raise InvalidInput("successor= only goes with policy='transfer'", field="successor")
+        if policy == "erase":
+            row = self._principal_row_read(name)
+            if row["kind"] == "admin" or row["status"] == "retired":
+                raise InvalidInput(f"principal {name!r} cannot be retired (admin or retired)")
+            own = private_namespace(name)
+            if any(namespace_matches(f"{own}/**", ns) for ns in self._db.storage.namespaces()):
+                self._db._erasure.forget(self._db, {"namespace": f"{own}/**"},
+                                         f"principal {name} retired with policy 'erase'")
         with self._db.storage.write(self._actor) as w:
             row = self._principal_row(w, name)
             if row["kind"] == "admin":
@@ -300,6 +305,12 @@ class Stewardship:
             if policy == "archive":
                 self._archive_private(w, name)
         return _principal({**row, "status": status})
+
+    def _principal_row_read(self, name: str) -> dict[str, Any]:
+        rows = self._db.storage.fetch("principals", {"name": name})
+        if not rows:
+            raise NotFound(f"no principal {name!r}", name=name)
+        return rows[0]
 
     def _archive_private(self, w: WriteTx, name: str) -> None:
         own = private_namespace(name)

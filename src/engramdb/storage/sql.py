@@ -351,6 +351,29 @@ class SqlWriteTx(WriteTx):
         self.recorded_at = event.recorded_at
         self._head = Head(event.seq, event.hash, event.tx, event.recorded_at)
 
+    def erase(self, memories: Sequence[tuple[str, int]], seqs: Sequence[int]) -> dict[str, int]:
+        self.flush()
+        self._reads.clear()
+        keys = [[i, int(v)] for i, v in memories]
+        vectors = 0
+        for mid in sorted({k[0] for k in keys}):
+            wanted = {int(v) for i, v in keys if i == mid}
+            vectors += sum(1 for (v,) in self._exec(
+                "SELECT version FROM memory_vectors WHERE id = ?", [mid]).fetchall()
+                if int(v) in wanted)
+        if keys:
+            # Full-text entries go with the rows (a trigger in SQLite, a generated
+            # column in PostgreSQL); the ANN copy with the vector (a trigger).
+            self._storage._exec_many(
+                self._conn, "DELETE FROM memory_vectors WHERE id = ? AND version = ?", keys)
+            self._storage._exec_many(
+                self._conn, "DELETE FROM memories WHERE id = ? AND version = ?", keys)
+        if seqs:
+            self._storage._exec_many(self._conn, "DELETE FROM event_payloads WHERE seq = ?",
+                                     [[int(q)] for q in seqs])
+        self._effects_applied = self._effects_applied or bool(keys or seqs)
+        return {"versions": len(keys), "vectors": vectors, "event_payloads": len(seqs)}
+
     def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         self._vectors.extend(items)
         self._buffered_rows += len(items)
@@ -558,6 +581,53 @@ class SqlStorage(Storage):
                 names = names | {r[0] for r in cur.fetchall()}
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _memory_rows(self, where: str, params: Sequence[Any], order: str, limit: int
+                     ) -> list[Row]:
+        spec = TABLES["memories"]
+        cols = list(spec.columns)
+        with self._read_conn() as conn:
+            cur = self._exec(conn, f"SELECT {', '.join(cols)} FROM memories WHERE {where} "
+                                   f"ORDER BY {order} LIMIT {int(limit)}", params)
+            return [decode_row(spec, cols, r) for r in cur.fetchall()]
+
+    def due_to_expire(self, now: int, limit: int) -> list[Row]:
+        return self._memory_rows(
+            "tx_to IS NULL AND expires_at IS NOT NULL AND expires_at <= ? "
+            "AND status IN ('active', 'quarantined')", [now], "expires_at, id", limit)
+
+    def recorded_between(self, after: int, until: int, limit: int) -> list[Row]:
+        return self._memory_rows(
+            "tx_to IS NULL AND recorded_at > ? AND recorded_at <= ? AND status = 'active'",
+            [after, until], "recorded_at, id", limit)
+
+    def used_between(self, after: int, until: int, limit: int) -> list[Row]:
+        spec = TABLES["memory_usage"]
+        cols = list(spec.columns)
+        with self._read_conn() as conn:
+            cur = self._exec(conn, f"SELECT {', '.join(cols)} FROM memory_usage WHERE "
+                                   f"last_used > ? AND last_used <= ? ORDER BY last_used, id "
+                                   f"LIMIT {int(limit)}", [after, until])
+            return [decode_row(spec, cols, r) for r in cur.fetchall()]
+
+    def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
+        out: dict[int, RawEvent] = {}
+        cols = ", ".join("e." + c.strip() for c in EVENT_COLUMNS.split(","))
+        with self._read_conn() as conn:
+            for column, values in (("subject_ref", list(subject_refs)),
+                                   ("tx", sorted({int(t) for t in txs}))):
+                for i in range(0, len(values), 500):
+                    chunk = values[i:i + 500]
+                    cur = self._exec(
+                        conn,
+                        f"SELECT {cols}, p.salt, p.payload FROM events e LEFT JOIN "
+                        f"event_payloads p ON p.seq = e.seq WHERE e.{column} IN "
+                        f"({', '.join('?' * len(chunk))})", chunk)
+                    for r in cur.fetchall():
+                        out[r[0]] = _raw_event(r)
+        return [out[k] for k in sorted(out)]
 
     # -- log -------------------------------------------------------------------
 
