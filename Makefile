@@ -33,6 +33,14 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/engram bench
 
+# The erasure canary test at full size (1,000 subjects, SQLite and PostgreSQL).
+test-erasure-full: $(STAMP)
+	ENGRAM_CANARY_SUBJECTS=1000 $(PY) -m pytest -q -p no:cacheprovider tests/test_erasure.py
+
+# Lifecycle figures for BENCHMARKS.md: erase 1 and 100 subjects, maintain 100k with 1% due.
+bench-lifecycle: $(STAMP)
+	$(PY) bench/lifecycle.py
+
 soak: $(STAMP)
 	ENGRAM_SOAK=1 $(PY) -m pytest -q tests -m slow
 
