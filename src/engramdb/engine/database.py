@@ -215,7 +215,7 @@ class Database(AuditDatabase, Session):
         now = head.recorded_at if as_of is None else self._tx_time(read_tx)
         scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=self.weights)
         hits = self._trust.mark_contested(hits_from(scored, flt.as_of), as_of)
-        hits = self.lifecycle.rank(hits, now)[:k]
+        hits = self.lifecycle.rank(hits, self.lifecycle.clock() if as_of is None else now)
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at,
                                               session.principal.name, query))
 

@@ -258,10 +258,12 @@ class Lifecycle:
                 "memory_usage", {"id": sorted(cands)})} if cands else {}
             for mid, r in cands.items():
                 eff = policy_for(policies, r["namespace"], r["layer"])
-                if eff is None or eff.pattern != p.pattern or eff.horizon() != horizon:
+                if eff is None or eff.horizon() != horizon:
                     continue
                 last = max(int(r["recorded_at"]), used.get(mid, 0))
-                if relevance(last, now, eff.half_life) >= (eff.archive_below or 0):
+                # Due exactly when relevance reaches the floor: compared in integer
+                # time, not floats, so "due" and the scanned window agree.
+                if last + horizon > now:
                     continue
                 (held if hold_for(holds, r["namespace"]) else due).append(mid)
             marks.append(Update("lifecycle_policies", key, {"checked_to": until}))
