@@ -71,3 +71,30 @@ def test_remote_admin_signatures_match_the_admin(name):
     want = inspect.signature(getattr(Admin, name)).parameters
     assert inspect.signature(getattr(RemoteAdmin, name)).parameters == want
     assert inspect.signature(getattr(AsyncRemoteAdmin, name)).parameters == want
+
+
+def test_cli_forget_and_maintain(tmp_path, embedder):
+    import json
+
+    from click.testing import CliRunner
+
+    from engramdb.cli import cli
+
+    path = tmp_path / "engram.db"
+    db = engramdb.open(path, embedder=embedder)
+    m = db.remember("Customer ZQX91CANARY phone number", namespace="crm", subject="user:91")
+    db.close()
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["--db", str(path), *args], catch_exceptions=False)
+
+    missing = run("forget", "--subject", "user:91")
+    assert missing.exit_code == 2 and "--reason" in missing.output
+    none = run("forget", "--reason", "why")
+    assert none.exit_code == 2 and "invalid_input" in none.output
+    done = run("--json", "forget", "--subject", "user:91", "--reason", "GDPR")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["memories"] == [m.id]
+    report = run("--json", "maintain")
+    assert report.exit_code == 0 and json.loads(report.stdout)["expired"] == []
+    assert b"ZQX91CANARY" not in path.read_bytes()

@@ -17,8 +17,11 @@ SERVER_EXTRA = "engramdb[server]"
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8420, show_default=True)
+@click.option("--maintain-every", type=float, default=3600.0, show_default=True,
+              metavar="SECONDS", help="Run `engram maintain` in the background this often; "
+                                      "0 turns it off.")
 @pass_env
-def serve(env: Env, host: str, port: int) -> None:
+def serve(env: Env, host: str, port: int, maintain_every: float) -> None:
     """Serve the database at --db over HTTP (needs engramdb[server])."""
     env.admin_only("serve")
     try:
@@ -36,4 +39,5 @@ def serve(env: Env, host: str, port: int) -> None:
             f"this installation has no HTTP server entry point; pip install '{SERVER_EXTRA}'",
             extra=SERVER_EXTRA,
         )
-    run(env.target, host=host, port=port)
+    settings = server.ServerSettings(maintain_every_s=maintain_every or None)
+    run(env.target, host=host, port=port, settings=settings)

@@ -12,16 +12,20 @@ ones with ``POST /v1/admin/keys/revoke``); ``"none"`` never issues one
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from engramdb.engine import Database, open_database
-from engramdb.errors import InvalidInput
+from engramdb.errors import EngramError, InvalidInput
 from engramdb.server.app import create_app
 from engramdb.server.settings import ServerSettings
 
-__all__ = ["ensure_admin_key", "run", "serve"]
+__all__ = ["MaintenanceSchedule", "ensure_admin_key", "run", "serve"]
+
+log = logging.getLogger("engramdb.server")
 
 AdminKeyPolicy = Literal["auto", "new", "none"]
 
@@ -81,10 +85,47 @@ def serve(
         announce(f"EngramDB serving {db.storage.url} on http://{host}:{port} "
                  f"(docs: http://{host}:{port}/docs)")
         app = create_app(db, settings=settings)
-        uvicorn.run(app, host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=5)
+        schedule = MaintenanceSchedule(db, (settings or ServerSettings()).maintain_every_s)
+        schedule.start()
+        try:
+            uvicorn.run(app, host=host, port=port, log_level=log_level,
+                        timeout_graceful_shutdown=5)
+        finally:
+            schedule.stop()
     finally:
         db.close()
+
+
+class MaintenanceSchedule:
+    """Runs ``db.maintain()`` every ``interval_s`` seconds on a daemon thread
+    (``None``: never). A failed run is logged and retried at the next tick."""
+
+    def __init__(self, db: Database, interval_s: float | None) -> None:
+        self._db = db
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        if self._interval is None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="engram-maintain", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        assert self._interval is not None
+        while not self._stop.wait(self._interval):
+            try:
+                self._db.maintain()
+                self.runs += 1
+            except EngramError as exc:
+                log.warning("scheduled maintain failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 run = serve
