@@ -643,6 +643,9 @@ def probe_agent(s: McpSession, i: int, m: Matrix) -> Tally:
         tally.check("update", where, can_read and can_write, done)
         done, _ = ok(s.call("retract", id=m.victim[(n, ns)], reason="matrix"))
         tally.check("retract", where, can_read and can_write, done)
+        # No matrix grant includes 'erase': forget is refused everywhere, and changes nothing.
+        done, _ = ok(s.call("forget", id=m.victim[(n, ns)], reason="matrix"))
+        tally.check("forget", where, False, done)
         done, _ = ok(s.call("decide", description=f"act on {ns}",
                             basis=[{"id": m.target[ns].id, "version": 1}]))
         tally.check("decide", where, can_read, done)
