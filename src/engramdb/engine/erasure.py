@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engramdb.codec import check_chars, new_id
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound, PermissionDenied
@@ -33,10 +33,6 @@ from engramdb.lifecycle_values import ErasureReceipt
 from engramdb.model import namespace_matches
 from engramdb.policy.lifecycle import check_selector, hold_for
 from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
-
-if TYPE_CHECKING:
-    from engramdb.engine.database import Database
-    from engramdb.engine.session import Session
 
 __all__ = ["REDACTED", "Erasure", "check_reason_required"]
 
@@ -90,10 +86,12 @@ def _restated(effect: dict[str, Any], ids: set[str], conflicts: set[str]) -> dic
 class Erasure:
     """The erasure service: ``forget`` and ``retire_agent(policy='erase')``."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Any) -> None:
+        # The composition root (engine.database.Database); typed loosely so that
+        # this service imports nothing above it (no import cycle).
         self._db = db
 
-    def forget(self, session: Session, selector: Mapping[str, Any], reason: Any, *,
+    def forget(self, session: Any, selector: Mapping[str, Any], reason: Any, *,
                purge: bool = True) -> ErasureReceipt:
         chosen = check_selector(selector)
         why = check_reason_required(reason)
@@ -117,7 +115,7 @@ class Erasure:
 
     # -- selection and checks --------------------------------------------------------
 
-    def _select(self, session: Session, w: WriteTx, chosen: Mapping[str, str]
+    def _select(self, session: Any, w: WriteTx, chosen: Mapping[str, str]
                 ) -> list[dict[str, Any]]:
         where = {k: v for k, v in chosen.items() if k in ("id", "subject", "author")}
         glob = chosen.get("namespace")
@@ -156,7 +154,7 @@ class Erasure:
             frontier = nxt
         return found
 
-    def _check(self, session: Session, w: WriteTx, rows: Sequence[Mapping[str, Any]]) -> None:
+    def _check(self, session: Any, w: WriteTx, rows: Sequence[Mapping[str, Any]]) -> None:
         spaces = sorted({r["namespace"] for r in rows})
         acl = session._acl()
         for ns in spaces:

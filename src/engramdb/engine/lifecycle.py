@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engramdb.codec import check_chars, from_micros, to_micros
+from engramdb.engine.audit import mark_stale
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound
 from engramdb.lifecycle_values import MaintenanceReport
 from engramdb.model import Hit, check_glob, check_layer
@@ -35,9 +36,6 @@ from engramdb.policy.lifecycle import (
     relevance,
 )
 from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
-
-if TYPE_CHECKING:
-    from engramdb.engine.database import Database
 
 __all__ = ["Lifecycle"]
 
@@ -51,7 +49,9 @@ def _now_micros() -> int:
 class Lifecycle:
     """Lifecycle rules applied to one database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Any) -> None:
+        # The composition root (engine.database.Database); typed loosely so that
+        # this service imports nothing above it (no import cycle).
         self._db = db
         # The injected clock (tests): micros since the epoch.
         self.clock: Callable[[], int] = _now_micros
@@ -227,7 +227,8 @@ class Lifecycle:
 
     def _due(self, w: WriteTx, rows: Sequence[Mapping[str, Any]],
              holds: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
-        due, held = [], []
+        due: list[str] = []
+        held: list[str] = []
         for r in rows:
             (held if hold_for(holds, r["namespace"]) else due).append(r["id"])
         return due, held
@@ -329,9 +330,12 @@ class Lifecycle:
 
 def _commit(w: WriteTx, kind: str, actor: str, namespace: str | None, ref: str | None,
             effects: list[Effect], extra: Mapping[str, Any] | None = None) -> Any:
+    """Apply and log one event; decisions resting on a version it closes become stale."""
     w.apply(effects)
-    return w.log(kind, actor=actor, namespace=namespace, subject_ref=ref,
-                 payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
+    event = w.log(kind, actor=actor, namespace=namespace, subject_ref=ref,
+                  payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
+    mark_stale(w, effects, actor)
+    return event
 
 
 def as_micros(value: datetime | int | None) -> int | None:

@@ -354,10 +354,10 @@ class SqlWriteTx(WriteTx):
     def erase(self, memories: Sequence[tuple[str, int]], seqs: Sequence[int]) -> dict[str, int]:
         self.flush()
         self._reads.clear()
-        keys = [[i, int(v)] for i, v in memories]
+        keys: list[list[Any]] = [[i, int(v)] for i, v in memories]
         vectors = 0
-        for mid in sorted({k[0] for k in keys}):
-            wanted = {int(v) for i, v in keys if i == mid}
+        for mid in sorted({str(i) for i, _ in memories}):
+            wanted = {int(v) for i, v in memories if i == mid}
             vectors += sum(1 for (v,) in self._exec(
                 "SELECT version FROM memory_vectors WHERE id = ?", [mid]).fetchall()
                 if int(v) in wanted)
