@@ -43,6 +43,7 @@ from engramdb.codec import check_chars, check_json
 from engramdb.errors import InvalidInput
 from engramdb.lifecycle_values import ErasureReceipt, MaintenanceReport
 from engramdb.model import (
+    UNSET,
     Conflict,
     Context,
     Decision,
@@ -61,7 +62,6 @@ from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 __all__ = ["UNSET", "Call", "user_json"]
 
 T = TypeVar("T")
-UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engramdb.codec import check_chars, new_id
+from engramdb.engine.access import Caller
+from engramdb.engine.resources import Resources
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
 from engramdb.model import namespace_matches
 from engramdb.policy.lifecycle import check_selector, hold_for
-from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
+from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
 __all__ = ["REDACTED", "Erasure", "check_reason_required"]
 
@@ -86,18 +88,15 @@ def _restated(effect: dict[str, Any], ids: set[str], conflicts: set[str]) -> dic
 class Erasure:
     """The erasure service: ``forget`` and ``retire_agent(policy='erase')``."""
 
-    def __init__(self, db: Any) -> None:
-        # The composition root (engine.database.Database); typed loosely so that
-        # this service imports nothing above it (no import cycle).
-        self._db = db
+    def __init__(self, res: Resources) -> None:
+        self._res = res
 
-    def forget(self, session: Any, selector: Mapping[str, Any], reason: Any, *,
+    def forget(self, session: Caller, selector: Mapping[str, Any], reason: Any, *,
                purge: bool = True) -> ErasureReceipt:
         chosen = check_selector(selector)
         why = check_reason_required(reason)
-        db = self._db
-        actor = session.principal.name
-        with db.storage.write(actor) as w:
+        actor = session.name
+        with self._res.storage.write(actor) as w:
             rows = self._select(session, w, chosen)
             ids = {r["id"] for r in rows}
             derived = self._derived(w, ids)
@@ -107,7 +106,7 @@ class Erasure:
             self._check(session, w, rows)
             receipt = self._erase(w, actor, chosen, why, rows, ids, len(derived))
         if purge and receipt.versions:
-            files = db.storage.purge()
+            files = self._res.storage.purge()
             receipt = ErasureReceipt(**{**{f: getattr(receipt, f) for f in (
                 "erasure_id", "seq", "actor", "selector", "reason", "tx", "memories",
                 "versions", "counts")}, "files": files})
@@ -115,7 +114,7 @@ class Erasure:
 
     # -- selection and checks --------------------------------------------------------
 
-    def _select(self, session: Any, w: WriteTx, chosen: Mapping[str, str]
+    def _select(self, session: Caller, w: WriteTx, chosen: Mapping[str, str]
                 ) -> list[dict[str, Any]]:
         where = {k: v for k, v in chosen.items() if k in ("id", "subject", "author")}
         glob = chosen.get("namespace")
@@ -123,11 +122,11 @@ class Erasure:
             rows = w.fetch("memories", where)
         else:
             assert glob is not None
-            rows = [r for ns in self._db.storage.namespaces() if namespace_matches(glob, ns)
+            rows = [r for ns in self._res.storage.namespaces() if namespace_matches(glob, ns)
                     for r in w.fetch("memories", {"namespace": ns})]
         if glob is not None:
             rows = [r for r in rows if namespace_matches(glob, r["namespace"])]
-        acl = session._acl()
+        acl = session.acl()
         # Deny by default: a memory in a namespace you cannot read does not exist for you.
         rows = [r for r in rows if acl.check("read", r["namespace"]).allow]
         # Every version of each selected memory, even versions a selector field
@@ -154,13 +153,13 @@ class Erasure:
             frontier = nxt
         return found
 
-    def _check(self, session: Any, w: WriteTx, rows: Sequence[Mapping[str, Any]]) -> None:
+    def _check(self, session: Caller, w: WriteTx, rows: Sequence[Mapping[str, Any]]) -> None:
         spaces = sorted({r["namespace"] for r in rows})
-        acl = session._acl()
+        acl = session.acl()
         for ns in spaces:
             if not acl.check("erase", ns).allow:
                 raise PermissionDenied(
-                    f"{session.principal.name!r} may not erase in {ns!r}; nothing was erased. "
+                    f"{session.name!r} may not erase in {ns!r}; nothing was erased. "
                     f"Ask an admin for a grant with 'erase' on it", action="erase",
                     namespace=ns)
         holds = w.fetch("legal_holds", {"active": 1})
@@ -177,7 +176,7 @@ class Erasure:
     def _carriers(self, w: WriteTx, rows: Sequence[Mapping[str, Any]], ids: set[str]
                   ) -> tuple[dict[int, list[dict[str, Any]]], set[str]]:
         """Events that carried erased content -> their effects restated without it."""
-        storage = self._db.storage
+        storage = self._res.storage
         txs = {int(r["tx_from"]) for r in rows} | {int(r["tx_to"]) for r in rows
                                                    if r.get("tx_to") is not None}
         conflicts: set[str] = set()
@@ -245,9 +244,7 @@ class Erasure:
         effects += [Insert("erased_events", {"seq": seq, "erasure_id": erasure_id,
                                              "tx": w.tx, "effects": kept})
                     for seq, kept in sorted(carriers.items())]
-        w.apply(effects)
-        event = w.log("memory.erased", actor=actor, namespace=None, subject_ref=erasure_id,
-                      payload={"effects": [effect_to_dict(e) for e in effects],
-                               "selector": dict(chosen), "reason": reason, "counts": counts})
+        event = self._res.commit(w, "memory.erased", actor, None, erasure_id, effects,
+                                 {"selector": dict(chosen), "reason": reason, "counts": counts})
         return ErasureReceipt(erasure_id, event.seq, actor, dict(chosen), reason, w.tx,
                               tuple(sorted(ids)), versions, counts)

@@ -24,10 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engramdb.codec import check_chars, from_micros, to_micros
-from engramdb.engine.audit import mark_stale
+from engramdb.engine._commit import next_version
+from engramdb.engine.resources import ADMIN, Resources
+from engramdb.engine.rows import memory_from_row
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound
 from engramdb.lifecycle_values import MaintenanceReport
-from engramdb.model import Hit, check_glob, check_layer
+from engramdb.model import Hit, RecallResult, check_glob, check_layer
 from engramdb.policy.lifecycle import (
     ALL_LAYERS,
     LifecyclePolicy,
@@ -35,7 +37,7 @@ from engramdb.policy.lifecycle import (
     policy_for,
     relevance,
 )
-from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
+from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
 __all__ = ["Lifecycle"]
 
@@ -49,10 +51,8 @@ def _now_micros() -> int:
 class Lifecycle:
     """Lifecycle rules applied to one database."""
 
-    def __init__(self, db: Any) -> None:
-        # The composition root (engine.database.Database); typed loosely so that
-        # this service imports nothing above it (no import cycle).
-        self._db = db
+    def __init__(self, res: Resources) -> None:
+        self._res = res
         # The injected clock (tests): micros since the epoch.
         self.clock: Callable[[], int] = _now_micros
         self._lock = threading.Lock()
@@ -62,10 +62,10 @@ class Lifecycle:
     # -- policies and holds (admin) ----------------------------------------------
 
     def policies(self) -> list[LifecyclePolicy]:
-        head = self._db.storage.head().tx
+        head = self._res.storage.head().tx
         cached = self._policies
         if cached is None or cached[0] != head:
-            rows = list(self._db.storage.scan("lifecycle_policies"))
+            rows = list(self._res.storage.scan("lifecycle_policies"))
             cached = (head, [LifecyclePolicy.from_row(r) for r in rows])
             self._policies = cached
         return cached[1]
@@ -73,7 +73,7 @@ class Lifecycle:
     def set_policy(self, actor: str, pattern: Any, layer: Any, fields: Mapping[str, Any]
                    ) -> LifecyclePolicy:
         policy = LifecyclePolicy.build(pattern, layer, fields)
-        with self._db.storage.write(actor) as w:
+        with self._res.storage.write(actor) as w:
             key = {"pattern": policy.pattern, "layer": policy.layer}
             cur = w.fetch("lifecycle_policies", key)
             effect: Effect
@@ -84,7 +84,7 @@ class Lifecycle:
             else:
                 effect = Insert("lifecycle_policies", {**key, "settings": policy.settings(),
                                                        "tx": w.tx, "checked_to": None})
-            _commit(w, "lifecycle.policy_set", actor, None, policy.pattern, [effect])
+            self._res.commit(w, "lifecycle.policy_set", actor, None, policy.pattern, [effect])
         self._policies = None
         return policy
 
@@ -102,7 +102,7 @@ class Lifecycle:
             raise InvalidInput("reason is required: a non-empty string of at most 2000 "
                                "characters", field="reason")
         check_chars(reason, "reason")
-        with self._db.storage.write(actor) as w:
+        with self._res.storage.write(actor) as w:
             row = {"pattern": pattern, "active": int(on), "reason": reason, "set_by": actor,
                    "tx": w.tx}
             cur = w.fetch("legal_holds", {"pattern": pattern})
@@ -111,12 +111,12 @@ class Lifecycle:
             effect: Effect = (Update("legal_holds", {"pattern": pattern},
                                      {k: v for k, v in row.items() if k != "pattern"})
                               if cur else Insert("legal_holds", row))
-            _commit(w, "lifecycle.legal_hold", actor, None, pattern, [effect])
+            self._res.commit(w, "lifecycle.legal_hold", actor, None, pattern, [effect])
         return {**row, "active": on}
 
     def holds(self) -> list[dict[str, Any]]:
         return [{**h, "active": bool(h["active"])}
-                for h in self._db.storage.fetch("legal_holds", {"active": 1})]
+                for h in self._res.storage.fetch("legal_holds", {"active": 1})]
 
     def with_ttl(self, draft: Any) -> Any:
         """``draft`` with ``expires_at`` from the TTL in force, unless it sets its own."""
@@ -151,7 +151,7 @@ class Lifecycle:
         if not pending:
             return 0
         if w is None:
-            with self._db.storage.write(self._db.principal.name) as tx:
+            with self._res.storage.write(ADMIN) as tx:
                 return self._write_usage(tx, pending)
         return self._write_usage(w, pending)
 
@@ -166,15 +166,20 @@ class Lifecycle:
             else:
                 effects.append(Insert("memory_usage", {"id": mid, "uses": uses,
                                                        "last_used": last, "tx": w.tx}))
-        _commit(w, "lifecycle.reinforced", self._db.principal.name, None, None, effects)
+        self._res.commit(w, "lifecycle.reinforced", ADMIN, None, None, effects)
         return len(effects)
+
+    def rerank(self, result: RecallResult) -> RecallResult:
+        """A recall result with its hits weighed by decayed relevance, now."""
+        hits = self.rank(result.hits, self.clock())
+        return result if hits is result.hits else RecallResult(hits, result.receipt)
 
     def rank(self, hits: tuple[Hit, ...], now: int) -> tuple[Hit, ...]:
         """Weigh each hit by its decayed relevance (``why['decay']``) and re-sort."""
         policies = self.policies()
         if not hits or not any(p.half_life is not None for p in policies):
             return hits
-        usage = {r["id"]: int(r["last_used"]) for r in self._db.storage.fetch(
+        usage = {r["id"]: int(r["last_used"]) for r in self._res.storage.fetch(
             "memory_usage", {"id": [h.memory.id for h in hits]})}
         out = []
         for h in hits:
@@ -195,7 +200,7 @@ class Lifecycle:
         now = self.clock()
         reinforced = self.flush_usage()
         policies = self.policies()
-        storage = self._db.storage
+        storage = self._res.storage
         with storage.write(actor) as w:
             holds = w.fetch("legal_holds", {"active": 1})
             expired, held = self._due(w, storage.due_to_expire(now, _BATCH), holds)
@@ -203,21 +208,22 @@ class Lifecycle:
             capped, held3 = self._capacity(w, policies, holds, set(expired) | set(decayed))
             effects: list[Effect] = list(marks)
             archived: list[tuple[str, str, int]] = []
+            carry: list[tuple[str, int, int]] = []
             for reason, group in (("expired", expired), ("decayed", decayed),
                                   ("capacity", capped)):
                 for mid in group:
                     cur = w.fetch("memories", {"id": mid, "tx_to": None})
                     if not cur or cur[0]["status"] not in ("active", "quarantined"):
                         continue  # another run got there first
-                    from engramdb.engine.trust import next_version
                     new, eff = next_version(w, cur[0], {"status": "archived"})
                     effects += eff
                     archived.append((mid, reason, int(new["version"])))
-                    self._db._copy_vector(w, mid, int(cur[0]["version"]), int(new["version"]))
+                    carry.append((mid, int(cur[0]["version"]), int(new["version"])))
             seq = None
             if effects:
-                event = _commit(w, "lifecycle.maintained", actor, None, None, effects,
-                                {"now": now, "archived": [[m, r] for m, r, _ in archived]})
+                event = self._res.commit(
+                    w, "lifecycle.maintained", actor, None, None, effects,
+                    {"now": now, "archived": [[m, r] for m, r, _ in archived]}, carry=carry)
                 seq = event.seq
         by = {r: tuple(m for m, why, _ in archived if why == r)
               for r in ("expired", "decayed", "capacity")}
@@ -236,7 +242,7 @@ class Lifecycle:
     def _decayed(self, w: WriteTx, policies: Sequence[LifecyclePolicy], now: int,
                  holds: Sequence[Mapping[str, Any]]
                  ) -> tuple[list[str], list[str], list[Effect]]:
-        storage = self._db.storage
+        storage = self._res.storage
         due: list[str] = []
         held: list[str] = []
         marks: list[Effect] = []
@@ -279,7 +285,7 @@ class Lifecycle:
         due: list[str] = []
         held: list[str] = []
         now = self.clock()
-        for ns in self._db.storage.namespaces():
+        for ns in self._res.storage.namespaces():
             rows = None
             for layer in sorted({p.layer for p in capped}):
                 eff = policy_for(policies, ns, layer if layer != ALL_LAYERS else "semantic")
@@ -304,9 +310,7 @@ class Lifecycle:
     # -- restore -----------------------------------------------------------------------
 
     def restore(self, actor: str, memory_id: str) -> Any:
-        from engramdb.engine.rows import memory_from_row
-        from engramdb.engine.trust import next_version
-        with self._db.storage.write(actor) as w:
+        with self._res.storage.write(actor) as w:
             cur = w.fetch("memories", {"id": memory_id, "tx_to": None})
             if not cur:
                 raise NotFound(f"memory {memory_id!r} not found", id=memory_id)
@@ -317,25 +321,16 @@ class Lifecycle:
             if cur[0].get("expires_at") is not None and cur[0]["expires_at"] <= self.clock():
                 changes["expires_at"] = None  # or the next maintain would expire it again
             new, eff = next_version(w, cur[0], changes)
-            _commit(w, "memory.restored", actor, cur[0]["namespace"], memory_id, eff)
-            self._db._copy_vector(w, memory_id, int(cur[0]["version"]), int(new["version"]))
+            self._res.commit(w, "memory.restored", actor, cur[0]["namespace"], memory_id, eff,
+                             carry=[(memory_id, int(cur[0]["version"]), int(new["version"]))])
         return memory_from_row(new)
 
     def check_not_held(self, namespace: str) -> None:
-        hold = hold_for(self._db.storage.fetch("legal_holds", {"active": 1}), namespace)
+        hold = hold_for(self._res.storage.fetch("legal_holds", {"active": 1}), namespace)
         if hold is not None:
             raise LegalHoldActive(f"a legal hold on {hold['pattern']!r} covers {namespace!r}",
                                   pattern=hold["pattern"])
 
-
-def _commit(w: WriteTx, kind: str, actor: str, namespace: str | None, ref: str | None,
-            effects: list[Effect], extra: Mapping[str, Any] | None = None) -> Any:
-    """Apply and log one event; decisions resting on a version it closes become stale."""
-    w.apply(effects)
-    event = w.log(kind, actor=actor, namespace=namespace, subject_ref=ref,
-                  payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
-    mark_stale(w, effects, actor)
-    return event
 
 
 def as_micros(value: datetime | int | None) -> int | None:

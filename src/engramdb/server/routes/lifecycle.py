@@ -15,8 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
-from engramdb.engine.database import Database
-from engramdb.server.deps import ActingDep, AdminDep, SessionDep
+from engramdb.server.deps import AdminDep, DbDep, SessionDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
     GLOB,
@@ -127,17 +126,17 @@ def forget(body: ForgetRequest, session: SessionDep) -> dict[str, Any]:
 
 @router.post("/v1/admin/maintain", response_model=MaintenanceReportOut,
              summary="Apply lifecycle policies now", responses=error_responses(*_ERRORS))
-def maintain(acting: ActingDep) -> dict[str, Any]:
+def maintain(_: AdminDep, db: DbDep) -> dict[str, Any]:
     """Expire, decay and cap memories per the policies in force (idempotent)."""
-    return Database.maintain(acting).to_dict()
+    return db.maintain().to_dict()
 
 
 @router.post("/v1/admin/memories/{memory_id}/restore", summary="Restore an archived memory",
              responses=error_responses(*_ERRORS, 404))
 def restore(memory_id: Annotated[str, Path(description="The archived memory's id.")],
-            acting: ActingDep) -> dict[str, Any]:
+            _: AdminDep, db: DbDep) -> dict[str, Any]:
     """Bring an archived or expired memory back to ``active`` as a new version."""
-    return Database.restore(acting, memory_id).to_dict()
+    return db.restore(memory_id).to_dict()
 
 
 @router.put("/v1/admin/lifecycle", response_model=PolicyOut,
