@@ -28,6 +28,7 @@ from engramdb.codec import (
 )
 from engramdb.errors import InvalidInput, StorageError, VersionConflict
 from engramdb.model import Event, RecallFilter
+from engramdb.storage import sql_lifecycle
 from engramdb.storage.base import (
     Effect,
     Head,
@@ -585,52 +586,19 @@ class SqlStorage(Storage):
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)
 
-    # -- lifecycle ---------------------------------------------------------------
-
-    def _memory_rows(self, where: str, params: Sequence[Any], order: str, limit: int
-                     ) -> list[Row]:
-        spec = TABLES["memories"]
-        cols = list(spec.columns)
-        with self._read_conn() as conn:
-            cur = self._exec(conn, f"SELECT {', '.join(cols)} FROM memories WHERE {where} "
-                                   f"ORDER BY {order} LIMIT {int(limit)}", params)
-            return [decode_row(spec, cols, r) for r in cur.fetchall()]
+    # -- lifecycle (queries in .sql_lifecycle) ----------------------------------------
 
     def due_to_expire(self, now: int, limit: int) -> list[Row]:
-        return self._memory_rows(
-            "tx_to IS NULL AND expires_at IS NOT NULL AND expires_at <= ? "
-            "AND status IN ('active', 'quarantined')", [now], "expires_at, id", limit)
+        return sql_lifecycle.due_to_expire(self, now, limit)
 
     def recorded_between(self, after: int, until: int, limit: int) -> list[Row]:
-        return self._memory_rows(
-            "tx_to IS NULL AND recorded_at > ? AND recorded_at <= ? AND status = 'active'",
-            [after, until], "recorded_at, id", limit)
+        return sql_lifecycle.recorded_between(self, after, until, limit)
 
     def used_between(self, after: int, until: int, limit: int) -> list[Row]:
-        spec = TABLES["memory_usage"]
-        cols = list(spec.columns)
-        with self._read_conn() as conn:
-            cur = self._exec(conn, f"SELECT {', '.join(cols)} FROM memory_usage WHERE "
-                                   f"last_used > ? AND last_used <= ? ORDER BY last_used, id "
-                                   f"LIMIT {int(limit)}", [after, until])
-            return [decode_row(spec, cols, r) for r in cur.fetchall()]
+        return sql_lifecycle.used_between(self, after, until, limit)
 
     def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
-        out: dict[int, RawEvent] = {}
-        cols = ", ".join("e." + c.strip() for c in EVENT_COLUMNS.split(","))
-        with self._read_conn() as conn:
-            for column, values in (("subject_ref", list(subject_refs)),
-                                   ("tx", sorted({int(t) for t in txs}))):
-                for i in range(0, len(values), 500):
-                    chunk = values[i:i + 500]
-                    cur = self._exec(
-                        conn,
-                        f"SELECT {cols}, p.salt, p.payload FROM events e LEFT JOIN "
-                        f"event_payloads p ON p.seq = e.seq WHERE e.{column} IN "
-                        f"({', '.join('?' * len(chunk))})", chunk)
-                    for r in cur.fetchall():
-                        out[r[0]] = _raw_event(r)
-        return [out[k] for k in sorted(out)]
+        return sql_lifecycle.find_events(self, subject_refs, txs)
 
     # -- log -------------------------------------------------------------------
 
