@@ -25,6 +25,7 @@ import engramdb
 from engramdb.audit.checkpoint import generate_key
 from engramdb.audit.evidence import verify_event_proof
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound, PermissionDenied
+from engramdb.storage.base import Insert
 
 N = int(os.environ.get("ENGRAM_CANARY_SUBJECTS", "20"))
 
@@ -209,5 +210,41 @@ def test_retire_agent_erase_erases_its_private_memories(tmp_path, embedder):
         db.get(mine.id)
     assert db.get(shared.id).text == "shared note"
     assert db.admin.principal("temp").status == "retired"
+    assert db.verify().ok
+    db.close()
+
+
+def test_derived_memories_and_merged_values_go_with_their_sources(tmp_path, embedder):
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    source = db.remember(f"Call notes {canary(11)} with the customer", namespace="crm",
+                         subject="user:11")
+    summary = db.remember("Summary: the customer call went well", namespace="crm/summaries")
+    other = db.remember("Summary of an unrelated call", namespace="crm/summaries")
+    # A derivation as the summariser records it (the `derivations` contract), on the
+    # one commit path.
+    with db.storage.write("admin") as w:
+        db._res.commit(w, "memory.derived", "admin", "crm/summaries", summary.id, [
+            Insert("derivations", {"derived_id": summary.id, "derived_version": 1,
+                                   "source_id": source.id, "source_version": 1,
+                                   "kind": "summary", "tx": w.tx})])
+    receipt = db.forget(subject="user:11", reason="GDPR")
+    assert set(receipt.memories) == {source.id, summary.id}
+    assert receipt.counts["derived_memories"] == 1
+    with pytest.raises(NotFound):
+        db.get(summary.id)
+    assert db.get(other.id).text == "Summary of an unrelated call"
+    # A CRDT-merged value folds every contribution into one memory: erasing one
+    # contributor erases the merged memory (its value is derived from theirs).
+    db.admin.declare_predicate("team/**", "tags", cardinality="one", merge="set")
+    db.admin.create_agent("ann")
+    db.admin.grant("ann", "team/**", ["read", "write"])
+    db.as_agent("ann").remember(f"tag {canary(12)}", namespace="team/t", subject="doc:1",
+                                predicate="tags", value=[canary(12)])
+    merged = db.remember("tag blue", namespace="team/t", subject="doc:1", predicate="tags",
+                         value=["blue"])
+    assert canary(12) in db.get(merged.id).value
+    db.forget(author="ann", reason="left the company")
+    with pytest.raises(NotFound):
+        db.get(merged.id)
     assert db.verify().ok
     db.close()
