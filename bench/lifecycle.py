@@ -41,7 +41,8 @@ import engramdb  # noqa: E402
 
 
 def load() -> str:
-    return "load %.1f %.1f %.1f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.1f} {five:.1f} {fifteen:.1f}"
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -77,7 +78,7 @@ def bench_erase(pg: bool, subjects: int) -> None:
                 {"text": f"customer {i} secret note {i:06d}", "namespace": f"crm/r{i % 8}",
                  "subject": f"user:{i}", "layer": "episodic"}
                 for i in range(start, min(subjects, start + 1000))])]
-        for i in range(0, subjects):
+        for i in range(subjects):
             db.update(ids[i], text=f"customer {i} revised note {i:06d}")
             if i % 3 == 0:
                 db.update(ids[i], text=f"customer {i} revised again {i:06d}")
