@@ -98,3 +98,41 @@ def test_cli_forget_and_maintain(tmp_path, embedder):
     report = run("--json", "maintain")
     assert report.exit_code == 0 and json.loads(report.stdout)["expired"] == []
     assert b"ZQX91CANARY" not in path.read_bytes()
+
+
+def test_unknown_policy_fields_over_http_are_a_typed_400(remote):
+    import httpx
+    before = remote.verify().head_seq
+    r = httpx.put(remote.server.url + "/v1/admin/lifecycle",
+                  headers={"Authorization": f"Bearer {remote.server.admin_key()}"},
+                  json={"pattern": "acme/**", "ttl": "1d", "forever": True})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_input"
+    r = httpx.put(remote.server.url + "/v1/admin/lifecycle",
+                  headers={"Authorization": f"Bearer {remote.server.admin_key()}"},
+                  json={"pattern": "acme/**", "ttl": "-1d"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_policy"
+    assert remote.admin.lifecycle("acme/x") is None
+    assert remote.verify().head_seq == before + 2  # only the two admin keys were issued
+
+
+def test_the_server_schedule_runs_maintain_and_can_be_switched_off(tmp_path, embedder):
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from engramdb.server.serve import MaintenanceSchedule
+
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    gone = db.remember("stale", namespace="q", expires_at=datetime.now(UTC) - timedelta(1))
+    off = MaintenanceSchedule(db, None)
+    off.start()
+    time.sleep(0.5)
+    off.stop()
+    assert off.runs == 0 and db.get(gone.id).status == "active"
+    on = MaintenanceSchedule(db, 0.2)
+    on.start()
+    deadline = time.monotonic() + 30
+    while db.get(gone.id).status == "active" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    on.stop()
+    assert db.get(gone.id).status == "archived" and on.runs >= 1
+    db.close()
