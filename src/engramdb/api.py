@@ -48,8 +48,8 @@ from engramdb.model import (
 )
 from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
-__all__ = ["CALLS", "UNSET", "AdminAPI", "AsyncMemoryAPI", "Call", "MemoryAPI", "RecallFilters",
-           "UpdateFields"]
+__all__ = ["CALLS", "UNSET", "AdminAPI", "AsyncMemoryAPI", "Call", "Identity", "MemoryAPI",
+           "RecallFilters", "Sessions", "UpdateFields"]
 
 AsOf = int | datetime | str | None
 When = datetime | str | None
@@ -86,8 +86,21 @@ class RecallFilters(TypedDict, total=False):
     include_superseded: bool
 
 
+class Identity(Protocol):
+    """Who a session acts as."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
 class MemoryAPI(Protocol):
     """A principal's calls (embedded ``Session``, remote ``Client``)."""
+
+    @property
+    def principal(self) -> Identity: ...
 
     def remember(
         self, text: str, *, namespace: str | None = None, layer: str = "semantic",
@@ -234,6 +247,16 @@ class AsyncMemoryAPI(Protocol):
                 ) -> AsyncIterator[Event]: ...
 
 
+class Sessions(Protocol):
+    """What hands out sessions by API key: an open ``Database`` or a remote ``Client``.
+
+    The MCP server depends on this and :class:`MemoryAPI` only, so it can front
+    an embedded database or a remote server alike.
+    """
+
+    def session_for_key(self, api_key: str) -> MemoryAPI: ...
+
+
 class AdminAPI(Protocol):
     """``session.admin`` (any admin principal) and ``client.admin``."""
 
@@ -350,6 +373,7 @@ if TYPE_CHECKING:  # mypy checks every implementation against its declaration
     from engramdb.client import AsyncClient, Client
     from engramdb.client._sync import RemoteAdmin
     from engramdb.engine.admin import Admin
+    from engramdb.engine.database import Database
     from engramdb.engine.session import Session
 
     def _session(s: Session) -> MemoryAPI:
@@ -357,6 +381,9 @@ if TYPE_CHECKING:  # mypy checks every implementation against its declaration
 
     def _client(c: Client) -> MemoryAPI:
         return c
+
+    def _sessions(db: Database, c: Client) -> list[Sessions]:
+        return [db, c]
 
     def _async_client(c: AsyncClient) -> AsyncMemoryAPI:
         return c
