@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench bench-embedder minilm-onnx soak fuzz dist shell clean
+.PHONY: install test test-fast lint demo bench bench-embedder minilm-onnx soak fuzz dist shell clean test-erasure-full bench-lifecycle
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,14 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 .PHONY: torch-cpu
 torch-cpu: $(STAMP)
 	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch --index-url $(TORCH_INDEX)
+
+# The erasure canary test at full size (1,000 subjects, SQLite and PostgreSQL).
+test-erasure-full: $(STAMP)
+	ENGRAM_CANARY_SUBJECTS=1000 $(PY) -m pytest -q -p no:cacheprovider tests/test_erasure.py
+
+# Lifecycle figures for BENCHMARKS.md: erase 1 and 100 subjects, maintain 100k with 1% due.
+bench-lifecycle: $(STAMP)
+	$(PY) bench/lifecycle.py
 
 soak: $(STAMP)
 	ENGRAM_SOAK=1 $(PY) -m pytest -q tests -m slow

@@ -44,7 +44,7 @@ from engramdb.codec import new_id
 ENGRAM = str(Path(sys.executable).with_name("engram"))
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
 TOOLS = {"remember", "recall", "get", "update", "retract", "history", "namespaces", "context",
-         "decide", "explain", "conflicts", "resolve"}
+         "decide", "explain", "conflicts", "resolve", "forget"}
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -413,6 +413,22 @@ def test_engine_errors_arrive_as_tool_errors_with_code_and_advice(alice):
         assert "Traceback" not in text_of(result)
 
 
+def test_forget_needs_the_erase_grant_and_erases(alice, world):
+    m = alice.ok("remember", text="Temp badge code ZQX55CANARY", namespace="team/badges",
+                 subject="badge:55")
+    denied = alice.call("forget", subject="badge:55", reason="rotated")
+    assert denied.is_error and denied.structured_content["error"]["code"] == "permission_denied"
+    hidden = alice.call("forget", id=world.vault_id, reason="curious")  # unreadable: missing
+    assert hidden.structured_content["error"]["code"] == "not_found"
+    grant = world.db.admin.grant("alice", "team/badges", ["erase"])
+    try:
+        receipt = alice.ok("forget", subject="badge:55", reason="rotated")
+    finally:
+        world.db.admin.revoke(grant.id)
+    assert receipt["memories"] == [m["id"]] and receipt["counts"]["versions"] == 1
+    assert alice.call("get", id=m["id"]).structured_content["error"]["code"] == "not_found"
+
+
 def test_resources_list_only_readable_namespaces(alice, world):
     alice.ok("remember", text="Team lunch on Wednesday", namespace="team/social")
     uris = alice.resources()
@@ -663,6 +679,9 @@ def probe_agent(s: McpSession, i: int, m: Matrix) -> Tally:
         tally.check("update", where, can_read and can_write, done)
         done, _ = ok(s.call("retract", id=m.victim[(n, ns)], reason="matrix"))
         tally.check("retract", where, can_read and can_write, done)
+        # No matrix grant includes 'erase': forget is refused everywhere, and changes nothing.
+        done, _ = ok(s.call("forget", id=m.victim[(n, ns)], reason="matrix"))
+        tally.check("forget", where, False, done)
         done, _ = ok(s.call("decide", description=f"act on {ns}",
                             basis=[{"id": m.target[ns].id, "version": 1}]))
         tally.check("decide", where, can_read, done)

@@ -544,11 +544,10 @@ def test_retire_archive_hides_private_memories_but_keeps_shared_ones(tdb) -> Non
     assert tdb.verify().ok
 
 
-def test_retire_erase_and_unknown_policies_are_refused_without_writing(tdb) -> None:
+def test_unknown_retire_policies_are_refused_without_writing(tdb) -> None:
+    # policy="erase" works since issue 10 (tests/test_erasure.py checks what it erases).
     tdb.admin.create_agent("temp")
     head = tdb.storage.head()
-    with pytest.raises(InvalidPolicy, match="lifecycle"):
-        tdb.admin.retire_agent("temp", "erase")
     with pytest.raises(InvalidPolicy):
         tdb.admin.retire_agent("temp", "delete")
     with pytest.raises(InvalidInput):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
+from engramdb.lifecycle_values import ErasureReceipt
 from engramdb.model import (
     UNSET,
     Conflict,
@@ -117,6 +118,10 @@ class MemoryAPI(Protocol):
                idempotency_key: str | None = None, **fields: Unpack[UpdateFields]
                ) -> Memory: ...
 
+    def forget(self, *, id: str | None = None, subject: str | None = None,
+               author: str | None = None, namespace: str | None = None,
+               reason: str) -> ErasureReceipt: ...
+
     def retract(self, memory_id: str, *, reason: str | None = None,
                 expected_version: int | None = None,
                 idempotency_key: str | None = None) -> Memory: ...
@@ -185,6 +190,10 @@ class AsyncMemoryAPI(Protocol):
     async def update(self, memory_id: str, *, text: Any = UNSET,
                      expected_version: int | None = None, idempotency_key: str | None = None,
                      **fields: Unpack[UpdateFields]) -> Memory: ...
+
+    async def forget(self, *, id: str | None = None, subject: str | None = None,
+                     author: str | None = None, namespace: str | None = None,
+                     reason: str) -> ErasureReceipt: ...
 
     async def retract(self, memory_id: str, *, reason: str | None = None,
                       expected_version: int | None = None,
@@ -298,6 +307,15 @@ class AdminAPI(Protocol):
 
     def rollback_author(self, name: str, since: int | datetime | str) -> list[Memory]: ...
 
+    def set_lifecycle(self, pattern: str, *, layer: str | None = None, ttl: Any = None,
+                      half_life: Any = None, archive_below: float | None = None,
+                      capacity: int | None = None, on_retire: str | None = None
+                      ) -> dict[str, Any]: ...
+
+    def lifecycle(self, namespace: str, *, layer: str | None = None) -> dict[str, Any] | None: ...
+
+    def legal_hold(self, pattern: str, on: bool = True, *, reason: str) -> dict[str, Any]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -331,6 +349,7 @@ CALLS: tuple[Call, ...] = (
     Call("update", "PATCH /v1/memories/{memory_id}", "UpdateRequest", "update", wire=_ID),
     Call("retract", "POST /v1/memories/{memory_id}/retract", "RetractRequest", "retract",
          wire=_ID),
+    Call("forget", "POST /v1/forget", "ForgetRequest", "forget"),
     Call("transaction", "POST /v1/transactions"),
     Call("get", "GET /v1/memories/{memory_id}", None, "get", wire=_ID),
     Call("history", "GET /v1/memories/{memory_id}/history", None, "history", wire=_ID),

@@ -24,7 +24,8 @@ callers handle one exception type whichever door they came through.
     │   ├── VersionConflict                     409 version_conflict
     │   ├── ContradictionError                  409 contradiction
     │   ├── IdempotencyKeyReused                409 idempotency_key_reused
-    │   └── EmbedderMismatch                    409 embedder_mismatch
+    │   ├── EmbedderMismatch                    409 embedder_mismatch
+    │   └── LegalHoldActive                     409 legal_hold
     ├── PayloadTooLarge                         413 payload_too_large
     ├── RateLimited                             429 rate_limited
     ├── MissingExtra (ImportError)              500 missing_extra
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidMetadata",
     "InvalidNamespace",
     "InvalidPolicy",
+    "LegalHoldActive",
     "MissingExtra",
     "NotFound",
     "PayloadTooLarge",
@@ -215,6 +217,12 @@ class EmbedderMismatch(ConflictError):
     """The database was built with another embedder or dimension."""
 
     code = "embedder_mismatch"
+
+
+class LegalHoldActive(ConflictError):
+    """A legal hold covers the memories: erasure, expiry and archival are refused."""
+
+    code = "legal_hold"
 
 
 class PayloadTooLarge(EngramError):

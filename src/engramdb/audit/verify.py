@@ -14,6 +14,13 @@ Three checks, in order, stopping at the first failure:
    reported with the last event that wrote the row.
 
 Derived indexes (full text, vectors) and bookkeeping columns are not state.
+
+Erasure (``engine/erasure.py``) deletes the payload and salt of every event
+that carried erased content. Such an event still links the chain (the chain
+covers its commitment, never its payload); it is accepted when the
+``erased_events`` table, itself written by a logged erasure event and
+checked like every state table, names it. Its effects on rows that were not
+erased are replayed from that record instead.
 """
 
 from __future__ import annotations
@@ -98,6 +105,7 @@ def verify_storage(storage: Storage) -> VerifyReport:
     last_time = 0
     checked = 0
     rows_checked = 0
+    erased = {int(r["seq"]): r for r in storage.scan("erased_events")}
     try:
         for ev in _iter_events(storage):
             if ev.seq != expected_seq:
@@ -110,14 +118,22 @@ def verify_storage(storage: Storage) -> VerifyReport:
                 raise _Bad(ev.seq, f"event {ev.seq} was changed: its hash does not recompute")
             if ev.tx < last_tx or ev.recorded_at < last_time:
                 raise _Bad(ev.seq, f"event {ev.seq} goes back in transaction time")
-            if ev.payload is None or ev.salt is None:
-                raise _Bad(ev.seq, f"event {ev.seq} has lost its payload")
-            digest = hashlib.sha256(ev.salt + ev.payload.encode("utf-8")).hexdigest()
-            if digest != ev.commitment:
-                raise _Bad(ev.seq, f"event {ev.seq} payload was changed: it no longer matches "
-                                   "its commitment")
+            gone = erased.get(ev.seq)
+            if gone is not None:
+                if ev.payload is not None:
+                    raise _Bad(ev.seq, f"event {ev.seq} was erased but its payload is still "
+                                       "stored")
+                payload: dict[str, Any] = {"effects": gone.get("effects") or []}
+            else:
+                if ev.payload is None or ev.salt is None:
+                    raise _Bad(ev.seq, f"event {ev.seq} has lost its payload")
+                digest = hashlib.sha256(ev.salt + ev.payload.encode("utf-8")).hexdigest()
+                if digest != ev.commitment:
+                    raise _Bad(ev.seq, f"event {ev.seq} payload was changed: it no longer "
+                                       "matches its commitment")
+                payload = json.loads(ev.payload)
             try:
-                replay_effects(model, last_writer, ev.seq, json.loads(ev.payload))
+                replay_effects(model, last_writer, ev.seq, payload)
             except (ValueError, KeyError, TypeError) as exc:
                 raise _Bad(ev.seq, f"event {ev.seq} cannot be replayed: {exc}") from exc
             prev_hash, last_tx, last_time = ev.hash, ev.tx, ev.recorded_at

@@ -9,6 +9,7 @@ from engramdb.cli import (  # noqa: F401  (register)
     agents,
     bench,
     demo,
+    lifecycle,
     log,
     memories,
     reasoning,

@@ -24,8 +24,12 @@ SERVER_EXTRA = "engramdb[server]"
 @click.option("--admin-key-file", type=click.Path(dir_okay=False), default=None,
               help="Write an issued admin key to this new file (mode 0600) instead of "
                    "printing it.")
+@click.option("--maintain-every", type=float, default=3600.0, show_default=True,
+              metavar="SECONDS", help="Run `engram maintain` in the background this often; "
+                                      "0 turns it off.")
 @pass_env
-def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | None) -> None:
+def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | None,
+          maintain_every: float) -> None:
     """Serve the database at --db over HTTP (needs engramdb[server]).
 
     Creates the database if it does not exist. The admin key is issued on the
@@ -48,8 +52,9 @@ def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | 
             f"this installation has no HTTP server entry point; pip install '{SERVER_EXTRA}'",
             extra=SERVER_EXTRA,
         )
-    run(env.target, host=host, port=port, admin_key=admin_key, admin_key_file=admin_key_file,
-        announce_key=lambda key: _announce_key(env, key))
+    settings = server.ServerSettings(maintain_every_s=maintain_every or None)
+    run(env.target, host=host, port=port, settings=settings, admin_key=admin_key,
+        admin_key_file=admin_key_file, announce_key=lambda key: _announce_key(env, key))
 
 
 def _announce_key(env: Env, key: str) -> None:

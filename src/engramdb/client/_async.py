@@ -31,6 +31,7 @@ from engramdb.client._sync import (
 from engramdb.client._tx import RemoteTransaction
 from engramdb.client._wire import PrincipalInfo, error_from_response, event_from_wire
 from engramdb.errors import Unauthenticated
+from engramdb.lifecycle_values import ErasureReceipt, MaintenanceReport
 from engramdb.model import (
     Conflict,
     Context,
@@ -128,6 +129,21 @@ class AsyncRemoteAdmin:
 
     async def rollback_author(self, name: str, since: int | datetime | str) -> list[Memory]:
         return await self._c._run(calls.rollback_author(name, since))
+
+    async def set_lifecycle(self, pattern: str, *, layer: str | None = None, ttl: Any = None,
+                            half_life: Any = None, archive_below: float | None = None,
+                            capacity: int | None = None, on_retire: str | None = None
+                            ) -> dict[str, Any]:
+        return await self._c._run(calls.set_lifecycle(pattern, {
+            "layer": layer, "ttl": ttl, "half_life": half_life,
+            "archive_below": archive_below, "capacity": capacity, "on_retire": on_retire}))
+
+    async def lifecycle(self, namespace: str, *, layer: str | None = None
+                        ) -> dict[str, Any] | None:
+        return await self._c._run(calls.lifecycle(namespace, layer))
+
+    async def legal_hold(self, pattern: str, on: bool = True, *, reason: str) -> dict[str, Any]:
+        return await self._c._run(calls.legal_hold(pattern, on, reason))
 
 
 class AsyncClient:
@@ -245,6 +261,18 @@ class AsyncClient:
         return await self._run(calls.retract(memory_id, {
             "reason": reason, "expected_version": expected_version,
             "idempotency_key": idempotency_key}))
+
+    async def forget(self, *, id: str | None = None, subject: str | None = None,
+                     author: str | None = None, namespace: str | None = None,
+                     reason: str) -> ErasureReceipt:
+        return await self._run(calls.forget({"id": id, "subject": subject, "author": author,
+                                             "namespace": namespace}, reason))
+
+    async def maintain(self) -> MaintenanceReport:
+        return await self._run(calls.maintain())
+
+    async def restore(self, memory_id: str) -> Memory:
+        return await self._run(calls.restore(memory_id))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[RemoteTransaction]:

@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -41,6 +41,7 @@ from engramdb.client._wire import (
 )
 from engramdb.codec import check_chars, check_json
 from engramdb.errors import InvalidInput
+from engramdb.lifecycle_values import ErasureReceipt, MaintenanceReport
 from engramdb.model import (
     UNSET,
     Conflict,
@@ -481,3 +482,39 @@ def public_key_text(public_key: Any) -> str | None:
         return public_key_pem(load_public_key(public_key))
     raise InvalidInput("public_key must be an Ed25519 public key, PEM text, or a PEM file path",
                        field="public_key")
+
+
+# -- lifecycle: erasure, maintenance, policies, legal holds ---------------------------------
+
+
+def forget(selector: Mapping[str, Any], reason: str) -> Call[ErasureReceipt]:
+    return Call("POST", "/v1/forget", ErasureReceipt.from_dict,
+                json={**_compact(selector), "reason": reason})
+
+
+def maintain() -> Call[MaintenanceReport]:
+    return Call("POST", "/v1/admin/maintain", MaintenanceReport.from_dict)
+
+
+def restore(memory_id: str) -> Call[Memory]:
+    return Call("POST", f"/v1/admin/memories/{_id(memory_id)}/restore", memory_from_wire)
+
+
+def set_lifecycle(pattern: str, fields: Mapping[str, Any]) -> Call[dict[str, Any]]:
+    return Call("PUT", "/v1/admin/lifecycle", dict,
+                json={"pattern": pattern, **{k: _duration(v) for k, v in fields.items()}})
+
+
+def lifecycle(namespace: str, layer: str | None) -> Call[dict[str, Any] | None]:
+    return Call("GET", "/v1/admin/lifecycle", lambda b: b["policy"],
+                params=_compact({"namespace": namespace, "layer": layer}))
+
+
+def legal_hold(pattern: str, on: bool, reason: str) -> Call[dict[str, Any]]:
+    return Call("POST", "/v1/admin/legal-holds", dict,
+                json={"pattern": pattern, "on": on, "reason": reason})
+
+
+def _duration(value: Any) -> Any:
+    # A timedelta travels as seconds; strings and numbers as given (the engine checks).
+    return value.total_seconds() if isinstance(value, timedelta) else value

@@ -26,6 +26,7 @@ from engramdb.client._sse import SSEParser
 from engramdb.client._tx import RemoteTransaction
 from engramdb.client._wire import PrincipalInfo, error_from_response, event_from_wire
 from engramdb.errors import StorageError, Unauthenticated
+from engramdb.lifecycle_values import ErasureReceipt, MaintenanceReport
 from engramdb.model import (
     Conflict,
     Context,
@@ -175,6 +176,23 @@ class RemoteAdmin:
         """Undo everything ``name`` wrote since a transaction number or a time."""
         return self._c._run(calls.rollback_author(name, since))
 
+    def set_lifecycle(self, pattern: str, *, layer: str | None = None, ttl: Any = None,
+                      half_life: Any = None, archive_below: float | None = None,
+                      capacity: int | None = None, on_retire: str | None = None
+                      ) -> dict[str, Any]:
+        """Declare the lifecycle of memories in namespaces matching ``pattern``."""
+        return self._c._run(calls.set_lifecycle(pattern, {
+            "layer": layer, "ttl": ttl, "half_life": half_life,
+            "archive_below": archive_below, "capacity": capacity, "on_retire": on_retire}))
+
+    def lifecycle(self, namespace: str, *, layer: str | None = None) -> dict[str, Any] | None:
+        """The lifecycle policy in force for one namespace (and layer), or ``None``."""
+        return self._c._run(calls.lifecycle(namespace, layer))
+
+    def legal_hold(self, pattern: str, on: bool = True, *, reason: str) -> dict[str, Any]:
+        """Place or lift a legal hold (blocks erasure, expiry and archival)."""
+        return self._c._run(calls.legal_hold(pattern, on, reason))
+
 
 class Client:
     """A remote EngramDB, acting as the principal of ``api_key``.
@@ -321,6 +339,21 @@ class Client:
         return self._run(calls.retract(memory_id, {
             "reason": reason, "expected_version": expected_version,
             "idempotency_key": idempotency_key}))
+
+    def forget(self, *, id: str | None = None, subject: str | None = None,
+               author: str | None = None, namespace: str | None = None,
+               reason: str) -> ErasureReceipt:
+        """Erase memories for good; see :meth:`engramdb.Session.forget`."""
+        return self._run(calls.forget({"id": id, "subject": subject, "author": author,
+                                       "namespace": namespace}, reason))
+
+    def maintain(self) -> MaintenanceReport:
+        """Apply lifecycle policies now (admin key)."""
+        return self._run(calls.maintain())
+
+    def restore(self, memory_id: str) -> Memory:
+        """Bring an archived memory back (admin key)."""
+        return self._run(calls.restore(memory_id))
 
     @contextmanager
     def transaction(self) -> Iterator[RemoteTransaction]:

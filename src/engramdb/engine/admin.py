@@ -227,3 +227,50 @@ class Admin(Stewardship):
                              {"pattern": pattern, "settings": settings, "tx": w.tx})
             self._commit(w, "settings.changed", None, pattern, [eff])
         self._res.read_audit.invalidate()
+
+    # -- lifecycle (engine/lifecycle.py) ---------------------------------------------------
+
+    def set_lifecycle(self, pattern: str, *, layer: str | None = None, ttl: Any = None,
+                      half_life: Any = None, archive_below: float | None = None,
+                      capacity: int | None = None, on_retire: str | None = None
+                      ) -> dict[str, Any]:
+        """Declare the lifecycle of memories in namespaces matching ``pattern`` (a logged
+        admin action; setting it again replaces it).
+
+        Args:
+            pattern: a namespace glob.
+            layer: one layer, or ``None`` for every layer.
+            ttl: new memories expire this long after they are written (``"30d"``,
+                seconds, or a ``timedelta``); ``remember(expires_at=...)`` overrides it.
+            half_life: relevance halves every this long without use (recall and
+                decisions reinforce it); ranking weighs hits by it.
+            archive_below: archive a memory once its relevance drops below this (0..1).
+            capacity: keep at most this many live memories per namespace, archiving
+                the lowest-scoring first.
+            on_retire: ``keep``, ``archive`` or ``erase``: noted for retire_agent.
+
+        Returns:
+            The stored policy as a dict (durations in microseconds).
+
+        Raises:
+            InvalidPolicy: negative or zero durations, an out-of-range value.
+            InvalidNamespace: malformed glob.
+        """
+        fields = {"ttl": ttl, "half_life": half_life, "archive_below": archive_below,
+                  "capacity": capacity, "on_retire": on_retire}
+        return self._lifecycle.set_policy(self._actor, pattern, layer, fields).to_dict()
+
+    def lifecycle(self, namespace: str, *, layer: str | None = None) -> dict[str, Any] | None:
+        """The lifecycle policy in force for one namespace (and layer), or ``None``."""
+        found = self._lifecycle.policy(namespace, layer)
+        return None if found is None else found.to_dict()
+
+    def legal_hold(self, pattern: str, on: bool = True, *, reason: str) -> dict[str, Any]:
+        """Place (``on=True``) or lift a legal hold on namespaces matching ``pattern``:
+        while on, erasure, expiry and archival there are refused (``LegalHoldActive``)
+        or skipped (``maintain`` reports them as ``held``). Logged with the reason.
+
+        Raises:
+            InvalidInput: no reason. NotFound: lifting a hold that does not exist.
+        """
+        return self._lifecycle.legal_hold(self._actor, pattern, on, reason)

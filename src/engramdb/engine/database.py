@@ -13,6 +13,7 @@ their service. Doors learn about the backend only through :meth:`info`,
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -23,18 +24,21 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from engramdb.engine.admin import Admin
 from engramdb.engine.checkpoints import Checkpoints
+from engramdb.engine.lifecycle import Lifecycle
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.resources import ADMIN, Resources, event_from_raw
-from engramdb.engine.rows import EngineConfig, PrincipalInfo
+from engramdb.engine.rows import EngineConfig, PrincipalInfo, check_id
 from engramdb.engine.services import Services
 from engramdb.engine.session import Session
 from engramdb.errors import (
     EmbedderMismatch,
+    EngramError,
     InvalidInput,
     MissingExtra,
     NotFound,
     PermissionDenied,
 )
+from engramdb.lifecycle_values import MaintenanceReport
 from engramdb.model import Event, Memory, RecallResult, VerifyReport, check_namespace
 from engramdb.policy.judge import HeuristicJudge, Judge
 from engramdb.retrieval.rank import FusionWeights
@@ -107,8 +111,15 @@ class Database(Session):
 
     # -- lifecycle --------------------------------------------------------------
 
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The lifecycle service (its ``clock`` may be replaced, e.g. in tests)."""
+        return self._svc.lifecycle
+
     def close(self) -> None:
         self._res.read_audit.close()  # buffered read-audit records are written first
+        with contextlib.suppress(EngramError):  # buffered reinforcement, best effort
+            self._svc.lifecycle.flush_usage()
         self._res.storage.close()
 
     def __enter__(self) -> Database:
@@ -201,6 +212,26 @@ class Database(Session):
         return event_from_raw(raws[0]) if raws and raws[0].seq == seq else None
 
     # -- database-wide operations ----------------------------------------------------
+
+    def maintain(self) -> MaintenanceReport:
+        """Apply every lifecycle policy now: expiry, decay, capacity (admin).
+
+        Incremental, idempotent and safe to run from several processes at once;
+        logged as one ``lifecycle.maintained`` event when anything changed.
+
+        Returns:
+            :class:`MaintenanceReport` of what it did.
+        """
+        return self._svc.lifecycle.maintain(self.principal.name)
+
+    def restore(self, memory_id: str) -> Memory:
+        """Bring an archived (or expired) memory back to ``active`` as a new version.
+
+        Raises:
+            NotFound: no such memory.
+            InvalidInput: the memory is not archived.
+        """
+        return self._svc.lifecycle.restore(self.principal.name, check_id(memory_id))
 
     def export(self, out: IO[str], *, progress: Callable[[int], None] | None = None
                ) -> ExportSummary:

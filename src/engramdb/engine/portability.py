@@ -30,7 +30,7 @@ different thing: new writes by the importing principal, loaded with
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any
@@ -108,7 +108,14 @@ def _schema() -> dict[str, Any]:
                        for name, spec in TABLES.items()}}
 
 
-def _event_line(ev: RawEvent) -> dict[str, Any]:
+def _event_line(ev: RawEvent, erased: Mapping[int, Mapping[str, Any]] | None = None
+                ) -> dict[str, Any]:
+    gone = (erased or {}).get(ev.seq)
+    payload: Any = None if ev.payload is None else json.loads(ev.payload)
+    if gone is not None and ev.payload is None:
+        # An erased event: no salt, and instead of its payload the erasure's record
+        # of its effects on rows that were not erased (import replays them here).
+        payload = {"erased": gone["erasure_id"], "effects": gone.get("effects") or []}
     return {
         "seq": ev.seq,
         "tx": ev.tx,
@@ -121,7 +128,7 @@ def _event_line(ev: RawEvent) -> dict[str, Any]:
         "prev_hash": ev.prev_hash,
         "hash": ev.hash,
         "salt": None if ev.salt is None else ev.salt.hex(),
-        "payload": None if ev.payload is None else json.loads(ev.payload),
+        "payload": payload,
     }
 
 
@@ -154,6 +161,7 @@ def export_log(storage: Storage, out: IO[str], *, batch: int = 5000,
         "exported_at": datetime.now(UTC).isoformat(),
     }
     out.write(json.dumps(header, sort_keys=True, ensure_ascii=False) + "\n")
+    erased = {int(r["seq"]): r for r in storage.scan("erased_events")}
     after = 0
     last_hash = GENESIS_HASH
     while after < head.seq:
@@ -161,7 +169,7 @@ def export_log(storage: Storage, out: IO[str], *, batch: int = 5000,
         if not events:
             break
         for ev in events:
-            out.write(json.dumps(_event_line(ev), ensure_ascii=False) + "\n")
+            out.write(json.dumps(_event_line(ev, erased), ensure_ascii=False) + "\n")
             last_hash = ev.hash
         after = events[-1].seq
         if progress is not None:
@@ -226,6 +234,8 @@ def _raw_event(line_no: int, text: str, prev_hash: str, expected_seq: int) -> Ra
                             f"{', '.join(_EVENT_FIELDS)}")
     try:
         salt = None if data["salt"] is None else bytes.fromhex(data["salt"])
+        if salt is None and isinstance(data["payload"], dict) and "erased" in data["payload"]:
+            data["payload"] = None  # erased: its restated effects are read by _effects
         payload = None if data["payload"] is None else canonical(data["payload"]).decode("utf-8")
         ev = RawEvent(
             seq=int(data["seq"]), tx=int(data["tx"]), kind=str(data["kind"]),
@@ -253,10 +263,12 @@ def _raw_event(line_no: int, text: str, prev_hash: str, expected_seq: int) -> Ra
     return ev
 
 
-def _effects(line_no: int, ev: RawEvent) -> list[Effect]:
-    if ev.payload is None:
-        return []
+def _effects(line_no: int, ev: RawEvent, text: str) -> list[Effect]:
     try:
+        if ev.payload is None:
+            # An erased event carries the erasure's record of its surviving effects.
+            restated = json.loads(text).get("payload") or {}
+            return [effect_from_dict(e) for e in restated.get("effects", [])]
         return [effect_from_dict(e) for e in json.loads(ev.payload).get("effects", [])]
     except (KeyError, TypeError, AttributeError) as exc:
         raise _bad(line_no, f"event {ev.seq} has malformed effects ({exc})",
@@ -298,7 +310,7 @@ def _batches(lines: Iterator[tuple[int, str]], events_per_batch: int
         if batch and len(batch) >= events_per_batch and ev.tx != batch[-1].event.tx:
             yield batch
             batch = []
-        batch.append(_Pending(line_no, ev, _effects(line_no, ev)))
+        batch.append(_Pending(line_no, ev, _effects(line_no, ev, text)))
         prev_hash = ev.hash
         expected += 1
     if batch:

@@ -13,6 +13,8 @@ of that handle holds it and delegates to it after validating its arguments.
 ``decisions`` context packing, decisions, ``explain``, ``who_read``
 ``knowledge`` knowledge at T
 ``log``       verification, checkpoints and proofs
+``lifecycle`` policies, legal holds, reinforcement, ``maintain``, ``restore``
+``erasure``   ``forget``: content out of every version, index and file
 ============  ==============================================================
 """
 
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 from engramdb.engine.checkpoints import Checkpoints
 from engramdb.engine.decisions import Decisions
+from engramdb.engine.erasure import Erasure
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.knowledge import Knowledge
+from engramdb.engine.lifecycle import Lifecycle
 from engramdb.engine.recall import Recall
 from engramdb.engine.resources import Resources
 from engramdb.engine.trust import TrustEngine
@@ -40,3 +44,5 @@ class Services:
         self.decisions = Decisions(res, self.recall)
         self.knowledge = Knowledge(res, self.recall)
         self.log = Checkpoints(res)
+        self.lifecycle = Lifecycle(res)
+        self.erasure = Erasure(res)

@@ -41,6 +41,7 @@ from engramdb.engine.writes import (
     update_changes,
 )
 from engramdb.errors import InvalidInput, NotFound, PermissionDenied
+from engramdb.lifecycle_values import ErasureReceipt
 from engramdb.model import (
     Conflict,
     Context,
@@ -85,7 +86,8 @@ class Session:
             raise PermissionDenied(
                 f"{self._principal.name!r} is not an admin; the admin surface needs a "
                 "principal of kind 'admin'", principal=self._principal.name)
-        return Admin(self._res, self._svc.trust, self._caller)
+        return Admin(self._res, self._svc.trust, self._caller,
+                     lifecycle=self._svc.lifecycle, erasure=self._svc.erasure)
 
     def _draft(self, **fields: Any) -> MemoryDraft:
         """A validated draft of :meth:`remember` arguments, as this principal would write it."""
@@ -142,6 +144,7 @@ class Session:
             source=source, session=session, valid_from=valid_from, valid_to=valid_to,
             expires_at=expires_at, embedding=embedding, idempotency_key=idempotency_key,
         )
+        draft = self._svc.lifecycle.with_ttl(draft)
         vectors = self._res.vectors_for([draft])
         return self._write(lambda wr: wr.remember(draft, vectors[0]))
 
@@ -164,7 +167,7 @@ class Session:
                 fields = dict(item)
             else:
                 raise InvalidInput("each batch item must be a MemoryDraft or a dict")
-            clean.append(make_draft(self._caller, **fields))
+            clean.append(self._svc.lifecycle.with_ttl(make_draft(self._caller, **fields)))
         vectors = self._res.vectors_for(clean)
         # Free-text rival candidates are searched before the lock is taken, and
         # brought up to date under it (only rows committed since are searched).
@@ -312,7 +315,37 @@ class Session:
         result = self._svc.recall.run(self._principal.name, query, flt, k, t,
                                        query_embedding=qv)
         self._res.read_audit.record(self._principal.name, result.receipt, result.memories)
+        if t is None:
+            result = self._svc.lifecycle.rerank(result)
+            self._svc.lifecycle.reinforce([m.id for m in result.memories])
         return result
+
+    def forget(self, *, id: str | None = None, subject: str | None = None,
+               author: str | None = None, namespace: str | None = None,
+               reason: str) -> ErasureReceipt:
+        """Erase memories for good: every version, every index, every file.
+
+        Selects by ``id``, ``subject``, ``author`` and/or a ``namespace`` glob
+        (all given must match), plus every memory derived from them. You need
+        ``erase`` on every namespace touched; memories you may not read are
+        invisible (an ``id`` you may not read is :class:`NotFound`).
+
+        Args:
+            id, subject, author, namespace: the selector (at least one).
+            reason: why (required; logged with who, the selector and the time).
+
+        Returns:
+            :class:`ErasureReceipt`: ids, versions and counts per place.
+
+        Raises:
+            InvalidInput: no selector, or a bad one (nothing erased).
+            NotFound: ``id`` does not exist or is not visible to you.
+            PermissionDenied: no ``erase`` grant on a namespace touched.
+            LegalHoldActive: a legal hold covers a namespace touched.
+        """
+        return self._svc.erasure.forget(
+            self._caller, {"id": id, "subject": subject, "author": author,
+                           "namespace": namespace}, reason)
 
     def namespaces(self, pattern: str = "**") -> list[str]:
         """The namespaces matching ``pattern`` that hold memories and that you may read."""
@@ -458,8 +491,11 @@ class Session:
             PermissionDenied: no write access to ``namespace``.
             NotFound: a basis version does not exist or you may not read it.
         """
-        return self._svc.decisions.decide(self._caller, description, basis=basis, outcome=outcome,
-                                          metadata=metadata, namespace=namespace)
+        decision = self._svc.decisions.decide(self._caller, description, basis=basis,
+                                              outcome=outcome, metadata=metadata,
+                                              namespace=namespace)
+        self._svc.lifecycle.reinforce([item.id for item in decision.basis])
+        return decision
 
     def decision(self, decision_id: str) -> Decision:
         """One decision you may see (you made it, or you may read its namespace).

@@ -67,10 +67,14 @@ def _schema_row(r: dict[str, Any]) -> PredicateSchema:
 class Stewardship:
     """The trust half of ``db.admin``; every method acts as the database's admin."""
 
-    def __init__(self, res: Resources, trust: TrustEngine, caller: Caller) -> None:
+    def __init__(self, res: Resources, trust: TrustEngine, caller: Caller, *,
+                 lifecycle: Any = None, erasure: Any = None) -> None:
         self._res = res
         self._trust = trust
         self._caller = caller
+        # The lifecycle and erasure services (engine/lifecycle.py, engine/erasure.py).
+        self._lifecycle = lifecycle
+        self._erasure = erasure
 
     @property
     def _actor(self) -> str:
@@ -251,7 +255,10 @@ class Stewardship:
                 memories of its private namespace become ``archived`` (kept,
                 hidden from default reads). What it wrote into shared
                 namespaces stays: others may rely on it.
-            ``erase``: not available yet; see the error it raises.
+            ``erase``: as ``archive``, but the memories of its private namespace are
+                erased (``db.forget(namespace='agents/<name>/**')``: every version,
+                index and file), first, so a legal hold refuses it before anything
+                changes.
 
         Raises:
             InvalidPolicy: unknown policy, or ``erase``.
@@ -261,17 +268,21 @@ class Stewardship:
         if policy not in RETIRE_POLICIES:
             raise InvalidPolicy(f"unknown retire policy {policy!r}; use one of "
                                 f"{', '.join(RETIRE_POLICIES)}", policy=str(policy))
-        if policy == "erase":
-            raise InvalidPolicy(
-                "retire_agent(policy='erase') needs content erasure (removing text from the "
-                "log payloads, full-text and vector indexes), which arrives with the lifecycle "
-                "work (db.forget); nothing was changed. Use 'archive' or 'freeze' now and erase "
-                "later", policy=policy)
         if policy == "transfer" and not successor:
             raise InvalidInput("retire_agent(policy='transfer') needs successor=<principal>",
                                field="successor")
         if policy != "transfer" and successor is not None:
             raise InvalidInput("successor= only goes with policy='transfer'", field="successor")
+        if policy == "erase":
+            row = self._res.principal_row(name)
+            if row is None:
+                raise NotFound(f"no principal {name!r}", name=name)
+            if row["kind"] == "admin" or row["status"] == "retired":
+                raise InvalidInput(f"principal {name!r} cannot be retired (admin or retired)")
+            own = private_namespace(name)
+            if any(namespace_matches(f"{own}/**", ns) for ns in self._res.storage.namespaces()):
+                self._erasure.forget(self._caller, {"namespace": f"{own}/**"},
+                                     f"principal {name} retired with policy 'erase'")
         with self._res.storage.write(self._actor) as w:
             row = self._principal_row(w, name)
             if row["kind"] == "admin":

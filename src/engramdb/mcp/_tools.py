@@ -285,6 +285,34 @@ def register_tools(server: MCPServer, acting: Callable[[], MemoryAPI]) -> list[s
             reason=reason, expected_version=expected_version,
             idempotency_key=idempotency_key)))
 
+    @tool(ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False,
+                          open_world_hint=False))
+    def forget(
+        reason: Annotated[str, Field(
+            description="Why it must be erased, e.g. 'GDPR request from user 42' (required; "
+                        "kept in the log with who and when, max 2000 characters).",
+        )],
+        id: Annotated[str | None, Field(description="Erase this one memory.")] = None,
+        subject: Annotated[str | None, Field(
+            description="Erase every memory about this subject (e.g. 'user:42').")] = None,
+        author: Annotated[str | None, Field(
+            description="Erase every memory this principal wrote.")] = None,
+        namespace: Annotated[str | None, Field(
+            description="Erase every memory in namespaces matching this glob.")] = None,
+    ) -> Result:
+        """Erase memories for good (right to be forgotten); irreversible.
+
+        Unlike retract, the content disappears from every version, search index
+        and file, and summaries derived from it are erased too; the log keeps
+        only that an erasure happened (who, selector, reason, time). Needs the
+        'erase' grant on every namespace touched; give at least one selector.
+        Returns the erasure receipt (ids, versions, counts per place). Errors:
+        invalid_input (no selector or reason), not_found, permission_denied
+        (no erase grant), legal_hold (a legal hold covers the memories).
+        """
+        return tool_result(lambda: acting().forget(reason=reason, **_given(
+            id=id, subject=subject, author=author, namespace=namespace)))
+
     @tool(read_only)
     def history(id: MemoryId, as_of: AsOf = None) -> Result:
         """Every version of a memory, oldest first, with who wrote each and when.

@@ -46,7 +46,7 @@ _DESCRIPTIONS: dict[int, str] = {
     404: "No such object, or one the caller may not see: the two look the same "
          "(`not_found`).",
     409: "The request collides with the current state (`version_conflict`, "
-         "`contradiction`, `idempotency_key_reused`, `conflict`).",
+         "`contradiction`, `idempotency_key_reused`, `legal_hold`, `conflict`).",
     413: "Request body or batch over the server's limit (`payload_too_large`).",
     429: "Too many requests for this API key (`rate_limited`); see `Retry-After`.",
     500: "Unexpected server error (`internal_error`); the server logged the details.",

@@ -16,18 +16,22 @@ once through ``announce_key``.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from engramdb.engine import Database, open_database
-from engramdb.errors import ConfigurationError, InvalidInput
+from engramdb.errors import ConfigurationError, EngramError, InvalidInput
 from engramdb.private_file import private_file
 from engramdb.server.app import create_app
 from engramdb.server.settings import ServerSettings
 
-__all__ = ["ensure_admin_key", "run", "serve"]
+__all__ = ["MaintenanceSchedule", "ensure_admin_key", "run", "serve"]
+
+log = logging.getLogger("engramdb.server")
 
 AdminKeyPolicy = Literal["auto", "new", "none"]
 
@@ -99,6 +103,8 @@ def serve(
         announce(f"EngramDB serving {db.info().url} on http://{host}:{port} "
                  f"(docs: http://{host}:{port}/docs)")
         app = create_app(db, settings=settings)
+        schedule = MaintenanceSchedule(db, (settings or ServerSettings()).maintain_every_s)
+        schedule.start()
         try:
             uvicorn.run(app, host=host, port=port, log_level=log_level,
                         timeout_graceful_shutdown=5)
@@ -108,6 +114,8 @@ def serve(
             raise ConfigurationError(
                 f"the HTTP server could not start on {host}:{port} (uvicorn exit "
                 f"{exc.code}); see the lines above") from None
+        finally:
+            schedule.stop()
     finally:
         db.close()
 
@@ -134,6 +142,38 @@ def check_bindable(host: str, port: int) -> None:
             raise ConfigurationError(
                 f"port {port} on {host} {why}; stop the other server or pick another port "
                 "with --port", port=port) from None
+
+
+class MaintenanceSchedule:
+    """Runs ``db.maintain()`` every ``interval_s`` seconds on a daemon thread
+    (``None``: never). A failed run is logged and retried at the next tick."""
+
+    def __init__(self, db: Database, interval_s: float | None) -> None:
+        self._db = db
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        if self._interval is None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="engram-maintain", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        assert self._interval is not None
+        while not self._stop.wait(self._interval):
+            try:
+                self._db.maintain()
+                self.runs += 1
+            except EngramError as exc:
+                log.warning("scheduled maintain failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 run = serve

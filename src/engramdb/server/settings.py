@@ -43,6 +43,8 @@ class ServerSettings:
             signs with. ``None``: ``<db file>.audit-key.pem`` for SQLite
             (created on first use, as ``engram init`` does); a PostgreSQL
             server without one answers that route with ``configuration_error``.
+        maintain_every_s: How often the server runs ``db.maintain()`` (expiry,
+            decay, capacity) in the background; ``None`` turns it off.
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
@@ -57,6 +59,7 @@ class ServerSettings:
     metrics_public: bool = True
     docs: bool = True
     checkpoint_key: str | None = None
+    maintain_every_s: float | None = 3600.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_batch", "max_page_size", "default_page_size",
@@ -68,9 +71,10 @@ class ServerSettings:
         if self.default_page_size > self.max_page_size:
             raise ConfigurationError("default_page_size cannot exceed max_page_size",
                                      setting="default_page_size")
-        for name in ("rate_limit_per_s", "sse_poll_s", "sse_keepalive_s", "sse_max_s"):
+        for name in ("rate_limit_per_s", "sse_poll_s", "sse_keepalive_s", "sse_max_s",
+                     "maintain_every_s"):
             value = getattr(self, name)
-            if value is None and name in ("rate_limit_per_s", "sse_max_s"):
+            if value is None and name in ("rate_limit_per_s", "sse_max_s", "maintain_every_s"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"server setting {name} must be a positive number, "

@@ -176,6 +176,16 @@ class WriteTx(ABC):
     def append_raw(self, event: RawEvent) -> None:
         """Append an event verbatim (import); the caller guarantees the chain."""
 
+    @abstractmethod
+    def erase(self, memories: Sequence[tuple[str, int]], seqs: Sequence[int]) -> dict[str, int]:
+        """Remove content for good: the memory versions (their rows, full-text
+        entries and vectors) and the payloads and salts of events ``seqs``;
+        returns how many versions, vectors and payloads went.
+
+        Only the erasure path calls this, and it logs the erasure (naming
+        what, never the content) in the same transaction.
+        """
+
 
 @dataclass(frozen=True, slots=True)
 class StorageInfo:
@@ -276,6 +286,31 @@ class Storage(ABC):
     @abstractmethod
     def namespaces(self) -> list[str]:
         """Every namespace that holds at least one memory version."""
+
+    # -- lifecycle ----------------------------------------------------------
+
+    @abstractmethod
+    def due_to_expire(self, now: int, limit: int) -> list[Row]:
+        """Current active or quarantined rows with ``expires_at <= now``, soonest first
+        (by index: proportional to what is due)."""
+
+    @abstractmethod
+    def recorded_between(self, after: int, until: int, limit: int) -> list[Row]:
+        """Current active rows with ``after < recorded_at <= until``, oldest first."""
+
+    @abstractmethod
+    def used_between(self, after: int, until: int, limit: int) -> list[Row]:
+        """``memory_usage`` rows with ``after < last_used <= until``, oldest first."""
+
+    @abstractmethod
+    def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
+        """Events naming one of ``subject_refs`` or written by one of ``txs``, in order."""
+
+    @abstractmethod
+    def purge(self) -> dict[str, Any]:
+        """Make erased bytes unrecoverable from the files (after :meth:`WriteTx.erase`):
+        merge full-text segments, checkpoint and truncate the WAL (SQLite) or
+        rewrite the tables and checkpoint (PostgreSQL). Returns what it did."""
 
     # -- log --------------------------------------------------------------
 

@@ -122,5 +122,22 @@ TABLES: dict[str, TableSpec] = {
             ("read_id", "memory_id", "version"),
             "read_id text, memory_id text, version int",
         ),
+        # Lifecycle (engine/lifecycle.py): policies per namespace glob and layer
+        # ('*' for every layer), legal holds, batched reinforcement of relevance.
+        _spec("lifecycle_policies", ("pattern", "layer"),
+              "pattern text, layer text, settings json, tx int, checked_to micros"),
+        _spec("legal_holds", ("pattern",),
+              "pattern text, active int, reason text, set_by text, tx int"),
+        _spec("memory_usage", ("id",), "id text, uses int, last_used micros, tx int"),
+        # Erasure (engine/erasure.py): what was erased, never the content.
+        _spec("erasures", ("id",),
+              "id text, actor text, selector json, reason text, receipt json, tx int"),
+        _spec("erased_versions", ("memory_id", "version"),
+              "memory_id text, version int, erasure_id text, tx int"),
+        _spec("erased_events", ("seq",), "seq int, erasure_id text, tx int, effects json"),
+        # Derived memories and their sources (shared with the layers work).
+        _spec("derivations", ("derived_id", "source_id"),
+              "derived_id text, derived_version int, source_id text, source_version int,"
+              " kind text, tx int"),
     )
 }

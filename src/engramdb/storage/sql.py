@@ -28,6 +28,7 @@ from engramdb.codec import (
 )
 from engramdb.errors import InvalidInput, StorageError, VersionConflict
 from engramdb.model import Event, RecallFilter
+from engramdb.storage import sql_lifecycle
 from engramdb.storage.base import (
     Effect,
     Head,
@@ -352,6 +353,29 @@ class SqlWriteTx(WriteTx):
         self.recorded_at = event.recorded_at
         self._head = Head(event.seq, event.hash, event.tx, event.recorded_at)
 
+    def erase(self, memories: Sequence[tuple[str, int]], seqs: Sequence[int]) -> dict[str, int]:
+        self.flush()
+        self._reads.clear()
+        keys: list[list[Any]] = [[i, int(v)] for i, v in memories]
+        vectors = 0
+        for mid in sorted({str(i) for i, _ in memories}):
+            wanted = {int(v) for i, v in memories if i == mid}
+            vectors += sum(1 for (v,) in self._exec(
+                "SELECT version FROM memory_vectors WHERE id = ?", [mid]).fetchall()
+                if int(v) in wanted)
+        if keys:
+            # Full-text entries go with the rows (a trigger in SQLite, a generated
+            # column in PostgreSQL); the ANN copy with the vector (a trigger).
+            self._storage._exec_many(
+                self._conn, "DELETE FROM memory_vectors WHERE id = ? AND version = ?", keys)
+            self._storage._exec_many(
+                self._conn, "DELETE FROM memories WHERE id = ? AND version = ?", keys)
+        if seqs:
+            self._storage._exec_many(self._conn, "DELETE FROM event_payloads WHERE seq = ?",
+                                     [[int(q)] for q in seqs])
+        self._effects_applied = self._effects_applied or bool(keys or seqs)
+        return {"versions": len(keys), "vectors": vectors, "event_payloads": len(seqs)}
+
     def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         self._vectors.extend(items)
         self._buffered_rows += len(items)
@@ -561,6 +585,20 @@ class SqlStorage(Storage):
                 names = names | {r[0] for r in cur.fetchall()}
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)
+
+    # -- lifecycle (queries in .sql_lifecycle) ----------------------------------------
+
+    def due_to_expire(self, now: int, limit: int) -> list[Row]:
+        return sql_lifecycle.due_to_expire(self, now, limit)
+
+    def recorded_between(self, after: int, until: int, limit: int) -> list[Row]:
+        return sql_lifecycle.recorded_between(self, after, until, limit)
+
+    def used_between(self, after: int, until: int, limit: int) -> list[Row]:
+        return sql_lifecycle.used_between(self, after, until, limit)
+
+    def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
+        return sql_lifecycle.find_events(self, subject_refs, txs)
 
     # -- log -------------------------------------------------------------------
 

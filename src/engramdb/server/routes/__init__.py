@@ -13,6 +13,7 @@ from engramdb.server.routes import (
     context,
     decisions,
     knowledge,
+    lifecycle,
     memories,
     namespaces,
     policy,
@@ -37,4 +38,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     policy.router,
     audit.router,
+    lifecycle.router,
 )

@@ -89,6 +89,7 @@ class SQLiteStorage(SqlStorage):
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._vindex: VectorIndex | None = None
+        self._erased_tx = 0
         self._closed = False
         self._pid = os.getpid()
 
@@ -106,6 +107,9 @@ class SQLiteStorage(SqlStorage):
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA temp_store = MEMORY")
+            # Deleted content is overwritten with zeros, not left in free pages:
+            # what erasure removes must not be readable from the file.
+            conn.execute("PRAGMA secure_delete = ON")
         except sqlite3.Error as exc:
             raise StorageError(
                 f"cannot open SQLite database at {self.path!r}: {exc}; check the path "
@@ -266,9 +270,14 @@ class SQLiteStorage(SqlStorage):
     def _fresh_index(self, conn: Any, dimension: int, flt: RecallFilter
                      ) -> tuple[VectorIndex, list[int] | None]:
         """The vector index brought up to the committed head, and the SQL-only filter's rows."""
-        if self._vindex is None or self._vindex.dimension != dimension:
-            self._vindex = VectorIndex(dimension)
         head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+        # An erasure (in any process) removes rows the index holds: start over,
+        # so no process keeps an erased memory's vector in memory.
+        erased_tx = conn.execute("SELECT COALESCE(MAX(tx), 0) FROM erasures").fetchone()[0]
+        if (self._vindex is None or self._vindex.dimension != dimension
+                or erased_tx != self._erased_tx):
+            self._vindex = VectorIndex(dimension)
+            self._erased_tx = erased_tx
         self._vindex.refresh(conn, head_tx)
         allowed = None
         if VectorIndex.needs_sql(flt):
@@ -381,6 +390,22 @@ class SQLiteStorage(SqlStorage):
         if not kept:
             kept = [min(terms, key=lambda t: df[t])]
         return " OR ".join(kept)
+
+    # -- erasure -----------------------------------------------------------------
+
+    def purge(self) -> dict[str, Any]:
+        """After an erasure: merge the full-text index into one segment (FTS5 keeps a
+        deleted row's terms in older segments until a merge rewrites them), then
+        checkpoint and truncate the WAL. With ``secure_delete`` on, every page
+        freed on the way is zeroed, so the erased bytes are in no file.
+        A checkpoint cannot finish while another connection reads an old
+        snapshot; ``wal_busy`` says so and ``maintain`` retries later.
+        """
+        conn = self._conn("writer")
+        self._exec(conn, "INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
+        busy, wal_pages, moved = self._exec(conn, "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return {"fts_optimized": True, "wal_busy": bool(busy), "wal_pages": int(wal_pages),
+                "checkpointed_pages": int(moved)}
 
     # -- change feed -------------------------------------------------------------
 

@@ -1,0 +1,165 @@
+"""Memory lifecycle over HTTP: erasure, maintenance, restore, policies and legal holds.
+
+``POST /v1/forget`` is ``session.forget`` for any caller (the engine checks the
+``erase`` grant on every namespace touched). The rest are admin routes, each
+one engine call acting as the calling admin: ``db.maintain``, ``db.restore``,
+``db.admin.set_lifecycle`` / ``lifecycle`` and ``db.admin.legal_hold``.
+Values are checked by the engine, with its errors (``invalid_policy``,
+``legal_hold``, ``permission_denied``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import Field
+
+from engramdb.server.deps import AdminDep, DbDep, SessionDep
+from engramdb.server.errors import error_responses
+from engramdb.server.schemas import (
+    GLOB,
+    NAMESPACE,
+    SHORT,
+    GlobIn,
+    LayerOrNull,
+    Request,
+    Response,
+    documented,
+)
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["lifecycle"])
+
+_ERRORS = (400, 401, 403, 429, 503)
+_DURATION = {"anyOf": [{"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$"},
+                       {"type": "number", "exclusiveMinimum": 0}, {"type": "null"}]}
+
+
+class ForgetRequest(Request):
+    id: str | None = documented(SHORT, default=None, description="One memory's id.")
+    subject: str | None = documented(SHORT, default=None,
+                                     description="Every memory about this subject.")
+    author: str | None = documented(SHORT, default=None,
+                                    description="Every memory this principal wrote.")
+    namespace: str | None = documented(GLOB, default=None, description="A namespace glob.")
+    reason: str = documented({"minLength": 1, "maxLength": 2000},
+                             description="Why (kept in the log with who and when).")
+
+
+class ErasureReceiptOut(Response):
+    erasure_id: str
+    seq: int = Field(description="The logged `memory.erased` event.")
+    actor: str
+    selector: dict[str, str]
+    reason: str
+    tx: int
+    memories: list[str] = Field(description="Ids erased (selected and derived).")
+    versions: list[tuple[str, int]] = Field(description="`[id, version]` rows deleted.")
+    counts: dict[str, int] = Field(description="How much was removed, per place.")
+    files: dict[str, Any] = Field(description="What was done to the database files.")
+
+
+class MaintenanceReportOut(Response):
+    expired: list[str]
+    archived: list[str] = Field(description="Archived by decay.")
+    over_capacity: list[str]
+    held: list[str] = Field(description="Due, but kept by a legal hold.")
+    reinforced: int
+    seq: int | None
+    now: int = Field(description="The time evaluated against (microseconds).")
+
+
+class LifecycleRequest(Request):
+    pattern: GlobIn = Field(description="Namespace glob.")
+    layer: LayerOrNull = Field(default=None, description="One layer, or null for all.")
+    ttl: Any = documented(_DURATION, default=None, description="e.g. `30d` or seconds.")
+    half_life: Any = documented(_DURATION, default=None, description="e.g. `7d`.")
+    archive_below: Any = documented({"anyOf": [{"type": "number", "exclusiveMinimum": 0,
+                                                "exclusiveMaximum": 1}, {"type": "null"}]},
+                                    default=None, description="Relevance floor (0..1).")
+    capacity: Any = documented({"anyOf": [{"type": "integer", "minimum": 1},
+                                          {"type": "null"}]}, default=None,
+                               description="Live memories kept per namespace.")
+    on_retire: Any = documented({"anyOf": [{"enum": ["keep", "archive", "erase"]},
+                                           {"type": "null"}]}, default=None,
+                                description="What retiring an agent does to its memories.")
+
+
+class PolicyOut(Response):
+    pattern: str
+    layer: str | None
+    ttl: int | None = Field(description="Microseconds.")
+    half_life: int | None = Field(description="Microseconds.")
+    archive_below: float | None
+    capacity: int | None
+    on_retire: str | None
+
+
+class PolicyLookupOut(Response):
+    policy: PolicyOut | None
+
+
+class LegalHoldRequest(Request):
+    pattern: GlobIn = Field(description="Namespace glob.")
+    on: bool = Field(True, description="Place (true) or lift (false) the hold.")
+    reason: str = documented({"minLength": 1, "maxLength": 2000}, description="Why.")
+
+
+class LegalHoldOut(Response):
+    pattern: str
+    active: bool
+    reason: str
+    set_by: str
+    tx: int
+
+
+@router.post("/v1/forget", response_model=ErasureReceiptOut,
+             summary="Erase memories for good", responses=error_responses(*_ERRORS, 404, 409))
+def forget(body: ForgetRequest, session: SessionDep) -> dict[str, Any]:
+    """Erase the selected memories (and those derived from them) from every version,
+    index and file; needs ``erase`` on every namespace touched. 409 ``legal_hold``
+    if a legal hold covers one. Returns the erasure receipt."""
+    return session.forget(**body.model_dump()).to_dict()
+
+
+@router.post("/v1/admin/maintain", response_model=MaintenanceReportOut,
+             summary="Apply lifecycle policies now", responses=error_responses(*_ERRORS))
+def maintain(_: AdminDep, db: DbDep) -> dict[str, Any]:
+    """Expire, decay and cap memories per the policies in force (idempotent)."""
+    return db.maintain().to_dict()
+
+
+@router.post("/v1/admin/memories/{memory_id}/restore", summary="Restore an archived memory",
+             responses=error_responses(*_ERRORS, 404))
+def restore(memory_id: Annotated[str, Path(description="The archived memory's id.")],
+            _: AdminDep, db: DbDep) -> dict[str, Any]:
+    """Bring an archived or expired memory back to ``active`` as a new version."""
+    return db.restore(memory_id).to_dict()
+
+
+@router.put("/v1/admin/lifecycle", response_model=PolicyOut,
+            summary="Set a lifecycle policy", responses=error_responses(*_ERRORS, 413))
+def set_lifecycle(body: LifecycleRequest, admin: AdminDep) -> dict[str, Any]:
+    """Declare TTL, decay, archival floor, capacity and retire policy for a glob (logged)."""
+    fields = body.model_dump()
+    return admin.set_lifecycle(fields.pop("pattern"), **fields)
+
+
+@router.get("/v1/admin/lifecycle", response_model=PolicyLookupOut,
+            summary="The lifecycle policy in force", responses=error_responses(*_ERRORS))
+def lifecycle(admin: AdminDep,
+              namespace: Annotated[str, Query(description="A concrete namespace.",
+                                              json_schema_extra=NAMESPACE)],
+              layer: Annotated[str | None, Query(description="A layer (default: all).")]
+              = None) -> dict[str, Any]:
+    """The merged policy that applies to one namespace (and layer), or null."""
+    return {"policy": admin.lifecycle(namespace, layer=layer)}
+
+
+@router.post("/v1/admin/legal-holds", response_model=LegalHoldOut,
+             summary="Place or lift a legal hold", responses=error_responses(*_ERRORS, 404))
+def legal_hold(body: LegalHoldRequest, admin: AdminDep) -> dict[str, Any]:
+    """While on, erasure, expiry and archival in matching namespaces are refused."""
+    return admin.legal_hold(body.pattern, body.on, reason=body.reason)
