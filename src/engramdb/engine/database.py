@@ -34,7 +34,8 @@ from engramdb.errors import (
 )
 from engramdb.model import Event, MemoryDraft, RecallFilter, RecallResult, VerifyReport
 from engramdb.policy.judge import HeuristicJudge, Judge
-from engramdb.retrieval.rank import FusionWeights, fuse
+from engramdb.retrieval.hybrid import rank_hybrid
+from engramdb.retrieval.rank import FusionWeights
 from engramdb.storage.base import Insert, RawEvent, Storage, WriteTx, effect_to_dict
 
 if TYPE_CHECKING:
@@ -204,7 +205,8 @@ class Database(AuditDatabase, Session):
                 query_embedding = qv[0]
             vector_hits = self.storage.search_vector(query_embedding, flt, n)
         now = head.recorded_at if as_of is None else self._tx_time(read_tx)
-        scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=self.weights)
+        scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
+                             weights=self.weights)
         hits = self._trust.mark_contested(hits_from(scored, flt.as_of), as_of)
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at,
                                               session.principal.name, query))
