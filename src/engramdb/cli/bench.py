@@ -361,6 +361,8 @@ def bench_locomo_command(env: Env, data: str | None, out: str | None, cache: str
     from engramdb.retrieval.embed import default_embedder
 
     folder = find_locomo(data)
+    if data is not None and folder != Path(data):  # an explicit folder is never swapped
+        folder = None
     if folder is None:
         raise InvalidInput("no LoCoMo data found: pass --data DIR (a folder of LoCoMo "
                            "conversation JSON files) or set ENGRAM_LOCOMO")

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engramdb.retrieval.rank import FusionWeights, Row, ScoredRow
+from engramdb.retrieval.rank import FusionWeights, Row, ScoredRow, blend, gather, top
 
 __all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
 
@@ -103,10 +103,6 @@ def speaker_named(query_words: frozenset[str], row: Row) -> bool:
     return bool(words) and words <= query_words
 
 
-def _key(row: Row) -> tuple[str, int]:
-    return (str(row["id"]), int(row["version"]))
-
-
 def _bm25(query: str, docs: Sequence[tuple[str, ...]], k1: float, b: float) -> list[float]:
     q = list(dict.fromkeys(terms(query)))
     n = len(docs)
@@ -166,15 +162,7 @@ def rank_hybrid(
     """
     w = weights or FusionWeights()
     cw = context or ContextWeights()
-    rows: dict[tuple[str, int], Row] = {}
-    why: dict[tuple[str, int], dict[str, float]] = {}
-    for name, hits in (("text", text_hits), ("vector", vector_hits)):
-        for rank, (row, raw) in enumerate(hits, start=1):
-            key = _key(row)
-            rows.setdefault(key, row)
-            p = why.setdefault(key, {})
-            p[f"{name}_rank"] = float(rank)
-            p["text_score" if name == "text" else "vector_similarity"] = float(raw)
+    rows, why = gather(text_hits, vector_hits)
     keys = list(rows)
     lexical = _bm25(query, [terms(str(rows[key].get("text") or "")) for key in keys],
                     cw.k1, cw.b)
@@ -208,19 +196,10 @@ def rank_hybrid(
             after = base[members[i + 1]] if i + 1 < len(members) else 0.0
             context_of[m] = cw.neighbour * max(before, after) + cw.session * best
 
-    half_life = w.half_life_days * 86_400 * 1_000_000
     top_possible = (1.0 + cw.speaker) * (1.0 + cw.neighbour + cw.session)
-    out: list[ScoredRow] = []
+    out = []
     for key in keys:
-        row = rows[key]
-        relevance = (base[key] + context_of[key]) / top_possible
-        age = max(0, now_micros - int(row["recorded_at"]))
-        recency = math.exp(-math.log(2) * age / half_life) if half_life > 0 else 0.0
-        importance = float(row.get("importance") or 0.0)
-        score = w.relevance * relevance + w.recency * recency + w.importance * importance
-        p = why[key]
-        p.update(context=context_of[key], relevance=relevance, recency=recency,
-                 importance=importance)
-        out.append(ScoredRow(row, score, p))
-    out.sort(key=lambda s: (-s.score, -int(s.row["recorded_at"]), str(s.row["id"])))
-    return out[:k]
+        why[key]["context"] = context_of[key]
+        out.append(blend(rows[key], (base[key] + context_of[key]) / top_possible, why[key],
+                         now_micros, w))
+    return top(out, k)
