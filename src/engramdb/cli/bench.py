@@ -367,13 +367,13 @@ def bench_locomo_command(env: Env, data: str | None, out: str | None, cache: str
         raise InvalidInput("no LoCoMo data found: pass --data DIR (a folder of LoCoMo "
                            "conversation JSON files) or set ENGRAM_LOCOMO")
     started = time.perf_counter()
+    machine = describe_machine(Path(tempfile.gettempdir()))
     with tempfile.TemporaryDirectory(prefix="engram-locomo-") as work:
         measured = measure(Path(work), default_embedder(), folder,
                            conversations=conversations, questions=questions,
                            max_turns=max_turns, cache=Path(cache) if cache else None,
                            log=env.note)
     section = locomo_section(measured, questions=questions)
-    machine = describe_machine(Path(tempfile.gettempdir()))
     if hasattr(os, "getloadavg"):
         machine.append(("load average at end (1/5/15 min)",
                         " / ".join(f"{x:.2f}" for x in os.getloadavg())))
