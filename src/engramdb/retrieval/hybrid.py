@@ -65,12 +65,17 @@ def _stem(word: str) -> str:
     return word
 
 
-@lru_cache(maxsize=65_536)
 def terms(text: str) -> tuple[str, ...]:
     """The content-word stems of ``text``, in order (repeats kept).
 
-    Memoised: the same memories come back as candidates query after query.
+    Memoised for texts of up to 2,000 characters (the same memories come back
+    as candidates query after query; the cache stays under ~40 MB).
     """
+    return _terms(text) if len(text) <= 2000 else _terms.__wrapped__(text)
+
+
+@lru_cache(maxsize=16_384)
+def _terms(text: str) -> tuple[str, ...]:
     return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
 
@@ -87,10 +92,10 @@ class ContextWeights:
     b: float = 0.75
 
 
-@lru_cache(maxsize=65_536)
-def _speaker_words(text: str, speaker: str | None) -> frozenset[str]:
+@lru_cache(maxsize=16_384)
+def _speaker_words(opening: str, speaker: str | None) -> frozenset[str]:
     if not speaker:
-        m = _SPEAKER.match(text)
+        m = _SPEAKER.match(opening)
         speaker = m.group(1) if m else None
     return frozenset(_WORD.findall(speaker.lower())) if speaker else frozenset()
 
@@ -99,7 +104,8 @@ def speaker_named(query_words: frozenset[str], row: Row) -> bool:
     """Whether every word of ``row``'s speaker's name is among ``query_words``."""
     meta = row.get("metadata") or {}
     named = meta.get("speaker") if isinstance(meta, dict) else None
-    words = _speaker_words(str(row.get("text") or ""), named if isinstance(named, str) else None)
+    words = _speaker_words(str(row.get("text") or "")[:80],
+                           named[:200] if isinstance(named, str) else None)
     return bool(words) and words <= query_words
 
 
