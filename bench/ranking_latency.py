@@ -2,13 +2,13 @@
 
 Same process, same database, same queries, alternating in rounds so that load
 on a shared machine hits both alike. "before" is recall() with the former
-ranking (reciprocal-rank fusion of 50 candidates per retriever); "after" is
-recall() as shipped (the hybrid ranking of 100 candidates per retriever).
+ranking (reciprocal-rank fusion); "after" is recall() as shipped (the hybrid
+ranking); both over the same candidates (50 per retriever at k=10).
 Query embeddings are precomputed (not measured). The corpus is LoCoMo turns
 when the data is found (recycled to 10k memories across 20 namespaces), else
 the synthetic notes of ``engram bench``.
 
-    PYTHONPATH=src python bench/ranking_latency.py [N] [QUERIES]
+    PYTHONPATH=src python bench/ranking_latency.py [N] [QUERIES] [EMBEDDING_CACHE_DIR]
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import engramdb
 import engramdb.engine.recall as recall_service
 from engramdb.cli.bench import find_locomo
 from engramdb.engine.rows import EngineConfig
-from engramdb.evaluation.locomo import load_locomo
+from engramdb.evaluation.locomo import _EmbeddingCache, load_locomo
 from engramdb.retrieval.embed import default_embedder
 from engramdb.retrieval.hybrid import rank_hybrid
 from engramdb.retrieval.rank import fuse
@@ -36,7 +34,7 @@ def _fused(query, text_hits, vector_hits, **kw):  # the former ranking, same sig
                 weights=kw.get("weights"))
 
 
-def run(n: int = 10_000, queries: int = 200) -> dict[str, str]:
+def run(n: int = 10_000, queries: int = 200, cache: str | None = None) -> dict[str, str]:
     emb = default_embedder()
     folder = find_locomo(None)
     assert folder is not None, "needs the LoCoMo dev folder for natural text"
@@ -45,7 +43,8 @@ def run(n: int = 10_000, queries: int = 200) -> dict[str, str]:
     qs = [q["question"] for c in convs for q in c.questions][:queries]
     texts = [turns[i % len(turns)] for i in range(n)]
     uniq = sorted(set(texts) | set(qs))
-    vec = dict(zip(uniq, np.asarray(emb.embed(uniq)), strict=True))
+    vec = dict(zip(uniq, _EmbeddingCache(emb, Path(cache) if cache else None).embed(uniq),
+                   strict=True))
     out: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as d:
         db = engramdb.open(Path(d) / "lat.db", embedder=emb, synchronous="NORMAL")
@@ -54,8 +53,7 @@ def run(n: int = 10_000, queries: int = 200) -> dict[str, str]:
                                "layer": "episodic", "session": f"s{(i + j) // 20}",
                                "embedding": vec[t]} for j, t in enumerate(texts[i:i + 2000])])
         times: dict[str, list[float]] = {"before": [], "after": []}
-        configs = {"before": (EngineConfig(recall_candidates=50), _fused),
-                   "after": (EngineConfig(), rank_hybrid)}
+        configs = {"before": (EngineConfig(), _fused), "after": (EngineConfig(), rank_hybrid)}
         for q in qs[:5]:
             db.recall(q, k=10, query_embedding=vec[q])
         for _round in range(2):
@@ -77,5 +75,6 @@ def run(n: int = 10_000, queries: int = 200) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:]]
-    print(run(*args))
+    a = sys.argv[1:]
+    print(run(int(a[0]) if a else 10_000, int(a[1]) if len(a) > 1 else 200,
+              a[2] if len(a) > 2 else None))

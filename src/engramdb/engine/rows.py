@@ -62,7 +62,7 @@ class EngineConfig:
     max_text_chars: int = 32_000
     max_metadata_bytes: int = 64_000
     max_batch: int = 10_000
-    recall_candidates: int = 100  # per retriever; the ranking needs a broad pool
+    recall_candidates: int = 50
     max_k: int = 1_000
 
 

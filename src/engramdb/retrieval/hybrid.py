@@ -32,12 +32,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from engramdb.retrieval.rank import FusionWeights, Row, ScoredRow, blend, gather, top
+from engramdb.retrieval.rank import (
+    FusionWeights,
+    Row,
+    ScoredRow,
+    blend,
+    blended,
+    gather,
+    top,
+)
 
 __all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
 
@@ -114,19 +122,15 @@ def _bm25(query: str, docs: Sequence[tuple[str, ...]], k1: float, b: float) -> l
     n = len(docs)
     if not q or not n:
         return [0.0] * n
-    counts = [Counter(d) for d in docs]
     avg = sum(len(d) for d in docs) / n or 1.0
-    df = {t: sum(1 for c in counts if t in c) for t in q}
-    out = []
-    for doc, c in zip(docs, counts, strict=True):
-        norm = k1 * (1 - b + b * len(doc) / avg)
-        s = 0.0
-        for t in q:
-            tf = c.get(t, 0)
-            if tf:
-                idf = math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5))
-                s += idf * tf * (k1 + 1) / (tf + norm)
-        out.append(s)
+    out = [0.0] * n
+    for t in q:
+        tfs = [(i, d.count(t)) for i, d in enumerate(docs) if t in d]
+        if not tfs:
+            continue
+        idf = math.log(1 + (n - len(tfs) + 0.5) / (len(tfs) + 0.5))
+        for i, tf in tfs:
+            out[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(docs[i]) / avg))
     return out
 
 
@@ -203,9 +207,16 @@ def rank_hybrid(
             context_of[m] = cw.neighbour * max(before, after) + cw.session * best
 
     top_possible = (1.0 + cw.speaker) * (1.0 + cw.neighbour + cw.session)
-    out = []
+    # Score every candidate, then build the explained hits of the best k only.
+    scored = []
     for key in keys:
+        row = rows[key]
+        relevance = (base[key] + context_of[key]) / top_possible
+        score = blended(row, relevance, now_micros, w)[0]
+        scored.append((-score, -int(row["recorded_at"]), str(row["id"]), key, relevance))
+    scored.sort()
+    out = []
+    for _score, _at, _id, key, relevance in scored[:k]:
         why[key]["context"] = context_of[key]
-        out.append(blend(rows[key], (base[key] + context_of[key]) / top_possible, why[key],
-                         now_micros, w))
+        out.append(blend(rows[key], relevance, why[key], now_micros, w))
     return top(out, k)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FusionWeights", "ScoredRow", "blend", "fuse", "gather", "top"]
+__all__ = ["FusionWeights", "ScoredRow", "blend", "blended", "fuse", "gather", "top"]
 
 Row = dict[str, Any]
 
@@ -92,14 +92,21 @@ def gather(text_hits: Sequence[tuple[Row, float]], vector_hits: Sequence[tuple[R
 def blend(row: Row, relevance: float, why: dict[str, float], now_micros: int,
           w: FusionWeights) -> ScoredRow:
     """A row's final score: relevance in [0, 1] blended with recency and importance."""
+    score, recency, importance = blended(row, relevance, now_micros, w)
+    parts = dict(why)
+    parts.update(relevance=relevance, recency=recency, importance=importance)
+    return ScoredRow(row, score, parts)
+
+
+def blended(row: Row, relevance: float, now_micros: int, w: FusionWeights
+            ) -> tuple[float, float, float]:
+    """(score, recency, importance) of a row whose relevance is ``relevance``."""
     half_life = w.half_life_days * 86_400 * 1_000_000
     age = max(0, now_micros - int(row["recorded_at"]))
     recency = math.exp(-math.log(2) * age / half_life) if half_life > 0 else 0.0
     importance = float(row.get("importance") or 0.0)
-    score = w.relevance * relevance + w.recency * recency + w.importance * importance
-    parts = dict(why)
-    parts.update(relevance=relevance, recency=recency, importance=importance)
-    return ScoredRow(row, score, parts)
+    return w.relevance * relevance + w.recency * recency + w.importance * importance, \
+        recency, importance
 
 
 def top(scored: list[ScoredRow], k: int) -> list[ScoredRow]:
