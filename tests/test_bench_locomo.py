@@ -64,6 +64,9 @@ def test_bench_locomo_reports_every_method_per_category_and_plots(tmp_path, embe
         # Ten turns in all: every method that ranks every turn finds all 4 evidence turns.
         if method != "bm25":
             assert at["50"] == "1.000", (method, row.group(1))
+    # The goal row: recall() asked for exactly 10 and 25 hits, as a user would.
+    assert re.search(r"\| tuning: engramdb, recall\(k=10\) and recall\(k=25\) called \| "
+                     r"@10 [\d.]+ \(.*\); @25 [\d.]+ \(.*\) \| >= 0.75 @10", text)
     # Categories 1, 2 and 4 were asked (5 never is): three figures in brackets per cell.
     assert re.search(r"@10 [\d.]+ \([\d.]+ / [\d.]+ / [\d.]+\)", text)
     assert (tmp_path / "LOCOMO.png").stat().st_size > 10_000

@@ -34,10 +34,12 @@ import numpy as np
 from engramdb.model import RecallFilter
 from engramdb.retrieval.rank import fuse
 
-__all__ = ["CATEGORIES", "METHODS", "Conversation", "Measured", "load_locomo", "measure"]
+__all__ = ["CATEGORIES", "DIRECT", "METHODS", "Conversation", "Measured", "load_locomo", "measure"]
 
 Log = Callable[[str], None]
 METHODS = ("bm25", "dense", "rrf", "engramdb")
+# recall() asked for exactly k hits: its candidate pool grows with k (3k per retriever).
+DIRECT = {10: "engramdb_k10", 25: "engramdb_k25"}
 SPLITS = ("tuning", "evaluation", "all")
 MAX_K = 50
 
@@ -88,7 +90,10 @@ def _ask(db: Any, ns: str, question: str, qv: np.ndarray, now: int
     t0 = time.perf_counter()
     result = db.recall(question, namespace=ns, k=MAX_K, layers=["episodic"], query_embedding=qv)
     took = time.perf_counter() - t0
-    return {
+    direct = {name: [str(h.memory.metadata.get("dia_id")) for h in db.recall(
+        question, namespace=ns, k=k, layers=["episodic"], query_embedding=qv).hits]
+        for k, name in DIRECT.items()}
+    return {**direct,
         "bm25": _ranked_ids(text)[:MAX_K],
         "dense": _ranked_ids(dense)[:MAX_K],
         "rrf": [str(s.row["metadata"].get("dia_id")) for s in rrf],
@@ -118,7 +123,8 @@ def measure(work: Path, embedder: Any, folder: Path, *,
     vectors = _EmbeddingCache(embedder, cache)
     # found[method][split][category][k-1]: evidence turns found in the top k
     found: dict[str, dict[str, dict[int, list[int]]]] = {
-        m: {s: defaultdict(lambda: [0] * MAX_K) for s in SPLITS} for m in METHODS}
+        m: {s: defaultdict(lambda: [0] * MAX_K) for s in SPLITS}
+        for m in (*METHODS, *DIRECT.values())}
     total: dict[str, dict[int, int]] = {s: defaultdict(int) for s in SPLITS}
     asked: dict[str, dict[int, int]] = {s: defaultdict(int) for s in SPLITS}
     latency: list[float] = []
