@@ -249,7 +249,7 @@ def _print_section(env: Env, s: Section) -> None:
 # --------------------------------------------------------------------------- command
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke run, not figures to quote.")
 @click.option("--out", "out", default=None, metavar="FILE",
               help="Markdown report (default BENCHMARKS.md; with --quick, none unless given).")
@@ -260,10 +260,17 @@ def _print_section(env: Env, s: Section) -> None:
 @click.option("--only", multiple=True,
               type=click.Choice(["writes", "single", "recall", "locomo", "external"]),
               help="Run only these parts (repeatable).")
-@pass_env
-def bench(env: Env, quick: bool, out: str | None, workdir: str | None, locomo: str | None,
-          only: tuple[str, ...]) -> None:
-    """Measure write throughput, recall latency and LoCoMo recall@k; write BENCHMARKS.md."""
+@click.pass_context
+def bench(ctx: click.Context, quick: bool, out: str | None, workdir: str | None,
+          locomo: str | None, only: tuple[str, ...]) -> None:
+    """Measure write throughput, recall latency and LoCoMo recall@k; write BENCHMARKS.md.
+
+    ``engram bench locomo`` measures LoCoMo recall@k alone, beside its baselines.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    env = ctx.find_object(Env)
+    assert env is not None
     env.admin_only("bench")
     from engramdb.retrieval.embed import default_embedder
 
@@ -330,3 +337,59 @@ def bench(env: Env, quick: bool, out: str | None, workdir: str | None, locomo: s
             report = report.rstrip() + "\n\n" + extra.read_text(encoding="utf-8")
         Path(target).write_text(report, encoding="utf-8")
         env.note(f"wrote {target}", style="green")
+
+
+@bench.command("locomo")
+@click.option("--data", "data", default=None, metavar="DIR",
+              help="LoCoMo folder (default: $ENGRAM_LOCOMO or ../shared/data/locomo-dev).")
+@click.option("--out", "out", default=None, metavar="FILE",
+              help="Also write the figures as Markdown (and a PNG plot beside it).")
+@click.option("--cache", "cache", default=None, type=click.Path(file_okay=False),
+              help="Folder to keep the turns' embeddings in between runs.")
+@click.option("--conversations", type=int, default=None, help="Only the first N conversations.")
+@click.option("--questions", type=int, default=None, help="At most N questions each.")
+@click.option("--max-turns", type=int, default=None, help="Only the first N turns each.")
+@pass_env
+def bench_locomo_command(env: Env, data: str | None, out: str | None, cache: str | None,
+                         conversations: int | None, questions: int | None,
+                         max_turns: int | None) -> None:
+    """LoCoMo recall@k (k 1..50) of recall() beside BM25, dense and RRF, per category."""
+    env.admin_only("bench")
+    from engramdb.cli.locomo import locomo_section, plot_recall_at_k
+    from engramdb.errors import InvalidInput
+    from engramdb.evaluation.locomo import measure
+    from engramdb.retrieval.embed import default_embedder
+
+    folder = find_locomo(data)
+    if data is not None and folder != Path(data):  # an explicit folder is never swapped
+        folder = None
+    if folder is None:
+        raise InvalidInput("no LoCoMo data found: pass --data DIR (a folder of LoCoMo "
+                           "conversation JSON files) or set ENGRAM_LOCOMO")
+    started = time.perf_counter()
+    machine = describe_machine(Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix="engram-locomo-") as work:
+        measured = measure(Path(work), default_embedder(), folder,
+                           conversations=conversations, questions=questions,
+                           max_turns=max_turns, cache=Path(cache) if cache else None,
+                           log=env.note)
+    section = locomo_section(measured, questions=questions)
+    if hasattr(os, "getloadavg"):
+        machine.append(("load average at end (1/5/15 min)",
+                        " / ".join(f"{x:.2f}" for x in os.getloadavg())))
+    machine.append(("benchmark wall time", f"{time.perf_counter() - started:.0f} s"))
+    if env.json:
+        env.emit_json({"machine": dict(machine), "title": section.title, "notes": section.notes,
+                       "rows": [r.__dict__ for r in section.rows],
+                       "curves": section.data.get("curves")})
+    else:
+        _print_section(env, section)
+    if out:
+        target = Path(out)
+        plot = plot_recall_at_k(section, target.with_suffix(".png"))
+        report = render_markdown(machine, [section], quick=False,
+                                 command="engram bench locomo")
+        if plot is not None:
+            report = report.rstrip() + f"\n\n![recall@k against k]({plot.name})\n"
+        target.write_text(report, encoding="utf-8")
+        env.note(f"wrote {target}" + (f" and {plot.name}" if plot else ""), style="green")

@@ -13,19 +13,18 @@ the same whatever the vectors hold. LoCoMo uses the real embedder throughout.
 
 from __future__ import annotations
 
-import json
 import random
-import re
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engramdb.evaluation.locomo import CATEGORIES, load_locomo
 
 __all__ = [
     "Row",
@@ -269,65 +268,6 @@ def bench_recall_latency(work: Path, embedder: Any, *, sizes: Sequence[int], que
 
 
 # --------------------------------------------------------------------------- LoCoMo
-
-_EVIDENCE = re.compile(r"^D:?(\d+):(\d+)$")
-CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-
-
-@dataclass
-class Conversation:
-    sample_id: str
-    turns: list[dict[str, Any]]  # text, dia_id, session, valid_from
-    questions: list[dict[str, Any]]  # question, category, evidence (list of dia_ids)
-    dropped_evidence: int = 0
-
-
-def _session_time(text: str) -> datetime:
-    return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
-
-
-def _evidence(raw: Sequence[str]) -> list[str]:
-    out: list[str] = []
-    for item in raw:
-        for part in re.split(r"[;,\s]+", str(item)):
-            m = _EVIDENCE.match(part.strip())
-            if m:
-                dia = f"D{int(m.group(1))}:{int(m.group(2))}"
-                if dia not in out:
-                    out.append(dia)
-    return out
-
-
-def load_locomo(folder: Path) -> list[Conversation]:
-    """Every conversation in ``folder`` (the LoCoMo JSON files), read in place."""
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        conv = data.get("conversation", data)
-        turns: list[dict[str, Any]] = []
-        for key in sorted((k for k in conv if re.fullmatch(r"session_\d+", k)),
-                          key=lambda k: int(k.split("_")[1])):
-            when = _session_time(conv[f"{key}_date_time"])
-            for turn in conv[key]:
-                text = f"{turn['speaker']}: {turn['text']}"
-                if turn.get("blip_caption"):
-                    text += f" [shares a photo: {turn['blip_caption']}]"
-                turns.append({"text": text, "dia_id": turn["dia_id"], "session": key,
-                              "valid_from": when})
-        known = {t["dia_id"] for t in turns}
-        questions, dropped = [], 0
-        for qa in data["qa"]:
-            if qa.get("category") not in CATEGORIES:
-                continue
-            ev = _evidence(qa.get("evidence", []))
-            dropped += sum(1 for e in ev if e not in known)
-            ev = [e for e in ev if e in known]
-            if ev:
-                questions.append({"question": qa["question"], "category": qa["category"],
-                                  "evidence": ev})
-        out.append(Conversation(data.get("sample_id", path.stem), turns, questions, dropped))
-    return out
-
 
 def bench_locomo(work: Path, embedder: Any, folder: Path, *, ks: Sequence[int] = (5, 10, 20),
                  conversations: int | None = None, questions: int | None = None,

@@ -1,8 +1,8 @@
 """Recall: hybrid search over the namespaces a filter allows, fused and marked.
 
 The one place a query becomes hits: full-text and vector candidates from
-storage (filtered inside the backend's query), fused with recency and
-importance (:mod:`engramdb.retrieval.rank`), marked ``contested`` where an
+storage (filtered inside the backend's query), ranked together with session
+context, recency and importance (:mod:`engramdb.retrieval.hybrid`), marked ``contested`` where an
 open conflict involves them, with a receipt naming the exact versions
 returned. ``recall``, ``context`` and ``knowledge`` all come through here.
 """
@@ -21,7 +21,7 @@ from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.resources import Resources
 from engramdb.engine.rows import memory_from_row
 from engramdb.model import Hit, RecallFilter, RecallResult, Receipt, ReceiptItem
-from engramdb.retrieval.rank import fuse
+from engramdb.retrieval.hybrid import rank_hybrid
 
 __all__ = ["Recall", "hits_from", "receipt_for"]
 
@@ -54,7 +54,8 @@ class Recall:
                 query_embedding = qv[0]
             vector_hits = res.storage.search_vector(query_embedding, flt, n)
         now = head.recorded_at if as_of is None else res.tx_time(read_tx)
-        scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=res.weights)
+        scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
+                             weights=res.weights)
         hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FusionWeights", "ScoredRow", "fuse"]
+__all__ = ["FusionWeights", "ScoredRow", "blend", "blended", "fuse", "gather", "top"]
 
 Row = dict[str, Any]
 
@@ -64,28 +64,52 @@ def fuse(
         Rows sorted by descending score (ties broken by newer, then id).
     """
     w = weights or FusionWeights()
-    parts: dict[tuple[str, int], dict[str, float]] = {}
+    rows, parts = gather(text_hits, vector_hits)
+    for p in parts.values():
+        p["rrf"] = (w.text / (w.rrf_k + p["text_rank"]) if "text_rank" in p else 0.0) + (
+            w.vector / (w.rrf_k + p["vector_rank"]) if "vector_rank" in p else 0.0)
+    best_possible = (w.text + w.vector) / (w.rrf_k + 1)
+    out = [blend(rows[key], p["rrf"] / best_possible, p, now_micros, w)
+           for key, p in parts.items()]
+    return top(out, k)
+
+
+def gather(text_hits: Sequence[tuple[Row, float]], vector_hits: Sequence[tuple[Row, float]]
+           ) -> tuple[dict[tuple[str, int], Row], dict[tuple[str, int], dict[str, float]]]:
+    """The union of both lists by (id, version), each with its ranks and raw scores."""
     rows: dict[tuple[str, int], Row] = {}
-    for name, hits, weight in (("text", text_hits, w.text), ("vector", vector_hits, w.vector)):
+    parts: dict[tuple[str, int], dict[str, float]] = {}
+    for name, hits in (("text", text_hits), ("vector", vector_hits)):
         for rank, (row, raw) in enumerate(hits, start=1):
             key = _key(row)
             rows.setdefault(key, row)
             p = parts.setdefault(key, {})
             p[f"{name}_rank"] = float(rank)
             p["text_score" if name == "text" else "vector_similarity"] = float(raw)
-            p["rrf"] = p.get("rrf", 0.0) + weight / (w.rrf_k + rank)
-    best_possible = (w.text + w.vector) / (w.rrf_k + 1)
+    return rows, parts
+
+
+def blend(row: Row, relevance: float, why: dict[str, float], now_micros: int,
+          w: FusionWeights) -> ScoredRow:
+    """A row's final score: relevance in [0, 1] blended with recency and importance."""
+    score, recency, importance = blended(row, relevance, now_micros, w)
+    parts = dict(why)
+    parts.update(relevance=relevance, recency=recency, importance=importance)
+    return ScoredRow(row, score, parts)
+
+
+def blended(row: Row, relevance: float, now_micros: int, w: FusionWeights
+            ) -> tuple[float, float, float]:
+    """(score, recency, importance) of a row whose relevance is ``relevance``."""
     half_life = w.half_life_days * 86_400 * 1_000_000
-    out: list[ScoredRow] = []
-    for key, p in parts.items():
-        row = rows[key]
-        age = max(0, now_micros - int(row["recorded_at"]))
-        recency = math.exp(-math.log(2) * age / half_life) if half_life > 0 else 0.0
-        relevance = p["rrf"] / best_possible
-        importance = float(row.get("importance") or 0.0)
-        score = w.relevance * relevance + w.recency * recency + w.importance * importance
-        why = dict(p)
-        why.update(relevance=relevance, recency=recency, importance=importance)
-        out.append(ScoredRow(row, score, why))
-    out.sort(key=lambda s: (-s.score, -int(s.row["recorded_at"]), str(s.row["id"])))
-    return out[:k]
+    age = max(0, now_micros - int(row["recorded_at"]))
+    recency = math.exp(-math.log(2) * age / half_life) if half_life > 0 else 0.0
+    importance = float(row.get("importance") or 0.0)
+    return w.relevance * relevance + w.recency * recency + w.importance * importance, \
+        recency, importance
+
+
+def top(scored: list[ScoredRow], k: int) -> list[ScoredRow]:
+    """The best ``k`` by descending score (ties broken by newer, then id)."""
+    scored.sort(key=lambda s: (-s.score, -int(s.row["recorded_at"]), str(s.row["id"])))
+    return scored[:k]

@@ -1,0 +1,222 @@
+"""Calibrated hybrid ranking of recall candidates, with conversational context.
+
+The candidates are the union of the full-text and the vector retrievers' hits.
+Each is scored in three steps, all pure functions of the candidates:
+
+1. **Lexical relevance** is BM25 recomputed over the candidate pool itself
+   (term rarity measured among the candidates, not over the whole database).
+   A word that most candidates share (the name of whoever the whole thread is
+   about, a topic every hit mentions) then counts for little, and the words
+   that tell candidates apart count for much. Scores are divided by the best
+   one, so they lie in [0, 1].
+2. **Semantic relevance** is the cosine similarity, rescaled so that the
+   best candidate scores 1 and the ``floor_rank``-th best scores 0 (clipped
+   at 0): cosine values of different queries are not on one scale, ranks
+   within a query are.
+3. **Speaker**: a memory whose speaker the query names (``metadata["speaker"]``,
+   or the ``Name:`` that opens a transcript line such as ``"Ana: I moved to Oslo"``)
+   gains a fixed share: "what did Ana say about X" is about Ana's own words
+   more than about others' words addressed to her.
+4. **Context**: a memory recorded in a session (a conversation, a task run)
+   often answers a question only together with what was said next to it (a
+   reply to a question, a follow-up). Each candidate gains a share of the
+   relevance of its nearest earlier and later candidates of the same session
+   (order of memory ids, which are time-ordered) and of the best candidate of
+   its session.
+
+The blend with recency and importance is the same as :func:`engramdb.retrieval.rank.fuse`'s,
+and every part of the score is kept in ``why``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from engramdb.retrieval.rank import (
+    FusionWeights,
+    Row,
+    ScoredRow,
+    blend,
+    blended,
+    gather,
+    top,
+)
+
+__all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Function words of English questions and statements; content words stay.
+_STOPWORDS = frozenset(
+    """
+    a about after again all also am an and any are as at be been before being but by can
+    could did do does doing for from had has have having he her here hers him his how i if
+    in into is it its just me my of on or our ours she should so some than that the their
+    theirs them then there these they this those to too was we were what when where which
+    while who whom why will with would you your yours
+    """.split()
+)
+_SUFFIXES = ("ing", "ed", "es", "s")
+# "Name:" or "First Last:" opening a transcript line (at most four words).
+_SPEAKER = re.compile(r"^\s*([^\W\d_][\w'.-]*(?: [^\W\d_][\w'.-]*){0,3}):\s", re.UNICODE)
+
+
+def _stem(word: str) -> str:
+    """A light suffix strip, so that 'paints', 'painted' and 'painting' agree."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def terms(text: str) -> tuple[str, ...]:
+    """The content-word stems of ``text``, in order (repeats kept).
+
+    Memoised for texts of up to 2,000 characters (the same memories come back
+    as candidates query after query; the cache stays under ~40 MB).
+    """
+    return _terms(text) if len(text) <= 2000 else _terms.__wrapped__(text)
+
+
+@lru_cache(maxsize=16_384)
+def _terms(text: str) -> tuple[str, ...]:
+    return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextWeights:
+    """How lexical and semantic relevance and session context combine."""
+
+    lexical: float = 0.6  # share of lexical relevance; the rest is semantic
+    neighbour: float = 0.3  # share of the best adjacent candidate's relevance
+    session: float = 0.3  # share of the session's best candidate's relevance
+    speaker: float = 0.2  # added when the query names the memory's speaker
+    floor_rank: int = 100  # the semantic score is 0 at this rank and below
+    k1: float = 1.2
+    b: float = 0.75
+
+
+@lru_cache(maxsize=16_384)
+def _speaker_words(opening: str, speaker: str | None) -> frozenset[str]:
+    if not speaker:
+        m = _SPEAKER.match(opening)
+        speaker = m.group(1) if m else None
+    return frozenset(_WORD.findall(speaker.lower())) if speaker else frozenset()
+
+
+def speaker_named(query_words: frozenset[str], row: Row) -> bool:
+    """Whether every word of ``row``'s speaker's name is among ``query_words``."""
+    meta = row.get("metadata") or {}
+    named = meta.get("speaker") if isinstance(meta, dict) else None
+    words = _speaker_words(str(row.get("text") or "")[:80],
+                           named[:200] if isinstance(named, str) else None)
+    return bool(words) and words <= query_words
+
+
+def _bm25(query: str, docs: Sequence[tuple[str, ...]], k1: float, b: float) -> list[float]:
+    q = list(dict.fromkeys(terms(query)))
+    n = len(docs)
+    if not q or not n:
+        return [0.0] * n
+    avg = sum(len(d) for d in docs) / n or 1.0
+    out = [0.0] * n
+    for t in q:
+        tfs = [(i, d.count(t)) for i, d in enumerate(docs) if t in d]
+        if not tfs:
+            continue
+        idf = math.log(1 + (n - len(tfs) + 0.5) / (len(tfs) + 0.5))
+        for i, tf in tfs:
+            out[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(docs[i]) / avg))
+    return out
+
+
+def _rescaled(values: list[float], floor_rank: int) -> list[float]:
+    if not values:
+        return []
+    ordered = sorted(values, reverse=True)
+    top = ordered[0]
+    floor = ordered[min(floor_rank, len(ordered)) - 1] if len(ordered) > 1 else top - 1.0
+    span = top - floor
+    if span <= 0:
+        return [1.0 if v >= top else 0.0 for v in values]
+    return [max(0.0, (v - floor) / span) for v in values]
+
+
+def rank_hybrid(
+    query: str,
+    text_hits: Sequence[tuple[Row, float]],
+    vector_hits: Sequence[tuple[Row, float]],
+    *,
+    now_micros: int,
+    k: int,
+    weights: FusionWeights | None = None,
+    context: ContextWeights | None = None,
+) -> list[ScoredRow]:
+    """Rank the union of both retrievers' candidates; the top ``k`` rows.
+
+    Args:
+        query: the query text (its words are matched against the candidates).
+        text_hits: full-text hits, best first, with their engine score.
+        vector_hits: vector hits, best first, with their cosine similarity.
+        now_micros: the read point's time, for recency.
+        k: how many rows to return.
+        weights: the recency and importance blend (:class:`FusionWeights`).
+        context: lexical/semantic/context shares (:class:`ContextWeights`).
+
+    Returns:
+        Rows sorted by descending score (ties broken by newer, then id).
+    """
+    w = weights or FusionWeights()
+    cw = context or ContextWeights()
+    rows, why = gather(text_hits, vector_hits)
+    keys = list(rows)
+    lexical = _bm25(query, [terms(str(rows[key].get("text") or "")) for key in keys],
+                    cw.k1, cw.b)
+    best_lexical = max(lexical, default=0.0)
+    if best_lexical > 0:
+        lexical = [v / best_lexical for v in lexical]
+    sims = [why[key].get("vector_similarity") for key in keys]
+    known = [s for s in sims if s is not None]
+    scaled = iter(_rescaled(known, cw.floor_rank))
+    semantic = [0.0 if s is None else next(scaled) for s in sims]
+    share = cw.lexical if vector_hits else 1.0
+    query_words = frozenset(_WORD.findall(query.lower()))
+    base: dict[tuple[str, int], float] = {}
+    for key, lx, se in zip(keys, lexical, semantic, strict=True):
+        spoke = cw.speaker if speaker_named(query_words, rows[key]) else 0.0
+        base[key] = share * lx + (1 - share) * se + spoke
+        why[key].update(lexical=lx, semantic=se, speaker=spoke)
+
+    # A memory outside any session is a session of its own.
+    sessions: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
+    for key in sorted(keys):
+        row = rows[key]
+        group = (("session", str(row.get("namespace")), str(row["session"]))
+                 if row.get("session") else ("memory", *map(str, key)))
+        sessions[group].append(key)
+    context_of = dict.fromkeys(keys, 0.0)
+    for members in sessions.values():
+        best = max(base[m] for m in members)
+        for i, m in enumerate(members):
+            before = base[members[i - 1]] if i > 0 else 0.0
+            after = base[members[i + 1]] if i + 1 < len(members) else 0.0
+            context_of[m] = cw.neighbour * max(before, after) + cw.session * best
+
+    top_possible = (1.0 + cw.speaker) * (1.0 + cw.neighbour + cw.session)
+    # Score every candidate, then build the explained hits of the best k only.
+    scored = []
+    for key in keys:
+        row = rows[key]
+        relevance = (base[key] + context_of[key]) / top_possible
+        score = blended(row, relevance, now_micros, w)[0]
+        scored.append((-score, -int(row["recorded_at"]), str(row["id"]), key, relevance))
+    scored.sort()
+    out = []
+    for _score, _at, _id, key, relevance in scored[:k]:
+        why[key]["context"] = context_of[key]
+        out.append(blend(rows[key], relevance, why[key], now_micros, w))
+    return top(out, k)

@@ -1,0 +1,104 @@
+"""What the default recall ranking does that a user notices, on real text and the real embedder.
+
+Each scenario is a short chat transcript, one memory per turn in its session,
+among other sessions of ordinary chat. Each test also ranks the very same
+candidates with the behaviour switched off, to show it is that behaviour that
+puts the answer where the user finds it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+import engramdb
+from engramdb.model import RecallFilter
+from engramdb.retrieval.hybrid import ContextWeights, rank_hybrid
+
+NS = "chat/ana-ben"
+
+OTHER_SESSIONS = [
+    ["Ana: Did you watch the match last night?",
+     "Ben: Only the second half, the defence looked tired.",
+     "Ana: The new coach keeps changing the line-up.",
+     "Ben: Maybe he will settle on a team by spring."],
+    ["Ben: My sister is moving to Lisbon next month.",
+     "Ana: Lisbon is beautiful, she will love the food.",
+     "Ben: She already found a flat near the river.",
+     "Ana: Tell her to try the custard tarts in Belém."],
+    ["Ana: Work has been hectic, we ship the new app on Friday.",
+     "Ben: Good luck with the launch, I hope the servers hold up.",
+     "Ana: Thanks, the team has been testing all week.",
+     "Ben: Let me know when I can download it."],
+    ["Ben: I have been reading a lot of history books lately.",
+     "Ana: Which period do you like most?",
+     "Ben: The Roman republic, all the politics and betrayals.",
+     "Ana: You should visit Rome one day then."],
+    ["Ana: The weather has been awful, rain every single day.",
+     "Ben: Same here, the garden is completely flooded.",
+     "Ana: At least the plants are getting water.",
+     "Ben: True, the tomatoes look happier than I do."],
+]
+
+
+def _load(db: Any, sessions: list[list[str]]) -> None:
+    start = datetime(2024, 3, 1, 18, 0, tzinfo=UTC)
+    db.remember_many([
+        {"text": text, "namespace": NS, "layer": "episodic", "session": f"session_{i}",
+         "valid_from": start + timedelta(days=7 * i)}
+        for i, turns in enumerate(sessions, start=1) for text in turns])
+
+
+def _rank_without(db: Any, query: str, off: ContextWeights) -> list[str]:
+    """The same candidates recall() ranks, ranked with some behaviour switched off."""
+    flt = RecallFilter(namespaces=(NS,))
+    n = db.config.recall_candidates
+    text = db.storage.search_text(query, flt, n)
+    vectors = db.storage.search_vector(db.embedder.embed([query])[0], flt, n)
+    now = db.storage.head().recorded_at
+    return [str(s.row["text"]) for s in rank_hybrid(query, text, vectors, now_micros=now,
+                                                    k=50, context=off)]
+
+
+@pytest.fixture
+def chat(tmp_path, embedder) -> Any:
+    db = engramdb.open(tmp_path / "chat.db", embedder=embedder)
+    yield db
+    db.close()
+
+
+def test_an_answer_given_in_the_next_turn_is_found(chat: Any) -> None:
+    # The answer shares no word with the question: only the turn before it (the
+    # question it answers) and its session (the sailboat) tie it to the query.
+    answer = "Ben: Up the coast to Tromsø, as soon as the storms pass."
+    sailing = ["Ana: How was your weekend, Ben?",
+               "Ben: Great, I finally finished restoring the old sailboat.",
+               "Ana: Wonderful! Where will you sail it first?",
+               answer,
+               "Ana: Sounds lovely. I started a pottery class on Tuesdays.",
+               "Ben: Nice, what are you making?",
+               "Ana: Mostly bowls so far, a bit wonky."]
+    _load(chat, [*OTHER_SESSIONS[:3], sailing, *OTHER_SESSIONS[3:]])
+    query = "Where will Ben sail his restored sailboat first?"
+    hits = [h.memory.text for h in chat.recall(query, namespace=NS, k=3).hits]
+    assert answer in hits, hits
+    alone = _rank_without(chat, query, ContextWeights(neighbour=0.0, session=0.0))
+    assert answer not in alone[:3], alone[:5]
+
+
+def test_what_the_named_person_said_ranks_above_what_others_said_around_it(chat: Any) -> None:
+    theirs = "Ana: I baked a lemon tart, it was gone in minutes."
+    beside = "Ben: That was a fun party yesterday!"
+    party = ["Ben: Are you coming to Marta's party on Saturday?",
+             "Ben: Ana, remember you promised to bake something for the party!",
+             "Ana: Sure, count me in.",
+             "Ben: Great, see you there."]
+    after = [beside, theirs, "Ben: My bread was gone even faster, ha.", "Ana: Everyone loved it."]
+    _load(chat, [*OTHER_SESSIONS, party, after])
+    query = "What did Ana bake for the party?"
+    hits = [h.memory.text for h in chat.recall(query, namespace=NS, k=4).hits]
+    assert theirs in hits, hits
+    anyone = _rank_without(chat, query, ContextWeights(speaker=0.0))
+    assert anyone.index(beside) < anyone.index(theirs) and theirs not in anyone[:4], anyone[:5]
