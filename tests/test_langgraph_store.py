@@ -357,3 +357,21 @@ def test_values_must_be_dicts_and_bad_input_writes_nothing(db: Any) -> None:
     with pytest.raises(engramdb.EngramError):
         store.put(("big",), "k", {"blob": "x" * 70_000})
     assert store.list_namespaces() == []
+
+
+def test_two_analyst_nodes_contradict_and_the_reviewer_node_sees_it(db: Any) -> None:
+    """examples/langgraph_team.py: a real LangGraph graph, parallel nodes, three agents."""
+    import runpy
+    from pathlib import Path
+
+    example = runpy.run_path(str(Path(__file__).resolve().parent.parent / "examples"
+                                 / "langgraph_team.py"))
+    out = example["build"](db).invoke({"company": "acme"})
+    claims = sorted(out["report"][:2])
+    assert claims == ["analyst-a: The CEO of Acme is Alice Smith [contested]",
+                      "analyst-b: The CEO of Acme is Bob Jones [contested]"]
+    assert out["report"][2].endswith("rests on 2 memory versions")
+    inbox = db.conflicts("langgraph/**")
+    assert [(c.kind, c.status) for c in inbox] == [("contradiction", "open")]
+    assert {m.id for m in inbox[0].memories} == {
+        h.memory_id for h in EngramStore(db).search(("facts", "acme"))}

@@ -77,10 +77,25 @@ def texts_at(value: Mapping[str, Any], paths: list[tuple[str, Any]]) -> list[str
     return out
 
 
-def memory_text(value: Mapping[str, Any], texts: list[str]) -> str:
-    text = "\n".join(texts) if texts else json.dumps(value, ensure_ascii=False, sort_keys=True,
-                                                     default=str)
-    return (text.strip() or "{}")[:MAX_TEXT]
+def memory_text(value: Mapping[str, Any], paths: list[tuple[str, Any]]) -> str:
+    """What EngramDB indexes and judges for an item: the indexed fields' text, or
+    (for the whole-document default ``$``) the value's strings, one per line."""
+    texts = (texts_at(value, paths) if any(p != "$" for p, _ in paths)
+             else list(_strings(value)))
+    text = "\n".join(texts).strip() or json.dumps(value, ensure_ascii=False, sort_keys=True,
+                                                   default=str)
+    return text[:MAX_TEXT]
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
 
 
 @dataclass(slots=True)

@@ -74,7 +74,7 @@ class EngramStore(BaseStore):
     """
 
     supports_ttl = True
-    __slots__ = ("_cursor", "_db", "_embeddings", "_engram_index", "_items", "_layer",
+    __slots__ = ("_agents", "_cursor", "_db", "_embeddings", "_engram_index", "_items", "_layer",
                  "_lock", "_me", "_name", "_paths", "_pending_vectors", "_rivals", "_root", "_tx",
                  "index_config", "ttl_config")
 
@@ -97,6 +97,7 @@ class EngramStore(BaseStore):
         self._tx = 0
         self._rivals: dict[str, tuple[str, ...]] | None = None
         self._pending_vectors: dict[tuple[tuple[str, ...], str], list[list[float]]] = {}
+        self._agents: dict[str, EngramStore] = {}
         self._lock = threading.RLock()
         self._name = self._me.principal.name
 
@@ -114,10 +115,17 @@ class EngramStore(BaseStore):
         return str(self._name)
 
     def as_agent(self, name: str) -> EngramStore:
-        """The same store acting as EngramDB agent ``name`` (e.g. one per graph node)."""
-        return EngramStore(self._db, agent=name, root=self._root,
-                           index=self.index_config,  # type: ignore[arg-type]
-                           ttl=self.ttl_config, layer=self._layer)
+        """The same store acting as EngramDB agent ``name`` (e.g. one per graph node).
+
+        One store per name is kept, so a node may call this on every run.
+        """
+        with self._lock:
+            if name not in self._agents:
+                self._agents[name] = EngramStore(
+                    self._db, agent=name, root=self._root,
+                    index=self.index_config,  # type: ignore[arg-type]
+                    ttl=self.ttl_config, layer=self._layer)
+            return self._agents[name]
 
     def namespace_of(self, namespace: tuple[str, ...]) -> str:
         """The EngramDB namespace that holds LangGraph ``namespace`` (for grants)."""
@@ -383,7 +391,6 @@ class EngramStore(BaseStore):
         if not isinstance(op.value, dict):
             raise InvalidInput("a LangGraph item value must be a dict", field="value")
         index: bool | list[str] | None = op.index
-        texts = texts_at(op.value, self._op_paths(index)) if index is not False else []
         meta: dict[str, Any] = {"key": op.key, "value": op.value,
                                 "index": list(index) if isinstance(index, list) else index}
         ttl = op.ttl
@@ -392,7 +399,8 @@ class EngramStore(BaseStore):
         if updated_at is not None:
             meta["updated_at"] = updated_at.isoformat()
         expires = now_utc() + timedelta(minutes=ttl) if ttl is not None else None
-        return {"text": memory_text(op.value, texts), "metadata": {META: meta},
+        paths = self._op_paths(index) if index is not False else [("$", "$")]
+        return {"text": memory_text(op.value, paths), "metadata": {META: meta},
                 "expires_at": expires}
 
     def _took(self, m: Memory) -> None:
