@@ -35,6 +35,7 @@ from langgraph.store.base import (
 )
 
 from engramdb.errors import InvalidInput, NotFound, VersionConflict
+from engramdb.integrations._feed import Follower
 from engramdb.integrations.langgraph import _names
 from engramdb.integrations.langgraph._items import (
     META,
@@ -74,7 +75,7 @@ class EngramStore(BaseStore):
     """
 
     supports_ttl = True
-    __slots__ = ("_agents", "_cursor", "_db", "_embeddings", "_engram_index", "_items", "_layer",
+    __slots__ = ("_agents", "_db", "_embeddings", "_engram_index", "_feed", "_items", "_layer",
                  "_lock", "_me", "_name", "_paths", "_pending_vectors", "_rivals", "_root", "_tx",
                  "index_config", "ttl_config")
 
@@ -93,7 +94,7 @@ class EngramStore(BaseStore):
                             if index and not self._engram_index else None)
         self._paths = index_paths((index or {}).get("fields"))
         self._items = Items()
-        self._cursor = 0
+        self._feed = Follower(self._me, f"{self._root}/**")
         self._tx = 0
         self._rivals: dict[str, tuple[str, ...]] | None = None
         self._pending_vectors: dict[tuple[tuple[str, ...], str], list[list[float]]] = {}
@@ -243,24 +244,10 @@ class EngramStore(BaseStore):
 
     def _sync(self) -> None:
         """Catch up with every change to the store's namespaces since the last batch."""
-        touched: dict[str, int] = {}
-        for ev in self._me.changes(self._cursor, namespace=f"{self._root}/**"):
-            self._cursor = ev.seq
-            self._tx = max(self._tx, ev.tx)
+        if self._feed.poll(self._items.applied, lambda m: self._items.apply(self._root, m),
+                           self._items.drop):
             self._rivals = None
-            for effect in (ev.payload or {}).get("effects") or ():
-                if effect.get("table") != "memories":
-                    continue
-                mid = (effect.get("row") or effect.get("key") or {}).get("id")
-                if isinstance(mid, str):
-                    touched[mid] = ev.tx
-        for mid, tx in touched.items():
-            if (self._items.applied(mid) or -1) >= tx:
-                continue  # our own write, already applied
-            try:
-                self._items.apply(self._root, self._me.get(mid))
-            except NotFound:  # erased, or no longer readable by this agent
-                self._items.drop(mid, tx)
+        self._tx = max(self._tx, self._feed.tx)
 
     def _contested(self) -> dict[str, tuple[str, ...]]:
         if self._rivals is None:
