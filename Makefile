@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench soak fuzz clean
+.PHONY: install test test-fast test-crewai test-autogen lint demo bench soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -18,6 +18,19 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) test-crewai test-autogen
+
+# Frameworks whose pins cannot live beside the project's (see pyproject.toml): each in its
+# own venv with just what its adapter tests need.
+test-crewai:
+	@test -x .venv-crewai/bin/python || $(PYTHON) -m venv .venv-crewai || python3 -m venv .venv-crewai
+	.venv-crewai/bin/python -m pip install --quiet -e '.[crewai,server]' pytest pytest-timeout hypothesis
+	.venv-crewai/bin/python -m pytest -q -p no:cacheprovider tests/test_crewai_storage.py
+
+test-autogen:
+	@test -x .venv-autogen/bin/python || $(PYTHON) -m venv .venv-autogen || python3 -m venv .venv-autogen
+	.venv-autogen/bin/python -m pip install --quiet -e '.[autogen,server]' pytest pytest-timeout hypothesis
+	.venv-autogen/bin/python -m pytest -q -p no:cacheprovider tests/test_autogen_memory.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x -m "not slow"
@@ -37,4 +50,4 @@ soak: $(STAMP)
 	ENGRAM_SOAK=1 $(PY) -m pytest -q tests -m slow
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-crewai .venv-autogen .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ from typing import Any
 
 from langgraph.store.base import Item, SearchItem, get_text_at_path, tokenize_path
 
-from engramdb.integrations.langgraph import _names
+from engramdb.integrations import _names
 from engramdb.model import Memory, Receipt
 
 META = "langgraph"  # the metadata key that marks a memory as an EngramStore item
@@ -125,7 +125,7 @@ def entry_from_memory(root: str, m: Memory) -> Entry | None:
     """The live item a memory version stands for, or None (not an item, or not live)."""
     meta = (m.metadata or {}).get(META)
     ns = _names.decode(root, m.namespace)
-    if m.status != "active" or not isinstance(meta, Mapping) or ns is None:
+    if m.status != "active" or not isinstance(meta, Mapping) or not ns:
         return None
     updated = meta.get("updated_at")
     item = EngramItem(

@@ -35,8 +35,8 @@ from langgraph.store.base import (
 )
 
 from engramdb.errors import InvalidInput, NotFound, VersionConflict
+from engramdb.integrations import _names
 from engramdb.integrations._feed import Follower
-from engramdb.integrations.langgraph import _names
 from engramdb.integrations.langgraph._items import (
     META,
     EngramItem,

@@ -1,4 +1,4 @@
-"""LangGraph namespaces (tuples of free-text labels) <-> EngramDB namespaces (slash paths).
+"""Framework namespaces (tuples of free-text labels) <-> EngramDB namespaces (slash paths).
 
 An EngramDB segment is lowercase ``[a-z0-9_:@-]``; a LangGraph label is any
 string without ``.``. A label that is already a valid segment (and has no
@@ -51,9 +51,10 @@ def encode(root: str, namespace: tuple[str, ...]) -> str:
 
 
 def decode(root: str, namespace: str) -> tuple[str, ...] | None:
-    """The LangGraph namespace of an EngramDB namespace, or None if it is not under ``root``."""
+    """The labels of an EngramDB namespace under ``root`` (``()`` for the root itself),
+    or None if it is not under ``root``."""
     parts = namespace.split("/")
-    if parts[0] != root or len(parts) < 2:
+    if parts[0] != root:
         return None
     out = []
     for seg in parts[1:]:
