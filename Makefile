@@ -25,12 +25,14 @@ test: $(STAMP)
 test-crewai:
 	@test -x .venv-crewai/bin/python || $(PYTHON) -m venv .venv-crewai || python3 -m venv .venv-crewai
 	.venv-crewai/bin/python -m pip install --quiet -e '.[crewai,server]' pytest pytest-timeout hypothesis
-	.venv-crewai/bin/python -m pytest -q -p no:cacheprovider tests/test_crewai_storage.py
+	.venv-crewai/bin/python -m pytest -q -p no:cacheprovider tests/test_crewai_storage.py \
+		tests/test_docs_integrations.py
 
 test-autogen:
 	@test -x .venv-autogen/bin/python || $(PYTHON) -m venv .venv-autogen || python3 -m venv .venv-autogen
 	.venv-autogen/bin/python -m pip install --quiet -e '.[autogen,server]' pytest pytest-timeout hypothesis
-	.venv-autogen/bin/python -m pytest -q -p no:cacheprovider tests/test_autogen_memory.py
+	.venv-autogen/bin/python -m pytest -q -p no:cacheprovider tests/test_autogen_memory.py \
+		tests/test_docs_integrations.py
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -x -m "not slow"
