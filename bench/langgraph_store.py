@@ -104,19 +104,21 @@ def _connect(path: str, *, vector: bool) -> Any:
     return module.connect(path, check_same_thread=False, isolation_level=None)
 
 
-def run(items: int, searches: int) -> dict[str, Any]:
+def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
+        report: Callable[[str, Any], None] = lambda _k, _v: None) -> dict[str, Any]:
     from langgraph.store.sqlite import SqliteStore
 
     out: dict[str, Any] = {"items": items, "searches": searches,
                            "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("kv", "vector"):
+        for mode in modes:
             index = {"dims": DIMS, "embed": hash_embed, "fields": ["text"]} \
                 if mode == "vector" else None
             db = engramdb.open(Path(tmp) / f"engram-{mode}.db", embedder=None)
             try:
                 mine = measure(EngramStore(db, index=index),  # type: ignore[arg-type]
                                items, searches, mode == "vector")
+                report(f"{mode}.engramstore", mine)
             finally:
                 db.close()
             conn = _connect(str(Path(tmp) / f"lg-{mode}.db"), vector=mode == "vector")
@@ -128,6 +130,7 @@ def run(items: int, searches: int) -> dict[str, Any]:
                 ref = SqliteStore(conn, index=index)  # type: ignore[arg-type]
                 ref.setup()
                 theirs = measure(ref, items, searches, mode == "vector")
+                report(f"{mode}.sqlitestore", theirs)
             finally:
                 conn.close()
             out[mode] = {
@@ -144,8 +147,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--searches", type=int, default=200)
+    ap.add_argument("--mode", choices=["kv", "vector", "both"], default="both")
     args = ap.parse_args()
-    print(json.dumps(run(args.items, args.searches), indent=2))
+    modes = ("kv", "vector") if args.mode == "both" else (args.mode,)
+
+    def report(key: str, value: Any) -> None:  # partial figures survive a killed run
+        print(f"# {key}: {json.dumps(value)} load={os.getloadavg()[0]:.1f}", flush=True)
+
+    print(json.dumps(run(args.items, args.searches, modes, report), indent=2), flush=True)
 
 
 if __name__ == "__main__":

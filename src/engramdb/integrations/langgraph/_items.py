@@ -144,6 +144,7 @@ class Items:
     by_ns: dict[tuple[str, ...], dict[str, Entry]] = field(default_factory=dict)
     places: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     seen_tx: dict[str, int] = field(default_factory=dict)  # memory id -> last tx applied
+    generation: int = 0  # bumped on every change (search caches key on it)
 
     def get(self, namespace: tuple[str, ...], key: str) -> Entry | None:
         return self.by_ns.get(namespace, {}).get(key)
@@ -173,6 +174,7 @@ class Items:
             entry.vectors = other.vectors  # same content: keep the embeddings
         keys[place[1]] = entry
         self.places[m.id] = place
+        self.generation += 1
         return entry
 
     def drop(self, memory_id: str, tx: int | None = None) -> None:
@@ -184,18 +186,20 @@ class Items:
         keys = self.by_ns.get(place[0], {})
         if keys.get(place[1]) is not None and keys[place[1]].memory_id == memory_id:
             del keys[place[1]]
+            self.generation += 1
 
     def find(self, memory_id: str) -> Entry | None:
         place = self.places.get(memory_id)
         return None if place is None else self.get(*place)
 
-    def under(self, prefix: tuple[str, ...], now: datetime) -> Iterator[Entry]:
+    def under(self, prefix: tuple[str, ...], now: datetime | None) -> Iterator[Entry]:
+        """Items under ``prefix`` in reference order; expired ones left out (if ``now``)."""
         n = len(prefix)
         for ns, keys in list(self.by_ns.items()):
             if ns[:n] != prefix:
                 continue
             for e in list(keys.values()):
-                if not e.expired(now):
+                if now is None or not e.expired(now):
                     yield e
 
     def namespaces(self, now: datetime) -> list[tuple[str, ...]]:

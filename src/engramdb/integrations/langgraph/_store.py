@@ -76,8 +76,8 @@ class EngramStore(BaseStore):
 
     supports_ttl = True
     __slots__ = ("_agents", "_db", "_embeddings", "_engram_index", "_feed", "_items", "_layer",
-                 "_lock", "_me", "_name", "_paths", "_pending_vectors", "_rivals", "_root", "_tx",
-                 "index_config", "ttl_config")
+                 "_lock", "_me", "_name", "_paths", "_pending_vectors", "_ranked", "_rivals",
+                 "_root", "_tx", "index_config", "ttl_config")
 
     def __init__(self, db: Any, *, agent: str | None = None, root: str = "langgraph",
                  index: IndexConfig | None = None, ttl: TTLConfig | None = None,
@@ -99,6 +99,7 @@ class EngramStore(BaseStore):
         self._rivals: dict[str, tuple[str, ...]] | None = None
         self._pending_vectors: dict[tuple[tuple[str, ...], str], list[list[float]]] = {}
         self._agents: dict[str, EngramStore] = {}
+        self._ranked: tuple[Any, tuple[list[Entry], np.ndarray, np.ndarray]] | None = None
         self._lock = threading.RLock()
         self._name = self._me.principal.name
 
@@ -285,24 +286,48 @@ class EngramStore(BaseStore):
               ) -> list[tuple[Entry, float | None]]:
         """Cosine similarity, best vector of each item, as LangGraph's InMemoryStore ranks."""
         self._embed_missing(cands)
-        flat = [(e, v) for e in cands for v in (e.vectors or ())]
-        scoreless = [e for e in cands if not e.vectors]
-        scores = _cosine(qvec, [v for _, v in flat])
-        order = sorted(zip(scores, (e for e, _ in flat), strict=True), key=lambda x: x[0],
-                       reverse=True)
-        seen: set[str] = set()
+        entries, owners, unit = self._matrix(tuple(op.namespace_prefix))
+        allowed = {e.memory_id for e in cands}
+        rows = np.fromiter((entries[o].memory_id in allowed for o in owners), dtype=bool,
+                           count=len(owners))
+        q = np.asarray(qvec, dtype=np.float64)
+        qn = float(np.linalg.norm(q))
+        scores = (unit[rows] @ q) / qn if qn and len(owners) else np.zeros(int(rows.sum()))
+        picked = owners[rows]
+        order = np.argsort(-scores, kind="stable")  # stable: ties keep the items' order
+        seen: set[int] = set()
         kept: list[tuple[Entry, float | None]] = []
-        for score, e in order:
-            if e.memory_id in seen:
+        for i in order:
+            owner = int(picked[i])
+            if owner in seen:
                 continue
-            seen.add(e.memory_id)
+            seen.add(owner)
             if len(seen) > op.offset + op.limit:
                 break
             if len(seen) > op.offset:
-                kept.append((e, float(score)))
+                kept.append((entries[owner], float(scores[i])))
+        scoreless = [e for e in cands if not e.vectors]
         if scoreless and len(kept) < op.limit:
             kept += [(e, None) for e in scoreless[:op.limit - len(kept)]]
         return kept
+
+    def _matrix(self, prefix: tuple[str, ...]) -> tuple[list[Entry], np.ndarray, np.ndarray]:
+        """Every embedded item under ``prefix``: (items, row -> item, unit-length rows).
+
+        Kept until the items change, so repeated searches do not rebuild it.
+        """
+        key = (prefix, self._items.generation)
+        if self._ranked is not None and self._ranked[0] == key:
+            return self._ranked[1]
+        entries = [e for e in self._items.under(prefix, None) if e.vectors]
+        owners = np.fromiter((i for i, e in enumerate(entries) for _ in e.vectors or ()),
+                             dtype=np.int64)
+        flat = [v for e in entries for v in e.vectors or ()]
+        mat = np.asarray(flat, dtype=np.float64) if flat else np.zeros((0, 0))
+        norms = np.linalg.norm(mat, axis=1, keepdims=True) if flat else np.zeros((0, 1))
+        unit = np.divide(mat, norms, out=np.zeros_like(mat), where=norms != 0)
+        self._ranked = (key, (entries, owners, unit))
+        return entries, owners, unit
 
     def _recall(self, op: SearchOp, prefix: tuple[str, ...], cands: list[Entry]
                 ) -> tuple[list[tuple[Entry, float | None]], Receipt]:
@@ -326,6 +351,8 @@ class EngramStore(BaseStore):
         vecs = self._embed_docs({k: v for k, v in docs.items() if v})
         for e in todo:
             e.vectors = vecs.get(e.memory_id, [])
+        if todo:
+            self._items.generation += 1
 
     def _list_namespaces(self, op: ListNamespacesOp, now: datetime) -> list[tuple[str, ...]]:
         spaces = self._items.namespaces(now)
@@ -420,6 +447,7 @@ class EngramStore(BaseStore):
             if entry is not None:
                 entry.vectors = vecs
         self._pending_vectors.clear()
+        self._items.generation += 1
 
     def _refresh(self, entries: list[Entry]) -> None:
         """Push back the expiry of items read with ``refresh_ttl`` (a new version each)."""
@@ -434,6 +462,7 @@ class EngramStore(BaseStore):
             fresh = self._items.get(e.item.namespace, e.item.key)
             if fresh is not None and fresh.vectors is None:
                 fresh.vectors = vectors
+                self._items.generation += 1
 
     # -- TTL ------------------------------------------------------------------------------
 
@@ -452,18 +481,6 @@ class EngramStore(BaseStore):
 
 def _path_match(ns: tuple[str, ...], path: tuple[str, ...]) -> bool:
     return len(ns) >= len(path) and all(p in ("*", n) for n, p in zip(ns, path, strict=False))
-
-
-def _cosine(q: Sequence[float], rows: list[list[float]]) -> list[float]:
-    if not rows:
-        return []
-    x = np.asarray(q, dtype=np.float64)
-    y = np.asarray(rows, dtype=np.float64)
-    norms = np.linalg.norm(y, axis=1)
-    out = np.zeros_like(norms)
-    ok = norms != 0
-    out[ok] = (y[ok] @ x) / (norms[ok] * np.linalg.norm(x))
-    return [float(s) for s in out]
 
 
 __all__ = ["ENGRAMDB_EMBEDDER", "EngramStore"]
