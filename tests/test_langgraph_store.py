@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("langgraph.store.memory",
                     reason="LangGraph is not installed: pip install 'engramdb[langgraph]'")
@@ -375,3 +377,52 @@ def test_two_analyst_nodes_contradict_and_the_reviewer_node_sees_it(db: Any) -> 
     assert [(c.kind, c.status) for c in inbox] == [("contradiction", "open")]
     assert {m.id for m in inbox[0].memories} == {
         h.memory_id for h in EngramStore(db).search(("facts", "acme"))}
+
+
+# -- any sequence of operations: the same observable results as InMemoryStore -------------
+
+_LABELS = st.sampled_from(["a", "b", "acme", "acme-corp", "a%c", "a_c", "*", "Ünï"])
+_NS = st.lists(_LABELS, min_size=1, max_size=3).map(tuple)
+_VALUE = st.fixed_dictionaries({"n": st.integers(0, 5), "text": st.sampled_from(
+    ["red apple", "green pear", "apple pie", "zebra"])})
+_OP = st.one_of(
+    st.tuples(st.just("put"), _NS, st.sampled_from(["k1", "k2", "k3"]), _VALUE),
+    st.tuples(st.just("delete"), _NS, st.sampled_from(["k1", "k2", "k3"])),
+    st.tuples(st.just("get"), _NS, st.sampled_from(["k1", "k2", "k3"])),
+    st.tuples(st.just("search"), st.lists(_LABELS, max_size=2).map(tuple),
+              st.sampled_from([None, {"n": {"$gte": 2}}, {"text": "zebra"}]),
+              st.sampled_from([None, "apple"]), st.integers(1, 4), st.integers(0, 3)),
+    st.tuples(st.just("list"), st.sampled_from([None, ("a",), ("acme",)]),
+              st.sampled_from([None, 1, 2])),
+)
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=st.lists(_OP, min_size=1, max_size=12))
+def test_any_sequence_matches_the_reference(tmp_path_factory: Any, ops: list[Any]) -> None:
+    db = engramdb.open(tmp_path_factory.mktemp("prop") / "p.db", embedder=None)
+    try:
+        p = Pair(db, index={"dims": 27, "embed": letter_embed, "fields": ["text"]})
+        for op in ops:
+            kind, args = op[0], op[1:]
+            if kind == "put":
+                p.both(lambda s, a=args: s.put(*a))
+            elif kind == "delete":
+                p.both(lambda s, a=args: s.delete(*a))
+            elif kind == "get":
+                p.both(lambda s, a=args: s.get(*a))
+            elif kind == "search":
+                p.both(lambda s, a=args: s.search(a[0], filter=a[1], query=a[2], limit=a[3],
+                                                  offset=a[4]))
+            else:
+                # listing only namespaces that hold items (InMemoryStore also lists emptied
+                # ones, see test_list_namespaces): compare on namespaces with live items
+                prefix, depth = args
+                live = {r.namespace for r in p.memory.search((), limit=10_000)}
+                want = sorted({ns[:depth] if depth else ns for ns in live
+                               if prefix is None or ns[:len(prefix)] == prefix})
+                assert p.engram.list_namespaces(prefix=prefix, max_depth=depth,
+                                                limit=1000) == want
+    finally:
+        db.close()
