@@ -152,6 +152,24 @@ def test_bad_namespaces_are_refused(pair: Callable[..., Pair]) -> None:
             with pytest.raises(InvalidNamespaceError):
                 store.put(bad, "k", {"v": 1})
     assert p.both(lambda s: s.search(())) == []
+    # "langgraph" is reserved as the root label only
+    p.both(lambda s: s.put(("foo", "langgraph", "foo"), "k", {"v": 1}))
+    assert p.both(lambda s: s.get(("foo", "langgraph", "foo"), "k")).value == {"v": 1}
+
+
+def test_concurrent_async_calls_settle_like_the_reference(pair: Callable[..., Pair]) -> None:
+    p = pair(index={"dims": 27, "embed": letter_embed, "fields": ["text"]})
+    docs = [(f"doc{i}", {"text": f"{c} {w}", "i": i}) for i, (c, w) in enumerate(
+        [("red", "apple"), ("blue", "car"), ("green", "house")] * 4)]
+
+    async def run(s: Any) -> Any:
+        await asyncio.gather(*[s.aput(("t",), k, v) for k, v in docs])
+        await asyncio.gather(*[s.adelete(("t",), k) for k, _ in docs[::2]])
+        await asyncio.gather(*[s.aput(("t",), k, {**v, "again": True}) for k, v in docs[::3]])
+        return sorted((r.key, r.value["i"], r.value.get("again", False))
+                      for r in await s.asearch(("t",), limit=100))
+
+    p.both(lambda s: asyncio.run(run(s)))
 
 
 def test_list_namespaces(pair: Callable[..., Pair]) -> None:
@@ -199,6 +217,7 @@ def test_vector_search_with_the_callers_embeddings(pair: Callable[..., Pair]) ->
     p.both(lambda s: s.search((), query="zebra", limit=2))
     p.both(lambda s: s.search((), query="zebra", limit=2, offset=1))
     p.both(lambda s: s.search((), query="apple", filter={"tag": "food"}))
+    p.both(lambda s: s.search((), query="", limit=3))  # an empty query is no query
     # index=False: stored and readable, but unscored (after the scored ones)
     p.both(lambda s: s.put(("docs", "a"), "hidden", {"text": "banana banana"}, index=False))
     hits = p.both(lambda s: s.search(("docs",), query="banana", limit=10))
