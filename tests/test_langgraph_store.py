@@ -445,3 +445,15 @@ def test_any_sequence_matches_the_reference(tmp_path_factory: Any, ops: list[Any
                                                 limit=1000) == want
     finally:
         db.close()
+
+
+def test_contest_marks_follow_conflicts_opened_and_closed(db: Any) -> None:
+    store = EngramStore(db)
+    store.put(("f",), "a", {"text": "The CEO of Acme is Alice Smith"})
+    assert [h.contested for h in store.search(("f",))] == [False]
+    other = EngramStore(db)  # another writer: this store learns of it from the change feed
+    other.put(("f",), "b", {"text": "The CEO of Acme is Bob Jones"})
+    assert [h.contested for h in store.search(("f",))] == [True, True]
+    store.delete(("f",), "b")  # a retraction closes the conflict
+    assert [h.contested for h in store.search(("f",))] == [False]
+    assert [h.contested for h in other.search(("f",))] == [False]

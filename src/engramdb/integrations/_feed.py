@@ -34,7 +34,8 @@ class Follower:
 
     def poll(self, applied: Callable[[str], int | None],
              apply: Callable[[Memory], object], drop: Callable[[str, int], None]) -> bool:
-        """Bring a view up to date; returns whether anything happened.
+        """Bring a view up to date; returns whether any event touched a conflict
+        (so a cached conflict inbox is stale).
 
         Args:
             applied: the transaction at which the view last took in a memory id.
@@ -42,12 +43,12 @@ class Follower:
             drop: forget a memory no longer readable (erased, or grant gone).
         """
         touched: dict[str, int] = {}
-        seen = False
+        conflicts = False
         for ev in self._s.changes(self.cursor, namespace=self._glob):
-            seen = True
             self.cursor = ev.seq
             self.tx = max(self.tx, ev.tx)
             for effect in (ev.payload or {}).get("effects") or ():
+                conflicts = conflicts or effect.get("table") == "conflicts"
                 if effect.get("table") != "memories":
                     continue
                 mid = (effect.get("row") or effect.get("key") or {}).get("id")
@@ -60,4 +61,4 @@ class Follower:
                 apply(self._s.get(mid))
             except NotFound:
                 drop(mid, tx)
-        return seen
+        return conflicts

@@ -201,7 +201,8 @@ class EngramStorage:
 
     def _took(self, m: Memory) -> None:
         self._apply(m)
-        self._rivals = None
+        if m.conflicts or (self._rivals is not None and m.id in self._rivals):
+            self._rivals = None  # this write opened or closed a conflict
 
     def save(self, records: list[MemoryRecord]) -> None:
         """Save records; each agent's records in one transaction as that agent."""
@@ -244,7 +245,8 @@ class EngramStorage:
                 m = self._db.retract(r.memory_id, reason="deleted through CrewAI memory",
                                      expected_version=r.version)
                 self._drop(m.id, m.tx_from)
-            self._rivals = None
+                if self._rivals is not None and m.id in self._rivals:
+                    self._rivals = None  # a retraction closes its conflicts
             return len(gone)
 
     def reset(self, scope_prefix: str | None = None) -> None:

@@ -371,7 +371,6 @@ class EngramStore(BaseStore):
 
     def _write(self, puts: Mapping[tuple[tuple[str, ...], str], PutOp],
                dvecs: Mapping[tuple[tuple[str, ...], str], list[list[float]]]) -> None:
-        self._rivals = None
         new: list[tuple[PutOp, dict[str, Any]]] = []
         for place, op in puts.items():
             entry = self._items.get(*place)
@@ -420,6 +419,12 @@ class EngramStore(BaseStore):
     def _took(self, m: Memory) -> None:
         self._tx = max(self._tx, m.tx_from)
         self._items.apply(self._root, m)
+        self._conflicts_touched(m)
+
+    def _conflicts_touched(self, m: Memory) -> None:
+        """Forget the cached conflict inbox if this write opened or closed a conflict."""
+        if m.conflicts or (self._rivals is not None and m.id in self._rivals):
+            self._rivals = None
 
     def _retry(self, place: tuple[tuple[str, ...], str], call: Any) -> None:
         """Write over the item's current version; last writer wins, as in LangGraph."""
@@ -437,6 +442,7 @@ class EngramStore(BaseStore):
             if m.status != "active":
                 self._items.drop(m.id, m.tx_from)
                 self._tx = max(self._tx, m.tx_from)
+                self._conflicts_touched(m)
             else:
                 self._took(m)
             return
