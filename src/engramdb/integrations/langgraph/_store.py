@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,9 +75,27 @@ class EngramStore(BaseStore):
     """
 
     supports_ttl = True
-    __slots__ = ("_agents", "_db", "_embeddings", "_engram_index", "_feed", "_items", "_layer",
-                 "_lock", "_me", "_name", "_paths", "_pending_vectors", "_ranked", "_rivals",
-                 "_root", "_tx", "index_config", "ttl_config")
+    __slots__ = (
+        "_agents",
+        "_db",
+        "_embedded",
+        "_embeddings",
+        "_engram_index",
+        "_feed",
+        "_items",
+        "_layer",
+        "_lock",
+        "_me",
+        "_name",
+        "_paths",
+        "_pending_vectors",
+        "_ranked",
+        "_rivals",
+        "_root",
+        "_tx",
+        "index_config",
+        "ttl_config",
+    )
 
     def __init__(self, db: Any, *, agent: str | None = None, root: str = "langgraph",
                  index: IndexConfig | None = None, ttl: TTLConfig | None = None,
@@ -99,7 +117,8 @@ class EngramStore(BaseStore):
         self._rivals: dict[str, tuple[str, ...]] | None = None
         self._pending_vectors: dict[tuple[tuple[str, ...], str], list[list[float]]] = {}
         self._agents: dict[str, EngramStore] = {}
-        self._ranked: tuple[Any, tuple[list[Entry], np.ndarray, np.ndarray]] | None = None
+        self._ranked: tuple[Any, tuple[list[Entry], np.ndarray, np.ndarray, bool]] | None = None
+        self._embedded: tuple[tuple[str, ...], int] | None = None
         self._lock = threading.RLock()
         self._name = self._me.principal.name
 
@@ -267,33 +286,41 @@ class EngramStore(BaseStore):
     def _search(self, op: SearchOp, qvec: list[float] | None, now: datetime
                 ) -> list[EngramSearchItem]:
         prefix = tuple(op.namespace_prefix)
-        cands = [e for e in self._items.under(prefix, now) if matches(e.item.value, op.filter)]
+
+        def candidates() -> list[Entry]:
+            return [e for e in self._items.under(prefix, now) if matches(e.item.value, op.filter)]
+
+        receipt = None
         if op.query and self._engram_index:
-            ranked, receipt = self._recall(op, prefix, cands)
+            ranked, receipt = self._recall(op, prefix, candidates())
         elif op.query and qvec is not None:
-            ranked = self._rank(op, cands, qvec)
-            receipt = None
+            ranked = self._rank(op, qvec, now, candidates)
         else:
-            ranked = [(e, None) for e in cands[op.offset:op.offset + op.limit]]
-            receipt = None
+            ranked = [(e, None) for e in candidates()[op.offset:op.offset + op.limit]]
         if receipt is None:
             receipt = self._receipt([e.item for e, _ in ranked])
         rivals = self._contested()
         return [EngramSearchItem(e.item, s, receipt, rivals.get(e.memory_id, ()))
                 for e, s in ranked]
 
-    def _rank(self, op: SearchOp, cands: list[Entry], qvec: list[float]
-              ) -> list[tuple[Entry, float | None]]:
+    def _rank(self, op: SearchOp, qvec: list[float], now: datetime,
+              candidates: Callable[[], list[Entry]]) -> list[tuple[Entry, float | None]]:
         """Cosine similarity, best vector of each item, as LangGraph's InMemoryStore ranks."""
-        self._embed_missing(cands)
-        entries, owners, unit = self._matrix(tuple(op.namespace_prefix))
-        allowed = {e.memory_id for e in cands}
-        rows = np.fromiter((entries[o].memory_id in allowed for o in owners), dtype=bool,
-                           count=len(owners))
+        prefix = tuple(op.namespace_prefix)
+        self._embed_missing(prefix)
+        entries, owners, unit, expiring = self._matrix(prefix)
+        cands: list[Entry] | None = None
+        if op.filter or expiring:
+            cands = candidates()
+            allowed = {e.memory_id for e in cands}
+            rows = np.fromiter((entries[o].memory_id in allowed for o in owners), dtype=bool,
+                               count=len(owners))
+            picked, unit = owners[rows], unit[rows]
+        else:
+            picked = owners  # every item under the prefix is a candidate
         q = np.asarray(qvec, dtype=np.float64)
         qn = float(np.linalg.norm(q))
-        scores = (unit[rows] @ q) / qn if qn and len(owners) else np.zeros(int(rows.sum()))
-        picked = owners[rows]
+        scores = (unit @ q) / qn if qn and len(picked) else np.zeros(len(picked))
         order = np.argsort(-scores, kind="stable")  # stable: ties keep the items' order
         seen: set[int] = set()
         kept: list[tuple[Entry, float | None]] = []
@@ -306,13 +333,16 @@ class EngramStore(BaseStore):
                 break
             if len(seen) > op.offset:
                 kept.append((entries[owner], float(scores[i])))
-        scoreless = [e for e in cands if not e.vectors]
-        if scoreless and len(kept) < op.limit:
+        if len(kept) < op.limit:
+            scoreless = [e for e in (cands if cands is not None else candidates())
+                         if not e.vectors]
             kept += [(e, None) for e in scoreless[:op.limit - len(kept)]]
         return kept
 
-    def _matrix(self, prefix: tuple[str, ...]) -> tuple[list[Entry], np.ndarray, np.ndarray]:
-        """Every embedded item under ``prefix``: (items, row -> item, unit-length rows).
+    def _matrix(self, prefix: tuple[str, ...]
+                ) -> tuple[list[Entry], np.ndarray, np.ndarray, bool]:
+        """Every embedded item under ``prefix``: (items, row -> item, unit-length rows,
+        whether any of them can expire).
 
         Kept until the items change, so repeated searches do not rebuild it.
         """
@@ -326,8 +356,9 @@ class EngramStore(BaseStore):
         mat = np.asarray(flat, dtype=np.float64) if flat else np.zeros((0, 0))
         norms = np.linalg.norm(mat, axis=1, keepdims=True) if flat else np.zeros((0, 1))
         unit = np.divide(mat, norms, out=np.zeros_like(mat), where=norms != 0)
-        self._ranked = (key, (entries, owners, unit))
-        return entries, owners, unit
+        expiring = any(e.expires_at is not None for e in entries)
+        self._ranked = (key, (entries, owners, unit, expiring))
+        return entries, owners, unit, expiring
 
     def _recall(self, op: SearchOp, prefix: tuple[str, ...], cands: list[Entry]
                 ) -> tuple[list[tuple[Entry, float | None]], Receipt]:
@@ -344,15 +375,20 @@ class EngramStore(BaseStore):
             kept += [(e, None) for e in scoreless[:op.limit - len(kept)]]
         return kept, result.receipt
 
-    def _embed_missing(self, cands: list[Entry]) -> None:
+    def _embed_missing(self, prefix: tuple[str, ...]) -> None:
         """Embed items this store has not embedded itself (written elsewhere)."""
-        todo = [e for e in cands if e.vectors is None and e.index is not False]
+        key = (prefix, self._items.generation)
+        if self._embedded == key:
+            return
+        todo = [e for e in self._items.under(prefix, None)
+                if e.vectors is None and e.index is not False]
         docs = {e.memory_id: texts_at(e.item.value, self._op_paths(e.index)) for e in todo}
         vecs = self._embed_docs({k: v for k, v in docs.items() if v})
         for e in todo:
             e.vectors = vecs.get(e.memory_id, [])
         if todo:
             self._items.generation += 1
+        self._embedded = (prefix, self._items.generation)
 
     def _list_namespaces(self, op: ListNamespacesOp, now: datetime) -> list[tuple[str, ...]]:
         spaces = self._items.namespaces(now)
