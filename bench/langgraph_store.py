@@ -67,9 +67,15 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def measure(store: Any, items: int, searches: int, query: bool) -> dict[str, float]:
+def measure(store: Any, items: int, searches: int, query: bool,
+            batch: bool = False) -> dict[str, float]:
+    from langgraph.store.base import PutOp
+
     data = [item(i) for i in range(items)]
-    put_s = timed(lambda: [store.put(ns, k, v) for ns, k, v in data])
+    if batch:  # one store.batch of every put (EngramStore: one remember_many transaction)
+        put_s = timed(lambda: store.batch([PutOp(ns, k, v) for ns, k, v in data]))
+    else:
+        put_s = timed(lambda: [store.put(ns, k, v) for ns, k, v in data])
     if query:
         def search() -> None:
             for j in range(searches):
@@ -105,10 +111,11 @@ def _connect(path: str, *, vector: bool) -> Any:
 
 
 def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
-        report: Callable[[str, Any], None] = lambda _k, _v: None) -> dict[str, Any]:
+        report: Callable[[str, Any], None] = lambda _k, _v: None,
+        batch: bool = False) -> dict[str, Any]:
     from langgraph.store.sqlite import SqliteStore
 
-    out: dict[str, Any] = {"items": items, "searches": searches,
+    out: dict[str, Any] = {"items": items, "searches": searches, "batch_load": batch,
                            "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
@@ -117,7 +124,7 @@ def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
             db = engramdb.open(Path(tmp) / f"engram-{mode}.db", embedder=None)
             try:
                 mine = measure(EngramStore(db, index=index),  # type: ignore[arg-type]
-                               items, searches, mode == "vector")
+                               items, searches, mode == "vector", batch)
                 report(f"{mode}.engramstore", mine)
             finally:
                 db.close()
@@ -129,7 +136,7 @@ def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
             try:
                 ref = SqliteStore(conn, index=index)  # type: ignore[arg-type]
                 ref.setup()
-                theirs = measure(ref, items, searches, mode == "vector")
+                theirs = measure(ref, items, searches, mode == "vector", batch)
                 report(f"{mode}.sqlitestore", theirs)
             finally:
                 conn.close()
@@ -148,13 +155,16 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--searches", type=int, default=200)
     ap.add_argument("--mode", choices=["kv", "vector", "both"], default="both")
+    ap.add_argument("--batch", action="store_true",
+                    help="load with one store.batch of all puts instead of one put per item")
     args = ap.parse_args()
     modes = ("kv", "vector") if args.mode == "both" else (args.mode,)
 
     def report(key: str, value: Any) -> None:  # partial figures survive a killed run
         print(f"# {key}: {json.dumps(value)} load={os.getloadavg()[0]:.1f}", flush=True)
 
-    print(json.dumps(run(args.items, args.searches, modes, report), indent=2), flush=True)
+    print(json.dumps(run(args.items, args.searches, modes, report, args.batch), indent=2),
+          flush=True)
 
 
 if __name__ == "__main__":
