@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench bench-embedder minilm-onnx soak fuzz dist shell clean test-erasure-full bench-lifecycle
+.PHONY: install test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell clean test-erasure-full bench-lifecycle
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -16,6 +16,21 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
+	$(MAKE) test-crewai test-autogen
+
+# Frameworks whose pins cannot live beside the project's (see pyproject.toml): each in its
+# own venv with just what its adapter tests need.
+test-crewai:
+	@test -x .venv-crewai/bin/python || $(PYTHON) -m venv .venv-crewai || python3 -m venv .venv-crewai
+	.venv-crewai/bin/python -m pip install --quiet -e '.[crewai,server]' pytest pytest-timeout hypothesis
+	.venv-crewai/bin/python -m pytest -q -p no:cacheprovider tests/test_crewai_storage.py \
+		tests/test_docs_integrations.py
+
+test-autogen:
+	@test -x .venv-autogen/bin/python || $(PYTHON) -m venv .venv-autogen || python3 -m venv .venv-autogen
+	.venv-autogen/bin/python -m pip install --quiet -e '.[autogen,server]' pytest pytest-timeout hypothesis
+	.venv-autogen/bin/python -m pytest -q -p no:cacheprovider tests/test_autogen_memory.py \
+		tests/test_docs_integrations.py
 
 # The day-to-day subset (a few minutes): everything but the tests marked slow.
 test-fast: $(STAMP)
@@ -71,4 +86,4 @@ shell: $(STAMP)
 	@. $(VENV)/bin/activate && exec $${SHELL:-bash} -i
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist build
+	rm -rf $(VENV) .venv-crewai .venv-autogen .pytest_cache .mypy_cache .ruff_cache dist build

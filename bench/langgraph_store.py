@@ -1,0 +1,171 @@
+"""LangGraph store benchmark: EngramStore vs LangGraph's own SqliteStore, same run.
+
+Both stores get the same ``items`` puts, one ``store.put`` call each (what a
+graph node does), then the same searches, on files in one temporary directory:
+
+* ``kv``: no index. EngramStore over ``engramdb.open(path, embedder=None)``
+  (full text only: no embedding model on the write path); searches are
+  ``search(prefix, filter={...}, limit=10)``.
+* ``vector``: both with the same caller embedding function (a cheap
+  deterministic 64-dimension hash of words, so the embedder costs the same and
+  little on both sides); searches are ``search(prefix, query=..., limit=10)``.
+  SqliteStore ranks with sqlite-vec.
+
+Durability: EngramDB's default (``synchronous=FULL``, WAL, every put a logged,
+hash-chained transaction); SqliteStore's default (autocommit, rollback journal,
+SQLite's default ``synchronous=FULL``). The figures that matter are the
+ratios (EngramStore time / SqliteStore time), since the machine is shared.
+
+Run from a checkout: ``python bench/langgraph_store.py [--items N] [--searches N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+import engramdb  # noqa: E402
+from engramdb.integrations.langgraph import EngramStore  # noqa: E402
+
+TOPICS = ["billing", "search", "onboarding", "mobile", "payments", "pipeline", "support",
+          "gateway", "pricing", "security"]
+DIMS = 64
+
+
+def hash_embed(texts: list[str]) -> list[list[float]]:
+    """Bag of hashed words: cheap, deterministic, the same cost for both stores."""
+    out = []
+    for t in texts:
+        v = [0.0] * DIMS
+        for w in t.lower().split():
+            v[hashlib.blake2b(w.encode(), digest_size=2).digest()[0] % DIMS] += 1.0
+        out.append(v)
+    return out
+
+
+def item(i: int) -> tuple[tuple[str, ...], str, dict[str, Any]]:
+    topic = TOPICS[i % len(TOPICS)]
+    return (("team", topic), f"note-{i}",
+            {"text": f"note {i} about {topic}: step {i % 97} is done by owner {i % 13}",
+             "owner": i % 13, "step": i % 97})
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def measure(store: Any, items: int, searches: int, query: bool,
+            batch: bool = False) -> dict[str, float]:
+    from langgraph.store.base import PutOp
+
+    data = [item(i) for i in range(items)]
+    if batch:  # one store.batch of every put (EngramStore: one remember_many transaction)
+        put_s = timed(lambda: store.batch([PutOp(ns, k, v) for ns, k, v in data]))
+    else:
+        put_s = timed(lambda: [store.put(ns, k, v) for ns, k, v in data])
+    if query:
+        def search() -> None:
+            for j in range(searches):
+                hits = store.search(("team",), query=f"{TOPICS[j % 10]} step {j % 97}",
+                                    limit=10)
+                assert len(hits) == 10
+    else:
+        def search() -> None:
+            for j in range(searches):
+                hits = store.search(("team", TOPICS[j % 10]),
+                                    filter={"owner": j % 13, "step": {"$gte": j % 50}},
+                                    limit=10)
+                assert hits
+    search_s = timed(search)
+    return {"put_ms": 1000 * put_s / items, "search_ms": 1000 * search_s / searches}
+
+
+def _connect(path: str, *, vector: bool) -> Any:
+    """A connection as ``SqliteStore.from_conn_string`` makes it (autocommit, any thread).
+
+    sqlite-vec needs extension loading, which some Python builds leave out of
+    ``sqlite3``; pysqlite3 (same DB-API) has it.
+    """
+    import sqlite3
+
+    module: Any = sqlite3
+    if vector and not hasattr(sqlite3.Connection, "enable_load_extension"):
+        try:
+            import pysqlite3.dbapi2 as module  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            return None
+    return module.connect(path, check_same_thread=False, isolation_level=None)
+
+
+def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
+        report: Callable[[str, Any], None] = lambda _k, _v: None,
+        batch: bool = False) -> dict[str, Any]:
+    from langgraph.store.sqlite import SqliteStore
+
+    out: dict[str, Any] = {"items": items, "searches": searches, "batch_load": batch,
+                           "load_before": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in modes:
+            index = {"dims": DIMS, "embed": hash_embed, "fields": ["text"]} \
+                if mode == "vector" else None
+            db = engramdb.open(Path(tmp) / f"engram-{mode}.db", embedder=None)
+            try:
+                mine = measure(EngramStore(db, index=index),  # type: ignore[arg-type]
+                               items, searches, mode == "vector", batch)
+                report(f"{mode}.engramstore", mine)
+            finally:
+                db.close()
+            conn = _connect(str(Path(tmp) / f"lg-{mode}.db"), vector=mode == "vector")
+            if conn is None:
+                out[mode] = {"skipped": "SqliteStore's vector index needs SQLite extension "
+                             "loading: pip install pysqlite3-binary"}
+                continue
+            try:
+                ref = SqliteStore(conn, index=index)  # type: ignore[arg-type]
+                ref.setup()
+                theirs = measure(ref, items, searches, mode == "vector", batch)
+                report(f"{mode}.sqlitestore", theirs)
+            finally:
+                conn.close()
+            out[mode] = {
+                "sqlite_driver": type(conn).__module__,
+                "engramstore": mine, "sqlitestore": theirs,
+                "put_ratio": mine["put_ms"] / theirs["put_ms"],
+                "search_ratio": mine["search_ms"] / theirs["search_ms"],
+            }
+    out["load_after"] = os.getloadavg()[0]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=10_000)
+    ap.add_argument("--searches", type=int, default=200)
+    ap.add_argument("--mode", choices=["kv", "vector", "both"], default="both")
+    ap.add_argument("--batch", action="store_true",
+                    help="load with one store.batch of all puts instead of one put per item")
+    args = ap.parse_args()
+    modes = ("kv", "vector") if args.mode == "both" else (args.mode,)
+
+    def report(key: str, value: Any) -> None:  # partial figures survive a killed run
+        print(f"# {key}: {json.dumps(value)} load={os.getloadavg()[0]:.1f}", flush=True)
+
+    print(json.dumps(run(args.items, args.searches, modes, report, args.batch), indent=2),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
