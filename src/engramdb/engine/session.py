@@ -327,7 +327,9 @@ class Session(AuditSession):
 
     def _readable(self, pattern: str, as_of: int | None) -> tuple[str, ...]:
         check_glob(pattern)
-        acl = self._acl(as_of)
+        # Permission is the reader's grants now, whatever the read point:
+        # revoking a grant ends access to history too (as_of only picks versions).
+        acl = self._acl()
         return tuple(
             ns for ns in self._db.storage.namespaces()
             if namespace_matches(pattern, ns) and acl.check("read", ns).allow
@@ -534,7 +536,8 @@ class Session(AuditSession):
         rows = self._db.storage.fetch("memories", {"id": memory_id}, order_by="version")
         if as_of is not None:
             rows = [r for r in rows if r["tx_from"] <= as_of]
-        if not rows or not self._acl(as_of).check("read", rows[0]["namespace"]):
+        # Grants now, not at ``as_of``: a revoked reader loses the past as well.
+        if not rows or not self._acl().check("read", rows[0]["namespace"]):
             raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
                            id=memory_id)
         return rows

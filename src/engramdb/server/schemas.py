@@ -13,8 +13,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+)
 
+from engramdb.jsonshape import clip_json
 from engramdb.model import ACTIONS, LAYERS, to_utc
 
 __all__ = [
@@ -121,6 +130,11 @@ LayerOrNull = Annotated[Any, WithJsonSchema(_or_null(_LAYER_STR))]
 # A list of layers is type-checked here: the engine would iterate any iterable.
 LayersOrNull = list[Annotated[str, WithJsonSchema(_LAYER_STR)]] | None
 ObjectOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "object"}))]
+# Stored JSON on its way out: a value stored before the shape limits existed
+# may nest deeper than the encoder goes; its deep part is clipped, so no stored
+# value can make a read answer 500.
+JsonOut = Annotated[Any, PlainSerializer(clip_json, return_type=Any)]
+ObjectOut = Annotated[dict[str, Any], PlainSerializer(clip_json, return_type=Any)]
 
 
 def _integral(value: Any) -> Any:
@@ -270,8 +284,8 @@ class MemoryOut(Response):
     text: str
     subject: str | None
     predicate: str | None
-    value: Any
-    metadata: dict[str, Any]
+    value: JsonOut
+    metadata: ObjectOut
     importance: float
     confidence: float
     author: str
@@ -344,8 +358,8 @@ class DecisionOut(Response):
     principal: str
     description: str
     basis: list[ReceiptItemOut]
-    outcome: dict[str, Any]
-    metadata: dict[str, Any]
+    outcome: ObjectOut
+    metadata: ObjectOut
     tx: int
     recorded_at: datetime
     namespace: str | None = None
@@ -416,7 +430,7 @@ class EventOut(Response):
     actor: str
     recorded_at: datetime
     subject_ref: str | None
-    payload: dict[str, Any] | None
+    payload: ObjectOut | None
     commitment: str
     prev_hash: str
     hash: str

@@ -1,0 +1,206 @@
+"""Security suite: what a hostile or revoked agent can do through the public doors.
+
+Each test reproduces one finding of issue 17 from outside, through the
+Python API and over real HTTP (a live uvicorn server), and asserts what a
+user would notice: the attack is refused with a typed error, nothing is
+written, every other reader keeps getting answers, and nothing leaks.
+
+The short version runs in ``make test``; ``make security`` sets
+``ENGRAM_SECURITY_LONG=1`` and runs the same tests with more attempts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import engramdb
+from engramdb.errors import InvalidMetadata, NotFound
+from tests.support.http_server import LiveServer
+
+LONG = os.environ.get("ENGRAM_SECURITY_LONG") == "1"
+DOORS = ["python", "http"]
+
+
+def nest(depth: int) -> dict[str, Any]:
+    """``{"a": {"a": ...}}`` with ``depth`` levels of objects."""
+    root: dict[str, Any] = {}
+    cur = root
+    for _ in range(depth - 1):
+        cur["a"] = {}
+        cur = cur["a"]
+    return root
+
+
+class World:
+    """One SQLite database served over HTTP; ``door(name)`` is that agent's handle."""
+
+    def __init__(self, tmp_path: Path, which: str) -> None:
+        self.db = engramdb.open(tmp_path / "engram.db", embedder=None)
+        self.which = which
+        self.server = LiveServer(self.db).start()
+        self._clients: list[Any] = []
+
+    def agent(self, name: str, grants: dict[str, list[str]]) -> Any:
+        self.db.admin.create_agent(name)
+        for pattern, actions in grants.items():
+            self.db.admin.grant(name, pattern, actions)
+        return self.door(name)
+
+    def door(self, name: str) -> Any:
+        if self.which == "python":
+            return self.db.as_agent(name)
+        client = engramdb.connect(self.server.url, api_key=self.db.admin.create_key(name))
+        self._clients.append(client)
+        return client
+
+    def raw(self, name: str) -> httpx.Client:
+        """A plain HTTP client with ``name``'s key, to see status codes as sent."""
+        client = httpx.Client(base_url=self.server.url, timeout=30,
+                              headers={"Authorization": f"Bearer {self.db.admin.create_key(name)}"})
+        self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+        self.server.stop()
+        self.db.close()
+
+
+@pytest.fixture(params=DOORS)
+def world(request, tmp_path) -> Iterator[World]:
+    w = World(tmp_path, request.param)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def head(world: World) -> Any:
+    return world.db.storage.head()
+
+
+# -- 1. JSON shape limits, and no stored value breaks a read -----------------------------
+
+
+HOSTILE_JSON = {
+    "deep": nest(256),
+    "just too deep": nest(33),
+    "wide object": {f"k{i}": i for i in range(1_001)},
+    "wide list": {"l": list(range(1_001))},
+    "many values": {f"k{i}": list(range(20)) for i in range(600)},
+    "huge string": {"s": "x" * 64_001},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(HOSTILE_JSON))
+def test_hostile_json_is_refused_in_every_json_field(world, shape):
+    """Deep, wide or huge JSON in metadata, value, update and outcome: 400, nothing written."""
+    hostile = HOSTILE_JSON[shape]
+    me = world.agent("mallory", {"team/**": ["read", "write"]})
+    m = me.remember("base", namespace="team/a", subject="s", predicate="p", value=1)
+    before = head(world)
+    attempts = [
+        lambda: me.remember("x", namespace="team/a", metadata=hostile),
+        lambda: me.remember("x", namespace="team/a", subject="s", predicate="q", value=hostile),
+        lambda: me.remember_many([{"text": "x", "namespace": "team/a", "metadata": hostile}]),
+        lambda: me.update(m.id, metadata=hostile),
+        lambda: me.update(m.id, value=[hostile]),
+        lambda: me.decide("d", basis=[], outcome=hostile),
+        lambda: me.recall("base", namespace="team/**", filters={"metadata": {"k": hostile}}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InvalidMetadata) as info:
+            attempt()
+        assert "{" not in str(info.value)  # the message names the limit, never the value
+    assert head(world) == before
+    assert me.get(m.id).version == 1
+
+
+def test_shape_limits_refuse_over_raw_http_with_400_not_500(tmp_path):
+    w = World(tmp_path, "http")
+    try:
+        w.agent("mallory", {"team/**": ["read", "write"]})
+        raw = w.raw("mallory")
+        for shape, hostile in HOSTILE_JSON.items():
+            r = raw.post("/v1/memories", json={"text": "x", "namespace": "team/a",
+                                               "metadata": hostile})
+            assert r.status_code == 400, (shape, r.text[:200])
+            assert r.json()["error"]["code"] == "invalid_metadata"
+    finally:
+        w.close()
+
+
+def test_a_legacy_deep_value_never_breaks_a_read(tmp_path, monkeypatch):
+    """A 256-deep value stored before the limits existed: every read path still answers."""
+    w = World(tmp_path, "http")
+    try:
+        w.agent("writer", {"team/**": ["read", "write"]})
+        w.agent("reader", {"team/**": ["read"]})
+        # Store it the way a version without shape limits did.
+        import engramdb.codec as codec
+
+        monkeypatch.setattr(codec, "check_shape", lambda *a, **k: None)
+        legacy = w.db.as_agent("writer").remember(
+            "legacy deep memory", namespace="team/a", metadata=nest(256),
+            subject="s", predicate="p", value=[nest(256)])
+        monkeypatch.undo()
+        retracted = w.db.as_agent("writer").retract(legacy.id)  # carries the metadata on
+        for name in ("writer", "reader", w.db.principal.name):
+            raw = w.raw(name)
+            answers = [
+                raw.get("/v1/changes", params={"since": 0}),
+                raw.get(f"/v1/memories/{legacy.id}"),
+                raw.get(f"/v1/memories/{legacy.id}/history"),
+                raw.get("/v1/memories", params={"namespace": "team/**"}),
+                raw.post("/v1/recall", json={"query": "legacy deep memory",
+                                             "namespace": "team/**",
+                                             "filters": {"statuses": ["retracted"]}}),
+                raw.post("/v1/context", json={"task": "legacy deep memory",
+                                              "namespace": "team/**"}),
+            ]
+            for r in answers:
+                assert r.status_code == 200, (name, r.request.url, r.text[:200])
+            versions = answers[2].json()["versions"]
+            assert [v["version"] for v in versions] == [1, retracted.version]
+            # The clipped part says so; the shallow part is intact.
+            assert versions[0]["metadata"]["a"]["a"]["a"] is not None
+            assert "nested too deep" in answers[2].text
+            feed = answers[0].json()["events"]
+            assert any(e["subject_ref"] == legacy.id for e in feed)
+    finally:
+        w.close()
+
+
+# -- 2. Revocation covers history --------------------------------------------------------
+
+
+def test_revoked_reader_loses_as_of_reads_on_every_path(world):
+    world.agent("writer", {"team/**": ["read", "write"]})
+    reader = world.agent("reader", {})
+    grant = world.db.admin.grant("reader", "team/**", ["read"])
+    m = world.db.as_agent("writer").remember("the vault code is 1234", namespace="team/a")
+    t = m.tx_from
+    # While granted, the as_of reads work (the test can fail).
+    assert reader.get(m.id, as_of=t).text == "the vault code is 1234"
+    assert [h.memory.id for h in reader.recall("vault code", namespace="team/**",
+                                               as_of=t).hits] == [m.id]
+    world.db.admin.revoke(grant.id)
+    with pytest.raises(NotFound):
+        reader.get(m.id, as_of=t)
+    with pytest.raises(NotFound):
+        reader.history(m.id, as_of=t)
+    with pytest.raises(NotFound):
+        reader.history(m.id)
+    assert reader.recall("vault code", namespace="team/**", as_of=t).hits == ()
+    ctx = reader.context("vault code", namespace="team/**", as_of=t)
+    assert "1234" not in ctx.text and ctx.receipt.items == ()
+    # An auditor's question about the past keeps the grants held then.
+    past = world.db.knowledge("reader", at=t, query="vault code")
+    assert [h.memory.id for h in past.hits] == [m.id]
