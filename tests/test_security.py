@@ -204,3 +204,40 @@ def test_revoked_reader_loses_as_of_reads_on_every_path(world):
     # An auditor's question about the past keeps the grants held then.
     past = world.db.knowledge("reader", at=t, query="vault code")
     assert [h.memory.id for h in past.hits] == [m.id]
+
+
+# -- 3. Decisions do not leak what their reader may not read ---------------------------
+
+
+def test_decision_basis_outside_the_readers_grants_is_counted_never_named(world):
+    world.agent("planner", {"team/**": ["read", "write"], "board/**": ["read"],
+                            "decisions/**": ["read", "write"]})
+    world.agent("writer", {"team/**": ["read", "write"], "board/**": ["read", "write"]})
+    observer = world.agent("observer", {"team/**": ["read"], "decisions/**": ["read"]})
+    writer = world.door("writer")
+    fact = writer.remember("Company X outlook is positive", namespace="team/a")
+    secret = writer.remember("board: acquire Company X", namespace="board/x")
+    planner = world.door("planner")
+    d = planner.decide("buy X", basis=[fact, secret], namespace="decisions/x")
+    assert {i.id for i in planner.decision(d.id).basis} == {fact.id, secret.id}
+
+    seen = observer.decision(d.id)
+    assert [i.id for i in seen.basis] == [fact.id] and seen.basis_hidden == 1
+    # The hidden memory changes: the observer's view of the decision does not.
+    writer.update(secret.id, text="board: do not acquire Company X")
+    assert world.db.decision(d.id).stale  # it is stale for those who may see why
+    assert not observer.decision(d.id).stale
+    assert not observer.explain(d.id).stale
+    assert [b.item.id for b in observer.explain(d.id).basis] == [fact.id]
+    assert observer.stale_decisions() == []
+    feed = list(observer.changes(0, namespace="decisions/**"))
+    assert [e.kind for e in feed] == ["decision.recorded"]
+    assert secret.id not in repr(feed)
+    # A change it may see makes it stale, and the event names only what it may read.
+    writer.update(fact.id, text="Company X outlook is negative")
+    assert observer.decision(d.id).stale
+    assert [x.id for x in observer.stale_decisions()] == [d.id]
+    stale = [e for e in observer.changes(0, namespace="decisions/**")
+             if e.kind == "decision.stale"]
+    assert len(stale) == 1 and stale[0].payload["changed"] == [{"id": fact.id, "version": 1}]
+    assert secret.id not in repr(list(observer.changes(0)))

@@ -434,7 +434,9 @@ class Decision:
 
     ``stale_tx`` is the transaction that first closed (superseded, retracted,
     rejected) or erased one of the ``basis`` versions; ``None`` while the
-    basis is still current.
+    basis is still current. A reader who may not read every basis memory sees
+    only the ones it may read; ``basis_hidden`` counts the others, and
+    ``stale_tx`` is then derived from the visible ones alone.
     """
 
     id: str
@@ -447,6 +449,7 @@ class Decision:
     recorded_at: datetime
     namespace: str | None = None
     stale_tx: int | None = None
+    basis_hidden: int = 0
 
     @property
     def stale(self) -> bool:
@@ -464,6 +467,7 @@ class Decision:
             "recorded_at": self.recorded_at.isoformat(),
             "namespace": self.namespace,
             "stale_tx": self.stale_tx,
+            "basis_hidden": self.basis_hidden,
         }
 
 

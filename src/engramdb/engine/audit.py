@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from engramdb.codec import check_chars, check_json, from_micros, new_id
 from engramdb.engine.checkpoints import CheckpointMixin
 from engramdb.engine.read_audit import READ_AUDIT_MODES
+from engramdb.engine.redact import DecisionView, redact_decision
 from engramdb.engine.rows import check_metadata, memory_from_row
 from engramdb.errors import InvalidInput, NotFound, PermissionDenied
 from engramdb.model import (
@@ -84,7 +85,7 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
         actor: the principal whose write caused it (the stale event's actor).
 
     Returns:
-        The ids of the decisions that turned stale.
+        The ids of the decisions announced stale (again, for one already stale).
     """
     touched = sorted({
         (str(e.key["id"]), int(e.key["version"])) for e in effects
@@ -98,7 +99,9 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
             if did in found:
                 found[did][1].append((memory_id, version))
                 continue
-            rows = w.fetch("decisions", {"id": did, "stale_tx": None})
+            # Already stale decisions are announced again for a newly closed basis
+            # version: a reader who may see only that one learns of it (see redact).
+            rows = w.fetch("decisions", {"id": did})
             if rows:
                 found[did] = (rows[0], [(memory_id, version)])
     for did in sorted(found):
@@ -109,10 +112,13 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
 
 def _log_stale(w: WriteTx, row: Mapping[str, Any], items: Sequence[tuple[str, int]],
                actor: str) -> None:
-    eff = Update("decisions", {"id": row["id"]}, {"stale_tx": w.tx}, expect={"stale_tx": None})
-    w.apply([eff])
+    effects: list[Effect] = []
+    if row.get("stale_tx") is None:
+        effects.append(Update("decisions", {"id": row["id"]}, {"stale_tx": w.tx},
+                              expect={"stale_tx": None}))
+        w.apply(effects)
     w.log("decision.stale", actor=actor, namespace=row["namespace"], subject_ref=row["id"],
-          payload={"effects": [effect_to_dict(eff)],
+          payload={"effects": [effect_to_dict(e) for e in effects],
                    "changed": [{"id": i, "version": v} for i, v in items]})
 
 
@@ -368,7 +374,14 @@ class AuditSession:
         Raises:
             NotFound: unknown or not visible to you.
         """
-        return _decision(self._decision_row(decision_id))
+        return self._redacted(_decision(self._decision_row(decision_id)), self._acl())
+
+    def _redacted(self, d: Decision, acl: AccessControl) -> Decision:
+        """``d`` without the basis items this principal may not read (see ``redact``)."""
+        if acl.is_admin:
+            return d
+        return redact_decision(d, DecisionView(self._db.storage,
+                                               lambda ns: bool(acl.check("read", ns))))
 
     def explain(self, decision_id: str) -> DecisionExplanation:
         """What a decision rested on, as it was then, and what has happened since.
@@ -376,14 +389,14 @@ class AuditSession:
         For each basis version: the memory as read at the decision's
         transaction, the versions written after it (with their authors),
         whether it was retracted, erased or is contested by a conflict, and
-        whether it is stale. Basis memories you may not read are listed
-        with ``visible=False`` and nothing else.
+        whether it is stale. Basis memories you may not read are left out
+        (``decision.basis_hidden`` counts them) and do not make it stale.
 
         Raises:
             NotFound: unknown decision, or one you may not see.
         """
-        d = _decision(self._decision_row(decision_id))
         acl = self._acl()
+        d = self._redacted(_decision(self._decision_row(decision_id)), acl)
         storage = self._db.storage
         basis: list[BasisExplanation] = []
         any_stale = False
@@ -423,12 +436,14 @@ class AuditSession:
         """Decisions you may see whose basis has changed since, oldest staleness first."""
         check_glob(namespace)
         acl = self._acl()
-        out = [
-            _decision(r) for r in self._db.storage.fetch("decisions", {}, order_by="tx")
+        seen = [
+            self._redacted(_decision(r), acl)
+            for r in self._db.storage.fetch("decisions", {}, order_by="tx")
             if r.get("stale_tx") is not None
             and namespace_matches(namespace, r["namespace"] or "")
             and self._may_see_decision(r, acl)
         ]
+        out = [d for d in seen if d.stale_tx is not None]
         return sorted(out, key=lambda d: (d.stale_tx or 0, d.tx, d.id))
 
     # -- read audit ------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 
 from engramdb.codec import canonical, check_chars, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.audit import AuditSession, mark_stale
+from engramdb.engine.redact import DecisionView, redact_event
 from engramdb.engine.rows import (
     _short,
     _unit,
@@ -734,6 +735,7 @@ class Session(AuditSession):
             raise InvalidInput("limit must be a positive integer", field="limit")
         every = namespace == "**"
         acl = self._acl()
+        view = DecisionView(self._db.storage, lambda ns: bool(acl.check("read", ns)))
         cursor = since
         while True:
             batch = self._db.storage.events(after=cursor, limit=min(limit, 1000))
@@ -747,7 +749,13 @@ class Session(AuditSession):
                         continue
                 elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
                     continue
-                yield self._db._event(raw)
+                event = self._db._event(raw)
+                if not acl.is_admin and raw.kind.startswith("decision."):
+                    # Decision events name basis memories: only readable ones reach you.
+                    event = redact_event(event, view)
+                    if event is None:
+                        continue
+                yield event
 
 
 class Transaction:

@@ -364,7 +364,9 @@ class DecisionOut(Response):
     recorded_at: datetime
     namespace: str | None = None
     stale_tx: int | None = Field(None, description="The transaction that first changed a "
-                                 "basis version; null while the basis is current.")
+                                 "basis version you may read; null while those are current.")
+    basis_hidden: int = Field(0, description="Basis memories you may not read: counted, "
+                              "never listed.")
 
 
 class DecisionList(Response):
