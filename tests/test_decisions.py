@@ -262,7 +262,10 @@ def test_decision_lifecycle_on_each_storage_backend(storage, tmp_path, embedder,
         e = planner.explain(d.id)
         assert e.stale and e.basis[0].then.text == "Company X earnings outlook is positive"
         assert [x.id for x in planner.stale_decisions()] == [d.id]
-        assert [r.principal for r in db.who_read(fact.id)] == ["planner"]
+        # Read by the context (v1) and by the explanation (then v1, now v2): issue 17
+        # made every read path audited.
+        assert [(r.principal, r.version) for r in db.who_read(fact.id)] == [
+            ("planner", 1), ("planner", 1), ("planner", 2)]
         assert db.knowledge("planner", at=d.tx, query="outlook").hits[0].memory.version == 1
         assert db.verify().ok
     finally:

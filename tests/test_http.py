@@ -876,7 +876,8 @@ def test_metrics_report_routes_layers_log_and_verify(server):
     for _ in range(4):
         db.recall("valve", namespace="ops")
 
-    text = httpx.get(server.url + "/metrics").text
+    # /metrics needs an admin key by default (issue 17).
+    text = httpx.get(server.url + "/metrics", headers=bearer(server.admin_key())).text
     assert metric(text, "engram_http_request_duration_seconds_count", route="/v1/recall",
                   method="POST") == 4
     assert metric(text, "engram_http_request_duration_seconds_bucket", route="/v1/recall",
@@ -891,7 +892,8 @@ def test_metrics_report_routes_layers_log_and_verify(server):
     assert metric(text, "engram_last_verify_ok") == -1
 
     report = db.verify()
-    text = httpx.get(server.url + "/metrics").text
+    # /metrics needs an admin key by default (issue 17).
+    text = httpx.get(server.url + "/metrics", headers=bearer(server.admin_key())).text
     assert metric(text, "engram_last_verify_ok") == 1
     assert metric(text, "engram_log_events") == report.events_checked
     assert metric(text, "engram_last_verify_events_checked") == report.events_checked

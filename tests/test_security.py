@@ -241,3 +241,37 @@ def test_decision_basis_outside_the_readers_grants_is_counted_never_named(world)
              if e.kind == "decision.stale"]
     assert len(stale) == 1 and stale[0].payload["changed"] == [{"id": fact.id, "version": 1}]
     assert secret.id not in repr(list(observer.changes(0)))
+
+
+# -- 5. Every read path that returns memory content is in the read audit ----------------
+
+
+READ_PATHS = {
+    "get": lambda r, m, d: r.get(m.id),
+    "get as_of": lambda r, m, d: r.get(m.id, as_of=m.tx_from),
+    "history": lambda r, m, d: r.history(m.id),
+    "changes": lambda r, m, d: list(r.changes(0, namespace="team/**")),
+    "recent": lambda r, m, d: r.recent(namespace="team/**"),
+    "recall": lambda r, m, d: r.recall("heron migration", namespace="team/**"),
+    "context": lambda r, m, d: r.context("heron migration", namespace="team/**"),
+    "explain": lambda r, m, d: r.explain(d.id),
+}
+
+
+@pytest.mark.parametrize("path", sorted(READ_PATHS))
+def test_who_read_names_the_reader_of_every_read_path(world, path):
+    writer = world.agent("writer", {"team/**": ["read", "write"]})
+    reader = world.agent("reader", {"team/**": ["read"]})
+    m = writer.remember("the heron migration starts in March", namespace="team/a")
+    d = writer.decide("watch herons", basis=[m], namespace="team/decisions")
+    assert [r.principal for r in world.db.who_read(m.id)] == []  # writing is not reading
+    READ_PATHS[path](reader, m, d)
+    assert [(r.principal, r.version) for r in world.db.who_read(m.id)] == [("reader", 1)]
+
+
+def test_who_read_names_the_admin_behind_knowledge(world):
+    writer = world.agent("writer", {"team/**": ["read", "write"]})
+    m = writer.remember("the heron migration starts in March", namespace="team/a")
+    admin = world.door(world.db.principal.name) if world.which == "http" else world.db
+    admin.knowledge("writer", at=m.tx_from)
+    assert [r.principal for r in world.db.who_read(m.id)] == [world.db.principal.name]

@@ -27,6 +27,7 @@ callers handle one exception type whichever door they came through.
     │   └── EmbedderMismatch                    409 embedder_mismatch
     ├── PayloadTooLarge                         413 payload_too_large
     ├── RateLimited                             429 rate_limited
+    ├── Overloaded                              503 overloaded
     ├── MissingExtra (ImportError)              500 missing_extra
     ├── ConfigurationError                      500 configuration_error
     ├── UpstreamError                           502 upstream_error
@@ -54,6 +55,7 @@ __all__ = [
     "InvalidPolicy",
     "MissingExtra",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
@@ -202,6 +204,13 @@ class PayloadTooLarge(EngramError):
 class RateLimited(EngramError):
     code = "rate_limited"
     status = 429
+
+
+class Overloaded(EngramError):
+    """The server has as many requests in progress as it accepts; retry after ``Retry-After``."""
+
+    code = "overloaded"
+    status = 503
 
 
 class MissingExtra(EngramError, ImportError):

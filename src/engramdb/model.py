@@ -58,8 +58,8 @@ STATUSES: tuple[str, ...] = (
 )
 ACTIONS: tuple[str, ...] = ("read", "write", "admin", "erase")
 
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.:@-]{0,127}$")
-_GLOB_SEGMENT = re.compile(r"^(\*\*|\*|[a-z0-9][a-z0-9_.:@-]{0,127})$")
+_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.:@-]{0,127}\Z")
+_GLOB_SEGMENT = re.compile(r"^(\*\*|\*|[a-z0-9][a-z0-9_.:@-]{0,127})\Z")
 MAX_NAMESPACE_DEPTH = 16
 
 
@@ -113,11 +113,12 @@ def check_namespace(namespace: str) -> str:
         )
     parts = namespace.split("/")
     if len(parts) > MAX_NAMESPACE_DEPTH or not all(_SEGMENT.match(p) for p in parts):
+        # The value is not echoed back (a caller's input never is; see docs/http.md).
         raise InvalidNamespace(
-            f"namespace {namespace!r} is malformed: use lowercase segments of "
+            "namespace is malformed: use lowercase segments of "
             "[a-z0-9_.:@-] separated by '/', no leading, trailing or double slash, "
             f"at most {MAX_NAMESPACE_DEPTH} segments",
-            namespace=namespace,
+            field="namespace",
         )
     return namespace
 
@@ -133,9 +134,9 @@ def check_glob(pattern: str) -> str:
     parts = pattern.split("/")
     if len(parts) > MAX_NAMESPACE_DEPTH or not all(_GLOB_SEGMENT.match(p) for p in parts):
         raise InvalidNamespace(
-            f"namespace glob {pattern!r} is malformed: segments of [a-z0-9_.:@-], "
+            "namespace glob is malformed: segments of [a-z0-9_.:@-], "
             "'*' for one segment or '**' for any depth, separated by '/'",
-            namespace=pattern,
+            field="namespace",
         )
     return pattern
 
@@ -165,9 +166,7 @@ def _match(pat: list[str], parts: list[str]) -> bool:
 
 def check_layer(layer: str) -> str:
     if layer not in LAYERS:
-        raise InvalidLayer(
-            f"unknown layer {layer!r}; use one of: {', '.join(LAYERS)}", layer=str(layer)
-        )
+        raise InvalidLayer(f"unknown layer; use one of: {', '.join(LAYERS)}", field="layer")
     return layer
 
 

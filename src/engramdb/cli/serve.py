@@ -17,8 +17,12 @@ SERVER_EXTRA = "engramdb[server]"
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8420, show_default=True)
+@click.option("--metrics", type=click.Choice(["key", "public", "off"]), default="key",
+              show_default=True, help="Who may read /metrics: an admin key, anyone, nobody.")
+@click.option("--docs", type=click.Choice(["off", "key", "public"]), default="off",
+              show_default=True, help="Serve the interactive docs at /docs.")
 @pass_env
-def serve(env: Env, host: str, port: int) -> None:
+def serve(env: Env, host: str, port: int, metrics: str, docs: str) -> None:
     """Serve the database at --db over HTTP (needs engramdb[server])."""
     env.admin_only("serve")
     try:
@@ -36,4 +40,5 @@ def serve(env: Env, host: str, port: int) -> None:
             f"this installation has no HTTP server entry point; pip install '{SERVER_EXTRA}'",
             extra=SERVER_EXTRA,
         )
-    run(env.target, host=host, port=port)
+    run(env.target, host=host, port=port,
+        settings=server.ServerSettings(metrics=metrics, docs=docs))

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
@@ -77,6 +78,7 @@ def decode_response(call: Call[T], response: httpx.Response, url: str) -> T:
     return call.decode(body)
 
 
+@guard_calls
 class RemoteAdmin:
     """``client.admin``: principals, keys, grants and trust policy (needs an admin key)."""
 
@@ -176,6 +178,7 @@ class RemoteAdmin:
         return self._c._run(calls.rollback_author(name, since))
 
 
+@guard_calls
 class Client:
     """A remote EngramDB, acting as the principal of ``api_key``.
 

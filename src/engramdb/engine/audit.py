@@ -30,6 +30,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engramdb._guard import guard_calls
 from engramdb.codec import check_chars, check_json, from_micros, new_id
 from engramdb.engine.checkpoints import CheckpointMixin
 from engramdb.engine.read_audit import READ_AUDIT_MODES
@@ -209,6 +210,7 @@ def _conflict(row: Mapping[str, Any]) -> Conflict:
 # ---------------------------------------------------------------- session mixin
 
 
+@guard_calls
 class AuditSession:
     """Context packing, decisions and read queries for one principal (Session mixin)."""
 
@@ -429,6 +431,8 @@ class AuditSession:
                 conflicts=named, contested=any(c.status == "open" for c in named),
                 stale=stale,
             ))
+        shown = [m for b in basis for m in (b.then, b.now, *b.later) if m is not None]
+        self._db.read_audit.record_read(self._principal.name, "explain", shown)
         return DecisionExplanation(decision=d, basis=tuple(basis),
                                    stale=any_stale or d.stale_tx is not None)
 
@@ -547,6 +551,7 @@ def _flags(hit: Hit) -> tuple[str, ...]:
 # ---------------------------------------------------------------- database mixin
 
 
+@guard_calls
 class AuditDatabase(CheckpointMixin):
     """Knowledge at T, read-audit settings and checkpoints (Database mixin, admin only)."""
 
@@ -636,8 +641,10 @@ class AuditDatabase(CheckpointMixin):
             return result
         if flt.namespaces is not None and not flt.namespaces:
             return []
-        return [memory_from_row(r, as_of=t)
-                for r in self.storage.list_memories(flt, limit=k, order="recent")]
+        memories = [memory_from_row(r, as_of=t)
+                    for r in self.storage.list_memories(flt, limit=k, order="recent")]
+        self.read_audit.record_read(self.principal.name, "knowledge", memories, t)
+        return memories
 
     def _principal_timeline(self) -> PrincipalTimeline:
         with _timeline_lock:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import (
     Checkpoint,
     check_checkpoint,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointMixin"]
 
 
+@guard_calls
 class CheckpointMixin:
     """Checkpoints and proofs over the log (Database mixin, admin only)."""
 

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from engramdb._guard import guard_calls
 from engramdb.codec import from_micros
 from engramdb.engine.admin import Admin
 from engramdb.engine.audit import AuditDatabase
@@ -45,6 +46,7 @@ __all__ = ["Database", "import_database", "open_database"]
 ADMIN = "admin"
 
 
+@guard_calls
 class Database(AuditDatabase, Session):
     """An open EngramDB database, acting as its admin.
 

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from engramdb._guard import guard_calls
 from engramdb.codec import canonical, check_chars, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.audit import AuditSession, mark_stale
+from engramdb.engine.read_audit import ReadItem
 from engramdb.engine.redact import DecisionView, redact_event
 from engramdb.engine.rows import (
     _short,
@@ -38,6 +40,7 @@ from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     VersionConflict,
 )
@@ -294,6 +297,7 @@ def _draft_fingerprint(draft: MemoryDraft) -> dict[str, Any]:
     }
 
 
+@guard_calls
 class Session(AuditSession):
     """The database as seen and changed by one principal."""
 
@@ -318,9 +322,10 @@ class Session(AuditSession):
     def _require(self, action: str, namespace: str) -> None:
         decision = self._acl().check(action, namespace)
         if not decision.allow:
+            # The namespace (the caller's input) is in details, not in the message.
             raise PermissionDenied(
-                f"{self._principal.name!r} may not {action} in {namespace!r}; ask an admin "
-                f"for a grant (db.admin.grant({self._principal.name!r}, {namespace!r}, "
+                f"{self._principal.name!r} may not {action} in that namespace; ask an admin "
+                f"for a grant (db.admin.grant({self._principal.name!r}, <namespace>, "
                 f"[{action!r}]))",
                 action=action,
                 namespace=namespace,
@@ -420,6 +425,10 @@ class Session(AuditSession):
         Each item is a :class:`MemoryDraft` or a dict of :meth:`remember` arguments.
         Embeddings are computed in batches before the write lock is taken.
         """
+        if not isinstance(drafts, (list, tuple)):
+            raise InvalidInput(f"remember_many takes a list of drafts, not "
+                               f"{type(drafts).__name__}; wrap an iterator in list(...)",
+                               field="drafts")
         if len(drafts) > self._db.config.max_batch:
             raise InvalidInput(
                 f"batch of {len(drafts)} is over the limit of {self._db.config.max_batch}; "
@@ -473,6 +482,28 @@ class Session(AuditSession):
             raise InvalidInput("update needs at least one field to change (text, metadata, ...)")
         return changes
 
+    def _prepare_update(self, text: Any, fields: Mapping[str, Any]
+                        ) -> tuple[dict[str, Any], np.ndarray | None]:
+        """Validated changes and the new text's embedding: all the work done before the lock."""
+        unknown = set(fields) - {"metadata", "importance", "confidence", "value", "valid_from",
+                                 "valid_to", "layer", "source", "expires_at", "embedding"}
+        if unknown:
+            raise InvalidInput(f"update cannot change {len(unknown)} of the fields given; it "
+                               "changes text, metadata, importance, confidence, value, "
+                               "valid_from, valid_to, layer, source, expires_at (namespace, "
+                               "subject and predicate are fixed for a memory's life)",
+                               field="update")
+        fields = dict(fields)
+        given = check_embedding(fields.pop("embedding", None), self._db.dimension)
+        changes = self._update_changes(text, fields)
+        if given is not None and "text" not in changes:
+            raise InvalidInput("an embedding goes with a new text; give text= too",
+                               field="embedding")
+        vector = given
+        if "text" in changes and vector is None:
+            vector = self._db._vectors_for([changes["text"]])[0]
+        return changes, vector
+
     def update(
         self,
         memory_id: str,
@@ -490,23 +521,17 @@ class Session(AuditSession):
             expected_version: compare-and-swap: the update applies only if the
                 current version is this one.
             **fields: ``metadata``, ``importance``, ``confidence``, ``value``,
-                ``valid_from``, ``valid_to``, ``layer``, ``source``, ``expires_at``.
+                ``valid_from``, ``valid_to``, ``layer``, ``source``, ``expires_at``;
+                and ``embedding``: the new text already embedded with the
+                database's embedder (validated like :meth:`remember`'s).
 
         Raises:
             VersionConflict: ``expected_version`` is not current (nothing written);
                 ``err.current_version`` says what is.
             NotFound: no such memory, or one you may not read.
         """
-        unknown = set(fields) - {"metadata", "importance", "confidence", "value", "valid_from",
-                                 "valid_to", "layer", "source", "expires_at"}
-        if unknown:
-            raise InvalidInput(f"update cannot change {sorted(unknown)}; namespace, subject and "
-                               "predicate are fixed for a memory's life")
         _check_write_args(memory_id, expected_version, idempotency_key)
-        changes = self._update_changes(text, fields)
-        vector = None
-        if "text" in changes:
-            vector = self._db._vectors_for([changes["text"]])[0]
+        changes, vector = self._prepare_update(text, fields)
         return self._write(lambda wr: wr.update(memory_id, changes, expected_version, vector,
                                                 idempotency_key))
 
@@ -563,13 +588,17 @@ class Session(AuditSession):
             if not (row["valid_from"] <= v and (row["valid_to"] is None or row["valid_to"] > v)):
                 raise NotFound(f"memory {memory_id!r} is not valid at {va.isoformat()}",
                                id=memory_id)
-        return memory_from_row(row, as_of=t)
+        memory = memory_from_row(row, as_of=t)
+        self._db.read_audit.record_read(self._principal.name, "get", [memory], t)
+        return memory
 
     def history(self, memory_id: str, *, as_of: int | datetime | str | None = None
                 ) -> list[Memory]:
         """Every version of a memory, oldest first, with times and authors."""
         t = self._as_of(as_of)
-        return [memory_from_row(r, as_of=t) for r in self._visible_rows(memory_id, t)]
+        versions = [memory_from_row(r, as_of=t) for r in self._visible_rows(memory_id, t)]
+        self._db.read_audit.record_read(self._principal.name, "history", versions, t)
+        return versions
 
     def recall(
         self,
@@ -619,6 +648,9 @@ class Session(AuditSession):
 
     def _filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
                 valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:
+        if filters is not None and not isinstance(filters, Mapping):
+            raise InvalidInput("filters must be a dict of filter name -> value",
+                               field="filters")
         f = dict(filters or {})
         allowed = {"author", "authors", "subject", "predicate", "session", "metadata",
                    "recorded_after", "recorded_before", "valid_after", "valid_before",
@@ -690,7 +722,9 @@ class Session(AuditSession):
         if not flt.namespaces:
             return []
         rows = self._db.storage.list_memories(flt, limit=k, order="recent")
-        return [memory_from_row(r) for r in rows]
+        memories = [memory_from_row(r) for r in rows]
+        self._db.read_audit.record_read(self._principal.name, "recent", memories)
+        return memories
 
     def conflicts(self, namespace: str = "**", *, status: str | None = "open",
                   limit: int = 100) -> list[Conflict]:
@@ -741,6 +775,7 @@ class Session(AuditSession):
             batch = self._db.storage.events(after=cursor, limit=min(limit, 1000))
             if not batch:
                 return
+            page: list[Event] = []
             for raw in batch:
                 cursor = raw.seq
                 ns = raw.namespace
@@ -755,9 +790,14 @@ class Session(AuditSession):
                     event = redact_event(event, view)
                     if event is None:
                         continue
-                yield event
+                page.append(event)
+            # Events carry memory rows: reading the feed is reading them.
+            self._db.read_audit.record_read(self._principal.name, "changes",
+                                            memories_in(page), cursor)
+            yield from page
 
 
+@guard_calls
 class Transaction:
     """The write API inside ``with session.transaction() as tx:``."""
 
@@ -765,13 +805,26 @@ class Transaction:
         self._s = session
         self._w = writer
         self._closed = False
+        self._ops = 0
+        self._chars = 0
 
-    def _check(self) -> None:
+    def _check(self, text: Any = None) -> None:
         if self._closed:
             raise InvalidInput("this transaction has ended; open a new one")
+        # Every other writer waits while a transaction holds the write lock, so one
+        # transaction's work is bounded (embed ahead, or split large batches).
+        cfg = self._s._db.config
+        self._ops += 1
+        self._chars += len(text) if isinstance(text, str) else 0
+        if self._ops > cfg.max_tx_ops or self._chars > cfg.max_tx_text_chars:
+            raise PayloadTooLarge(
+                f"a transaction holds at most {cfg.max_tx_ops} writes and "
+                f"{cfg.max_tx_text_chars} characters of text; split it into several "
+                "transactions (or use remember_many, which embeds before locking)",
+                limit_ops=cfg.max_tx_ops, limit_chars=cfg.max_tx_text_chars)
 
     def remember(self, text: str, **fields: Any) -> Memory:
-        self._check()
+        self._check(text)
         draft = self._s._draft(text=text, **fields)
         vector = self._s._db._vectors_for([draft])[0]
         return self._w.remember(draft, vector)
@@ -779,10 +832,9 @@ class Transaction:
     def update(self, memory_id: str, *, text: Any = _UNSET,
                expected_version: int | None = None, idempotency_key: str | None = None,
                **fields: Any) -> Memory:
-        self._check()
+        self._check(text)
         _check_write_args(memory_id, expected_version, idempotency_key)
-        changes = self._s._update_changes(text, fields)
-        vector = self._s._db._vectors_for([changes["text"]])[0] if "text" in changes else None
+        changes, vector = self._s._prepare_update(text, fields)
         return self._w.update(memory_id, changes, expected_version, vector, idempotency_key)
 
     def retract(self, memory_id: str, *, reason: str | None = None,
@@ -799,6 +851,17 @@ class Transaction:
         if not rows or not self._s._acl().check("read", rows[0]["namespace"]):
             raise NotFound(f"no memory {memory_id!r}", id=memory_id)
         return memory_from_row(rows[0])
+
+
+def memories_in(events: Sequence[Event]) -> list[ReadItem]:
+    """The memory versions whose content ``events`` carry (inserted memory rows)."""
+    out = []
+    for e in events:
+        for eff in (e.payload or {}).get("effects", ()):
+            row = eff.get("row") if eff.get("table") == "memories" else None
+            if isinstance(row, Mapping) and "id" in row and "version" in row:
+                out.append(ReadItem(str(row["id"]), int(row["version"]), str(row["namespace"])))
+    return out
 
 
 def _names(value: Any, what: str, choices: Sequence[str] = ()) -> list[Any]:

@@ -76,7 +76,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         title="EngramDB",
         version=__version__,
         description=_DESCRIPTION,
-        docs_url="/docs" if settings.docs else None,
+        docs_url=None if settings.docs == "off" else "/docs",
         redoc_url=None,
         redirect_slashes=False,
     )

@@ -247,6 +247,8 @@ class UpdateRequest(Request):
     layer: LayerOrNull = None
     source: str | None = documented(SHORT, default=None, description="`null` removes it.")
     expires_at: Time | None = None
+    embedding: list[float] | None = Field(
+        None, description="The new text's precomputed embedding (needs `text`).")
     expected_version: Count | None = Field(
         None, description="Compare-and-swap: apply only if this is the current version "
         "(else 409 `version_conflict` with `details.current_version`).")

@@ -78,8 +78,9 @@ def serve(
         key = ensure_admin_key(db, admin_key)
         if key is not None:
             announce(f"EngramDB admin API key (shown once, keep it): {key}")
-        announce(f"EngramDB serving {db.storage.url} on http://{host}:{port} "
-                 f"(docs: http://{host}:{port}/docs)")
+        docs = "" if (settings or ServerSettings()).docs == "off" else (
+            f" (docs: http://{host}:{port}/docs)")
+        announce(f"EngramDB serving {db.storage.url} on http://{host}:{port}{docs}")
         app = create_app(db, settings=settings)
         uvicorn.run(app, host=host, port=port, log_level=log_level,
                     timeout_graceful_shutdown=5)
