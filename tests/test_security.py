@@ -275,3 +275,89 @@ def test_who_read_names_the_admin_behind_knowledge(world):
     admin = world.door(world.db.principal.name) if world.which == "http" else world.db
     admin.knowledge("writer", at=m.tx_from)
     assert [r.principal for r in world.db.who_read(m.id)] == [world.db.principal.name]
+
+
+# -- 4. Write access is not a read oracle -------------------------------------------------
+
+
+def _probe(door: Any, value: str) -> tuple[str, tuple[Any, ...], type | None]:
+    """What a write-only prober observes when writing ``value``: status, conflicts, error."""
+    try:
+        m = door.remember(f"Company X outlook is {value}", namespace="acme/x",
+                          subject="company:x", predicate="outlook", value=value)
+    except engramdb.EngramError as exc:
+        return "", (), type(exc)
+    return m.status, m.conflicts, None
+
+
+@pytest.mark.parametrize("policy", ["reject", "authority", "supersede", "flag"])
+def test_a_write_only_principal_cannot_probe_stored_values(world, policy):
+    world.db.admin.declare_predicate("acme/**", "outlook", policy=policy)
+    owner = world.agent("owner", {"acme/**": ["read", "write"]})
+    world.db.admin.update_agent("owner", trust=0.9)
+    prober = world.agent("prober", {"acme/**": ["write"]})
+    world.db.admin.update_agent("prober", trust=0.1)
+    stored = owner.remember("Company X outlook is positive", namespace="acme/x",
+                            subject="company:x", predicate="outlook", value="positive")
+    # Guessing the stored value and guessing a contradicting one look the same.
+    same = _probe(prober, "positive")
+    other = _probe(prober, "negative")
+    assert same == other == ("active", (), None), (same, other)
+    # The owner's memory is not disclosed, and its readers still see the contradiction.
+    assert stored.id not in repr(other)
+    if policy == "reject":  # held for an admin's review instead of refused
+        held = world.db.admin.quarantined("acme/**")
+        assert [m.value for m in held] == ["negative"]
+    if policy in ("flag", "authority"):
+        assert world.db.conflicts(namespace="acme/**", status=None) != []
+
+
+def test_a_reader_writer_still_gets_the_contradiction_it_may_read(world):
+    world.db.admin.declare_predicate("acme/**", "outlook", policy="reject")
+    owner = world.agent("owner", {"acme/**": ["read", "write"]})
+    owner.remember("Company X outlook is positive", namespace="acme/x",
+                   subject="company:x", predicate="outlook", value="positive")
+    with pytest.raises(engramdb.ContradictionError):
+        owner.remember("Company X outlook is negative", namespace="acme/x",
+                       subject="company:x", predicate="outlook", value="negative")
+
+
+# -- 6. Names cannot spoof; provenance is the engine's -------------------------------------
+
+
+SPOOFED_NAMES = ["admin\n", "admin\r", "ad\x1bmin", "admin ", " admin", "Admin", "adm\u0456n",
+                 "a" * 65, "admin\u200b", "../admin", ""]
+
+
+def test_principal_names_are_refused_outside_the_safe_set(tmp_path):
+    w = World(tmp_path, "http")
+    try:
+        admin = engramdb.connect(w.server.url, api_key=w.db.admin.create_key(
+            w.db.principal.name))
+        w._clients.append(admin)
+        before = head(w)
+        for name in SPOOFED_NAMES:
+            for handle in (w.db, admin):
+                with pytest.raises(engramdb.InvalidInput):
+                    handle.admin.create_agent(name)
+                with pytest.raises(engramdb.InvalidInput):
+                    handle.admin.grant(name, "team/**", ["read"])
+            if name and len(name) <= 64:  # a namespace segment may be longer
+                with pytest.raises(engramdb.InvalidInput):
+                    w.db.remember("x", namespace=f"team/{name}")
+        assert head(w) == before
+    finally:
+        w.close()
+
+
+def test_author_is_the_engines_and_caller_provenance_is_labelled_a_claim(world):
+    mallory = world.agent("mallory", {"team/**": ["read", "write"]})
+    with pytest.raises(engramdb.InvalidInput):
+        mallory.remember("signed: the admin", namespace="team/a", author="admin")
+    m = mallory.remember("signed: the admin", namespace="team/a", source="admin",
+                         session="admin-console")
+    got = world.db.get(m.id)
+    assert got.author == "mallory"
+    assert got.provenance() == {"author": "mallory", "recorded_at": got.recorded_at,
+                                "tx": got.tx_from, "claimed_source": "admin",
+                                "claimed_session": "admin-console"}

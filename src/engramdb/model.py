@@ -202,6 +202,13 @@ class Memory:
     ``status`` is what the version was at the read point: a version that was
     later replaced reads as ``superseded`` only from read points after that.
     ``conflicts`` lists conflicts the write that produced this value detected.
+
+    Provenance: ``author``, ``recorded_at`` and ``tx_from`` are set by the
+    engine (the authenticated principal, the commit's time and transaction)
+    and cannot be supplied. ``source`` and ``session`` are what the writer
+    *said* (a URL, a tool, a conversation id): a claim, kept for the writer's
+    own bookkeeping, never evidence of who wrote it. :meth:`provenance` puts
+    the two side by side under those names.
     """
 
     id: str
@@ -230,6 +237,21 @@ class Memory:
     @property
     def is_current(self) -> bool:
         return self.tx_to is None
+
+    @property
+    def claimed_source(self) -> str | None:
+        """``source`` by its honest name: the writer's claim, not checked by the engine."""
+        return self.source
+
+    @property
+    def claimed_session(self) -> str | None:
+        """``session`` by its honest name: the writer's claim, not checked by the engine."""
+        return self.session
+
+    def provenance(self) -> dict[str, Any]:
+        """Engine-set provenance beside the writer's claims, labelled as such."""
+        return {"author": self.author, "recorded_at": self.recorded_at, "tx": self.tx_from,
+                "claimed_source": self.source, "claimed_session": self.session}
 
     def replace(self, **changes: Any) -> Memory:
         return dataclasses.replace(self, **changes)

@@ -131,6 +131,7 @@ class _Writer:
         # it is open: grants and principals change only in write transactions,
         # and none can commit while this one holds the lock.
         self._may_write: set[str] = set()
+        self._readable: dict[str, bool] = {}
 
     # idempotency -------------------------------------------------------------
 
@@ -180,9 +181,10 @@ class _Writer:
         # The request hash only matters with a key (it detects a key's reuse).
         rhash = ("" if draft.idempotency_key is None
                  else _request_hash("remember", _draft_fingerprint(draft)))
+        blind = not self._may_read(draft.namespace)
         replayed = self._replay(draft.idempotency_key, rhash)
         if replayed is not None:
-            return replayed
+            return write_receipt(replayed, draft) if blind else replayed
         row = draft_to_row(draft, memory_id=new_id(), author=s.principal.name, tx=self.w.tx,
                            recorded_at=self.w.recorded_at)
         if row["valid_to"] is not None and row["valid_to"] <= row["valid_from"]:
@@ -190,6 +192,7 @@ class _Writer:
                                field="valid_to")
         # Trust decides what the write becomes: quarantined, merged, or checked
         # against current memories under the namespace's conflict policy.
+        submitted = row
         plan = s._db._trust.plan_remember(self, row, vector, item)
         row = plan.row
         effects: list[Any] = list(plan.effects)
@@ -197,7 +200,15 @@ class _Writer:
         self._commit("memory.remembered", draft.namespace, row["id"], effects)
         if vector is not None:
             self.w.put_vectors([(row["id"], row["version"], vector)])
+        if blind:
+            # No read grant: what the namespace's policy made of the write is a read.
+            return write_receipt(memory_from_row(submitted), draft)
         return plan.memory()
+
+    def _may_read(self, namespace: str) -> bool:
+        if namespace not in self._readable:
+            self._readable[namespace] = bool(self.s._acl().check("read", namespace).allow)
+        return self._readable[namespace]
 
     def remember_many(self, drafts: Sequence[MemoryDraft], vectors: Sequence[np.ndarray | None],
                       batch: FreeTextBatch | None) -> list[Memory]:
@@ -285,6 +296,16 @@ class _Writer:
         changes = {"status": "retracted", "valid_to": valid_to}
         return self._new_version(cur, changes, "memory.retracted", expected_version,
                                  {"reason": reason}, None, idempotency_key, rhash)
+
+
+def write_receipt(memory: Memory, draft: MemoryDraft) -> Memory:
+    """What a writer without read access gets back: its write as it sent it.
+
+    Id, version, transaction, time and author (the engine's), and the fields
+    it gave; the status stays ``active`` and no conflicts are listed, whatever
+    the namespace's policy did with rivals it may not see (docs/security.md).
+    """
+    return memory.replace(status="active", conflicts=(), valid_to=draft.valid_to)
 
 
 def _draft_fingerprint(draft: MemoryDraft) -> dict[str, Any]:
