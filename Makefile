@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench soak fuzz clean
+.PHONY: install test test-fast lint demo bench soak fuzz security clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(STAMP)
 
 soak: $(STAMP)
 	ENGRAM_SOAK=1 $(PY) -m pytest -q tests -m slow
+
+# The security suite at full strength (more Hypothesis examples, every hostile
+# shape); its short version is part of `make test`. See docs/security.md.
+security: $(STAMP)
+	ENGRAM_SECURITY_LONG=1 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_security.py tests/test_security_http.py tests/test_security_inputs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,14 @@ def serve(tmp_path) -> Iterator[Any]:
         server.db.close()
 
 
+def get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, **{"timeout": 60, **kwargs})  # a busy machine is slow, not wrong
+
+
+def post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, **{"timeout": 60, **kwargs})
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -54,23 +62,23 @@ def test_metrics_need_an_admin_key_by_default(serve):
     server = serve(ServerSettings(**OPEN))
     server.db.admin.create_agent("agent")
     agent_key = server.db.admin.create_key("agent")
-    assert httpx.get(server.url + "/metrics").status_code == 401
-    assert httpx.get(server.url + "/metrics", headers=bearer(agent_key)).status_code == 403
-    ok = httpx.get(server.url + "/metrics", headers=bearer(server.admin_key()))
+    assert get(server.url + "/metrics").status_code == 401
+    assert get(server.url + "/metrics", headers=bearer(agent_key)).status_code == 403
+    ok = get(server.url + "/metrics", headers=bearer(server.admin_key()))
     assert ok.status_code == 200 and "engram_memories" in ok.text
     # The interactive docs are off by default; the spec stays.
-    assert httpx.get(server.url + "/docs").status_code == 404
-    assert httpx.get(server.url + "/openapi.json").status_code == 200
+    assert get(server.url + "/docs").status_code == 404
+    assert get(server.url + "/openapi.json").status_code == 200
 
 
 @pytest.mark.parametrize("mode", ["off", "key", "public"])
 def test_metrics_and_docs_exposure_is_configurable(serve, mode):
     server = serve(ServerSettings(**OPEN, metrics=mode, docs=mode))
     admin = bearer(server.admin_key())
-    no_key_metrics = httpx.get(server.url + "/metrics").status_code
-    no_key_docs = httpx.get(server.url + "/docs").status_code
-    with_key_metrics = httpx.get(server.url + "/metrics", headers=admin).status_code
-    with_key_docs = httpx.get(server.url + "/docs", headers=admin).status_code
+    no_key_metrics = get(server.url + "/metrics").status_code
+    no_key_docs = get(server.url + "/docs").status_code
+    with_key_metrics = get(server.url + "/metrics", headers=admin).status_code
+    with_key_docs = get(server.url + "/docs", headers=admin).status_code
     expected = {"off": (404, 404, 404, 404), "key": (401, 401, 200, 200),
                 "public": (200, 200, 200, 200)}[mode]
     assert (no_key_metrics, no_key_docs, with_key_metrics, with_key_docs) == expected
@@ -92,11 +100,11 @@ def test_beyond_max_in_flight_requests_get_503_with_retry_after(serve):
             r = cm.__enter__()
             assert r.status_code == 200
             opened.append(cm)
-        busy = httpx.get(server.url + "/v1/me", headers=bearer(key))
+        busy = get(server.url + "/v1/me", headers=bearer(key))
         assert busy.status_code == 503
         assert busy.json()["error"]["code"] == "overloaded"
         assert busy.headers["Retry-After"] == "1"
-        assert httpx.get(server.url + "/healthz").status_code == 200  # liveness still answers
+        assert get(server.url + "/healthz").status_code == 200  # liveness still answers
     finally:
         for cm in opened:
             cm.__exit__(None, None, None)
@@ -104,7 +112,7 @@ def test_beyond_max_in_flight_requests_get_503_with_retry_after(serve):
             c.close()
     # Capacity comes back once they end.
     for _ in range(50):
-        if httpx.get(server.url + "/v1/me", headers=bearer(key)).status_code == 200:
+        if get(server.url + "/v1/me", headers=bearer(key)).status_code == 200:
             break
     else:
         pytest.fail("the server did not recover after the streams closed")
@@ -117,7 +125,7 @@ def test_a_burst_of_concurrent_requests_is_served_or_refused_with_503_never_queu
     server.db.remember("the heron migration starts in March", namespace="team/a")
 
     def one(_: int) -> httpx.Response:
-        return httpx.post(server.url + "/v1/recall", headers=bearer(key), timeout=60,
+        return post(server.url + "/v1/recall", headers=bearer(key), timeout=60,
                           json={"query": "heron", "namespace": "team/**"})
 
     with ThreadPoolExecutor(max_workers=32) as pool:
@@ -136,12 +144,12 @@ def test_failed_authentications_are_throttled_per_address(serve):
                                   auth_failures_per_s=0.01, auth_failure_burst=3))
     good = server.admin_key()
     bad = bearer("ek_0123456789ab_not-the-secret")
-    statuses = [httpx.get(server.url + "/v1/me", headers=bad).status_code for _ in range(5)]
+    statuses = [get(server.url + "/v1/me", headers=bad).status_code for _ in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
-    refused = httpx.get(server.url + "/v1/me", headers=bearer(good))
+    refused = get(server.url + "/v1/me", headers=bearer(good))
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     # Another client address is not affected.
-    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=60)
     try:
         assert other.get(server.url + "/v1/me", headers=bearer(good)).status_code == 200
     finally:
@@ -153,7 +161,7 @@ def test_failed_authentications_are_throttled_per_address(serve):
 
 def test_error_messages_do_not_echo_input(serve):
     server = serve(ServerSettings(**OPEN))
-    raw = httpx.Client(base_url=server.url, headers=bearer(server.admin_key()))
+    raw = httpx.Client(base_url=server.url, headers=bearer(server.admin_key()), timeout=60)
     marker = "zqx7marker"
     try:
         answers = [
@@ -184,7 +192,7 @@ def test_a_transaction_over_the_ops_limit_is_refused_and_writes_nothing(serve):
             for i in range(6):
                 tx.remember(f"note {i}", namespace="team/a")
     assert db.storage.head() == before
-    r = httpx.post(server.url + "/v1/transactions", headers=bearer(server.admin_key()),
+    r = post(server.url + "/v1/transactions", headers=bearer(server.admin_key()),
                    json={"ops": [{"op": "remember", "text": f"n {i}", "namespace": "team/a"}
                                  for i in range(6)]})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
@@ -226,12 +234,12 @@ def test_transaction_texts_are_embedded_before_the_write_lock(serve, embedder, t
     watch = LockWatchingEmbedder(embedder, tmp_path / "e1.db")
     server = serve(ServerSettings(**OPEN), embedder=watch)
     key = server.admin_key()
-    made = [server.db.remember(f"draft {i}", namespace="team/a") for i in range(20)]
+    made = [server.db.remember(f"draft {i}", namespace="team/a") for i in range(10)]
     watch.calls = watch.embedded_under_lock = 0
     ops = [{"op": "update", "id": m.id, "text": f"rewritten note number {i}"}
            for i, m in enumerate(made)]
     ops.append({"op": "remember", "text": "a new note", "namespace": "team/a"})
-    r = httpx.post(server.url + "/v1/transactions", headers=bearer(key), json={"ops": ops},
+    r = post(server.url + "/v1/transactions", headers=bearer(key), json={"ops": ops},
                    timeout=120)
     assert r.status_code == 200, r.text
     assert watch.calls >= 1 and watch.embedded_under_lock == 0

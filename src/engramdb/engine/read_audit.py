@@ -173,7 +173,7 @@ class ReadAudit:
             tx = max(int(getattr(m, "tx_from", 0) or 0) for m in memories)
         return self._record(principal, tx, sha256_hex(f"read:{kind}".encode()), memories)
 
-    def _record(self, principal: str, tx: int, digest: str,
+    def _record(self, principal: str, tx: int, digest: str | None,
                 memories: Sequence[ReadItem | Memory]) -> bool:
         draw = self._rng.random()
         kept: list[ReadItem | Memory] = []

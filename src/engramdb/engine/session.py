@@ -805,13 +805,12 @@ class Session(AuditSession):
                         continue
                 elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
                     continue
-                event = self._db._event(raw)
-                if not acl.is_admin and raw.kind.startswith("decision."):
+                event: Event | None = self._db._event(raw)
+                if event is not None and not acl.is_admin and raw.kind.startswith("decision."):
                     # Decision events name basis memories: only readable ones reach you.
                     event = redact_event(event, view)
-                    if event is None:
-                        continue
-                page.append(event)
+                if event is not None:
+                    page.append(event)
             # Events carry memory rows: reading the feed is reading them.
             self._db.read_audit.record_read(self._principal.name, "changes",
                                             memories_in(page), cursor)
