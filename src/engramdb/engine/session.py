@@ -792,29 +792,32 @@ class Session(AuditSession):
         acl = self._acl()
         view = DecisionView(self._db.storage, lambda ns: bool(acl.check("read", ns)))
         cursor = since
-        while True:
-            batch = self._db.storage.events(after=cursor, limit=min(limit, 1000))
-            if not batch:
-                return
-            page: list[Event] = []
-            for raw in batch:
-                cursor = raw.seq
-                ns = raw.namespace
-                if ns is None:
-                    if not (self._principal.is_admin and every):
+        shown: list[ReadItem] = []
+        try:
+            while True:
+                batch = self._db.storage.events(after=cursor, limit=min(limit, 1000))
+                if not batch:
+                    return
+                for raw in batch:
+                    cursor = raw.seq
+                    ns = raw.namespace
+                    if ns is None:
+                        if not (self._principal.is_admin and every):
+                            continue
+                    elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
                         continue
-                elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
-                    continue
-                event: Event | None = self._db._event(raw)
-                if event is not None and not acl.is_admin and raw.kind.startswith("decision."):
-                    # Decision events name basis memories: only readable ones reach you.
-                    event = redact_event(event, view)
-                if event is not None:
-                    page.append(event)
-            # Events carry memory rows: reading the feed is reading them.
-            self._db.read_audit.record_read(self._principal.name, "changes",
-                                            memories_in(page), cursor)
-            yield from page
+                    event: Event | None = self._db._event(raw)
+                    if event is not None and not acl.is_admin and raw.kind.startswith(
+                            "decision."):
+                        # Decision events name basis memories: only readable ones reach you.
+                        event = redact_event(event, view)
+                    if event is not None:
+                        shown.extend(memories_in([event]))
+                        yield event
+        finally:
+            # Events carry memory rows: reading the feed is reading them. Recorded when
+            # the reader stops, so a flush it causes lands after what this read saw.
+            self._db.read_audit.record_read(self._principal.name, "changes", shown, cursor)
 
 
 @guard_calls
