@@ -26,7 +26,7 @@ from engramdb.engine.admin import Admin
 from engramdb.engine.checkpoints import Checkpoints
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.resources import ADMIN, Resources, event_from_raw
-from engramdb.engine.rows import EngineConfig, PrincipalInfo
+from engramdb.engine.rows import EngineConfig, PrincipalInfo, check_count
 from engramdb.engine.services import Services
 from engramdb.engine.session import Session
 from engramdb.errors import (
@@ -198,6 +198,7 @@ class Database(Session):
 
     def event(self, seq: int) -> Event | None:
         """Log event ``seq`` as a value (``None``: no such event)."""
+        check_count(seq, "seq")
         raws = self.storage.events(after=seq - 1, limit=1)
         return event_from_raw(raws[0]) if raws and raws[0].seq == seq else None
 
