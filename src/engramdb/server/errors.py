@@ -74,7 +74,7 @@ def engram_error_response(exc: E.EngramError) -> JSONResponse:
         headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     wire = exc.to_wire()
     wire["message"] = _safe_message(wire["message"])
-    if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError):
+    if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError | E.Overloaded):
         # Configuration problems are the operator's, not the caller's: log the detail.
         log.error("server error %s: %s", exc.code, exc.message)
     return error_response(exc.status, wire["code"], wire["message"], wire["details"], headers)
