@@ -194,6 +194,11 @@ class Database(Session):
         PostgreSQL wakes on LISTEN/NOTIFY; SQLite polls its file. Returns whether
         there is a newer event (re-read with :meth:`changes` either way).
         """
+        check_count(after, "after")
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not 0 <= timeout <= 3600):
+            raise InvalidInput("timeout must be a number of seconds from 0 to 3600",
+                               field="timeout")
         return self.storage.wait_for_events(after, timeout)
 
     def event(self, seq: int) -> Event | None:
