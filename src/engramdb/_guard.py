@@ -2,8 +2,9 @@
 
 ``remember("x", author="eve")`` or ``grant()`` would raise Python's own
 ``TypeError``; :func:`guard_calls` makes every public method of a class raise
-:class:`~engramdb.errors.InvalidInput` instead, naming the method and the
-parameters it takes. Only calls whose arguments do not bind to the signature
+:class:`~engramdb.errors.InvalidArguments` instead (an ``InvalidInput`` that
+is also a ``TypeError``, so code catching Python's error keeps working),
+naming the method and the parameters it takes. Only calls whose arguments do not bind to the signature
 are translated (checked after the ``TypeError``, so a good call pays
 nothing); a ``TypeError`` from inside a method is left alone, since it is a
 defect to fix, not input to refuse. ``functools.wraps`` keeps each method's
@@ -18,7 +19,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from engramdb.errors import InvalidInput
+from engramdb.errors import InvalidArguments
 
 __all__ = ["guard_calls"]
 
@@ -35,13 +36,13 @@ def guard_calls(cls: C) -> C:
 
 
 def _refusal(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-             ) -> InvalidInput | None:
+             ) -> InvalidArguments | None:
     sig = inspect.signature(fn)
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
         params = list(sig.parameters)[1:]
-        return InvalidInput(
+        return InvalidArguments(
             f"{fn.__qualname__}() was called with arguments it does not take ({exc}); "
             f"it takes: {', '.join(params) or 'no arguments'}", field=fn.__name__)
     return None

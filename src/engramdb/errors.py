@@ -12,6 +12,7 @@ callers handle one exception type whichever door they came through.
     ├── InvalidInput (ValueError)               400 invalid_input
     │   ├── InvalidNamespace                    400 invalid_namespace
     │   ├── InvalidLayer                        400 invalid_layer
+    │   ├── InvalidArguments (TypeError)        400 invalid_arguments
     │   ├── InvalidMetadata                     400 invalid_metadata
     │   ├── TextTooLong                         400 text_too_long
     │   ├── EmbeddingDimensionMismatch          400 embedding_dimension_mismatch
@@ -50,6 +51,7 @@ __all__ = [
     "EngramError",
     "IdempotencyKeyReused",
     "IntegrityError",
+    "InvalidArguments",
     "InvalidInput",
     "InvalidLayer",
     "InvalidMetadata",
@@ -115,6 +117,16 @@ class InvalidNamespace(InvalidInput):
 
 class InvalidLayer(InvalidInput):
     code = "invalid_layer"
+
+
+class InvalidArguments(InvalidInput, TypeError):
+    """A call that does not fit the method's signature (an unknown keyword, a missing argument).
+
+    Also a ``TypeError``, which is what Python raises for such a call, so code
+    that caught that keeps working.
+    """
+
+    code = "invalid_arguments"
 
 
 class InvalidMetadata(InvalidInput):
