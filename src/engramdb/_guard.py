@@ -4,8 +4,8 @@
 ``TypeError``; :func:`guard_calls` makes every public method of a class raise
 :class:`~engramdb.errors.InvalidArguments` instead (an ``InvalidInput`` that
 is also a ``TypeError``, so code catching Python's error keeps working),
-naming the method and the parameters it takes. Only calls whose arguments do not bind to the signature
-are translated (checked after the ``TypeError``, so a good call pays
+naming the method and the parameters it takes. Only calls whose arguments
+do not bind to the signature are translated (checked after the ``TypeError``, so a good call pays
 nothing); a ``TypeError`` from inside a method is left alone, since it is a
 defect to fix, not input to refuse. ``functools.wraps`` keeps each method's
 signature and docstring, so introspection (and the checks comparing the
