@@ -20,6 +20,7 @@ import numpy as np
 from engramdb._guard import guard_calls
 from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.access import Caller
+from engramdb.engine.plans import BatchItem, FreeTextBatch
 from engramdb.engine.rows import (
     EngineConfig,
     _short,
@@ -36,7 +37,7 @@ from engramdb.engine.rows import (
     memory_from_row,
     validate_draft,
 )
-from engramdb.engine.trust import BatchItem, FreeTextBatch, TrustEngine
+from engramdb.engine.trust import TrustEngine
 from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidInput,
