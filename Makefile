@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell clean test-erasure-full bench-lifecycle
+.PHONY: install test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -84,6 +84,12 @@ dist: $(STAMP)
 shell: $(STAMP)
 	@echo "engram is on PATH in this shell; 'exit' leaves it"
 	@. $(VENV)/bin/activate && exec $${SHELL:-bash} -i
+
+# The security suite at full strength (more Hypothesis examples, every hostile
+# shape); its short version is part of `make test`. See docs/security.md.
+security: $(STAMP)
+	ENGRAM_SECURITY_LONG=1 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_security.py tests/test_security_http.py tests/test_security_inputs.py
 
 clean:
 	rm -rf $(VENV) .venv-crewai .venv-autogen .pytest_cache .mypy_cache .ruff_cache dist build

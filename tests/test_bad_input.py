@@ -66,6 +66,9 @@ def ctx(db: engramdb.Database) -> Ctx:
     active = db.remember("The office opens at nine", namespace="kb/office")
     gone = db.remember("The office opens at eight", namespace="kb/office")
     db.retract(gone.id, reason="superseded by the nine o'clock rule")
+    # The snapshot reads the whole log, and reading the change feed is an audited
+    # read: its records would land in the log at a flush between two snapshots.
+    db.set_read_audit("**", "off")
     return Ctx(db, active.id, gone.id)
 
 

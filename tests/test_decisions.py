@@ -198,10 +198,12 @@ def test_explain_is_permission_checked(company):
     assert db.as_agent("risk").explain(shared.id).decision.id == shared.id
     assert db.explain(mine.id).decision.principal == "planner"  # the admin sees all
     # The admin decides on a memory the planner cannot read; the planner, who may
-    # read the decision's namespace, sees that basis item as an opaque id only.
+    # read the decision's namespace, sees only that one basis item is hidden
+    # (issue 17: not even its id).
     admins = db.decide("board call", basis=[secret, fact], namespace=DECISIONS)
-    seen = {b.item.id: b for b in planner.explain(admins.id).basis}
-    assert not seen[secret.id].visible and seen[secret.id].then is None
+    explained = planner.explain(admins.id)
+    seen = {b.item.id: b for b in explained.basis}
+    assert secret.id not in seen and explained.decision.basis_hidden == 1
     assert seen[fact.id].visible and seen[fact.id].then.text.startswith("Company X")
     with pytest.raises(NotFound):
         planner.explain("01a00000-0000-7000-8000-000000000000")
@@ -260,7 +262,10 @@ def test_decision_lifecycle_on_each_storage_backend(storage, tmp_path, embedder,
         e = planner.explain(d.id)
         assert e.stale and e.basis[0].then.text == "Company X earnings outlook is positive"
         assert [x.id for x in planner.stale_decisions()] == [d.id]
-        assert [r.principal for r in db.who_read(fact.id)] == ["planner"]
+        # Read by the context (v1) and by the explanation (then v1, now v2): issue 17
+        # made every read path audited.
+        assert [(r.principal, r.version) for r in db.who_read(fact.id)] == [
+            ("planner", 1), ("planner", 1), ("planner", 2)]
         assert db.knowledge("planner", at=d.tx, query="outlook").hits[0].memory.version == 1
         assert db.verify().ok
     finally:

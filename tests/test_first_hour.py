@@ -274,9 +274,12 @@ def test_serve_writes_the_admin_key_0600_and_http_errors_carry_http_fixes(db_pat
 def test_the_docs_page_needs_nothing_from_the_internet(db_path):
     import re
 
-    from tests.support.http_server import LiveServer
+    from dataclasses import replace
 
-    with engramdb.open(db_path) as db, LiveServer(db) as server:
+    from tests.support.http_server import TEST_SETTINGS, LiveServer
+
+    public_docs = replace(TEST_SETTINGS, docs="public")
+    with engramdb.open(db_path) as db, LiveServer(db, public_docs) as server:
         page = httpx.get(f"{server.url}/docs", timeout=60)
         assert page.status_code == 200 and "swagger-ui" in page.text
         urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)

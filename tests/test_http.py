@@ -868,6 +868,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_metrics_report_routes_layers_log_and_verify(server):
     db = engramdb.connect(server.url, server.admin_key())
+    # /metrics needs an admin key by default (issue 17); issued before the log is counted.
+    metrics_key = bearer(server.admin_key())
     db.remember("step one: open the valve", namespace="ops", layer="procedural")
     db.remember_many([{"text": f"observation {i}", "namespace": "ops", "layer": "episodic"}
                       for i in range(3)])
@@ -876,7 +878,7 @@ def test_metrics_report_routes_layers_log_and_verify(server):
     for _ in range(4):
         db.recall("valve", namespace="ops")
 
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", headers=metrics_key).text
     assert metric(text, "engram_http_request_duration_seconds_count", route="/v1/recall",
                   method="POST") == 4
     assert metric(text, "engram_http_request_duration_seconds_bucket", route="/v1/recall",
@@ -891,7 +893,7 @@ def test_metrics_report_routes_layers_log_and_verify(server):
     assert metric(text, "engram_last_verify_ok") == -1
 
     report = db.verify()
-    text = httpx.get(server.url + "/metrics").text
+    text = httpx.get(server.url + "/metrics", headers=metrics_key).text
     assert metric(text, "engram_last_verify_ok") == 1
     assert metric(text, "engram_log_events") == report.events_checked
     assert metric(text, "engram_last_verify_events_checked") == report.events_checked

@@ -390,7 +390,7 @@ def test_a_namespace_without_a_grant_is_invisible(alice, world):
 def test_engine_errors_arrive_as_tool_errors_with_code_and_advice(alice):
     bad = alice.call("remember", text="x", namespace="team/notes", layer="longterm")
     assert bad.is_error
-    assert text_of(bad).startswith("invalid_layer: unknown layer 'longterm'; use one of: "
+    assert text_of(bad).startswith("invalid_layer: unknown layer; use one of: "
                                    "working, episodic, semantic, procedural")
     assert bad.structured_content["error"]["code"] == "invalid_layer"
 

@@ -67,6 +67,9 @@ class UpdateFields(TypedDict, total=False):
     layer: str
     source: str | None
     expires_at: When
+    # The new text's embedding, computed with the database's embedder (issue 17:
+    # lets a door embed a batch before the write lock).
+    embedding: Sequence[float] | None
 
 
 class RecallFilters(TypedDict, total=False):
@@ -346,7 +349,8 @@ CALLS: tuple[Call, ...] = (
          not_in_tool=("embedding",)),
     Call("remember_many", "POST /v1/memories/batch", "BatchRequest",
          wire=(("drafts", "memories"),)),
-    Call("update", "PATCH /v1/memories/{memory_id}", "UpdateRequest", "update", wire=_ID),
+    Call("update", "PATCH /v1/memories/{memory_id}", "UpdateRequest", "update", wire=_ID,
+         not_in_tool=("embedding",)),
     Call("retract", "POST /v1/memories/{memory_id}/retract", "RetractRequest", "retract",
          wire=_ID),
     Call("forget", "POST /v1/forget", "ForgetRequest", "forget"),

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engramdb.errors import InvalidInput, InvalidMetadata
+from engramdb.jsonshape import check_shape
 
 __all__ = [
     "GENESIS_HASH",
@@ -117,6 +118,8 @@ def check_json(obj: Any, *, what: str = "metadata") -> Any:
     """
     if isinstance(obj, float) and not math.isfinite(obj):
         raise InvalidMetadata(f"{what} must be a finite number", field=what)
+    # Depth, width and size first: a hostile value must not reach the encoder.
+    check_shape(obj, what=what)
     text = json_dumps(obj, what=what)
     # json.dumps turns 1, None and True keys into strings; refuse them instead
     # of storing something other than what the caller sent.

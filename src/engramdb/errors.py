@@ -12,6 +12,7 @@ callers handle one exception type whichever door they came through.
     ├── InvalidInput (ValueError)               400 invalid_input
     │   ├── InvalidNamespace                    400 invalid_namespace
     │   ├── InvalidLayer                        400 invalid_layer
+    │   ├── InvalidArguments (TypeError)        400 invalid_arguments
     │   ├── InvalidMetadata                     400 invalid_metadata
     │   ├── TextTooLong                         400 text_too_long
     │   ├── EmbeddingDimensionMismatch          400 embedding_dimension_mismatch
@@ -28,6 +29,7 @@ callers handle one exception type whichever door they came through.
     │   └── LegalHoldActive                     409 legal_hold
     ├── PayloadTooLarge                         413 payload_too_large
     ├── RateLimited                             429 rate_limited
+    ├── Overloaded                              503 overloaded
     ├── MissingExtra (ImportError)              500 missing_extra
     ├── ConfigurationError                      500 configuration_error
     ├── UpstreamError                           502 upstream_error
@@ -51,6 +53,7 @@ __all__ = [
     "EngramError",
     "IdempotencyKeyReused",
     "IntegrityError",
+    "InvalidArguments",
     "InvalidInput",
     "InvalidLayer",
     "InvalidMetadata",
@@ -59,6 +62,7 @@ __all__ = [
     "LegalHoldActive",
     "MissingExtra",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
@@ -131,6 +135,16 @@ class InvalidNamespace(InvalidInput):
 
 class InvalidLayer(InvalidInput):
     code = "invalid_layer"
+
+
+class InvalidArguments(InvalidInput, TypeError):
+    """A call that does not fit the method's signature (an unknown keyword, a missing argument).
+
+    Also a ``TypeError``, which is what Python raises for such a call, so code
+    that caught that keeps working.
+    """
+
+    code = "invalid_arguments"
 
 
 class InvalidMetadata(InvalidInput):
@@ -233,6 +247,13 @@ class PayloadTooLarge(EngramError):
 class RateLimited(EngramError):
     code = "rate_limited"
     status = 429
+
+
+class Overloaded(EngramError):
+    """The server has as many requests in progress as it accepts; retry after ``Retry-After``."""
+
+    code = "overloaded"
+    status = 503
 
 
 class MissingExtra(EngramError, ImportError):

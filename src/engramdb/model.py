@@ -83,8 +83,8 @@ STATUSES: tuple[str, ...] = (
 )
 ACTIONS: tuple[str, ...] = ("read", "write", "admin", "erase")
 
-_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.:@-]{0,127}$")
-_GLOB_SEGMENT = re.compile(r"^(\*\*|\*|[a-z0-9][a-z0-9_.:@-]{0,127})$")
+_SEGMENT = re.compile(r"^[a-z0-9][a-z0-9_.:@-]{0,127}\Z")
+_GLOB_SEGMENT = re.compile(r"^(\*\*|\*|[a-z0-9][a-z0-9_.:@-]{0,127})\Z")
 MAX_NAMESPACE_DEPTH = 16
 
 
@@ -138,11 +138,12 @@ def check_namespace(namespace: str) -> str:
         )
     parts = namespace.split("/")
     if len(parts) > MAX_NAMESPACE_DEPTH or not all(_SEGMENT.match(p) for p in parts):
+        # The value is not echoed back (a caller's input never is; see docs/http.md).
         raise InvalidNamespace(
-            f"namespace {namespace!r} is malformed: use lowercase segments of "
+            "namespace is malformed: use lowercase segments of "
             "[a-z0-9_.:@-] separated by '/', no leading, trailing or double slash, "
             f"at most {MAX_NAMESPACE_DEPTH} segments",
-            namespace=namespace,
+            field="namespace",
         )
     return namespace
 
@@ -158,9 +159,9 @@ def check_glob(pattern: str) -> str:
     parts = pattern.split("/")
     if len(parts) > MAX_NAMESPACE_DEPTH or not all(_GLOB_SEGMENT.match(p) for p in parts):
         raise InvalidNamespace(
-            f"namespace glob {pattern!r} is malformed: segments of [a-z0-9_.:@-], "
+            "namespace glob is malformed: segments of [a-z0-9_.:@-], "
             "'*' for one segment or '**' for any depth, separated by '/'",
-            namespace=pattern,
+            field="namespace",
         )
     return pattern
 
@@ -190,9 +191,7 @@ def _match(pat: list[str], parts: list[str]) -> bool:
 
 def check_layer(layer: str) -> str:
     if layer not in LAYERS:
-        raise InvalidLayer(
-            f"unknown layer {layer!r}; use one of: {', '.join(LAYERS)}", layer=str(layer)
-        )
+        raise InvalidLayer(f"unknown layer; use one of: {', '.join(LAYERS)}", field="layer")
     return layer
 
 
@@ -228,6 +227,13 @@ class Memory:
     ``status`` is what the version was at the read point: a version that was
     later replaced reads as ``superseded`` only from read points after that.
     ``conflicts`` lists conflicts the write that produced this value detected.
+
+    Provenance: ``author``, ``recorded_at`` and ``tx_from`` are set by the
+    engine (the authenticated principal, the commit's time and transaction)
+    and cannot be supplied. ``source`` and ``session`` are what the writer
+    *said* (a URL, a tool, a conversation id): a claim, kept for the writer's
+    own bookkeeping, never evidence of who wrote it. :meth:`provenance` puts
+    the two side by side under those names.
     """
 
     id: str
@@ -256,6 +262,21 @@ class Memory:
     @property
     def is_current(self) -> bool:
         return self.tx_to is None
+
+    @property
+    def claimed_source(self) -> str | None:
+        """``source`` by its honest name: the writer's claim, not checked by the engine."""
+        return self.source
+
+    @property
+    def claimed_session(self) -> str | None:
+        """``session`` by its honest name: the writer's claim, not checked by the engine."""
+        return self.session
+
+    def provenance(self) -> dict[str, Any]:
+        """Engine-set provenance beside the writer's claims, labelled as such."""
+        return {"author": self.author, "recorded_at": self.recorded_at, "tx": self.tx_from,
+                "claimed_source": self.source, "claimed_session": self.session}
 
     def replace(self, **changes: Any) -> Memory:
         return dataclasses.replace(self, **changes)
@@ -459,7 +480,9 @@ class Decision:
 
     ``stale_tx`` is the transaction that first closed (superseded, retracted,
     rejected) or erased one of the ``basis`` versions; ``None`` while the
-    basis is still current.
+    basis is still current. A reader who may not read every basis memory sees
+    only the ones it may read; ``basis_hidden`` counts the others, and
+    ``stale_tx`` is then derived from the visible ones alone.
     """
 
     id: str
@@ -472,6 +495,7 @@ class Decision:
     recorded_at: datetime
     namespace: str | None = None
     stale_tx: int | None = None
+    basis_hidden: int = 0
 
     @property
     def stale(self) -> bool:
@@ -489,6 +513,7 @@ class Decision:
             "recorded_at": self.recorded_at.isoformat(),
             "namespace": self.namespace,
             "stale_tx": self.stale_tx,
+            "basis_hidden": self.basis_hidden,
         }
 
 

@@ -26,8 +26,11 @@ from engramdb.server import ServerSettings, create_app
 
 __all__ = ["TEST_SETTINGS", "LiveServer", "ServedClient", "ServerProcess", "served_client"]
 
-# Tests run many requests quickly from one key: rate limiting is tested on its own.
-TEST_SETTINGS = ServerSettings(rate_limit_per_s=None)
+# Tests run many requests quickly from one key and probe bad keys from one address:
+# rate limiting, failed-authentication throttling and back-pressure are tested on
+# their own (tests/test_http.py, tests/test_security_http.py).
+TEST_SETTINGS = ServerSettings(rate_limit_per_s=None, auth_failures_per_s=None,
+                               max_in_flight=None)
 
 
 class LiveServer:

@@ -56,8 +56,8 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "engramdb.checkpoint.v1"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_HEX16 = re.compile(r"^[0-9a-f]{16}\Z")
 _SIGNATURE_SIZE = 64
 
 

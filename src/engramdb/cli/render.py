@@ -78,9 +78,9 @@ def memory_panel(m: Memory, *, title: str | None = None) -> Panel:
         ("confidence", f"{m.confidence:.2f}"),
     ]
     if m.source:
-        rows.append(("source", m.source))
+        rows.append(("claimed source", m.source))
     if m.session:
-        rows.append(("session", m.session))
+        rows.append(("claimed session", m.session))
     if m.expires_at is not None:
         rows.append(("expires", f"{fmt_time(m.expires_at)} UTC"))
     for c in m.conflicts:

@@ -27,9 +27,13 @@ SERVER_EXTRA = "engramdb[server]"
 @click.option("--maintain-every", type=float, default=3600.0, show_default=True,
               metavar="SECONDS", help="Run `engram maintain` in the background this often; "
                                       "0 turns it off.")
+@click.option("--metrics", type=click.Choice(["key", "public", "off"]), default="key",
+              show_default=True, help="Who may read /metrics: an admin key, anyone, nobody.")
+@click.option("--docs", type=click.Choice(["off", "key", "public"]), default="off",
+              show_default=True, help="Serve the interactive docs at /docs.")
 @pass_env
 def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | None,
-          maintain_every: float) -> None:
+          maintain_every: float, metrics: str, docs: str) -> None:
     """Serve the database at --db over HTTP (needs engramdb[server]).
 
     Creates the database if it does not exist. The admin key is issued on the
@@ -52,7 +56,8 @@ def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | 
             f"this installation has no HTTP server entry point; pip install '{SERVER_EXTRA}'",
             extra=SERVER_EXTRA,
         )
-    settings = server.ServerSettings(maintain_every_s=maintain_every or None)
+    settings = server.ServerSettings(maintain_every_s=maintain_every or None, metrics=metrics,
+                                     docs=docs)
     run(env.target, host=host, port=port, settings=settings, admin_key=admin_key,
         admin_key_file=admin_key_file, announce_key=lambda key: _announce_key(env, key))
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
@@ -53,6 +54,7 @@ __all__ = ["AsyncClient", "AsyncRemoteAdmin", "connect_async"]
 T = TypeVar("T")
 
 
+@guard_calls
 class AsyncRemoteAdmin:
     """``client.admin`` of an :class:`AsyncClient`; coroutines of :class:`RemoteAdmin`."""
 
@@ -146,6 +148,7 @@ class AsyncRemoteAdmin:
         return await self._c._run(calls.legal_hold(pattern, on, reason))
 
 
+@guard_calls
 class AsyncClient:
     """A remote EngramDB for asyncio code, acting as the principal of ``api_key``.
 

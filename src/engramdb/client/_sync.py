@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
@@ -78,6 +79,7 @@ def decode_response(call: Call[T], response: httpx.Response, url: str) -> T:
     return call.decode(body)
 
 
+@guard_calls
 class RemoteAdmin:
     """``client.admin``: principals, keys, grants and trust policy (needs an admin key)."""
 
@@ -194,6 +196,7 @@ class RemoteAdmin:
         return self._c._run(calls.legal_hold(pattern, on, reason))
 
 
+@guard_calls
 class Client:
     """A remote EngramDB, acting as the principal of ``api_key``.
 

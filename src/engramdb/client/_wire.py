@@ -129,6 +129,7 @@ def decision_from_wire(d: Mapping[str, Any]) -> Decision:
         metadata=dict(d.get("metadata") or {}), tx=int(d["tx"]),
         recorded_at=to_utc(d["recorded_at"]),  # type: ignore[arg-type]
         namespace=d.get("namespace"), stale_tx=d.get("stale_tx"),
+        basis_hidden=int(d.get("basis_hidden") or 0),
     )
 
 

@@ -109,8 +109,12 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
     resting on that exact version. Each decision that turns stale gets a
     ``decision.stale`` event whose effect sets ``decisions.stale_tx``.
 
+    A decision already stale is announced again for a newly closed basis
+    version (without changing ``stale_tx``): a reader who may see only that
+    memory learns of it from its own feed (see ``redact``).
+
     Returns:
-        The ids of the decisions that turned stale.
+        The ids of the decisions announced stale.
     """
     touched = sorted({
         (str(e.key["id"]), int(e.key["version"])) for e in effects
@@ -124,7 +128,7 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
             if did in found:
                 found[did][1].append((memory_id, version))
                 continue
-            rows = w.fetch("decisions", {"id": did, "stale_tx": None})
+            rows = w.fetch("decisions", {"id": did})
             if rows:
                 found[did] = (rows[0], [(memory_id, version)])
     for did in sorted(found):
@@ -135,9 +139,12 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
 
 def log_stale(w: WriteTx, row: Mapping[str, Any], items: Sequence[tuple[str, int]],
               actor: str) -> None:
-    """Log one decision turning stale because ``items`` (id, version) changed."""
-    eff = Update("decisions", {"id": row["id"]}, {"stale_tx": w.tx}, expect={"stale_tx": None})
-    w.apply([eff])
+    """Log that ``items`` (id, version) of a decision's basis changed (stale from now)."""
+    effects: list[Effect] = []
+    if row.get("stale_tx") is None:
+        effects.append(Update("decisions", {"id": row["id"]}, {"stale_tx": w.tx},
+                              expect={"stale_tx": None}))
+        w.apply(effects)
     w.log("decision.stale", actor=actor, namespace=row["namespace"], subject_ref=row["id"],
-          payload={"effects": [effect_to_dict(eff)],
+          payload={"effects": [effect_to_dict(e) for e in effects],
                    "changed": [{"id": i, "version": v} for i, v in items]})

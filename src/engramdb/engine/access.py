@@ -77,8 +77,9 @@ class Caller:
         decision = self.acl().check(action, namespace)
         if not decision.allow:
             name = self.principal.name
+            # The namespace (the caller's input) is in details, not in the message.
             raise PermissionDenied(
-                f"{name!r} may not {action} in {namespace!r}",
+                f"{name!r} may not {action} in that namespace",
                 action=action,
                 namespace=namespace,
                 fix={"action": "grant", "grantee": name, "pattern": namespace,
@@ -87,7 +88,9 @@ class Caller:
 
     def readable(self, pattern: str, as_of: int | None) -> tuple[str, ...]:
         check_glob(pattern)
-        acl = self.acl(as_of)
+        # Permission is the reader's grants now, whatever the read point:
+        # revoking a grant ends access to history too (as_of only picks versions).
+        acl = self.acl()
         return tuple(
             ns for ns in self.res.storage.namespaces()
             if namespace_matches(pattern, ns) and acl.check("read", ns).allow
@@ -111,6 +114,9 @@ class Caller:
     def filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
                valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:
         """The validated filter of a read, limited to the namespaces this caller may read."""
+        if filters is not None and not isinstance(filters, Mapping):
+            raise InvalidInput("filters must be a dict of filter name -> value",
+                               field="filters")
         f = dict(filters or {})
         unknown = set(f) - FILTER_KEYS
         if unknown:

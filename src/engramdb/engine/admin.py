@@ -13,7 +13,8 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from engramdb.codec import new_id, sha256_hex
+from engramdb._guard import guard_calls
+from engramdb.codec import check_chars, new_id, sha256_hex
 from engramdb.engine.read_audit import READ_AUDIT_MODES
 from engramdb.engine.rows import check_name
 from engramdb.engine.stewardship import Stewardship
@@ -33,6 +34,7 @@ def _split_key(api_key: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
+@guard_calls
 class Admin(Stewardship):
     """Administration of principals, keys and grants; available to admins only.
 
@@ -60,6 +62,8 @@ class Admin(Stewardship):
             InvalidInput: malformed name, role, kind or trust.
         """
         check_name(name)
+        if isinstance(roles, str) or not isinstance(roles, (list, tuple, set, frozenset)):
+            raise InvalidInput("roles must be a list of role names", field="roles")
         roles = tuple(check_name(r, "role") for r in roles)
         if kind not in KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
@@ -76,6 +80,7 @@ class Admin(Stewardship):
         return key
 
     def principal(self, name: str) -> Principal:
+        check_name(name)
         rows = self._res.storage.fetch("principals", {"name": name})
         if not rows:
             raise NotFound(f"no principal {name!r}", name=name,
@@ -97,6 +102,7 @@ class Admin(Stewardship):
 
     def create_key(self, name: str) -> str:
         """Issue another API key for a principal (rotation: create, switch, revoke old)."""
+        check_name(name)
         with self._res.storage.write(self._actor) as w:
             if not w.fetch("principals", {"name": name}):
                 raise NotFound(f"no principal {name!r}", name=name)
@@ -106,6 +112,9 @@ class Admin(Stewardship):
 
     def revoke_key(self, api_key_or_id: str) -> None:
         """Revoke a key (by the key itself or its id); it stops working at once."""
+        if not isinstance(api_key_or_id, str) or not api_key_or_id:
+            raise InvalidInput("give the API key or its id (a string)", field="api_key_or_id")
+        check_chars(api_key_or_id, "key id")
         key_id = api_key_or_id
         if isinstance(api_key_or_id, str) and api_key_or_id.startswith("ek_"):
             key_id = _split_key(api_key_or_id)[0]
@@ -143,10 +152,15 @@ class Admin(Stewardship):
             InvalidNamespace: malformed glob.
             InvalidInput: unknown action.
         """
+        if not isinstance(grantee, str):
+            raise InvalidInput("grantee must be a principal name or 'role:<role>'",
+                               field="grantee")
         check_glob(pattern)
         if isinstance(actions, str):
             actions = [actions]
-        bad = [a for a in actions if a not in ACTIONS]
+        if not isinstance(actions, (list, tuple, set, frozenset)):
+            raise InvalidInput(f"actions must be a list of {list(ACTIONS)}", field="actions")
+        bad = [a for a in actions if not isinstance(a, str) or a not in ACTIONS]
         if bad or not actions:
             raise InvalidInput(f"actions must be a non-empty subset of {list(ACTIONS)}",
                                field="actions")
@@ -169,6 +183,9 @@ class Admin(Stewardship):
 
     def revoke(self, grant_id: str) -> None:
         """End a grant; reads and writes through it stop at once (history keeps it)."""
+        if not isinstance(grant_id, str) or not grant_id:
+            raise InvalidInput("grant id must be a non-empty string", field="grant_id")
+        check_chars(grant_id, "grant id")
         with self._res.storage.write(self._actor) as w:
             rows = w.fetch("grants", {"id": grant_id, "tx_to": None})
             if not rows:
@@ -178,6 +195,9 @@ class Admin(Stewardship):
 
     def grants(self, grantee: str | None = None) -> list[Grant]:
         where: dict[str, Any] = {"tx_to": None}
+        if grantee is not None and not isinstance(grantee, str):
+            raise InvalidInput("grantee must be a principal name or 'role:<role>'",
+                               field="grantee")
         if grantee is not None:
             where["grantee"] = grantee
         return [Grant(id=r["id"], grantee=r["grantee"], pattern=r["pattern"],

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import (
     Checkpoint,
     check_checkpoint,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["Checkpoints"]
 
 
+@guard_calls
 class Checkpoints:
     """Verification, checkpoints and proofs over the log (admin only)."""
 

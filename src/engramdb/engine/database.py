@@ -22,12 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
+from engramdb._guard import guard_calls
 from engramdb.engine.admin import Admin
 from engramdb.engine.checkpoints import Checkpoints
 from engramdb.engine.lifecycle import Lifecycle
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.resources import ADMIN, Resources, event_from_raw
-from engramdb.engine.rows import EngineConfig, PrincipalInfo, check_id
+from engramdb.engine.rows import EngineConfig, PrincipalInfo, check_count, check_id
 from engramdb.engine.services import Services
 from engramdb.engine.session import Session
 from engramdb.errors import (
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["Database", "import_database", "open_database"]
 
 
+
+@guard_calls
 class Database(Session):
     """An open EngramDB database, acting as its admin.
 
@@ -204,10 +207,16 @@ class Database(Session):
         PostgreSQL wakes on LISTEN/NOTIFY; SQLite polls its file. Returns whether
         there is a newer event (re-read with :meth:`changes` either way).
         """
+        check_count(after, "after")
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not 0 <= timeout <= 3600):
+            raise InvalidInput("timeout must be a number of seconds from 0 to 3600",
+                               field="timeout")
         return self.storage.wait_for_events(after, timeout)
 
     def event(self, seq: int) -> Event | None:
         """Log event ``seq`` as a value (``None``: no such event)."""
+        check_count(seq, "seq")
         raws = self.storage.events(after=seq - 1, limit=1)
         return event_from_raw(raws[0]) if raws and raws[0].seq == seq else None
 

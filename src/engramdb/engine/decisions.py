@@ -23,6 +23,7 @@ from engramdb.codec import check_chars, check_json, from_micros, new_id
 from engramdb.engine._commit import log_stale
 from engramdb.engine.access import Caller
 from engramdb.engine.recall import Recall
+from engramdb.engine.redact import DecisionView, redact_decision
 from engramdb.engine.resources import Resources
 from engramdb.engine.rows import (
     check_metadata,
@@ -249,15 +250,25 @@ class Decisions:
 
         Public docs: :meth:`engramdb.Session.decision`.
         """
-        return decision_from_row(self._decision_row(caller, decision_id))
+        return self._redacted(decision_from_row(self._decision_row(caller, decision_id)),
+                              caller.acl())
+
+    def _redacted(self, d: Decision, acl: AccessControl) -> Decision:
+        """``d`` without the basis items the reader may not read (see ``redact``)."""
+        if acl.is_admin:
+            return d
+        return redact_decision(d, DecisionView(self._res.storage,
+                                               lambda ns: bool(acl.check("read", ns))))
 
     def explain(self, caller: Caller, decision_id: str) -> DecisionExplanation:
         """What a decision rested on, as it was then, and what has happened since.
 
         Public docs: :meth:`engramdb.Session.explain`.
         """
-        d = decision_from_row(self._decision_row(caller, decision_id))
         acl = caller.acl()
+        # Basis memories the reader may not read are left out (counted in
+        # ``basis_hidden``) and do not make it stale for this reader.
+        d = self._redacted(decision_from_row(self._decision_row(caller, decision_id)), acl)
         storage = self._res.storage
         basis: list[BasisExplanation] = []
         any_stale = False
@@ -290,6 +301,8 @@ class Decisions:
                 conflicts=named, contested=any(c.status == "open" for c in named),
                 stale=stale,
             ))
+        shown = [m for b in basis for m in (b.then, b.now, *b.later) if m is not None]
+        self._res.read_audit.record_read(caller.name, "explain", shown)
         return DecisionExplanation(decision=d, basis=tuple(basis),
                                    stale=any_stale or d.stale_tx is not None)
 
@@ -297,12 +310,14 @@ class Decisions:
         """Decisions you may see whose basis has changed since, oldest staleness first."""
         check_glob(namespace)
         acl = caller.acl()
-        out = [
-            decision_from_row(r) for r in self._res.storage.fetch("decisions", {}, order_by="tx")
+        seen = [
+            self._redacted(decision_from_row(r), acl)
+            for r in self._res.storage.fetch("decisions", {}, order_by="tx")
             if r.get("stale_tx") is not None
             and namespace_matches(namespace, r["namespace"] or "")
             and self._may_see_decision(caller, r, acl)
         ]
+        out = [d for d in seen if d.stale_tx is not None]
         return sorted(out, key=lambda d: (d.stale_tx or 0, d.tx, d.id))
 
     # -- read audit ------------------------------------------------------------------

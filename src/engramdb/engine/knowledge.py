@@ -130,5 +130,7 @@ class Knowledge:
             return result
         if flt.namespaces is not None and not flt.namespaces:
             return []
-        return [memory_from_row(r, as_of=t)
-                for r in self._res.storage.list_memories(flt, limit=k, order="recent")]
+        memories = [memory_from_row(r, as_of=t)
+                    for r in self._res.storage.list_memories(flt, limit=k, order="recent")]
+        self._res.read_audit.record_read(caller.name, "knowledge", memories, t)
+        return memories

@@ -1,7 +1,9 @@
 """The read audit: who read which memory versions, when, batched into the log.
 
-Each ``recall`` / ``context`` call by a principal becomes one ``reads`` row
-(principal, time, query digest, returned versions, their namespaces) plus one
+Every read that returns memory content (``recall``, ``context``, ``get``,
+``history``, ``changes``, ``recent``, ``explain``, ``knowledge``) by a
+principal becomes one ``reads`` row (principal, time, query digest or read
+path, returned versions, their namespaces) plus one
 ``read_items`` row per version, so ``who_read(memory_id)`` is an index lookup.
 Rows are buffered in memory and written as one logged ``reads.recorded``
 event per batch, so a read costs a list append, not a disk write, and the
@@ -21,9 +23,9 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from engramdb.codec import new_id
+from engramdb.codec import new_id, sha256_hex
 from engramdb.engine._commit import commit
 from engramdb.errors import EngramError
 from engramdb.model import Memory, Receipt, namespace_matches
@@ -32,11 +34,19 @@ from engramdb.storage.base import Effect, Insert
 if TYPE_CHECKING:
     from engramdb.storage.base import Storage
 
-__all__ = ["READ_AUDIT_MODES", "ReadAudit"]
+__all__ = ["READ_AUDIT_MODES", "ReadAudit", "ReadItem"]
 
 log = logging.getLogger("engramdb.audit")
 
 READ_AUDIT_MODES = ("all", "sampled", "off")
+
+
+class ReadItem(NamedTuple):
+    """A memory version a read returned, when the read has rows, not :class:`Memory` values."""
+
+    id: str
+    version: int
+    namespace: str
 
 
 class ReadAudit:
@@ -150,9 +160,31 @@ class ReadAudit:
         One random draw per read decides every ``sampled`` namespace it
         touched, so a sampled read is recorded whole or not at all there.
         """
+        return self._record(principal, int(receipt.as_of), receipt.query_digest, memories)
+
+    def record_read(self, principal: str, kind: str, memories: Sequence[ReadItem | Memory],
+                    tx: int | None = None) -> bool:
+        """Buffer a read that is not a recall: ``get``, ``history``, ``changes``, ...
+
+        ``kind`` names the read path (its digest takes the query's place);
+        ``tx`` is the read point, by default the newest version returned. A
+        read that returned no memory is not recorded: it revealed none.
+        """
+        if not memories:
+            return False
+        if tx is None:
+            tx = max(int(getattr(m, "tx_from", 0) or 0) for m in memories)
+        return self._record(principal, tx, sha256_hex(f"read:{kind}".encode()), memories)
+
+    def _record(self, principal: str, tx: int, digest: str | None,
+                memories: Sequence[ReadItem | Memory]) -> bool:
         draw = self._rng.random()
-        kept: list[Memory] = []
+        kept: list[ReadItem | Memory] = []
+        seen: set[tuple[str, int]] = set()
         for m in memories:
+            if (m.id, m.version) in seen:  # one version shown twice is one read of it
+                continue
+            seen.add((m.id, m.version))
             mode, rate = self.mode_for(m.namespace)
             if mode == "all" or (mode == "sampled" and draw < rate):
                 kept.append(m)
@@ -163,8 +195,8 @@ class ReadAudit:
             if mode == "off" or (mode == "sampled" and draw >= rate):
                 return False
         row = {
-            "id": new_id(), "principal": principal, "tx": int(receipt.as_of),
-            "recorded_at": time.time_ns() // 1000, "query_digest": receipt.query_digest,
+            "id": new_id(), "principal": principal, "tx": int(tx),
+            "recorded_at": time.time_ns() // 1000, "query_digest": digest,
             "items": [{"id": m.id, "version": m.version} for m in kept],
             "namespaces": sorted({m.namespace for m in kept}),
         }

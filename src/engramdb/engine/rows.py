@@ -42,7 +42,7 @@ __all__ = ["EngineConfig", "PrincipalInfo", "check_count", "check_id", "check_id
 # Integers go into 64-bit SQL columns; a larger one is refused as input, not
 # left to overflow in the driver.
 MAX_INT64 = 2**63 - 1
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,9 @@ class EngineConfig:
     max_batch: int = 10_000
     recall_candidates: int = 50
     max_k: int = 1_000
+    # One transaction's work under the write lock: every other writer waits for it.
+    max_tx_ops: int = 1_000
+    max_tx_text_chars: int = 4_000_000
 
 
 def _unit(value: Any, what: str) -> float:
@@ -72,7 +75,7 @@ def _unit(value: Any, what: str) -> float:
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{what} must be a number between 0 and 1", field=what) from exc
     if not (0.0 <= f <= 1.0) or math.isnan(f):
-        raise InvalidInput(f"{what} must be between 0 and 1, got {value!r}", field=what)
+        raise InvalidInput(f"{what} must be between 0 and 1", field=what)
     return f
 
 
@@ -128,13 +131,24 @@ def check_metadata(metadata: Any, config: EngineConfig) -> dict[str, Any]:
     return dict(value)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
     if embedding is None:
         return None
+    if isinstance(embedding, (str, bytes, Mapping)):
+        raise InvalidInput("embedding must be a list of numbers", field="embedding")
     try:
-        vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
-    except (TypeError, ValueError) as exc:
+        # Checked in float64 first: a value beyond float32's range would become inf
+        # (silently, with a RuntimeWarning) in the cast.
+        wide = np.asarray(embedding, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput("embedding must be a list of numbers", field="embedding") from exc
+    if wide.size and float(np.max(np.abs(wide), initial=0.0)) > _FLOAT32_MAX:
+        raise InvalidInput("embedding holds a value beyond float32's range (about 3.4e38); "
+                           "normalise it (unit length) before sending it", field="embedding")
+    vec = wide.astype(np.float32)
     if dimension is None or dimension == 0:
         raise EmbeddingDimensionMismatch(
             "this database has no embedder, so it stores no embeddings; omit `embedding`"

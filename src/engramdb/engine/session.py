@@ -18,9 +18,12 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, TypeVar
 
+from engramdb._guard import guard_calls
 from engramdb.codec import check_chars, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.admin import Admin
+from engramdb.engine.read_audit import ReadItem
+from engramdb.engine.redact import DecisionView, redact_event
 from engramdb.engine.resources import event_from_raw
 from engramdb.engine.rows import (
     PrincipalInfo,
@@ -33,12 +36,11 @@ from engramdb.engine.rows import (
 from engramdb.engine.services import Services
 from engramdb.engine.writes import (
     UNSET,
-    UPDATABLE,
     Transaction,
     Writer,
     check_write_args,
     make_draft,
-    update_changes,
+    prepare_update,
 )
 from engramdb.errors import InvalidInput, NotFound, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
@@ -62,6 +64,7 @@ __all__ = ["PrincipalInfo", "Session", "Transaction"]
 T = TypeVar("T")
 
 
+@guard_calls
 class Session:
     """The database as seen and changed by one principal."""
 
@@ -154,6 +157,10 @@ class Session:
         Each item is a :class:`MemoryDraft` or a dict of :meth:`remember` arguments.
         Embeddings are computed in batches before the write lock is taken.
         """
+        if not isinstance(drafts, (list, tuple)):
+            raise InvalidInput(f"remember_many takes a list of drafts, not "
+                               f"{type(drafts).__name__}; wrap an iterator in list(...)",
+                               field="drafts")
         if len(drafts) > self._res.config.max_batch:
             raise InvalidInput(
                 f"batch of {len(drafts)} is over the limit of {self._res.config.max_batch}; "
@@ -191,22 +198,17 @@ class Session:
             expected_version: compare-and-swap: the update applies only if the
                 current version is this one.
             **fields: ``metadata``, ``importance``, ``confidence``, ``value``,
-                ``valid_from``, ``valid_to``, ``layer``, ``source``, ``expires_at``.
+                ``valid_from``, ``valid_to``, ``layer``, ``source``, ``expires_at``;
+                and ``embedding``: the new text already embedded with the
+                database's embedder (validated like :meth:`remember`'s).
 
         Raises:
             VersionConflict: ``expected_version`` is not current (nothing written);
                 ``err.current_version`` says what is.
             NotFound: no such memory, or one you may not read.
         """
-        unknown = set(fields) - UPDATABLE
-        if unknown:
-            raise InvalidInput(f"update cannot change {sorted(unknown)}; namespace, subject and "
-                               "predicate are fixed for a memory's life")
         check_write_args(memory_id, expected_version, idempotency_key)
-        changes = update_changes(text, fields, self._res.config)
-        vector = None
-        if "text" in changes:
-            vector = self._res.vectors_for([changes["text"]])[0]
+        changes, vector = prepare_update(self._caller, text, fields)
         return self._write(lambda wr: wr.update(memory_id, changes, expected_version, vector,
                                                 idempotency_key))
 
@@ -237,7 +239,8 @@ class Session:
         rows = self._res.storage.fetch("memories", {"id": memory_id}, order_by="version")
         if as_of is not None:
             rows = [r for r in rows if r["tx_from"] <= as_of]
-        if not rows or not self._caller.acl(as_of).check("read", rows[0]["namespace"]):
+        # Grants now, not at ``as_of``: a revoked reader loses the past as well.
+        if not rows or not self._caller.acl().check("read", rows[0]["namespace"]):
             raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
                            id=memory_id)
         return rows
@@ -262,13 +265,17 @@ class Session:
             if not (row["valid_from"] <= v and (row["valid_to"] is None or row["valid_to"] > v)):
                 raise NotFound(f"memory {memory_id!r} is not valid at {va.isoformat()}",
                                id=memory_id)
-        return memory_from_row(row, as_of=t)
+        memory = memory_from_row(row, as_of=t)
+        self._res.read_audit.record_read(self._principal.name, "get", [memory], t)
+        return memory
 
     def history(self, memory_id: str, *, as_of: int | datetime | str | None = None
                 ) -> list[Memory]:
         """Every version of a memory, oldest first, with times and authors."""
         t = self._caller.as_of(as_of)
-        return [memory_from_row(r, as_of=t) for r in self._visible_rows(memory_id, t)]
+        versions = [memory_from_row(r, as_of=t) for r in self._visible_rows(memory_id, t)]
+        self._res.read_audit.record_read(self._principal.name, "history", versions, t)
+        return versions
 
     def recall(
         self,
@@ -364,7 +371,9 @@ class Session:
         if not flt.namespaces:
             return []
         rows = self._res.storage.list_memories(flt, limit=k, order="recent")
-        return [memory_from_row(r) for r in rows]
+        memories = [memory_from_row(r) for r in rows]
+        self._res.read_audit.record_read(self._principal.name, "recent", memories)
+        return memories
 
     def conflicts(self, namespace: str = "**", *, status: str | None = "open",
                   limit: int = 100) -> list[Conflict]:
@@ -409,20 +418,34 @@ class Session:
             raise InvalidInput("limit must be a positive integer", field="limit")
         every = namespace == "**"
         acl = self._caller.acl()
+        view = DecisionView(self._res.storage, lambda ns: bool(acl.check("read", ns)))
         cursor = since
-        while True:
-            batch = self._res.storage.events(after=cursor, limit=min(limit, 1000))
-            if not batch:
-                return
-            for raw in batch:
-                cursor = raw.seq
-                ns = raw.namespace
-                if ns is None:
-                    if not (self._principal.is_admin and every):
+        shown: list[ReadItem] = []
+        try:
+            while True:
+                batch = self._res.storage.events(after=cursor, limit=min(limit, 1000))
+                if not batch:
+                    return
+                for raw in batch:
+                    cursor = raw.seq
+                    ns = raw.namespace
+                    if ns is None:
+                        if not (self._principal.is_admin and every):
+                            continue
+                    elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
                         continue
-                elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
-                    continue
-                yield event_from_raw(raw)
+                    event: Event | None = event_from_raw(raw)
+                    if event is not None and not acl.is_admin and raw.kind.startswith(
+                            "decision."):
+                        # Decision events name basis memories: only readable ones reach you.
+                        event = redact_event(event, view)
+                    if event is not None:
+                        shown.extend(memories_in([event]))
+                        yield event
+        finally:
+            # Events carry memory rows: reading the feed is reading them. Recorded when
+            # the reader stops, so a flush it causes lands after what this read saw.
+            self._res.read_audit.record_read(self._principal.name, "changes", shown, cursor)
 
     # -- context -------------------------------------------------------------------
 
@@ -539,3 +562,14 @@ class Session:
             PermissionDenied: you may read it but are not an admin of its namespace.
         """
         return self._svc.decisions.who_read(self._caller, memory_id)
+
+
+def memories_in(events: Sequence[Event]) -> list[ReadItem]:
+    """The memory versions whose content ``events`` carry (inserted memory rows)."""
+    out = []
+    for e in events:
+        for eff in (e.payload or {}).get("effects", ()):
+            row = eff.get("row") if eff.get("table") == "memories" else None
+            if isinstance(row, Mapping) and "id" in row and "version" in row:
+                out.append(ReadItem(str(row["id"]), int(row["version"]), str(row["namespace"])))
+    return out

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from engramdb._guard import guard_calls
 from engramdb.codec import new_id, to_micros
 from engramdb.engine._commit import next_version
 from engramdb.engine.access import Caller
@@ -64,6 +65,7 @@ def _schema_row(r: dict[str, Any]) -> PredicateSchema:
                            tx_from=int(r["tx_from"]))
 
 
+@guard_calls
 class Stewardship:
     """The trust half of ``db.admin``; every method acts as the database's admin."""
 
@@ -191,6 +193,7 @@ class Stewardship:
     # -- principals ---------------------------------------------------------------------
 
     def _principal_row(self, w: WriteTx, name: str) -> dict[str, Any]:
+        check_name(name)
         rows = w.fetch("principals", {"name": name})
         if not rows:
             raise NotFound(f"no principal {name!r}", name=name,
@@ -212,7 +215,7 @@ class Stewardship:
                 raise InvalidInput("trust must be a number between 0 and 1", field="trust")
             changes["trust"] = float(trust)
         if roles is not None:
-            if isinstance(roles, str):
+            if isinstance(roles, str) or not isinstance(roles, (list, tuple, set, frozenset)):
                 raise InvalidInput("roles must be a list of role names", field="roles")
             changes["roles"] = sorted({check_name(r, "role") for r in roles})
         if not changes:
@@ -353,6 +356,8 @@ class Stewardship:
     def quarantined(self, namespace: str = "**", limit: int = 100) -> list[Memory]:
         """Quarantined memories waiting for :meth:`approve` (newest first)."""
         check_glob(namespace)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be an integer from 1 to 10000", field="limit")
         spaces = tuple(ns for ns in self._res.storage.namespaces()
                        if namespace_matches(namespace, ns))
         if not spaces:

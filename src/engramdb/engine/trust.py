@@ -354,6 +354,13 @@ class TrustEngine:
                    for name in {row["author"], *(r.row["author"] for r in rivals)}}
         outcome = decide(policy, row, rivals, parties, settings.authority)
         readable = wr.s.acl().check("read", row["namespace"]).allow
+        if outcome.refuse and not readable:
+            # A refusal would tell a writer without read access that a rival exists
+            # (a 409 oracle): its write is held in quarantine for review instead.
+            held = {**row, "status": "quarantined"}
+            return Plan(held, [Insert("memories", held) if isinstance(e, Insert)
+                               and e.table == "memories" and e.row is row else e
+                               for e in insert])
         if outcome.refuse:
             raise self._contradiction(row, outcome, readable)
         planned = {**row, "status": outcome.new_status, "valid_to": outcome.new_valid_to}

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from engramdb._guard import guard_calls
 from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.plans import BatchItem, FreeTextBatch
@@ -25,6 +26,7 @@ from engramdb.engine.rows import (
     _short,
     _unit,
     check_count,
+    check_embedding,
     check_id,
     check_idempotency_key,
     check_metadata,
@@ -36,7 +38,13 @@ from engramdb.engine.rows import (
     validate_draft,
 )
 from engramdb.engine.trust import TrustEngine
-from engramdb.errors import IdempotencyKeyReused, InvalidInput, NotFound, VersionConflict
+from engramdb.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    VersionConflict,
+)
 from engramdb.model import UNSET, Event, Memory, MemoryDraft, check_layer, to_utc
 from engramdb.storage.base import Insert, Update, WriteTx
 
@@ -118,6 +126,41 @@ def update_changes(text: Any, fields: Mapping[str, Any], cfg: EngineConfig) -> d
     return changes
 
 
+def prepare_update(caller: Caller, text: Any, fields: Mapping[str, Any]
+                   ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Validated changes and the new text's embedding: all an update's work before the lock.
+
+    ``fields`` may hold ``embedding``: the new text already embedded with the
+    database's embedder (validated like :meth:`Session.remember`'s).
+    """
+    fields = dict(fields)
+    given = check_embedding(fields.pop("embedding", None), caller.res.dimension)
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise InvalidInput(f"update cannot change {len(unknown)} of the fields given; it "
+                           f"changes text, embedding, {', '.join(sorted(UPDATABLE))} "
+                           "(namespace, subject and predicate are fixed for a memory's life)",
+                           field="update")
+    changes = update_changes(text, fields, caller.res.config)
+    if given is not None and "text" not in changes:
+        raise InvalidInput("an embedding goes with a new text; give text= too",
+                           field="embedding")
+    vector = given
+    if "text" in changes and vector is None:
+        vector = caller.res.vectors_for([changes["text"]])[0]
+    return changes, vector
+
+
+def write_receipt(memory: Memory, draft: MemoryDraft) -> Memory:
+    """What a writer without read access gets back: its write as it sent it.
+
+    Id, version, transaction, time and author (the engine's), and the fields
+    it gave; the status stays ``active`` and no conflicts are listed, whatever
+    the namespace's policy did with rivals it may not see (docs/security.md).
+    """
+    return memory.replace(status="active", conflicts=(), valid_to=draft.valid_to)
+
+
 class Writer:
     """Write operations inside one open storage transaction."""
 
@@ -130,6 +173,12 @@ class Writer:
         # it is open: grants and principals change only in write transactions,
         # and none can commit while this one holds the lock.
         self._may_write: set[str] = set()
+        self._readable: dict[str, bool] = {}
+
+    def _may_read(self, namespace: str) -> bool:
+        if namespace not in self._readable:
+            self._readable[namespace] = bool(self.s.acl().check("read", namespace).allow)
+        return self._readable[namespace]
 
     # idempotency -------------------------------------------------------------
 
@@ -177,9 +226,10 @@ class Writer:
         # The request hash only matters with a key (it detects a key's reuse).
         rhash = ("" if draft.idempotency_key is None
                  else _request_hash("remember", _draft_fingerprint(draft)))
+        blind = not self._may_read(draft.namespace)
         replayed = self._replay(draft.idempotency_key, rhash)
         if replayed is not None:
-            return replayed
+            return write_receipt(replayed, draft) if blind else replayed
         row = draft_to_row(draft, memory_id=new_id(), author=s.name, tx=self.w.tx,
                            recorded_at=self.w.recorded_at)
         if row["valid_to"] is not None and row["valid_to"] <= row["valid_from"]:
@@ -187,6 +237,7 @@ class Writer:
                                field="valid_to")
         # Trust decides what the write becomes: quarantined, merged, or checked
         # against current memories under the namespace's conflict policy.
+        submitted = row
         plan = self._trust.plan_remember(self, row, vector, item)
         row = plan.row
         effects: list[Any] = list(plan.effects)
@@ -194,6 +245,9 @@ class Writer:
         put = [] if vector is None else [(row["id"], row["version"], vector)]
         self._commit("memory.remembered", draft.namespace, row["id"], effects, put=put,
                      carry=plan.carry)
+        if blind:
+            # No read grant: what the namespace's policy made of the write is a read.
+            return write_receipt(memory_from_row(submitted), draft)
         return plan.memory()
 
     def remember_many(self, drafts: Sequence[MemoryDraft], vectors: Sequence[np.ndarray | None],
@@ -286,6 +340,7 @@ class Writer:
                                  {"reason": reason}, None, idempotency_key, rhash)
 
 
+@guard_calls
 class Transaction:
     """The write API inside ``with session.transaction() as tx:``."""
 
@@ -293,13 +348,26 @@ class Transaction:
         self._w = writer
         self._caller = writer.s
         self._closed = False
+        self._ops = 0
+        self._chars = 0
 
-    def _check(self) -> None:
+    def _check(self, text: Any = None) -> None:
         if self._closed:
             raise InvalidInput("this transaction has ended; open a new one")
+        # Every other writer waits while a transaction holds the write lock, so one
+        # transaction's work is bounded (embed ahead, or split large batches).
+        cfg = self._caller.res.config
+        self._ops += 1
+        self._chars += len(text) if isinstance(text, str) else 0
+        if self._ops > cfg.max_tx_ops or self._chars > cfg.max_tx_text_chars:
+            raise PayloadTooLarge(
+                f"a transaction holds at most {cfg.max_tx_ops} writes and "
+                f"{cfg.max_tx_text_chars} characters of text; split it into several "
+                "transactions (or use remember_many, which embeds before locking)",
+                limit_ops=cfg.max_tx_ops, limit_chars=cfg.max_tx_text_chars)
 
     def remember(self, text: str, **fields: Any) -> Memory:
-        self._check()
+        self._check(text)
         draft = make_draft(self._caller, text=text, **fields)
         vector = self._caller.res.vectors_for([draft])[0]
         return self._w.remember(draft, vector)
@@ -307,11 +375,9 @@ class Transaction:
     def update(self, memory_id: str, *, text: Any = _UNSET,
                expected_version: int | None = None, idempotency_key: str | None = None,
                **fields: Any) -> Memory:
-        self._check()
+        self._check(text)
         check_write_args(memory_id, expected_version, idempotency_key)
-        changes = update_changes(text, fields, self._caller.res.config)
-        vector = (self._caller.res.vectors_for([changes["text"]])[0] if "text" in changes
-                  else None)
+        changes, vector = prepare_update(self._caller, text, fields)
         return self._w.update(memory_id, changes, expected_version, vector, idempotency_key)
 
     def retract(self, memory_id: str, *, reason: str | None = None,

@@ -88,7 +88,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
     for router in ROUTERS:
         app.include_router(router)
     install_handlers(app)
-    app.state.engram_docs = settings.docs and install_docs(app)
+    app.state.engram_docs = settings.docs != "off" and install_docs(app)
     app.add_middleware(Door, db=db, settings=settings, metrics=metrics,
                        routes=lambda: route_table(app))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

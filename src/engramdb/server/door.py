@@ -2,9 +2,15 @@
 
 For each HTTP request, before any route code runs, in this order:
 
-1. API routes (``/v1/...``) need ``Authorization: Bearer <key>``; the key is
-   resolved to the engine session of its principal (401 otherwise). The key
-   is checked on every request, so a revoked key stops working at once.
+0. Back-pressure: beyond ``max_in_flight`` requests in progress a new one is
+   answered 503 ``overloaded`` with ``Retry-After`` at once (``/healthz``
+   excepted), rather than queued without bound.
+1. API routes (``/v1/...``, and ``/metrics`` / ``/docs`` unless public) need
+   ``Authorization: Bearer <key>``; the key is resolved to the engine session
+   of its principal (401 otherwise). The key is checked on every request, so
+   a revoked key stops working at once. Failed authentications are charged
+   to the client address; past ``auth_failure_burst`` of them the address
+   gets 429 until its bucket refills, whatever key it sends.
 2. The per-key token bucket is charged (429 with ``Retry-After``).
 3. The body is read up to ``max_body_bytes`` (413 past it, without reading
    the rest).
@@ -83,6 +89,9 @@ class Door:
         self.routes = routes
         self.limiter = (RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
                         if settings.rate_limit_per_s is not None else None)
+        self.failures = (RateLimiter(settings.auth_failures_per_s, settings.auth_failure_burst)
+                         if settings.auth_failures_per_s is not None else None)
+        self.in_flight = 0
 
     def _route_label(self, scope: Scope) -> str:
         return self.routes().template(scope["path"]) or "unmatched"
@@ -90,7 +99,11 @@ class Door:
     def _needs_key(self, path: str) -> bool:
         if path.startswith(API_PREFIX):
             return True
-        return path == "/metrics" and not self.settings.metrics_public
+        if path == "/metrics":
+            return self.settings.metrics == "key"
+        if path == "/docs" or path.startswith("/docs/"):
+            return self.settings.docs == "key"
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,11 +117,19 @@ class Door:
                 status[0] = int(message["status"])
             await send(message)
 
+        limit = self.settings.max_in_flight
+        if limit is not None and self.in_flight >= limit and scope["path"] != "/healthz":
+            await self._overloaded(limit)(scope, receive, send_and_watch)
+            self.metrics.observe(scope["method"], self._route_label(scope), status[0],
+                                 time.perf_counter() - started)
+            return
+        self.in_flight += 1  # one event loop: no lock needed
         try:
             await self._handle(scope, receive, send_and_watch)
         except _Disconnected:
             status[0] = 499  # nginx's "client closed request"; nothing can be sent
         finally:
+            self.in_flight -= 1
             self.metrics.observe(scope["method"], self._route_label(scope), status[0],
                                  time.perf_counter() - started)
 
@@ -131,19 +152,47 @@ class Door:
             receive = _replay(body, receive)
         await self.app(scope, receive, send)
 
+    def _overloaded(self, limit: int) -> Any:
+        return engram_error_response(E.Overloaded(
+            f"the server is working on its limit of {limit} requests; retry after 1 s",
+            retry_after=1, limit=limit))
+
+    def _throttled(self, client: str) -> Any:
+        """429 when ``client`` has used up its failed authentications, else ``None``."""
+        if self.failures is None:
+            return None
+        wait = self.failures.wait(client)
+        if wait <= 0:
+            return None
+        retry_after = max(1, math.ceil(wait))
+        return engram_error_response(E.RateLimited(
+            f"too many failed authentications from this address; retry after "
+            f"{retry_after} s with a valid key", retry_after=retry_after))
+
+    def _failed(self, client: str, exc: E.EngramError) -> Any:
+        if self.failures is not None:
+            self.failures.take(client)
+        return engram_error_response(exc)
+
     async def _authenticate(self, scope: Scope) -> Any:
+        client = str((scope.get("client") or ("unknown",))[0])
+        throttled = self._throttled(client)
+        if throttled is not None:
+            return throttled
         key = bearer_key(scope)
         if key is None:
-            return engram_error_response(E.Unauthenticated(
+            return self._failed(client, E.Unauthenticated(
                 "this route needs an API key: send 'Authorization: Bearer <key>' "
                 "(an admin creates keys with POST /v1/admin/agents)"))
         try:
             session = await anyio.to_thread.run_sync(self.db.session_for_key, key)
-        except E.Unauthenticated as exc:
-            return engram_error_response(exc)
+        except E.Unauthenticated:
+            # One message for every bad key: which part was wrong is not said.
+            return self._failed(client, E.Unauthenticated(
+                "API key is unknown or revoked; ask an admin for a new key"))
         except (E.NotFound, E.PermissionDenied):
             # The key's principal vanished or was frozen between the two lookups.
-            return engram_error_response(E.Unauthenticated(
+            return self._failed(client, E.Unauthenticated(
                 "API key is unknown or revoked; ask an admin for a new key"))
         except E.EngramError as exc:
             return engram_error_response(exc)

@@ -11,6 +11,7 @@ no internal detail.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,17 +70,32 @@ def engram_error_response(exc: E.EngramError) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, E.Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(exc, E.RateLimited) and "retry_after" in exc.details:
+    if isinstance(exc, E.RateLimited | E.Overloaded) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
     elif exc.status == 503 and exc.details.get("retryable"):
         # A lock or serialization failure, a lost connection: nothing was written.
         headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     wire = exc.to_wire()
-    if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError):
+    wire["message"] = _safe_message(wire["message"])
+    if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError | E.Overloaded):
         # Configuration problems are the operator's, not the caller's: log the detail.
         log.error("server error %s: %s", exc.code, exc.message)
     return error_response(exc.status, wire["code"], wire["message"], wire["details"], headers,
                           hint=exc.hint("http"))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _safe_message(message: str, limit: int = 600) -> str:
+    """A message fit for any log line or UI: no control characters, bounded length.
+
+    Engine messages name what to fix, not the caller's values; this is the
+    safety net for one that still quotes an id or name: it cannot break a line
+    or carry a payload.
+    """
+    message = _CONTROL.sub("?", message)
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _loc(loc: Sequence[Any]) -> str:
@@ -98,7 +114,9 @@ def validation_response(exc: RequestValidationError) -> JSONResponse:
             msg = f"request body is not valid JSON ({ctx.get('error', 'parse error')})"
             loc = ["body"]
         elif kind == "extra_forbidden":
-            msg = "unknown field; see the API docs (/docs) for the fields this route takes"
+            msg = "unknown field; see /openapi.json for the fields this route takes"
+            # The unknown name is the caller's input: not echoed back.
+            loc = [*loc[:-1], "(unknown field)"]
         else:
             msg = str(err.get("msg", "invalid value"))
         problems.append({"loc": loc, "type": kind, "message": msg})
@@ -123,13 +141,12 @@ def install_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         status = exc.status_code
         code = _BY_STATUS.get(status, "http_error")
+        # The path is the caller's input: never echoed back.
         if status == 404:
-            message = (f"no route {request.method} {request.url.path}; "
-                       "see /docs or /openapi.json for the API")
+            message = "no such route; see /openapi.json for the API"
         elif status == 405:
             allowed = route_table(request.app).methods(request.url.path)
-            message = (f"{request.method} is not allowed on {request.url.path}; "
-                       f"use {', '.join(allowed)}")
+            message = f"method not allowed on this route; use {', '.join(allowed)}"
             return error_response(405, code, message, {"allowed": allowed},
                                   {"Allow": ", ".join(allowed)})
         elif status == 400:

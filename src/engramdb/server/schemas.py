@@ -13,8 +13,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+)
 
+from engramdb.jsonshape import clip_json
 from engramdb.model import ACTIONS, LAYERS, to_utc
 
 __all__ = [
@@ -121,6 +130,11 @@ LayerOrNull = Annotated[Any, WithJsonSchema(_or_null(_LAYER_STR))]
 # A list of layers is type-checked here: the engine would iterate any iterable.
 LayersOrNull = list[Annotated[str, WithJsonSchema(_LAYER_STR)]] | None
 ObjectOrNull = Annotated[Any, WithJsonSchema(_or_null({"type": "object"}))]
+# Stored JSON on its way out: a value stored before the shape limits existed
+# may nest deeper than the encoder goes; its deep part is clipped, so no stored
+# value can make a read answer 500.
+JsonOut = Annotated[Any, PlainSerializer(clip_json, return_type=Any)]
+ObjectOut = Annotated[dict[str, Any], PlainSerializer(clip_json, return_type=Any)]
 
 
 def _integral(value: Any) -> Any:
@@ -233,6 +247,8 @@ class UpdateRequest(Request):
     layer: LayerOrNull = None
     source: str | None = documented(SHORT, default=None, description="`null` removes it.")
     expires_at: Time | None = None
+    embedding: list[float] | None = Field(
+        None, description="The new text's precomputed embedding (needs `text`).")
     expected_version: Count | None = Field(
         None, description="Compare-and-swap: apply only if this is the current version "
         "(else 409 `version_conflict` with `details.current_version`).")
@@ -270,8 +286,8 @@ class MemoryOut(Response):
     text: str
     subject: str | None
     predicate: str | None
-    value: Any
-    metadata: dict[str, Any]
+    value: JsonOut
+    metadata: ObjectOut
     importance: float
     confidence: float
     author: str
@@ -344,13 +360,15 @@ class DecisionOut(Response):
     principal: str
     description: str
     basis: list[ReceiptItemOut]
-    outcome: dict[str, Any]
-    metadata: dict[str, Any]
+    outcome: ObjectOut
+    metadata: ObjectOut
     tx: int
     recorded_at: datetime
     namespace: str | None = None
     stale_tx: int | None = Field(None, description="The transaction that first changed a "
-                                 "basis version; null while the basis is current.")
+                                 "basis version you may read; null while those are current.")
+    basis_hidden: int = Field(0, description="Basis memories you may not read: counted, "
+                              "never listed.")
 
 
 class DecisionList(Response):
@@ -416,7 +434,7 @@ class EventOut(Response):
     actor: str
     recorded_at: datetime
     subject_ref: str | None
-    payload: dict[str, Any] | None
+    payload: ObjectOut | None
     commitment: str
     prev_hash: str
     hash: str

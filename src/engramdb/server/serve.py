@@ -100,8 +100,9 @@ def serve(
         elif key is not None:
             (announce_key or (lambda k: announce(
                 f"EngramDB admin API key (shown once, keep it): {k}")))(key)
-        announce(f"EngramDB serving {db.info().url} on http://{host}:{port} "
-                 f"(docs: http://{host}:{port}/docs)")
+        docs = "" if (settings or ServerSettings()).docs == "off" else (
+            f" (docs: http://{host}:{port}/docs)")
+        announce(f"EngramDB serving {db.info().url} on http://{host}:{port}{docs}")
         app = create_app(db, settings=settings)
         schedule = MaintenanceSchedule(db, (settings or ServerSettings()).maintain_every_s)
         schedule.start()

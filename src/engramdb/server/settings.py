@@ -13,7 +13,10 @@ from pathlib import Path
 
 from engramdb.errors import ConfigurationError
 
-__all__ = ["ServerSettings"]
+__all__ = ["EXPOSURES", "ServerSettings"]
+
+# How an operational route (/metrics, /docs) is exposed.
+EXPOSURES = ("off", "key", "public")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +38,22 @@ class ServerSettings:
             proxies keep the connection open.
         sse_max_s: A stream ends after this long; clients reconnect with
             ``Last-Event-ID`` and lose nothing. ``None`` keeps streams open.
-        metrics_public: Serve ``/metrics`` without a key (the usual Prometheus
-            set-up). When ``False`` it needs an admin key.
-        docs: Serve the interactive docs at ``/docs`` (the spec at
-            ``/openapi.json`` is always served).
+        metrics: Who may read ``/metrics`` (counts of memories per layer and
+            status, open conflicts, request rates): ``"key"`` (default: an
+            admin key), ``"public"`` (no key, the usual Prometheus set-up on
+            a private network) or ``"off"`` (404).
+        docs: The interactive docs at ``/docs``: ``"off"`` (default),
+            ``"key"`` (any valid API key) or ``"public"``. The spec at
+            ``/openapi.json`` is always served (it holds no data).
+        metrics_public: Deprecated spelling: ``True`` is ``metrics="public"``,
+            ``False`` is ``metrics="key"``.
+        max_in_flight: Requests the server works on at once; beyond it new
+            requests get 503 ``overloaded`` with ``Retry-After`` at once,
+            instead of queueing without bound. ``None``: no bound.
+        auth_failures_per_s, auth_failure_burst: Failed authentications
+            allowed per client address (a token bucket); beyond them the
+            address gets 429 ``rate_limited`` until the bucket refills, even
+            with a good key. ``auth_failures_per_s=None`` turns it off.
         checkpoint_key: Path of the Ed25519 key ``POST /v1/audit/checkpoints``
             signs with. ``None``: ``<db file>.audit-key.pem`` for SQLite
             (created on first use, as ``engram init`` does); a PostgreSQL
@@ -56,14 +71,31 @@ class ServerSettings:
     sse_poll_s: float = 0.5
     sse_keepalive_s: float = 15.0
     sse_max_s: float | None = 300.0
-    metrics_public: bool = True
-    docs: bool = True
+    metrics: str = "key"
+    docs: str | bool = "off"
     checkpoint_key: str | None = None
     maintain_every_s: float | None = 3600.0
+    metrics_public: bool | None = None
+    max_in_flight: int | None = 64
+    auth_failures_per_s: float | None = 0.2
+    auth_failure_burst: int = 10
 
     def __post_init__(self) -> None:
+        if self.metrics_public is not None:  # the old boolean knob
+            object.__setattr__(self, "metrics", "public" if self.metrics_public else "key")
+        if isinstance(self.docs, bool):
+            object.__setattr__(self, "docs", "public" if self.docs else "off")
+        for name in ("metrics", "docs"):
+            if getattr(self, name) not in EXPOSURES:
+                raise ConfigurationError(f"server setting {name} must be one of "
+                                         f"{', '.join(EXPOSURES)}", setting=name)
+        if self.max_in_flight is not None and (
+                isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int)
+                or self.max_in_flight < 1):
+            raise ConfigurationError("server setting max_in_flight must be a positive integer "
+                                     "or None", setting="max_in_flight")
         for name in ("max_body_bytes", "max_batch", "max_page_size", "default_page_size",
-                     "rate_limit_burst"):
+                     "rate_limit_burst", "auth_failure_burst"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"server setting {name} must be a positive integer, "
@@ -72,9 +104,10 @@ class ServerSettings:
             raise ConfigurationError("default_page_size cannot exceed max_page_size",
                                      setting="default_page_size")
         for name in ("rate_limit_per_s", "sse_poll_s", "sse_keepalive_s", "sse_max_s",
-                     "maintain_every_s"):
+                     "maintain_every_s", "auth_failures_per_s"):
             value = getattr(self, name)
-            if value is None and name in ("rate_limit_per_s", "sse_max_s", "maintain_every_s"):
+            if value is None and name in ("rate_limit_per_s", "sse_max_s", "maintain_every_s",
+                                          "auth_failures_per_s"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"server setting {name} must be a positive number, "

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
 from engramdb import __version__
-from engramdb.errors import EngramError, PermissionDenied, StorageError
+from engramdb.errors import EngramError, NotFound, PermissionDenied, StorageError
 from engramdb.server.deps import AdminDep, DbDep, MetricsDep, SessionDep, SettingsDep
 from engramdb.server.door import SESSION_SCOPE
 from engramdb.server.errors import error_responses
@@ -45,10 +45,12 @@ def metrics(request: Request, db: DbDep, metrics: MetricsDep,
     """Request counts and latency histograms per route, memories per layer and status,
     open conflicts, log length and the last verify result.
 
-    Public unless the server was started with ``metrics_public=False``; then it
-    needs an admin key.
+    Exposure is ``ServerSettings.metrics``: an admin key by default,
+    ``public`` or ``off`` (404) by choice.
     """
-    if not settings.metrics_public:
+    if settings.metrics == "off":
+        raise NotFound("metrics are off on this server (ServerSettings.metrics)")
+    if settings.metrics != "public":
         session = request.scope.get(SESSION_SCOPE)
         if session is None or not session.principal.is_admin:
             raise PermissionDenied("metrics need an admin key on this server")

@@ -8,10 +8,12 @@ op may name the memory an earlier op of the same batch produced with
 remote transaction.
 
 The batch is bounded by ``ServerSettings.max_batch`` (413 beyond it) before the
-engine's write lock is taken, and the texts of its ``remember`` ops are
-embedded in one batch before that too: an engine transaction embeds each
-write while it holds the lock, which a large remote batch would otherwise
-hold for the whole model run.
+engine's write lock is taken, and the texts of its ``remember`` and
+``update`` ops are embedded in one batch before that too: an engine
+transaction embeds each write while it holds the lock, which a large remote
+batch would otherwise hold for the whole model run. The engine bounds one
+transaction's work under the lock as well (``EngineConfig.max_tx_ops``,
+``max_tx_text_chars``: 413 ``payload_too_large`` beyond them).
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def _embed_ahead(db: Database, ops: list[Any]) -> dict[int, list[float]]:
         return {}
     todo: list[tuple[int, str]] = []
     for i, op in enumerate(ops):
-        if isinstance(op, RememberOp) and op.embedding is None:
+        if isinstance(op, RememberOp | UpdateOp) and op.embedding is None and op.text:
             try:
                 todo.append((i, check_text(op.text, db.config)))
             except EngramError:
@@ -130,6 +132,8 @@ def transaction(body: TransactionRequest, session: SessionDep, db: DbDep,
                         fields["embedding"] = vectors[i]
                     results.append(tx.remember(fields.pop("text"), **fields))
                 elif isinstance(op, UpdateOp):
+                    if i in vectors:
+                        fields["embedding"] = vectors[i]
                     results.append(tx.update(_target(op, i, results), **fields))
                 else:
                     results.append(tx.retract(_target(op, i, results), **fields))

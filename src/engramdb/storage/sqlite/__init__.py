@@ -200,6 +200,10 @@ class SQLiteStorage(SqlStorage):
             raise StorageError(f"SQLite error: {msg}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite error: {exc}") from exc
+        except OverflowError as exc:
+            # A value given where an id or number goes, beyond 64 bits: bad input.
+            raise InvalidInput("a number is beyond the 64-bit range the database stores; "
+                               "check ids and numbers passed in") from exc
 
     def close(self) -> None:
         self._closed = True
