@@ -12,12 +12,14 @@ from engramdb.client import connect, connect_async
 from engramdb.engine import Database, EngineConfig, Session, Transaction
 from engramdb.engine import open_database as open
 from engramdb.errors import (
+    BlockTooLarge,
     Conflict,
     ContradictionError,
     EmbedderMismatch,
     EngramError,
     IdempotencyKeyReused,
     InvalidInput,
+    LLMNotConfigured,
     NotFound,
     PermissionDenied,
     StorageError,
@@ -34,10 +36,14 @@ from engramdb.model import (
     ReceiptItem,
     VerifyReport,
 )
+from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
+from engramdb.retrieval.chat import ChatLLM
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockTooLarge",
+    "ChatLLM",
     "Conflict",
     "ContradictionError",
     "Database",
@@ -48,15 +54,19 @@ __all__ = [
     "Hit",
     "IdempotencyKeyReused",
     "InvalidInput",
+    "LLMNotConfigured",
     "Memory",
     "MemoryDraft",
     "NotFound",
     "PermissionDenied",
+    "ProcedureInfo",
     "RecallResult",
     "Receipt",
     "ReceiptItem",
+    "Recommendation",
     "Session",
     "StorageError",
+    "ToolStats",
     "Transaction",
     "Unauthenticated",
     "VerifyReport",

@@ -5,7 +5,7 @@ built-in command on :data:`cli`; other doors add theirs as described in
 :mod:`engramdb.cli.app`.
 """
 
-from engramdb.cli import agents, bench, demo, log, memories, serve  # noqa: F401  (register)
+from engramdb.cli import agents, bench, demo, layers, log, memories, serve  # noqa: F401  (register)
 from engramdb.cli.app import cli, main
 
 __all__ = ["cli", "main"]
