@@ -479,7 +479,8 @@ def test_layer_authorisation_matrix(tmp_path, door) -> None:
                 me = session_for(agent)
                 for ns in spaces:
                     tok = token[ns]
-                    can_read, can_write = world.may(agent, "read", ns), world.may(agent, "write", ns)
+                    can_read = world.may(agent, "read", ns)
+                    can_write = world.may(agent, "write", ns)
                     denied = (PermissionDenied,)
                     tally.record("pin", agent, ns, can_write,
                                  _attempt(denied, me.pin, f"by-{agent}", "note", namespace=ns))
