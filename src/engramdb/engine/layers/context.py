@@ -93,7 +93,9 @@ def build_context(layers_svc: Layers, s: Session, task: str, budget_tokens: int,
             pinned[m.id] = m
             add(m, "block", 1.0, str(block_name(m)), flags=("pinned", str(block_name(m))),
                 pinned=True)
-    k = min(db.config.max_k, max(10, budget_tokens // 20))
+    # A context line is rarely under 30 tokens: more candidates than the budget
+    # can show only cost recall time.
+    k = min(db.config.max_k, max(10, budget_tokens // 30))
     result = db._recall(s, task, flt, k, t, query_embedding=qv)
     hits: dict[str, Hit] = {}
     # Fused recall scores are small and relative: scale them to (0, 1] so they

@@ -37,7 +37,12 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["layers"])
 
 Glob = Annotated[str, Query(description="Namespace glob.")]
-Since = Annotated[datetime | None, Query(description="ISO-8601 time: only from then on.")]
+_ISO = {"pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?$"}
+# Passed on as text: the engine parses ISO-8601 exactly as embedded (a number is refused).
+Since = Annotated[str | None, Query(description="ISO-8601 time: only from then on.",
+                                    json_schema_extra=_ISO)]
+Until = Annotated[str | None, Query(description="ISO-8601 time: only before then.",
+                                    json_schema_extra=_ISO)]
 
 
 def _sent(body: Request) -> dict[str, Any]:
@@ -128,7 +133,7 @@ def episodes(session: SessionDep,
              session_id: Annotated[str | None, Query(alias="session")] = None,
              agent: Annotated[str | None, Query(description="Only this agent's.")] = None,
              since: Since = None,
-             until: Annotated[datetime | None, Query(description="Only before then.")] = None,
+             until: Until = None,
              limit: Annotated[int, Query(ge=1, le=MAX_INT)] = 100,
              namespace: Glob = "**") -> dict[str, Any]:
     """Episodes the caller may read, in the order they happened (the newest ``limit``)."""
