@@ -13,7 +13,8 @@ from engramdb.engine import Database, EngineConfig, Session, Transaction
 from engramdb.engine import open_database as open
 from engramdb.errors import (
     BlockTooLarge,
-    Conflict,
+    Busy,
+    ConflictError,
     ContradictionError,
     EmbedderMismatch,
     EngramError,
@@ -43,8 +44,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BlockTooLarge",
+    "Busy",
     "ChatLLM",
-    "Conflict",
+    "ConflictError",
     "ContradictionError",
     "Database",
     "EmbedderMismatch",
@@ -76,3 +78,15 @@ __all__ = [
     "connect_async",
     "open",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Deprecated alias: ``engramdb.Conflict`` was the exception now called ConflictError;
+    # the conflict record is engramdb.model.Conflict.
+    if name == "Conflict":
+        import warnings
+
+        warnings.warn("engramdb.Conflict is now engramdb.ConflictError (the conflict record "
+                      "is engramdb.model.Conflict)", DeprecationWarning, stacklevel=2)
+        return ConflictError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ from engramdb.mcp._wire import tool_result
 if TYPE_CHECKING:
     from mcp.types import ToolAnnotations
 
-    from engramdb.engine.session import Session
+    from engramdb.api import MemoryAPI
 
 __all__ = ["register_layer_tools"]
 
@@ -43,7 +43,7 @@ def _given(**fields: Any) -> dict[str, Any]:
 
 
 def register_layer_tools(tool: Callable[[Any], Callable[[Any], Any]],
-                         acting: Callable[[], Session], read_only: ToolAnnotations,
+                         acting: Callable[[], MemoryAPI], read_only: ToolAnnotations,
                          writes: ToolAnnotations) -> None:
     """Register the layer tools through ``tool`` (the registering decorator factory)."""
 

@@ -10,16 +10,21 @@ procedures are ``memories`` rows), plus three small tables: ``tool_outcomes``,
 from __future__ import annotations
 
 from engramdb.engine.layers.blocks import Blocks
+from engramdb.engine.layers.context import ContextBuilder
 from engramdb.engine.layers.episodes import Episodes
 from engramdb.engine.layers.procedures import Procedures
+from engramdb.engine.recall import Recall
+from engramdb.engine.resources import Resources
+from engramdb.engine.trust import TrustEngine
 
 __all__ = ["Layers"]
 
 
 class Layers:
-    """The three layer services, composed."""
+    """The layer services, composed: blocks, episodes, procedures and the context builder."""
 
-    def __init__(self) -> None:
-        self.blocks = Blocks()
-        self.episodes = Episodes()
-        self.procedures = Procedures()
+    def __init__(self, res: Resources, trust: TrustEngine, recall: Recall) -> None:
+        self.blocks = Blocks(res, trust)
+        self.episodes = Episodes(res, trust)
+        self.procedures = Procedures(res, trust, recall)
+        self.context = ContextBuilder(res, recall, self.blocks, self.episodes, self.procedures)

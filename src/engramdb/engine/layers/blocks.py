@@ -10,17 +10,14 @@ other silently: one wins, the other gets ``VersionConflict``. A block over its
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engramdb.engine.layers.named import check_name, find_named, upsert_named
-from engramdb.engine.rows import _short, check_text, memory_from_row
-from engramdb.engine.session import check_count
+from engramdb.engine.access import Caller
+from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
+from engramdb.engine.rows import _short, check_count, check_text, memory_from_row
 from engramdb.errors import BlockTooLarge, InvalidInput, NotFound, VersionConflict
 from engramdb.model import Memory, RecallFilter, check_namespace
 from engramdb.retrieval.tokens import count_tokens
-
-if TYPE_CHECKING:
-    from engramdb.engine.session import Session
 
 __all__ = ["Blocks", "block_name"]
 
@@ -43,17 +40,17 @@ def _limit(value: Any) -> int | None:
     return value
 
 
-class Blocks:
+class Blocks(LayerService):
     """Pinned working blocks."""
 
-    def pin(self, s: Session, name: str, text: str, *, session: str | None,
+    def pin(self, s: Caller, name: str, text: str, *, session: str | None,
             namespace: str | None, limit_tokens: int | None,
             expected_version: int | None) -> Memory:
         name = check_name(name, "name")
-        text = check_text(text, s._db.config)
+        text = check_text(text, self._res.config)
         session = _short(session, "session")
         ns = check_namespace(namespace if namespace is not None
-                             else f"agents/{s.principal.name}")
+                             else f"agents/{s.name}")
         limit = _limit(limit_tokens)
         if expected_version is not None:
             check_count(expected_version, "expected_version")
@@ -68,7 +65,7 @@ class Blocks:
                     "it, or raise limit_tokens", tokens=tokens, limit_tokens=lim)
 
         within_limit(None)  # a given limit is checked before any work
-        vector = s._db._vectors_for([text])[0]
+        vector = self._res.vectors_for([text])[0]
 
         def write(wr: Any) -> Memory:
             cur = find_named(wr.w, ns, "working", KEY, name, session)
@@ -80,20 +77,20 @@ class Blocks:
                                 expected_version=expected_version, vector=vector,
                                 check=within_limit)
 
-        return s._write(write)
+        return self._write(s, write)
 
-    def unpin(self, s: Session, name: str, *, session: str | None, namespace: str | None,
+    def unpin(self, s: Caller, name: str, *, session: str | None, namespace: str | None,
               expected_version: int | None) -> Memory:
         name = check_name(name, "name")
         session = _short(session, "session")
         ns = check_namespace(namespace if namespace is not None
-                             else f"agents/{s.principal.name}")
+                             else f"agents/{s.name}")
         if expected_version is not None:
             check_count(expected_version, "expected_version")
 
         def write(wr: Any) -> Memory:
             cur = find_named(wr.w, ns, "working", KEY, name, session)
-            if cur is None or not s._acl().check("read", ns).allow:
+            if cur is None or not s.acl().check("read", ns).allow:
                 raise NotFound(f"no pinned block {name!r} in {ns}"
                                + (f" for session {session!r}" if session else ""), name=name)
             if expected_version is not None and expected_version != cur["version"]:
@@ -103,18 +100,18 @@ class Blocks:
                     expected_version=expected_version)
             return wr.retract(cur["id"], "unpinned", None, None)
 
-        return s._write(write)
+        return self._write(s, write)
 
-    def blocks(self, s: Session, *, session: str | None, namespace: str | None,
+    def blocks(self, s: Caller, *, session: str | None, namespace: str | None,
                as_of: int | None = None) -> list[Memory]:
         """Blocks in force: agent-wide ones, plus ``session``'s own when one is given."""
         session = _short(session, "session")
-        pattern = namespace if namespace is not None else f"agents/{s.principal.name}"
-        spaces = s._readable(pattern, as_of)
+        pattern = namespace if namespace is not None else f"agents/{s.name}"
+        spaces = s.readable(pattern, as_of)
         if not spaces:
             return []
         flt = RecallFilter(namespaces=spaces, layers=("working",), as_of=as_of)
-        rows = s._db.storage.list_memories(flt, order="oldest")
+        rows = self._res.storage.list_memories(flt, order="oldest")
         out = [memory_from_row(r, as_of=as_of) for r in rows
                if isinstance((r.get("metadata") or {}).get(KEY), str)
                and r.get("session") in (None, session)]

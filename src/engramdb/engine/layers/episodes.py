@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engramdb.codec import check_json
+from engramdb.engine.access import Caller
+from engramdb.engine.layers.named import LayerService
 from engramdb.engine.rows import _short, check_metadata, check_text, memory_from_row
+from engramdb.engine.writes import Writer, make_draft
 from engramdb.errors import (
     EngramError,
     InvalidInput,
@@ -35,9 +38,6 @@ from engramdb.model import Memory, RecallFilter, check_namespace, to_utc
 from engramdb.retrieval.chat import parse_json_object
 from engramdb.retrieval.summarize import extractive_summary
 from engramdb.storage.base import Insert
-
-if TYPE_CHECKING:
-    from engramdb.engine.session import Session, _Writer
 
 __all__ = ["Episodes"]
 
@@ -73,17 +73,17 @@ def _transcript(episodes: Sequence[Memory]) -> str:
                      for n, m in enumerate(episodes, start=1))
 
 
-def _derive(wr: _Writer, derived: Memory, sources: Sequence[Memory], kind: str) -> None:
+def _derive(wr: Writer, derived: Memory, sources: Sequence[Memory], kind: str) -> None:
     effects: list[Any] = [Insert("derivations", {
         "derived_id": derived.id, "derived_version": derived.version, "source_id": m.id,
         "source_version": m.version, "kind": kind, "tx": wr.w.tx}) for m in sources]
     wr._commit("memory.derived", derived.namespace, derived.id, effects, {"kind": kind})
 
 
-class Episodes:
+class Episodes(LayerService):
     """Episodes, summaries and extraction."""
 
-    def episode(self, s: Session, session: str, role: str, content: str, *,
+    def episode(self, s: Caller, session: str, role: str, content: str, *,
                 at: datetime | str | None, metadata: Mapping[str, Any] | None,
                 namespace: str | None) -> Memory:
         session = _session(session)
@@ -91,17 +91,17 @@ class Episodes:
         if role_checked is None:
             raise InvalidInput("role must be a non-empty string (user, assistant, tool, ...)",
                                field="role")
-        meta = check_metadata(metadata, s._db.config)
+        meta = check_metadata(metadata, self._res.config)
         if "role" in meta:
             raise InvalidMetadata("metadata key 'role' is the episode's role; pass it as "
                                   "role= and rename the key", field="metadata")
-        draft = s._draft(text=content, namespace=namespace, layer="episodic", session=session,
+        draft = make_draft(s, text=content, namespace=namespace, layer="episodic", session=session,
                          metadata={**meta, "role": role_checked},
                          valid_from=to_utc(at, what="at"))
-        vector = s._db._vectors_for([draft])[0]
-        return s._write(lambda wr: wr.remember(draft, vector))
+        vector = self._res.vectors_for([draft])[0]
+        return self._write(s, lambda wr: wr.remember(draft, vector))
 
-    def episodes(self, s: Session, session: str | None, *, agent: str | None,
+    def episodes(self, s: Caller, session: str | None, *, agent: str | None,
                  since: datetime | str | None, until: datetime | str | None, limit: int,
                  namespace: str) -> list[Memory]:
         """Episodes in the order they happened: the newest ``limit`` of those matching."""
@@ -112,17 +112,17 @@ class Episodes:
                 or not 1 <= limit <= MAX_EPISODES:
             raise InvalidInput(f"limit must be an integer from 1 to {MAX_EPISODES}",
                                field="limit")
-        spaces = s._readable(namespace, None)
+        spaces = s.readable(namespace, None)
         if not spaces:
             return []
         flt = RecallFilter(namespaces=spaces, layers=("episodic",),
                            authors=None if agent is None else (agent,), session=session,
                            valid_after=to_utc(since, what="since"),
                            valid_before=to_utc(until, what="until"))
-        rows = s._db.storage.list_memories(flt, limit=limit, order="valid_desc")
+        rows = self._res.storage.list_memories(flt, limit=limit, order="valid_desc")
         return [memory_from_row(r) for r in reversed(rows)]
 
-    def _sources(self, s: Session, session: str) -> list[Memory]:
+    def _sources(self, s: Caller, session: str) -> list[Memory]:
         found = self.episodes(s, session, agent=None, since=None, until=None,
                               limit=MAX_EPISODES, namespace="**")
         found = [m for m in found if "role" in m.metadata]
@@ -131,16 +131,16 @@ class Episodes:
                            "some with episode()", session=session)
         return found
 
-    def summarize(self, s: Session, session: str, *, namespace: str | None,
+    def summarize(self, s: Caller, session: str, *, namespace: str | None,
                   method: str) -> Memory:
         session = _session(session)
         if method not in SUMMARY_METHODS:
             raise InvalidInput(f"method must be one of {', '.join(SUMMARY_METHODS)}",
                                field="method")
         ns = check_namespace(namespace if namespace is not None
-                             else f"agents/{s.principal.name}")
-        s._require("write", ns)
-        llm = s._db.llm
+                             else f"agents/{s.name}")
+        s.require("write", ns)
+        llm = self._res.llm
         if method == "llm" and llm is None:
             raise LLMNotConfigured(_NO_LLM.format(what="summarize(method='llm')"))
         sources = self._sources(s, session)
@@ -159,27 +159,27 @@ class Episodes:
         first, last = sources[0].valid_from, sources[-1].valid_from
         text = check_text(f"Summary of session {session} ({len(sources)} episodes, "
                           f"{first:%Y-%m-%d %H:%M}Z to {last:%Y-%m-%d %H:%M}Z):\n{body}",
-                          s._db.config)
-        draft = s._draft(text=text, namespace=ns, layer="episodic", source=f"summary:{used}",
+                          self._res.config)
+        draft = make_draft(s, text=text, namespace=ns, layer="episodic", source=f"summary:{used}",
                          metadata={"summary_of": session, "episodes": len(sources),
                                    "method": used})
-        vector = s._db._vectors_for([draft])[0]
+        vector = self._res.vectors_for([draft])[0]
 
-        def write(wr: _Writer) -> Memory:
+        def write(wr: Writer) -> Memory:
             m = wr.remember(draft, vector)
             _derive(wr, m, sources, "summary")
             return m
 
-        return s._write(write)
+        return self._write(s, write)
 
-    def extract(self, s: Session, session: str, *, namespace: str | None) -> list[Memory]:
+    def extract(self, s: Caller, session: str, *, namespace: str | None) -> list[Memory]:
         session = _session(session)
-        llm = s._db.llm
+        llm = self._res.llm
         if llm is None:
             raise LLMNotConfigured(_NO_LLM.format(what="extract"))
         ns = check_namespace(namespace if namespace is not None
-                             else f"agents/{s.principal.name}")
-        s._require("write", ns)
+                             else f"agents/{s.name}")
+        s.require("write", ns)
         sources = self._sources(s, session)
         answer = parse_json_object(llm.complete(_EXTRACT_PROMPT, _transcript(sources)),
                                    "extracted facts")
@@ -190,9 +190,9 @@ class Episodes:
         plans = []
         for fact in facts:
             plans.append(self._fact(s, fact, sources, ns, session))
-        vectors = s._db._vectors_for([d for d, _ in plans])
+        vectors = self._res.vectors_for([d for d, _ in plans])
 
-        def write(wr: _Writer) -> list[Memory]:
+        def write(wr: Writer) -> list[Memory]:
             out = []
             for (draft, cited), vector in zip(plans, vectors, strict=True):
                 m = wr.remember(draft, vector)
@@ -200,10 +200,10 @@ class Episodes:
                 out.append(m)
             return out
 
-        return s._write(write) if plans else []
+        return self._write(s, write) if plans else []
 
     @staticmethod
-    def _fact(s: Session, fact: Any, sources: Sequence[Memory], ns: str,
+    def _fact(s: Caller, fact: Any, sources: Sequence[Memory], ns: str,
               session: str) -> tuple[Any, list[Memory]]:
         try:
             if not isinstance(fact, Mapping):
@@ -213,7 +213,7 @@ class Episodes:
                     isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= len(sources)
                     for n in cited_n):
                 raise InvalidInput("sources must be episode numbers")
-            draft = s._draft(text=fact.get("text"), namespace=ns, layer="semantic",
+            draft = make_draft(s, text=fact.get("text"), namespace=ns, layer="semantic",
                              subject=fact.get("subject"), predicate=fact.get("predicate"),
                              value=check_json(fact.get("value"), what="value"),
                              session=session, source="extraction")

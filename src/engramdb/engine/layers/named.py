@@ -10,20 +10,38 @@ version check and the write are one atomic step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from engramdb.engine.access import Caller
+from engramdb.engine.resources import Resources
 from engramdb.engine.rows import _short
-from engramdb.errors import VersionConflict
+from engramdb.engine.trust import TrustEngine
+from engramdb.engine.writes import Writer, make_draft
+from engramdb.errors import InvalidInput, VersionConflict
 from engramdb.model import Memory
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from engramdb.engine.session import Session, _Writer
     from engramdb.storage.base import WriteTx
 
-__all__ = ["check_name", "find_named", "upsert_named"]
+__all__ = ["LayerService", "check_name", "find_named", "upsert_named"]
+
+T = TypeVar("T")
+
+
+class LayerService:
+    """What every layer service holds: the shared resources and the trust engine."""
+
+    def __init__(self, res: Resources, trust: TrustEngine) -> None:
+        self._res = res
+        self._trust = trust
+
+    def _write(self, c: Caller, fn: Callable[[Writer], T]) -> T:
+        """Run ``fn`` with a writer for ``c`` inside one write transaction."""
+        with self._res.storage.write(c.name) as w:
+            return fn(Writer(c, self._trust, w))
 
 _LIVE = ("active", "quarantined")
 
@@ -32,8 +50,6 @@ def check_name(name: Any, what: str) -> str:
     """A block or procedure name: a non-empty string of at most 200 characters."""
     checked = _short(name, what, 200)
     if checked is None:
-        from engramdb.errors import InvalidInput
-
         raise InvalidInput(f"{what} must be a non-empty string of at most 200 characters",
                            field=what)
     return checked
@@ -50,7 +66,7 @@ def find_named(w: WriteTx, namespace: str, layer: str, key: str, name: str,
     return None
 
 
-def upsert_named(s: Session, wr: _Writer, *, namespace: str, layer: str, key: str, name: str,
+def upsert_named(c: Caller, wr: Writer, *, namespace: str, layer: str, key: str, name: str,
                  text: str, session: str | None, metadata: Mapping[str, Any],
                  expected_version: int | None, vector: np.ndarray | None,
                  check: Any = None) -> Memory:
@@ -75,7 +91,7 @@ def upsert_named(s: Session, wr: _Writer, *, namespace: str, layer: str, key: st
         check(cur)
     meta = {**metadata, key: name}
     if cur is None:
-        draft = s._draft(text=text, namespace=namespace, layer=layer, session=session,
+        draft = make_draft(c, text=text, namespace=namespace, layer=layer, session=session,
                          metadata=meta)
         return wr.remember(draft, vector)
     return wr.update(cur["id"], {"text": text, "metadata": meta}, current, vector, None)

@@ -19,19 +19,21 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engramdb.codec import from_micros, new_id, to_micros
-from engramdb.engine.layers.named import check_name, find_named, upsert_named
-from engramdb.engine.rows import _short, check_metadata, check_text
-from engramdb.engine.session import check_count
+from engramdb.engine.access import Caller
+from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
+from engramdb.engine.outcomes import check_outcome, write_outcome
+from engramdb.engine.recall import Recall
+from engramdb.engine.resources import Resources
+from engramdb.engine.rows import _short, check_count, check_text
+from engramdb.engine.trust import TrustEngine
+from engramdb.engine.writes import Writer
 from engramdb.errors import InvalidInput, NotFound
 from engramdb.model import Memory, RecallFilter, check_glob, check_namespace, namespace_matches
 from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats, VersionStats
 from engramdb.storage.base import Insert
-
-if TYPE_CHECKING:
-    from engramdb.engine.session import Session, _Writer
 
 __all__ = ["Procedures", "tool_stats_of", "tools_named_in"]
 
@@ -84,56 +86,33 @@ def _relevance(name: str, task_words: set[str]) -> float:
     return sum(p in task_words for p in parts) / len(parts) if parts else 0.0
 
 
-class Procedures:
+class Procedures(LayerService):
     """Tool outcomes, procedures and recommendations."""
+
+    def __init__(self, res: Resources, trust: TrustEngine, recall: Recall) -> None:
+        super().__init__(res, trust)
+        self._recall = recall
 
     # -- tools ---------------------------------------------------------------------
 
-    def check_outcome(self, s: Session, tool: Any, ok: Any, latency_ms: Any, error: Any,
-                      metadata: Any, namespace: str | None) -> dict[str, Any]:
-        """A tool outcome checked into its row (without tx and time)."""
-        tool = check_name(tool, "tool")
-        if not isinstance(ok, bool):
-            raise InvalidInput("ok must be true or false", field="ok")
-        if latency_ms is not None and (isinstance(latency_ms, bool)
-                                       or not isinstance(latency_ms, (int, float))
-                                       or not math.isfinite(latency_ms)
-                                       or not 0 <= latency_ms <= 1e9):
-            raise InvalidInput("latency_ms must be a number of milliseconds from 0 to 1e9",
-                               field="latency_ms")
-        return {"id": new_id(), "principal": s.principal.name,
-                "namespace": check_namespace(namespace if namespace is not None
-                                             else f"agents/{s.principal.name}"),
-                "tool": tool, "ok": int(ok),
-                "latency_ms": None if latency_ms is None else float(latency_ms),
-                "error": _short(error, "error", 2000),
-                "metadata": check_metadata(metadata, s._db.config)}
-
-    def write_outcome(self, wr: _Writer, row: dict[str, Any]) -> None:
-        ns = row["namespace"]
-        if ns not in wr._may_write:
-            wr.s._require("write", ns)
-            wr._may_write.add(ns)
-        row = {**row, "tx": wr.w.tx, "recorded_at": wr.w.recorded_at}
-        wr._commit("tool.outcome", ns, row["id"], [Insert("tool_outcomes", row)])
-
-    def tool_outcome(self, s: Session, tool: str, ok: bool, *, latency_ms: float | None,
+    def tool_outcome(self, s: Caller, tool: str, ok: bool, *, latency_ms: float | None,
                      error: str | None, metadata: Mapping[str, Any] | None,
                      namespace: str | None) -> None:
-        row = self.check_outcome(s, tool, ok, latency_ms, error, metadata, namespace)
-        s._write(lambda wr: self.write_outcome(wr, row))
+        row = check_outcome(s.name, self._res.config, tool, ok, latency_ms, error, metadata,
+                            namespace)
+        self._write(s, lambda wr: write_outcome(wr, row))
 
-    def _outcome_rows(self, s: Session, where: dict[str, Any], namespace: str,
+    def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
                       since: datetime | str | None) -> list[dict[str, Any]]:
         check_glob(namespace)
         from engramdb.model import to_utc
 
         t = to_utc(since, what="since")
         after = None if t is None else to_micros(t)
-        acl = s._acl()
+        acl = s.acl()
         seen: dict[str, bool] = {}
         out = []
-        for r in s._db.storage.fetch("tool_outcomes", where):
+        for r in self._res.storage.fetch("tool_outcomes", where):
             ns = r["namespace"]
             if ns not in seen:
                 seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
@@ -141,7 +120,7 @@ class Procedures:
                 out.append(r)
         return out
 
-    def tool_stats(self, s: Session, tool: str | None, *, since: datetime | str | None,
+    def tool_stats(self, s: Caller, tool: str | None, *, since: datetime | str | None,
                    agent: str | None, namespace: str) -> list[ToolStats]:
         where: dict[str, Any] = {}
         if tool is not None:
@@ -153,7 +132,7 @@ class Procedures:
             by_tool[r["tool"]].append(r)
         return [tool_stats_of(t, rows) for t, rows in sorted(by_tool.items())]
 
-    def tool_notes(self, s: Session, task: str, namespace: str, limit: int = 1000
+    def tool_notes(self, s: Caller, task: str, namespace: str, limit: int = 1000
                    ) -> list[ToolStats]:
         """Stats of the tools the task names, over their newest ``limit`` readable outcomes."""
         rows = self._outcome_rows(s, {"tool": tools_named_in(task)}, namespace, None)
@@ -165,63 +144,63 @@ class Procedures:
 
     # -- procedures ------------------------------------------------------------------
 
-    def procedure(self, s: Session, name: str, text: str, *, namespace: str | None,
+    def procedure(self, s: Caller, name: str, text: str, *, namespace: str | None,
                   expected_version: int | None) -> Memory:
         name = check_name(name, "name")
-        text = check_text(text, s._db.config)
+        text = check_text(text, self._res.config)
         ns = check_namespace(namespace if namespace is not None
-                             else f"agents/{s.principal.name}")
+                             else f"agents/{s.name}")
         if expected_version is not None:
             check_count(expected_version, "expected_version")
-        vector = s._db._vectors_for([text])[0]
-        return s._write(lambda wr: upsert_named(
+        vector = self._res.vectors_for([text])[0]
+        return self._write(s, lambda wr: upsert_named(
             s, wr, namespace=ns, layer="procedural", key=KEY, name=name, text=text,
             session=None, metadata={}, expected_version=expected_version, vector=vector))
 
-    def procedure_outcome(self, s: Session, name: str, version: int, ok: bool, *,
+    def procedure_outcome(self, s: Caller, name: str, version: int, ok: bool, *,
                           namespace: str | None) -> None:
         name = check_name(name, "name")
         check_count(version, "version")
         if not isinstance(ok, bool):
             raise InvalidInput("ok must be true or false", field="ok")
         ns = check_namespace(namespace if namespace is not None
-                             else f"agents/{s.principal.name}")
-        mine = f"agents/{s.principal.name}"
+                             else f"agents/{s.name}")
+        mine = f"agents/{s.name}"
 
-        def write(wr: _Writer) -> None:
+        def write(wr: Writer) -> None:
             cur = find_named(wr.w, ns, "procedural", KEY, name, None)
-            if cur is None or not s._acl().check("read", ns).allow:
+            if cur is None or not s.acl().check("read", ns).allow:
                 raise NotFound(f"no procedure {name!r} in {ns}; check the name and namespace",
                                name=name)
             if not 1 <= version <= int(cur["version"]):
                 raise NotFound(f"procedure {name!r} has versions 1 to {cur['version']}, not "
                                f"{version}", name=name, version=version)
             if mine not in wr._may_write:
-                s._require("write", mine)
+                s.require("write", mine)
                 wr._may_write.add(mine)
-            row = {"id": new_id(), "principal": s.principal.name, "namespace": mine,
+            row = {"id": new_id(), "principal": s.name, "namespace": mine,
                    "procedure_id": cur["id"], "version": version, "ok": int(ok),
                    "tx": wr.w.tx, "recorded_at": wr.w.recorded_at}
             wr._commit("procedure.outcome", mine, cur["id"],
                        [Insert("procedure_outcomes", row)], {"name": name})
 
-        s._write(write)
+        self._write(s, write)
 
-    def procedures(self, s: Session, *, namespace: str) -> list[ProcedureInfo]:
-        spaces = s._readable(namespace, None)
+    def procedures(self, s: Caller, *, namespace: str) -> list[ProcedureInfo]:
+        spaces = s.readable(namespace, None)
         if not spaces:
             return []
-        rows = s._db.storage.list_memories(
+        rows = self._res.storage.list_memories(
             RecallFilter(namespaces=spaces, layers=("procedural",)), order="oldest")
         rows = [r for r in rows if isinstance((r.get("metadata") or {}).get(KEY), str)]
         return self._with_stats(s, rows)
 
-    def _with_stats(self, s: Session, rows: Sequence[Mapping[str, Any]]) -> list[ProcedureInfo]:
+    def _with_stats(self, s: Caller, rows: Sequence[Mapping[str, Any]]) -> list[ProcedureInfo]:
         if not rows:
             return []
-        acl = s._acl()
+        acl = s.acl()
         counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-        for o in s._db.storage.fetch("procedure_outcomes",
+        for o in self._res.storage.fetch("procedure_outcomes",
                                      {"procedure_id": [r["id"] for r in rows]}):
             if acl.check("read", o["namespace"]).allow:
                 c = counts[(o["procedure_id"], int(o["version"]))]
@@ -234,7 +213,7 @@ class Procedures:
                            for v in range(1, int(r["version"]) + 1)))
             for r in rows]
 
-    def recommend(self, s: Session, task: str, *, k: int, namespace: str
+    def recommend(self, s: Caller, task: str, *, k: int, namespace: str
                   ) -> list[Recommendation]:
         if not isinstance(task, str) or not task.strip():
             raise InvalidInput("task must be a non-empty string: say what is to be done",
@@ -245,7 +224,10 @@ class Procedures:
         out: list[Recommendation] = []
         # Relevance: the recall score (scaled to the best hit) or how much of the
         # procedure's name the task mentions, whichever is higher.
-        hits = s.recall(task, namespace=namespace, k=20, layers=["procedural"]).hits
+        flt = s.filter(namespace, ["procedural"], None, None, None)
+        result = self._recall.run(s.name, task, flt, 20, None)
+        self._res.read_audit.record(s.name, result.receipt, result.memories)
+        hits = result.hits
         top = max((h.score for h in hits), default=0.0) or 1.0
         recalled = {h.memory.id: h.score / top for h in hits}
         for info in self.procedures(s, namespace=namespace):
