@@ -8,7 +8,7 @@
 * The summariser and the extractor talk to a real local HTTP server speaking
   the OpenAI chat API: the request is checked, the answer parsed; a failing or
   malformed answer is a typed error and writes nothing.
-* Tool outcomes batched in a transaction are one commit with one event each.
+* Tool outcomes batched in a transaction are one commit, one event per namespace.
 """
 
 from __future__ import annotations
@@ -260,17 +260,25 @@ def test_tool_outcomes_batched_in_a_transaction_are_logged_and_counted(tmp_path:
         db.admin.create_agent("a")
         a = db.as_agent("a")
         before = head(db)
+        db.admin.grant("a", "team/**", ["write"])
         with a.transaction() as tx:
             for i in range(500):
-                tx.tool_outcome("fetch", i % 4 != 0, latency_ms=float(i))
-        assert head(db) == before + 500
-        kinds = {e.kind for e in db.changes(before)}
-        assert kinds == {"tool.outcome"}
-        (st_,) = a.tool_stats("fetch")
+                tx.tool_outcome("fetch", i % 4 != 0, latency_ms=float(i),
+                                namespace="team/x" if i % 2 else None)
+            with pytest.raises(engramdb.PermissionDenied):  # refused at once, not at the end
+                tx.tool_outcome("fetch", True, namespace="elsewhere")
+        # one event per namespace carries the batch, and replays it
+        events = list(db.changes(before + 1))
+        assert [(e.kind, e.namespace, len(e.payload["effects"])) for e in events] == [
+            ("tool.outcome", "agents/a", 250), ("tool.outcome", "team/x", 250)]
+        (st_,) = db.tool_stats("fetch")
         assert (st_.calls, st_.successes) == (500, 375)
+        # without a read grant on team/x the agent counts only its own half (even i)
+        (mine,) = a.tool_stats("fetch")
+        assert (mine.calls, mine.successes) == (250, 125)
         with pytest.raises(engramdb.InvalidInput):  # nothing of a failed batch stays
             with a.transaction() as tx:
                 tx.tool_outcome("fetch", True)
                 tx.tool_outcome("fetch", "maybe")  # type: ignore[arg-type]
-        assert a.tool_stats("fetch")[0].calls == 500
+        assert db.tool_stats("fetch")[0].calls == 500
         assert db.verify().ok

@@ -3,8 +3,9 @@
 A leaf of the engine, shared by the procedural layer service
 (:mod:`engramdb.engine.layers.procedures`) and the write transaction
 (``tx.tool_outcome`` in :mod:`engramdb.engine.writes`), the cheap way to
-write many. One ``tool.outcome`` event per outcome, in the outcome's
-namespace; the writer must hold the write grant there.
+write many: a transaction's outcomes are written when it ends, as one
+``tool.outcome`` event per namespace. The writer must hold the write grant
+in the outcome's namespace (checked when the outcome is given).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from engramdb.errors import InvalidInput
 from engramdb.model import check_namespace
 from engramdb.storage.base import Insert
 
-__all__ = ["check_outcome", "write_outcome"]
+__all__ = ["check_outcome", "write_outcomes"]
 
 
 def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency_ms: Any,
@@ -50,11 +51,19 @@ def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency
             "metadata": check_metadata(metadata, config)}
 
 
-def write_outcome(wr: Any, row: dict[str, Any]) -> None:
-    """Write a checked outcome with ``wr`` (a :class:`~engramdb.engine.writes.Writer`)."""
-    ns = row["namespace"]
-    if ns not in wr._may_write:
-        wr.s.require("write", ns)
-        wr._may_write.add(ns)
-    row = {**row, "tx": wr.w.tx, "recorded_at": wr.w.recorded_at}
-    wr._commit("tool.outcome", ns, row["id"], [Insert("tool_outcomes", row)])
+def write_outcomes(wr: Any, rows: list[dict[str, Any]]) -> None:
+    """Write checked outcomes with ``wr`` (a :class:`~engramdb.engine.writes.Writer`).
+
+    One ``tool.outcome`` event per namespace carries all of that namespace's
+    rows: logging is most of a small write's cost, and a batch is one write.
+    """
+    by_ns: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_ns.setdefault(row["namespace"], []).append(row)
+    for ns, group in by_ns.items():
+        if ns not in wr._may_write:
+            wr.s.require("write", ns)
+            wr._may_write.add(ns)
+        effects = [Insert("tool_outcomes", {**r, "tx": wr.w.tx, "recorded_at": wr.w.recorded_at})
+                   for r in group]
+        wr._commit("tool.outcome", ns, group[0]["id"] if len(group) == 1 else None, effects)

@@ -228,7 +228,7 @@ class Session:
         with self._res.storage.write(self._principal.name) as w:
             tx = Transaction(Writer(self._caller, self._svc.trust, w))
             yield tx
-            tx._closed = True
+            tx._finish()
 
     # -- reads ---------------------------------------------------------------------
 

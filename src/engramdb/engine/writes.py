@@ -19,7 +19,7 @@ import numpy as np
 
 from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.access import Caller
-from engramdb.engine.outcomes import check_outcome, write_outcome
+from engramdb.engine.outcomes import check_outcome, write_outcomes
 from engramdb.engine.rows import (
     EngineConfig,
     _short,
@@ -293,6 +293,7 @@ class Transaction:
         self._w = writer
         self._caller = writer.s
         self._closed = False
+        self._outcomes: list[dict[str, Any]] = []  # written together by _finish
 
     def _check(self) -> None:
         if self._closed:
@@ -328,8 +329,19 @@ class Transaction:
         """Record a tool outcome in this transaction (the cheap way to write many)."""
         self._check()
         w = self._w
-        write_outcome(w, check_outcome(w.s.name, w._res.config, tool, ok, latency_ms, error,
-                                       metadata, namespace))
+        row = check_outcome(w.s.name, w._res.config, tool, ok, latency_ms, error, metadata,
+                            namespace)
+        if row["namespace"] not in w._may_write:  # refused now, not at the end
+            w.s.require("write", row["namespace"])
+            w._may_write.add(row["namespace"])
+        self._outcomes.append(row)
+
+    def _finish(self) -> None:
+        """Write what was buffered (tool outcomes) and end the transaction."""
+        if self._outcomes:
+            write_outcomes(self._w, self._outcomes)
+            self._outcomes = []
+        self._closed = True
 
     def get(self, memory_id: str) -> Memory:
         self._check()

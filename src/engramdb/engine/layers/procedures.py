@@ -24,7 +24,7 @@ from typing import Any
 from engramdb.codec import from_micros, new_id, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
-from engramdb.engine.outcomes import check_outcome, write_outcome
+from engramdb.engine.outcomes import check_outcome, write_outcomes
 from engramdb.engine.recall import Recall
 from engramdb.engine.resources import Resources
 from engramdb.engine.rows import _short, check_count, check_text
@@ -100,7 +100,7 @@ class Procedures(LayerService):
                      namespace: str | None) -> None:
         row = check_outcome(s.name, self._res.config, tool, ok, latency_ms, error, metadata,
                             namespace)
-        self._write(s, lambda wr: write_outcome(wr, row))
+        self._write(s, lambda wr: write_outcomes(wr, [row]))
 
     def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
                       since: datetime | str | None) -> list[dict[str, Any]]:
