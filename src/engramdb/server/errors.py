@@ -53,7 +53,8 @@ _DESCRIPTIONS: dict[int, str] = {
     500: "Unexpected server error (`internal_error`); the server logged the details.",
     502: "The configured LLM or embedding service failed or answered badly "
          "(`upstream_error`); nothing was written.",
-    503: "The database could not serve the request (`storage_error`); retry later.",
+    503: "The database could not serve the request (`storage_error`, or `busy`: the write lock "
+         "was not free in time); retry later (see `Retry-After` when given).",
 }
 
 
