@@ -112,9 +112,12 @@ class ContextBuilder:
         k = min(self._res.config.max_k, max(10, budget_tokens // 30))
         result = self._recall.run(s.name, task, flt, k, t, query_embedding=qv)
         hits: dict[str, Hit] = {}
-        # Fused recall scores are small and relative: scale them to (0, 1] so they
-        # compare with the other layers' (pinned 1.0, recent episodes, tool notes).
-        top = max((h.score for h in result.hits), default=1.0) or 1.0
+        # Fused recall scores are small and relative: scale each layer's to (0, 1]
+        # (its best hit 1.0) so every layer's best items compete for the budget
+        # with each other and with pinned blocks, recent episodes and tool notes.
+        top: dict[str, float] = {}
+        for h in result.hits:
+            top[h.memory.layer] = max(top.get(h.memory.layer, 0.0), h.score)
         for h in result.hits:
             m = h.memory
             if block_name(m) is not None:
@@ -129,13 +132,14 @@ class ContextBuilder:
                 # one rival by id (the hit carries them all): ids are long
                 more = len(h.rivals) - 1
                 flags += [f"rival {r}" + (f" +{more}" if more > 0 else "") for r in h.rivals[:1]]
-            add(m, kind, h.score / top, str(m.metadata.get("procedure") or m.id), flags=flags)
+            add(m, kind, h.score / (top[m.layer] or 1.0), str(m.metadata.get("procedure") or m.id),
+                flags=flags)
         if session is not None and "episodic" in wanted:
             recent = self.episodes.episodes(s, session, agent=None, since=None, until=None,
                                                   limit=RECENT_EPISODES, namespace=namespace)
             for n, m in enumerate(reversed(recent)):  # newest first
                 if m.id not in hits and (t is None or m.tx_from <= t):
-                    hits[m.id] = Hit(m, 0.6 * 0.8 ** n, {"recent_episode": float(n)})
+                    hits[m.id] = Hit(m, 0.9 * 0.85 ** n, {"recent_episode": float(n)})
                     add(m, "episode", hits[m.id].score, m.id)
         if "procedural" in wanted and t is None:
             # The task names these tools: how they have been doing matters, failing more.
