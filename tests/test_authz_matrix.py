@@ -432,3 +432,98 @@ def test_value_of_the_wrong_type_for_a_declared_predicate(small, value_type, bad
         {"text": "fine", "namespace": "acme/x"},
         {"text": "a reading", "namespace": "acme/x", "subject": "s", "predicate": "reading",
          "value": bad}]), ValueTypeError)
+
+
+# --------------------------------------------------------------------------- memory layers
+
+LAYER_OPERATIONS = ("pin", "blocks", "episode", "episodes", "tool_outcome", "tool_stats",
+                    "procedure", "procedures", "procedure_outcome")
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("door", [pytest.param(d, marks=pytest.mark.slow) if d == "http" else d
+                                  for d in DOORS])
+def test_layer_authorisation_matrix(tmp_path, door) -> None:
+    """Blocks, episodes, tool outcomes and procedures under random grants, through each door.
+
+    8 agents x 12 namespaces, the same independent oracle as the main matrix.
+    Each namespace holds a block, an episode, a tool outcome and a procedure
+    carrying its secret token; an agent must see the token exactly where it
+    may read, and write exactly where it may write. Every agent's private
+    namespace holds the same four things, visible to nobody else.
+    """
+    rng = random.Random(SEED + 11)
+    spaces = sorted(rng.sample(NAMESPACES, 12))
+    db = engramdb.open(tmp_path / "layers.db", embedder=None)
+    agents: dict[str, list[Rule]] = {}
+    keys: dict[str, str] = {}
+    for i in range(8):
+        name = f"agent-{i:02d}"
+        keys[name] = db.admin.create_agent(name)
+        agents[name] = [_random_rule(rng) for _ in range(rng.randrange(1, 5))]
+        for rule in agents[name]:
+            db.admin.grant(name, rule.pattern, sorted(rule.actions))
+    world = World(db, agents, {}, {}, {}, keys)
+    token = {ns: f"zq{secrets.token_hex(5)}" for ns in [*spaces, *(f"agents/{a}" for a in agents)]}
+    for ns, tok in token.items():
+        writer = db if ns in spaces else db.as_agent(ns.split("/")[1])
+        target = ns if ns in spaces else None
+        writer.pin("canary", f"Block {tok}", namespace=target)
+        writer.episode("canary", "user", f"Episode {tok}", namespace=target)
+        writer.tool_outcome("canary-tool", False, error=tok, namespace=target)
+        writer.procedure("canary-proc", f"Procedure {tok}", namespace=target)
+    tally = Tally(per_operation=dict.fromkeys(LAYER_OPERATIONS, 0))
+    try:
+        with open_door(door, world) as session_for:
+            for agent in agents:
+                me = session_for(agent)
+                for ns in spaces:
+                    tok = token[ns]
+                    can_read = world.may(agent, "read", ns)
+                    can_write = world.may(agent, "write", ns)
+                    denied = (PermissionDenied,)
+                    tally.record("pin", agent, ns, can_write,
+                                 _attempt(denied, me.pin, f"by-{agent}", "note", namespace=ns))
+                    tally.record("episode", agent, ns, can_write, _attempt(
+                        denied, me.episode, "s", "user", "note", namespace=ns))
+                    tally.record("tool_outcome", agent, ns, can_write, _attempt(
+                        denied, me.tool_outcome, "t", True, namespace=ns))
+                    tally.record("procedure", agent, ns, can_write, _attempt(
+                        denied, me.procedure, f"by-{agent}", "steps", namespace=ns))
+                    # reporting a use needs to see the procedure, and write in one's own space
+                    tally.record("procedure_outcome", agent, ns, can_read, _attempt(
+                        (NotFound,), me.procedure_outcome, "canary-proc", 1, True,
+                        namespace=ns))
+                    seen = {
+                        "blocks": [m.text for m in me.blocks(namespace=ns)],
+                        "episodes": [m.text for m in me.episodes("canary", namespace=ns)],
+                        "tool_stats": [e for s in me.tool_stats(namespace=ns)
+                                       for e, _ in s.errors],
+                        "procedures": [p.text for p in me.procedures(ns)],
+                    }
+                    for op, texts in seen.items():
+                        found = any(tok in t for t in texts)
+                        tally.record(op, agent, ns, can_read, found)
+                        if not can_read and texts:
+                            tally.canary_leaks += 1
+                            tally.failures.append(f"{op} of {ns} shown to {agent}")
+                # Other agents' private blocks, episodes and tool outcomes stay private.
+                everything = json.dumps([
+                    [m.text for m in me.blocks(namespace="agents/**")],
+                    [m.text for m in me.episodes(namespace="**", limit=10_000)],
+                    [s.to_dict() for s in me.tool_stats()],
+                    [p.text for p in me.procedures()]])
+                for owner in agents:
+                    tally.canary_searches += 1
+                    if (token[f"agents/{owner}"] in everything) != (owner == agent):
+                        tally.canary_leaks += owner != agent
+                        tally.failures.append(f"private layers of {owner} wrong for {agent}")
+        print(f"\nlayer authorisation matrix ({door}):", tally.attempts, "attempts,",
+              tally.per_operation)
+        assert tally.attempts == 8 * 12 * len(LAYER_OPERATIONS)
+        assert tally.failures == []
+        assert tally.unauthorised == 0 and tally.wrongly_denied == 0 and tally.canary_leaks == 0
+        assert 0 < sum(world.may(a, "read", ns) for a in agents for ns in spaces) < 8 * 12
+        assert db.verify().ok
+    finally:
+        db.close()

@@ -495,3 +495,43 @@ def test_every_command_is_documented():
     missing = [c for c in _all_commands(cli)
                if not any(h == c or h.startswith(c + " ") for h in headings)]
     assert not missing, f"undocumented in docs/cli.md: {missing}"
+
+
+# --------------------------------------------------------------------------- memory layers
+
+
+def test_layer_commands_pin_episodes_tools_procedures_and_context(run):
+    assert run("init", "--embedder", "none").exit_code == 0
+    assert run("agent", "create", "ann").exit_code == 0
+
+    def ok(*args: str) -> dict:
+        result = run("--as", "ann", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert ok("pin", "goal", "Ship v1 by Friday")["version"] == 1
+    stale = run("--as", "ann", "pin", "goal", "x", "--expected-version", "0")
+    assert stale.exit_code == 2 and "version_conflict" in stale.output
+    ok("episode", "s1", "user", "Book a flight to Oslo. Window seat please.")
+    assert [e["metadata"]["role"] for e in ok("episodes", "--session", "s1")["memories"]] == [
+        "user"]
+    assert ok("summarize", "s1")["metadata"]["summary_of"] == "s1"
+    needs = run("--as", "ann", "extract", "s1")
+    assert needs.exit_code == 2 and "ENGRAM_LLM_URL" in needs.output
+    for outcome in ("ok", "fail", "fail"):
+        ok("tool-outcome", "web_search", outcome, "--error", "429")
+    (st,) = ok("tool-stats")["tools"]
+    assert (st["tool"], st["calls"], st["successes"]) == ("web_search", 3, 1)
+    ok("procedure", "triage", "Read, reproduce, ask for logs")
+    ok("procedure-outcome", "triage", "1", "ok")
+    (proc,) = ok("procedures")["procedures"]
+    assert proc["versions"][0]["successes"] == 1
+    assert ok("recommend", "triage the ticket")["recommendations"][0]["name"] == "triage"
+    ctx = ok("context", "flight to Oslo with web_search", "-b", "300", "--session", "s1",
+             "--quota", "episodic=100")
+    assert ctx["tokens"] <= 300 and ctx["parts"][0]["kind"] == "block"
+    assert "web_search: 2 of the last 3 calls failed" in ctx["text"]
+    assert [b["metadata"]["block"] for b in ok("blocks")["memories"]] == ["goal"]
+    assert ok("unpin", "goal")["status"] == "retracted"
+    bad = run("--as", "ann", "context", "x", "--quota", "episodic")
+    assert bad.exit_code == 2

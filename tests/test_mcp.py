@@ -44,8 +44,12 @@ from engramdb.codec import new_id
 ENGRAM = str(Path(sys.executable).with_name("engram"))
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
 TOOLS = {"remember", "recall", "get", "update", "retract", "history", "namespaces", "context",
-         "decide", "explain", "conflicts", "resolve", "forget"}
-SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+         "decide", "explain", "conflicts", "resolve", "forget",
+         "pin", "unpin", "blocks", "episode", "episodes", "summarize", "extract", "tool_outcome",
+         "tool_stats", "procedure", "procedure_outcome", "procedures", "recommend"}
+SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+              # the server runs the code under test, also from a checkout on PYTHONPATH
+              **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
 
 
 # -- a synchronous handle on a real MCP client session -----------------------------------------
@@ -308,6 +312,45 @@ def test_context_then_decide_then_explain_shows_a_stale_basis(alice):
     assert item["superseded"] is True
     assert item["then"]["text"] == "Vendor Acme's SLA guarantees 99.9% uptime"
     assert item["now"]["text"] == "Vendor Acme's SLA was cut to 99.0% uptime"
+
+
+def test_layer_tools_pin_episode_tools_procedures_and_context(alice):
+    block = alice.ok("pin", name="goal", text="Renew the Acme contract before May")
+    assert (block["version"], block["layer"], block["author"]) == (1, "working", "alice")
+    conflict = alice.call("pin", name="goal", text="stale edit", expected_version=0)
+    assert conflict.is_error and "version_conflict" in text_of(conflict)
+    alice.ok("episode", session="mcp-s1", role="user", content="Check Acme's SLA history")
+    alice.ok("episode", session="mcp-s1", role="assistant", content="Acme met its SLA in Q1")
+    listed = alice.ok("episodes", session="mcp-s1")["memories"]
+    assert [e["metadata"]["role"] for e in listed] == ["user", "assistant"]
+    summary = alice.ok("summarize", session="mcp-s1")
+    assert summary["metadata"]["summary_of"] == "mcp-s1"
+    missing = alice.call("extract", session="mcp-s1")
+    assert missing.is_error and "llm_not_configured" in text_of(missing)
+    def with_tool(name: str, **arguments: Any) -> dict[str, Any]:
+        # `tool` is an argument of these tools, and the name of ok()'s first parameter
+        result = alice.run(lambda c: c.call_tool(name, arguments))
+        assert not result.is_error, text_of(result)
+        return result.structured_content
+
+    for ok in (True, False, False):
+        assert with_tool("tool_outcome", tool="sla_lookup", ok=ok,
+                         error=None if ok else "503") == {"ok": True}
+    (stats,) = with_tool("tool_stats", tool="sla_lookup")["tools"]
+    assert (stats["calls"], stats["successes"], stats["errors"]) == (3, 1, [["503", 2]])
+    alice.ok("procedure", name="renewal", text="Check the SLA, then the price, then renew")
+    alice.ok("procedure_outcome", name="renewal", version=1, ok=True)
+    (proc,) = alice.ok("procedures", namespace="agents/alice")["procedures"]
+    assert proc["versions"] == [{"version": 1, "uses": 1, "successes": 1, "success_rate": 1.0}]
+    recs = alice.ok("recommend", task="renewal of a contract")["recommendations"]
+    assert recs[0]["name"] == "renewal" and recs[0]["version"] == 1
+    ctx = alice.ok("context", task="renew Acme with sla_lookup", budget_tokens=400,
+                   session="mcp-s1")
+    assert ctx["parts"][0]["kind"] == "block" and "Renew the Acme contract" in ctx["text"]
+    assert "sla_lookup: 2 of the last 3 calls failed" in ctx["text"]
+    assert ctx["tokens"] <= 400
+    assert [b["metadata"]["block"] for b in alice.ok("blocks")["memories"]] == ["goal"]
+    assert alice.ok("unpin", name="goal")["status"] == "retracted"
 
 
 def test_conflicts_are_listed_and_resolved_only_with_the_admin_grant(alice, world):

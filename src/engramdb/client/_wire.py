@@ -34,6 +34,7 @@ from engramdb.model import (
     VerifyReport,
     to_utc,
 )
+from engramdb.model_layers import ContextPart, LeftOut
 from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
 __all__ = [
@@ -119,7 +120,9 @@ def hit_from_wire(h: Mapping[str, Any]) -> Hit:
 def context_from_wire(d: Mapping[str, Any]) -> Context:
     return Context(text=d["text"], items=tuple(hit_from_wire(h) for h in d["items"]),
                    tokens=int(d["tokens"]), budget=int(d["budget"]),
-                   truncated=bool(d["truncated"]), receipt=Receipt.from_dict(d["receipt"]))
+                   truncated=bool(d["truncated"]), receipt=Receipt.from_dict(d["receipt"]),
+                   parts=tuple(ContextPart.from_dict(p) for p in d.get("parts") or ()),
+                   left_out=tuple(LeftOut.from_dict(x) for x in d.get("left_out") or ()))
 
 
 def decision_from_wire(d: Mapping[str, Any]) -> Decision:

@@ -42,6 +42,7 @@ from engramdb.errors import (
 from engramdb.lifecycle_values import MaintenanceReport
 from engramdb.model import Event, Memory, RecallResult, VerifyReport, check_namespace
 from engramdb.policy.judge import HeuristicJudge, Judge
+from engramdb.retrieval.chat import ChatLLM
 from engramdb.retrieval.rank import FusionWeights
 from engramdb.storage.base import Head, Insert, Storage, StorageInfo
 
@@ -111,6 +112,15 @@ class Database(Session):
     @property
     def dimension(self) -> int | None:
         return self._res.dimension
+
+    @property
+    def llm(self) -> ChatLLM | None:
+        """The optional LLM of summaries and extraction (default: ``ENGRAM_LLM_URL``)."""
+        return self._res.llm
+
+    @llm.setter
+    def llm(self, value: ChatLLM | None) -> None:
+        self._res.llm = value
 
     # -- lifecycle --------------------------------------------------------------
 

@@ -14,9 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any
 
 from engramdb.codec import check_chars, check_json, from_micros, new_id
@@ -49,7 +47,6 @@ from engramdb.model import (
     namespace_matches,
 )
 from engramdb.policy.acl import AccessControl
-from engramdb.retrieval.pack import entry, pack
 from engramdb.storage.base import Effect, Insert
 
 __all__ = ["MAX_BASIS", "Decisions", "basis_items"]
@@ -131,43 +128,6 @@ class Decisions:
         self._recall = recall
 
     # -- context -------------------------------------------------------------------
-
-    def context(
-        self,
-        caller: Caller,
-        task: str,
-        budget_tokens: int = 2000,
-        *,
-        namespace: str = "**",
-        layers: Sequence[str] | None = None,
-        as_of: int | datetime | str | None = None,
-        valid_at: datetime | str | None = None,
-        filters: Mapping[str, Any] | None = None,
-    ) -> Context:
-        """Recall for ``task`` and pack the best memories into a token budget.
-
-        Public docs: :meth:`engramdb.Session.context`.
-        """
-        if not isinstance(task, str) or not task.strip():
-            raise InvalidInput("task must be a non-empty string: say what the context is for")
-        check_chars(task, "task")
-        pack([], budget_tokens)  # validates the budget before any work
-        k = min(self._res.config.max_k, max(10, budget_tokens // 20))
-        t = caller.as_of(as_of)
-        flt = caller.filter(namespace, layers, t, valid_at, filters)
-        result = self._recall.run(caller.name, task, flt, k, t)
-        entries = [
-            entry(n, h.memory.text, namespace=h.memory.namespace, author=h.memory.author,
-                  recorded_at=h.memory.recorded_at, flags=_flags(h))
-            for n, h in enumerate(result.hits, start=1)
-        ]
-        packed = pack(entries, budget_tokens)
-        items = result.hits[: packed.count]
-        receipt = replace(result.receipt,
-                          items=tuple(ReceiptItem(h.memory.id, h.memory.version) for h in items))
-        self._res.read_audit.record(caller.name, receipt, [h.memory for h in items])
-        return Context(text=packed.text, items=items, tokens=packed.tokens,
-                       budget=budget_tokens, truncated=packed.truncated, receipt=receipt)
 
     # -- decisions -----------------------------------------------------------------
 

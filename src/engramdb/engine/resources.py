@@ -22,6 +22,7 @@ from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.rows import EngineConfig, PrincipalInfo
 from engramdb.model import Event, MemoryDraft
 from engramdb.policy.judge import Judge
+from engramdb.retrieval.chat import ChatLLM, llm_from_env
 from engramdb.retrieval.rank import FusionWeights
 from engramdb.storage.base import Effect, RawEvent, Storage, WriteTx
 
@@ -53,6 +54,8 @@ class Resources:
         # Contradiction judge for free-text conflicts; swap in an LLMJudge at will.
         self.judge = judge
         self.read_audit = ReadAudit(storage, actor=ADMIN)
+        # Optional LLM for summaries and extraction (ENGRAM_LLM_URL / ENGRAM_LLM_MODEL).
+        self.llm: ChatLLM | None = llm_from_env()
 
     # -- the embedder ------------------------------------------------------------
 

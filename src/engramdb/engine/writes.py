@@ -20,6 +20,7 @@ import numpy as np
 from engramdb._guard import guard_calls
 from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.access import Caller
+from engramdb.engine.outcomes import check_outcome, write_outcomes
 from engramdb.engine.plans import BatchItem, FreeTextBatch
 from engramdb.engine.rows import (
     EngineConfig,
@@ -350,6 +351,7 @@ class Transaction:
         self._closed = False
         self._ops = 0
         self._chars = 0
+        self._outcomes: list[dict[str, Any]] = []  # written together by _finish
 
     def _check(self, text: Any = None) -> None:
         if self._closed:
@@ -387,6 +389,26 @@ class Transaction:
         check_reason(reason)
         check_write_args(memory_id, expected_version, idempotency_key)
         return self._w.retract(memory_id, reason, expected_version, idempotency_key)
+
+    def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
+                     error: str | None = None, metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> None:
+        """Record a tool outcome in this transaction (the cheap way to write many)."""
+        self._check()
+        w = self._w
+        row = check_outcome(w.s.name, w._res.config, tool, ok, latency_ms, error, metadata,
+                            namespace)
+        if row["namespace"] not in w._may_write:  # refused now, not at the end
+            w.s.require("write", row["namespace"])
+            w._may_write.add(row["namespace"])
+        self._outcomes.append(row)
+
+    def _finish(self) -> None:
+        """Write what was buffered (tool outcomes) and end the transaction."""
+        if self._outcomes:
+            write_outcomes(self._w, self._outcomes)
+            self._outcomes = []
+        self._closed = True
 
     def get(self, memory_id: str) -> Memory:
         self._check()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from engramdb.mcp._layer_tools import register_layer_tools
 from engramdb.mcp._wire import tool_result
 from engramdb.model import LAYERS
 
@@ -354,20 +355,28 @@ def register_tools(server: MCPServer, acting: Callable[[], MemoryAPI]) -> list[s
         )] = None,
         as_of: AsOf = None,
         valid_at: ValidAt = None,
+        session: Annotated[str | None, Field(
+            description="Your session id: adds its pinned blocks and recent episodes.",
+        )] = None,
+        quotas: Annotated[dict[str, int] | None, Field(
+            description="Token caps per layer, e.g. {'episodic': 500}.",
+        )] = None,
     ) -> Result:
-        """Get a packed working context for a task: the most relevant memories within a budget.
+        """Get a working context for a task from all four memory layers, within a budget.
 
-        Use it at the start of a task instead of several recalls. It searches what
-        you may read for the task and packs the best memories, one numbered line
-        each with namespace, author and time, into at most `budget_tokens`.
-        Returns `text` (the packed context to read), `items` (the hits used, in
-        order), `tokens`, `budget`, `truncated` (the last item was cut), and
-        `receipt`: the exact versions in the text. Pass that receipt unchanged as
-        `basis` to `decide` when you decide something from this context.
+        Use it at the start of a task instead of several recalls. In order: your
+        pinned blocks, relevant procedures and notes on the tools the task names,
+        facts (contested ones marked with their rival), and the session's recent
+        episodes, one numbered line each, in at most `budget_tokens`. Returns
+        `text`, `parts` (each line's layer, score, tokens), `left_out` (and why),
+        and `receipt`: the exact versions in the text. Pass that receipt unchanged
+        as `basis` to `decide` when you decide something from this context.
         """
         return tool_result(lambda: acting().context(task, budget_tokens, namespace=namespace,
                                                     **_given(layers=layers, as_of=as_of,
-                                                             valid_at=valid_at)))
+                                                             valid_at=valid_at,
+                                                             session=session,
+                                                             quotas=quotas)))
 
     @tool(writes)
     def decide(
@@ -471,4 +480,5 @@ def register_tools(server: MCPServer, acting: Callable[[], MemoryAPI]) -> list[s
         return tool_result(lambda: acting().resolve(conflict_id, **_given(
             winner=winner, reason=reason)))
 
+    register_layer_tools(tool, acting, read_only, writes)
     return registered

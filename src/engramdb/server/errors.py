@@ -47,10 +47,13 @@ _DESCRIPTIONS: dict[int, str] = {
     404: "No such object, or one the caller may not see: the two look the same "
          "(`not_found`).",
     409: "The request collides with the current state (`version_conflict`, "
-         "`contradiction`, `idempotency_key_reused`, `legal_hold`, `conflict`).",
+         "`contradiction`, `idempotency_key_reused`, `legal_hold`, `conflict`), or needs a "
+         "feature the server is not set up for (`llm_not_configured`).",
     413: "Request body or batch over the server's limit (`payload_too_large`).",
     429: "Too many requests for this API key (`rate_limited`); see `Retry-After`.",
     500: "Unexpected server error (`internal_error`); the server logged the details.",
+    502: "The configured LLM or embedding service failed or answered badly "
+         "(`upstream_error`); nothing was written.",
     503: "The database could not serve the request (`storage_error`, or `busy`: the write lock "
          "was not free in time); retry later (see `Retry-After` when given).",
 }

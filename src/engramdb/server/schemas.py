@@ -351,8 +351,15 @@ class ContextOut(Response):
     items: list[HitOut] = Field(description="The hits packed into `text`, in order.")
     tokens: int
     budget: int
-    truncated: bool = Field(description="The last item was cut to fit.")
+    truncated: bool = Field(description="Some item was shortened to fit.")
     receipt: ReceiptOut
+    parts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Every line: `layer`, `kind`, `label`, `text`, `tokens`, `score`, "
+        "`shortened`, `memory_id`, `version`.")
+    left_out: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="What did not fit: `layer`, `kind`, `label`, `tokens`, `reason`.")
 
 
 class DecisionOut(Response):

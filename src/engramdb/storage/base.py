@@ -257,7 +257,11 @@ class Storage(ABC):
     def list_memories(
         self, flt: RecallFilter, *, limit: int | None = None, order: str = "recent"
     ) -> list[Row]:
-        """Memory rows matching ``flt`` (``order``: ``recent`` or ``importance``)."""
+        """Memory rows matching ``flt``.
+
+        ``order``: ``recent``, ``importance``, ``oldest``, or ``valid`` /
+        ``valid_desc`` (by valid time: episodes in the order they happened).
+        """
 
     @abstractmethod
     def search_text(self, query: str, flt: RecallFilter, limit: int) -> list[tuple[Row, float]]:

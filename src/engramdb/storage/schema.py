@@ -139,5 +139,19 @@ TABLES: dict[str, TableSpec] = {
         _spec("derivations", ("derived_id", "source_id"),
               "derived_id text, derived_version int, source_id text, source_version int,"
               " kind text, tx int"),
+        # The layers (issue 11). Tool and procedure outcomes are not memories;
+        # ``error`` and ``metadata`` of a tool outcome are agent-written text.
+        _spec(
+            "tool_outcomes",
+            ("id",),
+            "id text, principal text, namespace text, tool text, ok int, latency_ms real,"
+            " error text, metadata json, tx int, recorded_at micros",
+        ),
+        _spec(
+            "procedure_outcomes",
+            ("id",),
+            "id text, principal text, namespace text, procedure_id text, version int, ok int,"
+            " tx int, recorded_at micros",
+        ),
     )
 }

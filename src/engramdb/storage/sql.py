@@ -554,6 +554,9 @@ class SqlStorage(Storage):
             "recent": "m.recorded_at DESC, m.id DESC",
             "importance": "m.importance DESC, m.recorded_at DESC",
             "oldest": "m.tx_from ASC, m.id ASC",
+            # episodes: in the order they happened (valid time), or newest first
+            "valid": "m.valid_from ASC, m.id ASC",
+            "valid_desc": "m.valid_from DESC, m.id DESC",
         }[order]
         sql = (
             f"SELECT {', '.join('m.' + c for c in cols)} FROM memories m WHERE {cond} "

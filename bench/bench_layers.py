@@ -1,0 +1,164 @@
+"""The memory layers' speed: context assembly at 100k memories, tool outcome writes.
+
+Issue 11's figures, each with a baseline measured in the same run on the same
+database (the machine is shared; ratios travel better than absolute numbers):
+
+* ``context``: ``context(task, 4000, session=...)`` over 100,000 memories
+  (80k semantic in 20 namespaces, 15k episodes in 100 sessions, 5k
+  procedures; 5 pinned blocks; tool outcomes for the tools the task names),
+  p50/p95 with the query embedding precomputed (excluded, as the issue asks).
+  Baseline: ``recall(task, k=200)`` with the same embedding, which is the one
+  search ``context`` runs for a 4,000-token budget.
+* ``tool_outcome``: one outcome per call (its own transaction, SQLite
+  ``synchronous=FULL``), p50/p95 latency; baseline: ``remember`` of one
+  memory with a precomputed embedding. Batched: outcomes per second written
+  1,000 per transaction (``tx.tool_outcome``); baseline: ``remember_many`` of
+  episodic memories, memories per second.
+
+Embeddings are random unit vectors under the default embedder's identity, so
+the model never runs. Usage::
+
+    python bench/bench_layers.py [--n 100000] [--runs 60] [--out bench/results/layers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_postgres import Corpus  # noqa: E402
+
+
+def _pct(xs: list[float], p: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def _timed(fn: Any, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def _build(db: Any, corpus: Corpus, n: int) -> dict[str, Any]:
+    semantic, episodic = int(n * 0.80), int(n * 0.15)
+    procedural = n - semantic - episodic
+    started = time.perf_counter()
+    for layer, count in (("semantic", semantic), ("episodic", episodic),
+                         ("procedural", procedural)):
+        done = 0
+        while done < count:
+            size = min(2_000, count - done)
+            drafts = corpus.drafts(size, layer=layer)
+            for i, d in enumerate(drafts):
+                if layer == "episodic":
+                    d["session"] = f"s{(done + i) % 100}"
+                    d["metadata"] = {"role": "user" if i % 2 else "assistant"}
+                if layer == "procedural":
+                    d["metadata"] = {"procedure": f"proc-{done + i}"}
+            db.remember_many(drafts)
+            done += size
+    return {"memories": n, "semantic": semantic, "episodic": episodic,
+            "procedural": procedural, "build_s": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--single", type=int, default=300)
+    parser.add_argument("--batched", type=int, default=20_000)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    import engramdb
+    from engramdb.retrieval.embed import LocalEmbedder
+
+    corpus = Corpus(seed=11)
+    report: dict[str, Any] = {"load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="engram-layers-") as tmp:
+        db = engramdb.open(Path(tmp) / "layers.db", embedder=LocalEmbedder())
+        report["corpus"] = _build(db, corpus, args.n)
+        db.admin.create_agent("planner")
+        db.admin.grant("planner", "bench/**", ["read", "write"])
+        me = db.as_agent("planner")
+        for i in range(5):
+            me.pin(f"block{i}", corpus.text(40))
+        with me.transaction() as tx:
+            for i in range(2_000):
+                tx.tool_outcome(("web_search", "calculator")[i % 2], i % 7 != 0,
+                                latency_ms=float(i % 300), error=None if i % 7 else "429")
+        qv = corpus.vectors(1)[0]
+        task = corpus.text(12) + " with web_search"
+        for _ in range(5):  # warm caches, as a running agent's would be
+            me.context(task, 4000, session="s7", query_embedding=qv)
+            me.recall(task, k=200, query_embedding=qv)
+        ctx_ms = _timed(lambda: me.context(task, 4000, session="s7", query_embedding=qv),
+                        args.runs)
+        rec_ms = _timed(lambda: me.recall(task, k=200, query_embedding=qv), args.runs)
+        ctx = me.context(task, 4000, session="s7", query_embedding=qv)
+        report["context"] = {
+            "budget": 4000, "tokens": ctx.tokens, "parts": len(ctx.parts),
+            "layers": sorted({p.layer for p in ctx.parts}),
+            "p50_ms": round(statistics.median(ctx_ms), 1), "p95_ms": round(_pct(ctx_ms, 95), 1),
+            "recall_p50_ms": round(statistics.median(rec_ms), 1),
+            "recall_p95_ms": round(_pct(rec_ms, 95), 1),
+            "ratio_p95": round(_pct(ctx_ms, 95) / _pct(rec_ms, 95), 2),
+        }
+        print("context:", report["context"], flush=True)
+
+        one = _timed(lambda: me.tool_outcome("fetch", True, latency_ms=12.0), args.single)
+        vec = corpus.vectors(1)[0]
+        rem = _timed(lambda: me.remember("a single note", layer="episodic", embedding=vec),
+                     args.single)
+        t = time.perf_counter()
+        left = args.batched
+        while left:
+            size = min(1_000, left)
+            with me.transaction() as tx:
+                for i in range(size):
+                    tx.tool_outcome("fetch", i % 5 != 0, latency_ms=float(i % 100),
+                                    error=None if i % 5 else "timeout")
+            left -= size
+        batched = args.batched / (time.perf_counter() - t)
+        drafts = corpus.drafts(args.batched, layer="episodic")
+        t = time.perf_counter()
+        for i in range(0, len(drafts), 2_000):
+            me.remember_many([{**d, "namespace": "bench/w"} for d in drafts[i:i + 2_000]])
+        many = args.batched / (time.perf_counter() - t)
+        report["tool_outcome"] = {
+            "single_p50_ms": round(statistics.median(one), 2),
+            "single_p95_ms": round(_pct(one, 95), 2),
+            "remember_p50_ms": round(statistics.median(rem), 2),
+            "remember_p95_ms": round(_pct(rem, 95), 2),
+            "batched_per_s": round(batched), "remember_many_per_s": round(many),
+            "synchronous": "FULL",
+        }
+        print("tool_outcome:", report["tool_outcome"], flush=True)
+        t = time.perf_counter()
+        stats = me.tool_stats("fetch")
+        report["tool_outcome"]["stats_ms"] = round((time.perf_counter() - t) * 1000, 1)
+        report["tool_outcome"]["stats_calls"] = stats[0].calls
+        db.close()
+    report["load_after"] = os.getloadavg()
+    print(json.dumps(report, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

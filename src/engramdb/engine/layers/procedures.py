@@ -1,0 +1,255 @@
+"""Procedural memory: which tools and procedures work.
+
+* Tool outcomes are rows of ``tool_outcomes`` (not memories: thousands a
+  second, no text to search), each one logged as a ``tool.outcome`` event in
+  its own namespace (default the agent's private one). ``tool_stats`` reads
+  only outcomes in namespaces the caller may read.
+* A procedure is a named ``procedural`` memory (see :mod:`.named`); each
+  ``procedure`` call adds a version. ``procedure_outcome`` records one use of
+  one version as a ``procedure_outcomes`` row in the reporter's namespace.
+* ``recommend`` ranks procedure versions and tools for a task by
+  ``relevance * expected success rate`` (Laplace estimate), with the counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from engramdb.codec import from_micros, new_id, to_micros
+from engramdb.engine.access import Caller
+from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
+from engramdb.engine.outcomes import check_outcome, write_outcomes
+from engramdb.engine.recall import Recall
+from engramdb.engine.resources import Resources
+from engramdb.engine.rows import _short, check_count, check_text
+from engramdb.engine.trust import TrustEngine
+from engramdb.engine.writes import Writer
+from engramdb.errors import InvalidInput, NotFound
+from engramdb.model import Memory, RecallFilter, check_glob, check_namespace, namespace_matches
+from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats, VersionStats
+from engramdb.storage.base import Insert
+
+__all__ = ["Procedures", "tool_stats_of", "tools_named_in"]
+
+KEY = "procedure"
+HALF_LIFE_CALLS = 10
+_WORD = re.compile(r"[\w.-]+")
+
+
+def _pct(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def tool_stats_of(tool: str, rows: Sequence[Mapping[str, Any]]) -> ToolStats:
+    """Statistics of one tool's outcome rows (any order)."""
+    rows = sorted(rows, key=lambda r: (r["recorded_at"], r["id"]))
+    newest_first = rows[::-1]
+    weights = [0.5 ** (age / HALF_LIFE_CALLS) for age in range(len(newest_first))]
+    ok = [bool(r["ok"]) for r in newest_first]
+    latencies = [float(r["latency_ms"]) for r in rows if r.get("latency_ms") is not None]
+    errors = Counter(str(r["error"]) for r in rows if not r["ok"] and r.get("error"))
+    successes = sum(ok)
+    return ToolStats(
+        tool=tool, calls=len(rows), successes=successes,
+        success_rate=successes / len(rows) if rows else 0.0,
+        recent_rate=(sum(w for w, o in zip(weights, ok, strict=True) if o) / sum(weights)
+                     if rows else 0.0),
+        last_10_failures=sum(1 for o in ok[:10] if not o),
+        latency_p50_ms=_pct(latencies, 50), latency_p95_ms=_pct(latencies, 95),
+        errors=tuple(sorted(errors.items(), key=lambda e: (-e[1], e[0]))[:5]),
+        agents=tuple(sorted({str(r["principal"]) for r in rows})),
+        last_at=from_micros(rows[-1]["recorded_at"]) if rows else None,
+    )
+
+
+def tools_named_in(task: str) -> list[str]:
+    """Tool names a task may mention: its words, and adjacent pairs joined by ``_`` or ``-``."""
+    words = _WORD.findall(task.lower())
+    names = set(words)
+    for a, b in itertools.pairwise(words):
+        names |= {f"{a}_{b}", f"{a}-{b}", f"{b}_{a}", f"{b}-{a}", a + b}
+    return sorted(names)
+
+
+def _relevance(name: str, task_words: set[str]) -> float:
+    parts = [p for p in re.split(r"[\W_]+", name.lower()) if p]
+    return sum(p in task_words for p in parts) / len(parts) if parts else 0.0
+
+
+class Procedures(LayerService):
+    """Tool outcomes, procedures and recommendations."""
+
+    def __init__(self, res: Resources, trust: TrustEngine, recall: Recall) -> None:
+        super().__init__(res, trust)
+        self._recall = recall
+
+    # -- tools ---------------------------------------------------------------------
+
+    def tool_outcome(self, s: Caller, tool: str, ok: bool, *, latency_ms: float | None,
+                     error: str | None, metadata: Mapping[str, Any] | None,
+                     namespace: str | None) -> None:
+        row = check_outcome(s.name, self._res.config, tool, ok, latency_ms, error, metadata,
+                            namespace)
+        self._write(s, lambda wr: write_outcomes(wr, [row]))
+
+    def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
+                      since: datetime | str | None) -> list[dict[str, Any]]:
+        check_glob(namespace)
+        from engramdb.model import to_utc
+
+        t = to_utc(since, what="since")
+        after = None if t is None else to_micros(t)
+        acl = s.acl()
+        seen: dict[str, bool] = {}
+        out = []
+        for r in self._res.storage.fetch("tool_outcomes", where):
+            ns = r["namespace"]
+            if ns not in seen:
+                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
+            if seen[ns] and (after is None or r["recorded_at"] >= after):
+                out.append(r)
+        return out
+
+    def tool_stats(self, s: Caller, tool: str | None, *, since: datetime | str | None,
+                   agent: str | None, namespace: str) -> list[ToolStats]:
+        where: dict[str, Any] = {}
+        if tool is not None:
+            where["tool"] = check_name(tool, "tool")
+        if agent is not None:
+            where["principal"] = _short(agent, "agent")
+        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in self._outcome_rows(s, where, namespace, since):
+            by_tool[r["tool"]].append(r)
+        return [tool_stats_of(t, rows) for t, rows in sorted(by_tool.items())]
+
+    def tool_notes(self, s: Caller, task: str, namespace: str, limit: int = 1000
+                   ) -> list[ToolStats]:
+        """Stats of the tools the task names, over their newest ``limit`` readable outcomes."""
+        rows = self._outcome_rows(s, {"tool": tools_named_in(task)}, namespace, None)
+        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rows:
+            by_tool[r["tool"]].append(r)
+        return [tool_stats_of(t, sorted(rs, key=lambda r: r["recorded_at"])[-limit:])
+                for t, rs in sorted(by_tool.items())]
+
+    # -- procedures ------------------------------------------------------------------
+
+    def procedure(self, s: Caller, name: str, text: str, *, namespace: str | None,
+                  expected_version: int | None) -> Memory:
+        name = check_name(name, "name")
+        text = check_text(text, self._res.config)
+        ns = check_namespace(namespace if namespace is not None
+                             else f"agents/{s.name}")
+        if expected_version is not None:
+            check_count(expected_version, "expected_version")
+        vector = self._res.vectors_for([text])[0]
+        return self._write(s, lambda wr: upsert_named(
+            s, wr, namespace=ns, layer="procedural", key=KEY, name=name, text=text,
+            session=None, metadata={}, expected_version=expected_version, vector=vector))
+
+    def procedure_outcome(self, s: Caller, name: str, version: int, ok: bool, *,
+                          namespace: str | None) -> None:
+        name = check_name(name, "name")
+        check_count(version, "version")
+        if not isinstance(ok, bool):
+            raise InvalidInput("ok must be true or false", field="ok")
+        ns = check_namespace(namespace if namespace is not None
+                             else f"agents/{s.name}")
+        mine = f"agents/{s.name}"
+
+        def write(wr: Writer) -> None:
+            cur = find_named(wr.w, ns, "procedural", KEY, name, None)
+            if cur is None or not s.acl().check("read", ns).allow:
+                raise NotFound(f"no procedure {name!r} in {ns}; check the name and namespace",
+                               name=name)
+            if not 1 <= version <= int(cur["version"]):
+                raise NotFound(f"procedure {name!r} has versions 1 to {cur['version']}, not "
+                               f"{version}", name=name, version=version)
+            if mine not in wr._may_write:
+                s.require("write", mine)
+                wr._may_write.add(mine)
+            row = {"id": new_id(), "principal": s.name, "namespace": mine,
+                   "procedure_id": cur["id"], "version": version, "ok": int(ok),
+                   "tx": wr.w.tx, "recorded_at": wr.w.recorded_at}
+            wr._commit("procedure.outcome", mine, cur["id"],
+                       [Insert("procedure_outcomes", row)], {"name": name})
+
+        self._write(s, write)
+
+    def procedures(self, s: Caller, *, namespace: str) -> list[ProcedureInfo]:
+        spaces = s.readable(namespace, None)
+        if not spaces:
+            return []
+        rows = self._res.storage.list_memories(
+            RecallFilter(namespaces=spaces, layers=("procedural",)), order="oldest")
+        rows = [r for r in rows if isinstance((r.get("metadata") or {}).get(KEY), str)]
+        return self._with_stats(s, rows)
+
+    def _with_stats(self, s: Caller, rows: Sequence[Mapping[str, Any]]) -> list[ProcedureInfo]:
+        if not rows:
+            return []
+        acl = s.acl()
+        counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+        for o in self._res.storage.fetch("procedure_outcomes",
+                                     {"procedure_id": [r["id"] for r in rows]}):
+            if acl.check("read", o["namespace"]).allow:
+                c = counts[(o["procedure_id"], int(o["version"]))]
+                c[0] += 1
+                c[1] += int(o["ok"])
+        return [ProcedureInfo(
+            name=str(r["metadata"][KEY]), namespace=r["namespace"], id=r["id"],
+            version=int(r["version"]), text=r["text"], author=r["author"],
+            versions=tuple(VersionStats(v, *counts[(r["id"], v)])
+                           for v in range(1, int(r["version"]) + 1)))
+            for r in rows]
+
+    def recommend(self, s: Caller, task: str, *, k: int, namespace: str
+                  ) -> list[Recommendation]:
+        if not isinstance(task, str) or not task.strip():
+            raise InvalidInput("task must be a non-empty string: say what is to be done",
+                               field="task")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
+            raise InvalidInput("k must be an integer from 1 to 100", field="k")
+        words = {w.lower() for w in re.findall(r"\w+", task)}
+        out: list[Recommendation] = []
+        # Relevance: the recall score (scaled to the best hit) or how much of the
+        # procedure's name the task mentions, whichever is higher.
+        flt = s.filter(namespace, ["procedural"], None, None, None)
+        result = self._recall.run(s.name, task, flt, 20, None)
+        self._res.read_audit.record(s.name, result.receipt, result.memories)
+        hits = result.hits
+        top = max((h.score for h in hits), default=0.0) or 1.0
+        recalled = {h.memory.id: h.score / top for h in hits}
+        for info in self.procedures(s, namespace=namespace):
+            relevance = max(recalled.get(info.id, 0.0), _relevance(info.name, words))
+            if relevance <= 0:
+                continue
+            best = max(info.versions, key=lambda v: (v.expected_rate, v.version))
+            out.append(Recommendation(
+                "procedure", info.name, best.version, relevance * best.expected_rate,
+                relevance, best.expected_rate,
+                {"namespace": info.namespace, "uses": best.uses, "successes": best.successes,
+                 "success_rate": best.success_rate,
+                 "versions": [v.to_dict() for v in info.versions]}))
+        for st in self.tool_stats(s, None, since=None, agent=None, namespace=namespace):
+            relevance = _relevance(st.tool, words)
+            if relevance > 0:
+                rate = (st.successes + 1) / (st.calls + 2)
+                out.append(Recommendation(
+                    "tool", st.tool, None, relevance * rate, relevance, rate,
+                    {"calls": st.calls, "successes": st.successes,
+                     "success_rate": st.success_rate, "recent_rate": st.recent_rate,
+                     "last_10_failures": st.last_10_failures,
+                     "errors": [list(e) for e in st.errors]}))
+        out.sort(key=lambda r: (-r.score, r.kind, r.name))
+        return out[:k]

@@ -1,0 +1,69 @@
+"""Tool outcomes as rows: checked, then written through the one commit path.
+
+A leaf of the engine, shared by the procedural layer service
+(:mod:`engramdb.engine.layers.procedures`) and the write transaction
+(``tx.tool_outcome`` in :mod:`engramdb.engine.writes`), the cheap way to
+write many: a transaction's outcomes are written when it ends, as one
+``tool.outcome`` event per namespace. The writer must hold the write grant
+in the outcome's namespace (checked when the outcome is given).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from engramdb.codec import new_id
+from engramdb.engine.rows import EngineConfig, _short, check_metadata
+from engramdb.errors import InvalidInput
+from engramdb.model import check_namespace
+from engramdb.storage.base import Insert
+
+__all__ = ["check_outcome", "write_outcomes"]
+
+
+def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency_ms: Any,
+                  error: Any, metadata: Any, namespace: Any) -> dict[str, Any]:
+    """A tool outcome checked into its ``tool_outcomes`` row (without tx and time).
+
+    Raises:
+        InvalidInput: a bad tool name, ``ok`` not a bool, a bad latency, error,
+            metadata or namespace.
+    """
+    name = _short(tool, "tool", 200)
+    if name is None:
+        raise InvalidInput("tool must be a non-empty string of at most 200 characters",
+                           field="tool")
+    if not isinstance(ok, bool):
+        raise InvalidInput("ok must be true or false", field="ok")
+    if latency_ms is not None and (isinstance(latency_ms, bool)
+                                   or not isinstance(latency_ms, (int, float))
+                                   or not math.isfinite(latency_ms)
+                                   or not 0 <= latency_ms <= 1e9):
+        raise InvalidInput("latency_ms must be a number of milliseconds from 0 to 1e9",
+                           field="latency_ms")
+    return {"id": new_id(), "principal": author,
+            "namespace": check_namespace(namespace if namespace is not None
+                                         else f"agents/{author}"),
+            "tool": name, "ok": int(ok),
+            "latency_ms": None if latency_ms is None else float(latency_ms),
+            "error": _short(error, "error", 2000),
+            "metadata": check_metadata(metadata, config)}
+
+
+def write_outcomes(wr: Any, rows: list[dict[str, Any]]) -> None:
+    """Write checked outcomes with ``wr`` (a :class:`~engramdb.engine.writes.Writer`).
+
+    One ``tool.outcome`` event per namespace carries all of that namespace's
+    rows: logging is most of a small write's cost, and a batch is one write.
+    """
+    by_ns: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_ns.setdefault(row["namespace"], []).append(row)
+    for ns, group in by_ns.items():
+        if ns not in wr._may_write:
+            wr.s.require("write", ns)
+            wr._may_write.add(ns)
+        effects = [Insert("tool_outcomes", {**r, "tx": wr.w.tx, "recorded_at": wr.w.recorded_at})
+                   for r in group]
+        wr._commit("tool.outcome", ns, group[0]["id"] if len(group) == 1 else None, effects)
