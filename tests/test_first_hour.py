@@ -273,7 +273,6 @@ def test_serve_writes_the_admin_key_0600_and_http_errors_carry_http_fixes(db_pat
 
 def test_the_docs_page_needs_nothing_from_the_internet(db_path):
     import re
-
     from dataclasses import replace
 
     from tests.support.http_server import TEST_SETTINGS, LiveServer

@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from engramdb.cli.app import Env, cli, pass_env
-from engramdb.model import Memory
+from engramdb.cli.memories import parse_as_of
+from engramdb.model import LAYERS, Memory
 
 __all__: list[str] = []
 
@@ -247,9 +248,12 @@ def recommend(env: Env, task: str, k: int, namespace: str) -> None:
 @click.option("-n", "--namespace", default="**", show_default=True)
 @click.option("--quota", "quotas", multiple=True, metavar="LAYER=TOKENS",
               help="Token cap for a layer (repeatable).")
+@click.option("-l", "--layer", "layers", multiple=True, type=click.Choice(LAYERS),
+              help="Only these layers (repeatable).")
+@click.option("--as-of", default=None, help="Transaction time: a tx number or ISO-8601 time.")
 @pass_env
 def context(env: Env, task: str, budget_tokens: int, session: str | None, namespace: str,
-            quotas: tuple[str, ...]) -> None:
+            quotas: tuple[str, ...], layers: tuple[str, ...], as_of: str | None) -> None:
     """Assemble a working context for TASK from the four layers."""
     caps: dict[str, int] = {}
     for q in quotas:
@@ -258,7 +262,8 @@ def context(env: Env, task: str, budget_tokens: int, session: str | None, namesp
             raise click.BadParameter(f"{q!r} is not LAYER=TOKENS", param_hint="--quota")
         caps[layer] = int(n)
     ctx = env.session().context(task, budget_tokens, session=session, namespace=namespace,
-                                quotas=caps or None)
+                                quotas=caps or None, layers=layers or None,
+                                as_of=parse_as_of(as_of))
     if env.json:
         env.emit_json(ctx.to_dict())
         return

@@ -1,10 +1,10 @@
-"""Commands on what agents concluded: context, decide, explain, stale, conflicts, resolve,
-knowledge.
+"""Commands on what agents concluded: decide, explain, stale, conflicts, resolve, knowledge.
 
-The headline features of EngramDB from the shell: the packed working context an
-agent reasons in, decisions with the exact versions they rest on (and whether
-that basis has changed since), the conflict inbox, and "what did agent X know
-at T". Each is one engine call, rendered for people or as ``--json``.
+The headline features of EngramDB from the shell: decisions with the exact
+versions they rest on (and whether that basis has changed since), the conflict
+inbox, and "what did agent X know at T". Each is one engine call, rendered for
+people or as ``--json``. (``engram context``, the packed working context an
+agent reasons in, is in :mod:`engramdb.cli.layers`.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.text import Text
 from engramdb.cli.app import Env, cli, pass_env
 from engramdb.cli.memories import parse_as_of
 from engramdb.cli.render import fmt_time, hits_table, memory_panel
-from engramdb.model import LAYERS, Conflict, Decision, DecisionExplanation, ReceiptItem
+from engramdb.model import Conflict, Decision, DecisionExplanation, ReceiptItem
 
 __all__: list[str] = []
 
@@ -44,35 +44,6 @@ def _basis_item(text: str) -> ReceiptItem:
         raise click.BadParameter(f"{text!r} is not ID@VERSION, e.g. 0192ab...@2",
                                  param_hint="--basis")
     return ReceiptItem(memory_id, int(version))
-
-
-# --------------------------------------------------------------------------- context
-
-
-@cli.command()
-@click.argument("task")
-@click.option("-b", "--budget", "budget", type=int, default=2000, show_default=True,
-              help="Token budget (cl100k tokens).")
-@click.option("-n", "--namespace", default="**", show_default=True, help="Namespace glob.")
-@click.option("-l", "--layer", "layers", multiple=True, type=click.Choice(LAYERS),
-              help="Only these layers (repeatable).")
-@click.option("--as-of", default=None, help="Transaction time: a tx number or ISO-8601 time.")
-@pass_env
-def context(env: Env, task: str, budget: int, namespace: str, layers: tuple[str, ...],
-            as_of: str | None) -> None:
-    """The working context for TASK: the best memories packed under --budget tokens."""
-    ctx = env.session().context(task, budget, namespace=namespace, layers=layers or None,
-                                as_of=parse_as_of(as_of))
-    if env.json:
-        env.emit_json(ctx.to_dict())
-        return
-    if not ctx.items:
-        env.say(Text("no memories for this task (or none you may read)", style="yellow"))
-    else:
-        env.say(Text(ctx.text))
-    env.note(f"{ctx.tokens} of {ctx.budget} tokens, {len(ctx.items)} memories"
-             + (", last one shortened" if ctx.truncated else "")
-             + f"; receipt as of tx {ctx.receipt.as_of}")
 
 
 # --------------------------------------------------------------------------- decisions

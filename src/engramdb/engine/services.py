@@ -12,6 +12,7 @@ of that handle holds it and delegates to it after validating its arguments.
 ``recall``    hybrid search, fused and marked, with a receipt
 ``decisions`` context packing, decisions, ``explain``, ``who_read``
 ``knowledge`` knowledge at T
+``reads``     ``get``, ``history`` and the change feed, read-audited
 ``log``       verification, checkpoints and proofs
 ``lifecycle`` policies, legal holds, reinforcement, ``maintain``, ``restore``
 ``erasure``   ``forget``: content out of every version, index and file
@@ -26,8 +27,9 @@ from engramdb.engine.decisions import Decisions
 from engramdb.engine.erasure import Erasure
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.knowledge import Knowledge
-from engramdb.engine.lifecycle import Lifecycle
 from engramdb.engine.layers import Layers
+from engramdb.engine.lifecycle import Lifecycle
+from engramdb.engine.reads import MemoryReads
 from engramdb.engine.recall import Recall
 from engramdb.engine.resources import Resources
 from engramdb.engine.trust import TrustEngine
@@ -41,6 +43,7 @@ class Services:
     def __init__(self, res: Resources) -> None:
         self.res = res
         self.trust = TrustEngine(res)
+        self.reads = MemoryReads(res)
         self.inbox = ConflictInbox(res)
         self.recall = Recall(res, self.inbox)
         self.decisions = Decisions(res, self.recall)

@@ -19,15 +19,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engramdb._guard import guard_calls
-from engramdb.codec import check_chars, to_micros
+from engramdb.codec import check_chars
 from engramdb.engine.access import Caller
 from engramdb.engine.admin import Admin
-from engramdb.engine.read_audit import ReadItem
-from engramdb.engine.redact import DecisionView, redact_event
-from engramdb.engine.resources import event_from_raw
 from engramdb.engine.rows import (
     PrincipalInfo,
-    check_count,
     check_embedding,
     check_id,
     check_reason,
@@ -42,7 +38,7 @@ from engramdb.engine.writes import (
     make_draft,
     prepare_update,
 )
-from engramdb.errors import InvalidInput, NotFound, PermissionDenied
+from engramdb.errors import InvalidInput, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
 from engramdb.model import (
     Conflict,
@@ -54,9 +50,6 @@ from engramdb.model import (
     MemoryDraft,
     ReadRecord,
     RecallResult,
-    check_glob,
-    namespace_matches,
-    to_utc,
 )
 
 if TYPE_CHECKING:
@@ -237,17 +230,6 @@ class Session:
 
     # -- reads ---------------------------------------------------------------------
 
-    def _visible_rows(self, memory_id: str, as_of: int | None) -> list[dict[str, Any]]:
-        check_id(memory_id)
-        rows = self._res.storage.fetch("memories", {"id": memory_id}, order_by="version")
-        if as_of is not None:
-            rows = [r for r in rows if r["tx_from"] <= as_of]
-        # Grants now, not at ``as_of``: a revoked reader loses the past as well.
-        if not rows or not self._caller.acl().check("read", rows[0]["namespace"]):
-            raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
-                           id=memory_id)
-        return rows
-
     def get(self, memory_id: str, *, as_of: int | datetime | str | None = None,
             valid_at: datetime | str | None = None) -> Memory:
         """The version of a memory current at ``as_of`` (default: now).
@@ -256,29 +238,12 @@ class Session:
             NotFound: unknown id, not yet written at ``as_of``, not valid at
                 ``valid_at``, or not readable by this principal.
         """
-        t = self._caller.as_of(as_of)
-        rows = self._visible_rows(memory_id, t)
-        row = rows[-1]
-        if t is not None:
-            live = [r for r in rows if r["tx_to"] is None or r["tx_to"] > t]
-            row = live[-1]
-        va = to_utc(valid_at, what="valid_at")
-        if va is not None:
-            v = to_micros(va)
-            if not (row["valid_from"] <= v and (row["valid_to"] is None or row["valid_to"] > v)):
-                raise NotFound(f"memory {memory_id!r} is not valid at {va.isoformat()}",
-                               id=memory_id)
-        memory = memory_from_row(row, as_of=t)
-        self._res.read_audit.record_read(self._principal.name, "get", [memory], t)
-        return memory
+        return self._svc.reads.get(self._caller, memory_id, as_of=as_of, valid_at=valid_at)
 
     def history(self, memory_id: str, *, as_of: int | datetime | str | None = None
                 ) -> list[Memory]:
         """Every version of a memory, oldest first, with times and authors."""
-        t = self._caller.as_of(as_of)
-        versions = [memory_from_row(r, as_of=t) for r in self._visible_rows(memory_id, t)]
-        self._res.read_audit.record_read(self._principal.name, "history", versions, t)
-        return versions
+        return self._svc.reads.history(self._caller, memory_id, as_of=as_of)
 
     def recall(
         self,
@@ -415,40 +380,7 @@ class Session:
         Events without a namespace (principals, keys, grants, settings) reach
         an admin only when following every namespace (``namespace="**"``).
         """
-        check_glob(namespace)
-        check_count(since, "since")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInput("limit must be a positive integer", field="limit")
-        every = namespace == "**"
-        acl = self._caller.acl()
-        view = DecisionView(self._res.storage, lambda ns: bool(acl.check("read", ns)))
-        cursor = since
-        shown: list[ReadItem] = []
-        try:
-            while True:
-                batch = self._res.storage.events(after=cursor, limit=min(limit, 1000))
-                if not batch:
-                    return
-                for raw in batch:
-                    cursor = raw.seq
-                    ns = raw.namespace
-                    if ns is None:
-                        if not (self._principal.is_admin and every):
-                            continue
-                    elif not (namespace_matches(namespace, ns) and acl.check("read", ns).allow):
-                        continue
-                    event: Event | None = event_from_raw(raw)
-                    if event is not None and not acl.is_admin and raw.kind.startswith(
-                            "decision."):
-                        # Decision events name basis memories: only readable ones reach you.
-                        event = redact_event(event, view)
-                    if event is not None:
-                        shown.extend(memories_in([event]))
-                        yield event
-        finally:
-            # Events carry memory rows: reading the feed is reading them. Recorded when
-            # the reader stops, so a flush it causes lands after what this read saw.
-            self._res.read_audit.record_read(self._principal.name, "changes", shown, cursor)
+        return self._svc.reads.changes(self._caller, since, namespace=namespace, limit=limit)
 
     # -- context -------------------------------------------------------------------
 
@@ -715,14 +647,3 @@ class Session:
                   ) -> list[Recommendation]:
         """The procedure versions and tools most likely to succeed at ``task``, with evidence."""
         return self._svc.layers.procedures.recommend(self._caller, task, k=k, namespace=namespace)
-
-
-def memories_in(events: Sequence[Event]) -> list[ReadItem]:
-    """The memory versions whose content ``events`` carry (inserted memory rows)."""
-    out = []
-    for e in events:
-        for eff in (e.payload or {}).get("effects", ()):
-            row = eff.get("row") if eff.get("table") == "memories" else None
-            if isinstance(row, Mapping) and "id" in row and "version" in row:
-                out.append(ReadItem(str(row["id"]), int(row["version"]), str(row["namespace"])))
-    return out
