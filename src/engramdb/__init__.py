@@ -12,7 +12,8 @@ from engramdb.client import connect, connect_async
 from engramdb.engine import Database, EngineConfig, Session, Transaction
 from engramdb.engine import open_database as open
 from engramdb.errors import (
-    Conflict,
+    Busy,
+    ConflictError,
     ContradictionError,
     EmbedderMismatch,
     EngramError,
@@ -38,7 +39,8 @@ from engramdb.model import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Conflict",
+    "Busy",
+    "ConflictError",
     "ContradictionError",
     "Database",
     "EmbedderMismatch",
@@ -66,3 +68,15 @@ __all__ = [
     "connect_async",
     "open",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Deprecated alias: ``engramdb.Conflict`` was the exception now called ConflictError;
+    # the conflict record is engramdb.model.Conflict.
+    if name == "Conflict":
+        import warnings
+
+        warnings.warn("engramdb.Conflict is now engramdb.ConflictError (the conflict record "
+                      "is engramdb.model.Conflict)", DeprecationWarning, stacklevel=2)
+        return ConflictError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

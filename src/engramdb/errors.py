@@ -20,7 +20,7 @@ callers handle one exception type whichever door they came through.
     ├── Unauthenticated                         401 unauthenticated
     ├── PermissionDenied (PermissionError)      403 permission_denied
     ├── NotFound (LookupError)                  404 not_found
-    ├── Conflict                                409 conflict
+    ├── ConflictError                           409 conflict
     │   ├── VersionConflict                     409 version_conflict
     │   ├── ContradictionError                  409 contradiction
     │   ├── IdempotencyKeyReused                409 idempotency_key_reused
@@ -31,6 +31,7 @@ callers handle one exception type whichever door they came through.
     ├── ConfigurationError                      500 configuration_error
     ├── UpstreamError                           502 upstream_error
     └── StorageError                            503 storage_error
+        ├── Busy                                503 busy (retryable, Retry-After)
         └── IntegrityError                      503 integrity_error
 """
 
@@ -39,8 +40,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "Busy",
     "ConfigurationError",
-    "Conflict",
+    "ConflictError",
     "ContradictionError",
     "EmbedderMismatch",
     "EmbeddingDimensionMismatch",
@@ -154,14 +156,19 @@ class NotFound(EngramError, LookupError):
     status = 404
 
 
-class Conflict(EngramError):
-    """The request collides with the current state; re-read and decide."""
+class ConflictError(EngramError):
+    """The request collides with the current state; re-read and decide.
+
+    (Named ``Conflict`` before 0.2; that name now means the conflict *record*,
+    :class:`engramdb.model.Conflict`. ``engramdb.errors.Conflict`` still works,
+    with a ``DeprecationWarning``.)
+    """
 
     code = "conflict"
     status = 409
 
 
-class VersionConflict(Conflict):
+class VersionConflict(ConflictError):
     """``expected_version`` did not match; ``current_version`` says what is there."""
 
     code = "version_conflict"
@@ -172,7 +179,7 @@ class VersionConflict(Conflict):
         return int(value) if value is not None else None
 
 
-class ContradictionError(Conflict):
+class ContradictionError(ConflictError):
     """A ``reject`` policy refused an assertion that contradicts live ones."""
 
     code = "contradiction"
@@ -182,13 +189,13 @@ class ContradictionError(Conflict):
         return list(self.details.get("rivals", []))
 
 
-class IdempotencyKeyReused(Conflict):
+class IdempotencyKeyReused(ConflictError):
     """An idempotency key was sent again with a different request."""
 
     code = "idempotency_key_reused"
 
 
-class EmbedderMismatch(Conflict):
+class EmbedderMismatch(ConflictError):
     """The database was built with another embedder or dimension."""
 
     code = "embedder_mismatch"
@@ -230,6 +237,19 @@ class StorageError(EngramError):
     status = 503
 
 
+class Busy(StorageError):
+    """The write lock was not free in time (another writer held it); retry the request.
+
+    Retryable: nothing was written. Over HTTP a 503 with ``Retry-After``;
+    ``retry_after`` (seconds) is in ``details``.
+    """
+
+    code = "busy"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **{"retryable": True, "retry_after": 1, **details})
+
+
 class IntegrityError(StorageError):
     """Stored data does not match its log; run ``engram verify``."""
 
@@ -249,3 +269,14 @@ def error_from_wire(body: dict[str, Any]) -> EngramError:
     cls = by_code.get(str(body.get("code")), EngramError)
     details = body.get("details") or {}
     return cls(str(body.get("message", "unknown error")), **details)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Conflict":
+        import warnings
+
+        warnings.warn("engramdb.errors.Conflict is now ConflictError (engramdb.Conflict is the "
+                      "conflict record's name in engramdb.model)", DeprecationWarning,
+                      stacklevel=2)
+        return ConflictError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ __all__ = [
     "ACTIONS",
     "LAYERS",
     "STATUSES",
+    "UNSET",
     "BasisExplanation",
     "Conflict",
     "Context",
@@ -44,6 +45,30 @@ __all__ = [
     "to_utc",
     "utcnow",
 ]
+
+
+class _Unset:
+    """The default of an argument that was not given (``None`` means "remove it").
+
+    One object shared by the engine and both remote clients, so their
+    signatures are equal, defaults included.
+    """
+
+    _one: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._one is None:
+            cls._one = super().__new__(cls)
+        return cls._one
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
 
 Layer = Literal["working", "episodic", "semantic", "procedural"]
 LAYERS: tuple[str, ...] = ("working", "episodic", "semantic", "procedural")

@@ -154,7 +154,7 @@ def bench_batch_writes(work: Path, embedder: Any, *, n: int, batch: int = 1000,
             for i in range(0, n, batch):
                 db.remember_many(drafts[i:i + batch])
             elapsed = time.perf_counter() - start
-            events = db.storage.head().seq
+            events = db.head().seq
         finally:
             db.close()
         rate = n / elapsed

@@ -74,7 +74,7 @@ def run_demo(env: Env, folder: Path) -> dict[str, object]:
         cfo = reviewer.remember(
             "Company X's CFO resigned in July, citing accounting disagreements.",
             namespace=SHARED, layer="episodic", subject="company:x", predicate="event")
-        before_change = db.storage.head().tx
+        before_change = db.head().tx
         _step(env, 3, "Both agents write",
               memory_panel(outlook, title="researcher remembers"),
               memory_panel(cfo, title="reviewer remembers"))

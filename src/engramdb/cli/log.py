@@ -43,9 +43,7 @@ def verify(env: Env) -> None:
     report = db.verify()
     bad = None
     if not report.ok and report.first_bad_seq is not None:
-        raws = db.storage.events(after=report.first_bad_seq - 1, limit=1)
-        if raws and raws[0].seq == report.first_bad_seq:
-            bad = db._event(raws[0])
+        bad = db.event(report.first_bad_seq)
     if env.json:
         env.emit_json({**report.to_dict(), "first_bad_event": None if bad is None else {
             k: v for k, v in bad.to_dict().items() if k != "payload"}})
@@ -142,7 +140,7 @@ def export_cmd(env: Env, file: IO[str]) -> None:
     env.admin_only("export")
     db = env.open()
     to_stdout = getattr(file, "name", "-") in ("-", "<stdout>")
-    total = db.storage.head().seq
+    total = db.head().seq
     if to_stdout:
         summary = db.export(file)
     else:

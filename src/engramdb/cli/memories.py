@@ -73,7 +73,7 @@ def init(env: Env, path: str | None, spec: str | None) -> None:
         env.target = path
     existed = "://" not in env.target and Path(env.target).exists()
     db = env.open(embedder="default" if spec is None else spec)
-    head = db.storage.head()
+    head = db.head()
     extra = [str(line) for hook in init_hooks() for line in (hook(env, env.target) or [])]
     if env.json:
         env.emit_json({"target": env.target, "created": not existed,

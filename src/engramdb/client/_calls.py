@@ -42,6 +42,7 @@ from engramdb.client._wire import (
 from engramdb.codec import check_chars, check_json
 from engramdb.errors import InvalidInput
 from engramdb.model import (
+    UNSET,
     Conflict,
     Context,
     Decision,
@@ -60,7 +61,6 @@ from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 __all__ = ["UNSET", "Call", "user_json"]
 
 T = TypeVar("T")
-UNSET: Any = object()
 
 
 @dataclass(frozen=True, slots=True)

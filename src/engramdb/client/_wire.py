@@ -259,7 +259,7 @@ def encode(value: Any) -> Any:
 
 _BY_STATUS: dict[int, type[E.EngramError]] = {
     400: E.InvalidInput, 401: E.Unauthenticated, 403: E.PermissionDenied, 404: E.NotFound,
-    409: E.Conflict, 413: E.PayloadTooLarge, 429: E.RateLimited, 502: E.UpstreamError,
+    409: E.ConflictError, 413: E.PayloadTooLarge, 429: E.RateLimited, 502: E.UpstreamError,
     503: E.StorageError,
 }
 

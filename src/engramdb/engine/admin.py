@@ -9,34 +9,21 @@ reconstruct which grants an agent held at any transaction time.
 from __future__ import annotations
 
 import hmac
-import re
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engramdb.codec import new_id, sha256_hex
+from engramdb.engine.read_audit import READ_AUDIT_MODES
+from engramdb.engine.rows import check_name
 from engramdb.engine.stewardship import Stewardship
-from engramdb.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from engramdb.errors import ConflictError, InvalidInput, NotFound, Unauthenticated
 from engramdb.model import ACTIONS, Grant, Principal, check_glob
-from engramdb.storage.base import Insert, Update, effect_to_dict
-
-if TYPE_CHECKING:
-    from engramdb.engine.database import Database
+from engramdb.storage.base import Effect, Insert, Update
 
 __all__ = ["Admin"]
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 KINDS = ("agent", "service", "person", "admin")
-
-
-def check_name(name: Any, what: str = "principal name") -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidInput(
-            f"{what} {name!r} is malformed: use 1-64 lowercase letters, digits, '_', '.', '-', "
-            "starting with a letter or digit",
-            field=what,
-        )
-    return name
 
 
 def _split_key(api_key: str) -> tuple[str, str]:
@@ -53,14 +40,9 @@ class Admin(Stewardship):
     quarantine and rollback) comes from :class:`Stewardship`.
     """
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
     def _log(self, w: Any, kind: str, subject_ref: str, effects: list[Any],
              extra: dict[str, Any] | None = None) -> None:
-        w.apply(effects)
-        w.log(kind, actor=self._db.principal.name, namespace=None, subject_ref=subject_ref,
-              payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
+        self._commit(w, kind, None, subject_ref, effects, extra)
 
     def _new_key(self, w: Any, name: str) -> tuple[str, Insert]:
         key_id = secrets.token_hex(6)
@@ -83,9 +65,9 @@ class Admin(Stewardship):
             raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
         if isinstance(trust, bool) or not isinstance(trust, (int, float)) or not 0 <= trust <= 1:
             raise InvalidInput("trust must be a number between 0 and 1", field="trust")
-        with self._db.storage.write(self._db.principal.name) as w:
+        with self._res.storage.write(self._actor) as w:
             if w.fetch("principals", {"name": name}):
-                raise Conflict(f"principal {name!r} already exists; pick another name",
+                raise ConflictError(f"principal {name!r} already exists; pick another name",
                                name=name)
             key, key_effect = self._new_key(w, name)
             row = {"name": name, "kind": kind, "roles": list(roles), "trust": float(trust),
@@ -94,7 +76,7 @@ class Admin(Stewardship):
         return key
 
     def principal(self, name: str) -> Principal:
-        rows = self._db.storage.fetch("principals", {"name": name})
+        rows = self._res.storage.fetch("principals", {"name": name})
         if not rows:
             raise NotFound(f"no principal {name!r}; create it with db.admin.create_agent",
                            name=name)
@@ -104,12 +86,18 @@ class Admin(Stewardship):
                          created_tx=int(r["created_tx"]))
 
     def agents(self) -> list[Principal]:
-        return [self.principal(r["name"]) for r in self._db.storage.fetch("principals", {},
+        return [self.principal(r["name"]) for r in self._res.storage.fetch("principals", {},
                                                                           order_by="name")]
+
+    def has_key(self, name: str) -> bool:
+        """Whether principal ``name`` holds an API key that is not revoked."""
+        check_name(name)
+        return bool(self._res.storage.fetch("api_keys", {"principal": name, "revoked_tx": None},
+                                            limit=1))
 
     def create_key(self, name: str) -> str:
         """Issue another API key for a principal (rotation: create, switch, revoke old)."""
-        with self._db.storage.write(self._db.principal.name) as w:
+        with self._res.storage.write(self._actor) as w:
             if not w.fetch("principals", {"name": name}):
                 raise NotFound(f"no principal {name!r}", name=name)
             key, effect = self._new_key(w, name)
@@ -121,7 +109,7 @@ class Admin(Stewardship):
         key_id = api_key_or_id
         if isinstance(api_key_or_id, str) and api_key_or_id.startswith("ek_"):
             key_id = _split_key(api_key_or_id)[0]
-        with self._db.storage.write(self._db.principal.name) as w:
+        with self._res.storage.write(self._actor) as w:
             rows = w.fetch("api_keys", {"key_id": key_id, "revoked_tx": None})
             if not rows:
                 raise NotFound(f"no active key {key_id!r}", key_id=key_id)
@@ -136,13 +124,13 @@ class Admin(Stewardship):
             Unauthenticated: malformed, unknown, revoked key or inactive principal.
         """
         key_id, secret = _split_key(api_key)
-        rows = self._db.storage.fetch("api_keys", {"key_id": key_id})
+        rows = self._res.storage.fetch("api_keys", {"key_id": key_id})
         ok = bool(rows) and hmac.compare_digest(rows[0]["secret_hash"],
                                                 sha256_hex(secret.encode()))
         if not ok or rows[0]["revoked_tx"] is not None:
             raise Unauthenticated("API key is unknown or revoked; ask an admin for a new key")
         name = str(rows[0]["principal"])
-        p = self._db.storage.fetch("principals", {"name": name})
+        p = self._res.storage.fetch("principals", {"name": name})
         if not p or p[0]["status"] != "active":
             raise Unauthenticated(f"principal {name!r} is not active")
         return name
@@ -166,13 +154,14 @@ class Admin(Stewardship):
             check_name(grantee[5:], "role")
         else:
             check_name(grantee)
-        with self._db.storage.write(self._db.principal.name) as w:
+        with self._res.storage.write(self._actor) as w:
             if not grantee.startswith("role:") and not w.fetch("principals", {"name": grantee}):
                 raise NotFound(f"no principal {grantee!r}; create it before granting",
                                name=grantee)
-            row = {"id": new_id(), "grantee": grantee, "pattern": pattern,
-                   "actions": sorted(set(actions)), "granted_by": self._db.principal.name,
-                   "tx_from": w.tx, "tx_to": None}
+            row: dict[str, Any] = {
+                "id": new_id(), "grantee": grantee, "pattern": pattern,
+                "actions": sorted(set(actions)), "granted_by": self._actor,
+                "tx_from": w.tx, "tx_to": None}
             self._log(w, "grant.created", grantee, [Insert("grants", row)])
         return Grant(id=row["id"], grantee=grantee, pattern=pattern,
                      actions=tuple(row["actions"]), granted_by=row["granted_by"],
@@ -180,7 +169,7 @@ class Admin(Stewardship):
 
     def revoke(self, grant_id: str) -> None:
         """End a grant; reads and writes through it stop at once (history keeps it)."""
-        with self._db.storage.write(self._db.principal.name) as w:
+        with self._res.storage.write(self._actor) as w:
             rows = w.fetch("grants", {"id": grant_id, "tx_to": None})
             if not rows:
                 raise NotFound(f"no active grant {grant_id!r}", grant_id=grant_id)
@@ -194,4 +183,47 @@ class Admin(Stewardship):
         return [Grant(id=r["id"], grantee=r["grantee"], pattern=r["pattern"],
                       actions=tuple(r["actions"]), granted_by=r["granted_by"],
                       tx_from=r["tx_from"], tx_to=r["tx_to"])
-                for r in self._db.storage.fetch("grants", where, order_by="tx_from")]
+                for r in self._res.storage.fetch("grants", where, order_by="tx_from")]
+
+    # -- read-audit settings -----------------------------------------------------------
+
+    def set_read_audit(self, pattern: str, mode: str, *, rate: float | None = None) -> None:
+        """Choose how reads in namespaces matching ``pattern`` are audited.
+
+        Args:
+            pattern: a namespace glob; the most specific matching pattern wins.
+            mode: ``all`` (every read recorded, the default), ``sampled``
+                (a fraction ``rate`` of reads) or ``off``.
+            rate: for ``sampled``, in (0, 1].
+
+        Raises:
+            InvalidInput: unknown mode, bad rate or glob.
+        """
+        check_glob(pattern)
+        if mode not in READ_AUDIT_MODES:
+            raise InvalidInput(f"read audit mode must be one of {', '.join(READ_AUDIT_MODES)}",
+                               field="mode")
+        if mode == "sampled":
+            if (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                    or not 0 < rate <= 1):
+                raise InvalidInput("sampled read audit needs rate in (0, 1], e.g. rate=0.1",
+                                   field="rate")
+        elif rate is not None:
+            raise InvalidInput(f"rate only applies to mode 'sampled', not {mode!r}",
+                               field="rate")
+        with self._res.storage.write(self._actor) as w:
+            rows = w.fetch("namespace_settings", {"pattern": pattern})
+            settings = dict(rows[0]["settings"] or {}) if rows else {}
+            settings["read_audit"] = mode
+            settings.pop("read_sample_rate", None)
+            if mode == "sampled":
+                settings["read_sample_rate"] = float(rate)  # type: ignore[arg-type]
+            eff: Effect
+            if rows:
+                eff = Update("namespace_settings", {"pattern": pattern},
+                             {"settings": settings, "tx": w.tx}, expect={"tx": rows[0]["tx"]})
+            else:
+                eff = Insert("namespace_settings",
+                             {"pattern": pattern, "settings": settings, "tx": w.tx})
+            self._commit(w, "settings.changed", None, pattern, [eff])
+        self._res.read_audit.invalidate()

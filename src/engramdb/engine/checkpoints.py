@@ -2,12 +2,12 @@
 
 The glue between the stored log and the pure primitives of
 :mod:`engramdb.audit`: one Merkle leaf per event, in ``seq`` order, from
-its 32-byte chain hash. :meth:`~CheckpointMixin.checkpoint` signs the root
-of a log that verifies; :meth:`~CheckpointMixin.verify_checkpoint` recomputes
+its 32-byte chain hash. :meth:`~Checkpoints.checkpoint` signs the root
+of a log that verifies; :meth:`~Checkpoints.verify_checkpoint` recomputes
 every chain hash from the stored envelopes (so an edit that did not
 recompute hashes is caught here too), checks that the first ``tree_size``
 leaves still give the signed root and head, and proves the checkpointed
-tree a prefix of the current one; :meth:`~CheckpointMixin.prove` gives one
+tree a prefix of the current one; :meth:`~Checkpoints.prove` gives one
 event's envelope and inclusion proof for :func:`engramdb.audit.verify_event_proof`.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -38,25 +38,29 @@ from engramdb.audit.evidence import (
     default_key_path,
 )
 from engramdb.audit.merkle import MerkleProof, hash_leaves, root
+from engramdb.audit.verify import verify_storage
 from engramdb.codec import GENESIS_HASH, chain_hash
+from engramdb.engine.resources import Resources
 from engramdb.errors import IntegrityError, InvalidInput
 from engramdb.storage.base import RawEvent
 
 if TYPE_CHECKING:
-    from engramdb.engine.read_audit import ReadAudit
     from engramdb.model import VerifyReport
 
-__all__ = ["CheckpointMixin"]
+__all__ = ["Checkpoints"]
 
 
-class CheckpointMixin:
-    """Checkpoints and proofs over the log (Database mixin, admin only)."""
+class Checkpoints:
+    """Verification, checkpoints and proofs over the log (admin only)."""
 
-    if TYPE_CHECKING:
-        storage: Any
-        read_audit: ReadAudit
+    def __init__(self, res: Resources) -> None:
+        self._res = res
+        self.storage = res.storage
 
-        def verify(self) -> VerifyReport: ...
+    def verify(self) -> VerifyReport:
+        """Check the whole log and every state row against it (buffered reads written first)."""
+        self._res.read_audit.flush()
+        return verify_storage(self.storage)
 
     def _events(self) -> Iterator[RawEvent]:
         after = 0
@@ -107,7 +111,6 @@ class CheckpointMixin:
             InvalidInput: the key file is missing or not an Ed25519 key.
         """
         key = private_key or load_private_key(self._key_path(key_path))
-        self.read_audit.flush()
         report = self.verify()
         if not report.ok:
             raise IntegrityError(f"the log does not verify ({report.problem}); not signing it",
@@ -145,7 +148,7 @@ class CheckpointMixin:
         cp = (checkpoint if isinstance(checkpoint, Checkpoint)
               else Checkpoint.from_json(Path(checkpoint).read_text(encoding="utf-8")))
         sig = check_checkpoint(cp, _public_key(public_key))
-        self.read_audit.flush()
+        self._res.read_audit.flush()
         hashes, chain_problem = self._chain()
         leaves = hash_leaves(bytes.fromhex(h) for h in hashes)
         problem: str | None = None

@@ -1,30 +1,33 @@
-"""The database handle: opening, the embedder, and the engine-wide operations.
+"""The composition root: opening a database, building its services, handing out sessions.
 
-``engramdb.open(path_or_url)`` returns a :class:`Database`. The handle is
-itself the admin's :class:`~engramdb.engine.session.Session` (the embedded
-opener is the admin) and hands out agent sessions with :meth:`as_agent`.
-It owns what is shared by every session: the storage backend, the embedder
-(whose identity the database records and enforces), and the configuration.
+``engramdb.open(path_or_url)`` returns a :class:`Database`. It builds the
+shared :class:`~engramdb.engine.resources.Resources` (storage, embedder,
+configuration, judge, read audit) and the
+:class:`~engramdb.engine.services.Services` over them, and is itself the
+admin's :class:`~engramdb.engine.session.Session` (the embedded opener is the
+admin); agents get theirs from :meth:`as_agent`. The database-wide operations
+(verify, export, checkpoints, knowledge at T, read-audit settings) delegate to
+their service. Doors learn about the backend only through :meth:`info`,
+:meth:`head` and :meth:`wait_for_events`, never through ``storage``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import threading
+import os
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-import numpy as np
-
-from engramdb.codec import from_micros
 from engramdb.engine.admin import Admin
-from engramdb.engine.audit import AuditDatabase
+from engramdb.engine.checkpoints import Checkpoints
 from engramdb.engine.read_audit import ReadAudit
-from engramdb.engine.rows import EngineConfig
-from engramdb.engine.session import PrincipalInfo, Session, hits_from, receipt_for
-from engramdb.engine.trust import TrustEngine
+from engramdb.engine.resources import ADMIN, Resources, event_from_raw
+from engramdb.engine.rows import EngineConfig, PrincipalInfo
+from engramdb.engine.services import Services
+from engramdb.engine.session import Session
 from engramdb.errors import (
     EmbedderMismatch,
     InvalidInput,
@@ -32,20 +35,25 @@ from engramdb.errors import (
     NotFound,
     PermissionDenied,
 )
-from engramdb.model import Event, MemoryDraft, RecallFilter, RecallResult, VerifyReport
+from engramdb.model import Event, Memory, RecallResult, VerifyReport, check_namespace
 from engramdb.policy.judge import HeuristicJudge, Judge
-from engramdb.retrieval.rank import FusionWeights, fuse
-from engramdb.storage.base import Insert, RawEvent, Storage, WriteTx, effect_to_dict
+from engramdb.retrieval.rank import FusionWeights
+from engramdb.storage.base import Head, Insert, Storage, StorageInfo
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    from engramdb.audit.checkpoint import Checkpoint
+    from engramdb.audit.evidence import CheckpointReport, EventProof
     from engramdb.engine.portability import ExportSummary, ImportSummary
 
 __all__ = ["Database", "import_database", "open_database"]
 
-ADMIN = "admin"
 
-
-class Database(AuditDatabase, Session):
+class Database(Session):
     """An open EngramDB database, acting as its admin.
 
     Use :func:`engramdb.open` rather than constructing this directly.
@@ -53,24 +61,55 @@ class Database(AuditDatabase, Session):
 
     def __init__(self, storage: Storage, *, embedder: Any, config: EngineConfig | None = None,
                  weights: FusionWeights | None = None) -> None:
-        super().__init__(self, PrincipalInfo(ADMIN, ("admin",), 1.0, is_admin=True))
-        self.storage = storage
-        self.embedder = embedder
-        self.config = config or EngineConfig()
-        self.weights = weights or FusionWeights()
-        self.admin = Admin(self)
-        # Contradiction judge for free-text conflicts; swap in an LLMJudge at will.
         # (cast: the frozen dataclass's read-only ``name`` satisfies Judge at run time)
-        self.judge: Judge = cast(Judge, HeuristicJudge())
-        self._trust = TrustEngine(self)
-        self._principals_lock = threading.Lock()
-        self.read_audit = ReadAudit(self)
+        res = Resources(storage, embedder=embedder, config=config or EngineConfig(),
+                        weights=weights or FusionWeights(), judge=cast(Judge, HeuristicJudge()))
+        super().__init__(Services(res), PrincipalInfo(ADMIN, ("admin",), 1.0, is_admin=True))
+
+    # -- what the services share ------------------------------------------------------
+
+    @property
+    def storage(self) -> Storage:
+        return self._res.storage
+
+    @property
+    def embedder(self) -> Any:
+        return self._res.embedder
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._res.config
+
+    @property
+    def weights(self) -> FusionWeights:
+        return self._res.weights
+
+    @property
+    def judge(self) -> Judge:
+        """The contradiction judge for free-text conflicts; assign an LLMJudge at will."""
+        return self._res.judge
+
+    @judge.setter
+    def judge(self, value: Judge) -> None:
+        self._res.judge = value
+
+    @property
+    def read_audit(self) -> ReadAudit:
+        return self._res.read_audit
+
+    @property
+    def embedder_name(self) -> str:
+        return self._res.embedder_name
+
+    @property
+    def dimension(self) -> int | None:
+        return self._res.dimension
 
     # -- lifecycle --------------------------------------------------------------
 
     def close(self) -> None:
-        self.read_audit.close()  # buffered read-audit records are written first
-        self.storage.close()
+        self._res.read_audit.close()  # buffered read-audit records are written first
+        self._res.storage.close()
 
     def __enter__(self) -> Database:
         return self
@@ -81,21 +120,14 @@ class Database(AuditDatabase, Session):
     def __repr__(self) -> str:
         return f"<engramdb.Database {self.storage.url} embedder={self.embedder_name}>"
 
-    @property
-    def embedder_name(self) -> str:
-        return "none" if self.embedder is None else str(self.embedder.name)
-
-    @property
-    def dimension(self) -> int | None:
-        return None if self.embedder is None else int(self.embedder.dimension)
-
     def _bootstrap(self) -> None:
         """Record the embedder and create the admin principal, once per database."""
-        recorded = self.storage.meta("embedder")
+        storage = self.storage
+        recorded = storage.meta("embedder")
         mine = {"name": self.embedder_name,
                 "dimension": 0 if self.embedder is None else self.dimension}
         if recorded is None:
-            self.storage.set_meta("embedder", json.dumps(mine, sort_keys=True))
+            storage.set_meta("embedder", json.dumps(mine, sort_keys=True))
         else:
             theirs = json.loads(recorded)
             if theirs != mine:
@@ -107,16 +139,14 @@ class Database(AuditDatabase, Session):
                     recorded=theirs,
                     requested=mine,
                 )
-        if not self.storage.fetch("principals", {"name": ADMIN}):
-            with self.storage.write(ADMIN) as w:
-                if w.fetch("principals", {"name": ADMIN}):
+        if self._res.principal_row(ADMIN) is None:
+            with storage.write(ADMIN) as w:
+                if self._res.principal_row(ADMIN, w) is not None:
                     return
                 row = {"name": ADMIN, "kind": "admin", "roles": ["admin"], "trust": 1.0,
                        "status": "active", "created_tx": w.tx, "metadata": {}}
-                effects = [Insert("principals", row)]
-                w.apply(effects)
-                w.log("principal.created", actor=ADMIN, namespace=None, subject_ref=ADMIN,
-                      payload={"effects": [effect_to_dict(e) for e in effects]})
+                self._res.commit(w, "principal.created", ADMIN, None, ADMIN,
+                                 [Insert("principals", row)])
 
     # -- sessions ----------------------------------------------------------------
 
@@ -127,101 +157,48 @@ class Database(AuditDatabase, Session):
             NotFound: no such principal.
             PermissionDenied: the principal is frozen or retired.
         """
-        rows = self.storage.fetch("principals", {"name": name})
-        if not rows:
+        r = self._res.principal_row(name)
+        if r is None:
             raise NotFound(f"no principal {name!r}; create it with db.admin.create_agent",
                            name=name)
-        r = rows[0]
         if r["status"] != "active":
             raise PermissionDenied(f"principal {name!r} is {r['status']} and cannot act")
-        return Session(self, PrincipalInfo(name=r["name"], roles=tuple(r["roles"]),
-                                           trust=float(r["trust"]),
-                                           is_admin=r["kind"] == "admin"))
+        return Session(self._svc, PrincipalInfo(name=r["name"], roles=tuple(r["roles"]),
+                                                trust=float(r["trust"]),
+                                                is_admin=r["kind"] == "admin"))
 
     def session_for_key(self, api_key: str) -> Session:
         """The session of the principal an API key belongs to (the doors use this)."""
         return self.as_agent(self.admin.authenticate(api_key))
 
-    def _grants_for(self, principal: PrincipalInfo, as_of: int | None) -> list[dict[str, Any]]:
-        grantees = [principal.name, *(f"role:{r}" for r in principal.roles)]
-        if as_of is None:
-            return self.storage.fetch("grants", {"grantee": grantees, "tx_to": None})
-        rows = self.storage.fetch("grants", {"grantee": grantees})
-        return [g for g in rows
-                if g["tx_from"] <= as_of and (g["tx_to"] is None or g["tx_to"] > as_of)]
+    # -- the storage seam, as the doors may see it ---------------------------------------
 
-    # -- embeddings ----------------------------------------------------------------
+    def info(self) -> StorageInfo:
+        """Which backend this is and where: what doors may show (never the storage itself)."""
+        return self.storage.info()
 
-    def _embed(self, texts: Sequence[str]) -> np.ndarray | None:
-        if self.embedder is None or not texts:
-            return None
-        return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
+    def head(self) -> Head:
+        """The log's head: last seq, last tx, its hash and time."""
+        return self.storage.head()
 
-    def _vectors_for(self, items: Sequence[MemoryDraft | str]) -> list[np.ndarray | None]:
-        """Embeddings for drafts (precomputed ones kept) or plain texts, batched."""
-        out: list[np.ndarray | None] = [None] * len(items)
-        todo: list[tuple[int, str]] = []
-        for i, item in enumerate(items):
-            if isinstance(item, MemoryDraft):
-                if item.embedding is not None:
-                    out[i] = np.asarray(item.embedding, dtype=np.float32)
-                    continue
-                todo.append((i, item.text))
-            else:
-                todo.append((i, item))
-        if todo and self.embedder is not None:
-            vecs = self._embed([t for _, t in todo])
-            assert vecs is not None
-            for (i, _), v in zip(todo, vecs, strict=True):
-                out[i] = v
-        return out
+    def counts(self) -> dict[str, int]:
+        """Rows per state table (for metrics)."""
+        return self.storage.counts()
 
-    def _copy_vector(self, w: WriteTx, memory_id: str, from_version: int,
-                     to_version: int) -> None:
-        if self.embedder is not None:
-            w.copy_vector(memory_id, from_version, to_version)
+    def wait_for_events(self, after: int, timeout: float) -> bool:
+        """Block until the log has an event after seq ``after`` or ``timeout`` s pass.
 
-    # -- recall ---------------------------------------------------------------------
+        PostgreSQL wakes on LISTEN/NOTIFY; SQLite polls its file. Returns whether
+        there is a newer event (re-read with :meth:`changes` either way).
+        """
+        return self.storage.wait_for_events(after, timeout)
 
-    def _recall(self, session: Session, query: str, flt: RecallFilter, k: int,
-                as_of: int | None, *, query_embedding: np.ndarray | None = None
-                ) -> RecallResult:
-        head = self.storage.head()
-        read_tx = head.tx if as_of is None else min(as_of, head.tx)
-        if flt.as_of is None:
-            # Pin the read to the head we saw, so the receipt names a real snapshot.
-            flt = RecallFilter(**{**_filter_fields(flt), "as_of": read_tx})
-        if flt.namespaces is not None and not flt.namespaces:
-            return RecallResult((), receipt_for((), read_tx, flt.valid_at,
-                                                session.principal.name, query))
-        n = max(self.config.recall_candidates, k * 3)
-        text_hits = self.storage.search_text(query, flt, n)
-        vector_hits: list[Any] = []
-        if self.embedder is not None:
-            if query_embedding is None:
-                qv = self._embed([query])
-                assert qv is not None
-                query_embedding = qv[0]
-            vector_hits = self.storage.search_vector(query_embedding, flt, n)
-        now = head.recorded_at if as_of is None else self._tx_time(read_tx)
-        scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=self.weights)
-        hits = self._trust.mark_contested(hits_from(scored, flt.as_of), as_of)
-        return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at,
-                                              session.principal.name, query))
+    def event(self, seq: int) -> Event | None:
+        """Log event ``seq`` as a value (``None``: no such event)."""
+        raws = self.storage.events(after=seq - 1, limit=1)
+        return event_from_raw(raws[0]) if raws and raws[0].seq == seq else None
 
-    def _tx_time(self, tx: int) -> int:
-        return self.storage.tx_time(tx)
-
-    # -- log ------------------------------------------------------------------------
-
-    def _event(self, raw: RawEvent) -> Event:
-        return Event(
-            seq=raw.seq, tx=raw.tx, kind=raw.kind, namespace=raw.namespace, actor=raw.actor,
-            recorded_at=from_micros(raw.recorded_at),  # type: ignore[arg-type]
-            subject_ref=raw.subject_ref,
-            payload=None if raw.payload is None else json.loads(raw.payload),
-            commitment=raw.commitment, prev_hash=raw.prev_hash, hash=raw.hash,
-        )
+    # -- database-wide operations ----------------------------------------------------
 
     def export(self, out: IO[str], *, progress: Callable[[int], None] | None = None
                ) -> ExportSummary:
@@ -245,14 +222,73 @@ class Database(AuditDatabase, Session):
         Returns:
             A :class:`VerifyReport`: ``ok``, or the first bad event and why.
         """
-        from engramdb.audit.verify import verify_storage
+        return self._svc.log.verify()
 
-        self.read_audit.flush()
-        return verify_storage(self.storage)
+    def checkpoint(self, key_path: str | os.PathLike[str] | None = None, *,
+                   private_key: Ed25519PrivateKey | None = None) -> Checkpoint:
+        return self._svc.log.checkpoint(key_path, private_key=private_key)
 
+    def verify_checkpoint(
+        self, checkpoint: Checkpoint | str | os.PathLike[str],
+        public_key: Ed25519PublicKey | str | bytes | os.PathLike[str] | None = None, *,
+        full: bool = True,
+    ) -> CheckpointReport:
+        return self._svc.log.verify_checkpoint(checkpoint, public_key, full=full)
 
-def _filter_fields(flt: RecallFilter) -> dict[str, Any]:
-    return {name: getattr(flt, name) for name in RecallFilter.__slots__}
+    def prove(self, seq: int, *, tree_size: int | None = None) -> EventProof:
+        return self._svc.log.prove(seq, tree_size=tree_size)
+
+    checkpoint.__doc__ = Checkpoints.checkpoint.__doc__
+    verify_checkpoint.__doc__ = Checkpoints.verify_checkpoint.__doc__
+    prove.__doc__ = Checkpoints.prove.__doc__
+
+    def knowledge(
+        self,
+        agent: str,
+        *,
+        at: int | datetime | str,
+        query: str | None = None,
+        namespace: str = "**",
+        valid_at: datetime | str | None = None,
+        k: int | None = None,
+        layers: Sequence[str] | None = None,
+    ) -> RecallResult | list[Memory]:
+        """What ``agent`` could have recalled at transaction time ``at``.
+
+        The agent's grants are taken as they stood at ``at`` (not today's),
+        and memories as they were current then; ``valid_at`` further keeps
+        only facts that held in the world at that moment.
+
+        Args:
+            agent: the principal's name.
+            at: transaction time: a tx number, a datetime or an ISO string.
+            query: with a query, the recall the agent would have got
+                (``k`` hits, default 10); without, every memory it could
+                read then, newest first (at most ``k`` if given).
+            namespace: a glob narrowing the namespaces considered.
+            valid_at: valid time.
+            layers: restrict to these layers.
+
+        Raises:
+            NotFound: no such principal.
+            InvalidInput: missing ``at``, bad glob, query or ``k``.
+        """
+        return self._svc.knowledge.knowledge(self._caller, agent, at=at, query=query,
+                                             namespace=namespace, valid_at=valid_at, k=k,
+                                             layers=layers)
+
+    def set_read_audit(self, pattern: str, mode: str, *, rate: float | None = None) -> None:
+        self.admin.set_read_audit(pattern, mode, rate=rate)
+
+    set_read_audit.__doc__ = Admin.set_read_audit.__doc__
+
+    def read_audit_mode(self, namespace: str) -> tuple[str, float]:
+        """The ``(mode, rate)`` that applies to reads of ``namespace``."""
+        return self._res.read_audit.mode_for(check_namespace(namespace))
+
+    def flush_reads(self) -> int:
+        """Write buffered read-audit records now; returns how many."""
+        return self._res.read_audit.flush()
 
 
 def open_database(target: str | Path = "engram.db", *, embedder: Any = "default",
@@ -354,11 +390,13 @@ def _open_storage(target: str | Path, synchronous: str,
             ) from exc
         storage = PostgresStorage(target_s, **storage_options)
     else:
-        if storage_options:
-            raise InvalidInput(f"unknown options for SQLite: {sorted(storage_options)}")
+        unknown = set(storage_options) - {"busy_timeout_s"}
+        if unknown:
+            raise InvalidInput(f"unknown options for SQLite: {sorted(unknown)}; it takes "
+                               "busy_timeout_s (how long a write waits for the lock)")
         from engramdb.storage.sqlite import SQLiteStorage
 
-        storage = SQLiteStorage(target_s, synchronous=synchronous)
+        storage = SQLiteStorage(target_s, synchronous=synchronous, **storage_options)
     return storage
 
 

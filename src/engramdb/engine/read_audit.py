@@ -23,12 +23,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engramdb.codec import new_id
+from engramdb.engine._commit import commit
 from engramdb.errors import EngramError
 from engramdb.model import Memory, Receipt, namespace_matches
-from engramdb.storage.base import Effect, Insert, effect_to_dict
+from engramdb.storage.base import Effect, Insert
 
 if TYPE_CHECKING:
-    from engramdb.engine.database import Database
+    from engramdb.storage.base import Storage
 
 __all__ = ["READ_AUDIT_MODES", "ReadAudit"]
 
@@ -65,10 +66,11 @@ class ReadAudit:
 
     SETTINGS_TTL_S = 1.0
 
-    def __init__(self, db: Database, *, batch_size: int = 256, interval_s: float = 1.0,
-                 synchronous: bool = False, max_buffer: int = 100_000,
+    def __init__(self, storage: Storage, *, actor: str, batch_size: int = 256,
+                 interval_s: float = 1.0, synchronous: bool = False, max_buffer: int = 100_000,
                  seed: int | None = None) -> None:
-        self._db = db
+        self._storage = storage
+        self._actor = actor
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.synchronous = synchronous
@@ -98,7 +100,7 @@ class ReadAudit:
         now = time.monotonic()
         if self._settings is None or now - self._settings_at > self.SETTINGS_TTL_S:
             out = []
-            for r in self._db.storage.fetch("namespace_settings", {}):
+            for r in self._storage.fetch("namespace_settings", {}):
                 s = r["settings"] or {}
                 if isinstance(s, Mapping) and s.get("read_audit") in READ_AUDIT_MODES:
                     out.append((str(r["pattern"]), str(s["read_audit"]),
@@ -179,10 +181,13 @@ class ReadAudit:
             self.flush()
         elif due:
             try:
-                self.flush()
+                # A read never waits for the write lock: if another writer (another
+                # thread or process) holds it, the records stay buffered for the next
+                # read, the background flusher or close.
+                self.flush(wait=False)
             except EngramError as exc:
-                # E.g. a recall inside the same thread's open write transaction:
-                # the records stay buffered for the next flush.
+                # E.g. the lock is busy, or a recall inside the same thread's open
+                # write transaction: the records stay buffered for the next flush.
                 log.debug("read audit flush deferred: %s", exc)
         return True
 
@@ -192,42 +197,51 @@ class ReadAudit:
         with self._lock:
             return len(self._buf) + self._inflight
 
-    def flush(self) -> int:
+    def flush(self, *, wait: bool = True) -> int:
         """Write every buffered read now; returns how many were written.
+
+        Args:
+            wait: wait for the write lock (default). ``False`` (what reads use)
+                writes only if the lock is free now, else leaves the records
+                buffered and raises :class:`~engramdb.errors.Busy`.
 
         Raises:
             StorageError: the write failed (the records stay buffered).
         """
-        with self._flush_lock:
-            with self._lock:
-                rows, self._buf = self._buf, []
-                self._inflight = len(rows)
-            done = 0
-            try:
-                while done < len(rows):
-                    chunk = rows[done: done + max(1, self.batch_size)]
-                    self._write(chunk)
-                    done += len(chunk)
-                    with self._lock:
-                        self._inflight = len(rows) - done
-            except BaseException:
-                with self._lock:
-                    self._buf[:0] = rows[done:]
-                    self._inflight = 0
-                    self._oldest = time.monotonic()
-                raise
-            return done
+        if not self._flush_lock.acquire(blocking=wait):
+            return 0  # another thread is flushing right now; it writes these too
+        try:
+            return self._flush(wait)
+        finally:
+            self._flush_lock.release()
 
-    def _write(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _flush(self, wait: bool) -> int:
+        with self._lock:
+            rows, self._buf = self._buf, []
+            self._inflight = len(rows)
+        done = 0
+        try:
+            while done < len(rows):
+                chunk = rows[done: done + max(1, self.batch_size)]
+                self._write(chunk, wait)
+                done += len(chunk)
+                with self._lock:
+                    self._inflight = len(rows) - done
+        except BaseException:
+            with self._lock:
+                self._buf[:0] = rows[done:]
+                self._inflight = 0
+                self._oldest = time.monotonic()
+            raise
+        return done
+
+    def _write(self, rows: Sequence[dict[str, Any]], wait: bool = True) -> None:
         effects: list[Effect] = [Insert("reads", r) for r in rows]
         effects += [Insert("read_items", {"read_id": r["id"], "memory_id": i["id"],
                                           "version": i["version"]})
                     for r in rows for i in r["items"]]
-        actor = self._db.principal.name
-        with self._db.storage.write(actor) as w:
-            w.apply(effects)
-            w.log("reads.recorded", actor=actor, namespace=None, subject_ref=None,
-                  payload={"effects": [effect_to_dict(e) for e in effects]})
+        with self._storage.write(self._actor, wait=wait) as w:
+            commit(w, "reads.recorded", self._actor, None, None, effects)
 
     # -- optional background flusher ---------------------------------------------------
 

@@ -9,7 +9,8 @@ from the caller.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,9 +24,35 @@ from engramdb.errors import (
     InvalidMetadata,
     TextTooLong,
 )
-from engramdb.model import Memory, MemoryDraft, check_layer, check_namespace, to_utc
+from engramdb.model import (
+    Conflict,
+    Decision,
+    Memory,
+    MemoryDraft,
+    ReceiptItem,
+    check_layer,
+    check_namespace,
+    to_utc,
+)
 
-__all__ = ["EngineConfig", "check_idempotency_key", "memory_from_row", "validate_draft"]
+__all__ = ["EngineConfig", "PrincipalInfo", "check_count", "check_id", "check_idempotency_key",
+           "check_name", "check_reason", "conflict_from_row", "decision_from_row",
+           "memory_from_row", "names", "validate_draft"]
+
+# Integers go into 64-bit SQL columns; a larger one is refused as input, not
+# left to overflow in the driver.
+MAX_INT64 = 2**63 - 1
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalInfo:
+    """Who a session acts as: name, roles and trust as of login, admin or not."""
+
+    name: str
+    roles: tuple[str, ...] = ()
+    trust: float = 0.5
+    is_admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,3 +270,73 @@ def draft_to_row(draft: MemoryDraft, *, memory_id: str, author: str, tx: int,
         "status": status,
         "expires_at": to_micros(draft.expires_at),
     }
+
+
+def check_id(memory_id: Any, what: str = "memory id") -> str:
+    """A memory (or other object) id: a non-empty, storable string."""
+    if not isinstance(memory_id, str) or not memory_id:
+        raise InvalidInput(f"{what} must be a non-empty string", field="id")
+    return check_chars(memory_id, what)
+
+
+def check_count(value: Any, what: str) -> int:
+    """A non-negative integer that fits a 64-bit column (a seq, tx or version)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
+        raise InvalidInput(f"{what} must be an integer from 0 to {MAX_INT64}", field=what)
+    return value
+
+
+def check_reason(reason: Any) -> None:
+    if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
+        raise InvalidInput("reason must be a string of at most 2000 characters", field="reason")
+    if reason is not None:
+        check_chars(reason, "reason")
+
+
+def check_name(name: Any, what: str = "principal name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(
+            f"{what} {name!r} is malformed: use 1-64 lowercase letters, digits, '_', '.', '-', "
+            "starting with a letter or digit",
+            field=what,
+        )
+    return name
+
+
+def names(value: Any, what: str, choices: Sequence[str] = ()) -> list[Any]:
+    """A list argument of names: one string, or a list, tuple or set of them.
+
+    Anything else (a dict, a generator, a number) is refused rather than iterated.
+    """
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        hint = f" of {', '.join(choices)}" if choices else ""
+        raise InvalidInput(f"{what} must be a list{hint}, not {type(value).__name__}",
+                           field=what)
+    return list(value)
+
+
+def conflict_from_row(r: Mapping[str, Any]) -> Conflict:
+    """A stored conflict row as the public :class:`~engramdb.model.Conflict` value."""
+    return Conflict(
+        id=r["id"], kind=r["kind"], namespace=r["namespace"],
+        memories=tuple(ReceiptItem(str(m["id"]), int(m["version"])) for m in r["memories"]),
+        detector=r["detector"], reason=r["reason"], policy=r["policy"], outcome=r["outcome"],
+        status=r["status"], subject=r.get("subject"), predicate=r.get("predicate"),
+        winner=r.get("winner"), resolution=r.get("resolution"),
+        resolved_by=r.get("resolved_by"), tx=int(r["tx"]),
+        resolved_tx=None if r.get("resolved_tx") is None else int(r["resolved_tx"]),
+    )
+
+
+def decision_from_row(row: Mapping[str, Any]) -> Decision:
+    """A stored decision row as the public :class:`~engramdb.model.Decision` value."""
+    return Decision(
+        id=row["id"], principal=row["principal"], description=row["description"],
+        basis=tuple(ReceiptItem(str(i["id"]), int(i["version"])) for i in row["basis"]),
+        outcome=row["outcome"] or {}, metadata=row["metadata"] or {}, tx=int(row["tx"]),
+        recorded_at=from_micros(row["recorded_at"]),  # type: ignore[arg-type]
+        namespace=row["namespace"],
+        stale_tx=None if row.get("stale_tx") is None else int(row["stale_tx"]),
+    )

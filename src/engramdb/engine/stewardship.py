@@ -14,11 +14,14 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engramdb.codec import new_id, to_micros
-from engramdb.engine.rows import memory_from_row
-from engramdb.engine.trust import commit, next_version
+from engramdb.engine._commit import next_version
+from engramdb.engine.access import Caller
+from engramdb.engine.resources import Resources
+from engramdb.engine.rows import check_name, memory_from_row
+from engramdb.engine.trust import TrustEngine
 from engramdb.errors import InvalidInput, InvalidPolicy, NotFound
 from engramdb.model import (
     Memory,
@@ -39,9 +42,6 @@ from engramdb.policy.conflicts import (
     resolve_settings,
 )
 from engramdb.storage.base import Effect, Insert, Update, WriteTx
-
-if TYPE_CHECKING:
-    from engramdb.engine.database import Database
 
 __all__ = ["RETIRE_POLICIES", "Stewardship"]
 
@@ -67,12 +67,20 @@ def _schema_row(r: dict[str, Any]) -> PredicateSchema:
 class Stewardship:
     """The trust half of ``db.admin``; every method acts as the database's admin."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, res: Resources, trust: TrustEngine, caller: Caller) -> None:
+        self._res = res
+        self._trust = trust
+        self._caller = caller
 
     @property
     def _actor(self) -> str:
-        return self._db.principal.name
+        return self._caller.name
+
+    def _commit(self, w: WriteTx, kind: str, namespace: str | None, subject_ref: str,
+                effects: Sequence[Effect], extra: dict[str, Any] | None = None, *,
+                carry: Sequence[tuple[str, int, int]] = ()) -> None:
+        self._res.commit(w, kind, self._actor, namespace, subject_ref, effects, extra,
+                         carry=carry)
 
     # -- predicate schemas ------------------------------------------------------
 
@@ -91,7 +99,7 @@ class Stewardship:
         """
         schema = make_schema(pattern, predicate, cardinality=cardinality,
                              value_type=value_type, merge=merge, policy=policy)
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             effects: list[Effect] = [
                 Update("predicate_schemas", {"id": r["id"]}, {"tx_to": w.tx},
                        expect={"tx_to": None})
@@ -102,7 +110,7 @@ class Stewardship:
                    "merge": schema.merge, "policy": schema.policy, "tx_from": w.tx,
                    "tx_to": None}
             effects.append(Insert("predicate_schemas", row))
-            commit(w, "predicate.declared", self._actor, None, predicate, effects)
+            self._commit(w, "predicate.declared", None, predicate, effects)
         return _schema_row(row)
 
     def undeclare_predicate(self, pattern: str, predicate: str) -> None:
@@ -112,19 +120,19 @@ class Stewardship:
             NotFound: nothing is declared for that pattern and predicate.
         """
         check_glob(pattern)
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             rows = w.fetch("predicate_schemas", {"pattern": pattern, "predicate": predicate,
                                                  "tx_to": None})
             if not rows:
                 raise NotFound(f"no declaration of {predicate!r} on {pattern!r}",
                                pattern=pattern, predicate=predicate)
-            commit(w, "predicate.undeclared", self._actor, None, predicate, [
+            self._commit(w, "predicate.undeclared", None, predicate, [
                 Update("predicate_schemas", {"id": r["id"]}, {"tx_to": w.tx},
                        expect={"tx_to": None}) for r in rows])
 
     def predicates(self, namespace: str | None = None) -> list[PredicateSchema]:
         """Current declarations, those applying to ``namespace`` if given."""
-        rows = self._db.storage.fetch("predicate_schemas", {"tx_to": None}, order_by="tx_from")
+        rows = self._res.storage.fetch("predicate_schemas", {"tx_to": None}, order_by="tx_from")
         if namespace is not None:
             check_namespace(namespace)
             rows = [r for r in rows if namespace_matches(r["pattern"], namespace)]
@@ -134,7 +142,7 @@ class Stewardship:
         """The schema that governs ``predicate`` in ``namespace`` (defaults if undeclared)."""
         check_namespace(namespace)
         settings = self.settings_for(namespace)
-        rows = self._db.storage.fetch("predicate_schemas",
+        rows = self._res.storage.fetch("predicate_schemas",
                                       {"predicate": predicate, "tx_to": None})
         return resolve_schema(rows, namespace, predicate, settings.default_policy)
 
@@ -158,7 +166,7 @@ class Stewardship:
         clean = check_settings(settings)
         if not clean:
             raise InvalidInput("configure_namespace needs at least one setting")
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             rows = w.fetch("namespace_settings", {"pattern": pattern})
             merged = {**(rows[0]["settings"] if rows else {}), **clean}
             merged = {k: v for k, v in merged.items() if v is not None}
@@ -168,13 +176,13 @@ class Stewardship:
             else:
                 effect = Insert("namespace_settings", {"pattern": pattern, "settings": merged,
                                                        "tx": w.tx})
-            commit(w, "namespace.configured", self._actor, None, pattern, [effect])
+            self._commit(w, "namespace.configured", None, pattern, [effect])
         return merged
 
     def settings_for(self, namespace: str) -> NamespaceSettings:
         """The settings in force for one concrete namespace."""
         check_namespace(namespace)
-        return resolve_settings(self._db.storage.fetch("namespace_settings", {}), namespace)
+        return resolve_settings(self._res.storage.fetch("namespace_settings", {}), namespace)
 
     # -- principals ---------------------------------------------------------------------
 
@@ -193,8 +201,6 @@ class Stewardship:
             NotFound: no such principal.
             InvalidInput: bad trust or role, nothing to change, or the admin itself.
         """
-        from engramdb.engine.admin import check_name
-
         changes: dict[str, Any] = {}
         if trust is not None:
             if isinstance(trust, bool) or not isinstance(trust, (int, float)) \
@@ -207,11 +213,11 @@ class Stewardship:
             changes["roles"] = sorted({check_name(r, "role") for r in roles})
         if not changes:
             raise InvalidInput("update_agent needs trust= or roles=")
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             row = self._principal_row(w, name)
             if row["kind"] == "admin":
                 raise InvalidInput("the admin principal's trust and roles are fixed")
-            commit(w, "principal.updated", self._actor, None, name, [
+            self._commit(w, "principal.updated", None, name, [
                 Update("principals", {"name": name}, changes)])
         return _principal({**row, **changes})
 
@@ -222,12 +228,12 @@ class Stewardship:
             NotFound: no such principal.
             InvalidInput: the principal is not frozen.
         """
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             row = self._principal_row(w, name)
             if row["status"] != "frozen":
                 raise InvalidInput(f"principal {name!r} is {row['status']}, not frozen; only "
                                    "frozen principals can be reactivated")
-            commit(w, "principal.reactivated", self._actor, None, name, [
+            self._commit(w, "principal.reactivated", None, name, [
                 Update("principals", {"name": name}, {"status": "active"},
                        expect={"status": "frozen"})])
         return _principal({**row, "status": "active"})
@@ -266,7 +272,7 @@ class Stewardship:
                                field="successor")
         if policy != "transfer" and successor is not None:
             raise InvalidInput("successor= only goes with policy='transfer'", field="successor")
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             row = self._principal_row(w, name)
             if row["kind"] == "admin":
                 raise InvalidInput("the admin principal cannot be retired")
@@ -295,7 +301,7 @@ class Stewardship:
                     "retired": {"policy": policy, "successor": successor, "tx": w.tx}}
             effects.append(Update("principals", {"name": name},
                                   {"status": status, "metadata": meta}))
-            commit(w, "principal.retired", self._actor, None, name, effects,
+            self._commit(w, "principal.retired", None, name, effects,
                    {"policy": policy, "successor": successor})
             if policy == "archive":
                 self._archive_private(w, name)
@@ -303,7 +309,7 @@ class Stewardship:
 
     def _archive_private(self, w: WriteTx, name: str) -> None:
         own = private_namespace(name)
-        spaces = [ns for ns in self._db.storage.namespaces()
+        spaces = [ns for ns in self._res.storage.namespaces()
                   if namespace_matches(f"{own}/**", ns)]
         for ns in spaces:
             effects: list[Effect] = []
@@ -314,10 +320,9 @@ class Stewardship:
                 effects += eff
                 copies.append((cur["id"], int(cur["version"]), int(new["version"])))
             if effects:
-                commit(w, "memory.archived", self._actor, ns, name, effects,
-                       {"reason": f"principal {name} retired with policy 'archive'"})
-            for mid, old, new_v in copies:
-                self._db._copy_vector(w, mid, old, new_v)
+                self._commit(w, "memory.archived", ns, name, effects,
+                             {"reason": f"principal {name} retired with policy 'archive'"},
+                             carry=copies)
 
     # -- quarantine and rollback --------------------------------------------------------
 
@@ -332,16 +337,16 @@ class Stewardship:
         """
         if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
             raise InvalidInput("reason must be a string of at most 2000 characters")
-        return self._db._trust.approve(self._db, memory_id, reason)
+        return self._trust.approve(self._caller, memory_id, reason)
 
     def quarantined(self, namespace: str = "**", limit: int = 100) -> list[Memory]:
         """Quarantined memories waiting for :meth:`approve` (newest first)."""
         check_glob(namespace)
-        spaces = tuple(ns for ns in self._db.storage.namespaces()
+        spaces = tuple(ns for ns in self._res.storage.namespaces()
                        if namespace_matches(namespace, ns))
         if not spaces:
             return []
-        rows = self._db.storage.list_memories(
+        rows = self._res.storage.list_memories(
             RecallFilter(namespaces=spaces, statuses=("quarantined",)), limit=limit)
         return [memory_from_row(r) for r in rows]
 
@@ -370,13 +375,13 @@ class Stewardship:
             since_tx = since
         else:
             when = to_micros(to_utc(since, what="since"))
-            since_tx = self._db.storage.tx_at(int(when or 0) - 1) + 1
+            since_tx = self._res.storage.tx_at(int(when or 0) - 1) + 1
         out: list[Memory] = []
-        with self._db.storage.write(self._actor) as w:
+        with self._res.storage.write(self._actor) as w:
             self._principal_row(w, name)
             touched, resolved = self._touched_by(name, since_tx)
             by_space: dict[str, list[Effect]] = defaultdict(list)
-            copies: list[tuple[str, int, int]] = []
+            copies: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
             undone: dict[str, list[str]] = defaultdict(list)
             for memory_id, first_tx in touched.items():
                 versions = w.fetch("memories", {"id": memory_id}, order_by="version")
@@ -402,16 +407,16 @@ class Stewardship:
                 by_space[cur["namespace"]] += eff
                 undone[cur["namespace"]].append(memory_id)
                 if new["text"] == source["text"]:
-                    copies.append((memory_id, int(source["version"]), int(new["version"])))
+                    copies[cur["namespace"]].append(
+                        (memory_id, int(source["version"]), int(new["version"])))
                 out.append(memory_from_row(new))
             for ns, effects in sorted(by_space.items()):
-                effects += self._db._trust._close_conflicts(
+                effects += self._trust.close_conflicts(
                     w, undone[ns], ns, self._actor, f"rollback of {name} since tx {since_tx}")
-                commit(w, "author.rolled_back", self._actor, ns, name, effects,
-                       {"author": name, "since_tx": since_tx, "reason": "rollback"})
+                self._commit(w, "author.rolled_back", ns, name, effects,
+                             {"author": name, "since_tx": since_tx, "reason": "rollback"},
+                             carry=copies[ns])
             self._reopen(w, name, resolved, since_tx)
-            for mid, old, new_v in copies:
-                self._db._copy_vector(w, mid, old, new_v)
         return out
 
     def _reopen(self, w: WriteTx, name: str, conflict_ids: Sequence[str], since_tx: int
@@ -425,7 +430,7 @@ class Stewardship:
                     "status": "open", "winner": None, "resolution": None, "resolved_by": None,
                     "resolved_tx": None}))
         for ns, effects in sorted(by_space.items()):
-            commit(w, "author.rolled_back", self._actor, ns, name, effects,
+            self._commit(w, "author.rolled_back", ns, name, effects,
                    {"author": name, "since_tx": since_tx, "reason": "rollback"})
 
     def _touched_by(self, name: str, since_tx: int) -> tuple[dict[str, int], list[str]]:
@@ -440,7 +445,7 @@ class Stewardship:
         resolved: list[str] = []
         after = max(since_tx - 1, 0)
         while True:
-            batch = self._db.storage.events(after=after, limit=2000)
+            batch = self._res.storage.events(after=after, limit=2000)
             if not batch:
                 return touched, resolved
             for ev in batch:

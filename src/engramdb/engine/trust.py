@@ -9,10 +9,10 @@ free text), asks :mod:`engramdb.policy.conflicts` what the policy says, and
 turns the answer into effects that the writer logs with the write itself, so
 ``verify`` and ``import`` replay policies without knowing them.
 
-It also owns the reads around conflicts: the permission-filtered inbox,
-``resolve``, ``approve`` of quarantined memories, and the ``contested`` mark
-on recall hits. Administration (schemas, settings, principals, rollback)
-lives in :mod:`engramdb.engine.stewardship`.
+It also plans ``approve`` of quarantined memories. The conflict inbox,
+``resolve`` and the ``contested`` mark on recall hits live in
+:mod:`engramdb.engine.inbox`; administration (schemas, settings, principals,
+rollback) in :mod:`engramdb.engine.stewardship`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from __future__ import annotations
 import weakref
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from engramdb.codec import from_micros, new_id
-from engramdb.engine.audit import mark_stale
-from engramdb.engine.rows import memory_from_row
+from engramdb.engine._commit import next_version
+from engramdb.engine.access import Caller
+from engramdb.engine.resources import Resources
+from engramdb.engine.rows import conflict_from_row, memory_from_row
 from engramdb.errors import (
     ContradictionError,
     InvalidInput,
@@ -36,7 +38,7 @@ from engramdb.errors import (
     NotFound,
     PermissionDenied,
 )
-from engramdb.model import Conflict, Hit, Memory, RecallFilter, ReceiptItem, check_glob
+from engramdb.model import Conflict, Memory, RecallFilter
 from engramdb.policy import crdt
 from engramdb.policy.conflicts import (
     NamespaceSettings,
@@ -52,20 +54,15 @@ from engramdb.policy.conflicts import (
     valid_overlap,
 )
 from engramdb.policy.judge import Statement
-from engramdb.storage.base import Effect, Head, Insert, Update, WriteTx, effect_to_dict
+from engramdb.storage.base import Effect, Head, Insert, Update, WriteTx
 
-if TYPE_CHECKING:
-    from engramdb.engine.database import Database
-    from engramdb.engine.session import PrincipalInfo, Session
-
-__all__ = ["CRDT_KEY", "BatchItem", "FreeTextBatch", "Plan", "TrustEngine", "conflict_from_row"]
+__all__ = ["CRDT_KEY", "BatchItem", "FreeTextBatch", "Plan", "TrustEngine"]
 
 CRDT_KEY = "_crdt"  # metadata key holding a merged memory's state; set only by the engine
 _FREE_TEXT_LAYERS = ("semantic",)  # episodes and working notes record events, not beliefs
 # Below this cosine similarity two texts are not about the same thing (MiniLM scale);
 # contradicting pairs ("window is Friday" / "window is Monday") score above 0.8.
 _MIN_SIMILARITY = 0.5
-_CHANGEABLE = ("active", "quarantined", "superseded")
 # Committed candidates a batch keeps beyond the n + 1 a search takes, so that a few
 # of them changing before the write lock is taken does not force a new search.
 _SPARE_CANDIDATES = 4
@@ -75,7 +72,7 @@ class Writer(Protocol):
     """What the trust engine needs from the session's writer."""
 
     @property
-    def s(self) -> Session: ...
+    def s(self) -> Caller: ...
 
     @property
     def w(self) -> WriteTx: ...
@@ -83,7 +80,7 @@ class Writer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Ctx:
-    s: Session
+    s: Caller
     w: WriteTx
 
 
@@ -101,6 +98,7 @@ class Plan:
     row: dict[str, Any]
     effects: list[Effect]
     conflicts: tuple[Conflict, ...] = ()
+    carry: tuple[tuple[str, int, int], ...] = ()  # (id, from, to): vectors kept by new versions
 
     def memory(self) -> Memory:
         m = memory_from_row(self.row)
@@ -158,49 +156,11 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b)) / norm if norm else 0.0
 
 
-def conflict_from_row(r: Mapping[str, Any]) -> Conflict:
-    """A stored conflict row as the public :class:`~engramdb.model.Conflict` value."""
-    return Conflict(
-        id=r["id"], kind=r["kind"], namespace=r["namespace"],
-        memories=tuple(ReceiptItem(str(m["id"]), int(m["version"])) for m in r["memories"]),
-        detector=r["detector"], reason=r["reason"], policy=r["policy"], outcome=r["outcome"],
-        status=r["status"], subject=r.get("subject"), predicate=r.get("predicate"),
-        winner=r.get("winner"), resolution=r.get("resolution"),
-        resolved_by=r.get("resolved_by"), tx=int(r["tx"]),
-        resolved_tx=None if r.get("resolved_tx") is None else int(r["resolved_tx"]),
-    )
-
-
-def next_version(w: WriteTx, cur: Mapping[str, Any], changes: Mapping[str, Any]
-                 ) -> tuple[dict[str, Any], list[Effect]]:
-    """A new version of ``cur`` with ``changes``, and the two effects that write it.
-
-    The author stays the content's author: the principal who caused a status
-    change is the event's actor, so provenance of the words is never lost.
-    """
-    new = {**cur, **changes, "version": int(cur["version"]) + 1, "tx_from": w.tx,
-           "tx_to": None, "recorded_at": w.recorded_at}
-    return new, [
-        Update("memories", {"id": cur["id"], "version": cur["version"]}, {"tx_to": w.tx},
-               expect={"tx_to": None}),
-        Insert("memories", new),
-    ]
-
-
-def commit(w: WriteTx, kind: str, actor: str, namespace: str | None, subject_ref: str | None,
-           effects: list[Effect], extra: Mapping[str, Any] | None = None) -> None:
-    """Apply and log effects as one event (the only way trust changes state)."""
-    w.apply(effects)
-    w.log(kind, actor=actor, namespace=namespace, subject_ref=subject_ref,
-          payload={"effects": [effect_to_dict(e) for e in effects], **(extra or {})})
-    mark_stale(w, effects, actor)
-
-
 class TrustEngine:
     """Detection, policies and the conflict inbox for one :class:`Database`."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, res: Resources) -> None:
+        self._res = res
         # Memories written earlier in the same transaction: storage search
         # reads committed state only, so free-text detection looks here too.
         self._pending: weakref.WeakKeyDictionary[
@@ -223,22 +183,6 @@ class TrustEngine:
             return Party(name, 0.0)
         return Party(name, float(rows[0]["trust"]), tuple(rows[0]["roles"]))
 
-    def live_principal(self, p: PrincipalInfo) -> PrincipalInfo:
-        """The principal as it is now (roles and trust may have changed since login).
-
-        Raises:
-            PermissionDenied: the principal was frozen, retired or removed.
-        """
-        rows = self._db.storage.fetch("principals", {"name": p.name})
-        if not rows or rows[0]["status"] != "active":
-            status = rows[0]["status"] if rows else "unknown"
-            raise PermissionDenied(
-                f"principal {p.name!r} is {status} and can no longer act; a frozen principal "
-                "can be reactivated by an admin (db.admin.reactivate_agent)", principal=p.name)
-        r = rows[0]
-        return replace(p, roles=tuple(r["roles"]), trust=float(r["trust"]),
-                       is_admin=r["kind"] == "admin")
-
     # -- write hooks -----------------------------------------------------------
 
     def prepare_batch(self, drafts: Sequence[Any], vectors: Sequence[np.ndarray | None]
@@ -253,7 +197,7 @@ class TrustEngine:
         """
         if any(v is None for v in vectors):
             return None
-        storage = self._db.storage
+        storage = self._res.storage
         # Recorded before searching: the searches see this head or a later one,
         # so "recorded since the snapshot" covers whatever they may have missed.
         batch = FreeTextBatch(len(drafts), storage.head())
@@ -283,7 +227,7 @@ class TrustEngine:
         by_subject: dict[str | None, list[int]] = defaultdict(list)
         for a in checked:
             by_subject[drafts[members[a]].subject].append(a)
-        storage = self._db.storage
+        storage = self._res.storage
         keep = n + 1 + _SPARE_CANDIDATES
         for subject, positions in by_subject.items():
             flt = RecallFilter(namespaces=(ns,), layers=_FREE_TEXT_LAYERS,
@@ -345,7 +289,7 @@ class TrustEngine:
             for r in w.fetch("memories", {"id": ids[start:start + 500], "tx_to": None}):
                 current[str(r["id"])] = (int(r["version"]), str(r["status"]))
         since = from_micros(head.recorded_at)
-        storage = self._db.storage
+        storage = self._res.storage
         for ns, subject, positions, mat in batch.groups:
             made_for = batch.settings[positions[0]]  # one namespace: the same for all
             if made_for is None:
@@ -420,7 +364,7 @@ class TrustEngine:
             return Plan(new, [Insert("memories", new)])
         insert: list[Effect] = [Insert("memories", new)]
         if kind == "memory.retracted":
-            closing = self._close_conflicts(w, [cur["id"]], ns, wr.s.principal.name,
+            closing = self.close_conflicts(w, [cur["id"]], ns, wr.s.principal.name,
                                             f"memory {cur['id']} was retracted")
             return Plan(new, insert + closing)
         if CRDT_KEY in (cur.get("metadata") or {}) and (
@@ -475,18 +419,19 @@ class TrustEngine:
         parties = {name: self.party(w, name)
                    for name in {row["author"], *(r.row["author"] for r in rivals)}}
         outcome = decide(policy, row, rivals, parties, settings.authority)
-        readable = wr.s._acl().check("read", row["namespace"]).allow
+        readable = wr.s.acl().check("read", row["namespace"]).allow
         if outcome.refuse:
             raise self._contradiction(row, outcome, readable)
         planned = {**row, "status": outcome.new_status, "valid_to": outcome.new_valid_to}
         effects: list[Effect] = [
             Insert("memories", planned) if isinstance(e, Insert) and e.table == "memories"
             and e.row is row else e for e in insert]
+        carry: list[tuple[str, int, int]] = []
         for change in outcome.rival_changes:
             cur = w.fetch("memories", {"id": change.id, "version": change.version})[0]
             new, eff = next_version(w, cur, change.changes)
             effects += eff
-            self._db._copy_vector(w, cur["id"], int(cur["version"]), int(new["version"]))
+            carry.append((cur["id"], int(cur["version"]), int(new["version"])))
         conflicts = []
         for co in outcome.conflicts:
             resolved = co.status == "resolved"
@@ -507,7 +452,7 @@ class TrustEngine:
             }
             effects.append(Insert("conflicts", crow))
             conflicts.append(conflict_from_row(crow))
-        return Plan(planned, effects, tuple(conflicts) if readable else ())
+        return Plan(planned, effects, tuple(conflicts) if readable else (), tuple(carry))
 
     def _contradiction(self, row: Mapping[str, Any], outcome: Outcome,
                        readable: bool) -> ContradictionError:
@@ -550,7 +495,7 @@ class TrustEngine:
                             or _cosine(vector, v) >= _MIN_SIMILARITY)]
         ids = [i for i in found if i != row["id"]][:n]
         ids += [i for i in pending[:n] if i not in ids and i != row["id"]]
-        judge = self._db.judge
+        judge = self._res.judge
         new = Statement(row["text"], row.get("subject"), row.get("predicate"), row.get("value"))
         out: list[Rival] = []
         for memory_id in ids:
@@ -572,7 +517,7 @@ class TrustEngine:
         """Ids of the committed memories most like ``row`` (its own search)."""
         flt = RecallFilter(namespaces=(row["namespace"],), layers=_FREE_TEXT_LAYERS,
                            statuses=("active",), subject=row.get("subject"))
-        storage = self._db.storage
+        storage = self._res.storage
         # Nearest by meaning when there is an embedding (cheap, and dissimilar
         # memories are never judged); by words when the database has no embedder.
         if vector is not None:
@@ -611,7 +556,7 @@ class TrustEngine:
                 paired |= ids
         return [r for r in rivals if r.row["id"] not in paired]
 
-    def _close_conflicts(self, w: WriteTx, memory_ids: Sequence[str], namespace: str,
+    def close_conflicts(self, w: WriteTx, memory_ids: Sequence[str], namespace: str,
                          actor: str, why: str) -> list[Effect]:
         wanted = set(memory_ids)
         out: list[Effect] = []
@@ -649,110 +594,9 @@ class TrustEngine:
             Insert("memories", merged),
         ])
 
-    # -- reads: contested hits and the inbox ---------------------------------------
-
-    def mark_contested(self, hits: tuple[Hit, ...], as_of: int | None) -> tuple[Hit, ...]:
-        """Mark hits that an open conflict involves, naming their rivals.
-
-        A conflict lives in one namespace, so a reader who sees the hit may see
-        its rivals too. ``as_of`` reads see conflicts as they stood then.
-        """
-        if not hits:
-            return hits
-        spaces = sorted({h.memory.namespace for h in hits})
-        storage = self._db.storage
-        rows = [r for r in storage.fetch("conflicts", {"namespace": spaces, "status": "open"})
-                if as_of is None or int(r["tx"]) <= as_of]
-        if as_of is not None:
-            rows += [r for r in storage.fetch("conflicts",
-                                              {"namespace": spaces, "status": "resolved"})
-                     if int(r["tx"]) <= as_of < int(r["resolved_tx"])]
-        rivals: dict[str, set[str]] = defaultdict(set)
-        for r in rows:
-            ids = {str(m["id"]) for m in r["memories"]}
-            for i in ids:
-                rivals[i] |= ids - {i}
-        if not rivals:
-            return hits
-        return tuple(
-            replace(h, contested=True, rivals=tuple(sorted(rivals[h.memory.id])))
-            if rivals.get(h.memory.id) else h for h in hits)
-
-    def conflicts(self, session: Session, namespace: str = "**", status: str | None = "open",
-                  limit: int = 100) -> list[Conflict]:
-        """Conflicts in readable namespaces matching ``namespace``, oldest first."""
-        check_glob(namespace)
-        if status not in (None, "open", "resolved"):
-            raise InvalidInput("status must be 'open', 'resolved' or None for both",
-                               field="status")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInput("limit must be an integer from 1 to 10000", field="limit")
-        spaces = session._readable(namespace, None)
-        if not spaces:
-            return []
-        where: dict[str, Any] = {"namespace": list(spaces)}
-        if status is not None:
-            where["status"] = status
-        rows = self._db.storage.fetch("conflicts", where, order_by="tx", limit=limit)
-        return [conflict_from_row(r) for r in rows]
-
-    def resolve(self, session: Session, conflict_id: str, winner: str | None,
-                reason: str | None) -> Conflict:
-        """Resolve a conflict: the winner stands, every other memory in it is rejected.
-
-        ``winner=None`` acknowledges the conflict and keeps every memory as it is.
-
-        Raises:
-            NotFound: no such conflict, or one you may not read.
-            PermissionDenied: no ``admin`` grant on the conflict's namespace.
-            InvalidInput: the winner is not one of the conflict's memories.
-        """
-        if not isinstance(conflict_id, str) or not conflict_id:
-            raise InvalidInput("conflict id must be a non-empty string", field="conflict_id")
-        if reason is not None and (not isinstance(reason, str) or len(reason) > 2000):
-            raise InvalidInput("reason must be a string of at most 2000 characters")
-        actor = session.principal.name
-        with self._db.storage.write(actor) as w:
-            rows = w.fetch("conflicts", {"id": conflict_id})
-            if not rows or not session._acl().check("read", rows[0]["namespace"]):
-                raise NotFound(f"no conflict {conflict_id!r}; list them with conflicts()",
-                               id=conflict_id)
-            c = rows[0]
-            session._require("admin", c["namespace"])
-            members = {str(m["id"]): m for m in c["memories"]}
-            if winner is not None and winner not in members:
-                raise InvalidInput(f"winner must be one of the conflict's memories: "
-                                   f"{sorted(members)}", field="winner")
-            effects: list[Effect] = []
-            copies: list[tuple[str, int, int]] = []
-            for mid, m in members.items():
-                found = w.fetch("memories", {"id": mid, "tx_to": None})
-                if winner is None or not found:
-                    continue
-                cur = found[0]
-                if mid == winner and cur["status"] != "active" and cur["status"] in (
-                        "rejected", "superseded"):
-                    changes = {"status": "active", "valid_to": m.get("valid_to")}
-                elif mid != winner and cur["status"] in _CHANGEABLE:
-                    changes = {"status": "rejected"}
-                else:
-                    continue
-                new, eff = next_version(w, cur, changes)
-                effects += eff
-                copies.append((mid, int(cur["version"]), int(new["version"])))
-            resolution = reason or (f"{winner} wins" if winner else "acknowledged, both kept")
-            done = {"status": "resolved", "winner": winner, "resolution": resolution,
-                    "resolved_by": actor, "resolved_tx": w.tx}
-            effects.append(Update("conflicts", {"id": conflict_id}, done))
-            commit(w, "conflict.resolved", actor, c["namespace"], conflict_id, effects,
-                   {"winner": winner, "reason": reason})
-            for mid, old, new_v in copies:
-                self._db._copy_vector(w, mid, old, new_v)
-        return conflict_from_row({**c, **done})
-
     # -- quarantine ------------------------------------------------------------------
 
-    def approve(self, session: Session, memory_id: str, reason: str | None) -> Memory:
+    def approve(self, caller: Caller, memory_id: str, reason: str | None) -> Memory:
         """Release a quarantined memory: it is checked for conflicts as if written now.
 
         Raises:
@@ -760,8 +604,8 @@ class TrustEngine:
             InvalidInput: the memory is not quarantined.
             ContradictionError: the namespace's ``reject`` policy refuses it.
         """
-        actor = session.principal.name
-        with self._db.storage.write(actor) as w:
+        actor = caller.name
+        with self._res.storage.write(actor) as w:
             rows = w.fetch("memories", {"id": memory_id, "tx_to": None})
             if not rows:
                 raise NotFound(f"no memory {memory_id!r}", id=memory_id)
@@ -769,7 +613,7 @@ class TrustEngine:
             if cur["status"] != "quarantined":
                 raise InvalidInput(f"memory {memory_id} is {cur['status']}, not quarantined; "
                                    "only quarantined memories can be approved", id=memory_id)
-            ctx = _Ctx(session, w)
+            ctx = _Ctx(caller, w)
             settings = self.settings(w, cur["namespace"])
             schema, op = self._check_assertion(w, cur, settings)
             released, effects = next_version(w, cur, {"status": "active"})
@@ -788,13 +632,14 @@ class TrustEngine:
                 plan = Plan(result, effects)
             else:
                 plan = self._decide(ctx, released, None, settings, schema, effects[1:])
-                plan = Plan(plan.row, effects[:1] + plan.effects, plan.conflicts)
-            commit(w, "memory.approved", actor, cur["namespace"], memory_id, plan.effects,
-                   {"reason": reason})
-            self._db._copy_vector(w, memory_id, int(cur["version"]),
-                                  int(cur["version"]) + 1)
+                plan = Plan(plan.row, effects[:1] + plan.effects, plan.conflicts, plan.carry)
+            put = []
             if plan.row["id"] != memory_id:  # the merged memory now carries these words
-                vector = self._db._vectors_for([plan.row["text"]])[0]
+                vector = self._res.vectors_for([plan.row["text"]])[0]
                 if vector is not None:
-                    w.put_vectors([(plan.row["id"], int(plan.row["version"]), vector)])
+                    put.append((plan.row["id"], int(plan.row["version"]), vector))
+            self._res.commit(w, "memory.approved", actor, cur["namespace"], memory_id,
+                             plan.effects, {"reason": reason}, put=put,
+                             carry=[*plan.carry, (memory_id, int(cur["version"]),
+                                                  int(cur["version"]) + 1)])
         return plan.memory()

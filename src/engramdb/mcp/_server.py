@@ -29,8 +29,7 @@ from engramdb.mcp._tools import register_tools
 from engramdb.mcp._wire import error_text, plain
 
 if TYPE_CHECKING:
-    from engramdb.engine.database import Database
-    from engramdb.engine.session import Session
+    from engramdb.api import MemoryAPI, Sessions
 
 __all__ = ["NAMESPACES_URI", "NAMESPACE_TEMPLATE", "RECENT_LIMIT", "EngramMCP", "build_server"]
 
@@ -102,22 +101,26 @@ def _resource_error(exc: EngramError) -> MCPError:
 class _Acting:
     """The bound principal's session, re-authenticated per call when a key is known."""
 
-    def __init__(self, db: Database, session: Session, api_key: str | None) -> None:
+    def __init__(self, db: Sessions, session: MemoryAPI, api_key: str | None) -> None:
         self._db = db
         self._session = session
         self._api_key = api_key
 
-    def __call__(self) -> Session:
+    def __call__(self) -> MemoryAPI:
         if self._api_key is None:
             return self._session
         return self._db.session_for_key(self._api_key)
 
 
-def build_server(db: Database, session: Session, *, api_key: str | None = None) -> EngramMCP:
+def build_server(db: Sessions, session: MemoryAPI, *, api_key: str | None = None
+                 ) -> EngramMCP:
     """The MCP server for one principal: every tool and resource acts as ``session``.
 
+    It depends only on the declared API (:mod:`engramdb.api`), so it fronts an
+    embedded database or a remote server (a :class:`~engramdb.client.Client`) alike.
+
     Args:
-        db: the open database the session belongs to.
+        db: what the session came from: an open database or a remote client.
         session: the principal's session, usually ``db.session_for_key(key)``.
         api_key: the key the session came from; when given, it is
             authenticated again on every request (a revoked key or a frozen

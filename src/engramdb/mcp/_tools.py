@@ -28,7 +28,7 @@ from engramdb.model import LAYERS
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-    from engramdb.engine.session import Session
+    from engramdb.api import MemoryAPI
 
 __all__ = ["register_tools"]
 
@@ -84,7 +84,7 @@ def _given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def register_tools(server: MCPServer, acting: Callable[[], Session]) -> list[str]:
+def register_tools(server: MCPServer, acting: Callable[[], MemoryAPI]) -> list[str]:
     """Register every tool on ``server``; each call acts as ``acting()``.
 
     Args:

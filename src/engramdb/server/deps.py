@@ -7,7 +7,7 @@ with ``Security`` so that the OpenAPI spec states the scheme on every API route.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,7 +19,7 @@ from engramdb.server.door import KEY_SCOPE, SESSION_SCOPE
 from engramdb.server.metrics import Metrics
 from engramdb.server.settings import ServerSettings
 
-__all__ = ["ActingDep", "AdminDep", "DbDep", "MetricsDep", "SessionDep", "SettingsDep",
+__all__ = ["AdminDep", "DbDep", "MetricsDep", "SessionDep", "SettingsDep",
            "current_session"]
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
@@ -52,28 +52,8 @@ def metrics(request: Request) -> Metrics:
     return request.app.state.engram_metrics
 
 
-class _ActingAdmin:
-    """The database as :class:`Admin` sees it, with the calling admin as the actor.
-
-    ``Admin`` logs ``db.principal`` as the actor of every change. Over HTTP the
-    caller may be any admin principal, not only the built-in ``admin``; this view
-    keeps the log's attribution right without changing the engine.
-    """
-
-    def __init__(self, db: Database, session: Session) -> None:
-        self._db = db
-        self.principal = session.principal
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-
-def acting_database(session: Annotated[Session, Depends(current_session)],
-                    request: Request) -> Database:
-    """The database as the calling admin: what its admin-only methods are called on.
-
-    The built-in ``admin`` gets the database itself; another admin principal a
-    view whose ``principal`` is the caller, so logged changes name the caller.
+def require_admin(session: Annotated[Session, Depends(current_session)]) -> Admin:
+    """The admin surface (``session.admin``) of an admin caller, acting as that caller.
 
     Raises:
         PermissionDenied: the caller is not an admin principal.
@@ -83,26 +63,11 @@ def acting_database(session: Annotated[Session, Depends(current_session)],
             f"{session.principal.name!r} is not an admin; this route needs a key of an "
             "admin principal (kind 'admin')",
             principal=session.principal.name)
-    db = database(request)
-    if session.principal.name == db.principal.name:
-        return db
-    return _ActingAdmin(db, session)  # type: ignore[return-value]
-
-
-def require_admin(acting: Annotated[Database, Depends(acting_database)]) -> Admin:
-    """The admin surface (``db.admin``) for an admin caller.
-
-    Raises:
-        PermissionDenied: the caller is not an admin principal.
-    """
-    if isinstance(acting, _ActingAdmin):
-        return Admin(acting)
-    return acting.admin
+    return session.admin
 
 
 SessionDep = Annotated[Session, Depends(current_session)]
 AdminDep = Annotated[Admin, Depends(require_admin)]
-ActingDep = Annotated[Database, Depends(acting_database)]
 DbDep = Annotated[Database, Depends(database)]
 SettingsDep = Annotated[ServerSettings, Depends(settings)]
 MetricsDep = Annotated[Metrics, Depends(metrics)]

@@ -33,7 +33,7 @@ _BY_STATUS: dict[int, str] = {
     403: E.PermissionDenied.code,
     404: E.NotFound.code,
     405: "method_not_allowed",
-    409: E.Conflict.code,
+    409: E.ConflictError.code,
     413: E.PayloadTooLarge.code,
     429: E.RateLimited.code,
 }
@@ -67,6 +67,9 @@ def engram_error_response(exc: E.EngramError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(exc, E.RateLimited) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
+    elif exc.status == 503 and exc.details.get("retryable"):
+        # A lock or serialization failure, a lost connection: nothing was written.
+        headers["Retry-After"] = str(exc.details.get("retry_after", 1))
     wire = exc.to_wire()
     if exc.status >= 500 and not isinstance(exc, E.StorageError | E.UpstreamError):
         # Configuration problems are the operator's, not the caller's: log the detail.

@@ -37,11 +37,8 @@ def ensure_admin_key(db: Database, policy: AdminKeyPolicy = "auto") -> str | Non
     if policy == "none":
         return None
     name = db.principal.name
-    if policy == "auto":
-        # There is no engine call that lists keys; the key table is read directly.
-        live = db.storage.fetch("api_keys", {"principal": name, "revoked_tx": None}, limit=1)
-        if live:
-            return None
+    if policy == "auto" and db.admin.has_key(name):
+        return None
     return db.admin.create_key(name)
 
 
@@ -78,7 +75,7 @@ def serve(
         key = ensure_admin_key(db, admin_key)
         if key is not None:
             announce(f"EngramDB admin API key (shown once, keep it): {key}")
-        announce(f"EngramDB serving {db.storage.url} on http://{host}:{port} "
+        announce(f"EngramDB serving {db.info().url} on http://{host}:{port} "
                  f"(docs: http://{host}:{port}/docs)")
         app = create_app(db, settings=settings)
         uvicorn.run(app, host=host, port=port, log_level=log_level,

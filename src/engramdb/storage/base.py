@@ -31,6 +31,7 @@ __all__ = [
     "Insert",
     "RawEvent",
     "Storage",
+    "StorageInfo",
     "Update",
     "WriteTx",
     "effect_from_dict",
@@ -176,6 +177,21 @@ class WriteTx(ABC):
         """Append an event verbatim (import); the caller guarantees the chain."""
 
 
+@dataclass(frozen=True, slots=True)
+class StorageInfo:
+    """What a door may know about the backend: its kind, its (redacted) URL, its file.
+
+    Attributes:
+        backend: ``sqlite`` or ``postgresql``.
+        url: where it is, with any password removed.
+        path: the database file, or ``None`` when there is none (PostgreSQL).
+    """
+
+    backend: str
+    url: str
+    path: str | None = None
+
+
 class Storage(ABC):
     """A backend. Thread-safe; many processes may share one database."""
 
@@ -190,8 +206,17 @@ class Storage(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def write(self, actor: str) -> AbstractContextManager[WriteTx]:
-        """A serialised write transaction; commits on normal exit, else rolls back."""
+    def write(self, actor: str, *, wait: bool = True) -> AbstractContextManager[WriteTx]:
+        """A serialised write transaction; commits on normal exit, else rolls back.
+
+        Args:
+            actor: who writes (for the backend's own bookkeeping).
+            wait: wait for the write lock up to the backend's timeout (default);
+                ``False`` takes it only if it is free right now.
+
+        Raises:
+            Busy: the lock was not free in time (nothing was written; retryable).
+        """
 
     # -- generic reads -------------------------------------------------
 
@@ -272,6 +297,21 @@ class Storage(ABC):
     @abstractmethod
     def counts(self) -> dict[str, int]:
         """Row counts for metrics: memories per status, events, ..."""
+
+    def info(self) -> StorageInfo:
+        """Which backend this is and where (for doors: they never see the storage itself)."""
+        return StorageInfo(backend=self.dialect, url=self.url, path=getattr(self, "path", None))
+
+    @abstractmethod
+    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
+        """Block until the log has an event after ``after_seq``, or ``timeout`` seconds pass.
+
+        A wake-up only (PostgreSQL: LISTEN/NOTIFY; SQLite: polling the file);
+        re-read the log with :meth:`events` either way.
+
+        Returns:
+            True if the log now extends past ``after_seq``.
+        """
 
 
 def top_hits(sims: np.ndarray, limit: int, min_similarity: float | None = None

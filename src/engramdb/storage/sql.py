@@ -62,6 +62,7 @@ class Dialect:
     name = "sql"
     placeholder = "?"
     lock_head = ""  # appended to the head SELECT inside a write transaction
+    lock_head_now = ""  # the same, failing at once if another writer holds the lock
 
     def q(self, sql: str) -> str:
         return sql
@@ -429,8 +430,12 @@ class SqlStorage(Storage):
         """A context manager yielding a connection for reads."""
         raise NotImplementedError
 
-    def _write_conn(self) -> Any:
-        """A context manager yielding a connection inside a locked write transaction."""
+    def _write_conn(self, wait: bool = True) -> Any:
+        """A context manager yielding a connection inside a locked write transaction.
+
+        ``wait=False``: fail with :class:`~engramdb.errors.Busy` at once if another
+        writer holds the lock.
+        """
         raise NotImplementedError
 
     def _exec_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -443,13 +448,11 @@ class SqlStorage(Storage):
     # -- writes ------------------------------------------------------------
 
     @contextmanager
-    def write(self, actor: str) -> Iterator[SqlWriteTx]:
-        with self._write_conn() as conn:
+    def write(self, actor: str, *, wait: bool = True) -> Iterator[SqlWriteTx]:
+        with self._write_conn(wait) as conn:
+            lock = self.dialect_impl.lock_head if wait else self.dialect_impl.lock_head_now
             cur = self._exec(
-                conn,
-                "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1"
-                + self.dialect_impl.lock_head,
-            )
+                conn, "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1" + lock)
             seq, digest, tx, recorded_at = cur.fetchone()
             wtx = SqlWriteTx(self, conn, Head(seq, digest, tx, recorded_at))
             yield wtx

@@ -27,7 +27,7 @@ from engramdb.audit.checkpoint import Checkpoint, load_private_key, public_key_f
 from engramdb.audit.evidence import default_key_path, ensure_signing_key
 from engramdb.engine import Database
 from engramdb.errors import ConfigurationError, InvalidInput
-from engramdb.server.deps import ActingDep, SettingsDep
+from engramdb.server.deps import AdminDep, DbDep, SettingsDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
     MAX_INT,
@@ -58,7 +58,7 @@ def signing_key(db: Database, settings: ServerSettings) -> Ed25519PrivateKey:
     path: str | FilePath | None = settings.checkpoint_key
     try:
         if path is None:
-            file = getattr(db.storage, "path", None)
+            file = db.info().path
             if file is None:
                 raise ConfigurationError(
                     "this server has no checkpoint signing key: start it with "
@@ -76,14 +76,14 @@ def signing_key(db: Database, settings: ServerSettings) -> Ed25519PrivateKey:
 
 @router.post("/checkpoints", response_model=CheckpointOut, summary="Sign a checkpoint",
              responses=error_responses(*_ERRORS, 413))
-def checkpoint(acting: ActingDep, settings: SettingsDep) -> dict[str, Any]:
+def checkpoint(_: AdminDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
     """Verify the whole log, then sign its size, head and Merkle root with the server's key.
 
     Keep the answer outside the database (it is the file ``engram audit
     checkpoint`` writes): a later rewrite of the log no longer matches it.
     503 ``integrity_error`` if the log does not verify.
     """
-    return acting.checkpoint(private_key=signing_key(acting, settings)).to_dict()
+    return db.checkpoint(private_key=signing_key(db, settings)).to_dict()
 
 
 class VerifyCheckpointRequest(Request):
@@ -98,7 +98,7 @@ class VerifyCheckpointRequest(Request):
 @router.post("/checkpoints/verify", response_model=CheckpointReportOut,
              summary="Check the log against a checkpoint",
              responses=error_responses(*_ERRORS, 413))
-def verify_checkpoint(body: VerifyCheckpointRequest, acting: ActingDep) -> dict[str, Any]:
+def verify_checkpoint(body: VerifyCheckpointRequest, _: AdminDep, db: DbDep) -> dict[str, Any]:
     """Whether the log still extends a signed checkpoint: the signature verifies, the
     first ``tree_size`` events still give the signed root and head, and a consistency
     proof ties that root to the current one. A failed check is ``ok: false`` with the
@@ -110,16 +110,16 @@ def verify_checkpoint(body: VerifyCheckpointRequest, acting: ActingDep) -> dict[
             raise InvalidInput("public_key must be PEM text (-----BEGIN PUBLIC KEY----- ...), "
                                "as `engram audit keygen` writes it", field="public_key")
         key = public_key_from_pem(body.public_key)
-    return acting.verify_checkpoint(cp, key, full=body.full).to_dict()
+    return db.verify_checkpoint(cp, key, full=body.full).to_dict()
 
 
 @router.get("/proofs/{seq}", response_model=EventProofOut,
             summary="Prove an event is in the log", responses=error_responses(*_ERRORS))
 def prove(seq: Annotated[int, Path(ge=1, le=MAX_INT, description="The event's seq.")],
-          acting: ActingDep,
+          _: AdminDep, db: DbDep,
           tree_size: Annotated[int | None, Query(ge=1, le=MAX_INT, description=(
               "Prove against the first `tree_size` events (a checkpoint's `tree_size`); "
               "default the whole log."))] = None) -> dict[str, Any]:
     """Event ``seq``'s envelope (never its payload) and its RFC 9162 inclusion proof; check
     it offline with ``engramdb.audit.verify_event_proof`` and a checkpoint of that size."""
-    return acting.prove(seq, tree_size=tree_size).to_dict()
+    return db.prove(seq, tree_size=tree_size).to_dict()

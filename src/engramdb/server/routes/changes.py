@@ -41,7 +41,7 @@ Namespace = Annotated[str, Query(description="Namespace glob to follow; events t
 def page(session: Session, db: Database, since: int, namespace: str,
          limit: int) -> tuple[list[dict[str, Any]], int, bool]:
     """Up to ``limit`` readable events after ``since``, the next cursor, and whether full."""
-    head = db.storage.head().seq
+    head = db.head().seq
     events = list(islice(session.changes(since, namespace=namespace, limit=limit), limit))
     full = len(events) == limit
     cursor = events[-1].seq if events else since
@@ -147,7 +147,8 @@ async def _events(db: Database, settings: ServerSettings, key: str, namespace: s
             if now - last_write >= settings.sse_keepalive_s:
                 yield b": keepalive\n\n"
                 last_write = now
-            await anyio.sleep(settings.sse_poll_s)
+            # Wakes at once on a new event (LISTEN/NOTIFY on PostgreSQL), else polls.
+            await anyio.to_thread.run_sync(db.wait_for_events, cursor, settings.sse_poll_s)
         try:
             # The key is checked on every poll: a revoked key ends the stream at once.
             session = await anyio.to_thread.run_sync(db.session_for_key, key)

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Response, status
 from pydantic import Field, WithJsonSchema
 
-from engramdb.engine.audit import AuditDatabase
 from engramdb.engine.read_audit import READ_AUDIT_MODES
 from engramdb.policy.conflicts import (
     CARDINALITIES,
@@ -25,7 +24,7 @@ from engramdb.policy.conflicts import (
     PredicateSchema,
 )
 from engramdb.policy.crdt import MERGE_KINDS
-from engramdb.server.deps import ActingDep, AdminDep
+from engramdb.server.deps import AdminDep, DbDep
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
     GLOB,
@@ -201,19 +200,18 @@ class ReadAuditRequest(Request):
 
 @router.post("/read-audit", status_code=status.HTTP_204_NO_CONTENT, response_class=Response,
              summary="Choose how reads are audited", responses=error_responses(*_ERRORS, 413))
-def set_read_audit(body: ReadAuditRequest, acting: ActingDep) -> Response:
+def set_read_audit(body: ReadAuditRequest, admin: AdminDep) -> Response:
     """How reads (recall, context, get) in namespaces matching ``pattern`` are recorded
     for ``GET /v1/memories/{id}/readers``: a logged settings change."""
-    # Called on the acting view so that the settings event names the calling admin.
-    AuditDatabase.set_read_audit(acting, body.pattern, body.mode, rate=body.rate)
+    admin.set_read_audit(body.pattern, body.mode, rate=body.rate)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/read-audit", response_model=ReadAuditOut,
             summary="How reads of a namespace are audited", responses=error_responses(*_ERRORS))
-def read_audit_mode(acting: ActingDep, namespace: Namespace) -> dict[str, Any]:
+def read_audit_mode(_: AdminDep, db: DbDep, namespace: Namespace) -> dict[str, Any]:
     """The read-audit mode and sampling rate that apply to one concrete namespace."""
-    mode, rate = acting.read_audit_mode(namespace)
+    mode, rate = db.read_audit_mode(namespace)
     return {"namespace": namespace, "mode": mode, "rate": rate}
 
 

@@ -27,7 +27,7 @@ router = APIRouter(tags=["system"])
 def healthz(db: DbDep) -> dict[str, Any]:
     """``ok`` when the server is up and its database answers; 503 otherwise. No key needed."""
     try:
-        db.storage.head()
+        db.head()
     except EngramError:
         raise
     except Exception as exc:
@@ -53,7 +53,7 @@ def metrics(request: Request, db: DbDep, metrics: MetricsDep,
         if session is None or not session.principal.is_admin:
             raise PermissionDenied("metrics need an admin key on this server")
     try:
-        counts: dict[str, int] | None = db.storage.counts()
+        counts: dict[str, int] | None = db.counts()
     except Exception:
         log.exception("metrics: the database did not answer")
         counts = None
@@ -65,10 +65,9 @@ def metrics(request: Request, db: DbDep, metrics: MetricsDep,
             responses=error_responses(401, 429))
 def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
     """Version, backend, embedder and dimension, and the server's limits."""
-    backend = "postgresql" if str(db.storage.url).startswith("postgres") else "sqlite"
     return {
         "version": __version__,
-        "backend": backend,
+        "backend": db.info().backend,
         "embedder": db.embedder_name,
         "dimension": db.dimension,
         "limits": {

@@ -46,28 +46,32 @@ re-read the log by cursor.
 from __future__ import annotations
 
 import contextlib
-import functools
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
-from psycopg.adapt import Dumper, Loader
-from psycopg.pq import Format
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from engramdb.codec import json_dumps
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import top_hits
+from engramdb.storage.postgres import knn
+from engramdb.storage.postgres._conn import (
+    _SELECT_FROM,
+    _WRITES_TO,
+    PgDialect,
+    _redact,
+    _Rows,
+    _TxConn,
+    _vector_dumper,
+    _VectorLoader,
+    to_pyformat,
+)
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
@@ -79,7 +83,7 @@ from engramdb.storage.postgres.fulltext import (
 )
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
 from engramdb.storage.schema import TABLES
-from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
+from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
 
 __all__ = ["PgDialect", "PostgresStorage"]
 
@@ -92,117 +96,7 @@ _SCHEMA_LOCK = int.from_bytes(b"engramdb", "big") - 2**63
 _NO_RESULT = ("INSERT", "NOTIFY", "UPDATE chain_head")
 
 
-class PgDialect(Dialect):
-    """PostgreSQL SQL differences: ``%s`` placeholders, JSON via ``json``, row locks."""
 
-    name = "postgresql"
-    placeholder = "%s"
-    lock_head = " FOR UPDATE"
-
-    def q(self, sql: str) -> str:
-        return to_pyformat(sql)
-
-    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
-        # Compare canonical JSON text, as SQLite compares type and value: 1, 1.0, true
-        # and "1" stay distinct, a key holding null equals None, a missing key equals
-        # nothing. The column holds canonical JSON, and ``json`` (unlike ``jsonb``)
-        # returns a member's original text.
-        return (
-            f"((({column})::json -> ?::text)::text) = ?",
-            [key, json_dumps(value, what="filter value")],
-        )
-
-
-@functools.lru_cache(maxsize=2048)
-def to_pyformat(sql: str) -> str:
-    """Turn the shared SQL's ``?`` placeholders into psycopg's ``%s`` (escaping ``%``)."""
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _vector_dumper(oid: int) -> type[Dumper]:
-    """A binary dumper of float32 NumPy arrays as pgvector ``vector`` values."""
-
-    class VectorDumper(Dumper):
-        format = Format.BINARY
-
-        def dump(self, obj: Any) -> bytes:
-            arr = np.asarray(obj, dtype=">f4").reshape(-1)
-            return struct.pack(">HH", arr.size, 0) + arr.tobytes()
-
-    VectorDumper.oid = oid
-    return VectorDumper
-
-
-class _VectorLoader(Loader):
-    """pgvector ``vector`` values in binary results as float32 NumPy arrays."""
-
-    format = Format.BINARY
-
-    def load(self, data: Any) -> np.ndarray:
-        dim = struct.unpack_from(">H", data)[0]
-        return np.frombuffer(data, dtype=">f4", count=dim, offset=4).astype(np.float32)
-
-
-@dataclass(frozen=True, slots=True)
-class _TxConn:
-    """A connection inside a write transaction, with its pipeline and read cache.
-
-    The cache holds the raw rows of state-table SELECTs made in this
-    transaction. It is exact, not a heuristic: every state-table write in the
-    database happens inside a write transaction holding the chain lock, which
-    this one holds, so until commit the only changes to those tables are this
-    transaction's own, and each of them drops the cached reads of its table.
-    It spares the engine's repeated reads (namespace settings, schemas, the
-    principal) a round trip each, which would otherwise drain the pipeline.
-    """
-
-    conn: psycopg.Connection[Any]
-    pipeline: psycopg.Pipeline
-    cache: dict[tuple[Any, ...], tuple[str, list[tuple[Any, ...]]]] = field(
-        default_factory=dict)
-
-    def forget(self, table: str) -> None:
-        for key in [k for k, (t, _) in self.cache.items() if t == table]:
-            del self.cache[key]
-
-
-class _Rows:
-    """Cached rows with the slice of the cursor API the shared SQL uses."""
-
-    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
-        self._rows = rows
-        self._pos = 0
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        if self._pos >= len(self._rows):
-            return None
-        self._pos += 1
-        return self._rows[self._pos - 1]
-
-    def fetchmany(self, size: int = 1) -> list[tuple[Any, ...]]:
-        out = self._rows[self._pos:self._pos + size]
-        self._pos += len(out)
-        return out
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        out = self._rows[self._pos:]
-        self._pos = len(self._rows)
-        return out
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return iter(self.fetchall())
-
-
-_SELECT_FROM = re.compile(r"^\s*SELECT\b.*?\bFROM\s+(\w+)", re.IGNORECASE | re.DOTALL)
-_WRITES_TO = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
 
 class PostgresStorage(SqlStorage):
@@ -334,7 +228,7 @@ class PostgresStorage(SqlStorage):
             raise translate(exc) from exc
 
     @contextmanager
-    def _write_conn(self) -> Iterator[_TxConn]:
+    def _write_conn(self, wait: bool = True) -> Iterator[_TxConn]:
         if getattr(self._local, "writing", False):
             raise StorageError(
                 "a write transaction is already open in this thread; nest work inside it "
@@ -562,37 +456,9 @@ class PostgresStorage(SqlStorage):
     ) -> list[tuple[dict[str, Any], float]]:
         """Nearest memory versions by cosine similarity, filters inside the query.
 
-        One statement (one snapshot) searches the HNSW projection with
-        iterative scanning (pgvector 0.8: a filtered query keeps scanning until
-        it has ``limit`` hits) and, exactly, the vectors written since the
-        projection's watermark. If that still comes back short of ``limit``, an
-        exact scan over all filtered rows answers instead, so a filter never
-        hides a match that exists.
+        See :func:`engramdb.storage.postgres.knn.search_vector`.
         """
-        if limit <= 0:
-            return []
-        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-        spec = TABLES["memories"]
-        cols = list(spec.columns)
-        select = ", ".join("m." + c for c in cols)
-        cond, params = memory_where(flt, self.dialect_impl)
-        n = int(limit)
-        approximate, exact = _knn_sql(select, cond, n, "?")
-        try:
-            with self._get_pool().connection() as conn:
-                with conn.pipeline(), conn.transaction():
-                    _hnsw_settings(conn, n)
-                    found = conn.execute(to_pyformat(approximate),
-                                         [vec, *params, vec, *params]).fetchall()
-                found = _nearest_once(found)
-                if len(found) < n:
-                    found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
-        except (psycopg.Error, PoolTimeout) as exc:
-            self._failed(exc)
-            raise translate(exc) from exc
-        # relaxed_order may return neighbours slightly out of order: sort them.
-        found.sort(key=lambda r: (r[-1], r[0], r[1]))
-        return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:n]]
+        return knn.search_vector(self, vector, flt, limit)
 
     def search_vectors(
         self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
@@ -600,99 +466,9 @@ class PostgresStorage(SqlStorage):
     ) -> list[list[tuple[dict[str, Any], float]]]:
         """:meth:`search_vector` for each vector, a few hundred per statement.
 
-        The same two searches per vector, as ``LATERAL`` subqueries over a
-        ``VALUES`` list of the vectors: one round trip answers a chunk of
-        vectors instead of one (or two) per vector. Vectors whose approximate
-        answer comes back short get the exact search, again together.
+        See :func:`engramdb.storage.postgres.knn.search_vectors`.
         """
-        if limit <= 0 or len(vectors) == 0:
-            return [[] for _ in vectors]
-        vecs = [np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors]
-        spec = TABLES["memories"]
-        cols = list(spec.columns)
-        select = ", ".join("m." + c for c in cols)
-        cond, params = memory_where(flt, self.dialect_impl)
-        n = int(limit)
-        approximate, exact = _knn_sql(select, cond, n, "q.qv")
-        found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
-        try:
-            with self._get_pool().connection() as conn:
-                if len(vecs) >= _IN_PROCESS_MIN_QUERIES:
-                    exact_found = self._exact_in_process(conn, vecs, select, cond, params, n,
-                                                         min_similarity)
-                    if exact_found is not None:
-                        found = exact_found
-                        vecs = []  # answered: skip the statements below
-                for start in range(0, len(vecs), _VECTORS_PER_STATEMENT):
-                    chunk = range(start, min(len(vecs), start + _VECTORS_PER_STATEMENT))
-                    with conn.pipeline(), conn.transaction():
-                        _hnsw_settings(conn, n)
-                        rows = conn.execute(
-                            to_pyformat(_lateral(approximate, len(chunk))),
-                            [*(vecs[i] for i in chunk), *params, *params]).fetchall()
-                    for r in rows:
-                        found[start + int(r[0])].append(r[1:])
-                    for i in chunk:
-                        found[i] = _nearest_once(found[i])
-                    short = [i for i in chunk if len(found[i]) < n]
-                    if short:
-                        rows = conn.execute(to_pyformat(_lateral(exact, len(short))),
-                                            [*(vecs[i] for i in short), *params]).fetchall()
-                        for i in short:
-                            found[i] = []
-                        for r in rows:
-                            found[short[int(r[0])]].append(r[1:])
-        except (psycopg.Error, PoolTimeout) as exc:
-            self._failed(exc)
-            raise translate(exc) from exc
-        out = []
-        for hits in found:
-            hits.sort(key=lambda r: (r[-1], r[0], r[1]))
-            out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]
-                        if min_similarity is None or -float(r[-1]) >= min_similarity])
-        return out
-
-    def _exact_in_process(self, conn: psycopg.Connection[Any], vecs: list[np.ndarray],
-                          select: str, cond: str, params: list[Any], n: int,
-                          min_similarity: float | None
-                          ) -> list[list[tuple[Any, ...]]] | None:
-        """Exact nearest rows for many vectors at once, or None if the filter matches too many.
-
-        Fetches the filtered rows with their vectors once (binary) and ranks them
-        with one matrix product: for a batch, far cheaper than a search per vector, which scans
-        every vector the HNSW projection has not indexed yet (all of a fresh bulk
-        load). The answer is exact, never worse than the approximate search's.
-        """
-        join = ("FROM memory_vectors v JOIN memories m ON m.id = v.id "
-                f"AND m.version = v.version WHERE {cond}")
-        # No snapshot to share: this runs inside a write, which holds the chain
-        # lock, so no state changes between the two statements.
-        counted = conn.execute(to_pyformat(f"SELECT count(*) {join}"), params).fetchone()
-        count = int(counted[0]) if counted else 0
-        if count > _IN_PROCESS_MAX_ROWS:
-            return None
-        if count == 0:
-            return [[] for _ in vecs]
-        with conn.cursor(binary=True) as cur:
-            cur.execute(to_pyformat(f"SELECT v.id, v.version, v.vec {join}"), params)
-            stored = cur.fetchall()
-        if not all(isinstance(r[2], np.ndarray) for r in stored):
-            return None  # no binary vector loader on this connection
-        matrix = np.stack([r[2] for r in stored])
-        queries = np.stack(vecs)
-        ranked: list[list[tuple[int, float]]] = []
-        step = max(1, (8 << 20) // len(stored))
-        for start in range(0, len(queries), step):
-            ranked += top_hits(queries[start:start + step] @ matrix.T, n, min_similarity)
-        # Whole rows only for the hits (with a similarity floor, usually few).
-        wanted = sorted({stored[i][0] for hits in ranked for i, _ in hits})
-        rows = {(r[0], int(r[1])): r for r in conn.execute(
-            to_pyformat(f"SELECT {select} FROM memories m WHERE m.id = ANY(?)"),
-            [wanted]).fetchall()} if wanted else {}
-        # (memory columns..., distance), as the SQL searches return them; the
-        # caller ranks them by distance, id and version.
-        return [[(*rows[key], -sim) for i, sim in hits
-                 if (key := (stored[i][0], int(stored[i][1]))) in rows] for hits in ranked]
+        return knn.search_vectors(self, vectors, flt, limit, min_similarity)
 
     def vector_backlog(self) -> int:
         """Vectors stored but not yet in the HNSW index (searched exactly meanwhile)."""
@@ -857,63 +633,6 @@ class PostgresStorage(SqlStorage):
             return True
         # A notification may have been lost while the listener reconnected: ask the log.
         return not listener.ready and self.head().seq > after_seq
-
-
-_VECTORS_PER_STATEMENT = 250
-# search_vectors ranks in this process when it has at least this many vectors
-# and the filter matches at most this many stored ones (1.5 kB each at 384-d).
-_IN_PROCESS_MIN_QUERIES = 16
-_IN_PROCESS_MAX_ROWS = 20_000
-
-
-def _knn_sql(select: str, cond: str, n: int, query: str) -> tuple[str, str]:
-    """The approximate and the exact nearest-neighbour SQL for the vector ``query``.
-
-    ``query`` is ``?`` (a bound vector) or a column of an outer ``LATERAL`` row.
-    """
-    # Unit vectors: ranking by inner product (<#> is its negative) is cosine ranking.
-    approximate = (
-        f"(SELECT {select}, a.vec <#> {query} AS distance FROM memory_vectors_ann a "
-        "JOIN memories m ON m.id = a.id AND m.version = a.version "
-        f"WHERE {cond} ORDER BY distance LIMIT {n}) "
-        "UNION ALL "
-        f"(SELECT {select}, v.vec <#> {query} AS distance FROM memory_vectors v "
-        "JOIN memories m ON m.id = v.id AND m.version = v.version "
-        "WHERE v.vseq > (SELECT vseq FROM vector_index_state WHERE id = 1) "
-        f"AND {cond} ORDER BY distance LIMIT {n})"
-    )
-    exact = (
-        f"SELECT {select}, v.vec <#> {query} AS distance FROM memory_vectors v "
-        "JOIN memories m ON m.id = v.id AND m.version = v.version "
-        f"WHERE {cond} ORDER BY distance LIMIT {n}"
-    )
-    return approximate, exact
-
-
-def _lateral(search: str, count: int) -> str:
-    """``search`` (over ``q.qv``) for ``count`` bound vectors, rows led by their position."""
-    values = ", ".join(f"({i}, ?::vector)" for i in range(count))
-    return (f"SELECT q.ord, x.* FROM (VALUES {values}) AS q(ord, qv) "
-            f"CROSS JOIN LATERAL ({search}) AS x")
-
-
-def _hnsw_settings(conn: psycopg.Connection[Any], n: int) -> None:
-    """HNSW search settings for this transaction: enough candidates for ``n`` hits."""
-    conn.execute(
-        "SELECT set_config('hnsw.ef_search', %s, true), "
-        "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
-        [str(min(1000, max(40, 2 * n)))],
-    )
-
-
-def _nearest_once(found: list[Any]) -> list[Any]:
-    """Rows of both searches, each memory version once, at its smallest distance."""
-    best: dict[tuple[str, int], Any] = {}
-    for r in found:
-        key = (r[0], r[1])  # (id, version): the first two memory columns
-        if key not in best or r[-1] < best[key][-1]:
-            best[key] = r
-    return list(best.values())
 
 
 def _recorded_dimension(value: str | None) -> int | None:

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-from engramdb.errors import EngramError, InvalidInput, StorageError
+from engramdb.errors import Busy, EngramError, InvalidInput, StorageError
 
 __all__ = ["is_connection_loss", "translate"]
 
@@ -71,16 +71,13 @@ def translate(exc: BaseException, *, committing: bool = False) -> EngramError:
             "nothing was written: retry the request"
         )
     if isinstance(exc, pg_errors.LockNotAvailable):
-        return StorageError(
-            "another writer held the database lock longer than lock_timeout; retry the request",
-            retryable=True,
-        )
+        return Busy(
+            "another writer held the database lock longer than lock_timeout; nothing was "
+            "written: retry the request")
     if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
-        return StorageError(
+        return Busy(
             f"PostgreSQL aborted the transaction to resolve a conflict ({detail}); "
-            "retry the request",
-            retryable=True,
-        )
+            "retry the request")
     if isinstance(exc, pg_errors.QueryCanceled):
         return StorageError(
             f"PostgreSQL cancelled the statement ({detail}); retry the request, or raise "

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engramdb.codec import json_dumps
-from engramdb.errors import InvalidInput, StorageError
+from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
@@ -103,14 +103,21 @@ class SQLiteStorage(SqlStorage):
         yield self._conn("reader")
 
     @contextmanager
-    def _write_conn(self) -> Iterator[sqlite3.Connection]:
+    def _write_conn(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._conn("writer")
         if conn.in_transaction:
             raise StorageError(
                 "a write transaction is already open in this thread; nest work inside it "
                 "instead of opening another"
             )
-        self._exec(conn, "BEGIN IMMEDIATE")
+        if wait:
+            self._exec(conn, "BEGIN IMMEDIATE")
+        else:  # take the lock only if it is free now
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                self._exec(conn, "BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         try:
             yield conn
         except BaseException:
@@ -139,10 +146,9 @@ class SQLiteStorage(SqlStorage):
         except sqlite3.OperationalError as exc:
             msg = str(exc)
             if "locked" in msg or "busy" in msg:
-                raise StorageError(
-                    "the database stayed locked by another writer; retry the request",
-                    retryable=True,
-                ) from exc
+                raise Busy(
+                    "the database stayed locked by another writer; nothing was written: "
+                    "retry the request") from exc
             raise StorageError(f"SQLite error: {msg}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite error: {exc}") from exc

@@ -1,0 +1,376 @@
+"""The public API, declared once: what every door implements.
+
+Three surfaces, each a :class:`~typing.Protocol`:
+
+* :class:`MemoryAPI`: the calls of a principal's session. The embedded
+  :class:`engramdb.Session` (and :class:`engramdb.Database`) and the remote
+  :class:`engramdb.client.Client` implement it with *identical* parameters
+  (names, kinds, defaults);
+* :class:`AsyncMemoryAPI`: the same calls as coroutines
+  (:class:`engramdb.client.AsyncClient`);
+* :class:`AdminAPI`: ``session.admin`` (embedded, for any admin principal)
+  and ``client.admin`` (remote).
+
+Keyword sets shared by several calls are declared once as ``TypedDict``\\s
+(:class:`UpdateFields`, :class:`RecallFilters`) and used with ``Unpack``.
+
+Nothing is generated at run time: the declarations are checked. mypy checks
+each implementation against its Protocol (see the ``TYPE_CHECKING`` block at
+the end), ``tests/test_api.py`` compares every signature, and checks the HTTP
+request schemas and the MCP tool input schemas against the declared
+parameters, so a door that drifts fails a test instead of a user's call.
+:data:`CALLS` lists the memory calls with the HTTP route and MCP tool that
+front each one. How to add a call: ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
+
+from engramdb.model import (
+    UNSET,
+    Conflict,
+    Context,
+    Decision,
+    DecisionExplanation,
+    Event,
+    Grant,
+    Memory,
+    MemoryDraft,
+    Principal,
+    ReadRecord,
+    RecallResult,
+)
+from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
+
+__all__ = ["CALLS", "UNSET", "AdminAPI", "AsyncMemoryAPI", "Call", "Identity", "MemoryAPI",
+           "RecallFilters", "Sessions", "UpdateFields"]
+
+AsOf = int | datetime | str | None
+When = datetime | str | None
+
+
+class UpdateFields(TypedDict, total=False):
+    """What ``update`` may change besides ``text`` (``None`` removes an optional field)."""
+
+    metadata: Mapping[str, Any] | None
+    importance: float
+    confidence: float
+    value: Any
+    valid_from: When
+    valid_to: When
+    layer: str
+    source: str | None
+    expires_at: When
+
+
+class RecallFilters(TypedDict, total=False):
+    """The ``filters=`` of ``recall`` and ``context``."""
+
+    author: str
+    authors: Sequence[str]
+    subject: str
+    predicate: str
+    session: str
+    metadata: Mapping[str, Any]
+    recorded_after: When
+    recorded_before: When
+    valid_after: When
+    valid_before: When
+    statuses: Sequence[str]
+    include_superseded: bool
+
+
+class Identity(Protocol):
+    """Who a session acts as."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+class MemoryAPI(Protocol):
+    """A principal's calls (embedded ``Session``, remote ``Client``)."""
+
+    @property
+    def principal(self) -> Identity: ...
+
+    def remember(
+        self, text: str, *, namespace: str | None = None, layer: str = "semantic",
+        subject: str | None = None, predicate: str | None = None, value: Any = None,
+        metadata: Mapping[str, Any] | None = None, importance: float = 0.5,
+        confidence: float = 1.0, source: str | None = None, session: str | None = None,
+        valid_from: When = None, valid_to: When = None, expires_at: When = None,
+        embedding: Sequence[float] | None = None, idempotency_key: str | None = None,
+    ) -> Memory: ...
+
+    def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]
+                      ) -> list[Memory]: ...
+
+    def update(self, memory_id: str, *, text: Any = UNSET, expected_version: int | None = None,
+               idempotency_key: str | None = None, **fields: Unpack[UpdateFields]
+               ) -> Memory: ...
+
+    def retract(self, memory_id: str, *, reason: str | None = None,
+                expected_version: int | None = None,
+                idempotency_key: str | None = None) -> Memory: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def get(self, memory_id: str, *, as_of: AsOf = None, valid_at: When = None) -> Memory: ...
+
+    def history(self, memory_id: str, *, as_of: AsOf = None) -> list[Memory]: ...
+
+    def recall(
+        self, query: str, *, namespace: str = "**", k: int = 10,
+        layers: Sequence[str] | None = None, as_of: AsOf = None, valid_at: When = None,
+        filters: Mapping[str, Any] | None = None,
+        query_embedding: Sequence[float] | None = None,
+    ) -> RecallResult: ...
+
+    def recent(self, *, namespace: str = "**", k: int = 20,
+               layers: Sequence[str] | None = None) -> list[Memory]: ...
+
+    def namespaces(self, pattern: str = "**") -> list[str]: ...
+
+    def context(
+        self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
+        layers: Sequence[str] | None = None, as_of: AsOf = None, valid_at: When = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> Context: ...
+
+    def decide(self, description: str, *, basis: Any, outcome: Mapping[str, Any] | None = None,
+               metadata: Mapping[str, Any] | None = None,
+               namespace: str | None = None) -> Decision: ...
+
+    def decision(self, decision_id: str) -> Decision: ...
+
+    def explain(self, decision_id: str) -> DecisionExplanation: ...
+
+    def stale_decisions(self, namespace: str = "**") -> list[Decision]: ...
+
+    def who_read(self, memory_id: str) -> list[ReadRecord]: ...
+
+    def conflicts(self, namespace: str = "**", *, status: str | None = "open",
+                  limit: int = 100) -> list[Conflict]: ...
+
+    def resolve(self, conflict_id: str, *, winner: str | None = None,
+                reason: str | None = None) -> Conflict: ...
+
+    def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
+                ) -> Iterator[Event]: ...
+
+
+class AsyncMemoryAPI(Protocol):
+    """:class:`MemoryAPI` as coroutines (``AsyncClient``); same parameters."""
+
+    async def remember(
+        self, text: str, *, namespace: str | None = None, layer: str = "semantic",
+        subject: str | None = None, predicate: str | None = None, value: Any = None,
+        metadata: Mapping[str, Any] | None = None, importance: float = 0.5,
+        confidence: float = 1.0, source: str | None = None, session: str | None = None,
+        valid_from: When = None, valid_to: When = None, expires_at: When = None,
+        embedding: Sequence[float] | None = None, idempotency_key: str | None = None,
+    ) -> Memory: ...
+
+    async def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]
+                            ) -> list[Memory]: ...
+
+    async def update(self, memory_id: str, *, text: Any = UNSET,
+                     expected_version: int | None = None, idempotency_key: str | None = None,
+                     **fields: Unpack[UpdateFields]) -> Memory: ...
+
+    async def retract(self, memory_id: str, *, reason: str | None = None,
+                      expected_version: int | None = None,
+                      idempotency_key: str | None = None) -> Memory: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]: ...
+
+    async def get(self, memory_id: str, *, as_of: AsOf = None,
+                  valid_at: When = None) -> Memory: ...
+
+    async def history(self, memory_id: str, *, as_of: AsOf = None) -> list[Memory]: ...
+
+    async def recall(
+        self, query: str, *, namespace: str = "**", k: int = 10,
+        layers: Sequence[str] | None = None, as_of: AsOf = None, valid_at: When = None,
+        filters: Mapping[str, Any] | None = None,
+        query_embedding: Sequence[float] | None = None,
+    ) -> RecallResult: ...
+
+    async def recent(self, *, namespace: str = "**", k: int = 20,
+                     layers: Sequence[str] | None = None) -> list[Memory]: ...
+
+    async def namespaces(self, pattern: str = "**") -> list[str]: ...
+
+    async def context(
+        self, task: str, budget_tokens: int = 2000, *, namespace: str = "**",
+        layers: Sequence[str] | None = None, as_of: AsOf = None, valid_at: When = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> Context: ...
+
+    async def decide(self, description: str, *, basis: Any,
+                     outcome: Mapping[str, Any] | None = None,
+                     metadata: Mapping[str, Any] | None = None,
+                     namespace: str | None = None) -> Decision: ...
+
+    async def decision(self, decision_id: str) -> Decision: ...
+
+    async def explain(self, decision_id: str) -> DecisionExplanation: ...
+
+    async def stale_decisions(self, namespace: str = "**") -> list[Decision]: ...
+
+    async def who_read(self, memory_id: str) -> list[ReadRecord]: ...
+
+    async def conflicts(self, namespace: str = "**", *, status: str | None = "open",
+                        limit: int = 100) -> list[Conflict]: ...
+
+    async def resolve(self, conflict_id: str, *, winner: str | None = None,
+                      reason: str | None = None) -> Conflict: ...
+
+    def changes(self, since: int = 0, *, namespace: str = "**", limit: int = 1000
+                ) -> AsyncIterator[Event]: ...
+
+
+class Sessions(Protocol):
+    """What hands out sessions by API key: an open ``Database`` or a remote ``Client``.
+
+    The MCP server depends on this and :class:`MemoryAPI` only, so it can front
+    an embedded database or a remote server alike.
+    """
+
+    def session_for_key(self, api_key: str) -> MemoryAPI: ...
+
+
+class AdminAPI(Protocol):
+    """``session.admin`` (any admin principal) and ``client.admin``."""
+
+    def create_agent(self, name: str, *, roles: Sequence[str] = (), trust: float = 0.5,
+                     kind: str = "agent") -> str: ...
+
+    def principal(self, name: str) -> Principal: ...
+
+    def agents(self) -> list[Principal]: ...
+
+    def create_key(self, name: str) -> str: ...
+
+    def revoke_key(self, api_key_or_id: str) -> None: ...
+
+    def authenticate(self, api_key: str) -> str: ...
+
+    def grant(self, grantee: str, pattern: str, actions: Sequence[str]) -> Grant: ...
+
+    def revoke(self, grant_id: str) -> None: ...
+
+    def grants(self, grantee: str | None = None) -> list[Grant]: ...
+
+    def declare_predicate(self, pattern: str, predicate: str, *, cardinality: str = "one",
+                          value_type: str | None = None, merge: str | None = None,
+                          policy: str | None = None) -> PredicateSchema: ...
+
+    def undeclare_predicate(self, pattern: str, predicate: str) -> None: ...
+
+    def predicates(self, namespace: str | None = None) -> list[PredicateSchema]: ...
+
+    def schema_for(self, namespace: str, predicate: str) -> PredicateSchema: ...
+
+    def configure_namespace(self, pattern: str, **settings: Any) -> dict[str, Any]: ...
+
+    def settings_for(self, namespace: str) -> NamespaceSettings: ...
+
+    def update_agent(self, name: str, *, trust: float | None = None,
+                     roles: Sequence[str] | None = None) -> Principal: ...
+
+    def reactivate_agent(self, name: str) -> Principal: ...
+
+    def retire_agent(self, name: str, policy: str = "freeze", *,
+                     successor: str | None = None) -> Principal: ...
+
+    def approve(self, memory_id: str, *, reason: str | None = None) -> Memory: ...
+
+    def quarantined(self, namespace: str = "**", limit: int = 100) -> list[Memory]: ...
+
+    def rollback_author(self, name: str, since: int | datetime | str) -> list[Memory]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One memory call and the doors that front it.
+
+    Attributes:
+        name: the method of :class:`MemoryAPI`.
+        route: ``METHOD /path`` of its HTTP route; path parameters are call parameters.
+        body: the HTTP request model's name when the route takes a JSON body; its
+            fields are the call's other parameters (``**fields`` spelled out).
+        tool: the MCP tool, or ``None`` when MCP does not offer the call.
+        wire: parameters whose name differs on the wire (HTTP body, MCP tool).
+        not_in_tool: parameters the MCP tool leaves out on purpose.
+    """
+
+    name: str
+    route: str
+    body: str | None = None
+    tool: str | None = None
+    wire: tuple[tuple[str, str], ...] = ()
+    not_in_tool: tuple[str, ...] = ()
+
+
+_ID = (("memory_id", "id"),)
+
+CALLS: tuple[Call, ...] = (
+    Call("remember", "POST /v1/memories", "RememberRequest", "remember",
+         not_in_tool=("embedding",)),
+    Call("remember_many", "POST /v1/memories/batch", "BatchRequest",
+         wire=(("drafts", "memories"),)),
+    Call("update", "PATCH /v1/memories/{memory_id}", "UpdateRequest", "update", wire=_ID),
+    Call("retract", "POST /v1/memories/{memory_id}/retract", "RetractRequest", "retract",
+         wire=_ID),
+    Call("transaction", "POST /v1/transactions"),
+    Call("get", "GET /v1/memories/{memory_id}", None, "get", wire=_ID),
+    Call("history", "GET /v1/memories/{memory_id}/history", None, "history", wire=_ID),
+    Call("recall", "POST /v1/recall", "RecallRequest", "recall",
+         not_in_tool=("query_embedding",)),
+    Call("recent", "GET /v1/memories"),
+    Call("namespaces", "GET /v1/namespaces", None, "namespaces"),
+    Call("context", "POST /v1/context", "ContextRequest", "context", not_in_tool=("filters",)),
+    Call("decide", "POST /v1/decisions", "DecideRequest", "decide"),
+    Call("decision", "GET /v1/decisions/{decision_id}"),
+    Call("explain", "GET /v1/decisions/{decision_id}/explain", None, "explain"),
+    Call("stale_decisions", "GET /v1/decisions/stale"),
+    Call("who_read", "GET /v1/memories/{memory_id}/readers"),
+    Call("conflicts", "GET /v1/conflicts", None, "conflicts"),
+    Call("resolve", "POST /v1/conflicts/{conflict_id}/resolve", "ResolveRequest", "resolve"),
+    Call("changes", "GET /v1/changes"),
+)
+
+
+if TYPE_CHECKING:  # mypy checks every implementation against its declaration
+    from engramdb.client import AsyncClient, Client
+    from engramdb.client._sync import RemoteAdmin
+    from engramdb.engine.admin import Admin
+    from engramdb.engine.database import Database
+    from engramdb.engine.session import Session
+
+    def _session(s: Session) -> MemoryAPI:
+        return s
+
+    def _client(c: Client) -> MemoryAPI:
+        return c
+
+    def _sessions(db: Database, c: Client) -> list[Sessions]:
+        return [db, c]
+
+    def _async_client(c: AsyncClient) -> AsyncMemoryAPI:
+        return c
+
+    def _admin(a: Admin) -> AdminAPI:
+        return a
+
+    def _remote_admin(a: RemoteAdmin) -> AdminAPI:
+        return a

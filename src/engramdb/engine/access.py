@@ -1,0 +1,161 @@
+"""Access: who is calling, what they may do, and what their reads are filtered by.
+
+A :class:`Caller` is one principal bound to the shared :class:`Resources`.
+Every service asks it, never the storage, whether an action is allowed:
+``acl`` resolves the principal's live grants (status, roles and trust may
+have changed since the session began) into an
+:class:`~engramdb.policy.acl.AccessControl`; ``readable`` and ``filter`` turn
+a namespace glob and the recall arguments into the :class:`RecallFilter`
+every index query is filtered by; ``as_of`` turns a time into a transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from engramdb.codec import check_json, to_micros
+from engramdb.engine.resources import Resources
+from engramdb.engine.rows import MAX_INT64, PrincipalInfo, _short, names
+from engramdb.errors import InvalidInput, PermissionDenied
+from engramdb.model import (
+    LAYERS,
+    STATUSES,
+    RecallFilter,
+    check_glob,
+    check_layer,
+    namespace_matches,
+    to_utc,
+)
+from engramdb.policy.acl import AccessControl
+
+__all__ = ["FILTER_KEYS", "Caller"]
+
+FILTER_KEYS = frozenset({"author", "authors", "subject", "predicate", "session", "metadata",
+                         "recorded_after", "recorded_before", "valid_after", "valid_before",
+                         "statuses", "include_superseded"})
+
+
+class Caller:
+    """One principal's access to the database: grants, readable namespaces, filters."""
+
+    def __init__(self, res: Resources, principal: PrincipalInfo) -> None:
+        self.res = res
+        self.principal = principal
+
+    @property
+    def name(self) -> str:
+        return self.principal.name
+
+    def live_principal(self) -> PrincipalInfo:
+        """The principal as it is now (roles and trust may have changed since login).
+
+        Raises:
+            PermissionDenied: the principal was frozen, retired or removed.
+        """
+        p = self.principal
+        r = self.res.principal_row(p.name)
+        if r is None or r["status"] != "active":
+            status = r["status"] if r else "unknown"
+            raise PermissionDenied(
+                f"principal {p.name!r} is {status} and can no longer act; a frozen principal "
+                "can be reactivated by an admin (db.admin.reactivate_agent)", principal=p.name)
+        return replace(p, roles=tuple(r["roles"]), trust=float(r["trust"]),
+                       is_admin=r["kind"] == "admin")
+
+    def acl(self, as_of: int | None = None) -> AccessControl:
+        p = self.principal
+        if p.is_admin:
+            return AccessControl(p.name, [], is_admin=True)
+        p = self.live_principal()
+        return AccessControl(p.name, self.res.grants_for(p, as_of))
+
+    def require(self, action: str, namespace: str) -> None:
+        decision = self.acl().check(action, namespace)
+        if not decision.allow:
+            name = self.principal.name
+            raise PermissionDenied(
+                f"{name!r} may not {action} in {namespace!r}; ask an admin "
+                f"for a grant (db.admin.grant({name!r}, {namespace!r}, [{action!r}]))",
+                action=action,
+                namespace=namespace,
+            )
+
+    def readable(self, pattern: str, as_of: int | None) -> tuple[str, ...]:
+        check_glob(pattern)
+        acl = self.acl(as_of)
+        return tuple(
+            ns for ns in self.res.storage.namespaces()
+            if namespace_matches(pattern, ns) and acl.check("read", ns).allow
+        )
+
+    def as_of(self, as_of: int | datetime | str | None) -> int | None:
+        """A transaction number for ``as_of`` (a tx number, a time or None: now)."""
+        if as_of is None:
+            return None
+        if isinstance(as_of, bool):
+            raise InvalidInput("as_of must be a transaction number or a time")
+        if isinstance(as_of, int):
+            if not 0 <= as_of <= MAX_INT64:
+                raise InvalidInput(f"as_of must be a transaction number from 0 to {MAX_INT64} "
+                                   "or a time", field="as_of")
+            return as_of
+        when = to_micros(to_utc(as_of, what="as_of"))
+        assert when is not None  # as_of was given
+        return self.res.storage.tx_at(when)
+
+    def filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
+               valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:
+        """The validated filter of a read, limited to the namespaces this caller may read."""
+        f = dict(filters or {})
+        unknown = set(f) - FILTER_KEYS
+        if unknown:
+            raise InvalidInput(f"unknown filters {sorted(unknown)}; use {sorted(FILTER_KEYS)}")
+        if layers is not None:
+            layers = tuple(check_layer(x) for x in names(layers, "layers", LAYERS))
+        authors = f.get("authors")
+        if authors is not None:
+            authors = tuple(_short(a, "author") for a in names(authors, "authors"))
+        if f.get("author") is not None:
+            authors = (_short(f["author"], "author"),)
+        for name in ("subject", "predicate", "session"):
+            _short(f.get(name), name)
+        meta = f.get("metadata")
+        if meta is None:
+            meta = {}
+        elif not isinstance(meta, Mapping):
+            # Even a falsy non-dict (False, 0, "") is a mistake, not "no filter".
+            raise InvalidInput("filters['metadata'] must be a dict of key -> value equalities",
+                               field="metadata")
+        meta = check_json(dict(meta), what="metadata")
+        statuses = f.get("statuses")
+        if statuses is None:  # not given: current, active memories only
+            statuses = ("active",)
+        statuses = tuple(names(statuses, "statuses", STATUSES))
+        unknown_status = [x for x in statuses if x not in STATUSES]
+        if unknown_status or not statuses:
+            raise InvalidInput(f"filters['statuses'] must be a non-empty list of "
+                               f"{', '.join(STATUSES)}", field="statuses")
+        include = f.get("include_superseded")
+        if include is not None and not isinstance(include, bool):
+            raise InvalidInput("filters['include_superseded'] must be true or false",
+                               field="include_superseded")
+        return RecallFilter(
+            namespaces=self.readable(namespace, as_of),
+            layers=tuple(layers) if layers is not None else None,
+            authors=tuple(authors) if authors is not None else None,
+            statuses=tuple(statuses),
+            as_of=as_of,
+            valid_at=to_utc(valid_at, what="valid_at"),
+            recorded_after=to_utc(f.get("recorded_after"), what="recorded_after"),
+            recorded_before=to_utc(f.get("recorded_before"), what="recorded_before"),
+            valid_after=to_utc(f.get("valid_after"), what="valid_after"),
+            valid_before=to_utc(f.get("valid_before"), what="valid_before"),
+            metadata=tuple(sorted(meta.items())),
+            subject=f.get("subject"),
+            predicate=f.get("predicate"),
+            session=f.get("session"),
+            include_superseded=bool(include),
+        )

@@ -1,0 +1,77 @@
+"""Recall: hybrid search over the namespaces a filter allows, fused and marked.
+
+The one place a query becomes hits: full-text and vector candidates from
+storage (filtered inside the backend's query), fused with recency and
+importance (:mod:`engramdb.retrieval.rank`), marked ``contested`` where an
+open conflict involves them, with a receipt naming the exact versions
+returned. ``recall``, ``context`` and ``knowledge`` all come through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from engramdb.codec import sha256_hex
+from engramdb.engine.inbox import ConflictInbox
+from engramdb.engine.resources import Resources
+from engramdb.engine.rows import memory_from_row
+from engramdb.model import Hit, RecallFilter, RecallResult, Receipt, ReceiptItem
+from engramdb.retrieval.rank import fuse
+
+__all__ = ["Recall", "hits_from", "receipt_for"]
+
+
+class Recall:
+    """Hybrid recall for any principal (the caller has already built the filter)."""
+
+    def __init__(self, res: Resources, inbox: ConflictInbox) -> None:
+        self._res = res
+        self._inbox = inbox
+
+    def run(self, principal: str, query: str, flt: RecallFilter, k: int, as_of: int | None,
+            *, query_embedding: np.ndarray | None = None) -> RecallResult:
+        """The ``k`` best hits for ``query`` under ``flt``, read as ``principal``."""
+        res = self._res
+        head = res.storage.head()
+        read_tx = head.tx if as_of is None else min(as_of, head.tx)
+        if flt.as_of is None:
+            # Pin the read to the head we saw, so the receipt names a real snapshot.
+            flt = replace(flt, as_of=read_tx)
+        if flt.namespaces is not None and not flt.namespaces:
+            return RecallResult((), receipt_for((), read_tx, flt.valid_at, principal, query))
+        n = max(res.config.recall_candidates, k * 3)
+        text_hits = res.storage.search_text(query, flt, n)
+        vector_hits: list[Any] = []
+        if res.embedder is not None:
+            if query_embedding is None:
+                qv = res.embed([query])
+                assert qv is not None
+                query_embedding = qv[0]
+            vector_hits = res.storage.search_vector(query_embedding, flt, n)
+        now = head.recorded_at if as_of is None else res.tx_time(read_tx)
+        scored = fuse(text_hits, vector_hits, now_micros=now, k=k, weights=res.weights)
+        hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
+        return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
+
+
+def hits_from(scored: Sequence[Any], as_of: int | None) -> tuple[Hit, ...]:
+    return tuple(
+        Hit(memory=memory_from_row(s.row, as_of=as_of), score=s.score, why=s.why)
+        for s in scored
+    )
+
+
+def receipt_for(hits: Sequence[Hit], as_of: int, valid_at: datetime | None, principal: str,
+                query: str) -> Receipt:
+    return Receipt(
+        items=tuple(ReceiptItem(h.memory.id, h.memory.version) for h in hits),
+        as_of=as_of,
+        valid_at=valid_at,
+        principal=principal,
+        query_digest=sha256_hex(query.encode("utf-8")),
+    )

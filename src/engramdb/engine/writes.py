@@ -1,0 +1,329 @@
+"""Writes: memories remembered, updated and retracted inside one write transaction.
+
+:class:`Writer` does the work of every memory write inside an open
+:class:`~engramdb.storage.base.WriteTx`: it checks the write grant, replays
+idempotent retries, lets :class:`~engramdb.engine.trust.TrustEngine` decide
+what the write becomes, and hands the effects to the one commit path
+(:meth:`Resources.commit`), which logs them, marks decisions stale and stores
+or carries vectors. :class:`Transaction` is the public ``with
+session.transaction() as tx:`` API over one writer. Input is validated here
+(:func:`make_draft`, :func:`update_changes`) before any lock is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
+from engramdb.engine.access import Caller
+from engramdb.engine.rows import (
+    EngineConfig,
+    _short,
+    _unit,
+    check_count,
+    check_id,
+    check_idempotency_key,
+    check_metadata,
+    check_reason,
+    check_text,
+    check_validity,
+    draft_to_row,
+    memory_from_row,
+    validate_draft,
+)
+from engramdb.engine.trust import BatchItem, FreeTextBatch, TrustEngine
+from engramdb.errors import IdempotencyKeyReused, InvalidInput, NotFound, VersionConflict
+from engramdb.model import UNSET, Event, Memory, MemoryDraft, check_layer, to_utc
+from engramdb.storage.base import Insert, Update, WriteTx
+
+__all__ = ["UNSET", "UPDATABLE", "Transaction", "Writer", "check_write_args", "make_draft",
+           "update_changes"]
+
+_UNSET = UNSET
+_WRITABLE = ("active", "quarantined")
+UPDATABLE = frozenset({"metadata", "importance", "confidence", "value", "valid_from",
+                       "valid_to", "layer", "source", "expires_at"})
+
+
+def _request_hash(kind: str, payload: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical({"kind": kind, **payload}))
+
+
+def check_write_args(memory_id: Any, expected_version: Any, idempotency_key: Any) -> None:
+    """What update and retract take besides their changes, checked before any lock."""
+    check_id(memory_id)
+    if expected_version is not None:
+        check_count(expected_version, "expected_version")
+    check_idempotency_key(idempotency_key)
+
+
+def _draft_fingerprint(draft: MemoryDraft) -> dict[str, Any]:
+    return {
+        "text": draft.text, "namespace": draft.namespace, "layer": draft.layer,
+        "subject": draft.subject, "predicate": draft.predicate, "value": draft.value,
+        "metadata": dict(draft.metadata), "importance": draft.importance,
+        "confidence": draft.confidence, "source": draft.source, "session": draft.session,
+        "valid_from": to_micros(draft.valid_from), "valid_to": to_micros(draft.valid_to),
+    }
+
+
+def make_draft(caller: Caller, **fields: Any) -> MemoryDraft:
+    """A validated draft for ``caller`` (default namespace: its private one)."""
+    if fields.get("namespace") is None:
+        fields["namespace"] = f"agents/{caller.name}"
+    try:
+        # A given embedding (list, tuple or array) becomes a read-only float32
+        # array in validate_draft: the form it is searched and stored in.
+        draft = MemoryDraft(**fields)
+    except TypeError as exc:
+        raise InvalidInput(f"unexpected memory field: {exc}") from exc
+    return validate_draft(draft, caller.res.config, caller.res.dimension)
+
+
+def update_changes(text: Any, fields: Mapping[str, Any], cfg: EngineConfig) -> dict[str, Any]:
+    """The validated changes of an ``update`` (before any lock)."""
+    changes: dict[str, Any] = {}
+    if text is not _UNSET:
+        changes["text"] = check_text(text, cfg)
+    for name in ("metadata", "importance", "confidence", "value", "valid_from", "valid_to",
+                 "layer", "source", "expires_at"):
+        if fields.get(name, _UNSET) is _UNSET:
+            continue
+        v = fields[name]
+        if name == "metadata":
+            changes[name] = check_metadata(v, cfg)
+        elif name in ("importance", "confidence"):
+            changes[name] = _unit(v, name)
+        elif name == "layer":
+            changes[name] = check_layer(v)
+        elif name == "source":
+            changes[name] = _short(v, "source")  # None removes it
+        elif name in ("valid_from", "valid_to", "expires_at"):
+            t = to_utc(v, what=name)
+            if name == "valid_from" and t is None:
+                raise InvalidInput("valid_from cannot be removed", field="valid_from")
+            changes[name] = to_micros(t)
+        elif name == "value":
+            changes[name] = check_json(v, what="value")
+        else:
+            changes[name] = v
+    if "valid_from" in changes or "valid_to" in changes:
+        check_validity(fields.get("valid_from"), fields.get("valid_to"))
+    if not changes:
+        raise InvalidInput("update needs at least one field to change (text, metadata, ...)")
+    return changes
+
+
+class Writer:
+    """Write operations inside one open storage transaction."""
+
+    def __init__(self, caller: Caller, trust: TrustEngine, w: WriteTx) -> None:
+        self.s = caller
+        self.w = w
+        self._res = caller.res
+        self._trust = trust
+        # Namespaces this transaction may write in, as checked once. Exact while
+        # it is open: grants and principals change only in write transactions,
+        # and none can commit while this one holds the lock.
+        self._may_write: set[str] = set()
+
+    # idempotency -------------------------------------------------------------
+
+    def _replay(self, key: str | None, request_hash: str) -> Memory | None:
+        if key is None:
+            return None
+        rows = self.w.fetch("idempotency", {"principal": self.s.name, "key": key})
+        if not rows:
+            return None
+        if rows[0]["request_hash"] != request_hash:
+            raise IdempotencyKeyReused(
+                f"idempotency key {key!r} was already used for a different request; "
+                "use a new key for a new request",
+                key=key,
+            )
+        result = rows[0]["result"]
+        found = self.w.fetch("memories", {"id": result["id"], "version": result["version"]})
+        # As of the original write: the retry sees what the first call saw.
+        return memory_from_row(found[0], as_of=rows[0]["tx"]) if found else None
+
+    def _remember_idempotency(self, key: str | None, request_hash: str, m: Mapping[str, Any]
+                              ) -> list[Insert]:
+        if key is None:
+            return []
+        return [Insert("idempotency", {
+            "principal": self.s.name, "key": key, "request_hash": request_hash,
+            "result": {"id": m["id"], "version": m["version"]}, "tx": self.w.tx,
+        })]
+
+    def _commit(self, kind: str, namespace: str, subject_ref: str, effects: list[Any],
+                extra: Mapping[str, Any] | None = None, *,
+                put: Sequence[tuple[str, int, np.ndarray]] = (),
+                carry: Sequence[tuple[str, int, int]] = ()) -> Event:
+        return self._res.commit(self.w, kind, self.s.name, namespace, subject_ref, effects,
+                                extra, put=put, carry=carry)
+
+    # operations ----------------------------------------------------------------
+
+    def remember(self, draft: MemoryDraft, vector: np.ndarray | None,
+                 item: BatchItem | None = None) -> Memory:
+        s = self.s
+        if draft.namespace not in self._may_write:
+            s.require("write", draft.namespace)
+            self._may_write.add(draft.namespace)
+        # The request hash only matters with a key (it detects a key's reuse).
+        rhash = ("" if draft.idempotency_key is None
+                 else _request_hash("remember", _draft_fingerprint(draft)))
+        replayed = self._replay(draft.idempotency_key, rhash)
+        if replayed is not None:
+            return replayed
+        row = draft_to_row(draft, memory_id=new_id(), author=s.name, tx=self.w.tx,
+                           recorded_at=self.w.recorded_at)
+        if row["valid_to"] is not None and row["valid_to"] <= row["valid_from"]:
+            raise InvalidInput("valid_to must be later than valid_from (which defaults to now)",
+                               field="valid_to")
+        # Trust decides what the write becomes: quarantined, merged, or checked
+        # against current memories under the namespace's conflict policy.
+        plan = self._trust.plan_remember(self, row, vector, item)
+        row = plan.row
+        effects: list[Any] = list(plan.effects)
+        effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
+        put = [] if vector is None else [(row["id"], row["version"], vector)]
+        self._commit("memory.remembered", draft.namespace, row["id"], effects, put=put,
+                     carry=plan.carry)
+        return plan.memory()
+
+    def remember_many(self, drafts: Sequence[MemoryDraft], vectors: Sequence[np.ndarray | None],
+                      batch: FreeTextBatch | None) -> list[Memory]:
+        """Remember each draft in order, with free-text candidates ``batch`` found for all."""
+        if batch is None:
+            return [self.remember(d, v) for d, v in zip(drafts, vectors, strict=True)]
+        self._trust.settle_batch(self.w, batch)
+        return [self.remember(d, v, BatchItem(batch, i))
+                for i, (d, v) in enumerate(zip(drafts, vectors, strict=True))]
+
+    def _current(self, memory_id: str, action: str) -> dict[str, Any]:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise InvalidInput("memory id must be a non-empty string", field="id")
+        rows = self.w.fetch("memories", {"id": memory_id, "tx_to": None})
+        if not rows or not self.s.acl().check("read", rows[0]["namespace"]):
+            raise NotFound(f"no memory {memory_id!r}; check the id (or your read grant)",
+                           id=memory_id)
+        row = rows[0]
+        self.s.require(action, row["namespace"])
+        return row
+
+    def _new_version(self, cur: dict[str, Any], changes: Mapping[str, Any], kind: str,
+                     expected_version: int | None, extra: Mapping[str, Any] | None,
+                     vector: np.ndarray | None, idempotency_key: str | None,
+                     rhash: str) -> Memory:
+        if expected_version is not None and int(expected_version) != int(cur["version"]):
+            raise VersionConflict(
+                f"memory {cur['id']} is at version {cur['version']}, not {expected_version}; "
+                "re-read it, reapply your change and retry",
+                id=cur["id"],
+                current_version=int(cur["version"]),
+                expected_version=int(expected_version),
+            )
+        new = {**cur, **changes, "version": cur["version"] + 1, "tx_from": self.w.tx,
+               "tx_to": None, "recorded_at": self.w.recorded_at,
+               "author": self.s.name}
+        if new["valid_to"] is not None and new["valid_to"] <= new["valid_from"]:
+            raise InvalidInput("valid_to must be later than valid_from", field="valid_to")
+        plan = self._trust.plan_version(self, cur, new, kind, vector)
+        new = plan.row
+        effects: list[Any] = [
+            Update("memories", {"id": cur["id"], "version": cur["version"]},
+                   {"tx_to": self.w.tx}, expect={"tx_to": None}),
+            *plan.effects,
+        ]
+        effects += self._remember_idempotency(idempotency_key, rhash, new)
+        put: list[tuple[str, int, np.ndarray]] = []
+        carry = list(plan.carry)
+        if vector is not None:
+            put.append((new["id"], new["version"], vector))
+        elif new["text"] == cur["text"]:
+            carry.append((cur["id"], cur["version"], new["version"]))
+        self._commit(kind, cur["namespace"], cur["id"], effects, extra, put=put, carry=carry)
+        return plan.memory()
+
+    def update(self, memory_id: str, changes: Mapping[str, Any], expected_version: int | None,
+               vector: np.ndarray | None, idempotency_key: str | None) -> Memory:
+        rhash = _request_hash("update", {"id": memory_id, "expected": expected_version,
+                                         "changes": changes})
+        replayed = self._replay(idempotency_key, rhash)
+        if replayed is not None:
+            return replayed
+        cur = self._current(memory_id, "write")
+        if cur["status"] not in _WRITABLE:
+            raise InvalidInput(
+                f"memory {memory_id} is {cur['status']} and cannot be updated; "
+                "remember a new memory instead",
+                id=memory_id,
+                status=cur["status"],
+            )
+        return self._new_version(cur, changes, "memory.updated", expected_version, None,
+                                 vector, idempotency_key, rhash)
+
+    def retract(self, memory_id: str, reason: str | None, expected_version: int | None,
+                idempotency_key: str | None) -> Memory:
+        rhash = _request_hash("retract", {"id": memory_id, "reason": reason,
+                                          "expected": expected_version})
+        replayed = self._replay(idempotency_key, rhash)
+        if replayed is not None:
+            return replayed
+        cur = self._current(memory_id, "write")
+        if cur["status"] == "retracted":
+            raise InvalidInput(f"memory {memory_id} is already retracted", id=memory_id)
+        valid_to = cur["valid_to"]
+        if valid_to is None or valid_to > self.w.recorded_at:
+            valid_to = max(self.w.recorded_at, cur["valid_from"] + 1)
+        changes = {"status": "retracted", "valid_to": valid_to}
+        return self._new_version(cur, changes, "memory.retracted", expected_version,
+                                 {"reason": reason}, None, idempotency_key, rhash)
+
+
+class Transaction:
+    """The write API inside ``with session.transaction() as tx:``."""
+
+    def __init__(self, writer: Writer) -> None:
+        self._w = writer
+        self._caller = writer.s
+        self._closed = False
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InvalidInput("this transaction has ended; open a new one")
+
+    def remember(self, text: str, **fields: Any) -> Memory:
+        self._check()
+        draft = make_draft(self._caller, text=text, **fields)
+        vector = self._caller.res.vectors_for([draft])[0]
+        return self._w.remember(draft, vector)
+
+    def update(self, memory_id: str, *, text: Any = _UNSET,
+               expected_version: int | None = None, idempotency_key: str | None = None,
+               **fields: Any) -> Memory:
+        self._check()
+        check_write_args(memory_id, expected_version, idempotency_key)
+        changes = update_changes(text, fields, self._caller.res.config)
+        vector = (self._caller.res.vectors_for([changes["text"]])[0] if "text" in changes
+                  else None)
+        return self._w.update(memory_id, changes, expected_version, vector, idempotency_key)
+
+    def retract(self, memory_id: str, *, reason: str | None = None,
+                expected_version: int | None = None,
+                idempotency_key: str | None = None) -> Memory:
+        self._check()
+        check_reason(reason)
+        check_write_args(memory_id, expected_version, idempotency_key)
+        return self._w.retract(memory_id, reason, expected_version, idempotency_key)
+
+    def get(self, memory_id: str) -> Memory:
+        self._check()
+        rows = self._w.w.fetch("memories", {"id": memory_id, "tx_to": None})
+        if not rows or not self._caller.acl().check("read", rows[0]["namespace"]):
+            raise NotFound(f"no memory {memory_id!r}", id=memory_id)
+        return memory_from_row(rows[0])

@@ -1,0 +1,114 @@
+"""Reads never wait for the write lock; a write that cannot get it fails fast and retryably.
+
+A real second process holds SQLite's write lock (``BEGIN IMMEDIATE`` on the
+same file) for up to 30 s while this one reads and writes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import engramdb
+from engramdb.errors import Busy, StorageError
+from tests.support.http_server import LiveServer
+
+_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(30)
+conn.execute("ROLLBACK")
+"""
+
+
+@pytest.fixture
+def lock_holder(sqlite_path: Path) -> Iterator[Callable[[], subprocess.Popen[str]]]:
+    """Start another process holding the database's write lock for 30 s."""
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(sqlite_path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+        procs.append(proc)
+        return proc
+
+    procs: list[subprocess.Popen[str]] = []
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_recall_answers_while_another_process_holds_the_write_lock(sqlite_path, lock_holder):
+    db = engramdb.open(sqlite_path, embedder=None)
+    try:
+        m = db.remember("Company X outlook is positive", namespace="acme/research")
+        db.read_audit.batch_size = 1  # every read is due for writing at once
+        start = time.monotonic()
+        db.recall("Company X")
+        usual = time.monotonic() - start
+        assert db.read_audit.pending == 0  # lock free: the read was written in the call
+
+        holder = lock_holder()
+        start = time.monotonic()
+        result = db.recall("Company X")
+        took = time.monotonic() - start
+        assert [h.memory.id for h in result.hits] == [m.id]
+        # Without the fix this waited for the 60 s busy timeout behind the other writer.
+        assert took < max(2.0, 20 * usual), (took, usual)
+        assert db.read_audit.pending == 1  # kept for later, not lost
+        assert db.get(m.id).text == "Company X outlook is positive"
+        holder.kill()
+        holder.wait()
+        db.close()  # the lock is free again: the buffered read is written
+        with engramdb.open(sqlite_path, embedder=None) as again:
+            assert len(again.who_read(m.id)) == 2
+    finally:
+        db.close()
+
+
+def test_write_that_cannot_get_the_lock_is_a_retryable_busy_error(sqlite_path, lock_holder):
+    with engramdb.open(sqlite_path, embedder=None) as db:
+        db.remember("first", namespace="acme/research")
+        head = db.storage.head().seq
+    with engramdb.open(sqlite_path, embedder=None, busy_timeout_s=0.3) as db:
+        holder = lock_holder()
+        start = time.monotonic()
+        with pytest.raises(Busy) as err:
+            db.remember("second", namespace="acme/research")
+        assert time.monotonic() - start < 10
+        assert isinstance(err.value, StorageError)
+        assert err.value.details["retryable"] is True
+        assert "retry" in err.value.message
+        holder.kill()
+        holder.wait()
+        assert db.storage.head().seq == head  # nothing was written
+        assert db.remember("second", namespace="acme/research").text == "second"
+
+
+def test_busy_write_over_http_is_503_with_retry_after(sqlite_path, lock_holder):
+    db = engramdb.open(sqlite_path, embedder=None, busy_timeout_s=0.3)
+    server = LiveServer(db).start()
+    try:
+        key = server.admin_key()
+        holder = lock_holder()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            reply = http.post("/v1/memories", headers={"Authorization": f"Bearer {key}"},
+                              json={"text": "blocked", "namespace": "acme/research"})
+        assert reply.status_code == 503
+        assert int(reply.headers["Retry-After"]) >= 1
+        assert reply.json()["error"]["code"] == "busy"
+        assert reply.json()["error"]["details"]["retryable"] is True
+        holder.kill()
+        holder.wait()
+    finally:
+        server.stop()
+        db.close()
