@@ -110,7 +110,11 @@ class VectorSearch:
             delta = self._delta
             changed = delta.refresh(conn, head_tx)
             if snap is not None and changed:
-                self._overridden[snap.positions_of(np.asarray(changed, dtype=np.int64))] = True
+                stale = snap.positions_of(np.asarray(changed, dtype=np.int64))
+                self._overridden[stale] = True
+                if stale.size and delta.any_status(changed, "erased"):
+                    # The snapshot's files still hold the erased vector: replace them.
+                    self._start_builder()
             self._maybe_fold(snap, delta)
             return snap, delta, self._overridden
 
@@ -231,6 +235,16 @@ class VectorSearch:
                                                            allowed, min_similarity)):
                     merged = sorted(out[i] + extra, key=lambda h: -h[1])
                     out[i] = merged[:limit]
+        return out
+
+    def selected_row_ids(self, conn: sqlite3.Connection, flt: RecallFilter) -> set[int]:
+        """Every row id with a vector that ``flt``'s column filters select, snapshot and
+        delta together (what the searches rank; the filter-semantics test's view)."""
+        snap, delta, over = self.refresh(conn)
+        out = delta.selected_row_ids(flt)
+        if snap is not None and snap.n:
+            out |= set(snap.row_ids[self._passing(snap, over, slice(0, snap.n), flt, None)]
+                       .tolist())
         return out
 
     # -- the snapshot side -----------------------------------------------------------------

@@ -4,9 +4,10 @@ A query is the OR of its content words, restricted to the ``text`` column.
 Words found in more than 5% of a large database's memories are dropped, and
 words are taken rarest first only until about ``MATCH_BUDGET`` rows match (the
 rarest word is always kept): BM25 gives common words almost no weight, yet
-FTS5 scores every row matching any word, so they decide the query's cost. Document frequencies come from ``fts5vocab``,
-which holds *stems*, so each word is stemmed first by the same tokenizer
-(``porter unicode61``, through a scratch FTS5 table; cached per connection).
+FTS5 scores every row matching any word, so they decide the query's cost.
+Document frequencies come from ``fts5vocab``, which holds *stems*, so each
+word is stemmed first by the same tokenizer (``porter unicode61``, through a
+scratch FTS5 table; cached per connection).
 
 A query scoped to namespaces holding a minority of the rows intersects its
 words with the namespaces' ``scope`` tokens (migration 0013) inside FTS5, so

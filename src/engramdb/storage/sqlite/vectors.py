@@ -175,6 +175,21 @@ class VectorIndex:
         codes = {k: c.by_value for k, c in self._codes.items()}
         return self._has_vec[:n] & column_mask(cols, codes, flt)
 
+    def selected_row_ids(self, flt: RecallFilter) -> set[int]:
+        """The row ids (with a vector) that ``flt``'s column filters select."""
+        with self._lock:
+            _, positions = self._selected(flt, None)
+            return set(self._row_ids[positions].tolist())
+
+    def any_status(self, row_ids: Sequence[int], status: str) -> bool:
+        """Whether any of ``row_ids`` is held here with ``status``."""
+        code = self._codes["status"].by_value.get(status)
+        if code is None:
+            return False
+        with self._lock:
+            idx = [self._pos[r] for r in row_ids if r in self._pos]
+            return bool(np.any(self._int_cols["status"][idx] == code))
+
     @staticmethod
     def needs_sql(flt: RecallFilter) -> bool:
         return bool(flt.metadata) or any(
