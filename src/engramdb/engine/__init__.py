@@ -1,4 +1,9 @@
-"""The engine: the one facade every door calls (see DESIGN.md)."""
+"""The engine: the one facade every door calls (see DESIGN.md, docs/architecture.md).
+
+``database`` is the composition root, ``session`` the facade of one principal;
+the services behind it are wired in ``services``, and every state change goes
+through the one commit path in ``_commit``.
+"""
 
 from engramdb.engine.database import Database, import_database, open_database
 from engramdb.engine.rows import EngineConfig

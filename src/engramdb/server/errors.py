@@ -50,7 +50,8 @@ _DESCRIPTIONS: dict[int, str] = {
     413: "Request body or batch over the server's limit (`payload_too_large`).",
     429: "Too many requests for this API key (`rate_limited`); see `Retry-After`.",
     500: "Unexpected server error (`internal_error`); the server logged the details.",
-    503: "The database could not serve the request (`storage_error`); retry later.",
+    503: "The database could not serve the request (`storage_error`, or `busy`: the write lock "
+         "was not free in time); retry later (see `Retry-After` when given).",
 }
 
 

@@ -93,7 +93,7 @@ TABLES: dict[str, TableSpec] = {
             " outcome json, metadata json, tx int, recorded_at micros, stale_tx int",
         ),
         # One row per basis item of a decision: lets a write find, by index, the
-        # decisions its closed versions make stale (engine/audit.py).
+        # decisions its closed versions make stale (engine/_commit.py).
         _spec(
             "decision_basis",
             ("decision_id", "memory_id", "version"),

@@ -46,12 +46,10 @@ re-read the log by cursor.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -60,6 +58,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.migrations import load, migrate
 from engramdb.storage.postgres import knn
 from engramdb.storage.postgres._conn import (
     _SELECT_FROM,
@@ -333,21 +332,8 @@ class PostgresStorage(SqlStorage):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
                     self._ensure_extension(conn)
-                    conn.execute(
-                        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
-                        "KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-                    )
-                    applied = {r[0] for r in conn.execute(
-                        "SELECT version FROM schema_migrations")}
-                    for version, name, sql in _migrations():
-                        if version in applied:
-                            continue
-                        conn.execute(sql)
-                        conn.execute(
-                            "INSERT INTO schema_migrations (version, name, applied_at) "
-                            "VALUES (%s, %s, %s)",
-                            [version, name, time.time_ns() // 1000],
-                        )
+                    migrate(lambda q, p: conn.execute(q, list(p)),
+                            load("engramdb.storage.postgres"), placeholder="%s")
                     row = conn.execute(
                         "SELECT value FROM meta WHERE key = 'embedder'").fetchone()
                     dim = _recorded_dimension(row[0] if row else None)
@@ -645,13 +631,3 @@ def _recorded_dimension(value: str | None) -> int | None:
     except (ValueError, TypeError, AttributeError):
         return None
     return dim or None
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    out = []
-    folder = resources.files("engramdb.storage.postgres") / "migrations"
-    for entry in folder.iterdir():
-        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
-        if m:
-            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(out)

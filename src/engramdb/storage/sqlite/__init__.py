@@ -10,13 +10,11 @@ exact index (:mod:`.vectors`) refreshed from the file before each search.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import numpy as np
 from engramdb.codec import json_dumps
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
@@ -167,20 +166,7 @@ class SQLiteStorage(SqlStorage):
         conn = self._new_conn()
         try:
             self._exec(conn, "BEGIN IMMEDIATE")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
-            )
-            applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
-            for version, name, sql in _migrations():
-                if version in applied:
-                    continue
-                for statement in _statements(sql):
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, time.time_ns() // 1000),
-                )
+            migrate(conn.execute, load("engramdb.storage.sqlite"), statements=_statements)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -363,16 +349,6 @@ class SQLiteStorage(SqlStorage):
 def _ranked(match: str, pool: int) -> tuple[str, list[Any]]:
     return (f"SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ? "
             f"ORDER BY rank LIMIT {int(pool)}", [match])
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    out = []
-    folder = resources.files("engramdb.storage.sqlite") / "migrations"
-    for entry in folder.iterdir():
-        m = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
-        if m:
-            out.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
-    return sorted(out)
 
 
 def _statements(sql: str) -> list[str]:
