@@ -29,8 +29,9 @@ import numpy as np
 from engramdb.codec import from_micros, new_id
 from engramdb.engine._commit import next_version
 from engramdb.engine.access import Caller
+from engramdb.engine.plans import BatchItem, FreeTextBatch, Plan
 from engramdb.engine.resources import Resources
-from engramdb.engine.rows import conflict_from_row, memory_from_row
+from engramdb.engine.rows import conflict_from_row
 from engramdb.errors import (
     ContradictionError,
     InvalidInput,
@@ -38,7 +39,7 @@ from engramdb.errors import (
     NotFound,
     PermissionDenied,
 )
-from engramdb.model import Conflict, Memory, RecallFilter
+from engramdb.model import Memory, RecallFilter
 from engramdb.policy import crdt
 from engramdb.policy.conflicts import (
     NamespaceSettings,
@@ -54,7 +55,7 @@ from engramdb.policy.conflicts import (
     valid_overlap,
 )
 from engramdb.policy.judge import Statement
-from engramdb.storage.base import Effect, Head, Insert, Update, WriteTx
+from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
 __all__ = ["CRDT_KEY", "BatchItem", "FreeTextBatch", "Plan", "TrustEngine"]
 
@@ -82,73 +83,6 @@ class Writer(Protocol):
 class _Ctx:
     s: Caller
     w: WriteTx
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What a write becomes once trust has had its say.
-
-    Attributes:
-        row: The memory version the caller gets back (for a merged predicate,
-            the merged memory's new version).
-        effects: The memory and conflict effects to log with the write.
-        conflicts: Conflicts this write recorded, as the writer may see them.
-    """
-
-    row: dict[str, Any]
-    effects: list[Effect]
-    conflicts: tuple[Conflict, ...] = ()
-    carry: tuple[tuple[str, int, int], ...] = ()  # (id, from, to): vectors kept by new versions
-
-    def memory(self) -> Memory:
-        m = memory_from_row(self.row)
-        return m.replace(conflicts=self.conflicts) if self.conflicts else m
-
-
-class FreeTextBatch:
-    """Free-text rival candidates for every memory of one ``remember_many``, found at once.
-
-    Found in two steps. Before the write lock (:meth:`TrustEngine.prepare_batch`):
-    one vector search per (namespace, subject) group against committed memories
-    as of a recorded head, keeping a few candidates beyond the ``n + 1`` the
-    per-memory search takes, and one matrix product per namespace comparing the
-    batch's memories with one another. Under the lock
-    (:meth:`TrustEngine.settle_batch`): if nothing committed since that head,
-    the lists stand; otherwise only rows recorded since are searched, and
-    earlier candidates that changed since are dropped, which gives the same
-    top ``n + 1`` as a search under the lock (a memory whose kept candidates
-    ran out falls back to its own search). Planning each memory then uses the
-    lists as the per-memory path does (see :meth:`TrustEngine._free_text_rivals`),
-    and falls back to that path for a memory whose lists do not apply (an
-    earlier memory of the batch was an idempotent replay, so it never became
-    pending; or the namespace's settings changed meanwhile).
-    """
-
-    def __init__(self, size: int, snapshot: Head) -> None:
-        self.snapshot = snapshot  # the committed head the first searches saw (or later)
-        # Per position, before the lock: committed (id, version, similarity) at or
-        # above the floor, best first, and whether more than were kept exist.
-        self.found: list[list[tuple[str, int, float]] | None] = [None] * size
-        self.truncated: list[bool] = [False] * size
-        # Per position, under the lock: the committed candidate ids the memory's own
-        # search would find (best first, floor applied), or None: search yourself.
-        self.committed: list[list[str] | None] = [None] * size
-        # Per position: earlier positions of the batch that qualify as pending
-        # candidates, most recent first, at most ``free_text_candidates`` of them.
-        self.earlier: list[list[int] | None] = [None] * size
-        # (detect_free_text, free_text_candidates) each list was computed for.
-        self.settings: list[tuple[bool, int] | None] = [None] * size
-        # (namespace, subject, positions, unit vectors) of each search group.
-        self.groups: list[tuple[str, str | None, list[int], np.ndarray]] = []
-        self.rows: list[dict[str, Any] | None] = [None] * size  # planned rows, as they come
-
-
-@dataclass(frozen=True, slots=True)
-class BatchItem:
-    """One memory of a :class:`FreeTextBatch`: the batch and the memory's position."""
-
-    batch: FreeTextBatch
-    index: int
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
 from engramdb.engine.access import Caller
+from engramdb.engine.plans import BatchItem, FreeTextBatch
 from engramdb.engine.rows import (
     EngineConfig,
     _short,
@@ -34,7 +35,7 @@ from engramdb.engine.rows import (
     memory_from_row,
     validate_draft,
 )
-from engramdb.engine.trust import BatchItem, FreeTextBatch, TrustEngine
+from engramdb.engine.trust import TrustEngine
 from engramdb.errors import IdempotencyKeyReused, InvalidInput, NotFound, VersionConflict
 from engramdb.model import UNSET, Event, Memory, MemoryDraft, check_layer, to_utc
 from engramdb.storage.base import Insert, Update, WriteTx
