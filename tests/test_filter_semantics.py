@@ -1,9 +1,10 @@
 """One meaning of a filter: SQL (``memory_where``) and the in-process vector mask agree.
 
-SQLite answers vector searches from an in-process index that filters with
-NumPy masks, while full text (and PostgreSQL) filter in SQL. For random
-filters over a database with several namespaces, layers, authors, statuses,
-versions and valid times, both must select exactly the same memory rows.
+SQLite answers vector searches from a memory-mapped snapshot plus an in-process
+index of newer rows, both filtering with NumPy masks, while full text (and
+PostgreSQL) filter in SQL. For random filters over a database with several
+namespaces, layers, authors, statuses, versions and valid times, both must
+select exactly the same memory rows.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ class HashEmbedder:
         return np.stack(out)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
+@pytest.fixture(scope="module", params=["exact", "snapshot"])
+def store(tmp_path_factory, request):
+    """The database; with ``snapshot``, the first 20 memories are in the shared
+    vector snapshot (memory-mapped files) and the rest, the updates and the
+    retractions only in the exact in-process part that overrides it."""
     path: Path = tmp_path_factory.mktemp("filters") / "engram.db"
     db = engramdb.open(path, embedder=HashEmbedder())
     for name in AUTHORS[1:]:
@@ -58,6 +62,9 @@ def store(tmp_path_factory):
                          valid_from=T0 + timedelta(days=i),
                          valid_to=None if i % 4 else T0 + timedelta(days=i + 10))
         made.append(m)
+        if i == 19 and request.param == "snapshot":
+            db.storage.rebuild_vector_index()
+            assert (path.parent / "engram.db-vindex" / "current").exists()
     for m in made[::5]:
         db.update(m.id, text=m.text + " (revised)")
     for m in made[1::7]:
@@ -93,8 +100,7 @@ def _both(db, flt: RecallFilter) -> tuple[set[int], set[int]]:
     with storage._read_conn() as conn:
         index, allowed = storage._fresh_index(conn, HashEmbedder.dimension, flt)
         assert allowed is None  # only filters the mask handles are drawn
-        _, positions = index._selected(flt, None)
-        in_process = {int(r) for r in index._row_ids[positions]}
+        in_process = index.selected_row_ids(conn, flt)
         cond, params = memory_where(flt, storage.dialect_impl)
         in_sql = {r[0] for r in conn.execute(
             f"SELECT m.row_id FROM memories m JOIN memory_vectors v ON v.id = m.id "

@@ -393,3 +393,57 @@ def bench_locomo_command(env: Env, data: str | None, out: str | None, cache: str
             report = report.rstrip() + f"\n\n![recall@k against k]({plot.name})\n"
         target.write_text(report, encoding="utf-8")
         env.note(f"wrote {target}" + (f" and {plot.name}" if plot else ""), style="green")
+
+
+@bench.command("scale")
+@click.option("--sizes", default="10000,100000", show_default=True, metavar="N,N,...",
+              help="Database sizes (memories) to load and time.")
+@click.option("--pg", "pg_url", default=None, metavar="URL",
+              help="Also time PostgreSQL at this (empty, scratch) database URL.")
+@click.option("--workdir", default=None, type=click.Path(file_okay=False),
+              help="Folder for the SQLite databases (default: a temporary folder).")
+@click.option("--queries", default=100, show_default=True, help="Queries per round (3 rounds).")
+@click.option("--out", "out", default=None, metavar="FILE",
+              help="Also write the Markdown section (and a PNG plot beside it) to FILE.")
+@pass_env
+def bench_scale(env: Env, sizes: str, pg_url: str | None, workdir: str | None, queries: int,
+                out: str | None) -> None:
+    """Recall latency, cold start and memory against size, beside NumPy brute force."""
+    env.admin_only("bench")
+    root = _repo_root()
+    if root is None or not (root / "bench" / "scale.py").exists():
+        raise click.UsageError("bench scale runs from a source checkout (bench/scale.py); "
+                               "clone the repository and run it there")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    scale = importlib.import_module("bench.scale")
+    markdown, run_scale, write_plot = scale.markdown, scale.run_scale, scale.write_plot
+    try:
+        wanted = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter("sizes are whole numbers, e.g. 10000,100000") from None
+    if not wanted or min(wanted) < 1000:
+        raise click.BadParameter("give sizes of at least 1000 memories")
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="engram-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run_scale(work, wanted, pg_url=pg_url, reps=queries, log=env.note)
+    finally:
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    machine = (f"Machine: {_cpu_model()}, {os.cpu_count()} cores, {_ram()}; "
+               f"load average at end {load}.")
+    plot = None
+    if out:
+        plot_path = Path(out).with_suffix(".png")
+        write_plot(results, plot_path)
+        plot = plot_path.name
+    report = markdown(results, machine, plot)
+    if out:
+        Path(out).write_text(report, encoding="utf-8")
+        env.note(f"wrote {out}", style="green")
+    if env.json:
+        env.emit_json({"machine": machine, "results": results})
+    else:
+        click.echo(report)

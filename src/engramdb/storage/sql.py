@@ -47,6 +47,14 @@ EVENT_COLUMNS = (
     "seq, tx, kind, namespace, actor, recorded_at, subject_ref, commitment, prev_hash, hash"
 )
 _FAR_FUTURE = 2**62
+_DISTINCT_NAMESPACES = (
+    "WITH RECURSIVE ns(name) AS ("
+    " SELECT MIN(namespace) FROM memories"
+    " UNION ALL"
+    " SELECT (SELECT MIN(m.namespace) FROM memories m WHERE m.namespace > ns.name)"
+    " FROM ns WHERE ns.name IS NOT NULL"
+    ") SELECT name FROM ns WHERE name IS NOT NULL"
+)
 
 
 class Dialect:
@@ -103,7 +111,10 @@ def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> 
     row: Row = {}
     for name, value in zip(names, values, strict=True):
         if value is not None and spec.columns.get(name) == "json":
-            value = json.loads(value) if isinstance(value, str) else value
+            if value == "{}":  # by far the most common metadata: skip the parser
+                value = {}
+            elif isinstance(value, str):
+                value = json.loads(value)
         row[name] = value
     return row
 
@@ -580,11 +591,16 @@ class SqlStorage(Storage):
             if tx != seen_tx:
                 if tx < seen_tx:  # the database was replaced under us: start again
                     seen_tx, names = 0, frozenset()
-                # No DISTINCT: planners then prefer a full scan of the namespace
-                # index to a range scan of the (small) recent rows.
-                cur = self._exec(
-                    conn, "SELECT namespace FROM memories WHERE row_tx > ?", [seen_tx]
-                )
+                if seen_tx == 0:
+                    # First look: one probe of the namespace index per distinct
+                    # namespace, not a read of every row (cold start at 1M rows).
+                    cur = self._exec(conn, _DISTINCT_NAMESPACES)
+                else:
+                    # No DISTINCT: planners then prefer a full scan of the namespace
+                    # index to a range scan of the (small) recent rows.
+                    cur = self._exec(
+                        conn, "SELECT namespace FROM memories WHERE row_tx > ?", [seen_tx]
+                    )
                 names = names | {r[0] for r in cur.fetchall()}
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)

@@ -3,7 +3,11 @@
 One statement (one snapshot) searches the HNSW projection (:mod:`.ann`) with
 iterative scanning and, exactly, the vectors written since the projection's
 watermark; a search that still comes back short falls back to an exact scan
-over all filtered rows, so a filter never hides a match that exists. Batches
+over all filtered rows, so a filter never hides a match that exists. A search
+scoped to namespaces holding few current rows (:data:`SMALL_SCOPE_ROWS`) ranks
+them exactly instead: a B-tree walk of the scope beats an iterative graph scan
+past every other namespace's neighbours (one namespace of 20 took 140-190 ms
+at 100k memories through the graph). Batches
 of queries go a few hundred per statement (``LATERAL`` over ``VALUES``), or,
 for a small filtered set, ranked in process with one matrix product.
 """
@@ -94,6 +98,22 @@ def _nearest_once(found: list[Any]) -> list[Any]:
     return list(best.values())
 
 
+# A scoped search ranks its namespaces' rows exactly when they hold at most this many
+# current versions (counted through the partial index on current rows).
+SMALL_SCOPE_ROWS = 20_000
+
+
+def _small_scope(conn: psycopg.Connection[Any], flt: RecallFilter) -> bool:
+    """Whether ``flt`` is a current read of few enough namespaces' rows to rank exactly."""
+    if flt.namespaces is None or flt.include_superseded or len(flt.namespaces) > 64:
+        return False
+    row = conn.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM memories WHERE tx_to IS NULL "
+        f"AND namespace = ANY(%s) LIMIT {SMALL_SCOPE_ROWS + 1}) s",
+        [list(flt.namespaces)]).fetchone()
+    return row is not None and int(row[0]) <= SMALL_SCOPE_ROWS
+
+
 def search_vector(
     store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int
 ) -> list[tuple[dict[str, Any], float]]:
@@ -117,13 +137,18 @@ def search_vector(
     approximate, exact = _knn_sql(select, cond, n, "?")
     try:
         with store._get_pool().connection() as conn:
-            with conn.pipeline(), conn.transaction():
-                _hnsw_settings(conn, n)
-                found = conn.execute(to_pyformat(approximate),
-                                     [vec, *params, vec, *params]).fetchall()
-            found = _nearest_once(found)
-            if len(found) < n:
+            if _small_scope(conn, flt):
+                # A narrow scope: exact over its rows beats walking the graph past
+                # the other namespaces' neighbours (iterative scan) by far.
                 found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
+            else:
+                with conn.pipeline(), conn.transaction():
+                    _hnsw_settings(conn, n)
+                    found = conn.execute(to_pyformat(approximate),
+                                         [vec, *params, vec, *params]).fetchall()
+                found = _nearest_once(found)
+                if len(found) < n:
+                    found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc

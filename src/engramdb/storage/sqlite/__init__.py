@@ -9,8 +9,9 @@ exact index (:mod:`.vectors`) refreshed from the file before each search.
 
 from __future__ import annotations
 
+import json
 import os
-import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -27,19 +28,11 @@ from engramdb.model import RecallFilter
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
+from engramdb.storage.sqlite.ann import VectorSearch
+from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.vectors import VectorIndex
 
-__all__ = ["SQLiteStorage"]
-
-_STOPWORDS = frozenset(
-    """
-    a an and are as at be by did do does for from had has have he her his how i in is it
-    its me my of on or our she so that the their them they this to was we were what when
-    where which who why will with you your
-    """.split()
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-
+__all__ = ["SQLiteStorage", "fts_query"]
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
@@ -54,19 +47,6 @@ class SQLiteDialect(Dialect):
             f"json_quote(json_extract({column}, ?)) = json_quote(json_extract(?, '$')))",
             [path, want, path, want],
         )
-
-
-def fts_query(text: str) -> str | None:
-    """Turn free text into a safe FTS5 OR-query of its content words."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    content = [w for w in words if w not in _STOPWORDS] or words
-    if not content:
-        return None
-    seen: list[str] = []
-    for w in content:
-        if w not in seen:
-            seen.append(w)
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen[:32])
 
 
 # Connections a forked child inherited: kept alive and unused (see _after_fork).
@@ -88,7 +68,7 @@ class SQLiteStorage(SqlStorage):
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._vindex: VectorIndex | None = None
+        self._vindex: VectorSearch | None = None
         self._erased_tx = 0
         self._closed = False
         self._pid = os.getpid()
@@ -253,7 +233,7 @@ class SQLiteStorage(SqlStorage):
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._read_conn() as conn:
             index, allowed = self._fresh_index(conn, vector.size, flt)
-            found = index.search(vector, flt, limit, allowed)
+            found = index.search(conn, vector, flt, limit, allowed)
             return self._rows_by_row_id(conn, found)
 
     def search_vectors(
@@ -267,28 +247,44 @@ class SQLiteStorage(SqlStorage):
                                       for v in vectors]), dtype=np.float32)
         with self._read_conn() as conn:
             index, allowed = self._fresh_index(conn, matrix.shape[1], flt)
-            found = index.search_many(matrix, flt, limit, allowed, min_similarity)
+            found = index.search_many(conn, matrix, flt, limit, allowed, min_similarity)
             rows = self._rows_by_ids(conn, sorted({r for hits in found for r, _ in hits}))
             return [[(rows[r], s) for r, s in hits if r in rows] for hits in found]
 
     def _fresh_index(self, conn: Any, dimension: int, flt: RecallFilter
-                     ) -> tuple[VectorIndex, list[int] | None]:
-        """The vector index brought up to the committed head, and the SQL-only filter's rows."""
-        head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
-        # An erasure (in any process) removes rows the index holds: start over,
-        # so no process keeps an erased memory's vector in memory.
+                     ) -> tuple[VectorSearch, list[int] | None]:
+        """The vector search of this dimension, and the SQL-only filter's rows."""
+        search = self._vindex
+        # An erasure (in any process) deletes rows this process may hold in memory
+        # (the delta of rows newer than the snapshot): start over, so no process keeps
+        # an erased memory's vector. ``purge`` has already removed the snapshot files.
         erased_tx = conn.execute("SELECT COALESCE(MAX(tx), 0) FROM erasures").fetchone()[0]
-        if (self._vindex is None or self._vindex.dimension != dimension
-                or erased_tx != self._erased_tx):
-            self._vindex = VectorIndex(dimension)
+        if search is None or search.dimension != dimension or erased_tx != self._erased_tx:
+            search = self._vindex = VectorSearch(
+                None if self.path == ":memory:" else self.path, dimension, self._plain_conn)
             self._erased_tx = erased_tx
-        self._vindex.refresh(conn, head_tx)
         allowed = None
         if VectorIndex.needs_sql(flt):
             cond, params = memory_where(flt, self.dialect_impl)
             allowed = [r[0] for r in self._exec(
                 conn, f"SELECT m.row_id FROM memories m WHERE {cond}", params)]
-        return self._vindex, allowed
+        return search, allowed
+
+    def _plain_conn(self) -> sqlite3.Connection:
+        """A private connection (the index builder's), not shared with any thread."""
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        return conn
+
+    def rebuild_vector_index(self) -> None:
+        """Build the shared vector snapshot now (bulk loads, benchmarks, ``engram`` tools)."""
+        recorded = self.meta("embedder")
+        dimension = int(json.loads(recorded).get("dimension") or 0) if recorded else 0
+        if dimension <= 0:
+            return  # no embedder: no vectors to index
+        with self._read_conn() as conn:
+            search, _ = self._fresh_index(conn, dimension, RecallFilter())
+        search.rebuild()
 
     def _rows_by_row_id(
         self, conn: Any, found: list[tuple[int, float]]
@@ -324,76 +320,49 @@ class SQLiteStorage(SqlStorage):
         if limit <= 0:
             return []
         with self._read_conn() as conn:
-            match = self._prune_terms(conn, fts_query(query))
-            if match is None:
+            fts = self._fulltext()
+            total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+            words = fts.match(conn, query, total)
+            if words is None:
                 return []
-            # Fast path: rank in FTS5 alone, then filter the best candidates. It
-            # is exact whenever at least `limit` candidates pass the filter (any
-            # better-ranked match passing the filter is among them) or FTS5 had
-            # no more matches; otherwise the filtered query below runs in full.
-            pool = max(limit * 4, 200)
-            ranked = self._exec(
-                conn,
-                f"SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ? "
-                f"ORDER BY rank LIMIT {pool}",
-                [match],
-            ).fetchall()
+            scope = fts.scope(conn, flt.namespaces, len(self.namespaces()), total)
+            match = words if scope is None else f"{words} AND {scope}"
+            # Rank in FTS5 alone, then filter the best candidates. Exact whenever
+            # at least `limit` candidates pass the filter (any better-ranked match
+            # passing it is among them) or FTS5 had no more matches; otherwise the
+            # filtered query below runs in full.
+            pool = limit * 2 + 20
+            ranked = self._run(conn.execute, *_ranked(match, pool)).fetchall()
             if not ranked:
                 return []
-            cond, params = memory_where(flt, self.dialect_impl)
-            ids = [r for r, _ in ranked]
-            passing = {
-                r[0] for r in self._exec(
-                    conn,
-                    f"SELECT m.row_id FROM memories m WHERE m.row_id IN "
-                    f"({', '.join('?' * len(ids))}) AND {cond}",
-                    [*ids, *params],
-                )
-            }
-            best = [(r, rank) for r, rank in ranked if r in passing][:limit]
-            if len(best) >= limit or len(ranked) < pool:
-                rows = self._rows_by_ids(conn, [r for r, _ in best])
-                return [(rows[r], -float(rank)) for r, rank in best if r in rows]
             spec = TABLES["memories"]
             cols = list(spec.columns)
+            cond, params = memory_where(flt, self.dialect_impl)
+            # CROSS JOIN: look the candidates up by row id; left to itself the planner
+            # may walk a filter column's index instead.
+            passing = {r[0]: r[1:] for r in self._exec(
+                conn,
+                f"SELECT m.row_id, {', '.join('m.' + c for c in cols)} FROM json_each(?) j "
+                f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}",
+                [json.dumps([r for r, _ in ranked]), *params],
+            )}
+            best = [(r, rank) for r, rank in ranked if r in passing][:limit]
+            if len(best) >= limit or len(ranked) < pool:
+                return [(decode_row(spec, cols, passing[r]), -float(rank)) for r, rank in best]
             cur = self._exec(
                 conn,
-                f"SELECT {', '.join('m.' + c for c in cols)}, bm25(memories_fts) AS rank "
+                f"SELECT {', '.join('m.' + c for c in cols)}, memories_fts.rank AS rank "
                 "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
                 f"WHERE memories_fts MATCH ? AND {cond} ORDER BY rank LIMIT {int(limit)}",
                 [match, *params],
             )
             return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in cur.fetchall()]
 
-    def _prune_terms(self, conn: Any, match: str | None) -> str | None:
-        """Drop query words found in over 5% of a large database's memories.
-
-        Such words add almost nothing to BM25 but make FTS5 score most of the
-        table; the rarest word is always kept. Small databases search every word.
-        """
-        if match is None:
-            return None
-        terms = match.split(" OR ")
-        total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
-        if total < 2000 or len(terms) == 1:
-            return match
-        if not getattr(self._local, "vocab", False):
-            conn.execute(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.memories_fts_vocab "
-                "USING fts5vocab('main', 'memories_fts', 'row')"
-            )
-            self._local.vocab = True
-        df = {}
-        for term in terms:
-            word = term[1:-1].replace('""', '"')
-            row = conn.execute(
-                "SELECT doc FROM temp.memories_fts_vocab WHERE term = ?", [word]
-            ).fetchone()
-            df[term] = row[0] if row else 0
-        kept = [t for t in terms if df[t] <= 0.05 * total]
-        if not kept:
-            kept = [min(terms, key=lambda t: df[t])]
-        return " OR ".join(kept)
+    def _fulltext(self) -> FullText:
+        fts: FullText | None = getattr(self._local, "fulltext", None)
+        if fts is None:
+            fts = self._local.fulltext = FullText()
+        return fts
 
     # -- erasure -----------------------------------------------------------------
 
@@ -408,8 +377,17 @@ class SQLiteStorage(SqlStorage):
         conn = self._conn("writer")
         self._exec(conn, "INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
         busy, wal_pages, moved = self._exec(conn, "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        # The vector index's snapshot files (a projection, rebuilt from the database on
+        # the next search) still hold the erased vectors: remove them. A process that
+        # has them mapped drops them at its next search (see _fresh_index).
+        snapshots = 0
+        if self.path != ":memory:":
+            vindex = Path(self.path + "-vindex")
+            snapshots = int(vindex.exists())
+            shutil.rmtree(vindex, ignore_errors=True)
+        self._vindex = None
         return {"fts_optimized": True, "wal_busy": bool(busy), "wal_pages": int(wal_pages),
-                "checkpointed_pages": int(moved)}
+                "checkpointed_pages": int(moved), "vector_snapshots_removed": snapshots}
 
     # -- change feed -------------------------------------------------------------
 
@@ -429,6 +407,11 @@ class SQLiteStorage(SqlStorage):
                 return False
             time.sleep(min(poll_s, left))
         return True
+
+
+def _ranked(match: str, pool: int) -> tuple[str, list[Any]]:
+    return (f"SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ? "
+            f"ORDER BY rank LIMIT {int(pool)}", [match])
 
 
 def _statements(sql: str) -> list[str]:

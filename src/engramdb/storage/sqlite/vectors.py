@@ -15,7 +15,7 @@ filtered query still returns ``k`` hits whenever ``k`` exist.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from engramdb.codec import to_micros
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
 
-__all__ = ["VectorIndex"]
+__all__ = ["VectorIndex", "column_mask"]
 
 _NONE = np.iinfo(np.int64).max
 _COLUMNS = (
@@ -33,6 +33,43 @@ _COLUMNS = (
 )
 # Filters the arrays can answer; anything else is asked of SQL as a row-id set.
 _SQL_ONLY = ("metadata", "subject", "predicate", "session")
+
+
+def column_mask(cols: Mapping[str, np.ndarray], codes: Mapping[str, Mapping[str, int]],
+                flt: RecallFilter) -> np.ndarray:
+    """The rows of ``cols`` (equal-length columns) that pass ``flt``'s column filters.
+
+    ``codes`` maps each coded column (namespace, layer, author, status) from
+    value to the integer stored; a value with no code matches no row.
+    """
+    c = cols
+    mask = np.ones(len(c["tx_to"]), dtype=bool)
+    if flt.as_of is None:
+        if not flt.include_superseded:
+            mask &= c["tx_to"] == _NONE
+    else:
+        mask &= c["tx_from"] <= flt.as_of
+        if not flt.include_superseded:
+            mask &= c["tx_to"] > flt.as_of
+    for name, values in (("namespace", flt.namespaces), ("layer", flt.layers),
+                         ("author", flt.authors), ("status", flt.statuses or None)):
+        if values is not None:
+            table = codes[name]
+            wanted = np.array([table[v] for v in values if v in table], dtype=np.int32)
+            mask &= np.isin(c[name], wanted)
+    if flt.valid_at is not None:
+        v = to_micros(flt.valid_at)
+        mask &= (c["valid_from"] <= v) & (c["valid_to"] > v)
+    for col, op, value in (
+        ("recorded_at", "ge", flt.recorded_after),
+        ("recorded_at", "lt", flt.recorded_before),
+        ("valid_from", "ge", flt.valid_after),
+        ("valid_from", "lt", flt.valid_before),
+    ):
+        if value is not None:
+            t = to_micros(value)
+            mask &= (c[col] >= t) if op == "ge" else (c[col] < t)
+    return mask
 
 
 class _Codes:
@@ -52,10 +89,10 @@ class _Codes:
 class VectorIndex:
     """Embeddings plus filter columns of all memory versions, kept fresh by ``row_tx``."""
 
-    def __init__(self, dimension: int) -> None:
+    def __init__(self, dimension: int, since_tx: int = 0) -> None:
         self.dimension = dimension
         self._lock = threading.Lock()
-        self._seen_tx = 0
+        self._seen_tx = since_tx
         self._n = 0
         self._pos: dict[int, int] = {}
         self._row_ids = np.zeros(0, dtype=np.int64)
@@ -85,11 +122,16 @@ class VectorIndex:
         for name, arr in self._int_cols.items():
             self._int_cols[name] = np.resize(arr, new_cap)
 
-    def refresh(self, conn: Any, head_tx: int) -> None:
-        """Bring the arrays up to ``head_tx`` by reading rows changed since."""
+    @property
+    def seen_tx(self) -> int:
+        return self._seen_tx
+
+    def refresh(self, conn: Any, head_tx: int) -> list[int]:
+        """Bring the arrays up to ``head_tx`` by reading rows changed since; returns their ids."""
+        changed: list[int] = []
         with self._lock:
             if head_tx <= self._seen_tx:
-                return
+                return changed
             cur = conn.execute(
                 f"SELECT {_COLUMNS} FROM memories m LEFT JOIN memory_vectors v "
                 "ON v.id = m.id AND v.version = m.version WHERE m.row_tx > ? ORDER BY m.row_tx",
@@ -101,6 +143,7 @@ class VectorIndex:
                 for row in batch:
                     (row_id, ns, layer, author, status, tx_from, tx_to, vfrom, vto, rec,
                      row_tx, vec) = row
+                    changed.append(row_id)
                     pos = self._pos.get(row_id)
                     if pos is None:
                         pos = self._pos[row_id] = self._n
@@ -124,36 +167,28 @@ class VectorIndex:
                         self._has_vec[pos] = False
                     seen = max(seen, row_tx)
             self._seen_tx = max(seen, head_tx)
+        return changed
 
     def _mask(self, flt: RecallFilter) -> np.ndarray:
         n = self._n
-        c = {k: v[:n] for k, v in self._int_cols.items()}
-        mask = self._has_vec[:n].copy()
-        if flt.as_of is None:
-            if not flt.include_superseded:
-                mask &= c["tx_to"] == _NONE
-        else:
-            mask &= c["tx_from"] <= flt.as_of
-            if not flt.include_superseded:
-                mask &= c["tx_to"] > flt.as_of
-        for name, values in (("namespace", flt.namespaces), ("layer", flt.layers),
-                             ("author", flt.authors),
-                             ("status", flt.statuses or None)):
-            if values is not None:
-                mask &= np.isin(c[name], self._codes[name].codes(values))
-        if flt.valid_at is not None:
-            v = to_micros(flt.valid_at)
-            mask &= (c["valid_from"] <= v) & (c["valid_to"] > v)
-        for col, op, value in (
-            ("recorded_at", "ge", flt.recorded_after),
-            ("recorded_at", "lt", flt.recorded_before),
-            ("valid_from", "ge", flt.valid_after),
-            ("valid_from", "lt", flt.valid_before),
-        ):
-            if value is not None:
-                t = to_micros(value)
-                mask &= (c[col] >= t) if op == "ge" else (c[col] < t)
-        return mask
+        cols = {k: v[:n] for k, v in self._int_cols.items()}
+        codes = {k: c.by_value for k, c in self._codes.items()}
+        return self._has_vec[:n] & column_mask(cols, codes, flt)
+
+    def selected_row_ids(self, flt: RecallFilter) -> set[int]:
+        """The row ids (with a vector) that ``flt``'s column filters select."""
+        with self._lock:
+            _, positions = self._selected(flt, None)
+            return set(self._row_ids[positions].tolist())
+
+    def any_status(self, row_ids: Sequence[int], status: str) -> bool:
+        """Whether any of ``row_ids`` is held here with ``status``."""
+        code = self._codes["status"].by_value.get(status)
+        if code is None:
+            return False
+        with self._lock:
+            idx = [self._pos[r] for r in row_ids if r in self._pos]
+            return bool(np.any(self._int_cols["status"][idx] == code))
 
     @staticmethod
     def needs_sql(flt: RecallFilter) -> bool:

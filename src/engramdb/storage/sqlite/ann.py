@@ -1,0 +1,345 @@
+"""Vector search over a SQLite database: the shared snapshot plus the rows written since.
+
+Search reads two sources. The *snapshot* (:mod:`.snapshot`) is a memory-mapped
+projection of every memory version as of transaction ``T``, with HNSW graphs;
+the *delta* is an in-process exact index (:class:`.vectors.VectorIndex`) of
+the rows whose ``row_tx`` is newer than ``T``, read from the file before each
+search. A delta row overrides the snapshot's copy of the same row, so an
+update, retraction or erasure committed by any process after ``T`` is seen by
+the next search of every process, and the state searched is exactly the
+committed state at the search's head.
+
+Filters are answered inside the search, never by trimming a short list: the
+HNSW path asks the graph for enough candidates that ``limit`` of them pass
+(more when the filter keeps few rows, a per-namespace graph when the scope is
+one large namespace), keeps only candidates whose columns pass the filter and
+re-scores them exactly with their float32 vectors; when that still comes up
+short, or when the scope is small, the filtered rows are scanned exactly
+(contiguous per namespace). Reads at an earlier transaction than ``T``,
+``include_superseded`` reads and SQL-only filters always take the exact scan.
+
+A process builds a missing or unusable snapshot itself when the database is
+small enough (:attr:`VectorSearch.sync_build_max` rows), otherwise in a
+background thread while searches stay exact; a delta grown past
+:attr:`VectorSearch.rebuild_min` rows (and a quarter of the snapshot) is
+folded into a new snapshot in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engramdb.model import RecallFilter
+from engramdb.storage.base import top_hits
+from engramdb.storage.sqlite.snapshot import (
+    Snapshot,
+    build_lock,
+    build_snapshot,
+    open_current,
+)
+from engramdb.storage.sqlite.vectors import VectorIndex, column_mask
+
+__all__ = ["VectorSearch", "single_blas"]
+
+log = logging.getLogger("engramdb.index")
+
+_controller: Any = None
+
+
+@contextlib.contextmanager
+def single_blas() -> Iterator[None]:
+    """One BLAS thread for the products inside: a matrix-vector product gains nothing
+    from threads on a busy machine and loses a lot to their wake-ups."""
+    global _controller
+    try:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _controller = ThreadpoolController()
+        limiter = _controller.limit(limits=1, user_api="blas")
+    except Exception:  # noqa: BLE001 - threadpoolctl missing or unusable: run as is
+        yield
+        return
+    with limiter:
+        yield
+
+
+class VectorSearch:
+    """Snapshot + delta search for one SQLite database path."""
+
+    # Scan exactly when the filtered scope holds at most this many rows.
+    exact_rows = 20_000
+    # Below this many vectors no snapshot is built: an exact scan is as fast.
+    snapshot_min = 20_000
+    # Build a missing snapshot in the searching thread up to this many rows.
+    sync_build_max = 300_000
+    # Fold the delta into a new snapshot once it has this many rows (and n/4).
+    rebuild_min = 20_000
+
+    def __init__(self, db_path: str | None, dimension: int,
+                 connect: Callable[[], sqlite3.Connection]) -> None:
+        self.dimension = dimension
+        self._dir = None if db_path is None else Path(db_path + "-vindex")
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._snap: Snapshot | None = None
+        self._pointer: tuple[int, int] | None = None  # (inode, mtime_ns) of `current`
+        self._delta = VectorIndex(dimension)
+        self._overridden = np.zeros(0, dtype=bool)
+        self._builder: threading.Thread | None = None
+        self.builds = 0
+
+    # -- keeping fresh ---------------------------------------------------------------
+
+    def refresh(self, conn: sqlite3.Connection) -> tuple[Snapshot | None, VectorIndex, np.ndarray]:
+        """Open a newer published snapshot if any, then bring the delta up to the head."""
+        head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+        with self._lock:
+            self._follow_pointer(conn, head_tx)
+            if self._snap is None and self._dir is not None:
+                self._first_snapshot(conn, head_tx)
+            snap = self._snap
+            delta = self._delta
+            changed = delta.refresh(conn, head_tx)
+            if snap is not None and changed:
+                stale = snap.positions_of(np.asarray(changed, dtype=np.int64))
+                self._overridden[stale] = True
+                if stale.size and delta.any_status(changed, "erased"):
+                    # The snapshot's files still hold the erased vector: replace them.
+                    self._start_builder()
+            self._maybe_fold(snap, delta)
+            return snap, delta, self._overridden
+
+    def _follow_pointer(self, conn: sqlite3.Connection, head_tx: int) -> None:
+        if self._dir is None:
+            return
+        try:
+            st = (self._dir / "current").stat()
+            pointer: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            pointer = None
+        if pointer == self._pointer:
+            return
+        self._pointer = pointer
+        snap = open_current(self._dir) if pointer is not None else None
+        if snap is not None and not self._usable(conn, snap, head_tx):
+            snap = None
+        if snap is None and self._snap is None:
+            return
+        if snap is None or self._snap is None or snap.path != self._snap.path:
+            self._adopt(snap)
+
+    def _usable(self, conn: sqlite3.Connection, snap: Snapshot, head_tx: int) -> bool:
+        """Whether ``snap`` is a snapshot of this database (its chain hash matches)."""
+        if snap.dimension != self.dimension or snap.tx > head_tx:
+            return False
+        row = conn.execute("SELECT hash FROM events WHERE tx = ? ORDER BY seq DESC LIMIT 1",
+                           (snap.tx,)).fetchone()
+        return row is not None and row[0] == snap.hash
+
+    def _adopt(self, snap: Snapshot | None) -> None:
+        self._snap = snap
+        self._delta = VectorIndex(self.dimension, since_tx=0 if snap is None else snap.tx)
+        self._overridden = np.zeros(0 if snap is None else snap.n, dtype=bool)
+
+    def _first_snapshot(self, conn: sqlite3.Connection, head_tx: int) -> None:
+        """A snapshot for a process that has none: built here if small, else in the background."""
+        rows = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+        if rows < self.snapshot_min:
+            return
+        if rows > self.sync_build_max or (self._builder is not None
+                                          and self._builder.is_alive()):
+            self._start_builder()
+            return
+        self._build(wait=True)
+        self._pointer = None
+        self._follow_pointer(conn, head_tx)
+
+    def _maybe_fold(self, snap: Snapshot | None, delta: VectorIndex) -> None:
+        if self._dir is None:
+            return
+        size = len(delta) if snap is not None else 0
+        grown = size >= self.rebuild_min and size * 4 >= (snap.n if snap else 0)
+        if grown:
+            self._start_builder()
+
+    def _start_builder(self) -> None:
+        if self._builder is not None and self._builder.is_alive():
+            return
+        self._builder = threading.Thread(target=self._build, kwargs={"wait": False},
+                                         name="engramdb-vindex", daemon=True)
+        self._builder.start()
+
+    def _build(self, *, wait: bool) -> bool:
+        """Build and publish a snapshot unless another builder holds the lock."""
+        assert self._dir is not None
+        try:
+            with build_lock(self._dir, wait=wait) as mine:
+                if not mine:
+                    return False
+                conn = self._connect()
+                try:
+                    current = open_current(self._dir)
+                    head = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+                    if wait and current is not None and self._usable(conn, current, head) \
+                            and head - current.tx < self.rebuild_min:
+                        return True  # another process built it while we waited
+                    build_snapshot(conn, self._dir, self.dimension, threads=1)
+                    self.builds += 1
+                    return True
+                finally:
+                    conn.close()
+        except (OSError, sqlite3.Error, RuntimeError, ValueError) as exc:
+            log.warning("vector index snapshot not built (searches stay exact): %s", exc)
+            return False
+
+    def rebuild(self) -> None:
+        """Build a fresh snapshot now (waiting for another builder) and use it."""
+        if self._dir is None:
+            return
+        self._build(wait=True)
+        with self._lock:
+            self._pointer = None
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(self, conn: sqlite3.Connection, query: np.ndarray, flt: RecallFilter,
+               limit: int, allowed: Sequence[int] | None) -> list[tuple[int, float]]:
+        """Top ``limit`` (row_id, cosine) among rows passing ``flt`` (and ``allowed``)."""
+        snap, delta, over = self.refresh(conn)
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        with single_blas():
+            hits = delta.search(q, flt, limit, allowed)
+            if snap is not None and snap.n:
+                hits += self._search_snapshot(snap, over, q, flt, limit, allowed)
+        hits.sort(key=lambda h: -h[1])
+        return hits[:limit]
+
+    def search_many(self, conn: sqlite3.Connection, queries: np.ndarray, flt: RecallFilter,
+                    limit: int, allowed: Sequence[int] | None,
+                    min_similarity: float | None) -> list[list[tuple[int, float]]]:
+        """Exact top ``limit`` for each query row (the write path's candidate search)."""
+        snap, delta, over = self.refresh(conn)
+        with single_blas():
+            out = delta.search_many(queries, flt, limit, allowed, min_similarity)
+            if snap is not None and snap.n:
+                for i, extra in enumerate(self._exact_many(snap, over, queries, flt, limit,
+                                                           allowed, min_similarity)):
+                    merged = sorted(out[i] + extra, key=lambda h: -h[1])
+                    out[i] = merged[:limit]
+        return out
+
+    def selected_row_ids(self, conn: sqlite3.Connection, flt: RecallFilter) -> set[int]:
+        """Every row id with a vector that ``flt``'s column filters select, snapshot and
+        delta together (what the searches rank; the filter-semantics test's view)."""
+        snap, delta, over = self.refresh(conn)
+        out = delta.selected_row_ids(flt)
+        if snap is not None and snap.n:
+            out |= set(snap.row_ids[self._passing(snap, over, slice(0, snap.n), flt, None)]
+                       .tolist())
+        return out
+
+    # -- the snapshot side -----------------------------------------------------------------
+
+    def _ranges(self, snap: Snapshot, flt: RecallFilter) -> list[tuple[int, int]]:
+        """The position ranges the filter's namespaces occupy (all rows if unscoped)."""
+        if flt.namespaces is None:
+            return [(0, snap.n)]
+        codes = snap.codes["namespace"]
+        return sorted(snap.slices[codes[ns]] for ns in set(flt.namespaces)
+                      if ns in codes and codes[ns] in snap.slices)
+
+    @staticmethod
+    def _passing(snap: Snapshot, over: np.ndarray, positions: np.ndarray | slice,
+                 flt: RecallFilter, allowed: np.ndarray | None) -> np.ndarray:
+        """The ``positions`` (an array, or a slice: read as views) whose snapshot row
+        passes ``flt`` and has no newer copy."""
+        cols = {k: np.asarray(v[positions]) for k, v in snap.cols.items()}
+        mask = column_mask(cols, snap.codes, flt) & ~over[positions]
+        if allowed is not None:
+            mask &= np.isin(snap.row_ids[positions], allowed)
+        if isinstance(positions, slice):
+            return np.flatnonzero(mask) + positions.start
+        return positions[mask]
+
+    def _search_snapshot(self, snap: Snapshot, over: np.ndarray, q: np.ndarray,
+                         flt: RecallFilter, limit: int,
+                         allowed_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+        graph_ok = (allowed_ids is None and not flt.include_superseded
+                    and flt.as_of is not None and flt.as_of >= snap.tx and snap.graphs)
+        if graph_ok:
+            found = self._graph_search(snap, over, q, flt, limit)
+            if found is not None:
+                return found
+        allowed = None if allowed_ids is None else np.asarray(allowed_ids, dtype=np.int64)
+        return self._exact_many(snap, over, q.reshape(1, -1), flt, limit, allowed, None)[0]
+
+    def _graph_search(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
+                      limit: int) -> list[tuple[int, float]] | None:
+        """Candidates from an HNSW graph, filtered and re-scored exactly; None if too few."""
+        codes = snap.codes["namespace"]
+        if flt.namespaces is None:
+            scope_live = snap.live_total
+        else:
+            wanted = {codes[ns] for ns in flt.namespaces if ns in codes}
+            scope_live = sum(snap.live.get(c, 0) for c in wanted)
+            if scope_live <= self.exact_rows:
+                return None
+        graph, universe = snap.graphs.get(None), snap.live_total
+        if flt.namespaces is not None and len(wanted) == 1:
+            (code,) = wanted
+            if code in snap.graphs:
+                graph, universe = snap.graphs[code], snap.live.get(code, 0)
+        if graph is None or universe == 0:
+            return None
+        share = max(scope_live / universe, 1e-6)
+        count = min(universe, int(limit / share * 1.5) + 32)
+        while True:
+            graph.expansion_search = max(64, count)
+            keys = np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64)
+            keys = keys[keys >= 0]
+            passing = self._passing(snap, over, np.sort(keys), flt, None)
+            if len(passing) >= limit or count >= universe:
+                break
+            if count * 4 > max(4 * self.exact_rows, universe // 4):
+                return None  # the filter keeps too few rows for a graph: scan exactly
+            count = min(universe, count * 4)
+        if len(passing) == 0:
+            return []
+        sims = np.asarray(snap.vecs[passing]) @ q
+        top = np.argsort(-sims, kind="stable")[:limit]
+        return list(zip(snap.row_ids[passing[top]].tolist(), sims[top].tolist(), strict=True))
+
+    def _exact_many(self, snap: Snapshot, over: np.ndarray, queries: np.ndarray,
+                    flt: RecallFilter, limit: int,
+                    allowed: Any, min_similarity: float | None
+                    ) -> list[list[tuple[int, float]]]:
+        """Exact top ``limit`` per query over the snapshot rows passing the filter."""
+        q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+        if allowed is not None and not isinstance(allowed, np.ndarray):
+            allowed = np.asarray(allowed, dtype=np.int64)
+        best: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+        for a, b in self._ranges(snap, flt):
+            for start in range(a, b, 65_536):  # bounded temporaries
+                end = min(b, start + 65_536)
+                keep = self._passing(snap, over, slice(start, end), flt, allowed)
+                if keep.size == 0:
+                    continue
+                if keep.size == end - start:
+                    sims = q @ np.asarray(snap.vecs[start:end]).T
+                else:
+                    sims = q @ np.asarray(snap.vecs[keep]).T
+                ids = snap.row_ids[keep]
+                for i, hits in enumerate(top_hits(sims, limit, min_similarity)):
+                    merged = best[i] + [(int(ids[j]), s) for j, s in hits]
+                    merged.sort(key=lambda h: -h[1])
+                    best[i] = merged[:limit]
+        return best

@@ -1,0 +1,255 @@
+"""The on-disk vector projection of a SQLite database: built once, memory-mapped by every process.
+
+A snapshot holds, as of one transaction ``tx``, every memory version that has
+a vector: its filter columns and its float32 embedding as ``.npy`` files, rows
+sorted by namespace (so one namespace is one contiguous slice), plus an HNSW
+graph (usearch, int8) over the versions that were current at ``tx``, and one
+per large namespace. Processes open the files read-only with ``mmap``, so the
+operating system keeps one copy in its page cache for all of them (server
+workers share it) and opening a database costs no rebuild.
+
+The files live in the directory ``<database>-vindex/``; ``current`` names the
+published snapshot. A builder writes a new snapshot beside it and swaps
+``current`` with an atomic rename, under an exclusive file lock (one builder per
+machine). A snapshot is derived data: if it is missing, damaged or belongs to
+another database (its chain hash at ``tx`` does not match), it is rebuilt, and
+correctness never depends on it (the caller searches rows newer than ``tx``
+exactly and lets them override the snapshot's copies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FORMAT", "NONE", "Snapshot", "build_snapshot", "index_dir", "open_current"]
+
+FORMAT = 1
+NONE = np.iinfo(np.int64).max
+CODED = ("namespace", "layer", "author", "status")
+TIMES = ("tx_from", "tx_to", "valid_from", "valid_to", "recorded_at")
+# A namespace gets its own HNSW graph when it holds this many current rows and
+# at most this share of all of them (a larger one is served by the global graph).
+PART_MIN = 30_000
+PART_MAX_SHARE = 0.5
+_SELECT = (
+    "SELECT m.row_id, m.namespace, m.layer, m.author, m.status, m.tx_from, m.tx_to, "
+    "m.valid_from, m.valid_to, m.recorded_at, v.vec FROM memories m "
+    "JOIN memory_vectors v ON v.id = m.id AND v.version = m.version "
+    "ORDER BY m.namespace, m.row_id"
+)
+
+
+def index_dir(db_path: str) -> Path:
+    """The directory holding the snapshots of the database at ``db_path``."""
+    return Path(db_path + "-vindex")
+
+
+class Snapshot:
+    """One published snapshot, memory-mapped read-only."""
+
+    def __init__(self, path: Path) -> None:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"snapshot format {meta.get('format')} is not {FORMAT}")
+        self.path = path
+        self.tx: int = int(meta["tx"])
+        self.hash: str = str(meta["hash"])
+        self.dimension: int = int(meta["dimension"])
+        self.n: int = int(meta["n"])
+        self.codes: dict[str, dict[str, int]] = {
+            col: {v: i for i, v in enumerate(meta["codes"][col])} for col in CODED}
+
+        def load(name: str) -> np.ndarray:
+            return np.load(path / f"{name}.npy", mmap_mode="r") if self.n else np.zeros(0)
+
+        self.row_ids = load("row_id")
+        self.cols: dict[str, np.ndarray] = {c: load(c) for c in (*CODED, *TIMES)}
+        self.vecs = (np.load(path / "vecs.npy", mmap_mode="r") if self.n
+                     else np.zeros((0, self.dimension), dtype=np.float32))
+        self.by_row = load("by_row")  # positions in row_id order
+        # namespace code -> (start, end) slice and number of current rows
+        self.slices: dict[int, tuple[int, int]] = {
+            int(c): (int(a), int(b)) for c, a, b in meta["slices"]}
+        self.live: dict[int, int] = {int(c): int(n) for c, n in meta["live"]}
+        self.live_total = sum(self.live.values())
+        self.graphs: dict[int | None, Any] = {}
+        for key in meta["graphs"]:
+            self.graphs[None if key is None else int(key)] = _open_graph(
+                path / ("hnsw.usearch" if key is None else f"hnsw-{key}.usearch"))
+
+    def positions_of(self, row_ids: np.ndarray) -> np.ndarray:
+        """Snapshot positions of ``row_ids`` (those it does not hold are left out)."""
+        if self.n == 0 or len(row_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        sorted_ids = self.row_ids[self.by_row]
+        at = np.searchsorted(sorted_ids, row_ids)
+        at = np.minimum(at, self.n - 1)
+        found = sorted_ids[at] == row_ids
+        return np.asarray(self.by_row[at[found]], dtype=np.int64)
+
+
+def _open_graph(path: Path) -> Any:
+    from usearch.index import Index
+
+    graph = Index.restore(str(path), view=True)
+    if graph is None:
+        raise ValueError(f"cannot open the HNSW graph {path}")
+    return graph
+
+
+def open_current(directory: Path) -> Snapshot | None:
+    """The published snapshot in ``directory``, or None if there is none (or it is unreadable)."""
+    for _ in range(3):  # a builder may swap it while we read
+        try:
+            name = (directory / "current").read_text(encoding="utf-8").strip()
+            return Snapshot(directory / name)
+        except FileNotFoundError:
+            if not (directory / "current").exists():
+                return None
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def build_lock(directory: Path, *, wait: bool) -> Iterator[bool]:
+    """The machine-wide builder lock; yields whether it was taken."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "build.lock").open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_snapshot(conn: Any, directory: Path, dimension: int, *, threads: int = 0) -> Path:
+    """Write a snapshot of the committed state seen by ``conn`` and publish it.
+
+    Call with :func:`build_lock` held. Reads one consistent SQLite snapshot
+    (a deferred read transaction), streams vectors to disk (the builder never
+    holds them all in memory) and builds the HNSW graphs from the file.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        tx, digest, meta = _write_rows(conn, tmp, dimension)
+        meta["graphs"] = _build_graphs(tmp, meta, threads)
+        meta.update(format=FORMAT, tx=tx, hash=digest, dimension=dimension,
+                    built_at=time.time())
+        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        final = directory / f"snap-{tx}-{uuid.uuid4().hex[:8]}"
+        tmp.rename(final)
+        pointer = directory / f"current.{os.getpid()}.tmp"
+        pointer.write_text(final.name, encoding="utf-8")
+        pointer.replace(directory / "current")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_old(directory, keep=final.name)
+    return final
+
+
+def _write_rows(conn: Any, out: Path, dimension: int) -> tuple[int, str, dict[str, Any]]:
+    codes: dict[str, dict[str, int]] = {c: {} for c in CODED}
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in ("row_id", *CODED, *TIMES)}
+    n = 0
+    conn.execute("BEGIN")  # one snapshot for the head and every row
+    try:
+        tx, digest = conn.execute("SELECT tx, hash FROM chain_head WHERE id = 1").fetchone()
+        with (out / "vecs.raw").open("wb") as raw:
+            cur = conn.execute(_SELECT)
+            while batch := cur.fetchmany(20_000):
+                rows = [r for r in batch if r[10] is not None and len(r[10]) == 4 * dimension]
+                if not rows:
+                    continue
+                raw.write(b"".join(r[10] for r in rows))
+                parts["row_id"].append(np.array([r[0] for r in rows], dtype=np.int64))
+                for i, col in enumerate(CODED, start=1):
+                    table = codes[col]
+                    parts[col].append(np.array(
+                        [table.setdefault(r[i], len(table)) for r in rows], dtype=np.int32))
+                for i, col in enumerate(TIMES, start=5):
+                    parts[col].append(np.array(
+                        [NONE if r[i] is None else r[i] for r in rows], dtype=np.int64))
+                n += len(rows)
+    finally:
+        conn.execute("COMMIT")
+    arrays = {c: (np.concatenate(p) if p else np.zeros(0, dtype=np.int64))
+              for c, p in parts.items()}
+    for col, arr in arrays.items():
+        np.save(out / f"{col}.npy", arr)
+    np.save(out / "by_row.npy", np.argsort(arrays["row_id"], kind="stable"))
+    # The vectors as a .npy (header + the raw float32 rows), without loading them.
+    header = out / "vecs.npy"
+    with header.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {
+            "descr": "<f4", "fortran_order": False, "shape": (n, dimension)})
+        with (out / "vecs.raw").open("rb") as raw:
+            shutil.copyfileobj(raw, fh, 1 << 22)
+    (out / "vecs.raw").unlink()
+    ns = arrays["namespace"]
+    live = arrays["tx_to"] == NONE
+    slices, counts = [], []
+    if n:
+        starts = np.flatnonzero(np.r_[True, ns[1:] != ns[:-1]])
+        ends = np.r_[starts[1:], n]
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            slices.append((int(ns[a]), a, b))
+            counts.append((int(ns[a]), int(live[a:b].sum())))
+    meta = {"n": n, "slices": slices, "live": counts,
+            "codes": {c: list(codes[c]) for c in CODED}}
+    return int(tx), str(digest), meta
+
+
+def _build_graphs(out: Path, meta: dict[str, Any], threads: int) -> list[int | None]:
+    n = meta["n"]
+    if n == 0:
+        return []
+    from usearch.index import Index
+
+    vecs = np.load(out / "vecs.npy", mmap_mode="r")
+    live = np.flatnonzero(np.load(out / "tx_to.npy") == NONE)
+    total = len(live)
+    graphs: list[int | None] = []
+    jobs: list[tuple[int | None, np.ndarray]] = [(None, live)] if total else []
+    for code, a, b in meta["slices"]:
+        part = live[(live >= a) & (live < b)]
+        if len(part) >= PART_MIN and len(part) <= PART_MAX_SHARE * total:
+            jobs.append((code, part))
+    for key, positions in jobs:
+        graph = Index(ndim=vecs.shape[1], metric="ip", dtype="i8", connectivity=16,
+                      expansion_add=64, expansion_search=64)
+        for i in range(0, len(positions), 50_000):
+            chunk = positions[i:i + 50_000]
+            graph.add(chunk.astype(np.uint64), np.asarray(vecs[chunk]), threads=threads)
+        graph.save(str(out / ("hnsw.usearch" if key is None else f"hnsw-{key}.usearch")))
+        graphs.append(key)
+    return graphs
+
+
+def _remove_old(directory: Path, keep: str) -> None:
+    """Delete superseded snapshots (open mappings of them stay valid) and stale temp dirs."""
+    for entry in directory.iterdir():
+        if entry.name == keep or not entry.is_dir():
+            continue
+        old = entry.name.startswith("snap-")
+        stale_tmp = entry.name.startswith("tmp-") and time.time() - entry.stat().st_mtime > 3600
+        if old or stale_tmp:
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,53 @@
+"""Full text on SQLite with the namespace inside the FTS5 query (migration 0013).
+
+A scoped query must rank exactly as ranking everything and keeping the scope's
+rows would, and it must still find matches that rank far below other
+namespaces' matches (the old "best 200, then filter" plan could miss them).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import engramdb
+from engramdb.model import RecallFilter
+
+WORDS = ("river stone ledger harbor copper lantern meadow signal orchard beacon "
+         "quarry timber falcon glacier canyon prairie").split()
+NAMESPACES = [f"org/team{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    rng = random.Random(5)
+    database = engramdb.open(tmp_path_factory.mktemp("fts") / "engram.db", embedder=None)
+    rows = [{"text": " ".join(rng.choice(WORDS) for _ in range(8)),
+             "namespace": NAMESPACES[i % 10]} for i in range(3000)]
+    # One namespace's only mention of "zephyr" sits among 400 stronger matches elsewhere.
+    rows += [{"text": "zephyr zephyr zephyr zephyr", "namespace": NAMESPACES[1]}
+             for _ in range(400)]
+    rows.append({"text": "a quiet zephyr over the long river stone ledger harbor",
+                 "namespace": NAMESPACES[7]})
+    for i in range(0, len(rows), 1000):
+        database.remember_many(rows[i:i + 1000])
+    yield database
+    database.close()
+
+
+@pytest.mark.parametrize("query", ["river lantern", "falcon glacier canyon", "zephyr", "stone"])
+@pytest.mark.parametrize("scope", [(NAMESPACES[7],), (NAMESPACES[2], NAMESPACES[3])])
+def test_scoped_full_text_ranks_like_filtering_the_whole_ranking(db, query, scope):
+    head = db.storage.head().tx
+    scoped = db.storage.search_text(query, RecallFilter(namespaces=scope, as_of=head), 10)
+    everything = db.storage.search_text(query, RecallFilter(as_of=head), 100_000)
+    want = [s for r, s in everything if r["namespace"] in scope][:10]
+    assert {r["namespace"] for r, _ in scoped} <= set(scope)
+    assert [s for _, s in scoped] == pytest.approx(want)
+
+
+def test_a_weak_match_in_a_small_scope_is_found(db):
+    result = db.recall("zephyr", namespace=NAMESPACES[7], k=5)
+    assert [h.memory.text for h in result.hits] == [
+        "a quiet zephyr over the long river stone ledger harbor"]
