@@ -34,7 +34,9 @@ from tests.support.http_server import LiveServer
 LONG = bool(os.environ.get("ENGRAM_SCHEMATHESIS_LONG"))
 # A small batch limit: the coverage phase sends batches of exactly maxItems, and
 # embedding 1000 texts per case would spend the run's budget on the embedder.
-FUZZ_SETTINGS = ServerSettings(rate_limit_per_s=None, max_batch=20)
+# The fuzzer sends many unauthenticated requests on purpose: throttling failed
+# authentications (tested in test_security_http.py) would turn its 401s into 429s.
+FUZZ_SETTINGS = ServerSettings(rate_limit_per_s=None, max_batch=20, auth_failures_per_s=None)
 
 
 def run_schemathesis(url: str, key: str, report: Path, *, max_examples: int,
