@@ -186,7 +186,10 @@ class Response(BaseModel):
 class ErrorBody(Response):
     code: str = Field(description="Stable machine-readable code, e.g. `version_conflict`.")
     message: str = Field(description="What went wrong and what to do about it.")
-    details: dict[str, Any] = Field(description="Extra facts, e.g. `current_version`.")
+    details: dict[str, Any] = Field(description="Extra facts, e.g. `current_version`; "
+                                               "`fix` names what would fix it, as data.")
+    hint: str | None = Field(default=None, description="The fix in HTTP terms, e.g. the admin "
+                                                       "route that grants what was missing.")
 
 
 class ErrorResponse(Response):

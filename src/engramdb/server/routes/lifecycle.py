@@ -56,7 +56,7 @@ class ErasureReceiptOut(Response):
     reason: str
     tx: int
     memories: list[str] = Field(description="Ids erased (selected and derived).")
-    versions: list[tuple[str, int]] = Field(description="`[id, version]` rows deleted.")
+    versions: list[list[str | int]] = Field(description="`[id, version]` rows deleted.")
     counts: dict[str, int] = Field(description="How much was removed, per place.")
     files: dict[str, Any] = Field(description="What was done to the database files.")
 
