@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The adapters whose frameworks need their own venvs first, then the whole suite (its summary
+# line is the last one printed).
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
 	$(MAKE) test-crewai test-autogen
+	$(PY) -m pytest -q -p no:cacheprovider
 
 # Frameworks whose pins cannot live beside the project's (see pyproject.toml): each in its
 # own venv with just what its adapter tests need.
