@@ -65,6 +65,7 @@ _SUFFIXES = ("ing", "ed", "es", "s")
 _SPEAKER = re.compile(r"^\s*([^\W\d_][\w'.-]*(?: [^\W\d_][\w'.-]*){0,3}):\s", re.UNICODE)
 
 
+@lru_cache(maxsize=65_536)  # words repeat far more than texts: most calls are hits
 def _stem(word: str) -> str:
     """A light suffix strip, so that 'paints', 'painted' and 'painting' agree."""
     for suffix in _SUFFIXES:
