@@ -288,3 +288,25 @@ def test_the_docs_page_needs_nothing_from_the_internet(db_path):
             asset = httpx.get(f"{server.url}{url}", timeout=60)
             assert asset.status_code == 200, url
         assert httpx.get(f"{server.url}/docs/assets/../app.py", timeout=60).status_code == 404
+
+
+def test_erasure_refusals_name_their_fix_per_door(db_path):
+    from engramdb.errors import LegalHoldActive
+
+    with engramdb.open(db_path) as db:
+        db.remember("Client 42 prefers email", namespace="legal/crm", subject="user:42")
+        db.admin.legal_hold("legal/**", on=True, reason="litigation")
+        with pytest.raises(LegalHoldActive) as held:
+            db.forget(subject="user:42", reason="GDPR request")
+        assert "db.admin.legal_hold('legal/**', on=False" in str(held.value)
+        assert held.value.hint("http").startswith(
+            "an admin lifts it first: POST /v1/admin/legal-holds")
+        db.admin.create_agent("clerk")
+        db.admin.grant("clerk", "crm/**", ["read", "write"])
+        clerk = db.as_agent("clerk")
+        clerk.remember("Client 7 moved", namespace="crm/eu", subject="user:7")
+        with pytest.raises(PermissionDenied) as denied:
+            clerk.forget(subject="user:7", reason="GDPR request")
+        assert denied.value.hint("cli") == (
+            "an admin grants it with: engram agent grant clerk crm/eu erase")
+        assert db.recall("Client 7 moved", k=1).hits  # nothing was erased

@@ -397,6 +397,17 @@ def fix_text(fix: Mapping[str, Any] | None, door: str) -> str | None:
             "http": "the server's database is missing; its operator runs engram init",
             "mcp": f"create it with: engram init {_q(path)}",
         }[door]
+    if action == "lift_legal_hold":
+        pattern = fix.get("pattern")
+        body = {"pattern": pattern, "on": False, "reason": "..."}
+        return {
+            "python": f"an admin lifts it first with db.admin.legal_hold({pattern!r}, on=False, "
+                      "reason=...)",
+            "cli": f"an admin lifts it first over HTTP (POST /v1/admin/legal-holds "
+                   f"{_json(body)}) or in Python (db.admin.legal_hold)",
+            "http": f"an admin lifts it first: POST /v1/admin/legal-holds {_json(body)}",
+            "mcp": "an admin lifts the legal hold first (POST /v1/admin/legal-holds)",
+        }[door]
     if action == "create_key":
         name = fix.get("name")
         return {

@@ -159,17 +159,18 @@ class Erasure:
         for ns in spaces:
             if not acl.check("erase", ns).allow:
                 raise PermissionDenied(
-                    f"{session.name!r} may not erase in {ns!r}; nothing was erased. "
-                    f"Ask an admin for a grant with 'erase' on it", action="erase",
-                    namespace=ns)
+                    f"{session.name!r} may not erase in that namespace; nothing was erased",
+                    action="erase", namespace=ns,
+                    fix={"action": "grant", "grantee": session.name, "pattern": ns,
+                         "actions": ["erase"]})
         holds = w.fetch("legal_holds", {"active": 1})
         for ns in spaces:
             hold = hold_for(holds, ns)
             if hold is not None:
                 raise LegalHoldActive(
-                    f"a legal hold on {hold['pattern']!r} ({hold['reason']}) covers {ns!r}; "
-                    "nothing was erased. Lift it with db.admin.legal_hold(pattern, on=False, "
-                    "reason=...) first", pattern=hold["pattern"], namespace=ns)
+                    f"a legal hold on {hold['pattern']!r} ({hold['reason']}) covers the "
+                    "selected memories; nothing was erased", pattern=hold["pattern"],
+                    namespace=ns, fix={"action": "lift_legal_hold", "pattern": hold["pattern"]})
 
     # -- the erasure -----------------------------------------------------------------
 
