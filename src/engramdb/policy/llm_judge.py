@@ -12,9 +12,8 @@ import math
 import re
 from typing import Any
 
-import httpx
-
 from engramdb.errors import UpstreamError
+from engramdb.llm import chat_completion
 from engramdb.policy.judgment import Judge, Judgment, Statement, Verdict
 
 __all__ = ["LLMJudge"]
@@ -133,57 +132,28 @@ class LLMJudge:
         return Judgment(verdict, confidence, reason, self.name)
 
     def _ask(self, a: Statement, b: Statement) -> tuple[Verdict, float, str]:
-        url = f"{self.base_url}/chat/completions"
         statements = {"A": _as_json(a), "B": _as_json(b)}
-        payload = {
-            "model": self.model,
-            "temperature": 0,
-            "messages": [
+        content = chat_completion(
+            self.base_url, self.model,
+            [
                 {"role": "system", "content": _SYSTEM_PROMPT},
                 {
                     "role": "user",
                     "content": json.dumps(statements, ensure_ascii=False, default=str, indent=1),
                 },
             ],
-        }
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        where = {"url": url, "model": self.model}
-        try:
-            response = httpx.post(url, json=payload, headers=headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"LLM judge could not reach {url} ({type(exc).__name__}); check that the "
-                "server is running and that base_url is its OpenAI-compatible root, e.g. "
-                "http://localhost:11434/v1",
-                **where,
-            ) from exc
-        if response.status_code >= 400:
-            hint = {
-                401: "check api_key",
-                403: "check api_key",
-                404: f"check base_url and that model {self.model!r} exists on the server",
-            }
-            raise UpstreamError(
-                f"LLM judge at {url} answered HTTP {response.status_code}; "
-                f"{hint.get(response.status_code, 'check the server log and the model name')}",
-                upstream_status=response.status_code,
-                **where,
-            )
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise UpstreamError(
-                f"LLM judge at {url} did not answer in chat-completions format; check that "
-                "base_url points at an OpenAI-compatible API",
-                **where,
-            ) from exc
-        parsed = _parse_answer(str(content or ""))
+            api_key=self.api_key, timeout=self.timeout, who="LLM judge",
+            unreachable_hint="check that the server is running and that base_url is its "
+            "OpenAI-compatible root, e.g. http://localhost:11434/v1",
+        )
+        url = f"{self.base_url}/chat/completions"
+        parsed = _parse_answer(content)
         if parsed is None:
             raise UpstreamError(
                 f"model {self.model!r} at {url} did not reply with a JSON verdict "
                 f"(got {str(content)[:120]!r}); check the model name, or use a model that "
                 "follows instructions",
-                **where,
+                url=url, model=self.model,
             )
         return parsed
 

@@ -17,9 +17,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
 from engramdb.errors import UpstreamError
+from engramdb.llm import chat_completion
 
 __all__ = ["ChatLLM", "llm_from_env", "parse_json_object"]
 
@@ -51,30 +50,12 @@ class ChatLLM:
         Raises:
             UpstreamError: unreachable, an HTTP error, or not a chat-completions answer.
         """
-        url = f"{self.base_url}/chat/completions"
-        payload = {"model": self.model, "temperature": 0,
-                   "messages": [{"role": "system", "content": system},
-                                {"role": "user", "content": user}]}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        where = {"url": url, "model": self.model}
-        try:
-            response = httpx.post(url, json=payload, headers=headers, timeout=self.timeout)
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"the LLM at {url} could not be reached ({type(exc).__name__}); check that it "
-                "runs and that ENGRAM_LLM_URL is its OpenAI-compatible root", **where) from exc
-        if response.status_code >= 400:
-            raise UpstreamError(
-                f"the LLM at {url} answered HTTP {response.status_code}; check the model name "
-                "and the API key", upstream_status=response.status_code, **where)
-        try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise UpstreamError(f"the LLM at {url} did not answer in chat-completions format",
-                                **where) from exc
-        if not isinstance(content, str) or not content.strip():
-            raise UpstreamError(f"the LLM at {url} sent an empty answer", **where)
-        return content
+        return chat_completion(
+            self.base_url, self.model,
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            api_key=self.api_key, timeout=self.timeout, who="LLM",
+            unreachable_hint="check that it runs and that ENGRAM_LLM_URL is its "
+            "OpenAI-compatible root")
 
 
 def parse_json_object(content: str, what: str) -> dict[str, Any]:
