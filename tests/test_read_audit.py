@@ -209,3 +209,28 @@ def test_a_crash_loses_only_the_unflushed_buffer(tmp_path, mode):
     with engramdb.open(path, embedder=None) as db:
         assert len(db.who_read(m.id)) == (20 if mode == "batched" else 25)
         assert db.verify().ok
+
+
+def test_reads_inside_a_transaction_are_recorded_whether_it_commits_or_not(team):
+    db = team
+    m = db.remember("Company X outlook is positive", namespace="acme/research")
+    with db.as_agent("planner").transaction() as tx:
+        assert tx.get(m.id).text == "Company X outlook is positive"
+    with pytest.raises(RuntimeError):
+        with db.as_agent("risk").transaction() as tx:
+            tx.get(m.id)
+            raise RuntimeError("the agent gave up; nothing is written")
+    assert [(r.principal, r.version) for r in db.who_read(m.id)] == [
+        ("planner", 1), ("risk", 1)]
+    assert db.verify().ok
+
+
+def test_the_quarantine_queue_is_a_recorded_read(team):
+    db = team
+    db.admin.configure_namespace("acme/**", trust_floor=0.6)
+    db.admin.create_agent("intern", trust=0.2)
+    db.admin.grant("intern", "acme/**", ["read", "write"])
+    m = db.as_agent("intern").remember("the merger closes Friday", namespace="acme/research")
+    assert m.status == "quarantined" and db.who_read(m.id) == []
+    assert [q.id for q in db.admin.quarantined("acme/**")] == [m.id]
+    assert [r.principal for r in db.who_read(m.id)] == [db.principal.name]

@@ -223,10 +223,17 @@ class Session:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """All-or-nothing writes: every call inside commits together or not at all."""
-        with self._res.storage.write(self._principal.name) as w:
-            tx = Transaction(Writer(self._caller, self._svc.trust, w))
-            yield tx
-            tx._finish()
+        tx: Transaction | None = None
+        try:
+            with self._res.storage.write(self._principal.name) as w:
+                tx = Transaction(Writer(self._caller, self._svc.trust, w))
+                yield tx
+                tx._finish()
+        finally:
+            # What ``tx.get`` showed was read whether the transaction committed or
+            # not; it is recorded once the write lock is released.
+            if tx is not None and tx.reads:
+                self._res.read_audit.record_read(self._principal.name, "tx.get", tx.reads)
 
     # -- reads ---------------------------------------------------------------------
 

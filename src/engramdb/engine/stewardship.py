@@ -364,7 +364,9 @@ class Stewardship:
             return []
         rows = self._res.storage.list_memories(
             RecallFilter(namespaces=spaces, statuses=("quarantined",)), limit=limit)
-        return [memory_from_row(r) for r in rows]
+        memories = [memory_from_row(r) for r in rows]
+        self._res.read_audit.record_read(self._caller.name, "quarantined", memories)
+        return memories
 
     def rollback_author(self, name: str, since: int | datetime | str) -> list[Memory]:
         """Undo everything ``name`` wrote since a transaction number or a time.

@@ -352,6 +352,7 @@ class Transaction:
         self._ops = 0
         self._chars = 0
         self._outcomes: list[dict[str, Any]] = []  # written together by _finish
+        self.reads: list[Memory] = []  # what get showed, read-audited when the tx ends
 
     def _check(self, text: Any = None) -> None:
         if self._closed:
@@ -415,4 +416,6 @@ class Transaction:
         rows = self._w.w.fetch("memories", {"id": memory_id, "tx_to": None})
         if not rows or not self._caller.acl().check("read", rows[0]["namespace"]):
             raise NotFound(f"no memory {memory_id!r}", id=memory_id)
-        return memory_from_row(rows[0])
+        memory = memory_from_row(rows[0])
+        self.reads.append(memory)
+        return memory
