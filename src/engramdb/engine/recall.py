@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engramdb import telemetry
 from engramdb.codec import sha256_hex
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.resources import Resources
@@ -45,18 +46,28 @@ class Recall:
         if flt.namespaces is not None and not flt.namespaces:
             return RecallResult((), receipt_for((), read_tx, flt.valid_at, principal, query))
         n = max(res.config.recall_candidates, k * 3)
-        text_hits = res.storage.search_text(query, flt, n)
-        vector_hits: list[Any] = []
-        if res.embedder is not None:
-            if query_embedding is None:
-                qv = res.embed([query])
-                assert qv is not None
-                query_embedding = qv[0]
-            vector_hits = res.storage.search_vector(query_embedding, flt, n)
-        now = head.recorded_at if as_of is None else res.tx_time(read_tx)
-        scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
-                             weights=res.weights)
-        hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
+        with telemetry.span("engram.search", {"engram.k": k, "engram.candidates.limit": n}) as sp:
+            with sp.stage("text"):
+                text_hits = res.storage.search_text(query, flt, n)
+            vector_hits: list[Any] = []
+            if res.embedder is not None:
+                if query_embedding is None:
+                    with sp.stage("embed"):
+                        qv = res.embed([query])
+                    assert qv is not None
+                    query_embedding = qv[0]
+                with sp.stage("vector"):
+                    vector_hits = res.storage.search_vector(query_embedding, flt, n)
+            now = head.recorded_at if as_of is None else res.tx_time(read_tx)
+            with sp.stage("rank"):
+                scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
+                                     weights=res.weights)
+            with sp.stage("contested"):
+                hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
+            sp.set("engram.candidates.text", len(text_hits))
+            sp.set("engram.candidates.vector", len(vector_hits))
+            sp.set("engram.hits", len(hits))
+            telemetry.candidates(len(text_hits), len(vector_hits))
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
 
 
