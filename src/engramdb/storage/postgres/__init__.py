@@ -219,12 +219,37 @@ class PostgresStorage(SqlStorage):
 
     @contextmanager
     def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:
+        pinned = getattr(self._local, "snapshot", None)
+        if pinned is not None:  # inside snapshot(): every read of this thread uses it
+            yield pinned
+            return
         try:
             with self._get_pool().connection() as conn:
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
             raise translate(exc) from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One REPEATABLE READ, READ ONLY transaction for this thread's reads."""
+        if getattr(self._local, "snapshot", None) is not None:
+            yield
+            return
+        with self._read_conn() as conn:
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # The snapshot is taken at the first query, not at BEGIN: take it now.
+                conn.execute("SELECT 1").fetchone()
+            except psycopg.Error as exc:
+                self._failed(exc)
+                raise translate(exc) from exc
+            self._local.snapshot = conn
+            try:
+                yield
+            finally:
+                self._local.snapshot = None
+                conn.execute("ROLLBACK")  # read only: nothing to keep
 
     @contextmanager
     def _write_conn(self, wait: bool = True) -> Iterator[_TxConn]:
