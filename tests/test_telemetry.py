@@ -309,3 +309,22 @@ def test_asking_for_an_unsupported_exporter_is_a_configuration_error(tmp_path):
                          env=_clean_env(OTEL_TRACES_EXPORTER="zipkin"),
                          capture_output=True, text=True, timeout=120)
     assert "refused: OTEL_TRACES_EXPORTER='zipkin'" in out.stdout, out.stderr
+
+
+_NO_SDK = ("import sys; sys.modules['opentelemetry.sdk'] = None  # as if the extra were absent\n"
+           "import engramdb\n"
+           "try:\n    engramdb.open(sys.argv[1], embedder=None).close(); print('opened')\n"
+           "except engramdb.errors.MissingExtra as exc:\n    print('refused:', exc)\n")
+
+
+def test_without_the_extra_otel_variables_warn_and_engram_otel_on_refuses(tmp_path):
+    auto = subprocess.run([sys.executable, "-c", _NO_SDK, str(tmp_path / "a.db")],
+                          env=_clean_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9"),
+                          capture_output=True, text=True, timeout=120)
+    assert auto.stdout.strip() == "opened", auto.stderr
+    assert "pip install 'engramdb[otel]'" in auto.stderr
+    named = subprocess.run([sys.executable, "-c", _NO_SDK, str(tmp_path / "b.db")],
+                           env=_clean_env(ENGRAM_OTEL="on"), capture_output=True, text=True,
+                           timeout=120)
+    assert named.stdout.startswith("refused:"), named.stderr
+    assert "pip install 'engramdb[otel]'" in named.stdout

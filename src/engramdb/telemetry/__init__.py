@@ -23,6 +23,7 @@ attributes unless ``ENGRAM_OTEL_CAPTURE_TEXT=true`` or
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,8 @@ __all__ = [
     "operation",
     "span",
 ]
+
+log = logging.getLogger("engramdb.telemetry")
 
 # The live telemetry (an ``engramdb.telemetry._sdk.Telemetry``) or None when off. Hot paths
 # read this one global and do nothing else when it is None.
@@ -102,8 +105,13 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
     Called when a database is opened and when the HTTP app is built, so an
     operator needs only the ``OTEL_*`` variables. Returns whether it is on.
 
+    When only ``OTEL_*`` variables ask (they may be meant for the host
+    application) and the SDK is not installed, a warning is logged and
+    telemetry stays off.
+
     Raises:
-        MissingExtra: telemetry was asked for but the ``otel`` extra is not installed.
+        MissingExtra: ``ENGRAM_OTEL=on`` but the ``otel`` extra is not installed.
+        ConfigurationError: an ``OTEL_*`` exporter or protocol this build cannot serve.
     """
     global _env_checked
     if _env_checked or _active is not None:
@@ -113,7 +121,17 @@ def configure_from_env(environ: Mapping[str, str] | None = None) -> bool:
         _env_checked = True
         return False
     capture = env.get("ENGRAM_OTEL_CAPTURE_TEXT", "").strip().lower() in _TRUE
-    configure(capture_text=capture, from_env=True)  # a bad setting raises on every open
+    try:
+        configure(capture_text=capture, from_env=True)  # a bad setting raises on every open
+    except MissingExtra:
+        if env.get("ENGRAM_OTEL", "").strip().lower() in _TRUE:
+            raise  # asked for by name: say so
+        # OTEL_* may be meant for the host application alone: run without telemetry.
+        _env_checked = True
+        log.warning("OTEL_* variables are set but the OpenTelemetry SDK is not installed: "
+                    "EngramDB sends no telemetry (pip install 'engramdb[otel]', or set "
+                    "ENGRAM_OTEL=off to silence this)")
+        return False
     _env_checked = True
     return True
 
@@ -139,13 +157,15 @@ def configure(*, tracer_provider: Any = None, meter_provider: Any = None,
     global _active
     try:
         from engramdb.telemetry import _sdk
-    except ImportError as exc:
+
+        tel = _sdk.Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider,
+                             capture_text=capture_text, from_env=from_env)
+    except ImportError as exc:  # the SDK or the OTLP exporter
         raise MissingExtra(
             "OpenTelemetry was asked for (OTEL_* or ENGRAM_OTEL variables) but is not "
             "installed: pip install 'engramdb[otel]', or unset those variables",
             extra="otel") from exc
-    _active = _sdk.Telemetry(tracer_provider=tracer_provider, meter_provider=meter_provider,
-                             capture_text=capture_text, from_env=from_env)
+    _active = tel
 
 
 def disable() -> None:
