@@ -94,7 +94,8 @@ def test_knowledge_follows_grants_facts_and_validity_over_time(cell) -> None:
     assert intern_grant.tx_from < t_now
 
 
-@pytest.mark.parametrize("cell", matrix(embed=False), indirect=True)
+# Both backends; the HTTP door's knowledge call is covered by the scenario above.
+@pytest.mark.parametrize("cell", matrix(doors=("python",), embed=False), indirect=True)
 def test_knowledge_honours_roles_as_they_were(cell) -> None:
     db = cell.db
     db.admin.create_agent("analyst", roles=["analysts"])
