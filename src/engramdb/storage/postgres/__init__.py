@@ -249,7 +249,10 @@ class PostgresStorage(SqlStorage):
                 yield
             finally:
                 self._local.snapshot = None
-                conn.execute("ROLLBACK")  # read only: nothing to keep
+                # Read only: nothing to keep. A connection that cannot even roll back is
+                # dropped by the pool; the error that brought us here is the one to report.
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
 
     @contextmanager
     def _write_conn(self, wait: bool = True) -> Iterator[_TxConn]:
