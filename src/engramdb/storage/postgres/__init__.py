@@ -49,7 +49,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ from engramdb.storage.postgres._conn import (
     _TxConn,
     _vector_dumper,
     _VectorLoader,
+    read_snapshot,
     to_pyformat,
 )
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
@@ -230,29 +231,9 @@ class PostgresStorage(SqlStorage):
             self._failed(exc)
             raise translate(exc) from exc
 
-    @contextmanager
-    def snapshot(self) -> Iterator[None]:
+    def snapshot(self) -> AbstractContextManager[None]:
         """One REPEATABLE READ, READ ONLY transaction for this thread's reads."""
-        if getattr(self._local, "snapshot", None) is not None:
-            yield
-            return
-        with self._read_conn() as conn:
-            try:
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                # The snapshot is taken at the first query, not at BEGIN: take it now.
-                conn.execute("SELECT 1").fetchone()
-            except psycopg.Error as exc:
-                self._failed(exc)
-                raise translate(exc) from exc
-            self._local.snapshot = conn
-            try:
-                yield
-            finally:
-                self._local.snapshot = None
-                # Read only: nothing to keep. A connection that cannot even roll back is
-                # dropped by the pool; the error that brought us here is the one to report.
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("ROLLBACK")
+        return read_snapshot(self)
 
     @contextmanager
     def _write_conn(self, wait: bool = True) -> Iterator[_TxConn]:
