@@ -8,6 +8,7 @@ default (off) in a child process that must never load ``opentelemetry``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +33,7 @@ from opentelemetry.trace import SpanKind
 
 import engramdb
 from engramdb import errors, telemetry
-from engramdb.client import Client
+from engramdb.client import AsyncClient, Client
 from tests.support.http_server import LiveServer
 
 CANARY = "zq-canary-7731 the vault code is under the blue mat"
@@ -207,6 +209,14 @@ def test_traceparent_joins_the_callers_trace_over_a_real_http_server(recorded, t
         with tracer.start_as_current_span("agent.step") as step, \
                 Client(server.url, key) as client:
             client.recall(CANARY_MARK, namespace="ops")
+
+        async def async_agent() -> Any:
+            with tracer.start_as_current_span("agent.async_step") as span:
+                async with AsyncClient(server.url, key) as client:
+                    await client.get(r.json()["id"])
+            return span
+
+        async_step = asyncio.run(async_agent())
         http.close()
     db.close()
 
@@ -229,6 +239,10 @@ def test_traceparent_joins_the_callers_trace_over_a_real_http_server(recorded, t
     assert recall_server.parent.span_id == step.get_span_context().span_id
     assert any(s.name == "engram.recall" and s.context.trace_id == step_trace
                for s in recorded.spans())
+    async_trace = async_step.get_span_context().trace_id
+    get_server = next(s for s in servers if s.context.trace_id == async_trace)
+    assert get_server.name == "GET /v1/memories/{memory_id}"
+    assert get_server.parent.span_id == async_step.get_span_context().span_id
     assert CANARY_MARK not in _attribute_text(recorded)
 
 
