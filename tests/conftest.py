@@ -1,8 +1,11 @@
 """Shared fixtures. The conformance suite runs on every backend and door.
 
-``db`` is parametrised over the backends in ``BACKENDS``; a test written
-against it runs unchanged on each. A new backend or door joins by adding a
-factory here, never by copying test bodies.
+``cell`` is the one matrix: every storage backend (``STORES``) x every door
+(``DOORS``), so a test written against ``cell.db`` runs unchanged embedded and
+over HTTP, on SQLite and PostgreSQL. ``engine_db`` is its engine-only column
+(for what only the engine exposes), and ``db`` the older three-way view the
+conformance suite uses. A new backend or door joins by adding an opener
+here, never by copying test bodies.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,19 +92,99 @@ def pytest_sessionfinish(session, exitstatus):
         _pg_server.stop()
 
 
+# -- the one test matrix: storage backend x door ------------------------------------------
+#
+# A cell is a storage backend (where the data lives) seen through a door (how the test talks
+# to it): the embedded Python ``Database``/``Session``, or the HTTP ``Client`` against a live
+# uvicorn server over that same database. ``cell`` runs a test on every combination;
+# ``BACKENDS`` / ``db`` below are the older three-way view (sqlite, postgres, http over
+# SQLite) kept for the conformance suite, built from the same openers.
+
+STORES: dict[str, Callable[..., engramdb.Database]] = {"sqlite": _sqlite, "postgres": _postgres}
+DOORS = ("python", "http")
+
+
+@dataclass
+class Cell:
+    """One backend x door combination, open and empty.
+
+    Attributes:
+        store: ``sqlite`` or ``postgres``.
+        door: ``python`` or ``http``.
+        db: what the test talks to: the engine's ``Database`` or an admin HTTP ``Client``.
+        engine: the engine database underneath (the same object as ``db`` for ``python``):
+            the test's oracle for things no door shows (the head, raw rows).
+    """
+
+    store: str
+    door: str
+    db: Any
+    engine: engramdb.Database
+
+    def head_tx(self) -> int:
+        """The latest transaction, read from the engine (oracle, not the door under test)."""
+        return self.engine.head().tx
+
+    def close(self) -> None:
+        self.db.close()  # a served client also stops its server and closes the engine
+
+
+def open_cell(store: str, door: str, tmp_path: Path, embedder, request=None) -> Cell:
+    engine = STORES[store](tmp_path, embedder, request)
+    if door == "python":
+        return Cell(store, door, engine, engine)
+    from tests.support.http_server import served_client
+
+    return Cell(store, door, served_client(engine), engine)
+
+
+def matrix(stores: tuple[str, ...] = tuple(STORES), doors: tuple[str, ...] = DOORS, *,
+           embed: bool = True) -> list[Any]:
+    """``pytest.param`` ids ``<store>-<door>`` for ``cell`` (postgres ones marked).
+
+    ``embed=False`` opens full-text-only databases (no embedder), for tests whose
+    expected hits are written for keyword search.
+    """
+    return [pytest.param((s, d, embed), id=f"{s}-{d}",
+                         marks=[pytest.mark.postgres] if s == "postgres" else [])
+            for s in stores for d in doors]
+
+
+@pytest.fixture(params=matrix())
+def cell(request, tmp_path, embedder) -> Iterator[Cell]:
+    """A fresh database on every backend x door.
+
+    Narrow or change it with ``@pytest.mark.parametrize("cell", matrix(...), indirect=True)``.
+    """
+    store, door, embed = request.param
+    c = open_cell(store, door, tmp_path, embedder if embed else None, request)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(params=matrix(doors=("python",)))
+def engine_db(request, tmp_path, embedder) -> Iterator[engramdb.Database]:
+    """The engine itself on each storage backend (tests of what only the engine exposes)."""
+    store, _, _ = request.param
+    database = STORES[store](tmp_path, embedder, request)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
 def _http(tmp_path: Path, embedder, request=None) -> engramdb.Database:
-    """The HTTP door: an admin client talking to a live uvicorn server over SQLite.
+    """The HTTP door over SQLite: an admin client talking to a live uvicorn server.
 
     ``db.as_agent(name)`` on it issues a key for ``name`` and returns a client
     bound to that key (see ``engramdb.client.Client.as_agent``).
     """
-    from tests.support.http_server import served_client
-
-    return served_client(engramdb.open(tmp_path / "engram.db", embedder=embedder))
+    return open_cell("sqlite", "http", tmp_path, embedder, request).db
 
 
-BACKENDS: dict[str, Callable[..., engramdb.Database]] = {
-    "sqlite": _sqlite, "postgres": _postgres, "http": _http}
+BACKENDS: dict[str, Callable[..., engramdb.Database]] = {**STORES, "http": _http}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=pytest.mark.postgres) if name == "postgres"

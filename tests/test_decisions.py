@@ -243,30 +243,23 @@ def test_decisions_and_staleness_survive_export_and_import(company, tmp_path):
         assert [x.id for x in copy.stale_decisions()] == [d.id]
 
 
-@pytest.mark.parametrize(
-    "storage", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_decision_lifecycle_on_each_storage_backend(storage, tmp_path, embedder, request):
-    """The same decision story on both backends (the HTTP door has no decide yet)."""
-    from tests.conftest import BACKENDS
-
-    db = BACKENDS[storage](tmp_path, embedder, request)
-    try:
-        db.admin.create_agent("planner")
-        db.admin.grant("planner", "acme/**", ["read", "write"])
-        fact = db.remember(
-            "Company X earnings outlook is positive", namespace=NS)
-        planner = db.as_agent("planner")
-        ctx = planner.context("Company X outlook", budget_tokens=100, namespace=NS)
-        d = planner.decide("Buy Company X", basis=ctx, namespace=DECISIONS)
-        db.update(fact.id, text="Company X outlook is uncertain")
-        e = planner.explain(d.id)
-        assert e.stale and e.basis[0].then.text == "Company X earnings outlook is positive"
-        assert [x.id for x in planner.stale_decisions()] == [d.id]
-        # Read by the context (v1) and by the explanation (then v1, now v2): issue 17
-        # made every read path audited.
-        assert [(r.principal, r.version) for r in db.who_read(fact.id)] == [
-            ("planner", 1), ("planner", 1), ("planner", 2)]
-        assert db.knowledge("planner", at=d.tx, query="outlook").hits[0].memory.version == 1
-        assert db.verify().ok
-    finally:
-        db.close()
+def test_decision_lifecycle_on_every_backend_and_door(cell):
+    """The same decision story embedded and over HTTP, on SQLite and PostgreSQL."""
+    db = cell.db
+    db.admin.create_agent("planner")
+    db.admin.grant("planner", "acme/**", ["read", "write"])
+    fact = db.remember(
+        "Company X earnings outlook is positive", namespace=NS)
+    planner = db.as_agent("planner")
+    ctx = planner.context("Company X outlook", budget_tokens=100, namespace=NS)
+    d = planner.decide("Buy Company X", basis=ctx, namespace=DECISIONS)
+    db.update(fact.id, text="Company X outlook is uncertain")
+    e = planner.explain(d.id)
+    assert e.stale and e.basis[0].then.text == "Company X earnings outlook is positive"
+    assert [x.id for x in planner.stale_decisions()] == [d.id]
+    # Read by the context (v1) and by the explanation (then v1, now v2): issue 17
+    # made every read path audited.
+    assert [(r.principal, r.version) for r in db.who_read(fact.id)] == [
+        ("planner", 1), ("planner", 1), ("planner", 2)]
+    assert db.knowledge("planner", at=d.tx, query="outlook").hits[0].memory.version == 1
+    assert db.verify().ok

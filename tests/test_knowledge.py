@@ -30,33 +30,35 @@ from hypothesis.stateful import (
 
 import engramdb
 from engramdb.errors import InvalidInput, NotFound
+from tests.conftest import matrix
 
 
 def _t(year: int, month: int = 1) -> datetime:
     return datetime(year, month, 1, tzinfo=UTC)
 
 
-def test_knowledge_follows_grants_facts_and_validity_over_time(tmp_path: Path) -> None:
-    db = engramdb.open(tmp_path / "engram.db", embedder=None)
+@pytest.mark.parametrize("cell", matrix(embed=False), indirect=True)
+def test_knowledge_follows_grants_facts_and_validity_over_time(cell) -> None:
+    db = cell.db
     db.admin.create_agent("analyst", roles=["analysts"])
     db.admin.create_agent("intern")
-    t_created = db.storage.head().tx
+    t_created = cell.head_tx()
     old = db.remember("Company X revenue was 10M", namespace="acme/finance",
                       valid_from=_t(2020), valid_to=_t(2021))
     cur = db.remember("Company X revenue is 12M", namespace="acme/finance",
                       valid_from=_t(2021))
     legal = db.remember("Company X faces a lawsuit", namespace="acme/legal")
-    t_facts = db.storage.head().tx
+    t_facts = cell.head_tx()
     role_grant = db.admin.grant("role:analysts", "acme/**", ["read"])
     t_granted = role_grant.tx_from
     own = db.as_agent("analyst").remember("my notes on X")
     fixed = db.update(cur.id, text="Company X revenue is 13M")
     t_fixed = fixed.tx_from
     db.admin.revoke(role_grant.id)
-    t_revoked = db.storage.head().tx
+    t_revoked = cell.head_tx()
     intern_grant = db.admin.grant("intern", "acme/finance", ["read"])
     db.admin.update_agent("intern", roles=["analysts"])  # a role that grants nothing now
-    t_now = db.storage.head().tx
+    t_now = cell.head_tx()
 
     def ids(agent: str, at: int, **kw) -> set[tuple[str, int]]:
         return {(m.id, m.version) for m in db.knowledge(agent, at=at, **kw)}
@@ -90,23 +92,23 @@ def test_knowledge_follows_grants_facts_and_validity_over_time(tmp_path: Path) -
     with pytest.raises(InvalidInput):
         db.knowledge("analyst", at=t_now, k=0)
     assert intern_grant.tx_from < t_now
-    db.close()
 
 
-def test_knowledge_honours_roles_as_they_were(tmp_path: Path) -> None:
-    db = engramdb.open(tmp_path / "engram.db", embedder=None)
+# Both backends; the HTTP door's knowledge call is covered by the scenario above.
+@pytest.mark.parametrize("cell", matrix(doors=("python",), embed=False), indirect=True)
+def test_knowledge_honours_roles_as_they_were(cell) -> None:
+    db = cell.db
     db.admin.create_agent("analyst", roles=["analysts"])
     db.admin.grant("role:analysts", "acme/**", ["read"])
     fact = db.remember("Company X revenue is 12M", namespace="acme/finance")
-    t_member = db.storage.head().tx
+    t_member = cell.head_tx()
     db.admin.update_agent("analyst", roles=[])
-    t_left = db.storage.head().tx
+    t_left = cell.head_tx()
     db.admin.retire_agent("analyst", "freeze")
-    t_frozen = db.storage.head().tx
+    t_frozen = cell.head_tx()
     assert [m.id for m in db.knowledge("analyst", at=t_member)] == [fact.id]
     assert db.knowledge("analyst", at=t_left) == []
     assert db.knowledge("analyst", at=t_frozen) == []
-    db.close()
 
 
 # ----------------------------------------------------------------- the model

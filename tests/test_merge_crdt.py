@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 import engramdb
 from engramdb.errors import ValueTypeError
 from engramdb.policy import crdt
-from tests.conftest import BACKENDS
+from tests.conftest import matrix
 
 NS = "shared/merge"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -313,34 +313,31 @@ def test_writer_processes_converge_on_the_independently_computed_values(tmp_path
         _check(db, plans, seeds)
 
 
-@pytest.mark.parametrize("backend", sorted(b for b in BACKENDS if b != "http"))
-def test_writer_threads_converge_on_every_backend(backend, tmp_path, request) -> None:
-    db = BACKENDS[backend](tmp_path, None, request)
-    try:
-        workers = [f"t{i}" for i in range(3)]
-        for name in (*AUTHORS, *workers):
-            db.admin.create_agent(name)
-            db.admin.grant(name, "shared/**", ["read", "write"])
-        for kind in crdt.MERGE_KINDS:
-            db.admin.declare_predicate("shared/**", kind, merge=kind)
-        seeds, baseline = _seed(db)
-        plans = {name: _plan(i, 20) for i, name in enumerate(workers)}
-        barrier = threading.Barrier(len(workers))
-        errors: list[BaseException] = []
+@pytest.mark.parametrize("cell", matrix(doors=("python",), embed=False), indirect=True)
+def test_writer_threads_converge_on_every_backend(cell) -> None:
+    db = cell.engine
+    workers = [f"t{i}" for i in range(3)]
+    for name in (*AUTHORS, *workers):
+        db.admin.create_agent(name)
+        db.admin.grant(name, "shared/**", ["read", "write"])
+    for kind in crdt.MERGE_KINDS:
+        db.admin.declare_predicate("shared/**", kind, merge=kind)
+    seeds, baseline = _seed(db)
+    plans = {name: _plan(i, 20) for i, name in enumerate(workers)}
+    barrier = threading.Barrier(len(workers))
+    errors: list[BaseException] = []
 
-        def run(name: str) -> None:
-            try:
-                barrier.wait(timeout=30)
-                _send(db, name, plans[name], baseline)
-            except BaseException as exc:
-                errors.append(exc)
+    def run(name: str) -> None:
+        try:
+            barrier.wait(timeout=30)
+            _send(db, name, plans[name], baseline)
+        except BaseException as exc:
+            errors.append(exc)
 
-        threads = [threading.Thread(target=run, args=(n,)) for n in workers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=300)
-        assert not errors, errors
-        _check(db, plans, seeds)
-    finally:
-        db.close()
+    threads = [threading.Thread(target=run, args=(n,)) for n in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    _check(db, plans, seeds)

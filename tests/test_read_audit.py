@@ -16,21 +16,19 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import engramdb
 from engramdb.engine import import_database
 from engramdb.errors import InvalidInput, InvalidNamespace, NotFound, PermissionDenied
+from tests.conftest import matrix
 
 
 @pytest.fixture
 def team(tmp_path: Path) -> Iterator[engramdb.Database]:
-    db = engramdb.open(tmp_path / "engram.db", embedder=None)
-    for name in ("planner", "risk", "auditor"):
-        db.admin.create_agent(name)
-        db.admin.grant(name, "acme/**", ["read"])
-    db.admin.grant("auditor", "acme/**", ["admin"])
+    db = _team(engramdb.open(tmp_path / "engram.db", embedder=None))
     try:
         yield db
     finally:
@@ -42,8 +40,17 @@ def _reads_events(db: engramdb.Database) -> int:
     return sum(1 for e in db.storage.events(after=0, limit=100_000) if e.kind == "reads.recorded")
 
 
-def test_recall_and_context_are_recorded_and_who_read_answers(team):
-    db = team
+def _team(db: Any) -> Any:
+    for name in ("planner", "risk", "auditor"):
+        db.admin.create_agent(name)
+        db.admin.grant(name, "acme/**", ["read"])
+    db.admin.grant("auditor", "acme/**", ["admin"])
+    return db
+
+
+@pytest.mark.parametrize("cell", matrix(embed=False), indirect=True)
+def test_recall_and_context_are_recorded_and_who_read_answers(cell):
+    db = _team(cell.db)
     m = db.remember("Company X outlook is positive", namespace="acme/research")
     other = db.remember("Company Y is private", namespace="acme/research")
     start = datetime.now(UTC)
@@ -62,7 +69,8 @@ def test_recall_and_context_are_recorded_and_who_read_answers(team):
     assert [r.principal for r in db.who_read(other.id)] == ["planner", "risk"]
     assert db.as_agent("auditor").who_read(m.id) == records
 
-    rows = {r["principal"] + str(len(r["items"])): r for r in db.storage.scan("reads")}
+    # The stored rows, read from the engine underneath whichever door was used.
+    rows = {r["principal"] + str(len(r["items"])): r for r in cell.engine.storage.scan("reads")}
     assert rows["planner2"]["query_digest"] == hashlib.sha256(b"Company X outlook").hexdigest()
     assert rows["planner2"]["namespaces"] == ["acme/research"]
     assert db.verify().ok

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import engramdb
 from engramdb import ContradictionError, NotFound, PermissionDenied, Unauthenticated
 from engramdb.errors import InvalidInput, InvalidMetadata, InvalidPolicy, ValueTypeError
 from engramdb.policy.judge import HeuristicJudge, LLMJudge
-from tests.conftest import BACKENDS
 from tests.support.openai_server import OpenAICompatServer
 
 NS = "acme/companies/x"
@@ -38,19 +36,11 @@ RISK = "Company X regulatory exposure is elevated, outlook uncertain"
 READS = "reads.recorded"
 
 
-# The engine below every door: each storage backend of conftest, not the HTTP door
-# (whose client reaches these same engine methods through its own routes).
-STORAGE_BACKENDS = sorted(name for name in BACKENDS if name != "http")
-
-
-@pytest.fixture(params=STORAGE_BACKENDS)
-def tdb(request, tmp_path: Path, embedder) -> Iterator[engramdb.Database]:
-    """A fresh database on each storage backend, opened by the engine (the admin)."""
-    database = BACKENDS[request.param](tmp_path, embedder, request)
-    try:
-        yield database
-    finally:
-        database.close()
+@pytest.fixture
+def tdb(engine_db) -> engramdb.Database:
+    """The engine below every door, on each storage backend (conftest's ``engine_db``):
+    the HTTP door's client reaches these same engine methods through its own routes."""
+    return engine_db
 
 
 def team(db: engramdb.Database) -> dict[str, Any]:

@@ -19,9 +19,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from engramdb import telemetry
 from engramdb.errors import InvalidArguments
 
-__all__ = ["guard_calls"]
+__all__ = ["guard_and_trace", "guard_calls"]
 
 C = TypeVar("C", bound=type)
 
@@ -32,6 +33,20 @@ def guard_calls(cls: C) -> C:
         if name.startswith("_") or not inspect.isfunction(attr):
             continue
         setattr(cls, name, _guarded(attr))
+    return cls
+
+
+def guard_and_trace(cls: C) -> C:
+    """:func:`guard_calls`, and each call is an ``engram.<method>`` span when telemetry is on.
+
+    For the engine's facades (Session, Database, Admin): one wrapper does both,
+    so a call pays one global read for telemetry when it is off.
+    """
+    for name, attr in list(vars(cls).items()):
+        if name.startswith("_") or not inspect.isfunction(attr):
+            continue
+        setattr(cls, name, _traced(attr) if not inspect.iscoroutinefunction(attr)
+                else _guarded(attr))
     return cls
 
 
@@ -72,5 +87,21 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             if refusal is None:
                 raise
             raise refusal from None
+
+    return wrapper
+
+
+def _traced(fn: Callable[..., Any]) -> Callable[..., Any]:
+    name = fn.__name__
+    guarded = _guarded(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if telemetry._active is None:  # off: nothing but this read
+            return guarded(*args, **kwargs)
+        with telemetry.operation(name, args[0] if args else None, fn, args, kwargs) as op:
+            out = guarded(*args, **kwargs)
+            op.result(out)
+            return out
 
     return wrapper

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb import telemetry
 from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
@@ -172,10 +173,12 @@ class AsyncClient(AsyncLayerCalls):
         self._principal: PrincipalInfo | None = None
         self._info: dict[str, Any] | None = None
         self._agent_keys: dict[str, str] = {}
+        telemetry.configure_from_env()
         self.admin = AsyncRemoteAdmin(self)
 
     async def _run(self, call: Call[T]) -> T:
         headers = {"Authorization": f"Bearer {self._key}", **(call.headers or {})}
+        telemetry.inject(headers)  # traceparent, when telemetry is on: the server joins it
         if call.json is not None:
             headers["Content-Type"] = "application/json"
         try:

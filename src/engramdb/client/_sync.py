@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from engramdb import telemetry
 from engramdb._guard import guard_calls
 from engramdb.audit.checkpoint import Checkpoint
 from engramdb.audit.evidence import CheckpointReport, EventProof
@@ -222,12 +223,14 @@ class Client(LayerCalls):
         self._principal: PrincipalInfo | None = None
         self._info: dict[str, Any] | None = None
         self._agent_keys: dict[str, str] = {}
+        telemetry.configure_from_env()
         self.admin = RemoteAdmin(self)
 
     # -- plumbing -------------------------------------------------------------------
 
     def _run(self, call: Call[T]) -> T:
         headers = {"Authorization": f"Bearer {self._key}", **(call.headers or {})}
+        telemetry.inject(headers)  # traceparent, when telemetry is on: the server joins it
         if call.json is not None:
             headers["Content-Type"] = "application/json"
         try:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from engramdb import telemetry
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
 
@@ -70,11 +71,17 @@ def commit(w: WriteTx, kind: str, actor: str, namespace: str | None, subject_ref
         The logged event.
     """
     effects = list(effects)
-    w.apply(effects)
-    payload = {"effects": [effect_to_dict(e) for e in effects], **(extra or {})}
-    event = w.log(kind, actor=actor, namespace=namespace, subject_ref=subject_ref,
-                  payload=payload)
-    mark_stale(w, effects, actor)
+    with telemetry.span("engram.commit", {"engram.event.kind": kind,
+                                          "engram.effects": len(effects)}) as sp:
+        w.apply(effects)
+        payload = {"effects": [effect_to_dict(e) for e in effects], **(extra or {})}
+        event = w.log(kind, actor=actor, namespace=namespace, subject_ref=subject_ref,
+                      payload=payload)
+        stale = mark_stale(w, effects, actor)
+        sp.set("engram.event.seq", event.seq)
+        sp.set("engram.decisions.stale", len(stale))
+        telemetry.logged(kind)
+        telemetry.logged("decision.stale", len(stale))
     if vectors is not None:
         if vectors.put:
             w.put_vectors(vectors.put)

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from engramdb._guard import guard_calls
+from engramdb._guard import guard_and_trace
 from engramdb.codec import check_chars, new_id, sha256_hex
 from engramdb.engine.read_audit import READ_AUDIT_MODES
 from engramdb.engine.rows import check_name
@@ -34,7 +34,7 @@ def _split_key(api_key: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-@guard_calls
+@guard_and_trace
 class Admin(Stewardship):
     """Administration of principals, keys and grants; available to admins only.
 

@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from engramdb._guard import guard_calls
+from engramdb import telemetry
+from engramdb._guard import guard_and_trace
 from engramdb.engine.admin import Admin
 from engramdb.engine.checkpoints import Checkpoints
 from engramdb.engine.lifecycle import Lifecycle
@@ -60,7 +61,7 @@ __all__ = ["Database", "import_database", "open_database"]
 
 
 
-@guard_calls
+@guard_and_trace
 class Database(Session):
     """An open EngramDB database, acting as its admin.
 
@@ -69,6 +70,7 @@ class Database(Session):
 
     def __init__(self, storage: Storage, *, embedder: Any, config: EngineConfig | None = None,
                  weights: FusionWeights | None = None) -> None:
+        telemetry.configure_from_env()  # OTEL_* variables, read once per process
         # (cast: the frozen dataclass's read-only ``name`` satisfies Judge at run time)
         res = Resources(storage, embedder=embedder, config=config or EngineConfig(),
                         weights=weights or FusionWeights(), judge=cast(Judge, HeuristicJudge()))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from engramdb import telemetry
 from engramdb.codec import sha256_hex
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.resources import Resources
@@ -37,26 +38,41 @@ class Recall:
             *, query_embedding: np.ndarray | None = None) -> RecallResult:
         """The ``k`` best hits for ``query`` under ``flt``, read as ``principal``."""
         res = self._res
-        head = res.storage.head()
-        read_tx = head.tx if as_of is None else min(as_of, head.tx)
-        if flt.as_of is None:
-            # Pin the read to the head we saw, so the receipt names a real snapshot.
-            flt = replace(flt, as_of=read_tx)
         if flt.namespaces is not None and not flt.namespaces:
+            head = res.storage.head()
+            read_tx = head.tx if as_of is None else min(as_of, head.tx)
             return RecallResult((), receipt_for((), read_tx, flt.valid_at, principal, query))
         n = max(res.config.recall_candidates, k * 3)
-        text_hits = res.storage.search_text(query, flt, n)
-        vector_hits: list[Any] = []
-        if res.embedder is not None:
-            if query_embedding is None:
-                qv = res.embed([query])
+        with telemetry.span("engram.search", {"engram.k": k, "engram.candidates.limit": n}) as sp:
+            if res.embedder is not None and query_embedding is None:
+                with sp.stage("embed"):  # before the snapshot: no read waits on the model
+                    qv = res.embed([query])
                 assert qv is not None
                 query_embedding = qv[0]
-            vector_hits = res.storage.search_vector(query_embedding, flt, n)
-        now = head.recorded_at if as_of is None else res.tx_time(read_tx)
-        scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
-                             weights=res.weights)
-        hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
+            # One snapshot for the head, both candidate queries, their rows and the
+            # contested marks: a write committed meanwhile is in none or all of them.
+            with res.storage.snapshot():
+                head = res.storage.head()
+                read_tx = head.tx if as_of is None else min(as_of, head.tx)
+                if flt.as_of is None:
+                    # Pin the read to the head we saw, so the receipt names a real snapshot.
+                    flt = replace(flt, as_of=read_tx)
+                with sp.stage("text"):
+                    text_hits = res.storage.search_text(query, flt, n)
+                vector_hits: list[Any] = []
+                if query_embedding is not None and res.embedder is not None:
+                    with sp.stage("vector"):
+                        vector_hits = res.storage.search_vector(query_embedding, flt, n)
+                now = head.recorded_at if as_of is None else res.tx_time(read_tx)
+                with sp.stage("rank"):
+                    scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
+                                         weights=res.weights)
+                with sp.stage("contested"):
+                    hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
+            sp.set("engram.candidates.text", len(text_hits))
+            sp.set("engram.candidates.vector", len(vector_hits))
+            sp.set("engram.hits", len(hits))
+            telemetry.candidates(len(text_hits), len(vector_hits))
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engramdb._guard import guard_calls
+from engramdb._guard import guard_and_trace
 from engramdb.codec import check_chars
 from engramdb.engine.access import Caller
 from engramdb.engine.admin import Admin
@@ -60,7 +60,7 @@ __all__ = ["PrincipalInfo", "Session", "Transaction"]
 T = TypeVar("T")
 
 
-@guard_calls
+@guard_and_trace
 class Session:
     """The database as seen and changed by one principal."""
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from engramdb._guard import guard_calls
+from engramdb._guard import guard_and_trace
 from engramdb.codec import new_id, to_micros
 from engramdb.engine._commit import next_version
 from engramdb.engine.access import Caller
@@ -65,7 +65,7 @@ def _schema_row(r: dict[str, Any]) -> PredicateSchema:
                            tx_from=int(r["tx_from"]))
 
 
-@guard_calls
+@guard_and_trace
 class Stewardship:
     """The trust half of ``db.admin``; every method acts as the database's admin."""
 

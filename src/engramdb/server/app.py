@@ -7,12 +7,13 @@ serving one PostgreSQL database behave as one service.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from engramdb import __version__
+from engramdb import __version__, telemetry
 from engramdb.engine import Database
 from engramdb.server.docs_page import install_docs
 from engramdb.server.door import Door
@@ -21,6 +22,7 @@ from engramdb.server.metrics import Metrics
 from engramdb.server.routes import ROUTERS
 from engramdb.server.routing import route_table
 from engramdb.server.settings import ServerSettings
+from engramdb.server.tracing import TraceRequests
 
 __all__ = ["create_app"]
 
@@ -36,6 +38,14 @@ _DOOR_ERRORS = {
     "413": "Request body over the server's limit (`payload_too_large`).",
     "429": "Too many requests for this API key (`rate_limited`); see `Retry-After`.",
 }
+
+# FastAPI >= 0.165 traces requests itself once an OpenTelemetry provider is installed, query
+# strings included (where a recall query could travel); EngramDB's own server span
+# (server/tracing.py) replaces it, so memory text stays out of attributes by default.
+_NATIVE_TELEMETRY_OFF: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False,
+                   "operation_spans": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
 
 # (from path, method, status) -> links to operations that take the new object's id,
 # so that clients (and stateful fuzzers) can follow a created object.
@@ -73,6 +83,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         :func:`engramdb.server.serve`.
     """
     settings = settings or ServerSettings()
+    telemetry.configure_from_env()
     app = FastAPI(
         title="EngramDB",
         version=__version__,
@@ -80,6 +91,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         docs_url=None,  # docs_page serves /docs from local assets, never from a CDN
         redoc_url=None,
         redirect_slashes=False,
+        **_NATIVE_TELEMETRY_OFF,
     )
     metrics = Metrics()
     app.state.engram_db = db
@@ -91,6 +103,8 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
     app.state.engram_docs = settings.docs != "off" and install_docs(app)
     app.add_middleware(Door, db=db, settings=settings, metrics=metrics,
                        routes=lambda: route_table(app))
+    if telemetry.active() is not None:  # outermost, so refusals are traced too
+        app.add_middleware(TraceRequests, routes=lambda: route_table(app))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -272,6 +272,17 @@ class Storage(ABC):
         self, vector: np.ndarray, flt: RecallFilter, limit: int
     ) -> list[tuple[Row, float]]:
         """Nearest memories by cosine similarity, best first."""
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads of this thread inside the block all see one committed state.
+
+        A write committed by another connection or process meanwhile is seen
+        by none of them. Recall reads its head, both candidate searches, their
+        rows and the contested marks under one.
+        Nested blocks share the outer snapshot. (Default: no pinning, for
+        backends whose every read is already one snapshot.)
+        """
+        return nullcontext()
 
     def search_vectors(
         self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,

@@ -49,7 +49,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ from engramdb.storage.postgres._conn import (
     _TxConn,
     _vector_dumper,
     _VectorLoader,
+    read_snapshot,
     to_pyformat,
 )
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
@@ -219,12 +220,20 @@ class PostgresStorage(SqlStorage):
 
     @contextmanager
     def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:
+        pinned = getattr(self._local, "snapshot", None)
+        if pinned is not None:  # inside snapshot(): every read of this thread uses it
+            yield pinned
+            return
         try:
             with self._get_pool().connection() as conn:
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
             raise translate(exc) from exc
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """One REPEATABLE READ, READ ONLY transaction for this thread's reads."""
+        return read_snapshot(self)
 
     @contextmanager
     def _write_conn(self, wait: bool = True) -> Iterator[_TxConn]:

@@ -15,11 +15,12 @@ for a small filtered set, ranked in process with one matrix product.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
@@ -36,7 +37,7 @@ class PgPool(Protocol):
 
     dialect_impl: Dialect
 
-    def _get_pool(self) -> ConnectionPool[Any]: ...
+    def _read_conn(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
     def _failed(self, exc: BaseException) -> None: ...
 
@@ -136,7 +137,7 @@ def search_vector(
     n = int(limit)
     approximate, exact = _knn_sql(select, cond, n, "?")
     try:
-        with store._get_pool().connection() as conn:
+        with store._read_conn() as conn:
             if _small_scope(conn, flt):
                 # A narrow scope: exact over its rows beats walking the graph past
                 # the other namespaces' neighbours (iterative scan) by far.
@@ -178,7 +179,7 @@ def search_vectors(
     approximate, exact = _knn_sql(select, cond, n, "q.qv")
     found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
     try:
-        with store._get_pool().connection() as conn:
+        with store._read_conn() as conn:
             if len(vecs) >= _IN_PROCESS_MIN_QUERIES:
                 exact_found = _exact_in_process(conn, vecs, select, cond, params, n,
                                                      min_similarity)

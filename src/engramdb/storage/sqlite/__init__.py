@@ -131,6 +131,27 @@ class SQLiteStorage(SqlStorage):
         yield self._conn("reader")
 
     @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One WAL read transaction on this thread's reader (see ``Storage.snapshot``)."""
+        conn = self._conn("reader")
+        if conn.in_transaction:  # nested: the outer block's snapshot holds
+            yield
+            return
+        try:
+            conn.execute("BEGIN")
+            # A deferred transaction takes its snapshot at its first read: take it now.
+            self._exec(conn, "SELECT seq FROM chain_head WHERE id = 1").fetchone()
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            yield
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")  # read-only: nothing to keep or lose
+
+    @contextmanager
     def _write_conn(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
         conn = self._conn("writer")
         if conn.in_transaction:
