@@ -128,6 +128,7 @@ def test_an_agent_sees_only_what_its_grants_allow(sign_in):
     page.keyboard.press("Enter")
     page.get_by_text("Score (parts)").wait_for()
     assert "lexical" in page.locator("main table .parts").first.inner_text()
+    assert "null" not in page.locator("main").inner_text()
     _shot(page, "memories-agent")
 
 

@@ -31,6 +31,11 @@
     return node;
   }
 
+  // Replace a node's children, skipping the null / false left by optional parts.
+  function put(node, ...kids) {
+    node.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+  }
+
   const main = () => document.getElementById("main");
   const empty = (text) => el("div", { class: "empty", text });
   const errorBox = (err) => el("div", { class: "error", role: "alert",
@@ -99,7 +104,9 @@
     return { Authorization: `Bearer ${key}`, ...extra };
   }
 
-  async function api(method, path, body) {
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  async function api(method, path, body, attempt = 0) {
     const init = { method, headers: authHeaders({ Accept: "application/json" }),
       cache: "no-store", credentials: "omit" };
     if (body !== undefined) {
@@ -107,6 +114,11 @@
       init.body = JSON.stringify(body);
     }
     const response = await fetch(path, init);
+    const retry = Number(response.headers.get("Retry-After"));
+    if ((response.status === 429 || response.status === 503) && attempt < 2 && retry > 0 && retry <= 5) {
+      await pause(retry * 1000);  // the key's rate limit or the server's back-pressure
+      return api(method, path, body, attempt + 1);
+    }
     let data = null;
     try { data = await response.json(); } catch (_) { data = null; }
     if (!response.ok) {
@@ -165,7 +177,7 @@
         state.me = await api("GET", "/v1/me");
       } catch (err) {
         sessionStorage.removeItem(KEY);
-        status.replaceChildren(errorBox(err));
+        put(status, errorBox(err));
         return;
       }
       input.value = "";
@@ -180,13 +192,13 @@
     el("div", { class: "row" }, el("button", { class: "primary", type: "submit",
       text: "Sign in" })),
     status);
-    main().replaceChildren(el("div", { class: "signin" }, form));
+    put(main(), el("div", { class: "signin" }, form));
     input.focus();
   }
 
   function renderChrome(current) {
     const nav = document.getElementById("nav");
-    nav.replaceChildren(...VIEWS.map(([name, label]) => el("a", { href: `#/${name}`,
+    put(nav, ...VIEWS.map(([name, label]) => el("a", { href: `#/${name}`,
       "aria-current": name === current ? "page" : null, text: label })));
     const me = state.me;
     document.getElementById("who").replaceChildren(
@@ -208,7 +220,7 @@
     if (!view && !(detail && arg)) { location.hash = "#/memories"; return; }
     renderChrome(view ? name : (name === "memory" ? "memories" : "decisions"));
     const box = el("div");
-    main().replaceChildren(box);
+    put(main(), box);
     main().focus({ preventScroll: true });
     try {
       await (view ? view[2](box) : detail(box, arg));
@@ -249,7 +261,7 @@
     let page = 0;
 
     async function load() {
-      results.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+      put(results, el("p", { class: "muted", text: "Loading…" }));
       const k = (page + 1) * PAGE + 1;
       try {
         let rows;
@@ -264,13 +276,13 @@
           rows = r.memories.map((m) => memoryRow(m));
         }
         const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
-        results.replaceChildren(
+        put(results, 
           table(headers, shown, q.value.trim() ? "No memory you may read matches this search."
             : "No memories you may read here yet."),
           rows.length > PAGE || page > 0 ? pager(page, rows.length > (page + 1) * PAGE,
             (p) => { page = p; load(); }) : null);
       } catch (err) {
-        results.replaceChildren(errorBox(err));
+        put(results, errorBox(err));
       }
     }
 
@@ -380,12 +392,12 @@
       try {
         const m = await api("GET", `/v1/memories/${encodeURIComponent(id)}${query({ as_of: at })}`);
         if (Number(slider.value) !== at) return;
-        seen.replaceChildren(el("p", {}, badge(`v${m.version}`), badge(m.status),
+        put(seen, el("p", {}, badge(`v${m.version}`), badge(m.status),
           " by ", m.author, " · recorded ", when(m.recorded_at)),
         el("div", { class: "text as-of-text", text: m.text }));
       } catch (err) {
         if (Number(slider.value) !== at) return;
-        seen.replaceChildren(err.status === 404
+        put(seen, err.status === 404
           ? empty(`Not recorded yet (or not readable by you) at transaction ${at}.`)
           : errorBox(err));
       }
@@ -419,11 +431,11 @@
         onclick: async () => {
           try {
             const r = await api("GET", `/v1/memories/${encodeURIComponent(id)}/readers`);
-            readers.replaceChildren(table(["Principal", "Time", "Version"],
+            put(readers, table(["Principal", "Time", "Version"],
               r.reads.map((x) => [x.principal, when(x.time), `v${x.version}`]),
               "No recorded reads (read auditing may be off for this namespace)."));
           } catch (err) {
-            readers.replaceChildren(err.status === 403
+            put(readers, err.status === 403
               ? empty("Only a principal with admin on this namespace may see who read it.")
               : errorBox(err));
           }
@@ -448,7 +460,7 @@
 
     function show() {
       const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
-      results.replaceChildren(table(["Recorded", "Namespace", "Author", "Text", "Ver.", "Status"],
+      put(results, table(["Recorded", "Namespace", "Author", "Text", "Ver.", "Status"],
         shown.map((m) => [when(m.recorded_at), el("code", { text: m.namespace }), m.author,
           el("td", { class: "text" }, memoryLink(m.id, m.text)), `v${m.version}`, m.status]),
         "Nothing readable at this point."),
@@ -472,14 +484,14 @@
             { query: text, namespace: ns.value || "**", as_of: at, k: 200 });
           memories = r.hits.map((h) => h.memory);
         } else {
-          results.replaceChildren(empty("Type what to look for: recall then reads the " +
+          put(results, empty("Type what to look for: recall then reads the " +
             `database as it was at transaction ${at}.`));
           return;
         }
         if (Number(slider.value) !== at) return;
         rows = memories; page = 0; show();
       } catch (err) {
-        results.replaceChildren(errorBox(err));
+        put(results, errorBox(err));
       }
     }
 
@@ -525,7 +537,7 @@
         await api("POST", `/v1/conflicts/${encodeURIComponent(c.id)}/resolve`, body);
         await load();
       } catch (err) {
-        out.replaceChildren(err.status === 403
+        put(out, err.status === 403
           ? empty("Resolving needs admin on this namespace; this key does not have it.")
           : errorBox(err));
       }
@@ -556,20 +568,21 @@
     }
 
     async function load() {
-      list.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+      put(list, el("p", { class: "muted", text: "Loading…" }));
       try {
         const r = await api("GET", `/v1/conflicts${query({ status: status.value,
           namespace: ns.value || "**", limit: (page + 1) * PAGE + 1 })}`);
         const shown = r.conflicts.slice(page * PAGE, (page + 1) * PAGE);
         if (!shown.length) {
-          list.replaceChildren(empty(`No ${status.value === "all" ? "" : status.value + " "}conflicts you may read.`));
+          put(list, empty(`No ${status.value === "all" ? "" : status.value + " "}conflicts you may read.`));
           return;
         }
-        const cards = await Promise.all(shown.map(card));
-        list.replaceChildren(...cards, r.conflicts.length > PAGE || page > 0
+        const cards = [];  // one conflict at a time: a page stays well inside the rate limit
+        for (const c of shown) cards.push(await card(c));
+        put(list, ...cards, r.conflicts.length > PAGE || page > 0
           ? pager(page, r.conflicts.length > (page + 1) * PAGE, (p) => { page = p; load(); }) : "");
       } catch (err) {
-        list.replaceChildren(errorBox(err));
+        put(list, errorBox(err));
       }
     }
 
@@ -590,7 +603,7 @@
 
     function show() {
       const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
-      list.replaceChildren(table(["Decided", "Principal", "Description", "Basis", "Stale since", ""],
+      put(list, table(["Decided", "Principal", "Description", "Basis", "Stale since", ""],
         shown.map((d) => [when(d.recorded_at), d.principal, el("td", { class: "text", text: d.description }),
           `${d.basis.length} version${d.basis.length === 1 ? "" : "s"}`, `tx ${d.stale_tx}`,
           el("a", { href: `#/decision/${encodeURIComponent(d.id)}`, text: "Explain" })]),
@@ -602,7 +615,7 @@
       try {
         rows = (await api("GET", `/v1/decisions/stale${query({ namespace: ns.value || "**" })}`)).decisions;
         page = 0; show();
-      } catch (err) { list.replaceChildren(errorBox(err)); }
+      } catch (err) { put(list, errorBox(err)); }
     }
 
     box.append(el("h1", { text: "Decisions" }),
@@ -686,10 +699,10 @@
         event.preventDefault();
         try {
           const r = await api("GET", `/v1/admin/lifecycle${query({ namespace: ns.value.trim() })}`);
-          out.replaceChildren(r.policy ? el("div", { class: "card" }, fields(Object.entries(r.policy)
+          put(out, r.policy ? el("div", { class: "card" }, fields(Object.entries(r.policy)
             .map(([k, v]) => [k, typeof v === "object" && v !== null ? json(v) : String(v)])))
             : empty("No lifecycle policy applies to this namespace: memories keep until erased."));
-        } catch (err) { out.replaceChildren(errorBox(err)); }
+        } catch (err) { put(out, errorBox(err)); }
       } }, el("label", {}, "Namespace", ns), el("button", { type: "submit", text: "Show policy" })),
       out);
   }
@@ -711,29 +724,29 @@
       ["head", el("code", { text: `${c.head_seq} · ${c.head_hash}` })],
       ["Merkle root", el("code", { text: c.merkle_root })], ["key id", el("code", { text: c.key_id })]]));
     const saved = sessionStorage.getItem(CHECKPOINT);
-    cp.replaceChildren(saved ? showCheckpoint(JSON.parse(saved))
+    put(cp, saved ? showCheckpoint(JSON.parse(saved))
       : empty("No checkpoint signed from this browser tab yet."));
     box.append(el("div", { class: "row" },
       el("button", { type: "button", class: "primary", id: "run-verify", text: "Verify the log now",
         onclick: async () => {
-          report.replaceChildren(el("p", { class: "muted", text: "Verifying…" }));
+          put(report, el("p", { class: "muted", text: "Verifying…" }));
           try {
             const r = await api("POST", "/v1/verify");
-            report.replaceChildren(el("div", { class: "card" },
+            put(report, el("div", { class: "card" },
               el("p", {}, r.ok ? badge("verified", "good") : badge("FAILED", "bad")),
               fields([["events checked", String(r.events_checked)], ["rows checked", String(r.rows_checked)],
                 ["head", el("code", { text: `${r.head_seq} · ${r.head_hash}` })],
                 ["first bad event", r.first_bad_seq === null ? null : String(r.first_bad_seq)],
                 ["problem", r.problem], ["checked at", when(new Date().toISOString())]])));
-          } catch (err) { report.replaceChildren(errorBox(err)); }
+          } catch (err) { put(report, errorBox(err)); }
         } }),
       el("button", { type: "button", id: "sign-checkpoint", text: "Sign a checkpoint",
         onclick: async () => {
           try {
             const c = await api("POST", "/v1/audit/checkpoints");
             sessionStorage.setItem(CHECKPOINT, JSON.stringify(c));
-            cp.replaceChildren(showCheckpoint(c));
-          } catch (err) { cp.replaceChildren(errorBox(err)); }
+            put(cp, showCheckpoint(c));
+          } catch (err) { put(cp, errorBox(err)); }
         } })),
     el("h2", { text: "Last verify" }), report,
     el("h2", { text: "Last checkpoint" }),
@@ -790,7 +803,7 @@
         if (signal.aborted) return;
         onStatus(`disconnected (${err.message}); retrying`, true);
       }
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await pause(1500);
     }
   }
 
@@ -817,7 +830,7 @@
     }
     function redraw() {
       const shown = events.filter(matches).slice(0, 200);
-      body.replaceChildren(...shown.map(row));
+      put(body, ...shown.map(row));
       none.hidden = shown.length > 0;
     }
     function start() {
