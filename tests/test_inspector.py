@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import httpx
@@ -36,6 +38,7 @@ if not Path(CHROMIUM).exists():
 
 ARTIFACTS = Path(os.environ.get("ENGRAM_ARTIFACTS")
                  or Path(tempfile.gettempdir()) / "engram-inspector-screens")
+VIEWER_ZONE = "Asia/Tokyo"  # UTC+9 all year: a shown time that is not UTC's
 CANARY_IMG = '<img src=x onerror="window.__xss=1;alert(1)">'
 CANARY_SCRIPT = "<script>window.__xss=2;alert(2)</script> [click me](javascript:alert(3))"
 
@@ -94,14 +97,15 @@ def sign_in(browser, served):
     """``sign_in("alice")`` -> a page signed in with that key (keyboard only)."""
     contexts = []
 
-    def open_as(who: str):
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
+    def open_as(who: str, key: str | None = None):
+        context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                      timezone_id=VIEWER_ZONE, locale="en-US")
         contexts.append(context)
         page = context.new_page()
         page.dialogs = []  # type: ignore[attr-defined]
         page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
         page.goto(served["url"] + "/ui")
-        page.locator("#api-key").fill(served["keys"][who])
+        page.locator("#api-key").fill(key or served["keys"][who])
         page.keyboard.press("Enter")
         page.locator("#who").get_by_text("Sign out").wait_for()
         return page
@@ -151,6 +155,13 @@ def test_the_as_of_slider_shows_the_older_version(sign_in, served):
     page.keyboard.press("ArrowRight")  # the transaction that wrote version 1
     result.get_by_text("Launch window for Falcon is March").wait_for()
     assert "v1" in result.inner_text() and "June" not in result.inner_text()
+    # Times are in the viewer's zone, with UTC on hover.
+    stamp = page.locator(".version time").first
+    utc = datetime.fromisoformat(stamp.get_attribute("datetime").replace("Z", "+00:00"))
+    local = utc.astimezone(ZoneInfo(VIEWER_ZONE))
+    assert stamp.get_attribute("title") == utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"{local.month}/{local.day}/{local.year}" in stamp.inner_text()
+    assert f"{local.hour % 12 or 12}:{local:%M:%S} {local:%p}" in stamp.inner_text()
     # The history shows the change between the versions as a word diff.
     assert page.locator(".version del", has_text="March").count() >= 1
     assert page.locator(".version ins", has_text="June").count() >= 1
@@ -248,3 +259,17 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in):
     admin.locator("#run-verify").click()
     admin.locator("#verify-report .badge", has_text="verified").wait_for()
     _shot(admin, "verify")
+
+
+def test_a_revoked_key_is_refused_at_the_next_call(sign_in, served):
+    admin = {"Authorization": f"Bearer {served['keys']['admin']}"}
+    key = httpx.post(served["url"] + "/v1/admin/agents/alice/keys", headers=admin).json()["api_key"]
+    page = sign_in("alice", key)
+    page.locator("main table").get_by_text("Budget for Falcon is approved").wait_for()
+    revoked = httpx.post(served["url"] + "/v1/admin/keys/revoke", headers=admin, json={"key": key})
+    assert revoked.status_code == 204
+    page.locator("#nav").get_by_role("link", name="Decisions").click()
+    page.locator("#api-key").wait_for()
+    assert "unknown or revoked" in page.locator("main [role=alert]").inner_text()
+    assert page.evaluate("sessionStorage.length") == 0
+    assert "Launch window" not in page.locator("main").inner_text()

@@ -11,6 +11,7 @@
   const KEY = "engramdb.apiKey";
   const CHECKPOINT = "engramdb.lastCheckpoint";
   const PAGE = 25;
+  const LAYERS = ["working", "episodic", "semantic", "procedural"];
   const state = { me: null, feed: null };
 
   // -- building the page ---------------------------------------------------------------
@@ -256,6 +257,8 @@
     const q = el("input", { id: "q", type: "search", placeholder: "Search (hybrid recall)",
       size: 40, "aria-label": "Search text" });
     const ns = el("input", { id: "ns", value: "**", size: 24, "aria-label": "Namespace glob" });
+    const layer = el("select", { id: "layer" }, el("option", { value: "", text: "all" }),
+      LAYERS.map((l) => el("option", { value: l, text: l })));
     const results = el("div", { "aria-live": "polite" });
     const side = el("div", { class: "side" }, el("h2", { text: "Namespaces" }));
     let page = 0;
@@ -267,12 +270,13 @@
         let rows;
         let headers = ["Recorded", "Namespace", "Layer", "Author", "Text", "Ver.", "Status"];
         if (q.value.trim()) {
-          const r = await api("POST", "/v1/recall",
-            { query: q.value.trim(), namespace: ns.value || "**", k });
+          const r = await api("POST", "/v1/recall", { query: q.value.trim(),
+            namespace: ns.value || "**", k, layers: layer.value ? [layer.value] : null });
           rows = r.hits.map((h) => memoryRow(h.memory, h));
           headers = [...headers, "Score (parts)"];
         } else {
-          const r = await api("GET", `/v1/memories${query({ namespace: ns.value || "**", k })}`);
+          const r = await api("GET", `/v1/memories${query({ namespace: ns.value || "**", k,
+            layers: layer.value })}`);
           rows = r.memories.map((m) => memoryRow(m));
         }
         const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
@@ -289,6 +293,7 @@
     const form = el("form", { class: "row", role: "search", onsubmit: (event) => {
       event.preventDefault(); page = 0; load();
     } }, el("label", {}, "Search", q), el("label", {}, "Namespace", ns),
+    el("label", {}, "Layer", layer),
     el("button", { class: "primary", type: "submit", text: "Search" }));
     box.append(heading, el("div", { class: "split" }, side,
       el("div", {}, form, results)));
@@ -450,7 +455,13 @@
     const q = el("input", { id: "tl-query", type: "search", size: 30,
       placeholder: admin ? "optional: a query" : "what to look for" });
     const ns = el("input", { id: "tl-ns", value: "**", size: 20 });
-    const agent = admin ? el("input", { id: "tl-agent", size: 16, placeholder: state.me.name }) : null;
+    const agent = admin ? el("input", { id: "tl-agent", size: 16, placeholder: state.me.name,
+      list: "tl-agents" }) : null;
+    const agents = admin ? el("datalist", { id: "tl-agents" }) : null;
+    if (admin) {
+      api("GET", "/v1/admin/agents").then((r) => put(agents, r.agents.map((a) =>
+        el("option", { value: a.name })))).catch(() => {});
+    }
     const slider = el("input", { id: "tl-slider", type: "range", min: 1,
       max: Math.max(1, top.tx), value: Math.max(1, top.tx), step: 1,
       "aria-label": "Transaction to replay" });
@@ -503,7 +514,7 @@
         : "Replay a search at any past transaction, with your own grants." }),
       el("form", { class: "row", onsubmit: (event) => { event.preventDefault(); load(); } },
         el("label", {}, "Query", q), el("label", {}, "Namespace", ns),
-        agent ? el("label", {}, "Agent", agent) : null,
+        agent ? el("label", {}, "Agent", agent, agents) : null,
         el("button", { class: "primary", type: "submit", text: "Replay" })),
       el("div", { class: "slider" }, slider, el("p", {}, "Reading at ", label,
         el("button", { type: "button", text: "Now", onclick: () => { slider.value = top.tx; load(); } }))),
