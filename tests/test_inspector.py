@@ -96,6 +96,7 @@ def browser():
 def sign_in(browser, served):
     """``sign_in("alice")`` -> a page signed in with that key (keyboard only)."""
     contexts = []
+    errors: list[str] = []  # uncaught script errors in any view fail the test
 
     def open_as(who: str, key: str | None = None):
         context = browser.new_context(viewport={"width": 1280, "height": 800},
@@ -104,6 +105,7 @@ def sign_in(browser, served):
         page = context.new_page()
         page.dialogs = []  # type: ignore[attr-defined]
         page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        page.on("pageerror", lambda error: errors.append(f"{who}: {error}"))
         page.goto(served["url"] + "/ui")
         page.locator("#api-key").fill(key or served["keys"][who])
         page.keyboard.press("Enter")
@@ -113,6 +115,7 @@ def sign_in(browser, served):
     yield open_as
     for context in contexts:
         context.close()
+    assert errors == []
 
 
 def _shot(page, name: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 import engramdb
 from tests.support.http_server import LiveServer
 
-UI_FILES = ("index.html", "app.js", "app.css")
+SCRIPTS = ("app.js", "core.js", "memories.js", "review.js", "operations.js")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,8 @@ def _ui_file(name: str) -> str:
     return resources.files("engramdb.server").joinpath("ui", name).read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("path", ["/ui", "/ui/assets/app.js", "/ui/assets/app.css"])
+@pytest.mark.parametrize("path", ["/ui", "/ui/assets/app.css",
+                                  *[f"/ui/assets/{name}" for name in SCRIPTS]])
 def test_every_ui_answer_carries_a_strict_content_security_policy(server, path):
     response = httpx.get(server.url + path)
     assert response.status_code == 200
@@ -71,14 +72,19 @@ def test_the_page_holds_nothing_secret_and_no_inline_script(server):
     assert key not in html and key.split("_")[1] not in html
     assert "ek_" not in html
     # Scripts only by src from this server; no inline handlers; nothing from elsewhere.
-    assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/ui/assets/app.js" defer>']
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        '<script type="module" src="/ui/assets/app.js">']
     assert not re.search(r"<script\b[^>]*>\s*[^<\s]", html)  # empty bodies only
     assert not re.search(r"\son[a-z]+\s*=", html)
     assert all(url.startswith("/ui/") for url in re.findall(r'(?:src|href)="([^"#]+)"', html))
 
 
-def test_the_script_builds_the_page_without_parsing_data_as_html():
-    script = _ui_file("app.js")
+def test_the_scripts_build_the_page_without_parsing_data_as_html():
+    folder = resources.files("engramdb.server").joinpath("ui")
+    assert sorted(f.name for f in folder.iterdir() if f.name.endswith(".js")) == sorted(SCRIPTS)
+    script = "\n".join(_ui_file(name) for name in SCRIPTS)
+    # Modules import only each other, from this server.
+    assert set(re.findall(r'from "([^"]+)"', script)) <= {f"./{name}" for name in SCRIPTS}
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
                  "new Function", "localStorage", "document.cookie"):
         assert sink not in script, sink

@@ -48,22 +48,26 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-cache",
 }
 _TYPES = {
-    "app.js": "text/javascript; charset=utf-8",
-    "app.css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",  # ES modules: the type browsers require
+    ".css": "text/css; charset=utf-8",
 }
 
 
-def _read(name: str) -> bytes:
-    return resources.files("engramdb.server").joinpath("ui", name).read_bytes()
+def _files() -> dict[str, bytes]:
+    folder = resources.files("engramdb.server").joinpath("ui")
+    return {f.name: f.read_bytes() for f in folder.iterdir()
+            if f.name == "index.html" or any(f.name.endswith(t) for t in _TYPES)}
 
 
 def install_inspector(app: FastAPI) -> bool:
     """Serve the inspector at ``/ui`` on ``app``; ``False`` if its files are missing."""
     try:
-        files = {name: _read(name) for name in ("index.html", *_TYPES)}
+        files = _files()
     except (FileNotFoundError, ModuleNotFoundError):
         return False
-    page = files.pop("index.html")
+    page = files.pop("index.html", None)
+    if page is None:
+        return False
 
     @app.get(UI_PATH, include_in_schema=False)
     def inspector() -> Response:
@@ -79,6 +83,7 @@ def install_inspector(app: FastAPI) -> bool:
         body = files.get(asset)
         if body is None:
             raise NotFound(f"the inspector has no asset {asset!r}; open {UI_PATH}")
-        return Response(body, media_type=_TYPES[asset], headers=SECURITY_HEADERS)
+        media_type = _TYPES["." + asset.rsplit(".", 1)[-1]]
+        return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
 
     return True
