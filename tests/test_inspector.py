@@ -256,11 +256,17 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in):
     admin.locator("#nav").get_by_role("link", name="Agents & grants").click()
     grants = admin.locator("main table").nth(1)
     grants.get_by_text("ops/**").wait_for()
+    _shot(admin, "access")
     assert admin.locator("main button", has_text="Show policy").count() == 1
     assert admin.locator("main form button").all_inner_texts() == ["Show policy"]
     admin.locator("#nav").get_by_role("link", name="Verify").click()
     admin.locator("#run-verify").click()
     admin.locator("#verify-report .badge", has_text="verified").wait_for()
+    # Opened again, the view shows that last verify of the server (from its metrics).
+    admin.locator("#nav").get_by_role("link", name="Memories").click()
+    admin.locator("#nav").get_by_role("link", name="Verify").click()
+    admin.locator("#verify-report").get_by_text("last run by this server").wait_for()
+    assert admin.locator("#verify-report .badge").inner_text() == "verified"
     _shot(admin, "verify")
 
 

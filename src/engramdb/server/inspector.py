@@ -50,6 +50,7 @@ SECURITY_HEADERS = {
 _TYPES = {
     ".js": "text/javascript; charset=utf-8",  # ES modules: the type browsers require
     ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
 
 

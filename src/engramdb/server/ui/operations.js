@@ -93,7 +93,33 @@ export async function viewAudit(box) {
   el("h2", { text: "Last checkpoint" }),
   el("p", { class: "muted", text: "Keep checkpoints outside the database (engram audit " +
     "checkpoint writes them to a file): a later rewrite of the log no longer matches them." }), cp);
-  report.append(empty("Not verified from this tab yet."));
+  put(report, await lastVerify());
+}
+
+// The last verify this server process ran, from its Prometheus metrics (admin keys;
+// absent when the operator turned /metrics off).
+async function lastVerify() {
+  const none = empty("No verify has run in this server process yet.");
+  let text;
+  try {
+    const response = await fetch("/metrics", { headers: authHeaders({ Accept: "text/plain" }),
+      cache: "no-store", credentials: "omit" });
+    if (!response.ok) return none;
+    text = await response.text();
+  } catch (_) {
+    return none;
+  }
+  const value = (name) => {
+    const match = text.match(new RegExp(`^${name} (\\S+)$`, "m"));
+    return match ? Number(match[1]) : null;
+  };
+  const ok = value("engram_last_verify_ok");
+  const at = value("engram_last_verify_timestamp_seconds");
+  if (ok === null || ok < 0 || at === null) return none;
+  return el("div", { class: "card" },
+    el("p", {}, ok === 1 ? badge("verified", "good") : badge("FAILED", "bad"),
+      " last run by this server at ", when(new Date(at * 1000).toISOString())),
+    fields([["events checked", String(value("engram_last_verify_events_checked"))]]));
 }
 
 // -- live change feed --------------------------------------------------------------
