@@ -282,3 +282,17 @@ def test_a_revoked_key_is_refused_at_the_next_call(sign_in, served):
     assert "unknown or revoked" in page.locator("main [role=alert]").inner_text()
     assert page.evaluate("sessionStorage.length") == 0
     assert "Launch window" not in page.locator("main").inner_text()
+
+
+def test_who_read_a_memory_is_shown_to_admins_only(sign_in, served):
+    memory = f"{served['url']}/ui#/memory/{served['first'].id}"
+    agent = sign_in("alice")
+    agent.goto(memory)
+    agent.locator("#load-readers").click()
+    agent.get_by_text("Only a principal with admin on this namespace").wait_for()
+    admin = sign_in("admin")
+    admin.goto(memory)
+    admin.locator("#load-readers").click()
+    reads = admin.locator("main table").last
+    reads.get_by_role("cell", name="alice").first.wait_for()  # alice's recall before deciding
+    assert reads.locator("tbody tr").count() >= 1
