@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -245,6 +245,12 @@ def test_the_admin_replays_what_an_agent_knew_then(sign_in, served):
     results.get_by_text("Launch window for Falcon is March").wait_for()
     assert "June" not in results.inner_text()
     _shot(page, "timeline")
+    # A moment instead of a transaction: long before the database, then a minute ahead.
+    page.locator("#tl-time").fill("2001-01-01T00:00:00")
+    results.get_by_text("Nothing readable at this point.").wait_for()
+    later = datetime.now(ZoneInfo(VIEWER_ZONE)) + timedelta(minutes=1)
+    page.locator("#tl-time").fill(later.strftime("%Y-%m-%dT%H:%M:%S"))
+    results.get_by_text("Launch window for Falcon is June").wait_for()
 
 
 def test_admin_views_are_read_only_and_refused_to_agents(sign_in):

@@ -206,9 +206,11 @@ export async function viewTimeline(box) {
   const slider = el("input", { id: "tl-slider", type: "range", min: 1,
     max: Math.max(1, top.tx), value: Math.max(1, top.tx), step: 1,
     "aria-label": "Transaction to replay" });
+  // Or a moment in the viewer's zone: the server reads at the last transaction before it.
+  const moment = el("input", { id: "tl-time", type: "datetime-local", step: 1 });
   const label = el("output", { for: "tl-slider", id: "tl-label" });
   const results = el("div", { id: "tl-results", "aria-live": "polite" });
-  let page = 0; let rows = []; let timer = null;
+  let page = 0; let rows = []; let timer = null; let ticket = 0;
 
   function show() {
     const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
@@ -220,8 +222,11 @@ export async function viewTimeline(box) {
   }
 
   async function load() {
-    const at = Number(slider.value);
-    label.textContent = `transaction ${at} of ${top.tx}`;
+    const mine = ++ticket;  // a slower earlier answer must not overwrite a later one
+    const time = moment.value ? new Date(moment.value) : null;
+    const at = time && !Number.isNaN(time.getTime()) ? time.toISOString() : Number(slider.value);
+    put(label, typeof at === "number" ? `transaction ${at} of ${top.tx}`
+      : el("span", {}, "the moment ", when(at)));
     const text = q.value.trim();
     const who = agent && agent.value.trim();
     try {
@@ -237,17 +242,21 @@ export async function viewTimeline(box) {
         memories = r.hits.map((h) => h.memory);
       } else {
         put(results, empty("Type what to look for: recall then reads the " +
-          `database as it was at transaction ${at}.`));
+          "database as it was then."));
         return;
       }
-      if (Number(slider.value) !== at) return;
+      if (mine !== ticket) return;
       rows = memories; page = 0; show();
     } catch (err) {
-      put(results, errorBox(err));
+      if (mine === ticket) put(results, errorBox(err));
     }
   }
 
-  slider.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(load, 200); });
+  slider.addEventListener("input", () => {
+    moment.value = "";
+    clearTimeout(timer); timer = setTimeout(load, 200);
+  });
+  moment.addEventListener("change", load);
   box.append(el("h1", { text: admin ? "Timeline and knowledge at T" : "Timeline" }),
     el("p", { class: "muted", text: admin
       ? "Replay what a principal could read at any past transaction, with the grants it " +
@@ -258,7 +267,10 @@ export async function viewTimeline(box) {
       agent ? el("label", {}, "Agent", agent, agents) : null,
       el("button", { class: "primary", type: "submit", text: "Replay" })),
     el("div", { class: "slider" }, slider, el("p", {}, "Reading at ", label,
-      el("button", { type: "button", text: "Now", onclick: () => { slider.value = top.tx; load(); } }))),
+      el("button", { type: "button", text: "Now", onclick: () => {
+        moment.value = ""; slider.value = top.tx; load();
+      } })),
+    el("label", {}, "…or at a moment (your time zone)", moment)),
     results);
   await load();
 }
