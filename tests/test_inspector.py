@@ -62,10 +62,13 @@ def _seed(path: Path) -> dict[str, Any]:
         bob.remember("Pager rota: bob is on call this week", namespace="ops/oncall")
         canary = alice.remember(CANARY_IMG, namespace="acme/notes")
         alice.remember(CANARY_SCRIPT, namespace="acme/notes")
+        busy = alice.remember("Standup notes, revision 1", namespace="acme/notes")
+        for revision in range(2, 31):
+            busy = alice.update(busy.id, text=f"Standup notes, revision {revision}")
         keys = {"alice": db.admin.create_key("alice"), "admin": db.admin.create_key("admin")}
         assert rival.conflicts, "the seed needs an open contradiction"
         return {"keys": keys, "first": first, "second": second, "decision": decision,
-                "canary": canary}
+                "canary": canary, "busy": busy}
     finally:
         db.close()
 
@@ -302,3 +305,17 @@ def test_who_read_a_memory_is_shown_to_admins_only(sign_in, served):
     reads = admin.locator("main table").last
     reads.get_by_role("cell", name="alice").first.wait_for()  # alice's recall before deciding
     assert reads.locator("tbody tr").count() >= 1
+
+
+def test_a_long_history_is_paginated_newest_first(sign_in, served):
+    page = sign_in("alice")
+    page.goto(f"{served['url']}/ui#/memory/{served['busy'].id}")
+    versions = page.locator("#history .version")
+    versions.first.get_by_text("v30").wait_for()
+    assert versions.count() == 25
+    assert versions.first.locator("ins").all_inner_texts() == ["30"]  # the diff against v29
+    assert versions.first.locator("del").all_inner_texts() == ["29"]
+    page.locator("#history").get_by_role("button", name="Next →").click()
+    versions.first.get_by_text("v5", exact=True).wait_for()
+    assert versions.count() == 5
+    assert versions.last.locator(".text").inner_text() == "Standup notes, revision 1"

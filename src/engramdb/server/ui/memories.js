@@ -94,6 +94,8 @@ const TRACKED = ["namespace", "layer", "status", "subject", "predicate", "value"
 function changedFields(prev, next) {
   const rows = [];
   for (const name of TRACKED) {
+    // An older version reads "superseded" once replaced: that is not a change it made.
+    if (name === "status" && ["active", "superseded"].includes(next.status)) continue;
     const a = JSON.stringify(prev[name] ?? null); const b = JSON.stringify(next[name] ?? null);
     if (a !== b) rows.push([name, el("span", {}, el("del", { text: a }), " → ", el("ins", { text: b }))]);
   }
@@ -150,7 +152,7 @@ export async function viewMemory(box, id) {
   }
   slider.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(readAt, 150); });
   const ticks = el("div", { class: "ticks" }, el("span", { class: "muted", text: "Jump to:" }),
-    versions.map((v) => el("button", { type: "button", text: `v${v.version} (tx ${v.tx_from})`,
+    versions.slice(-12).map((v) => el("button", { type: "button", text: `v${v.version} (tx ${v.tx_from})`,
       onclick: () => { slider.value = v.tx_from; readAt(); } })));
   box.append(el("h2", { text: "As of" }), el("div", { class: "slider" },
     el("p", { class: "muted", text: "Move the slider to read this memory as the database " +
@@ -159,17 +161,24 @@ export async function viewMemory(box, id) {
   readAt();
 
   box.append(el("h2", { text: `History (${versions.length} version${versions.length === 1 ? "" : "s"})` }));
-  versions.slice().reverse().forEach((v) => {
-    const prev = versions.find((p) => p.version === v.version - 1);
-    const changes = prev ? changedFields(prev, v) : [];
-    box.append(el("div", { class: "card version" },
-      el("p", {}, el("strong", { text: `v${v.version}` }), " ", badge(v.status),
-        ` by ${v.author} · recorded `, when(v.recorded_at),
-        ` · tx ${v.tx_from} → ${v.tx_to ?? "now"} · valid `, when(v.valid_from), " → ",
-        when(v.valid_to)),
-      prev ? diffView(prev.text, v.text) : el("div", { class: "text", text: v.text }),
-      changes.length ? fields(changes) : null));
-  });
+  // Newest first, a page at a time; each version is diffed against the one before it.
+  const newest = versions.slice().reverse();
+  const list = el("div", { id: "history" });
+  const showHistory = (page) => {
+    put(list, newest.slice(page * PAGE, (page + 1) * PAGE).map((v) => {
+      const prev = versions.find((p) => p.version === v.version - 1);
+      const changes = prev ? changedFields(prev, v) : [];
+      return el("div", { class: "card version" },
+        el("p", {}, el("strong", { text: `v${v.version}` }), " ", badge(v.status),
+          ` by ${v.author} · recorded `, when(v.recorded_at),
+          ` · tx ${v.tx_from} → ${v.tx_to ?? "now"} · valid `, when(v.valid_from), " → ",
+          when(v.valid_to)),
+        prev ? diffView(prev.text, v.text) : el("div", { class: "text", text: v.text }),
+        changes.length ? fields(changes) : null);
+    }), newest.length > PAGE ? pager(page, newest.length > (page + 1) * PAGE, showHistory) : null);
+  };
+  showHistory(0);
+  box.append(list);
 
   const readers = el("div", { "aria-live": "polite" });
   box.append(el("h2", { text: "Who read it" }), el("div", { class: "row" },
