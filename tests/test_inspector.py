@@ -50,6 +50,7 @@ def _seed(path: Path) -> dict[str, Any]:
         db.admin.create_agent("bob")
         db.admin.grant("alice", "acme/**", ["read", "write"])
         db.admin.grant("bob", "ops/**", ["read", "write"])
+        db.admin.set_lifecycle("acme/**", layer="episodic", ttl="30d", half_life="7d")
         alice, bob = db.as_agent("alice"), db.as_agent("bob")
         first = alice.remember("Launch window for Falcon is March", namespace="acme/launch",
                                subject="project:falcon", predicate="window", value="march")
@@ -256,7 +257,7 @@ def test_the_admin_replays_what_an_agent_knew_then(sign_in, served):
     results.get_by_text("Launch window for Falcon is June").wait_for()
 
 
-def test_admin_views_are_read_only_and_refused_to_agents(sign_in):
+def test_admin_views_are_read_only_and_refused_to_agents(sign_in, served):
     agent = sign_in("alice")
     agent.locator("#nav").get_by_role("link", name="Agents & grants").click()
     agent.get_by_text("needs an admin key").wait_for()
@@ -266,8 +267,16 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in):
     grants = admin.locator("main table").nth(1)
     grants.get_by_text("ops/**").wait_for()
     _shot(admin, "access")
-    assert admin.locator("main button", has_text="Show policy").count() == 1
-    assert admin.locator("main form button").all_inner_texts() == ["Show policy"]
+    assert admin.locator("main form button").all_inner_texts() == ["Show policy"]  # read-only
+    admin.locator("#lc-ns").fill("acme/launch")
+    admin.locator("#lc-layer").select_option("episodic")
+    admin.locator("main form button").click()
+    policy = admin.locator("#lc-policy")
+    policy.get_by_text("30 days").wait_for()
+    assert "7 days" in policy.inner_text() and "null" not in policy.inner_text()
+    admin.locator("#lc-ns").fill("ops/oncall")
+    admin.locator("main form button").click()
+    policy.get_by_text("No lifecycle policy applies here").wait_for()
     admin.locator("#nav").get_by_role("link", name="Verify").click()
     admin.locator("#run-verify").click()
     admin.locator("#verify-report .badge", has_text="verified").wait_for()
@@ -276,6 +285,11 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in):
     admin.locator("#nav").get_by_role("link", name="Verify").click()
     admin.locator("#verify-report").get_by_text("last run by this server").wait_for()
     assert admin.locator("#verify-report .badge").inner_text() == "verified"
+    admin.locator("#sign-checkpoint").click()
+    admin.locator("#checkpoint").get_by_text("events covered").wait_for()
+    head = httpx.get(served["url"] + "/v1/info", headers={
+        "Authorization": f"Bearer {served['keys']['admin']}"}).json()["head"]
+    assert f"{head['seq']} · " in admin.locator("#checkpoint").inner_text()
     _shot(admin, "verify")
 
 

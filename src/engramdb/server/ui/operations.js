@@ -3,7 +3,7 @@
 const CHECKPOINT = "engramdb.lastCheckpoint";
 
 import {
-  api, authHeaders, badge, el, empty, errorBox,
+  LAYERS, api, authHeaders, badge, el, empty, errorBox,
   fields, head, json, memoryLink, pause, put,
   query, state, table, when,
 } from "./core.js";
@@ -33,19 +33,41 @@ export async function viewAccess(box) {
       grants.grants.map((g) => [g.grantee, el("code", { text: g.pattern }), g.actions.join(", "),
         g.granted_by, String(g.tx_from)]), "No grants: agents can read only their own namespace."));
   const ns = el("input", { id: "lc-ns", list: "lc-names", size: 30, placeholder: "a namespace" });
-  const out = el("div", { "aria-live": "polite" });
+  const layer = el("select", { id: "lc-layer" }, el("option", { value: "", text: "all" }),
+    LAYERS.map((l) => el("option", { value: l, text: l })));
+  const out = el("div", { id: "lc-policy", "aria-live": "polite" });
+  const shown = (name, value) => {
+    if (value === null || value === undefined) return null;
+    if (DURATIONS.includes(name) && typeof value === "number") return duration(value);
+    return typeof value === "object" ? json(value) : String(value);
+  };
   box.append(el("h2", { text: "Lifecycle policy in force" }),
     el("datalist", { id: "lc-names" }, names.namespaces.map((n) => el("option", { value: n }))),
     el("form", { class: "row", onsubmit: async (event) => {
       event.preventDefault();
       try {
-        const r = await api("GET", `/v1/admin/lifecycle${query({ namespace: ns.value.trim() })}`);
+        const r = await api("GET", `/v1/admin/lifecycle${query({ namespace: ns.value.trim(),
+          layer: layer.value })}`);
         put(out, r.policy ? el("div", { class: "card" }, fields(Object.entries(r.policy)
-          .map(([k, v]) => [k, typeof v === "object" && v !== null ? json(v) : String(v)])))
-          : empty("No lifecycle policy applies to this namespace: memories keep until erased."));
+          .map(([k, v]) => [k, shown(k, v)])))
+          : empty("No lifecycle policy applies here: memories keep until erased."));
       } catch (err) { put(out, errorBox(err)); }
-    } }, el("label", {}, "Namespace", ns), el("button", { type: "submit", text: "Show policy" })),
+    } }, el("label", {}, "Namespace", ns), el("label", {}, "Layer", layer),
+    el("button", { type: "submit", text: "Show policy" })),
     out);
+}
+
+// Lifecycle durations arrive in microseconds.
+const DURATIONS = ["ttl", "half_life"];
+function duration(micros) {
+  const seconds = micros / 1e6;
+  for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60]]) {
+    if (seconds >= size && seconds % size === 0) {
+      const n = seconds / size;
+      return `${n} ${unit}${n === 1 ? "" : "s"}`;
+    }
+  }
+  return `${seconds} s`;
 }
 
 // -- verify and checkpoints ---------------------------------------------------------
