@@ -83,7 +83,7 @@ def install_inspector(app: FastAPI) -> bool:
     def asset(asset: str) -> Response:
         body = files.get(asset)
         if body is None:
-            raise NotFound(f"the inspector has no asset {asset!r}; open {UI_PATH}")
+            raise NotFound(f"no such inspector file; open {UI_PATH}")
         media_type = _TYPES["." + asset.rsplit(".", 1)[-1]]
         return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
 

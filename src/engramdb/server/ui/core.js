@@ -92,6 +92,15 @@ export function pager(page, hasNext, go) {
       text: "Next →" }));
 }
 
+// A table over rows already fetched, a page at a time.
+export function pagedTable(headers, rows, emptyText) {
+  const box = el("div");
+  const show = (page) => put(box, table(headers, rows.slice(page * PAGE, (page + 1) * PAGE),
+    emptyText), rows.length > PAGE ? pager(page, rows.length > (page + 1) * PAGE, show) : null);
+  show(0);
+  return box;
+}
+
 // -- talking to the API ----------------------------------------------------------------
 
 export class ApiError extends Error {

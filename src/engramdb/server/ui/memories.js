@@ -3,7 +3,8 @@
 import {
   LAYERS, PAGE, api, badge, diffView, el,
   empty, errorBox, fields, head, json, memoryLink,
-  pager, put, query, state, table, when,
+  pagedTable, pager, put, query, state, table,
+  when,
 } from "./core.js";
 
 // -- memories and search -------------------------------------------------------------
@@ -219,16 +220,13 @@ export async function viewTimeline(box) {
   const moment = el("input", { id: "tl-time", type: "datetime-local", step: 1 });
   const label = el("output", { for: "tl-slider", id: "tl-label" });
   const results = el("div", { id: "tl-results", "aria-live": "polite" });
-  let page = 0; let rows = []; let timer = null; let ticket = 0;
+  let timer = null; let ticket = 0;
 
-  function show() {
-    const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
-    put(results, table(["Recorded", "Namespace", "Author", "Text", "Ver.", "Status"],
-      shown.map((m) => [when(m.recorded_at), el("code", { text: m.namespace }), m.author,
-        el("td", { class: "text" }, memoryLink(m.id, m.text)), `v${m.version}`, m.status]),
-      "Nothing readable at this point."),
-    rows.length > PAGE ? pager(page, rows.length > (page + 1) * PAGE, (p) => { page = p; show(); }) : null);
-  }
+  const show = (rows) => put(results, pagedTable(
+    ["Recorded", "Namespace", "Author", "Text", "Ver.", "Status"],
+    rows.map((m) => [when(m.recorded_at), el("code", { text: m.namespace }), m.author,
+      el("td", { class: "text" }, memoryLink(m.id, m.text)), `v${m.version}`, m.status]),
+    "Nothing readable at this point."));
 
   async function load() {
     const mine = ++ticket;  // a slower earlier answer must not overwrite a later one
@@ -255,7 +253,7 @@ export async function viewTimeline(box) {
         return;
       }
       if (mine !== ticket) return;
-      rows = memories; page = 0; show();
+      show(memories);
     } catch (err) {
       if (mine === ticket) put(results, errorBox(err));
     }

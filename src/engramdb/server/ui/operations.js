@@ -4,8 +4,8 @@ const CHECKPOINT = "engramdb.lastCheckpoint";
 
 import {
   LAYERS, api, authHeaders, badge, el, empty, errorBox,
-  fields, head, json, memoryLink, pause, put,
-  query, state, table, when,
+  fields, head, json, memoryLink, pagedTable, pause, put,
+  query, state, when,
 } from "./core.js";
 
 // -- agents, grants, lifecycle policies (read-only) ------------------------------
@@ -24,12 +24,12 @@ export async function viewAccess(box) {
   const [agents, grants, names] = await Promise.all([api("GET", "/v1/admin/agents"),
     api("GET", "/v1/admin/grants"), api("GET", "/v1/namespaces")]);
   box.append(el("h2", { text: `Agents (${agents.agents.length})` }),
-    table(["Name", "Kind", "Roles", "Trust", "Status", "Created (tx)"],
+    pagedTable(["Name", "Kind", "Roles", "Trust", "Status", "Created (tx)"],
       agents.agents.map((a) => [a.name, a.kind, a.roles.join(", "), String(a.trust),
         a.status === "active" ? badge("active", "good") : badge(a.status, "warn"), String(a.created_tx)]),
       "No agents yet."),
     el("h2", { text: `Grants (${grants.grants.length})` }),
-    table(["Grantee", "Pattern", "Actions", "Granted by", "Since (tx)"],
+    pagedTable(["Grantee", "Pattern", "Actions", "Granted by", "Since (tx)"],
       grants.grants.map((g) => [g.grantee, el("code", { text: g.pattern }), g.actions.join(", "),
         g.granted_by, String(g.tx_from)]), "No grants: agents can read only their own namespace."));
   const ns = el("input", { id: "lc-ns", list: "lc-names", size: 30, placeholder: "a namespace" });

@@ -2,8 +2,8 @@
 
 import {
   PAGE, api, badge, diffView, el, empty,
-  errorBox, fields, json, memoryLink, pager, put,
-  query, table, when,
+  errorBox, fields, json, memoryLink, pagedTable, pager,
+  put, query, when,
 } from "./core.js";
 
 // -- conflicts ------------------------------------------------------------------------
@@ -94,22 +94,17 @@ export async function viewDecisions(box) {
   const ns = el("input", { id: "dc-ns", value: "**", size: 20 });
   const id = el("input", { id: "dc-id", size: 40, placeholder: "a decision id" });
   const list = el("div", { "aria-live": "polite" });
-  let page = 0; let rows = [];
 
-  function show() {
-    const shown = rows.slice(page * PAGE, (page + 1) * PAGE);
-    put(list, table(["Decided", "Principal", "Description", "Basis", "Stale since", ""],
-      shown.map((d) => [when(d.recorded_at), d.principal, el("td", { class: "text", text: d.description }),
-        `${d.basis.length} version${d.basis.length === 1 ? "" : "s"}`, `tx ${d.stale_tx}`,
-        el("a", { href: `#/decision/${encodeURIComponent(d.id)}`, text: "Explain" })]),
-      "No stale decisions: every decision you may read still rests on current facts."),
-    rows.length > PAGE ? pager(page, rows.length > (page + 1) * PAGE, (p) => { page = p; show(); }) : null);
-  }
+  const show = (rows) => put(list, pagedTable(
+    ["Decided", "Principal", "Description", "Basis", "Stale since", ""],
+    rows.map((d) => [when(d.recorded_at), d.principal, el("td", { class: "text", text: d.description }),
+      `${d.basis.length} version${d.basis.length === 1 ? "" : "s"}`, `tx ${d.stale_tx}`,
+      el("a", { href: `#/decision/${encodeURIComponent(d.id)}`, text: "Explain" })]),
+    "No stale decisions: every decision you may read still rests on current facts."));
 
   async function load() {
     try {
-      rows = (await api("GET", `/v1/decisions/stale${query({ namespace: ns.value || "**" })}`)).decisions;
-      page = 0; show();
+      show((await api("GET", `/v1/decisions/stale${query({ namespace: ns.value || "**" })}`)).decisions);
     } catch (err) { put(list, errorBox(err)); }
   }
 
