@@ -231,6 +231,9 @@ def test_the_live_feed_streams_new_changes_without_the_key_in_the_url(sign_in, s
     page.locator("#feed tr").filter(has_text="memory.").filter(
         has_text=made.json()["id"]).wait_for()
     _shot(page, "feed")
+    page.locator("#feed-kind").fill("decision.")  # filters what was received, at once
+    page.get_by_text("No matching events yet").wait_for()
+    assert page.locator("#feed tbody tr").count() == 0
     stream = [u for u in urls if "/v1/changes/stream" in u]
     assert stream and not any(served["keys"]["admin"].split("_")[-1] in u for u in urls)
 

@@ -206,7 +206,7 @@ export async function viewFeed(box) {
   const body = el("tbody");
   const list = el("table", { id: "feed" }, el("thead", {}, el("tr", {},
     ["Seq", "Time", "Kind", "Namespace", "Actor", "Subject"].map((h) => el("th", { scope: "col", text: h })))), body);
-  const none = empty("No events yet: changes you may read appear here as they happen.");
+  const none = empty("No matching events yet: changes you may read appear here as they happen.");
   const events = [];
 
   function matches(e) { return !kind.value.trim() || String(e.kind).includes(kind.value.trim()); }
