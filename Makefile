@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle
+.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -16,7 +16,7 @@ install: $(STAMP)
 
 # The adapters whose frameworks need their own venvs first, then the whole suite (its summary
 # line is the last one printed).
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(MAKE) test-crewai test-autogen
 	$(PY) -m pytest -q -p no:cacheprovider
 
@@ -34,8 +34,17 @@ test-autogen:
 	.venv-autogen/bin/python -m pytest -q -p no:cacheprovider tests/test_autogen_memory.py \
 		tests/test_docs_integrations.py
 
+# The web inspector's browser tests drive Debian's Chromium through Playwright (which cannot
+# download browsers here). Installed with apt when missing; when that fails (no root, no
+# network) the make goes on and tests/test_inspector.py skips, saying why.
+chromium:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1 || \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } || \
+		echo "make: chromium could not be installed; the web inspector's browser tests will skip"
+
 # The day-to-day subset (a few minutes): everything but the tests marked slow.
-test-fast: $(STAMP)
+test-fast: $(STAMP) chromium
 	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow"
 
 lint: $(STAMP)

@@ -26,7 +26,9 @@ from engramdb.cli.app import cli
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Served by FastAPI itself, described in docs/http.md's prose rather than as routes.
-FRAMEWORK_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect")
+FRAMEWORK_PATHS = ("/openapi.json", "/docs", "/docs/oauth2-redirect",
+                   # the web inspector's static page and assets (docs/inspector.md)
+                   "/ui", "/ui/", "/ui/assets/{asset}")
 
 
 def headings(text: str) -> list[str]:

@@ -67,6 +67,10 @@ def test_the_wheel_carries_the_package_data_and_the_sdist_the_sources(dist):
     assert "engramdb/py.typed" in names
     assert any(n.startswith("engramdb/storage/sqlite/migrations/") for n in names)
     assert any(n.startswith("engramdb/storage/postgres/migrations/") for n in names)
+    # The web inspector is served from the installed package (no CDN, no build step).
+    for asset in ("index.html", "app.css", "app.js", "core.js", "memories.js", "review.js",
+                  "operations.js", "favicon.svg"):
+        assert f"engramdb/server/ui/{asset}" in names
     with tarfile.open(dist["sdist"]) as sdist:
         members = sdist.getnames()
     assert any(n.endswith("src/engramdb/__init__.py") for n in members)

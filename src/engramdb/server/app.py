@@ -18,6 +18,7 @@ from engramdb.engine import Database
 from engramdb.server.docs_page import install_docs
 from engramdb.server.door import Door
 from engramdb.server.errors import install_handlers
+from engramdb.server.inspector import install_inspector
 from engramdb.server.metrics import Metrics
 from engramdb.server.routes import ROUTERS
 from engramdb.server.routing import route_table
@@ -101,6 +102,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         app.include_router(router)
     install_handlers(app)
     app.state.engram_docs = settings.docs != "off" and install_docs(app)
+    app.state.engram_ui = install_inspector(app)
     app.add_middleware(Door, db=db, settings=settings, metrics=metrics,
                        routes=lambda: route_table(app))
     if telemetry.active() is not None:  # outermost, so refusals are traced too

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from engramdb.server import inspector
 from engramdb.server.docs_page import ASSETS, DOCS_PATH
 
 __all__ = ["RouteTable", "route_table", "template_regex"]
@@ -53,5 +54,9 @@ def route_table(app: Any) -> RouteTable:
         if getattr(app.state, "engram_docs", False):
             paths[DOCS_PATH] = ["get"]
             paths[ASSETS + "/{asset}"] = ["get"]
+        if getattr(app.state, "engram_ui", False):
+            paths[inspector.UI_PATH] = ["get"]
+            paths[inspector.UI_PATH + "/"] = ["get"]
+            paths[inspector.ASSETS + "/{asset}"] = ["get"]
         table = app.state.engram_routes = RouteTable(paths)
     return table

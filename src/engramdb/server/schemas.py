@@ -626,6 +626,11 @@ class HealthOut(Response):
     version: str
 
 
+class HeadOut(Response):
+    seq: int = Field(description="The newest event's seq (0 for an empty log).")
+    tx: int = Field(description="Its transaction number: the largest useful `as_of`.")
+
+
 class InfoOut(Response):
     version: str
     backend: str = Field(description="`sqlite` or `postgresql`.")
@@ -634,6 +639,8 @@ class InfoOut(Response):
     limits: dict[str, int | float | None] = Field(
         description="The server's limits: max_body_bytes, max_batch, max_page_size, "
         "rate_limit_per_s, rate_limit_burst.")
+    head: HeadOut = Field(description="The log's newest event when asked: the read point "
+                          "`as_of` reads (and the inspector's as-of slider) end at.")
 
 
 ConflictOut.model_rebuild()

@@ -102,7 +102,8 @@ def serve(
                 f"EngramDB admin API key (shown once, keep it): {k}")))(key)
         docs = "" if (settings or ServerSettings()).docs == "off" else (
             f" (docs: http://{host}:{port}/docs)")
-        announce(f"EngramDB serving {db.info().url} on http://{host}:{port}{docs}")
+        announce(f"EngramDB serving {db.info().url} on http://{host}:{port}{docs}; "
+                 f"inspector: http://{host}:{port}/ui")
         app = create_app(db, settings=settings)
         schedule = MaintenanceSchedule(db, (settings or ServerSettings()).maintain_every_s)
         schedule.start()

@@ -66,7 +66,8 @@ def metrics(request: Request, db: DbDep, metrics: MetricsDep,
 @router.get("/v1/info", response_model=InfoOut, summary="Server and database facts",
             responses=error_responses(401, 429))
 def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
-    """Version, backend, embedder and dimension, and the server's limits."""
+    """Version, backend, embedder and dimension, the server's limits and the log's head."""
+    head = db.head()
     return {
         "version": __version__,
         "backend": db.info().backend,
@@ -79,6 +80,7 @@ def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
             "rate_limit_per_s": settings.rate_limit_per_s,
             "rate_limit_burst": settings.rate_limit_burst,
         },
+        "head": {"seq": head.seq, "tx": head.tx},
     }
 
 

@@ -1,0 +1,122 @@
+"""The inspector's page and assets over real HTTP, without a browser.
+
+What a browser test cannot see directly: the security headers on every ``/ui``
+answer, that the page and its script carry no secret and no inline script,
+that the script never parses data as HTML, that nothing sets a cookie (the
+inspector authenticates with a header, which is what makes its state changes
+CSRF-safe), and that every API call the inspector makes is refused without a
+key.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import httpx
+import pytest
+
+import engramdb
+from tests.support.http_server import LiveServer
+
+SCRIPTS = ("app.js", "core.js", "memories.js", "review.js", "operations.js")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    db = engramdb.open(tmp_path_factory.mktemp("ui") / "engram.db", embedder=None)
+    live = LiveServer(db).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        db.close()
+
+
+def _ui_file(name: str) -> str:
+    return resources.files("engramdb.server").joinpath("ui", name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", ["/ui", "/ui/assets/app.css",
+                                  *[f"/ui/assets/{name}" for name in SCRIPTS]])
+def test_every_ui_answer_carries_a_strict_content_security_policy(server, path):
+    response = httpx.get(server.url + path)
+    assert response.status_code == 200
+    csp = {d.strip().split(" ", 1)[0]: d.strip() for d in
+           response.headers["content-security-policy"].split(";")}
+    assert csp["default-src"] == "default-src 'self'"
+    assert csp["script-src"] == "script-src 'self'"  # no inline script, no eval, no CDN
+    assert csp["frame-ancestors"] == "frame-ancestors 'none'"
+    assert csp["object-src"] == "object-src 'none'"
+    assert "unsafe" not in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "set-cookie" not in response.headers
+
+
+def test_the_page_is_served_with_its_types_and_unknown_assets_are_404(server):
+    page = httpx.get(server.url + "/ui")
+    assert page.headers["content-type"].startswith("text/html")
+    assert httpx.get(server.url + "/ui/assets/app.js").headers["content-type"].startswith(
+        "text/javascript")
+    missing = httpx.get(server.url + "/ui/assets/../../v1/me")
+    assert missing.status_code in (401, 404)  # never a file outside the assets
+    unknown = httpx.get(server.url + "/ui/assets/secret.py")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+
+def test_the_page_holds_nothing_secret_and_no_inline_script(server):
+    html = httpx.get(server.url + "/ui").text
+    key = server.admin_key()
+    assert key not in html and key.split("_")[1] not in html
+    assert "ek_" not in html
+    # Scripts only by src from this server; no inline handlers; nothing from elsewhere.
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        '<script type="module" src="/ui/assets/app.js">']
+    assert not re.search(r"<script\b[^>]*>\s*[^<\s]", html)  # empty bodies only
+    assert not re.search(r"\son[a-z]+\s*=", html)
+    assert all(url.startswith("/ui/") for url in re.findall(r'(?:src|href)="([^"#]+)"', html))
+
+
+def test_the_scripts_build_the_page_without_parsing_data_as_html():
+    folder = resources.files("engramdb.server").joinpath("ui")
+    assert sorted(f.name for f in folder.iterdir() if f.name.endswith(".js")) == sorted(SCRIPTS)
+    script = "\n".join(_ui_file(name) for name in SCRIPTS)
+    # Modules import only each other, from this server.
+    assert set(re.findall(r'from "([^"]+)"', script)) <= {f"./{name}" for name in SCRIPTS}
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
+                 "new Function", "localStorage", "document.cookie"):
+        assert sink not in script, sink
+    assert "sessionStorage" in script and "Authorization" in script
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v1/me"), ("GET", "/v1/info"), ("GET", "/v1/namespaces"),
+    ("GET", "/v1/memories"), ("POST", "/v1/recall"), ("GET", "/v1/changes/stream"),
+    ("GET", "/v1/conflicts"), ("POST", "/v1/conflicts/c1/resolve"),
+    ("GET", "/v1/decisions/stale"), ("POST", "/v1/knowledge"), ("GET", "/v1/admin/agents"),
+    ("POST", "/v1/verify"), ("POST", "/v1/audit/checkpoints"),
+])
+def test_every_api_call_the_inspector_makes_needs_a_key(server, method, path):
+    """A cookie or a key in the query string does not authenticate: only the header does."""
+    key = server.admin_key()
+    response = httpx.request(method, server.url + path, params={"api_key": key},
+                             cookies={"api_key": key}, json={} if method == "POST" else None)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_info_reports_the_log_head_the_sliders_end_at(server):
+    admin = server.db
+    admin.admin.create_agent("carol")
+    admin.admin.grant("carol", "team/**", ["read", "write"])
+    made = admin.as_agent("carol").remember("head check", namespace="team/a")
+    carol_key = admin.admin.create_key("carol")
+    info = httpx.get(server.url + "/v1/info",
+                     headers={"Authorization": f"Bearer {carol_key}"}).json()
+    assert info["head"]["tx"] >= made.tx_from
+    again = admin.as_agent("carol").remember("later", namespace="team/a")
+    later = httpx.get(server.url + "/v1/info",
+                      headers={"Authorization": f"Bearer {carol_key}"}).json()["head"]
+    assert later["tx"] == again.tx_from and later["seq"] > info["head"]["seq"]
