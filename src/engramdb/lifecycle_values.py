@@ -25,7 +25,8 @@ class ErasureReceipt:
         versions: ``[id, version]`` pairs whose rows were deleted.
         counts: per place: ``versions``, ``fulltext_entries``, ``vectors``,
             ``event_payloads``, ``derived_memories``, ``conflicts_redacted``,
-            ``decisions_stale``, ``read_records``.
+            ``decisions_stale``, ``read_records``, ``tool_outcomes_redacted``,
+            ``decisions_redacted``.
         files: what was done to the files afterwards (``purge``).
     """
 
