@@ -311,6 +311,10 @@ class Storage(ABC):
         """Events naming one of ``subject_refs`` or written by one of ``txs``, in order."""
 
     @abstractmethod
+    def namespaces_since(self, tx: int) -> list[str]:
+        """Namespaces with a memory row written or closed after ``tx`` (by index)."""
+
+    @abstractmethod
     def mentioning(self, table: str, columns: Sequence[str], needle: str) -> list[Row]:
         """Rows of ``table`` whose text or JSON ``columns`` may contain ``needle``: a
         superset (case may differ) that the caller narrows; used by ``forget``."""

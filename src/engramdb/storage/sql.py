@@ -619,6 +619,9 @@ class SqlStorage(Storage):
     def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
         return sql_lifecycle.find_events(self, subject_refs, txs)
 
+    def namespaces_since(self, tx: int) -> list[str]:
+        return sql_lifecycle.namespaces_since(self, tx)
+
     def mentioning(self, table: str, columns: Sequence[str], needle: str) -> list[Row]:
         return sql_lifecycle.mentioning(self, table, columns, needle)
 

@@ -14,7 +14,8 @@ from engramdb.storage import sql as _sql  # a cycle by design: used only at call
 from engramdb.storage.base import RawEvent
 from engramdb.storage.schema import TABLES
 
-__all__ = ["due_to_expire", "find_events", "mentioning", "recorded_between", "used_between"]
+__all__ = ["due_to_expire", "find_events", "mentioning", "namespaces_since", "recorded_between",
+           "used_between"]
 
 Row = dict[str, Any]
 
@@ -46,6 +47,12 @@ def used_between(storage: Any, after: int, until: int, limit: int) -> list[Row]:
                                f"last_used > ? AND last_used <= ? ORDER BY last_used, id "
                                f"LIMIT {int(limit)}", [after, until])
         return [_sql.decode_row(spec, cols, r) for r in cur.fetchall()]
+
+def namespaces_since(storage: Any, tx: int) -> list[str]:
+    with storage._read_conn() as conn:
+        cur = storage._exec(conn, "SELECT DISTINCT namespace FROM memories WHERE row_tx > ?",
+                            [int(tx)])
+        return sorted(r[0] for r in cur.fetchall())
 
 def find_events(storage: Any, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
     out: dict[int, RawEvent] = {}
