@@ -268,7 +268,8 @@ class Lifecycle:
         holds = w.fetch("legal_holds", {"active": 1})
         current = {r["id"]: r for r in w.fetch(
             "memories", {"id": [m for m, _ in chunk], "tx_to": None})} if chunk else {}
-        effects: list[Effect] = list(marks)
+        closes: list[Effect] = []
+        opens: list[Effect] = []
         archived: list[tuple[str, str, int]] = []
         carry: list[tuple[str, int, int]] = []
         held: set[str] = set()
@@ -279,10 +280,13 @@ class Lifecycle:
             if hold_for(holds, cur["namespace"]):
                 held.add(mid)  # a hold set since the candidates were read
                 continue
-            new, eff = next_version(w, cur, {"status": "archived"})
-            effects += eff
+            new, (close, insert) = next_version(w, cur, {"status": "archived"})
+            closes.append(close)
+            opens.append(insert)
             archived.append((mid, reason, int(new["version"])))
             carry.append((mid, int(cur["version"]), int(new["version"])))
+        # Every close before every insert: the closes are one statement (same values).
+        effects = [*marks, *closes, *opens]
         if not effects:
             return [], held, None
         event = self._res.commit(

@@ -119,6 +119,23 @@ def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> 
     return row
 
 
+def _same_update_run(effects: Sequence[Effect], start: int) -> list[Update]:
+    """The consecutive updates from ``start`` that set the same values (same expectation,
+    same key columns, distinct keys) in the same table: one statement can apply them."""
+    first = effects[start]
+    assert isinstance(first, Update)
+    run = [first]
+    seen = {tuple(first.key.items())}
+    for e in effects[start + 1:]:
+        if not (isinstance(e, Update) and e.table == first.table and e.changes == first.changes
+                and e.expect == first.expect and list(e.key) == list(first.key)
+                and tuple(e.key.items()) not in seen):
+            break
+        seen.add(tuple(e.key.items()))
+        run.append(e)
+    return run
+
+
 def _where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
@@ -271,7 +288,9 @@ class SqlWriteTx(WriteTx):
             self._storage._put_vectors(self._conn, items)
 
     def apply(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:
+        i = 0
+        while i < len(effects):
+            effect = effects[i]
             spec = _spec(effect.table)
             if isinstance(effect, Insert):
                 row = encode_row(spec, effect.row)
@@ -279,28 +298,63 @@ class SqlWriteTx(WriteTx):
                     row["row_tx"] = self.tx
                 self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
             elif isinstance(effect, Update):
-                self.flush(spec.name)
-                self._reads.pop(spec.name, None)
-                changes = encode_row(spec, effect.changes)
-                if "row_tx" in spec.bookkeeping:
-                    changes["row_tx"] = self.tx
-                sets = ", ".join(f"{c} = ?" for c in changes)
-                cond, cparams = _where_eq(
-                    self._storage.dialect_impl, {**effect.key, **encode_row(spec, effect.expect)}
-                )
-                cur = self._exec(
-                    f"UPDATE {spec.name} SET {sets} WHERE {cond}", [*changes.values(), *cparams]
-                )
-                if cur.rowcount != 1:
-                    raise VersionConflict(
-                        f"{spec.name} row {dict(effect.key)} changed concurrently; "
-                        "re-read it and retry",
-                        table=spec.name,
-                        key=dict(effect.key),
-                    )
+                run = _same_update_run(effects, i)
+                if len(run) > 1:
+                    self._update_many(spec, run)
+                    i += len(run)
+                    continue
+                self._update(spec, effect)
             else:  # pragma: no cover - Effect is a closed union
                 raise StorageError(f"unknown effect {effect!r}")
+            i += 1
         self._effects_applied = self._effects_applied or bool(effects)
+
+    def _update(self, spec: TableSpec, effect: Update) -> None:
+        self.flush(spec.name)
+        self._reads.pop(spec.name, None)
+        changes = encode_row(spec, effect.changes)
+        if "row_tx" in spec.bookkeeping:
+            changes["row_tx"] = self.tx
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        cond, cparams = _where_eq(
+            self._storage.dialect_impl, {**effect.key, **encode_row(spec, effect.expect)}
+        )
+        cur = self._exec(
+            f"UPDATE {spec.name} SET {sets} WHERE {cond}", [*changes.values(), *cparams]
+        )
+        if cur.rowcount != 1:
+            raise VersionConflict(
+                f"{spec.name} row {dict(effect.key)} changed concurrently; "
+                "re-read it and retry",
+                table=spec.name,
+                key=dict(effect.key),
+            )
+
+    def _update_many(self, spec: TableSpec, run: Sequence[Update]) -> None:
+        """Updates that set the same values on many rows (``maintain`` closing the
+        versions it archives): one statement and one round trip, not one per row."""
+        self.flush(spec.name)
+        self._reads.pop(spec.name, None)
+        first = run[0]
+        changes = encode_row(spec, first.changes)
+        if "row_tx" in spec.bookkeeping:
+            changes["row_tx"] = self.tx
+        sets = ", ".join(f"{c} = ?" for c in changes)
+        cond, cparams = _where_eq(self._storage.dialect_impl, encode_row(spec, first.expect))
+        cols = list(first.key)
+        params: list[Any] = [*changes.values()]
+        for at in range(0, len(run), 300):
+            chunk = run[at:at + 300]
+            rows = ", ".join("(" + ", ".join("?" * len(cols)) + ")" for _ in chunk)
+            keys = [e.key[c] for e in chunk for c in cols]
+            cur = self._exec(
+                f"UPDATE {spec.name} SET {sets} WHERE ({', '.join(cols)}) IN (VALUES {rows})"
+                f" AND {cond}", [*params, *keys, *cparams])
+            if cur.rowcount != len(chunk):
+                raise VersionConflict(
+                    f"{spec.name}: {len(chunk) - cur.rowcount} of {len(chunk)} rows changed "
+                    "concurrently; re-read them and retry", table=spec.name,
+                    key=dict(chunk[0].key))
 
     def log(
         self,
