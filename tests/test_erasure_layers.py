@@ -12,6 +12,8 @@ must be nowhere, the survivor still there, and ``verify`` must pass.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import itertools
 from collections.abc import Callable, Iterator
@@ -191,3 +193,17 @@ def test_a_subject_is_a_whole_token_not_a_prefix(tmp_path, embedder):
         assert errors == ["[erased]", "no record for user:420"]
     finally:
         db.close()
+
+
+def test_the_logged_subject_is_a_keyed_hash_the_key_holder_can_confirm(opened):
+    db, _ = opened
+    db.remember(f"{GONE} asked for a refund", namespace="crm")
+    receipt = db.forget(subject=GONE, reason="GDPR request")
+    key = bytes.fromhex(str(db.storage.meta("erasure_key")))
+    (row,) = [r for r in db.storage.scan("erasures") if r["id"] == receipt.erasure_id]
+    expected = hmac.new(key, GONE.encode(), hashlib.sha256).hexdigest()
+    assert row["selector"] == {"subject": f"hmac-sha256:{expected}"}
+    (event,) = [e for e in db.changes(since=0, limit=10_000) if e.seq == receipt.seq]
+    assert event.payload["selector"] == row["selector"]
+    other = hmac.new(key, KEPT.encode(), hashlib.sha256).hexdigest()
+    assert other not in str(row["selector"])  # it names this subject, no other
