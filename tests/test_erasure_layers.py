@@ -207,3 +207,28 @@ def test_the_logged_subject_is_a_keyed_hash_the_key_holder_can_confirm(opened):
     assert event.payload["selector"] == row["selector"]
     other = hmac.new(key, KEPT.encode(), hashlib.sha256).hexdigest()
     assert other not in str(row["selector"])  # it names this subject, no other
+
+
+def test_maintain_finishes_a_purge_a_reader_blocked(tmp_path, embedder):
+    import sqlite3
+
+    path = tmp_path / "engram.db"
+    db = engramdb.open(path, embedder=embedder)
+    try:
+        db.remember(f"{GONE} asked for a refund", namespace="crm")
+        db.remember(f"{KEPT} asked for a refund", namespace="crm")
+        reader = sqlite3.connect(path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM memories").fetchall()  # an old snapshot
+        receipt = db.forget(subject=GONE, reason="GDPR request")
+        assert receipt.files["wal_busy"] is True
+        reader.close()
+
+        report = db.maintain()
+
+        assert report.files["wal_busy"] is False and report.changed == 0
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert _found(files, GONE) == [] and _found(files, KEPT)
+        assert db.maintain().files == {}  # nothing pending any more
+    finally:
+        db.close()

@@ -50,7 +50,10 @@ from engramdb.model import namespace_matches
 from engramdb.policy.lifecycle import check_selector, hold_for
 from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
-__all__ = ["REDACTED", "Erasure", "check_reason_required"]
+__all__ = ["PURGE_PENDING", "REDACTED", "Erasure", "check_reason_required"]
+
+# ``meta`` key: "1" while an erasure's file purge is still to be finished (by ``maintain``).
+PURGE_PENDING = "purge_pending"
 
 def check_reason_required(reason: Any) -> str:
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
@@ -90,8 +93,13 @@ class Erasure:
             self._check(session, w, rows + [r for rs in side.values() for r in rs])
             receipt = self._erase(w, actor, chosen, hidden_selector(chosen, key), why, rows,
                                   ids, len(derived), side)
-        if purge and (receipt.versions or any(side.values())):
+        if receipt.versions or any(side.values()):
+            if not purge:
+                self._res.storage.set_meta(PURGE_PENDING, "1")
+                return receipt
             files = self._res.storage.purge()
+            # A reader held the WAL: the next ``maintain`` finishes the purge.
+            self._res.storage.set_meta(PURGE_PENDING, "1" if files.get("wal_busy") else "0")
             receipt = ErasureReceipt(**{**{f: getattr(receipt, f) for f in (
                 "erasure_id", "seq", "actor", "selector", "reason", "tx", "memories",
                 "versions", "counts")}, "files": files})

@@ -25,6 +25,7 @@ from typing import Any
 
 from engramdb.codec import check_chars, from_micros, to_micros
 from engramdb.engine._commit import next_version
+from engramdb.engine.erasure import PURGE_PENDING
 from engramdb.engine.resources import ADMIN, Resources
 from engramdb.engine.rows import memory_from_row
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound
@@ -259,8 +260,12 @@ class Lifecycle:
             seq = event_seq if event_seq is not None else seq
         by = {r: tuple(m for m, why in archived if why == r)
               for r in ("expired", "decayed", "capacity")}
+        files: dict[str, Any] = {}
+        if storage.meta(PURGE_PENDING) == "1":  # an erasure's purge left unfinished
+            files = storage.purge()
+            storage.set_meta(PURGE_PENDING, "1" if files.get("wal_busy") else "0")
         return MaintenanceReport(by["expired"], by["decayed"], by["capacity"],
-                                 tuple(sorted(held_now)), reinforced, seq, now)
+                                 tuple(sorted(held_now)), reinforced, seq, now, files)
 
     def _archive(self, w: WriteTx, actor: str, now: int, chunk: Sequence[tuple[str, str]],
                  marks: Sequence[Effect]) -> tuple[list[tuple[str, str]], set[str], int | None]:

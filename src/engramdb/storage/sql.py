@@ -343,12 +343,14 @@ class SqlWriteTx(WriteTx):
         cond, cparams = _where_eq(self._storage.dialect_impl, encode_row(spec, first.expect))
         cols = list(first.key)
         params: list[Any] = [*changes.values()]
-        for at in range(0, len(run), 300):
-            chunk = run[at:at + 300]
-            rows = ", ".join("(" + ", ".join("?" * len(cols)) + ")" for _ in chunk)
+        # An OR of key equalities: both backends search the primary key per term
+        # (SQLite scans the table for a row-value ``IN (VALUES ...)``).
+        one = "(" + " AND ".join(f"{c} = ?" for c in cols) + ")"
+        for at in range(0, len(run), 200):
+            chunk = run[at:at + 200]
             keys = [e.key[c] for e in chunk for c in cols]
             cur = self._exec(
-                f"UPDATE {spec.name} SET {sets} WHERE ({', '.join(cols)}) IN (VALUES {rows})"
+                f"UPDATE {spec.name} SET {sets} WHERE ({' OR '.join([one] * len(chunk))})"
                 f" AND {cond}", [*params, *keys, *cparams])
             if cur.rowcount != len(chunk):
                 raise VersionConflict(
