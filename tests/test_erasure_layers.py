@@ -232,3 +232,30 @@ def test_maintain_finishes_a_purge_a_reader_blocked(tmp_path, embedder):
         assert db.maintain().files == {}  # nothing pending any more
     finally:
         db.close()
+
+
+def test_a_backup_made_after_the_erasure_restores_without_it(opened, tmp_path):
+    from engramdb.engine import import_database
+
+    db, _ = opened
+    for plant in (plant_tool_outcome, plant_decision, plant_conflict, plant_episode):
+        plant(db, KEPT, True)
+        plant(db, GONE, False)
+    db.forget(subject=GONE, reason="GDPR request")
+    backup = _export(db)
+    target = tmp_path / "restored" / "engram.db"
+    target.parent.mkdir()
+
+    import_database(target, io.StringIO(backup), embedder=None)
+
+    restored = engramdb.open(target, embedder=None)
+    try:
+        assert restored.storage.head() == db.storage.head()
+        report = restored.verify()
+        assert report.ok, report.problem
+        for table in ("tool_outcomes", "decisions", "conflicts"):
+            assert list(restored.storage.scan(table)) == list(db.storage.scan(table))
+    finally:
+        restored.close()
+    files = [p for p in target.parent.rglob("*") if p.is_file()]
+    assert _found(files, GONE) == [] and _found(files, KEPT)
