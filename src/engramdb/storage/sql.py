@@ -40,6 +40,7 @@ from engramdb.storage.base import (
     WriteTx,
 )
 from engramdb.storage.schema import TABLES, TableSpec
+from engramdb.storage.sql_update import same_update_run, update_statements
 
 __all__ = ["Dialect", "SqlStorage", "SqlWriteTx", "memory_where"]
 
@@ -117,23 +118,6 @@ def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> 
                 value = json.loads(value)
         row[name] = value
     return row
-
-
-def _same_update_run(effects: Sequence[Effect], start: int) -> list[Update]:
-    """The consecutive updates from ``start`` that set the same values (same expectation,
-    same key columns, distinct keys) in the same table: one statement can apply them."""
-    first = effects[start]
-    assert isinstance(first, Update)
-    run = [first]
-    seen = {tuple(first.key.items())}
-    for e in effects[start + 1:]:
-        if not (isinstance(e, Update) and e.table == first.table and e.changes == first.changes
-                and e.expect == first.expect and list(e.key) == list(first.key)
-                and tuple(e.key.items()) not in seen):
-            break
-        seen.add(tuple(e.key.items()))
-        run.append(e)
-    return run
 
 
 def _where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
@@ -298,65 +282,31 @@ class SqlWriteTx(WriteTx):
                     row["row_tx"] = self.tx
                 self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
             elif isinstance(effect, Update):
-                run = _same_update_run(effects, i)
-                if len(run) > 1:
-                    self._update_many(spec, run)
-                    i += len(run)
-                    continue
-                self._update(spec, effect)
+                run = same_update_run(effects, i)
+                self._update(spec, run)
+                i += len(run)
+                continue
             else:  # pragma: no cover - Effect is a closed union
                 raise StorageError(f"unknown effect {effect!r}")
             i += 1
         self._effects_applied = self._effects_applied or bool(effects)
 
-    def _update(self, spec: TableSpec, effect: Update) -> None:
+    def _update(self, spec: TableSpec, run: Sequence[Update]) -> None:
         self.flush(spec.name)
         self._reads.pop(spec.name, None)
-        changes = encode_row(spec, effect.changes)
+        changes = encode_row(spec, run[0].changes)
         if "row_tx" in spec.bookkeeping:
             changes["row_tx"] = self.tx
-        sets = ", ".join(f"{c} = ?" for c in changes)
-        cond, cparams = _where_eq(
-            self._storage.dialect_impl, {**effect.key, **encode_row(spec, effect.expect)}
-        )
-        cur = self._exec(
-            f"UPDATE {spec.name} SET {sets} WHERE {cond}", [*changes.values(), *cparams]
-        )
-        if cur.rowcount != 1:
-            raise VersionConflict(
-                f"{spec.name} row {dict(effect.key)} changed concurrently; "
-                "re-read it and retry",
-                table=spec.name,
-                key=dict(effect.key),
-            )
-
-    def _update_many(self, spec: TableSpec, run: Sequence[Update]) -> None:
-        """Updates that set the same values on many rows (``maintain`` closing the
-        versions it archives): one statement and one round trip, not one per row."""
-        self.flush(spec.name)
-        self._reads.pop(spec.name, None)
-        first = run[0]
-        changes = encode_row(spec, first.changes)
-        if "row_tx" in spec.bookkeeping:
-            changes["row_tx"] = self.tx
-        sets = ", ".join(f"{c} = ?" for c in changes)
-        cond, cparams = _where_eq(self._storage.dialect_impl, encode_row(spec, first.expect))
-        cols = list(first.key)
-        params: list[Any] = [*changes.values()]
-        # An OR of key equalities: both backends search the primary key per term
-        # (SQLite scans the table for a row-value ``IN (VALUES ...)``).
-        one = "(" + " AND ".join(f"{c} = ?" for c in cols) + ")"
-        for at in range(0, len(run), 200):
-            chunk = run[at:at + 200]
-            keys = [e.key[c] for e in chunk for c in cols]
-            cur = self._exec(
-                f"UPDATE {spec.name} SET {sets} WHERE ({' OR '.join([one] * len(chunk))})"
-                f" AND {cond}", [*params, *keys, *cparams])
-            if cur.rowcount != len(chunk):
+        for sql, params, n in update_statements(spec.name, changes,
+                                                encode_row(spec, run[0].expect),
+                                                [e.key for e in run]):
+            cur = self._exec(sql, params)
+            if cur.rowcount != n:
+                key = dict(run[0].key)
                 raise VersionConflict(
-                    f"{spec.name}: {len(chunk) - cur.rowcount} of {len(chunk)} rows changed "
-                    "concurrently; re-read them and retry", table=spec.name,
-                    key=dict(chunk[0].key))
+                    f"{spec.name} row {key} changed concurrently; re-read it and retry"
+                    if len(run) == 1 else f"{spec.name}: {n - cur.rowcount} of {n} rows "
+                    "changed concurrently; re-read them and retry", table=spec.name, key=key)
 
     def log(
         self,
@@ -675,11 +625,8 @@ class SqlStorage(Storage):
     def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
         return sql_lifecycle.find_events(self, subject_refs, txs)
 
-    def namespaces_since(self, tx: int) -> list[str]:
-        return sql_lifecycle.namespaces_since(self, tx)
-
-    def mentioning(self, table: str, columns: Sequence[str], needle: str) -> list[Row]:
-        return sql_lifecycle.mentioning(self, table, columns, needle)
+    namespaces_since = sql_lifecycle.namespaces_since
+    mentioning = sql_lifecycle.mentioning
 
     # -- log -------------------------------------------------------------------
 
