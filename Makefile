@@ -77,7 +77,7 @@ torch-cpu: $(STAMP)
 
 # The erasure canary test at full size (1,000 subjects, SQLite and PostgreSQL).
 test-erasure-full: $(STAMP)
-	ENGRAM_CANARY_SUBJECTS=1000 $(PY) -m pytest -q -p no:cacheprovider tests/test_erasure.py
+	ENGRAM_CANARY_SUBJECTS=1000 $(PY) -m pytest -q -p no:cacheprovider -o timeout=3600 --durations=5 tests/test_erasure.py
 
 # Lifecycle figures for BENCHMARKS.md: erase 1 and 100 subjects, maintain 100k with 1% due.
 bench-lifecycle: $(STAMP)

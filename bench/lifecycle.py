@@ -8,10 +8,13 @@ which is most of its cost. Baseline in the same run: one ``update`` (a
 single-version write) on the same database.
 
 Maintain: ``--memories`` memories of which 1% have an ``expires_at`` in the
-past; the figure is one ``maintain()`` run that expires them. Baselines in the
-same run: the second ``maintain()`` (nothing due: the fixed cost) and the same
-1%-due run over a database a tenth the size (work follows what is due, not
-the table).
+past and three groups of 100 more expiring earlier; with the clock injected
+after each group's time a run finds exactly its 100 due and the next run
+nothing (medians of the three rounds), and a last run (clock now) the 1%.
+The same three runs over a database a tenth the size are the baseline: the
+100-due and nothing-due runs should cost the same at both sizes (work follows
+what is due, not the table), the 1%-due run about 10x (10x the due rows,
+archived in batches of 500 per write transaction).
 
 No embedder (``embedder=None``): the figures are the lifecycle work, not
 embedding. The machine is shared: the load average is printed with each figure.
@@ -19,12 +22,14 @@ embedding. The machine is shared: the load average is printed with each figure.
 Usage::
 
     python bench/lifecycle.py [--subjects 1000] [--memories 100000] [--pg]
+                              [--only erase|maintain]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import engramdb  # noqa: E402
+from engramdb.codec import to_micros  # noqa: E402
 
 
 def load() -> str:
@@ -95,20 +101,46 @@ def bench_erase(pg: bool, subjects: int) -> None:
               f"{subjects} subjects; {load()}")
 
 
-def bench_maintain(pg: bool, memories: int) -> tuple[float, float, int]:
-    past = datetime.now(UTC) - timedelta(hours=1)
-    future = datetime.now(UTC) + timedelta(days=365)
+def bench_maintain(pg: bool, memories: int) -> dict[str, float]:
+    """``maintain`` over ``memories`` rows: three rounds of 100 due then nothing due
+    (medians), then 1% due.
+
+    Expiry times in the past and an injected clock between them make each
+    round find exactly its 100 rows due (the 1% expire last).
+    """
+    now = datetime.now(UTC)
+    groups = [now - timedelta(hours=h) for h in (4, 3, 2)]  # 100 rows each
+    late, future = now - timedelta(hours=1), now + timedelta(days=365)
+
+    def expiry(i: int) -> datetime:
+        if i % 100 == 0:
+            return late
+        if i % 100 in (25, 50, 75) and i // 100 < 100:
+            return groups[i % 100 // 25 - 1]
+        return future
+
     with database(pg, f"maintain{memories}") as db:
         for start in range(0, memories, 5000):
             db.remember_many([
                 {"text": f"event {i} happened", "namespace": f"log/s{i % 50}",
-                 "layer": "episodic", "expires_at": past if i % 100 == 0 else future}
+                 "layer": "episodic", "expires_at": expiry(i)}
                 for i in range(start, min(memories, start + 5000))])
+        lc: Any = db.lifecycle
+        due: list[float] = []
+        idle: list[float] = []
         report: list[Any] = []
-        first = timed(lambda: report.append(db.maintain()))
-        second = timed(lambda: report.append(db.maintain()))
-        assert len(report[0].expired) == memories // 100 and report[1].changed == 0
-        return first, second, len(report[0].expired)
+        for g in groups:
+            lc.clock = lambda g=g: to_micros(g + timedelta(minutes=30))
+            report.clear()
+            due.append(timed(lambda: report.append(db.maintain())))
+            idle.append(timed(lambda: report.append(db.maintain())))
+            assert [len(r.expired) for r in report] == [100, 0], report
+        lc.clock = lambda: to_micros(now)
+        report.clear()
+        last = timed(lambda: report.append(db.maintain()))
+        assert len(report[0].expired) == memories // 100, report
+        return {"due_100": statistics.median(due), "nothing_due": statistics.median(idle),
+                "due_1pct": last, "due_1pct_rows": memories // 100}
 
 
 def main() -> None:
@@ -116,15 +148,26 @@ def main() -> None:
     ap.add_argument("--subjects", type=int, default=1000)
     ap.add_argument("--memories", type=int, default=100_000)
     ap.add_argument("--pg", action="store_true", help="PostgreSQL instead of SQLite")
+    ap.add_argument("--only", choices=("erase", "maintain"), help="one half of the figures")
     args = ap.parse_args()
     kind = "postgres" if args.pg else "sqlite"
-    bench_erase(args.pg, args.subjects)
+    if args.only != "maintain":
+        bench_erase(args.pg, args.subjects)
+    if args.only == "erase":
+        return
     small = bench_maintain(args.pg, args.memories // 10)
     big = bench_maintain(args.pg, args.memories)
-    print(f"{kind} maintain over {args.memories} memories, {big[2]} due: {big[0] * 1000:.0f} ms; "
-          f"nothing due (second run): {big[1] * 1000:.0f} ms; over {args.memories // 10} "
-          f"memories, {small[2]} due: {small[0] * 1000:.0f} ms; ratio big/small "
-          f"{big[0] / small[0]:.1f}x for 10x the due rows; {load()}")
+    ms = {k: {s: v * 1000 for s, v in d.items() if s != "due_1pct_rows"}
+          for k, d in (("small", small), ("big", big))}
+    print(f"{kind} maintain, {args.memories // 10} vs {args.memories} memories ({load()}):")
+    print(f"  100 due:     {ms['small']['due_100']:.0f} ms vs {ms['big']['due_100']:.0f} ms "
+          f"(ratio {big['due_100'] / small['due_100']:.2f}x for 10x the table)")
+    print(f"  nothing due: {ms['small']['nothing_due']:.1f} ms vs {ms['big']['nothing_due']:.1f} ms"
+          f" (ratio {big['nothing_due'] / small['nothing_due']:.2f}x)")
+    print(f"  1% due:      {ms['small']['due_1pct']:.0f} ms ({small['due_1pct_rows']:.0f} rows) vs "
+          f"{ms['big']['due_1pct']:.0f} ms ({big['due_1pct_rows']:.0f} rows): ratio "
+          f"{big['due_1pct'] / small['due_1pct']:.1f}x for "
+          f"{big['due_1pct_rows'] / max(small['due_1pct_rows'], 1):.0f}x the due rows")
 
 
 if __name__ == "__main__":

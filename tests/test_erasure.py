@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -84,11 +85,15 @@ def _check_survivors(db: engramdb.Database, ids: dict[int, str], erased: set[int
     assert all(canary(i) in dump for i in range(N) if i not in erased)
 
 
+_CANARY = re.compile(rb"ZQX(\d{5})CANARY")
+
+
 def _scan(paths: list[Path], erased: set[int]) -> list[tuple[str, int]]:
+    """Every (file, subject) whose erased canary is in the file's bytes: one pass per file."""
     found = []
     for p in paths:
-        data = p.read_bytes()
-        found += [(p.name, i) for i in erased if canary(i).encode() in data]
+        seen = {int(m.group(1)) for m in _CANARY.finditer(p.read_bytes())}
+        found += [(p.name, i) for i in sorted(seen & erased)]
     return found
 
 

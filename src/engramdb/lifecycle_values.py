@@ -25,7 +25,8 @@ class ErasureReceipt:
         versions: ``[id, version]`` pairs whose rows were deleted.
         counts: per place: ``versions``, ``fulltext_entries``, ``vectors``,
             ``event_payloads``, ``derived_memories``, ``conflicts_redacted``,
-            ``decisions_stale``, ``read_records``.
+            ``decisions_stale``, ``read_records``, ``tool_outcomes_redacted``,
+            ``decisions_redacted``.
         files: what was done to the files afterwards (``purge``).
     """
 
@@ -67,6 +68,8 @@ class MaintenanceReport:
         reinforced: memories whose usage (recall, decisions) was written.
         seq: the logged ``lifecycle.maintained`` event, or ``None`` if nothing changed.
         now: the time the run evaluated against (micros).
+        files: the file purge this run finished for an earlier erasure whose own
+            purge could not complete (a reader held the SQLite WAL), else empty.
     """
 
     expired: tuple[str, ...] = ()
@@ -76,6 +79,7 @@ class MaintenanceReport:
     reinforced: int = 0
     seq: int | None = None
     now: int = 0
+    files: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def changed(self) -> int:
@@ -84,10 +88,12 @@ class MaintenanceReport:
     def to_dict(self) -> dict[str, Any]:
         return {"expired": list(self.expired), "archived": list(self.archived),
                 "over_capacity": list(self.over_capacity), "held": list(self.held),
-                "reinforced": self.reinforced, "seq": self.seq, "now": self.now}
+                "reinforced": self.reinforced, "seq": self.seq, "now": self.now,
+                "files": dict(self.files)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MaintenanceReport:
         return cls(tuple(data["expired"]), tuple(data["archived"]),
                    tuple(data["over_capacity"]), tuple(data["held"]), int(data["reinforced"]),
-                   None if data.get("seq") is None else int(data["seq"]), int(data["now"]))
+                   None if data.get("seq") is None else int(data["seq"]), int(data["now"]),
+                   dict(data.get("files") or {}))

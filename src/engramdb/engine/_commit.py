@@ -129,15 +129,25 @@ def mark_stale(w: WriteTx, effects: Sequence[Effect], actor: str) -> list[str]:
         and "id" in e.key and "version" in e.key
     })
     found: dict[str, tuple[dict[str, Any], list[tuple[str, int]]]] = {}
-    for memory_id, version in touched:
-        for b in w.fetch("decision_basis", {"memory_id": memory_id, "version": version}):
-            did = str(b["decision_id"])
-            if did in found:
-                found[did][1].append((memory_id, version))
-                continue
-            rows = w.fetch("decisions", {"id": did})
-            if rows:
-                found[did] = (rows[0], [(memory_id, version)])
+    if len(touched) > 1:  # many closed at once (maintain): one read per 500, not per row
+        wanted = set(touched)
+        ids = sorted({i for i, _ in touched})
+        bases = [b for at in range(0, len(ids), 500)
+                 for b in w.fetch("decision_basis", {"memory_id": ids[at:at + 500]})
+                 if (str(b["memory_id"]), int(b["version"])) in wanted]
+    else:
+        bases = [b for memory_id, version in touched for b in w.fetch(
+            "decision_basis", {"memory_id": memory_id, "version": version})]
+    for b in sorted(bases, key=lambda b: (str(b["memory_id"]), int(b["version"]),
+                                          str(b["decision_id"]))):
+        memory_id, version = str(b["memory_id"]), int(b["version"])
+        did = str(b["decision_id"])
+        if did in found:
+            found[did][1].append((memory_id, version))
+            continue
+        rows = w.fetch("decisions", {"id": did})
+        if rows:
+            found[did] = (rows[0], [(memory_id, version)])
     for did in sorted(found):
         row, items = found[did]
         log_stale(w, row, items, actor)

@@ -3,20 +3,23 @@
 One write transaction, under the chain lock:
 
 1. Select every version of the memories the selector names (in namespaces
-   the caller may read; others are invisible), then every memory derived
-   from them (``derivations``), transitively.
+   the caller may read; others are invisible; a ``subject`` also selects the
+   memories that mention it, see :mod:`.erasure_scope`), then every memory
+   derived from them (``derivations``), transitively; and the side rows
+   (tool outcomes, decisions) whose text the selector reaches.
 2. Refuse, changing nothing, if the caller lacks ``erase`` on a namespace
    touched (``PermissionDenied``) or a legal hold covers one (``LegalHoldActive``).
-3. Find every event that carried their content: those naming them, those of
-   the transactions that wrote their versions, and those that recorded a
-   conflict with them. Each such event loses its payload and salt; its
-   effects on rows that are *not* erased (a rival's version, a conflict
-   with its reason redacted) are restated in ``erased_events`` so that
-   ``verify`` and ``import`` replay them in place.
+3. Find every event that carried that content: those naming the memories or
+   side rows, those of the transactions that wrote them, and those that
+   recorded a conflict with an erased memory. Each such event loses its
+   payload and salt; its effects on rows that are *not* erased (a rival's
+   version, a conflict or tool outcome with its text redacted) are restated
+   in ``erased_events`` so that ``verify`` and ``import`` replay them in place.
 4. Delete the versions (full-text entries go by trigger or generated column,
    vectors and their ANN copies with them), mark decisions resting on them
-   stale, redact conflict reasons, and log one ``memory.erased`` event naming
-   who, the selector, the reason and the counts: never the content.
+   stale, redact the side rows' text, and log one ``memory.erased`` event
+   naming who, the selector (a ``subject`` as a keyed hash), the reason and
+   the counts: never the content.
 
 Then :meth:`Storage.purge` makes the bytes unrecoverable from the files.
 """
@@ -24,11 +27,22 @@ Then :meth:`Storage.purge` makes the bytes unrecoverable from the files.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engramdb.codec import check_chars, new_id
 from engramdb.engine.access import Caller
+from engramdb.engine.erasure_scope import (
+    REDACTED,
+    SIDE_TEXT,
+    hidden_selector,
+    memory_matches,
+    redacted_changes,
+    restated,
+    side_matches,
+    touches,
+)
 from engramdb.engine.resources import Resources
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
@@ -36,28 +50,16 @@ from engramdb.model import namespace_matches
 from engramdb.policy.lifecycle import check_selector, hold_for
 from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
-__all__ = ["REDACTED", "Erasure", "check_reason_required"]
+__all__ = ["PURGE_PENDING", "REDACTED", "Erasure", "check_reason_required"]
 
-REDACTED = "[erased]"
-
+# ``meta`` key: "1" while an erasure's file purge is still to be finished (by ``maintain``).
+PURGE_PENDING = "purge_pending"
 
 def check_reason_required(reason: Any) -> str:
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
         raise InvalidInput("reason is required: a non-empty string of at most 2000 "
                            "characters saying why (it is kept in the log)", field="reason")
     return check_chars(reason, "reason")
-
-
-def _touches(effect: Mapping[str, Any], ids: set[str], conflicts: set[str]) -> bool:
-    table = effect.get("table")
-    ref = effect.get("row") if effect.get("op") == "insert" else effect.get("key")
-    ref = ref or {}
-    if table == "memories":
-        return ref.get("id") in ids
-    if table == "conflicts":
-        return ref.get("id") in conflicts
-    return False
-
 
 def _conflict_ids(effect: Mapping[str, Any], ids: set[str]) -> set[str]:
     """Conflicts this effect records that involve an erased memory."""
@@ -66,23 +68,6 @@ def _conflict_ids(effect: Mapping[str, Any], ids: set[str]) -> set[str]:
     row = effect.get("row") or {}
     involved = {m.get("id") for m in row.get("memories") or [] if isinstance(m, Mapping)}
     return {str(row["id"])} if involved & ids else set()
-
-
-def _restated(effect: dict[str, Any], ids: set[str], conflicts: set[str]) -> dict[str, Any] | None:
-    """An effect kept for replay: dropped if it writes erased content, redacted if it
-    records a conflict with an erased memory."""
-    table = effect.get("table")
-    if table == "memories":
-        ref = effect.get("row") if effect.get("op") == "insert" else effect.get("key")
-        return None if (ref or {}).get("id") in ids else effect
-    if table == "conflicts" and _touches(effect, ids, conflicts):
-        out = json.loads(json.dumps(effect))
-        body = out["row"] if out["op"] == "insert" else out["changes"]
-        for col in ("reason", "resolution"):
-            if body.get(col) is not None:
-                body[col] = REDACTED
-        return dict(out)
-    return effect
 
 
 class Erasure:
@@ -96,6 +81,7 @@ class Erasure:
         chosen = check_selector(selector)
         why = check_reason_required(reason)
         actor = session.name
+        key = self._key()
         with self._res.storage.write(actor) as w:
             rows = self._select(session, w, chosen)
             ids = {r["id"] for r in rows}
@@ -103,14 +89,31 @@ class Erasure:
             if derived:
                 rows += [r for d in sorted(derived) for r in w.fetch("memories", {"id": d})]
                 ids |= derived
-            self._check(session, w, rows)
-            receipt = self._erase(w, actor, chosen, why, rows, ids, len(derived))
-        if purge and receipt.versions:
+            side = self._side(session, chosen)
+            self._check(session, w, rows + [r for rs in side.values() for r in rs])
+            receipt = self._erase(w, actor, chosen, hidden_selector(chosen, key), why, rows,
+                                  ids, len(derived), side)
+        if receipt.versions or any(side.values()):
+            if not purge:
+                self._res.storage.set_meta(PURGE_PENDING, "1")
+                return receipt
             files = self._res.storage.purge()
+            # A reader held the WAL: the next ``maintain`` finishes the purge.
+            self._res.storage.set_meta(PURGE_PENDING, "1" if files.get("wal_busy") else "0")
             receipt = ErasureReceipt(**{**{f: getattr(receipt, f) for f in (
                 "erasure_id", "seq", "actor", "selector", "reason", "tx", "memories",
                 "versions", "counts")}, "files": files})
         return receipt
+
+    def _key(self) -> bytes:
+        """The database's erasure key (made once; kept in ``meta``, outside the log
+        and exports): the key of the logged selector's hash."""
+        storage = self._res.storage
+        key = storage.meta("erasure_key")
+        if key is None:
+            storage.set_meta("erasure_key", secrets.token_hex(32))
+            key = storage.meta("erasure_key")
+        return bytes.fromhex(str(key))
 
     # -- selection and checks --------------------------------------------------------
 
@@ -120,12 +123,14 @@ class Erasure:
         glob = chosen.get("namespace")
         if where:
             rows = w.fetch("memories", where)
+            if "subject" in where:  # and every memory that mentions it
+                rows += self._res.storage.mentioning("memories", ("text", "value", "metadata"),
+                                                     where["subject"])
         else:
             assert glob is not None
             rows = [r for ns in self._res.storage.namespaces() if namespace_matches(glob, ns)
                     for r in w.fetch("memories", {"namespace": ns})]
-        if glob is not None:
-            rows = [r for r in rows if namespace_matches(glob, r["namespace"])]
+        rows = [r for r in rows if memory_matches(r, chosen)]
         acl = session.acl()
         # Deny by default: a memory in a namespace you cannot read does not exist for you.
         rows = [r for r in rows if acl.check("read", r["namespace"]).allow]
@@ -139,6 +144,26 @@ class Erasure:
             raise NotFound(f"memory {chosen['id']!r} not found (or not visible to you)",
                            id=chosen["id"])
         return [out[k] for k in sorted(out)]
+
+    def _side(self, session: Caller, chosen: Mapping[str, str]
+              ) -> dict[str, list[dict[str, Any]]]:
+        """Tool outcomes and decisions whose text the selector reaches (readable ones)."""
+        if "id" in chosen:
+            return {}
+        storage = self._res.storage
+        acl = session.acl()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for table in ("tool_outcomes", "decisions"):
+            if "subject" in chosen:
+                rows = storage.mentioning(table, SIDE_TEXT[table], chosen["subject"])
+            elif "author" in chosen:
+                rows = storage.fetch(table, {"principal": chosen["author"]})
+            else:
+                rows = storage.fetch(table, {})
+            out[table] = [r for r in rows if side_matches(table, r, chosen)
+                          and redacted_changes(table, r)
+                          and acl.check("read", r["namespace"]).allow]
+        return out
 
     def _derived(self, w: WriteTx, ids: set[str]) -> set[str]:
         found: set[str] = set()
@@ -174,70 +199,83 @@ class Erasure:
 
     # -- the erasure -----------------------------------------------------------------
 
-    def _carriers(self, w: WriteTx, rows: Sequence[Mapping[str, Any]], ids: set[str]
-                  ) -> tuple[dict[int, list[dict[str, Any]]], set[str]]:
-        """Events that carried erased content -> their effects restated without it."""
+    def _carriers(self, w: WriteTx, rows: Sequence[Mapping[str, Any]], ids: set[str],
+                  side: Mapping[str, Sequence[Mapping[str, Any]]]
+                  ) -> tuple[dict[int, list[dict[str, Any]]], dict[str, set[str]]]:
+        """Events that carried erased content -> their effects restated without it;
+        and the side rows (by table) whose text is redacted."""
         storage = self._res.storage
         txs = {int(r["tx_from"]) for r in rows} | {int(r["tx_to"]) for r in rows
                                                    if r.get("tx_to") is not None}
-        conflicts: set[str] = set()
+        redact: dict[str, set[str]] = {t: {str(r["id"]) for r in rs} for t, rs in side.items()}
+        redact["conflicts"] = set()
+        txs |= {int(r["tx"]) for rs in side.values() for r in rs}
         for ns in sorted({r["namespace"] for r in rows}):
             for c in w.fetch("conflicts", {"namespace": ns}):
                 if {m.get("id") for m in c.get("memories") or []} & ids:
-                    conflicts.add(c["id"])
+                    redact["conflicts"].add(c["id"])
                     txs.add(int(c["tx"]))
                     if c.get("resolved_tx") is not None:
                         txs.add(int(c["resolved_tx"]))
-        events = storage.find_events(sorted(ids | conflicts), sorted(txs))
+        refs = ids | {i for found in redact.values() for i in found}
+        events = storage.find_events(sorted(refs), sorted(txs))
         for ev in events:
             for eff in (json.loads(ev.payload).get("effects", []) if ev.payload else []):
-                conflicts |= _conflict_ids(eff, ids)
+                redact["conflicts"] |= _conflict_ids(eff, ids)
         carriers: dict[int, list[dict[str, Any]]] = {}
         for ev in events:
             if ev.payload is None:
                 continue  # erased before
             effects = json.loads(ev.payload).get("effects", [])
-            if ev.subject_ref in ids or ev.subject_ref in conflicts or any(
-                    _touches(e, ids, conflicts) for e in effects):
-                kept = [_restated(e, ids, conflicts) for e in effects]
+            if ev.subject_ref in refs or any(touches(e, ids, redact) for e in effects):
+                kept = [restated(e, ids, redact) for e in effects]
                 carriers[ev.seq] = [e for e in kept if e is not None]
-        return carriers, conflicts
+        return carriers, redact
 
-    def _erase(self, w: WriteTx, actor: str, chosen: Mapping[str, str], reason: str,
-               rows: Sequence[Mapping[str, Any]], ids: set[str], n_derived: int
+    def _erase(self, w: WriteTx, actor: str, chosen: Mapping[str, str],
+               logged: Mapping[str, str], reason: str, rows: Sequence[Mapping[str, Any]],
+               ids: set[str], n_derived: int, side: Mapping[str, Sequence[Mapping[str, Any]]]
                ) -> ErasureReceipt:
-        carriers, conflicts = self._carriers(w, rows, ids)
+        carriers, redact = self._carriers(w, rows, ids, side)
         erasure_id = new_id()
         versions = tuple((str(r["id"]), int(r["version"])) for r in rows)
         effects: list[Effect] = []
-        for cid in sorted(conflicts):
-            cur = w.fetch("conflicts", {"id": cid})
-            if cur:
-                changes = {c: REDACTED for c in ("reason", "resolution")
-                           if cur[0].get(c) is not None and cur[0].get(c) != REDACTED}
+        redacted: dict[str, dict[str, dict[str, Any]]] = {}
+        for table in ("conflicts", "tool_outcomes", "decisions"):
+            for rid in sorted(redact.get(table, ())):
+                cur = w.fetch(table, {"id": rid})
+                changes = redacted_changes(table, cur[0]) if cur else {}
                 if changes:
-                    effects.append(Update("conflicts", {"id": cid}, changes))
+                    redacted.setdefault(table, {})[rid] = changes
         stale = 0
+        stale_ids: set[str] = set()
         for mid, version in versions:
             for b in w.fetch("decision_basis", {"memory_id": mid, "version": version}):
                 d = w.fetch("decisions", {"id": b["decision_id"]})
-                if d and d[0].get("stale_tx") is None and not any(
-                        isinstance(e, Update) and e.key == {"id": b["decision_id"]}
-                        for e in effects):
-                    effects.append(Update("decisions", {"id": b["decision_id"]},
-                                          {"stale_tx": w.tx}))
+                if d and d[0].get("stale_tx") is None and b["decision_id"] not in stale_ids:
+                    stale_ids.add(b["decision_id"])
                     stale += 1
+        for table, changes_by_id in redacted.items():
+            for rid, changes in changes_by_id.items():
+                if table == "decisions" and rid in stale_ids:
+                    changes = {**changes, "stale_tx": w.tx}
+                effects.append(Update(table, {"id": rid}, changes))
+        effects += [Update("decisions", {"id": did}, {"stale_tx": w.tx})
+                    for did in sorted(stale_ids - set(redacted.get("decisions", {})))]
         reads = sum(len(w.fetch("read_items", {"memory_id": mid, "version": v}))
                     for mid, v in versions)
         gone = w.erase(versions, sorted(carriers))
         counts = {"versions": len(versions), "fulltext_entries": len(versions),
                   "vectors": gone["vectors"], "event_payloads": len(carriers),
-                  "derived_memories": n_derived, "conflicts_redacted": len(conflicts),
-                  "decisions_stale": stale, "read_records": reads}
+                  "derived_memories": n_derived,
+                  "conflicts_redacted": len(redact.get("conflicts", ())),
+                  "decisions_stale": stale, "read_records": reads,
+                  "tool_outcomes_redacted": len(redacted.get("tool_outcomes", {})),
+                  "decisions_redacted": len(redacted.get("decisions", {}))}
         receipt_body = {"memories": sorted(ids), "versions": [list(v) for v in versions],
                         "counts": counts}
         effects.insert(0, Insert("erasures", {
-            "id": erasure_id, "actor": actor, "selector": dict(chosen), "reason": reason,
+            "id": erasure_id, "actor": actor, "selector": dict(logged), "reason": reason,
             "receipt": receipt_body, "tx": w.tx}))
         effects += [Insert("erased_versions", {"memory_id": mid, "version": v,
                                                "erasure_id": erasure_id, "tx": w.tx})
@@ -246,6 +284,6 @@ class Erasure:
                                              "tx": w.tx, "effects": kept})
                     for seq, kept in sorted(carriers.items())]
         event = self._res.commit(w, "memory.erased", actor, None, erasure_id, effects,
-                                 {"selector": dict(chosen), "reason": reason, "counts": counts})
+                                 {"selector": dict(logged), "reason": reason, "counts": counts})
         return ErasureReceipt(erasure_id, event.seq, actor, dict(chosen), reason, w.tx,
                               tuple(sorted(ids)), versions, counts)

@@ -25,6 +25,7 @@ from typing import Any
 
 from engramdb.codec import check_chars, from_micros, to_micros
 from engramdb.engine._commit import next_version
+from engramdb.engine.erasure import PURGE_PENDING
 from engramdb.engine.resources import ADMIN, Resources
 from engramdb.engine.rows import memory_from_row
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound
@@ -41,7 +42,25 @@ from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
 __all__ = ["Lifecycle"]
 
-_BATCH = 10_000
+# Candidates read per kind (expiry, decay window) per run: a larger backlog takes
+# several runs, each resuming where the last stopped.
+MAX_PER_KIND = 10_000
+# Memories archived per write transaction: bounds the lock time and the size of
+# one event; every batch commits on its own.
+BATCH_SIZE = 500
+_ORDER = {"expired": 0, "decayed": 1, "capacity": 2}
+
+
+def _page(read: Callable[[int, int, int], list[dict[str, Any]]], col: str, after: int,
+          until: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """Rows with ``after < col <= until`` up to ``limit``, completed with every row at
+    the last time read; and the time up to which the window is now read."""
+    rows = read(after, until, limit)
+    if len(rows) < limit:
+        return rows, until
+    edge = int(rows[-1][col])
+    rows = [r for r in rows if int(r[col]) < edge] + read(edge - 1, edge, 2**62)
+    return rows, edge
 
 
 def _now_micros() -> int:
@@ -58,6 +77,10 @@ class Lifecycle:
         self._lock = threading.Lock()
         self._uses: dict[str, tuple[int, int]] = {}  # id -> (uses, last_used)
         self._policies: tuple[int, list[LifecyclePolicy]] | None = None
+        self.batch_size = BATCH_SIZE
+        self.max_per_kind = MAX_PER_KIND
+        # (capacity policies, tx) of this process's last capacity check.
+        self._capacity_seen: tuple[tuple[Any, ...], int] | None = None
 
     # -- policies and holds (admin) ----------------------------------------------
 
@@ -197,49 +220,94 @@ class Lifecycle:
     # -- maintain ----------------------------------------------------------------------
 
     def maintain(self, actor: str) -> MaintenanceReport:
+        """Find what is due (by index, outside the write lock), then archive it in
+        write transactions of at most :attr:`batch_size` memories each.
+
+        Each batch re-reads its candidates and the legal holds under the chain
+        lock, so a memory another run (or another process) already archived is
+        skipped, and each batch commits on its own: an interrupted run leaves
+        whole batches behind and the next run finishes the rest. The decay
+        cursors (``checked_to``) move in the last batch only.
+        """
         now = self.clock()
         reinforced = self.flush_usage()
         policies = self.policies()
         storage = self._res.storage
-        with storage.write(actor) as w:
-            holds = w.fetch("legal_holds", {"active": 1})
-            expired, held = self._due(w, storage.due_to_expire(now, _BATCH), holds)
-            decayed, held2, marks = self._decayed(w, policies, now, holds)
-            capped, held3 = self._capacity(w, policies, holds, set(expired) | set(decayed))
-            effects: list[Effect] = list(marks)
-            archived: list[tuple[str, str, int]] = []
-            carry: list[tuple[str, int, int]] = []
-            for reason, group in (("expired", expired), ("decayed", decayed),
-                                  ("capacity", capped)):
-                for mid in group:
-                    cur = w.fetch("memories", {"id": mid, "tx_to": None})
-                    if not cur or cur[0]["status"] not in ("active", "quarantined"):
-                        continue  # another run got there first
-                    new, eff = next_version(w, cur[0], {"status": "archived"})
-                    effects += eff
-                    archived.append((mid, reason, int(new["version"])))
-                    carry.append((mid, int(cur[0]["version"]), int(new["version"])))
-            seq = None
-            if effects:
-                event = self._res.commit(
-                    w, "lifecycle.maintained", actor, None, None, effects,
-                    {"now": now, "archived": [[m, r] for m, r, _ in archived]}, carry=carry)
-                seq = event.seq
-        by = {r: tuple(m for m, why, _ in archived if why == r)
+        holds = storage.fetch("legal_holds", {"active": 1})
+        expired, held = self._due(storage.due_to_expire(now, self.max_per_kind), holds)
+        decayed, held2, marks = self._decayed(policies, now, holds)
+        capped, held3 = self._capacity(policies, holds, set(expired) | set(decayed))
+        todo: dict[str, str] = {}
+        for reason, group in (("expired", expired), ("decayed", decayed),
+                              ("capacity", capped)):
+            for mid in group:
+                todo.setdefault(mid, reason)
+        queue = sorted(todo.items(), key=lambda t: (_ORDER[t[1]], t[0]))
+        archived: list[tuple[str, str]] = []
+        held_now: set[str] = set(held) | set(held2) | set(held3)
+        seq = None
+        step = max(1, int(self.batch_size))
+        for start in range(0, max(len(queue), 1), step):
+            chunk = queue[start:start + step]
+            last = start + step >= len(queue)
+            if not chunk and not marks:
+                break
+            with storage.write(actor) as w:
+                done, kept, event_seq = self._archive(w, actor, now, chunk,
+                                                      marks if last else [])
+            archived += done
+            held_now |= kept
+            seq = event_seq if event_seq is not None else seq
+        by = {r: tuple(m for m, why in archived if why == r)
               for r in ("expired", "decayed", "capacity")}
+        files: dict[str, Any] = {}
+        if storage.meta(PURGE_PENDING) == "1":  # an erasure's purge left unfinished
+            files = storage.purge()
+            storage.set_meta(PURGE_PENDING, "1" if files.get("wal_busy") else "0")
         return MaintenanceReport(by["expired"], by["decayed"], by["capacity"],
-                                 tuple(sorted(set(held) | set(held2) | set(held3))),
-                                 reinforced, seq, now)
+                                 tuple(sorted(held_now)), reinforced, seq, now, files)
 
-    def _due(self, w: WriteTx, rows: Sequence[Mapping[str, Any]],
-             holds: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    def _archive(self, w: WriteTx, actor: str, now: int, chunk: Sequence[tuple[str, str]],
+                 marks: Sequence[Effect]) -> tuple[list[tuple[str, str]], set[str], int | None]:
+        """One batch: archive the memories of ``chunk`` that are still live and not held."""
+        holds = w.fetch("legal_holds", {"active": 1})
+        current = {r["id"]: r for r in w.fetch(
+            "memories", {"id": [m for m, _ in chunk], "tx_to": None})} if chunk else {}
+        closes: list[Effect] = []
+        opens: list[Effect] = []
+        archived: list[tuple[str, str, int]] = []
+        carry: list[tuple[str, int, int]] = []
+        held: set[str] = set()
+        for mid, reason in chunk:
+            cur = current.get(mid)
+            if cur is None or cur["status"] not in ("active", "quarantined"):
+                continue  # another run got there first
+            if hold_for(holds, cur["namespace"]):
+                held.add(mid)  # a hold set since the candidates were read
+                continue
+            new, (close, insert) = next_version(w, cur, {"status": "archived"})
+            closes.append(close)
+            opens.append(insert)
+            archived.append((mid, reason, int(new["version"])))
+            carry.append((mid, int(cur["version"]), int(new["version"])))
+        # Every close before every insert: the closes are one statement (same values).
+        effects = [*marks, *closes, *opens]
+        if not effects:
+            return [], held, None
+        event = self._res.commit(
+            w, "lifecycle.maintained", actor, None, None, effects,
+            {"now": now, "archived": [[m, r] for m, r, _ in archived]}, carry=carry)
+        return [(m, r) for m, r, _ in archived], held, event.seq
+
+    def _due(self, rows: Sequence[Mapping[str, Any]], holds: Sequence[Mapping[str, Any]]
+             ) -> tuple[list[str], list[str]]:
         due: list[str] = []
         held: list[str] = []
         for r in rows:
             (held if hold_for(holds, r["namespace"]) else due).append(r["id"])
         return due, held
 
-    def _decayed(self, w: WriteTx, policies: Sequence[LifecyclePolicy], now: int,
+    def _decayed(self, policies: Sequence[LifecyclePolicy], now: int,
                  holds: Sequence[Mapping[str, Any]]
                  ) -> tuple[list[str], list[str], list[Effect]]:
         storage = self._res.storage
@@ -251,21 +319,33 @@ class Lifecycle:
             if horizon is None:
                 continue
             key = {"pattern": p.pattern, "layer": p.layer}
-            row = w.fetch("lifecycle_policies", key)
+            row = storage.fetch("lifecycle_policies", key)
             after = int(row[0]["checked_to"] or 0) if row else 0
             until = now - horizon
             if until <= after:
                 continue
-            cands = {r["id"]: r for r in storage.recorded_between(after, until, _BATCH)}
-            for u in storage.used_between(after, until, _BATCH):
-                cur = w.fetch("memories", {"id": u["id"], "tx_to": None})
-                if cur:
-                    cands[u["id"]] = cur[0]
-            used = {r["id"]: int(r["last_used"]) for r in w.fetch(
-                "memory_usage", {"id": sorted(cands)})} if cands else {}
+            # A window larger than one read: the cursor stops at the last time read
+            # (with every row of that same time: one transaction's rows share it), so
+            # the next run carries on from there (resumable, nothing skipped).
+            reach = until
+            recorded, reach = _page(storage.recorded_between, "recorded_at", after, reach,
+                                    self.max_per_kind)
+            used_rows, reach = _page(storage.used_between, "last_used", after, reach,
+                                     self.max_per_kind)
+            recorded = [r for r in recorded if int(r["recorded_at"]) <= reach]
+            cands = {r["id"]: r for r in recorded}
+            users = [u["id"] for u in used_rows if u["id"] not in cands]
+            for i in range(0, len(users), 1000):
+                for cur in storage.fetch("memories", {"id": users[i:i + 1000], "tx_to": None}):
+                    cands[cur["id"]] = cur
+            used: dict[str, int] = {}
+            ids = sorted(cands)
+            for i in range(0, len(ids), 1000):
+                used.update({r["id"]: int(r["last_used"]) for r in storage.fetch(
+                    "memory_usage", {"id": ids[i:i + 1000]})})
             for mid, r in cands.items():
                 eff = policy_for(policies, r["namespace"], r["layer"])
-                if eff is None or eff.horizon() != horizon:
+                if eff is None or eff.horizon() != horizon or r["status"] != "active":
                     continue
                 last = max(int(r["recorded_at"]), used.get(mid, 0))
                 # Due exactly when relevance reaches the floor: compared in integer
@@ -273,27 +353,37 @@ class Lifecycle:
                 if last + horizon > now:
                     continue
                 (held if hold_for(holds, r["namespace"]) else due).append(mid)
-            marks.append(Update("lifecycle_policies", key, {"checked_to": until}))
+            marks.append(Update("lifecycle_policies", key, {"checked_to": reach}))
         return due, held, marks
 
-    def _capacity(self, w: WriteTx, policies: Sequence[LifecyclePolicy],
+    def _capacity(self, policies: Sequence[LifecyclePolicy],
                   holds: Sequence[Mapping[str, Any]], leaving: set[str]
                   ) -> tuple[list[str], list[str]]:
+        """Namespaces over a capacity policy: only those written since this process's
+        previous run under the same policies and holds (every one on a first run)."""
         capped = [p for p in policies if p.capacity is not None]
         if not capped:
             return [], []
+        storage = self._res.storage
         due: list[str] = []
         held: list[str] = []
         now = self.clock()
-        for ns in self._res.storage.namespaces():
+        # A changed policy or legal hold can put an untouched namespace over: check all.
+        shape = (tuple(sorted((p.pattern, p.layer, p.capacity or 0) for p in capped)),
+                 tuple(sorted(str(h["pattern"]) for h in holds)))
+        head = storage.head().tx
+        seen = self._capacity_seen
+        spaces = (storage.namespaces_since(seen[1]) if seen is not None and seen[0] == shape
+                  else storage.namespaces())
+        for ns in spaces:
             rows = None
             for layer in sorted({p.layer for p in capped}):
                 eff = policy_for(policies, ns, layer if layer != ALL_LAYERS else "semantic")
                 if eff is None or eff.capacity is None:
                     continue
                 if rows is None:
-                    rows = [r for r in w.fetch("memories", {"namespace": ns, "tx_to": None,
-                                                            "status": "active"})
+                    rows = [r for r in storage.fetch("memories", {
+                        "namespace": ns, "tx_to": None, "status": "active"})
                             if r["id"] not in leaving]
                 live = [r for r in rows if layer == ALL_LAYERS or r["layer"] == layer]
                 extra = len(live) - eff.capacity
@@ -305,6 +395,7 @@ class Lifecycle:
                 live.sort(key=lambda r: (relevance(int(r["recorded_at"]), now, eff.half_life)
                                          * float(r["importance"]), r["recorded_at"]))
                 due += [r["id"] for r in live[:extra]]
+        self._capacity_seen = (shape, head)
         return due, held
 
     # -- restore -----------------------------------------------------------------------

@@ -28,6 +28,7 @@ from engramdb.engine.erasure import Erasure
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.knowledge import Knowledge
 from engramdb.engine.layers import Layers
+from engramdb.engine.layers.context import Decay
 from engramdb.engine.lifecycle import Lifecycle
 from engramdb.engine.reads import MemoryReads
 from engramdb.engine.recall import Recall
@@ -51,4 +52,7 @@ class Services:
         self.log = Checkpoints(res)
         self.lifecycle = Lifecycle(res)
         self.erasure = Erasure(res)
-        self.layers = Layers(res, self.trust, self.recall)
+        # The context builder weighs recalled items by decayed relevance and
+        # reinforces what it shows, as recall does (lifecycle policies).
+        self.layers = Layers(res, self.trust, self.recall,
+                             Decay(self.lifecycle.rerank, self.lifecycle.reinforce))

@@ -308,7 +308,9 @@ class Session:
         """Erase memories for good: every version, every index, every file.
 
         Selects by ``id``, ``subject``, ``author`` and/or a ``namespace`` glob
-        (all given must match), plus every memory derived from them. You need
+        (all given must match), plus every memory derived from them; a
+        ``subject`` also reaches memories that mention it, and the text of tool
+        outcomes and decisions that do (redacted in place; docs/lifecycle.md). You need
         ``erase`` on every namespace touched; memories you may not read are
         invisible (an ``id`` you may not read is :class:`NotFound`).
 

@@ -322,6 +322,15 @@ class Storage(ABC):
         """Events naming one of ``subject_refs`` or written by one of ``txs``, in order."""
 
     @abstractmethod
+    def namespaces_since(self, tx: int) -> list[str]:
+        """Namespaces with a memory row written or closed after ``tx`` (by index)."""
+
+    @abstractmethod
+    def mentioning(self, table: str, columns: Sequence[str], needle: str) -> list[Row]:
+        """Rows of ``table`` whose text or JSON ``columns`` may contain ``needle``: a
+        superset (case may differ) that the caller narrows; used by ``forget``."""
+
+    @abstractmethod
     def purge(self) -> dict[str, Any]:
         """Make erased bytes unrecoverable from the files (after :meth:`WriteTx.erase`):
         merge full-text segments, checkpoint and truncate the WAL (SQLite) or

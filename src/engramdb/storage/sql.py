@@ -40,6 +40,7 @@ from engramdb.storage.base import (
     WriteTx,
 )
 from engramdb.storage.schema import TABLES, TableSpec
+from engramdb.storage.sql_update import same_update_run, update_statements
 
 __all__ = ["Dialect", "SqlStorage", "SqlWriteTx", "memory_where"]
 
@@ -271,7 +272,9 @@ class SqlWriteTx(WriteTx):
             self._storage._put_vectors(self._conn, items)
 
     def apply(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:
+        i = 0
+        while i < len(effects):
+            effect = effects[i]
             spec = _spec(effect.table)
             if isinstance(effect, Insert):
                 row = encode_row(spec, effect.row)
@@ -279,28 +282,31 @@ class SqlWriteTx(WriteTx):
                     row["row_tx"] = self.tx
                 self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
             elif isinstance(effect, Update):
-                self.flush(spec.name)
-                self._reads.pop(spec.name, None)
-                changes = encode_row(spec, effect.changes)
-                if "row_tx" in spec.bookkeeping:
-                    changes["row_tx"] = self.tx
-                sets = ", ".join(f"{c} = ?" for c in changes)
-                cond, cparams = _where_eq(
-                    self._storage.dialect_impl, {**effect.key, **encode_row(spec, effect.expect)}
-                )
-                cur = self._exec(
-                    f"UPDATE {spec.name} SET {sets} WHERE {cond}", [*changes.values(), *cparams]
-                )
-                if cur.rowcount != 1:
-                    raise VersionConflict(
-                        f"{spec.name} row {dict(effect.key)} changed concurrently; "
-                        "re-read it and retry",
-                        table=spec.name,
-                        key=dict(effect.key),
-                    )
+                run = same_update_run(effects, i)
+                self._update(spec, run)
+                i += len(run)
+                continue
             else:  # pragma: no cover - Effect is a closed union
                 raise StorageError(f"unknown effect {effect!r}")
+            i += 1
         self._effects_applied = self._effects_applied or bool(effects)
+
+    def _update(self, spec: TableSpec, run: Sequence[Update]) -> None:
+        self.flush(spec.name)
+        self._reads.pop(spec.name, None)
+        changes = encode_row(spec, run[0].changes)
+        if "row_tx" in spec.bookkeeping:
+            changes["row_tx"] = self.tx
+        for sql, params, n in update_statements(spec.name, changes,
+                                                encode_row(spec, run[0].expect),
+                                                [e.key for e in run]):
+            cur = self._exec(sql, params)
+            if cur.rowcount != n:
+                key = dict(run[0].key)
+                raise VersionConflict(
+                    f"{spec.name} row {key} changed concurrently; re-read it and retry"
+                    if len(run) == 1 else f"{spec.name}: {n - cur.rowcount} of {n} rows "
+                    "changed concurrently; re-read them and retry", table=spec.name, key=key)
 
     def log(
         self,
@@ -618,6 +624,9 @@ class SqlStorage(Storage):
 
     def find_events(self, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
         return sql_lifecycle.find_events(self, subject_refs, txs)
+
+    namespaces_since = sql_lifecycle.namespaces_since
+    mentioning = sql_lifecycle.mentioning
 
     # -- log -------------------------------------------------------------------
 

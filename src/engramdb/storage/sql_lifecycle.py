@@ -6,6 +6,7 @@ each reads by index, so its work follows what is due, not the table size.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,8 @@ from engramdb.storage import sql as _sql  # a cycle by design: used only at call
 from engramdb.storage.base import RawEvent
 from engramdb.storage.schema import TABLES
 
-__all__ = ["due_to_expire", "find_events", "recorded_between", "used_between"]
+__all__ = ["due_to_expire", "find_events", "mentioning", "namespaces_since", "recorded_between",
+           "used_between"]
 
 Row = dict[str, Any]
 
@@ -46,6 +48,12 @@ def used_between(storage: Any, after: int, until: int, limit: int) -> list[Row]:
                                f"LIMIT {int(limit)}", [after, until])
         return [_sql.decode_row(spec, cols, r) for r in cur.fetchall()]
 
+def namespaces_since(storage: Any, tx: int) -> list[str]:
+    with storage._read_conn() as conn:
+        cur = storage._exec(conn, "SELECT DISTINCT namespace FROM memories WHERE row_tx > ?",
+                            [int(tx)])
+        return sorted(r[0] for r in cur.fetchall())
+
 def find_events(storage: Any, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:
     out: dict[int, RawEvent] = {}
     cols = ", ".join("e." + c.strip() for c in _sql.EVENT_COLUMNS.split(","))
@@ -63,3 +71,22 @@ def find_events(storage: Any, subject_refs: Sequence[str], txs: Sequence[int]) -
                     out[r[0]] = _sql._raw_event(r)
     return [out[k] for k in sorted(out)]
 
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def mentioning(storage: Any, table: str, columns: Sequence[str], needle: str) -> list[Row]:
+    """Rows of ``table`` whose ``columns`` contain ``needle`` (as text, or escaped
+    inside JSON text): a superset, which the caller narrows (SQLite's ``LIKE``
+    ignores ASCII case). A scan, but in the database, never in Python."""
+    spec = TABLES[table]
+    cols = list(spec.columns)
+    forms = sorted({_like(needle), _like(json.dumps(needle, ensure_ascii=False)[1:-1])})
+    cond = " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns for _ in forms)
+    params = [f for _ in columns for f in forms]
+    with storage._read_conn() as conn:
+        cur = storage._exec(conn, f"SELECT {', '.join(cols)} FROM {spec.name} WHERE {cond}",
+                            params)
+        return [_sql.decode_row(spec, cols, r) for r in cur.fetchall()]

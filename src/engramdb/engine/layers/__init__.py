@@ -10,7 +10,7 @@ procedures are ``memories`` rows), plus three small tables: ``tool_outcomes``,
 from __future__ import annotations
 
 from engramdb.engine.layers.blocks import Blocks
-from engramdb.engine.layers.context import ContextBuilder
+from engramdb.engine.layers.context import ContextBuilder, Decay
 from engramdb.engine.layers.episodes import Episodes
 from engramdb.engine.layers.procedures import Procedures
 from engramdb.engine.recall import Recall
@@ -23,8 +23,10 @@ __all__ = ["Layers"]
 class Layers:
     """The layer services, composed: blocks, episodes, procedures and the context builder."""
 
-    def __init__(self, res: Resources, trust: TrustEngine, recall: Recall) -> None:
+    def __init__(self, res: Resources, trust: TrustEngine, recall: Recall,
+                 decay: Decay | None = None) -> None:
         self.blocks = Blocks(res, trust)
         self.episodes = Episodes(res, trust)
         self.procedures = Procedures(res, trust, recall)
-        self.context = ContextBuilder(res, recall, self.blocks, self.episodes, self.procedures)
+        self.context = ContextBuilder(res, recall, self.blocks, self.episodes, self.procedures,
+                                      decay)

@@ -15,8 +15,8 @@ exactly the memory versions in the text, in text order, for ``decide``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from engramdb.codec import check_chars
@@ -28,7 +28,7 @@ from engramdb.engine.recall import Recall
 from engramdb.engine.resources import Resources
 from engramdb.engine.rows import _short, check_embedding
 from engramdb.errors import InvalidInput
-from engramdb.model import LAYERS, Context, Hit, ReceiptItem
+from engramdb.model import LAYERS, Context, Hit, RecallResult, ReceiptItem
 from engramdb.retrieval.assemble import Candidate, assemble
 from engramdb.retrieval.pack import MAX_BUDGET
 from engramdb.retrieval.tokens import check_tokenizer
@@ -36,7 +36,7 @@ from engramdb.retrieval.tokens import check_tokenizer
 if TYPE_CHECKING:
     from engramdb.model import Memory
 
-__all__ = ["ContextBuilder"]
+__all__ = ["ContextBuilder", "Decay"]
 
 RECENT_EPISODES = 8
 
@@ -63,12 +63,22 @@ def _check_quotas(quotas: Any) -> dict[str, int]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Decay:
+    """The lifecycle's hooks: weigh recalled hits by decayed relevance (``why['decay']``),
+    and count a use of the memories a context shows (buffered reinforcement)."""
+
+    rerank: Callable[[RecallResult], RecallResult]
+    reinforce: Callable[[Sequence[str]], None]
+
+
 class ContextBuilder:
     """``context``: candidates from every layer, assembled under the budget."""
 
     def __init__(self, res: Resources, recall: Recall, blocks: Blocks, episodes: Episodes,
-                 procedures: Procedures) -> None:
+                 procedures: Procedures, decay: Decay | None = None) -> None:
         self._res = res
+        self._decay = decay
         self._recall = recall
         self.blocks = blocks
         self.episodes = episodes
@@ -111,6 +121,10 @@ class ContextBuilder:
         # can show only cost recall time.
         k = min(self._res.config.max_k, max(10, budget_tokens // 30))
         result = self._recall.run(s.name, task, flt, k, t, query_embedding=qv)
+        if t is None and self._decay is not None:
+            # What agents read decays as recall does: a stale memory competes for the
+            # budget with its relevance-weighted score (an as-of read is the past as it was).
+            result = self._decay.rerank(result)
         hits: dict[str, Hit] = {}
         # Fused recall scores are small and relative: scale each layer's to (0, 1]
         # (its best hit 1.0) so every layer's best items compete for the budget
@@ -156,6 +170,8 @@ class ContextBuilder:
         receipt = replace(result.receipt,
                           items=tuple(ReceiptItem(h.memory.id, h.memory.version) for h in items))
         self._res.read_audit.record(s.name, receipt, [h.memory for h in items])
+        if t is None and self._decay is not None:
+            self._decay.reinforce([h.memory.id for h in items if h.memory.id not in pinned])
         return Context(text=built.text, items=tuple(items), tokens=built.tokens,
                        budget=budget_tokens, truncated=any(p.shortened for p in built.parts),
                        receipt=receipt, parts=built.parts, left_out=built.left_out)

@@ -69,6 +69,9 @@ class MaintenanceReportOut(Response):
     reinforced: int
     seq: int | None
     now: int = Field(description="The time evaluated against (microseconds).")
+    files: dict[str, Any] = Field(default_factory=dict, description=(
+        "The file purge finished for an earlier erasure whose own purge could not "
+        "complete (a reader held the SQLite WAL); empty when none was pending."))
 
 
 class LifecycleRequest(Request):

@@ -589,9 +589,10 @@ class PostgresStorage(SqlStorage):
                 self._failed(exc)
                 raise translate(exc) from exc
 
-    # Tables whose heap (and TOAST) held erased text or vectors.
+    # Tables whose heap (and TOAST) held erased text or vectors (the side tables'
+    # text is redacted by UPDATE, which leaves the old tuple dead in the heap too).
     PURGE_TABLES = ("memories", "memory_vectors", "memory_vectors_ann", "event_payloads",
-                    "conflicts")
+                    "conflicts", "tool_outcomes", "decisions")
 
     def purge(self) -> dict[str, Any]:
         """After an erasure: ``VACUUM FULL`` the tables that held the content and

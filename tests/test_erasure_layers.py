@@ -1,0 +1,261 @@
+"""Erasure reaches every text-bearing table of the layers, not only assertion memories.
+
+Each test plants a canary subject identifier in one kind of row (a tool
+outcome's error and metadata, a working block, an episode and its summary, a
+procedure, a decision's description and outcome, a recall's query, a conflict
+on the subject), next to a second canary that must survive, then calls
+``forget(subject=canary)`` and scans every byte the engine wrote: the SQLite
+main file, WAL and shm (or, on PostgreSQL, every relation file of the
+database after the documented purge), and a fresh export. The erased canary
+must be nowhere, the survivor still there, and ``verify`` must pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import engramdb
+
+_names = itertools.count()
+
+
+def canary(tag: str) -> str:
+    return f"user:QZV{tag}CANARY"
+
+
+GONE, KEPT = canary("gone"), canary("kept")
+
+
+def plant_tool_outcome(db: engramdb.Database, who: str, keep: bool) -> None:
+    db.tool_outcome("crm_lookup", ok=False, latency_ms=120.0,
+                    error=f"no CRM record for {who} (HTTP 404)",
+                    metadata={"customer": who, "note": f"asked about {who}"})
+    with db.transaction() as tx:  # a batch: one event carries several outcomes
+        tx.tool_outcome("crm_lookup", ok=True, latency_ms=80.0, metadata={"for": who})
+        tx.tool_outcome("crm_lookup", ok=True, latency_ms=70.0, error=None)
+
+
+def plant_block(db: engramdb.Database, who: str, keep: bool) -> None:
+    name = "customer-kept" if keep else "customer"
+    b = db.pin(name, f"Talking to {who} about the renewal")
+    db.pin(name, f"Talking to {who}; renewal agreed", expected_version=b.version)
+
+
+def plant_episode(db: engramdb.Database, who: str, keep: bool) -> None:
+    session = "s-kept" if keep else "s-gone"
+    db.episode(session, "user", f"Hello, I am {who} and I need a flight to Oslo")
+    db.episode(session, "assistant", "Booked the 9:40 flight to Oslo")
+    db.summarize(session, method="extractive")
+
+
+def plant_procedure(db: engramdb.Database, who: str, keep: bool) -> None:
+    name = "vip-kept" if keep else "vip"
+    db.procedure(name, f"For {who}: call before shipping, never email")
+
+
+def plant_decision(db: engramdb.Database, who: str, keep: bool) -> None:
+    ns = "crm/terms-kept" if keep else "crm/terms-gone"
+    m = db.remember("Renewal terms are 12 months", namespace=ns)
+    r = db.recall("renewal terms", namespace=ns, k=1)
+    assert r.hits and r.hits[0].memory.id == m.id
+    db.decide(f"offer the renewal to {who}", basis=r.receipt, outcome={"customer": who},
+              metadata={"ticket": f"T-1 {who}"})
+
+
+def plant_read(db: engramdb.Database, who: str, keep: bool) -> None:
+    db.remember(f"{who} prefers phone calls", namespace="crm/prefs")
+    db.recall(f"how does {who} like to be contacted", namespace="crm/**", k=3)
+    db.flush_reads()
+
+
+def plant_conflict(db: engramdb.Database, who: str, keep: bool) -> None:
+    db.remember("plan is gold", namespace="crm/plans", subject=who, predicate="plan",
+                value="gold")
+    db.remember("plan is silver", namespace="crm/plans", subject=who, predicate="plan",
+                value="silver")
+    assert db.conflicts(namespace="crm/**")
+
+
+PLANTERS: dict[str, Callable[[engramdb.Database, str, bool], None]] = {
+    "tool_outcomes": plant_tool_outcome, "working_blocks": plant_block,
+    "episodes_and_summaries": plant_episode, "procedures": plant_procedure,
+    "decisions": plant_decision, "read_audit": plant_read, "conflicts": plant_conflict,
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def opened(request, tmp_path, embedder
+           ) -> Iterator[tuple[engramdb.Database, Callable[[], list[Path]]]]:
+    """A database and a function returning every file that holds its bytes."""
+    if request.param == "sqlite":
+        db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+        try:
+            yield db, lambda: [p for p in tmp_path.rglob("*") if p.is_file()]
+        finally:
+            db.close()
+        return
+    import psycopg
+
+    server = request.getfixturevalue("pg")
+    url = server.fresh_database(f"erase_layers_{next(_names)}")
+    db = engramdb.open(url, embedder=embedder)
+
+    def relation_files() -> list[Path]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            root = Path(conn.execute("SHOW data_directory").fetchone()[0])
+            conn.execute("CHECKPOINT")
+            rels = [r[0] for r in conn.execute(
+                "SELECT pg_relation_filepath(oid) FROM pg_class "
+                "WHERE pg_relation_filepath(oid) IS NOT NULL").fetchall()]
+        files = []
+        for rel in rels:
+            files += [p for p in (root / rel).parent.glob(Path(rel).name + "*") if p.is_file()]
+        return files
+
+    try:
+        yield db, relation_files
+    finally:
+        db.close()
+
+
+def _found(files: list[Path], needle: str) -> list[str]:
+    data = needle.encode()
+    return [p.name for p in files if data in p.read_bytes()]
+
+
+def _export(db: engramdb.Database) -> str:
+    buf = io.StringIO()
+    db.export(buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("table", sorted(PLANTERS))
+def test_forget_subject_leaves_no_byte_of_it_in_the_layer_tables(table, opened):
+    db, files = opened
+    PLANTERS[table](db, KEPT, True)
+    PLANTERS[table](db, GONE, False)
+    assert GONE in _export(db)
+
+    receipt = db.forget(subject=GONE, reason="GDPR Art. 17 request")
+
+    assert db.verify().ok
+    dump = _export(db)
+    assert GONE not in dump
+    assert KEPT in dump or table == "read_audit"  # a read keeps only a query digest
+    where = files()
+    assert _found(where, GONE) == []
+    if table != "read_audit":
+        assert _found(where, KEPT), "the scan must see the surviving canary"
+    # the logged selector is a keyed hash, not the subject
+    logged = [r["selector"] for r in db.storage.scan("erasures")]
+    assert logged and all(GONE not in str(s) for s in logged)
+    assert receipt.selector == {"subject": GONE}  # the caller's own receipt says it
+
+
+def test_erased_tool_outcomes_keep_their_counts_and_others_keep_their_text(opened):
+    db, _ = opened
+    plant_tool_outcome(db, KEPT, True)
+    plant_tool_outcome(db, GONE, False)
+    before = db.tool_stats(tool="crm_lookup")
+
+    receipt = db.forget(subject=GONE, reason="GDPR request")
+
+    assert receipt.counts["tool_outcomes_redacted"] == 2
+    (after,) = db.tool_stats(tool="crm_lookup")
+    # the outcomes happened: their counts and latencies stay, their text is gone
+    assert (after.calls, after.successes, after.latency_p50_ms) == (
+        before[0].calls, before[0].successes, before[0].latency_p50_ms) == (6, 4, 80.0)
+    assert ("[erased]", 1) in after.errors and all(GONE not in e for e, _ in after.errors)
+    rows = list(db.storage.scan("tool_outcomes"))
+    assert sum(1 for r in rows if r["error"] == "[erased]") == 1
+    assert sum(1 for r in rows if KEPT in str(r["error"]) + str(r["metadata"])) == 2
+    assert db.forget(subject=GONE, reason="again").counts["tool_outcomes_redacted"] == 0
+
+
+def test_a_subject_is_a_whole_token_not_a_prefix(tmp_path, embedder):
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    try:
+        db.tool_outcome("crm", ok=False, error="no record for user:42")
+        db.tool_outcome("crm", ok=False, error="no record for user:420")
+        m = db.episode("s", "user", "I am user:4200")
+        receipt = db.forget(subject="user:42", reason="request")
+        assert receipt.counts["tool_outcomes_redacted"] == 1
+        assert receipt.memories == ()
+        assert db.get(m.id).text == "I am user:4200"
+        errors = sorted(str(r["error"]) for r in db.storage.scan("tool_outcomes"))
+        assert errors == ["[erased]", "no record for user:420"]
+    finally:
+        db.close()
+
+
+def test_the_logged_subject_is_a_keyed_hash_the_key_holder_can_confirm(opened):
+    db, _ = opened
+    db.remember(f"{GONE} asked for a refund", namespace="crm")
+    receipt = db.forget(subject=GONE, reason="GDPR request")
+    key = bytes.fromhex(str(db.storage.meta("erasure_key")))
+    (row,) = [r for r in db.storage.scan("erasures") if r["id"] == receipt.erasure_id]
+    expected = hmac.new(key, GONE.encode(), hashlib.sha256).hexdigest()
+    assert row["selector"] == {"subject": f"hmac-sha256:{expected}"}
+    (event,) = [e for e in db.changes(since=0, limit=10_000) if e.seq == receipt.seq]
+    assert event.payload["selector"] == row["selector"]
+    other = hmac.new(key, KEPT.encode(), hashlib.sha256).hexdigest()
+    assert other not in str(row["selector"])  # it names this subject, no other
+
+
+def test_maintain_finishes_a_purge_a_reader_blocked(tmp_path, embedder):
+    import sqlite3
+
+    path = tmp_path / "engram.db"
+    db = engramdb.open(path, embedder=embedder)
+    try:
+        db.remember(f"{GONE} asked for a refund", namespace="crm")
+        db.remember(f"{KEPT} asked for a refund", namespace="crm")
+        reader = sqlite3.connect(path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM memories").fetchall()  # an old snapshot
+        receipt = db.forget(subject=GONE, reason="GDPR request")
+        assert receipt.files["wal_busy"] is True
+        reader.close()
+
+        report = db.maintain()
+
+        assert report.files["wal_busy"] is False and report.changed == 0
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert _found(files, GONE) == [] and _found(files, KEPT)
+        assert db.maintain().files == {}  # nothing pending any more
+    finally:
+        db.close()
+
+
+def test_a_backup_made_after_the_erasure_restores_without_it(opened, tmp_path):
+    from engramdb.engine import import_database
+
+    db, _ = opened
+    for plant in (plant_tool_outcome, plant_decision, plant_conflict, plant_episode):
+        plant(db, KEPT, True)
+        plant(db, GONE, False)
+    db.forget(subject=GONE, reason="GDPR request")
+    backup = _export(db)
+    target = tmp_path / "restored" / "engram.db"
+    target.parent.mkdir()
+
+    import_database(target, io.StringIO(backup), embedder=None)
+
+    restored = engramdb.open(target, embedder=None)
+    try:
+        assert restored.storage.head() == db.storage.head()
+        report = restored.verify()
+        assert report.ok, report.problem
+        for table in ("tool_outcomes", "decisions", "conflicts"):
+            assert list(restored.storage.scan(table)) == list(db.storage.scan(table))
+    finally:
+        restored.close()
+    files = [p for p in target.parent.rglob("*") if p.is_file()]
+    assert _found(files, GONE) == [] and _found(files, KEPT)
