@@ -17,7 +17,12 @@ Each is scored in three steps, all pure functions of the candidates:
    or the ``Name:`` that opens a transcript line such as ``"Ana: I moved to Oslo"``)
    gains a fixed share: "what did Ana say about X" is about Ana's own words
    more than about others' words addressed to her.
-4. **Context**: a memory recorded in a session (a conversation, a task run)
+4. **Time**: a query that names calendar dates ("in July 2022", "on 1 May, 2022")
+   favours memories valid inside that span or in the days after it (an event is
+   usually told shortly after it happened); a "when" question favours memories
+   that say when something happened ("last Friday", "in 2021").
+   See :mod:`engramdb.retrieval.temporal`.
+5. **Context**: a memory recorded in a session (a conversation, a task run)
    often answers a question only together with what was said next to it (a
    reply to a question, a follow-up). Each candidate gains a share of the
    relevance of its nearest earlier and later candidates of the same session
@@ -46,6 +51,7 @@ from engramdb.retrieval.rank import (
     gather,
     top,
 )
+from engramdb.retrieval.temporal import asks_when, named_span, span_affinity, states_time
 
 __all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
 
@@ -97,6 +103,10 @@ class ContextWeights:
     session: float = 0.3  # share of the session's best candidate's relevance
     speaker: float = 0.2  # added when the query names the memory's speaker
     floor_rank: int = 100  # the semantic score is 0 at this rank and below
+    when: float = 0.2  # added, for a "when" question, to a memory that states a time
+    dates: float = 0.2  # added, scaled by closeness, when the query names dates
+    date_after_days: float = 14.0  # a memory this long after the named span gains nothing
+    date_before_days: float = 2.0  # nor one this long before it
     k1: float = 1.2
     b: float = 0.75
 
@@ -186,11 +196,22 @@ def rank_hybrid(
     semantic = [0.0 if s is None else next(scaled) for s in sims]
     share = cw.lexical if vector_hits else 1.0
     query_words = frozenset(_WORD.findall(query.lower()))
+    when = cw.when if asks_when(query) else 0.0
+    span = named_span(query) if cw.dates else None
     base: dict[tuple[str, int], float] = {}
     for key, lx, se in zip(keys, lexical, semantic, strict=True):
-        spoke = cw.speaker if speaker_named(query_words, rows[key]) else 0.0
-        base[key] = share * lx + (1 - share) * se + spoke
+        row = rows[key]
+        spoke = cw.speaker if speaker_named(query_words, row) else 0.0
+        timed = when if when and states_time(str(row.get("text") or "")) else 0.0
+        dated = 0.0 if span is None else cw.dates * span_affinity(
+            span, row.get("valid_from"), after_days=cw.date_after_days,
+            before_days=cw.date_before_days)
+        base[key] = share * lx + (1 - share) * se + spoke + timed + dated
         why[key].update(lexical=lx, semantic=se, speaker=spoke)
+        if when:
+            why[key]["states_time"] = timed
+        if span is not None:
+            why[key]["date"] = dated
 
     # A memory outside any session is a session of its own.
     sessions: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
@@ -207,7 +228,8 @@ def rank_hybrid(
             after = base[members[i + 1]] if i + 1 < len(members) else 0.0
             context_of[m] = cw.neighbour * max(before, after) + cw.session * best
 
-    top_possible = (1.0 + cw.speaker) * (1.0 + cw.neighbour + cw.session)
+    top_possible = ((1.0 + cw.speaker + when + (cw.dates if span else 0.0))
+                    * (1.0 + cw.neighbour + cw.session))
     # Score every candidate, then build the explained hits of the best k only.
     scored = []
     for key in keys:
