@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import engramdb
-from engramdb.model import RecallFilter
-from engramdb.retrieval.hybrid import ContextWeights, rank_hybrid
+from engramdb.retrieval.hybrid import ContextWeights
 from engramdb.retrieval.temporal import asks_when, named_span, span_affinity, states_time
+from tests.support.ranking import rank_candidates
 
 NS = "chat/ana-ben"
 
@@ -34,14 +34,7 @@ def _load(db: Any, turns: list[tuple[datetime, str]]) -> None:
 
 
 def _ranked(db: Any, query: str, context: ContextWeights | None = None) -> list[str]:
-    """The candidates recall() ranks, ranked with ``context`` (the defaults when None)."""
-    flt = RecallFilter(namespaces=(NS,))
-    n = db.config.recall_candidates
-    text = db.storage.search_text(query, flt, n)
-    vectors = db.storage.search_vector(db.embedder.embed([query])[0], flt, n)
-    now = db.storage.head().recorded_at
-    return [str(s.row["text"]) for s in rank_hybrid(query, text, vectors, now_micros=now,
-                                                    k=50, context=context)]
+    return rank_candidates(db, NS, query, context)
 
 
 @pytest.fixture

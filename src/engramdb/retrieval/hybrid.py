@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -81,17 +81,33 @@ def _stem(word: str) -> str:
 
 
 def terms(text: str) -> tuple[str, ...]:
-    """The content-word stems of ``text``, in order (repeats kept).
+    """The content-word stems of ``text``, in order (repeats kept)."""
+    return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
-    Memoised for texts of up to 2,000 characters (the same memories come back
-    as candidates query after query; the cache stays under ~40 MB).
+
+def _words(text: str) -> tuple[Counter[str], int]:
+    """How often each lower-cased word occurs in ``text``, and how many content words it has.
+
+    Ranking needs no more of a candidate than this: the occurrences of the query's stems
+    are found among the word counts through :func:`_forms`, so a candidate's words are
+    never stemmed one by one. Memoised for texts of up to 2,000 characters (the same
+    memories come back as candidates query after query).
     """
-    return _terms(text) if len(text) <= 2000 else _terms.__wrapped__(text)
+    return _counted(text) if len(text) <= 2000 else _counted.__wrapped__(text)
 
 
 @lru_cache(maxsize=16_384)
-def _terms(text: str) -> tuple[str, ...]:
-    return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
+def _counted(text: str) -> tuple[Counter[str], int]:
+    words = _WORD.findall(text.lower())
+    counts = Counter(words)
+    return counts, len(words) - sum(map(counts.__getitem__, _STOPWORDS.intersection(counts)))
+
+
+@lru_cache(maxsize=65_536)
+def _forms(stem: str) -> frozenset[str]:
+    """Every content word whose :func:`_stem` is ``stem``: itself, or it and one suffix."""
+    return frozenset(w for w in (stem, *(stem + x for x in _SUFFIXES))
+                     if w not in _STOPWORDS and _stem(w) == stem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +144,26 @@ def speaker_named(query_words: frozenset[str], row: Row) -> bool:
     return bool(words) and words <= query_words
 
 
-def _bm25(query: str, docs: Sequence[tuple[str, ...]], k1: float, b: float) -> list[float]:
-    q = list(dict.fromkeys(terms(query)))
+def _bm25(query: str, docs: Sequence[tuple[Counter[str], int]], k1: float, b: float
+          ) -> list[float]:
+    """BM25 of each of ``docs`` (word counts and length, from :func:`_words`) for ``query``,
+    with term rarity measured among ``docs``; equal to BM25 over their :func:`terms`."""
+    stem_of = {w: t for t in dict.fromkeys(terms(query)) for w in _forms(t)}
     n = len(docs)
-    if not q or not n:
+    if not stem_of or not n:
         return [0.0] * n
-    avg = sum(len(d) for d in docs) / n or 1.0
+    avg = sum(length for _, length in docs) / n or 1.0
+    # tf[stem][i]: occurrences of the stem's words in doc i, for the docs holding any.
+    tf: dict[str, dict[int, int]] = defaultdict(dict)
+    for i, (counts, _) in enumerate(docs):
+        for w in stem_of.keys() & counts.keys():
+            per_doc = tf[stem_of[w]]
+            per_doc[i] = per_doc.get(i, 0) + counts[w]
     out = [0.0] * n
-    for t in q:
-        tfs = [(i, d.count(t)) for i, d in enumerate(docs) if t in d]
-        if not tfs:
-            continue
-        idf = math.log(1 + (n - len(tfs) + 0.5) / (len(tfs) + 0.5))
-        for i, tf in tfs:
-            out[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(docs[i]) / avg))
+    for per_doc in tf.values():
+        idf = math.log(1 + (n - len(per_doc) + 0.5) / (len(per_doc) + 0.5))
+        for i, f in per_doc.items():
+            out[i] += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * docs[i][1] / avg))
     return out
 
 
@@ -185,8 +207,8 @@ def rank_hybrid(
     cw = context or ContextWeights()
     rows, why = gather(text_hits, vector_hits)
     keys = list(rows)
-    lexical = _bm25(query, [terms(str(rows[key].get("text") or "")) for key in keys],
-                    cw.k1, cw.b)
+    docs = [_words(str(rows[key].get("text") or "")) for key in keys]
+    lexical = _bm25(query, docs, cw.k1, cw.b)
     best_lexical = max(lexical, default=0.0)
     if best_lexical > 0:
         lexical = [v / best_lexical for v in lexical]
@@ -199,10 +221,10 @@ def rank_hybrid(
     when = cw.when if asks_when(query) else 0.0
     span = named_span(query) if cw.dates else None
     base: dict[tuple[str, int], float] = {}
-    for key, lx, se in zip(keys, lexical, semantic, strict=True):
+    for key, lx, se, (words, _) in zip(keys, lexical, semantic, docs, strict=True):
         row = rows[key]
         spoke = cw.speaker if speaker_named(query_words, row) else 0.0
-        timed = when if when and states_time(str(row.get("text") or "")) else 0.0
+        timed = when if when and states_time(str(row.get("text") or ""), words) else 0.0
         dated = 0.0 if span is None else cw.dates * span_affinity(
             span, row.get("valid_from"), after_days=cw.date_after_days,
             before_days=cw.date_before_days)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -37,15 +38,14 @@ _DATE = re.compile(
 )
 _WHEN = re.compile(r"\b(?:when|how long|what (?:year|month|day|date|time|week))\b",
                    re.IGNORECASE)
-_TIME_WORDS = re.compile(
-    r"\b(?:yesterday|today|tonight|tomorrow|ago|recently|last|next|earlier|since|until"
-    r"|weekend|week|month|year|season|morning|evening|night"
-    r"|monday|tuesday|wednesday|thursday|friday|saturday|sunday"
-    r"|summer|winter|spring|autumn"
-    r"|january|february|march|april|june|july|august|september|october|november|december"
-    r"|(?:19|20)\d\d)\b",
-    re.IGNORECASE,
-)
+_TIME_WORDS = frozenset("""
+    yesterday today tonight tomorrow ago recently last next earlier since until
+    weekend week month year season morning evening night
+    monday tuesday wednesday thursday friday saturday sunday summer winter spring autumn
+    january february march april june july august september october november december
+    """.split())
+_YEAR = re.compile(r"\b(?:19|20)\d\d\b")
+_WORD = re.compile(r"\w+", re.UNICODE)
 _DAY_MICROS = 86_400 * 1_000_000
 
 
@@ -96,6 +96,10 @@ def asks_when(query: str) -> bool:
     return _WHEN.search(query) is not None
 
 
-def states_time(text: str) -> bool:
-    """Whether ``text`` says when something happened (a time word, a weekday, a year)."""
-    return _TIME_WORDS.search(text) is not None
+def states_time(text: str, words: Collection[str] | None = None) -> bool:
+    """Whether ``text`` says when something happened (a time word, a weekday, a year).
+
+    ``words``: the lower-cased words of ``text`` when the caller has them already.
+    """
+    found = set(_WORD.findall(text.lower())) if words is None else words
+    return not _TIME_WORDS.isdisjoint(found) or _YEAR.search(text) is not None
