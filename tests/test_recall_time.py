@@ -133,3 +133,14 @@ def test_when_questions_and_time_statements_are_told_apart() -> None:
     assert states_time("Ana: See you on Friday!")
     assert not states_time("Ana: I moved to a flat near the river.")
     assert not states_time("Ben: You may like the lake.")  # "may" the verb is no time
+
+
+def test_every_backend_and_door_applies_the_date_cue(db: Any) -> None:
+    # valid_from comes back from each backend in its own way; the cue must read it on all.
+    march = "Ana: I went hiking in the hills, hiking there is the best way to relax."
+    april = "Ana: I went hiking by the lake, the water was so calm."
+    _load(db, [(datetime(2024, 3, 8, 18, tzinfo=UTC), march),
+               (datetime(2024, 4, 19, 18, tzinfo=UTC), april), *FILLER])
+    hits = db.recall("Where did Ana go hiking in April 2024?", namespace=NS, k=2).hits
+    assert [h.memory.text for h in hits] == [april, march]
+    assert hits[0].why["date"] > 0.0 == hits[1].why["date"]  # the score part says why
