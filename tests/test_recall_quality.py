@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 import engramdb
-from engramdb.model import RecallFilter
-from engramdb.retrieval.hybrid import ContextWeights, rank_hybrid
+from engramdb.retrieval.hybrid import ContextWeights
+from tests.support.ranking import rank_candidates
 
 NS = "chat/ana-ben"
 
@@ -53,13 +53,7 @@ def _load(db: Any, sessions: list[list[str]]) -> None:
 
 def _rank_without(db: Any, query: str, off: ContextWeights) -> list[str]:
     """The same candidates recall() ranks, ranked with some behaviour switched off."""
-    flt = RecallFilter(namespaces=(NS,))
-    n = db.config.recall_candidates
-    text = db.storage.search_text(query, flt, n)
-    vectors = db.storage.search_vector(db.embedder.embed([query])[0], flt, n)
-    now = db.storage.head().recorded_at
-    return [str(s.row["text"]) for s in rank_hybrid(query, text, vectors, now_micros=now,
-                                                    k=50, context=off)]
+    return rank_candidates(db, NS, query, off)
 
 
 @pytest.fixture

@@ -17,7 +17,12 @@ Each is scored in three steps, all pure functions of the candidates:
    or the ``Name:`` that opens a transcript line such as ``"Ana: I moved to Oslo"``)
    gains a fixed share: "what did Ana say about X" is about Ana's own words
    more than about others' words addressed to her.
-4. **Context**: a memory recorded in a session (a conversation, a task run)
+4. **Time**: a query that names calendar dates ("in July 2022", "on 1 May, 2022")
+   favours memories valid inside that span or in the days after it (an event is
+   usually told shortly after it happened); a "when" question favours memories
+   that say when something happened ("last Friday", "in 2021").
+   See :mod:`engramdb.retrieval.temporal`.
+5. **Context**: a memory recorded in a session (a conversation, a task run)
    often answers a question only together with what was said next to it (a
    reply to a question, a follow-up). Each candidate gains a share of the
    relevance of its nearest earlier and later candidates of the same session
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -46,6 +51,7 @@ from engramdb.retrieval.rank import (
     gather,
     top,
 )
+from engramdb.retrieval.temporal import asks_when, named_span, span_affinity, states_time
 
 __all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
 
@@ -75,17 +81,33 @@ def _stem(word: str) -> str:
 
 
 def terms(text: str) -> tuple[str, ...]:
-    """The content-word stems of ``text``, in order (repeats kept).
+    """The content-word stems of ``text``, in order (repeats kept)."""
+    return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
-    Memoised for texts of up to 2,000 characters (the same memories come back
-    as candidates query after query; the cache stays under ~40 MB).
+
+def _words(text: str) -> tuple[Counter[str], int]:
+    """How often each lower-cased word occurs in ``text``, and how many content words it has.
+
+    Ranking needs no more of a candidate than this: the occurrences of the query's stems
+    are found among the word counts through :func:`_forms`, so a candidate's words are
+    never stemmed one by one. Memoised for texts of up to 2,000 characters (the same
+    memories come back as candidates query after query).
     """
-    return _terms(text) if len(text) <= 2000 else _terms.__wrapped__(text)
+    return _counted(text) if len(text) <= 2000 else _counted.__wrapped__(text)
 
 
 @lru_cache(maxsize=16_384)
-def _terms(text: str) -> tuple[str, ...]:
-    return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
+def _counted(text: str) -> tuple[Counter[str], int]:
+    words = _WORD.findall(text.lower())
+    counts = Counter(words)
+    return counts, len(words) - sum(map(counts.__getitem__, _STOPWORDS.intersection(counts)))
+
+
+@lru_cache(maxsize=65_536)
+def _forms(stem: str) -> frozenset[str]:
+    """Every content word whose :func:`_stem` is ``stem``: itself, or it and one suffix."""
+    return frozenset(w for w in (stem, *(stem + x for x in _SUFFIXES))
+                     if w not in _STOPWORDS and _stem(w) == stem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +119,10 @@ class ContextWeights:
     session: float = 0.3  # share of the session's best candidate's relevance
     speaker: float = 0.2  # added when the query names the memory's speaker
     floor_rank: int = 100  # the semantic score is 0 at this rank and below
+    when: float = 0.2  # added, for a "when" question, to a memory that states a time
+    dates: float = 0.2  # added, scaled by closeness, when the query names dates
+    date_after_days: float = 14.0  # a memory this long after the named span gains nothing
+    date_before_days: float = 2.0  # nor one this long before it
     k1: float = 1.2
     b: float = 0.75
 
@@ -118,20 +144,26 @@ def speaker_named(query_words: frozenset[str], row: Row) -> bool:
     return bool(words) and words <= query_words
 
 
-def _bm25(query: str, docs: Sequence[tuple[str, ...]], k1: float, b: float) -> list[float]:
-    q = list(dict.fromkeys(terms(query)))
+def _bm25(query: str, docs: Sequence[tuple[Counter[str], int]], k1: float, b: float
+          ) -> list[float]:
+    """BM25 of each of ``docs`` (word counts and length, from :func:`_words`) for ``query``,
+    with term rarity measured among ``docs``; equal to BM25 over their :func:`terms`."""
+    stem_of = {w: t for t in dict.fromkeys(terms(query)) for w in _forms(t)}
     n = len(docs)
-    if not q or not n:
+    if not stem_of or not n:
         return [0.0] * n
-    avg = sum(len(d) for d in docs) / n or 1.0
+    avg = sum(length for _, length in docs) / n or 1.0
+    # tf[stem][i]: occurrences of the stem's words in doc i, for the docs holding any.
+    tf: dict[str, dict[int, int]] = defaultdict(dict)
+    for i, (counts, _) in enumerate(docs):
+        for w in stem_of.keys() & counts.keys():
+            per_doc = tf[stem_of[w]]
+            per_doc[i] = per_doc.get(i, 0) + counts[w]
     out = [0.0] * n
-    for t in q:
-        tfs = [(i, d.count(t)) for i, d in enumerate(docs) if t in d]
-        if not tfs:
-            continue
-        idf = math.log(1 + (n - len(tfs) + 0.5) / (len(tfs) + 0.5))
-        for i, tf in tfs:
-            out[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(docs[i]) / avg))
+    for per_doc in tf.values():
+        idf = math.log(1 + (n - len(per_doc) + 0.5) / (len(per_doc) + 0.5))
+        for i, f in per_doc.items():
+            out[i] += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * docs[i][1] / avg))
     return out
 
 
@@ -175,8 +207,8 @@ def rank_hybrid(
     cw = context or ContextWeights()
     rows, why = gather(text_hits, vector_hits)
     keys = list(rows)
-    lexical = _bm25(query, [terms(str(rows[key].get("text") or "")) for key in keys],
-                    cw.k1, cw.b)
+    docs = [_words(str(rows[key].get("text") or "")) for key in keys]
+    lexical = _bm25(query, docs, cw.k1, cw.b)
     best_lexical = max(lexical, default=0.0)
     if best_lexical > 0:
         lexical = [v / best_lexical for v in lexical]
@@ -186,11 +218,22 @@ def rank_hybrid(
     semantic = [0.0 if s is None else next(scaled) for s in sims]
     share = cw.lexical if vector_hits else 1.0
     query_words = frozenset(_WORD.findall(query.lower()))
+    when = cw.when if asks_when(query) else 0.0
+    span = named_span(query) if cw.dates else None
     base: dict[tuple[str, int], float] = {}
-    for key, lx, se in zip(keys, lexical, semantic, strict=True):
-        spoke = cw.speaker if speaker_named(query_words, rows[key]) else 0.0
-        base[key] = share * lx + (1 - share) * se + spoke
+    for key, lx, se, (words, _) in zip(keys, lexical, semantic, docs, strict=True):
+        row = rows[key]
+        spoke = cw.speaker if speaker_named(query_words, row) else 0.0
+        timed = when if when and states_time(str(row.get("text") or ""), words) else 0.0
+        dated = 0.0 if span is None else cw.dates * span_affinity(
+            span, row.get("valid_from"), after_days=cw.date_after_days,
+            before_days=cw.date_before_days)
+        base[key] = share * lx + (1 - share) * se + spoke + timed + dated
         why[key].update(lexical=lx, semantic=se, speaker=spoke)
+        if when:
+            why[key]["states_time"] = timed
+        if span is not None:
+            why[key]["date"] = dated
 
     # A memory outside any session is a session of its own.
     sessions: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
@@ -207,7 +250,8 @@ def rank_hybrid(
             after = base[members[i + 1]] if i + 1 < len(members) else 0.0
             context_of[m] = cw.neighbour * max(before, after) + cw.session * best
 
-    top_possible = (1.0 + cw.speaker) * (1.0 + cw.neighbour + cw.session)
+    top_possible = ((1.0 + cw.speaker + when + (cw.dates if span else 0.0))
+                    * (1.0 + cw.neighbour + cw.session))
     # Score every candidate, then build the explained hits of the best k only.
     scored = []
     for key in keys:
