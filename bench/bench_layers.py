@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--batched", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="folder keeping the built corpus (base.db) between runs; each run "
+                             "works on a copy of it")
     args = parser.parse_args()
 
     import engramdb
@@ -90,19 +94,41 @@ def main() -> None:
     corpus = Corpus(seed=11)
     report: dict[str, Any] = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="engram-layers-") as tmp:
-        db = engramdb.open(Path(tmp) / "layers.db", embedder=LocalEmbedder())
-        report["corpus"] = _build(db, corpus, args.n)
+        path = Path(tmp) / "layers.db"
+        base = args.keep / f"base-{args.n}.db" if args.keep else None
+        if base is not None and base.exists():
+            for f in base.parent.glob(base.name + "*"):
+                (shutil.copytree if f.is_dir() else shutil.copy)(
+                    f, path.parent / f.name.replace(base.name, path.name))
+            db = engramdb.open(path, embedder=LocalEmbedder())
+            report["corpus"] = json.loads(base.with_suffix(".json").read_text())
+        else:
+            db = engramdb.open(path, embedder=LocalEmbedder())
+            report["corpus"] = _build(db, corpus, args.n)
+            # The snapshot a running database folds its recent writes into (in the
+            # background) before the measured reads, as it would have by then.
+            db.storage.rebuild_vector_index()
+            if base is not None:
+                base.parent.mkdir(parents=True, exist_ok=True)
+                db.close()
+                for f in path.parent.glob(path.name + "*"):
+                    (shutil.copytree if f.is_dir() else shutil.copy)(
+                        f, base.parent / f.name.replace(path.name, base.name))
+                base.with_suffix(".json").write_text(json.dumps(report["corpus"]))
+                db = engramdb.open(path, embedder=LocalEmbedder())
         db.admin.create_agent("planner")
         db.admin.grant("planner", "bench/**", ["read", "write"])
         me = db.as_agent("planner")
+        probe = Corpus(seed=12)  # the same probes whether the corpus was built or kept
         for i in range(5):
-            me.pin(f"block{i}", corpus.text(40))
-        with me.transaction() as tx:
-            for i in range(2_000):
-                tx.tool_outcome(("web_search", "calculator")[i % 2], i % 7 != 0,
-                                latency_ms=float(i % 300), error=None if i % 7 else "429")
-        qv = corpus.vectors(1)[0]
-        task = corpus.text(12) + " with web_search"
+            me.pin(f"block{i}", probe.text(40))
+        for start in (0, 1_000):  # a transaction holds at most 1,000 writes
+            with me.transaction() as tx:
+                for i in range(start, start + 1_000):
+                    tx.tool_outcome(("web_search", "calculator")[i % 2], i % 7 != 0,
+                                    latency_ms=float(i % 300), error=None if i % 7 else "429")
+        qv = probe.vectors(1)[0]
+        task = probe.text(12) + " with web_search"
         for _ in range(5):  # warm caches, as a running agent's would be
             me.context(task, 4000, session="s7", query_embedding=qv)
             me.recall(task, k=200, query_embedding=qv)
@@ -121,7 +147,7 @@ def main() -> None:
         print("context:", report["context"], flush=True)
 
         one = _timed(lambda: me.tool_outcome("fetch", True, latency_ms=12.0), args.single)
-        vec = corpus.vectors(1)[0]
+        vec = probe.vectors(1)[0]
         rem = _timed(lambda: me.remember("a single note", layer="episodic", embedding=vec),
                      args.single)
         t = time.perf_counter()

@@ -285,6 +285,10 @@ def test_batch_and_transaction_over_the_limit_are_413(make_server):
                 tx.remember(f"note {i}", namespace="n")
     assert len(db.remember_many([{"text": f"note {i}", "namespace": "n"} for i in range(3)])) == 3
     assert len(remembered(db.changes(0, namespace="n"))) == 3
+    with pytest.raises(PayloadTooLarge) as err:
+        db.tool_outcomes([{"tool": "fetch", "ok": True}] * 4)
+    assert err.value.details["limit"] == 3 and db.tool_stats("fetch") == []
+    assert db.tool_outcomes([{"tool": "fetch", "ok": True}] * 3) == 3
 
 
 def test_page_size_over_the_limit_is_400(make_server):
@@ -967,6 +971,7 @@ def test_openapi_states_the_servers_limits(make_server):
     schemas = spec["components"]["schemas"]
     assert schemas["BatchRequest"]["properties"]["memories"]["maxItems"] == 7
     assert schemas["TransactionRequest"]["properties"]["ops"]["maxItems"] == 7
+    assert schemas["ToolOutcomeBatchRequest"]["properties"]["outcomes"]["maxItems"] == 7
     limit = next(p for p in spec["paths"]["/v1/changes"]["get"]["parameters"]
                  if p["name"] == "limit")
     assert any(o.get("maximum") == 9 for o in limit["schema"]["anyOf"])

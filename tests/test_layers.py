@@ -267,10 +267,16 @@ def test_tool_outcomes_batched_in_a_transaction_are_logged_and_counted(tmp_path:
                                 namespace="team/x" if i % 2 else None)
             with pytest.raises(engramdb.PermissionDenied):  # refused at once, not at the end
                 tx.tool_outcome("fetch", True, namespace="elsewhere")
-        # one event per namespace carries the batch, and replays it
+        # one event per namespace carries the batch and the aggregate rows it changes
+        # (one total, one latency bin per distinct latency: 250), and replays them
         events = list(db.changes(before + 1))
-        assert [(e.kind, e.namespace, len(e.payload["effects"])) for e in events] == [
-            ("tool.outcome", "agents/a", 250), ("tool.outcome", "team/x", 250)]
+
+        def tables(e: Any) -> tuple[int, int]:
+            names = [eff["table"] for eff in e.payload["effects"]]
+            return names.count("tool_outcomes"), names.count("tool_stats")
+
+        assert [(e.kind, e.namespace, tables(e)) for e in events] == [
+            ("tool.outcome", "agents/a", (250, 251)), ("tool.outcome", "team/x", (250, 251))]
         (st_,) = db.tool_stats("fetch")
         assert (st_.calls, st_.successes) == (500, 375)
         # without a read grant on team/x the agent counts only its own half (even i)
