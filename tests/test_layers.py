@@ -93,6 +93,20 @@ def test_context_never_exceeds_the_budget_and_keeps_the_blocks_that_fit(
             assert len(shown) == len(blocks)
 
 
+def test_many_short_memories_fill_the_budget_not_just_the_first_recall(tmp_path: Path) -> None:
+    # Lines of ~30 tokens: the first recall (budget / 60 = 66 candidates) leaves half
+    # the budget empty with everything fitting, so context recalls again for more.
+    with engramdb.open(tmp_path / "e.db", embedder=None) as db:
+        db.remember_many([{"text": f"Oslo flight note {i}", "namespace": "trips",
+                           "layer": "episodic"}  # no contradiction check: plain short lines
+                          for i in range(400)])
+        ctx = db.context("Oslo flight", 4000, namespace="trips")
+        assert ctx.tokens == count_tokens(ctx.text) <= 4000
+        assert len(ctx.items) > 100 and ctx.tokens > 3000
+        assert ctx.left_out  # it stopped at the budget, not for want of candidates
+        assert [i.version for i in ctx.receipt.items] == [h.memory.version for h in ctx.items]
+
+
 @settings(max_examples=200, deadline=None)
 @given(bodies=st.lists(st.tuples(st.sampled_from(["semantic", "episodic", "procedural"]),
                                  st.lists(texts, min_size=1, max_size=5).map(" ".join),
