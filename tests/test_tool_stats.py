@@ -6,6 +6,8 @@ rules (``ToolStats``, ``engramdb.audit.tool_stats``), never read back first.
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 import engramdb
 from engramdb.engine._commit import commit
 from engramdb.storage.base import Insert
+from tests.support.outcome_worker import record_outcomes
 
 
 def _agent(db: Any, name: str = "a") -> Any:
@@ -96,4 +99,32 @@ def test_outcomes_recorded_before_the_aggregate_are_counted_once_on_open(tmp_pat
             db.as_agent("a").tool_outcome("search", True)
     with engramdb.open(path, embedder=None) as db:
         assert (db.tool_stats("search")[0].calls, db.tool_stats("search")[0].successes) == (5, 3)
+        assert db.verify().ok
+
+
+def test_two_processes_recording_the_same_tool_lose_no_count(tmp_path: Path) -> None:
+    path = str(tmp_path / "engram.db")
+    with engramdb.open(path, embedder=None) as db:
+        db.admin.create_agent("ann")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=record_outcomes, args=(path, "ann", 150, barrier, results))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        errors = [results.get(timeout=240) for _ in procs]
+    except queue.Empty:
+        pytest.fail("a worker did not report in time")
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert errors == [None, None]
+    with engramdb.open(path, embedder=None) as db:
+        (st,) = db.tool_stats("fetch")
+        # each process: i in 0..149, failing when i % 3 == 0 (50 of 150), with "timeout"
+        assert (st.calls, st.successes, st.errors) == (300, 200, (("timeout", 100),))
+        assert (st.latency_p50_ms, st.latency_p95_ms) == (3.0, 6.0)
         assert db.verify().ok

@@ -30,7 +30,7 @@ from engramdb.engine.resources import Resources
 from engramdb.engine.rows import _short, check_count, check_text
 from engramdb.engine.trust import TrustEngine
 from engramdb.engine.writes import Writer
-from engramdb.errors import InvalidInput, NotFound
+from engramdb.errors import InvalidInput, NotFound, VersionConflict
 from engramdb.model import (
     Memory,
     RecallFilter,
@@ -82,7 +82,18 @@ class Procedures(LayerService):
                      namespace: str | None) -> None:
         row = check_outcome(s.name, self._res.config, tool, ok, latency_ms, error, metadata,
                             namespace)
-        self._write(s, lambda wr: write_outcomes(wr, [row]))
+        self._write_outcomes(s, [row])
+
+    def _write_outcomes(self, s: Caller, rows: list[dict[str, Any]]) -> None:
+        # The only compare-and-swap in an outcome write is on the aggregate rows: a
+        # writer that counted the same rows first wins; count again on top of it.
+        for attempt in range(3):
+            try:
+                self._write(s, lambda wr: write_outcomes(wr, rows))
+                return
+            except VersionConflict:
+                if attempt == 2:
+                    raise
 
     def tool_outcomes(self, s: Caller, outcomes: Sequence[Mapping[str, Any]]) -> int:
         if not isinstance(outcomes, (list, tuple)):
@@ -106,7 +117,7 @@ class Procedures(LayerService):
             except InvalidInput as exc:
                 raise InvalidInput(f"outcome {i}: {exc.message}", field="outcomes") from exc
         if rows:
-            self._write(s, lambda wr: write_outcomes(wr, rows))
+            self._write_outcomes(s, rows)
         return len(rows)
 
     def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
