@@ -10,9 +10,9 @@ Pure. ``tool_stats`` rows (``storage/schema.py``) are keyed
 * ``error`` (label: the error's first :data:`ERROR_CHARS` characters): how many
   failed calls reported it.
 
-The writer folds each batch of outcomes into the rows it touches
-(:func:`fold`), in the same transaction and log event as the outcomes;
-``verify`` folds every replayed outcome again (:func:`aggregate`) and compares.
+The writer counts each batch of outcomes (:func:`aggregate`) and adds the
+counts onto the rows it touches, in the same transaction and log event as the
+outcomes; ``verify`` counts every replayed outcome again and compares.
 :func:`stats_of` turns aggregate rows plus a tool's newest outcomes into
 :class:`~engramdb.model_layers.ToolStats`.
 """
@@ -27,7 +27,7 @@ from typing import Any
 from engramdb.codec import from_micros
 from engramdb.model_layers import ToolStats
 
-__all__ = ["ERROR_CHARS", "RECENT", "Key", "aggregate", "fold", "keys_of", "stats_of"]
+__all__ = ["ERROR_CHARS", "RECENT", "Key", "aggregate", "keys_of", "stats_of"]
 
 ERROR_CHARS = 200
 RECENT = 64  # outcomes weighed one by one in the recency-weighted rate
@@ -53,33 +53,21 @@ def keys_of(outcome: Mapping[str, Any]) -> list[Key]:
     return keys
 
 
-def fold(current: Mapping[Key, Mapping[str, Any]], outcomes: Iterable[Mapping[str, Any]]
-         ) -> dict[Key, dict[str, Any]]:
-    """The aggregate rows ``outcomes`` change, counted on top of ``current``.
-
-    Returns the new value of every touched row (``calls``, ``successes``,
-    ``last_at`` and its key columns); ``tx`` is the writer's to add.
-    """
+def aggregate(outcomes: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """The aggregate rows that count ``outcomes`` (``calls``, ``successes``,
+    ``last_at`` and the key columns; ``tx`` is the writer's to add)."""
     out: dict[Key, dict[str, Any]] = {}
     for o in outcomes:
         for key in keys_of(o):
             row = out.get(key)
             if row is None:
-                old = current.get(key)
                 row = out[key] = dict(zip(("namespace", "principal", "tool", "kind", "label"),
                                           key, strict=True))
-                row.update(calls=int(old["calls"]) if old else 0,
-                           successes=int(old["successes"]) if old else 0,
-                           last_at=int(old["last_at"]) if old else 0)
+                row.update(calls=0, successes=0, last_at=0)
             row["calls"] += 1
             row["successes"] += 1 if o["ok"] else 0
             row["last_at"] = max(row["last_at"], int(o["recorded_at"]))
     return out
-
-
-def aggregate(outcomes: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
-    """Every aggregate row of ``outcomes``, from nothing."""
-    return fold({}, outcomes)
 
 
 def _nearest_rank(bins: Mapping[float, int], p: float) -> float | None:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engramdb.audit.tool_stats import fold, keys_of
+from engramdb.audit.tool_stats import aggregate
 from engramdb.codec import new_id
 from engramdb.engine.rows import EngineConfig, _short, check_metadata
 from engramdb.errors import InvalidInput
@@ -63,23 +63,25 @@ def stats_effects(w: WriteTx, outcomes: Sequence[dict[str, Any]]) -> list[Effect
     update per row: a concurrent writer of the same row makes this transaction
     fail with ``VersionConflict`` rather than lose a count.
     """
-    keys = {k for o in outcomes for k in keys_of(o)}
+    counted = aggregate(outcomes)  # what these outcomes add, per row
     ns, principal = outcomes[0]["namespace"], outcomes[0]["principal"]
     found = w.fetch("tool_stats", {"namespace": ns, "principal": principal,
-                                   "tool": sorted({k[2] for k in keys}),
-                                   "label": sorted({k[4] for k in keys})})
+                                   "tool": sorted({k[2] for k in counted}),
+                                   "label": sorted({k[4] for k in counted})})
     current = {k: r for r in found
                if (k := (r["namespace"], r["principal"], r["tool"], r["kind"], r["label"]))
-               in keys}
+               in counted}
     effects: list[Effect] = []
-    for key, row in fold(current, outcomes).items():
-        if key in current:
-            effects.append(Update("tool_stats", dict(zip(_KEY, key, strict=True)),
-                                  {"calls": row["calls"], "successes": row["successes"],
-                                   "last_at": row["last_at"], "tx": w.tx},
-                                  {"calls": current[key]["calls"]}))
-        else:
-            effects.append(Insert("tool_stats", {**row, "tx": w.tx}))
+    for key, add in counted.items():
+        old = current.get(key)
+        if old is None:
+            effects.append(Insert("tool_stats", {**add, "tx": w.tx}))
+            continue
+        effects.append(Update("tool_stats", dict(zip(_KEY, key, strict=True)),
+                              {"calls": int(old["calls"]) + add["calls"],
+                               "successes": int(old["successes"]) + add["successes"],
+                               "last_at": max(int(old["last_at"]), add["last_at"]), "tx": w.tx},
+                              {"calls": old["calls"]}))
     return effects
 
 
