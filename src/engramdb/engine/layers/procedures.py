@@ -143,16 +143,25 @@ class Procedures(LayerService):
         acl = s.acl()
         seen: dict[str, bool] = {}
         by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        partial: set[str] = set()  # tools with outcomes the caller may not count here
         for r in self._res.storage.fetch("tool_stats", where):
             ns = r["namespace"]
             if ns not in seen:
                 seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
             if seen[ns]:
                 by_tool[r["tool"]].append(r)
+            else:
+                partial.add(r["tool"])
         out = []
         for tool, rows in sorted(by_tool.items()):
             newest: list[dict[str, Any]] = []
-            for r in rows:
+            if tool not in partial:  # every group counts: one read of the tool's newest
+                # (only groups seen above: one created since is not checked, so not used)
+                newest = [o for o in self._res.storage.fetch(
+                    "tool_outcomes", {**where, "tool": tool},
+                    order_by="recorded_at DESC, id DESC", limit=RECENT)
+                    if seen.get(o["namespace"])]
+            for r in rows if tool in partial else ():
                 if r["kind"] == "total":
                     newest += self._res.storage.fetch(
                         "tool_outcomes",
