@@ -971,7 +971,6 @@ def test_openapi_states_the_servers_limits(make_server):
     schemas = spec["components"]["schemas"]
     assert schemas["BatchRequest"]["properties"]["memories"]["maxItems"] == 7
     assert schemas["TransactionRequest"]["properties"]["ops"]["maxItems"] == 7
-    assert schemas["ToolOutcomeBatchRequest"]["properties"]["outcomes"]["maxItems"] == 7
     limit = next(p for p in spec["paths"]["/v1/changes"]["get"]["parameters"]
                  if p["name"] == "limit")
     assert any(o.get("maximum") == 9 for o in limit["schema"]["anyOf"])

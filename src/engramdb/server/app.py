@@ -143,7 +143,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     _limit_items(schemas, "BatchRequest", "memories", settings.max_batch)
     _limit_items(schemas, "TransactionRequest", "ops", settings.max_batch)
-    _limit_items(schemas, "ToolOutcomeBatchRequest", "outcomes", settings.max_batch)
     k = schemas.get("RecallRequest", {}).get("properties", {}).get("k")
     if k is not None:
         k["maximum"] = int(db.config.max_k)

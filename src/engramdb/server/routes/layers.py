@@ -217,7 +217,8 @@ def tool_outcome(body: ToolOutcomeRequest, session: SessionDep) -> dict[str, Any
 class ToolOutcomeBatchRequest(Request):
     outcomes: list[ToolOutcomeRequest] = Field(
         description="Outcomes to record in one transaction (all or none), each as for "
-                    "`POST /v1/tool-outcomes`.")
+                    "`POST /v1/tool-outcomes`; more than the server's `max_batch` "
+                    "(`GET /v1/info`, `limits`) is 413.")
 
 
 class Recorded(Response):
