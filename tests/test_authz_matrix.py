@@ -436,7 +436,8 @@ def test_value_of_the_wrong_type_for_a_declared_predicate(small, value_type, bad
 
 # --------------------------------------------------------------------------- memory layers
 
-LAYER_OPERATIONS = ("pin", "blocks", "episode", "episodes", "tool_outcome", "tool_stats",
+LAYER_OPERATIONS = ("pin", "blocks", "episode", "episodes", "tool_outcome", "tool_outcomes",
+                    "tool_stats",
                     "procedure", "procedures", "procedure_outcome")
 
 
@@ -488,6 +489,8 @@ def test_layer_authorisation_matrix(tmp_path, door) -> None:
                         denied, me.episode, "s", "user", "note", namespace=ns))
                     tally.record("tool_outcome", agent, ns, can_write, _attempt(
                         denied, me.tool_outcome, "t", True, namespace=ns))
+                    tally.record("tool_outcomes", agent, ns, can_write, _attempt(
+                        denied, me.tool_outcomes, [{"tool": "t", "ok": False, "namespace": ns}]))
                     tally.record("procedure", agent, ns, can_write, _attempt(
                         denied, me.procedure, f"by-{agent}", "steps", namespace=ns))
                     # reporting a use needs to see the procedure, and write in one's own space

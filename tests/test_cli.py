@@ -504,7 +504,7 @@ def test_every_command_is_documented():
 # --------------------------------------------------------------------------- memory layers
 
 
-def test_layer_commands_pin_episodes_tools_procedures_and_context(run):
+def test_layer_commands_pin_episodes_tools_procedures_and_context(run, tmp_path):
     assert run("init", "--embedder", "none").exit_code == 0
     assert run("agent", "create", "ann").exit_code == 0
 
@@ -526,6 +526,14 @@ def test_layer_commands_pin_episodes_tools_procedures_and_context(run):
         ok("tool-outcome", "web_search", outcome, "--error", "429")
     (st,) = ok("tool-stats")["tools"]
     assert (st["tool"], st["calls"], st["successes"]) == ("web_search", 3, 1)
+    lines = tmp_path / "outcomes.jsonl"
+    lines.write_text('{"tool": "calculator", "ok": true, "latency_ms": 3}\n'
+                     '{"tool": "calculator", "ok": false, "error": "overflow"}\n')
+    assert ok("tool-outcomes", str(lines)) == {"recorded": 2}
+    bad = run("--as", "ann", "tool-outcomes", "-", input='[{"tool": "calculator", "ok": 1}]')
+    assert bad.exit_code == 2 and "outcome 0" in bad.output
+    assert {(s["tool"], s["calls"], s["successes"]) for s in ok("tool-stats")["tools"]} == {
+        ("web_search", 3, 1), ("calculator", 2, 1)}
     ok("procedure", "triage", "Read, reproduce, ask for logs")
     ok("procedure-outcome", "triage", "1", "ok")
     (proc,) = ok("procedures")["procedures"]

@@ -180,6 +180,36 @@ def test_tool_stats_match_a_hand_computed_expectation(db: Any) -> None:
         a.tool_outcome("web_search", True, latency_ms=-1)
 
 
+def test_tool_outcomes_batch_is_one_write_all_or_nothing(db: Any) -> None:
+    (a,) = agents(db, "alice")
+    db.admin.grant("alice", "team/tools", ["read", "write"])
+    before = head_seq(db)
+    assert a.tool_outcomes([
+        {"tool": "web_search", "ok": True, "latency_ms": 120},
+        {"tool": "web_search", "ok": False, "latency_ms": 900, "error": "429"},
+        {"tool": "calculator", "ok": True, "namespace": "team/tools"},
+    ]) == 3
+    # one event per namespace
+    assert [(e.kind, e.namespace) for e in db.changes(before)] == [
+        ("tool.outcome", "agents/alice"), ("tool.outcome", "team/tools")]
+    assert {(s.tool, s.calls, s.successes, s.errors) for s in a.tool_stats()} == {
+        ("web_search", 2, 1, (("429", 1),)), ("calculator", 1, 1, ())}
+    assert a.tool_outcomes([]) == 0
+    before = head_seq(db)
+    with pytest.raises(InvalidInput, match=r"outcomes?[ .]1"):  # names the bad item
+        a.tool_outcomes([{"tool": "web_search", "ok": True}, {"tool": "web_search", "ok": 1}])
+    with pytest.raises(InvalidInput, match=r"outcomes?[ .]0"):
+        a.tool_outcomes([{"tool": "web_search", "ok": True, "latency": 3}])
+    with pytest.raises(InvalidInput):
+        a.tool_outcomes({"tool": "web_search", "ok": True})  # type: ignore[arg-type]
+    with pytest.raises(PermissionDenied):
+        a.tool_outcomes([{"tool": "web_search", "ok": True},
+                         {"tool": "web_search", "ok": True, "namespace": "elsewhere"}])
+    assert head_seq(db) == before  # nothing of a refused batch was written
+    assert [s.calls for s in a.tool_stats("web_search")] == [2]
+    assert db.verify().ok
+
+
 def test_procedure_versions_outcomes_and_recommendation(db: Any) -> None:
     a, b = agents(db, "alice", "bob")
     db.admin.grant("bob", "team/playbooks", ["read"])

@@ -285,6 +285,10 @@ def test_batch_and_transaction_over_the_limit_are_413(make_server):
                 tx.remember(f"note {i}", namespace="n")
     assert len(db.remember_many([{"text": f"note {i}", "namespace": "n"} for i in range(3)])) == 3
     assert len(remembered(db.changes(0, namespace="n"))) == 3
+    with pytest.raises(PayloadTooLarge) as err:
+        db.tool_outcomes([{"tool": "fetch", "ok": True}] * 4)
+    assert err.value.details["limit"] == 3 and db.tool_stats("fetch") == []
+    assert db.tool_outcomes([{"tool": "fetch", "ok": True}] * 3) == 3
 
 
 def test_page_size_over_the_limit_is_400(make_server):

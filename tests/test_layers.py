@@ -93,6 +93,20 @@ def test_context_never_exceeds_the_budget_and_keeps_the_blocks_that_fit(
             assert len(shown) == len(blocks)
 
 
+def test_many_short_memories_fill_the_budget_not_just_the_first_recall(tmp_path: Path) -> None:
+    # Lines of ~30 tokens: the first recall (budget / 60 = 66 candidates) leaves half
+    # the budget empty with everything fitting, so context recalls again for more.
+    with engramdb.open(tmp_path / "e.db", embedder=None) as db:
+        db.remember_many([{"text": f"Oslo flight note {i}", "namespace": "trips",
+                           "layer": "episodic"}  # no contradiction check: plain short lines
+                          for i in range(400)])
+        ctx = db.context("Oslo flight", 4000, namespace="trips")
+        assert ctx.tokens == count_tokens(ctx.text) <= 4000
+        assert len(ctx.items) > 100 and ctx.tokens > 3000
+        assert ctx.left_out  # it stopped at the budget, not for want of candidates
+        assert [i.version for i in ctx.receipt.items] == [h.memory.version for h in ctx.items]
+
+
 @settings(max_examples=200, deadline=None)
 @given(bodies=st.lists(st.tuples(st.sampled_from(["semantic", "episodic", "procedural"]),
                                  st.lists(texts, min_size=1, max_size=5).map(" ".join),
@@ -267,10 +281,16 @@ def test_tool_outcomes_batched_in_a_transaction_are_logged_and_counted(tmp_path:
                                 namespace="team/x" if i % 2 else None)
             with pytest.raises(engramdb.PermissionDenied):  # refused at once, not at the end
                 tx.tool_outcome("fetch", True, namespace="elsewhere")
-        # one event per namespace carries the batch, and replays it
+        # one event per namespace carries the batch and the aggregate rows it changes
+        # (one total, one latency bin per distinct latency: 250), and replays them
         events = list(db.changes(before + 1))
-        assert [(e.kind, e.namespace, len(e.payload["effects"])) for e in events] == [
-            ("tool.outcome", "agents/a", 250), ("tool.outcome", "team/x", 250)]
+
+        def tables(e: Any) -> tuple[int, int]:
+            names = [eff["table"] for eff in e.payload["effects"]]
+            return names.count("tool_outcomes"), names.count("tool_stats")
+
+        assert [(e.kind, e.namespace, tables(e)) for e in events] == [
+            ("tool.outcome", "agents/a", (250, 251)), ("tool.outcome", "team/x", (250, 251))]
         (st_,) = db.tool_stats("fetch")
         assert (st_.calls, st_.successes) == (500, 375)
         # without a read grant on team/x the agent counts only its own half (even i)

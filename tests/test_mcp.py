@@ -46,7 +46,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
 TOOLS = {"remember", "recall", "get", "update", "retract", "history", "namespaces", "context",
          "decide", "explain", "conflicts", "resolve", "forget",
          "pin", "unpin", "blocks", "episode", "episodes", "summarize", "extract", "tool_outcome",
-         "tool_stats", "procedure", "procedure_outcome", "procedures", "recommend"}
+         "tool_outcomes", "tool_stats", "procedure", "procedure_outcome", "procedures", "recommend"}
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               # the server runs the code under test, also from a checkout on PYTHONPATH
               **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
@@ -338,6 +338,13 @@ def test_layer_tools_pin_episode_tools_procedures_and_context(alice):
                          error=None if ok else "503") == {"ok": True}
     (stats,) = with_tool("tool_stats", tool="sla_lookup")["tools"]
     assert (stats["calls"], stats["successes"], stats["errors"]) == (3, 1, [["503", 2]])
+    assert with_tool("tool_outcomes", outcomes=[
+        {"tool": "sla_lookup", "ok": True, "latency_ms": 40},
+        {"tool": "sla_lookup", "ok": False, "error": "503"}]) == {"recorded": 2}
+    bad = alice.call("tool_outcomes", outcomes=[{"tool": "sla_lookup", "ok": "yes"}])
+    assert bad.is_error and "outcome 0" in text_of(bad)
+    (stats,) = with_tool("tool_stats", tool="sla_lookup")["tools"]
+    assert (stats["calls"], stats["successes"], stats["errors"]) == (5, 2, [["503", 3]])
     alice.ok("procedure", name="renewal", text="Check the SLA, then the price, then renew")
     alice.ok("procedure_outcome", name="renewal", version=1, ok=True)
     (proc,) = alice.ok("procedures", namespace="agents/alice")["procedures"]
@@ -347,7 +354,7 @@ def test_layer_tools_pin_episode_tools_procedures_and_context(alice):
     ctx = alice.ok("context", task="renew Acme with sla_lookup", budget_tokens=400,
                    session="mcp-s1")
     assert ctx["parts"][0]["kind"] == "block" and "Renew the Acme contract" in ctx["text"]
-    assert "sla_lookup: 2 of the last 3 calls failed" in ctx["text"]
+    assert "sla_lookup: 3 of the last 5 calls failed" in ctx["text"]
     assert ctx["tokens"] <= 400
     assert [b["metadata"]["block"] for b in alice.ok("blocks")["memories"]] == ["goal"]
     assert alice.ok("unpin", name="goal")["status"] == "retracted"

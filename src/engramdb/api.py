@@ -208,6 +208,8 @@ class MemoryAPI(Protocol):
                      error: str | None = None, metadata: Mapping[str, Any] | None = None,
                      namespace: str | None = None) -> None: ...
 
+    def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int: ...
+
     def tool_stats(self, tool: str | None = None, *, since: When = None,
                    agent: str | None = None, namespace: str = "**") -> list[ToolStats]: ...
 
@@ -328,6 +330,8 @@ class AsyncMemoryAPI(Protocol):
     async def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
                      error: str | None = None, metadata: Mapping[str, Any] | None = None,
                      namespace: str | None = None) -> None: ...
+
+    async def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int: ...
 
     async def tool_stats(self, tool: str | None = None, *, since: When = None,
                    agent: str | None = None, namespace: str = "**") -> list[ToolStats]: ...
@@ -473,6 +477,8 @@ CALLS: tuple[Call, ...] = (
     Call("summarize", "POST /v1/summaries", "SummarizeRequest", "summarize"),
     Call("extract", "POST /v1/extractions", "ExtractRequest", "extract"),
     Call("tool_outcome", "POST /v1/tool-outcomes", "ToolOutcomeRequest", "tool_outcome"),
+    Call("tool_outcomes", "POST /v1/tool-outcomes/batch", "ToolOutcomeBatchRequest",
+         "tool_outcomes"),
     Call("tool_stats", "GET /v1/tool-stats", None, "tool_stats"),
     Call("procedure", "POST /v1/procedures", "ProcedureRequest", "procedure"),
     Call("procedure_outcome", "POST /v1/procedure-outcomes", "ProcedureOutcomeRequest",

@@ -12,6 +12,9 @@ Three checks, in order, stopping at the first failure:
 3. **State.** Every state table equals the replayed model, row for row and
    column for column: an edit made to a table behind the engine's back is
    reported with the last event that wrote the row.
+4. **Aggregates.** The replayed ``tool_stats`` rows equal the fold of the
+   replayed ``tool_outcomes`` (:mod:`engramdb.audit.tool_stats`): a log whose
+   counts disagree with the outcomes it carries is reported.
 
 Derived indexes (full text, vectors) and bookkeeping columns are not state.
 
@@ -30,6 +33,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from engramdb.audit.tool_stats import aggregate
 from engramdb.codec import GENESIS_HASH, chain_hash
 from engramdb.model import VerifyReport
 from engramdb.storage.base import RawEvent, Storage
@@ -93,6 +97,21 @@ def replay_effects(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], 
         else:
             raise ValueError(f"unknown effect op {eff.get('op')!r}")
         last_writer[(spec.name, key)] = seq
+
+
+def _check_tool_stats(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], int]
+                      ) -> None:
+    """The aggregate the log carries must be the fold of the outcomes it carries."""
+    want = aggregate(model["tool_outcomes"].values())
+    have = model["tool_stats"]
+    for key in sorted(set(want) | set(have), key=repr):
+        w, h = want.get(key), have.get(key)
+        if w is None or h is None or any(
+                w[c] != h.get(c) for c in ("calls", "successes", "last_at")):
+            raise _Bad(last_writer.get(("tool_stats", key)),
+                       f"tool_stats row {key} does not count the tool outcomes in the log "
+                       f"(log: {h and {c: h[c] for c in ('calls', 'successes')}}, outcomes: "
+                       f"{w and {c: w[c] for c in ('calls', 'successes')}})")
 
 
 def verify_storage(storage: Storage) -> VerifyReport:
@@ -170,6 +189,7 @@ def verify_storage(storage: Storage) -> VerifyReport:
                 key = sorted(missing, key=repr)[0]
                 raise _Bad(last_writer.get((name, key)),
                            f"{name} row {key} is in the log but missing from the table")
+        _check_tool_stats(model, last_writer)
     except _Bad as bad:
         head = storage.head()
         return VerifyReport(ok=False, events_checked=checked, head_seq=head.seq,

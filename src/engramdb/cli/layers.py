@@ -163,6 +163,30 @@ def tool_outcome(env: Env, tool: str, outcome: str, latency_ms: float | None,
         env.note(f"recorded: {tool} {outcome}")
 
 
+@cli.command("tool-outcomes")
+@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@pass_env
+def tool_outcomes(env: Env, source: Any) -> None:
+    """Record many outcomes at once from SOURCE (a file, or - for stdin).
+
+    SOURCE holds JSON objects such as {"tool": "web_search", "ok": false,
+    "latency_ms": 900, "error": "429"}, one per line or as one JSON array.
+    All are recorded in one transaction, or none.
+    """
+    text = source.read()
+    try:
+        data = json.loads(text) if text.lstrip().startswith("[") else [
+            json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON lines or a JSON array ({exc.msg}, line "
+                                 f"{exc.lineno})", param_hint="SOURCE") from exc
+    recorded = env.session().tool_outcomes(data)
+    if env.json:
+        env.emit_json({"recorded": recorded})
+    else:
+        env.note(f"recorded: {recorded} outcomes")
+
+
 @cli.command("tool-stats")
 @click.argument("tool", required=False)
 @click.option("--since", default=None)

@@ -8,12 +8,13 @@ whose methods have exactly the parameters of the embedded ``Session``'s.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from engramdb.client._calls import Call, _compact, _memories
 from engramdb.client._wire import memory_from_wire
+from engramdb.errors import InvalidInput
 from engramdb.model import Memory
 from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
 
@@ -64,6 +65,15 @@ def extract(session: str, values: Mapping[str, Any]) -> Call[list[Memory]]:
 def tool_outcome(tool: str, ok: bool, values: Mapping[str, Any]) -> Call[None]:
     return Call("POST", "/v1/tool-outcomes", _done,
                 json={"tool": tool, "ok": ok, **_compact(values)})
+
+
+def tool_outcomes(outcomes: Sequence[Mapping[str, Any]]) -> Call[int]:
+    if not isinstance(outcomes, (list, tuple)):
+        raise InvalidInput("tool_outcomes takes a list of outcomes (dicts of tool_outcome's "
+                           "arguments)", field="outcomes")
+    return Call("POST", "/v1/tool-outcomes/batch", lambda b: int(b["recorded"]),
+                json={"outcomes": [dict(o) if isinstance(o, Mapping) else o
+                                   for o in outcomes]})
 
 
 def tool_stats(values: Mapping[str, Any]) -> Call[list[ToolStats]]:
@@ -148,6 +158,10 @@ class LayerCalls:
         """Record a tool outcome; see ``Session.tool_outcome``."""
         self._run(tool_outcome(tool, ok, {"latency_ms": latency_ms, "error": error,
                                           "metadata": metadata, "namespace": namespace}))
+
+    def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int:
+        """Record many tool outcomes at once; see ``Session.tool_outcomes``."""
+        return self._run(tool_outcomes(outcomes))
 
     def tool_stats(self, tool: str | None = None, *, since: datetime | str | None = None,
                    agent: str | None = None, namespace: str = "**") -> list[ToolStats]:
@@ -235,6 +249,10 @@ class AsyncLayerCalls:
         """Record a tool outcome; see ``Session.tool_outcome``."""
         await self._run(tool_outcome(tool, ok, {"latency_ms": latency_ms, "error": error,
                                                 "metadata": metadata, "namespace": namespace}))
+
+    async def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int:
+        """Record many tool outcomes at once; see ``Session.tool_outcomes``."""
+        return await self._run(tool_outcomes(outcomes))
 
     async def tool_stats(self, tool: str | None = None, *,
                          since: datetime | str | None = None, agent: str | None = None,

@@ -75,6 +75,7 @@ class Database(Session):
         res = Resources(storage, embedder=embedder, config=config or EngineConfig(),
                         weights=weights or FusionWeights(), judge=cast(Judge, HeuristicJudge()))
         super().__init__(Services(res), PrincipalInfo(ADMIN, ("admin",), 1.0, is_admin=True))
+        self._svc.layers.procedures.fill_stats(ADMIN)
 
     # -- what the services share ------------------------------------------------------
 

@@ -4,22 +4,27 @@ A leaf of the engine, shared by the procedural layer service
 (:mod:`engramdb.engine.layers.procedures`) and the write transaction
 (``tx.tool_outcome`` in :mod:`engramdb.engine.writes`), the cheap way to
 write many: a transaction's outcomes are written when it ends, as one
-``tool.outcome`` event per namespace. The writer must hold the write grant
+``tool.outcome`` event per namespace, together with the ``tool_stats``
+aggregate rows they change (:mod:`engramdb.audit.tool_stats`). The writer must hold the write grant
 in the outcome's namespace (checked when the outcome is given).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
+from engramdb.audit.tool_stats import aggregate
 from engramdb.codec import new_id
 from engramdb.engine.rows import EngineConfig, _short, check_metadata
 from engramdb.errors import InvalidInput
 from engramdb.model import check_namespace
-from engramdb.storage.base import Insert
+from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
-__all__ = ["check_outcome", "write_outcomes"]
+__all__ = ["check_outcome", "stats_effects", "write_outcomes"]
+
+_KEY = ("namespace", "principal", "tool", "kind", "label")
 
 
 def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency_ms: Any,
@@ -51,11 +56,41 @@ def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency
             "metadata": check_metadata(metadata, config)}
 
 
+def stats_effects(w: WriteTx, outcomes: Sequence[dict[str, Any]]) -> list[Effect]:
+    """The ``tool_stats`` changes that count ``outcomes`` (one namespace and agent).
+
+    One read of the touched aggregate rows, then an insert or a compare-and-swap
+    update per row: a concurrent writer of the same row makes this transaction
+    fail with ``VersionConflict`` rather than lose a count.
+    """
+    counted = aggregate(outcomes)  # what these outcomes add, per row
+    ns, principal = outcomes[0]["namespace"], outcomes[0]["principal"]
+    found = w.fetch("tool_stats", {"namespace": ns, "principal": principal,
+                                   "tool": sorted({k[2] for k in counted}),
+                                   "label": sorted({k[4] for k in counted})})
+    current = {k: r for r in found
+               if (k := (r["namespace"], r["principal"], r["tool"], r["kind"], r["label"]))
+               in counted}
+    effects: list[Effect] = []
+    for key, add in counted.items():
+        old = current.get(key)
+        if old is None:
+            effects.append(Insert("tool_stats", {**add, "tx": w.tx}))
+            continue
+        effects.append(Update("tool_stats", dict(zip(_KEY, key, strict=True)),
+                              {"calls": int(old["calls"]) + add["calls"],
+                               "successes": int(old["successes"]) + add["successes"],
+                               "last_at": max(int(old["last_at"]), add["last_at"]), "tx": w.tx},
+                              {"calls": old["calls"]}))
+    return effects
+
+
 def write_outcomes(wr: Any, rows: list[dict[str, Any]]) -> None:
     """Write checked outcomes with ``wr`` (a :class:`~engramdb.engine.writes.Writer`).
 
     One ``tool.outcome`` event per namespace carries all of that namespace's
-    rows: logging is most of a small write's cost, and a batch is one write.
+    rows and the aggregate rows they change: logging is most of a small
+    write's cost, and a batch is one write.
     """
     by_ns: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -64,6 +99,7 @@ def write_outcomes(wr: Any, rows: list[dict[str, Any]]) -> None:
         if ns not in wr._may_write:
             wr.s.require("write", ns)
             wr._may_write.add(ns)
-        effects = [Insert("tool_outcomes", {**r, "tx": wr.w.tx, "recorded_at": wr.w.recorded_at})
-                   for r in group]
+        stamped = [{**r, "tx": wr.w.tx, "recorded_at": wr.w.recorded_at} for r in group]
+        effects: list[Effect] = [Insert("tool_outcomes", r) for r in stamped]
+        effects += stats_effects(wr.w, stamped)
         wr._commit("tool.outcome", ns, group[0]["id"] if len(group) == 1 else None, effects)

@@ -617,11 +617,25 @@ class Session:
                      namespace: str | None = None) -> None:
         """Record one tool call's outcome (in ``agents/<you>`` unless ``namespace``).
 
-        Batch many with ``with s.transaction() as tx: tx.tool_outcome(...)``.
+        Batch many with :meth:`tool_outcomes` (or ``tx.tool_outcome`` in a transaction).
         """
         self._svc.layers.procedures.tool_outcome(self._caller, tool, ok, latency_ms=latency_ms,
                                                  error=error, metadata=metadata,
                                                  namespace=namespace)
+
+    def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int:
+        """Record many tool outcomes in one transaction (all or nothing).
+
+        Each item is a dict of :meth:`tool_outcome` arguments (``tool`` and ``ok``,
+        optionally ``latency_ms``, ``error``, ``metadata``, ``namespace``). One log
+        event per namespace carries them. Returns how many were recorded.
+
+        Raises:
+            InvalidInput: not a list, over ``max_batch`` items, or a bad item (named
+                by its index); nothing is written.
+            PermissionDenied: no write grant in an outcome's namespace.
+        """
+        return self._svc.layers.procedures.tool_outcomes(self._caller, outcomes)
 
     def tool_stats(self, tool: str | None = None, *, since: datetime | str | None = None,
                    agent: str | None = None, namespace: str = "**") -> list[ToolStats]:

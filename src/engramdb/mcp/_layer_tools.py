@@ -186,6 +186,19 @@ def register_layer_tools(tool: Callable[[Any], Callable[[Any], Any]],
         return tool_result(lambda: done(lambda: acting().tool_outcome(tool, ok, **_given(
             latency_ms=latency_ms, error=error, metadata=metadata, namespace=namespace))))
 
+    @tool(writes)
+    def tool_outcomes(
+        outcomes: Annotated[list[dict[str, Any]], Field(
+            description="Outcomes, each {tool, ok, latency_ms?, error?, metadata?, "
+                        "namespace?} as for tool_outcome.")],
+    ) -> Result:
+        """Report many tool calls' outcomes at once (all or none), e.g. at the end of a step.
+
+        One write for the whole list; cheaper than one tool_outcome per call. Returns
+        `recorded`, how many were recorded.
+        """
+        return tool_result(lambda: {"recorded": acting().tool_outcomes(outcomes)})
+
     @tool(read_only)
     def tool_stats(
         tool: Annotated[str | None, Field(description="One tool; omit for all.")] = None,

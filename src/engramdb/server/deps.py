@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from engramdb.engine import Database, Session
 from engramdb.engine.admin import Admin
-from engramdb.errors import PermissionDenied, Unauthenticated
+from engramdb.errors import PayloadTooLarge, PermissionDenied, Unauthenticated
 from engramdb.server.door import KEY_SCOPE, SESSION_SCOPE
 from engramdb.server.metrics import Metrics
 from engramdb.server.settings import ServerSettings
@@ -46,6 +46,14 @@ def database(request: Request) -> Database:
 
 def settings(request: Request) -> ServerSettings:
     return request.app.state.engram_settings
+
+
+def check_batch(size: int, what: str, settings: ServerSettings) -> None:
+    """Refuse a batch route's body of more than ``max_batch`` items (413)."""
+    if size > settings.max_batch:
+        raise PayloadTooLarge(f"batch of {size} {what} is over the server's limit of "
+                              f"{settings.max_batch}; split it", limit=settings.max_batch,
+                              size=size)
 
 
 def metrics(request: Request) -> Metrics:

@@ -25,8 +25,9 @@ class ServerSettings:
 
     Attributes:
         max_body_bytes: Largest request body accepted; larger ones get 413.
-        max_batch: Most items in one ``/v1/memories/batch`` call or ops in one
-            ``/v1/transactions`` call; more get 413.
+        max_batch: Most items in one ``/v1/memories/batch`` or
+            ``/v1/tool-outcomes/batch`` call or ops in one ``/v1/transactions``
+            call; more get 413.
         max_page_size: Largest ``limit`` a paged read (``/v1/changes``) accepts.
         default_page_size: ``limit`` when the caller gives none.
         rate_limit_per_s: Sustained requests per second allowed per API key

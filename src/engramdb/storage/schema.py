@@ -147,6 +147,14 @@ TABLES: dict[str, TableSpec] = {
             "id text, principal text, namespace text, tool text, ok int, latency_ms real,"
             " error text, metadata json, tx int, recorded_at micros",
         ),
+        # Tool statistics as an aggregate (migration 0019), changed in the same
+        # event as the outcomes it counts; ``verify`` also folds it again from them.
+        _spec(
+            "tool_stats",
+            ("namespace", "principal", "tool", "kind", "label"),
+            "namespace text, principal text, tool text, kind text, label text, calls int,"
+            " successes int, last_at micros, tx int",
+        ),
         _spec(
             "procedure_outcomes",
             ("id",),

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["ContextBuilder", "Decay"]
 
 RECENT_EPISODES = 8
+LINE_TOKENS = 60
 
 
 def _prefix(m: Memory, flags: Sequence[str] = ()) -> str:
@@ -84,6 +85,35 @@ class ContextBuilder:
         self.episodes = episodes
         self.procedures = procedures
 
+    @staticmethod
+    def _recalled(found: Sequence[Hit], session: str | None,
+                  add: Callable[..., None]) -> dict[str, Hit]:
+        """Candidates from the recall's hits (all but blocks and other sessions' episodes)."""
+        hits: dict[str, Hit] = {}
+        # Fused recall scores are small and relative: scale each layer's to (0, 1]
+        # (its best hit 1.0) so every layer's best items compete for the budget
+        # with each other and with pinned blocks, recent episodes and tool notes.
+        top: dict[str, float] = {}
+        for h in found:
+            top[h.memory.layer] = max(top.get(h.memory.layer, 0.0), h.score)
+        for h in found:
+            m = h.memory
+            if block_name(m) is not None:
+                continue  # pinned blocks are in (or out) already
+            if m.layer == "episodic" and session is not None and m.session not in (None, session):
+                continue  # another session's episode
+            hits[m.id] = h
+            kind = {"procedural": "procedure", "episodic": "episode"}.get(m.layer, "fact")
+            flags = [m.status] if m.status != "active" else []
+            if h.contested:
+                flags.append("contested")
+                # one rival by id (the hit carries them all): ids are long
+                more = len(h.rivals) - 1
+                flags += [f"rival {r}" + (f" +{more}" if more > 0 else "") for r in h.rivals[:1]]
+            add(m, kind, h.score / (top[m.layer] or 1.0), str(m.metadata.get("procedure") or m.id),
+                flags=flags)
+        return hits
+
     def context(self, s: Caller, task: str, budget_tokens: int, *, namespace: str,
                 layers: Sequence[str] | None, as_of: Any, valid_at: Any,
                 filters: Mapping[str, Any] | None, quotas: Mapping[str, int] | None,
@@ -117,50 +147,39 @@ class ContextBuilder:
                 pinned[m.id] = m
                 add(m, "block", 1.0, str(block_name(m)), flags=("pinned", str(block_name(m))),
                     pinned=True)
-        # A context line is rarely under 30 tokens: more candidates than the budget
-        # can show only cost recall time.
-        k = min(self._res.config.max_k, max(10, budget_tokens // 30))
-        result = self._recall.run(s.name, task, flt, k, t, query_embedding=qv)
-        if t is None and self._decay is not None:
-            # What agents read decays as recall does: a stale memory competes for the
-            # budget with its relevance-weighted score (an as-of read is the past as it was).
-            result = self._decay.rerank(result)
-        hits: dict[str, Hit] = {}
-        # Fused recall scores are small and relative: scale each layer's to (0, 1]
-        # (its best hit 1.0) so every layer's best items compete for the budget
-        # with each other and with pinned blocks, recent episodes and tool notes.
-        top: dict[str, float] = {}
-        for h in result.hits:
-            top[h.memory.layer] = max(top.get(h.memory.layer, 0.0), h.score)
-        for h in result.hits:
-            m = h.memory
-            if block_name(m) is not None:
-                continue  # pinned blocks are in (or out) already
-            if m.layer == "episodic" and session is not None and m.session not in (None, session):
-                continue  # another session's episode
-            hits[m.id] = h
-            kind = {"procedural": "procedure", "episodic": "episode"}.get(m.layer, "fact")
-            flags = [m.status] if m.status != "active" else []
-            if h.contested:
-                flags.append("contested")
-                # one rival by id (the hit carries them all): ids are long
-                more = len(h.rivals) - 1
-                flags += [f"rival {r}" + (f" +{more}" if more > 0 else "") for r in h.rivals[:1]]
-            add(m, kind, h.score / (top[m.layer] or 1.0), str(m.metadata.get("procedure") or m.id),
-                flags=flags)
-        if session is not None and "episodic" in wanted:
-            recent = self.episodes.episodes(s, session, agent=None, since=None, until=None,
-                                                  limit=RECENT_EPISODES, namespace=namespace)
-            for n, m in enumerate(reversed(recent)):  # newest first
-                if m.id not in hits and (t is None or m.tx_from <= t):
-                    hits[m.id] = Hit(m, 0.9 * 0.85 ** n, {"recent_episode": float(n)})
-                    add(m, "episode", hits[m.id].score, m.id)
         if "procedural" in wanted and t is None:
             # The task names these tools: how they have been doing matters, failing more.
             for st in self.procedures.tool_notes(s, task, namespace):
                 cands.append(Candidate("procedural", "tool", st.tool, "[tool] ", st.note(),
                                        0.5 + 0.5 * (1.0 - st.recent_rate)))
-        built = assemble(cands, budget_tokens, task=task, quotas=quota, encoding=encoding)
+        recent: list[Memory] = []
+        if session is not None and "episodic" in wanted:
+            recent = [m for m in self.episodes.episodes(
+                s, session, agent=None, since=None, until=None, limit=RECENT_EPISODES,
+                namespace=namespace) if t is None or m.tx_from <= t]
+        fixed = list(cands)
+        # A context line is rarely under LINE_TOKENS tokens, so about budget / LINE_TOKENS
+        # recalled candidates can fill it; more only cost recall time. When the lines
+        # turn out shorter (everything fit, a quarter of the budget is still empty, and
+        # recall had more to give), recall again for four times as many.
+        k = min(self._res.config.max_k, max(10, budget_tokens // LINE_TOKENS))
+        while True:
+            del cands[len(fixed):]
+            result = self._recall.run(s.name, task, flt, k, t, query_embedding=qv)
+            if t is None and self._decay is not None:
+                # What agents read decays as recall does: a stale memory competes for the
+                # budget with its relevance-weighted score (an as-of read is the past as it was).
+                result = self._decay.rerank(result)
+            hits = self._recalled(result.hits, session, add)
+            for n, m in enumerate(reversed(recent)):  # newest first
+                if m.id not in hits:
+                    hits[m.id] = Hit(m, 0.9 * 0.85 ** n, {"recent_episode": float(n)})
+                    add(m, "episode", hits[m.id].score, m.id)
+            built = assemble(cands, budget_tokens, task=task, quotas=quota, encoding=encoding)
+            if (built.left_out or len(result.hits) < k or k >= self._res.config.max_k
+                    or built.tokens * 4 >= budget_tokens * 3):
+                break
+            k = min(self._res.config.max_k, k * 4)
         items: list[Hit] = []
         for c in built.chosen:
             if c.memory_id is None:

@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 import itertools
-import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from engramdb.codec import from_micros, new_id, to_micros
+from engramdb.audit.tool_stats import RECENT, aggregate, stats_of
+from engramdb.codec import new_id, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
 from engramdb.engine.outcomes import check_outcome, write_outcomes
@@ -30,46 +30,28 @@ from engramdb.engine.resources import Resources
 from engramdb.engine.rows import _short, check_count, check_text
 from engramdb.engine.trust import TrustEngine
 from engramdb.engine.writes import Writer
-from engramdb.errors import InvalidInput, NotFound
-from engramdb.model import Memory, RecallFilter, check_glob, check_namespace, namespace_matches
+from engramdb.errors import InvalidInput, NotFound, VersionConflict
+from engramdb.model import (
+    Memory,
+    RecallFilter,
+    check_glob,
+    check_namespace,
+    namespace_matches,
+    to_utc,
+)
 from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats, VersionStats
 from engramdb.storage.base import Insert
 
 __all__ = ["Procedures", "tool_stats_of", "tools_named_in"]
 
 KEY = "procedure"
-HALF_LIFE_CALLS = 10
+_OUTCOME_FIELDS = frozenset({"tool", "ok", "latency_ms", "error", "metadata", "namespace"})
 _WORD = re.compile(r"[\w.-]+")
 
 
-def _pct(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def tool_stats_of(tool: str, rows: Sequence[Mapping[str, Any]]) -> ToolStats:
-    """Statistics of one tool's outcome rows (any order)."""
-    rows = sorted(rows, key=lambda r: (r["recorded_at"], r["id"]))
-    newest_first = rows[::-1]
-    weights = [0.5 ** (age / HALF_LIFE_CALLS) for age in range(len(newest_first))]
-    ok = [bool(r["ok"]) for r in newest_first]
-    latencies = [float(r["latency_ms"]) for r in rows if r.get("latency_ms") is not None]
-    errors = Counter(str(r["error"]) for r in rows if not r["ok"] and r.get("error"))
-    successes = sum(ok)
-    return ToolStats(
-        tool=tool, calls=len(rows), successes=successes,
-        success_rate=successes / len(rows) if rows else 0.0,
-        recent_rate=(sum(w for w, o in zip(weights, ok, strict=True) if o) / sum(weights)
-                     if rows else 0.0),
-        last_10_failures=sum(1 for o in ok[:10] if not o),
-        latency_p50_ms=_pct(latencies, 50), latency_p95_ms=_pct(latencies, 95),
-        errors=tuple(sorted(errors.items(), key=lambda e: (-e[1], e[0]))[:5]),
-        agents=tuple(sorted({str(r["principal"]) for r in rows})),
-        last_at=from_micros(rows[-1]["recorded_at"]) if rows else None,
-    )
+    """Statistics of one tool's outcome rows (any order), exactly as the aggregate gives."""
+    return stats_of(tool, aggregate(rows).values(), rows)
 
 
 def tools_named_in(task: str) -> list[str]:
@@ -100,13 +82,47 @@ class Procedures(LayerService):
                      namespace: str | None) -> None:
         row = check_outcome(s.name, self._res.config, tool, ok, latency_ms, error, metadata,
                             namespace)
-        self._write(s, lambda wr: write_outcomes(wr, [row]))
+        self._write_outcomes(s, [row])
+
+    def _write_outcomes(self, s: Caller, rows: list[dict[str, Any]]) -> None:
+        # The only compare-and-swap in an outcome write is on the aggregate rows: a
+        # writer that counted the same rows first wins; count again on top of it.
+        for attempt in range(3):
+            try:
+                self._write(s, lambda wr: write_outcomes(wr, rows))
+                return
+            except VersionConflict:
+                if attempt == 2:
+                    raise
+
+    def tool_outcomes(self, s: Caller, outcomes: Sequence[Mapping[str, Any]]) -> int:
+        if not isinstance(outcomes, (list, tuple)):
+            raise InvalidInput(f"tool_outcomes takes a list of outcomes, not "
+                               f"{type(outcomes).__name__}; wrap an iterator in list(...)",
+                               field="outcomes")
+        if len(outcomes) > self._res.config.max_batch:
+            raise InvalidInput(f"batch of {len(outcomes)} outcomes is over the limit of "
+                               f"{self._res.config.max_batch}; split it", field="outcomes")
+        rows = []
+        for i, item in enumerate(outcomes):
+            if not isinstance(item, Mapping) or not {"tool", "ok"} <= set(item) \
+                    or not set(item) <= _OUTCOME_FIELDS:
+                raise InvalidInput(
+                    f"outcome {i} must be an object with tool and ok, and optionally "
+                    f"{', '.join(sorted(_OUTCOME_FIELDS - {'tool', 'ok'}))}", field="outcomes")
+            try:
+                rows.append(check_outcome(
+                    s.name, self._res.config, item["tool"], item["ok"], item.get("latency_ms"),
+                    item.get("error"), item.get("metadata"), item.get("namespace")))
+            except InvalidInput as exc:
+                raise InvalidInput(f"outcome {i}: {exc.message}", field="outcomes") from exc
+        if rows:
+            self._write_outcomes(s, rows)
+        return len(rows)
 
     def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
                       since: datetime | str | None) -> list[dict[str, Any]]:
         check_glob(namespace)
-        from engramdb.model import to_utc
-
         t = to_utc(since, what="since")
         after = None if t is None else to_micros(t)
         acl = s.acl()
@@ -120,6 +136,40 @@ class Procedures(LayerService):
                 out.append(r)
         return out
 
+    def _from_aggregate(self, s: Caller, where: dict[str, Any], namespace: str
+                        ) -> list[ToolStats]:
+        """Per tool: the readable aggregate rows, plus each group's newest outcomes."""
+        check_glob(namespace)
+        acl = s.acl()
+        seen: dict[str, bool] = {}
+        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        partial: set[str] = set()  # tools with outcomes the caller may not count here
+        for r in self._res.storage.fetch("tool_stats", where):
+            ns = r["namespace"]
+            if ns not in seen:
+                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
+            if seen[ns]:
+                by_tool[r["tool"]].append(r)
+            else:
+                partial.add(r["tool"])
+        out = []
+        for tool, rows in sorted(by_tool.items()):
+            newest: list[dict[str, Any]] = []
+            if tool not in partial:  # every group counts: one read of the tool's newest
+                # (only groups seen above: one created since is not checked, so not used)
+                newest = [o for o in self._res.storage.fetch(
+                    "tool_outcomes", {**where, "tool": tool},
+                    order_by="recorded_at DESC, id DESC", limit=RECENT)
+                    if seen.get(o["namespace"])]
+            for r in rows if tool in partial else ():
+                if r["kind"] == "total":
+                    newest += self._res.storage.fetch(
+                        "tool_outcomes",
+                        {"tool": tool, "namespace": r["namespace"], "principal": r["principal"]},
+                        order_by="recorded_at DESC, id DESC", limit=RECENT)
+            out.append(stats_of(tool, rows, newest))
+        return out
+
     def tool_stats(self, s: Caller, tool: str | None, *, since: datetime | str | None,
                    agent: str | None, namespace: str) -> list[ToolStats]:
         where: dict[str, Any] = {}
@@ -127,20 +177,35 @@ class Procedures(LayerService):
             where["tool"] = check_name(tool, "tool")
         if agent is not None:
             where["principal"] = _short(agent, "agent")
+        if since is None:
+            return self._from_aggregate(s, where, namespace)
+        # Since a time: the outcomes recorded after it (no aggregate covers a window).
         by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in self._outcome_rows(s, where, namespace, since):
             by_tool[r["tool"]].append(r)
         return [tool_stats_of(t, rows) for t, rows in sorted(by_tool.items())]
 
-    def tool_notes(self, s: Caller, task: str, namespace: str, limit: int = 1000
-                   ) -> list[ToolStats]:
-        """Stats of the tools the task names, over their newest ``limit`` readable outcomes."""
-        rows = self._outcome_rows(s, {"tool": tools_named_in(task)}, namespace, None)
-        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in rows:
-            by_tool[r["tool"]].append(r)
-        return [tool_stats_of(t, sorted(rs, key=lambda r: r["recorded_at"])[-limit:])
-                for t, rs in sorted(by_tool.items())]
+    def tool_notes(self, s: Caller, task: str, namespace: str) -> list[ToolStats]:
+        """Stats of the tools the task names, from the aggregate."""
+        return self._from_aggregate(s, {"tool": tools_named_in(task)}, namespace)
+
+    def fill_stats(self, actor: str) -> None:
+        """Count outcomes recorded before the aggregate existed (migration 0019), once.
+
+        One logged ``tool.stats`` event inserts the aggregate rows of every
+        outcome, so ``verify`` replays them like any other state.
+        """
+        storage = self._res.storage
+        if storage.meta("tool_stats_filled") is not None:
+            return
+        with storage.write(actor) as w:
+            if not w.fetch("tool_stats", {}, limit=1):
+                rows = aggregate(w.fetch("tool_outcomes", {}))
+                if rows:
+                    self._res.commit(w, "tool.stats", actor, None, None,
+                                     [Insert("tool_stats", {**r, "tx": w.tx})
+                                      for r in rows.values()])
+        storage.set_meta("tool_stats_filled", "1")
 
     # -- procedures ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from pydantic import Field
 
-from engramdb.server.deps import SessionDep
+from engramdb.server.deps import SessionDep, SettingsDep, check_batch
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
     KEY,
@@ -212,6 +212,28 @@ def tool_outcome(body: ToolOutcomeRequest, session: SessionDep) -> dict[str, Any
     fields = _sent(body)
     session.tool_outcome(fields.pop("tool"), fields.pop("ok"), **fields)
     return {"ok": True}
+
+
+class ToolOutcomeBatchRequest(Request):
+    outcomes: list[ToolOutcomeRequest] = Field(
+        description="Outcomes to record in one transaction (all or none), each as for "
+                    "`POST /v1/tool-outcomes`; more than the server's `max_batch` "
+                    "(`GET /v1/info`, `limits`) is 413.")
+
+
+class Recorded(Response):
+    recorded: int = Field(description="How many outcomes were recorded.")
+
+
+@router.post("/tool-outcomes/batch", status_code=status.HTTP_201_CREATED,
+             response_model=Recorded, summary="Record many tool outcomes",
+             responses=error_responses(400, 401, 403, 413, 429, 503))
+def tool_outcomes(body: ToolOutcomeBatchRequest, session: SessionDep,
+                  settings: SettingsDep) -> dict[str, Any]:
+    """Record many tool calls' outcomes in one transaction: one request, one commit."""
+    check_batch(len(body.outcomes), "outcomes", settings)
+    outcomes = [o.model_dump(exclude_unset=True) for o in body.outcomes]
+    return {"recorded": session.tool_outcomes(outcomes)}
 
 
 @router.get("/tool-stats", response_model=ToolStatsList, summary="Tool reliability",

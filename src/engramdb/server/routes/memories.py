@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, status
 from pydantic import Field
 
-from engramdb.errors import InvalidInput, PayloadTooLarge
-from engramdb.server.deps import SessionDep, SettingsDep
+from engramdb.errors import InvalidInput
+from engramdb.server.deps import SessionDep, SettingsDep, check_batch
 from engramdb.server.errors import error_responses
 from engramdb.server.schemas import (
     KEY,
@@ -89,11 +89,7 @@ def remember(body: RememberRequest, session: SessionDep) -> dict[str, object]:
 def remember_many(body: BatchRequest, session: SessionDep,
                   settings: SettingsDep) -> dict[str, object]:
     """Store several memories in one transaction: all are stored or none is."""
-    if len(body.memories) > settings.max_batch:
-        raise PayloadTooLarge(
-            f"batch of {len(body.memories)} memories is over the server's limit of "
-            f"{settings.max_batch}; split it", limit=settings.max_batch,
-            size=len(body.memories))
+    check_batch(len(body.memories), "memories", settings)
     drafts = [m.model_dump(exclude_unset=True) for m in body.memories]
     return {"memories": [m.to_dict() for m in session.remember_many(drafts)]}
 

@@ -189,8 +189,10 @@ class VectorSearch:
                 try:
                     current = open_current(self._dir)
                     head = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+                    # Rows, not transactions: one batched write adds thousands of rows.
                     if wait and current is not None and self._usable(conn, current, head) \
-                            and head - current.tx < self.rebuild_min:
+                            and conn.execute("SELECT COUNT(*) FROM memories WHERE row_tx > ?",
+                                             (current.tx,)).fetchone()[0] < self.rebuild_min:
                         return True  # another process built it while we waited
                     build_snapshot(conn, self._dir, self.dimension, threads=1)
                     self.builds += 1

@@ -1,0 +1,126 @@
+"""Tool statistics as an aggregate: the fold shared by the writer and ``verify``.
+
+Pure. ``tool_stats`` rows (``storage/schema.py``) are keyed
+``(namespace, principal, tool, kind, label)``:
+
+* ``total`` (label ``""``): calls, successes and the newest ``recorded_at``;
+* ``latency`` (label: the latency rounded to 3 significant digits): how many
+  calls reported it, so percentiles come from a histogram whose bins are exact
+  for latencies of up to 3 significant digits and within 0.5 % otherwise;
+* ``error`` (label: the error's first :data:`ERROR_CHARS` characters): how many
+  failed calls reported it.
+
+The writer counts each batch of outcomes (:func:`aggregate`) and adds the
+counts onto the rows it touches, in the same transaction and log event as the
+outcomes; ``verify`` counts every replayed outcome again and compares.
+:func:`stats_of` turns aggregate rows plus a tool's newest outcomes into
+:class:`~engramdb.model_layers.ToolStats`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from engramdb.codec import from_micros
+from engramdb.model_layers import ToolStats
+
+__all__ = ["ERROR_CHARS", "RECENT", "Key", "aggregate", "keys_of", "stats_of"]
+
+ERROR_CHARS = 200
+RECENT = 64  # outcomes weighed one by one in the recency-weighted rate
+HALF_LIFE_CALLS = 10
+_DECAY = 0.5 ** (1 / HALF_LIFE_CALLS)
+
+Key = tuple[str, str, str, str, str]  # namespace, principal, tool, kind, label
+
+
+def latency_label(ms: float) -> str:
+    """The histogram bin of a latency: its value to 3 significant digits."""
+    return repr(float(f"{float(ms):.3g}"))
+
+
+def keys_of(outcome: Mapping[str, Any]) -> list[Key]:
+    """The aggregate rows one outcome counts in."""
+    head = (outcome["namespace"], outcome["principal"], outcome["tool"])
+    keys: list[Key] = [(*head, "total", "")]
+    if outcome.get("latency_ms") is not None:
+        keys.append((*head, "latency", latency_label(outcome["latency_ms"])))
+    if not outcome["ok"] and outcome.get("error"):
+        keys.append((*head, "error", str(outcome["error"])[:ERROR_CHARS]))
+    return keys
+
+
+def aggregate(outcomes: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
+    """The aggregate rows that count ``outcomes`` (``calls``, ``successes``,
+    ``last_at`` and the key columns; ``tx`` is the writer's to add)."""
+    out: dict[Key, dict[str, Any]] = {}
+    for o in outcomes:
+        for key in keys_of(o):
+            row = out.get(key)
+            if row is None:
+                row = out[key] = dict(zip(("namespace", "principal", "tool", "kind", "label"),
+                                          key, strict=True))
+                row.update(calls=0, successes=0, last_at=0)
+            row["calls"] += 1
+            row["successes"] += 1 if o["ok"] else 0
+            row["last_at"] = max(row["last_at"], int(o["recorded_at"]))
+    return out
+
+
+def _nearest_rank(bins: Mapping[float, int], p: float) -> float | None:
+    total = sum(bins.values())
+    if not total:
+        return None
+    rank = max(1, math.ceil(p / 100 * total))
+    seen = 0
+    for value in sorted(bins):
+        seen += bins[value]
+        if seen >= rank:
+            return value
+    return None  # pragma: no cover - the counts add up to total
+
+
+def stats_of(tool: str, rows: Iterable[Mapping[str, Any]],
+             newest: Sequence[Mapping[str, Any]]) -> ToolStats:
+    """One tool's statistics from its aggregate ``rows`` (any groups) and its outcomes.
+
+    ``newest`` holds at least the :data:`RECENT` newest outcomes of the groups
+    in ``rows`` (more are ignored). The recency-weighted rate weighs each of
+    those ``0.5 ** (age / 10)`` by its age counted from the newest (0); older
+    calls keep their weights but count at their own mean success rate.
+    """
+    calls = successes = last_at = 0
+    agents: set[str] = set()
+    latencies: Counter[float] = Counter()
+    errors: Counter[str] = Counter()
+    for r in rows:
+        if r["kind"] == "total":
+            calls += int(r["calls"])
+            successes += int(r["successes"])
+            last_at = max(last_at, int(r["last_at"]))
+            agents.add(str(r["principal"]))
+        elif r["kind"] == "latency":
+            latencies[float(r["label"])] += int(r["calls"])
+        elif r["kind"] == "error":
+            errors[str(r["label"])] += int(r["calls"])
+    recent = sorted(newest, key=lambda o: (o["recorded_at"], o["id"]), reverse=True)[:RECENT]
+    ok = [bool(o["ok"]) for o in recent]
+    weights = [_DECAY ** age for age in range(len(ok))]
+    rest, rest_ok = calls - len(ok), successes - sum(ok)
+    tail = _DECAY ** len(ok) * (1 - _DECAY ** rest) / (1 - _DECAY) if rest > 0 else 0.0
+    weighted = sum(w for w, o in zip(weights, ok, strict=True) if o)
+    weighted += tail * rest_ok / rest if rest > 0 else 0.0
+    return ToolStats(
+        tool=tool, calls=calls, successes=successes,
+        success_rate=successes / calls if calls else 0.0,
+        recent_rate=weighted / (sum(weights) + tail) if calls else 0.0,
+        last_10_failures=sum(1 for o in ok[:10] if not o),
+        latency_p50_ms=_nearest_rank(latencies, 50),
+        latency_p95_ms=_nearest_rank(latencies, 95),
+        errors=tuple(sorted(errors.items(), key=lambda e: (-e[1], e[0]))[:5]),
+        agents=tuple(sorted(agents)),
+        last_at=from_micros(last_at) if calls else None,
+    )
