@@ -263,7 +263,7 @@ class SqlWriteTx(WriteTx):
         """Send the buffered inserts of ``table`` (``None``: of every table) now."""
         for name in [table] if table is not None else list(self._buffered):
             for sql, rows in self._buffered.pop(name, ()):
-                self._storage._exec_many(self._conn, sql, rows)
+                self._storage._insert_many(self._conn, name, sql, rows)
                 self._buffered_rows -= len(rows)
         if self._vectors and table in (None, "memory_vectors"):
             items, self._vectors = self._vectors, []
@@ -465,6 +465,11 @@ class SqlStorage(Storage):
     def _exec_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement (``?`` placeholders, no result) for each of ``rows``."""
         raise NotImplementedError
+
+    def _insert_many(self, conn: Any, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                     ) -> None:
+        """Run the buffered inserts ``sql`` of ``table`` (a backend may index them in bulk)."""
+        self._exec_many(conn, sql, rows)
 
     def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         raise NotImplementedError
