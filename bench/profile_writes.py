@@ -123,6 +123,30 @@ def single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
     return (n - 1) / seconds
 
 
+def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000) -> tuple[float, float]:
+    """Memories/s of ``measured`` semantic memories (batches of 2,000, detection on)
+    written into one namespace already holding ``size`` semantic memories; and
+    the seconds the preload took (written with free-text detection off)."""
+    db = _open(url)
+    try:
+        pre = corpus.drafts(size, layer="semantic", namespaces=1)
+        db.admin.configure_namespace("bench/**", detect_free_text=False)
+        start = time.perf_counter()
+        for i in range(0, size, 5_000):
+            db.remember_many(pre[i:i + 5_000])
+        load = time.perf_counter() - start
+        db.admin.configure_namespace("bench/**", detect_free_text=True)
+        db.recall("warm", namespace="bench/**", k=1,
+                  query_embedding=corpus.vectors(1)[0].tolist())  # bring indexes up to date
+        drafts = corpus.drafts(measured, layer="semantic", namespaces=1)
+        start = time.perf_counter()
+        for i in range(0, measured, BATCH):
+            db.remember_many(drafts[i:i + BATCH])
+        return measured / (time.perf_counter() - start), load
+    finally:
+        db.close()
+
+
 def _raw_rows(corpus: Corpus, n: int) -> list[tuple[Any, ...]]:
     vecs = corpus.vectors(n)
     return [(f"raw-{i}", f"bench/ns{i % 20}", corpus.text(), "{}", vecs[i]) for i in range(n)]
@@ -223,6 +247,9 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="writes per single run")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case (best is kept)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    ap.add_argument("--at", default="",
+                    help="comma-separated namespace sizes: semantic batches into one "
+                         "namespace already holding that many memories (e.g. 4000,100000)")
     ap.add_argument("--profile", metavar="BACKEND-CASE",
                     help="profile one case, e.g. sqlite-batch-semantic or postgres-single-episodic")
     args = ap.parse_args()
@@ -239,6 +266,18 @@ def main() -> None:
         stats = pstats.Stats(prof).strip_dirs()
         stats.sort_stats("cumulative").print_stats(35)
         stats.sort_stats("tottime").print_stats(25)
+        return
+
+    if args.at:
+        for backend in ([] if args.pg_only else ["sqlite"]) + (
+                ["postgres"] if args.pg or args.pg_only else []):
+            urls = _sqlite_urls() if backend == "sqlite" else _pg_urls()
+            with urls as url_for:
+                for size in (int(x) for x in args.at.split(",")):
+                    rate, load = semantic_at(url_for(f"at_{size}"), Corpus(), size, args.n)
+                    print(f"{backend:8} semantic batch into 1 namespace of {size:>7,}: "
+                          f"{rate:8,.0f}/s (preload {load:.0f} s)   load "
+                          f"{os.getloadavg()[0]:.1f}", flush=True)
         return
 
     backends = [] if args.pg_only else ["sqlite"]

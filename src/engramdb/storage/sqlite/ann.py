@@ -226,16 +226,44 @@ class VectorSearch:
     def search_many(self, conn: sqlite3.Connection, queries: np.ndarray, flt: RecallFilter,
                     limit: int, allowed: Sequence[int] | None,
                     min_similarity: float | None) -> list[list[tuple[int, float]]]:
-        """Exact top ``limit`` for each query row (the write path's candidate search)."""
+        """Top ``limit`` for each query row (the write path's candidate search): the
+        delta exactly, the snapshot as :meth:`search` does (its graph for a large scope)."""
         snap, delta, over = self.refresh(conn)
         with single_blas():
             out = delta.search_many(queries, flt, limit, allowed, min_similarity)
             if snap is not None and snap.n:
-                for i, extra in enumerate(self._exact_many(snap, over, queries, flt, limit,
-                                                           allowed, min_similarity)):
+                for i, extra in enumerate(self._snapshot_many(snap, over, queries, flt, limit,
+                                                              allowed, min_similarity)):
                     merged = sorted(out[i] + extra, key=lambda h: -h[1])
                     out[i] = merged[:limit]
         return out
+
+    def _snapshot_many(self, snap: Snapshot, over: np.ndarray, queries: np.ndarray,
+                       flt: RecallFilter, limit: int, allowed: Sequence[int] | None,
+                       min_similarity: float | None) -> list[list[tuple[int, float]]]:
+        """Top ``limit`` per query over the snapshot: through a graph when the scope is
+        large (so a namespace of 100k costs what one of 20k does), else exactly."""
+        q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+        out: list[list[tuple[int, float]] | None] = [None] * len(q)
+        if self._graph_ok(snap, flt, allowed):
+            for i in range(len(q)):
+                found = self._graph_search(snap, over, q[i], flt, limit)
+                if found is None:
+                    break  # the scope is small or too filtered: every query scans
+                out[i] = [h for h in found if min_similarity is None or h[1] >= min_similarity]
+        todo = [i for i, hits in enumerate(out) if hits is None]
+        if todo:
+            exact = self._exact_many(snap, over, q[todo], flt, limit, allowed, min_similarity)
+            for i, hits in zip(todo, exact, strict=True):
+                out[i] = hits
+        return [hits or [] for hits in out]
+
+    @staticmethod
+    def _graph_ok(snap: Snapshot, flt: RecallFilter, allowed: Any) -> bool:
+        """Whether the snapshot's graphs can answer ``flt``: current state (or a read at
+        or after the snapshot), no SQL-only filter, no superseded versions."""
+        return bool(allowed is None and not flt.include_superseded and snap.graphs
+                    and (flt.as_of is None or flt.as_of >= snap.tx))
 
     def selected_row_ids(self, conn: sqlite3.Connection, flt: RecallFilter) -> set[int]:
         """Every row id with a vector that ``flt``'s column filters select, snapshot and
@@ -273,9 +301,7 @@ class VectorSearch:
     def _search_snapshot(self, snap: Snapshot, over: np.ndarray, q: np.ndarray,
                          flt: RecallFilter, limit: int,
                          allowed_ids: Sequence[int] | None) -> list[tuple[int, float]]:
-        graph_ok = (allowed_ids is None and not flt.include_superseded
-                    and flt.as_of is not None and flt.as_of >= snap.tx and snap.graphs)
-        if graph_ok:
+        if self._graph_ok(snap, flt, allowed_ids):
             found = self._graph_search(snap, over, q, flt, limit)
             if found is not None:
                 return found
