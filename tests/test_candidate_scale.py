@@ -54,15 +54,21 @@ def test_a_large_namespace_flags_what_a_small_one_flags(graph_db: Any,
     db.storage.rebuild_vector_index()
     monkeypatch.setattr(VectorSearch, "rebuild_min", 20_000)
 
-    walks: list[int] = []
-    real = VectorSearch._graph_search
+    walks: list[int] = []  # queries the graph answered (spied on, not replaced)
+    one, many = VectorSearch._graph_search, VectorSearch._graph_many
 
-    def counted(self: VectorSearch, *args: Any, **kwargs: Any) -> Any:
-        found = real(self, *args, **kwargs)
+    def graph_search(self: VectorSearch, *args: Any) -> Any:
+        found = one(self, *args)
         walks.append(found is not None)
         return found
 
-    monkeypatch.setattr(VectorSearch, "_graph_search", counted)
+    def graph_many(self: VectorSearch, *args: Any) -> Any:
+        found = many(self, *args)
+        walks.extend(hits is not None for hits in found or ())
+        return found
+
+    monkeypatch.setattr(VectorSearch, "_graph_search", graph_search)
+    monkeypatch.setattr(VectorSearch, "_graph_many", graph_many)
     for size in ("big", "small"):
         db.remember_many([{"text": t, "namespace": f"{size}/batch"} for t in BATCH])
         for text in BATCH:

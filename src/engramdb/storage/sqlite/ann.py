@@ -246,11 +246,13 @@ class VectorSearch:
         q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
         out: list[list[tuple[int, float]] | None] = [None] * len(q)
         if self._graph_ok(snap, flt, allowed):
-            for i in range(len(q)):
-                found = self._graph_search(snap, over, q[i], flt, limit)
-                if found is None:
-                    break  # the scope is small or too filtered: every query scans
-                out[i] = [h for h in found if min_similarity is None or h[1] >= min_similarity]
+            found = self._graph_many(snap, over, q, flt, limit)
+            for i, hits in enumerate(found or ()):
+                if hits is None:  # too few passed among the first candidates: widen
+                    hits = self._graph_search(snap, over, q[i], flt, limit)
+                if hits is None:
+                    continue  # the filter keeps too few rows for a graph: scanned below
+                out[i] = [h for h in hits if min_similarity is None or h[1] >= min_similarity]
         todo = [i for i, hits in enumerate(out) if hits is None]
         if todo:
             exact = self._exact_many(snap, over, q[todo], flt, limit, allowed, min_similarity)
@@ -308,9 +310,9 @@ class VectorSearch:
         allowed = None if allowed_ids is None else np.asarray(allowed_ids, dtype=np.int64)
         return self._exact_many(snap, over, q.reshape(1, -1), flt, limit, allowed, None)[0]
 
-    def _graph_search(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
-                      limit: int) -> list[tuple[int, float]] | None:
-        """Candidates from an HNSW graph, filtered and re-scored exactly; None if too few."""
+    def _graph_plan(self, snap: Snapshot, flt: RecallFilter, limit: int
+                    ) -> tuple[Any, int, int] | None:
+        """(graph, rows it holds, candidates to ask for) for ``flt``; None: scan exactly."""
         codes = snap.codes["namespace"]
         if flt.namespaces is None:
             scope_live = snap.live_total
@@ -327,7 +329,41 @@ class VectorSearch:
         if graph is None or universe == 0:
             return None
         share = max(scope_live / universe, 1e-6)
-        count = min(universe, int(limit / share * 1.5) + 32)
+        return graph, universe, min(universe, int(limit / share * 1.5) + 32)
+
+    def _graph_many(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
+                    limit: int) -> list[list[tuple[int, float]] | None] | None:
+        """:meth:`_graph_search` for each row of ``q``: one graph call and one filter
+        pass for all; a query whose first candidates fall short is left None (it
+        searches alone, widening as :meth:`_graph_search` does). None: scan exactly."""
+        plan = self._graph_plan(snap, flt, limit)
+        if plan is None:
+            return None
+        graph, universe, count = plan
+        graph.expansion_search = max(64, count)
+        keys = np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64)
+        keys = keys.reshape(len(q), -1)
+        seen = np.unique(keys[keys >= 0])
+        ok = np.isin(keys, self._passing(snap, over, seen, flt, None))
+        out: list[list[tuple[int, float]] | None] = []
+        for i in range(len(q)):
+            passing = keys[i][ok[i]]
+            if len(passing) < limit and count < universe:
+                out.append(None)
+                continue
+            sims = np.asarray(snap.vecs[np.sort(passing)]) @ q[i]
+            order = np.argsort(-sims, kind="stable")[:limit]
+            ids = snap.row_ids[np.sort(passing)[order]]
+            out.append(list(zip(ids.tolist(), sims[order].tolist(), strict=True)))
+        return out
+
+    def _graph_search(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
+                      limit: int) -> list[tuple[int, float]] | None:
+        """Candidates from an HNSW graph, filtered and re-scored exactly; None if too few."""
+        plan = self._graph_plan(snap, flt, limit)
+        if plan is None:
+            return None
+        graph, universe, count = plan
         while True:
             graph.expansion_search = max(64, count)
             keys = np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64)
