@@ -290,12 +290,16 @@ def main() -> None:
             for case in cases:
                 fn, layer, spaces = CASES[case]
                 n = args.n if fn in (batch, raw_batch) else args.single
-                rates = []
+                rates, cpus = [], []
                 for r in range(args.repeat):
+                    _CPU.pop("last", None)
                     rates.append(fn(url_for(f"{case.replace('-', '_')}_{r}"), Corpus(seed=r),
                                     n, layer, spaces))
+                    if "last" in _CPU:
+                        cpus.append(_CPU["last"])
+                cpu = f"   cpu/write min {min(cpus):6.0f} us" if cpus else ""
                 print(f"{backend:8} {case:18} n={n:<6} best {max(rates):8,.0f}/s   runs "
-                      + " ".join(f"{x:,.0f}" for x in rates)
+                      + " ".join(f"{x:,.0f}" for x in rates) + cpu
                       + f"   load {os.getloadavg()[0]:.1f}", flush=True)
 
 
