@@ -245,7 +245,11 @@ class VectorSearch:
         large (so a namespace of 100k costs what one of 20k does), else exactly."""
         q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
         out: list[list[tuple[int, float]] | None] = [None] * len(q)
-        if self._graph_ok(snap, flt, allowed):
+        # A filter that keeps few snapshot rows (a batch's "recorded since" search under
+        # the lock keeps none) is answered exactly at once: the graph would only widen.
+        if self._graph_ok(snap, flt, allowed) and sum(
+                len(self._passing(snap, over, slice(a, b), flt, None))
+                for a, b in self._ranges(snap, flt)) > self.exact_rows:
             found = self._graph_many(snap, over, q, flt, limit)
             for i, hits in enumerate(found or ()):
                 if hits is None:  # too few passed among the first candidates: widen
