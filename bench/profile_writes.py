@@ -7,7 +7,15 @@ settings (free-text contradiction detection on, ``synchronous=FULL``):
 * ``batch``: ``remember_many`` in batches of 2,000, memories per second, in
   the ``episodic`` layer (no contradiction detection) and the ``semantic``
   layer (every memory is checked for free-text rivals);
-* ``single``: ``remember`` one memory per transaction, writes per second.
+* ``single``: ``remember`` one memory per transaction, writes per second,
+  and the engine's CPU per write (this process's CPU time over the calls:
+  validation, encoding, hashing, the driver and, on SQLite, the library itself;
+  never the PostgreSQL server's, nor time spent waiting for fsync);
+* ``raw-batch`` / ``raw-single``: the bare driver doing comparable work in the
+  same run (the ceiling the engine is measured against): one executemany of
+  rows carrying the same text, namespace, metadata and embedding in one
+  transaction (a psycopg pipeline on PostgreSQL), and one row per committed
+  transaction with the same durability (SQLite ``synchronous=FULL``).
 
 Each figure is the best of ``--repeat`` runs on a fresh database (the machine
 is shared: the best run is the one least disturbed by other load), and the
@@ -70,6 +78,9 @@ def _pg_urls() -> Iterator[Callable[[str], str]]:
         server.stop()
 
 
+_CPU: dict[str, float] = {}  # case -> CPU microseconds per write of its last run
+
+
 def batch(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
           prof: cProfile.Profile | None = None) -> float:
     """``remember_many`` of ``n`` memories in batches of 2,000; memories per second."""
@@ -78,10 +89,11 @@ def batch(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
     try:
         if prof:
             prof.enable()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(0, n, BATCH):
             db.remember_many(drafts[i:i + BATCH])
         seconds = time.perf_counter() - start
+        _CPU["last"] = (time.process_time() - cpu) / n * 1e6
         if prof:
             prof.disable()
         assert db.storage.head().seq >= n
@@ -99,10 +111,11 @@ def single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
         db.remember(**drafts[0])  # first write sets up caches; not timed
         if prof:
             prof.enable()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for d in drafts[1:]:
             db.remember(**d)
         seconds = time.perf_counter() - start
+        _CPU["last"] = (time.process_time() - cpu) / (n - 1) * 1e6
         if prof:
             prof.disable()
     finally:
@@ -110,13 +123,117 @@ def single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
     return (n - 1) / seconds
 
 
+def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000) -> tuple[float, float]:
+    """Memories/s of ``measured`` semantic memories (batches of 2,000, detection on)
+    written into one namespace already holding ``size`` semantic memories; and
+    the seconds the preload took (written with free-text detection off)."""
+    db = _open(url)
+    try:
+        pre = corpus.drafts(size, layer="semantic", namespaces=1)
+        db.admin.configure_namespace("bench/**", detect_free_text=False)
+        start = time.perf_counter()
+        for i in range(0, size, 5_000):
+            db.remember_many(pre[i:i + 5_000])
+        load = time.perf_counter() - start
+        db.admin.configure_namespace("bench/**", detect_free_text=True)
+        db.recall("warm", namespace="bench/**", k=1,
+                  query_embedding=corpus.vectors(1)[0].tolist())  # bring indexes up to date
+        drafts = corpus.drafts(measured, layer="semantic", namespaces=1)
+        start = time.perf_counter()
+        for i in range(0, measured, BATCH):
+            db.remember_many(drafts[i:i + BATCH])
+        return measured / (time.perf_counter() - start), load
+    finally:
+        db.close()
+
+
+def _raw_rows(corpus: Corpus, n: int) -> list[tuple[Any, ...]]:
+    vecs = corpus.vectors(n)
+    return [(f"raw-{i}", f"bench/ns{i % 20}", corpus.text(), "{}", vecs[i]) for i in range(n)]
+
+
+def _raw_sqlite(path: str) -> Any:
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, "
+                 "text TEXT NOT NULL, metadata TEXT NOT NULL, vec BLOB NOT NULL)")
+    return conn
+
+
+def raw_batch(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
+              prof: cProfile.Profile | None = None) -> float:
+    """The bare driver: ``n`` comparable rows in batches of 2,000, one transaction each."""
+    rows = _raw_rows(corpus, n)
+    if url.startswith("postgresql"):
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            conn.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, "
+                         "text TEXT NOT NULL, metadata JSONB NOT NULL, vec vector(384))")
+            conn.commit()
+            start = time.perf_counter()
+            for i in range(0, n, BATCH):
+                with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+                    cur.executemany("INSERT INTO raw VALUES (%s, %s, %s, %s, %s)",
+                                    rows[i:i + BATCH])
+            return n / (time.perf_counter() - start)
+    conn = _raw_sqlite(url)
+    try:
+        blobs = [(a, b, c, d, v.tobytes()) for a, b, c, d, v in rows]
+        start = time.perf_counter()
+        for i in range(0, n, BATCH):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO raw VALUES (?, ?, ?, ?, ?)", blobs[i:i + BATCH])
+            conn.execute("COMMIT")
+        return n / (time.perf_counter() - start)
+    finally:
+        conn.close()
+
+
+def raw_single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
+               prof: cProfile.Profile | None = None) -> float:
+    """The bare driver: one comparable row per committed transaction."""
+    rows = _raw_rows(corpus, n)
+    if url.startswith("postgresql"):
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            conn.execute("CREATE TABLE raw (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, "
+                         "text TEXT NOT NULL, metadata JSONB NOT NULL, vec vector(384))")
+            start = time.perf_counter()
+            for r in rows:
+                conn.execute("INSERT INTO raw VALUES (%s, %s, %s, %s, %s)", r)
+            return n / (time.perf_counter() - start)
+    conn = _raw_sqlite(url)
+    try:
+        start = time.perf_counter()
+        for a, b, c, d, v in rows:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("INSERT INTO raw VALUES (?, ?, ?, ?, ?)", (a, b, c, d, v.tobytes()))
+            conn.execute("COMMIT")
+        return n / (time.perf_counter() - start)
+    finally:
+        conn.close()
+
+
 # name -> (function, layer, namespaces the memories spread over). One namespace is
 # the worst case for free-text detection: every memory of a batch is a candidate
 # rival of every other.
 CASES: dict[str, tuple[Callable[..., float], str, int]] = {
+    "raw-batch": (raw_batch, "-", 20),
     "batch-episodic": (batch, "episodic", 20),
     "batch-semantic": (batch, "semantic", 20),
     "batch-semantic-1ns": (batch, "semantic", 1),
+    "raw-single": (raw_single, "-", 20),
     "single-episodic": (single, "episodic", 20),
     "single-semantic": (single, "semantic", 20),
 }
@@ -130,6 +247,9 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="writes per single run")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case (best is kept)")
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    ap.add_argument("--at", default="",
+                    help="comma-separated namespace sizes: semantic batches into one "
+                         "namespace already holding that many memories (e.g. 4000,100000)")
     ap.add_argument("--profile", metavar="BACKEND-CASE",
                     help="profile one case, e.g. sqlite-batch-semantic or postgres-single-episodic")
     args = ap.parse_args()
@@ -137,7 +257,7 @@ def main() -> None:
     if args.profile:
         backend, case = args.profile.split("-", 1)
         fn, layer, spaces = CASES[case]
-        n = args.n if fn is batch else args.single
+        n = args.n if fn in (batch, raw_batch) else args.single
         urls = _sqlite_urls() if backend == "sqlite" else _pg_urls()
         with urls as url_for:
             prof = cProfile.Profile()
@@ -146,6 +266,18 @@ def main() -> None:
         stats = pstats.Stats(prof).strip_dirs()
         stats.sort_stats("cumulative").print_stats(35)
         stats.sort_stats("tottime").print_stats(25)
+        return
+
+    if args.at:
+        for backend in ([] if args.pg_only else ["sqlite"]) + (
+                ["postgres"] if args.pg or args.pg_only else []):
+            urls = _sqlite_urls() if backend == "sqlite" else _pg_urls()
+            with urls as url_for:
+                for size in (int(x) for x in args.at.split(",")):
+                    rate, load = semantic_at(url_for(f"at_{size}"), Corpus(), size, args.n)
+                    print(f"{backend:8} semantic batch into 1 namespace of {size:>7,}: "
+                          f"{rate:8,.0f}/s (preload {load:.0f} s)   load "
+                          f"{os.getloadavg()[0]:.1f}", flush=True)
         return
 
     backends = [] if args.pg_only else ["sqlite"]
@@ -157,13 +289,17 @@ def main() -> None:
         with urls as url_for:
             for case in cases:
                 fn, layer, spaces = CASES[case]
-                n = args.n if fn is batch else args.single
-                rates = []
+                n = args.n if fn in (batch, raw_batch) else args.single
+                rates, cpus = [], []
                 for r in range(args.repeat):
+                    _CPU.pop("last", None)
                     rates.append(fn(url_for(f"{case.replace('-', '_')}_{r}"), Corpus(seed=r),
                                     n, layer, spaces))
+                    if "last" in _CPU:
+                        cpus.append(_CPU["last"])
+                cpu = f"   cpu/write min {min(cpus):6.0f} us" if cpus else ""
                 print(f"{backend:8} {case:18} n={n:<6} best {max(rates):8,.0f}/s   runs "
-                      + " ".join(f"{x:,.0f}" for x in rates)
+                      + " ".join(f"{x:,.0f}" for x in rates) + cpu
                       + f"   load {os.getloadavg()[0]:.1f}", flush=True)
 
 

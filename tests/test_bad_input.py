@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import engramdb
@@ -126,6 +127,17 @@ CASES: list[tuple[str, Callable[[Ctx], Any], type[EngramError]]] = [
     ("embedding of the wrong dimension", remember(embedding=[0.1] * 5),
      EmbeddingDimensionMismatch),
     ("embedding one too long", remember(embedding=[0.1] * 385), EmbeddingDimensionMismatch),
+    ("embedding holds NaN", remember(embedding=[math.nan] + [0.1] * 383), InvalidInput),
+    ("embedding all zeros", remember(embedding=[0.0] * 384), InvalidInput),
+    # float32 arrays (the embedder's own form) take a shorter check: it must refuse alike
+    ("float32 embedding holds NaN",
+     remember(embedding=np.array([np.nan] + [0.1] * 383, dtype=np.float32)), InvalidInput),
+    ("float32 embedding holds infinity",
+     remember(embedding=np.array([np.inf] + [0.1] * 383, dtype=np.float32)), InvalidInput),
+    ("float32 embedding all zeros", remember(embedding=np.zeros(384, dtype=np.float32)),
+     InvalidInput),
+    ("float32 embedding of the wrong dimension",
+     remember(embedding=np.ones(383, dtype=np.float32)), EmbeddingDimensionMismatch),
     # metadata
     ("metadata is a set", remember(metadata={"a", "b"}), InvalidMetadata),
     ("metadata is a list", remember(metadata=["a", "b"]), InvalidMetadata),

@@ -76,7 +76,7 @@ class Lifecycle:
         self.clock: Callable[[], int] = _now_micros
         self._lock = threading.Lock()
         self._uses: dict[str, tuple[int, int]] = {}  # id -> (uses, last_used)
-        self._policies: tuple[int, list[LifecyclePolicy]] | None = None
+        self._policies: tuple[list[Any], list[LifecyclePolicy]] | None = None
         self.batch_size = BATCH_SIZE
         self.max_per_kind = MAX_PER_KIND
         # (capacity policies, tx) of this process's last capacity check.
@@ -85,11 +85,15 @@ class Lifecycle:
     # -- policies and holds (admin) ----------------------------------------------
 
     def policies(self) -> list[LifecyclePolicy]:
-        head = self._res.storage.head().tx
+        # One plain read of the (small) table: every write moves the log's head, so
+        # a cache keyed on the head cost a head read plus a cursor scan per remember
+        # (four round trips on PostgreSQL); the parsed policies are kept while the
+        # rows are unchanged.
+        rows = sorted(self._res.storage.fetch("lifecycle_policies", {}),
+                      key=lambda r: (r["pattern"], r["layer"]))  # the key order scan gave
         cached = self._policies
-        if cached is None or cached[0] != head:
-            rows = list(self._res.storage.scan("lifecycle_policies"))
-            cached = (head, [LifecyclePolicy.from_row(r) for r in rows])
+        if cached is None or cached[0] != rows:
+            cached = (rows, [LifecyclePolicy.from_row(r) for r in rows])
             self._policies = cached
         return cached[1]
 
@@ -141,11 +145,19 @@ class Lifecycle:
         return [{**h, "active": bool(h["active"])}
                 for h in self._res.storage.fetch("legal_holds", {"active": 1})]
 
-    def with_ttl(self, draft: Any) -> Any:
-        """``draft`` with ``expires_at`` from the TTL in force, unless it sets its own."""
-        if draft.expires_at is not None or not self.policies():
+    def with_ttl(self, draft: Any, policies: list[LifecyclePolicy] | None = None) -> Any:
+        """``draft`` with ``expires_at`` from the TTL in force, unless it sets its own.
+
+        ``policies``: :meth:`policies` read once for a whole batch (each read
+        costs a look at the log's head).
+        """
+        if draft.expires_at is not None:
             return draft
-        p = policy_for(self.policies(), draft.namespace, draft.layer)
+        if policies is None:
+            policies = self.policies()
+        if not policies:
+            return draft
+        p = policy_for(policies, draft.namespace, draft.layer)
         if p is None or p.ttl is None:
             return draft
         return replace(draft, expires_at=from_micros(self.clock() + p.ttl))

@@ -139,16 +139,23 @@ def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
         return None
     if isinstance(embedding, (str, bytes, Mapping)):
         raise InvalidInput("embedding must be a list of numbers", field="embedding")
-    try:
-        # Checked in float64 first: a value beyond float32's range would become inf
-        # (silently, with a RuntimeWarning) in the cast.
-        wide = np.asarray(embedding, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidInput("embedding must be a list of numbers", field="embedding") from exc
-    if wide.size and float(np.max(np.abs(wide), initial=0.0)) > _FLOAT32_MAX:
-        raise InvalidInput("embedding holds a value beyond float32's range (about 3.4e38); "
-                           "normalise it (unit length) before sending it", field="embedding")
-    vec = wide.astype(np.float32)
+    if isinstance(embedding, np.ndarray) and embedding.dtype == np.float32:
+        # Already the stored form (the embedder's output, a batch's rows): nothing
+        # can overflow in a cast, so the float64 detour below is skipped.
+        vec = embedding.reshape(-1)
+    else:
+        try:
+            # Checked in float64 first: a value beyond float32's range would become
+            # inf (silently, with a RuntimeWarning) in the cast.
+            wide = np.asarray(embedding, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInput("embedding must be a list of numbers",
+                               field="embedding") from exc
+        if wide.size and float(np.max(np.abs(wide), initial=0.0)) > _FLOAT32_MAX:
+            raise InvalidInput("embedding holds a value beyond float32's range (about "
+                               "3.4e38); normalise it (unit length) before sending it",
+                               field="embedding")
+        vec = wide.astype(np.float32)
     if dimension is None or dimension == 0:
         raise EmbeddingDimensionMismatch(
             "this database has no embedder, so it stores no embeddings; omit `embedding`"
@@ -160,9 +167,12 @@ def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
             expected=dimension,
             got=int(vec.size),
         )
-    if not np.all(np.isfinite(vec)):
+    # One dot product answers both checks: NaN or infinity anywhere makes it
+    # non-finite (and an overflow of the squares sends it to the slow check).
+    sq = float(np.dot(vec, vec))
+    if not np.isfinite(sq) and not np.all(np.isfinite(vec)):
         raise InvalidInput("embedding contains NaN or infinity", field="embedding")
-    norm = float(np.linalg.norm(vec))
+    norm = float(np.linalg.norm(vec)) if not np.isfinite(sq) or sq == 0.0 else sq ** 0.5
     if norm == 0.0:
         raise InvalidInput("embedding must not be all zeros", field="embedding")
     return vec / norm

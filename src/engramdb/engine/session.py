@@ -163,6 +163,7 @@ class Session:
                 "split it"
             )
         clean: list[MemoryDraft] = []
+        policies = self._svc.lifecycle.policies()
         for item in drafts:
             if isinstance(item, MemoryDraft):
                 fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}
@@ -170,7 +171,8 @@ class Session:
                 fields = dict(item)
             else:
                 raise InvalidInput("each batch item must be a MemoryDraft or a dict")
-            clean.append(self._svc.lifecycle.with_ttl(make_draft(self._caller, **fields)))
+            clean.append(self._svc.lifecycle.with_ttl(make_draft(self._caller, **fields),
+                                                      policies))
         vectors = self._res.vectors_for(clean)
         # Free-text rival candidates are searched before the lock is taken, and
         # brought up to date under it (only rows committed since are searched).

@@ -99,12 +99,24 @@ class TrustEngine:
         # reads committed state only, so free-text detection looks here too.
         self._pending: weakref.WeakKeyDictionary[
             WriteTx, list[tuple[dict[str, Any], np.ndarray | None]]] = weakref.WeakKeyDictionary()
+        self._settings: weakref.WeakKeyDictionary[
+            WriteTx, dict[str, NamespaceSettings]] = weakref.WeakKeyDictionary()
 
     # -- configuration reads ---------------------------------------------------
 
     def settings(self, src: Any, namespace: str) -> NamespaceSettings:
         """Settings in force for ``namespace``, read through ``src`` (storage or WriteTx)."""
         return resolve_settings(src.fetch("namespace_settings", {}), namespace)
+
+    def _tx_settings(self, w: WriteTx, namespace: str) -> NamespaceSettings:
+        """:meth:`settings` resolved once per namespace and memory write transaction
+        (a batch of 2,000 resolved them 2,000 times). Exact: settings change only in
+        an admin's own write transaction, never inside a memory write's."""
+        known = self._settings.setdefault(w, {})
+        found = known.get(namespace)
+        if found is None:
+            found = known[namespace] = self.settings(w, namespace)
+        return found
 
     def schema(self, src: Any, namespace: str, predicate: str,
                settings: NamespaceSettings) -> PredicateSchema:
@@ -259,7 +271,7 @@ class TrustEngine:
             raise InvalidMetadata(f"metadata key {CRDT_KEY!r} is reserved for merged values; "
                                   "rename it", field="metadata")
         ns = row["namespace"]
-        settings = self.settings(w, ns)
+        settings = self._tx_settings(w, ns)
         schema, op = self._check_assertion(w, row, settings)
         if self._below_floor(wr, settings):
             row = {**row, "status": "quarantined"}

@@ -11,6 +11,7 @@ contradiction. Reasons start with the deciding signal, e.g.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -254,7 +255,11 @@ def _classify(raw: str, group: str, prev: str) -> _Tok:
     return _Tok(raw, stem, "word", polar=_POLAR.get(stem, frozenset()))
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> _Frame:
+    """The frame of ``text``. Memoised: a write judges its new text against each of
+    its candidates, and the same committed candidates come back write after write
+    (parsing was most of a free-text check). Frames are never changed after this."""
     toks: list[_Tok] = []
     for m in _TOKEN_RE.finditer(_normalise(text)):
         raw = m.group().rstrip(".-/':") if m.lastgroup == "word" else m.group()

@@ -24,7 +24,6 @@ from engramdb.codec import (
     from_micros,
     json_dumps,
     sha256_hex,
-    to_micros,
 )
 from engramdb.errors import InvalidInput, StorageError, VersionConflict
 from engramdb.model import Event, RecallFilter
@@ -41,6 +40,7 @@ from engramdb.storage.base import (
 )
 from engramdb.storage.schema import TABLES, TableSpec
 from engramdb.storage.sql_update import same_update_run, update_statements
+from engramdb.storage.sql_where import Dialect, memory_where, where_eq
 
 __all__ = ["Dialect", "SqlStorage", "SqlWriteTx", "memory_where"]
 
@@ -56,21 +56,6 @@ _DISTINCT_NAMESPACES = (
     " FROM ns WHERE ns.name IS NOT NULL"
     ") SELECT name FROM ns WHERE name IS NOT NULL"
 )
-
-
-class Dialect:
-    """The few SQL differences between backends."""
-
-    name = "sql"
-    placeholder = "?"
-    lock_head = ""  # appended to the head SELECT inside a write transaction
-    lock_head_now = ""  # the same, failing at once if another writer holds the lock
-
-    def q(self, sql: str) -> str:
-        return sql
-
-    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
-        raise NotImplementedError
 
 
 def _spec(table: str) -> TableSpec:
@@ -118,79 +103,6 @@ def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> 
                 value = json.loads(value)
         row[name] = value
     return row
-
-
-def _where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    parts: list[str] = []
-    params: list[Any] = []
-    for col, value in where.items():
-        if value is None:
-            parts.append(f"{col} IS NULL")
-        elif isinstance(value, (list, tuple, frozenset, set)):
-            values = list(value)
-            if not values:
-                parts.append("1 = 0")
-            else:
-                parts.append(f"{col} IN ({', '.join('?' * len(values))})")
-                params.extend(values)
-        else:
-            parts.append(f"{col} = ?")
-            params.append(value)
-    return (" AND ".join(parts) if parts else "1 = 1"), params
-
-
-def memory_where(flt: RecallFilter, dialect: Dialect, alias: str = "m") -> tuple[str, list[Any]]:
-    """The SQL condition (``?`` placeholders) for a :class:`RecallFilter`."""
-    a = f"{alias}." if alias else ""
-    parts: list[str] = []
-    params: list[Any] = []
-
-    def add_in(col: str, values: Sequence[Any] | None) -> None:
-        if values is None:
-            return
-        if not values:
-            parts.append("1 = 0")
-            return
-        parts.append(f"{a}{col} IN ({', '.join('?' * len(values))})")
-        params.extend(values)
-
-    if flt.as_of is None:
-        if not flt.include_superseded:
-            parts.append(f"{a}tx_to IS NULL")
-    else:
-        parts.append(f"{a}tx_from <= ?")
-        params.append(flt.as_of)
-        if not flt.include_superseded:
-            parts.append(f"({a}tx_to IS NULL OR {a}tx_to > ?)")
-            params.append(flt.as_of)
-    add_in("namespace", flt.namespaces)
-    add_in("layer", flt.layers)
-    add_in("author", flt.authors)
-    if flt.statuses:
-        add_in("status", flt.statuses)
-    if flt.valid_at is not None:
-        v = to_micros(flt.valid_at)
-        parts.append(f"{a}valid_from <= ? AND ({a}valid_to IS NULL OR {a}valid_to > ?)")
-        params.extend([v, v])
-    for col, op, value in (
-        ("recorded_at", ">=", flt.recorded_after),
-        ("recorded_at", "<", flt.recorded_before),
-        ("valid_from", ">=", flt.valid_after),
-        ("valid_from", "<", flt.valid_before),
-    ):
-        if value is not None:
-            parts.append(f"{a}{col} {op} ?")
-            params.append(to_micros(value))
-    for col in ("subject", "predicate", "session"):
-        value = getattr(flt, col)
-        if value is not None:
-            parts.append(f"{a}{col} = ?")
-            params.append(value)
-    for key, value in flt.metadata:
-        frag, extra = dialect.json_equals(f"{a}metadata", key, value)
-        parts.append(frag)
-        params.extend(extra)
-    return (" AND ".join(parts) if parts else "1 = 1"), params
 
 
 @functools.lru_cache(maxsize=256)
@@ -264,7 +176,7 @@ class SqlWriteTx(WriteTx):
         """Send the buffered inserts of ``table`` (``None``: of every table) now."""
         for name in [table] if table is not None else list(self._buffered):
             for sql, rows in self._buffered.pop(name, ()):
-                self._storage._exec_many(self._conn, sql, rows)
+                self._storage._insert_many(self._conn, name, sql, rows)
                 self._buffered_rows -= len(rows)
         if self._vectors and table in (None, "memory_vectors"):
             items, self._vectors = self._vectors, []
@@ -472,6 +384,11 @@ class SqlStorage(Storage):
         """Run one statement (``?`` placeholders, no result) for each of ``rows``."""
         raise NotImplementedError
 
+    def _insert_many(self, conn: Any, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                     ) -> None:
+        """Run the buffered inserts ``sql`` of ``table`` (a backend may index them in bulk)."""
+        self._exec_many(conn, sql, rows)
+
     def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         raise NotImplementedError
 
@@ -527,7 +444,7 @@ class SqlStorage(Storage):
         for col in list(where) + ([order_by.split()[0]] if order_by else []):
             if col not in spec.columns:
                 raise StorageError(f"table {table} has no column {col!r}")
-        cond, params = _where_eq(self.dialect_impl, where)
+        cond, params = where_eq(self.dialect_impl, where)
         sql = f"SELECT {', '.join(cols)} FROM {spec.name} WHERE {cond}"
         if order_by:
             sql += f" ORDER BY {order_by}"

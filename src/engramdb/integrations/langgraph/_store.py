@@ -13,8 +13,9 @@ caller's embeddings (exactly as LangGraph's ``InMemoryStore`` does) or, with
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -287,8 +288,11 @@ class EngramStore(BaseStore):
                 ) -> list[EngramSearchItem]:
         prefix = tuple(op.namespace_prefix)
 
+        def passing() -> Iterator[Entry]:
+            return (e for e in self._items.under(prefix, now) if matches(e.item.value, op.filter))
+
         def candidates() -> list[Entry]:
-            return [e for e in self._items.under(prefix, now) if matches(e.item.value, op.filter)]
+            return list(passing())
 
         receipt = None
         if op.query and self._engram_index:
@@ -296,7 +300,11 @@ class EngramStore(BaseStore):
         elif op.query and qvec is not None:
             ranked = self._rank(op, qvec, now, candidates)
         else:
-            ranked = [(e, None) for e in candidates()[op.offset:op.offset + op.limit]]
+            # No ranking: the page is the first passing items, so stop once it is full.
+            page = (itertools.islice(passing(), op.offset, op.offset + op.limit)
+                    if op.offset >= 0 and op.limit >= 0
+                    else candidates()[op.offset:op.offset + op.limit])
+            ranked = [(e, None) for e in page]
         if receipt is None:
             receipt = self._receipt([e.item for e, _ in ranked])
         rivals = self._contested()

@@ -186,6 +186,17 @@ class SQLiteStorage(SqlStorage):
     def _exec_many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._run(conn.executemany, sql, rows)
 
+    def _insert_many(self, conn: Any, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                     ) -> None:
+        if table != "memories":
+            self._exec_many(conn, sql, rows)
+            return
+        # Full text in one statement for the rows just inserted (migration 0017):
+        # under the write lock, new rows take the row ids after the largest.
+        last = self._exec(conn, "SELECT COALESCE(MAX(row_id), 0) FROM memories").fetchone()[0]
+        self._exec_many(conn, sql, rows)
+        self._exec(conn, _FTS_FILL, [last])
+
     @staticmethod
     def _run(method: Any, sql: str, params: Any) -> Any:
         try:
@@ -433,6 +444,10 @@ class SQLiteStorage(SqlStorage):
 def _ranked(match: str, pool: int) -> tuple[str, list[Any]]:
     return (f"SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ? "
             f"ORDER BY rank LIMIT {int(pool)}", [match])
+
+
+_FTS_FILL = ("INSERT INTO memories_fts (rowid, text, scope) "
+             "SELECT row_id, text, 'n' || hex(namespace) || '0' FROM memories WHERE row_id > ?")
 
 
 def _statements(sql: str) -> list[str]:

@@ -228,16 +228,50 @@ class VectorSearch:
     def search_many(self, conn: sqlite3.Connection, queries: np.ndarray, flt: RecallFilter,
                     limit: int, allowed: Sequence[int] | None,
                     min_similarity: float | None) -> list[list[tuple[int, float]]]:
-        """Exact top ``limit`` for each query row (the write path's candidate search)."""
+        """Top ``limit`` for each query row (the write path's candidate search): the
+        delta exactly, the snapshot as :meth:`search` does (its graph for a large scope)."""
         snap, delta, over = self.refresh(conn)
         with single_blas():
             out = delta.search_many(queries, flt, limit, allowed, min_similarity)
             if snap is not None and snap.n:
-                for i, extra in enumerate(self._exact_many(snap, over, queries, flt, limit,
-                                                           allowed, min_similarity)):
+                for i, extra in enumerate(self._snapshot_many(snap, over, queries, flt, limit,
+                                                              allowed, min_similarity)):
                     merged = sorted(out[i] + extra, key=lambda h: -h[1])
                     out[i] = merged[:limit]
         return out
+
+    def _snapshot_many(self, snap: Snapshot, over: np.ndarray, queries: np.ndarray,
+                       flt: RecallFilter, limit: int, allowed: Sequence[int] | None,
+                       min_similarity: float | None) -> list[list[tuple[int, float]]]:
+        """Top ``limit`` per query over the snapshot: through a graph when the scope is
+        large (so a namespace of 100k costs what one of 20k does), else exactly."""
+        q = np.asarray(queries, dtype=np.float32).reshape(len(queries), -1)
+        out: list[list[tuple[int, float]] | None] = [None] * len(q)
+        # A filter that keeps few snapshot rows (a batch's "recorded since" search under
+        # the lock keeps none) is answered exactly at once: the graph would only widen.
+        if self._graph_ok(snap, flt, allowed) and sum(
+                len(self._passing(snap, over, slice(a, b), flt, None))
+                for a, b in self._ranges(snap, flt)) > self.exact_rows:
+            found = self._graph_many(snap, over, q, flt, limit)
+            for i, hits in enumerate(found or ()):
+                if hits is None:  # too few passed among the first candidates: widen
+                    hits = self._graph_search(snap, over, q[i], flt, limit)
+                if hits is None:
+                    continue  # the filter keeps too few rows for a graph: scanned below
+                out[i] = [h for h in hits if min_similarity is None or h[1] >= min_similarity]
+        todo = [i for i, hits in enumerate(out) if hits is None]
+        if todo:
+            exact = self._exact_many(snap, over, q[todo], flt, limit, allowed, min_similarity)
+            for i, hits in zip(todo, exact, strict=True):
+                out[i] = hits
+        return [hits or [] for hits in out]
+
+    @staticmethod
+    def _graph_ok(snap: Snapshot, flt: RecallFilter, allowed: Any) -> bool:
+        """Whether the snapshot's graphs can answer ``flt``: current state (or a read at
+        or after the snapshot), no SQL-only filter, no superseded versions."""
+        return bool(allowed is None and not flt.include_superseded and snap.graphs
+                    and (flt.as_of is None or flt.as_of >= snap.tx))
 
     def selected_row_ids(self, conn: sqlite3.Connection, flt: RecallFilter) -> set[int]:
         """Every row id with a vector that ``flt``'s column filters select, snapshot and
@@ -275,18 +309,16 @@ class VectorSearch:
     def _search_snapshot(self, snap: Snapshot, over: np.ndarray, q: np.ndarray,
                          flt: RecallFilter, limit: int,
                          allowed_ids: Sequence[int] | None) -> list[tuple[int, float]]:
-        graph_ok = (allowed_ids is None and not flt.include_superseded
-                    and flt.as_of is not None and flt.as_of >= snap.tx and snap.graphs)
-        if graph_ok:
+        if self._graph_ok(snap, flt, allowed_ids):
             found = self._graph_search(snap, over, q, flt, limit)
             if found is not None:
                 return found
         allowed = None if allowed_ids is None else np.asarray(allowed_ids, dtype=np.int64)
         return self._exact_many(snap, over, q.reshape(1, -1), flt, limit, allowed, None)[0]
 
-    def _graph_search(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
-                      limit: int) -> list[tuple[int, float]] | None:
-        """Candidates from an HNSW graph, filtered and re-scored exactly; None if too few."""
+    def _graph_plan(self, snap: Snapshot, flt: RecallFilter, limit: int
+                    ) -> tuple[Any, int, int] | None:
+        """(graph, rows it holds, candidates to ask for) for ``flt``; None: scan exactly."""
         codes = snap.codes["namespace"]
         if flt.namespaces is None:
             scope_live = snap.live_total
@@ -303,7 +335,41 @@ class VectorSearch:
         if graph is None or universe == 0:
             return None
         share = max(scope_live / universe, 1e-6)
-        count = min(universe, int(limit / share * 1.5) + 32)
+        return graph, universe, min(universe, int(limit / share * 1.5) + 32)
+
+    def _graph_many(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
+                    limit: int) -> list[list[tuple[int, float]] | None] | None:
+        """:meth:`_graph_search` for each row of ``q``: one graph call and one filter
+        pass for all; a query whose first candidates fall short is left None (it
+        searches alone, widening as :meth:`_graph_search` does). None: scan exactly."""
+        plan = self._graph_plan(snap, flt, limit)
+        if plan is None:
+            return None
+        graph, universe, count = plan
+        graph.expansion_search = max(64, count)
+        keys = np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64)
+        keys = keys.reshape(len(q), -1)
+        seen = np.unique(keys[keys >= 0])
+        ok = np.isin(keys, self._passing(snap, over, seen, flt, None))
+        out: list[list[tuple[int, float]] | None] = []
+        for i in range(len(q)):
+            passing = keys[i][ok[i]]
+            if len(passing) < limit and count < universe:
+                out.append(None)
+                continue
+            sims = np.asarray(snap.vecs[np.sort(passing)]) @ q[i]
+            order = np.argsort(-sims, kind="stable")[:limit]
+            ids = snap.row_ids[np.sort(passing)[order]]
+            out.append(list(zip(ids.tolist(), sims[order].tolist(), strict=True)))
+        return out
+
+    def _graph_search(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
+                      limit: int) -> list[tuple[int, float]] | None:
+        """Candidates from an HNSW graph, filtered and re-scored exactly; None if too few."""
+        plan = self._graph_plan(snap, flt, limit)
+        if plan is None:
+            return None
+        graph, universe, count = plan
         while True:
             graph.expansion_search = max(64, count)
             keys = np.asarray(graph.search(q, count, threads=1).keys, dtype=np.int64)

@@ -1,0 +1,105 @@
+"""The WHERE clauses the SQL backends share: equality maps and recall filters.
+
+Pure string building with ``?`` placeholders (a backend's :class:`Dialect`
+rewrites them); kept apart from :mod:`engramdb.storage.sql` so the write
+path's module stays readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engramdb.codec import to_micros
+from engramdb.model import RecallFilter
+
+__all__ = ["Dialect", "memory_where", "where_eq"]
+
+
+class Dialect:
+    """The few SQL differences between backends."""
+
+    name = "sql"
+    placeholder = "?"
+    lock_head = ""  # appended to the head SELECT inside a write transaction
+    lock_head_now = ""  # the same, failing at once if another writer holds the lock
+
+    def q(self, sql: str) -> str:
+        return sql
+
+    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
+        raise NotImplementedError
+
+
+
+def where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    params: list[Any] = []
+    for col, value in where.items():
+        if value is None:
+            parts.append(f"{col} IS NULL")
+        elif isinstance(value, (list, tuple, frozenset, set)):
+            values = list(value)
+            if not values:
+                parts.append("1 = 0")
+            else:
+                parts.append(f"{col} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        else:
+            parts.append(f"{col} = ?")
+            params.append(value)
+    return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+def memory_where(flt: RecallFilter, dialect: Dialect, alias: str = "m") -> tuple[str, list[Any]]:
+    """The SQL condition (``?`` placeholders) for a :class:`RecallFilter`."""
+    a = f"{alias}." if alias else ""
+    parts: list[str] = []
+    params: list[Any] = []
+
+    def add_in(col: str, values: Sequence[Any] | None) -> None:
+        if values is None:
+            return
+        if not values:
+            parts.append("1 = 0")
+            return
+        parts.append(f"{a}{col} IN ({', '.join('?' * len(values))})")
+        params.extend(values)
+
+    if flt.as_of is None:
+        if not flt.include_superseded:
+            parts.append(f"{a}tx_to IS NULL")
+    else:
+        parts.append(f"{a}tx_from <= ?")
+        params.append(flt.as_of)
+        if not flt.include_superseded:
+            parts.append(f"({a}tx_to IS NULL OR {a}tx_to > ?)")
+            params.append(flt.as_of)
+    add_in("namespace", flt.namespaces)
+    add_in("layer", flt.layers)
+    add_in("author", flt.authors)
+    if flt.statuses:
+        add_in("status", flt.statuses)
+    if flt.valid_at is not None:
+        v = to_micros(flt.valid_at)
+        parts.append(f"{a}valid_from <= ? AND ({a}valid_to IS NULL OR {a}valid_to > ?)")
+        params.extend([v, v])
+    for col, op, value in (
+        ("recorded_at", ">=", flt.recorded_after),
+        ("recorded_at", "<", flt.recorded_before),
+        ("valid_from", ">=", flt.valid_after),
+        ("valid_from", "<", flt.valid_before),
+    ):
+        if value is not None:
+            parts.append(f"{a}{col} {op} ?")
+            params.append(to_micros(value))
+    for col in ("subject", "predicate", "session"):
+        value = getattr(flt, col)
+        if value is not None:
+            parts.append(f"{a}{col} = ?")
+            params.append(value)
+    for key, value in flt.metadata:
+        frag, extra = dialect.json_equals(f"{a}metadata", key, value)
+        parts.append(frag)
+        params.extend(extra)
+    return (" AND ".join(parts) if parts else "1 = 1"), params
