@@ -18,8 +18,10 @@ Concurrency, the PostgreSQL way:
   takes its locks in the same order (chain head first), so there are no
   deadlocks between writers; should PostgreSQL report either anyway, it
   surfaces as a retryable :class:`StorageError`.
-* ``synchronous_commit`` is left as the server has it (on by default): a
-  write is acknowledged only once COMMIT returns.
+* Early lock release: a write commits without waiting for its WAL flush,
+  which releases the chain lock for the next writer, and is acknowledged only
+  after a durability barrier; the log is shown to readers only once durable
+  (:mod:`.durability`).
 * A write's statements go through one pipeline (psycopg pipeline mode): the
   inserts of a batch stream to the server without a round trip each; anything
   whose result the engine reads (a compare-and-swap's row count, a SELECT)
@@ -58,6 +60,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.base import Head, RawEvent
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.postgres import knn
 from engramdb.storage.postgres._conn import (
@@ -71,7 +74,8 @@ from engramdb.storage.postgres._conn import (
     _VectorLoader,
     to_pyformat,
 )
-from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
+from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
+from engramdb.storage.postgres.durability import DURABLE, can_release_early
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
     TermStats,
@@ -115,6 +119,10 @@ class PostgresStorage(SqlStorage):
         application_name: shown in ``pg_stat_activity``.
         text_candidates: about how many full-text matches a query may rank
             before its most common words are dropped (see :mod:`.fulltext`).
+        release_before_flush: let the next writer take the chain lock while this
+            write's WAL flush is still under way (each writer is acknowledged
+            only after its flush; see the module docstring). ``False`` holds the
+            lock through the flush, as before (a baseline for benchmarks).
     """
 
     def __init__(
@@ -130,6 +138,7 @@ class PostgresStorage(SqlStorage):
         hnsw_ef_construction: int = 64,
         application_name: str = "engramdb",
         text_candidates: int = 1000,
+        release_before_flush: bool = True,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise InvalidInput("a PostgreSQL URL must start with postgresql://")
@@ -167,6 +176,10 @@ class PostgresStorage(SqlStorage):
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
+        # Early lock release (see the module docstring): asked for, and decided by
+        # setup() once it knows the server's synchronous_commit and privileges.
+        self._release_asked = bool(release_before_flush)
+        self.release_before_flush = False
 
     # -- connections -------------------------------------------------------------
 
@@ -236,10 +249,17 @@ class PostgresStorage(SqlStorage):
         committing = False
         self._local.writing = True
         try:
-            with self._get_pool().connection() as conn, conn.pipeline() as pipeline:
-                with conn.transaction():
+            with self._get_pool().connection() as conn:
+                early = self.release_before_flush
+                with conn.pipeline() as pipeline, conn.transaction():
+                    if early:
+                        # COMMIT then returns once its record is in the WAL buffers,
+                        # releasing the chain lock; durability is awaited below.
+                        conn.execute("SET LOCAL synchronous_commit = off")
                     yield _TxConn(conn, pipeline)
                     committing = True
+                if early:
+                    conn.execute(DURABLE)  # acknowledged only once flushed
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
             raise translate(exc, committing=committing) from exc
@@ -336,12 +356,13 @@ class PostgresStorage(SqlStorage):
                             load("engramdb.storage.postgres"), placeholder="%s")
                     row = conn.execute(
                         "SELECT value FROM meta WHERE key = 'embedder'").fetchone()
-                    dim = _recorded_dimension(row[0] if row else None)
+                    dim = recorded_dimension(row[0] if row else None)
                     if dim:
                         self._ensure_vector_column(
                             lambda q, p=(): conn.execute(to_pyformat(q), list(p)), dim,
                             locked=True)
                 self._vector_oid = int(scalar(conn, "SELECT to_regtype('vector')::oid"))
+                self.release_before_flush = self._release_asked and can_release_early(conn)
         except psycopg.Error as exc:
             raise translate(exc) from exc
         self._get_pool()
@@ -378,7 +399,7 @@ class PostgresStorage(SqlStorage):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )
-        if key == "embedder" and (dim := _recorded_dimension(value)):
+        if key == "embedder" and (dim := recorded_dimension(value)):
             self._type_vectors(dim)
 
     # -- vectors ---------------------------------------------------------------------
@@ -630,6 +651,27 @@ class PostgresStorage(SqlStorage):
         with self._read_conn() as conn:
             return [r[0] for r in self._exec(conn, sql).fetchall()]
 
+    # -- the log, durable only ----------------------------------------------------------
+
+    def head(self) -> Head:
+        """The chain head, once durable: a checkpoint never signs one a crash takes back."""
+        head = super().head()
+        if self.release_before_flush:
+            self._durable()
+        return head
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
+        """Events after ``after``, once durable: no cursor holds one a crash takes back."""
+        out = super().events(after, limit)
+        if out and self.release_before_flush:
+            self._durable()
+        return out
+
+    def _durable(self) -> None:
+        """Wait until everything committed so far is flushed (at once if it is)."""
+        with self._read_conn() as conn:
+            self._exec(conn, DURABLE)
+
     # -- change feed -------------------------------------------------------------------
 
     def wait_for_events(self, after_seq: int, timeout: float) -> bool:
@@ -640,31 +682,11 @@ class PostgresStorage(SqlStorage):
         Returns:
             True if the log now extends past ``after_seq``.
         """
-        deadline = time.monotonic() + max(0.0, timeout)
         listener = self._listener
         if listener is None:
             with self._pool_lock:
                 if self._listener is None:
                     self._listener = ChangeListener(self._conninfo, self._connect_kwargs)
                 listener = self._listener
-        listening = listener.ensure_started(max(0.0, deadline - time.monotonic()))
-        if self.head().seq > after_seq:
-            return True
-        if not listening:
-            return False
-        if listener.wait_above(after_seq, deadline - time.monotonic()):
-            return True
-        # A notification may have been lost while the listener reconnected: ask the log.
-        return not listener.ready and self.head().seq > after_seq
-
-
-def _recorded_dimension(value: str | None) -> int | None:
-    if not value:
-        return None
-    import json
-
-    try:
-        dim = int(json.loads(value).get("dimension") or 0)
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return dim or None
+        # A wake-up compares seqs only, so it reads the head without the barrier.
+        return listener.wait_past(after_seq, timeout, lambda: SqlStorage.head(self).seq)
