@@ -281,3 +281,18 @@ def test_server_killed_under_writers_and_a_feed_loses_nothing_acknowledged_or_se
             if p.is_alive():
                 p.kill()
         server.stop()
+
+
+def test_a_session_that_commits_asynchronously_writes_as_the_server_says(pg_url) -> None:
+    # synchronous_commit=off means no flush to wait for: no early release, no barrier,
+    # and the log is shown as committed (the setting's own promise, not ours).
+    sep = "&" if "?" in pg_url else "?"
+    url = f"{pg_url}{sep}options=-c%20synchronous_commit%3Doff"
+    with engramdb.open(url, embedder=None) as db:
+        assert not db.storage.release_before_flush
+        m = db.remember("async note", namespace="a/b")
+        assert db.get(m.id).text == "async note"
+        assert db.verify().ok
+    with engramdb.open(pg_url, embedder=None) as db:
+        assert db.storage.release_before_flush
+        assert db.get(m.id).text == "async note"

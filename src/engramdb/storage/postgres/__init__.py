@@ -75,7 +75,7 @@ from engramdb.storage.postgres._conn import (
     to_pyformat,
 )
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
-from engramdb.storage.postgres.durability import DURABLE, can_release_early
+from engramdb.storage.postgres.durability import durability_barrier
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
     TermStats,
@@ -119,10 +119,8 @@ class PostgresStorage(SqlStorage):
         application_name: shown in ``pg_stat_activity``.
         text_candidates: about how many full-text matches a query may rank
             before its most common words are dropped (see :mod:`.fulltext`).
-        release_before_flush: let the next writer take the chain lock while this
-            write's WAL flush is still under way (each writer is acknowledged
-            only after its flush; see the module docstring). ``False`` holds the
-            lock through the flush, as before (a baseline for benchmarks).
+        release_before_flush: release the chain lock before the WAL flush
+            (:mod:`.durability`); ``False`` holds it through the flush.
     """
 
     def __init__(
@@ -176,10 +174,9 @@ class PostgresStorage(SqlStorage):
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
-        # Early lock release (see the module docstring): asked for, and decided by
-        # setup() once it knows the server's synchronous_commit and privileges.
         self._release_asked = bool(release_before_flush)
-        self.release_before_flush = False
+        self._durable_sql = ""  # the durability barrier, when writes release early
+        self.release_before_flush = False  # decided by setup()
 
     # -- connections -------------------------------------------------------------
 
@@ -249,17 +246,25 @@ class PostgresStorage(SqlStorage):
         committing = False
         self._local.writing = True
         try:
-            with self._get_pool().connection() as conn:
-                early = self.release_before_flush
-                with conn.pipeline() as pipeline, conn.transaction():
-                    if early:
-                        # COMMIT then returns once its record is in the WAL buffers,
-                        # releasing the chain lock; durability is awaited below.
-                        conn.execute("SET LOCAL synchronous_commit = off")
+            with self._get_pool().connection() as conn, conn.pipeline() as pipeline:
+                durable = self._durable_sql
+                conn.execute("BEGIN")
+                if durable:
+                    # COMMIT then returns once its record is in the WAL buffers,
+                    # releasing the chain lock; durability is awaited below.
+                    conn.execute("SET LOCAL synchronous_commit = off")
+                try:
                     yield _TxConn(conn, pipeline)
-                    committing = True
-                if early:
-                    conn.execute(DURABLE)  # acknowledged only once flushed
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                        pipeline.sync()
+                    raise
+                committing = True
+                conn.execute("COMMIT")
+                if durable:
+                    conn.execute(durable)  # same round trip; acknowledged once flushed
+                pipeline.sync()
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
             raise translate(exc, committing=committing) from exc
@@ -362,7 +367,8 @@ class PostgresStorage(SqlStorage):
                             lambda q, p=(): conn.execute(to_pyformat(q), list(p)), dim,
                             locked=True)
                 self._vector_oid = int(scalar(conn, "SELECT to_regtype('vector')::oid"))
-                self.release_before_flush = self._release_asked and can_release_early(conn)
+                self._durable_sql = durability_barrier(conn) if self._release_asked else ""
+                self.release_before_flush = bool(self._durable_sql)
         except psycopg.Error as exc:
             raise translate(exc) from exc
         self._get_pool()
@@ -656,21 +662,20 @@ class PostgresStorage(SqlStorage):
     def head(self) -> Head:
         """The chain head, once durable: a checkpoint never signs one a crash takes back."""
         head = super().head()
-        if self.release_before_flush:
+        if self._durable_sql:
             self._durable()
         return head
 
     def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
         """Events after ``after``, once durable: no cursor holds one a crash takes back."""
         out = super().events(after, limit)
-        if out and self.release_before_flush:
+        if out and self._durable_sql:
             self._durable()
         return out
 
-    def _durable(self) -> None:
-        """Wait until everything committed so far is flushed (at once if it is)."""
+    def _durable(self) -> None:  # wait until all committed so far is flushed
         with self._read_conn() as conn:
-            self._exec(conn, DURABLE)
+            self._exec(conn, self._durable_sql)
 
     # -- change feed -------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ overlap two writers.
 Now a write transaction runs with ``SET LOCAL synchronous_commit = off``:
 COMMIT returns, and releases the lock, once its commit record is in the WAL
 buffers, and the next writer builds on it at once. The writer is acknowledged
-only after :data:`DURABLE`, the durability barrier, whose own synchronous
-commit flushes the WAL past that commit record. The WAL is one sequence, so
+only after the durability barrier (:func:`durability_barrier`), sent in the
+same round trip right after COMMIT, which flushes the WAL past that commit
+record. The WAL is one sequence, so
 one flush covers every commit before it: writers waiting at their barriers
 share fsyncs (PostgreSQL's group commit, across processes and hosts), and no
 write can be durable while one it built on is not. This is early lock release
@@ -45,26 +46,34 @@ import psycopg
 
 from engramdb.storage.postgres.ann import scalar
 
-__all__ = ["DURABLE", "can_release_early"]
+__all__ = ["durability_barrier"]
 
 # Flush the WAL up to now (past every commit this connection made or saw), unless
-# it is flushed already. The logical message gives the statement a transaction id
-# and a WAL record, so its commit flushes under the session's synchronous_commit;
-# when nothing is unflushed, no transaction id is taken and nothing is written.
-DURABLE = ("SELECT CASE WHEN pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn() "
-           "THEN pg_logical_emit_message(true, 'engramdb', '') END")
+# it is flushed already; when it is, nothing is written. The transactional form
+# takes a transaction id, so its commit flushes under the session's
+# synchronous_commit and waits for synchronous standbys; the flushing form
+# (PostgreSQL 17+) writes one record and flushes it, without a transaction.
+_UNFLUSHED = "pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()"
+_TRANSACTIONAL = (f"SELECT CASE WHEN {_UNFLUSHED} "
+                  "THEN pg_logical_emit_message(true, 'engramdb', '') END")
+_FLUSHING = (f"SELECT CASE WHEN {_UNFLUSHED} "
+             "THEN pg_logical_emit_message(false, 'engramdb', '', true) END")
 
 
-def can_release_early(conn: psycopg.Connection[Any]) -> bool:
-    """Whether writes may release the chain lock before their WAL flush.
+def durability_barrier(conn: psycopg.Connection[Any]) -> str:
+    """The barrier statement writes of this session wait on ("": none, commit as usual).
 
-    Only when the session commits synchronously (otherwise there is no flush
-    to wait for) and the role may run the durability barrier.
+    None when the session does not commit synchronously (there is no flush to
+    wait for) or the role may not write a logical message; the flushing form
+    when the server has it and no synchronous standbys to wait for.
     """
     if str(scalar(conn, "SHOW synchronous_commit")) == "off":
-        return False
+        return ""
+    flushing = (int(scalar(conn, "SHOW server_version_num")) >= 170000
+                and not str(scalar(conn, "SHOW synchronous_standby_names")).strip())
+    barrier = _FLUSHING if flushing else _TRANSACTIONAL
     try:
-        conn.execute("SELECT pg_logical_emit_message(true, 'engramdb', 'probe')")
+        conn.execute(barrier.replace(_UNFLUSHED, "true"))  # the role may run it
     except psycopg.errors.InsufficientPrivilege:
-        return False
-    return True
+        return ""
+    return barrier
