@@ -18,10 +18,8 @@ Concurrency, the PostgreSQL way:
   takes its locks in the same order (chain head first), so there are no
   deadlocks between writers; should PostgreSQL report either anyway, it
   surfaces as a retryable :class:`StorageError`.
-* Early lock release: a write commits without waiting for its WAL flush,
-  which releases the chain lock for the next writer, and is acknowledged only
-  after a durability barrier; the log is shown to readers only once durable
-  (:mod:`.durability`).
+* Early lock release: writers do not hold the chain lock through their WAL
+  flush, and are acknowledged after it (:mod:`.durability`).
 * A write's statements go through one pipeline (psycopg pipeline mode): the
   inserts of a batch stream to the server without a round trip each; anything
   whose result the engine reads (a compare-and-swap's row count, a SELECT)
@@ -75,7 +73,7 @@ from engramdb.storage.postgres._conn import (
     to_pyformat,
 )
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
-from engramdb.storage.postgres.durability import durability_barrier
+from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
     TermStats,
@@ -174,9 +172,8 @@ class PostgresStorage(SqlStorage):
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
-        self._release_asked = bool(release_before_flush)
+        self.release_before_flush = bool(release_before_flush)  # as asked; setup() decides
         self._durable_sql = ""  # the durability barrier, when writes release early
-        self.release_before_flush = False  # decided by setup()
 
     # -- connections -------------------------------------------------------------
 
@@ -246,25 +243,10 @@ class PostgresStorage(SqlStorage):
         committing = False
         self._local.writing = True
         try:
-            with self._get_pool().connection() as conn, conn.pipeline() as pipeline:
-                durable = self._durable_sql
-                conn.execute("BEGIN")
-                if durable:
-                    # COMMIT then returns once its record is in the WAL buffers,
-                    # releasing the chain lock; durability is awaited below.
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                try:
-                    yield _TxConn(conn, pipeline)
-                except BaseException:
-                    with contextlib.suppress(psycopg.Error):
-                        conn.execute("ROLLBACK")
-                        pipeline.sync()
-                    raise
+            with self._get_pool().connection() as conn, conn.pipeline() as pipeline, \
+                    transaction(conn, pipeline, self._durable_sql):
+                yield _TxConn(conn, pipeline)
                 committing = True
-                conn.execute("COMMIT")
-                if durable:
-                    conn.execute(durable)  # same round trip; acknowledged once flushed
-                pipeline.sync()
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
             raise translate(exc, committing=committing) from exc
@@ -367,7 +349,7 @@ class PostgresStorage(SqlStorage):
                             lambda q, p=(): conn.execute(to_pyformat(q), list(p)), dim,
                             locked=True)
                 self._vector_oid = int(scalar(conn, "SELECT to_regtype('vector')::oid"))
-                self._durable_sql = durability_barrier(conn) if self._release_asked else ""
+                self._durable_sql = durability_barrier(conn) if self.release_before_flush else ""
                 self.release_before_flush = bool(self._durable_sql)
         except psycopg.Error as exc:
             raise translate(exc) from exc
@@ -661,21 +643,18 @@ class PostgresStorage(SqlStorage):
 
     def head(self) -> Head:
         """The chain head, once durable: a checkpoint never signs one a crash takes back."""
-        head = super().head()
-        if self._durable_sql:
-            self._durable()
-        return head
+        return self._once_durable(super().head())
 
     def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
         """Events after ``after``, once durable: no cursor holds one a crash takes back."""
         out = super().events(after, limit)
-        if out and self._durable_sql:
-            self._durable()
-        return out
+        return self._once_durable(out) if out else out
 
-    def _durable(self) -> None:  # wait until all committed so far is flushed
-        with self._read_conn() as conn:
-            self._exec(conn, self._durable_sql)
+    def _once_durable(self, value: Any) -> Any:
+        if self._durable_sql:  # wait until all committed so far is flushed
+            with self._read_conn() as conn:
+                self._exec(conn, self._durable_sql)
+        return value
 
     # -- change feed -------------------------------------------------------------------
 

@@ -40,13 +40,15 @@ writes commit as the server says.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
 
 from engramdb.storage.postgres.ann import scalar
 
-__all__ = ["durability_barrier"]
+__all__ = ["durability_barrier", "transaction"]
 
 # Flush the WAL up to now (past every commit this connection made or saw), unless
 # it is flushed already; when it is, nothing is written. The transactional form
@@ -77,3 +79,29 @@ def durability_barrier(conn: psycopg.Connection[Any]) -> str:
     except psycopg.errors.InsufficientPrivilege:
         return ""
     return barrier
+
+
+@contextmanager
+def transaction(conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline,
+                barrier: str) -> Iterator[None]:
+    """One write transaction in ``pipeline``; with a ``barrier``, released early.
+
+    The transaction commits with ``synchronous_commit = off`` (COMMIT returns
+    once its record is in the WAL buffers, releasing the chain lock) and the
+    barrier follows COMMIT in the same round trip, so the block's caller is
+    acknowledged only once the WAL is flushed past it. An error rolls back.
+    """
+    conn.execute("BEGIN")
+    if barrier:
+        conn.execute("SET LOCAL synchronous_commit = off")
+    try:
+        yield
+    except BaseException:
+        with suppress(psycopg.Error):  # a lost connection is dropped by the pool
+            conn.execute("ROLLBACK")
+            pipeline.sync()
+        raise
+    conn.execute("COMMIT")
+    if barrier:
+        conn.execute(barrier)
+    pipeline.sync()
