@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle
+.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle bench-writers
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -82,6 +82,10 @@ test-erasure-full: $(STAMP)
 # Lifecycle figures for BENCHMARKS.md: erase 1 and 100 subjects, maintain 100k with 1% due.
 bench-lifecycle: $(STAMP)
 	$(PY) bench/lifecycle.py
+
+# 16 writer processes on one PostgreSQL beside 16 bare psycopg clients (BENCHMARKS.md).
+bench-writers: $(STAMP)
+	$(PY) bench/bench_writers.py
 
 soak: $(STAMP)
 	ENGRAM_SOAK=1 $(PY) -m pytest -q tests -m slow

@@ -87,6 +87,18 @@ def pg():
     return pg_server()
 
 
+@pytest.fixture
+def pg_url(pg, request) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    import psycopg
+
+    name = f"tp_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
+    url = pg.fresh_database(name)
+    yield url
+    with psycopg.connect(pg.url_for("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def pytest_sessionfinish(session, exitstatus):
     if _pg_server is not None:
         _pg_server.stop()

@@ -13,13 +13,11 @@ doubled, or a version's text would not be its predecessor's plus one.
 from __future__ import annotations
 
 import multiprocessing
-import queue
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import engramdb
+from tests.support.procs import gather
 from tests.support.workers import cas_worker
 
 WORKERS = 8
@@ -47,19 +45,7 @@ def test_cas_increments_from_eight_processes_lose_nothing(tmp_path: Path) -> Non
     procs = [ctx.Process(target=cas_worker,
                          args=(path, name, ids, QUOTA, 1000 + n, barrier, results))
              for n, name in enumerate(agents)]
-    for p in procs:
-        p.start()
-    reports = []
-    try:
-        for _ in procs:
-            reports.append(results.get(timeout=240))
-    except queue.Empty:
-        pytest.fail(f"only {len(reports)} of {WORKERS} workers reported within the time limit")
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
+    reports = gather(procs, results, timeout=240)
 
     errors = [r["error"] for r in reports if r["error"]]
     assert not errors, errors[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ import engramdb
 from engramdb import InvalidInput, StorageError, VersionConflict
 from engramdb.model import RecallFilter
 from tests.support.pg import PgServer
+from tests.support.procs import gather
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 16
@@ -54,16 +54,6 @@ def _embedder() -> Any:
     from engramdb.retrieval.embed import LocalEmbedder
 
     return LocalEmbedder()
-
-
-@pytest.fixture
-def pg_url(pg, request) -> str:
-    """A fresh, empty database on the session's server, dropped after the test."""
-    name = f"tp_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
-    url = pg.fresh_database(name)
-    yield url
-    with psycopg.connect(pg.url_for("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- sixteen processes -------------------------------------------------------------------
@@ -136,19 +126,7 @@ def test_sixteen_processes_cas_and_append_lose_nothing(pg_url: str) -> None:
     procs = [ctx.Process(target=_cas_and_append,
                          args=(pg_url, name, counters, 1000 + n, barrier, results))
              for n, name in enumerate(agents)]
-    for p in procs:
-        p.start()
-    reports = []
-    try:
-        for _ in procs:
-            reports.append(results.get(timeout=600))
-    except queue.Empty:
-        pytest.fail(f"only {len(reports)} of {WORKERS} workers reported")
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
+    reports = gather(procs, results, timeout=600)
     errors = [r["error"] for r in reports if r["error"]]
     assert not errors, errors[0]
     assert sum(r["conflicts"] for r in reports) > 0, "no race happened; the test proves nothing"

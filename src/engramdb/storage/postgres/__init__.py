@@ -18,8 +18,8 @@ Concurrency, the PostgreSQL way:
   takes its locks in the same order (chain head first), so there are no
   deadlocks between writers; should PostgreSQL report either anyway, it
   surfaces as a retryable :class:`StorageError`.
-* ``synchronous_commit`` is left as the server has it (on by default): a
-  write is acknowledged only once COMMIT returns.
+* Early lock release: writers do not hold the chain lock through their WAL
+  flush, and are acknowledged after it (:mod:`.durability`).
 * A write's statements go through one pipeline (psycopg pipeline mode): the
   inserts of a batch stream to the server without a round trip each; anything
   whose result the engine reads (a compare-and-swap's row count, a SELECT)
@@ -58,6 +58,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.base import Head, RawEvent
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.postgres import knn
 from engramdb.storage.postgres._conn import (
@@ -72,7 +73,8 @@ from engramdb.storage.postgres._conn import (
     read_snapshot,
     to_pyformat,
 )
-from engramdb.storage.postgres.ann import AnnIndexer, backlog, scalar
+from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
+from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
     TermStats,
@@ -116,6 +118,9 @@ class PostgresStorage(SqlStorage):
         application_name: shown in ``pg_stat_activity``.
         text_candidates: about how many full-text matches a query may rank
             before its most common words are dropped (see :mod:`.fulltext`).
+        release_before_flush: release the chain lock before the WAL flush
+            (:mod:`.durability`; opt-in: current-state reads may then see a
+            write during its flush); ``False`` (default) holds it through the flush.
     """
 
     def __init__(
@@ -131,6 +136,7 @@ class PostgresStorage(SqlStorage):
         hnsw_ef_construction: int = 64,
         application_name: str = "engramdb",
         text_candidates: int = 1000,
+        release_before_flush: bool = False,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise InvalidInput("a PostgreSQL URL must start with postgresql://")
@@ -168,6 +174,8 @@ class PostgresStorage(SqlStorage):
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
+        self.release_before_flush = bool(release_before_flush)  # as asked; setup() decides
+        self._durable_sql = ""  # the durability barrier, when writes release early
 
     # -- connections -------------------------------------------------------------
 
@@ -245,10 +253,10 @@ class PostgresStorage(SqlStorage):
         committing = False
         self._local.writing = True
         try:
-            with self._get_pool().connection() as conn, conn.pipeline() as pipeline:
-                with conn.transaction():
-                    yield _TxConn(conn, pipeline)
-                    committing = True
+            with self._get_pool().connection() as conn, conn.pipeline() as pipeline, \
+                    transaction(conn, pipeline, self._durable_sql):
+                yield _TxConn(conn, pipeline)
+                committing = True
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
             raise translate(exc, committing=committing) from exc
@@ -345,12 +353,14 @@ class PostgresStorage(SqlStorage):
                             load("engramdb.storage.postgres"), placeholder="%s")
                     row = conn.execute(
                         "SELECT value FROM meta WHERE key = 'embedder'").fetchone()
-                    dim = _recorded_dimension(row[0] if row else None)
+                    dim = recorded_dimension(row[0] if row else None)
                     if dim:
                         self._ensure_vector_column(
                             lambda q, p=(): conn.execute(to_pyformat(q), list(p)), dim,
                             locked=True)
                 self._vector_oid = int(scalar(conn, "SELECT to_regtype('vector')::oid"))
+                self._durable_sql = durability_barrier(conn) if self.release_before_flush else ""
+                self.release_before_flush = bool(self._durable_sql)
         except psycopg.Error as exc:
             raise translate(exc) from exc
         self._get_pool()
@@ -387,7 +397,7 @@ class PostgresStorage(SqlStorage):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
             )
-        if key == "embedder" and (dim := _recorded_dimension(value)):
+        if key == "embedder" and (dim := recorded_dimension(value)):
             self._type_vectors(dim)
 
     # -- vectors ---------------------------------------------------------------------
@@ -640,6 +650,23 @@ class PostgresStorage(SqlStorage):
         with self._read_conn() as conn:
             return [r[0] for r in self._exec(conn, sql).fetchall()]
 
+    # -- the log, durable only ----------------------------------------------------------
+
+    def head(self) -> Head:
+        """The chain head, once durable: a checkpoint never signs one a crash takes back."""
+        return self._once_durable(super().head())
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
+        """Events after ``after``, once durable: no cursor holds one a crash takes back."""
+        out = super().events(after, limit)
+        return self._once_durable(out) if out else out
+
+    def _once_durable(self, value: Any) -> Any:
+        if self._durable_sql:  # wait until all committed so far is flushed
+            with self._read_conn() as conn:
+                self._exec(conn, self._durable_sql)
+        return value
+
     # -- change feed -------------------------------------------------------------------
 
     def wait_for_events(self, after_seq: int, timeout: float) -> bool:
@@ -650,31 +677,11 @@ class PostgresStorage(SqlStorage):
         Returns:
             True if the log now extends past ``after_seq``.
         """
-        deadline = time.monotonic() + max(0.0, timeout)
         listener = self._listener
         if listener is None:
             with self._pool_lock:
                 if self._listener is None:
                     self._listener = ChangeListener(self._conninfo, self._connect_kwargs)
                 listener = self._listener
-        listening = listener.ensure_started(max(0.0, deadline - time.monotonic()))
-        if self.head().seq > after_seq:
-            return True
-        if not listening:
-            return False
-        if listener.wait_above(after_seq, deadline - time.monotonic()):
-            return True
-        # A notification may have been lost while the listener reconnected: ask the log.
-        return not listener.ready and self.head().seq > after_seq
-
-
-def _recorded_dimension(value: str | None) -> int | None:
-    if not value:
-        return None
-    import json
-
-    try:
-        dim = int(json.loads(value).get("dimension") or 0)
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return dim or None
+        # A wake-up compares seqs only, so it reads the head without the barrier.
+        return listener.wait_past(after_seq, timeout, lambda: SqlStorage.head(self).seq)

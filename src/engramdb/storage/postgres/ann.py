@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["BATCH", "INDEX_NAME", "AnnIndexer", "backlog", "scalar"]
+__all__ = ["BATCH", "INDEX_NAME", "AnnIndexer", "backlog", "recorded_dimension", "scalar"]
 
 INDEX_NAME = "memory_vectors_ann_hnsw"
 BATCH = 500
@@ -224,3 +224,16 @@ class AnnIndexer:
             conn.execute("UPDATE vector_index_state SET vseq = %s WHERE id = 1", [mark])
         conn.execute("ANALYZE memory_vectors_ann")
         return moved
+
+
+def recorded_dimension(value: str | None) -> int | None:
+    """The vector dimension the ``embedder`` meta value records (None if none)."""
+    if not value:
+        return None
+    import json
+
+    try:
+        dim = int(json.loads(value).get("dimension") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return dim or None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -113,3 +113,17 @@ class ChangeListener:
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 2.0)
+
+    def wait_past(self, after_seq: int, timeout: float, log_seq: Callable[[], int]) -> bool:
+        """Block until the log (``log_seq()`` reads its head) passes ``after_seq``, or
+        ``timeout`` seconds pass; True if it has. Starts listening if needed."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        listening = self.ensure_started(max(0.0, deadline - time.monotonic()))
+        if log_seq() > after_seq:
+            return True
+        if not listening:
+            return False
+        if self.wait_above(after_seq, deadline - time.monotonic()):
+            return True
+        # A notification may have been lost while the listener reconnected: ask the log.
+        return not self.ready and log_seq() > after_seq

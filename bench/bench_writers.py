@@ -1,0 +1,212 @@
+"""Many writer processes on one PostgreSQL: EngramDB beside the bare driver, same run.
+
+Six measurements against one server (``tests.support.pg.PgServer`` with
+``synchronous_commit = on``, or ``ENGRAM_TEST_PG_URL``), each with
+``--processes`` writer processes (16 by default) that start together:
+
+* ``bare_psycopg``: each process inserts one comparable row (a memory's text,
+  its namespace and a 384-float embedding) per transaction, autocommit: the
+  ceiling the server and this machine allow.
+* ``log_append``: each process appends one hash-chained event per transaction
+  through the storage seam (chain lock, hashing, commit, durability barrier)
+  and nothing else: the ceiling the chain design allows, engine CPU aside;
+  ``log_append_lock_through_flush`` is the same holding the lock through the
+  flush (``release_before_flush=False``), the design before.
+* ``engramdb``: each process calls ``remember`` (one single-memory write, its
+  own transaction, precomputed embedding) into one database: one audit chain.
+* ``engramdb_lock_through_flush``: the same with ``release_before_flush=False``,
+  every writer holding the chain lock through its WAL flush (the design before
+  early lock release), as the baseline.
+* ``engramdb_tenants``: the same as ``engramdb`` with one database per writer
+  (a chain each): what the engine reaches when writers share nothing.
+
+Ratios to ``bare_psycopg`` are printed, with the load average (the machine is
+shared; only same-run ratios mean anything). Run from a checkout:
+``python bench/bench_writers.py [--processes 16] [--writes 150] [--parts append,engram]``,
+or
+``make bench-writers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_postgres import Corpus, _server  # noqa: E402
+
+
+def _open(url: str, **options: Any) -> Any:
+    import engramdb
+    from engramdb.retrieval.embed import LocalEmbedder
+
+    # The default embedder's identity; its model never loads (embeddings are given).
+    options.setdefault("release_before_flush", True)  # the design under test (opt-in)
+    return engramdb.open(url, embedder=LocalEmbedder(), **options)
+
+
+def _bare(url: str, count: int, seed: int, barrier: Any, results: Any) -> None:
+    import psycopg
+
+    corpus = Corpus(seed=seed, vocabulary=2000)
+    rows = [(f"bench/ns{i % 20}", corpus.text(), corpus.vectors(1)[0].tobytes())
+            for i in range(count)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        barrier.wait()
+        for row in rows:
+            conn.execute("INSERT INTO bare_rows (namespace, text, vec) VALUES (%s, %s, %s)",
+                         row)
+    results.put((count, 0))
+
+
+def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
+            options: dict[str, Any]) -> None:
+    corpus = Corpus(seed=seed, vocabulary=2000)
+    db = _open(url, **options)
+    drafts = corpus.drafts(count, layer="episodic")
+    errors = 0
+    barrier.wait()
+    for d in drafts:
+        try:
+            db.remember(**d)
+        except Exception:
+            errors += 1
+    db.close()
+    results.put((count - errors, errors))
+
+
+def _append(url: str, count: int, seed: int, barrier: Any, results: Any,
+            options: dict[str, Any]) -> None:
+    from engramdb.storage.postgres import PostgresStorage
+
+    corpus = Corpus(seed=seed, vocabulary=2000)
+    texts = [corpus.text() for _ in range(count)]
+    storage = PostgresStorage(url, **options)
+    storage.setup()
+    barrier.wait()
+    for i, text in enumerate(texts):
+        with storage.write("bench") as w:
+            w.log("bench.note", actor="bench", namespace=f"bench/ns{i % 20}",
+                  subject_ref=None, payload={"effects": [], "text": text})
+    storage.close()
+    results.put((count, 0))
+
+
+def bench_append(url: str, processes: int, count: int, **options: Any) -> dict[str, Any]:
+    """The log append alone: one hash-chained event per transaction, through the
+    storage seam (chain lock, hashing, pipelined inserts, commit, barrier), no engine."""
+    _open(url).close()
+    out = _run(_append, [url], processes, count, options)
+    out["verify_ok"] = _verified([url], {})
+    return out
+
+
+def _run(target: Any, urls: list[str], processes: int, count: int,
+         *extra: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(processes + 1)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(urls[i % len(urls)], count, 100 + i, barrier,
+                                              results, *extra))
+             for i in range(processes)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    start = time.perf_counter()
+    done = [results.get(timeout=1800) for _ in procs]
+    seconds = time.perf_counter() - start
+    for p in procs:
+        p.join()
+    ok = sum(d[0] for d in done)
+    return {"processes": processes, "databases": len(urls), "writes": ok,
+            "errors": sum(d[1] for d in done), "seconds": round(seconds, 2),
+            "per_second": round(ok / seconds)}
+
+
+def _verified(urls: list[str], options: dict[str, Any]) -> bool:
+    ok = True
+    for url in urls:
+        db = _open(url, **options)
+        try:
+            ok = ok and db.verify().ok
+        finally:
+            db.close()
+    return ok
+
+
+def bench_engram(urls: list[str], processes: int, count: int,
+                 **options: Any) -> dict[str, Any]:
+    for url in urls:
+        _open(url, **options).close()  # schema and embedder recorded once
+    out = _run(_engram, urls, processes, count, options)
+    out["verify_ok"] = _verified(urls, options)
+    return out
+
+
+def bench_bare(url: str, processes: int, count: int) -> dict[str, Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bare_rows (row_id bigserial PRIMARY KEY, "
+                     "namespace text NOT NULL, text text NOT NULL, vec bytea NOT NULL)")
+    return _run(_bare, [url], processes, count)
+
+
+PARTS = ("append", "engram", "tenants")
+
+
+def run(processes: int = 16, writes: int = 150,
+        parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    import psycopg
+
+    out: dict[str, Any] = {"cpus": os.cpu_count(),
+                           "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    with _server() as server:
+        with psycopg.connect(server.url) as conn:
+            out["synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        out["bare_psycopg"] = bench_bare(server.fresh_database("w_bare"), processes,
+                                         writes)
+        if "append" in parts:
+            out["log_append"] = bench_append(server.fresh_database("w_app"), processes,
+                                             writes)
+            out["log_append_lock_through_flush"] = bench_append(
+                server.fresh_database("w_app_old"), processes, writes,
+                release_before_flush=False)
+        if "engram" in parts:
+            out["engramdb"] = bench_engram([server.fresh_database("w_one")], processes,
+                                           writes)
+            out["engramdb_lock_through_flush"] = bench_engram(
+                [server.fresh_database("w_old")], processes, writes,
+                release_before_flush=False)
+        if "tenants" in parts:
+            out["engramdb_tenants"] = bench_engram(
+                [server.fresh_database(f"w_t{i}") for i in range(processes)], processes,
+                writes)
+        out["bare_psycopg_again"] = bench_bare(server.fresh_database("w_bare2"), processes,
+                                               writes)
+    bare = (out["bare_psycopg"]["per_second"] + out["bare_psycopg_again"]["per_second"]) / 2
+    for key in ("log_append", "log_append_lock_through_flush", "engramdb",
+                "engramdb_lock_through_flush", "engramdb_tenants"):
+        if key in out:
+            out[key]["ratio_to_bare"] = round(out[key]["per_second"] / bare, 3)
+    out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=16)
+    parser.add_argument("--writes", type=int, default=150, help="writes per process")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="which of append,engram,tenants to run beside the bare clients")
+    args = parser.parse_args()
+    print(json.dumps(run(args.processes, args.writes, tuple(args.parts.split(","))),
+                     indent=2))
