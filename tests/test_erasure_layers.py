@@ -16,12 +16,16 @@ import hashlib
 import hmac
 import io
 import itertools
+import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import engramdb
+from engramdb.engine._commit import commit
+from engramdb.storage.base import Insert
 
 _names = itertools.count()
 
@@ -31,6 +35,7 @@ def canary(tag: str) -> str:
 
 
 GONE, KEPT = canary("gone"), canary("kept")
+ERASED_LABEL = re.compile(r"\[erased [0-9a-f]{12}\]")
 
 
 def plant_tool_outcome(db: engramdb.Database, who: str, keep: bool) -> None:
@@ -174,7 +179,8 @@ def test_erased_tool_outcomes_keep_their_counts_and_others_keep_their_text(opene
         before[0].calls, before[0].successes, before[0].latency_p50_ms) == (6, 4, 80.0)
     assert ("[erased]", 1) in after.errors and all(GONE not in e for e, _ in after.errors)
     rows = list(db.storage.scan("tool_outcomes"))
-    assert sum(1 for r in rows if r["error"] == "[erased]") == 1
+    # an erased error is an opaque label, the key its tool_stats row was renamed to
+    assert sum(1 for r in rows if ERASED_LABEL.fullmatch(str(r["error"]))) == 1
     assert sum(1 for r in rows if KEPT in str(r["error"]) + str(r["metadata"])) == 2
     assert db.forget(subject=GONE, reason="again").counts["tool_outcomes_redacted"] == 0
 
@@ -190,7 +196,7 @@ def test_a_subject_is_a_whole_token_not_a_prefix(tmp_path, embedder):
         assert receipt.memories == ()
         assert db.get(m.id).text == "I am user:4200"
         errors = sorted(str(r["error"]) for r in db.storage.scan("tool_outcomes"))
-        assert errors == ["[erased]", "no record for user:420"]
+        assert ERASED_LABEL.fullmatch(errors[0]) and errors[1] == "no record for user:420"
     finally:
         db.close()
 
@@ -259,3 +265,65 @@ def test_a_backup_made_after_the_erasure_restores_without_it(opened, tmp_path):
         restored.close()
     files = [p for p in target.parent.rglob("*") if p.is_file()]
     assert _found(files, GONE) == [] and _found(files, KEPT)
+
+
+def _stat_labels(db: engramdb.Database) -> list[str]:
+    return sorted(str(r["label"]) for r in db.storage.scan("tool_stats") if r["kind"] == "error")
+
+
+def test_an_erased_error_leaves_the_aggregate_counting_under_an_opaque_label(tmp_path):
+    # The aggregate keys error rows by an error's first 200 characters: a subject there
+    # renames the row, and every outcome it counts (the ones that do not name the subject
+    # too: they share the label) keeps counting under the new name.
+    long_tail = "x" * 210
+    db = engramdb.open(tmp_path / "engram.db", embedder=None)
+    try:
+        db.tool_outcome("crm", ok=False, error=f"timeout for {GONE}")
+        db.tool_outcome("crm", ok=False, error=f"timeout for {GONE}")
+        db.tool_outcome("crm", ok=False, error=f"{long_tail} then {GONE}")  # past the label
+        db.tool_outcome("crm", ok=False, error=f"{long_tail} and nobody else")
+        db.tool_outcome("crm", ok=False, error=f"timeout for {KEPT}")
+        before = db.tool_stats("crm")[0]
+
+        db.forget(subject=GONE, reason="GDPR request")
+
+        after = db.tool_stats("crm")[0]
+        assert (after.calls, after.successes) == (before.calls, before.successes) == (5, 0)
+        assert dict(after.errors) == {"[erased]": 2, long_tail[:200]: 2,
+                                      f"timeout for {KEPT}": 1}
+        labels = _stat_labels(db)
+        assert not any(GONE in label for label in labels)
+        assert sum(1 for label in labels if ERASED_LABEL.fullmatch(label)) == 1
+        errors = [str(r["error"]) for r in db.storage.scan("tool_outcomes")]
+        assert not any(GONE in e for e in errors)
+        assert f"{long_tail[:200]} [erased]" in errors  # what precedes the subject stays
+        assert f"{long_tail} and nobody else" in errors
+        assert db.verify().ok
+        db.tool_outcome("crm", ok=False, error=f"timeout for {GONE}")  # it happens again
+        assert dict(db.tool_stats("crm")[0].errors)[f"timeout for {GONE}"] == 1
+        assert db.verify().ok
+    finally:
+        db.close()
+
+
+def test_erasure_restates_the_aggregate_counted_for_outcomes_older_than_it(tmp_path):
+    # Outcomes written before the aggregate existed are counted by one tool.stats event
+    # on open; erasing their text must restate that event too, or verify fails.
+    path = tmp_path / "old.db"
+    with engramdb.open(path, embedder=None) as db:
+        for err in (f"timeout for {GONE}", f"timeout for {KEPT}"):
+            with db.storage.write("admin") as w:
+                commit(w, "tool.outcome", "admin", "crm", None, [Insert("tool_outcomes", {
+                    "id": f"o{w.tx}", "principal": "admin", "namespace": "crm",
+                    "tool": "crm", "ok": 0, "latency_ms": 5.0, "error": err,
+                    "metadata": {}, "tx": w.tx, "recorded_at": w.recorded_at})])
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'tool_stats_filled'")
+    with engramdb.open(path, embedder=None) as db:
+        assert [e.kind for e in db.changes(0)].count("tool.stats") == 1
+        db.forget(subject=GONE, reason="GDPR request")
+        assert dict(db.tool_stats("crm")[0].errors) == {"[erased]": 1,
+                                                         f"timeout for {KEPT}": 1}
+        assert db.verify().ok
+        dump = _export(db)
+        assert GONE not in dump and KEPT in dump

@@ -27,7 +27,7 @@ from typing import Any
 from engramdb.codec import from_micros
 from engramdb.model_layers import ToolStats
 
-__all__ = ["ERROR_CHARS", "RECENT", "Key", "aggregate", "keys_of", "stats_of"]
+__all__ = ["ERROR_CHARS", "KEY_COLUMNS", "RECENT", "Key", "aggregate", "keys_of", "stats_of"]
 
 ERROR_CHARS = 200
 RECENT = 64  # outcomes weighed one by one in the recency-weighted rate
@@ -35,6 +35,7 @@ HALF_LIFE_CALLS = 10
 _DECAY = 0.5 ** (1 / HALF_LIFE_CALLS)
 
 Key = tuple[str, str, str, str, str]  # namespace, principal, tool, kind, label
+KEY_COLUMNS = ("namespace", "principal", "tool", "kind", "label")
 
 
 def latency_label(ms: float) -> str:
@@ -105,7 +106,10 @@ def stats_of(tool: str, rows: Iterable[Mapping[str, Any]],
         elif r["kind"] == "latency":
             latencies[float(r["label"])] += int(r["calls"])
         elif r["kind"] == "error":
-            errors[str(r["label"])] += int(r["calls"])
+            # An erasure renames a row whose label held erased text to an opaque
+            # "[erased <id>]": shown (and summed) as "[erased]".
+            label = str(r["label"])
+            errors["[erased]" if label.startswith("[erased ") else label] += int(r["calls"])
     recent = sorted(newest, key=lambda o: (o["recorded_at"], o["id"]), reverse=True)[:RECENT]
     ok = [bool(o["ok"]) for o in recent]
     weights = [_DECAY ** age for age in range(len(ok))]

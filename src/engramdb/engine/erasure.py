@@ -31,13 +31,16 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engramdb.audit.tool_stats import ERROR_CHARS, KEY_COLUMNS
 from engramdb.codec import check_chars, new_id
 from engramdb.engine.access import Caller
 from engramdb.engine.erasure_scope import (
     REDACTED,
     SIDE_TEXT,
+    OutcomePlan,
     hidden_selector,
     memory_matches,
+    outcome_plan,
     redacted_changes,
     restated,
     side_matches,
@@ -199,8 +202,26 @@ class Erasure:
 
     # -- the erasure -----------------------------------------------------------------
 
+    def _label_peers(self, w: WriteTx, side: Mapping[str, Sequence[Mapping[str, Any]]],
+                     plan: OutcomePlan) -> dict[str, list[Mapping[str, Any]]]:
+        """``side`` plus the other outcomes counted under a ``tool_stats`` row being
+        renamed (same group, error starting with the erased label): renaming a row
+        renames every outcome it counts, so the log still adds up."""
+        out: dict[str, list[Mapping[str, Any]]] = {t: list(rs) for t, rs in side.items()}
+        have = {str(r["id"]) for r in out.get("tool_outcomes", ())}
+        for (ns, principal, tool, _, label), token in sorted(plan.relabel.items()):
+            for r in w.fetch("tool_outcomes", {"namespace": ns, "principal": principal,
+                                               "tool": tool}):
+                rid = str(r["id"])
+                if (rid not in have and not r.get("ok")
+                        and str(r.get("error") or "")[:ERROR_CHARS] == label):
+                    out.setdefault("tool_outcomes", []).append(r)
+                    plan.errors[rid] = token
+                    have.add(rid)
+        return out
+
     def _carriers(self, w: WriteTx, rows: Sequence[Mapping[str, Any]], ids: set[str],
-                  side: Mapping[str, Sequence[Mapping[str, Any]]]
+                  side: Mapping[str, Sequence[Mapping[str, Any]]], plan: OutcomePlan
                   ) -> tuple[dict[int, list[dict[str, Any]]], dict[str, set[str]]]:
         """Events that carried erased content -> their effects restated without it;
         and the side rows (by table) whose text is redacted."""
@@ -210,6 +231,9 @@ class Erasure:
         redact: dict[str, set[str]] = {t: {str(r["id"]) for r in rs} for t, rs in side.items()}
         redact["conflicts"] = set()
         txs |= {int(r["tx"]) for rs in side.values() for r in rs}
+        filled = storage.meta("tool_stats_filled")
+        if plan.relabel and filled and int(filled):
+            txs.add(int(filled))  # the aggregate of outcomes older than it, counted once
         for ns in sorted({r["namespace"] for r in rows}):
             for c in w.fetch("conflicts", {"namespace": ns}):
                 if {m.get("id") for m in c.get("memories") or []} & ids:
@@ -227,8 +251,8 @@ class Erasure:
             if ev.payload is None:
                 continue  # erased before
             effects = json.loads(ev.payload).get("effects", [])
-            if ev.subject_ref in refs or any(touches(e, ids, redact) for e in effects):
-                kept = [restated(e, ids, redact) for e in effects]
+            if ev.subject_ref in refs or any(touches(e, ids, redact, plan) for e in effects):
+                kept = [restated(e, ids, redact, plan) for e in effects]
                 carriers[ev.seq] = [e for e in kept if e is not None]
         return carriers, redact
 
@@ -236,7 +260,9 @@ class Erasure:
                logged: Mapping[str, str], reason: str, rows: Sequence[Mapping[str, Any]],
                ids: set[str], n_derived: int, side: Mapping[str, Sequence[Mapping[str, Any]]]
                ) -> ErasureReceipt:
-        carriers, redact = self._carriers(w, rows, ids, side)
+        plan = outcome_plan(side.get("tool_outcomes", ()), chosen)
+        side = self._label_peers(w, side, plan)
+        carriers, redact = self._carriers(w, rows, ids, side, plan)
         erasure_id = new_id()
         versions = tuple((str(r["id"]), int(r["version"])) for r in rows)
         effects: list[Effect] = []
@@ -245,6 +271,10 @@ class Erasure:
             for rid in sorted(redact.get(table, ())):
                 cur = w.fetch(table, {"id": rid})
                 changes = redacted_changes(table, cur[0]) if cur else {}
+                if table == "tool_outcomes" and rid in plan.errors:
+                    changes["error"] = plan.errors[rid]
+                    if changes["error"] == cur[0].get("error"):
+                        del changes["error"]
                 if changes:
                     redacted.setdefault(table, {})[rid] = changes
         stale = 0
@@ -265,6 +295,11 @@ class Erasure:
         reads = sum(len(w.fetch("read_items", {"memory_id": mid, "version": v}))
                     for mid, v in versions)
         gone = w.erase(versions, sorted(carriers))
+        # The renamed aggregate rows: like the rows ``erase`` removes, a rewrite of
+        # state the log no longer carries as it was (the restated events replay
+        # straight into the new labels), so it is applied here and not logged again.
+        w.apply([Update("tool_stats", dict(zip(KEY_COLUMNS, key, strict=True)), {"label": token})
+                 for key, token in sorted(plan.relabel.items())])
         counts = {"versions": len(versions), "fulltext_entries": len(versions),
                   "vectors": gone["vectors"], "event_payloads": len(carriers),
                   "derived_memories": n_derived,

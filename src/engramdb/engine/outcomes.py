@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engramdb.audit.tool_stats import aggregate
+from engramdb.audit.tool_stats import KEY_COLUMNS, aggregate
 from engramdb.codec import new_id
 from engramdb.engine.rows import EngineConfig, _short, check_metadata
 from engramdb.errors import InvalidInput
@@ -24,7 +24,6 @@ from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
 __all__ = ["check_outcome", "stats_effects", "write_outcomes"]
 
-_KEY = ("namespace", "principal", "tool", "kind", "label")
 
 
 def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency_ms: Any,
@@ -77,7 +76,7 @@ def stats_effects(w: WriteTx, outcomes: Sequence[dict[str, Any]]) -> list[Effect
         if old is None:
             effects.append(Insert("tool_stats", {**add, "tx": w.tx}))
             continue
-        effects.append(Update("tool_stats", dict(zip(_KEY, key, strict=True)),
+        effects.append(Update("tool_stats", dict(zip(KEY_COLUMNS, key, strict=True)),
                               {"calls": int(old["calls"]) + add["calls"],
                                "successes": int(old["successes"]) + add["successes"],
                                "last_at": max(int(old["last_at"]), add["last_at"]), "tx": w.tx},

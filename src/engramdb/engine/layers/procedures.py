@@ -198,6 +198,7 @@ class Procedures(LayerService):
         storage = self._res.storage
         if storage.meta("tool_stats_filled") is not None:
             return
+        filled = 0  # the transaction that counted them, which an erasure may restate
         with storage.write(actor) as w:
             if not w.fetch("tool_stats", {}, limit=1):
                 rows = aggregate(w.fetch("tool_outcomes", {}))
@@ -205,7 +206,8 @@ class Procedures(LayerService):
                     self._res.commit(w, "tool.stats", actor, None, None,
                                      [Insert("tool_stats", {**r, "tx": w.tx})
                                       for r in rows.values()])
-        storage.set_meta("tool_stats_filled", "1")
+                    filled = w.tx
+        storage.set_meta("tool_stats_filled", str(filled))
 
     # -- procedures ------------------------------------------------------------------
 
