@@ -29,6 +29,7 @@ from typing import Any
 
 from engramdb.codec import check_chars, new_id
 from engramdb.engine.access import Caller
+from engramdb.engine.read_audit import reads_of
 from engramdb.engine.resources import Resources
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
@@ -227,8 +228,9 @@ class Erasure:
                     effects.append(Update("decisions", {"id": b["decision_id"]},
                                           {"stale_tx": w.tx}))
                     stale += 1
-        reads = sum(len(w.fetch("read_items", {"memory_id": mid, "version": v}))
-                    for mid, v in versions)
+        read_versions = {mid: [v for _, v in reads_of(w, self._res.storage, mid)]
+                         for mid in {m for m, _ in versions}}
+        reads = sum(read_versions[mid].count(v) for mid, v in versions)
         gone = w.erase(versions, sorted(carriers))
         counts = {"versions": len(versions), "fulltext_entries": len(versions),
                   "vectors": gone["vectors"], "event_payloads": len(carriers),
