@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from engramdb.audit.read_batches import index_effects, memory_key, pack, unpack
 from engramdb.codec import new_id, sha256_hex
 from engramdb.engine._commit import commit
-from engramdb.errors import EngramError
+from engramdb.errors import EngramError, StorageError
 from engramdb.model import Memory, Receipt, namespace_matches
 from engramdb.storage.base import Effect, Insert
 
@@ -281,7 +281,11 @@ class ReadAudit:
             # The event this commit logs is the next one: the row names it.
             seq = w.head.seq + 1
             effects: list[Effect] = [Insert("read_batches", {"seq": seq, "recorded_at": base})]
-            commit(w, "reads.recorded", self._actor, None, None, effects, {"batch": batch})
+            event = commit(w, "reads.recorded", self._actor, None, None, effects,
+                           {"batch": batch})
+            if event.seq != seq:  # the row must name its own event; never write it wrong
+                raise StorageError(f"read batch logged as event {event.seq}, expected {seq}; "
+                                   "retry", retryable=True)
             # Derived from the payload, not logged (replay derives them the same way).
             w.apply(index_effects(seq, batch))
 
