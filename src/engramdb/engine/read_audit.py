@@ -2,11 +2,15 @@
 
 Every read that returns memory content (``recall``, ``context``, ``get``,
 ``history``, ``changes``, ``recent``, ``explain``, ``knowledge``) by a
-principal becomes one ``reads`` row (principal, time, query digest or read
-path, returned versions, their namespaces) plus one
-``read_items`` row per version, so ``who_read(memory_id)`` is an index lookup.
-Rows are buffered in memory and written as one logged ``reads.recorded``
-event per batch, so a read costs a list append, not a disk write, and the
+principal becomes one record (principal, time, query digest or read path,
+returned versions, their namespaces). Records are buffered in memory and
+written as one logged ``reads.recorded`` event per batch whose payload holds
+the batch compressed, plus a ``read_batches`` row naming the event and one
+two-integer ``read_index`` row per distinct memory of the batch
+(``audit/read_batches.py``), so ``who_read(memory_id)`` is an index lookup
+and a k=10 recall costs about a hundred bytes on disk. Reads recorded before
+schema version 21 (a ``reads`` row plus a ``read_items`` row per version)
+keep answering. A read costs a list append, not a disk write, and the
 records are as tamper-evident as any other event. Per namespace glob the
 mode is ``all`` (default), ``sampled`` (a fraction of reads) or ``off``,
 stored in ``namespace_settings`` under the keys ``read_audit`` and
@@ -16,6 +20,7 @@ stored in ``namespace_settings`` under the keys ``read_audit`` and
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import random
@@ -23,18 +28,19 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from engramdb.audit.read_batches import index_effects, memory_key, pack, unpack
 from engramdb.codec import new_id, sha256_hex
 from engramdb.engine._commit import commit
-from engramdb.errors import EngramError
+from engramdb.errors import EngramError, StorageError
 from engramdb.model import Memory, Receipt, namespace_matches
 from engramdb.storage.base import Effect, Insert
 
 if TYPE_CHECKING:
     from engramdb.storage.base import Storage
 
-__all__ = ["READ_AUDIT_MODES", "ReadAudit", "ReadItem"]
+__all__ = ["READ_AUDIT_MODES", "ReadAudit", "ReadItem", "read_rows", "reads_of"]
 
 log = logging.getLogger("engramdb.audit")
 
@@ -197,7 +203,8 @@ class ReadAudit:
         row = {
             "id": new_id(), "principal": principal, "tx": int(tx),
             "recorded_at": time.time_ns() // 1000, "query_digest": digest,
-            "items": [{"id": m.id, "version": m.version} for m in kept],
+            "items": [{"id": m.id, "version": m.version, "namespace": m.namespace}
+                      for m in kept],
             "namespaces": sorted({m.namespace for m in kept}),
         }
         now = time.monotonic()
@@ -269,12 +276,18 @@ class ReadAudit:
         return done
 
     def _write(self, rows: Sequence[dict[str, Any]], wait: bool = True) -> None:
-        effects: list[Effect] = [Insert("reads", r) for r in rows]
-        effects += [Insert("read_items", {"read_id": r["id"], "memory_id": i["id"],
-                                          "version": i["version"]})
-                    for r in rows for i in r["items"]]
+        base, batch = pack(rows)
         with self._storage.write(self._actor, wait=wait) as w:
-            commit(w, "reads.recorded", self._actor, None, None, effects)
+            # The event this commit logs is the next one: the row names it.
+            seq = w.head.seq + 1
+            effects: list[Effect] = [Insert("read_batches", {"seq": seq, "recorded_at": base})]
+            event = commit(w, "reads.recorded", self._actor, None, None, effects,
+                           {"batch": batch})
+            if event.seq != seq:  # the row must name its own event; never write it wrong
+                raise StorageError(f"read batch logged as event {event.seq}, expected {seq}; "
+                                   "retry", retryable=True)
+            # Derived from the payload, not logged (replay derives them the same way).
+            w.apply(index_effects(seq, batch))
 
     # -- optional background flusher ---------------------------------------------------
 
@@ -322,6 +335,50 @@ class ReadAudit:
         if self._thread is not None:
             self._thread = None
             self.start_background()
+
+
+class _Rows(Protocol):
+    def fetch(self, table: str, where: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]: ...
+
+
+def _unpacked(log: Storage, batches: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for batch in batches:
+        seq = int(batch["seq"])
+        event = log.events(after=seq - 1, limit=1)
+        if event and event[0].seq == seq and event[0].payload is not None:
+            out += unpack(seq, int(batch["recorded_at"]), json.loads(event[0].payload)["batch"])
+    return out
+
+
+def read_rows(rows: _Rows, log: Storage) -> list[dict[str, Any]]:
+    """Every recorded read, shaped like a row of ``reads``; the older form first.
+
+    ``rows`` answers the state tables (the storage, or an open write
+    transaction); ``log`` is the storage whose events hold the batches.
+    """
+    return ([dict(r) for r in rows.fetch("reads", {})]
+            + _unpacked(log, rows.fetch("read_batches", {})))
+
+
+def reads_of(rows: _Rows, log: Storage, memory_id: str) -> list[tuple[dict[str, Any], int]]:
+    """``(read, version)`` for each version of ``memory_id`` a recorded read returned.
+
+    Both stored forms are found by index: the older ``read_items`` rows by memory
+    id, the batches through ``read_index`` (only the batches naming the
+    memory's key are decoded).
+    """
+    items = rows.fetch("read_items", {"memory_id": memory_id})
+    old = {r["id"]: r for r in rows.fetch(
+        "reads", {"id": sorted({i["read_id"] for i in items})})} if items else {}
+    out = [(dict(old[i["read_id"]]), int(i["version"])) for i in items if i["read_id"] in old]
+    seqs = sorted({int(r["seq"]) for r in rows.fetch(
+        "read_index", {"memory_key": memory_key(memory_id)})})
+    if not seqs:
+        return out
+    for read in _unpacked(log, rows.fetch("read_batches", {"seq": seqs})):
+        out += [(read, int(i["version"])) for i in read["items"] if i["id"] == memory_id]
+    return out
 
 
 _open_audits: weakref.WeakSet[ReadAudit] = weakref.WeakSet()

@@ -137,6 +137,11 @@ class WriteTx(ABC):
     tx: int
     recorded_at: int
 
+    @property
+    @abstractmethod
+    def head(self) -> Head:
+        """The end of the log as this transaction sees it (its own events included)."""
+
     @abstractmethod
     def apply(self, effects: Sequence[Effect]) -> None:
         """Apply effects to the state tables (no logging)."""

@@ -122,6 +122,13 @@ TABLES: dict[str, TableSpec] = {
             ("read_id", "memory_id", "version"),
             "read_id text, memory_id text, version int",
         ),
+        # Since version 21 (audit/read_batches.py): one row per flushed batch of
+        # reads, naming the event whose payload holds the batch, and one
+        # two-integer row per distinct memory of a batch, derived from that
+        # payload, so who_read is an index lookup. reads and read_items hold
+        # the reads recorded before.
+        _spec("read_batches", ("seq",), "seq int, recorded_at micros"),
+        _spec("read_index", ("memory_key", "seq"), "memory_key int, seq int"),
         # Lifecycle (engine/lifecycle.py): policies per namespace glob and layer
         # ('*' for every layer), legal holds, batched reinforcement of relevance.
         _spec("lifecycle_policies", ("pattern", "layer"),

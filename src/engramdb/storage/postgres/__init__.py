@@ -24,7 +24,8 @@ Concurrency, the PostgreSQL way:
   inserts of a batch stream to the server without a round trip each; anything
   whose result the engine reads (a compare-and-swap's row count, a SELECT)
   is synchronised first.
-* Connections come from a :class:`psycopg_pool.ConnectionPool`. A lost
+* Connections come from a :class:`psycopg_pool.ConnectionPool`, per process:
+  a child forked after the handle connected opens its own (:mod:`._fork`). A lost
   connection, a lock wait over ``lock_timeout`` or a dead server become
   ``StorageError(retryable=True)``; the pool then drops its dead connections
   so the next request reconnects.
@@ -73,6 +74,7 @@ from engramdb.storage.postgres._conn import (
     read_snapshot,
     to_pyformat,
 )
+from engramdb.storage.postgres._fork import keep_unused, watch
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
 from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
@@ -176,8 +178,18 @@ class PostgresStorage(SqlStorage):
         self._closed = False
         self.release_before_flush = bool(release_before_flush)  # as asked; setup() decides
         self._durable_sql = ""  # the durability barrier, when writes release early
+        watch(self)
 
     # -- connections -------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        """In a forked child: leave what the parent opened alone, open anew on first use."""
+        keep_unused(self._pool, self._listener, self._indexer)
+        self._pool, self._listener = None, None
+        self._pool_lock = threading.Lock()
+        self._local = threading.local()
+        self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
+                                   ef_construction=self._hnsw[1])
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
