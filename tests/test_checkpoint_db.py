@@ -98,6 +98,26 @@ def test_checkpoint_signs_the_merkle_root_of_every_event(audited):
     assert report.consistency.old_size == report.consistency.new_size == cp.tree_size
 
 
+def test_the_last_checkpoint_signed_is_remembered_across_reopen(audited):
+    db, path = audited
+    assert db.last_checkpoint() is None
+    first = db.checkpoint()
+    assert db.last_checkpoint() == first
+    db.as_agent("planner").remember("one more fact", namespace="acme/x")
+    second = db.checkpoint()
+    assert second.tree_size == first.tree_size + 1
+    head = db.storage.head().seq
+    assert db.verify().ok  # remembering it wrote nothing to the log
+    db.close()
+    again = engramdb.open(path, embedder=None)
+    try:
+        last = again.last_checkpoint()
+        assert last == second and last.head_seq == head
+        assert again.verify_checkpoint(last, _public(path)).ok
+    finally:
+        again.close()
+
+
 def test_a_growing_log_stays_consistent_with_old_checkpoints(audited):
     db, path = audited
     first = db.checkpoint()

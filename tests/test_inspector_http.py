@@ -120,3 +120,15 @@ def test_info_reports_the_log_head_the_sliders_end_at(server):
     later = httpx.get(server.url + "/v1/info",
                       headers={"Authorization": f"Bearer {carol_key}"}).json()["head"]
     assert later["tx"] == again.tx_from and later["seq"] > info["head"]["seq"]
+
+
+def test_info_shows_the_last_checkpoint_signed_to_any_key(server):
+    admin = server.db
+    admin.admin.create_agent("dave")
+    dave = {"Authorization": f"Bearer {admin.admin.create_key('dave')}"}
+    admin.remember("before the checkpoint", namespace="audit/x")
+    signed = httpx.post(server.url + "/v1/audit/checkpoints",
+                        headers={"Authorization": f"Bearer {server.admin_key()}"}).json()
+    info = httpx.get(server.url + "/v1/info", headers=dave).json()
+    assert info["last_checkpoint"] == signed
+    assert info["last_checkpoint"]["head_seq"] == info["head"]["seq"] == admin.storage.head().seq

@@ -66,8 +66,10 @@ def metrics(request: Request, db: DbDep, metrics: MetricsDep,
 @router.get("/v1/info", response_model=InfoOut, summary="Server and database facts",
             responses=error_responses(401, 429))
 def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
-    """Version, backend, embedder and dimension, the server's limits and the log's head."""
+    """Version, backend, embedder and dimension, the server's limits, the log's head and the
+    last checkpoint signed on this database."""
     head = db.head()
+    last = db.last_checkpoint()
     return {
         "version": __version__,
         "backend": db.info().backend,
@@ -81,6 +83,7 @@ def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
             "rate_limit_burst": settings.rate_limit_burst,
         },
         "head": {"seq": head.seq, "tx": head.tx},
+        "last_checkpoint": None if last is None else last.to_dict(),
     }
 
 
