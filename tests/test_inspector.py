@@ -265,6 +265,12 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in, served):
     agent.locator("#nav").get_by_role("link", name="Agents & grants").click()
     agent.get_by_text("needs an admin key").wait_for()
     assert "bob" not in agent.locator("main").inner_text()
+    # Its own grants, and only those (bob's ops/** is not among them).
+    rows = agent.locator("#my-grants tbody tr")
+    assert [r.split("\t")[:3] for r in rows.all_inner_texts()] == [
+        ["alice", "acme/**", "read, write"]]
+    assert "ops/**" not in agent.locator("main").inner_text()
+    _shot(agent, "access-agent")
     admin = sign_in("admin")
     admin.locator("#nav").get_by_role("link", name="Agents & grants").click()
     grants = admin.locator("main table").nth(1)

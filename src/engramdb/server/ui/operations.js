@@ -16,8 +16,14 @@ export async function viewAccess(box) {
       ["roles", me.roles.join(", ") || "—"], ["trust", String(me.trust)],
       ["admin", me.is_admin ? "yes" : "no"]])));
   if (!me.is_admin) {
-    box.append(empty("Listing agents, grants and lifecycle policies needs an admin key; " +
-      "the server refuses it for this key. This view is read-only for everyone."));
+    const mine = await api("GET", "/v1/me/grants");
+    box.append(el("h2", { text: `Your grants (${mine.grants.length})` }),
+      el("div", { id: "my-grants" }, pagedTable(["Grantee", "Pattern", "Actions", "Granted by",
+        "Since (tx)"], mine.grants.map((g) => [g.grantee, el("code", { text: g.pattern }),
+        g.actions.join(", "), g.granted_by, String(g.tx_from)]),
+      "No grants: this key can read and write nothing until an admin grants it a namespace.")),
+      empty("Listing other agents, their grants and lifecycle policies needs an admin key; " +
+        "the server refuses it for this key. This view is read-only for everyone."));
     return;
   }
   const [agents, grants, names] = await Promise.all([api("GET", "/v1/admin/agents"),
