@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import engramdb
 from engramdb.audit import (
@@ -116,6 +117,21 @@ def test_the_last_checkpoint_signed_is_remembered_across_reopen(audited):
         assert again.verify_checkpoint(last, _public(path)).ok
     finally:
         again.close()
+
+
+def test_every_backend_remembers_the_last_checkpoint_and_each_principals_grants(engine_db):
+    db = engine_db
+    db.admin.create_agent("planner", roles=["analyst"])
+    db.admin.create_agent("other")
+    mine = [db.admin.grant("planner", "acme/**", ["read", "write"]),
+            db.admin.grant("role:analyst", "reports/**", ["read"])]
+    db.admin.grant("other", "acme/**", ["read"])
+    assert db.as_agent("planner").my_grants() == mine
+    assert db.last_checkpoint() is None
+    key = Ed25519PrivateKey.generate()
+    cp = db.checkpoint(private_key=key)
+    assert db.last_checkpoint() == cp and cp.head_seq == db.head().seq
+    assert db.verify().ok
 
 
 def test_a_growing_log_stays_consistent_with_old_checkpoints(audited):
