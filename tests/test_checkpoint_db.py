@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import engramdb
 from engramdb.audit import (
@@ -96,6 +97,41 @@ def test_checkpoint_signs_the_merkle_root_of_every_event(audited):
     report = db.verify_checkpoint(cp, _public(path))
     assert report.ok and report.signature.trusted and report.log.ok
     assert report.consistency.old_size == report.consistency.new_size == cp.tree_size
+
+
+def test_the_last_checkpoint_signed_is_remembered_across_reopen(audited):
+    db, path = audited
+    assert db.last_checkpoint() is None
+    first = db.checkpoint()
+    assert db.last_checkpoint() == first
+    db.as_agent("planner").remember("one more fact", namespace="acme/x")
+    second = db.checkpoint()
+    assert second.tree_size == first.tree_size + 1
+    head = db.storage.head().seq
+    assert db.verify().ok  # remembering it wrote nothing to the log
+    db.close()
+    again = engramdb.open(path, embedder=None)
+    try:
+        last = again.last_checkpoint()
+        assert last == second and last.head_seq == head
+        assert again.verify_checkpoint(last, _public(path)).ok
+    finally:
+        again.close()
+
+
+def test_every_backend_remembers_the_last_checkpoint_and_each_principals_grants(engine_db):
+    db = engine_db
+    db.admin.create_agent("planner", roles=["analyst"])
+    db.admin.create_agent("other")
+    mine = [db.admin.grant("planner", "acme/**", ["read", "write"]),
+            db.admin.grant("role:analyst", "reports/**", ["read"])]
+    db.admin.grant("other", "acme/**", ["read"])
+    assert db.as_agent("planner").my_grants() == mine
+    assert db.last_checkpoint() is None
+    key = Ed25519PrivateKey.generate()
+    cp = db.checkpoint(private_key=key)
+    assert db.last_checkpoint() == cp and cp.head_seq == db.head().seq
+    assert db.verify().ok
 
 
 def test_a_growing_log_stays_consistent_with_old_checkpoints(audited):

@@ -231,6 +231,15 @@ def test_acting_as_an_agent_applies_its_grants(run):
     assert mine["author"] == "bob"
     listing = run("agent", "list")
     assert "bob" in listing.stdout and "acme/** read" in listing.stdout
+    assert run("agent", "create", "carol").exit_code == 0
+    assert run("agent", "grant", "carol", "board/**", "read").exit_code == 0
+    assert run("agent", "grant", "role:analyst", "reports/**", "read").exit_code == 0
+    mine = json.loads(run("--as", "bob", "--json", "agent", "my-grants").stdout)
+    assert sorted((g["grantee"], g["pattern"], tuple(g["actions"])) for g in mine) == [
+        ("bob", "acme/**", ("read",)), ("bob", "acme/**", ("write",)),
+        ("role:analyst", "reports/**", ("read",))]
+    table = run("--as", "bob", "agent", "my-grants").stdout
+    assert "reports/**" in table and "board/**" not in table
     ghost = run("--as", "ghost", "recall", "x")
     assert ghost.exit_code == 2 and "[not_found]" in ghost.stderr
     owner_only = run("--as", "bob", "verify")

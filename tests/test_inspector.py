@@ -265,6 +265,12 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in, served):
     agent.locator("#nav").get_by_role("link", name="Agents & grants").click()
     agent.get_by_text("needs an admin key").wait_for()
     assert "bob" not in agent.locator("main").inner_text()
+    # Its own grants, and only those (bob's ops/** is not among them).
+    rows = agent.locator("#my-grants tbody tr")
+    assert [r.split("\t")[:3] for r in rows.all_inner_texts()] == [
+        ["alice", "acme/**", "read, write"]]
+    assert "ops/**" not in agent.locator("main").inner_text()
+    _shot(agent, "access-agent")
     admin = sign_in("admin")
     admin.locator("#nav").get_by_role("link", name="Agents & grants").click()
     grants = admin.locator("main table").nth(1)
@@ -290,10 +296,20 @@ def test_admin_views_are_read_only_and_refused_to_agents(sign_in, served):
     assert admin.locator("#verify-report .badge").inner_text() == "verified"
     admin.locator("#sign-checkpoint").click()
     admin.locator("#checkpoint").get_by_text("events covered").wait_for()
-    head = httpx.get(served["url"] + "/v1/info", headers={
-        "Authorization": f"Bearer {served['keys']['admin']}"}).json()["head"]
+    info = httpx.get(served["url"] + "/v1/info", headers={
+        "Authorization": f"Bearer {served['keys']['admin']}"}).json()
+    head = info["head"]
     assert f"{head['seq']} · " in admin.locator("#checkpoint").inner_text()
     _shot(admin, "verify")
+    # The server remembers it: another browser (no tab state), even an agent's, shows it.
+    signed = info["last_checkpoint"]
+    assert signed["head_seq"] == head["seq"]
+    later = sign_in("alice")
+    later.locator("#nav").get_by_role("link", name="Verify").click()
+    later.locator("#checkpoint").get_by_text("events covered").wait_for()
+    shown = later.locator("#checkpoint").inner_text()
+    assert signed["merkle_root"] in shown and signed["key_id"] in shown
+    assert f"{signed['head_seq']} · {signed['head_hash']}" in shown
 
 
 def test_a_revoked_key_is_refused_at_the_next_call(sign_in, served):

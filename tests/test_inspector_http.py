@@ -10,6 +10,7 @@ key.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 
@@ -120,3 +121,52 @@ def test_info_reports_the_log_head_the_sliders_end_at(server):
     later = httpx.get(server.url + "/v1/info",
                       headers={"Authorization": f"Bearer {carol_key}"}).json()["head"]
     assert later["tx"] == again.tx_from and later["seq"] > info["head"]["seq"]
+
+
+def test_info_shows_the_last_checkpoint_signed_to_any_key(server):
+    admin = server.db
+    admin.admin.create_agent("dave")
+    dave = {"Authorization": f"Bearer {admin.admin.create_key('dave')}"}
+    admin.remember("before the checkpoint", namespace="audit/x")
+    signed = httpx.post(server.url + "/v1/audit/checkpoints",
+                        headers={"Authorization": f"Bearer {server.admin_key()}"}).json()
+    info = httpx.get(server.url + "/v1/info", headers=dave).json()
+    assert info["last_checkpoint"] == signed
+    assert info["last_checkpoint"]["head_seq"] == info["head"]["seq"] == admin.storage.head().seq
+
+
+def test_every_principal_reads_exactly_its_own_grants(server):
+    db = server.db
+    db.admin.create_agent("erin", roles=["analyst"])
+    db.admin.create_agent("frank")
+    own = db.admin.grant("erin", "erin/**", ["read", "write"])
+    role = db.admin.grant("role:analyst", "reports/**", ["read"])
+    gone = db.admin.grant("erin", "old/**", ["read"])
+    db.admin.revoke(gone.id)
+    db.admin.grant("frank", "frank/**", ["read"])
+    db.admin.grant("role:auditor", "audit/**", ["read"])
+
+    expected = [own, role]
+    assert db.as_agent("erin").my_grants() == expected
+    assert [g.pattern for g in db.as_agent("frank").my_grants()] == ["frank/**"]
+    assert db.my_grants() == []  # the admin holds no grant: it needs none
+
+    erin_key = db.admin.create_key("erin")
+    wire = httpx.get(server.url + "/v1/me/grants",
+                     headers={"Authorization": f"Bearer {erin_key}"})
+    assert wire.status_code == 200
+    assert [(g["id"], g["grantee"], g["pattern"], g["actions"]) for g in wire.json()["grants"]] \
+        == [(own.id, "erin", "erin/**", ["read", "write"]),
+            (role.id, "role:analyst", "reports/**", ["read"])]
+    with engramdb.connect(server.url, erin_key) as client:
+        assert client.my_grants() == expected
+
+    async def remote() -> list:
+        async with engramdb.connect_async(server.url, erin_key) as client:
+            return await client.my_grants()
+
+    assert asyncio.run(remote()) == expected
+    # The admin list stays admin-only: erin cannot read frank's grants there.
+    refused = httpx.get(server.url + "/v1/admin/grants",
+                        headers={"Authorization": f"Bearer {erin_key}"})
+    assert refused.status_code == 403

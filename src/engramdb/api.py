@@ -167,6 +167,8 @@ class MemoryAPI(Protocol):
 
     def stale_decisions(self, namespace: str = "**") -> list[Decision]: ...
 
+    def my_grants(self) -> list[Grant]: ...
+
     def who_read(self, memory_id: str) -> list[ReadRecord]: ...
 
     def conflicts(self, namespace: str = "**", *, status: str | None = "open",
@@ -289,6 +291,8 @@ class AsyncMemoryAPI(Protocol):
     async def explain(self, decision_id: str) -> DecisionExplanation: ...
 
     async def stale_decisions(self, namespace: str = "**") -> list[Decision]: ...
+
+    async def my_grants(self) -> list[Grant]: ...
 
     async def who_read(self, memory_id: str) -> list[ReadRecord]: ...
 
@@ -464,6 +468,7 @@ CALLS: tuple[Call, ...] = (
     Call("decision", "GET /v1/decisions/{decision_id}"),
     Call("explain", "GET /v1/decisions/{decision_id}/explain", None, "explain"),
     Call("stale_decisions", "GET /v1/decisions/stale"),
+    Call("my_grants", "GET /v1/me/grants", None, "my_grants"),
     Call("who_read", "GET /v1/memories/{memory_id}/readers"),
     Call("conflicts", "GET /v1/conflicts", None, "conflicts"),
     Call("resolve", "POST /v1/conflicts/{conflict_id}/resolve", "ResolveRequest", "resolve"),

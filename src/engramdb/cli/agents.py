@@ -1,4 +1,5 @@
-"""Commands for principals and grants: ``engram agent create|key|list|grant|revoke|reactivate``.
+"""Commands for principals and grants: ``engram agent create|key|list|my-grants|grant|revoke|
+reactivate``.
 
 Just enough administration to use ``--as`` from the shell; the full admin
 surface is ``db.admin`` in Python and the HTTP door.
@@ -127,6 +128,26 @@ def agent_list(env: Env) -> None:
         mine = [f"{g.pattern} {','.join(g.actions)}" for g in grants if g.grantee == p.name]
         table.add_row(Text(p.name), p.kind, Text(", ".join(p.roles) or "-"), f"{p.trust:.2f}",
                       p.status, Text("\n".join(mine) or "-"))
+    env.out.print(table)
+
+
+@agent.command("my-grants")
+@pass_env
+def agent_my_grants(env: Env) -> None:
+    """The grants in force for you (the admin, or the --as agent): yours and your roles'."""
+    grants = env.session().my_grants()
+    if env.json:
+        env.emit_json([{"id": g.id, "grantee": g.grantee, "pattern": g.pattern,
+                        "actions": list(g.actions), "tx": g.tx_from} for g in grants])
+        return
+    if not grants:
+        env.say(Text("no grants"))
+        return
+    table = Table(box=box.SIMPLE_HEAVY)
+    for col in ("pattern", "actions", "grantee", "id"):
+        table.add_column(col, overflow="fold")
+    for g in grants:
+        table.add_row(Text(g.pattern), ", ".join(g.actions), Text(g.grantee), g.id)
     env.out.print(table)
 
 

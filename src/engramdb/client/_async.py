@@ -408,6 +408,10 @@ class AsyncClient(AsyncLayerCalls):
         """Decisions you may see whose basis has changed since."""
         return await self._run(calls.stale_decisions(namespace))
 
+    async def my_grants(self) -> list[Grant]:
+        """The grants in force for your key's principal (``GET /v1/me/grants``)."""
+        return await self._run(calls.my_grants())
+
     async def conflicts(self, namespace: str = "**", *, status: str | None = "open",
                   limit: int = 100) -> list[Conflict]:
         """The conflict inbox: conflicts in namespaces you may read, oldest first."""

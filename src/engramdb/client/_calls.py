@@ -338,6 +338,10 @@ def revoke(grant_id: str) -> Call[None]:
     return Call("DELETE", f"/v1/admin/grants/{_seg(grant_id, 'grant id')}", lambda _: None)
 
 
+def my_grants() -> Call[list[Grant]]:
+    return Call("GET", "/v1/me/grants", lambda b: [grant_from_wire(g) for g in b["grants"]])
+
+
 def grants(grantee: str | None) -> Call[list[Grant]]:
     return Call("GET", "/v1/admin/grants", lambda b: [grant_from_wire(g) for g in b["grants"]],
                 params=_compact({"grantee": grantee}))

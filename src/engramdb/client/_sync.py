@@ -514,6 +514,10 @@ class Client(LayerCalls):
         """Decisions you may see whose basis has changed since."""
         return self._run(calls.stale_decisions(namespace))
 
+    def my_grants(self) -> list[Grant]:
+        """The grants in force for your key's principal (``GET /v1/me/grants``)."""
+        return self._run(calls.my_grants())
+
     def conflicts(self, namespace: str = "**", *, status: str | None = "open",
                   limit: int = 100) -> list[Conflict]:
         """The conflict inbox: conflicts in namespaces you may read, oldest first."""

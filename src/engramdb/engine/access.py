@@ -18,11 +18,12 @@ from typing import Any
 
 from engramdb.codec import check_json, to_micros
 from engramdb.engine.resources import Resources
-from engramdb.engine.rows import MAX_INT64, PrincipalInfo, _short, names
+from engramdb.engine.rows import MAX_INT64, PrincipalInfo, _short, grant_from_row, names
 from engramdb.errors import InvalidInput, PermissionDenied
 from engramdb.model import (
     LAYERS,
     STATUSES,
+    Grant,
     RecallFilter,
     check_glob,
     check_layer,
@@ -72,6 +73,11 @@ class Caller:
             return AccessControl(p.name, [], is_admin=True)
         p = self.live_principal()
         return AccessControl(p.name, self.res.grants_for(p, as_of))
+
+    def grants(self) -> list[Grant]:
+        """The grants in force for this principal (to it and to its roles), oldest first."""
+        rows = self.res.grants_for(self.live_principal(), None)
+        return [grant_from_row(r) for r in sorted(rows, key=lambda r: (r["tx_from"], r["id"]))]
 
     def require(self, action: str, namespace: str) -> None:
         decision = self.acl().check(action, namespace)

@@ -16,7 +16,7 @@ from typing import Any
 from engramdb._guard import guard_and_trace
 from engramdb.codec import check_chars, new_id, sha256_hex
 from engramdb.engine.read_audit import READ_AUDIT_MODES
-from engramdb.engine.rows import check_name
+from engramdb.engine.rows import check_name, grant_from_row
 from engramdb.engine.stewardship import Stewardship
 from engramdb.errors import ConflictError, InvalidInput, NotFound, Unauthenticated
 from engramdb.model import ACTIONS, Grant, Principal, check_glob
@@ -200,9 +200,7 @@ class Admin(Stewardship):
                                field="grantee")
         if grantee is not None:
             where["grantee"] = grantee
-        return [Grant(id=r["id"], grantee=r["grantee"], pattern=r["pattern"],
-                      actions=tuple(r["actions"]), granted_by=r["granted_by"],
-                      tx_from=r["tx_from"], tx_to=r["tx_to"])
+        return [grant_from_row(r)
                 for r in self._res.storage.fetch("grants", where, order_by="tx_from")]
 
     # -- read-audit settings -----------------------------------------------------------

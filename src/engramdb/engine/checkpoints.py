@@ -48,7 +48,9 @@ from engramdb.storage.base import RawEvent
 if TYPE_CHECKING:
     from engramdb.model import VerifyReport
 
-__all__ = ["Checkpoints"]
+__all__ = ["LAST_CHECKPOINT", "Checkpoints"]
+
+LAST_CHECKPOINT = "last_checkpoint"  # meta key: the last checkpoint signed here, as its JSON file
 
 
 @guard_calls
@@ -121,10 +123,22 @@ class Checkpoints:
         if problem is not None:
             raise IntegrityError(f"{problem}; not signing it")
         hashes = hashes[: report.events_checked]
-        return sign_checkpoint(
+        cp = sign_checkpoint(
             database_id=self._database_id(hashes), tree_size=len(hashes),
             head_seq=len(hashes), head_hash=hashes[-1] if hashes else GENESIS_HASH,
             merkle_root=root(hash_leaves(bytes.fromhex(h) for h in hashes)), private_key=key)
+        # Remembered in meta, not the log: a checkpoint is a statement about the log.
+        self.storage.set_meta(LAST_CHECKPOINT, cp.to_json())
+        return cp
+
+    def last_checkpoint(self) -> Checkpoint | None:
+        """The last checkpoint :meth:`checkpoint` signed on this database, or ``None``.
+
+        A convenience for display (the inspector's Verify view): an auditor
+        should check the copy kept outside the database, not this one.
+        """
+        text = self.storage.meta(LAST_CHECKPOINT)
+        return None if text is None else Checkpoint.from_json(text)
 
     def verify_checkpoint(
         self, checkpoint: Checkpoint | str | os.PathLike[str],

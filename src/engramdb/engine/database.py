@@ -293,9 +293,13 @@ class Database(Session):
     def prove(self, seq: int, *, tree_size: int | None = None) -> EventProof:
         return self._svc.log.prove(seq, tree_size=tree_size)
 
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self._svc.log.last_checkpoint()
+
     checkpoint.__doc__ = Checkpoints.checkpoint.__doc__
     verify_checkpoint.__doc__ = Checkpoints.verify_checkpoint.__doc__
     prove.__doc__ = Checkpoints.prove.__doc__
+    last_checkpoint.__doc__ = Checkpoints.last_checkpoint.__doc__
 
     def knowledge(
         self,

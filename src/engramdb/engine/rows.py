@@ -27,6 +27,7 @@ from engramdb.errors import (
 from engramdb.model import (
     Conflict,
     Decision,
+    Grant,
     Memory,
     MemoryDraft,
     ReceiptItem,
@@ -36,7 +37,7 @@ from engramdb.model import (
 )
 
 __all__ = ["EngineConfig", "PrincipalInfo", "check_count", "check_id", "check_idempotency_key",
-           "check_name", "check_reason", "conflict_from_row", "decision_from_row",
+           "check_name", "check_reason", "conflict_from_row", "decision_from_row", "grant_from_row",
            "memory_from_row", "names", "validate_draft"]
 
 # Integers go into 64-bit SQL columns; a larger one is refused as input, not
@@ -352,6 +353,13 @@ def conflict_from_row(r: Mapping[str, Any]) -> Conflict:
         resolved_by=r.get("resolved_by"), tx=int(r["tx"]),
         resolved_tx=None if r.get("resolved_tx") is None else int(r["resolved_tx"]),
     )
+
+
+def grant_from_row(r: Mapping[str, Any]) -> Grant:
+    """A stored grant row as the public :class:`~engramdb.model.Grant` value."""
+    return Grant(id=r["id"], grantee=r["grantee"], pattern=r["pattern"],
+                 actions=tuple(r["actions"]), granted_by=r["granted_by"],
+                 tx_from=r["tx_from"], tx_to=r["tx_to"])
 
 
 def decision_from_row(row: Mapping[str, Any]) -> Decision:

@@ -46,6 +46,7 @@ from engramdb.model import (
     Decision,
     DecisionExplanation,
     Event,
+    Grant,
     Memory,
     MemoryDraft,
     ReadRecord,
@@ -503,6 +504,13 @@ class Session:
     def stale_decisions(self, namespace: str = "**") -> list[Decision]:
         """Decisions you may see whose basis has changed since, oldest staleness first."""
         return self._svc.decisions.stale_decisions(self._caller, namespace)
+
+    def my_grants(self) -> list[Grant]:
+        """The grants in force for you (to you and to your roles), oldest first.
+
+        Any principal may ask; admins may do everything whatever their grants.
+        """
+        return self._caller.grants()
 
     # -- read audit ------------------------------------------------------------------
 

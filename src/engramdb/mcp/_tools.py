@@ -340,6 +340,18 @@ def register_tools(server: MCPServer, acting: Callable[[], MemoryAPI]) -> list[s
         return tool_result(lambda: {"namespaces": acting().namespaces(pattern)})
 
     @tool(read_only)
+    def my_grants() -> Result:
+        """List the grants in force for you: what you may do, and where.
+
+        Use it to learn which namespaces you may read or write before you try.
+        Returns `grants`, oldest first, each with `pattern` (a namespace glob),
+        `actions` and `grantee` (you, or `role:<name>` for a role you hold).
+        """
+        return tool_result(lambda: {"grants": [
+            {"id": g.id, "grantee": g.grantee, "pattern": g.pattern, "actions": list(g.actions),
+             "tx_from": g.tx_from} for g in acting().my_grants()]})
+
+    @tool(read_only)
     def context(
         task: Annotated[str, Field(
             description="The task you are about to work on, in a sentence or two; it is "

@@ -641,6 +641,10 @@ class InfoOut(Response):
         "rate_limit_per_s, rate_limit_burst.")
     head: HeadOut = Field(description="The log's newest event when asked: the read point "
                           "`as_of` reads (and the inspector's as-of slider) end at.")
+    last_checkpoint: CheckpointOut | None = Field(
+        default=None, description="The last checkpoint signed on this database (by "
+        "`engram audit checkpoint`, `POST /v1/audit/checkpoints` or `Database.checkpoint`), "
+        "or null. For display: an auditor checks the copy kept outside the database.")
 
 
 ConflictOut.model_rebuild()

@@ -35,7 +35,7 @@ from engramdb.server.schemas import (
     documented,
 )
 
-__all__ = ["router"]
+__all__ = ["grant_out", "router"]
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -91,7 +91,7 @@ def _principal(p: Principal) -> dict[str, Any]:
             "status": p.status, "created_tx": p.created_tx}
 
 
-def _grant(g: Grant) -> dict[str, Any]:
+def grant_out(g: Grant) -> dict[str, Any]:
     return {"id": g.id, "grantee": g.grantee, "pattern": g.pattern, "actions": list(g.actions),
             "granted_by": g.granted_by, "tx_from": g.tx_from, "tx_to": g.tx_to}
 
@@ -191,14 +191,14 @@ def grants(admin: AdminDep, grantee: Annotated[str | None, Query(
         description="Only this principal's (or `role:<r>`'s) grants.")] = None
            ) -> dict[str, Any]:
     """Grants in force, oldest first."""
-    return {"grants": [_grant(g) for g in admin.grants(grantee)]}
+    return {"grants": [grant_out(g) for g in admin.grants(grantee)]}
 
 
 @router.post("/grants", status_code=status.HTTP_201_CREATED, response_model=GrantOut,
              summary="Grant access", responses=error_responses(*_ADMIN_ERRORS, 404, 413))
 def grant(body: GrantRequest, admin: AdminDep) -> dict[str, Any]:
     """Allow ``actions`` on namespaces matching ``pattern``. 404 if the grantee is unknown."""
-    return _grant(admin.grant(body.grantee, body.pattern, body.actions))
+    return grant_out(admin.grant(body.grantee, body.pattern, body.actions))
 
 
 @router.delete("/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -13,7 +13,8 @@ from engramdb.errors import EngramError, NotFound, PermissionDenied, StorageErro
 from engramdb.server.deps import AdminDep, DbDep, MetricsDep, SessionDep, SettingsDep
 from engramdb.server.door import SESSION_SCOPE
 from engramdb.server.errors import error_responses
-from engramdb.server.schemas import HealthOut, InfoOut, MeOut, VerifyOut
+from engramdb.server.routes.admin import grant_out
+from engramdb.server.schemas import GrantList, HealthOut, InfoOut, MeOut, VerifyOut
 
 __all__ = ["router"]
 
@@ -66,8 +67,10 @@ def metrics(request: Request, db: DbDep, metrics: MetricsDep,
 @router.get("/v1/info", response_model=InfoOut, summary="Server and database facts",
             responses=error_responses(401, 429))
 def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
-    """Version, backend, embedder and dimension, the server's limits and the log's head."""
+    """Version, backend, embedder and dimension, the server's limits, the log's head and the
+    last checkpoint signed on this database."""
     head = db.head()
+    last = db.last_checkpoint()
     return {
         "version": __version__,
         "backend": db.info().backend,
@@ -81,6 +84,7 @@ def info(_: SessionDep, db: DbDep, settings: SettingsDep) -> dict[str, Any]:
             "rate_limit_burst": settings.rate_limit_burst,
         },
         "head": {"seq": head.seq, "tx": head.tx},
+        "last_checkpoint": None if last is None else last.to_dict(),
     }
 
 
@@ -90,6 +94,14 @@ def me(session: SessionDep) -> dict[str, Any]:
     """The principal the API key belongs to."""
     p = session.principal
     return {"name": p.name, "roles": list(p.roles), "trust": p.trust, "is_admin": p.is_admin}
+
+
+@router.get("/v1/me/grants", response_model=GrantList, summary="My grants",
+            responses=error_responses(401, 403, 429))
+def my_grants(session: SessionDep) -> dict[str, Any]:
+    """The grants in force for the key's principal (to it and to its roles), oldest first.
+    Any key; admin keys may do everything whatever their grants."""
+    return {"grants": [grant_out(g) for g in session.my_grants()]}
 
 
 @router.post("/v1/verify", response_model=VerifyOut, summary="Verify the audit log",

@@ -1,6 +1,5 @@
 // Operations: agents, grants and lifecycle (read-only), verify and checkpoints, the live feed.
 
-const CHECKPOINT = "engramdb.lastCheckpoint";
 
 import {
   LAYERS, api, authHeaders, badge, el, empty, errorBox,
@@ -17,8 +16,14 @@ export async function viewAccess(box) {
       ["roles", me.roles.join(", ") || "—"], ["trust", String(me.trust)],
       ["admin", me.is_admin ? "yes" : "no"]])));
   if (!me.is_admin) {
-    box.append(empty("Listing agents, grants and lifecycle policies needs an admin key; " +
-      "the server refuses it for this key. This view is read-only for everyone."));
+    const mine = await api("GET", "/v1/me/grants");
+    box.append(el("h2", { text: `Your grants (${mine.grants.length})` }),
+      el("div", { id: "my-grants" }, pagedTable(["Grantee", "Pattern", "Actions", "Granted by",
+        "Since (tx)"], mine.grants.map((g) => [g.grantee, el("code", { text: g.pattern }),
+        g.actions.join(", "), g.granted_by, String(g.tx_from)]),
+      "No grants: this key can read and write nothing until an admin grants it a namespace.")),
+      empty("Listing other agents, their grants and lifecycle policies needs an admin key; " +
+        "the server refuses it for this key. This view is read-only for everyone."));
     return;
   }
   const [agents, grants, names] = await Promise.all([api("GET", "/v1/admin/agents"),
@@ -73,22 +78,26 @@ function duration(micros) {
 // -- verify and checkpoints ---------------------------------------------------------
 
 export async function viewAudit(box) {
-  const top = await head();
-  box.append(el("h1", { text: "Verify" }),
-    el("div", { class: "card" }, fields([["log head", `event ${top.seq}, transaction ${top.tx}`]])));
-  if (!state.me.is_admin) {
-    box.append(empty("Verifying the log and signing checkpoints need an admin key."));
-    return;
-  }
-  const report = el("div", { id: "verify-report", "aria-live": "polite" });
+  const info = await api("GET", "/v1/info");
+  const top = info.head;
   const cp = el("div", { id: "checkpoint", "aria-live": "polite" });
   const showCheckpoint = (c) => el("div", { class: "card" }, fields([
     ["signed", when(c.created_at)], ["events covered", String(c.tree_size)],
     ["head", el("code", { text: `${c.head_seq} · ${c.head_hash}` })],
     ["Merkle root", el("code", { text: c.merkle_root })], ["key id", el("code", { text: c.key_id })]]));
-  const saved = sessionStorage.getItem(CHECKPOINT);
-  put(cp, saved ? showCheckpoint(JSON.parse(saved))
-    : empty("No checkpoint signed from this browser tab yet."));
+  put(cp, info.last_checkpoint ? showCheckpoint(info.last_checkpoint)
+    : empty("No checkpoint has been signed on this database yet."));
+  const cpSection = [el("h2", { text: "Last checkpoint" }),
+    el("p", { class: "muted", text: "The last checkpoint signed on this database. Keep checkpoints " +
+      "outside the database (engram audit checkpoint writes them to a file): a later rewrite of " +
+      "the log no longer matches them." }), cp];
+  box.append(el("h1", { text: "Verify" }),
+    el("div", { class: "card" }, fields([["log head", `event ${top.seq}, transaction ${top.tx}`]])));
+  if (!state.me.is_admin) {
+    box.append(empty("Verifying the log and signing checkpoints need an admin key."), ...cpSection);
+    return;
+  }
+  const report = el("div", { id: "verify-report", "aria-live": "polite" });
   box.append(el("div", { class: "row" },
     el("button", { type: "button", class: "primary", id: "run-verify", text: "Verify the log now",
       onclick: async () => {
@@ -107,14 +116,10 @@ export async function viewAudit(box) {
       onclick: async () => {
         try {
           const c = await api("POST", "/v1/audit/checkpoints");
-          sessionStorage.setItem(CHECKPOINT, JSON.stringify(c));
           put(cp, showCheckpoint(c));
         } catch (err) { put(cp, errorBox(err)); }
       } })),
-  el("h2", { text: "Last verify" }), report,
-  el("h2", { text: "Last checkpoint" }),
-  el("p", { class: "muted", text: "Keep checkpoints outside the database (engram audit " +
-    "checkpoint writes them to a file): a later rewrite of the log no longer matches them." }), cp);
+  el("h2", { text: "Last verify" }), report, ...cpSection);
   put(report, await lastVerify());
 }
 
