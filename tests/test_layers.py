@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import queue
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from engramdb.retrieval.assemble import Candidate, assemble
 from engramdb.retrieval.tokens import count_tokens
 from tests.support.block_worker import edit_block
 from tests.support.openai_server import OpenAICompatServer
+from tests.support.procs import gather
 
 WORDS = ("Oslo flight budget hotel train seat window price Dana Friday contract SLA renew "
          "vendor outage ticket bug logs deploy rollback metrics cache queue").split()
@@ -150,17 +150,7 @@ def test_two_processes_editing_one_block_one_wins_the_other_conflicts(tmp_path: 
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=edit_block, args=(path, name, f"{name}'s edit", barrier, results))
              for name in ("ann", "ben")]
-    for p in procs:
-        p.start()
-    try:
-        reports = [results.get(timeout=180) for _ in procs]
-    except queue.Empty:
-        pytest.fail("a worker did not report in time")
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
+    reports = gather(procs, results, timeout=180)
     assert [r["error"] for r in reports] == [None, None], reports
     firsts = sorted(r["first"] for r in reports)
     assert firsts == [("conflict", 2), ("ok", 2)]

@@ -7,7 +7,6 @@ rules (``ToolStats``, ``engramdb.audit.tool_stats``), never read back first.
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import engramdb
 from engramdb.engine._commit import commit
 from engramdb.storage.base import Insert
 from tests.support.outcome_worker import record_outcomes
+from tests.support.procs import gather
 
 
 def _agent(db: Any, name: str = "a") -> Any:
@@ -110,17 +110,7 @@ def test_two_processes_recording_the_same_tool_lose_no_count(tmp_path: Path) -> 
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=record_outcomes, args=(path, "ann", 150, barrier, results))
              for _ in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        errors = [results.get(timeout=240) for _ in procs]
-    except queue.Empty:
-        pytest.fail("a worker did not report in time")
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
+    errors = gather(procs, results, timeout=240)
     assert errors == [None, None]
     with engramdb.open(path, embedder=None) as db:
         (st,) = db.tool_stats("fetch")
