@@ -242,3 +242,30 @@ def loaded_once(tmp_path_factory, embedder):
     yield db, vecs, tx_mid
     db.close()
     mp.undo()
+
+
+def test_a_process_that_searches_the_index_first_can_then_embed(loaded):
+    """A fresh process whose first act is a recall with a given vector (the index's
+    graphs loaded) and whose next is embedding a text with the default embedder: a
+    server answering a vector query, a bulk import followed by a ``remember``. Loading
+    the graph library first used to kill such a process with a segmentation fault."""
+    db, mems, vecs = loaded
+    script = textwrap.dedent(f"""
+        import engramdb
+        from engramdb.storage.sqlite.ann import VectorSearch
+        VectorSearch.snapshot_min, VectorSearch.exact_rows = 50, 0
+        db = engramdb.open({str(db.storage.path)!r})
+        hits = db.recall("x", k=3, query_embedding={vecs[4].tolist()!r}).hits
+        import sys
+        assert "usearch.index" in sys.modules, "the recall did not use the graph index"
+        m = db.remember("a text the default embedder embeds", namespace="team/ns1")
+        print(hits[0].memory.id, m.id)
+        db.close()
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(engramdb.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    found, written = out.stdout.split()
+    assert found == mems[4].id
+    assert db.get(written).text == "a text the default embedder embeds"

@@ -99,9 +99,26 @@ class Snapshot:
         return np.asarray(self.by_row[at[found]], dtype=np.int64)
 
 
-def _open_graph(path: Path) -> Any:
+def _usearch_index() -> Any:
+    """usearch's ``Index``, loaded only after onnxruntime.
+
+    usearch's compiled module links its own C++ runtime; once it is loaded, importing
+    onnxruntime (the default embedder) kills the process with a segmentation fault in
+    libstdc++'s locale code (usearch 2.26, onnxruntime 1.28-1.32). Loaded the other way
+    round, both work. A process whose first act is a search over the vector index and
+    whose next is embedding a text (a server answering a recall with a given vector, a
+    bulk import followed by a ``remember``) would otherwise die, so onnxruntime is loaded
+    first whenever it is installed.
+    """
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401  (load order only: see above)
     from usearch.index import Index
 
+    return Index
+
+
+def _open_graph(path: Path) -> Any:
+    Index = _usearch_index()
     graph = Index.restore(str(path), view=True)
     if graph is None:
         raise ValueError(f"cannot open the HNSW graph {path}")
@@ -222,8 +239,7 @@ def _build_graphs(out: Path, meta: dict[str, Any], threads: int) -> list[int | N
     n = meta["n"]
     if n == 0:
         return []
-    from usearch.index import Index
-
+    Index = _usearch_index()
     vecs = np.load(out / "vecs.npy", mmap_mode="r")
     live = np.flatnonzero(np.load(out / "tx_to.npy") == NONE)
     total = len(live)
