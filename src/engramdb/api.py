@@ -14,11 +14,13 @@ Three surfaces, each a :class:`~typing.Protocol`:
 Keyword sets shared by several calls are declared once as ``TypedDict``\\s
 (:class:`UpdateFields`, :class:`RecallFilters`) and used with ``Unpack``.
 
-Nothing is generated at run time: the declarations are checked. mypy checks
-each implementation against its Protocol (see the ``TYPE_CHECKING`` block at
-the end), ``tests/test_api.py`` compares every signature, and checks the HTTP
-request schemas and the MCP tool input schemas against the declared
-parameters, so a door that drifts fails a test instead of a user's call.
+The door schemas are derived from these declarations: each memory call's
+HTTP request body (``server/requests.py``) and MCP tool input schema
+(``mcp/_args.py``) are built from its parameters by :mod:`engramdb.api_schema`,
+so a keyword added here reaches both doors with no second edit. The
+implementations are checked: mypy checks each against its Protocol (see the
+``TYPE_CHECKING`` block at the end), and ``tests/test_api.py`` compares every
+signature and every route's and tool's parameters with the declaration.
 :data:`CALLS` lists the memory calls with the HTTP route and MCP tool that
 front each one. How to add a call: ``docs/architecture.md``.
 """

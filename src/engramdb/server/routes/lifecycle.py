@@ -17,10 +17,9 @@ from pydantic import Field
 
 from engramdb.server.deps import AdminDep, DbDep, SessionDep
 from engramdb.server.errors import error_responses
+from engramdb.server.requests import ForgetRequest, invoke
 from engramdb.server.schemas import (
-    GLOB,
     NAMESPACE,
-    SHORT,
     GlobIn,
     LayerOrNull,
     Request,
@@ -35,17 +34,6 @@ router = APIRouter(tags=["lifecycle"])
 _ERRORS = (400, 401, 403, 429, 503)
 _DURATION = {"anyOf": [{"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$"},
                        {"type": "number", "exclusiveMinimum": 0}, {"type": "null"}]}
-
-
-class ForgetRequest(Request):
-    id: str | None = documented(SHORT, default=None, description="One memory's id.")
-    subject: str | None = documented(SHORT, default=None,
-                                     description="Every memory about this subject.")
-    author: str | None = documented(SHORT, default=None,
-                                    description="Every memory this principal wrote.")
-    namespace: str | None = documented(GLOB, default=None, description="A namespace glob.")
-    reason: str = documented({"minLength": 1, "maxLength": 2000},
-                             description="Why (kept in the log with who and when).")
 
 
 class ErasureReceiptOut(Response):
@@ -124,7 +112,7 @@ def forget(body: ForgetRequest, session: SessionDep) -> dict[str, Any]:
     """Erase the selected memories (and those derived from them) from every version,
     index and file; needs ``erase`` on every namespace touched. 409 ``legal_hold``
     if a legal hold covers one. Returns the erasure receipt."""
-    return session.forget(**body.model_dump()).to_dict()
+    return invoke(session, "forget", body).to_dict()
 
 
 @router.post("/v1/admin/maintain", response_model=MaintenanceReportOut,
