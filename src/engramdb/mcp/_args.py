@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.types import CallToolResult, ToolAnnotations
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from engramdb import api
 from engramdb.api_schema import Declared, call_with, tool_signature, wire_fields
@@ -47,7 +47,8 @@ ERASE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_
 # The wire type of each declared annotation: JSON's (times are ISO-8601 strings).
 TYPES: dict[Any, Any] = {
     str: str, str | None: str | None, int: int, int | None: int | None,
-    float: float, float | None: float | None, bool: bool, Any: Any,
+    # Strict: the SDK's validation would read "yes" or "no" as a boolean.
+    float: float, float | None: float | None, bool: StrictBool, Any: Any,
     api.When: str | None, api.AsOf: int | str | None,
     Mapping[str, Any]: dict[str, Any], Mapping[str, Any] | None: dict[str, Any] | None,
     Mapping[str, int] | None: dict[str, int] | None,
