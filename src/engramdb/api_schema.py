@@ -105,6 +105,8 @@ def declared(fn: Callable[..., Any] | type) -> list[Declared]:
                 default = REQUIRED
             elif default is UNSET:
                 default = None
+            elif isinstance(default, tuple):
+                default = list(default)  # JSON has lists
             out.append(Declared(p.name, hints[p.name], default))
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
@@ -70,6 +71,7 @@ __all__ = [
     "ToolOutcomeRequest",
     "UnpinRequest",
     "UpdateRequest",
+    "admin_model",
     "build",
     "invoke",
     "sent",
@@ -80,7 +82,7 @@ __all__ = [
 TYPES: dict[Any, Any] = {
     str: str, str | None: str | None, int: Integer, int | None: Integer | None,
     float: float, float | None: float | None, bool: bool, Any: Any,
-    api.When: Time | None, api.AsOf: Count | Time | None,
+    api.When: Time | None, api.AsOf: Count | Time | None, int | datetime | str: Count | Time,
     Mapping[str, Any]: dict[str, Any], Mapping[str, Any] | None: dict[str, Any] | None,
     Mapping[str, int] | None: dict[str, Integer] | None,
     Sequence[str]: list[str], Sequence[str] | None: list[str] | None,
@@ -322,6 +324,27 @@ def build(declaration: type = api.MemoryAPI, calls: Sequence[api.Call] = api.CAL
 
 
 FIELDS, MODELS = build()
+
+
+def admin_model(call: str, overrides: Mapping[str, Any], doc: str | None = None
+                ) -> type[BaseModel]:
+    """The body model of an admin call (``api.ADMIN_CALLS``), derived from ``api.AdminAPI``.
+
+    Built next to its route, which owns the overrides (limits, descriptions);
+    ``invoke(admin, call, body)`` then passes it on.
+
+    Raises:
+        SchemaDrift: an override disagrees with the declaration.
+    """
+    (row,) = [c for c in api.ADMIN_CALLS if c.name == call]
+    if call in FIELDS:
+        raise ValueError(f"{call} is a memory call and an admin call")
+    FIELDS[call] = wire_fields(call, getattr(api.AdminAPI, call), types=TYPES,
+                               overrides=overrides, wire=dict(row.wire),
+                               exclude=_path_params(row.route))
+    model = request_model(str(row.body), FIELDS[call], base=Request, doc=doc)
+    MODELS[str(row.body)] = model
+    return model
 
 
 def sent(body: BaseModel | None) -> dict[str, Any]:
