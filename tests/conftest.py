@@ -1,11 +1,17 @@
 """Shared fixtures. The conformance suite runs on every backend and door.
 
 ``cell`` is the one matrix: every storage backend (``STORES``) x every door
-(``DOORS``), so a test written against ``cell.db`` runs unchanged embedded and
-over HTTP, on SQLite and PostgreSQL. ``engine_db`` is its engine-only column
-(for what only the engine exposes), and ``db`` the older three-way view the
-conformance suite uses. A new backend or door joins by adding an opener
+(``DOORS``), so a test written against ``cell.db`` runs unchanged embedded,
+over HTTP and over MCP, on SQLite and PostgreSQL. ``engine_db`` is its
+engine-only column (for what only the engine exposes), and ``db`` the older
+view the conformance suite uses (sqlite, postgres, http and, in the
+conformance modules, mcp). A new backend or door joins by adding an opener
 here, never by copying test bodies.
+
+Capability marks: a door may not offer every call (MCP has no tool for
+``changes``, ``transaction``, ``who_read``, the database-wide calls, ...). A
+test that uses such a call says so with ``@pytest.mark.uses("changes", ...)``
+and is skipped on the doors that lack it, at collection (nothing is opened).
 """
 
 from __future__ import annotations
@@ -107,13 +113,15 @@ def pytest_sessionfinish(session, exitstatus):
 # -- the one test matrix: storage backend x door ------------------------------------------
 #
 # A cell is a storage backend (where the data lives) seen through a door (how the test talks
-# to it): the embedded Python ``Database``/``Session``, or the HTTP ``Client`` against a live
-# uvicorn server over that same database. ``cell`` runs a test on every combination;
-# ``BACKENDS`` / ``db`` below are the older three-way view (sqlite, postgres, http over
-# SQLite) kept for the conformance suite, built from the same openers.
+# to it): the embedded Python ``Database``/``Session``, the HTTP ``Client`` against a live
+# uvicorn server over that same database, or the real MCP client calling the MCP server's
+# tools (tests/support/mcp_door.py). ``cell`` runs a test on every combination;
+# ``BACKENDS`` / ``db`` below are the older view (sqlite, postgres, http over SQLite, and
+# mcp over SQLite where a module asks for ``CONFORMANCE``) kept for the conformance suite,
+# built from the same openers.
 
 STORES: dict[str, Callable[..., engramdb.Database]] = {"sqlite": _sqlite, "postgres": _postgres}
-DOORS = ("python", "http")
+DOORS = ("python", "http", "mcp")
 
 
 @dataclass
@@ -122,8 +130,9 @@ class Cell:
 
     Attributes:
         store: ``sqlite`` or ``postgres``.
-        door: ``python`` or ``http``.
-        db: what the test talks to: the engine's ``Database`` or an admin HTTP ``Client``.
+        door: ``python``, ``http`` or ``mcp``.
+        db: what the test talks to: the engine's ``Database``, an admin HTTP ``Client``, or
+            the admin's session over MCP tools (``tests.support.mcp_door.McpCell``).
         engine: the engine database underneath (the same object as ``db`` for ``python``):
             the test's oracle for things no door shows (the head, raw rows).
     """
@@ -145,6 +154,10 @@ def open_cell(store: str, door: str, tmp_path: Path, embedder, request=None) -> 
     engine = STORES[store](tmp_path, embedder, request)
     if door == "python":
         return Cell(store, door, engine, engine)
+    if door == "mcp":
+        from tests.support.mcp_door import McpCell
+
+        return Cell(store, door, McpCell(engine), engine)
     from tests.support.http_server import served_client
 
     return Cell(store, door, served_client(engine), engine)
@@ -162,11 +175,27 @@ def matrix(stores: tuple[str, ...] = tuple(STORES), doors: tuple[str, ...] = DOO
             for s in stores for d in doors]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc):
+    """A module's ``CELLS = matrix(...)`` narrows ``cell`` for every test in it.
+
+    Added as the test's own parametrize mark (before pytest reads the marks), so
+    it takes precedence over the fixture's params as a decorator would.
+    """
+    cells = getattr(metafunc.module, "CELLS", None)
+    if cells is None or "cell" not in metafunc.fixturenames:
+        return
+    if any("cell" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test narrows it itself
+    metafunc.definition.add_marker(pytest.mark.parametrize("cell", cells, indirect=True))
+
+
 @pytest.fixture(params=matrix())
 def cell(request, tmp_path, embedder) -> Iterator[Cell]:
     """A fresh database on every backend x door.
 
-    Narrow or change it with ``@pytest.mark.parametrize("cell", matrix(...), indirect=True)``.
+    Narrow or change it with ``@pytest.mark.parametrize("cell", matrix(...), indirect=True)``,
+    or for a whole module with ``CELLS = matrix(...)``.
     """
     store, door, embed = request.param
     c = open_cell(store, door, tmp_path, embedder if embed else None, request)
@@ -196,13 +225,50 @@ def _http(tmp_path: Path, embedder, request=None) -> engramdb.Database:
     return open_cell("sqlite", "http", tmp_path, embedder, request).db
 
 
-BACKENDS: dict[str, Callable[..., engramdb.Database]] = {**STORES, "http": _http}
+def _mcp(tmp_path: Path, embedder, request=None) -> Any:
+    """The MCP door over SQLite: the admin's session through the real MCP client."""
+    return open_cell("sqlite", "mcp", tmp_path, embedder, request).db
 
 
-@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.postgres) if name == "postgres"
-                        else name for name in sorted(BACKENDS)])
+BACKENDS: dict[str, Callable[..., Any]] = {**STORES, "http": _http, "mcp": _mcp}
+
+
+def backends(*names: str) -> list[Any]:
+    """``pytest.param``s for ``backend`` (postgres marked)."""
+    return [pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name
+            for name in names]
+
+
+# The conformance modules (test_conformance*.py) add the MCP door to their ``backend``.
+CONFORMANCE = backends("http", "mcp", "postgres", "sqlite")
+
+
+@pytest.fixture(params=backends("http", "postgres", "sqlite"))
 def backend(request) -> str:
     return request.param
+
+
+def _door_of(item: pytest.Item) -> str | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "cell" in params and isinstance(params["cell"], tuple):
+        return str(params["cell"][1])
+    if params.get("backend") == "mcp":
+        return "mcp"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip, on a door that does not offer it, a test marked as using a call."""
+    for item in items:
+        mark = item.get_closest_marker("uses")
+        if mark is None or _door_of(item) != "mcp":
+            continue
+        from tests.support.mcp_door import offered  # only where MCP cells are collected
+
+        missing = [name for name in mark.args if not offered(name)]
+        if missing:
+            item.add_marker(pytest.mark.skip(
+                reason=f"the MCP door offers no tool for {', '.join(missing)}"))
 
 
 @pytest.fixture

@@ -65,10 +65,10 @@ def test_the_parameter_check_notices_a_drift():
     assert _params(remember) != _params(api.MemoryAPI.remember)
 
 
-def _call_params(call: api.Call) -> set[str]:
+def _call_params(call: api.Call, protocol: type = api.MemoryAPI) -> set[str]:
     """The declared parameters of a call, ``**fields`` spelled out, wire names applied."""
     names: set[str] = set()
-    fn = getattr(api.MemoryAPI, call.name)
+    fn = getattr(protocol, call.name)
     hints = typing.get_type_hints(fn, include_extras=True)
     for p in inspect.signature(fn).parameters.values():
         if p.name == "self":
@@ -112,6 +112,16 @@ def test_http_route_takes_exactly_the_declared_parameters(call, openapi):
     if call.body is not None:
         names |= set(openapi["components"]["schemas"][call.body].get("properties", {}))
     assert names == _call_params(call)
+
+
+@pytest.mark.parametrize("call", api.ADMIN_CALLS, ids=lambda c: c.name)
+def test_admin_route_takes_exactly_the_declared_parameters(call, openapi):
+    method, path = call.route.split(" ", 1)
+    op = openapi["paths"][path][method.lower()]
+    assert _body_model(op) == call.body
+    names = {p["name"] for p in op.get("parameters", []) if p["in"] in ("path", "query")}
+    names |= set(openapi["components"]["schemas"][call.body].get("properties", {}))
+    assert names == _call_params(call, api.AdminAPI)
 
 
 @pytest.fixture(scope="module")

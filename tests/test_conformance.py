@@ -18,6 +18,14 @@ import pytest
 import engramdb
 from engramdb import NotFound, PermissionDenied, ReceiptItem, VersionConflict
 from engramdb.errors import InvalidInput
+from tests.conftest import CONFORMANCE
+
+
+@pytest.fixture(params=CONFORMANCE)
+def backend(request) -> str:
+    """Every backend and door of ``db``, the MCP door included (tests/conftest.py)."""
+    return request.param
+
 
 T2020 = datetime(2020, 1, 1, tzinfo=UTC)
 T2023 = datetime(2023, 1, 1, tzinfo=UTC)
@@ -100,6 +108,7 @@ def test_update_makes_a_new_version_and_closes_the_old(db: Any) -> None:
     assert (m3.version, m3.text, m3.metadata) == (3, m2.text, {"owner": "lee"})
 
 
+@pytest.mark.uses("changes")
 def test_stale_expected_version_raises_and_writes_nothing(db: Any) -> None:
     m = db.remember("Door code is 1111", namespace="ops/site")
     db.update(m.id, text="Door code is 2222", expected_version=1)
@@ -115,6 +124,7 @@ def test_stale_expected_version_raises_and_writes_nothing(db: Any) -> None:
     assert db.get(m.id).status == "active"
 
 
+@pytest.mark.uses("verify")
 def test_retract_ends_validity_and_keeps_history(db: Any) -> None:
     m = db.remember("The bridge is closed", namespace="city/traffic")
     r = db.retract(m.id, reason="reopened this morning")
@@ -259,6 +269,7 @@ FILTERS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.uses("remember_many")
 def test_recall_filters_run_inside_the_query(db: Any, crowded: dict[str, Any]) -> None:
     # 230 memories match the words of the query; each filter selects exactly 5.
     # A filter applied after fetching a candidate list would come back short.
@@ -277,6 +288,7 @@ def test_recall_filters_run_inside_the_query(db: Any, crowded: dict[str, Any]) -
     assert not failures, failures
 
 
+@pytest.mark.uses("remember_many")
 def test_recall_filters_combine(db: Any, crowded: dict[str, Any]) -> None:
     groups = crowded["groups"]
     both = db.recall("status report", namespace="a/**", k=50,
@@ -331,6 +343,7 @@ def test_receipt_lists_exactly_what_was_returned(db: Any) -> None:
 # -- access control ------------------------------------------------------------------
 
 
+@pytest.mark.uses("changes")
 def test_deny_by_default(db: Any) -> None:
     secret = db.remember("The launch date is 3 March", namespace="corp/plans")
     db.admin.create_agent("eve")
@@ -402,6 +415,7 @@ def test_role_grants_apply_to_members(db: Any) -> None:
 # -- change feed ---------------------------------------------------------------------
 
 
+@pytest.mark.uses("changes")
 def test_changes_feed_is_ordered_and_resumable(db: Any) -> None:
     start = last_seq(db)
     a = db.remember("Feed item one", namespace="feed/a")
@@ -420,6 +434,7 @@ def test_changes_feed_is_ordered_and_resumable(db: Any) -> None:
     assert list(db.changes(seqs[-1])) == []
 
 
+@pytest.mark.uses("changes")
 def test_changes_feed_shows_only_what_you_may_read(db: Any) -> None:
     db.admin.create_agent("ann")
     db.admin.grant("ann", "feed/open/**", ["read"])
@@ -439,6 +454,7 @@ def test_changes_feed_shows_only_what_you_may_read(db: Any) -> None:
 # -- transactions ----------------------------------------------------------------------
 
 
+@pytest.mark.uses("transaction")
 def test_transaction_commits_everything_in_one_transaction(db: Any) -> None:
     existing = db.remember("Stock of bolts is 50", namespace="inv/bolts")
     with db.transaction() as tx:
@@ -455,6 +471,7 @@ def test_transaction_commits_everything_in_one_transaction(db: Any) -> None:
     assert db.verify().ok
 
 
+@pytest.mark.uses("transaction", "changes")
 def test_transaction_aborted_by_an_exception_leaves_no_trace(db: Any) -> None:
     existing = db.remember("Budget is 1000", namespace="fin/budget")
     cursor = last_seq(db)
@@ -473,6 +490,7 @@ def test_transaction_aborted_by_an_exception_leaves_no_trace(db: Any) -> None:
     assert db.verify().ok
 
 
+@pytest.mark.uses("transaction")
 def test_transaction_with_a_failing_write_is_all_or_nothing(db: Any) -> None:
     existing = db.remember("Lamp is on", namespace="home/lamp")
     db.update(existing.id, text="Lamp is off")
@@ -487,6 +505,7 @@ def test_transaction_with_a_failing_write_is_all_or_nothing(db: Any) -> None:
         "Lamp is off"]
 
 
+@pytest.mark.uses("remember_many", "changes")
 def test_remember_many_is_all_or_nothing(db: Any) -> None:
     cursor = last_seq(db)
     with pytest.raises(engramdb.EngramError):

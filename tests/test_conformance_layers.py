@@ -15,6 +15,14 @@ import pytest
 from engramdb import NotFound, PermissionDenied, VersionConflict
 from engramdb.errors import BlockTooLarge, InvalidInput, LLMNotConfigured
 from engramdb.retrieval.tokens import count_tokens
+from tests.conftest import CONFORMANCE
+
+
+@pytest.fixture(params=CONFORMANCE)
+def backend(request) -> str:
+    """Every backend and door of ``db``, the MCP door included (tests/conftest.py)."""
+    return request.param
+
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -35,6 +43,7 @@ def agents(db: Any, *names: str) -> list[Any]:
 # -- working blocks ------------------------------------------------------------------------
 
 
+@pytest.mark.uses("changes")
 def test_pin_versions_compare_and_swap_limits_and_unpin(db: Any) -> None:
     (a,) = agents(db, "alice")
     goal = a.pin("goal", "Ship v1 by Friday", limit_tokens=10)
@@ -105,6 +114,7 @@ def test_episodes_in_order_by_session_agent_and_time(db: Any) -> None:
         a.episode("s1", "user", "x", metadata={"role": "spoofed"})
 
 
+@pytest.mark.uses("changes")
 def test_summarize_without_a_model_and_extract_needs_one(db: Any) -> None:
     (a,) = agents(db, "alice")
     a.episode("s1", "user", "Book a flight to Oslo for Friday. I prefer a window seat.")
@@ -180,6 +190,7 @@ def test_tool_stats_match_a_hand_computed_expectation(db: Any) -> None:
         a.tool_outcome("web_search", True, latency_ms=-1)
 
 
+@pytest.mark.uses("changes")
 def test_tool_outcomes_batch_is_one_write_all_or_nothing(db: Any) -> None:
     (a,) = agents(db, "alice")
     db.admin.grant("alice", "team/tools", ["read", "write"])
@@ -249,6 +260,7 @@ def test_procedure_versions_outcomes_and_recommendation(db: Any) -> None:
 # -- the context builder ----------------------------------------------------------------------
 
 
+@pytest.mark.uses("context.tokenizer")
 def test_context_assembles_four_layers_within_budget_and_quota(db: Any) -> None:
     (a,) = agents(db, "alice")
     db.admin.grant("alice", "travel/**", ["read", "write"])

@@ -243,6 +243,7 @@ def test_decisions_and_staleness_survive_export_and_import(company, tmp_path):
         assert [x.id for x in copy.stale_decisions()] == [d.id]
 
 
+@pytest.mark.uses("stale_decisions", "who_read", "knowledge", "verify")
 def test_decision_lifecycle_on_every_backend_and_door(cell):
     """The same decision story embedded and over HTTP, on SQLite and PostgreSQL."""
     db = cell.db

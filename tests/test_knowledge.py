@@ -38,6 +38,7 @@ def _t(year: int, month: int = 1) -> datetime:
 
 
 @pytest.mark.parametrize("cell", matrix(embed=False), indirect=True)
+@pytest.mark.uses("knowledge")
 def test_knowledge_follows_grants_facts_and_validity_over_time(cell) -> None:
     db = cell.db
     db.admin.create_agent("analyst", roles=["analysts"])

@@ -4,23 +4,21 @@ the next runs, nothing skipped and nothing applied twice (SQLite and PostgreSQL)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import engramdb
 from engramdb.codec import to_micros
-from tests.conftest import BACKENDS
+from tests.conftest import matrix
 
 DAY = 24 * 3600 * 1_000_000
+CELLS = matrix(doors=("python",), embed=False)  # SQLite and PostgreSQL, no embedder
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ldb(request, tmp_path) -> Iterator[engramdb.Database]:
-    db = BACKENDS[request.param](tmp_path, None, request)
-    yield db
-    db.close()
+@pytest.fixture
+def ldb(cell) -> engramdb.Database:
+    return cell.engine
 
 
 def _maintained_events(db: engramdb.Database) -> list[list[str]]:

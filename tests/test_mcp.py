@@ -14,7 +14,6 @@ response, counts as an unauthorised success, and there must be none.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -22,7 +21,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +30,7 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -40,6 +38,7 @@ from mcp.types import CallToolResult
 
 import engramdb
 from engramdb.codec import new_id
+from tests.support.mcp_client import McpSession, text_of
 
 ENGRAM = str(Path(sys.executable).with_name("engram"))
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
@@ -52,73 +51,6 @@ NO_ARGUMENTS = {"my_grants"}
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
               # the server runs the code under test, also from a checkout on PYTHONPATH
               **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
-
-
-# -- a synchronous handle on a real MCP client session -----------------------------------------
-
-
-class McpSession:
-    """An ``mcp.Client`` connected to a real server, driven from synchronous tests.
-
-    The client lives in its own event loop on a background thread: it is
-    entered and exited by one owner task (anyio requires it), and each call
-    is a separate task on that loop.
-    """
-
-    def __init__(self, transport: Callable[[], Any], timeout: float = 180) -> None:
-        self.timeout = timeout
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._ready: concurrent.futures.Future[Client] = concurrent.futures.Future()
-        self._stop = asyncio.Event()
-        self._owner = asyncio.run_coroutine_threadsafe(self._own(transport), self._loop)
-        self.client = self._ready.result(timeout=timeout)
-
-    async def _own(self, transport: Callable[[], Any]) -> None:
-        try:
-            async with Client(transport(), read_timeout_seconds=self.timeout) as client:
-                self._ready.set_result(client)
-                await self._stop.wait()
-        except BaseException as exc:
-            if not self._ready.done():
-                self._ready.set_exception(exc)
-            raise
-
-    def run(self, make: Callable[[Client], Any]) -> Any:
-        async def go() -> Any:
-            return await make(self.client)
-        return asyncio.run_coroutine_threadsafe(go(), self._loop).result(timeout=self.timeout)
-
-    def call(self, tool: str, **arguments: Any) -> CallToolResult:
-        return self.run(lambda c: c.call_tool(tool, arguments))
-
-    def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
-        """Call a tool that must succeed; its structured result."""
-        result = self.call(tool, **arguments)
-        assert not result.is_error, f"{tool} failed: {text_of(result)}"
-        return result.structured_content
-
-    def tools(self) -> dict[str, Any]:
-        return {t.name: t for t in self.run(lambda c: c.list_tools()).tools}
-
-    def resources(self) -> list[str]:
-        return [str(r.uri) for r in self.run(lambda c: c.list_resources()).resources]
-
-    def read(self, uri: str) -> Any:
-        result = self.run(lambda c: c.read_resource(uri))
-        return json.loads(result.contents[0].text)
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        with contextlib.suppress(Exception):
-            self._owner.result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-
-
-def text_of(result: CallToolResult) -> str:
-    return "".join(getattr(block, "text", "") for block in result.content)
 
 
 def stdio(db_path: Path, key: str, errlog: Path) -> Callable[[], Any]:

@@ -19,23 +19,6 @@ import engramdb
 from engramdb.engine import import_database
 from engramdb.engine.portability import load_memories
 from engramdb.errors import EmbeddingDimensionMismatch, InvalidInput, InvalidNamespace
-from tests.conftest import BACKENDS
-
-SOURCES = [
-    pytest.param("sqlite"),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture(params=SOURCES)
-def source(request, tmp_path, embedder):
-    folder = tmp_path / "source"
-    folder.mkdir()
-    db = BACKENDS[request.param](folder, embedder, request)
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def _history(db: engramdb.Database) -> dict[str, str]:
@@ -73,7 +56,8 @@ def _answers(db, query: str, **kw) -> list[tuple[str, int, str]]:
     return [(h.memory.id, h.memory.version, h.memory.text) for h in db.recall(query, **kw).hits]
 
 
-def test_export_import_has_same_head_state_and_answers(source, tmp_path, embedder):
+def test_export_import_has_same_head_state_and_answers(engine_db, tmp_path, embedder):
+    source = engine_db  # each storage backend (the matrix's engine column)
     ids = _history(source)
     text = _export(source)
     target = tmp_path / "restored.db"

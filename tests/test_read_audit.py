@@ -50,6 +50,7 @@ def _team(db: Any) -> Any:
 
 
 @pytest.mark.parametrize("cell", matrix(embed=False), indirect=True)
+@pytest.mark.uses("who_read", "verify")
 def test_recall_and_context_are_recorded_and_who_read_answers(cell):
     db = _team(cell.db)
     m = db.remember("Company X outlook is positive", namespace="acme/research")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,10 +20,12 @@ import pytest
 
 import engramdb
 from engramdb.errors import InvalidMetadata, NotFound
-from tests.support.http_server import LiveServer
+from tests.conftest import Cell, matrix
 
 LONG = os.environ.get("ENGRAM_SECURITY_LONG") == "1"
-DOORS = ["python", "http"]
+# One SQLite database without an embedder, embedded and over HTTP (the matrix's cells).
+CELLS = matrix(stores=("sqlite",), doors=("python", "http"), embed=False)
+OVER_HTTP = matrix(stores=("sqlite",), doors=("http",), embed=False)
 
 
 def nest(depth: int) -> dict[str, Any]:
@@ -38,12 +39,15 @@ def nest(depth: int) -> dict[str, Any]:
 
 
 class World:
-    """One SQLite database served over HTTP; ``door(name)`` is that agent's handle."""
+    """One database of the matrix (``cell``); ``door(name)`` is that agent's handle on its door.
 
-    def __init__(self, tmp_path: Path, which: str) -> None:
-        self.db = engramdb.open(tmp_path / "engram.db", embedder=None)
-        self.which = which
-        self.server = LiveServer(self.db).start()
+    ``db`` is the engine underneath (the oracle, and the admin's embedded handle).
+    """
+
+    def __init__(self, cell: Cell) -> None:
+        self.db = cell.engine
+        self.which = cell.door
+        self.server = cell.db.server if cell.door == "http" else None
         self._clients: list[Any] = []
 
     def agent(self, name: str, grants: dict[str, list[str]]) -> Any:
@@ -53,7 +57,7 @@ class World:
         return self.door(name)
 
     def door(self, name: str) -> Any:
-        if self.which == "python":
+        if self.server is None:
             return self.db.as_agent(name)
         client = engramdb.connect(self.server.url, api_key=self.db.admin.create_key(name))
         self._clients.append(client)
@@ -61,21 +65,21 @@ class World:
 
     def raw(self, name: str) -> httpx.Client:
         """A plain HTTP client with ``name``'s key, to see status codes as sent."""
+        assert self.server is not None, "raw HTTP needs the http door"
         client = httpx.Client(base_url=self.server.url, timeout=30,
                               headers={"Authorization": f"Bearer {self.db.admin.create_key(name)}"})
         self._clients.append(client)
         return client
 
     def close(self) -> None:
+        """Close this world's clients (the cell closes its server and database)."""
         for client in self._clients:
             client.close()
-        self.server.stop()
-        self.db.close()
 
 
-@pytest.fixture(params=DOORS)
-def world(request, tmp_path) -> Iterator[World]:
-    w = World(tmp_path, request.param)
+@pytest.fixture
+def world(cell) -> Iterator[World]:
+    w = World(cell)
     try:
         yield w
     finally:
@@ -126,8 +130,9 @@ def test_hostile_json_is_refused_in_every_json_field(world, shape):
     assert me.get(m.id).version == 1
 
 
-def test_shape_limits_refuse_over_raw_http_with_400_not_500(tmp_path):
-    w = World(tmp_path, "http")
+@pytest.mark.parametrize("cell", OVER_HTTP, indirect=True)
+def test_shape_limits_refuse_over_raw_http_with_400_not_500(cell):
+    w = World(cell)
     try:
         w.agent("mallory", {"team/**": ["read", "write"]})
         raw = w.raw("mallory")
@@ -140,9 +145,10 @@ def test_shape_limits_refuse_over_raw_http_with_400_not_500(tmp_path):
         w.close()
 
 
-def test_a_legacy_deep_value_never_breaks_a_read(tmp_path, monkeypatch):
+@pytest.mark.parametrize("cell", OVER_HTTP, indirect=True)
+def test_a_legacy_deep_value_never_breaks_a_read(cell, monkeypatch):
     """A 256-deep value stored before the limits existed: every read path still answers."""
-    w = World(tmp_path, "http")
+    w = World(cell)
     try:
         w.agent("writer", {"team/**": ["read", "write"]})
         w.agent("reader", {"team/**": ["read"]})
@@ -333,9 +339,11 @@ SPOOFED_NAMES = ["admin\n", "admin\r", "ad\x1bmin", "admin ", " admin", "Admin",
                  "a" * 65, "admin\u200b", "../admin", ""]
 
 
-def test_principal_names_are_refused_outside_the_safe_set(tmp_path):
-    w = World(tmp_path, "http")
+@pytest.mark.parametrize("cell", OVER_HTTP, indirect=True)
+def test_principal_names_are_refused_outside_the_safe_set(cell):
+    w = World(cell)
     try:
+        assert w.server is not None
         admin = engramdb.connect(w.server.url, api_key=w.db.admin.create_key(
             w.db.principal.name))
         w._clients.append(admin)

@@ -14,11 +14,13 @@ Three surfaces, each a :class:`~typing.Protocol`:
 Keyword sets shared by several calls are declared once as ``TypedDict``\\s
 (:class:`UpdateFields`, :class:`RecallFilters`) and used with ``Unpack``.
 
-Nothing is generated at run time: the declarations are checked. mypy checks
-each implementation against its Protocol (see the ``TYPE_CHECKING`` block at
-the end), ``tests/test_api.py`` compares every signature, and checks the HTTP
-request schemas and the MCP tool input schemas against the declared
-parameters, so a door that drifts fails a test instead of a user's call.
+The door schemas are derived from these declarations: each memory call's
+HTTP request body (``server/requests.py``) and MCP tool input schema
+(``mcp/_args.py``) are built from its parameters by :mod:`engramdb.api_schema`,
+so a keyword added here reaches both doors with no second edit. The
+implementations are checked: mypy checks each against its Protocol (see the
+``TYPE_CHECKING`` block at the end), and ``tests/test_api.py`` compares every
+signature and every route's and tool's parameters with the declaration.
 :data:`CALLS` lists the memory calls with the HTTP route and MCP tool that
 front each one. How to add a call: ``docs/architecture.md``.
 """
@@ -49,8 +51,8 @@ from engramdb.model import (
 from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats
 from engramdb.policy.conflicts import NamespaceSettings, PredicateSchema
 
-__all__ = ["CALLS", "UNSET", "AdminAPI", "AsyncMemoryAPI", "Call", "Identity", "MemoryAPI",
-           "RecallFilters", "Sessions", "UpdateFields"]
+__all__ = ["ADMIN_CALLS", "CALLS", "UNSET", "AdminAPI", "AsyncMemoryAPI", "Call", "Identity",
+           "MemoryAPI", "RecallFilters", "Sessions", "UpdateFields"]
 
 AsOf = int | datetime | str | None
 When = datetime | str | None
@@ -490,6 +492,23 @@ CALLS: tuple[Call, ...] = (
          "procedure_outcome"),
     Call("procedures", "GET /v1/procedures", None, "procedures"),
     Call("recommend", "POST /v1/recommendations", "RecommendRequest", "recommend"),
+)
+
+# The admin calls whose HTTP route takes a JSON body (:class:`AdminAPI`; no MCP tools).
+ADMIN_CALLS: tuple[Call, ...] = (
+    Call("create_agent", "POST /v1/admin/agents", "CreateAgentRequest"),
+    Call("update_agent", "PATCH /v1/admin/agents/{name}", "UpdateAgentRequest"),
+    Call("retire_agent", "POST /v1/admin/agents/{name}/retire", "RetireRequest"),
+    Call("rollback_author", "POST /v1/admin/agents/{name}/rollback", "RollbackRequest"),
+    Call("revoke_key", "POST /v1/admin/keys/revoke", "RevokeKeyRequest",
+         wire=(("api_key_or_id", "key"),)),
+    Call("grant", "POST /v1/admin/grants", "GrantRequest"),
+    Call("declare_predicate", "POST /v1/admin/predicates", "DeclarePredicateRequest"),
+    Call("undeclare_predicate", "POST /v1/admin/predicates/undeclare",
+         "UndeclarePredicateRequest"),
+    Call("approve", "POST /v1/admin/quarantine/{memory_id}/approve", "ApproveRequest"),
+    Call("set_lifecycle", "PUT /v1/admin/lifecycle", "LifecycleRequest"),
+    Call("legal_hold", "POST /v1/admin/legal-holds", "LegalHoldRequest"),
 )
 
 

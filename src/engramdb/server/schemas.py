@@ -85,12 +85,10 @@ __all__ = [
     "RecallOut",
     "ReceiptItemOut",
     "ReceiptOut",
-    "RememberRequest",
     "Request",
     "SettingsStored",
     "SignatureOut",
     "Time",
-    "UpdateRequest",
     "VerifyOut",
     "documented",
 ]
@@ -199,65 +197,6 @@ class ErrorResponse(Response):
 
 
 # -- memories ----------------------------------------------------------------------
-
-
-class RememberRequest(Request):
-    """A memory to store. Only ``text`` is required; provenance is set by the server."""
-
-    text: str = documented(TEXT, description="What is remembered; non-empty.")
-    namespace: NamespaceOrNull = Field(
-        None, description="Slash path such as `acme/research`; default: "
-        "the caller's private namespace `agents/<name>`.")
-    layer: LayerIn = Field(
-        "semantic", description="`working`, `episodic`, `semantic` or `procedural`.")
-    subject: str | None = documented(SHORT, default=None,
-                                     description="Assertion subject, e.g. `company:x`.")
-    predicate: str | None = documented(
-        SHORT, default=None, description="Assertion predicate, e.g. `outlook` (needs "
-        "`subject`).")
-    value: Any = Field(None, description="Assertion value, any JSON (needs `predicate`).")
-    metadata: ObjectOrNull = Field(
-        None, description="JSON object of extra fields.")
-    importance: float = documented(UNIT, default=0.5, description="0..1.")
-    confidence: float = documented(UNIT, default=1.0, description="0..1.")
-    source: str | None = documented(SHORT, default=None)
-    session: str | None = documented(SHORT, default=None)
-    valid_from: Time | None = Field(None, description="When the fact starts to hold "
-                                    "(default: now).")
-    valid_to: Time | None = Field(None, description="When it stops holding (default: open).")
-    expires_at: Time | None = None
-    embedding: list[float] | None = Field(
-        None, description="Precomputed embedding of the database's dimension.")
-    idempotency_key: str | None = documented(
-        KEY, default=None,
-        description="A retried request with the same key returns the first result.")
-
-
-class UpdateRequest(Request):
-    """A new version of a memory. Give at least one field to change.
-
-    ``null`` for ``valid_to`` or ``expires_at`` removes it; a field left out is
-    kept as it is.
-    """
-
-    text: str | None = documented(TEXT, default=None)
-    metadata: ObjectOrNull = None
-    importance: float | None = documented(UNIT, default=None)
-    confidence: float | None = documented(UNIT, default=None)
-    value: Any = None
-    valid_from: Time | None = None
-    valid_to: Time | None = None
-    layer: LayerOrNull = None
-    source: str | None = documented(SHORT, default=None, description="`null` removes it.")
-    expires_at: Time | None = None
-    embedding: list[float] | None = Field(
-        None, description="The new text's precomputed embedding (needs `text`).")
-    expected_version: Count | None = Field(
-        None, description="Compare-and-swap: apply only if this is the current version "
-        "(else 409 `version_conflict` with `details.current_version`).")
-    idempotency_key: str | None = documented(
-        KEY, default=None,
-        description="A retried request with the same key returns the first result.")
 
 
 class ConflictOut(Response):

@@ -7,31 +7,29 @@ namespace settings, read audit, quarantine) is in :mod:`.policy`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
-from pydantic import Field, WithJsonSchema
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from engramdb.engine.admin import KINDS
 from engramdb.engine.stewardship import RETIRE_POLICIES
 from engramdb.model import Grant, Principal
 from engramdb.server.deps import AdminDep
 from engramdb.server.errors import error_responses
+from engramdb.server.requests import admin_model, invoke, sent
 from engramdb.server.schemas import (
     ACTION,
     NAME,
     UNIT,
     AgentCreated,
     AgentList,
-    Count,
     GlobIn,
     GrantList,
     GrantOut,
     KeyCreated,
     MemoryList,
     PrincipalOut,
-    Request,
-    Time,
     documented,
 )
 
@@ -42,48 +40,64 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 Name = Annotated[str, Path(description="Principal name.", json_schema_extra=NAME)]
 
 
-class CreateAgentRequest(Request):
-    name: str = documented(NAME, description="1-64 of `a-z 0-9 _ . -`, starting with a "
-                           "letter or digit.")
-    roles: list[str] = documented({"items": {"type": "string", **NAME}}, default_factory=list)
-    trust: float = documented(UNIT, default=0.5, description="0..1.")
-    kind: str = documented({"enum": list(KINDS)}, default="agent",
-                           description="`agent`, `service`, `person` or `admin`.")
-
-
-class GrantRequest(Request):
-    grantee: str = documented({"pattern": r"^(role:)?[a-z0-9][a-z0-9_.-]{0,63}$"},
-                              description="A principal name, or `role:<role>`.")
-    pattern: GlobIn = Field(
-        description="Namespace glob, e.g. `acme/research/**`.")
-    actions: list[str] = documented({"items": {"type": "string", **ACTION}, "minItems": 1},
-                                    description="Subset of `read`, `write`, `admin`, `erase`.")
-
-
-class UpdateAgentRequest(Request):
-    trust: float | None = documented(UNIT, default=None, description="New trust level, 0..1.")
-    roles: list[str] | None = documented({"items": {"type": "string", **NAME}}, default=None,
-                                         description="The principal's roles from now on "
-                                         "(replacing the old ones).")
-
-
-class RetireRequest(Request):
-    # Any JSON passes: the engine answers an unknown policy with `invalid_policy`.
-    policy: Annotated[Any, WithJsonSchema({"type": "string", "enum": list(RETIRE_POLICIES)})] = \
-        Field("freeze", description="`freeze` (reversible), `transfer` (needs `successor`), "
-              "`archive`; `erase` is refused until erasure exists.")
-    successor: str | None = documented(NAME, default=None, description="Who inherits the "
-                                       "private namespace (policy `transfer`).")
-
-
-class RollbackRequest(Request):
-    since: Count | Time = Field(description="Undo what the principal wrote from this "
-                                "transaction number or time on.")
-
-
-class RevokeKeyRequest(Request):
-    key: str = documented({"minLength": 1}, description="The API key itself, or its id (the "
-                          "part between the underscores of `ek_<id>_<secret>`).")
+# The body models: fields derived from api.AdminAPI, limits and descriptions here.
+_OVERRIDES: dict[str, dict[str, Any]] = {
+    "create_agent": {
+        "name": documented(NAME, description="1-64 of `a-z 0-9 _ . -`, starting with a "
+                           "letter or digit."),
+        "roles": documented({"items": {"type": "string", **NAME}}),
+        "trust": documented(UNIT, description="0..1."),
+        "kind": documented({"enum": list(KINDS)},
+                           description="`agent`, `service`, `person` or `admin`."),
+    },
+    "grant": {
+        "grantee": documented({"pattern": r"^(role:)?[a-z0-9][a-z0-9_.-]{0,63}$"},
+                              description="A principal name, or `role:<role>`."),
+        "pattern": Annotated[GlobIn, Field(
+            description="Namespace glob, e.g. `acme/research/**`.")],
+        "actions": documented({"items": {"type": "string", **ACTION}, "minItems": 1},
+                              description="Subset of `read`, `write`, `admin`, `erase`."),
+    },
+    "update_agent": {
+        "trust": documented(UNIT, description="New trust level, 0..1."),
+        "roles": documented({"items": {"type": "string", **NAME}},
+                            description="The principal's roles from now on (replacing the old "
+                            "ones)."),
+    },
+    "retire_agent": {
+        # Any JSON passes: the engine answers an unknown policy with `invalid_policy`.
+        "policy": Annotated[Any, WithJsonSchema({"type": "string",
+                                                 "enum": list(RETIRE_POLICIES)}),
+                            Field(description="`freeze` (reversible), `transfer` (needs "
+                                  "`successor`), `archive`; `erase` is refused until erasure "
+                                  "exists.")],
+        "successor": documented(NAME, description="Who inherits the private namespace (policy "
+                                "`transfer`)."),
+    },
+    "rollback_author": {
+        "since": Field(description="Undo what the principal wrote from this transaction number "
+                       "or time on."),
+    },
+    "revoke_key": {
+        "api_key_or_id": documented(
+            {"minLength": 1}, description="The API key itself, or its id (the part between "
+            "the underscores of `ek_<id>_<secret>`)."),
+    },
+}
+if TYPE_CHECKING:  # mypy sees BaseModels; FastAPI sees the derived models
+    CreateAgentRequest: TypeAlias = BaseModel
+    GrantRequest: TypeAlias = BaseModel
+    UpdateAgentRequest: TypeAlias = BaseModel
+    RetireRequest: TypeAlias = BaseModel
+    RollbackRequest: TypeAlias = BaseModel
+    RevokeKeyRequest: TypeAlias = BaseModel
+else:
+    CreateAgentRequest = admin_model("create_agent", _OVERRIDES["create_agent"])
+    GrantRequest = admin_model("grant", _OVERRIDES["grant"])
+    UpdateAgentRequest = admin_model("update_agent", _OVERRIDES["update_agent"])
+    RetireRequest = admin_model("retire_agent", _OVERRIDES["retire_agent"])
+    RollbackRequest = admin_model("rollback_author", _OVERRIDES["rollback_author"])
+    RevokeKeyRequest = admin_model("revoke_key", _OVERRIDES["revoke_key"])
 
 
 def _principal(p: Principal) -> dict[str, Any]:
@@ -113,8 +127,8 @@ def create_agent(body: CreateAgentRequest, admin: AdminDep) -> dict[str, Any]:
 
     409 ``conflict`` if the name is taken.
     """
-    key = admin.create_agent(body.name, roles=body.roles, trust=body.trust, kind=body.kind)
-    return {"agent": _principal(admin.principal(body.name)), "api_key": key}
+    key = invoke(admin, "create_agent", body)
+    return {"agent": _principal(admin.principal(sent(body)["name"])), "api_key": key}
 
 
 @router.get("/agents/{name}", response_model=PrincipalOut, summary="Get a principal",
@@ -131,7 +145,7 @@ def update_agent(name: Name, body: UpdateAgentRequest, admin: AdminDep) -> dict[
 
     400 for the admin principal itself or when neither field is given.
     """
-    return _principal(admin.update_agent(name, **body.model_dump(exclude_unset=True)))
+    return _principal(invoke(admin, "update_agent", body, name=name))
 
 
 @router.post("/agents/{name}/retire", response_model=PrincipalOut,
@@ -145,8 +159,7 @@ def retire_agent(name: Name, admin: AdminDep,
     ``archive`` revokes its grants and archives its private memories. The body
     is optional (default ``freeze``).
     """
-    fields = body.model_dump(exclude_unset=True) if body is not None else {}
-    return _principal(admin.retire_agent(name, **fields))
+    return _principal(invoke(admin, "retire_agent", body, name=name))
 
 
 @router.post("/agents/{name}/reactivate", response_model=PrincipalOut,
@@ -166,7 +179,8 @@ def rollback_author(name: Name, body: RollbackRequest, admin: AdminDep) -> dict[
     Memories it created are retracted; memories it changed get a new version
     restoring the last one before its first change. Answers the new versions.
     """
-    return {"memories": [m.to_dict() for m in admin.rollback_author(name, body.since)]}
+    return {"memories": [m.to_dict() for m in invoke(admin, "rollback_author", body,
+                                                     name=name)]}
 
 
 @router.post("/agents/{name}/keys", status_code=status.HTTP_201_CREATED,
@@ -181,7 +195,7 @@ def create_key(name: Name, admin: AdminDep) -> dict[str, Any]:
              summary="Revoke an API key", responses=error_responses(*_ADMIN_ERRORS, 404, 413))
 def revoke_key(body: RevokeKeyRequest, admin: AdminDep) -> Response:
     """Revoke a key by the key itself or its id; it stops working at once."""
-    admin.revoke_key(body.key)
+    invoke(admin, "revoke_key", body)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -198,7 +212,7 @@ def grants(admin: AdminDep, grantee: Annotated[str | None, Query(
              summary="Grant access", responses=error_responses(*_ADMIN_ERRORS, 404, 413))
 def grant(body: GrantRequest, admin: AdminDep) -> dict[str, Any]:
     """Allow ``actions`` on namespaces matching ``pattern``. 404 if the grantee is unknown."""
-    return grant_out(admin.grant(body.grantee, body.pattern, body.actions))
+    return grant_out(invoke(admin, "grant", body))
 
 
 @router.delete("/grants/{grant_id}", status_code=status.HTTP_204_NO_CONTENT,

@@ -5,21 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import Field
 
 from engramdb.server.deps import SessionDep
 from engramdb.server.errors import error_responses
-from engramdb.server.schemas import ConflictList, ConflictOut, Request, documented
+from engramdb.server.requests import ResolveRequest, invoke
+from engramdb.server.schemas import ConflictList, ConflictOut
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/conflicts", tags=["conflicts"])
-
-
-class ResolveRequest(Request):
-    winner: str | None = Field(None, description="The memory id that stands; null "
-                               "acknowledges the conflict and changes no memory.")
-    reason: str | None = documented({"maxLength": 2000}, default=None)
 
 
 @router.get("", response_model=ConflictList, summary="List conflicts",
@@ -43,5 +37,4 @@ def resolve(conflict_id: Annotated[str, Path(description="The conflict's id.")],
             body: Annotated[ResolveRequest | None, Body()] = None) -> dict[str, Any]:
     """Resolve a conflict (needs ``admin`` on its namespace): the winner stands, every
     other memory in it gets a ``rejected`` version. A logged event."""
-    fields = body.model_dump(exclude_unset=True) if body is not None else {}
-    return session.resolve(conflict_id, **fields).to_dict()
+    return invoke(session, "resolve", body, conflict_id=conflict_id).to_dict()

@@ -5,66 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, status
-from pydantic import AfterValidator, Field, WithJsonSchema
 
 from engramdb.server.deps import SessionDep
 from engramdb.server.errors import error_responses
-from engramdb.server.schemas import (
-    MAX_INT,
-    TEXT,
-    DecisionList,
-    DecisionOut,
-    ExplanationOut,
-    NamespaceOrNull,
-    ObjectOrNull,
-    Request,
-    documented,
-)
+from engramdb.server.requests import DecideRequest, invoke
+from engramdb.server.schemas import DecisionList, DecisionOut, ExplanationOut
 
-__all__ = ["DecideRequest", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 
-_ITEM = {"type": "object", "properties": {"id": {"type": "string"},
-                                           "version": {"type": "integer", "minimum": 1,
-                                                       "maximum": MAX_INT}},
-         "required": ["id", "version"]}
-
-
-def _bounded(value: Any) -> Any:
-    # The engine normalises the basis; integers past what JSON clients (and the
-    # database's 64-bit columns) hold are refused here, before they reach SQL.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INT:
-            raise ValueError(f"basis holds the integer {item}, larger than {MAX_INT}")
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return value
-
-# The engine normalises the basis itself (and says precisely what is wrong with one).
-Basis = Annotated[Any, AfterValidator(_bounded), WithJsonSchema({"anyOf": [
-    {"type": "object", "properties": {"items": {"type": "array", "items": _ITEM}},
-     "required": ["items"], "description": "A receipt, as recall and context return it."},
-    _ITEM,
-    {"type": "array", "items": {"anyOf": [
-        _ITEM, {"type": "object", "properties": {"items": {"type": "array", "items": _ITEM}},
-                "required": ["items"]}]}},
-]})]
 DecisionId = Annotated[str, Path(description="The decision's id.")]
-
-
-class DecideRequest(Request):
-    description: str = documented(TEXT, description="What was decided.")
-    basis: Basis = Field(description="What the decision rests on: a receipt "
-                         "(`recall`/`context`), `{id, version}` items, or a list of these.")
-    outcome: ObjectOrNull = Field(None, description="A JSON object describing the outcome.")
-    metadata: ObjectOrNull = None
-    namespace: NamespaceOrNull = Field(
-        None, description="Where the decision is filed (default `agents/<you>`); needs write.")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DecisionOut,
@@ -75,8 +26,7 @@ def decide(body: DecideRequest, session: SessionDep) -> dict[str, Any]:
 
     404 when a basis version does not exist or the caller may not read it.
     """
-    fields = body.model_dump(exclude_unset=True)
-    return session.decide(fields.pop("description"), **fields).to_dict()
+    return invoke(session, "decide", body).to_dict()
 
 
 @router.get("/stale", response_model=DecisionList, summary="Decisions whose basis changed",

@@ -10,20 +10,18 @@ Values are checked by the engine, with its errors (``invalid_policy``,
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Path, Query
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from engramdb.server.deps import AdminDep, DbDep, SessionDep
 from engramdb.server.errors import error_responses
+from engramdb.server.requests import ForgetRequest, admin_model, invoke
 from engramdb.server.schemas import (
-    GLOB,
     NAMESPACE,
-    SHORT,
     GlobIn,
     LayerOrNull,
-    Request,
     Response,
     documented,
 )
@@ -35,17 +33,6 @@ router = APIRouter(tags=["lifecycle"])
 _ERRORS = (400, 401, 403, 429, 503)
 _DURATION = {"anyOf": [{"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$"},
                        {"type": "number", "exclusiveMinimum": 0}, {"type": "null"}]}
-
-
-class ForgetRequest(Request):
-    id: str | None = documented(SHORT, default=None, description="One memory's id.")
-    subject: str | None = documented(SHORT, default=None,
-                                     description="Every memory about this subject.")
-    author: str | None = documented(SHORT, default=None,
-                                    description="Every memory this principal wrote.")
-    namespace: str | None = documented(GLOB, default=None, description="A namespace glob.")
-    reason: str = documented({"minLength": 1, "maxLength": 2000},
-                             description="Why (kept in the log with who and when).")
 
 
 class ErasureReceiptOut(Response):
@@ -74,22 +61,6 @@ class MaintenanceReportOut(Response):
         "complete (a reader held the SQLite WAL); empty when none was pending."))
 
 
-class LifecycleRequest(Request):
-    pattern: GlobIn = Field(description="Namespace glob.")
-    layer: LayerOrNull = Field(default=None, description="One layer, or null for all.")
-    ttl: Any = documented(_DURATION, default=None, description="e.g. `30d` or seconds.")
-    half_life: Any = documented(_DURATION, default=None, description="e.g. `7d`.")
-    archive_below: Any = documented({"anyOf": [{"type": "number", "exclusiveMinimum": 0,
-                                                "exclusiveMaximum": 1}, {"type": "null"}]},
-                                    default=None, description="Relevance floor (0..1).")
-    capacity: Any = documented({"anyOf": [{"type": "integer", "minimum": 1},
-                                          {"type": "null"}]}, default=None,
-                               description="Live memories kept per namespace.")
-    on_retire: Any = documented({"anyOf": [{"enum": ["keep", "archive", "erase"]},
-                                           {"type": "null"}]}, default=None,
-                                description="What retiring an agent does to its memories.")
-
-
 class PolicyOut(Response):
     pattern: str
     layer: str | None
@@ -104,10 +75,34 @@ class PolicyLookupOut(Response):
     policy: PolicyOut | None
 
 
-class LegalHoldRequest(Request):
-    pattern: GlobIn = Field(description="Namespace glob.")
-    on: bool = Field(True, description="Place (true) or lift (false) the hold.")
-    reason: str = documented({"minLength": 1, "maxLength": 2000}, description="Why.")
+_OVERRIDES: dict[str, dict[str, Any]] = {  # api.AdminAPI declares the fields
+    "set_lifecycle": {
+        "pattern": Annotated[GlobIn, Field(description="Namespace glob.")],
+        "layer": Annotated[LayerOrNull, Field(description="One layer, or null for all.")],
+        "ttl": Annotated[Any, documented(_DURATION, description="e.g. `30d` or seconds.")],
+        "half_life": Annotated[Any, documented(_DURATION, description="e.g. `7d`.")],
+        "archive_below": Annotated[Any, documented(
+            {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                       {"type": "null"}]}, description="Relevance floor (0..1).")],
+        "capacity": Annotated[Any, documented(
+            {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+            description="Live memories kept per namespace.")],
+        "on_retire": Annotated[Any, documented(
+            {"anyOf": [{"enum": ["keep", "archive", "erase"]}, {"type": "null"}]},
+            description="What retiring an agent does to its memories.")],
+    },
+    "legal_hold": {
+        "pattern": Annotated[GlobIn, Field(description="Namespace glob.")],
+        "on": Field(description="Place (true) or lift (false) the hold."),
+        "reason": documented({"minLength": 1, "maxLength": 2000}, description="Why."),
+    },
+}
+if TYPE_CHECKING:  # mypy sees BaseModels; FastAPI sees the derived models
+    LifecycleRequest: TypeAlias = BaseModel
+    LegalHoldRequest: TypeAlias = BaseModel
+else:
+    LifecycleRequest = admin_model("set_lifecycle", _OVERRIDES["set_lifecycle"])
+    LegalHoldRequest = admin_model("legal_hold", _OVERRIDES["legal_hold"])
 
 
 class LegalHoldOut(Response):
@@ -124,7 +119,7 @@ def forget(body: ForgetRequest, session: SessionDep) -> dict[str, Any]:
     """Erase the selected memories (and those derived from them) from every version,
     index and file; needs ``erase`` on every namespace touched. 409 ``legal_hold``
     if a legal hold covers one. Returns the erasure receipt."""
-    return session.forget(**body.model_dump()).to_dict()
+    return invoke(session, "forget", body).to_dict()
 
 
 @router.post("/v1/admin/maintain", response_model=MaintenanceReportOut,
@@ -146,8 +141,7 @@ def restore(memory_id: Annotated[str, Path(description="The archived memory's id
             summary="Set a lifecycle policy", responses=error_responses(*_ERRORS, 413))
 def set_lifecycle(body: LifecycleRequest, admin: AdminDep) -> dict[str, Any]:
     """Declare TTL, decay, archival floor, capacity and retire policy for a glob (logged)."""
-    fields = body.model_dump()
-    return admin.set_lifecycle(fields.pop("pattern"), **fields)
+    return invoke(admin, "set_lifecycle", body)
 
 
 @router.get("/v1/admin/lifecycle", response_model=PolicyLookupOut,
@@ -165,4 +159,4 @@ def lifecycle(admin: AdminDep,
              summary="Place or lift a legal hold", responses=error_responses(*_ERRORS, 404))
 def legal_hold(body: LegalHoldRequest, admin: AdminDep) -> dict[str, Any]:
     """While on, erasure, expiry and archival in matching namespaces are refused."""
-    return admin.legal_hold(body.pattern, body.on, reason=body.reason)
+    return invoke(admin, "legal_hold", body)

@@ -11,24 +11,18 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, status
-from pydantic import Field
 
 from engramdb.errors import InvalidInput
 from engramdb.server.deps import SessionDep, SettingsDep, check_batch
 from engramdb.server.errors import error_responses
-from engramdb.server.schemas import (
-    KEY,
-    MAX_INT,
-    Count,
-    MemoryList,
-    MemoryOut,
-    MemoryVersions,
-    ReadList,
+from engramdb.server.requests import (
+    BatchRequest,
     RememberRequest,
-    Request,
+    RetractRequest,
     UpdateRequest,
-    documented,
+    invoke,
 )
+from engramdb.server.schemas import MAX_INT, MemoryList, MemoryOut, MemoryVersions, ReadList
 
 __all__ = ["AsOf", "ValidAt", "parse_as_of", "router"]
 
@@ -56,20 +50,6 @@ def parse_as_of(as_of: str | None) -> int | str | None:
     return number
 
 
-class BatchRequest(Request):
-    memories: list[RememberRequest] = Field(
-        description="Memories to store in one transaction: all or none.")
-
-
-class RetractRequest(Request):
-    reason: str | None = documented({"maxLength": 2000}, default=None,
-                                    description="Why (kept in the log).")
-    expected_version: Count | None = None
-    idempotency_key: str | None = documented(
-        KEY, default=None,
-        description="A retried request with the same key returns the first result.")
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=MemoryOut,
              summary="Remember a memory",
              responses=error_responses(400, 401, 403, 409, 413, 429, 503))
@@ -78,9 +58,7 @@ def remember(body: RememberRequest, session: SessionDep) -> dict[str, object]:
 
     403 when the caller has no write grant on the namespace.
     """
-    fields = body.model_dump(exclude_unset=True)
-    text = fields.pop("text")
-    return session.remember(text, **fields).to_dict()
+    return invoke(session, "remember", body).to_dict()
 
 
 @router.post("/batch", status_code=status.HTTP_201_CREATED, response_model=MemoryList,
@@ -89,9 +67,9 @@ def remember(body: RememberRequest, session: SessionDep) -> dict[str, object]:
 def remember_many(body: BatchRequest, session: SessionDep,
                   settings: SettingsDep) -> dict[str, object]:
     """Store several memories in one transaction: all are stored or none is."""
-    check_batch(len(body.memories), "memories", settings)
-    drafts = [m.model_dump(exclude_unset=True) for m in body.memories]
-    return {"memories": [m.to_dict() for m in session.remember_many(drafts)]}
+    sent = body.model_dump(exclude_unset=True)
+    check_batch(len(sent["memories"]), "memories", settings)
+    return {"memories": [m.to_dict() for m in session.remember_many(sent["memories"])]}
 
 
 @router.get("", response_model=MemoryList, summary="Browse recent memories",
@@ -144,7 +122,7 @@ def update(memory_id: MemoryId, body: UpdateRequest, session: SessionDep) -> dic
     With ``expected_version`` the update applies only if that version is still
     current; otherwise 409 ``version_conflict`` and ``details.current_version``.
     """
-    return session.update(memory_id, **body.model_dump(exclude_unset=True)).to_dict()
+    return invoke(session, "update", body, memory_id=memory_id).to_dict()
 
 
 @router.post("/{memory_id}/retract", response_model=MemoryOut, summary="Retract a memory",
@@ -152,5 +130,4 @@ def update(memory_id: MemoryId, body: UpdateRequest, session: SessionDep) -> dic
 def retract(memory_id: MemoryId, session: SessionDep,
             body: Annotated[RetractRequest | None, Body()] = None) -> dict[str, object]:
     """End the memory's validity with a new, ``retracted`` version. The body is optional."""
-    fields = body.model_dump(exclude_unset=True) if body is not None else {}
-    return session.retract(memory_id, **fields).to_dict()
+    return invoke(session, "retract", body, memory_id=memory_id).to_dict()

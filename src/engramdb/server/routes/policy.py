@@ -10,10 +10,10 @@ Values (policy names, settings) are checked by the engine, with its errors
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Body, Path, Query, Response, status
-from pydantic import Field, WithJsonSchema
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from engramdb.engine.read_audit import READ_AUDIT_MODES
 from engramdb.policy.conflicts import (
@@ -26,6 +26,7 @@ from engramdb.policy.conflicts import (
 from engramdb.policy.crdt import MERGE_KINDS
 from engramdb.server.deps import AdminDep, DbDep
 from engramdb.server.errors import error_responses
+from engramdb.server.requests import admin_model, invoke
 from engramdb.server.schemas import (
     GLOB,
     MAX_INT,
@@ -79,24 +80,39 @@ def _settings(s: NamespaceSettings) -> dict[str, Any]:
 # -- predicate schemas ---------------------------------------------------------------------
 
 
-class DeclarePredicateRequest(Request):
-    pattern: GlobIn = Field(description="Namespace glob the declaration applies to.")
-    predicate: str = documented(SHORT, description="The predicate, e.g. `outlook`.")
-    cardinality: str = documented({"enum": list(CARDINALITIES)}, default="one",
+_OVERRIDES: dict[str, dict[str, Any]] = {  # api.AdminAPI declares the fields
+    "declare_predicate": {
+        "pattern": Annotated[GlobIn, Field(
+            description="Namespace glob the declaration applies to.")],
+        "predicate": documented(SHORT, description="The predicate, e.g. `outlook`."),
+        "cardinality": documented({"enum": list(CARDINALITIES)},
                                   description="`one`: one live value per subject (exact "
-                                  "contradictions); `many`: a set of values.")
-    value_type: str | None = documented({"enum": list(VALUE_TYPES)}, default=None,
-                                        description="Type every value must have (default "
-                                        "`any`).")
-    merge: MergeIn = Field(
-        None, description="Merge kind (CRDT); implies policy `merge`.")
-    policy: PolicyIn = Field(
-        None, description="Conflict policy (default `flag`, or `merge` with a merge kind).")
-
-
-class UndeclarePredicateRequest(Request):
-    pattern: GlobIn = Field(description="The declaration's namespace glob.")
-    predicate: str = documented(SHORT, description="The declared predicate.")
+                                  "contradictions); `many`: a set of values."),
+        "value_type": documented({"enum": list(VALUE_TYPES)},
+                                 description="Type every value must have (default `any`)."),
+        "merge": Annotated[MergeIn, Field(
+            description="Merge kind (CRDT); implies policy `merge`.")],
+        "policy": Annotated[PolicyIn, Field(
+            description="Conflict policy (default `flag`, or `merge` with a merge kind).")],
+    },
+    "undeclare_predicate": {
+        "pattern": Annotated[GlobIn, Field(description="The declaration's namespace glob.")],
+        "predicate": documented(SHORT, description="The declared predicate."),
+    },
+    "approve": {
+        "reason": documented({"maxLength": 2000}, description="Why (kept in the log)."),
+    },
+}
+if TYPE_CHECKING:  # mypy sees BaseModels; FastAPI sees the derived models
+    DeclarePredicateRequest: TypeAlias = BaseModel
+    UndeclarePredicateRequest: TypeAlias = BaseModel
+    ApproveRequest: TypeAlias = BaseModel
+else:
+    DeclarePredicateRequest = admin_model("declare_predicate",
+                                          _OVERRIDES["declare_predicate"])
+    UndeclarePredicateRequest = admin_model("undeclare_predicate",
+                                            _OVERRIDES["undeclare_predicate"])
+    ApproveRequest = admin_model("approve", _OVERRIDES["approve"])
 
 
 @router.get("/predicates", response_model=PredicateList, summary="List predicate declarations",
@@ -116,9 +132,7 @@ def declare_predicate(body: DeclarePredicateRequest, admin: AdminDep) -> dict[st
     Replaces an earlier declaration for the same pattern and predicate; applies
     to writes from now on. 400 ``invalid_policy`` for an unknown policy or merge kind.
     """
-    fields = body.model_dump(exclude_unset=True)
-    return _schema(admin.declare_predicate(fields.pop("pattern"), fields.pop("predicate"),
-                                           **fields))
+    return _schema(invoke(admin, "declare_predicate", body))
 
 
 @router.post("/predicates/undeclare", status_code=status.HTTP_204_NO_CONTENT,
@@ -129,7 +143,7 @@ def undeclare_predicate(body: UndeclarePredicateRequest, admin: AdminDep) -> Res
 
     404 if nothing is declared for that pattern and predicate.
     """
-    admin.undeclare_predicate(body.pattern, body.predicate)
+    invoke(admin, "undeclare_predicate", body)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -218,11 +232,6 @@ def read_audit_mode(_: AdminDep, db: DbDep, namespace: Namespace) -> dict[str, A
 # -- quarantine ------------------------------------------------------------------------------
 
 
-class ApproveRequest(Request):
-    reason: str | None = documented({"maxLength": 2000}, default=None,
-                                    description="Why (kept in the log).")
-
-
 @router.get("/quarantine", response_model=MemoryList, summary="List quarantined memories",
             responses=error_responses(*_ERRORS))
 def quarantined(admin: AdminDep, namespace: Annotated[str, Query(
@@ -242,5 +251,4 @@ def approve(memory_id: Annotated[str, Path(description="The quarantined memory's
     """Release a quarantined memory: it is checked for conflicts and merged as if its
     author wrote it now (409 ``contradiction`` if a ``reject`` policy refuses it).
     The body is optional."""
-    reason = body.reason if body is not None else None
-    return admin.approve(memory_id, reason=reason).to_dict()
+    return invoke(admin, "approve", body, memory_id=memory_id).to_dict()

@@ -29,15 +29,8 @@ from engramdb.errors import EngramError, InvalidInput, PayloadTooLarge
 from engramdb.model import Memory
 from engramdb.server.deps import DbDep, SessionDep, SettingsDep
 from engramdb.server.errors import error_responses
-from engramdb.server.schemas import (
-    KEY,
-    Count,
-    MemoryList,
-    RememberRequest,
-    Request,
-    UpdateRequest,
-    documented,
-)
+from engramdb.server.requests import RememberRequest, UpdateRequest
+from engramdb.server.schemas import KEY, Count, MemoryList, Request, documented
 
 __all__ = ["TransactionRequest", "router"]
 
@@ -56,7 +49,7 @@ class _Targeted(Request):
     ref: Ref | None = None
 
 
-class UpdateOp(UpdateRequest, _Targeted):
+class UpdateOp(_Targeted, UpdateRequest):
     op: Literal["update"]
 
 
@@ -84,9 +77,12 @@ def _embed_ahead(db: Database, ops: list[Any]) -> dict[int, list[float]]:
         return {}
     todo: list[tuple[int, str]] = []
     for i, op in enumerate(ops):
-        if isinstance(op, RememberOp | UpdateOp) and op.embedding is None and op.text:
+        # The body models are derived from engramdb.api (server/requests.py): read by name.
+        text = getattr(op, "text", None)
+        if isinstance(op, RememberOp | UpdateOp) and getattr(op, "embedding", None) is None \
+                and text:
             try:
-                todo.append((i, check_text(op.text, db.config)))
+                todo.append((i, check_text(text, db.config)))
             except EngramError:
                 continue
     if not todo:
