@@ -318,7 +318,8 @@ def test_erasure_restates_the_aggregate_counted_for_outcomes_older_than_it(tmp_p
                     "tool": "crm", "ok": 0, "latency_ms": 5.0, "error": err,
                     "metadata": {}, "tx": w.tx, "recorded_at": w.recorded_at})])
     with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM meta WHERE key = 'tool_stats_filled'")
+        conn.execute("DELETE FROM meta WHERE key IN "
+                     "('tool_stats_filled', 'tool_stats_hourly_filled')")
     with engramdb.open(path, embedder=None) as db:
         assert [e.kind for e in db.changes(0)].count("tool.stats") == 1
         db.forget(subject=GONE, reason="GDPR request")

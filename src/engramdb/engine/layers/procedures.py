@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from engramdb.audit.tool_stats import RECENT, aggregate, stats_of
+from engramdb.audit.tool_stats import HOUR, RECENT, aggregate, hour_of, stats_of
 from engramdb.codec import new_id, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
@@ -40,13 +40,14 @@ from engramdb.model import (
     to_utc,
 )
 from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats, VersionStats
-from engramdb.storage.base import Insert
+from engramdb.storage.base import Effect, Insert, Span
 
 __all__ = ["Procedures", "tool_stats_of", "tools_named_in"]
 
 KEY = "procedure"
 _OUTCOME_FIELDS = frozenset({"tool", "ok", "latency_ms", "error", "metadata", "namespace"})
 _WORD = re.compile(r"[\w.-]+")
+FILLED = ("tool_stats", "tool_stats_hourly")  # aggregates filled once from older outcomes
 
 
 def tool_stats_of(tool: str, rows: Sequence[Mapping[str, Any]]) -> ToolStats:
@@ -120,22 +121,6 @@ class Procedures(LayerService):
             self._write_outcomes(s, rows)
         return len(rows)
 
-    def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
-                      since: datetime | str | None) -> list[dict[str, Any]]:
-        check_glob(namespace)
-        t = to_utc(since, what="since")
-        after = None if t is None else to_micros(t)
-        acl = s.acl()
-        seen: dict[str, bool] = {}
-        out = []
-        for r in self._res.storage.fetch("tool_outcomes", where):
-            ns = r["namespace"]
-            if ns not in seen:
-                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
-            if seen[ns] and (after is None or r["recorded_at"] >= after):
-                out.append(r)
-        return out
-
     def _from_aggregate(self, s: Caller, where: dict[str, Any], namespace: str
                         ) -> list[ToolStats]:
         """Per tool: the readable aggregate rows, plus each group's newest outcomes."""
@@ -179,35 +164,81 @@ class Procedures(LayerService):
             where["principal"] = _short(agent, "agent")
         if since is None:
             return self._from_aggregate(s, where, namespace)
-        # Since a time: the outcomes recorded after it (no aggregate covers a window).
-        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in self._outcome_rows(s, where, namespace, since):
-            by_tool[r["tool"]].append(r)
-        return [tool_stats_of(t, rows) for t, rows in sorted(by_tool.items())]
+        t = to_utc(since, what="since")
+        assert t is not None
+        return self._since(s, where, namespace, to_micros(t))
+
+    def _since(self, s: Caller, where: dict[str, Any], namespace: str, after: int
+               ) -> list[ToolStats]:
+        """Per tool, the outcomes recorded at or after ``after``: the hourly aggregate's
+        whole hours after it, plus the outcomes of its own hour from it on (by index),
+        plus each group's newest outcomes since it."""
+        check_glob(namespace)
+        storage = self._res.storage
+        acl = s.acl()
+        seen: dict[str, bool] = {}
+        first = hour_of(after)
+        by_tool: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        groups: set[tuple[str, str, str]] = set()  # (tool, namespace, agent) with calls
+        edge: set[tuple[str, str, str]] = set()  # ... and with calls in ``after``'s hour
+        for r in storage.fetch("tool_stats_hourly", {**where, "hour": Span(first, None)}):
+            ns = r["namespace"]
+            if ns not in seen:
+                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
+            if not seen[ns]:
+                continue
+            group = (r["tool"], ns, r["principal"])
+            if r["hour"] > first or after == first:
+                by_tool[r["tool"]].append(r)
+                groups.add(group)
+            elif r["kind"] == "total" and r["last_at"] >= after:
+                edge.add(group)
+        for tool, ns, principal in sorted(edge):
+            rows = storage.fetch("tool_outcomes", {
+                "tool": tool, "namespace": ns, "principal": principal,
+                "recorded_at": Span(after, first + HOUR)})
+            by_tool[tool] += aggregate(rows).values()
+            groups.add((tool, ns, principal))
+        newest: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for tool, ns, principal in sorted(groups):
+            newest[tool] += storage.fetch(
+                "tool_outcomes", {"tool": tool, "namespace": ns, "principal": principal,
+                                  "recorded_at": Span(after, None)},
+                order_by="recorded_at DESC, id DESC", limit=RECENT)
+        return [stats_of(tool, rows, newest[tool]) for tool, rows in sorted(by_tool.items())
+                if rows]
 
     def tool_notes(self, s: Caller, task: str, namespace: str) -> list[ToolStats]:
         """Stats of the tools the task names, from the aggregate."""
         return self._from_aggregate(s, {"tool": tools_named_in(task)}, namespace)
 
     def fill_stats(self, actor: str) -> None:
-        """Count outcomes recorded before the aggregate existed (migration 0019), once.
+        """Count outcomes recorded before an aggregate existed, once per aggregate:
+        ``tool_stats`` (migration 0019) and ``tool_stats_hourly`` (0022).
 
-        One logged ``tool.stats`` event inserts the aggregate rows of every
-        outcome, so ``verify`` replays them like any other state.
+        One logged ``tool.stats`` event inserts the rows of every outcome, so
+        ``verify`` replays them like any other state; ``meta`` keeps its
+        transaction (``<table>_filled``), which an erasure may restate.
         """
         storage = self._res.storage
-        if storage.meta("tool_stats_filled") is not None:
+        missing = [t for t in FILLED if storage.meta(f"{t}_filled") is None]
+        if not missing:
             return
-        filled = 0  # the transaction that counted them, which an erasure may restate
+        filled = 0
         with storage.write(actor) as w:
-            if not w.fetch("tool_stats", {}, limit=1):
-                rows = aggregate(w.fetch("tool_outcomes", {}))
-                if rows:
-                    self._res.commit(w, "tool.stats", actor, None, None,
-                                     [Insert("tool_stats", {**r, "tx": w.tx})
-                                      for r in rows.values()])
-                    filled = w.tx
-        storage.set_meta("tool_stats_filled", str(filled))
+            effects: list[Effect] = []
+            outcomes = None
+            for table in missing:
+                if not w.fetch(table, {}, limit=1):
+                    if outcomes is None:
+                        outcomes = w.fetch("tool_outcomes", {})
+                    effects += [Insert(table, {**r, "tx": w.tx}) for r in aggregate(
+                        outcomes, hourly=table == "tool_stats_hourly").values()]
+            if effects:
+                self._res.commit(w, "tool.stats", actor, None, None, effects)
+                filled = w.tx
+        for table in missing:
+            storage.set_meta(f"{table}_filled", str(filled))
 
     # -- procedures ------------------------------------------------------------------
 
