@@ -24,7 +24,6 @@ from tests.support.clock import WallClock
 from tests.support.outcome_worker import record_outcomes
 from tests.support.procs import gather
 
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -69,6 +69,27 @@ def _relevance(name: str, task_words: set[str]) -> float:
     return sum(p in task_words for p in parts) / len(parts) if parts else 0.0
 
 
+class _Readable:
+    """Which aggregate rows a caller may count under a namespace glob (memoised per
+    namespace), and the tools with rows it may not (``partial``)."""
+
+    def __init__(self, s: Caller, namespace: str) -> None:
+        self._glob = namespace
+        self._acl = s.acl()
+        self._seen: dict[str, bool] = {}
+        self.partial: set[str] = set()
+
+    def group(self, row: Mapping[str, Any]) -> bool:
+        ns = row["namespace"]
+        ok = self._seen.get(ns)
+        if ok is None:
+            ok = self._seen[ns] = (namespace_matches(self._glob, ns)
+                                   and self._acl.check("read", ns).allow)
+        if not ok:
+            self.partial.add(row["tool"])
+        return ok
+
+
 class Procedures(LayerService):
     """Tool outcomes, procedures and recommendations."""
 
@@ -125,35 +146,30 @@ class Procedures(LayerService):
                         ) -> list[ToolStats]:
         """Per tool: the readable aggregate rows, plus each group's newest outcomes."""
         check_glob(namespace)
-        acl = s.acl()
-        seen: dict[str, bool] = {}
-        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        partial: set[str] = set()  # tools with outcomes the caller may not count here
+        readable = _Readable(s, namespace)
+        by_tool: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        groups: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for r in self._res.storage.fetch("tool_stats", where):
-            ns = r["namespace"]
-            if ns not in seen:
-                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
-            if seen[ns]:
+            if readable.group(r):
                 by_tool[r["tool"]].append(r)
-            else:
-                partial.add(r["tool"])
-        out = []
-        for tool, rows in sorted(by_tool.items()):
-            newest: list[dict[str, Any]] = []
-            if tool not in partial:  # every group counts: one read of the tool's newest
-                # (only groups seen above: one created since is not checked, so not used)
-                newest = [o for o in self._res.storage.fetch(
-                    "tool_outcomes", {**where, "tool": tool},
-                    order_by="recorded_at DESC, id DESC", limit=RECENT)
-                    if seen.get(o["namespace"])]
-            for r in rows if tool in partial else ():
-                if r["kind"] == "total":
-                    newest += self._res.storage.fetch(
-                        "tool_outcomes",
-                        {"tool": tool, "namespace": r["namespace"], "principal": r["principal"]},
-                        order_by="recorded_at DESC, id DESC", limit=RECENT)
-            out.append(stats_of(tool, rows, newest))
-        return out
+                groups[r["tool"]].add((r["namespace"], r["principal"]))
+        return [stats_of(tool, rows, self._newest(tool, where, groups[tool], readable, {}))
+                for tool, rows in sorted(by_tool.items())]
+
+    def _newest(self, tool: str, where: dict[str, Any], groups: set[tuple[str, str]],
+                readable: _Readable, since: dict[str, Any]) -> list[dict[str, Any]]:
+        """The :data:`RECENT` newest outcomes of ``tool`` in ``groups`` (namespace,
+        agent), matching ``since``: one read by the (tool, time) index when every
+        group of the tool is readable, else one read per group."""
+        if tool not in readable.partial:
+            # (only groups seen: one created since is not checked, so not used)
+            return [o for o in self._res.storage.fetch(
+                "tool_outcomes", {**where, "tool": tool, **since},
+                order_by="recorded_at DESC, id DESC", limit=RECENT)
+                if (o["namespace"], o["principal"]) in groups]
+        return [o for ns, principal in sorted(groups) for o in self._res.storage.fetch(
+            "tool_outcomes", {"tool": tool, "namespace": ns, "principal": principal, **since},
+            order_by="recorded_at DESC, id DESC", limit=RECENT)]
 
     def tool_stats(self, s: Caller, tool: str | None, *, since: datetime | str | None,
                    agent: str | None, namespace: str) -> list[ToolStats]:
@@ -164,49 +180,38 @@ class Procedures(LayerService):
             where["principal"] = _short(agent, "agent")
         if since is None:
             return self._from_aggregate(s, where, namespace)
-        t = to_utc(since, what="since")
-        assert t is not None
-        return self._since(s, where, namespace, to_micros(t))
+        after = to_micros(to_utc(since, what="since"))
+        assert after is not None
+        return self._since(s, where, namespace, after)
 
     def _since(self, s: Caller, where: dict[str, Any], namespace: str, after: int
                ) -> list[ToolStats]:
         """Per tool, the outcomes recorded at or after ``after``: the hourly aggregate's
         whole hours after it, plus the outcomes of its own hour from it on (by index),
-        plus each group's newest outcomes since it."""
+        plus the newest outcomes since it."""
         check_glob(namespace)
         storage = self._res.storage
-        acl = s.acl()
-        seen: dict[str, bool] = {}
+        readable = _Readable(s, namespace)
         first = hour_of(after)
         by_tool: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        groups: set[tuple[str, str, str]] = set()  # (tool, namespace, agent) with calls
-        edge: set[tuple[str, str, str]] = set()  # ... and with calls in ``after``'s hour
+        groups: dict[str, set[tuple[str, str]]] = defaultdict(set)  # with calls since
+        edge: set[tuple[str, str, str]] = set()  # with calls in ``after``'s hour, from it
         for r in storage.fetch("tool_stats_hourly", {**where, "hour": Span(first, None)}):
-            ns = r["namespace"]
-            if ns not in seen:
-                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
-            if not seen[ns]:
+            if not readable.group(r):
                 continue
-            group = (r["tool"], ns, r["principal"])
             if r["hour"] > first or after == first:
                 by_tool[r["tool"]].append(r)
-                groups.add(group)
+                groups[r["tool"]].add((r["namespace"], r["principal"]))
             elif r["kind"] == "total" and r["last_at"] >= after:
-                edge.add(group)
+                edge.add((r["tool"], r["namespace"], r["principal"]))
         for tool, ns, principal in sorted(edge):
-            rows = storage.fetch("tool_outcomes", {
+            by_tool[tool] += aggregate(storage.fetch("tool_outcomes", {
                 "tool": tool, "namespace": ns, "principal": principal,
-                "recorded_at": Span(after, first + HOUR)})
-            by_tool[tool] += aggregate(rows).values()
-            groups.add((tool, ns, principal))
-        newest: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for tool, ns, principal in sorted(groups):
-            newest[tool] += storage.fetch(
-                "tool_outcomes", {"tool": tool, "namespace": ns, "principal": principal,
-                                  "recorded_at": Span(after, None)},
-                order_by="recorded_at DESC, id DESC", limit=RECENT)
-        return [stats_of(tool, rows, newest[tool]) for tool, rows in sorted(by_tool.items())
-                if rows]
+                "recorded_at": Span(after, first + HOUR)})).values()
+            groups[tool].add((ns, principal))
+        since = {"recorded_at": Span(after, None)}
+        return [stats_of(tool, rows, self._newest(tool, where, groups[tool], readable, since))
+                for tool, rows in sorted(by_tool.items())]
 
     def tool_notes(self, s: Caller, task: str, namespace: str) -> list[ToolStats]:
         """Stats of the tools the task names, from the aggregate."""

@@ -22,3 +22,6 @@ CREATE TABLE tool_stats_hourly (
 ) WITHOUT ROWID;
 CREATE INDEX tool_stats_hourly_tool ON tool_stats_hourly (tool, hour);
 CREATE INDEX tool_stats_hourly_hour ON tool_stats_hourly (hour);
+
+-- A tool's newest outcomes in order, without sorting them (the recency-weighted rate).
+CREATE INDEX tool_outcomes_recent ON tool_outcomes (tool, recorded_at, id);
