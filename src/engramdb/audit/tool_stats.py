@@ -34,7 +34,7 @@ from engramdb.codec import from_micros
 from engramdb.model_layers import ToolStats
 
 __all__ = ["ERROR_CHARS", "HOUR", "HOURLY_COLUMNS", "KEY_COLUMNS", "RECENT", "Key", "aggregate",
-           "hour_of", "keys_of", "stats_of"]
+           "hour_of", "keys_of", "stats_of", "without"]
 
 ERROR_CHARS = 200
 RECENT = 64  # outcomes weighed one by one in the recency-weighted rate
@@ -87,6 +87,23 @@ def aggregate(outcomes: Iterable[Mapping[str, Any]], *, hourly: bool = False
             row["calls"] += 1
             row["successes"] += 1 if o["ok"] else 0
             row["last_at"] = max(row["last_at"], int(o["recorded_at"]))
+    return out
+
+
+def without(rows: Iterable[Mapping[str, Any]], outcomes: Iterable[Mapping[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """``tool_stats_hourly`` ``rows`` less the counts of ``outcomes`` they include (rows
+    left with no calls dropped). ``last_at`` is kept: right for the remainder when
+    the removed outcomes are older than every one left."""
+    less = aggregate(outcomes, hourly=True)
+    out = []
+    for r in rows:
+        gone = less.get(tuple(r[c] for c in HOURLY_COLUMNS))
+        if gone is None:
+            out.append(dict(r))
+        elif int(r["calls"]) > gone["calls"]:
+            out.append({**r, "calls": int(r["calls"]) - gone["calls"],
+                        "successes": int(r["successes"]) - gone["successes"]})
     return out
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from engramdb.audit.tool_stats import HOUR, RECENT, aggregate, hour_of, stats_of
+from engramdb.audit.tool_stats import HOUR, RECENT, aggregate, hour_of, stats_of, without
 from engramdb.codec import new_id, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
@@ -71,13 +71,12 @@ def _relevance(name: str, task_words: set[str]) -> float:
 
 class _Readable:
     """Which aggregate rows a caller may count under a namespace glob (memoised per
-    namespace), and the tools with rows it may not (``partial``)."""
+    namespace)."""
 
     def __init__(self, s: Caller, namespace: str) -> None:
         self._glob = namespace
         self._acl = s.acl()
         self._seen: dict[str, bool] = {}
-        self.partial: set[str] = set()
 
     def group(self, row: Mapping[str, Any]) -> bool:
         ns = row["namespace"]
@@ -85,8 +84,6 @@ class _Readable:
         if ok is None:
             ok = self._seen[ns] = (namespace_matches(self._glob, ns)
                                    and self._acl.check("read", ns).allow)
-        if not ok:
-            self.partial.add(row["tool"])
         return ok
 
 
@@ -153,20 +150,13 @@ class Procedures(LayerService):
             if readable.group(r):
                 by_tool[r["tool"]].append(r)
                 groups[r["tool"]].add((r["namespace"], r["principal"]))
-        return [stats_of(tool, rows, self._newest(tool, where, groups[tool], readable, {}))
+        return [stats_of(tool, rows, self._newest(tool, groups[tool], {}))
                 for tool, rows in sorted(by_tool.items())]
 
-    def _newest(self, tool: str, where: dict[str, Any], groups: set[tuple[str, str]],
-                readable: _Readable, since: dict[str, Any]) -> list[dict[str, Any]]:
-        """The :data:`RECENT` newest outcomes of ``tool`` in ``groups`` (namespace,
-        agent), matching ``since``: one read by the (tool, time) index when every
-        group of the tool is readable, else one read per group."""
-        if tool not in readable.partial:
-            # (only groups seen: one created since is not checked, so not used)
-            return [o for o in self._res.storage.fetch(
-                "tool_outcomes", {**where, "tool": tool, **since},
-                order_by="recorded_at DESC, id DESC", limit=RECENT)
-                if (o["namespace"], o["principal"]) in groups]
+    def _newest(self, tool: str, groups: set[tuple[str, str]], since: dict[str, Any]
+                ) -> list[dict[str, Any]]:
+        """The :data:`RECENT` newest outcomes of ``tool`` matching ``since`` in each of
+        ``groups`` (namespace, agent): one read per group, in index order."""
         return [o for ns, principal in sorted(groups) for o in self._res.storage.fetch(
             "tool_outcomes", {"tool": tool, "namespace": ns, "principal": principal, **since},
             order_by="recorded_at DESC, id DESC", limit=RECENT)]
@@ -187,8 +177,8 @@ class Procedures(LayerService):
     def _since(self, s: Caller, where: dict[str, Any], namespace: str, after: int
                ) -> list[ToolStats]:
         """Per tool, the outcomes recorded at or after ``after``: the hourly aggregate's
-        whole hours after it, plus the outcomes of its own hour from it on (by index),
-        plus the newest outcomes since it."""
+        whole hours after it, plus its own hour's from it on (by index, from whichever
+        side of it is shorter), plus the newest outcomes since it."""
         check_glob(namespace)
         storage = self._res.storage
         readable = _Readable(s, namespace)
@@ -196,21 +186,30 @@ class Procedures(LayerService):
         by_tool: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         groups: dict[str, set[tuple[str, str]]] = defaultdict(set)  # with calls since
         edge: set[tuple[str, str, str]] = set()  # with calls in ``after``'s hour, from it
+        hour_rows: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
         for r in storage.fetch("tool_stats_hourly", {**where, "hour": Span(first, None)}):
             if not readable.group(r):
                 continue
             if r["hour"] > first or after == first:
                 by_tool[r["tool"]].append(r)
                 groups[r["tool"]].add((r["namespace"], r["principal"]))
-            elif r["kind"] == "total" and r["last_at"] >= after:
+                continue
+            hour_rows[(r["tool"], r["namespace"], r["principal"])].append(r)
+            if r["kind"] == "total" and r["last_at"] >= after:
                 edge.add((r["tool"], r["namespace"], r["principal"]))
         for tool, ns, principal in sorted(edge):
-            by_tool[tool] += aggregate(storage.fetch("tool_outcomes", {
-                "tool": tool, "namespace": ns, "principal": principal,
-                "recorded_at": Span(after, first + HOUR)})).values()
+            # The shorter side of ``after`` in its hour is read: the outcomes from it
+            # on, or the hour's counts less the outcomes before it.
+            group = {"tool": tool, "namespace": ns, "principal": principal}
+            if after - first > HOUR // 2:
+                by_tool[tool] += aggregate(storage.fetch("tool_outcomes", {
+                    **group, "recorded_at": Span(after, first + HOUR)})).values()
+            else:
+                by_tool[tool] += without(hour_rows[(tool, ns, principal)], storage.fetch(
+                    "tool_outcomes", {**group, "recorded_at": Span(first, after)}))
             groups[tool].add((ns, principal))
         since = {"recorded_at": Span(after, None)}
-        return [stats_of(tool, rows, self._newest(tool, where, groups[tool], readable, since))
+        return [stats_of(tool, rows, self._newest(tool, groups[tool], since))
                 for tool, rows in sorted(by_tool.items())]
 
     def tool_notes(self, s: Caller, task: str, namespace: str) -> list[ToolStats]:
