@@ -76,17 +76,33 @@ def aggregate(outcomes: Iterable[Mapping[str, Any]], *, hourly: bool = False
     """The aggregate rows that count ``outcomes`` (``calls``, ``successes``,
     ``last_at`` and the key columns; ``tx`` is the writer's to add), of
     ``tool_stats`` or, ``hourly``, of ``tool_stats_hourly``."""
+    # Outcomes that count in the same rows are counted together first (a batch of
+    # 1,000 usually has a few dozen kinds), then each kind is filed by keys_of.
+    kinds: dict[tuple[Any, ...], list[Any]] = {}
+    for o in outcomes:
+        at = int(o["recorded_at"])
+        ok = bool(o["ok"])
+        kind = (o["namespace"], o["principal"], o["tool"], hour_of(at) if hourly else 0, ok,
+                o.get("latency_ms"), None if ok else o.get("error"))
+        seen = kinds.get(kind)
+        if seen is None:
+            kinds[kind] = [1, at]
+        else:
+            seen[0] += 1
+            seen[1] = max(seen[1], at)
     columns = HOURLY_COLUMNS if hourly else KEY_COLUMNS
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for o in outcomes:
-        for key in keys_of(o, hourly=hourly):
+    for (ns, principal, tool, _, ok, ms, error), (n, at) in kinds.items():
+        one = {"namespace": ns, "principal": principal, "tool": tool, "recorded_at": at,
+               "ok": ok, "latency_ms": ms, "error": error}
+        for key in keys_of(one, hourly=hourly):
             row = out.get(key)
             if row is None:
                 row = out[key] = dict(zip(columns, key, strict=True))
                 row.update(calls=0, successes=0, last_at=0)
-            row["calls"] += 1
-            row["successes"] += 1 if o["ok"] else 0
-            row["last_at"] = max(row["last_at"], int(o["recorded_at"]))
+            row["calls"] += n
+            row["successes"] += n if ok else 0
+            row["last_at"] = max(row["last_at"], at)
     return out
 
 
