@@ -213,8 +213,10 @@ class Procedures(LayerService):
                 for tool, rows in sorted(by_tool.items())]
 
     def tool_notes(self, s: Caller, task: str, namespace: str) -> list[ToolStats]:
-        """Stats of the tools the task names, from the aggregate."""
-        return self._from_aggregate(s, {"tool": tools_named_in(task)}, namespace)
+        """Stats of the tools the task names, from the aggregate (totals and errors: a
+        note shows no latency, so its histogram rows are not read)."""
+        return self._from_aggregate(s, {"tool": tools_named_in(task), "kind": ["total", "error"]},
+                                    namespace)
 
     def fill_stats(self, actor: str) -> None:
         """Count outcomes recorded before an aggregate existed, once per aggregate:
