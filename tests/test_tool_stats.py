@@ -162,3 +162,33 @@ def test_since_from_the_hourly_aggregate_equals_the_fold_of_the_outcomes_since(
         assert db.tool_stats("t", since=t) == expected
         assert a.tool_stats(since=t) == expected
         assert db.verify().ok
+
+
+def test_a_database_from_before_the_hourly_aggregate_gets_it_once_on_open(tmp_path: Path
+                                                                          ) -> None:
+    # As the engine wrote outcomes between migrations 0019 and 0022: each event with
+    # its tool_stats rows, none hourly. Opening counts them into tool_stats_hourly by
+    # one logged event, so since= and verify agree with the outcomes.
+    from engramdb.audit.tool_stats import aggregate
+
+    path = tmp_path / "old.db"
+    with engramdb.open(path, embedder=None) as db:
+        _agent(db)
+        with db.storage.write("a") as w:
+            rows = [{"id": f"o{i}", "principal": "a", "namespace": "agents/a",
+                     "tool": "search", "ok": int(ok), "latency_ms": 5.0, "error": err,
+                     "metadata": {}, "tx": w.tx, "recorded_at": w.recorded_at}
+                    for i, (ok, err) in enumerate(((True, None), (False, "429"), (False, "429")))]
+            commit(w, "tool.outcome", "a", "agents/a", None,
+                   [Insert("tool_outcomes", r) for r in rows]
+                   + [Insert("tool_stats", {**s, "tx": w.tx}) for s in aggregate(rows).values()])
+        at = datetime.fromtimestamp(rows[0]["recorded_at"] / 1e6, UTC)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'tool_stats_hourly_filled'")
+    for _ in range(2):  # the second open finds the work done
+        with engramdb.open(path, embedder=None) as db:
+            assert [e.kind for e in db.changes(0)].count("tool.stats") == 1
+            (st,) = db.tool_stats("search", since=at)
+            assert (st.calls, st.successes, st.errors) == (3, 1, (("429", 2),))
+            assert db.tool_stats("search", since=at + timedelta(microseconds=1)) == []
+            assert db.verify().ok
