@@ -14,9 +14,15 @@ database (the machine is shared; ratios travel better than absolute numbers):
   ``synchronous=FULL``), p50/p95 latency; baseline: ``remember`` of one
   memory with a precomputed embedding. Both again with ``synchronous=NORMAL``
   (no fsync per commit): the engine's own cost, apart from the disk's.
+  Baseline for both: a bare ``sqlite3`` single-row commit (WAL, same
+  ``synchronous``) on the same disk, taking turns with them: the fsync floor.
   Batched: outcomes per second written
   1,000 per transaction (``tx.tool_outcome``); baseline: ``remember_many`` of
   episodic memories, memories per second.
+
+* ``tool_stats("fetch")`` over every outcome of the run (p50, p95), all time
+  and ``since=``: a whole hour before them all, and a moment half-way through
+  the batched writes (the edge of an hour).
 
 Embeddings are random unit vectors under the default embedder's identity, so
 the model never runs. Usage::
@@ -34,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +62,43 @@ def _timed(fn: Any, runs: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - t) * 1000)
     return out
+
+
+def _alternating(fns: list[Any], runs: int) -> list[list[float]]:
+    """Each of ``fns`` timed ``runs`` times, taking turns (same machine state for all)."""
+    out: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, xs in zip(fns, out, strict=True):
+            t = time.perf_counter()
+            fn()
+            xs.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+class _Bare:
+    """A bare ``sqlite3`` single-row commit on the same disk: the floor a durable
+    single write pays (WAL, ``BEGIN IMMEDIATE``, one insert, ``COMMIT``)."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        import sqlite3
+
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS t (id TEXT PRIMARY KEY, tool TEXT, "
+                          "ok INTEGER, latency_ms REAL, recorded_at INTEGER)")
+        self.n = 0
+
+    def __call__(self) -> None:
+        self.n += 1
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+                          (f"{time.time_ns()}-{self.n}", "fetch", 1, 12.0, time.time_ns()))
+        self.conn.execute("COMMIT")
+
+
+def _p(xs: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(xs), 3), "p95_ms": round(_pct(xs, 95), 3)}
 
 
 def _build(db: Any, corpus: Corpus, n: int) -> dict[str, Any]:
@@ -157,12 +201,17 @@ def main() -> None:
         }
         print("context:", report["context"], flush=True)
 
-        one = _timed(lambda: me.tool_outcome("fetch", True, latency_ms=12.0), args.single)
+        now = datetime.now(UTC)
+        hour0 = now.replace(minute=0, second=0, microsecond=0)  # before every "fetch" outcome
         vec = probe.vectors(1)[0]
-        rem = _timed(lambda: me.remember("a single note", layer="episodic", embedding=vec),
-                     args.single)
+        bare = _Bare(Path(tmp) / "bare.db", "FULL")
+        one, rem, raw = _alternating([
+            lambda: me.tool_outcome("fetch", True, latency_ms=12.0),
+            lambda: me.remember("a single note", layer="episodic", embedding=vec),
+            bare], args.single)
         t = time.perf_counter()
         left = args.batched
+        mid = None
         while left:
             size = min(1_000, left)
             with me.transaction() as tx:
@@ -170,6 +219,8 @@ def main() -> None:
                     tx.tool_outcome("fetch", i % 5 != 0, latency_ms=float(i % 100),
                                     error=None if i % 5 else "timeout")
             left -= size
+            if mid is None and left <= args.batched // 2:
+                mid = datetime.now(UTC)  # half the batched outcomes are after it
         batched = args.batched / (time.perf_counter() - t)
         drafts = corpus.drafts(args.batched, layer="episodic")
         t = time.perf_counter()
@@ -183,24 +234,40 @@ def main() -> None:
             "remember_p95_ms": round(_pct(rem, 95), 2),
             "batched_per_s": round(batched), "remember_many_per_s": round(many),
             "synchronous": "FULL",
+            "bare_sqlite_commit_p50_ms": _p(raw)["p50_ms"],
+            "bare_sqlite_commit_p95_ms": _p(raw)["p95_ms"],
         }
         print("tool_outcome:", report["tool_outcome"], flush=True)
-        t = time.perf_counter()
-        stats = me.tool_stats("fetch")
-        report["tool_outcome"]["stats_ms"] = round((time.perf_counter() - t) * 1000, 1)
-        report["tool_outcome"]["stats_calls"] = stats[0].calls
+        # tool_stats over every "fetch" outcome: all time, since a whole hour before
+        # them all (whole hours only), and since a moment half-way through the batches
+        # (the edge: the outcomes of that hour from then on).
+        assert mid is not None
+        stats_ms, hour_ms, edge_ms = _alternating([
+            lambda: me.tool_stats("fetch"), lambda: me.tool_stats("fetch", since=hour0),
+            lambda: me.tool_stats("fetch", since=mid)], max(5, args.runs // 4))
+        report["tool_stats"] = {
+            "calls": me.tool_stats("fetch")[0].calls,
+            "since_hour_calls": me.tool_stats("fetch", since=hour0)[0].calls,
+            "since_mid_calls": me.tool_stats("fetch", since=mid)[0].calls,
+            "all_time": _p(stats_ms), "since_whole_hour": _p(hour_ms),
+            "since_mid_hour": _p(edge_ms)}
+        print("tool_stats:", report["tool_stats"], flush=True)
         db.close()
         # The same writes without an fsync per commit: what the engine itself costs.
         db = engramdb.open(path, embedder=LocalEmbedder(), synchronous="NORMAL")
         me = db.as_agent("planner")
-        one = _timed(lambda: me.tool_outcome("fetch", True, latency_ms=12.0), args.single)
-        rem = _timed(lambda: me.remember("a single note", layer="episodic", embedding=vec),
-                     args.single)
+        bare = _Bare(Path(tmp) / "bare-normal.db", "NORMAL")
+        one, rem, raw = _alternating([
+            lambda: me.tool_outcome("fetch", True, latency_ms=12.0),
+            lambda: me.remember("a single note", layer="episodic", embedding=vec),
+            bare], args.single)
         report["tool_outcome_normal"] = {
             "single_p50_ms": round(statistics.median(one), 2),
             "single_p95_ms": round(_pct(one, 95), 2),
             "remember_p50_ms": round(statistics.median(rem), 2),
-            "remember_p95_ms": round(_pct(rem, 95), 2), "synchronous": "NORMAL"}
+            "remember_p95_ms": round(_pct(rem, 95), 2), "synchronous": "NORMAL",
+            "bare_sqlite_commit_p50_ms": _p(raw)["p50_ms"],
+            "bare_sqlite_commit_p95_ms": _p(raw)["p95_ms"]}
         print("tool_outcome (NORMAL):", report["tool_outcome_normal"], flush=True)
         db.close()
     report["load_after"] = os.getloadavg()

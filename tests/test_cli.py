@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -543,6 +544,11 @@ def test_layer_commands_pin_episodes_tools_procedures_and_context(run, tmp_path)
     assert bad.exit_code == 2 and "outcome 0" in bad.output
     assert {(s["tool"], s["calls"], s["successes"]) for s in ok("tool-stats")["tools"]} == {
         ("web_search", 3, 1), ("calculator", 2, 1)}
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert {(s["tool"], s["calls"]) for s in ok("tool-stats", "--since", hour_ago)["tools"]} == {
+        ("web_search", 3), ("calculator", 2)}
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert ok("tool-stats", "calculator", "--since", later)["tools"] == []
     ok("procedure", "triage", "Read, reproduce, ask for logs")
     ok("procedure-outcome", "triage", "1", "ok")
     (proc,) = ok("procedures")["procedures"]

@@ -16,6 +16,7 @@ from engramdb import NotFound, PermissionDenied, VersionConflict
 from engramdb.errors import BlockTooLarge, InvalidInput, LLMNotConfigured
 from engramdb.retrieval.tokens import count_tokens
 from tests.conftest import CONFORMANCE
+from tests.support.clock import WallClock
 
 
 @pytest.fixture(params=CONFORMANCE)
@@ -188,6 +189,57 @@ def test_tool_stats_match_a_hand_computed_expectation(db: Any) -> None:
         a.tool_outcome("web_search", "yes")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         a.tool_outcome("web_search", True, latency_ms=-1)
+
+
+@pytest.mark.uses("verify")
+def test_tool_stats_since_a_time_count_whole_hours_and_the_edge(db: Any, monkeypatch) -> None:
+    # Answered from the hourly aggregate: whole hours after ``since`` plus the
+    # outcomes of since's own hour from since on. Outcomes at chosen times.
+    a, b = agents(db, "alice", "bob")
+    clock = WallClock(monkeypatch, WallClock.next_hour(plus=24))
+    h = clock.now  # a whole hour
+    script = [  # minutes after h, agent, tool, ok, latency, error
+        (10, a, "web_search", True, 100, None), (20, a, "web_search", False, 200, "429"),
+        (30, b, "web_search", True, 50, None), (40, a, "web_search", True, 300, None),
+        (65, a, "web_search", False, 400, "timeout"), (110, a, "web_search", True, 500, None),
+        (120, b, "calculator", True, None, None), (180, a, "web_search", False, 600, "429")]
+    for minutes, who, tool, ok, ms, err in script:
+        clock.at(h + timedelta(minutes=minutes))
+        who.tool_outcome(tool, ok, latency_ms=ms, error=err)
+    clock.at(h + timedelta(minutes=200))
+
+    # From 20 minutes into the first hour: its outcomes from then on, then whole hours.
+    (st,) = a.tool_stats("web_search", since=h + timedelta(minutes=20))
+    assert (st.calls, st.successes) == (5, 2)  # F(20) T(40) F(65) T(110) F(180)
+    assert st.errors == (("429", 2), ("timeout", 1))
+    # nearest rank over 200, 300, 400, 500, 600: rank 3 and rank 5
+    assert (st.latency_p50_ms, st.latency_p95_ms) == (400.0, 600.0)
+    w = [0.5 ** (age / 10) for age in range(5)]  # newest first: F T F T F
+    assert st.recent_rate == pytest.approx((w[1] + w[3]) / sum(w))
+    assert st.last_10_failures == 3
+    assert st.last_at == h + timedelta(minutes=180)
+    # An hour boundary: whole hours only.
+    (st,) = a.tool_stats("web_search", since=h + timedelta(hours=1))
+    assert (st.calls, st.successes, st.errors) == (3, 1, (("429", 1), ("timeout", 1)))
+    # Fleet-wide (the admin reads both agents), since 25 minutes in, as an ISO string.
+    fleet = {s.tool: s for s in db.tool_stats(since=(h + timedelta(minutes=25)).isoformat())}
+    assert sorted(fleet) == ["calculator", "web_search"]
+    assert (fleet["web_search"].calls, fleet["web_search"].successes) == (5, 3)
+    assert fleet["web_search"].agents == ("alice", "bob")
+    assert (fleet["web_search"].latency_p50_ms, fleet["web_search"].latency_p95_ms) == (
+        400.0, 600.0)  # 50, 300, 400, 500, 600: ranks 3 and 5
+    assert (fleet["calculator"].calls, fleet["calculator"].latency_p50_ms) == (1, None)
+    assert [s.calls for s in db.tool_stats("web_search", since=h, agent="bob")] == [1]
+    # Bob reads only his own outcomes.
+    assert {(s.tool, s.calls) for s in b.tool_stats(since=h)} == {
+        ("web_search", 1), ("calculator", 1)}
+    # The edge alone (all in since's hour), and nothing after the last call.
+    assert [(s.calls, s.successes) for s in a.tool_stats(
+        "web_search", since=h + timedelta(minutes=180, microseconds=1))] == []
+    assert [(s.calls, s.errors) for s in a.tool_stats(
+        "web_search", since=h + timedelta(minutes=179))] == [(1, (("429", 1),))]
+    assert db.tool_stats(since=h + timedelta(hours=5)) == []
+    assert db.verify().ok
 
 
 @pytest.mark.uses("changes")

@@ -19,6 +19,7 @@ import itertools
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ import pytest
 import engramdb
 from engramdb.engine._commit import commit
 from engramdb.storage.base import Insert
+from tests.support.clock import WallClock
 
 _names = itertools.count()
 
@@ -318,7 +320,8 @@ def test_erasure_restates_the_aggregate_counted_for_outcomes_older_than_it(tmp_p
                     "tool": "crm", "ok": 0, "latency_ms": 5.0, "error": err,
                     "metadata": {}, "tx": w.tx, "recorded_at": w.recorded_at})])
     with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM meta WHERE key = 'tool_stats_filled'")
+        conn.execute("DELETE FROM meta WHERE key IN "
+                     "('tool_stats_filled', 'tool_stats_hourly_filled')")
     with engramdb.open(path, embedder=None) as db:
         assert [e.kind for e in db.changes(0)].count("tool.stats") == 1
         db.forget(subject=GONE, reason="GDPR request")
@@ -327,3 +330,36 @@ def test_erasure_restates_the_aggregate_counted_for_outcomes_older_than_it(tmp_p
         assert db.verify().ok
         dump = _export(db)
         assert GONE not in dump and KEPT in dump
+
+
+def test_an_erased_error_is_renamed_in_every_hour_of_the_hourly_aggregate(tmp_path,
+                                                                          monkeypatch):
+    # tool_stats(since=) reads tool_stats_hourly, keyed by the same labels per hour:
+    # the erased label is renamed in each hour, to the one opaque label, and a window
+    # over both hours counts what it counted before.
+    db = engramdb.open(tmp_path / "engram.db", embedder=None)
+    try:
+        clock = WallClock(monkeypatch, WallClock.next_hour())
+        h = clock.now
+        for minutes in (10, 70, 75):  # two hours
+            clock.at(h + timedelta(minutes=minutes))
+            db.tool_outcome("crm", ok=False, error=f"timeout for {GONE}")
+            db.tool_outcome("crm", ok=False, error=f"timeout for {KEPT}")
+        clock.at(h + timedelta(minutes=80))
+        before = db.tool_stats("crm", since=h)[0]
+        assert dict(before.errors) == {f"timeout for {GONE}": 3, f"timeout for {KEPT}": 3}
+
+        db.forget(subject=GONE, reason="GDPR request")
+
+        whole = db.tool_stats("crm", since=h)[0]
+        edge = db.tool_stats("crm", since=h + timedelta(minutes=71))[0]  # one of hour 2
+        assert dict(whole.errors) == {"[erased]": 3, f"timeout for {KEPT}": 3}
+        assert dict(edge.errors) == {"[erased]": 1, f"timeout for {KEPT}": 1}
+        hourly = [r for r in db.storage.scan("tool_stats_hourly") if r["kind"] == "error"]
+        assert len(hourly) == 4  # two labels in each of two hours
+        erased = {str(r["label"]) for r in hourly if KEPT not in str(r["label"])}
+        assert len(erased) == 1 and ERASED_LABEL.fullmatch(erased.pop())
+        assert set(_stat_labels(db)) == {str(r["label"]) for r in hourly}
+        assert db.verify().ok
+    finally:
+        db.close()

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,12 @@ def test_layer_tools_pin_episode_tools_procedures_and_context(alice):
     assert bad.is_error and "outcome 0" in text_of(bad)
     (stats,) = with_tool("tool_stats", tool="sla_lookup")["tools"]
     assert (stats["calls"], stats["successes"], stats["errors"]) == (5, 2, [["503", 3]])
+    # since=: a window from an hour ago holds all five; one from the next hour none.
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    (stats,) = with_tool("tool_stats", tool="sla_lookup", since=hour_ago)["tools"]
+    assert (stats["calls"], stats["successes"], stats["errors"]) == (5, 2, [["503", 3]])
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert with_tool("tool_stats", tool="sla_lookup", since=later)["tools"] == []
     alice.ok("procedure", name="renewal", text="Check the SLA, then the price, then renew")
     alice.ok("procedure_outcome", name="renewal", version=1, ok=True)
     (proc,) = alice.ok("procedures", namespace="agents/alice")["procedures"]

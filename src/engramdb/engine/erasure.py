@@ -31,12 +31,13 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engramdb.audit.tool_stats import ERROR_CHARS, KEY_COLUMNS
+from engramdb.audit.tool_stats import ERROR_CHARS, HOURLY_COLUMNS, KEY_COLUMNS
 from engramdb.codec import check_chars, new_id
 from engramdb.engine.access import Caller
 from engramdb.engine.erasure_scope import (
     REDACTED,
     SIDE_TEXT,
+    STATS_TABLES,
     OutcomePlan,
     hidden_selector,
     memory_matches,
@@ -232,9 +233,10 @@ class Erasure:
         redact: dict[str, set[str]] = {t: {str(r["id"]) for r in rs} for t, rs in side.items()}
         redact["conflicts"] = set()
         txs |= {int(r["tx"]) for rs in side.values() for r in rs}
-        filled = storage.meta("tool_stats_filled")
-        if plan.relabel and filled and int(filled):
-            txs.add(int(filled))  # the aggregate of outcomes older than it, counted once
+        for table in STATS_TABLES:
+            filled = storage.meta(f"{table}_filled")
+            if plan.relabel and filled and int(filled):
+                txs.add(int(filled))  # the aggregate of outcomes older than it, counted once
         for ns in sorted({r["namespace"] for r in rows}):
             for c in w.fetch("conflicts", {"namespace": ns}):
                 if {m.get("id") for m in c.get("memories") or []} & ids:
@@ -302,6 +304,9 @@ class Erasure:
         # straight into the new labels), so it is applied here and not logged again.
         w.apply([Update("tool_stats", dict(zip(KEY_COLUMNS, key, strict=True)), {"label": token})
                  for key, token in sorted(plan.relabel.items())])
+        w.apply([Update("tool_stats_hourly", {c: r[c] for c in HOURLY_COLUMNS}, {"label": token})
+                 for key, token in sorted(plan.relabel.items())
+                 for r in w.fetch("tool_stats_hourly", dict(zip(KEY_COLUMNS, key, strict=True)))])
         counts = {"versions": len(versions), "fulltext_entries": len(versions),
                   "vectors": gone["vectors"], "event_payloads": len(carriers),
                   "derived_memories": n_derived,

@@ -16,13 +16,15 @@ Pure functions, used by :mod:`engramdb.engine.erasure`.
 * Every logged effect that wrote such text is restated without it
   (:func:`restated`), and the restated effects replace the event's payload in
   ``erased_events``, so ``verify`` and ``import`` replay the redacted rows.
-* The ``tool_stats`` aggregate keys its error rows by an error's first
+* The ``tool_stats`` aggregate (and ``tool_stats_hourly``, the same per hour)
+  keys its error rows by an error's first
   :data:`~engramdb.audit.tool_stats.ERROR_CHARS` characters, so that key is
   agent-written text too. :func:`outcome_plan` decides what each redacted
   outcome's ``error`` becomes and which error rows are renamed: a row whose
   label reaches the erased text gets a fresh opaque label (``[erased 1a2b...]``)
-  and so do its outcomes' errors, so the aggregate still counts exactly the
-  outcomes it counted, under a key that says nothing.
+  and so do its outcomes' errors (and every hour's row of that label), so the
+  aggregates still count exactly the outcomes they counted, under a key that
+  says nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 from engramdb.audit.tool_stats import ERROR_CHARS, Key
 from engramdb.model import namespace_matches
 
-__all__ = ["ERASED_JSON", "REDACTED", "SIDE_TEXT", "OutcomePlan", "hidden_selector",
+__all__ = ["ERASED_JSON", "REDACTED", "SIDE_TEXT", "STATS_TABLES", "OutcomePlan", "hidden_selector",
            "memory_matches", "mentions", "outcome_plan", "redacted_changes", "restated",
            "side_matches", "touches"]
 
@@ -51,6 +53,8 @@ SIDE_TEXT: dict[str, tuple[str, ...]] = {
     "decisions": ("description", "outcome", "metadata"),
     "conflicts": ("subject", "reason", "resolution"),
 }
+# The aggregates keyed by an error's first ERROR_CHARS characters (a label).
+STATS_TABLES = ("tool_stats", "tool_stats_hourly")
 _JSON_COLUMNS = frozenset({"metadata", "outcome"})
 _WORD = r"[0-9A-Za-z_]"
 
@@ -137,7 +141,7 @@ def touches(effect: Mapping[str, Any], ids: set[str], side: Mapping[str, set[str
     table = effect.get("table")
     if table == "memories":
         return _ref(effect).get("id") in ids
-    if table == "tool_stats":
+    if table in STATS_TABLES:
         return plan is not None and _stats_key(effect) in plan.relabel
     return table in side and _ref(effect).get("id") in side[str(table)]
 
@@ -153,7 +157,7 @@ def restated(effect: Mapping[str, Any], ids: set[str], side: Mapping[str, set[st
     if not touches(effect, ids, side, plan):
         return dict(effect)
     out: dict[str, Any] = json.loads(json.dumps(effect))
-    if out["table"] == "tool_stats":
+    if out["table"] in STATS_TABLES:
         assert plan is not None
         (out["row"] if out["op"] == "insert" else out["key"])["label"] = (
             plan.relabel[_stats_key(effect)])

@@ -5,7 +5,8 @@ A leaf of the engine, shared by the procedural layer service
 (``tx.tool_outcome`` in :mod:`engramdb.engine.writes`), the cheap way to
 write many: a transaction's outcomes are written when it ends, as one
 ``tool.outcome`` event per namespace, together with the ``tool_stats``
-aggregate rows they change (:mod:`engramdb.audit.tool_stats`). The writer must hold the write grant
+and ``tool_stats_hourly`` aggregate rows they change (:mod:`engramdb.audit.tool_stats`).
+The writer must hold the write grant
 in the outcome's namespace (checked when the outcome is given).
 """
 
@@ -15,7 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engramdb.audit.tool_stats import KEY_COLUMNS, aggregate
+from engramdb.audit.tool_stats import HOURLY_COLUMNS, KEY_COLUMNS, aggregate
 from engramdb.codec import new_id
 from engramdb.engine.rows import EngineConfig, _short, check_metadata
 from engramdb.errors import InvalidInput
@@ -56,31 +57,36 @@ def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency
 
 
 def stats_effects(w: WriteTx, outcomes: Sequence[dict[str, Any]]) -> list[Effect]:
-    """The ``tool_stats`` changes that count ``outcomes`` (one namespace and agent).
+    """The ``tool_stats`` and ``tool_stats_hourly`` changes that count ``outcomes``
+    (one namespace and agent).
 
-    One read of the touched aggregate rows, then an insert or a compare-and-swap
-    update per row: a concurrent writer of the same row makes this transaction
-    fail with ``VersionConflict`` rather than lose a count.
+    Per table, one read of the touched aggregate rows, then an insert or a
+    compare-and-swap update per row: a concurrent writer of the same row makes
+    this transaction fail with ``VersionConflict`` rather than lose a count.
     """
-    counted = aggregate(outcomes)  # what these outcomes add, per row
     ns, principal = outcomes[0]["namespace"], outcomes[0]["principal"]
-    found = w.fetch("tool_stats", {"namespace": ns, "principal": principal,
-                                   "tool": sorted({k[2] for k in counted}),
-                                   "label": sorted({k[4] for k in counted})})
-    current = {k: r for r in found
-               if (k := (r["namespace"], r["principal"], r["tool"], r["kind"], r["label"]))
-               in counted}
     effects: list[Effect] = []
-    for key, add in counted.items():
-        old = current.get(key)
-        if old is None:
-            effects.append(Insert("tool_stats", {**add, "tx": w.tx}))
-            continue
-        effects.append(Update("tool_stats", dict(zip(KEY_COLUMNS, key, strict=True)),
-                              {"calls": int(old["calls"]) + add["calls"],
-                               "successes": int(old["successes"]) + add["successes"],
-                               "last_at": max(int(old["last_at"]), add["last_at"]), "tx": w.tx},
-                              {"calls": old["calls"]}))
+    for table, columns, hourly in (("tool_stats", KEY_COLUMNS, False),
+                                   ("tool_stats_hourly", HOURLY_COLUMNS, True)):
+        counted = aggregate(outcomes, hourly=hourly)  # what these outcomes add, per row
+        where: dict[str, Any] = {"namespace": ns, "principal": principal,
+                                 "tool": sorted({k[2] for k in counted})}
+        if hourly:
+            where["hour"] = sorted({k[3] for k in counted})
+        where["label"] = sorted({k[-1] for k in counted})
+        current = {k: r for r in w.fetch(table, where)
+                   if (k := tuple(r[c] for c in columns)) in counted}
+        for key, add in counted.items():
+            old = current.get(key)
+            if old is None:
+                effects.append(Insert(table, {**add, "tx": w.tx}))
+                continue
+            effects.append(Update(table, dict(zip(columns, key, strict=True)),
+                                  {"calls": int(old["calls"]) + add["calls"],
+                                   "successes": int(old["successes"]) + add["successes"],
+                                   "last_at": max(int(old["last_at"]), add["last_at"]),
+                                   "tx": w.tx},
+                                  {"calls": old["calls"]}))
     return effects
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from engramdb.model_layers import ContextPart, LeftOut
-from engramdb.retrieval.tokens import ENCODING_NAME, count_tokens, truncate_to_tokens
+from engramdb.retrieval.tokens import ENCODING_NAME, count_lines, count_tokens, truncate_to_tokens
 
 __all__ = ["MIN_TAIL", "Assembly", "Candidate", "assemble", "shorten"]
 
@@ -169,8 +169,8 @@ def assemble(candidates: Sequence[Candidate], budget: int, *, task: str,
             result.append(head(c, f"[{n}] ") + body)
         return result
 
-    text = SEPARATOR.join(lines())
-    tokens = count_tokens(text, encoding)
+    laid = lines()
+    tokens = count_lines(laid, encoding)  # the joined text's count, exactly
     # Seams between lines can count differently from the lines alone.
     while tokens > budget and chosen:
         victims = [i for i, (c, _, _) in enumerate(chosen) if not c.pinned] or [len(chosen) - 1]
@@ -178,10 +178,11 @@ def assemble(candidates: Sequence[Candidate], budget: int, *, task: str,
         c, body, _ = chosen.pop(i)
         out.append(LeftOut(c.layer, c.kind, c.label, count_tokens(head(c) + body, encoding),
                            "budget"))
-        text = SEPARATOR.join(lines())
-        tokens = count_tokens(text, encoding)
+        laid = lines()
+        tokens = count_lines(laid, encoding)
+    text = SEPARATOR.join(laid)
     parts = tuple(
         ContextPart(c.layer, c.kind, c.label, line, count_tokens(line, encoding), c.score,
                     cut, c.memory_id, c.version)
-        for (c, _, cut), line in zip(chosen, lines(), strict=True))
+        for (c, _, cut), line in zip(chosen, laid, strict=True))
     return Assembly(text, tokens, parts, tuple(c for c, _, _ in chosen), tuple(out))

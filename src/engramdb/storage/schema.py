@@ -162,6 +162,14 @@ TABLES: dict[str, TableSpec] = {
             "namespace text, principal text, tool text, kind text, label text, calls int,"
             " successes int, last_at micros, tx int",
         ),
+        # The same counts per clock hour (migration 0022): ``tool_stats(since=T)``
+        # sums whole hours and counts only T's own hour from the outcomes.
+        _spec(
+            "tool_stats_hourly",
+            ("namespace", "principal", "tool", "hour", "kind", "label"),
+            "namespace text, principal text, tool text, hour micros, kind text, label text,"
+            " calls int, successes int, last_at micros, tx int",
+        ),
         _spec(
             "procedure_outcomes",
             ("id",),

@@ -12,6 +12,7 @@ from typing import Any
 
 from engramdb.codec import to_micros
 from engramdb.model import RecallFilter
+from engramdb.storage.base import Span
 
 __all__ = ["Dialect", "memory_where", "where_eq"]
 
@@ -38,6 +39,11 @@ def where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]
     for col, value in where.items():
         if value is None:
             parts.append(f"{col} IS NULL")
+        elif isinstance(value, Span):
+            for op, bound in ((">=", value.at_least), ("<", value.below)):
+                if bound is not None:
+                    parts.append(f"{col} {op} ?")
+                    params.append(bound)
         elif isinstance(value, (list, tuple, frozenset, set)):
             values = list(value)
             if not values:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from engramdb.audit.tool_stats import RECENT, aggregate, stats_of
+from engramdb.audit.tool_stats import HOUR, RECENT, aggregate, hour_of, stats_of, without
 from engramdb.codec import new_id, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.layers.named import LayerService, check_name, find_named, upsert_named
@@ -40,13 +40,14 @@ from engramdb.model import (
     to_utc,
 )
 from engramdb.model_layers import ProcedureInfo, Recommendation, ToolStats, VersionStats
-from engramdb.storage.base import Insert
+from engramdb.storage.base import Effect, Insert, Span
 
 __all__ = ["Procedures", "tool_stats_of", "tools_named_in"]
 
 KEY = "procedure"
 _OUTCOME_FIELDS = frozenset({"tool", "ok", "latency_ms", "error", "metadata", "namespace"})
 _WORD = re.compile(r"[\w.-]+")
+FILLED = ("tool_stats", "tool_stats_hourly")  # aggregates filled once from older outcomes
 
 
 def tool_stats_of(tool: str, rows: Sequence[Mapping[str, Any]]) -> ToolStats:
@@ -66,6 +67,24 @@ def tools_named_in(task: str) -> list[str]:
 def _relevance(name: str, task_words: set[str]) -> float:
     parts = [p for p in re.split(r"[\W_]+", name.lower()) if p]
     return sum(p in task_words for p in parts) / len(parts) if parts else 0.0
+
+
+class _Readable:
+    """Which aggregate rows a caller may count under a namespace glob (memoised per
+    namespace)."""
+
+    def __init__(self, s: Caller, namespace: str) -> None:
+        self._glob = namespace
+        self._acl = s.acl()
+        self._seen: dict[str, bool] = {}
+
+    def group(self, row: Mapping[str, Any]) -> bool:
+        ns = row["namespace"]
+        ok = self._seen.get(ns)
+        if ok is None:
+            ok = self._seen[ns] = (namespace_matches(self._glob, ns)
+                                   and self._acl.check("read", ns).allow)
+        return ok
 
 
 class Procedures(LayerService):
@@ -120,55 +139,27 @@ class Procedures(LayerService):
             self._write_outcomes(s, rows)
         return len(rows)
 
-    def _outcome_rows(self, s: Caller, where: dict[str, Any], namespace: str,
-                      since: datetime | str | None) -> list[dict[str, Any]]:
-        check_glob(namespace)
-        t = to_utc(since, what="since")
-        after = None if t is None else to_micros(t)
-        acl = s.acl()
-        seen: dict[str, bool] = {}
-        out = []
-        for r in self._res.storage.fetch("tool_outcomes", where):
-            ns = r["namespace"]
-            if ns not in seen:
-                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
-            if seen[ns] and (after is None or r["recorded_at"] >= after):
-                out.append(r)
-        return out
-
     def _from_aggregate(self, s: Caller, where: dict[str, Any], namespace: str
                         ) -> list[ToolStats]:
         """Per tool: the readable aggregate rows, plus each group's newest outcomes."""
         check_glob(namespace)
-        acl = s.acl()
-        seen: dict[str, bool] = {}
-        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        partial: set[str] = set()  # tools with outcomes the caller may not count here
+        readable = _Readable(s, namespace)
+        by_tool: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        groups: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for r in self._res.storage.fetch("tool_stats", where):
-            ns = r["namespace"]
-            if ns not in seen:
-                seen[ns] = namespace_matches(namespace, ns) and acl.check("read", ns).allow
-            if seen[ns]:
+            if readable.group(r):
                 by_tool[r["tool"]].append(r)
-            else:
-                partial.add(r["tool"])
-        out = []
-        for tool, rows in sorted(by_tool.items()):
-            newest: list[dict[str, Any]] = []
-            if tool not in partial:  # every group counts: one read of the tool's newest
-                # (only groups seen above: one created since is not checked, so not used)
-                newest = [o for o in self._res.storage.fetch(
-                    "tool_outcomes", {**where, "tool": tool},
-                    order_by="recorded_at DESC, id DESC", limit=RECENT)
-                    if seen.get(o["namespace"])]
-            for r in rows if tool in partial else ():
-                if r["kind"] == "total":
-                    newest += self._res.storage.fetch(
-                        "tool_outcomes",
-                        {"tool": tool, "namespace": r["namespace"], "principal": r["principal"]},
-                        order_by="recorded_at DESC, id DESC", limit=RECENT)
-            out.append(stats_of(tool, rows, newest))
-        return out
+                groups[r["tool"]].add((r["namespace"], r["principal"]))
+        return [stats_of(tool, rows, self._newest(tool, groups[tool], {}))
+                for tool, rows in sorted(by_tool.items())]
+
+    def _newest(self, tool: str, groups: set[tuple[str, str]], since: dict[str, Any]
+                ) -> list[dict[str, Any]]:
+        """The :data:`RECENT` newest outcomes of ``tool`` matching ``since`` in each of
+        ``groups`` (namespace, agent): one read per group, in index order."""
+        return [o for ns, principal in sorted(groups) for o in self._res.storage.fetch(
+            "tool_outcomes", {"tool": tool, "namespace": ns, "principal": principal, **since},
+            order_by="recorded_at DESC, id DESC", limit=RECENT)]
 
     def tool_stats(self, s: Caller, tool: str | None, *, since: datetime | str | None,
                    agent: str | None, namespace: str) -> list[ToolStats]:
@@ -179,35 +170,81 @@ class Procedures(LayerService):
             where["principal"] = _short(agent, "agent")
         if since is None:
             return self._from_aggregate(s, where, namespace)
-        # Since a time: the outcomes recorded after it (no aggregate covers a window).
-        by_tool: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in self._outcome_rows(s, where, namespace, since):
-            by_tool[r["tool"]].append(r)
-        return [tool_stats_of(t, rows) for t, rows in sorted(by_tool.items())]
+        after = to_micros(to_utc(since, what="since"))
+        assert after is not None
+        return self._since(s, where, namespace, after)
+
+    def _since(self, s: Caller, where: dict[str, Any], namespace: str, after: int
+               ) -> list[ToolStats]:
+        """Per tool, the outcomes recorded at or after ``after``: the hourly aggregate's
+        whole hours after it, plus its own hour's from it on (by index, from whichever
+        side of it is shorter), plus the newest outcomes since it."""
+        check_glob(namespace)
+        storage = self._res.storage
+        readable = _Readable(s, namespace)
+        first = hour_of(after)
+        by_tool: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        groups: dict[str, set[tuple[str, str]]] = defaultdict(set)  # with calls since
+        edge: set[tuple[str, str, str]] = set()  # with calls in ``after``'s hour, from it
+        hour_rows: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+        for r in storage.fetch("tool_stats_hourly", {**where, "hour": Span(first, None)}):
+            if not readable.group(r):
+                continue
+            if r["hour"] > first or after == first:
+                by_tool[r["tool"]].append(r)
+                groups[r["tool"]].add((r["namespace"], r["principal"]))
+                continue
+            hour_rows[(r["tool"], r["namespace"], r["principal"])].append(r)
+            if r["kind"] == "total" and r["last_at"] >= after:
+                edge.add((r["tool"], r["namespace"], r["principal"]))
+        for tool, ns, principal in sorted(edge):
+            # The shorter side of ``after`` in its hour is read: the outcomes from it
+            # on, or the hour's counts less the outcomes before it.
+            group = {"tool": tool, "namespace": ns, "principal": principal}
+            if after - first > HOUR // 2:
+                by_tool[tool] += aggregate(storage.fetch("tool_outcomes", {
+                    **group, "recorded_at": Span(after, first + HOUR)})).values()
+            else:
+                by_tool[tool] += without(hour_rows[(tool, ns, principal)], storage.fetch(
+                    "tool_outcomes", {**group, "recorded_at": Span(first, after)}))
+            groups[tool].add((ns, principal))
+        since = {"recorded_at": Span(after, None)}
+        return [stats_of(tool, rows, self._newest(tool, groups[tool], since))
+                for tool, rows in sorted(by_tool.items())]
 
     def tool_notes(self, s: Caller, task: str, namespace: str) -> list[ToolStats]:
-        """Stats of the tools the task names, from the aggregate."""
-        return self._from_aggregate(s, {"tool": tools_named_in(task)}, namespace)
+        """Stats of the tools the task names, from the aggregate (totals and errors: a
+        note shows no latency, so its histogram rows are not read)."""
+        return self._from_aggregate(s, {"tool": tools_named_in(task), "kind": ["total", "error"]},
+                                    namespace)
 
     def fill_stats(self, actor: str) -> None:
-        """Count outcomes recorded before the aggregate existed (migration 0019), once.
+        """Count outcomes recorded before an aggregate existed, once per aggregate:
+        ``tool_stats`` (migration 0019) and ``tool_stats_hourly`` (0022).
 
-        One logged ``tool.stats`` event inserts the aggregate rows of every
-        outcome, so ``verify`` replays them like any other state.
+        One logged ``tool.stats`` event inserts the rows of every outcome, so
+        ``verify`` replays them like any other state; ``meta`` keeps its
+        transaction (``<table>_filled``), which an erasure may restate.
         """
         storage = self._res.storage
-        if storage.meta("tool_stats_filled") is not None:
+        missing = [t for t in FILLED if storage.meta(f"{t}_filled") is None]
+        if not missing:
             return
-        filled = 0  # the transaction that counted them, which an erasure may restate
+        filled = 0
         with storage.write(actor) as w:
-            if not w.fetch("tool_stats", {}, limit=1):
-                rows = aggregate(w.fetch("tool_outcomes", {}))
-                if rows:
-                    self._res.commit(w, "tool.stats", actor, None, None,
-                                     [Insert("tool_stats", {**r, "tx": w.tx})
-                                      for r in rows.values()])
-                    filled = w.tx
-        storage.set_meta("tool_stats_filled", str(filled))
+            effects: list[Effect] = []
+            outcomes = None
+            for table in missing:
+                if not w.fetch(table, {}, limit=1):
+                    if outcomes is None:
+                        outcomes = w.fetch("tool_outcomes", {})
+                    effects += [Insert(table, {**r, "tx": w.tx}) for r in aggregate(
+                        outcomes, hourly=table == "tool_stats_hourly").values()]
+            if effects:
+                self._res.commit(w, "tool.stats", actor, None, None, effects)
+                filled = w.tx
+        for table in missing:
+            storage.set_meta(f"{table}_filled", str(filled))
 
     # -- procedures ------------------------------------------------------------------
 

@@ -614,7 +614,8 @@ class PostgresStorage(SqlStorage):
     # Tables whose heap (and TOAST) held erased text or vectors (the side tables'
     # text is redacted by UPDATE, which leaves the old tuple dead in the heap too).
     PURGE_TABLES = ("memories", "memory_vectors", "memory_vectors_ann", "event_payloads",
-                    "conflicts", "tool_outcomes", "tool_stats", "decisions")
+                    "conflicts", "tool_outcomes", "tool_stats", "tool_stats_hourly",
+                    "decisions")
 
     def purge(self) -> dict[str, Any]:
         """After an erasure: ``VACUUM FULL`` the tables that held the content and
