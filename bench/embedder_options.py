@@ -1,12 +1,14 @@
 """Where the local embedder's time goes: runtime options, batching, quantisation.
 
     PYTHONPATH=src python bench/embedder_options.py --fp32 DIR [--int8-full DIR]
+        [--int8-ffn32 DIR]
 
 Build the comparison graphs first with the conversion script (needs torch):
 ``python tools/build_minilm_onnx.py --precision fp32 --out DIR --fixture /tmp/x.npz``
-(and ``--precision int8-full``). The shipped int8 graph and the shipped
-``LocalEmbedder`` (the previous embedder, unchanged) run in the same process
-as the baseline.
+(and ``--precision int8-full``, ``--precision int8-ffn32``: the graph shipped
+before branch ``embed2``, all six feed-forward output projections float32).
+The shipped int8 graph and the shipped ``LocalEmbedder`` run in the same
+process as the baseline.
 
 For each graph and way of running it: texts/s over LoCoMo dev turns (wall
 clock, and per CPU-second of this process: the machine is shared), cosine of
@@ -94,6 +96,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/locomo-dev"))
     parser.add_argument("--fp32", type=Path, required=True, help="folder of the fp32 graph")
     parser.add_argument("--int8-full", type=Path, help="folder of the fully int8 graph")
+    parser.add_argument("--int8-ffn32", type=Path, help="folder of the previous int8 graph")
     parser.add_argument("--turns", type=int, default=0, help="speed on the first N turns only")
     args = parser.parse_args()
     convs = load_locomo(args.data)
@@ -104,7 +107,7 @@ def main() -> int:
           f"{os.cpu_count()} cores; load at start {_load()}", flush=True)
     previous = LocalEmbedder()
     variants: dict[str, Runner] = {
-        f"previous LocalEmbedder (int8, one text per run, {previous.num_threads} threads)":
+        f"shipped LocalEmbedder (int8, {previous.num_threads} texts side by side)":
             previous.embed,
         "fp32, one text per run, 1 thread": _runner(args.fp32, 1, 1, 256),
         "fp32, length-sorted batches of 16, 1 thread": _runner(args.fp32, 1, 16, 256),
@@ -115,12 +118,15 @@ def main() -> int:
         "int8, length-sorted batches of 64, 2 threads": _runner(shipped, 2, 64, 256),
         "int8, one text per run, truncated at 128 word pieces": _runner(shipped, 1, 1, 128),
     }
+    if args.int8_ffn32:
+        variants["previous int8 graph (six float32 projections), one text per run, 1 thread"] = (
+            _runner(args.int8_ffn32, 1, 1, 256))
     if args.int8_full:
         variants["int8-full, one text per run, 1 thread"] = _runner(args.int8_full, 1, 1, 256)
         variants["int8-full, length-sorted batches of 16, 1 thread"] = _runner(
             args.int8_full, 1, 16, 256)
     reference = _runner(args.fp32, 1, 1, 256)(texts)
-    print("\n| variant | texts/s wall | texts per CPU-second | vs previous (CPU-s) | "
+    print("\n| variant | texts/s wall | texts per CPU-second | vs shipped (CPU-s) | "
           "cosine to fp32 mean / min | dense recall@10 |")
     print("|---|---|---|---|---|---|")
     base = 0.0
