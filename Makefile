@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder bench-embedder-options minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle bench-writers
+.PHONY: install chromium test test-fast test-crewai test-autogen lint demo bench bench-embedder bench-embedder-options bench-embed-ingest bench-embed-quality minilm-onnx soak fuzz dist shell security clean test-erasure-full bench-lifecycle bench-writers
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -70,8 +70,27 @@ bench-embedder-options: $(STAMP) torch-cpu
 	$(PY) tools/build_minilm_onnx.py --precision fp32 --out build/minilm-fp32 --fixture build/fp32.npz
 	$(PY) tools/build_minilm_onnx.py --precision int8-full --out build/minilm-int8-full \
 		--fixture build/int8-full.npz
+	$(PY) tools/build_minilm_onnx.py --precision int8-ffn32 --out build/minilm-int8-ffn32 \
+		--fixture build/int8-ffn32.npz
 	PYTHONPATH=.:src $(PY) bench/embedder_options.py --data ../shared/data/locomo-dev \
-		--fp32 build/minilm-fp32 --int8-full build/minilm-int8-full
+		--fp32 build/minilm-fp32 --int8-full build/minilm-int8-full \
+		--int8-ffn32 build/minilm-int8-ffn32
+
+# LoCoMo dev recall (dense, RRF, the engine's recall) with torch, fp32, the previous and the shipped graph.
+bench-embed-quality: $(STAMP) torch-cpu
+	$(PY) -m pip install --quiet -e '.[local-torch]' 'transformers>=4.40' 'onnx>=1.16'
+	$(PY) tools/build_minilm_onnx.py --precision fp32 --out build/minilm-fp32 --fixture build/fp32.npz
+	$(PY) tools/build_minilm_onnx.py --precision int8-ffn32 --out build/minilm-int8-ffn32 \
+		--fixture build/int8-ffn32.npz
+	PYTHONPATH=.:src $(PY) bench/embed_quality.py --data ../shared/data/locomo-dev \
+		--fp32 build/minilm-fp32 --previous build/minilm-int8-ffn32
+
+# Ingest with the default embedder (remember_many, embed, one query) beside main's, alternating.
+bench-embed-ingest: $(STAMP)
+	rm -rf build/embed-ingest-main && mkdir -p build/embed-ingest-main
+	git archive main | tar -x -C build/embed-ingest-main
+	PYTHONPATH=.:src $(PY) bench/embed_ingest.py --data ../shared/data/locomo-dev \
+		--baseline-src build/embed-ingest-main/src
 
 # Rebuild the packaged ONNX model and the test fixture from the Apache-2.0 weights.
 minilm-onnx: $(STAMP) torch-cpu

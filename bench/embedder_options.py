@@ -1,12 +1,14 @@
 """Where the local embedder's time goes: runtime options, batching, quantisation.
 
     PYTHONPATH=src python bench/embedder_options.py --fp32 DIR [--int8-full DIR]
+        [--int8-ffn32 DIR]
 
 Build the comparison graphs first with the conversion script (needs torch):
 ``python tools/build_minilm_onnx.py --precision fp32 --out DIR --fixture /tmp/x.npz``
-(and ``--precision int8-full``). The shipped int8 graph and the shipped
-``LocalEmbedder`` (the previous embedder, unchanged) run in the same process
-as the baseline.
+(and ``--precision int8-full``, ``--precision int8-ffn32``: the graph shipped
+before branch ``embed2``, all six feed-forward output projections float32).
+The shipped int8 graph and the shipped ``LocalEmbedder`` run in the same
+process as the baseline.
 
 For each graph and way of running it: texts/s over LoCoMo dev turns (wall
 clock, and per CPU-second of this process: the machine is shared), cosine of
@@ -81,6 +83,24 @@ def _runner(model_dir: Path, threads: int, batch: int, max_tokens: int,
     return run
 
 
+def _tokenizer_only(*, batched: bool) -> Runner:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MODELS_DIR / "all-MiniLM-L6-v2" / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(256)
+
+    def run(texts: list[str]) -> np.ndarray:
+        if batched:
+            tokenizer.encode_batch(texts)
+        else:
+            for text in texts:
+                tokenizer.encode(text)
+        return np.zeros((len(texts), 384), dtype=np.float32)
+
+    return run
+
+
 def _measure(run: Runner, texts: list[str]) -> tuple[np.ndarray, float, float]:
     run(texts[:16])  # warm-up outside the timing
     wall, cpu = time.perf_counter(), time.process_time()
@@ -94,7 +114,10 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/locomo-dev"))
     parser.add_argument("--fp32", type=Path, required=True, help="folder of the fp32 graph")
     parser.add_argument("--int8-full", type=Path, help="folder of the fully int8 graph")
+    parser.add_argument("--int8-ffn32", type=Path, help="folder of the previous int8 graph")
     parser.add_argument("--turns", type=int, default=0, help="speed on the first N turns only")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="skip cosine and recall; add the tokenizer alone as a variant")
     args = parser.parse_args()
     convs = load_locomo(args.data)
     texts = [t["text"] for c in convs for t in c.turns]
@@ -104,7 +127,7 @@ def main() -> int:
           f"{os.cpu_count()} cores; load at start {_load()}", flush=True)
     previous = LocalEmbedder()
     variants: dict[str, Runner] = {
-        f"previous LocalEmbedder (int8, one text per run, {previous.num_threads} threads)":
+        f"shipped LocalEmbedder (int8, {previous.num_threads} texts side by side)":
             previous.embed,
         "fp32, one text per run, 1 thread": _runner(args.fp32, 1, 1, 256),
         "fp32, length-sorted batches of 16, 1 thread": _runner(args.fp32, 1, 16, 256),
@@ -115,18 +138,28 @@ def main() -> int:
         "int8, length-sorted batches of 64, 2 threads": _runner(shipped, 2, 64, 256),
         "int8, one text per run, truncated at 128 word pieces": _runner(shipped, 1, 1, 128),
     }
+    if args.int8_ffn32:
+        variants["previous int8 graph (six float32 projections), one text per run, 1 thread"] = (
+            _runner(args.int8_ffn32, 1, 1, 256))
     if args.int8_full:
         variants["int8-full, one text per run, 1 thread"] = _runner(args.int8_full, 1, 1, 256)
         variants["int8-full, length-sorted batches of 16, 1 thread"] = _runner(
             args.int8_full, 1, 16, 256)
-    reference = _runner(args.fp32, 1, 1, 256)(texts)
-    print("\n| variant | texts/s wall | texts per CPU-second | vs previous (CPU-s) | "
+    if args.speed_only:
+        variants["tokenizer alone, one text at a time"] = _tokenizer_only(batched=False)
+        variants["tokenizer alone, encode_batch"] = _tokenizer_only(batched=True)
+    reference = None if args.speed_only else _runner(args.fp32, 1, 1, 256)(texts)
+    print("\n| variant | texts/s wall | texts per CPU-second | vs shipped (CPU-s) | "
           "cosine to fp32 mean / min | dense recall@10 |")
     print("|---|---|---|---|---|---|")
     base = 0.0
     for label, run in variants.items():
         _, wall, per_cpu = _measure(run, timed)
         base = base or per_cpu
+        if reference is None:
+            print(f"| {label} | {wall:,.0f} | {per_cpu:,.0f} | {per_cpu / base:.2f}x | - | - |",
+                  flush=True)
+            continue
         vectors = run(texts)
         cos = np.sum(vectors * reference, axis=1)
         turns, questions, offset = {}, {}, 0

@@ -150,6 +150,17 @@ def test_batching_gives_the_same_vectors_as_one_by_one(local: LocalEmbedder) -> 
     np.testing.assert_allclose(together, small_batches, atol=1e-5)
 
 
+def test_texts_run_side_by_side_land_in_their_own_rows(local: LocalEmbedder) -> None:
+    # A call is split into chunks that several threads run at once; every
+    # vector must still come back in its text's row, whatever the split.
+    texts = [f"{text} (variant {i})" for i in range(4) for text in VARIED]
+    one_thread = LocalEmbedder(num_threads=1)
+    expected = np.vstack([one_thread.embed([text]) for text in texts])
+    for threads, batch_size in ((3, 2), (4, 64), (2, 1)):
+        wide = LocalEmbedder(batch_size=batch_size, num_threads=threads)
+        np.testing.assert_allclose(wide.embed(texts), expected, atol=1e-5)
+
+
 def test_concurrent_calls_match_sequential_ones(local: LocalEmbedder) -> None:
     expected = local.embed(VARIED)
     results: dict[int, Vectors] = {}
