@@ -26,7 +26,7 @@ from langgraph.store.memory import InMemoryStore
 
 import engramdb
 from engramdb.integrations.langgraph import EngramStore
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -67,12 +67,15 @@ class Pair:
         return mine
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "lg.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
-    yield handle
-    handle.close()
+    """The store's database: SQLite embedded and over HTTP, PostgreSQL embedded (full text
+    only: no embedding model on the write path)."""
+    store, door, _ = request.param
+    cell = open_cell(store, door, tmp_path, None, request)
+    yield cell.db
+    cell.close()
 
 
 @pytest.fixture
