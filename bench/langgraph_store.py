@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -89,23 +90,26 @@ def measure(stores: dict[str, Any], items: int, searches: int, query: bool,
     from langgraph.store.base import PutOp
 
     data = [item(i) for i in range(items)]
-    put_s = dict.fromkeys(stores, 0.0)
+    turns: dict[str, list[float]] = {name: [] for name in stores}  # seconds per turn
     search_s = dict.fromkeys(stores, 0.0)
     if batch:  # one store.batch of every put (EngramStore: one remember_many transaction)
         for name, store in stores.items():
-            put_s[name] = timed(lambda s=store: s.batch([PutOp(ns, k, v) for ns, k, v in data]))
+            turns[name].append(
+                timed(lambda s=store: s.batch([PutOp(ns, k, v) for ns, k, v in data])))
     else:
         for start in range(0, items, chunk):
             part = data[start:start + chunk]
             for name, store in stores.items():
-                put_s[name] += timed(lambda s=store, p=part: [s.put(ns, k, v) for ns, k, v in p])
+                turns[name].append(
+                    timed(lambda s=store, p=part: [s.put(ns, k, v) for ns, k, v in p]))
     step = max(1, chunk // 10)
     for start in range(0, searches, step):
         for name, store in stores.items():
             search_s[name] += timed(lambda s=store, a=start: [
                 _search(s, j, query) for j in range(a, min(a + step, searches))])
-    return {name: {"put_ms": 1000 * put_s[name] / items,
-                   "search_ms": 1000 * search_s[name] / searches} for name in stores}
+    return {name: {"put_ms": 1000 * sum(turns[name]) / items,
+                   "search_ms": 1000 * search_s[name] / searches,
+                   "put_turns_s": turns[name]} for name in stores}
 
 
 def _connect(path: str, *, vector: bool) -> Any:
@@ -161,10 +165,16 @@ def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
             theirs = got.pop("sqlitestore")
             out[mode] = {"sqlite_driver": type(conn).__module__, "sqlitestore": theirs,
                          "load": os.getloadavg()}
+            ref_turns = theirs.pop("put_turns_s")
             for name, mine in got.items():
+                # Each turn's ratio to SqliteStore's turn on the same items, then the median: a
+                # load spike during a few turns moves the mean ratio, not this one.
+                turn_ratios = [a / b for a, b in zip(mine.pop("put_turns_s"), ref_turns,
+                                                     strict=True)]
                 out[mode][name] = mine
                 suffix = name.removeprefix("engramstore")
                 out[mode]["put_ratio" + suffix] = mine["put_ms"] / theirs["put_ms"]
+                out[mode]["put_ratio_median_turn" + suffix] = statistics.median(turn_ratios)
                 out[mode]["search_ratio" + suffix] = mine["search_ms"] / theirs["search_ms"]
             report(mode, out[mode])
     out["load_after"] = os.getloadavg()
