@@ -180,18 +180,18 @@ def _crew_llm(requests: list[dict[str, Any]]) -> Any:
     def answer(req: dict[str, Any]) -> str:
         requests.append(req)
         fmt = (req.get("response_format") or {}).get("json_schema") or {}
-        schema = json.dumps(fmt.get("schema") or {})
+        fields = set((fmt.get("schema") or {}).get("properties") or {})
         prompt = "\n".join(str(m.get("content") or "") for m in req["messages"])
-        if "memories" in schema and "Result:" in prompt:  # extract_memories: the result
+        if fields == {"memories"}:  # extract_memories: what the task's result established
             result = prompt.split("Result:")[-1].split("\n\n")[0].strip()
             return json.dumps({"memories": [result] if result else []})
-        if "suggested_scope" in schema:  # analysis before a save
+        if "suggested_scope" in fields:  # analysis before a save
             return json.dumps({"suggested_scope": "/company", "categories": ["company"],
                                "importance": 0.8, "extracted_metadata": {
                                    "entities": ["Initech"], "dates": [], "topics": []}})
-        if "insert_new" in schema:  # consolidation with similar memories
+        if "insert_new" in fields:  # consolidation with similar memories
             return json.dumps({"actions": [], "insert_new": True, "insert_reason": "new"})
-        if "recall_queries" in schema:  # query analysis
+        if "recall_queries" in fields:  # query analysis
             return json.dumps({"keywords": ["Initech"], "suggested_scopes": [],
                                "complexity": "simple", "recall_queries": ["CEO of Initech"]})
         task = prompt.split("Current Task:")[-1]
