@@ -30,7 +30,7 @@ from crewai.memory.unified_memory import Memory
 
 import engramdb
 from engramdb.integrations.crewai import EngramStorage, use_engramdb
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 from tests.support.openai_server import OpenAICompatServer
 
 DIM = 32
@@ -47,10 +47,11 @@ def embed(texts: list[str]) -> list[list[float]]:
     return out
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "crew.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
+    store, door, _ = request.param
+    handle = open_cell(store, door, tmp_path, None, request).db
     yield handle
     set_memory_storage_factory(None)
     handle.close()
