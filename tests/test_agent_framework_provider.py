@@ -38,7 +38,7 @@ class RecordingClient(BaseChatClient):
                                               contents=["Booked the vegetarian menu."])])
 
 
-@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
                         *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     store, door, _ = request.param

@@ -24,7 +24,7 @@ from engramdb.integrations.autogen import HEADER, EngramMemory
 from tests.conftest import matrix, open_cell
 
 
-@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
                         *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     store, door, _ = request.param

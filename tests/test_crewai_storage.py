@@ -47,7 +47,7 @@ def embed(texts: list[str]) -> list[list[float]]:
     return out
 
 
-@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
                         *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     store, door, _ = request.param

@@ -67,7 +67,7 @@ class Pair:
         return mine
 
 
-@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
                         *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     """The store's database: SQLite embedded and over HTTP, PostgreSQL embedded (full text

@@ -28,7 +28,7 @@ from tests.support.openai_server import OpenAICompatServer
 set_tracing_disabled(True)
 
 
-@pytest.fixture(params=[*matrix(("sqlite",), embed=False),
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
                         *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     store, door, _ = request.param
