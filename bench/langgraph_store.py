@@ -1,7 +1,9 @@
 """LangGraph store benchmark: EngramStore vs LangGraph's own SqliteStore, same run.
 
 Both stores get the same ``items`` puts, one ``store.put`` call each (what a
-graph node does), then the same searches, on files in one temporary directory:
+graph node does), then the same searches, on files in one temporary directory.
+The two stores take turns (``--chunk`` puts, then a tenth as many searches, at
+a time), so a load spike on a shared machine falls on both alike:
 
 * ``kv``: no index. EngramStore over ``engramdb.open(path, embedder=None)``
   (full text only: no embedding model on the write path); searches are
@@ -25,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -67,30 +70,46 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def measure(store: Any, items: int, searches: int, query: bool,
-            batch: bool = False) -> dict[str, float]:
+def _search(store: Any, j: int, query: bool) -> None:
+    if query:
+        hits = store.search(("team",), query=f"{TOPICS[j % 10]} step {j % 97}", limit=10)
+        assert len(hits) == 10
+    else:
+        hits = store.search(("team", TOPICS[j % 10]),
+                            filter={"owner": j % 13, "step": {"$gte": j % 50}}, limit=10)
+        assert hits
+
+
+def measure(stores: dict[str, Any], items: int, searches: int, query: bool,
+            batch: bool = False, chunk: int = 250) -> dict[str, dict[str, float]]:
+    """Put ``items`` into every store, then search each ``searches`` times.
+
+    The stores take turns, ``chunk`` puts (and ``chunk // 10`` searches) at a
+    time, so a load spike on the shared machine falls on both sides alike.
+    """
     from langgraph.store.base import PutOp
 
     data = [item(i) for i in range(items)]
+    turns: dict[str, list[float]] = {name: [] for name in stores}  # seconds per turn
+    search_s = dict.fromkeys(stores, 0.0)
     if batch:  # one store.batch of every put (EngramStore: one remember_many transaction)
-        put_s = timed(lambda: store.batch([PutOp(ns, k, v) for ns, k, v in data]))
+        for name, store in stores.items():
+            turns[name].append(
+                timed(lambda s=store: s.batch([PutOp(ns, k, v) for ns, k, v in data])))
     else:
-        put_s = timed(lambda: [store.put(ns, k, v) for ns, k, v in data])
-    if query:
-        def search() -> None:
-            for j in range(searches):
-                hits = store.search(("team",), query=f"{TOPICS[j % 10]} step {j % 97}",
-                                    limit=10)
-                assert len(hits) == 10
-    else:
-        def search() -> None:
-            for j in range(searches):
-                hits = store.search(("team", TOPICS[j % 10]),
-                                    filter={"owner": j % 13, "step": {"$gte": j % 50}},
-                                    limit=10)
-                assert hits
-    search_s = timed(search)
-    return {"put_ms": 1000 * put_s / items, "search_ms": 1000 * search_s / searches}
+        for start in range(0, items, chunk):
+            part = data[start:start + chunk]
+            for name, store in stores.items():
+                turns[name].append(
+                    timed(lambda s=store, p=part: [s.put(ns, k, v) for ns, k, v in p]))
+    step = max(1, chunk // 10)
+    for start in range(0, searches, step):
+        for name, store in stores.items():
+            search_s[name] += timed(lambda s=store, a=start: [
+                _search(s, j, query) for j in range(a, min(a + step, searches))])
+    return {name: {"put_ms": 1000 * sum(turns[name]) / items,
+                   "search_ms": 1000 * search_s[name] / searches,
+                   "put_turns_s": turns[name]} for name in stores}
 
 
 def _connect(path: str, *, vector: bool) -> Any:
@@ -112,41 +131,53 @@ def _connect(path: str, *, vector: bool) -> Any:
 
 def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
         report: Callable[[str, Any], None] = lambda _k, _v: None,
-        batch: bool = False) -> dict[str, Any]:
+        batch: bool = False, chunk: int = 250, without_detection: bool = False
+        ) -> dict[str, Any]:
     from langgraph.store.sqlite import SqliteStore
 
     out: dict[str, Any] = {"items": items, "searches": searches, "batch_load": batch,
-                           "load_before": os.getloadavg()[0]}
+                           "chunk": chunk, "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
             index = {"dims": DIMS, "embed": hash_embed, "fields": ["text"]} \
                 if mode == "vector" else None
-            db = engramdb.open(Path(tmp) / f"engram-{mode}.db", embedder=None)
-            try:
-                mine = measure(EngramStore(db, index=index),  # type: ignore[arg-type]
-                               items, searches, mode == "vector", batch)
-                report(f"{mode}.engramstore", mine)
-            finally:
-                db.close()
             conn = _connect(str(Path(tmp) / f"lg-{mode}.db"), vector=mode == "vector")
             if conn is None:
                 out[mode] = {"skipped": "SqliteStore's vector index needs SQLite extension "
                              "loading: pip install pysqlite3-binary"}
                 continue
+            dbs = [engramdb.open(Path(tmp) / f"engram-{mode}.db", embedder=None)]
             try:
                 ref = SqliteStore(conn, index=index)  # type: ignore[arg-type]
                 ref.setup()
-                theirs = measure(ref, items, searches, mode == "vector", batch)
-                report(f"{mode}.sqlitestore", theirs)
+                stores = {"engramstore": EngramStore(dbs[0], index=index)}  # type: ignore[arg-type]
+                if without_detection:  # what the free-text contradiction check costs
+                    dbs.append(engramdb.open(Path(tmp) / f"engram-{mode}-nd.db", embedder=None))
+                    dbs[1].admin.configure_namespace("langgraph/**", detect_free_text=False)
+                    stores["engramstore_without_detection"] = EngramStore(
+                        dbs[1], index=index)  # type: ignore[arg-type]
+                got = measure({**stores, "sqlitestore": ref}, items, searches,
+                              mode == "vector", batch, chunk)
             finally:
+                for d in dbs:
+                    d.close()
                 conn.close()
-            out[mode] = {
-                "sqlite_driver": type(conn).__module__,
-                "engramstore": mine, "sqlitestore": theirs,
-                "put_ratio": mine["put_ms"] / theirs["put_ms"],
-                "search_ratio": mine["search_ms"] / theirs["search_ms"],
-            }
-    out["load_after"] = os.getloadavg()[0]
+            theirs = got.pop("sqlitestore")
+            out[mode] = {"sqlite_driver": type(conn).__module__, "sqlitestore": theirs,
+                         "load": os.getloadavg()}
+            ref_turns = theirs.pop("put_turns_s")
+            for name, mine in got.items():
+                # Each turn's ratio to SqliteStore's turn on the same items, then the median: a
+                # load spike during a few turns moves the mean ratio, not this one.
+                turn_ratios = [a / b for a, b in zip(mine.pop("put_turns_s"), ref_turns,
+                                                     strict=True)]
+                out[mode][name] = mine
+                suffix = name.removeprefix("engramstore")
+                out[mode]["put_ratio" + suffix] = mine["put_ms"] / theirs["put_ms"]
+                out[mode]["put_ratio_median_turn" + suffix] = statistics.median(turn_ratios)
+                out[mode]["search_ratio" + suffix] = mine["search_ms"] / theirs["search_ms"]
+            report(mode, out[mode])
+    out["load_after"] = os.getloadavg()
     return out
 
 
@@ -157,13 +188,20 @@ def main() -> None:
     ap.add_argument("--mode", choices=["kv", "vector", "both"], default="both")
     ap.add_argument("--batch", action="store_true",
                     help="load with one store.batch of all puts instead of one put per item")
+    ap.add_argument("--without-detection", action="store_true",
+                    help="a third store: EngramStore with free-text contradiction detection "
+                    "off for its namespaces (what detection costs)")
+    ap.add_argument("--chunk", type=int, default=250,
+                    help="puts per turn: the two stores take turns, chunk puts at a time")
     args = ap.parse_args()
     modes = ("kv", "vector") if args.mode == "both" else (args.mode,)
 
     def report(key: str, value: Any) -> None:  # partial figures survive a killed run
         print(f"# {key}: {json.dumps(value)} load={os.getloadavg()[0]:.1f}", flush=True)
 
-    print(json.dumps(run(args.items, args.searches, modes, report, args.batch), indent=2),
+    print(json.dumps(run(args.items, args.searches, modes, report, args.batch, args.chunk,
+                         args.without_detection),
+                     indent=2),
           flush=True)
 
 

@@ -18,9 +18,8 @@ pytest.importorskip("agent_framework", reason="the Agent Framework is not instal
 
 from agent_framework import Agent, BaseChatClient, ChatResponse, Message
 
-import engramdb
 from engramdb.integrations.agent_framework import HEADER, EngramContextProvider
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 
 
 class RecordingClient(BaseChatClient):
@@ -39,10 +38,11 @@ class RecordingClient(BaseChatClient):
                                               contents=["Booked the vegetarian menu."])])
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "af.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
+    store, door, _ = request.param
+    handle = open_cell(store, door, tmp_path, None, request).db
     yield handle
     handle.close()
 

@@ -21,13 +21,14 @@ from autogen_core.models import SystemMessage, UserMessage
 
 import engramdb
 from engramdb.integrations.autogen import HEADER, EngramMemory
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "ag.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
+    store, door, _ = request.param
+    handle = open_cell(store, door, tmp_path, None, request).db
     for name in ("chef", "scout-a", "scout-b"):
         handle.admin.create_agent(name)
         handle.admin.grant(name, "kitchen/**", ["read", "write"])

@@ -10,6 +10,8 @@ no-analysis path; recall is ``depth="shallow"``, plain vector search).
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +22,7 @@ pytest.importorskip("crewai.memory.storage.backend",
                     reason="CrewAI is not installed: pip install 'engramdb[crewai]' "
                     "(make test-crewai)")
 
-from crewai import Agent, Crew, Task
+from crewai import LLM, Agent, Crew, Task
 from crewai.memory.storage.backend import StorageBackend
 from crewai.memory.storage.factory import set_memory_storage_factory
 from crewai.memory.types import MemoryRecord
@@ -28,7 +30,7 @@ from crewai.memory.unified_memory import Memory
 
 import engramdb
 from engramdb.integrations.crewai import EngramStorage, use_engramdb
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 from tests.support.openai_server import OpenAICompatServer
 
 DIM = 32
@@ -45,10 +47,11 @@ def embed(texts: list[str]) -> list[list[float]]:
     return out
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "crew.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
+    store, door, _ = request.param
+    handle = open_cell(store, door, tmp_path, None, request).db
     yield handle
     set_memory_storage_factory(None)
     handle.close()
@@ -160,3 +163,83 @@ def test_two_crew_agents_contradict_and_a_third_sees_both_contested(db: Any) -> 
     report = sorted((h.metadata["engramdb"]["author"], h.metadata["engramdb"]["contested"])
                     for h, _ in hits)
     assert report == [("analyst_a", True), ("analyst_b", True)]
+
+
+# -- a real kickoff: CrewAI's own memory path, its LLM on a local OpenAI-compatible server --
+
+_CEO = re.compile(r"The CEO of Initech is ([A-Z][a-z]+ [A-Z][a-z]+)")
+
+
+def _crew_llm(requests: list[dict[str, Any]]) -> Any:
+    """A scripted model behind the chat API, answering from what its prompt holds.
+
+    The researcher's task yields a finding; CrewAI's memory prompts (extract, analyse,
+    consolidate, query analysis: structured output) get JSON of their schema; the writer
+    names the CEO only if CrewAI put a memory saying who it is into the writer's prompt.
+    """
+
+    def answer(req: dict[str, Any]) -> str:
+        requests.append(req)
+        fmt = (req.get("response_format") or {}).get("json_schema") or {}
+        fields = set((fmt.get("schema") or {}).get("properties") or {})
+        prompt = "\n".join(str(m.get("content") or "") for m in req["messages"])
+        if fields == {"memories"}:  # extract_memories: what the task's result established
+            result = prompt.split("Result:")[-1].split("\n\n")[0].strip()
+            return json.dumps({"memories": [result] if result else []})
+        if "suggested_scope" in fields:  # analysis before a save
+            return json.dumps({"suggested_scope": "/company", "categories": ["company"],
+                               "importance": 0.8, "extracted_metadata": {
+                                   "entities": ["Initech"], "dates": [], "topics": []}})
+        if "insert_new" in fields:  # consolidation with similar memories
+            return json.dumps({"actions": [], "insert_new": True, "insert_reason": "new"})
+        if "recall_queries" in fields:  # query analysis
+            return json.dumps({"keywords": ["Initech"], "suggested_scopes": [],
+                               "complexity": "simple", "recall_queries": ["CEO of Initech"]})
+        task = prompt.split("Current Task:")[-1]
+        if "Find out who the CEO" in task:
+            return "The CEO of Initech is Alice Smith."
+        known = _CEO.findall(prompt.split("Relevant memories:")[-1]) \
+            if "Relevant memories:" in prompt else []
+        return f"Note: Initech is run by {known[0]}." if known else "Note: CEO unknown."
+
+    return answer
+
+
+def test_a_kickoff_keeps_and_recalls_its_agents_memories_in_engramdb(tmp_path: Any) -> None:
+    """Crew(memory=True).kickoff() with its LLM on a local server: after the researcher's
+    task CrewAI extracts and saves what it learnt (as EngramDB agent ``researcher``), and
+    the writer's later task, which is given no context from the first, recalls it from
+    EngramDB before its LLM call and names the CEO."""
+    db = engramdb.open(tmp_path / "kickoff.db", embedder=None)
+    use_engramdb(db)
+    requests: list[dict[str, Any]] = []
+    try:
+        with OpenAICompatServer(dim=DIM, chat_handler=_crew_llm(requests)) as server:
+            llm = LLM(model="openai/gpt-4o-mini", base_url=server.base_url, api_key="test")
+            researcher = Agent(role="researcher", goal="find facts", backstory="careful",
+                               llm=llm)
+            writer = Agent(role="writer", goal="write notes", backstory="terse", llm=llm)
+            crew = Crew(
+                agents=[researcher, writer],
+                tasks=[Task(description="Find out who the CEO of Initech is.",
+                            expected_output="one sentence", agent=researcher),
+                       Task(description="Write a one-line note naming the CEO of Initech.",
+                            expected_output="one line", agent=writer, context=[])],
+                memory=True,
+                embedder={"provider": "openai",
+                          "config": {"api_key": "test", "api_base": server.base_url,
+                                     "model_name": "text-embedding-3-small"}})
+            out = crew.kickoff()
+        assert out.raw == "Note: Initech is run by Alice Smith."
+        writer_calls = [r for r in requests if r.get("tools") and "Write a one-line note" in
+                        json.dumps(r["messages"])]
+        assert writer_calls and "The CEO of Initech is Alice Smith" in json.dumps(
+            writer_calls[0]["messages"])  # recalled into the writer's prompt, not passed on
+        stored = [(m.author, m.namespace, m.text) for m in
+                  (h.memory for h in db.recall("CEO of Initech", namespace="crewai/**").hits)]
+        assert sorted(stored) == [
+            ("researcher", "crewai/crew/crew/company", "The CEO of Initech is Alice Smith."),
+            ("writer", "crewai/crew/crew/company", "Note: Initech is run by Alice Smith.")]
+    finally:
+        set_memory_storage_factory(None)
+        db.close()

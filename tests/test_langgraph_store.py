@@ -26,7 +26,7 @@ from langgraph.store.memory import InMemoryStore
 
 import engramdb
 from engramdb.integrations.langgraph import EngramStore
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
@@ -67,12 +67,15 @@ class Pair:
         return mine
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "lg.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
-    yield handle
-    handle.close()
+    """The store's database: SQLite embedded and over HTTP, PostgreSQL embedded (full text
+    only: no embedding model on the write path)."""
+    store, door, _ = request.param
+    cell = open_cell(store, door, tmp_path, None, request)
+    yield cell.db
+    cell.close()
 
 
 @pytest.fixture
@@ -460,3 +463,19 @@ def test_contest_marks_follow_conflicts_opened_and_closed(db: Any) -> None:
     store.delete(("f",), "b")  # a retraction closes the conflict
     assert [h.contested for h in store.search(("f",))] == [False]
     assert [h.contested for h in other.search(("f",))] == [False]
+
+
+def test_key_value_namespaces_can_skip_the_contradiction_check(db: Any) -> None:
+    """Items are judged against each other by default; a namespace configured without
+    free-text detection (docs/integrations.md: state, caches) keeps every other guarantee:
+    each put a new version in history, nothing flagged."""
+    db.admin.configure_namespace("langgraph/cache/**", detect_free_text=False)
+    store = EngramStore(db)
+    for ns in (("cache",), ("facts",)):
+        store.put(ns, "a", {"text": "The CEO of Acme is Alice Smith"})
+        store.put(ns, "b", {"text": "The CEO of Acme is Bob Jones"})
+    store.put(("cache",), "a", {"text": "The CEO of Acme is Carol White"})
+    assert [c.namespace for c in db.conflicts("langgraph/**")] == ["langgraph/facts"]
+    assert [h.contested for h in store.search(("cache",))] == [False, False]
+    assert [m.text for m in store.history(("cache",), "a")] == [
+        "The CEO of Acme is Alice Smith", "The CEO of Acme is Carol White"]

@@ -21,18 +21,18 @@ from agents import Agent, OpenAIChatCompletionsModel, Runner, set_tracing_disabl
 from agents.tool_context import ToolContext
 from openai import AsyncOpenAI
 
-import engramdb
 from engramdb.integrations.openai_agents import EngramSession, memory_tools
-from tests.support.http_server import served_client
+from tests.conftest import matrix, open_cell
 from tests.support.openai_server import OpenAICompatServer
 
 set_tracing_disabled(True)
 
 
-@pytest.fixture(params=["sqlite", "http"])
+@pytest.fixture(params=[*matrix(("sqlite",), ("python", "http"), embed=False),
+                        *matrix(("postgres",), ("python",), embed=False)])
 def db(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
-    database = engramdb.open(tmp_path / "oa.db", embedder=None)
-    handle = served_client(database) if request.param == "http" else database
+    store, door, _ = request.param
+    handle = open_cell(store, door, tmp_path, None, request).db
     for name in ("helper", "scout-a", "scout-b", "auditor"):
         handle.admin.create_agent(name)
         handle.admin.grant(name, "openai-agents/**", ["read", "write"])

@@ -83,9 +83,10 @@ class MemoryReads:
         view = DecisionView(self._res.storage, lambda ns: bool(acl.check("read", ns)))
         cursor = since
         shown: list[ReadItem] = []
+        page = min(limit, 1000)
         try:
             while True:
-                batch = self._res.storage.events(after=cursor, limit=min(limit, 1000))
+                batch = self._res.storage.events(after=cursor, limit=page)
                 if not batch:
                     return
                 for raw in batch:
@@ -104,6 +105,8 @@ class MemoryReads:
                     if event is not None:
                         shown.extend(memories_in([event]))
                         yield event
+                if len(batch) < page:
+                    return  # a short page was the end of the log: later events are the next call's
         finally:
             # Events carry memory rows: reading the feed is reading them. Recorded when
             # the reader stops, so a flush it causes lands after what this read saw.
