@@ -92,7 +92,8 @@ def test_what_the_named_person_said_ranks_above_what_others_said_around_it(chat:
     after = [beside, theirs, "Ben: My bread was gone even faster, ha.", "Ana: Everyone loved it."]
     _load(chat, [*OTHER_SESSIONS, party, after])
     query = "What did Ana bake for the party?"
-    hits = [h.memory.text for h in chat.recall(query, namespace=NS, k=4).hits]
-    assert theirs in hits, hits
+    hits = [h.memory.text for h in chat.recall(query, namespace=NS, k=3).hits]
+    assert theirs in hits and beside not in hits, hits
+    # Without the speaker cue, Ben's words around it (the party he asks about) push it out.
     anyone = _rank_without(chat, query, ContextWeights(speaker=0.0))
-    assert anyone.index(beside) < anyone.index(theirs) and theirs not in anyone[:4], anyone[:5]
+    assert theirs not in anyone[:3], anyone[:5]
