@@ -14,7 +14,9 @@ with ``git archive``) a third ranking, "baseline", runs that file's ``rank_hybri
 over BASELINE_CANDIDATES candidates per retriever (default 50), in the same rounds.
 
     PYTHONPATH=src python bench/ranking_latency.py [N] [QUERIES] [EMBEDDING_CACHE_DIR]
-        [BASELINE_HYBRID] [BASELINE_CANDIDATES]
+        [BASELINE_HYBRID] [BASELINE_CANDIDATES] [CANDIDATES]
+
+CANDIDATES: the candidates per retriever of "before" and "after" (default: the engine's).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def _load_ranking(path: str):
 
 
 def run(n: int = 10_000, queries: int = 200, cache: str | None = None,
-        baseline: str | None = None, baseline_candidates: int = 50) -> dict[str, str]:
+        baseline: str | None = None, baseline_candidates: int = 50,
+        candidates: int | None = None) -> dict[str, str]:
     emb = default_embedder()
     folder = find_locomo(None)
     assert folder is not None, "needs the LoCoMo dev folder for natural text"
@@ -69,7 +72,9 @@ def run(n: int = 10_000, queries: int = 200, cache: str | None = None,
             db.remember_many([{"text": t, "namespace": f"lat/ns{(i + j) % 20}",
                                "layer": "episodic", "session": f"s{(i + j) // 20}",
                                "embedding": vec[t]} for j, t in enumerate(texts[i:i + 2000])])
-        configs = {"before": (EngineConfig(), _fused), "after": (EngineConfig(), rank_hybrid)}
+        shipped = EngineConfig() if candidates is None else EngineConfig(
+            recall_candidates=candidates)
+        configs = {"before": (shipped, _fused), "after": (shipped, rank_hybrid)}
         if baseline:
             configs["baseline"] = (EngineConfig(recall_candidates=baseline_candidates),
                                    _load_ranking(baseline))
@@ -100,4 +105,4 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     print(run(int(a[0]) if a else 10_000, int(a[1]) if len(a) > 1 else 200,
               a[2] if len(a) > 2 else None, a[3] if len(a) > 3 else None,
-              int(a[4]) if len(a) > 4 else 50))
+              int(a[4]) if len(a) > 4 else 50, int(a[5]) if len(a) > 5 else None))
