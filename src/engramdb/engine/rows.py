@@ -63,7 +63,7 @@ class EngineConfig:
     max_text_chars: int = 32_000
     max_metadata_bytes: int = 64_000
     max_batch: int = 10_000
-    recall_candidates: int = 100
+    recall_candidates: int = 75
     max_k: int = 1_000
     # One transaction's work under the write lock: every other writer waits for it.
     max_tx_ops: int = 1_000
