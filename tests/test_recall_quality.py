@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import engramdb
+from engramdb.engine.rows import EngineConfig
 from engramdb.retrieval.hybrid import ContextWeights
 from tests.support.ranking import rank_candidates
 
@@ -97,3 +98,52 @@ def test_what_the_named_person_said_ranks_above_what_others_said_around_it(chat:
     # Without the speaker cue, Ben's words around it (the party he asks about) push it out.
     anyone = _rank_without(chat, query, ContextWeights(speaker=0.0))
     assert theirs not in anyone[:3], anyone[:5]
+
+
+SAILING = ["Ana: How was your weekend, Ben?",
+           "Ben: Great, I finally finished restoring the old sailboat.",
+           "Ana: Wonderful! Where will you sail it first?",
+           "Ben: Up the coast to Tromsø, as soon as the storms pass.",
+           "Ana: Sounds lovely. I started a pottery class on Tuesdays.",
+           "Ben: Nice, what are you making?",
+           "Ana: Mostly bowls so far, a bit wonky."]
+
+
+def _find(db: Any, text: str) -> Any:
+    found = [h.memory for h in db.recall(text, namespace=NS, k=50).hits if h.memory.text == text]
+    assert found, text
+    return found[0]
+
+
+def _small_pool(path: Any, embedder: Any, **config: Any) -> Any:
+    # Three candidates per retriever: a namespace much larger than the pool, in small.
+    return engramdb.open(path, embedder=embedder,
+                         config=EngineConfig(recall_candidates=3, **config))
+
+
+def test_session_candidates_keep_grants_and_versions(tmp_path, embedder) -> None:
+    # With three candidates per retriever the pool is cut off, so recall also searches the
+    # sessions of its best candidates. Another namespace holds a session of the same name,
+    # which the reader may not read, and the answer has a newer version.
+    with _small_pool(tmp_path / "chat.db", embedder) as db:
+        _load(db, [*OTHER_SESSIONS[:3], SAILING])
+        secret = db.remember("Ben: The sailboat's logbook says: sail first to Svalbard.",
+                             namespace="private/ben", layer="episodic", session="session_4")
+        answer = _find(db, SAILING[3])
+        newer = db.update(answer.id, text="Ben: Up the coast to Bodø, once the storms pass.")
+        db.admin.create_agent("reader")
+        db.admin.grant("reader", "chat/**", ["read"])
+        reader = db.as_agent("reader")
+        for k in (1, 2, 3):
+            result = reader.recall("Where will Ben sail his restored sailboat first?",
+                                   namespace="chat/**", k=k)
+            seen = {(h.memory.id, h.memory.version) for h in result.hits}
+            assert len(seen) == k
+            assert (answer.id, answer.version) not in seen
+            assert secret.id not in {i for i, _ in seen}
+            assert [(i.id, i.version) for i in result.receipt.items] == [
+                (h.memory.id, h.memory.version) for h in result.hits]
+        # The admin, who may read both, is given the newer version only.
+        everything = {(h.memory.id, h.memory.version) for h in db.recall(
+            "Where will Ben sail his restored sailboat first?", k=50).hits}
+        assert (newer.id, newer.version) in everything and (answer.id, 1) not in everything
