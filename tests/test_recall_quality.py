@@ -115,17 +115,24 @@ def _find(db: Any, text: str) -> Any:
     return found[0]
 
 
-def _small_pool(path: Any, embedder: Any, **config: Any) -> Any:
-    # Three candidates per retriever: a namespace much larger than the pool, in small.
-    return engramdb.open(path, embedder=embedder,
-                         config=EngineConfig(recall_candidates=3, **config))
+def _small_pool(store: str, tmp_path: Any, embedder: Any, request: Any) -> Any:
+    """A database on ``store`` drawing three candidates per retriever: a namespace much
+    larger than the pool, in small."""
+    target: Any = tmp_path / "chat.db"
+    if store == "postgres":
+        from tests.conftest import _pg_urls, _postgres
+        _postgres(tmp_path, embedder, request).close()
+        target = _pg_urls[tmp_path]
+    return engramdb.open(target, embedder=embedder, config=EngineConfig(recall_candidates=3))
 
 
-def test_session_candidates_keep_grants_and_versions(tmp_path, embedder) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_session_candidates_keep_grants_and_versions(store, tmp_path, embedder,
+                                                    request) -> None:
     # With three candidates per retriever the pool is cut off, so recall also searches the
     # sessions of its best candidates. Another namespace holds a session of the same name,
     # which the reader may not read, and the answer has a newer version.
-    with _small_pool(tmp_path / "chat.db", embedder) as db:
+    with _small_pool(store, tmp_path, embedder, request) as db:
         _load(db, [*OTHER_SESSIONS[:3], SAILING])
         secret = db.remember("Ben: The sailboat's logbook says: sail first to Svalbard.",
                              namespace="private/ben", layer="episodic", session="session_4")
