@@ -90,6 +90,8 @@ class Recall:
         the ranking's context cues can weigh them (:mod:`engramdb.retrieval.hybrid`).
         """
         res = self._res
+        if not any(row.get("session") for row, _ in (*text_hits, *vector_hits)):
+            return vector_hits  # no candidate was said in a session: nothing to draw
         seeds = rank_hybrid(query, text_hits, vector_hits, now_micros=now,
                             k=res.config.recall_session_seeds, weights=res.weights)
         seen = {(str(r["id"]), int(r["version"])) for r, _ in (*text_hits, *vector_hits)}
