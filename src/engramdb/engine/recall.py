@@ -79,7 +79,6 @@ class Recall:
             telemetry.candidates(len(text_hits), len(vector_hits))
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
 
-
     def _with_sessions(self, query: str, text_hits: list[Any], vector_hits: list[Any],
                        query_embedding: np.ndarray, flt: RecallFilter, now: int) -> list[Any]:
         """``vector_hits`` and, for the sessions of the best few candidates, each session's
