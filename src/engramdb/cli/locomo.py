@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engramdb.cli.benchmarks import Row, Section, _pct
+from engramdb.engine.rows import EngineConfig
 from engramdb.evaluation.locomo import CATEGORIES, DIRECT, MAX_K, METHODS, SPLITS, Measured
 
 __all__ = ["locomo_section", "plot_recall_at_k"]
@@ -66,7 +67,8 @@ def locomo_section(m: Measured, *, questions: int | None = None) -> Section:
         "alone, dense = exact vector search alone, rrf = both fused by reciprocal rank (k=60, "
         "the ranking recall() used before), engramdb = recall(k=50) with default settings "
         "(every k read from one call); the goal row asks recall() for exactly 10 and 25 hits, "
-        "as a user would (the engine draws 3k candidates per retriever, at least 50).")
+        "as a user would (the engine draws 3k candidates per retriever, at least "
+        f"{EngineConfig().recall_candidates}).")
     return section
 
 

@@ -60,10 +60,14 @@ class Recall:
                 with sp.stage("text"):
                     text_hits = res.storage.search_text(query, flt, n)
                 vector_hits: list[Any] = []
+                now = head.recorded_at if as_of is None else res.tx_time(read_tx)
                 if query_embedding is not None and res.embedder is not None:
                     with sp.stage("vector"):
                         vector_hits = res.storage.search_vector(query_embedding, flt, n)
-                now = head.recorded_at if as_of is None else res.tx_time(read_tx)
+                        # A cut-off pool: what was said around its best hits may lie beyond.
+                        if len(vector_hits) >= n and res.config.recall_session_seeds > 0:
+                            vector_hits = self._with_sessions(query, text_hits, vector_hits,
+                                                              query_embedding, flt, now)
                 with sp.stage("rank"):
                     scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
                                          weights=res.weights)
@@ -74,6 +78,36 @@ class Recall:
             sp.set("engram.hits", len(hits))
             telemetry.candidates(len(text_hits), len(vector_hits))
         return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
+
+    def _with_sessions(self, query: str, text_hits: list[Any], vector_hits: list[Any],
+                       query_embedding: np.ndarray, flt: RecallFilter, now: int) -> list[Any]:
+        """``vector_hits`` and, for the sessions of the best few candidates, each session's
+        memories nearest the query (under the same filter, narrowed to that session).
+
+        A hit's neighbours in its conversation (the question it answers, the follow-up)
+        often share no word with the query and sit below the vector cut-off; drawn in,
+        the ranking's context cues can weigh them (:mod:`engramdb.retrieval.hybrid`).
+        """
+        res = self._res
+        if not any(row.get("session") for row, _ in (*text_hits, *vector_hits)):
+            return vector_hits  # no candidate was said in a session: nothing to draw
+        seeds = rank_hybrid(query, text_hits, vector_hits, now_micros=now,
+                            k=res.config.recall_session_seeds, weights=res.weights)
+        seen = {(str(r["id"]), int(r["version"])) for r, _ in (*text_hits, *vector_hits)}
+        extra = []
+        for namespace, session in dict.fromkeys(
+                (str(s.row["namespace"]), str(s.row["session"]))
+                for s in seeds if s.row.get("session")):
+            narrowed = replace(flt, namespaces=(namespace,), session=session)
+            for row, sim in res.storage.search_vector(query_embedding, narrowed,
+                                                      res.config.recall_session_depth):
+                key = (str(row["id"]), int(row["version"]))
+                if key not in seen:
+                    seen.add(key)
+                    extra.append((row, sim))
+        if not extra:
+            return vector_hits
+        return sorted([*vector_hits, *extra], key=lambda hit: -float(hit[1]))
 
 
 def hits_from(scored: Sequence[Any], as_of: int | None) -> tuple[Hit, ...]:

@@ -63,7 +63,11 @@ class EngineConfig:
     max_text_chars: int = 32_000
     max_metadata_bytes: int = 64_000
     max_batch: int = 10_000
-    recall_candidates: int = 50
+    recall_candidates: int = 75
+    # Recall also draws, for the sessions of its best few candidates, each session's memories
+    # nearest the query: what was said around a hit joins the candidates (0 seeds: off).
+    recall_session_seeds: int = 5
+    recall_session_depth: int = 32
     max_k: int = 1_000
     # One transaction's work under the write lock: every other writer waits for it.
     max_tx_ops: int = 1_000

@@ -1,36 +1,41 @@
 """Calibrated hybrid ranking of recall candidates, with conversational context.
 
 The candidates are the union of the full-text and the vector retrievers' hits.
-Each is scored in three steps, all pure functions of the candidates:
+Each gets a relevance in [0, 1]: the weighted mean of a few cues, each itself
+in [0, 1], all pure functions of the candidates (:class:`ContextWeights` holds
+the weights, fitted on LoCoMo's tuning half; see BENCHMARKS.md, ``quality``):
 
-1. **Lexical relevance** is BM25 recomputed over the candidate pool itself
-   (term rarity measured among the candidates, not over the whole database).
-   A word that most candidates share (the name of whoever the whole thread is
-   about, a topic every hit mentions) then counts for little, and the words
-   that tell candidates apart count for much. Scores are divided by the best
-   one, so they lie in [0, 1].
-2. **Semantic relevance** is the cosine similarity, rescaled so that the
-   best candidate scores 1 and the ``floor_rank``-th best scores 0 (clipped
-   at 0): cosine values of different queries are not on one scale, ranks
-   within a query are.
-3. **Speaker**: a memory whose speaker the query names (``metadata["speaker"]``,
-   or the ``Name:`` that opens a transcript line such as ``"Ana: I moved to Oslo"``)
-   gains a fixed share: "what did Ana say about X" is about Ana's own words
-   more than about others' words addressed to her.
-4. **Time**: a query that names calendar dates ("in July 2022", "on 1 May, 2022")
+1. **Lexical**: BM25 recomputed over the candidate pool itself (term rarity
+   measured among the candidates, not over the whole database), divided by the
+   best candidate's. A word that most candidates share (the name of whoever
+   the whole thread is about) counts for little, the words that tell
+   candidates apart count for much.
+2. **Full text**: the full-text retriever's own rank (``10 / (9 + rank)``): its
+   statistics span the database, the pool's do not. A rank, not the backend's
+   score, so that SQLite's BM25 and PostgreSQL's ``ts_rank_cd`` read alike.
+3. **Semantic**: the cosine similarity rescaled so that the best candidate
+   scores 1 and the ``floor_rank``-th best 0: cosine values of different
+   queries are not on one scale, ranks within a query are.
+4. **Speaker**: the query names the memory's speaker (``metadata["speaker"]``,
+   or the ``Name:`` that opens a transcript line such as ``"Ana: I moved to Oslo"``):
+   "what did Ana say about X" is about Ana's own words.
+5. **Time**: a query that names calendar dates ("in July 2022", "on 1 May, 2022")
    favours memories valid inside that span or in the days after it (an event is
    usually told shortly after it happened); a "when" question favours memories
    that say when something happened ("last Friday", "in 2021").
    See :mod:`engramdb.retrieval.temporal`.
-5. **Context**: a memory recorded in a session (a conversation, a task run)
+6. **Length**: how many content words the memory has, log-scaled and full at
+   ``length_words``: a one-line acknowledgement ("Thanks, see you!") rarely
+   answers anything; past a short sentence, length no longer counts.
+7. **Context**: a memory recorded in a session (a conversation, a task run)
    often answers a question only together with what was said next to it (a
-   reply to a question, a follow-up). Each candidate gains a share of the
-   relevance of its nearest earlier and later candidates of the same session
-   (order of memory ids, which are time-ordered) and of the best candidate of
-   its session.
+   reply to a question, a follow-up). A candidate's *match* (its lexical and
+   semantic cues) is shared with its nearest earlier and later candidates of
+   the same session (order of memory ids, which are time-ordered) and with every
+   candidate of the session through the session's best match.
 
 The blend with recency and importance is the same as :func:`engramdb.retrieval.rank.fuse`'s,
-and every part of the score is kept in ``why``.
+and every cue is kept in ``why``.
 """
 
 from __future__ import annotations
@@ -112,15 +117,26 @@ def _forms(stem: str) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class ContextWeights:
-    """How lexical and semantic relevance and session context combine."""
+    """The weight of each relevance cue (:func:`rank_hybrid`) and the cues' own constants.
 
-    lexical: float = 0.6  # share of lexical relevance; the rest is semantic
-    neighbour: float = 0.3  # share of the best adjacent candidate's relevance
-    session: float = 0.3  # share of the session's best candidate's relevance
-    speaker: float = 0.2  # added when the query names the memory's speaker
+    Relevance is the weighted mean of the cues that apply to the query, so it lies
+    in [0, 1]. The weights were fitted once (logistic regression with non-negative
+    weights, each cue in [0, 1]) on the tuning half of the LoCoMo development split
+    and rounded; see BENCHMARKS.md, section ``quality``. A weight of 0 switches a cue off.
+    """
+
+    lexical: float = 0.09  # BM25 recomputed over the candidate pool, best = 1
+    fulltext: float = 0.14  # the full-text retriever's own rank: 10 / (9 + rank)
+    semantic: float = 0.11  # cosine similarity rescaled: best 1, floor_rank-th 0
+    speaker: float = 0.15  # the query names the memory's speaker
+    when: float = 0.1  # a "when" question, and the memory states a time
+    dates: float = 0.2  # closeness of the memory's valid time to the dates the query names
+    length: float = 0.15  # content words, log-scaled, full at length_words
+    neighbour: float = 0.11  # match of the best adjacent candidate of the same session
+    session: float = 0.16  # match of the session's best candidate
+    match_lexical: float = 0.6  # a match (for context): this share lexical, the rest semantic
+    length_words: int = 16
     floor_rank: int = 100  # the semantic score is 0 at this rank and below
-    when: float = 0.2  # added, for a "when" question, to a memory that states a time
-    dates: float = 0.2  # added, scaled by closeness, when the query names dates
     date_after_days: float = 14.0  # a memory this long after the named span gains nothing
     date_before_days: float = 2.0  # nor one this long before it
     k1: float = 1.2
@@ -198,7 +214,7 @@ def rank_hybrid(
         now_micros: the read point's time, for recency.
         k: how many rows to return.
         weights: the recency and importance blend (:class:`FusionWeights`).
-        context: lexical/semantic/context shares (:class:`ContextWeights`).
+        context: the weight of each relevance cue (:class:`ContextWeights`).
 
     Returns:
         Rows sorted by descending score (ties broken by newer, then id).
@@ -216,24 +232,32 @@ def rank_hybrid(
     known = [s for s in sims if s is not None]
     scaled = iter(_rescaled(known, cw.floor_rank))
     semantic = [0.0 if s is None else next(scaled) for s in sims]
-    share = cw.lexical if vector_hits else 1.0
+    share = cw.match_lexical if vector_hits else 1.0
     query_words = frozenset(_WORD.findall(query.lower()))
-    when = cw.when if asks_when(query) else 0.0
+    when = asks_when(query) and cw.when > 0
     span = named_span(query) if cw.dates else None
-    base: dict[tuple[str, int], float] = {}
-    for key, lx, se, (words, _) in zip(keys, lexical, semantic, docs, strict=True):
-        row = rows[key]
-        spoke = cw.speaker if speaker_named(query_words, row) else 0.0
-        timed = when if when and states_time(str(row.get("text") or ""), words) else 0.0
-        dated = 0.0 if span is None else cw.dates * span_affinity(
-            span, row.get("valid_from"), after_days=cw.date_after_days,
-            before_days=cw.date_before_days)
-        base[key] = share * lx + (1 - share) * se + spoke + timed + dated
-        why[key].update(lexical=lx, semantic=se, speaker=spoke)
+    full_length = math.log1p(cw.length_words)
+    cues: dict[tuple[str, int], float] = {}
+    match: dict[tuple[str, int], float] = {}
+    for key, lx, se, (words, length) in zip(keys, lexical, semantic, docs, strict=True):
+        row, parts = rows[key], why[key]
+        rank = parts.get("text_rank")
+        fulltext = 10.0 / (9.0 + rank) if rank else 0.0
+        spoke = 1.0 if speaker_named(query_words, row) else 0.0
+        sized = min(1.0, math.log1p(length) / full_length)
+        cues[key] = (cw.lexical * lx + cw.fulltext * fulltext + cw.semantic * se
+                     + cw.speaker * spoke + cw.length * sized)
+        match[key] = share * lx + (1 - share) * se
+        parts.update(lexical=lx, semantic=se, fulltext=fulltext, speaker=spoke, length=sized)
         if when:
-            why[key]["states_time"] = timed
+            timed = 1.0 if states_time(str(row.get("text") or ""), words) else 0.0
+            cues[key] += cw.when * timed
+            parts["states_time"] = timed
         if span is not None:
-            why[key]["date"] = dated
+            dated = span_affinity(span, row.get("valid_from"), after_days=cw.date_after_days,
+                                  before_days=cw.date_before_days)
+            cues[key] += cw.dates * dated
+            parts["date"] = dated
 
     # A memory outside any session is a session of its own.
     sessions: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
@@ -244,19 +268,20 @@ def rank_hybrid(
         sessions[group].append(key)
     context_of = dict.fromkeys(keys, 0.0)
     for members in sessions.values():
-        best = max(base[m] for m in members)
+        best = max(match[m] for m in members)
         for i, m in enumerate(members):
-            before = base[members[i - 1]] if i > 0 else 0.0
-            after = base[members[i + 1]] if i + 1 < len(members) else 0.0
+            before = match[members[i - 1]] if i > 0 else 0.0
+            after = match[members[i + 1]] if i + 1 < len(members) else 0.0
             context_of[m] = cw.neighbour * max(before, after) + cw.session * best
 
-    top_possible = ((1.0 + cw.speaker + when + (cw.dates if span else 0.0))
-                    * (1.0 + cw.neighbour + cw.session))
+    total = (cw.lexical + cw.fulltext + cw.speaker + cw.length + cw.neighbour + cw.session
+             + (cw.semantic if vector_hits else 0.0) + (cw.when if when else 0.0)
+             + (cw.dates if span is not None else 0.0)) or 1.0
     # Score every candidate, then build the explained hits of the best k only.
     scored = []
     for key in keys:
         row = rows[key]
-        relevance = (base[key] + context_of[key]) / top_possible
+        relevance = (cues[key] + context_of[key]) / total
         score = blended(row, relevance, now_micros, w)[0]
         scored.append((-score, -int(row["recorded_at"]), str(row["id"]), key, relevance))
     scored.sort()
