@@ -33,6 +33,7 @@ import engramdb
 from engramdb import PermissionDenied
 from engramdb.engine import import_database
 from engramdb.engine.writes import write_prepared
+from engramdb.model import RecallFilter
 from engramdb.storage.base import Insert, Unprepared
 from tests.support.procs import gather
 
@@ -79,9 +80,10 @@ def test_a_prepared_write_stores_and_hashes_what_a_locked_write_would(pg_url: st
         assert [e.subject_ref for e in events] == [m.id for m in written]
         report = db.verify()
         assert report.ok, report
-        hits = db.recall("unicode emoji", namespace="acme/**", k=2,
-                         query_embedding=_unit(2)[0].tolist())
-        assert hits.hits[0].memory.id == written[2].id
+        for i, m in enumerate(written):  # each vector stored with its version, intact
+            (row, similarity), *_ = db.storage.search_vector(
+                _unit(i)[0], RecallFilter(namespaces=("acme/notes",)), 1)
+            assert row["id"] == m.id and similarity == pytest.approx(1.0, abs=1e-5)
         out = io.StringIO()
         db.export(out)
         pg_head = db.storage.head()

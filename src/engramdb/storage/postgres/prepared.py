@@ -69,7 +69,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
-_APPEND = "CALL engram_append(" + ", ".join(["%b"] * 17) + ", NULL, NULL, NULL, NULL, NULL)"
+_APPEND = "CALL engram_append(" + ", ".join(["%b"] * 21) + ", NULL, NULL, NULL, NULL, NULL)"
+# pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
+_MAX_DIMS = 16_000
 
 
 def _hole(taken: set[int], low: int = 3 * 10**17, high: int = 9 * 10**17) -> int:
@@ -173,6 +175,8 @@ class PreparedWriteTx(WriteTx):
 
     def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         self._vectors.extend(items)
+        if sum(np.asarray(v).size for _, _, v in self._vectors) > _MAX_DIMS:
+            raise Unprepared("more vectors than one call carries")
 
     def copy_vector(self, memory_id: str, from_version: int, to_version: int) -> None:
         raise Unprepared("copying a stored vector reads it under the chain lock")
@@ -217,17 +221,15 @@ class PreparedWriteTx(WriteTx):
         for (table, _), group in self._rows.items():
             tables.append(table)
             rows.append(json.dumps(group, ensure_ascii=False, separators=(",", ":")))
-        if self._vectors:
-            tables.append("memory_vectors")
-            rows.append(json.dumps(
-                [{"id": i, "version": int(v),
-                  "vec": np.asarray(vec, dtype=np.float32).reshape(-1).tolist()}
-                 for i, v, vec in self._vectors], separators=(",", ":")))
+        vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         return [self.config_tx, now, str(self.tx), str(self.recorded_at), tables, rows,
                 list(ev[0]), list(ev[1]), list(ev[2]), list(ev[3]), list(ev[4]), list(ev[5]),
-                self._commit_hole, list(ev[6]), list(ev[7]), self._storage._durable_sql, CHANNEL]
+                self._commit_hole, list(ev[6]), list(ev[7]),
+                [i for i, _, _ in self._vectors], [int(v) for _, v, _ in self._vectors],
+                np.concatenate(vecs) if vecs else None, vecs[0].size if vecs else 0,
+                self._storage._durable_sql, CHANNEL]
 
     @property
     def empty(self) -> bool:

@@ -36,7 +36,9 @@ CREATE PROCEDURE engram_append(
     p_tables text[], p_rows text[],
     p_kinds text[], p_namespaces text[], p_actors text[], p_subjects text[],
     p_envelopes text[], p_seq_holes text[], p_commit_hole text,
-    p_salts bytea[], p_bodies text[], p_barrier text, p_channel text,
+    p_salts bytea[], p_bodies text[],
+    p_vec_ids text[], p_vec_versions bigint[], p_vecs vector, p_dim integer,
+    p_barrier text, p_channel text,
     INOUT o_seq bigint, INOUT o_hash text, INOUT o_tx bigint, INOUT o_recorded_at bigint,
     INOUT o_config_tx bigint)
 LANGUAGE plpgsql AS $$
@@ -76,6 +78,11 @@ BEGIN
                 || ', $1)'
             USING replace(replace(p_rows[i], p_hole, t::text), p_time_hole, r::text)::json;
     END LOOP;
+    -- The vectors of the versions written, end to end in one vector (binary on the
+    -- wire), inserted under the lock so that vseq follows commit order (ann.py).
+    INSERT INTO memory_vectors (id, version, vec)
+    SELECT p_vec_ids[i], p_vec_versions[i], subvector(p_vecs, (i - 1) * p_dim + 1, p_dim)
+    FROM generate_subscripts(p_vec_ids, 1) AS i ORDER BY i;
     FOR i IN 1 .. coalesce(array_length(p_kinds, 1), 0) LOOP
         s := s + 1;
         body := replace(replace(p_bodies[i], p_hole, t::text), p_time_hole, r::text);
