@@ -36,6 +36,7 @@ from engramdb.engine.writes import (
     Writer,
     check_write_args,
     make_draft,
+    preparable,
     prepare_update,
     write_prepared,
 )
@@ -151,7 +152,7 @@ class Session:
         vector = self._res.vectors_for([draft])[0]
         # The TTL in force is read with the write's view of the configuration.
         return self._write(lambda wr: wr.remember(self._svc.lifecycle.with_ttl(draft), vector),
-                           prepared=True)
+                           prepared=preparable(draft))
 
     def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> list[Memory]:
         """Store many memories in one transaction (all or nothing).

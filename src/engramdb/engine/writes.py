@@ -38,7 +38,7 @@ from engramdb.engine.rows import (
     memory_from_row,
     validate_draft,
 )
-from engramdb.engine.trust import TrustEngine
+from engramdb.engine.trust import _FREE_TEXT_LAYERS, TrustEngine
 from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidInput,
@@ -50,7 +50,7 @@ from engramdb.model import UNSET, Event, Memory, MemoryDraft, check_layer, to_ut
 from engramdb.storage.base import Insert, Storage, Unprepared, Update, WriteTx
 
 __all__ = ["UNSET", "UPDATABLE", "Transaction", "Writer", "check_write_args", "make_draft",
-           "update_changes", "write_prepared"]
+           "preparable", "update_changes", "write_prepared"]
 
 T = TypeVar("T")
 
@@ -152,6 +152,17 @@ def prepare_update(caller: Caller, text: Any, fields: Mapping[str, Any]
     if "text" in changes and vector is None:
         vector = caller.res.vectors_for([changes["text"]])[0]
     return changes, vector
+
+
+def preparable(draft: MemoryDraft) -> bool:
+    """Whether a ``remember`` of ``draft`` is worth preparing (:func:`write_prepared`).
+
+    Not with an idempotency key, an assertion or in a layer checked for free-text
+    contradictions: those read current memories, so a prepared attempt would
+    stop there and the write run under the lock anyway.
+    """
+    return (draft.idempotency_key is None and draft.predicate is None
+            and draft.layer not in _FREE_TEXT_LAYERS)
 
 
 def write_prepared(storage: Storage, actor: str, work: Callable[[WriteTx], T]) -> T:
