@@ -265,3 +265,49 @@ def test_a_configuration_change_through_another_handle_holds_for_the_next_write(
                            embedding=_unit(3)[0])
         assert m.expires_at is not None
         assert db.verify().ok
+
+
+@pytest.mark.postgres
+def test_a_value_holding_a_placeholders_digits_is_written_intact(pg_url: str,
+                                                                  monkeypatch) -> None:
+    # The placeholders are random; here they are made known (drawn in sequence), and a
+    # caller's text or metadata holds the digits of the next write's transaction hole.
+    # The server replaces the digits it finds, so such a write must take the locked
+    # path and store exactly what was given; an ordinary write is still applied
+    # prepared, in one call.
+    from engramdb.storage.postgres import prepared
+
+    drawn: list[int] = []
+
+    def in_sequence(n: int) -> int:
+        drawn.append(len(drawn) + 1)
+        return drawn[-1]
+
+    monkeypatch.setattr(prepared.secrets, "randbelow", in_sequence)
+    sent: list[int] = []
+    real_send = prepared._send
+    monkeypatch.setattr(prepared, "_send", lambda s, w: (sent.append(w.tx), real_send(s, w)))
+
+    def next_tx_hole() -> int:  # what _hole draws next for a transaction number
+        return 3 * 10**17 + len(drawn) + 1
+
+    with engramdb.open(pg_url, embedder=_embedder()) as db:
+        plain = db.remember("an ordinary note", namespace="acme/notes", layer="episodic",
+                            embedding=_unit(0)[0])
+        assert sent == [3 * 10**17 + 1]  # prepared, applied by one CALL
+        cases = [
+            lambda h: {"text": f"ticket {h} is open"},
+            lambda h: {"text": "a note", "metadata": {"ref": f"#{h}"}},
+            lambda h: {"text": "a note", "metadata": {"n": h * 10}},  # a longer number
+        ]
+        for i, case in enumerate(cases):
+            kw = case(next_tx_hole())
+            m = db.remember(namespace="acme/notes", layer="episodic",
+                            embedding=_unit(i + 1)[0], **kw)
+            got = db.get(m.id)
+            assert got.text == kw["text"]
+            assert got.metadata == kw.get("metadata", {})
+            assert got == m
+        assert len(sent) == 1  # none of them was sent prepared
+        assert db.get(plain.id) == plain
+        assert db.verify().ok

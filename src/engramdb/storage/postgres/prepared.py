@@ -24,8 +24,10 @@ payloads and envelopes with *holes* for them, random 18-digit numbers
 the engine put the transaction number or time; the payloads and envelopes are
 the canonical JSON the engine hashes, so the server's digit-for-digit
 replacement yields the very bytes a locked write would have hashed, and
-``verify`` recomputes the same hashes. A hole is unguessable, so no value a
-caller writes is mistaken for one; the time hole lies in the years 5138 to
+``verify`` recomputes the same hashes. A write whose own values hold a hole's
+digits anywhere but where the engine put the hole (inside a caller's string, in a
+longer number) raises :class:`Unprepared` and runs under the lock, so the
+replacement never changes a caller's value; the time hole lies in the years 5138 to
 8307, later than any clock, so a check the engine makes against "now" that
 passes with it passes with the real time too.
 
@@ -76,13 +78,36 @@ _MAX_DIMS = 16_000
 
 def _hole(taken: set[int], low: int = 3 * 10**17, high: int = 9 * 10**17) -> int:
     """A random 18-digit number in ``[low, high)``, unlike any in ``taken``:
-    unguessable, so no value a caller writes can be mistaken for it (its digits
-    are what the server replaces)."""
+    unguessable (its digits are what the server replaces; :func:`_check_holes`
+    keeps a write that holds them anyway off the prepared path)."""
     while True:
         n = low + secrets.randbelow(high - low)
         if n not in taken:
             taken.add(n)
             return n
+
+
+def _placed(value: Any, hole: int) -> int:
+    """How many times ``value`` holds ``hole`` as a number (where the engine put it)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return int(value == hole)
+    if isinstance(value, Mapping):
+        return sum(_placed(v, hole) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_placed(v, hole) for v in value)
+    return 0
+
+
+def _check_holes(text: str, value: Any, holes: Sequence[int]) -> None:
+    """Refuse to prepare a write whose encoded ``text`` holds a hole's digits anywhere but
+    where the engine put the hole itself (inside a caller's string or a longer number):
+    the server's digit-for-digit replacement would change that value too. Such a write
+    runs under the lock, so the guarantee is exact rather than merely very likely."""
+    for hole in holes:
+        if text.count(str(hole)) != _placed(value, hole):
+            raise Unprepared("a value written holds the digits of a placeholder")
 
 
 def config_rows(store: PostgresStorage, table: str, config_tx: int) -> list[Sequence[Any]]:
@@ -151,6 +176,8 @@ class PreparedWriteTx(WriteTx):
             row = encode_row(spec, effect.row)
             if "row_tx" in spec.bookkeeping:
                 row["row_tx"] = self.tx
+            _check_holes(json.dumps(row, ensure_ascii=False, separators=(",", ":")), row,
+                         (self.tx, self.recorded_at))
             self._rows.setdefault((spec.name, tuple(row)), []).append(row)
 
     def log(self, kind: str, *, actor: str, namespace: str | None, subject_ref: str | None,
@@ -160,7 +187,12 @@ class PreparedWriteTx(WriteTx):
             body = canonical(payload).decode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
+        _check_holes(body, payload, (self.tx, self.recorded_at))
         seq_hole = _hole(self._holes)
+        marks = [str(h) for h in (self.tx, self.recorded_at, seq_hole)] + [self._commit_hole]
+        for field in (kind, namespace, actor, subject_ref):
+            if field is not None and any(m in field for m in marks):
+                raise Unprepared("a value written holds the digits of a placeholder")
         envelope = canonical({
             "seq": seq_hole, "tx": self.tx, "kind": kind, "namespace": namespace,
             "actor": actor, "recorded_at": self.recorded_at, "subject_ref": subject_ref,
