@@ -11,7 +11,10 @@ Six measurements against one server (``tests.support.pg.PgServer`` with
   through the storage seam (chain lock, hashing, commit, durability barrier)
   and nothing else: the ceiling the chain design allows, engine CPU aside;
   ``log_append_lock_through_flush`` is the same holding the lock through the
-  flush (``release_before_flush=False``), the design before.
+  flush (``release_before_flush=False``), the design before;
+  ``log_append_prepared`` builds the event before the lock and applies it with
+  one ``CALL engram_append`` (``storage.prepare``, migration 0023), the path a
+  single ``remember`` takes since branch ``pgwrite``.
 * ``engramdb``: each process calls ``remember`` (one single-memory write, its
   own transaction, precomputed embedding) into one database: one audit chain.
 * ``engramdb_lock_through_flush``: the same with ``release_before_flush=False``,
@@ -89,11 +92,13 @@ def _append(url: str, count: int, seed: int, barrier: Any, results: Any,
 
     corpus = Corpus(seed=seed, vocabulary=2000)
     texts = [corpus.text() for _ in range(count)]
+    options = dict(options)
+    prepared = options.pop("prepared", False)
     storage = PostgresStorage(url, **options)
     storage.setup()
     barrier.wait()
     for i, text in enumerate(texts):
-        with storage.write("bench") as w:
+        with (storage.prepare("bench") if prepared else storage.write("bench")) as w:
             w.log("bench.note", actor="bench", namespace=f"bench/ns{i % 20}",
                   subject_ref=None, payload={"effects": [], "text": text})
     storage.close()
@@ -167,6 +172,8 @@ def run(processes: int = 16, writes: int = 150,
         parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     import psycopg
 
+    from engramdb.storage.postgres import PostgresStorage
+
     out: dict[str, Any] = {"cpus": os.cpu_count(),
                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     with _server() as server:
@@ -180,6 +187,10 @@ def run(processes: int = 16, writes: int = 150,
             out["log_append_lock_through_flush"] = bench_append(
                 server.fresh_database("w_app_old"), processes, writes,
                 release_before_flush=False)
+            if hasattr(PostgresStorage, "prepare"):  # since branch pgwrite
+                out["log_append_prepared"] = bench_append(
+                    server.fresh_database("w_app_prep"), processes, writes,
+                    release_before_flush=True, prepared=True)
         if "engram" in parts:
             out["engramdb"] = bench_engram([server.fresh_database("w_one")], processes,
                                            writes)
@@ -193,7 +204,7 @@ def run(processes: int = 16, writes: int = 150,
         out["bare_psycopg_again"] = bench_bare(server.fresh_database("w_bare2"), processes,
                                                writes)
     bare = (out["bare_psycopg"]["per_second"] + out["bare_psycopg_again"]["per_second"]) / 2
-    for key in ("log_append", "log_append_lock_through_flush", "engramdb",
+    for key in ("log_append", "log_append_lock_through_flush", "log_append_prepared", "engramdb",
                 "engramdb_lock_through_flush", "engramdb_tenants"):
         if key in out:
             out[key]["ratio_to_bare"] = round(out[key]["per_second"] / bare, 3)

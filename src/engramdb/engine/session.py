@@ -36,7 +36,9 @@ from engramdb.engine.writes import (
     Writer,
     check_write_args,
     make_draft,
+    preparable,
     prepare_update,
+    write_prepared,
 )
 from engramdb.errors import InvalidInput, PermissionDenied
 from engramdb.lifecycle_values import ErasureReceipt
@@ -93,7 +95,10 @@ class Session:
         """A validated draft of :meth:`remember` arguments, as this principal would write it."""
         return make_draft(self._caller, **fields)
 
-    def _write(self, fn: Callable[[Writer], T]) -> T:
+    def _write(self, fn: Callable[[Writer], T], *, prepared: bool = False) -> T:
+        if prepared:  # built before the chain lock when the backend can (engine/writes.py)
+            return write_prepared(self._res.storage, self._principal.name,
+                                  lambda w: fn(Writer(self._caller, self._svc.trust, w)))
         with self._res.storage.write(self._principal.name) as w:
             return fn(Writer(self._caller, self._svc.trust, w))
 
@@ -144,9 +149,10 @@ class Session:
             source=source, session=session, valid_from=valid_from, valid_to=valid_to,
             expires_at=expires_at, embedding=embedding, idempotency_key=idempotency_key,
         )
-        draft = self._svc.lifecycle.with_ttl(draft)
-        vectors = self._res.vectors_for([draft])
-        return self._write(lambda wr: wr.remember(draft, vectors[0]))
+        vector = self._res.vectors_for([draft])[0]
+        # The TTL in force is read with the write's view of the configuration.
+        return self._write(lambda wr: wr.remember(self._svc.lifecycle.with_ttl(draft), vector),
+                           prepared=preparable(draft))
 
     def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> list[Memory]:
         """Store many memories in one transaction (all or nothing).

@@ -12,8 +12,8 @@ session.transaction() as tx:`` API over one writer. Input is validated here
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from engramdb.engine.rows import (
     memory_from_row,
     validate_draft,
 )
-from engramdb.engine.trust import TrustEngine
+from engramdb.engine.trust import _FREE_TEXT_LAYERS, TrustEngine
 from engramdb.errors import (
     IdempotencyKeyReused,
     InvalidInput,
@@ -47,10 +47,12 @@ from engramdb.errors import (
     VersionConflict,
 )
 from engramdb.model import UNSET, Event, Memory, MemoryDraft, check_layer, to_utc
-from engramdb.storage.base import Insert, Update, WriteTx
+from engramdb.storage.base import Insert, Storage, Unprepared, Update, WriteTx
 
 __all__ = ["UNSET", "UPDATABLE", "Transaction", "Writer", "check_write_args", "make_draft",
-           "update_changes"]
+           "preparable", "update_changes", "write_prepared"]
+
+T = TypeVar("T")
 
 _UNSET = UNSET
 _WRITABLE = ("active", "quarantined")
@@ -150,6 +152,57 @@ def prepare_update(caller: Caller, text: Any, fields: Mapping[str, Any]
     if "text" in changes and vector is None:
         vector = caller.res.vectors_for([changes["text"]])[0]
     return changes, vector
+
+
+def preparable(draft: MemoryDraft) -> bool:
+    """Whether a ``remember`` of ``draft`` is worth preparing (:func:`write_prepared`).
+
+    Not with an idempotency key, an assertion or in a layer checked for free-text
+    contradictions: those read current memories, so a prepared attempt would
+    stop there and the write run under the lock anyway.
+    """
+    return (draft.idempotency_key is None and draft.predicate is None
+            and draft.layer not in _FREE_TEXT_LAYERS)
+
+
+def write_prepared(storage: Storage, actor: str, work: Callable[[WriteTx], T]) -> T:
+    """Run ``work`` as a prepared write when the backend has them, else under the lock.
+
+    A prepared write (:meth:`Storage.prepare`) does the work before the chain lock
+    and is applied in one step; work it cannot do (reads of current memories, a
+    compare-and-swap, a configuration change) raises :class:`Unprepared` before
+    anything is written, and runs under the lock instead, as does a write whose
+    configuration changed while it was prepared, once it has been tried again.
+    A refusal (a permission, a policy) decided while preparing rests on
+    configuration read before the lock, which may have changed: only the same
+    work under the lock may refuse, so it runs there again.
+    The memories returned carry the transaction number the write got.
+    """
+    if storage.prepared_writes:
+        for _ in range(3):
+            try:
+                with storage.prepare(actor) as w:
+                    result = work(w)
+            except Unprepared as exc:
+                if not exc.again:
+                    break
+                continue
+            except Exception:  # noqa: BLE001 - decided on what may be stale: ask under the lock
+                break
+            if isinstance(result, Memory):
+                return _stamped(result, w)  # type: ignore[return-value]
+            if isinstance(result, list):
+                return [_stamped(m, w) if isinstance(m, Memory) else m
+                        for m in result]  # type: ignore[return-value]
+            return result
+    with storage.write(actor) as w:
+        return work(w)
+
+
+def _stamped(m: Memory, w: Any) -> Memory:
+    """``m`` with the transaction number and time its prepared write got."""
+    return m.replace(tx_from=w.stamp(m.tx_from), recorded_at=w.stamp_time(m.recorded_at),
+                     valid_from=w.stamp_time(m.valid_from))
 
 
 def write_receipt(memory: Memory, draft: MemoryDraft) -> Memory:

@@ -33,6 +33,7 @@ __all__ = [
     "Span",
     "Storage",
     "StorageInfo",
+    "Unprepared",
     "Update",
     "WriteTx",
     "effect_from_dict",
@@ -93,6 +94,21 @@ def effect_from_dict(data: Mapping[str, Any]) -> Effect:
     if data["op"] == "insert":
         return Insert(data["table"], data["row"])
     return Update(data["table"], data["key"], data["changes"], data.get("expect") or {})
+
+
+class Unprepared(Exception):
+    """A prepared write (:meth:`Storage.prepare`) cannot do this; nothing was written.
+
+    Raised when the write reads or changes what only a write holding the chain
+    lock may (current memories, a compare-and-swap, configuration), or, with
+    ``again=True``, when the configuration or the log moved on since it was
+    prepared: preparing it again may succeed. Either way, running the same work
+    in :meth:`Storage.write` always does.
+    """
+
+    def __init__(self, why: str, *, again: bool = False) -> None:
+        super().__init__(why)
+        self.again = again
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +259,21 @@ class Storage(ABC):
         Raises:
             Busy: the lock was not free in time (nothing was written; retryable).
         """
+
+    #: Whether :meth:`prepare` exists (a backend whose round trips make it worth it).
+    prepared_writes: bool = False
+
+    def prepare(self, actor: str) -> AbstractContextManager[WriteTx]:
+        """A write built without the chain lock and applied in one step on exit.
+
+        Inside the block the write may insert rows, log events, store vectors and
+        read the configuration (:data:`~engramdb.storage.schema.CONFIG_TABLES`),
+        as the configuration stood when it is applied; anything else raises
+        :class:`Unprepared`, and so does applying it if the configuration changed
+        meanwhile. Its ``tx`` is a placeholder until then: ``stamp`` on the
+        transaction turns the placeholder into the number the write got.
+        """
+        raise NotImplementedError("this backend has no prepared writes; use write()")
 
     # -- generic reads -------------------------------------------------
 

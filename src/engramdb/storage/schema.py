@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["TABLES", "TableSpec"]
+__all__ = ["CONFIG_TABLES", "TABLES", "TableSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +178,11 @@ TABLES: dict[str, TableSpec] = {
         ),
     )
 }
+
+
+# The configuration a write reads and acts on: who may write where, with which
+# settings and schemas. Every write that changes one of these tables moves
+# ``chain_head.config_tx`` to its transaction (migration 0023), so a writer may
+# keep their rows in memory while it has not moved (storage/sql.py).
+CONFIG_TABLES = frozenset({"principals", "grants", "predicate_schemas", "namespace_settings",
+                           "lifecycle_policies", "legal_holds"})

@@ -38,9 +38,9 @@ from engramdb.storage.base import (
     Update,
     WriteTx,
 )
-from engramdb.storage.schema import TABLES, TableSpec
+from engramdb.storage.schema import CONFIG_TABLES, TABLES, TableSpec
 from engramdb.storage.sql_update import same_update_run, update_statements
-from engramdb.storage.sql_where import Dialect, memory_where, where_eq
+from engramdb.storage.sql_where import Dialect, memory_where, select_rows, where_eq
 
 __all__ = ["Dialect", "SqlStorage", "SqlWriteTx", "memory_where"]
 
@@ -132,10 +132,15 @@ class SqlWriteTx(WriteTx):
     # Buffered rows (all tables) that trigger a flush: bounds memory in an import.
     FLUSH_AT = 10_000
 
-    def __init__(self, storage: SqlStorage, conn: Any, head: Head) -> None:
+    def __init__(self, storage: SqlStorage, conn: Any, head: Head, config_tx: int = 0) -> None:
         self._storage = storage
         self._conn = conn
         self._head = head
+        # The transaction of the last configuration change (CONFIG_TABLES), read with
+        # the locked head: the configuration rows kept in memory are exact while their
+        # tag is this, until this transaction changes a configuration table itself.
+        self.config_tx = config_tx
+        self._config_changed = False
         self._start_seq = head.seq
         self._effects_applied = False
         self.tx = head.tx + 1
@@ -188,6 +193,8 @@ class SqlWriteTx(WriteTx):
         while i < len(effects):
             effect = effects[i]
             spec = _spec(effect.table)
+            if spec.name in CONFIG_TABLES:
+                self._config_changed = True
             if isinstance(effect, Insert):
                 row = encode_row(spec, effect.row)
                 if "row_tx" in spec.bookkeeping:
@@ -329,6 +336,9 @@ class SqlWriteTx(WriteTx):
     ) -> list[Row]:
         self.flush(table)
         spec = _spec(table)
+        if table in CONFIG_TABLES and not self._config_changed:
+            raw = select_rows(spec, self.config_view(table), where, order_by, limit)
+            return [decode_row(spec, list(spec.columns), r) for r in raw]
         try:
             key: tuple[Any, ...] | None = (tuple(where.items()), order_by, limit)
             cached = self._reads.get(table, {}).get(key)  # type: ignore[arg-type]
@@ -342,12 +352,28 @@ class SqlWriteTx(WriteTx):
         cols = list(spec.columns)
         return [decode_row(spec, cols, r) for r in cached]
 
+    def config_view(self, table: str) -> list[Sequence[Any]]:
+        """Every raw row of configuration ``table`` as this transaction sees it: kept in
+        memory while the configuration is the committed one at ``config_tx``, read
+        (and never kept) once this transaction changed it."""
+        if self._config_changed:
+            self.flush(table)
+            return self._storage._select(self._conn, table, {})
+        return self._storage.config_rows(self._conn, table, self.config_tx)
+
     def finish(self) -> None:
         """Send what is buffered and record the new head; called just before COMMIT."""
         self.flush()
         if self._effects_applied and not self.logged:
             raise StorageError("state changed without a log event; this is a bug in EngramDB")
-        if self.logged:
+        if self.logged and self._config_changed:
+            self._exec(
+                "UPDATE chain_head SET seq = ?, hash = ?, tx = ?, recorded_at = ?, config_tx = ? "
+                "WHERE id = 1",
+                [self._head.seq, self._head.hash, self._head.tx, self._head.recorded_at,
+                 self._head.tx],
+            )
+        elif self.logged:
             self._exec(
                 "UPDATE chain_head SET seq = ?, hash = ?, tx = ?, recorded_at = ? WHERE id = 1",
                 [self._head.seq, self._head.hash, self._head.tx, self._head.recorded_at],
@@ -399,13 +425,46 @@ class SqlStorage(Storage):
         with self._write_conn(wait) as conn:
             lock = self.dialect_impl.lock_head if wait else self.dialect_impl.lock_head_now
             cur = self._exec(
-                conn, "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1" + lock)
-            seq, digest, tx, recorded_at = cur.fetchone()
-            wtx = SqlWriteTx(self, conn, Head(seq, digest, tx, recorded_at))
-            yield wtx
+                conn, "SELECT seq, hash, tx, recorded_at, config_tx FROM chain_head WHERE id = 1"
+                + lock)
+            seq, digest, tx, recorded_at, config_tx = cur.fetchone()
+            wtx = SqlWriteTx(self, conn, Head(seq, digest, tx, recorded_at), config_tx)
+            with self.config_scope(wtx.config_view):
+                yield wtx
             wtx.finish()
             self._before_commit(conn, wtx)
         self._after_commit(wtx)
+
+    # -- configuration rows kept in memory (CONFIG_TABLES) ---------------------------
+
+    def config_rows(self, conn: Any, table: str, config_tx: int) -> list[Sequence[Any]]:
+        """Every raw row of configuration ``table`` as of ``config_tx``.
+
+        The caller knows ``config_tx`` is the current ``chain_head.config_tx`` (it
+        holds the chain lock, or the write it prepares checks it under the lock),
+        so rows kept from a read at that tag are exact; others are read again
+        through ``conn``.
+        """
+        cache: dict[str, tuple[int, list[Sequence[Any]]]] = self.__dict__.setdefault(
+            "_config", {})
+        hit = cache.get(table)
+        if hit is not None and hit[0] == config_tx:
+            return hit[1]
+        rows = self._select(conn, table, {})
+        cache[table] = (config_tx, rows)
+        return rows
+
+    @contextmanager
+    def config_scope(self, rows: Callable[[str], list[Sequence[Any]]]) -> Iterator[None]:
+        """Inside the block, this thread's :meth:`fetch` of a configuration table is
+        answered from ``rows(table)`` (a write's view of the configuration)."""
+        local = self._local  # type: ignore[attr-defined]
+        outer = getattr(local, "config_scope", None)
+        local.config_scope = rows
+        try:
+            yield
+        finally:
+            local.config_scope = outer
 
     def _before_commit(self, conn: Any, wtx: SqlWriteTx) -> None:
         """Hook for work that must commit with the write (e.g. PostgreSQL NOTIFY)."""
@@ -460,6 +519,11 @@ class SqlStorage(Storage):
         order_by: str | None = None,
         limit: int | None = None,
     ) -> list[Row]:
+        scope = getattr(self._local, "config_scope", None)  # type: ignore[attr-defined]
+        if scope is not None and table in CONFIG_TABLES:  # inside a write: its view
+            spec = _spec(table)
+            return [decode_row(spec, list(spec.columns), r)
+                    for r in select_rows(spec, scope(table), where, order_by, limit)]
         with self._read_conn() as conn:
             return self._fetch(conn, table, where, order_by=order_by, limit=limit)
 

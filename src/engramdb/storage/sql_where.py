@@ -1,5 +1,8 @@
 """The WHERE clauses the SQL backends share: equality maps and recall filters.
 
+:func:`select_rows` applies an equality map to rows held in memory, exactly as
+the SQL would (the configuration rows a writer keeps, storage/sql.py).
+
 Pure string building with ``?`` placeholders (a backend's :class:`Dialect`
 rewrites them); kept apart from :mod:`engramdb.storage.sql` so the write
 path's module stays readable.
@@ -7,14 +10,16 @@ path's module stays readable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engramdb.codec import to_micros
+from engramdb.errors import StorageError
 from engramdb.model import RecallFilter
 from engramdb.storage.base import Span
+from engramdb.storage.schema import TableSpec
 
-__all__ = ["Dialect", "memory_where", "where_eq"]
+__all__ = ["Dialect", "memory_where", "select_rows", "where_eq"]
 
 
 class Dialect:
@@ -109,3 +114,38 @@ def memory_where(flt: RecallFilter, dialect: Dialect, alias: str = "m") -> tuple
         parts.append(frag)
         params.extend(extra)
     return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+def select_rows(spec: TableSpec, rows: Sequence[Sequence[Any]], where: Mapping[str, Any],
+                order_by: str | None = None, limit: int | None = None) -> list[Sequence[Any]]:
+    """The raw ``rows`` of ``spec`` that :meth:`SqlStorage._select` would return for
+    ``where`` (``None``: IS NULL, a list: IN), ``order_by`` and ``limit``, filtered here."""
+    names = list(spec.columns)
+    for col in list(where) + ([order_by.split()[0]] if order_by else []):
+        if col not in spec.columns:
+            raise StorageError(f"table {spec.name} has no column {col!r}")
+    tests: list[Callable[[Sequence[Any]], bool]] = []
+    for col, value in where.items():
+        tests.append(_row_test(names.index(col), value))
+    out = [r for r in rows if all(test(r) for test in tests)]
+    if order_by:
+        col, *desc = order_by.split()
+        i = names.index(col)
+        out.sort(key=lambda r: (r[i] is not None, r[i]),
+                 reverse=bool(desc) and desc[0].upper() == "DESC")
+    return out if limit is None else out[:int(limit)]
+
+
+def _row_test(i: int, value: Any) -> Callable[[Sequence[Any]], bool]:
+    """Column ``i`` of a raw row against one ``where`` value, as :func:`where_eq` reads it
+    (SQL's NULL never passes a comparison)."""
+    if value is None:
+        return lambda r: r[i] is None
+    if isinstance(value, Span):
+        low, high = value.at_least, value.below
+        return lambda r: r[i] is not None and (low is None or r[i] >= low) and (
+            high is None or r[i] < high)
+    if isinstance(value, (list, tuple, frozenset, set)):
+        allowed = frozenset(value)
+        return lambda r: r[i] in allowed
+    return lambda r: r[i] == value

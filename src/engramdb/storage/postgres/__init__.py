@@ -59,7 +59,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import Head, RawEvent
+from engramdb.storage.base import Head, RawEvent, Unprepared
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.postgres import knn
 from engramdb.storage.postgres._conn import (
@@ -86,6 +86,8 @@ from engramdb.storage.postgres.fulltext import (
     tsquery_literal,
 )
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
+from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
+from engramdb.storage.postgres.purge import purge
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
 
@@ -98,9 +100,6 @@ _SCHEMA_LOCK = int.from_bytes(b"engramdb", "big") - 2**63
 # Statements inside a write whose results the engine never reads: they stay queued
 # in the pipeline. Everything else (SELECT, compare-and-swap UPDATE, DDL) is synced.
 _NO_RESULT = ("INSERT", "NOTIFY", "UPDATE chain_head")
-
-
-
 
 
 class PostgresStorage(SqlStorage):
@@ -178,6 +177,8 @@ class PostgresStorage(SqlStorage):
         self._closed = False
         self.release_before_flush = bool(release_before_flush)  # as asked; setup() decides
         self._durable_sql = ""  # the durability barrier, when writes release early
+        self.config_epoch: int | None = None  # chain_head.config_tx as last seen
+        self.last_recorded_at = 0  # the latest recorded_at this process wrote or was told of
         watch(self)
 
     # -- connections -------------------------------------------------------------
@@ -238,8 +239,16 @@ class PostgresStorage(SqlStorage):
             with contextlib.suppress(Exception):
                 self._pool.check()
 
+    prepared_writes = True
+
+    def prepare(self, actor: str) -> AbstractContextManager[PreparedWriteTx]:
+        """A write built without the chain lock, applied in one round trip (:mod:`.prepared`)."""
+        return prepared_write(self, actor)
+
     @contextmanager
     def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:
+        if getattr(self._local, "prepared", False):
+            raise Unprepared("a prepared write reads current state under the chain lock")
         pinned = getattr(self._local, "snapshot", None)
         if pinned is not None:  # inside snapshot(): every read of this thread uses it
             yield pinned
@@ -611,44 +620,10 @@ class PostgresStorage(SqlStorage):
                 self._failed(exc)
                 raise translate(exc) from exc
 
-    # Tables whose heap (and TOAST) held erased text or vectors (the side tables'
-    # text is redacted by UPDATE, which leaves the old tuple dead in the heap too).
-    PURGE_TABLES = ("memories", "memory_vectors", "memory_vectors_ann", "event_payloads",
-                    "conflicts", "tool_outcomes", "tool_stats", "tool_stats_hourly",
-                    "decisions")
-
     def purge(self) -> dict[str, Any]:
-        """After an erasure: ``VACUUM FULL`` the tables that held the content and
-        checkpoint twice around a WAL switch.
-
-        A ``DELETE`` leaves the row as a dead tuple in its page; plain ``VACUUM``
-        only marks the space reusable, so the bytes stay on disk until
-        overwritten. ``VACUUM FULL`` writes a new file per table (and index and
-        TOAST table) without the dead tuples and unlinks the old one; it holds
-        an ACCESS EXCLUSIVE lock on each table while it runs. The WAL written
-        before the erasure still holds the content until its segments are
-        removed: the checkpoints make them removable, and with
-        ``wal_recycle = off`` PostgreSQL unlinks them instead of renaming them
-        for reuse. ``pg_switch_wal`` needs superuser (or an explicit grant);
-        without it the report says so and the WAL ages out on its own.
-        """
-        report: dict[str, Any] = {"vacuum_full": [], "wal": "switched and checkpointed"}
-        try:
-            with psycopg.connect(self._conninfo, autocommit=True,
-                                 **self._connect_kwargs) as conn:
-                for table in self.PURGE_TABLES:
-                    conn.execute(f"VACUUM (FULL) {table}")
-                    report["vacuum_full"].append(table)
-                try:
-                    conn.execute("CHECKPOINT")
-                    conn.execute("SELECT pg_switch_wal()")
-                    conn.execute("CHECKPOINT")
-                except psycopg.Error as exc:
-                    report["wal"] = f"not switched ({exc.sqlstate}): needs superuser"
-        except psycopg.Error as exc:
-            self._failed(exc)
-            raise translate(exc) from exc
-        return report
+        """After an erasure: rewrite the tables that held the content and checkpoint
+        (:func:`.purge.purge`)."""
+        return purge(self)
 
     def namespaces(self) -> list[str]:
         # A loose index scan: one index probe per distinct namespace, not a full scan.

@@ -1,0 +1,332 @@
+"""Prepared writes: built before the chain lock, applied in one statement.
+
+A write through :meth:`PostgresStorage.write` holds the chain-head lock from
+its first statement to its COMMIT: across at least one round trip to the
+client and the engine's work between them. With many writer processes on a
+few cores that hold is mostly the writer waiting to be scheduled again, and
+every other writer waits behind it.
+
+A prepared write (:meth:`PostgresStorage.prepare`) does the engine's work
+first, without the lock, and sends the result as one call of
+``engram_append`` (a procedure, migration 0023), one statement and one round
+trip: the server takes the lock, numbers the transaction and its events, fills
+the placeholders, computes the commitments and chain hashes, inserts the rows,
+moves the head, queues the NOTIFY, commits and (with early lock release) waits
+for the flush. The lock is held only while
+the server runs that statement, never while a client runs.
+
+What the server decides is exactly what a locked write takes from the head:
+``tx`` (head.tx + 1), ``recorded_at`` (the client's clock reading, sent with
+the call, or the head's if that is later: transaction time never goes
+backwards), each event's ``seq`` and ``prev_hash``. The client builds rows,
+payloads and envelopes with *holes* for them, random 18-digit numbers
+(:attr:`PreparedWriteTx.tx`, :attr:`PreparedWriteTx.recorded_at`) wherever
+the engine put the transaction number or time; the payloads and envelopes are
+the canonical JSON the engine hashes, so the server's digit-for-digit
+replacement yields the very bytes a locked write would have hashed, and
+``verify`` recomputes the same hashes. A write whose own values hold a hole's
+digits anywhere but where the engine put the hole (inside a caller's string, in a
+longer number) raises :class:`Unprepared` and runs under the lock, so the
+replacement never changes a caller's value; the time hole lies in the years 5138 to
+8307, later than any clock, so a check the engine makes against "now" that
+passes with it passes with the real time too.
+
+What a prepared write may read is the configuration (who may write where,
+with which settings and schemas: ``CONFIG_TABLES``), kept in memory under
+the ``config_tx`` it was read at; ``engram_append`` refuses the write if the
+configuration changed since, so no write is ever applied under a grant,
+setting or schema that was no longer in force when it committed. Anything
+else (current memories, idempotency keys, a compare-and-swap, a search)
+raises :class:`~engramdb.storage.base.Unprepared` before anything is sent,
+and the engine runs the write under the lock instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from engramdb.codec import canonical, from_micros, to_micros
+from engramdb.errors import InvalidInput, StorageError
+from engramdb.model import Event
+from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
+from engramdb.storage.postgres.errors import translate
+from engramdb.storage.postgres.listener import CHANNEL
+from engramdb.storage.schema import CONFIG_TABLES, TABLES
+from engramdb.storage.sql import decode_row, encode_row
+from engramdb.storage.sql_where import select_rows
+
+if TYPE_CHECKING:
+    from engramdb.storage.postgres import PostgresStorage
+
+__all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
+
+_APPEND = "CALL engram_append(" + ", ".join(["%b"] * 21) + ", NULL, NULL, NULL, NULL, NULL)"
+# pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
+_MAX_DIMS = 16_000
+
+
+def _hole(taken: set[int], low: int = 3 * 10**17, high: int = 9 * 10**17) -> int:
+    """A random 18-digit number in ``[low, high)``, unlike any in ``taken``:
+    unguessable (its digits are what the server replaces; :func:`_check_holes`
+    keeps a write that holds them anyway off the prepared path)."""
+    while True:
+        n = low + secrets.randbelow(high - low)
+        if n not in taken:
+            taken.add(n)
+            return n
+
+
+def _placed(value: Any, hole: int) -> int:
+    """How many times ``value`` holds ``hole`` as a number (where the engine put it)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return int(value == hole)
+    if isinstance(value, Mapping):
+        return sum(_placed(v, hole) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_placed(v, hole) for v in value)
+    return 0
+
+
+def _check_holes(text: str, value: Any, holes: Sequence[int]) -> None:
+    """Refuse to prepare a write whose encoded ``text`` holds a hole's digits anywhere but
+    where the engine put the hole itself (inside a caller's string or a longer number):
+    the server's digit-for-digit replacement would change that value too. Such a write
+    runs under the lock, so the guarantee is exact rather than merely very likely."""
+    for hole in holes:
+        if text.count(str(hole)) != _placed(value, hole):
+            raise Unprepared("a value written holds the digits of a placeholder")
+
+
+def config_rows(store: PostgresStorage, table: str, config_tx: int) -> list[Sequence[Any]]:
+    """Raw rows of configuration ``table`` as of ``config_tx``, for a prepared write.
+
+    Kept rows tagged ``config_tx`` are returned as they are. Otherwise the table is
+    read with the current ``config_tx`` in one statement (one snapshot); if that
+    is not ``config_tx`` the write was prepared on an older configuration:
+    :class:`Unprepared` (again), and the next write starts from the new one.
+    """
+    cache: dict[str, tuple[int, list[Sequence[Any]]]] = store.__dict__.setdefault("_config", {})
+    hit = cache.get(table)
+    if hit is not None and hit[0] == config_tx:
+        return hit[1]
+    cols = list(TABLES[table].columns)
+    sql = (f"SELECT h.config_tx, {', '.join('t.' + c for c in cols)} FROM chain_head h "
+           f"LEFT JOIN {table} t ON true WHERE h.id = 1")
+    try:
+        with store._get_pool().connection() as conn:
+            found = conn.execute(sql).fetchall()
+    except psycopg.Error as exc:
+        store._failed(exc)
+        raise translate(exc) from exc
+    tag = int(found[0][0])
+    rows: list[Sequence[Any]] = [tuple(r[1:]) for r in found
+                                 if any(v is not None for v in r[1:])]
+    cache[table] = (tag, rows)
+    if tag != config_tx:
+        store.config_epoch = tag
+        raise Unprepared("the configuration changed while this write was prepared", again=True)
+    return rows
+
+
+class PreparedWriteTx(WriteTx):
+    """A write transaction built without the lock; :meth:`send` applies it in one call."""
+
+    def __init__(self, storage: PostgresStorage, config_tx: int) -> None:
+        self._storage = storage
+        self.config_tx = config_tx
+        self._holes: set[int] = set()
+        self.tx = _hole(self._holes)
+        # Later than any clock reading: a check like valid_to > recorded_at that
+        # passes with it passes with the real time (one that fails raises, and the
+        # engine runs the write under the lock).
+        self.recorded_at = _hole(self._holes, 10**17, 2 * 10**17)
+        self._commit_hole = secrets.token_hex(16)
+        # (table, columns) -> rows, in the order first applied
+        self._rows: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        self._events: list[tuple[Any, ...]] = []
+        self._vectors: list[tuple[str, int, np.ndarray]] = []
+        self.stamped: Head | None = None
+
+    @property
+    def head(self) -> Head:
+        raise Unprepared("a prepared write does not know the head before it is applied")
+
+    def apply(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            if not isinstance(effect, Insert):
+                raise Unprepared("a compare-and-swap runs under the chain lock")
+            spec = TABLES.get(effect.table)
+            if spec is None:
+                raise StorageError(f"unknown table {effect.table!r}")
+            if spec.name in CONFIG_TABLES:
+                raise Unprepared("configuration changes run under the chain lock")
+            row = encode_row(spec, effect.row)
+            if "row_tx" in spec.bookkeeping:
+                row["row_tx"] = self.tx
+            _check_holes(json.dumps(row, ensure_ascii=False, separators=(",", ":")), row,
+                         (self.tx, self.recorded_at))
+            self._rows.setdefault((spec.name, tuple(row)), []).append(row)
+
+    def log(self, kind: str, *, actor: str, namespace: str | None, subject_ref: str | None,
+            payload: Mapping[str, Any]) -> Event:
+        salt = os.urandom(16)
+        try:
+            body = canonical(payload).decode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"event payload is not JSON: {exc}") from exc
+        _check_holes(body, payload, (self.tx, self.recorded_at))
+        seq_hole = _hole(self._holes)
+        marks = [str(h) for h in (self.tx, self.recorded_at, seq_hole)] + [self._commit_hole]
+        for field in (kind, namespace, actor, subject_ref):
+            if field is not None and any(m in field for m in marks):
+                raise Unprepared("a value written holds the digits of a placeholder")
+        envelope = canonical({
+            "seq": seq_hole, "tx": self.tx, "kind": kind, "namespace": namespace,
+            "actor": actor, "recorded_at": self.recorded_at, "subject_ref": subject_ref,
+            "commitment": self._commit_hole,
+        }).decode("utf-8")
+        self._events.append((kind, namespace, actor, subject_ref, envelope, str(seq_hole),
+                             salt, body))
+        return Event(seq=0, tx=self.tx, kind=kind, namespace=namespace, actor=actor,
+                     recorded_at=from_micros(self.recorded_at),  # type: ignore[arg-type]
+                     subject_ref=subject_ref, payload=payload, commitment="", prev_hash="",
+                     hash="")
+
+    def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        self._vectors.extend(items)
+        if sum(np.asarray(v).size for _, _, v in self._vectors) > _MAX_DIMS:
+            raise Unprepared("more vectors than one call carries")
+
+    def copy_vector(self, memory_id: str, from_version: int, to_version: int) -> None:
+        raise Unprepared("copying a stored vector reads it under the chain lock")
+
+    def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,
+              limit: int | None = None) -> list[Row]:
+        if table not in CONFIG_TABLES:
+            raise Unprepared(f"reading {table} runs under the chain lock")
+        spec = TABLES[table]
+        raw = select_rows(spec, self.config_view(table), where, order_by, limit)
+        return [decode_row(spec, list(spec.columns), r) for r in raw]
+
+    def config_view(self, table: str) -> list[Sequence[Any]]:
+        """Every raw row of configuration ``table`` as of :attr:`config_tx`."""
+        return config_rows(self._storage, table, self.config_tx)
+
+    def append_raw(self, event: RawEvent) -> None:
+        raise Unprepared("an import runs under the chain lock")
+
+    def erase(self, memories: Sequence[tuple[str, int]], seqs: Sequence[int]) -> dict[str, int]:
+        raise Unprepared("an erasure runs under the chain lock")
+
+    # -- applying it -----------------------------------------------------------------
+
+    def stamp(self, value: int) -> int:
+        """The transaction number this write got, for its placeholder (else ``value``)."""
+        if self.stamped is not None and value == self.tx:
+            return self.stamped.tx
+        return value
+
+    def stamp_time(self, value: datetime | None) -> datetime | None:
+        """The time this write was recorded at, for its placeholder (else ``value``)."""
+        if self.stamped is not None and value is not None \
+                and to_micros(value) == self.recorded_at:
+            return from_micros(self.stamped.recorded_at)
+        return value
+
+    def arguments(self) -> list[Any]:
+        """The parameters of ``engram_append`` for what this write holds."""
+        tables: list[str] = []
+        rows: list[str] = []
+        for (table, _), group in self._rows.items():
+            tables.append(table)
+            rows.append(json.dumps(group, ensure_ascii=False, separators=(",", ":")))
+        vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
+        ev = list(zip(*self._events, strict=True))
+        now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
+        return [self.config_tx, now, str(self.tx), str(self.recorded_at), tables, rows,
+                list(ev[0]), list(ev[1]), list(ev[2]), list(ev[3]), list(ev[4]), list(ev[5]),
+                self._commit_hole, list(ev[6]), list(ev[7]),
+                [i for i, _, _ in self._vectors], [int(v) for _, v, _ in self._vectors],
+                np.concatenate(vecs) if vecs else None, vecs[0].size if vecs else 0,
+                self._storage._durable_sql, CHANNEL]
+
+    @property
+    def empty(self) -> bool:
+        return not (self._events or self._rows or self._vectors)
+
+    @property
+    def logged(self) -> bool:
+        return bool(self._events)
+
+
+@contextmanager
+def prepared_write(store: PostgresStorage, actor: str) -> Iterator[PreparedWriteTx]:
+    """:meth:`PostgresStorage.prepare`: the block builds the write, its end applies it.
+
+    Inside the block this thread's reads of anything but the configuration raise
+    :class:`Unprepared` (they would read state the write cannot check under the
+    lock). On exit the write is sent as one ``CALL engram_append(...)``, which
+    commits and, when writes release the lock before their flush, runs the
+    durability barrier: one statement, one round trip.
+    """
+    local = store._local
+    if getattr(local, "writing", False) or getattr(local, "prepared", False):
+        raise StorageError("a write transaction is already open in this thread; nest work "
+                           "inside it instead of opening another")
+    epoch = store.config_epoch
+    if epoch is None:
+        try:
+            with store._get_pool().connection() as conn:
+                row = conn.execute("SELECT config_tx FROM chain_head WHERE id = 1").fetchone()
+        except (psycopg.Error, PoolTimeout) as exc:
+            store._failed(exc)
+            raise translate(exc) from exc
+        epoch = store.config_epoch = int(row[0])
+    w = PreparedWriteTx(store, epoch)
+    local.prepared = True
+    try:
+        with store.config_scope(w.config_view):
+            yield w
+    finally:
+        local.prepared = False
+    if not w.empty:
+        _send(store, w)
+
+
+def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
+    if not w.logged:
+        raise StorageError("state changed without a log event; this is a bug in EngramDB")
+    if w._vectors:
+        store._type_vectors(np.asarray(w._vectors[0][2]).size)
+    args = w.arguments()
+    try:
+        # Autocommit: the CALL is its own transaction, which the procedure commits.
+        with store._get_pool().connection() as conn:
+            seq, digest, tx, recorded_at, config_tx = conn.execute(_APPEND, args).fetchone()
+    except psycopg.Error as exc:
+        detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+        if exc.sqlstate == "EG001" and detail:
+            store.config_epoch = int(detail)
+            raise Unprepared("the configuration changed", again=True) from exc
+        store._failed(exc)
+        raise translate(exc, committing=True) from exc
+    except PoolTimeout as exc:
+        raise translate(exc) from exc
+    store.config_epoch = int(config_tx)
+    store.last_recorded_at = max(store.last_recorded_at, int(recorded_at))
+    w.stamped = Head(int(seq), str(digest), int(tx), int(recorded_at))
+    if store._vector_dim is not None:
+        store._indexer.kick()
