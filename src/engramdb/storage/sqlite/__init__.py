@@ -391,9 +391,10 @@ class SQLiteStorage(SqlStorage):
                 return [(_candidate(r[1:]), -float(ranked[r[0]][1])) for r in passing]
             cur = self._exec(
                 conn,
-                f"SELECT {_CANDIDATE}, memories_fts.rank AS rank "
+                f"SELECT {_CANDIDATE}, {_BM25} AS rank "
                 "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
-                f"WHERE memories_fts MATCH ? AND {cond} ORDER BY rank LIMIT {int(limit)}",
+                f"WHERE memories_fts MATCH ? AND {cond} "
+                f"ORDER BY rank, m.row_id LIMIT {int(limit)}",
                 [match, *params],
             )
             return [(_candidate(r[:-1]), -float(r[-1])) for r in cur.fetchall()]
@@ -450,8 +451,14 @@ class SQLiteStorage(SqlStorage):
 
 
 def _ranked(match: str, pool: int) -> tuple[str, list[Any]]:
-    return (f"SELECT rowid, rank FROM memories_fts WHERE memories_fts MATCH ? "
-            f"ORDER BY rank LIMIT {int(pool)}", [match])
+    return (f"SELECT rowid, {_BM25} AS rank FROM memories_fts WHERE memories_fts MATCH ? "
+            f"ORDER BY rank, rowid LIMIT {int(pool)}", [match])
+
+
+# The table's configured rank (migration 0013), called by name: SQLite's sorter then
+# orders the matches, about a third faster than FTS5's own `ORDER BY rank` sorter
+# (same scores). Ties go by row id, the same in the pool and the filtered query.
+_BM25 = "bm25(memories_fts, 1.0, 0.0)"
 
 
 _FTS_FILL = ("INSERT INTO memories_fts (rowid, text, scope) "
