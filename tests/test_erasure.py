@@ -85,7 +85,8 @@ def _check_survivors(db: engramdb.Database, ids: dict[int, str], erased: set[int
     assert all(canary(i) in dump for i in range(N) if i not in erased)
 
 
-_CANARY = re.compile(rb"ZQX(\d{5})CANARY")
+# Case-insensitive: the ranking's stored words (schema 20) hold the text lower-cased.
+_CANARY = re.compile(rb"(?i)ZQX(\d{5})CANARY")
 
 
 def _scan(paths: list[Path], erased: set[int]) -> list[tuple[str, int]]:
@@ -118,6 +119,7 @@ def test_canaries_are_gone_from_sqlite_files_export_and_indexes(tmp_path, embedd
     assert {p.name for p in files} >= {"engram.db"}
     assert _scan(files, erased | {1}) == []
     assert any(canary(2).encode() in p.read_bytes() for p in files)
+    assert any(canary(2).lower().encode() in p.read_bytes() for p in files)  # stored words
 
 
 @pytest.mark.postgres

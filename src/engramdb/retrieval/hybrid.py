@@ -57,6 +57,7 @@ from engramdb.retrieval.rank import (
     top,
 )
 from engramdb.retrieval.temporal import asks_when, named_span, span_affinity, states_time
+from engramdb.storage.words import WORDS_KEY
 
 __all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
 
@@ -90,20 +91,32 @@ def terms(text: str) -> tuple[str, ...]:
     return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
 
-def _words(text: str) -> tuple[Counter[str], int]:
+def _words(text: str, stored: str | None = None) -> tuple[Counter[str], int]:
     """How often each lower-cased word occurs in ``text``, and how many content words it has.
 
     Ranking needs no more of a candidate than this: the occurrences of the query's stems
     are found among the word counts through :func:`_forms`, so a candidate's words are
-    never stemmed one by one. Memoised for texts of up to 2,000 characters (the same
-    memories come back as candidates query after query).
+    never stemmed one by one. ``stored``: the text's words as stored at write time
+    (:func:`engramdb.storage.words.stored_words`), which spares splitting the text.
+    Memoised for texts of up to 2,000 characters (the same memories come back as
+    candidates query after query).
     """
+    if stored is not None:
+        return _tally(stored) if len(stored) <= 2000 else _tally.__wrapped__(stored)
     return _counted(text) if len(text) <= 2000 else _counted.__wrapped__(text)
 
 
 @lru_cache(maxsize=16_384)
 def _counted(text: str) -> tuple[Counter[str], int]:
-    words = _WORD.findall(text.lower())
+    return _counts(_WORD.findall(text.lower()))
+
+
+@lru_cache(maxsize=16_384)
+def _tally(stored: str) -> tuple[Counter[str], int]:
+    return _counts(stored.split())
+
+
+def _counts(words: list[str]) -> tuple[Counter[str], int]:
     counts = Counter(words)
     return counts, len(words) - sum(map(counts.__getitem__, _STOPWORDS.intersection(counts)))
 
@@ -223,7 +236,7 @@ def rank_hybrid(
     cw = context or ContextWeights()
     rows, why = gather(text_hits, vector_hits)
     keys = list(rows)
-    docs = [_words(str(rows[key].get("text") or "")) for key in keys]
+    docs = [_words(str(rows[key].get("text") or ""), rows[key].get(WORDS_KEY)) for key in keys]
     lexical = _bm25(query, docs, cw.k1, cw.b)
     best_lexical = max(lexical, default=0.0)
     if best_lexical > 0:

@@ -54,7 +54,7 @@ TABLES: dict[str, TableSpec] = {
             " predicate text, value json, metadata json, importance real, confidence real,"
             " author text, source text, session text, valid_from micros, valid_to micros,"
             " tx_from int, tx_to int, recorded_at micros, status text, expires_at micros",
-            bookkeeping=("row_tx",),
+            bookkeeping=("row_tx", "words"),
         ),
         _spec(
             "principals",

@@ -10,6 +10,7 @@ store byte-identical logs.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,7 @@ from engramdb.storage.base import (
 from engramdb.storage.schema import CONFIG_TABLES, TABLES, TableSpec
 from engramdb.storage.sql_update import same_update_run, update_statements
 from engramdb.storage.sql_where import Dialect, memory_where, select_rows, where_eq
+from engramdb.storage.words import stored_words
 
 __all__ = ["Dialect", "SqlStorage", "SqlWriteTx", "memory_where"]
 
@@ -91,17 +93,29 @@ def encode_row(spec: TableSpec, row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> Row:
-    import json
+# (table, column names) -> the JSON columns among them, for decode_row.
+_JSON_NAMES: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
-    row: Row = {}
-    for name, value in zip(names, values, strict=True):
-        if value is not None and spec.columns.get(name) == "json":
+
+def decode_row(spec: TableSpec, names: Sequence[str], values: Sequence[Any]) -> Row:
+    """A row from its column ``names`` and ``values``, JSON columns parsed.
+
+    Recall decodes every candidate (about a hundred rows a query), so the row is
+    built in one ``dict(zip(...))`` and only the JSON columns are visited.
+    """
+    row: Row = dict(zip(names, values, strict=True))
+    key = (spec.name, tuple(names))
+    json_names = _JSON_NAMES.get(key)
+    if json_names is None:
+        json_names = _JSON_NAMES[key] = tuple(
+            n for n in dict.fromkeys(names) if spec.columns.get(n) == "json")
+    for name in json_names:
+        value = row[name]
+        if value is not None:
             if value == "{}":  # by far the most common metadata: skip the parser
-                value = {}
+                row[name] = {}
             elif isinstance(value, str):
-                value = json.loads(value)
-        row[name] = value
+                row[name] = json.loads(value)
     return row
 
 
@@ -199,6 +213,8 @@ class SqlWriteTx(WriteTx):
                 row = encode_row(spec, effect.row)
                 if "row_tx" in spec.bookkeeping:
                     row["row_tx"] = self.tx
+                if "words" in spec.bookkeeping:  # the ranking's word counts (storage/words.py)
+                    row["words"] = stored_words(row.get("text"))
                 self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
             elif isinstance(effect, Update):
                 run = same_update_run(effects, i)
@@ -216,6 +232,8 @@ class SqlWriteTx(WriteTx):
         changes = encode_row(spec, run[0].changes)
         if "row_tx" in spec.bookkeeping:
             changes["row_tx"] = self.tx
+        if "words" in spec.bookkeeping and "text" in changes:
+            changes["words"] = stored_words(changes["text"])
         for sql, params, n in update_statements(spec.name, changes,
                                                 encode_row(spec, run[0].expect),
                                                 [e.key for e in run]):

@@ -65,6 +65,7 @@ from engramdb.storage.postgres.listener import CHANNEL
 from engramdb.storage.schema import CONFIG_TABLES, TABLES
 from engramdb.storage.sql import decode_row, encode_row
 from engramdb.storage.sql_where import select_rows
+from engramdb.storage.words import stored_words
 
 if TYPE_CHECKING:
     from engramdb.storage.postgres import PostgresStorage
@@ -176,6 +177,8 @@ class PreparedWriteTx(WriteTx):
             row = encode_row(spec, effect.row)
             if "row_tx" in spec.bookkeeping:
                 row["row_tx"] = self.tx
+            if "words" in spec.bookkeeping:  # as SqlWriteTx stores them (storage/words.py)
+                row["words"] = stored_words(row.get("text"))
             _check_holes(json.dumps(row, ensure_ascii=False, separators=(",", ":")), row,
                          (self.tx, self.recorded_at))
             self._rows.setdefault((spec.name, tuple(row)), []).append(row)
