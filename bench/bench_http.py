@@ -202,6 +202,12 @@ def _run_load(url: str, key: str, clients: int, seconds: float, warmup: float,
               server_pid: int) -> tuple[dict[str, Any], float]:
     proc = subprocess.Popen([sys.executable, __file__, "_load", url, key, str(clients),
                              str(seconds), str(warmup)], stdout=subprocess.PIPE, text=True)
+    # Read its report while it runs: a report over the pipe's buffer (64 KB, a few
+    # thousand latencies) would otherwise block it, and us waiting for it, forever.
+    report: list[str] = []
+    reader = threading.Thread(target=lambda: report.append(proc.stdout.read()),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
     peak = 0.0
     cpu = None
     started = time.perf_counter()
@@ -211,8 +217,8 @@ def _run_load(url: str, key: str, clients: int, seconds: float, warmup: float,
             cpu = _cpu_s(server_pid)  # the server's CPU from the end of the warm-up on
         time.sleep(0.25)
     server_cpu = _cpu_s(server_pid) - (cpu if cpu is not None else 0.0)
-    out, _ = proc.communicate()
-    result = json.loads(out)
+    reader.join()
+    result = json.loads(report[0])
     result["server_cpu_s"] = server_cpu
     return result, peak
 

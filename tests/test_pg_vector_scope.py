@@ -48,7 +48,7 @@ def test_scoped_search_is_exact_and_never_returns_a_replaced_version(pg_url: str
             for i in range(600)])
         assert db.storage.wait_for_vector_index(timeout=300)
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute("ANALYZE memory_vectors_ann")  # as the idle indexer soon does
+            conn.execute("ANALYZE memory_vectors_ann (namespace)")  # as the idle indexer soon does
         ns0 = {m.id: vecs[i] for i, m in enumerate(mems) if m.namespace == "scope/ns0"}
         assert len(ns0) == 300
         original = dict(ns0)

@@ -128,21 +128,25 @@ class AnnIndexer:
             backoff = min(backoff * 2, 5.0)
 
     def _analyze_if_stale(self, conn: psycopg.Connection[Any]) -> None:
-        """ANALYZE ``memories`` and the projection when they changed a lot since
-        their last statistics (or have rows and none).
+        """ANALYZE ``memories`` when it changed a lot since the last statistics, and
+        the projection's ``namespace`` column when it did or has none.
 
         Autovacuum does this too, but only after its naptime (a minute by
         default); a freshly loaded table with no statistics gets plans that
         ignore the HNSW index, and the vector search picks its strategy from
-        the projection's namespace statistics, so while idle we refresh them sooner.
+        the namespace statistics, so while idle we refresh them sooner. Only
+        that column of the projection: statistics keep sample values in
+        ``pg_statistic``, which an erasure's purge does not rewrite.
         """
-        for table in ("memories", "memory_vectors_ann"):
+        for table, what, fresh in (("memories", "memories", False),
+                                   ("memory_vectors_ann", "memory_vectors_ann (namespace)",
+                                    True)):
             row = conn.execute(
                 "SELECT n_mod_since_analyze, GREATEST(c.reltuples, 0) FROM pg_stat_user_tables "
                 "s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s", [table]).fetchone()
             if row and (row[0] >= max(1000, 0.1 * float(row[1]))
-                        or (row[0] > 0 and float(row[1]) == 0)):
-                conn.execute(f"ANALYZE {table}")
+                        or (fresh and row[0] > 0 and float(row[1]) == 0)):
+                conn.execute(f"ANALYZE {what}")
 
     def step(self, conn: psycopg.Connection[Any]) -> int:
         """Do one unit of indexing work; return how many vectors it indexed."""
@@ -222,7 +226,7 @@ class AnnIndexer:
                 f"WITH (m = {self._m}, ef_construction = {self._ef})"
             )
             # Statistics before the swap, so searches plan with them from its commit.
-            conn.execute("ANALYZE memory_vectors_ann_next")
+            conn.execute("ANALYZE memory_vectors_ann_next (namespace)")
             # The swap. Writers lock memory_vectors before memory_vectors_ann (the
             # erasure trigger), so take them in that order: no deadlock. Writers and
             # searches queue behind these locks, so never wait long for them: on a
