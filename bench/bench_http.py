@@ -2,18 +2,21 @@
 
 ``run(quick)`` returns a dict of measurements (``engram bench`` can call it):
 
-* The server is ``engramdb.server.serve`` in its own process (one uvicorn
-  worker, the default local embedder, SQLite, rate limiting off) on a free
-  loopback port, seeded with ``memories`` realistic notes through the HTTP
-  batch route.
+* The server is ``engramdb.server.serve`` in its own process (``workers``
+  uvicorn worker processes, default 2, one per core of the machine this was
+  written on; the default local embedder, SQLite, rate limiting off) on a
+  free loopback port, seeded with ``memories`` realistic notes through the
+  HTTP batch route.
 * The load generator is another process: ``clients`` asyncio tasks, each with
-  its own HTTP connection, send ``POST /v1/recall`` back to back (a varied
-  query, ``k=10``) for ``seconds``, after a warm-up. Every answer's status is
+  its own HTTP connection, send ``POST /v1/recall`` back to back (``k=10``)
+  for ``seconds``, after a warm-up. Every query text is new (one of ten
+  questions, a subject and a running number), so the server embeds every
+  query: its embedding cache never answers one. Every answer's status is
   checked; latency is measured per request from send to full body.
 * ``server_rss_mb``: the server's resident memory after seeding (idle) and the
   peak sampled during the load.
 
-Run from a checkout: ``python bench/bench_http.py [--quick]``.
+Run from a checkout: ``python bench/bench_http.py [--quick] [--workers N]``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ import sys
 from engramdb.server import ServerSettings, serve
 serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), admin_key="new",
       settings=ServerSettings(rate_limit_per_s=None, max_batch=1000),
-      log_level="warning", announce=lambda line: print(line, flush=True))
+      log_level="warning", announce=lambda line: print(line, flush=True),
+      workers=int(sys.argv[3]))
 """
 
 
@@ -67,9 +71,9 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def _start_server(path: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+def _start_server(path: Path, port: int, workers: int) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(path), str(port)],
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(path), str(port), str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     key = None
     deadline = time.monotonic() + 120
@@ -132,9 +136,11 @@ def _seed(url: str, key: str, n: int) -> float:
 
 
 def _rss_mb(pid: int) -> float:
+    """Resident memory of the server: its process and its worker processes."""
     import psutil
 
-    return psutil.Process(pid).memory_info().rss / 2**20
+    proc = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
 # -- the load generator (runs in its own process) ----------------------------------------
@@ -148,7 +154,9 @@ async def _client(url: str, key: str, until: float, warm_until: float, seed: int
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
         i = seed
         while time.perf_counter() < until:
-            body = {"query": QUERIES[i % len(QUERIES)], "k": 10}
+            body = {"query": f"{QUERIES[i % len(QUERIES)]} for "
+                             f"{SUBJECTS[(i // len(QUERIES)) % len(SUBJECTS)]} ({seed}.{i})",
+                    "k": 10}
             i += 1
             t0 = time.perf_counter()
             response = await http.post("/v1/recall", json=body)
@@ -166,8 +174,8 @@ async def _load(url: str, key: str, clients: int, seconds: float, warmup: float
     start = time.perf_counter()
     warm_until = start + warmup
     until = warm_until + seconds
-    await asyncio.gather(*(_client(url, key, until, warm_until, n, latencies, statuses)
-                           for n in range(clients)))
+    await asyncio.gather(*(_client(url, key, until, warm_until, n * 100_000, latencies,
+                                   statuses) for n in range(clients)))
     measured = time.perf_counter() - warm_until
     return {"latencies": latencies, "statuses": statuses, "seconds": measured}
 
@@ -178,16 +186,41 @@ def _load_main(argv: list[str]) -> None:
     print(json.dumps(asyncio.run(_load(url, key, clients, seconds, warmup))))
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the server and its worker processes."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
 def _run_load(url: str, key: str, clients: int, seconds: float, warmup: float,
               server_pid: int) -> tuple[dict[str, Any], float]:
     proc = subprocess.Popen([sys.executable, __file__, "_load", url, key, str(clients),
                              str(seconds), str(warmup)], stdout=subprocess.PIPE, text=True)
+    # Read its report while it runs: a report over the pipe's buffer (64 KB, a few
+    # thousand latencies) would otherwise block it, and us waiting for it, forever.
+    report: list[str] = []
+    reader = threading.Thread(target=lambda: report.append(proc.stdout.read()),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
     peak = 0.0
+    cpu = None
+    started = time.perf_counter()
     while proc.poll() is None:
         peak = max(peak, _rss_mb(server_pid))
+        if cpu is None and time.perf_counter() - started >= warmup:
+            cpu = _cpu_s(server_pid)  # the server's CPU from the end of the warm-up on
         time.sleep(0.25)
-    out, _ = proc.communicate()
-    return json.loads(out), peak
+    server_cpu = _cpu_s(server_pid) - (cpu if cpu is not None else 0.0)
+    reader.join()
+    result = json.loads(report[0])
+    result["server_cpu_s"] = server_cpu
+    return result, peak
 
 
 def _summary(result: dict[str, Any], clients: int) -> dict[str, Any]:
@@ -203,10 +236,13 @@ def _summary(result: dict[str, Any], clients: int) -> dict[str, Any]:
         "p95_ms": round(_percentile(lat, 95), 1),
         "p99_ms": round(_percentile(lat, 99), 1),
         "seconds": round(result["seconds"], 1),
+        # Load-independent: the server's CPU per answered recall (all its processes);
+        # 300 recalls/s need 300 times this of CPU each second.
+        "server_cpu_ms_per_recall": round(1000 * result["server_cpu_s"] / max(1, len(lat)), 2),
     }
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
     """Measure HTTP recall under load; ``quick`` uses a small corpus and short runs.
 
     Returns:
@@ -218,11 +254,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     seconds = 8.0 if quick else 30.0
     warmup = 2.0 if quick else 5.0
     out: dict[str, Any] = {"quick": quick, "memories": n, "cpus": os.cpu_count(),
-                           "server": "uvicorn, 1 worker, SQLite, local MiniLM embedder"}
+                           "load_start": os.getloadavg(),
+                           "server": f"uvicorn, {workers} worker(s), SQLite, local MiniLM "
+                                     "embedder, every query new"}
     with tempfile.TemporaryDirectory(prefix="engram-bench-http-") as tmp:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        proc, key = _start_server(Path(tmp) / "engram.db", port)
+        proc, key = _start_server(Path(tmp) / "engram.db", port, workers)
         try:
             _wait_healthy(url)
             out["seed_seconds"] = round(_seed(url, key, n), 1)
@@ -233,6 +271,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             loaded, peak = _run_load(url, key, 16, seconds, warmup, proc.pid)
             out["recall_16_clients"] = _summary(loaded, 16)
             out["server_rss_mb"] = {"idle": round(idle), "peak": round(max(peak, idle))}
+            out["load_end"] = os.getloadavg()
         finally:
             proc.terminate()
             try:
@@ -247,4 +286,6 @@ if __name__ == "__main__":
         _load_main(sys.argv[2:])
     else:
         sys.path.insert(0, str(ROOT / "src"))
-        print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+        workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv \
+            else 2
+        print(json.dumps(run(quick="--quick" in sys.argv, workers=workers), indent=2))

@@ -22,15 +22,19 @@ import engramdb
 from bench.scale import NAMESPACES, _measure, corpus, vectors
 
 
-def run(url: str, n: int, reps: int) -> dict[str, Any]:
+def run(url: str, n: int, reps: int, *, load: bool = True, time_it: bool = True
+        ) -> dict[str, Any]:
+    """Load ``n`` memories into ``url`` (unless ``load`` is false: already loaded) and time."""
     texts_all = corpus(n + reps)
     texts, queries = texts_all[:n], [" ".join(t.split()[:6]) for t in texts_all[-reps:]]
     db = engramdb.open(url)
+    load_s = index_s = 0.0
+    timings: dict[str, Any] = {}
     try:
         vec_all = vectors(n + reps, db.dimension or 384)
         vec, qv = vec_all[:n], vec_all[n:]
         start = time.perf_counter()
-        for i in range(0, n, 2000):
+        for i in range(0, n if load else 0, 2000):
             db.remember_many([{"text": texts[j], "namespace": f"scale/ns{j % NAMESPACES}",
                                "layer": "episodic", "embedding": vec[j].tolist()}
                               for j in range(i, min(n, i + 2000))])
@@ -38,7 +42,8 @@ def run(url: str, n: int, reps: int) -> dict[str, Any]:
         start = time.perf_counter()
         db.storage.wait_for_vector_index(timeout=3600)
         index_s = time.perf_counter() - start
-        timings = _measure(db, texts, vec, qv, queries, reps)
+        if time_it:
+            timings = _measure(db, texts, vec, qv, queries, reps)
     finally:
         db.close()
     return {"memories": n, "queries": reps, "load_s": round(load_s, 1),
@@ -51,6 +56,9 @@ def main() -> None:
     parser.add_argument("--memories", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--url", default=None, help="a PostgreSQL URL (default: embedded)")
+    parser.add_argument("--no-load", action="store_true",
+                        help="--url already holds these N memories (an earlier --no-time run)")
+    parser.add_argument("--no-time", action="store_true", help="load and index only")
     args = parser.parse_args()
     load = os.getloadavg()
     server = None
@@ -62,7 +70,8 @@ def main() -> None:
         server.start()
         url = server.fresh_database("scale_pg")
     try:
-        result = run(url, args.memories, args.queries)
+        result = run(url, args.memories, args.queries, load=not args.no_load,
+                     time_it=not args.no_time)
     finally:
         if server is not None:
             server.stop()

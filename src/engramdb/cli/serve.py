@@ -31,9 +31,12 @@ SERVER_EXTRA = "engramdb[server]"
               show_default=True, help="Who may read /metrics: an admin key, anyone, nobody.")
 @click.option("--docs", type=click.Choice(["off", "key", "public"]), default="off",
               show_default=True, help="Serve the interactive docs at /docs.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Server processes on the one port (use the cores; limits apply per "
+                   "worker).")
 @pass_env
 def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | None,
-          maintain_every: float, metrics: str, docs: str) -> None:
+          maintain_every: float, metrics: str, docs: str, workers: int) -> None:
     """Serve the database at --db over HTTP (needs engramdb[server]).
 
     Creates the database if it does not exist. The admin key is issued on the
@@ -59,7 +62,8 @@ def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | 
     settings = server.ServerSettings(maintain_every_s=maintain_every or None, metrics=metrics,
                                      docs=docs)
     run(env.target, host=host, port=port, settings=settings, admin_key=admin_key,
-        admin_key_file=admin_key_file, announce_key=lambda key: _announce_key(env, key))
+        admin_key_file=admin_key_file, announce_key=lambda key: _announce_key(env, key),
+        workers=workers)
 
 
 def _announce_key(env: Env, key: str) -> None:

@@ -11,12 +11,26 @@ ones with ``POST /v1/admin/keys/revoke``); ``"none"`` never issues one
 ``db.admin.create_key("admin")``). An issued key is written to
 ``admin_key_file`` (a new file, mode 0600) when one is given, otherwise shown
 once through ``announce_key``.
+
+Worker processes: ``workers=N`` (``engram serve --workers N``) runs N uvicorn
+worker processes on the one port, each with its own database handle, so
+requests use every core instead of queueing behind one interpreter (the GIL)
+and one embedding run at a time. The parent issues the admin key and runs the
+maintenance schedule; each worker is a fresh interpreter (uvicorn spawns it)
+that opens the database again, from a description in the environment
+(:func:`worker_app`), so the embedder must be given as a spec string. SQLite
+workers share the vector snapshot (a memory-mapped file); PostgreSQL workers
+share the server. Limits such as ``rate_limit_per_s`` and ``max_in_flight``
+apply per worker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -29,11 +43,14 @@ from engramdb.private_file import private_file
 from engramdb.server.app import create_app
 from engramdb.server.settings import ServerSettings
 
-__all__ = ["MaintenanceSchedule", "ensure_admin_key", "run", "serve"]
+__all__ = ["MaintenanceSchedule", "ensure_admin_key", "run", "serve", "worker_app"]
 
 log = logging.getLogger("engramdb.server")
 
 AdminKeyPolicy = Literal["auto", "new", "none"]
+
+# How serve() describes the database to its worker processes (JSON).
+WORKER_ENV = "ENGRAM_SERVE_WORKER"
 
 
 def ensure_admin_key(db: Database, policy: AdminKeyPolicy = "auto") -> str | None:
@@ -64,6 +81,7 @@ def serve(
     log_level: str = "info",
     announce: Callable[[str], None] = print,
     announce_key: Callable[[str], None] | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve a database over HTTP until interrupted (what ``engram serve`` runs).
 
@@ -78,14 +96,23 @@ def serve(
         log_level: uvicorn's log level.
         announce: Where the address (and, by default, the admin key) is printed.
         announce_key: Where an issued admin key is shown, if not ``announce``.
+        workers: server processes (see the module docstring); more than one
+            needs ``embedder`` as a spec string (``"default"`` included).
 
     Raises:
         MissingExtra: uvicorn is not installed (``pip install 'engramdb[server]'``).
         ConfigurationError: the port is in use or the address cannot be bound.
-        InvalidInput: ``admin_key_file`` exists already.
+        InvalidInput: ``admin_key_file`` exists already, ``workers`` is not a
+            positive integer, or ``workers > 1`` with an embedder object.
     """
     import uvicorn
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise InvalidInput("workers must be an integer from 1 to 64", field="workers")
+    if workers > 1 and not (embedder is None or isinstance(embedder, str)):
+        raise InvalidInput("workers > 1 needs the embedder as a spec string (each worker "
+                           "process opens the database again); pass e.g. 'local'",
+                           field="embedder")
     check_bindable(host, port)
     db = open_database(target, embedder=embedder)
     try:
@@ -104,12 +131,19 @@ def serve(
             f" (docs: http://{host}:{port}/docs)")
         announce(f"EngramDB serving {db.info().url} on http://{host}:{port}{docs}; "
                  f"inspector: http://{host}:{port}/ui")
-        app = create_app(db, settings=settings)
         schedule = MaintenanceSchedule(db, (settings or ServerSettings()).maintain_every_s)
         schedule.start()
         try:
-            uvicorn.run(app, host=host, port=port, log_level=log_level,
-                        timeout_graceful_shutdown=5)
+            if workers == 1:
+                uvicorn.run(create_app(db, settings=settings), host=host, port=port,
+                            log_level=log_level, timeout_graceful_shutdown=5)
+            else:
+                os.environ[WORKER_ENV] = json.dumps({
+                    "target": str(target), "embedder": embedder,
+                    "settings": dataclasses.asdict(settings or ServerSettings())})
+                uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers,
+                            host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=5)
         except SystemExit as exc:  # uvicorn exits 3 when it cannot start
             if exc.code in (0, None):
                 raise
@@ -120,6 +154,19 @@ def serve(
             schedule.stop()
     finally:
         db.close()
+
+
+def worker_app() -> Any:
+    """The ASGI app of one worker process of ``serve(workers=N)``.
+
+    uvicorn calls this in each worker it spawns; the database, embedder and
+    settings come from the description ``serve`` left in :data:`WORKER_ENV`.
+    The handle stays open for the process's life; its read-audit buffer is
+    flushed at exit.
+    """
+    spec = json.loads(os.environ[WORKER_ENV])
+    db = open_database(spec["target"], embedder=spec["embedder"])
+    return create_app(db, settings=ServerSettings(**spec["settings"]))
 
 
 def check_bindable(host: str, port: int) -> None:

@@ -172,6 +172,7 @@ class PostgresStorage(SqlStorage):
         self._text_candidates = max(1, int(text_candidates))
         self._stats = TermStats()
         self._lexemes: dict[str, tuple[str, ...]] = {}  # word -> its english lexemes
+        self._search_stats = knn.SearchStats()  # plans vector searches (knn.py)
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
@@ -559,7 +560,7 @@ class PostgresStorage(SqlStorage):
                 # Even the rarest word is in more memories than the budget: rank its
                 # matches among the newest memories only (row_id grows with each row).
                 window = int(self._text_candidates * stats.rows / expected)
-                recent = f"AND m.row_id > (SELECT max(row_id) FROM memories) - {window} "
+                recent = f"AND m.row_id + 0 > (SELECT max(row_id) FROM memories) - {window} "
             sql = (
                 f"SELECT {', '.join('m.' + c for c in cols)}, "
                 "ts_rank_cd(m.tsv, q.query) AS rank "

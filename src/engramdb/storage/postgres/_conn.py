@@ -154,9 +154,10 @@ def read_snapshot(store: Any) -> Iterator[None]:
         return
     with store._read_conn() as conn:
         try:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            # The snapshot is taken at the first query, not at BEGIN: take it now.
-            conn.execute("SELECT 1").fetchone()
+            with conn.pipeline():  # one round trip
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                # The snapshot is taken at the first query, not at BEGIN: take it now.
+                conn.execute("SELECT 1")
         except psycopg.Error as exc:
             store._failed(exc)
             raise translate(exc) from exc

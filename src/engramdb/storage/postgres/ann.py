@@ -128,17 +128,25 @@ class AnnIndexer:
             backoff = min(backoff * 2, 5.0)
 
     def _analyze_if_stale(self, conn: psycopg.Connection[Any]) -> None:
-        """ANALYZE ``memories`` when it changed a lot since the last statistics.
+        """ANALYZE ``memories`` when it changed a lot since the last statistics, and
+        the projection's ``namespace`` column when it did or has none.
 
         Autovacuum does this too, but only after its naptime (a minute by
         default); a freshly loaded table with no statistics gets plans that
-        ignore the HNSW index, so while idle we refresh them sooner.
+        ignore the HNSW index, and the vector search picks its strategy from
+        the namespace statistics, so while idle we refresh them sooner. Only
+        that column of the projection: statistics keep sample values in
+        ``pg_statistic``, which an erasure's purge does not rewrite.
         """
-        row = conn.execute(
-            "SELECT n_mod_since_analyze, GREATEST(c.reltuples, 0) FROM pg_stat_user_tables s "
-            "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = 'memories'").fetchone()
-        if row and row[0] >= max(1000, 0.1 * float(row[1])):
-            conn.execute("ANALYZE memories")
+        for table, what, fresh in (("memories", "memories", False),
+                                   ("memory_vectors_ann", "memory_vectors_ann (namespace)",
+                                    True)):
+            row = conn.execute(
+                "SELECT n_mod_since_analyze, GREATEST(c.reltuples, 0) FROM pg_stat_user_tables "
+                "s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s", [table]).fetchone()
+            if row and (row[0] >= max(1000, 0.1 * float(row[1]))
+                        or (fresh and row[0] > 0 and float(row[1]) == 0)):
+                conn.execute(f"ANALYZE {what}")
 
     def step(self, conn: psycopg.Connection[Any]) -> int:
         """Do one unit of indexing work; return how many vectors it indexed."""
@@ -177,9 +185,11 @@ class AnnIndexer:
                 "WITH batch AS ("
                 " SELECT id, version, vec, vseq FROM memory_vectors WHERE vseq > %s"
                 f" ORDER BY vseq LIMIT {BATCH} FOR SHARE NOWAIT),"
-                " ins AS (INSERT INTO memory_vectors_ann (id, version, vec)"
-                "  SELECT id, version, vec FROM batch"
-                "  ON CONFLICT (id, version) DO UPDATE SET vec = excluded.vec RETURNING 1)"
+                " ins AS (INSERT INTO memory_vectors_ann (id, version, vec, namespace)"
+                "  SELECT b.id, b.version, b.vec, m.namespace FROM batch b LEFT JOIN memories m"
+                "  ON m.id = b.id AND m.version = b.version"
+                "  ON CONFLICT (id, version) DO UPDATE SET vec = excluded.vec,"
+                "  namespace = excluded.namespace RETURNING 1)"
                 " UPDATE vector_index_state SET vseq = COALESCE((SELECT max(vseq) FROM batch),"
                 " vseq) WHERE id = 1 RETURNING (SELECT count(*) FROM ins)",
                 [mark],
@@ -192,18 +202,31 @@ class AnnIndexer:
             mark = int(scalar(conn, "SELECT COALESCE(max(vseq), 0) FROM memory_vectors"))
             conn.execute(
                 "CREATE TABLE memory_vectors_ann_next (id TEXT NOT NULL, version BIGINT NOT "
-                f"NULL, vec vector({dim}) NOT NULL)"
+                f"NULL, vec vector({dim}) NOT NULL, namespace TEXT)"
             )
+            # In namespace order: a scoped search reads one namespace's vectors from
+            # neighbouring pages (knn's exact scope path). The sort may use as much
+            # memory as the index build.
+            conn.execute(f"SET LOCAL work_mem = '{self._mwm}'")
             conn.execute(
-                "INSERT INTO memory_vectors_ann_next (id, version, vec) "
-                "SELECT id, version, vec FROM memory_vectors WHERE vseq <= %s", [mark])
+                "INSERT INTO memory_vectors_ann_next (id, version, vec, namespace) "
+                "SELECT v.id, v.version, v.vec, m.namespace FROM memory_vectors v "
+                "LEFT JOIN memories m ON m.id = v.id AND m.version = v.version "
+                "WHERE v.vseq <= %s ORDER BY m.namespace", [mark])
             moved = int(scalar(conn, "SELECT count(*) FROM memory_vectors_ann_next"))
             conn.execute("ALTER TABLE memory_vectors_ann_next ADD CONSTRAINT "
                          "memory_vectors_ann_next_pkey PRIMARY KEY (id, version)")
+            conn.execute("CREATE INDEX memory_vectors_ann_next_namespace "
+                         "ON memory_vectors_ann_next (namespace)")
+            # The graph over half-precision copies: half the size (it has to stay in
+            # shared buffers to be fast), and searches re-score with the full vectors.
             conn.execute(
                 f"CREATE INDEX {INDEX_NAME}_next ON memory_vectors_ann_next USING hnsw "
-                f"(vec vector_ip_ops) WITH (m = {self._m}, ef_construction = {self._ef})"
+                f"((vec::halfvec({dim})) halfvec_ip_ops) "
+                f"WITH (m = {self._m}, ef_construction = {self._ef})"
             )
+            # Statistics before the swap, so searches plan with them from its commit.
+            conn.execute("ANALYZE memory_vectors_ann_next (namespace)")
             # The swap. Writers lock memory_vectors before memory_vectors_ann (the
             # erasure trigger), so take them in that order: no deadlock. Writers and
             # searches queue behind these locks, so never wait long for them: on a
@@ -221,8 +244,9 @@ class AnnIndexer:
             conn.execute("ALTER INDEX memory_vectors_ann_next_pkey "
                          "RENAME TO memory_vectors_ann_pkey")
             conn.execute(f"ALTER INDEX {INDEX_NAME}_next RENAME TO {INDEX_NAME}")
+            conn.execute("ALTER INDEX memory_vectors_ann_next_namespace "
+                         "RENAME TO memory_vectors_ann_namespace")
             conn.execute("UPDATE vector_index_state SET vseq = %s WHERE id = 1", [mark])
-        conn.execute("ANALYZE memory_vectors_ann")
         return moved
 
 

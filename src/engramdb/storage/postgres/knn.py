@@ -4,18 +4,25 @@ One statement (one snapshot) searches the HNSW projection (:mod:`.ann`) with
 iterative scanning and, exactly, the vectors written since the projection's
 watermark; a search that still comes back short falls back to an exact scan
 over all filtered rows, so a filter never hides a match that exists. A search
-scoped to namespaces holding few current rows (:data:`SMALL_SCOPE_ROWS`) ranks
-them exactly instead: a B-tree walk of the scope beats an iterative graph scan
-past every other namespace's neighbours (one namespace of 20 took 140-190 ms
-at 100k memories through the graph). Batches
-of queries go a few hundred per statement (``LATERAL`` over ``VALUES``), or,
-for a small filtered set, ranked in process with one matrix product.
+scoped to namespaces holding few rows (:data:`SMALL_SCOPE_ROWS`, estimated
+from the planner's statistics of the projection's ``namespace`` column) ranks
+them exactly instead, from the projection alone (:func:`_scope_sql`): a graph
+scan would walk past every other namespace's neighbours (one namespace of 20
+took 140-190 ms at 100k memories through the graph), and looking each vector
+up by key from ``memories`` cost 5,000 index probes (65 ms). The settings
+(``hnsw.ef_search``, ``hnsw.iterative_scan``, no parallel workers: launching
+one cost 15 ms for an empty tail scan) travel in the same pipeline as the
+search, so a search is one round trip. Batches of queries go a few hundred
+per statement (``LATERAL`` over ``VALUES``), or, for a small filtered set,
+ranked in process with one matrix product.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,17 +32,19 @@ from psycopg_pool import PoolTimeout
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
 from engramdb.storage.postgres._conn import to_pyformat
+from engramdb.storage.postgres.ann import INDEX_NAME, scalar
 from engramdb.storage.postgres.errors import translate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, decode_row, memory_where
 
-__all__ = ["search_vector", "search_vectors"]
+__all__ = ["SearchStats", "search_vector", "search_vectors"]
 
 
 class PgPool(Protocol):
     """What the searches need from :class:`~engramdb.storage.postgres.PostgresStorage`."""
 
     dialect_impl: Dialect
+    _search_stats: SearchStats
 
     def _read_conn(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
@@ -49,21 +58,36 @@ _IN_PROCESS_MIN_QUERIES = 16
 _IN_PROCESS_MAX_ROWS = 20_000
 
 
-def _knn_sql(select: str, cond: str, n: int, query: str) -> tuple[str, str]:
+# The vectors written since the projection's watermark. The first bound is the
+# watermark as last read (it only grows), so the planner sees a constant and plans an
+# index scan of the few rows past it; the second is the watermark in this snapshot.
+_TAIL = "v.vseq > ? AND v.vseq > (SELECT vseq FROM vector_index_state WHERE id = 1)"
+_MARK_SQL = "SELECT vseq FROM vector_index_state WHERE id = 1"
+
+
+def _knn_sql(select: str, cond: str, n: int, query: str, half: int | None = None
+             ) -> tuple[str, str]:
     """The approximate and the exact nearest-neighbour SQL for the vector ``query``.
 
     ``query`` is ``?`` (a bound vector) or a column of an outer ``LATERAL`` row.
+    ``half``: the dimension, when the graph indexes half-precision copies
+    (``vec::halfvec(N)``, as :mod:`.ann` builds it): the graph orders by
+    those, the rows carry the full-precision distance. Parameters of the
+    approximate search: ``query``, filter params, ``query`` again if ``half``,
+    ``query``, the last watermark read, filter params (a bound ``query`` only
+    when it is ``?``).
     """
     # Unit vectors: ranking by inner product (<#> is its negative) is cosine ranking.
+    order = (f"a.vec::halfvec({half}) <#> ({query})::halfvec({half})" if half
+             else "distance")
     approximate = (
         f"(SELECT {select}, a.vec <#> {query} AS distance FROM memory_vectors_ann a "
         "JOIN memories m ON m.id = a.id AND m.version = a.version "
-        f"WHERE {cond} ORDER BY distance LIMIT {n}) "
+        f"WHERE {cond} ORDER BY {order} LIMIT {n}) "
         "UNION ALL "
         f"(SELECT {select}, v.vec <#> {query} AS distance FROM memory_vectors v "
         "JOIN memories m ON m.id = v.id AND m.version = v.version "
-        "WHERE v.vseq > (SELECT vseq FROM vector_index_state WHERE id = 1) "
-        f"AND {cond} ORDER BY distance LIMIT {n})"
+        f"WHERE {_TAIL} AND {cond} ORDER BY distance LIMIT {n})"
     )
     exact = (
         f"SELECT {select}, v.vec <#> {query} AS distance FROM memory_vectors v "
@@ -81,10 +105,13 @@ def _lateral(search: str, count: int) -> str:
 
 
 def _hnsw_settings(conn: psycopg.Connection[Any], n: int) -> None:
-    """HNSW search settings for this transaction: enough candidates for ``n`` hits."""
+    """Search settings for this transaction: enough HNSW candidates for ``n`` hits,
+    and no parallel workers (a search reads a few hundred rows; starting a worker
+    costs more than that, 15 ms measured for the usually empty unindexed tail)."""
     conn.execute(
         "SELECT set_config('hnsw.ef_search', %s, true), "
-        "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
+        "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+        "set_config('max_parallel_workers_per_gather', '0', true)",
         [str(min(1000, max(40, 2 * n)))],
     )
 
@@ -100,19 +127,93 @@ def _nearest_once(found: list[Any]) -> list[Any]:
 
 
 # A scoped search ranks its namespaces' rows exactly when they hold at most this many
-# current versions (counted through the partial index on current rows).
+# vectors (as estimated by the planner's statistics of memory_vectors_ann.namespace).
 SMALL_SCOPE_ROWS = 20_000
+_STATS_MAX_AGE_S = 60.0
 
 
-def _small_scope(conn: psycopg.Connection[Any], flt: RecallFilter) -> bool:
-    """Whether ``flt`` is a current read of few enough namespaces' rows to rank exactly."""
-    if flt.namespaces is None or flt.include_superseded or len(flt.namespaces) > 64:
-        return False
-    row = conn.execute(
-        "SELECT count(*) FROM (SELECT 1 FROM memories WHERE tx_to IS NULL "
-        f"AND namespace = ANY(%s) LIMIT {SMALL_SCOPE_ROWS + 1}) s",
-        [list(flt.namespaces)]).fetchone()
-    return row is not None and int(row[0]) <= SMALL_SCOPE_ROWS
+@dataclass
+class SearchStats:
+    """What plans a vector search: how many projected vectors each namespace holds,
+    from the planner's statistics, and the projection's watermark as last read.
+
+    The statistics are read from ``pg_stats`` (two catalog rows, once a
+    minute), so choosing a strategy costs no round trip; until the projection
+    has statistics, a bounded count of the scope's current rows decides
+    instead. The watermark is read again in the pipeline of every search.
+    """
+
+    rows: float = 0.0
+    common: dict[str, float] = field(default_factory=dict)  # namespace -> fraction of rows
+    rare: float = 0.0  # fraction of rows of any namespace not in ``common``
+    known: bool = False
+    loaded_at: float = -_STATS_MAX_AGE_S
+    mark: int = 0  # vector_index_state.vseq when last read (it never decreases)
+    half: bool = False  # the graph indexes vec::halfvec(N) (as ann.py builds it)
+
+    def refresh(self, conn: psycopg.Connection[Any]) -> None:
+        # Until the projection has statistics (a new table), look again sooner.
+        if time.monotonic() - self.loaded_at < (_STATS_MAX_AGE_S if self.known else 5.0):
+            return
+        row = conn.execute(
+            "SELECT GREATEST(c.reltuples, 0), s.most_common_vals::text::text[], "
+            "s.most_common_freqs, s.n_distinct FROM pg_class c LEFT JOIN pg_stats s "
+            "ON s.schemaname = current_schema() AND s.tablename = 'memory_vectors_ann' "
+            "AND s.attname = 'namespace' WHERE c.oid = 'memory_vectors_ann'::regclass"
+        ).fetchone()
+        rows, vals, freqs, distinct = row if row else (0.0, None, None, None)
+        self.rows = float(rows or 0.0)
+        self.common = dict(zip(vals or [], freqs or [], strict=False))
+        distinct = float(distinct or 0.0)
+        if distinct < 0:  # a fraction of the rows
+            distinct = -distinct * self.rows
+        others = max(1.0, distinct - len(self.common))
+        self.rare = max(0.0, 1.0 - sum(self.common.values())) / others
+        self.known = distinct > 0
+        self.mark = int(scalar(conn, _MARK_SQL) or 0)
+        self.half = bool(scalar(conn, "SELECT strpos(indexdef, 'halfvec') > 0 FROM pg_indexes "
+                                "WHERE indexname = %s", [INDEX_NAME]))
+        self.loaded_at = time.monotonic()
+
+    def small(self, conn: psycopg.Connection[Any], flt: RecallFilter) -> bool:
+        """Whether ``flt`` reads few enough namespaces' vectors to rank them exactly."""
+        if flt.namespaces is None or len(flt.namespaces) > 64:
+            return False
+        self.refresh(conn)
+        if self.known:
+            return sum(self.common.get(ns, self.rare) for ns in flt.namespaces
+                       ) * self.rows <= SMALL_SCOPE_ROWS
+        row = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM memories WHERE tx_to IS NULL "
+            f"AND namespace = ANY(%s) LIMIT {SMALL_SCOPE_ROWS + 1}) s",
+            [list(flt.namespaces)]).fetchone()
+        return row is not None and int(row[0]) <= SMALL_SCOPE_ROWS
+
+
+def _scope_sql(select: str, cond: str, n: int) -> str:
+    """Exact nearest rows of a few namespaces, read from the projection alone.
+
+    The scope's projected vectors are ranked by distance (an index scan of
+    ``memory_vectors_ann.namespace``; the rebuild stores them in namespace
+    order), and only the best ``8 n`` are joined to ``memories`` for the
+    filters, in distance order; the unindexed tail is searched as in the
+    graph path. If fewer than ``n`` rows pass, the caller asks the plain exact
+    search: then the answer is exact either way (the pool is an exact prefix
+    of the scope's ranking). Parameters: vector, namespaces, filter params,
+    vector, watermark, filter params.
+    """
+    pool = max(8 * n, 200)
+    return (
+        f"(SELECT {select}, c.distance FROM (SELECT a.id, a.version, a.vec <#> ? AS distance "
+        "FROM memory_vectors_ann a WHERE a.namespace = ANY(?) "
+        f"ORDER BY distance LIMIT {pool}) c "
+        "JOIN memories m ON m.id = c.id AND m.version = c.version "
+        f"WHERE {cond} ORDER BY c.distance LIMIT {n}) "
+        "UNION ALL "
+        f"(SELECT {select}, v.vec <#> ? AS distance FROM memory_vectors v "
+        "JOIN memories m ON m.id = v.id AND m.version = v.version "
+        f"WHERE {_TAIL} AND {cond} ORDER BY distance LIMIT {n})"
+    )
 
 
 def search_vector(
@@ -135,21 +236,31 @@ def search_vector(
     select = ", ".join("m." + c for c in cols)
     cond, params = memory_where(flt, store.dialect_impl)
     n = int(limit)
-    approximate, exact = _knn_sql(select, cond, n, "?")
+    stats = store._search_stats
     try:
         with store._read_conn() as conn:
-            if _small_scope(conn, flt):
+            stats.refresh(conn)
+            half = vec.size if stats.half else None
+            approximate, exact = _knn_sql(select, cond, n, "?", half)
+            if stats.small(conn, flt):
                 # A narrow scope: exact over its rows beats walking the graph past
                 # the other namespaces' neighbours (iterative scan) by far.
-                found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
+                sql = to_pyformat(_scope_sql(select, cond, n))
+                args = [vec, list(flt.namespaces or ()), *params, vec, stats.mark, *params]
             else:
+                sql = to_pyformat(approximate)
+                args = [vec, *params, *([vec] if half else []), vec, stats.mark, *params]
+            with conn.pipeline(), conn.transaction():  # one round trip
+                _hnsw_settings(conn, n)
+                cur = conn.execute(sql, args)
+                mark = conn.execute(_MARK_SQL)
+            found = _nearest_once(cur.fetchall())
+            stats.mark = int((mark.fetchone() or (0,))[0])
+            if len(found) < n:
                 with conn.pipeline(), conn.transaction():
                     _hnsw_settings(conn, n)
-                    found = conn.execute(to_pyformat(approximate),
-                                         [vec, *params, vec, *params]).fetchall()
-                found = _nearest_once(found)
-                if len(found) < n:
-                    found = conn.execute(to_pyformat(exact), [vec, *params]).fetchall()
+                    cur = conn.execute(to_pyformat(exact), [vec, *params])
+                found = cur.fetchall()
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc
@@ -176,7 +287,6 @@ def search_vectors(
     select = ", ".join("m." + c for c in cols)
     cond, params = memory_where(flt, store.dialect_impl)
     n = int(limit)
-    approximate, exact = _knn_sql(select, cond, n, "q.qv")
     found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
     try:
         with store._read_conn() as conn:
@@ -186,13 +296,17 @@ def search_vectors(
                 if exact_found is not None:
                     found = exact_found
                     vecs = []  # answered: skip the statements below
+            store._search_stats.refresh(conn)  # the watermark and graph, for the plan
+            approximate, exact = _knn_sql(select, cond, n, "q.qv", vecs[0].size
+                                          if vecs and store._search_stats.half else None)
             for start in range(0, len(vecs), _VECTORS_PER_STATEMENT):
                 chunk = range(start, min(len(vecs), start + _VECTORS_PER_STATEMENT))
                 with conn.pipeline(), conn.transaction():
                     _hnsw_settings(conn, n)
                     rows = conn.execute(
                         to_pyformat(_lateral(approximate, len(chunk))),
-                        [*(vecs[i] for i in chunk), *params, *params]).fetchall()
+                        [*(vecs[i] for i in chunk), *params, store._search_stats.mark,
+                         *params]).fetchall()
                 for r in rows:
                     found[start + int(r[0])].append(r[1:])
                 for i in chunk:
