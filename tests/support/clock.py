@@ -21,7 +21,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class WallClock:
-    """Stands in for the ``time`` module in ``engramdb.storage.sql``: ``time_ns``
+    """Stands in for the ``time`` module in ``engramdb.storage.sql_write``: ``time_ns``
     returns :attr:`now`; everything else is the real module's."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, start: datetime) -> None:
@@ -35,7 +35,7 @@ class WallClock:
             def __getattr__(self, name: str) -> Any:
                 return getattr(time, name)
 
-        monkeypatch.setattr("engramdb.storage.sql.time", _Time("time"))
+        monkeypatch.setattr("engramdb.storage.sql_write.time", _Time("time"))
 
     def at(self, when: datetime) -> None:
         assert when >= self.now, "the log's clock only goes forward"

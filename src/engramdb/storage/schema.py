@@ -183,6 +183,6 @@ TABLES: dict[str, TableSpec] = {
 # The configuration a write reads and acts on: who may write where, with which
 # settings and schemas. Every write that changes one of these tables moves
 # ``chain_head.config_tx`` to its transaction (migration 0023), so a writer may
-# keep their rows in memory while it has not moved (storage/sql.py).
+# keep their rows in memory while it has not moved (storage/sql.py, sql_write.py).
 CONFIG_TABLES = frozenset({"principals", "grants", "predicate_schemas", "namespace_settings",
                            "lifecycle_policies", "legal_holds"})
