@@ -10,9 +10,11 @@ database (the machine is shared; ratios travel better than absolute numbers):
   Baselines: ``recall(task, k=200)`` (the one search ``context`` used to run
   for a 4,000-token budget), ``recall(task, k=66)`` (the one it runs now) and
   ``recall(task, k=10)``, same embedding.
-* ``tool_outcome``: one outcome per call (its own transaction, SQLite
-  ``synchronous=FULL``), p50/p95 latency; baseline: ``remember`` of one
-  memory with a precomputed embedding. Both again with ``synchronous=NORMAL``
+* ``tool_outcome``: one outcome per call (its own transaction, deferred
+  durability: the default), and with ``durable=True`` (SQLite
+  ``synchronous=FULL``), p50/p95 latency; baselines: ``remember`` of one
+  memory with a precomputed embedding, and bare ``sqlite3`` one-row commits at
+  ``FULL`` and at ``NORMAL`` (the floors of the durable and deferred calls). Both again with ``synchronous=NORMAL``
   (no fsync per commit): the engine's own cost, apart from the disk's.
   Baseline for both: a bare ``sqlite3`` single-row commit (WAL, same
   ``synchronous``) on the same disk, taking turns with them: the fsync floor.
@@ -205,8 +207,13 @@ def main() -> None:
         hour0 = now.replace(minute=0, second=0, microsecond=0)  # before every "fetch" outcome
         vec = probe.vectors(1)[0]
         bare = _Bare(Path(tmp) / "bare.db", "FULL")
-        one, rem, raw = _alternating([
-            lambda: me.tool_outcome("fetch", True, latency_ms=12.0),
+        bare_normal = _Bare(Path(tmp) / "bare-deferred.db", "NORMAL")
+        # Deferred outcomes beside their floor, then the durable writes beside theirs
+        # (apart: a durable write's fsync in the same loop stalls the next write).
+        one, raw_normal = _alternating([
+            lambda: me.tool_outcome("fetch", True, latency_ms=12.0), bare_normal], args.single)
+        durable, rem, raw = _alternating([
+            lambda: me.tool_outcome("fetch", True, latency_ms=12.0, durable=True),
             lambda: me.remember("a single note", layer="episodic", embedding=vec),
             bare], args.single)
         t = time.perf_counter()
@@ -230,6 +237,10 @@ def main() -> None:
         report["tool_outcome"] = {
             "single_p50_ms": round(statistics.median(one), 2),
             "single_p95_ms": round(_pct(one, 95), 2),
+            "durable_p50_ms": round(statistics.median(durable), 2),
+            "durable_p95_ms": round(_pct(durable, 95), 2),
+            "bare_sqlite_normal_commit_p50_ms": _p(raw_normal)["p50_ms"],
+            "bare_sqlite_normal_commit_p95_ms": _p(raw_normal)["p95_ms"],
             "remember_p50_ms": round(statistics.median(rem), 2),
             "remember_p95_ms": round(_pct(rem, 95), 2),
             "batched_per_s": round(batched), "remember_many_per_s": round(many),

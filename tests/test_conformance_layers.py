@@ -191,6 +191,26 @@ def test_tool_stats_match_a_hand_computed_expectation(db: Any) -> None:
         a.tool_outcome("web_search", True, latency_ms=-1)
 
 
+def test_outcomes_are_recorded_alike_deferred_or_durable(db: Any) -> None:
+    # Durability is when the call returns, not what it records: both count.
+    (a,) = agents(db, "alice")
+    a.tool_outcome("fetch", True, latency_ms=5)
+    a.tool_outcome("fetch", False, error="429", durable=True)
+    a.procedure("triage", "read the ticket, then the logs")
+    a.procedure_outcome("triage", 1, True)
+    a.procedure_outcome("triage", 1, False, durable=True)
+    (st,) = a.tool_stats("fetch")
+    assert (st.calls, st.successes, st.errors) == (2, 1, (("429", 1),))
+    (proc,) = a.procedures()
+    assert [(v.version, v.uses, v.successes) for v in proc.versions] == [(1, 2, 1)]
+    for bad in ("yes", 1):
+        with pytest.raises(InvalidInput, match="durable"):
+            a.tool_outcome("fetch", True, durable=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="durable"):
+            a.procedure_outcome("triage", 1, True, durable=bad)  # type: ignore[arg-type]
+    assert a.tool_stats("fetch")[0].calls == 2  # the refused calls wrote nothing
+
+
 @pytest.mark.uses("verify")
 def test_tool_stats_since_a_time_count_whole_hours_and_the_edge(db: Any, monkeypatch) -> None:
     # Answered from the hourly aggregate: whole hours after ``since`` plus the

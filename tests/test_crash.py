@@ -27,10 +27,11 @@ WORKER = Path(__file__).parent / "support" / "workers.py"
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
-def _run_and_kill(path: Path, acks_before_kill: int, extra_delay_s: float) -> list[str]:
+def _run_and_kill(path: Path, acks_before_kill: int, extra_delay_s: float,
+                  mode: str = "remember-stream") -> list[str]:
     """Start the writer, SIGKILL it, return every complete line it printed."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, str(WORKER), "remember-stream", str(path)],
+    proc = subprocess.Popen([sys.executable, str(WORKER), mode, str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     lines: list[str] = []
     enough = threading.Event()
@@ -109,3 +110,25 @@ def test_sigkill_mid_stream_keeps_every_acknowledged_write(
         after = db.remember("written after the crash", namespace="crash/after")
         assert db.get(after.id).text == "written after the crash"
         assert db.verify().ok
+
+
+@pytest.mark.parametrize(("acks_before_kill", "extra_delay_s"), [(5, 0.0), (300, 0.05)])
+def test_sigkill_keeps_every_acknowledged_deferred_outcome(
+        tmp_path: Path, acks_before_kill: int, extra_delay_s: float) -> None:
+    # A deferred tool outcome returns before its flush; the process dying right
+    # after must still lose none (only the machine crashing could).
+    path = tmp_path / "engram.db"
+    lines = _run_and_kill(path, acks_before_kill, extra_delay_s, mode="outcome-stream")
+    assert lines[0] == "ready"
+    outcomes = [int(line.split()[1]) for line in lines[1:] if line.startswith("outcome ")]
+    remembered = [line.split()[1] for line in lines[1:] if line.startswith("one ")]
+    assert len(outcomes) + len(remembered) >= acks_before_kill
+    with engramdb.open(path, embedder=None) as db:
+        assert db.verify().ok
+        (fetch,) = db.tool_stats("fetch")
+        # Every acknowledged outcome is counted, plus at most the one in flight.
+        assert len(outcomes) <= fetch.calls <= len(outcomes) + 1
+        acked_ok = sum(1 for n in outcomes if n % 3 != 0)
+        assert acked_ok <= fetch.successes <= acked_ok + 1
+        for mid in remembered:
+            assert db.get(mid).text.startswith("stream note")

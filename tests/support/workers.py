@@ -27,7 +27,7 @@ from typing import Any
 import engramdb
 from engramdb import VersionConflict
 
-__all__ = ["cas_worker", "remember_stream"]
+__all__ = ["cas_worker", "outcome_stream", "remember_stream"]
 
 
 def cas_worker(path: str, agent: str, ids: list[str], quota: int, seed: int,
@@ -104,7 +104,31 @@ def remember_stream(path: str) -> None:
                 print(f"tx {group} {' '.join(ids)}", file=out, flush=True)
 
 
+def outcome_stream(path: str) -> None:
+    """Record deferred tool outcomes forever; print ``outcome <n>`` after each returns.
+
+    Every tenth is a durable ``remember`` instead (``one <id>``), so deferred and
+    durable commits interleave in the WAL as they do in an agent's loop.
+    """
+    out = sys.stdout
+    with engramdb.open(path, embedder=None) as db:
+        db.admin.create_agent("worker")
+        me = db.as_agent("worker")
+        print("ready", file=out, flush=True)
+        n = 0
+        while True:
+            n += 1
+            if n % 10 == 0:
+                m = me.remember(f"stream note {n}", metadata={"group": n, "size": 1})
+                print(f"one {m.id}", file=out, flush=True)
+            else:
+                me.tool_outcome("fetch", n % 3 != 0, latency_ms=float(n % 50))
+                print(f"outcome {n}", file=out, flush=True)
+
+
+_MODES = {"remember-stream": remember_stream, "outcome-stream": outcome_stream}
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "remember-stream":
-        sys.exit("usage: workers.py remember-stream PATH")
-    remember_stream(sys.argv[2])
+    if len(sys.argv) != 3 or sys.argv[1] not in _MODES:
+        sys.exit(f"usage: workers.py {'|'.join(_MODES)} PATH")
+    _MODES[sys.argv[1]](sys.argv[2])

@@ -151,12 +151,14 @@ def extract(env: Env, session: str, namespace: str | None) -> None:
 @click.option("--error", default=None)
 @click.option("--metadata", default=None, help="JSON object.")
 @click.option("-n", "--namespace", default=None)
+@click.option("--durable", is_flag=True, help="Wait until it is on disk (see docs/layers.md).")
 @pass_env
 def tool_outcome(env: Env, tool: str, outcome: str, latency_ms: float | None,
-                 error: str | None, metadata: str | None, namespace: str | None) -> None:
+                 error: str | None, metadata: str | None, namespace: str | None,
+                 durable: bool) -> None:
     """Record that a call of TOOL went ok or failed."""
     env.session().tool_outcome(tool, outcome == "ok", latency_ms=latency_ms, error=error,
-                               metadata=_meta(metadata), namespace=namespace)
+                               metadata=_meta(metadata), namespace=namespace, durable=durable)
     if env.json:
         env.emit_json({"ok": True})
     else:
@@ -223,11 +225,13 @@ def procedure(env: Env, name: str, text: str, namespace: str | None,
 @click.argument("version", type=int)
 @click.argument("outcome", type=OK)
 @click.option("-n", "--namespace", default=None, help="Where the procedure lives.")
+@click.option("--durable", is_flag=True, help="Wait until it is on disk (see docs/layers.md).")
 @pass_env
 def procedure_outcome(env: Env, name: str, version: int, outcome: str,
-                      namespace: str | None) -> None:
+                      namespace: str | None, durable: bool) -> None:
     """Record that following VERSION of procedure NAME went ok or failed."""
-    env.session().procedure_outcome(name, version, outcome == "ok", namespace=namespace)
+    env.session().procedure_outcome(name, version, outcome == "ok", namespace=namespace,
+                                    durable=durable)
     if env.json:
         env.emit_json({"ok": True})
     else:

@@ -154,10 +154,11 @@ class LayerCalls:
 
     def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
                      error: str | None = None, metadata: Mapping[str, Any] | None = None,
-                     namespace: str | None = None) -> None:
+                     namespace: str | None = None, durable: bool = False) -> None:
         """Record a tool outcome; see ``Session.tool_outcome``."""
         self._run(tool_outcome(tool, ok, {"latency_ms": latency_ms, "error": error,
-                                          "metadata": metadata, "namespace": namespace}))
+                                          "metadata": metadata, "namespace": namespace,
+                                          "durable": durable}))
 
     def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int:
         """Record many tool outcomes at once; see ``Session.tool_outcomes``."""
@@ -176,9 +177,10 @@ class LayerCalls:
                                                 "expected_version": expected_version}))
 
     def procedure_outcome(self, name: str, version: int, ok: bool, *,
-                          namespace: str | None = None) -> None:
+                          namespace: str | None = None, durable: bool = False) -> None:
         """Record a procedure outcome; see ``Session.procedure_outcome``."""
-        self._run(procedure_outcome(name, version, ok, {"namespace": namespace}))
+        self._run(procedure_outcome(name, version, ok,
+                                    {"namespace": namespace, "durable": durable}))
 
     def procedures(self, namespace: str = "**") -> list[ProcedureInfo]:
         """Procedures with per-version stats; see ``Session.procedures``."""
@@ -245,10 +247,11 @@ class AsyncLayerCalls:
     async def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
                            error: str | None = None,
                            metadata: Mapping[str, Any] | None = None,
-                           namespace: str | None = None) -> None:
+                           namespace: str | None = None, durable: bool = False) -> None:
         """Record a tool outcome; see ``Session.tool_outcome``."""
         await self._run(tool_outcome(tool, ok, {"latency_ms": latency_ms, "error": error,
-                                                "metadata": metadata, "namespace": namespace}))
+                                                "metadata": metadata, "namespace": namespace,
+                                                "durable": durable}))
 
     async def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int:
         """Record many tool outcomes at once; see ``Session.tool_outcomes``."""
@@ -268,9 +271,10 @@ class AsyncLayerCalls:
                                                       "expected_version": expected_version}))
 
     async def procedure_outcome(self, name: str, version: int, ok: bool, *,
-                                namespace: str | None = None) -> None:
+                                namespace: str | None = None, durable: bool = False) -> None:
         """Record a procedure outcome; see ``Session.procedure_outcome``."""
-        await self._run(procedure_outcome(name, version, ok, {"namespace": namespace}))
+        await self._run(procedure_outcome(name, version, ok,
+                                          {"namespace": namespace, "durable": durable}))
 
     async def procedures(self, namespace: str = "**") -> list[ProcedureInfo]:
         """Procedures with per-version stats; see ``Session.procedures``."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from engramdb.audit.tool_stats import HOURLY_COLUMNS, KEY_COLUMNS, aggregate
 from engramdb.codec import new_id
-from engramdb.engine.rows import EngineConfig, _short, check_metadata
+from engramdb.engine.rows import EngineConfig, _short, check_bool, check_metadata
 from engramdb.errors import InvalidInput
 from engramdb.model import check_namespace
 from engramdb.storage.base import Effect, Insert, Update, WriteTx
@@ -39,8 +39,7 @@ def check_outcome(author: str, config: EngineConfig, tool: Any, ok: Any, latency
     if name is None:
         raise InvalidInput("tool must be a non-empty string of at most 200 characters",
                            field="tool")
-    if not isinstance(ok, bool):
-        raise InvalidInput("ok must be true or false", field="ok")
+    check_bool(ok, "ok")
     if latency_ms is not None and (isinstance(latency_ms, bool)
                                    or not isinstance(latency_ms, (int, float))
                                    or not math.isfinite(latency_ms)

@@ -36,9 +36,9 @@ from engramdb.model import (
     to_utc,
 )
 
-__all__ = ["EngineConfig", "PrincipalInfo", "check_count", "check_id", "check_idempotency_key",
-           "check_name", "check_reason", "conflict_from_row", "decision_from_row", "grant_from_row",
-           "memory_from_row", "names", "validate_draft"]
+__all__ = ["EngineConfig", "PrincipalInfo", "check_bool", "check_count", "check_id",
+           "check_idempotency_key", "check_name", "check_reason", "conflict_from_row",
+           "decision_from_row", "grant_from_row", "memory_from_row", "names", "validate_draft"]
 
 # Integers go into 64-bit SQL columns; a larger one is refused as input, not
 # left to overflow in the driver.
@@ -312,6 +312,13 @@ def check_count(value: Any, what: str) -> int:
     """A non-negative integer that fits a 64-bit column (a seq, tx or version)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT64:
         raise InvalidInput(f"{what} must be an integer from 0 to {MAX_INT64}", field=what)
+    return value
+
+
+def check_bool(value: Any, what: str) -> bool:
+    """True or false, nothing else (not 1, not "yes")."""
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be true or false", field=what)
     return value
 
 

@@ -630,14 +630,15 @@ class Session:
 
     def tool_outcome(self, tool: str, ok: bool, *, latency_ms: float | None = None,
                      error: str | None = None, metadata: Mapping[str, Any] | None = None,
-                     namespace: str | None = None) -> None:
+                     namespace: str | None = None, durable: bool = False) -> None:
         """Record one tool call's outcome (in ``agents/<you>`` unless ``namespace``).
 
-        Batch many with :meth:`tool_outcomes` (or ``tx.tool_outcome`` in a transaction).
+        Deferred durability unless ``durable``: returns before the disk flush, which
+        follows within 0.2 s (docs/layers.md). Batch many with :meth:`tool_outcomes`.
         """
         self._svc.layers.procedures.tool_outcome(self._caller, tool, ok, latency_ms=latency_ms,
                                                  error=error, metadata=metadata,
-                                                 namespace=namespace)
+                                                 namespace=namespace, durable=durable)
 
     def tool_outcomes(self, outcomes: Sequence[Mapping[str, Any]]) -> int:
         """Record many tool outcomes in one transaction (all or nothing).
@@ -673,10 +674,10 @@ class Session:
                                                      expected_version=expected_version)
 
     def procedure_outcome(self, name: str, version: int, ok: bool, *,
-                          namespace: str | None = None) -> None:
-        """Record one use of a procedure version (the procedure in ``namespace``)."""
+                          namespace: str | None = None, durable: bool = False) -> None:
+        """Record one use of a procedure version; deferred like :meth:`tool_outcome`."""
         self._svc.layers.procedures.procedure_outcome(self._caller, name, version, ok,
-                                                      namespace=namespace)
+                                                      namespace=namespace, durable=durable)
 
     def procedures(self, namespace: str = "**") -> list[ProcedureInfo]:
         """Procedures you may read, with outcome statistics per version."""

@@ -26,6 +26,7 @@ import numpy as np
 from engramdb.model import Event, RecallFilter
 
 __all__ = [
+    "DEFERRED_FLUSH_S",
     "Effect",
     "Head",
     "Insert",
@@ -42,6 +43,11 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
+
+#: The longest a deferred write (``write(durable=False)``) waits to be flushed to
+#: disk. PostgreSQL's WAL writer flushes asynchronous commits on its own clock
+#: (``wal_writer_delay``, 200 ms by default).
+DEFERRED_FLUSH_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +254,22 @@ class Storage(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def write(self, actor: str, *, wait: bool = True) -> AbstractContextManager[WriteTx]:
+    def write(self, actor: str, *, wait: bool = True, durable: bool = True
+              ) -> AbstractContextManager[WriteTx]:
         """A serialised write transaction; commits on normal exit, else rolls back.
 
         Args:
             actor: who writes (for the backend's own bookkeeping).
             wait: wait for the write lock up to the backend's timeout (default);
                 ``False`` takes it only if it is free right now.
+            durable: return once the commit is on disk (default). ``False``
+                commits without waiting for the flush (deferred durability, for
+                cheap telemetry such as tool outcomes): the write survives a
+                crash of the process at once, and a crash of the machine once it
+                is flushed, by the next durable write or within
+                :data:`DEFERRED_FLUSH_S`. A machine crash before then loses the
+                newest deferred writes whole: a suffix of the log, never part of
+                a transaction, never one a durable write came after.
 
         Raises:
             Busy: the lock was not free in time (nothing was written; retryable).

@@ -66,11 +66,12 @@ class SqlStorage(Storage):
         """A context manager yielding a connection for reads."""
         raise NotImplementedError
 
-    def _write_conn(self, wait: bool = True) -> Any:
+    def _write_conn(self, wait: bool = True, durable: bool = True) -> Any:
         """A context manager yielding a connection inside a locked write transaction.
 
         ``wait=False``: fail with :class:`~engramdb.errors.Busy` at once if another
-        writer holds the lock.
+        writer holds the lock. ``durable=False``: commit without waiting for the
+        flush (see :meth:`Storage.write`).
         """
         raise NotImplementedError
 
@@ -89,8 +90,9 @@ class SqlStorage(Storage):
     # -- writes ------------------------------------------------------------
 
     @contextmanager
-    def write(self, actor: str, *, wait: bool = True) -> Iterator[SqlWriteTx]:
-        with self._write_conn(wait) as conn:
+    def write(self, actor: str, *, wait: bool = True, durable: bool = True
+              ) -> Iterator[SqlWriteTx]:
+        with self._write_conn(wait, durable) as conn:
             lock = self.dialect_impl.lock_head if wait else self.dialect_impl.lock_head_now
             cur = self._exec(
                 conn, "SELECT seq, hash, tx, recorded_at, config_tx FROM chain_head WHERE id = 1"

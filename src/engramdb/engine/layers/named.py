@@ -38,9 +38,9 @@ class LayerService:
         self._res = res
         self._trust = trust
 
-    def _write(self, c: Caller, fn: Callable[[Writer], T]) -> T:
+    def _write(self, c: Caller, fn: Callable[[Writer], T], *, durable: bool = True) -> T:
         """Run ``fn`` with a writer for ``c`` inside one write transaction."""
-        with self._res.storage.write(c.name) as w:
+        with self._res.storage.write(c.name, durable=durable) as w:
             return fn(Writer(c, self._trust, w))
 
 _LIVE = ("active", "quarantined")

@@ -27,7 +27,7 @@ from engramdb.engine.layers.named import LayerService, check_name, find_named, u
 from engramdb.engine.outcomes import check_outcome, write_outcomes
 from engramdb.engine.recall import Recall
 from engramdb.engine.resources import Resources
-from engramdb.engine.rows import _short, check_count, check_text
+from engramdb.engine.rows import _short, check_bool, check_count, check_text
 from engramdb.engine.trust import TrustEngine
 from engramdb.engine.writes import Writer
 from engramdb.errors import InvalidInput, NotFound, VersionConflict
@@ -98,17 +98,18 @@ class Procedures(LayerService):
 
     def tool_outcome(self, s: Caller, tool: str, ok: bool, *, latency_ms: float | None,
                      error: str | None, metadata: Mapping[str, Any] | None,
-                     namespace: str | None) -> None:
+                     namespace: str | None, durable: bool = False) -> None:
         row = check_outcome(s.name, self._res.config, tool, ok, latency_ms, error, metadata,
                             namespace)
-        self._write_outcomes(s, [row])
+        self._write_outcomes(s, [row], durable=check_bool(durable, "durable"))
 
-    def _write_outcomes(self, s: Caller, rows: list[dict[str, Any]]) -> None:
+    def _write_outcomes(self, s: Caller, rows: list[dict[str, Any]], *,
+                        durable: bool = True) -> None:
         # The only compare-and-swap in an outcome write is on the aggregate rows: a
         # writer that counted the same rows first wins; count again on top of it.
         for attempt in range(3):
             try:
-                self._write(s, lambda wr: write_outcomes(wr, rows))
+                self._write(s, lambda wr: write_outcomes(wr, rows), durable=durable)
                 return
             except VersionConflict:
                 if attempt == 2:
@@ -262,11 +263,11 @@ class Procedures(LayerService):
             session=None, metadata={}, expected_version=expected_version, vector=vector))
 
     def procedure_outcome(self, s: Caller, name: str, version: int, ok: bool, *,
-                          namespace: str | None) -> None:
+                          namespace: str | None, durable: bool = False) -> None:
         name = check_name(name, "name")
         check_count(version, "version")
-        if not isinstance(ok, bool):
-            raise InvalidInput("ok must be true or false", field="ok")
+        check_bool(ok, "ok")
+        check_bool(durable, "durable")
         ns = check_namespace(namespace if namespace is not None
                              else f"agents/{s.name}")
         mine = f"agents/{s.name}"
@@ -288,7 +289,7 @@ class Procedures(LayerService):
             wr._commit("procedure.outcome", mine, cur["id"],
                        [Insert("procedure_outcomes", row)], {"name": name})
 
-        self._write(s, write)
+        self._write(s, write, durable=durable)
 
     def procedures(self, s: Caller, *, namespace: str) -> list[ProcedureInfo]:
         spaces = s.readable(namespace, None)

@@ -266,7 +266,7 @@ class PostgresStorage(SqlStorage):
         return read_snapshot(self)
 
     @contextmanager
-    def _write_conn(self, wait: bool = True) -> Iterator[_TxConn]:
+    def _write_conn(self, wait: bool = True, durable: bool = True) -> Iterator[_TxConn]:
         if getattr(self._local, "writing", False):
             raise StorageError(
                 "a write transaction is already open in this thread; nest work inside it "
@@ -276,7 +276,7 @@ class PostgresStorage(SqlStorage):
         self._local.writing = True
         try:
             with self._get_pool().connection() as conn, conn.pipeline() as pipeline, \
-                    transaction(conn, pipeline, self._durable_sql):
+                    transaction(conn, pipeline, self._durable_sql, durable=durable):
                 yield _TxConn(conn, pipeline)
                 committing = True
         except (psycopg.Error, PoolTimeout) as exc:

@@ -83,13 +83,18 @@ def durability_barrier(conn: psycopg.Connection[Any]) -> str:
 
 @contextmanager
 def transaction(conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline,
-                barrier: str) -> Iterator[None]:
+                barrier: str, *, durable: bool = True) -> Iterator[None]:
     """One write transaction in ``pipeline``; with a ``barrier``, released early.
 
     The transaction commits with ``synchronous_commit = off`` (COMMIT returns
     once its record is in the WAL buffers, releasing the chain lock) and the
     barrier follows COMMIT in the same round trip, so the block's caller is
     acknowledged only once the WAL is flushed past it. An error rolls back.
+
+    ``durable=False`` (a deferred write) leaves the barrier out: the WAL writer
+    flushes the commit within ``wal_writer_delay``, or the next barrier does.
+    Only with a barrier: ``head`` and ``events`` run it, so the log still never
+    shows a deferred write before it is flushed.
     """
     conn.execute("BEGIN")
     if barrier:
@@ -102,6 +107,6 @@ def transaction(conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline,
             pipeline.sync()
         raise
     conn.execute("COMMIT")
-    if barrier:
+    if barrier and durable:
         conn.execute(barrier)
     pipeline.sync()

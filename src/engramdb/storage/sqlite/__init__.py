@@ -1,7 +1,8 @@
 """The embedded backend: one SQLite file, WAL, serialised writers.
 
 Durability: ``synchronous=FULL`` by default, so a write is acknowledged only
-once its COMMIT is on disk. Writers take ``BEGIN IMMEDIATE``, which is the
+once its COMMIT is on disk; a deferred write (``durable=False``) commits at
+``NORMAL`` and is flushed by :mod:`.flush`. Writers take ``BEGIN IMMEDIATE``, which is the
 single lock point of the audit chain; any number of processes may open the
 same file. Full text is FTS5 (kept by triggers), vectors are an in-process
 exact index (:mod:`.vectors`) refreshed from the file before each search.
@@ -29,6 +30,7 @@ from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
+from engramdb.storage.sqlite.flush import DeferredFlush
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
@@ -77,6 +79,7 @@ class SQLiteStorage(SqlStorage):
         self._erased_tx = 0
         self._closed = False
         self._pid = os.getpid()
+        self._flush = DeferredFlush(self.path + "-wal")
 
     # -- connections -------------------------------------------------------
 
@@ -137,6 +140,7 @@ class SQLiteStorage(SqlStorage):
         self._all_conns = []
         self._conns_lock = threading.Lock()
         self._vindex = None
+        self._flush = DeferredFlush(self.path + "-wal")  # the parent's timer stays there
 
     @contextmanager
     def _read_conn(self) -> Iterator[sqlite3.Connection]:
@@ -164,13 +168,24 @@ class SQLiteStorage(SqlStorage):
                 conn.execute("COMMIT")  # read-only: nothing to keep or lose
 
     @contextmanager
-    def _write_conn(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write_conn(self, wait: bool = True, durable: bool = True
+                    ) -> Iterator[sqlite3.Connection]:
         conn = self._conn("writer")
         if conn.in_transaction:
             raise StorageError(
                 "a write transaction is already open in this thread; nest work inside it "
                 "instead of opening another"
             )
+        deferred = not durable and self._synchronous != "NORMAL"
+        if deferred:  # the WAL is written at COMMIT, not synced: DeferredFlush syncs it
+            conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self._write_conn(wait) as inner:
+                    yield inner
+            finally:
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._flush.schedule()
+            return
         if wait:
             self._exec(conn, "BEGIN IMMEDIATE")
         else:  # take the lock only if it is free now
@@ -231,6 +246,7 @@ class SQLiteStorage(SqlStorage):
 
     def close(self) -> None:
         self._closed = True
+        self._flush.now()  # deferred writes are on disk once the database is closed
         with self._conns_lock:
             for conn in self._all_conns:
                 with suppress(sqlite3.Error):
