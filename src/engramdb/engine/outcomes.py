@@ -72,6 +72,9 @@ def stats_effects(w: WriteTx, outcomes: Sequence[dict[str, Any]]) -> list[Effect
                                  "tool": sorted({k[2] for k in counted})}
         if hourly:
             where["hour"] = sorted({k[3] for k in counted})
+        # kind too: without it the key's prefix ends at the tool (or hour), and the
+        # read walks every latency bin and error of that tool to find a few labels.
+        where["kind"] = sorted({k[-2] for k in counted})
         where["label"] = sorted({k[-1] for k in counted})
         current = {k: r for r in w.fetch(table, where)
                    if (k := tuple(r[c] for c in columns)) in counted}
