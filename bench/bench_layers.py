@@ -14,7 +14,9 @@ database (the machine is shared; ratios travel better than absolute numbers):
   durability: the default), and with ``durable=True`` (SQLite
   ``synchronous=FULL``), p50/p95 latency; baselines: ``remember`` of one
   memory with a precomputed embedding, and bare ``sqlite3`` one-row commits at
-  ``FULL`` and at ``NORMAL`` (the floors of the durable and deferred calls). Both again with ``synchronous=NORMAL``
+  ``FULL`` and at ``NORMAL`` (the floors of the durable and deferred calls),
+  and a loop burning the deferred call's median CPU time without I/O (on a
+  shared machine, the scheduler's share of a p95). Both again with ``synchronous=NORMAL``
   (no fsync per commit): the engine's own cost, apart from the disk's.
   Baseline for both: a bare ``sqlite3`` single-row commit (WAL, same
   ``synchronous``) on the same disk, taking turns with them: the fsync floor.
@@ -210,8 +212,22 @@ def main() -> None:
         bare_normal = _Bare(Path(tmp) / "bare-deferred.db", "NORMAL")
         # Deferred outcomes beside their floor, then the durable writes beside theirs
         # (apart: a durable write's fsync in the same loop stalls the next write).
-        one, raw_normal = _alternating([
-            lambda: me.tool_outcome("fetch", True, latency_ms=12.0), bare_normal], args.single)
+        # Third baseline: a loop burning the CPU time a deferred outcome takes (median,
+        # thread CPU time), no I/O: on a busy machine its p95 is the scheduler's.
+        cpu: list[float] = []
+        for _ in range(200):
+            c = time.thread_time()
+            me.tool_outcome("fetch", True, latency_ms=12.0)
+            cpu.append(time.thread_time() - c)
+        cpu_s = statistics.median(cpu)
+
+        def burn() -> None:
+            c = time.thread_time()
+            while time.thread_time() - c < cpu_s:
+                pass
+        one, raw_normal, burned = _alternating([
+            lambda: me.tool_outcome("fetch", True, latency_ms=12.0), bare_normal, burn],
+            args.single)
         durable, rem, raw = _alternating([
             lambda: me.tool_outcome("fetch", True, latency_ms=12.0, durable=True),
             lambda: me.remember("a single note", layer="episodic", embedding=vec),
@@ -239,6 +255,9 @@ def main() -> None:
             "single_p95_ms": round(_pct(one, 95), 2),
             "durable_p50_ms": round(statistics.median(durable), 2),
             "durable_p95_ms": round(_pct(durable, 95), 2),
+            "cpu_ms_median": round(cpu_s * 1000, 3),
+            "same_cpu_loop_p50_ms": _p(burned)["p50_ms"],
+            "same_cpu_loop_p95_ms": _p(burned)["p95_ms"],
             "bare_sqlite_normal_commit_p50_ms": _p(raw_normal)["p50_ms"],
             "bare_sqlite_normal_commit_p95_ms": _p(raw_normal)["p95_ms"],
             "remember_p50_ms": round(statistics.median(rem), 2),
