@@ -157,13 +157,16 @@ class SqlWriteTx(WriteTx):
         return self._storage._exec(self._conn, sql, params)
 
     def _buffer(self, table: str, sql: str, params: Sequence[Any]) -> None:
+        self._buffer_many(table, sql, [params])
+
+    def _buffer_many(self, table: str, sql: str, rows: list[Sequence[Any]]) -> None:
         self._reads.pop(table, None)
         runs = self._buffered.setdefault(table, [])
         if runs and runs[-1][0] == sql:
-            runs[-1][1].append(params)
+            runs[-1][1].extend(rows)
         else:
-            runs.append((sql, [params]))
-        self._buffered_rows += 1
+            runs.append((sql, rows))
+        self._buffered_rows += len(rows)
         if self._buffered_rows >= self.FLUSH_AT:
             self.flush()
 
@@ -230,7 +233,44 @@ class SqlWriteTx(WriteTx):
         subject_ref: str | None,
         payload: Mapping[str, Any],
     ) -> Event:
-        salt = os.urandom(16)
+        prev = self._head.hash
+        event, payload_row = self._chain(kind, actor, namespace, subject_ref, payload,
+                                         os.urandom(16))
+        self._buffer("events", _EVENT_INSERT, event)
+        self._buffer("event_payloads", _PAYLOAD_INSERT, payload_row)
+        seq, tx, _, _, _, recorded_at, _, commit, _, digest = event
+        return Event(
+            seq=seq,
+            tx=tx,
+            kind=kind,
+            namespace=namespace,
+            actor=actor,
+            recorded_at=from_micros(recorded_at),  # type: ignore[arg-type]
+            subject_ref=subject_ref,
+            payload=payload,
+            commitment=commit,
+            prev_hash=prev,
+            hash=digest,
+        )
+
+    def log_many(self, kind: str, *, actor: str,
+                 events: Sequence[tuple[str | None, str | None, Mapping[str, Any]]]) -> None:
+        """:meth:`log` for each event, buffered as two runs (a batch of memories)."""
+        salts = os.urandom(16 * len(events))
+        rows: list[Sequence[Any]] = []
+        payloads: list[Sequence[Any]] = []
+        for i, (namespace, subject_ref, payload) in enumerate(events):
+            event, payload_row = self._chain(kind, actor, namespace, subject_ref, payload,
+                                             salts[16 * i:16 * i + 16])
+            rows.append(event)
+            payloads.append(payload_row)
+        if rows:
+            self._buffer_many("events", _EVENT_INSERT, rows)
+            self._buffer_many("event_payloads", _PAYLOAD_INSERT, payloads)
+
+    def _chain(self, kind: str, actor: str, namespace: str | None, subject_ref: str | None,
+               payload: Mapping[str, Any], salt: bytes) -> tuple[list[Any], list[Any]]:
+        """Append one event to the chain: its ``events`` and ``event_payloads`` rows."""
         try:
             body = canonical(payload)
         except (TypeError, ValueError) as exc:
@@ -249,25 +289,10 @@ class SqlWriteTx(WriteTx):
             "commitment": commit,
         }
         digest = chain_hash(self._head.hash, envelope)
-        self._buffer("events", _EVENT_INSERT, [
-            seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
-            self._head.hash, digest])
-        self._buffer("event_payloads", _PAYLOAD_INSERT, [seq, salt, body.decode("utf-8")])
-        prev = self._head.hash
+        event = [seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
+                 self._head.hash, digest]
         self._head = Head(seq, digest, self.tx, self.recorded_at)
-        return Event(
-            seq=seq,
-            tx=self.tx,
-            kind=kind,
-            namespace=namespace,
-            actor=actor,
-            recorded_at=from_micros(self.recorded_at),  # type: ignore[arg-type]
-            subject_ref=subject_ref,
-            payload=payload,
-            commitment=commit,
-            prev_hash=prev,
-            hash=digest,
-        )
+        return event, [seq, salt, body.decode("utf-8")]
 
     def append_raw(self, event: RawEvent) -> None:
         if event.seq != self._head.seq + 1 or event.prev_hash != self._head.hash:
