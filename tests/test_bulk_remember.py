@@ -11,6 +11,7 @@ before. Runs on SQLite and PostgreSQL with the real embedder and judge.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -22,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engramdb
-from engramdb.codec import canonical
+from engramdb.codec import canonical, chain_hash
 from engramdb.engine import import_database
 
 PAST = "2026-01-05T10:00:00Z"
@@ -206,3 +207,26 @@ def test_canonical_refuses_what_json_cannot_carry() -> None:
     # A refusal leaves nothing behind: the same list encodes once the loop is gone.
     looped.clear()
     assert canonical([looped, looped]) == b"[[],[]]"
+
+
+_NAME = st.text(min_size=1, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_NAME, _NAME, st.none() | _NAME, st.none() | _NAME,
+       st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1), st.integers(0, 2**63 - 1))
+def test_a_chain_hash_covers_the_canonical_envelope(
+        kind: str, actor: str, namespace: str | None, ref: str | None, seq: int, tx: int,
+        at: int) -> None:
+    """Envelopes are written without the encoder; the hash is over the same bytes."""
+    envelope = {"seq": seq, "tx": tx, "kind": kind, "namespace": namespace, "actor": actor,
+                "recorded_at": at, "subject_ref": ref, "commitment": "ab" * 32}
+    prev = "cd" * 32
+    try:
+        body = json.dumps(envelope, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: refused either way
+        with pytest.raises(UnicodeEncodeError):
+            chain_hash(prev, envelope)
+        return
+    assert chain_hash(prev, envelope) == hashlib.sha256(bytes.fromhex(prev) + body).hexdigest()

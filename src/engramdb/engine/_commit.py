@@ -110,11 +110,15 @@ def commit_each(w: WriteTx, kind: str, actor: str,
     effects: list[Effect] = []
     events: list[tuple[str | None, str | None, dict[str, Any]]] = []
     for namespace, subject_ref, inserts in writes:
-        if any(type(e) is not Insert for e in inserts):
-            raise ValueError("commit_each takes writes that only insert; use commit")
+        logged = []
+        for e in inserts:
+            if type(e) is not Insert:
+                raise ValueError("commit_each takes writes that only insert; use commit")
+            # effect_to_dict's form; a row that is a dict already is encoded, not copied.
+            logged.append({"op": "insert", "table": e.table,
+                           "row": e.row if type(e.row) is dict else dict(e.row)})
         effects.extend(inserts)
-        events.append((namespace, subject_ref,
-                       {"effects": [effect_to_dict(e) for e in inserts]}))
+        events.append((namespace, subject_ref, {"effects": logged}))
     with telemetry.span("engram.commit", {"engram.event.kind": kind,
                                           "engram.effects": len(effects),
                                           "engram.events": len(events)}):

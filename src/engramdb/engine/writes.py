@@ -36,7 +36,7 @@ from engramdb.engine.rows import (
     check_validity,
     draft_to_row,
     memory_from_row,
-    validate_draft,
+    validate_fields,
 )
 from engramdb.engine.trust import _FREE_TEXT_LAYERS, TrustEngine
 from engramdb.errors import (
@@ -86,13 +86,9 @@ def make_draft(caller: Caller, **fields: Any) -> MemoryDraft:
     """A validated draft for ``caller`` (default namespace: its private one)."""
     if fields.get("namespace") is None:
         fields["namespace"] = f"agents/{caller.name}"
-    try:
-        # A given embedding (list, tuple or array) becomes a read-only float32
-        # array in validate_draft: the form it is searched and stored in.
-        draft = MemoryDraft(**fields)
-    except TypeError as exc:
-        raise InvalidInput(f"unexpected memory field: {exc}") from exc
-    return validate_draft(draft, caller.res.config, caller.res.dimension)
+    # A given embedding (list, tuple or array) becomes a read-only float32 array in
+    # validate_fields: the form it is searched and stored in.
+    return validate_fields(fields, caller.res.config, caller.res.dimension)
 
 
 def update_changes(text: Any, fields: Mapping[str, Any], cfg: EngineConfig) -> dict[str, Any]:
