@@ -121,9 +121,11 @@ def commit_each(w: WriteTx, kind: str, actor: str,
         events.append((namespace, subject_ref, {"effects": logged}))
     with telemetry.span("engram.commit", {"engram.event.kind": kind,
                                           "engram.effects": len(effects),
-                                          "engram.events": len(events)}):
+                                          "engram.events": len(events)}) as sp:
         w.apply(effects)
         w.log_many(kind, actor=actor, events=events)
+        sp.set("engram.event.seq", w.head.seq)  # the last of them
+        sp.set("engram.decisions.stale", 0)
         telemetry.logged(kind, len(events))
     if put:
         w.put_vectors(put)
