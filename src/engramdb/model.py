@@ -131,6 +131,8 @@ def check_namespace(namespace: str) -> str:
     Raises:
         InvalidNamespace: empty, a glob, bad characters, or too deep.
     """
+    if type(namespace) is str and namespace in _VALID_NAMESPACES:
+        return namespace  # checked before (a batch names a few namespaces many times)
     if not isinstance(namespace, str) or not namespace:
         raise InvalidNamespace(
             "namespace must be a non-empty slash path such as 'acme/research'",
@@ -145,7 +147,12 @@ def check_namespace(namespace: str) -> str:
             f"at most {MAX_NAMESPACE_DEPTH} segments",
             field="namespace",
         )
+    if type(namespace) is str and len(_VALID_NAMESPACES) < 10_000:
+        _VALID_NAMESPACES.add(namespace)
     return namespace
+
+
+_VALID_NAMESPACES: set[str] = set()  # namespaces check_namespace accepted (bounded)
 
 
 def check_glob(pattern: str) -> str:

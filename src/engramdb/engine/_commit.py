@@ -29,7 +29,7 @@ from engramdb import telemetry
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Insert, Update, WriteTx, effect_to_dict
 
-__all__ = ["Vectors", "commit", "mark_stale", "next_version"]
+__all__ = ["Vectors", "commit", "commit_each", "mark_stale", "next_version"]
 
 
 class Vectors:
@@ -89,6 +89,46 @@ def commit(w: WriteTx, kind: str, actor: str, namespace: str | None, subject_ref
             for memory_id, old, new in vectors.carry:
                 w.copy_vector(memory_id, old, new)
     return event
+
+
+def commit_each(w: WriteTx, kind: str, actor: str,
+                writes: Sequence[tuple[str | None, str | None, Sequence[Insert]]], *,
+                put: Sequence[tuple[str, int, np.ndarray]] = ()) -> None:
+    """:func:`commit` of each write in order, in bulk: writes that only insert rows.
+
+    Each ``(namespace, subject_ref, inserts)`` gets its own ``kind`` event carrying
+    its effects, exactly as one :func:`commit` call each would log it; ``put`` are
+    the new versions' vectors. Rows only inserted close no version, so no decision
+    turns stale and there is nothing to carry: the derived steps are the vectors.
+    The rows are applied before the events are appended (one call each, not one
+    per write); the state, the log and the chain are the same, and a failure rolls
+    the whole transaction back either way.
+
+    Raises:
+        ValueError: a write holds an ``Update`` (use :func:`commit`).
+    """
+    effects: list[Effect] = []
+    events: list[tuple[str | None, str | None, dict[str, Any]]] = []
+    for namespace, subject_ref, inserts in writes:
+        logged = []
+        for e in inserts:
+            if type(e) is not Insert:
+                raise ValueError("commit_each takes writes that only insert; use commit")
+            # effect_to_dict's form; a row that is a dict already is encoded, not copied.
+            logged.append({"op": "insert", "table": e.table,
+                           "row": e.row if type(e.row) is dict else dict(e.row)})
+        effects.extend(inserts)
+        events.append((namespace, subject_ref, {"effects": logged}))
+    with telemetry.span("engram.commit", {"engram.event.kind": kind,
+                                          "engram.effects": len(effects),
+                                          "engram.events": len(events)}) as sp:
+        w.apply(effects)
+        w.log_many(kind, actor=actor, events=events)
+        sp.set("engram.event.seq", w.head.seq)  # the last of them
+        sp.set("engram.decisions.stale", 0)
+        telemetry.logged(kind, len(events))
+    if put:
+        w.put_vectors(put)
 
 
 def next_version(w: WriteTx, cur: Mapping[str, Any], changes: Mapping[str, Any]

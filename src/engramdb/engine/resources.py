@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 from engramdb.codec import from_micros
-from engramdb.engine._commit import Vectors, commit
+from engramdb.engine._commit import Vectors, commit, commit_each
 from engramdb.engine.read_audit import ReadAudit
 from engramdb.engine.rows import EngineConfig, PrincipalInfo
 from engramdb.model import Event, MemoryDraft
 from engramdb.policy.judge import Judge
 from engramdb.retrieval.chat import ChatLLM, llm_from_env
 from engramdb.retrieval.rank import FusionWeights
-from engramdb.storage.base import Effect, RawEvent, Storage, WriteTx
+from engramdb.storage.base import Effect, Insert, RawEvent, Storage, WriteTx
 
 __all__ = ["ADMIN", "Resources", "event_from_raw"]
 
@@ -102,6 +102,12 @@ class Resources:
         vectors = (Vectors(put=put, carry=carry, embedded=self.embedder is not None)
                    if put or carry else None)
         return commit(w, kind, actor, namespace, subject_ref, effects, extra, vectors=vectors)
+
+    def commit_each(self, w: WriteTx, kind: str, actor: str,
+                    writes: Sequence[tuple[str | None, str | None, Sequence[Insert]]], *,
+                    put: Sequence[tuple[str, int, np.ndarray]] = ()) -> None:
+        """:func:`engramdb.engine._commit.commit_each`: one event per write, in bulk."""
+        commit_each(w, kind, actor, writes, put=put)
 
     # -- typed readers of current state ---------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +38,8 @@ from engramdb.model import (
 
 __all__ = ["EngineConfig", "PrincipalInfo", "check_bool", "check_count", "check_id",
            "check_idempotency_key", "check_name", "check_reason", "conflict_from_row",
-           "decision_from_row", "grant_from_row", "memory_from_row", "names", "validate_draft"]
+           "decision_from_row", "grant_from_row", "memory_from_row", "names", "validate_draft",
+           "validate_fields"]
 
 # Integers go into 64-bit SQL columns; a larger one is refused as input, not
 # left to overflow in the driver.
@@ -147,7 +148,7 @@ def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
     if isinstance(embedding, np.ndarray) and embedding.dtype == np.float32:
         # Already the stored form (the embedder's output, a batch's rows): nothing
         # can overflow in a cast, so the float64 detour below is skipped.
-        vec = embedding.reshape(-1)
+        vec = embedding if embedding.ndim == 1 else embedding.reshape(-1)
     else:
         try:
             # Checked in float64 first: a value beyond float32's range would become
@@ -175,9 +176,10 @@ def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
     # One dot product answers both checks: NaN or infinity anywhere makes it
     # non-finite (and an overflow of the squares sends it to the slow check).
     sq = float(np.dot(vec, vec))
-    if not np.isfinite(sq) and not np.all(np.isfinite(vec)):
+    finite = math.isfinite(sq)
+    if not finite and not np.all(np.isfinite(vec)):
         raise InvalidInput("embedding contains NaN or infinity", field="embedding")
-    norm = float(np.linalg.norm(vec)) if not np.isfinite(sq) or sq == 0.0 else sq ** 0.5
+    norm = float(np.linalg.norm(vec)) if not finite or sq == 0.0 else sq ** 0.5
     if norm == 0.0:
         raise InvalidInput("embedding must not be all zeros", field="embedding")
     return vec / norm
@@ -191,31 +193,54 @@ def check_validity(valid_from: Any, valid_to: Any) -> tuple[datetime | None, dat
     return vf, vt
 
 
+_DRAFT_FIELDS = frozenset(MemoryDraft.__slots__)
+# What MemoryDraft(...) fills in for a field not given (metadata: an empty dict).
+_DRAFT_DEFAULTS: dict[str, Any] = {f.name: {} if f.name == "metadata" else f.default
+                   for f in fields(MemoryDraft) if f.name != "text" and f.name != "namespace"}
+
+
 def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | None) -> MemoryDraft:
     """Check every field of a draft; return it normalised.
 
     Raises:
         InvalidInput: (or a subclass) naming the field and what to do.
     """
-    text = check_text(draft.text, config)
-    namespace = check_namespace(draft.namespace)
-    layer = check_layer(draft.layer)
-    metadata = check_metadata(draft.metadata, config)
-    subject = _short(draft.subject, "subject")
-    predicate = _short(draft.predicate, "predicate")
+    return validate_fields({f: getattr(draft, f) for f in MemoryDraft.__slots__}, config,
+                           dimension)
+
+
+def validate_fields(given: Mapping[str, Any], config: EngineConfig, dimension: int | None
+                    ) -> MemoryDraft:
+    """:func:`validate_draft` of the draft ``MemoryDraft(**given)``, built once, checked.
+
+    Raises:
+        InvalidInput: a field a memory does not have, or (a subclass) a bad value,
+            naming the field and what to do.
+    """
+    if not _DRAFT_FIELDS.issuperset(given):
+        unknown = sorted(str(k) for k in given if k not in _DRAFT_FIELDS)
+        raise InvalidInput(f"unexpected memory field {', '.join(unknown)}; a memory has "
+                           f"{', '.join(MemoryDraft.__slots__)}", field=unknown[0])
+    d = {**_DRAFT_DEFAULTS, **given}
+    text = check_text(d.get("text"), config)
+    namespace = check_namespace(d.get("namespace"))  # type: ignore[arg-type]
+    layer = check_layer(d["layer"])
+    metadata = check_metadata(d["metadata"], config)
+    subject = _short(d["subject"], "subject")
+    predicate = _short(d["predicate"], "predicate")
     if predicate is not None and subject is None:
         raise InvalidInput("an assertion needs a subject as well as a predicate", field="subject")
-    value = check_json(draft.value, what="value") if draft.value is not None else None
+    value = check_json(d["value"], what="value") if d["value"] is not None else None
     if value is not None and predicate is None:
         raise InvalidInput("value belongs to an assertion: give subject and predicate too",
                            field="value")
-    vf, vt = check_validity(draft.valid_from, draft.valid_to)
-    embedding = check_embedding(draft.embedding, dimension)
+    vf, vt = check_validity(d["valid_from"], d["valid_to"])
+    embedding = check_embedding(d["embedding"], dimension)
     if embedding is not None:
         # Kept as the float32 array it is stored as (no per-float conversion);
         # read-only, as the frozen draft holding it. Never part of a hash.
         embedding.flags.writeable = False
-    key = check_idempotency_key(draft.idempotency_key)
+    key = check_idempotency_key(d["idempotency_key"])
     return MemoryDraft(
         text=text,
         namespace=namespace,
@@ -224,13 +249,13 @@ def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | No
         predicate=predicate,
         value=value,
         metadata=metadata,
-        importance=_unit(draft.importance, "importance"),
-        confidence=_unit(draft.confidence, "confidence"),
-        source=_short(draft.source, "source"),
-        session=_short(draft.session, "session"),
+        importance=_unit(d["importance"], "importance"),
+        confidence=_unit(d["confidence"], "confidence"),
+        source=_short(d["source"], "source"),
+        session=_short(d["session"], "session"),
         valid_from=vf,
         valid_to=vt,
-        expires_at=to_utc(draft.expires_at, what="expires_at"),
+        expires_at=to_utc(d["expires_at"], what="expires_at"),
         embedding=embedding,  # type: ignore[arg-type]
         idempotency_key=key,
     )

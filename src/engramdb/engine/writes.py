@@ -36,7 +36,7 @@ from engramdb.engine.rows import (
     check_validity,
     draft_to_row,
     memory_from_row,
-    validate_draft,
+    validate_fields,
 )
 from engramdb.engine.trust import _FREE_TEXT_LAYERS, TrustEngine
 from engramdb.errors import (
@@ -86,13 +86,9 @@ def make_draft(caller: Caller, **fields: Any) -> MemoryDraft:
     """A validated draft for ``caller`` (default namespace: its private one)."""
     if fields.get("namespace") is None:
         fields["namespace"] = f"agents/{caller.name}"
-    try:
-        # A given embedding (list, tuple or array) becomes a read-only float32
-        # array in validate_draft: the form it is searched and stored in.
-        draft = MemoryDraft(**fields)
-    except TypeError as exc:
-        raise InvalidInput(f"unexpected memory field: {exc}") from exc
-    return validate_draft(draft, caller.res.config, caller.res.dimension)
+    # A given embedding (list, tuple or array) becomes a read-only float32 array in
+    # validate_fields: the form it is searched and stored in.
+    return validate_fields(fields, caller.res.config, caller.res.dimension)
 
 
 def update_changes(text: Any, fields: Mapping[str, Any], cfg: EngineConfig) -> dict[str, Any]:
@@ -273,6 +269,19 @@ class Writer:
 
     def remember(self, draft: MemoryDraft, vector: np.ndarray | None,
                  item: BatchItem | None = None) -> Memory:
+        planned = self._plan_remember(draft, vector, item)
+        if isinstance(planned, Memory):
+            return planned
+        ref, effects, put, carry, memory = planned
+        self._commit("memory.remembered", draft.namespace, ref, effects, put=put, carry=carry)
+        return memory
+
+    def _plan_remember(self, draft: MemoryDraft, vector: np.ndarray | None,
+                       item: BatchItem | None
+                       ) -> Memory | tuple[str, list[Any], list[Any], tuple[Any, ...], Memory]:
+        """What remembering ``draft`` writes: (the event's subject, effects, vectors put,
+        vectors carried, the memory returned); or the memory an idempotent retry
+        returns (nothing to write)."""
         s = self.s
         if draft.namespace not in self._may_write:
             s.require("write", draft.namespace)
@@ -297,21 +306,54 @@ class Writer:
         effects: list[Any] = list(plan.effects)
         effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
         put = [] if vector is None else [(row["id"], row["version"], vector)]
-        self._commit("memory.remembered", draft.namespace, row["id"], effects, put=put,
-                     carry=plan.carry)
-        if blind:
-            # No read grant: what the namespace's policy made of the write is a read.
-            return write_receipt(memory_from_row(submitted), draft)
-        return plan.memory()
+        # No read grant: what the namespace's policy made of the write is a read.
+        memory = (write_receipt(memory_from_row(submitted), draft) if blind
+                  else plan.memory())
+        return row["id"], effects, put, plan.carry, memory
 
     def remember_many(self, drafts: Sequence[MemoryDraft], vectors: Sequence[np.ndarray | None],
                       batch: FreeTextBatch | None) -> list[Memory]:
-        """Remember each draft in order, with free-text candidates ``batch`` found for all."""
-        if batch is None:
-            return [self.remember(d, v) for d, v in zip(drafts, vectors, strict=True)]
-        self._trust.settle_batch(self.w, batch)
-        return [self.remember(d, v, BatchItem(batch, i))
-                for i, (d, v) in enumerate(zip(drafts, vectors, strict=True))]
+        """Remember each draft in order, with free-text candidates ``batch`` found for all.
+
+        One event per memory, in order, as :meth:`remember` logs it. A run of plain
+        memories (what :func:`preparable` admits: no key, no assertion, not checked
+        for free-text rivals) only inserts rows no later plan reads, so it is
+        committed in bulk (:meth:`Resources.commit_each`) before the next memory
+        that may read them is planned, or at the end.
+        """
+        if batch is not None:
+            self._trust.settle_batch(self.w, batch)
+        out: list[Memory] = []
+        held: list[tuple[str | None, str | None, Sequence[Insert]]] = []
+        held_put: list[tuple[str, int, np.ndarray]] = []
+        for i, (d, v) in enumerate(zip(drafts, vectors, strict=True)):
+            item = None if batch is None else BatchItem(batch, i)
+            if not preparable(d):
+                self._commit_held(held, held_put)
+                out.append(self.remember(d, v, item))
+                continue
+            planned = self._plan_remember(d, v, item)
+            if isinstance(planned, Memory):  # pragma: no cover - a replay needs a key
+                out.append(planned)
+                continue
+            ref, effects, put, carry, memory = planned
+            if carry or not all(type(e) is Insert for e in effects):
+                self._commit_held(held, held_put)
+                self._commit("memory.remembered", d.namespace, ref, effects, put=put,
+                             carry=carry)
+            else:
+                held.append((d.namespace, ref, effects))
+                held_put.extend(put)
+            out.append(memory)
+        self._commit_held(held, held_put)
+        return out
+
+    def _commit_held(self, held: list[tuple[str | None, str | None, Sequence[Insert]]],
+                     put: list[tuple[str, int, np.ndarray]]) -> None:
+        if held:
+            self._res.commit_each(self.w, "memory.remembered", self.s.name, held, put=put)
+            held.clear()
+            put.clear()
 
     def _current(self, memory_id: str, action: str) -> dict[str, Any]:
         if not isinstance(memory_id, str) or not memory_id:

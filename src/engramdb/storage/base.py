@@ -190,6 +190,17 @@ class WriteTx(ABC):
     ) -> Event:
         """Append one hash-chained event to the log."""
 
+    def log_many(self, kind: str, *, actor: str,
+                 events: Sequence[tuple[str | None, str | None, Mapping[str, Any]]]) -> None:
+        """:meth:`log` for each ``(namespace, subject_ref, payload)`` in order.
+
+        The same events, hashes and chain as one :meth:`log` call each; a backend
+        may append them in bulk (a ``remember_many`` logs one event per memory).
+        """
+        for namespace, subject_ref, payload in events:
+            self.log(kind, actor=actor, namespace=namespace, subject_ref=subject_ref,
+                     payload=payload)
+
     @abstractmethod
     def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         """Store embeddings for ``(memory id, version)`` pairs (a derived index)."""

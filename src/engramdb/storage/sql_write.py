@@ -57,12 +57,12 @@ def _layout(spec: TableSpec) -> tuple[frozenset[str], frozenset[str]]:
 
 def encode_row(spec: TableSpec, row: Mapping[str, Any]) -> dict[str, Any]:
     allowed, json_cols = _layout(spec)
-    if not row.keys() <= allowed:
+    if not allowed.issuperset(row):
         col = next(c for c in row if c not in allowed)
         raise StorageError(f"table {spec.name} has no column {col!r}")
     out = dict(row)
-    for col in json_cols & out.keys():
-        value = out[col]
+    for col in json_cols:
+        value = out.get(col)
         if value is not None:
             # An empty object is by far the most common metadata: skip the encoder.
             out[col] = "{}" if value == {} else json_dumps(value, what=col)
@@ -157,13 +157,16 @@ class SqlWriteTx(WriteTx):
         return self._storage._exec(self._conn, sql, params)
 
     def _buffer(self, table: str, sql: str, params: Sequence[Any]) -> None:
+        self._buffer_many(table, sql, [params])
+
+    def _buffer_many(self, table: str, sql: str, rows: list[Sequence[Any]]) -> None:
         self._reads.pop(table, None)
         runs = self._buffered.setdefault(table, [])
         if runs and runs[-1][0] == sql:
-            runs[-1][1].append(params)
+            runs[-1][1].extend(rows)
         else:
-            runs.append((sql, [params]))
-        self._buffered_rows += 1
+            runs.append((sql, rows))
+        self._buffered_rows += len(rows)
         if self._buffered_rows >= self.FLUSH_AT:
             self.flush()
 
@@ -186,20 +189,32 @@ class SqlWriteTx(WriteTx):
             if spec.name in CONFIG_TABLES:
                 self._config_changed = True
             if isinstance(effect, Insert):
-                row = encode_row(spec, effect.row)
-                if "row_tx" in spec.bookkeeping:
-                    row["row_tx"] = self.tx
-                if "words" in spec.bookkeeping:  # the ranking's word counts (storage/words.py)
-                    row["words"] = stored_words(row.get("text"))
-                self._buffer(spec.name, _insert_sql(spec.name, tuple(row)), list(row.values()))
-            elif isinstance(effect, Update):
-                run = same_update_run(effects, i)
-                self._update(spec, run)
-                i += len(run)
+                # A run of inserts into one table with the same columns (a batch's
+                # memories) is buffered at once.
+                row_tx, words = "row_tx" in spec.bookkeeping, "words" in spec.bookkeeping
+                cols = tuple(effect.row)
+                rows: list[Sequence[Any]] = []
+                while True:
+                    row = encode_row(spec, effect.row)
+                    if row_tx:
+                        row["row_tx"] = self.tx
+                    if words:  # the ranking's word counts (storage/words.py)
+                        row["words"] = stored_words(row.get("text"))
+                    rows.append(list(row.values()))
+                    i += 1
+                    if i == len(effects):
+                        break
+                    effect = effects[i]
+                    if (type(effect) is not Insert or effect.table != spec.name
+                            or tuple(effect.row) != cols):
+                        break
+                self._buffer_many(spec.name, _insert_sql(spec.name, tuple(row)), rows)
                 continue
-            else:  # pragma: no cover - Effect is a closed union
+            if not isinstance(effect, Update):  # pragma: no cover - a closed union
                 raise StorageError(f"unknown effect {effect!r}")
-            i += 1
+            run = same_update_run(effects, i)
+            self._update(spec, run)
+            i += len(run)
         self._effects_applied = self._effects_applied or bool(effects)
 
     def _update(self, spec: TableSpec, run: Sequence[Update]) -> None:
@@ -230,14 +245,57 @@ class SqlWriteTx(WriteTx):
         subject_ref: str | None,
         payload: Mapping[str, Any],
     ) -> Event:
-        salt = os.urandom(16)
+        prev = self._head.hash
+        event, payload_row = self._chain(kind, actor, namespace, subject_ref, payload,
+                                         os.urandom(16), self._head.seq + 1, prev)
+        self._buffer("events", _EVENT_INSERT, event)
+        self._buffer("event_payloads", _PAYLOAD_INSERT, payload_row)
+        seq, tx, _, _, _, recorded_at, _, commit, _, digest = event
+        self._head = Head(seq, digest, tx, recorded_at)
+        return Event(
+            seq=seq,
+            tx=tx,
+            kind=kind,
+            namespace=namespace,
+            actor=actor,
+            recorded_at=from_micros(recorded_at),  # type: ignore[arg-type]
+            subject_ref=subject_ref,
+            payload=payload,
+            commitment=commit,
+            prev_hash=prev,
+            hash=digest,
+        )
+
+    def log_many(self, kind: str, *, actor: str,
+                 events: Sequence[tuple[str | None, str | None, Mapping[str, Any]]]) -> None:
+        """:meth:`log` for each event, buffered as two runs (a batch of memories)."""
+        if not events:
+            return
+        salts = os.urandom(16 * len(events))
+        rows: list[Sequence[Any]] = []
+        payloads: list[Sequence[Any]] = []
+        seq, prev = self._head.seq, self._head.hash
+        for i, (namespace, subject_ref, payload) in enumerate(events):
+            seq += 1
+            event, payload_row = self._chain(kind, actor, namespace, subject_ref, payload,
+                                             salts[16 * i:16 * i + 16], seq, prev)
+            prev = event[-1]
+            rows.append(event)
+            payloads.append(payload_row)
+        self._head = Head(seq, prev, self.tx, self.recorded_at)
+        self._buffer_many("events", _EVENT_INSERT, rows)
+        self._buffer_many("event_payloads", _PAYLOAD_INSERT, payloads)
+
+    def _chain(self, kind: str, actor: str, namespace: str | None, subject_ref: str | None,
+               payload: Mapping[str, Any], salt: bytes, seq: int, prev: str
+               ) -> tuple[list[Any], list[Any]]:
+        """The ``events`` and ``event_payloads`` rows of event ``seq`` after hash ``prev``."""
         try:
             body = canonical(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
         # codec.commitment(salt, payload), without encoding the payload a second time.
         commit = sha256_hex(salt + body)
-        seq = self._head.seq + 1
         envelope = {
             "seq": seq,
             "tx": self.tx,
@@ -248,26 +306,10 @@ class SqlWriteTx(WriteTx):
             "subject_ref": subject_ref,
             "commitment": commit,
         }
-        digest = chain_hash(self._head.hash, envelope)
-        self._buffer("events", _EVENT_INSERT, [
-            seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
-            self._head.hash, digest])
-        self._buffer("event_payloads", _PAYLOAD_INSERT, [seq, salt, body.decode("utf-8")])
-        prev = self._head.hash
-        self._head = Head(seq, digest, self.tx, self.recorded_at)
-        return Event(
-            seq=seq,
-            tx=self.tx,
-            kind=kind,
-            namespace=namespace,
-            actor=actor,
-            recorded_at=from_micros(self.recorded_at),  # type: ignore[arg-type]
-            subject_ref=subject_ref,
-            payload=payload,
-            commitment=commit,
-            prev_hash=prev,
-            hash=digest,
-        )
+        digest = chain_hash(prev, envelope)
+        event = [seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
+                 prev, digest]
+        return event, [seq, salt, body.decode("utf-8")]
 
     def append_raw(self, event: RawEvent) -> None:
         if event.seq != self._head.seq + 1 or event.prev_hash != self._head.hash:
