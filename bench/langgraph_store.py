@@ -129,6 +129,19 @@ def _connect(path: str, *, vector: bool) -> Any:
     return module.connect(path, check_same_thread=False, isolation_level=None)
 
 
+def _durability(conn: Any, db: Any) -> dict[str, str]:
+    """Each store's journal mode and ``synchronous``, read back from the connections
+    the two stores wrote through (like must be compared with like)."""
+    levels = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    writer = db.storage._conn("writer")  # the store's own writer: read, never changed
+
+    def of(c: Any) -> str:
+        return (f"journal={c.execute('PRAGMA journal_mode').fetchone()[0]} "
+                f"synchronous={levels[c.execute('PRAGMA synchronous').fetchone()[0]]}")
+
+    return {"sqlitestore": of(conn), "engramstore": of(writer)}
+
+
 def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
         report: Callable[[str, Any], None] = lambda _k, _v: None,
         batch: bool = False, chunk: int = 250, without_detection: bool = False
@@ -158,13 +171,17 @@ def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
                         dbs[1], index=index)  # type: ignore[arg-type]
                 got = measure({**stores, "sqlitestore": ref}, items, searches,
                               mode == "vector", batch, chunk)
+                durability = _durability(conn, dbs[0])
+                for name, db in zip(stores, dbs, strict=True):  # what detection did
+                    got[name]["open_conflicts_per_put"] = (
+                        db.storage.counts()["open_conflicts"] / items)
             finally:
                 for d in dbs:
                     d.close()
                 conn.close()
             theirs = got.pop("sqlitestore")
             out[mode] = {"sqlite_driver": type(conn).__module__, "sqlitestore": theirs,
-                         "load": os.getloadavg()}
+                         "durability": durability, "load": os.getloadavg()}
             ref_turns = theirs.pop("put_turns_s")
             for name, mine in got.items():
                 # Each turn's ratio to SqliteStore's turn on the same items, then the median: a

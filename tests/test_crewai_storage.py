@@ -28,7 +28,6 @@ from crewai.memory.storage.factory import set_memory_storage_factory
 from crewai.memory.types import MemoryRecord
 from crewai.memory.unified_memory import Memory
 
-import engramdb
 from engramdb.integrations.crewai import EngramStorage, use_engramdb
 from tests.conftest import matrix, open_cell
 from tests.support.openai_server import OpenAICompatServer
@@ -205,12 +204,13 @@ def _crew_llm(requests: list[dict[str, Any]]) -> Any:
     return answer
 
 
-def test_a_kickoff_keeps_and_recalls_its_agents_memories_in_engramdb(tmp_path: Any) -> None:
-    """Crew(memory=True).kickoff() with its LLM on a local server: after the researcher's
-    task CrewAI extracts and saves what it learnt (as EngramDB agent ``researcher``), and
-    the writer's later task, which is given no context from the first, recalls it from
-    EngramDB before its LLM call and names the CEO."""
-    db = engramdb.open(tmp_path / "kickoff.db", embedder=None)
+@pytest.mark.parametrize("db", matrix(("sqlite", "postgres"), ("python",), embed=False),
+                         indirect=True)
+def test_a_kickoff_keeps_and_recalls_its_agents_memories_in_engramdb(db: Any) -> None:
+    """Crew(memory=True).kickoff() with its LLM on a local server, on SQLite and on
+    PostgreSQL: after the researcher's task CrewAI extracts and saves what it learnt (as
+    EngramDB agent ``researcher``), and the writer's later task, which is given no context
+    from the first, recalls it from EngramDB before its LLM call and names the CEO."""
     use_engramdb(db)
     requests: list[dict[str, Any]] = []
     try:
@@ -242,4 +242,3 @@ def test_a_kickoff_keeps_and_recalls_its_agents_memories_in_engramdb(tmp_path: A
             ("writer", "crewai/crew/crew/company", "Note: Initech is run by Alice Smith.")]
     finally:
         set_memory_storage_factory(None)
-        db.close()

@@ -51,3 +51,28 @@ def test_a_weak_match_in_a_small_scope_is_found(db):
     result = db.recall("zephyr", namespace=NAMESPACES[7], k=5)
     assert [h.memory.text for h in result.hits] == [
         "a quiet zephyr over the long river stone ledger harbor"]
+
+
+
+def test_detection_keeps_working_after_a_refused_write_rolls_back(tmp_path):
+    """A write's free-text candidate search reads through the writer, inside the write.
+    A write the namespace's policy refuses rolls back everything it did there, and the
+    next writes through the same handle are still checked (and refused)."""
+    from engramdb.errors import ContradictionError
+
+    path = tmp_path / "refuse.db"
+    spaces = ["ops/a", "ops/b", "ops/c"]
+    other = engramdb.open(path, embedder=None)  # rivals from another handle: this handle's
+    rivals = [other.remember("The deploy window for service 7 is 14:00", namespace=ns)
+              for ns in spaces]  # first candidate search is inside the refused write
+    other.close()
+    db = engramdb.open(path, embedder=None)
+    try:
+        db.admin.configure_namespace("ops/**", default_policy="reject")
+        for ns in spaces:  # each namespace new to this handle's full-text statistics
+            with pytest.raises(ContradictionError):
+                db.remember("The deploy window for service 7 is 16:00", namespace=ns)
+        kept = db.recall("deploy window service 7", namespace="ops/**", k=10).hits
+        assert sorted(h.memory.id for h in kept) == sorted(m.id for m in rivals)
+    finally:
+        db.close()

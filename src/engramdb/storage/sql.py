@@ -290,14 +290,17 @@ class SqlStorage(Storage):
 
     def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
         with self._read_conn() as conn:
-            cur = self._exec(
-                conn,
-                f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))}, "
-                "p.salt, p.payload FROM events e LEFT JOIN event_payloads p ON p.seq = e.seq "
-                f"WHERE e.seq > ? ORDER BY e.seq LIMIT {int(limit)}",
-                [after],
-            )
-            return [_raw_event(r) for r in cur.fetchall()]
+            return self._read_events(conn, after, limit)
+
+    def _read_events(self, conn: Any, after: int, limit: int) -> list[RawEvent]:
+        cur = self._exec(
+            conn,
+            f"SELECT {', '.join('e.' + c.strip() for c in EVENT_COLUMNS.split(','))}, "
+            "p.salt, p.payload FROM events e LEFT JOIN event_payloads p ON p.seq = e.seq "
+            f"WHERE e.seq > ? ORDER BY e.seq LIMIT {int(limit)}",
+            [after],
+        )
+        return [_raw_event(r) for r in cur.fetchall()]
 
     def tx_at(self, when: int) -> int:
         with self._read_conn() as conn:

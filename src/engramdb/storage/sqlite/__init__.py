@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from engramdb.codec import json_dumps
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
+from engramdb.storage.base import RawEvent
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
@@ -122,8 +123,29 @@ class SQLiteStorage(SqlStorage):
                 # (recall looks up ~100 candidate rows by id: a third less time). Only
                 # the reader: a bulk load's pages would all count as resident.
                 conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+            else:  # full text may be searched on the writer (see _warm): its temp tables now
+                self._fulltext().prepare(conn)  # DDL inside a write that rolls back would undo them
             setattr(self._local, which, conn)
         return conn
+
+    def _warm(self, *, writing: bool) -> sqlite3.Connection:
+        """The writer for a read that follows this thread's own writes, else the reader.
+
+        Any commit resets the page cache of every other connection to the file,
+        so the reader starts each read after a write cold (a put's full-text
+        candidate search and its change-feed poll were mostly that re-read); the
+        writer's cache stays warm. ``writing``: read inside this thread's open
+        write transaction (under the write lock: the latest commit plus this
+        transaction's own rows, as its ``fetch`` reads); otherwise only while the
+        writer is idle (autocommit: the latest commit). Never while the reader
+        holds a snapshot (one read point for a whole recall).
+        """
+        writer = getattr(self._local, "writer", None)
+        reader = getattr(self._local, "reader", None)
+        if writer is None or writer.in_transaction is not writing or (
+                reader is not None and reader.in_transaction) or self._closed:
+            return self._conn("reader")
+        return writer
 
     def _after_fork(self) -> None:
         """In a forked child: never touch the parent's connections, open new ones.
@@ -377,13 +399,15 @@ class SQLiteStorage(SqlStorage):
     ) -> list[tuple[dict[str, Any], float]]:
         if limit <= 0:
             return []
-        with self._read_conn() as conn:
+        with nullcontext(self._warm(writing=True)) as conn:
             fts = self._fulltext()
             total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
             words = fts.match(conn, query, total)
             if words is None:
                 return []
-            scope = fts.scope(conn, flt.namespaces, len(self.namespaces()), total)
+            # The reader's list of committed names (its cache outlives a write), read
+            # only for a filter of several namespaces.
+            scope = fts.scope(conn, flt.namespaces, lambda: len(self.namespaces()), total)
             match = words if scope is None else f"{words} AND {scope}"
             # Rank in FTS5 alone, then filter the best candidates. Exact whenever
             # at least `limit` candidates pass the filter (any better-ranked match
@@ -448,6 +472,13 @@ class SQLiteStorage(SqlStorage):
                 "checkpointed_pages": int(moved), "vector_snapshots_removed": snapshots}
 
     # -- change feed -------------------------------------------------------------
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
+        # A follower polls right after its own commit: read the log on the warm writer.
+        conn = self._warm(writing=False)
+        if conn is getattr(self._local, "reader", None):
+            return super().events(after, limit)
+        return self._read_events(conn, after, limit)
 
     def wait_for_events(self, after_seq: int, timeout: float, *, poll_s: float = 0.05) -> bool:
         """Block until the log has an event after ``after_seq``, or ``timeout`` seconds pass.

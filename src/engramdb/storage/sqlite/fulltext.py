@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["FullText", "content_words", "fts_query", "scope_token"]
 
@@ -74,6 +74,10 @@ class FullText:
         self._prepared: set[int] = set()
         self._docs: dict[str, tuple[float, int]] = {}  # term -> (read at, rows containing it)
 
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        """Create the connection's temp tables (before any transaction on it)."""
+        self._prepare(conn)
+
     def _prepare(self, conn: sqlite3.Connection) -> None:
         if id(conn) in self._prepared:
             return
@@ -87,7 +91,9 @@ class FullText:
 
     def stems(self, conn: sqlite3.Connection, words: Sequence[str]) -> dict[str, str | None]:
         """Each word's stem as FTS5 indexes it (None: the tokenizer keeps nothing of it)."""
-        todo = [w for w in words if w not in self._stems]
+        # ASCII digits are their own stem (unicode61 keeps them, porter changes no digit):
+        # numbers, new in almost every text, skip the stemmer's round trips.
+        todo = [w for w in words if w not in self._stems and not (w.isascii() and w.isdigit())]
         if todo:
             self._prepare(conn)
             conn.execute("SAVEPOINT engram_stem")
@@ -104,7 +110,7 @@ class FullText:
                 self._stems.clear()
             for i, w in enumerate(todo, start=1):
                 self._stems[w] = found.get(i)
-        return {w: self._stems.get(w) for w in words}
+        return {w: w if w.isascii() and w.isdigit() else self._stems.get(w) for w in words}
 
     def doc_counts(self, conn: sqlite3.Connection, terms: Sequence[str]) -> dict[str, int]:
         """How many rows contain each indexed term (stem or scope token), briefly cached."""
@@ -145,17 +151,18 @@ class FullText:
         return "text : (" + " OR ".join(_quote(w) for w in words) + ")"
 
     def scope(self, conn: sqlite3.Connection, namespaces: Sequence[str] | None,
-              known: int, total: int) -> str | None:
+              known: Callable[[], int], total: int) -> str | None:
         """The ``scope:(...)`` clause when ``namespaces`` hold a minority of rows, else None.
 
         Args:
             namespaces: the filter's namespaces (None: unscoped).
-            known: how many namespaces the database has.
+            known: how many namespaces the database has (asked only for several:
+                one namespace holding every row fails the share test below anyway).
             total: how many memory rows it has.
         """
-        if namespaces is None or not namespaces or len(namespaces) >= known:
+        if namespaces is None or not namespaces or len(namespaces) > 64:
             return None
-        if len(namespaces) > 64:
+        if len(namespaces) > 1 and len(namespaces) >= known():
             return None
         tokens = [scope_token(ns) for ns in namespaces]
         rows = sum(self.doc_counts(conn, tokens).values())
