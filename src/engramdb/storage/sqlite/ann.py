@@ -32,6 +32,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,9 @@ class VectorSearch:
         self._overridden = np.zeros(0, dtype=bool)
         self._builder: threading.Thread | None = None
         self.builds = 0
+        # (start, end, filter) -> (snapshot, overridden array, passing positions)
+        self._kept: dict[Any, tuple[Snapshot, np.ndarray, np.ndarray]] = {}
+        self._kept_lock = threading.Lock()
 
     # -- keeping fresh ---------------------------------------------------------------
 
@@ -111,7 +115,12 @@ class VectorSearch:
             changed = delta.refresh(conn, head_tx)
             if snap is not None and changed:
                 stale = snap.positions_of(np.asarray(changed, dtype=np.int64))
-                self._overridden[stale] = True
+                if stale.size and not self._overridden[stale].all():
+                    # Copied, never changed in place: an array handed to a search stays
+                    # what it was, so filter results can be remembered per array.
+                    over = self._overridden.copy()
+                    over[stale] = True
+                    self._overridden = over
                 if stale.size and delta.any_status(changed, "erased"):
                     # The snapshot's files still hold the erased vector: replace them.
                     self._start_builder()
@@ -250,7 +259,7 @@ class VectorSearch:
         # A filter that keeps few snapshot rows (a batch's "recorded since" search under
         # the lock keeps none) is answered exactly at once: the graph would only widen.
         if self._graph_ok(snap, flt, allowed) and sum(
-                len(self._passing(snap, over, slice(a, b), flt, None))
+                len(self._passing_slice(snap, over, a, b, flt))
                 for a, b in self._ranges(snap, flt)) > self.exact_rows:
             found = self._graph_many(snap, over, q, flt, limit)
             for i, hits in enumerate(found or ()):
@@ -305,6 +314,30 @@ class VectorSearch:
         if isinstance(positions, slice):
             return np.flatnonzero(mask) + positions.start
         return positions[mask]
+
+    def _passing_slice(self, snap: Snapshot, over: np.ndarray, start: int, end: int,
+                       flt: RecallFilter) -> np.ndarray:
+        """:meth:`_passing` over ``start:end``, remembered for the same snapshot, the same
+        overridden rows and the same filter: a scoped search asks it of the same namespace
+        query after query. A read at or after the snapshot's transaction is keyed as a read
+        of the current state (the snapshot holds nothing newer, so both select alike)."""
+        if flt.as_of is not None and flt.as_of >= snap.tx:
+            flt = replace(flt, as_of=None)
+        key = (start, end, flt)
+        try:
+            hash(key)
+        except TypeError:  # a metadata filter value that is a list or dict
+            return self._passing(snap, over, slice(start, end), flt, None)
+        with self._kept_lock:
+            kept = self._kept.get(key)
+        if kept is not None and kept[0] is snap and kept[1] is over:
+            return kept[2]
+        keep = self._passing(snap, over, slice(start, end), flt, None)
+        with self._kept_lock:
+            if len(self._kept) >= 32:
+                self._kept.pop(next(iter(self._kept)))
+            self._kept[key] = (snap, over, keep)
+        return keep
 
     def _search_snapshot(self, snap: Snapshot, over: np.ndarray, q: np.ndarray,
                          flt: RecallFilter, limit: int,
@@ -398,16 +431,21 @@ class VectorSearch:
         for a, b in self._ranges(snap, flt):
             for start in range(a, b, 65_536):  # bounded temporaries
                 end = min(b, start + 65_536)
-                keep = self._passing(snap, over, slice(start, end), flt, allowed)
+                keep = (self._passing_slice(snap, over, start, end, flt) if allowed is None
+                        else self._passing(snap, over, slice(start, end), flt, allowed))
                 if keep.size == 0:
                     continue
                 if keep.size == end - start:
-                    sims = q @ np.asarray(snap.vecs[start:end]).T
+                    sims = q @ snap.vecs[start:end].T
+                elif keep.size * 4 >= end - start:
+                    # Most rows pass: one product over the slice in place, then the
+                    # passing columns, rather than a copy of their vectors first.
+                    sims = (q @ snap.vecs[start:end].T)[:, keep - start]
                 else:
-                    sims = q @ np.asarray(snap.vecs[keep]).T
-                ids = snap.row_ids[keep]
+                    sims = q @ snap.vecs[keep].T
+                ids = snap.row_ids[keep].tolist()
                 for i, hits in enumerate(top_hits(sims, limit, min_similarity)):
-                    merged = best[i] + [(int(ids[j]), s) for j, s in hits]
+                    merged = best[i] + [(ids[j], s) for j, s in hits]
                     merged.sort(key=lambda h: -h[1])
                     best[i] = merged[:limit]
         return best
