@@ -84,6 +84,9 @@ class VectorSearch:
     sync_build_max = 300_000
     # Fold the delta into a new snapshot once it has this many rows (and n/4).
     rebuild_min = 20_000
+    # A SQL-only filter (session, metadata, ...) selecting at most this many rows has
+    # them looked up by row id instead of the scope scanned.
+    lookup_rows = 20_000
 
     def __init__(self, db_path: str | None, dimension: int,
                  connect: Callable[[], sqlite3.Connection]) -> None:
@@ -428,6 +431,15 @@ class VectorSearch:
         if allowed is not None and not isinstance(allowed, np.ndarray):
             allowed = np.asarray(allowed, dtype=np.int64)
         best: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+        if allowed is not None and len(allowed) <= self.lookup_rows:
+            # Few rows named by SQL (a session, a metadata value): look them up rather
+            # than scan the scope; the filter's columns still decide (namespaces too).
+            keep = self._passing(snap, over, np.sort(snap.positions_of(allowed)), flt, None)
+            if keep.size == 0:
+                return best
+            ids = snap.row_ids[keep].tolist()
+            return [[(ids[j], s) for j, s in hits]
+                    for hits in top_hits(q @ snap.vecs[keep].T, limit, min_similarity)]
         for a, b in self._ranges(snap, flt):
             for start in range(a, b, 65_536):  # bounded temporaries
                 end = min(b, start + 65_536)
