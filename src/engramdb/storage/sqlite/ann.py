@@ -161,6 +161,7 @@ class VectorSearch:
         self._snap = snap
         self._delta = VectorIndex(self.dimension, since_tx=0 if snap is None else snap.tx)
         self._overridden = np.zeros(0 if snap is None else snap.n, dtype=bool)
+        self._kept = {}  # nothing remembered keeps the old snapshot's mapping alive
 
     def _first_snapshot(self, conn: sqlite3.Connection, head_tx: int) -> None:
         """A snapshot for a process that has none: built here if small, else in the background."""
@@ -337,9 +338,10 @@ class VectorSearch:
             return kept[2]
         keep = self._passing(snap, over, slice(start, end), flt, None)
         with self._kept_lock:
-            if len(self._kept) >= 32:
-                self._kept.pop(next(iter(self._kept)))
-            self._kept[key] = (snap, over, keep)
+            if snap is self._snap:  # a search that began before a newer snapshot: not kept
+                if len(self._kept) >= 32:
+                    self._kept.pop(next(iter(self._kept)))
+                self._kept[key] = (snap, over, keep)
         return keep
 
     def _search_snapshot(self, snap: Snapshot, over: np.ndarray, q: np.ndarray,
