@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engramdb.retrieval.hybrid import _bm25, _words, terms
+from engramdb.retrieval.hybrid import _SPEAKER, _bm25, _words, speaker_named, terms
+from engramdb.storage.words import WORD
 
 # Stems, their suffixed forms (including ones the stemmer must not strip), stopwords, case.
 WORDS = ["paint", "paints", "painted", "painting", "paintings", "goes", "go", "this", "thi",
@@ -48,3 +49,26 @@ def test_a_candidate_matching_a_rarer_query_word_scores_higher() -> None:
     docs = ["Ana painted the lake", "Ana walked by the lake", "Ana walked home"]
     scores = _bm25("Where did Ana paint?", [_words(d) for d in docs], 1.2, 0.75)
     assert scores[0] > scores[1] == scores[2] > 0.0  # "Ana" is in all three, "paint" in one
+
+
+# Openings with and without a "Name:" speaker: colons in odd places, tabs, digits, long names.
+OPENERS = ["Ana:", "Ana Maria:", "ana:", "Dr. Who:", "O'Brien:", "Ana :", "Ana:x", "2pac:",
+           "Ana\t:", "a b c d e:", "Ana:\t", ":", "::", "Ben: Ana:", "time: 10:30", "x"]
+opening = st.lists(st.sampled_from(OPENERS + WORDS), min_size=1, max_size=8).map(" ".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(query=text, said=opening, named=st.sampled_from([None, "", "Ana", "Ana Maria", 3]))
+def test_speaker_shortcut_equals_the_speaker_pattern_on_the_opening(
+        query: str, said: str, named: object) -> None:
+    """speaker_named looks only at the text before the first colon; that is exactly what
+    the speaker pattern over the text's first 80 characters finds."""
+    row = {"text": said, "metadata": {} if named is None else {"speaker": named}}
+    query_words = frozenset(WORD.findall(query.lower()))
+    if isinstance(named, str) and named:
+        speaker: str | None = named
+    else:
+        m = _SPEAKER.match(said[:80])
+        speaker = m.group(1) if m else None
+    words = frozenset(WORD.findall(speaker.lower())) if speaker else frozenset()
+    assert speaker_named(query_words, row) == (bool(words) and words <= query_words)

@@ -128,6 +128,60 @@ def test_scoped_query_returns_k_hits_from_its_namespace(loaded):
     assert len(_found(db, vecs[0], flt, 50)) == 50  # all 50 memories of that namespace
 
 
+def test_a_scoped_exact_scan_stays_exact_when_asked_again_after_writes(loaded, monkeypatch):
+    # A namespace this small is scanned exactly, and what passes its filter is remembered
+    # between searches: an update or a retraction must still show in the next search,
+    # and a read as of before them must still see them undone.
+    monkeypatch.setattr(VectorSearch, "exact_rows", 20_000)
+    db, mems, vecs = loaded
+    ns = NAMESPACES[2]
+    mine = [i for i in range(N) if i % 8 == 2]
+
+    def now() -> RecallFilter:
+        return RecallFilter(namespaces=(ns,), as_of=db.storage.head().tx)
+
+    for _ in range(2):
+        for i in mine[:4]:
+            assert _found(db, vecs[i], now(), 10) == _exact(db, vecs[i], now(), 10)
+    before = RecallFilter(namespaces=(ns,), as_of=db.storage.head().tx)
+    updated, retracted = mems[mine[0]], mems[mine[1]]
+    db.update(updated.id, importance=0.9, expected_version=updated.version)
+    db.retract(retracted.id, reason="wrong")
+    for i in mine[:4]:
+        assert _found(db, vecs[i], now(), 10) == _exact(db, vecs[i], now(), 10)
+        assert _found(db, vecs[i], before, 10) == _exact(db, vecs[i], before, 10)
+    assert _found(db, vecs[mine[0]], now(), 1) == [(updated.id, updated.version + 1)]
+    assert (retracted.id, retracted.version) not in _found(db, vecs[mine[1]], now(), 10)
+    assert _found(db, vecs[mine[1]], before, 1) == [(retracted.id, retracted.version)]
+
+
+@pytest.mark.parametrize("lookup_rows", [0, 20_000])  # scan the scope, or look rows up
+def test_sql_only_filters_on_the_snapshot_equal_brute_force(tmp_path, embedder, monkeypatch,
+                                                              lookup_rows):
+    monkeypatch.setattr(VectorSearch, "lookup_rows", lookup_rows)
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    vecs = _vectors(N)
+    mems = db.remember_many([
+        {"text": f"turn {i}", "namespace": NAMESPACES[i % 2], "session": f"s{i % 5}",
+         "metadata": {"kind": i % 3}, "embedding": vecs[i].tolist()} for i in range(N)])
+    db.storage.search_vector(vecs[0], RecallFilter(), 5)  # builds the snapshot
+    before = db.storage.head().tx
+    for m in mems[:60:4]:
+        db.retract(m.id, reason="gone")
+    for m in mems[1:60:6]:
+        db.update(m.id, importance=0.5, expected_version=m.version)
+    now = db.storage.head().tx
+    for i in range(0, 60, 7):
+        for flt in (RecallFilter(session="s1", as_of=now),
+                    RecallFilter(namespaces=(NAMESPACES[0],), session="s2", as_of=now),
+                    RecallFilter(namespaces=(NAMESPACES[1],), session="s1", as_of=before),
+                    RecallFilter(metadata=(("kind", 2),), as_of=now)):
+            got = _found(db, vecs[i], flt, 10)
+            assert got == _exact(db, vecs[i], flt, 10), flt
+            assert len(got) == 10
+    db.close()
+
+
 def test_a_second_process_write_is_visible_to_the_next_recall(loaded):
     db, _, _ = loaded
     fresh = _vectors(1, seed=77)[0]

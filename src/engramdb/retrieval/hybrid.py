@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,7 +52,6 @@ from engramdb.retrieval.rank import (
     Row,
     ScoredRow,
     blend,
-    blended,
     gather,
     top,
 )
@@ -91,34 +90,16 @@ def terms(text: str) -> tuple[str, ...]:
     return tuple(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOPWORDS)
 
 
-def _words(text: str, stored: str | None = None) -> tuple[Counter[str], int]:
-    """How often each lower-cased word occurs in ``text``, and how many content words it has.
+def _words(text: str, stored: str | None = None) -> tuple[list[str], int]:
+    """The lower-cased words of ``text`` in order, and how many of them are content words.
 
     Ranking needs no more of a candidate than this: the occurrences of the query's stems
-    are found among the word counts through :func:`_forms`, so a candidate's words are
-    never stemmed one by one. ``stored``: the text's words as stored at write time
+    are found among the words through :func:`_forms`, so a candidate's words are never
+    stemmed one by one. ``stored``: the text's words as stored at write time
     (:func:`engramdb.storage.words.stored_words`), which spares splitting the text.
-    Memoised for texts of up to 2,000 characters (the same memories come back as
-    candidates query after query).
     """
-    if stored is not None:
-        return _tally(stored) if len(stored) <= 2000 else _tally.__wrapped__(stored)
-    return _counted(text) if len(text) <= 2000 else _counted.__wrapped__(text)
-
-
-@lru_cache(maxsize=16_384)
-def _counted(text: str) -> tuple[Counter[str], int]:
-    return _counts(_WORD.findall(text.lower()))
-
-
-@lru_cache(maxsize=16_384)
-def _tally(stored: str) -> tuple[Counter[str], int]:
-    return _counts(stored.split())
-
-
-def _counts(words: list[str]) -> tuple[Counter[str], int]:
-    counts = Counter(words)
-    return counts, len(words) - sum(map(counts.__getitem__, _STOPWORDS.intersection(counts)))
+    words = stored.split() if stored is not None else _WORD.findall(text.lower())
+    return words, len(words) - sum(map(_STOPWORDS.__contains__, words))
 
 
 @lru_cache(maxsize=65_536)
@@ -156,27 +137,41 @@ class ContextWeights:
     b: float = 0.75
 
 
+_NOBODY: frozenset[str] = frozenset()
+
+
 @lru_cache(maxsize=16_384)
-def _speaker_words(opening: str, speaker: str | None) -> frozenset[str]:
-    if not speaker:
-        m = _SPEAKER.match(opening)
-        speaker = m.group(1) if m else None
-    return frozenset(_WORD.findall(speaker.lower())) if speaker else frozenset()
+def _name_words(name: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(name.lower()))
+
+
+@lru_cache(maxsize=16_384)  # keyed by what precedes the colon: speakers repeat, texts do not
+def _opener_words(head: str) -> frozenset[str]:
+    m = _SPEAKER.match(head + ": ")
+    return _name_words(m.group(1)) if m else _NOBODY
 
 
 def speaker_named(query_words: frozenset[str], row: Row) -> bool:
     """Whether every word of ``row``'s speaker's name is among ``query_words``."""
     meta = row.get("metadata") or {}
     named = meta.get("speaker") if isinstance(meta, dict) else None
-    words = _speaker_words(str(row.get("text") or "")[:80],
-                           named[:200] if isinstance(named, str) else None)
+    if isinstance(named, str) and named:
+        words = _name_words(named[:200])
+    else:
+        # _SPEAKER's name holds no colon, so only the text before the first one (and a
+        # space after it) can match; most texts have none and skip the expression.
+        head, colon, rest = str(row.get("text") or "")[:80].partition(":")
+        if not colon or not rest[:1].isspace():
+            return False
+        words = _opener_words(head)
     return bool(words) and words <= query_words
 
 
-def _bm25(query: str, docs: Sequence[tuple[Counter[str], int]], k1: float, b: float
+def _bm25(query: str, docs: Sequence[tuple[list[str], int]], k1: float, b: float
           ) -> list[float]:
-    """BM25 of each of ``docs`` (word counts and length, from :func:`_words`) for ``query``,
-    with term rarity measured among ``docs``; equal to BM25 over their :func:`terms`."""
+    """BM25 of each of ``docs`` (words and content length, from :func:`_words`) for
+    ``query``, with term rarity measured among ``docs``; equal to BM25 over their
+    :func:`terms`."""
     stem_of = {w: t for t in dict.fromkeys(terms(query)) for w in _forms(t)}
     n = len(docs)
     if not stem_of or not n:
@@ -184,10 +179,10 @@ def _bm25(query: str, docs: Sequence[tuple[Counter[str], int]], k1: float, b: fl
     avg = sum(length for _, length in docs) / n or 1.0
     # tf[stem][i]: occurrences of the stem's words in doc i, for the docs holding any.
     tf: dict[str, dict[int, int]] = defaultdict(dict)
-    for i, (counts, _) in enumerate(docs):
-        for w in stem_of.keys() & counts.keys():
+    for i, (words, _) in enumerate(docs):
+        for w in [w for w in words if w in stem_of]:
             per_doc = tf[stem_of[w]]
-            per_doc[i] = per_doc.get(i, 0) + counts[w]
+            per_doc[i] = per_doc.get(i, 0) + 1
     out = [0.0] * n
     for per_doc in tf.values():
         idf = math.log(1 + (n - len(per_doc) + 0.5) / (len(per_doc) + 0.5))
@@ -236,7 +231,8 @@ def rank_hybrid(
     cw = context or ContextWeights()
     rows, why = gather(text_hits, vector_hits)
     keys = list(rows)
-    docs = [_words(str(rows[key].get("text") or ""), rows[key].get(WORDS_KEY)) for key in keys]
+    pool = list(rows.values())
+    docs = [_words(str(row.get("text") or ""), row.get(WORDS_KEY)) for row in pool]
     lexical = _bm25(query, docs, cw.k1, cw.b)
     best_lexical = max(lexical, default=0.0)
     if best_lexical > 0:
@@ -250,56 +246,79 @@ def rank_hybrid(
     when = asks_when(query) and cw.when > 0
     span = named_span(query) if cw.dates else None
     full_length = math.log1p(cw.length_words)
-    cues: dict[tuple[str, int], float] = {}
-    match: dict[tuple[str, int], float] = {}
-    for key, lx, se, (words, length) in zip(keys, lexical, semantic, docs, strict=True):
-        row, parts = rows[key], why[key]
-        rank = parts.get("text_rank")
+    # Every candidate's cues, as plain lists: the explained hits are built for the best k only.
+    cues: list[float] = []
+    match: list[float] = []
+    parts: list[tuple[float, ...]] = []
+    for key, row, lx, se, (words, length) in zip(keys, pool, lexical, semantic, docs,
+                                                 strict=True):
+        rank = why[key].get("text_rank")
         fulltext = 10.0 / (9.0 + rank) if rank else 0.0
         spoke = 1.0 if speaker_named(query_words, row) else 0.0
         sized = min(1.0, math.log1p(length) / full_length)
-        cues[key] = (cw.lexical * lx + cw.fulltext * fulltext + cw.semantic * se
-                     + cw.speaker * spoke + cw.length * sized)
-        match[key] = share * lx + (1 - share) * se
-        parts.update(lexical=lx, semantic=se, fulltext=fulltext, speaker=spoke, length=sized)
+        cue = (cw.lexical * lx + cw.fulltext * fulltext + cw.semantic * se
+               + cw.speaker * spoke + cw.length * sized)
+        timed = dated = 0.0
         if when:
             timed = 1.0 if states_time(str(row.get("text") or ""), words) else 0.0
-            cues[key] += cw.when * timed
-            parts["states_time"] = timed
+            cue += cw.when * timed
         if span is not None:
             dated = span_affinity(span, row.get("valid_from"), after_days=cw.date_after_days,
                                   before_days=cw.date_before_days)
-            cues[key] += cw.dates * dated
-            parts["date"] = dated
-
-    # A memory outside any session is a session of its own.
-    sessions: dict[tuple[str, ...], list[tuple[str, int]]] = defaultdict(list)
-    for key in sorted(keys):
-        row = rows[key]
-        group = (("session", str(row.get("namespace")), str(row["session"]))
-                 if row.get("session") else ("memory", *map(str, key)))
-        sessions[group].append(key)
-    context_of = dict.fromkeys(keys, 0.0)
-    for members in sessions.values():
-        best = max(match[m] for m in members)
-        for i, m in enumerate(members):
-            before = match[members[i - 1]] if i > 0 else 0.0
-            after = match[members[i + 1]] if i + 1 < len(members) else 0.0
-            context_of[m] = cw.neighbour * max(before, after) + cw.session * best
+            cue += cw.dates * dated
+        cues.append(cue)
+        match.append(share * lx + (1 - share) * se)
+        parts.append((lx, se, fulltext, spoke, sized, timed, dated))
+    context_of = _context(keys, pool, match, cw)
 
     total = (cw.lexical + cw.fulltext + cw.speaker + cw.length + cw.neighbour + cw.session
              + (cw.semantic if vector_hits else 0.0) + (cw.when if when else 0.0)
              + (cw.dates if span is not None else 0.0)) or 1.0
-    # Score every candidate, then build the explained hits of the best k only.
+    # Score every candidate (rank.blended's arithmetic, inlined), then build the explained
+    # hits of the best k only.
+    half_life = w.half_life_days * 86_400 * 1_000_000
+    neg_ln2 = -math.log(2)
     scored = []
-    for key in keys:
-        row = rows[key]
-        relevance = (cues[key] + context_of[key]) / total
-        score = blended(row, relevance, now_micros, w)[0]
-        scored.append((-score, -int(row["recorded_at"]), str(row["id"]), key, relevance))
+    for i, (key, row) in enumerate(zip(keys, pool, strict=True)):
+        relevance = (cues[i] + context_of[i]) / total
+        recorded = int(row["recorded_at"])
+        age = max(0, now_micros - recorded)
+        recency = math.exp(neg_ln2 * age / half_life) if half_life > 0 else 0.0
+        score = (w.relevance * relevance + w.recency * recency
+                 + w.importance * float(row.get("importance") or 0.0))
+        scored.append((-score, -recorded, key[0], key, i, relevance))
     scored.sort()
     out = []
-    for _score, _at, _id, key, relevance in scored[:k]:
-        why[key]["context"] = context_of[key]
-        out.append(blend(rows[key], relevance, why[key], now_micros, w))
+    for *_, key, i, relevance in scored[:k]:
+        lx, se, fulltext, spoke, sized, timed, dated = parts[i]
+        explained = why[key]
+        explained.update(lexical=lx, semantic=se, fulltext=fulltext, speaker=spoke, length=sized)
+        if when:
+            explained["states_time"] = timed
+        if span is not None:
+            explained["date"] = dated
+        explained["context"] = context_of[i]
+        out.append(blend(pool[i], relevance, explained, now_micros, w))
     return top(out, k)
+
+
+def _context(keys: Sequence[tuple[str, int]], pool: Sequence[Row], match: Sequence[float],
+             cw: ContextWeights) -> list[float]:
+    """Each candidate's context cue: the best match of its adjacent candidates in its
+    session (memory-id order) and the session's best match, weighted. A memory outside
+    any session is a session of its own."""
+    sessions: dict[tuple[str, str], list[int]] = defaultdict(list)
+    out = [0.0] * len(keys)
+    for i, row in enumerate(pool):
+        if row.get("session"):
+            sessions[(str(row.get("namespace")), str(row["session"]))].append(i)
+        else:
+            out[i] = cw.neighbour * 0.0 + cw.session * match[i]
+    for members in sessions.values():
+        members.sort(key=keys.__getitem__)
+        best = max(match[m] for m in members)
+        for j, m in enumerate(members):
+            before = match[members[j - 1]] if j > 0 else 0.0
+            after = match[members[j + 1]] if j + 1 < len(members) else 0.0
+            out[m] = cw.neighbour * max(before, after) + cw.session * best
+    return out

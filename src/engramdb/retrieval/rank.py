@@ -39,10 +39,6 @@ class ScoredRow:
     why: dict[str, float]
 
 
-def _key(row: Row) -> tuple[str, int]:
-    return (str(row["id"]), int(row["version"]))
-
-
 def fuse(
     text_hits: Sequence[tuple[Row, float]],
     vector_hits: Sequence[tuple[Row, float]],
@@ -79,13 +75,16 @@ def gather(text_hits: Sequence[tuple[Row, float]], vector_hits: Sequence[tuple[R
     """The union of both lists by (id, version), each with its ranks and raw scores."""
     rows: dict[tuple[str, int], Row] = {}
     parts: dict[tuple[str, int], dict[str, float]] = {}
-    for name, hits in (("text", text_hits), ("vector", vector_hits)):
+    for rank_name, raw_name, hits in (("text_rank", "text_score", text_hits),
+                                      ("vector_rank", "vector_similarity", vector_hits)):
         for rank, (row, raw) in enumerate(hits, start=1):
-            key = _key(row)
-            rows.setdefault(key, row)
-            p = parts.setdefault(key, {})
-            p[f"{name}_rank"] = float(rank)
-            p["text_score" if name == "text" else "vector_similarity"] = float(raw)
+            key = (str(row["id"]), int(row["version"]))
+            p = parts.get(key)
+            if p is None:
+                rows[key] = row
+                p = parts[key] = {}
+            p[rank_name] = float(rank)
+            p[raw_name] = float(raw)
     return rows, parts
 
 

@@ -15,6 +15,7 @@ Backends translate their driver errors into :class:`engramdb.errors.StorageError
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -477,5 +478,5 @@ def top_hits(sims: np.ndarray, limit: int, min_similarity: float | None = None
     top = np.take_along_axis(top, order, axis=1)
     top_sims = np.take_along_axis(top_sims, order, axis=1)
     for idx, vals in zip(top.tolist(), top_sims.tolist(), strict=True):
-        out.append([(i, v) for i, v in zip(idx, vals, strict=True) if np.isfinite(v)])
+        out.append([(i, v) for i, v in zip(idx, vals, strict=True) if math.isfinite(v)])
     return out

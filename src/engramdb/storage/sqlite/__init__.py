@@ -10,6 +10,7 @@ exact index (:mod:`.vectors`) refreshed from the file before each search.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -379,18 +380,17 @@ class SQLiteStorage(SqlStorage):
     def _rows_by_ids(self, conn: Any, row_ids: Sequence[int],
                      flt: RecallFilter | None = None) -> dict[int, dict[str, Any]]:
         """Memory rows by row id, keeping only those that pass ``flt`` if given."""
+        if not row_ids:
+            return {}
         cond, params = ("1 = 1", []) if flt is None else memory_where(flt, self.dialect_impl)
-        out: dict[int, dict[str, Any]] = {}
-        for i in range(0, len(row_ids), 5000):  # under SQLite's bound-variable limit
-            ids = list(row_ids[i:i + 5000])
-            for r in self._exec(
-                conn,
-                f"SELECT m.row_id, {_CANDIDATE} FROM memories m "
-                f"WHERE m.row_id IN ({', '.join('?' * len(ids))}) AND {cond}",
-                [*ids, *params],
-            ):
-                out[r[0]] = _candidate(r[1:])
-        return out
+        # The ids as one JSON array, each looked up by row id (CROSS JOIN keeps that
+        # order of the loops): an IN list is sorted into a temporary index first, and
+        # with a filter the planner may walk a filter column's index instead.
+        return {r[0]: _candidate(r[1:]) for r in self._exec(
+            conn,
+            f"SELECT m.row_id, {_CANDIDATE} FROM json_each(?) j "
+            f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}",
+            [json.dumps(list(row_ids)), *params])}
 
     # -- full text ---------------------------------------------------------------
 
@@ -419,15 +419,18 @@ class SQLiteStorage(SqlStorage):
                 return []
             cond, params = memory_where(flt, self.dialect_impl)
             # CROSS JOIN: look the candidates up by row id, in rank order; left to
-            # itself the planner may walk a filter column's index instead. Only the
-            # best `limit` that pass are read.
-            passing = self._exec(
-                conn,
-                f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
-                f"CROSS JOIN memories m ON m.row_id = j.value "
-                f"WHERE {cond} ORDER BY j.key LIMIT {int(limit)}",
-                [json.dumps([r for r, _ in ranked]), *params],
-            ).fetchall()
+            # itself the planner may walk a filter column's index instead. The loop
+            # runs over the JSON array in order, so LIMIT keeps the best `limit` that
+            # pass and reads no further (an ORDER BY would read and sort them all);
+            # should a build of SQLite ever return them out of order, they are
+            # asked for again, sorted.
+            sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
+                   f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
+            args = [json.dumps([r for r, _ in ranked]), *params]
+            passing = self._exec(conn, f"{sql} LIMIT {int(limit)}", args).fetchall()
+            if any(a[0] >= b[0] for a, b in itertools.pairwise(passing)):
+                passing = self._exec(conn, f"{sql} ORDER BY j.key LIMIT {int(limit)}",
+                                     args).fetchall()
             if len(passing) >= limit or len(ranked) < pool:
                 return [(_candidate(r[1:]), -float(ranked[r[0]][1])) for r in passing]
             cur = self._exec(

@@ -32,6 +32,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,9 @@ class VectorSearch:
     sync_build_max = 300_000
     # Fold the delta into a new snapshot once it has this many rows (and n/4).
     rebuild_min = 20_000
+    # A SQL-only filter (session, metadata, ...) selecting at most this many rows has
+    # them looked up by row id instead of the scope scanned.
+    lookup_rows = 20_000
 
     def __init__(self, db_path: str | None, dimension: int,
                  connect: Callable[[], sqlite3.Connection]) -> None:
@@ -96,6 +100,9 @@ class VectorSearch:
         self._overridden = np.zeros(0, dtype=bool)
         self._builder: threading.Thread | None = None
         self.builds = 0
+        # (start, end, filter) -> (snapshot, overridden array, passing positions)
+        self._kept: dict[Any, tuple[Snapshot, np.ndarray, np.ndarray]] = {}
+        self._kept_lock = threading.Lock()
 
     # -- keeping fresh ---------------------------------------------------------------
 
@@ -111,7 +118,12 @@ class VectorSearch:
             changed = delta.refresh(conn, head_tx)
             if snap is not None and changed:
                 stale = snap.positions_of(np.asarray(changed, dtype=np.int64))
-                self._overridden[stale] = True
+                if stale.size and not self._overridden[stale].all():
+                    # Copied, never changed in place: an array handed to a search stays
+                    # what it was, so filter results can be remembered per array.
+                    over = self._overridden.copy()
+                    over[stale] = True
+                    self._overridden = over
                 if stale.size and delta.any_status(changed, "erased"):
                     # The snapshot's files still hold the erased vector: replace them.
                     self._start_builder()
@@ -149,6 +161,7 @@ class VectorSearch:
         self._snap = snap
         self._delta = VectorIndex(self.dimension, since_tx=0 if snap is None else snap.tx)
         self._overridden = np.zeros(0 if snap is None else snap.n, dtype=bool)
+        self._kept = {}  # nothing remembered keeps the old snapshot's mapping alive
 
     def _first_snapshot(self, conn: sqlite3.Connection, head_tx: int) -> None:
         """A snapshot for a process that has none: built here if small, else in the background."""
@@ -250,7 +263,7 @@ class VectorSearch:
         # A filter that keeps few snapshot rows (a batch's "recorded since" search under
         # the lock keeps none) is answered exactly at once: the graph would only widen.
         if self._graph_ok(snap, flt, allowed) and sum(
-                len(self._passing(snap, over, slice(a, b), flt, None))
+                len(self._passing_slice(snap, over, a, b, flt))
                 for a, b in self._ranges(snap, flt)) > self.exact_rows:
             found = self._graph_many(snap, over, q, flt, limit)
             for i, hits in enumerate(found or ()):
@@ -305,6 +318,31 @@ class VectorSearch:
         if isinstance(positions, slice):
             return np.flatnonzero(mask) + positions.start
         return positions[mask]
+
+    def _passing_slice(self, snap: Snapshot, over: np.ndarray, start: int, end: int,
+                       flt: RecallFilter) -> np.ndarray:
+        """:meth:`_passing` over ``start:end``, remembered for the same snapshot, the same
+        overridden rows and the same filter: a scoped search asks it of the same namespace
+        query after query. A read at or after the snapshot's transaction is keyed as a read
+        of the current state (the snapshot holds nothing newer, so both select alike)."""
+        if flt.as_of is not None and flt.as_of >= snap.tx:
+            flt = replace(flt, as_of=None)
+        key = (start, end, flt)
+        try:
+            hash(key)
+        except TypeError:  # a metadata filter value that is a list or dict
+            return self._passing(snap, over, slice(start, end), flt, None)
+        with self._kept_lock:
+            kept = self._kept.get(key)
+        if kept is not None and kept[0] is snap and kept[1] is over:
+            return kept[2]
+        keep = self._passing(snap, over, slice(start, end), flt, None)
+        with self._kept_lock:
+            if snap is self._snap:  # a search that began before a newer snapshot: not kept
+                if len(self._kept) >= 32:
+                    self._kept.pop(next(iter(self._kept)))
+                self._kept[key] = (snap, over, keep)
+        return keep
 
     def _search_snapshot(self, snap: Snapshot, over: np.ndarray, q: np.ndarray,
                          flt: RecallFilter, limit: int,
@@ -395,19 +433,33 @@ class VectorSearch:
         if allowed is not None and not isinstance(allowed, np.ndarray):
             allowed = np.asarray(allowed, dtype=np.int64)
         best: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+        if allowed is not None and len(allowed) <= self.lookup_rows:
+            # Few rows named by SQL (a session, a metadata value): look them up rather
+            # than scan the scope; the filter's columns still decide (namespaces too).
+            keep = self._passing(snap, over, np.sort(snap.positions_of(allowed)), flt, None)
+            if keep.size == 0:
+                return best
+            ids = snap.row_ids[keep].tolist()
+            return [[(ids[j], s) for j, s in hits]
+                    for hits in top_hits(q @ snap.vecs[keep].T, limit, min_similarity)]
         for a, b in self._ranges(snap, flt):
             for start in range(a, b, 65_536):  # bounded temporaries
                 end = min(b, start + 65_536)
-                keep = self._passing(snap, over, slice(start, end), flt, allowed)
+                keep = (self._passing_slice(snap, over, start, end, flt) if allowed is None
+                        else self._passing(snap, over, slice(start, end), flt, allowed))
                 if keep.size == 0:
                     continue
                 if keep.size == end - start:
-                    sims = q @ np.asarray(snap.vecs[start:end]).T
+                    sims = q @ snap.vecs[start:end].T
+                elif keep.size * 4 >= end - start:
+                    # Most rows pass: one product over the slice in place, then the
+                    # passing columns, rather than a copy of their vectors first.
+                    sims = (q @ snap.vecs[start:end].T)[:, keep - start]
                 else:
-                    sims = q @ np.asarray(snap.vecs[keep]).T
-                ids = snap.row_ids[keep]
+                    sims = q @ snap.vecs[keep].T
+                ids = snap.row_ids[keep].tolist()
                 for i, hits in enumerate(top_hits(sims, limit, min_similarity)):
-                    merged = best[i] + [(int(ids[j]), s) for j, s in hits]
+                    merged = best[i] + [(ids[j], s) for j, s in hits]
                     merged.sort(key=lambda h: -h[1])
                     best[i] = merged[:limit]
         return best

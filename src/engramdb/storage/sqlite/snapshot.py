@@ -71,11 +71,14 @@ class Snapshot:
             col: {v: i for i, v in enumerate(meta["codes"][col])} for col in CODED}
 
         def load(name: str) -> np.ndarray:
-            return np.load(path / f"{name}.npy", mmap_mode="r") if self.n else np.zeros(0)
+            # A plain array over the mapped file (np.asarray drops the np.memmap
+            # subclass, whose Python-level indexing costs more than a search's filter).
+            return (np.asarray(np.load(path / f"{name}.npy", mmap_mode="r")) if self.n
+                    else np.zeros(0))
 
         self.row_ids = load("row_id")
         self.cols: dict[str, np.ndarray] = {c: load(c) for c in (*CODED, *TIMES)}
-        self.vecs = (np.load(path / "vecs.npy", mmap_mode="r") if self.n
+        self.vecs = (np.asarray(np.load(path / "vecs.npy", mmap_mode="r")) if self.n
                      else np.zeros((0, self.dimension), dtype=np.float32))
         self.by_row = load("by_row")  # positions in row_id order
         # namespace code -> (start, end) slice and number of current rows
