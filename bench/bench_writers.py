@@ -64,10 +64,12 @@ def _bare(url: str, count: int, seed: int, barrier: Any, results: Any) -> None:
             for i in range(count)]
     with psycopg.connect(url, autocommit=True) as conn:
         barrier.wait()
+        cpu = time.process_time()
         for row in rows:
             conn.execute("INSERT INTO bare_rows (namespace, text, vec) VALUES (%s, %s, %s)",
                          row)
-    results.put((count, 0))
+        cpu = time.process_time() - cpu
+    results.put((count, 0, cpu))
 
 
 def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
@@ -77,13 +79,15 @@ def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
     drafts = corpus.drafts(count, layer="episodic")
     errors = 0
     barrier.wait()
+    cpu = time.process_time()
     for d in drafts:
         try:
             db.remember(**d)
         except Exception:
             errors += 1
+    cpu = time.process_time() - cpu
     db.close()
-    results.put((count - errors, errors))
+    results.put((count - errors, errors, cpu))
 
 
 def _append(url: str, count: int, seed: int, barrier: Any, results: Any,
@@ -125,15 +129,34 @@ def _run(target: Any, urls: list[str], processes: int, count: int,
     for p in procs:
         p.start()
     barrier.wait()
+    busy = _machine_cpu()
     start = time.perf_counter()
     done = [results.get(timeout=1800) for _ in procs]
     seconds = time.perf_counter() - start
+    busy = _machine_cpu() - busy
     for p in procs:
         p.join()
     ok = sum(d[0] for d in done)
-    return {"processes": processes, "databases": len(urls), "writes": ok,
-            "errors": sum(d[1] for d in done), "seconds": round(seconds, 2),
-            "per_second": round(ok / seconds)}
+    out = {"processes": processes, "databases": len(urls), "writes": ok,
+           "errors": sum(d[1] for d in done), "seconds": round(seconds, 2),
+           "per_second": round(ok / seconds),
+           # CPU of the whole machine over the run, per write (server, clients and
+           # anything else running: read it on a quiet machine).
+           "machine_cpu_us_per_write": round(busy / max(ok, 1) * 1e6)}
+    if all(len(d) > 2 for d in done):  # the writers' own CPU (engine and driver)
+        out["client_cpu_us_per_write"] = round(sum(d[2] for d in done) / max(ok, 1) * 1e6)
+    return out
+
+
+def _machine_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, since boot)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _verified(urls: list[str], options: dict[str, Any]) -> bool:
@@ -165,7 +188,7 @@ def bench_bare(url: str, processes: int, count: int) -> dict[str, Any]:
     return _run(_bare, [url], processes, count)
 
 
-PARTS = ("append", "engram", "tenants")
+PARTS = ("append", "engram", "tenants")  # "remember": engramdb alone, no older design
 
 
 def run(processes: int = 16, writes: int = 150,
@@ -191,9 +214,10 @@ def run(processes: int = 16, writes: int = 150,
                 out["log_append_prepared"] = bench_append(
                     server.fresh_database("w_app_prep"), processes, writes,
                     release_before_flush=True, prepared=True)
-        if "engram" in parts:
+        if "engram" in parts or "remember" in parts:
             out["engramdb"] = bench_engram([server.fresh_database("w_one")], processes,
                                            writes)
+        if "engram" in parts:
             out["engramdb_lock_through_flush"] = bench_engram(
                 [server.fresh_database("w_old")], processes, writes,
                 release_before_flush=False)
