@@ -33,6 +33,7 @@ or
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import multiprocessing as mp
 import os
@@ -64,10 +65,12 @@ def _bare(url: str, count: int, seed: int, barrier: Any, results: Any) -> None:
             for i in range(count)]
     with psycopg.connect(url, autocommit=True) as conn:
         barrier.wait()
+        cpu = time.process_time()
         for row in rows:
             conn.execute("INSERT INTO bare_rows (namespace, text, vec) VALUES (%s, %s, %s)",
                          row)
-    results.put((count, 0))
+        cpu = time.process_time() - cpu
+    results.put((count, 0, cpu))
 
 
 def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
@@ -76,14 +79,25 @@ def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
     db = _open(url, **options)
     drafts = corpus.drafts(count, layer="episodic")
     errors = 0
+    # ENGRAM_BENCH_PROFILE=path: the first writer runs under cProfile (CPU time) and
+    # saves its statistics there, to see what a writer spends among 15 others.
+    profile = os.environ.get("ENGRAM_BENCH_PROFILE") if seed == 100 else None
+    prof = cProfile.Profile(time.process_time) if profile else None
     barrier.wait()
+    cpu = time.process_time()
+    if prof:
+        prof.enable()
     for d in drafts:
         try:
             db.remember(**d)
         except Exception:
             errors += 1
+    cpu = time.process_time() - cpu
+    if prof and profile:
+        prof.disable()
+        prof.dump_stats(profile)
     db.close()
-    results.put((count - errors, errors))
+    results.put((count - errors, errors, cpu))
 
 
 def _append(url: str, count: int, seed: int, barrier: Any, results: Any,
@@ -125,15 +139,61 @@ def _run(target: Any, urls: list[str], processes: int, count: int,
     for p in procs:
         p.start()
     barrier.wait()
+    busy, server = _machine_cpu(), _server_cpu(SERVER_PID[0])
     start = time.perf_counter()
     done = [results.get(timeout=1800) for _ in procs]
     seconds = time.perf_counter() - start
+    busy = _machine_cpu() - busy
     for p in procs:
         p.join()
+    server = _server_cpu(SERVER_PID[0]) - server
     ok = sum(d[0] for d in done)
-    return {"processes": processes, "databases": len(urls), "writes": ok,
-            "errors": sum(d[1] for d in done), "seconds": round(seconds, 2),
-            "per_second": round(ok / seconds)}
+    out = {"processes": processes, "databases": len(urls), "writes": ok,
+           "errors": sum(d[1] for d in done), "seconds": round(seconds, 2),
+           "per_second": round(ok / seconds),
+           # CPU of the whole machine over the run, per write (server, clients and
+           # anything else running: read it on a quiet machine).
+           "machine_cpu_us_per_write": round(busy / max(ok, 1) * 1e6)}
+    if server:  # PostgreSQL's CPU over the run and until the writers closed
+        out["server_cpu_us_per_write"] = round(server / max(ok, 1) * 1e6)
+    if all(len(d) > 2 for d in done):  # the writers' own CPU (engine and driver)
+        out["client_cpu_us_per_write"] = round(sum(d[2] for d in done) / max(ok, 1) * 1e6)
+    return out
+
+
+def _server_cpu(pid: int | None) -> float:
+    """CPU seconds PostgreSQL has spent: its live processes, and the backends that
+    exited (the postmaster's reaped children); 0 when the server is not ours."""
+    if not pid:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(proc.name) == pid:
+            total += sum(int(x) for x in fields[11:15]) / tick  # own and reaped children
+        elif int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+SERVER_PID: list[int | None] = [None]
+
+
+def _machine_cpu() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, since boot)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _verified(urls: list[str], options: dict[str, Any]) -> bool:
@@ -152,6 +212,19 @@ def bench_engram(urls: list[str], processes: int, count: int,
     for url in urls:
         _open(url, **options).close()  # schema and embedder recorded once
     out = _run(_engram, urls, processes, count, options)
+    # The HNSW projection is derived and kept up in the background (storage/postgres/
+    # ann.py): how long it took after the writers to index what they wrote, and the
+    # rate counting that time too (what a fleet writing without pause would sustain).
+    start = time.perf_counter()
+    for url in urls:
+        db = _open(url, **options)
+        try:
+            db.storage.wait_for_vector_index(timeout=600)
+        finally:
+            db.close()
+    out["index_catch_up_seconds"] = round(time.perf_counter() - start, 2)
+    out["per_second_with_index"] = round(
+        out["writes"] / (out["seconds"] + out["index_catch_up_seconds"]))
     out["verify_ok"] = _verified(urls, options)
     return out
 
@@ -165,7 +238,7 @@ def bench_bare(url: str, processes: int, count: int) -> dict[str, Any]:
     return _run(_bare, [url], processes, count)
 
 
-PARTS = ("append", "engram", "tenants")
+PARTS = ("append", "engram", "tenants")  # "remember": engramdb alone, no older design
 
 
 def run(processes: int = 16, writes: int = 150,
@@ -177,6 +250,7 @@ def run(processes: int = 16, writes: int = 150,
     out: dict[str, Any] = {"cpus": os.cpu_count(),
                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     with _server() as server:
+        SERVER_PID[0] = server.pid
         with psycopg.connect(server.url) as conn:
             out["synchronous_commit"] = conn.execute("SHOW synchronous_commit").fetchone()[0]
         out["bare_psycopg"] = bench_bare(server.fresh_database("w_bare"), processes,
@@ -191,9 +265,10 @@ def run(processes: int = 16, writes: int = 150,
                 out["log_append_prepared"] = bench_append(
                     server.fresh_database("w_app_prep"), processes, writes,
                     release_before_flush=True, prepared=True)
-        if "engram" in parts:
+        if "engram" in parts or "remember" in parts:
             out["engramdb"] = bench_engram([server.fresh_database("w_one")], processes,
                                            writes)
+        if "engram" in parts:
             out["engramdb_lock_through_flush"] = bench_engram(
                 [server.fresh_database("w_old")], processes, writes,
                 release_before_flush=False)

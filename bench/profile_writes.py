@@ -123,7 +123,8 @@ def single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
     return (n - 1) / seconds
 
 
-def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000) -> tuple[float, float]:
+def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000,
+                layer: str = "semantic") -> tuple[float, float]:
     """Memories/s of ``measured`` semantic memories (batches of 2,000, detection on)
     written into one namespace already holding ``size`` semantic memories; and
     the seconds the preload took (written with free-text detection off)."""
@@ -138,7 +139,7 @@ def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000) -> t
         db.admin.configure_namespace("bench/**", detect_free_text=True)
         db.recall("warm", namespace="bench/**", k=1,
                   query_embedding=corpus.vectors(1)[0].tolist())  # bring indexes up to date
-        drafts = corpus.drafts(measured, layer="semantic", namespaces=1)
+        drafts = corpus.drafts(measured, layer=layer, namespaces=1)
         start = time.perf_counter()
         for i in range(0, measured, BATCH):
             db.remember_many(drafts[i:i + BATCH])
@@ -250,6 +251,8 @@ def main() -> None:
     ap.add_argument("--at", default="",
                     help="comma-separated namespace sizes: semantic batches into one "
                          "namespace already holding that many memories (e.g. 4000,100000)")
+    ap.add_argument("--at-layers", default="semantic",
+                    help="layers measured with --at (comma-separated, e.g. semantic,episodic)")
     ap.add_argument("--profile", metavar="BACKEND-CASE",
                     help="profile one case, e.g. sqlite-batch-semantic or postgres-single-episodic")
     args = ap.parse_args()
@@ -273,9 +276,11 @@ def main() -> None:
                 ["postgres"] if args.pg or args.pg_only else []):
             urls = _sqlite_urls() if backend == "sqlite" else _pg_urls()
             with urls as url_for:
-                for size in (int(x) for x in args.at.split(",")):
-                    rate, load = semantic_at(url_for(f"at_{size}"), Corpus(), size, args.n)
-                    print(f"{backend:8} semantic batch into 1 namespace of {size:>7,}: "
+                for size, layer in ((int(x), lay) for x in args.at.split(",")
+                                    for lay in args.at_layers.split(",")):
+                    rate, load = semantic_at(url_for(f"at_{size}_{layer}"), Corpus(), size,
+                                             args.n, layer)
+                    print(f"{backend:8} {layer} batch into 1 namespace of {size:>7,}: "
                           f"{rate:8,.0f}/s (preload {load:.0f} s)   load "
                           f"{os.getloadavg()[0]:.1f}", flush=True)
         return

@@ -279,11 +279,11 @@ def test_a_value_holding_a_placeholders_digits_is_written_intact(pg_url: str,
 
     drawn: list[int] = []
 
-    def in_sequence(n: int) -> int:
+    def in_sequence(n: int, entropy: object) -> int:
         drawn.append(len(drawn) + 1)
         return drawn[-1]
 
-    monkeypatch.setattr(prepared.secrets, "randbelow", in_sequence)
+    monkeypatch.setattr(prepared, "_below", in_sequence)
     sent: list[int] = []
     real_send = prepared._send
     monkeypatch.setattr(prepared, "_send", lambda s, w: (sent.append(w.tx), real_send(s, w)))

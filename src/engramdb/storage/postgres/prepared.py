@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -72,33 +71,85 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
-_APPEND = "CALL engram_append(" + ", ".join(["%b"] * 21) + ", NULL, NULL, NULL, NULL, NULL)"
+# The arrays travel as array literals built here (_text_array), cast by the server:
+# psycopg's list dumpers cost more client CPU than the rest of a prepared write.
+_APPEND = ("CALL engram_append(%b, %b, %b, %b, %s::text[], %s::text[], %s::text[], "
+           "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %b, %s::bytea[], "
+           "%s::text[], %s::text[], %s::bigint[], %b, %b, %b, %b, NULL, NULL, NULL, NULL, NULL)")
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
 _MAX_DIMS = 16_000
 
 
-def _hole(taken: set[int], low: int = 3 * 10**17, high: int = 9 * 10**17) -> int:
+class _Entropy:
+    """Random bytes from the operating system, read once per write rather than once per
+    salt and placeholder (each read is a system call)."""
+
+    __slots__ = ("_at", "_buf")
+
+    def __init__(self, size: int = 96) -> None:
+        self._buf = os.urandom(size)
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        if self._at + n > len(self._buf):
+            self._buf, self._at = os.urandom(max(96, n)), 0
+        out = self._buf[self._at:self._at + n]
+        self._at += n
+        return out
+
+
+def _below(n: int, entropy: _Entropy) -> int:
+    """A random number in ``[0, n)`` for ``n`` below 2**60."""
+    return int.from_bytes(entropy.take(12), "big") % n
+
+
+def _hole(taken: set[int], entropy: _Entropy, low: int = 3 * 10**17,
+          high: int = 9 * 10**17) -> int:
     """A random 18-digit number in ``[low, high)``, unlike any in ``taken``:
     unguessable (its digits are what the server replaces; :func:`_check_holes`
-    keeps a write that holds them anyway off the prepared path)."""
+    keeps a write that holds them anyway off the prepared path). 96 random bits
+    reduced modulo the range: the bias is below 2**-36."""
     while True:
-        n = low + secrets.randbelow(high - low)
+        n = low + _below(high - low, entropy)
         if n not in taken:
             taken.add(n)
             return n
 
 
-def _placed(value: Any, hole: int) -> int:
-    """How many times ``value`` holds ``hole`` as a number (where the engine put it)."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, int):
-        return int(value == hole)
-    if isinstance(value, Mapping):
-        return sum(_placed(v, hole) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_placed(v, hole) for v in value)
-    return 0
+def _text_array(values: Sequence[str | None]) -> str:
+    """A PostgreSQL array literal of ``values`` (None is NULL), each element quoted."""
+    return "{" + ",".join(
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values) + "}"
+
+
+def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
+    """Count in ``found`` each time ``value`` holds one of ``holes`` as a number (where
+    the engine put it). Plain dicts, lists and ints are told by their exact type, the
+    cheap test on this path; other mappings and sequences are walked the same way."""
+    kind = type(value)
+    if kind is int:
+        if value in holes:
+            found[value] = found.get(value, 0) + 1
+    elif kind is dict:
+        for v in value.values():
+            if type(v) not in _LEAVES:
+                _placed(v, holes, found)
+    elif kind is list or kind is tuple:
+        for v in value:
+            if type(v) not in _LEAVES:
+                _placed(v, holes, found)
+    elif isinstance(value, Mapping):
+        _placed(dict(value), holes, found)
+    elif isinstance(value, (list, tuple)):
+        _placed(list(value), holes, found)
+    elif isinstance(value, int) and not isinstance(value, bool) and int(value) in holes:
+        found[int(value)] = found.get(int(value), 0) + 1
+
+
+# Values that never hold a hole as a number (an int subclass such as bool is checked
+# by isinstance in _placed; str and float are the bulk of what is walked).
+_LEAVES = frozenset({str, float, bool, type(None)})
 
 
 def _check_holes(text: str, value: Any, holes: Sequence[int]) -> None:
@@ -106,9 +157,13 @@ def _check_holes(text: str, value: Any, holes: Sequence[int]) -> None:
     where the engine put the hole itself (inside a caller's string or a longer number):
     the server's digit-for-digit replacement would change that value too. Such a write
     runs under the lock, so the guarantee is exact rather than merely very likely."""
-    for hole in holes:
-        if text.count(str(hole)) != _placed(value, hole):
-            raise Unprepared("a value written holds the digits of a placeholder")
+    counts = {hole: text.count(str(hole)) for hole in holes}
+    if not any(counts.values()):
+        return
+    found: dict[int, int] = {}
+    _placed(value, frozenset(holes), found)
+    if any(found.get(hole, 0) != n for hole, n in counts.items()):
+        raise Unprepared("a value written holds the digits of a placeholder")
 
 
 def config_rows(store: PostgresStorage, table: str, config_tx: int) -> list[Sequence[Any]]:
@@ -149,12 +204,13 @@ class PreparedWriteTx(WriteTx):
         self._storage = storage
         self.config_tx = config_tx
         self._holes: set[int] = set()
-        self.tx = _hole(self._holes)
+        self._entropy = _Entropy()
+        self.tx = _hole(self._holes, self._entropy)
         # Later than any clock reading: a check like valid_to > recorded_at that
         # passes with it passes with the real time (one that fails raises, and the
         # engine runs the write under the lock).
-        self.recorded_at = _hole(self._holes, 10**17, 2 * 10**17)
-        self._commit_hole = secrets.token_hex(16)
+        self.recorded_at = _hole(self._holes, self._entropy, 10**17, 2 * 10**17)
+        self._commit_hole = self._entropy.take(16).hex()
         # (table, columns) -> rows, in the order first applied
         self._rows: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
         self._events: list[tuple[Any, ...]] = []
@@ -185,13 +241,13 @@ class PreparedWriteTx(WriteTx):
 
     def log(self, kind: str, *, actor: str, namespace: str | None, subject_ref: str | None,
             payload: Mapping[str, Any]) -> Event:
-        salt = os.urandom(16)
+        salt = self._entropy.take(16)
         try:
             body = canonical(payload).decode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
         _check_holes(body, payload, (self.tx, self.recorded_at))
-        seq_hole = _hole(self._holes)
+        seq_hole = _hole(self._holes, self._entropy)
         marks = [str(h) for h in (self.tx, self.recorded_at, seq_hole)] + [self._commit_hole]
         for field in (kind, namespace, actor, subject_ref):
             if field is not None and any(m in field for m in marks):
@@ -259,10 +315,13 @@ class PreparedWriteTx(WriteTx):
         vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
-        return [self.config_tx, now, str(self.tx), str(self.recorded_at), tables, rows,
-                list(ev[0]), list(ev[1]), list(ev[2]), list(ev[3]), list(ev[4]), list(ev[5]),
-                self._commit_hole, list(ev[6]), list(ev[7]),
-                [i for i, _, _ in self._vectors], [int(v) for _, v, _ in self._vectors],
+        salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
+        return [self.config_tx, now, str(self.tx), str(self.recorded_at),
+                _text_array(tables), _text_array(rows), _text_array(ev[0]), _text_array(ev[1]),
+                _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]), _text_array(ev[5]),
+                self._commit_hole, salts, _text_array(ev[7]),
+                _text_array([i for i, _, _ in self._vectors]),
+                "{" + ",".join(str(int(v)) for _, v, _ in self._vectors) + "}",
                 np.concatenate(vecs) if vecs else None, vecs[0].size if vecs else 0,
                 self._storage._durable_sql, CHANNEL]
 
