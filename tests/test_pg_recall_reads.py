@@ -95,3 +95,24 @@ def test_an_erasure_and_a_decay_policy_from_another_handle_show_at_once(handles:
     hits = a.recall("alarm", query_embedding=vecs[0].tolist()).hits
     assert [h.memory.id for h in hits] == [kept.id]
     assert "decay" in hits[0].why
+
+
+@pytest.mark.parametrize("kept", [200, 0], ids=["open-conflicts-read-with-the-snapshot",
+                                                "too-many-open-conflicts-read-apart"])
+def test_a_conflict_opened_by_another_handle_marks_the_next_recall(
+        handles: Any, monkeypatch: pytest.MonkeyPatch, kept: int) -> None:
+    a, b = handles
+    monkeypatch.setattr(snapshot, "OPEN_CONFLICTS", kept)
+    vecs = _unit(np.random.default_rng(8), 2)
+    b.admin.declare_predicate("acme/**", "outlook", policy="flag")
+    up = a.remember("Company X outlook is positive", namespace="acme/x", subject="company:x",
+                    predicate="outlook", value="positive", embedding=vecs[0])
+    hits = a.recall("Company X outlook", query_embedding=vecs[0].tolist()).hits
+    assert [(h.memory.id, h.contested) for h in hits] == [(up.id, False)]
+
+    down = b.remember("Company X outlook is uncertain", namespace="acme/x",
+                      subject="company:x", predicate="outlook", value="uncertain",
+                      embedding=vecs[1])
+    hits = a.recall("Company X outlook", query_embedding=vecs[0].tolist()).hits
+    assert {h.memory.id: (h.contested, h.rivals) for h in hits} == {
+        up.id: (True, (down.id,)), down.id: (True, (up.id,))}

@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -87,7 +87,12 @@ from engramdb.storage.postgres.fulltext import (
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
 from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
 from engramdb.storage.postgres.purge import purge
-from engramdb.storage.postgres.snapshot import DISTINCT_NAMESPACES, KnownNamespaces, read_snapshot
+from engramdb.storage.postgres.snapshot import (
+    DISTINCT_NAMESPACES,
+    KnownNamespaces,
+    pinned_rows,
+    read_snapshot,
+)
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
 
@@ -627,6 +632,12 @@ class PostgresStorage(SqlStorage):
         """After an erasure: rewrite the tables that held the content and checkpoint
         (:func:`.purge.purge`)."""
         return purge(self)
+
+    def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        rows = None if order_by or limit else pinned_rows(self, table, where)
+        return super().fetch(table, where, order_by=order_by, limit=limit) if rows is None \
+            else rows
 
     def namespaces(self) -> list[str]:
         pinned = getattr(self._local, "pinned", None)

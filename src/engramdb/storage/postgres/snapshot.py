@@ -13,7 +13,10 @@ core). So the snapshot's first round trip carries, besides ``BEGIN``:
 * the namespaces of the memory rows written since this process last looked
   (``row_tx`` above the head it saw then; usually none), added to the names
   it knew: :meth:`~engramdb.storage.postgres.PostgresStorage.namespaces`
-  answers from them inside the snapshot.
+  answers from them inside the snapshot;
+* the open conflicts, when there are at most :data:`OPEN_CONFLICTS` of them:
+  the contested marks of a recall (``fetch("conflicts", {"namespace": ...,
+  "status": "open"})``) are then filtered from them (:func:`pinned_rows`).
 
 Configuration reads inside the snapshot are answered from the rows kept in
 memory under ``config_tx`` (:meth:`~engramdb.storage.sql.SqlStorage.config_rows`,
@@ -32,17 +35,20 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from engramdb.storage.base import Head
+from engramdb.storage.base import Head, Row
 from engramdb.storage.postgres.errors import translate
+from engramdb.storage.schema import TABLES
+from engramdb.storage.sql_where import select_rows
+from engramdb.storage.sql_write import decode_row
 
-__all__ = ["DISTINCT_NAMESPACES", "KnownNamespaces", "Pinned", "read_snapshot"]
+__all__ = ["DISTINCT_NAMESPACES", "KnownNamespaces", "Pinned", "pinned_rows", "read_snapshot"]
 
 # A loose index scan: one probe of the namespace index per distinct namespace.
 DISTINCT_NAMESPACES = (
@@ -60,6 +66,10 @@ _NEW_NAMESPACES = ("SELECT namespace, count(*) FROM (SELECT namespace FROM memor
                    "WHERE row_tx > %s LIMIT %s) s GROUP BY namespace")
 _ALL_NAMESPACES = DISTINCT_NAMESPACES.replace("SELECT namespace FROM ns WHERE",
                                               "SELECT namespace, 0 FROM ns WHERE")
+OPEN_CONFLICTS = 200
+_CONFLICTS = TABLES["conflicts"]
+_OPEN = (f"SELECT {', '.join(_CONFLICTS.columns)} FROM conflicts WHERE status = 'open' "
+         f"LIMIT {OPEN_CONFLICTS + 1}")
 _HEAD = "SELECT seq, hash, tx, recorded_at, config_tx FROM chain_head WHERE id = 1"
 
 
@@ -71,6 +81,7 @@ class Pinned:
     head: Head
     config_tx: int
     namespaces: tuple[str, ...]
+    open_conflicts: list[Sequence[Any]] | None  # every open conflict, or None: too many
 
 
 class KnownNamespaces:
@@ -130,15 +141,18 @@ def read_snapshot(store: Any) -> Iterator[None]:
                 # The snapshot is taken at the first query, not at BEGIN: this one.
                 head_cur = conn.execute(_HEAD)
                 ns_cur = conn.execute(ns_sql, ns_params)
+                open_cur = conn.execute(_OPEN)
             seq, digest, tx, recorded_at, config_tx = head_cur.fetchone()
             names = known.update(conn, since, int(tx), ns_cur.fetchall())
+            conflicts = open_cur.fetchall()
         except psycopg.Error as exc:
             store._failed(exc)
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
             raise translate(exc) from exc
         pinned = Pinned(conn, Head(int(seq), str(digest), int(tx), int(recorded_at)),
-                        int(config_tx), names)
+                        int(config_tx), names,
+                        conflicts if len(conflicts) <= OPEN_CONFLICTS else None)
         store._local.snapshot = conn
         store._local.pinned = pinned
         try:
@@ -152,3 +166,16 @@ def read_snapshot(store: Any) -> Iterator[None]:
             # dropped by the pool; the error that brought us here is the one to report.
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
+
+
+def pinned_rows(store: Any, table: str, where: Mapping[str, Any]) -> list[Row] | None:
+    """``store.fetch(table, where)`` answered from what the snapshot's first round trip
+    read, or None when it cannot be (outside a snapshot, or not a read of open
+    conflicts by namespace, or too many open conflicts)."""
+    pinned: Pinned | None = getattr(store._local, "pinned", None)
+    if (pinned is None or pinned.open_conflicts is None or table != "conflicts"
+            or where.get("status") != "open" or not set(where) <= {"namespace", "status"}):
+        return None
+    cols = list(_CONFLICTS.columns)
+    return [decode_row(_CONFLICTS, cols, r)
+            for r in select_rows(_CONFLICTS, pinned.open_conflicts, where)]
