@@ -13,6 +13,7 @@ a new namespace show, an erased memory is gone, a decay policy weighs the hits.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -116,3 +117,29 @@ def test_a_conflict_opened_by_another_handle_marks_the_next_recall(
     hits = a.recall("Company X outlook", query_embedding=vecs[0].tolist()).hits
     assert {h.memory.id: (h.contested, h.rivals) for h in hits} == {
         up.id: (True, (down.id,)), down.id: (True, (up.id,))}
+
+
+def test_threads_recalling_while_namespaces_appear_miss_none(handles: Any) -> None:
+    """Threads of one handle share the kept names; whichever order their snapshots
+    update them in, each recall searches every namespace its snapshot sees."""
+    a, b = handles
+    vecs = _unit(np.random.default_rng(9), 1)
+    written: list[tuple[str, int]] = []
+    missed: list[str] = []
+
+    def reader() -> None:
+        for _ in range(15):
+            seen_before = list(written)  # committed before this recall began
+            got = _ids(a, "shared note", vecs[0], "crowd/**")
+            missed.extend(mid for mid, _ in seen_before if mid not in got)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(8):  # k=10 holds every one of them
+        m = b.remember(f"shared note {i}", namespace=f"crowd/ns{i}", embedding=vecs[0])
+        written.append((m.id, i))
+    for t in threads:
+        t.join(timeout=120)
+    assert not missed
+    assert _ids(a, "shared note", vecs[0], "crowd/**") == {mid for mid, _ in written}

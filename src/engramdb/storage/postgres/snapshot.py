@@ -101,23 +101,28 @@ class KnownNamespaces:
 
     def update(self, conn: psycopg.Connection[Any], since: int, head_tx: int,
                rows: list[tuple[str, int]]) -> tuple[str, ...]:
-        """The namespaces as of ``head_tx``, from what :meth:`query` read in the
-        snapshot (all of them, or those of the rows written after ``since``); they
-        are listed again, in the snapshot, when that is not enough."""
+        """The namespaces of every row the snapshot at ``head_tx`` sees, from what
+        :meth:`query` read in it (all of them, or those of the rows written after
+        ``since``); listed again, in the snapshot, when that is not enough.
+
+        Names only grow, so the names kept (complete as of ``self.tx``, at or after
+        ``since``) plus the rows read are complete for the snapshot. They may hold a
+        namespace the snapshot does not see yet (another thread saw it later): a
+        filter on it matches nothing there.
+        """
         with self._lock:
-            known_tx, names = self.tx, self.names
-        if since < 0:
-            names = frozenset(str(r[0]) for r in rows)
-        elif since != known_tx or head_tx < since or sum(int(r[1]) for r in rows) >= _NEW_ROWS_CAP:
-            # Another thread moved the cache meanwhile, the database was replaced
-            # under us, or too many new rows to count: list them all.
-            names = frozenset(str(r[0]) for r in conn.execute(_ALL_NAMESPACES).fetchall())
-        else:
-            names = names | {str(r[0]) for r in rows}
+            kept_tx = self.tx
+        replaced = 0 <= head_tx < since  # the database was replaced under us
+        if since >= 0 and (replaced or kept_tx < since
+                           or sum(int(r[1]) for r in rows) >= _NEW_ROWS_CAP):
+            rows = conn.execute(_ALL_NAMESPACES).fetchall()
+        found = frozenset(str(r[0]) for r in rows)
         with self._lock:
-            if head_tx >= self.tx:
-                self.tx, self.names = head_tx, names
-        return tuple(sorted(names))
+            if replaced:
+                self.tx, self.names = head_tx, found
+            else:
+                self.tx, self.names = max(self.tx, head_tx), self.names | found
+            return tuple(sorted(self.names))
 
 
 @contextmanager
