@@ -102,6 +102,11 @@ class Caller:
             if namespace_matches(pattern, ns) and acl.check("read", ns).allow
         )
 
+    def scope(self, flt: RecallFilter, namespace: str) -> RecallFilter:
+        """``flt`` limited to the namespaces matching ``namespace`` that this caller may
+        read now."""
+        return replace(flt, namespaces=self.readable(namespace, flt.as_of))
+
     def as_of(self, as_of: int | datetime | str | None) -> int | None:
         """A transaction number for ``as_of`` (a tx number, a time or None: now)."""
         if as_of is None:
@@ -118,8 +123,17 @@ class Caller:
         return self.res.storage.tx_at(when)
 
     def filter(self, namespace: str, layers: Sequence[str] | None, as_of: int | None,
-               valid_at: Any, filters: Mapping[str, Any] | None) -> RecallFilter:
-        """The validated filter of a read, limited to the namespaces this caller may read."""
+               valid_at: Any, filters: Mapping[str, Any] | None, *, resolve: bool = True
+               ) -> RecallFilter:
+        """The validated filter of a read, limited to the namespaces this caller may read.
+
+        ``resolve=False``: validate only, and leave the namespaces empty (a filter
+        that reads nothing) for :meth:`scope` to fill in later, e.g. inside the
+        read's snapshot.
+        """
+        if resolve:
+            return self.scope(self.filter(namespace, layers, as_of, valid_at, filters,
+                                          resolve=False), namespace)
         if filters is not None and not isinstance(filters, Mapping):
             raise InvalidInput("filters must be a dict of filter name -> value",
                                field="filters")
@@ -156,8 +170,9 @@ class Caller:
         if include is not None and not isinstance(include, bool):
             raise InvalidInput("filters['include_superseded'] must be true or false",
                                field="include_superseded")
+        check_glob(namespace)
         return RecallFilter(
-            namespaces=self.readable(namespace, as_of),
+            namespaces=(),
             layers=tuple(layers) if layers is not None else None,
             authors=tuple(authors) if authors is not None else None,
             statuses=tuple(statuses),

@@ -9,7 +9,7 @@ returned. ``recall``, ``context`` and ``knowledge`` all come through here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -35,10 +35,20 @@ class Recall:
         self._inbox = inbox
 
     def run(self, principal: str, query: str, flt: RecallFilter, k: int, as_of: int | None,
-            *, query_embedding: np.ndarray | None = None) -> RecallResult:
-        """The ``k`` best hits for ``query`` under ``flt``, read as ``principal``."""
+            *, query_embedding: np.ndarray | None = None,
+            scope: Callable[[RecallFilter], RecallFilter] | None = None,
+            settle: Callable[[RecallResult], RecallResult] | None = None) -> RecallResult:
+        """The ``k`` best hits for ``query`` under ``flt``, read as ``principal``.
+
+        ``scope`` and ``settle`` run inside the recall's snapshot: ``scope`` completes
+        the filter (e.g. the namespaces the reader may read) before the searches,
+        ``settle`` reorders the result after them. Reads they make see the same
+        state as the searches, and the backend may answer them from that
+        snapshot's first round trip (PostgreSQL: the namespaces and the
+        configuration) instead of a round trip each.
+        """
         res = self._res
-        if flt.namespaces is not None and not flt.namespaces:
+        if scope is None and flt.namespaces is not None and not flt.namespaces:
             head = res.storage.head()
             read_tx = head.tx if as_of is None else min(as_of, head.tx)
             return RecallResult((), receipt_for((), read_tx, flt.valid_at, principal, query))
@@ -54,6 +64,11 @@ class Recall:
             with res.storage.snapshot():
                 head = res.storage.head()
                 read_tx = head.tx if as_of is None else min(as_of, head.tx)
+                if scope is not None:
+                    flt = scope(flt)
+                    if flt.namespaces is not None and not flt.namespaces:
+                        return RecallResult((), receipt_for((), read_tx, flt.valid_at,
+                                                            principal, query))
                 if flt.as_of is None:
                     # Pin the read to the head we saw, so the receipt names a real snapshot.
                     flt = replace(flt, as_of=read_tx)
@@ -73,11 +88,15 @@ class Recall:
                                          weights=res.weights)
                 with sp.stage("contested"):
                     hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
+                result = RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal,
+                                                        query))
+                if settle is not None:
+                    result = settle(result)
             sp.set("engram.candidates.text", len(text_hits))
             sp.set("engram.candidates.vector", len(vector_hits))
             sp.set("engram.hits", len(hits))
             telemetry.candidates(len(text_hits), len(vector_hits))
-        return RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal, query))
+        return result
 
     def _with_sessions(self, query: str, text_hits: list[Any], vector_hits: list[Any],
                        query_embedding: np.ndarray, flt: RecallFilter, now: int) -> list[Any]:

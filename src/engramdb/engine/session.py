@@ -302,13 +302,23 @@ class Session:
             raise InvalidInput(f"k must be an integer from 1 to {self._res.config.max_k}")
         qv = check_embedding(query_embedding, self._res.dimension)
         t = self._caller.as_of(as_of)
-        flt = self._caller.filter(namespace, layers, t, valid_at, filters)
-        result = self._svc.recall.run(self._principal.name, query, flt, k, t,
-                                       query_embedding=qv)
+        flt = self._caller.filter(namespace, layers, t, valid_at, filters, resolve=False)
+        lifecycle = self._svc.lifecycle
+        decaying: list[bool] = []
+
+        def settle(result: RecallResult) -> RecallResult:
+            decaying.append(lifecycle.decaying())
+            return lifecycle.rerank(result) if decaying[0] else result
+
+        # The readable namespaces and the decay policies are read in the recall's
+        # snapshot, with its searches (PostgreSQL: in its first round trip).
+        result = self._svc.recall.run(
+            self._principal.name, query, flt, k, t, query_embedding=qv,
+            scope=lambda f: self._caller.scope(f, namespace),
+            settle=settle if t is None else None)
         self._res.read_audit.record(self._principal.name, result.receipt, result.memories)
-        if t is None:
-            result = self._svc.lifecycle.rerank(result)
-            self._svc.lifecycle.reinforce([m.id for m in result.memories])
+        if decaying and decaying[0]:
+            lifecycle.reinforce([m.id for m in result.memories])
         return result
 
     def forget(self, *, id: str | None = None, subject: str | None = None,

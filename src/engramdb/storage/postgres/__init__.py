@@ -49,7 +49,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -71,7 +71,6 @@ from engramdb.storage.postgres._conn import (
     _TxConn,
     _vector_dumper,
     _VectorLoader,
-    read_snapshot,
     to_pyformat,
 )
 from engramdb.storage.postgres._fork import keep_unused, watch
@@ -88,6 +87,12 @@ from engramdb.storage.postgres.fulltext import (
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
 from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
 from engramdb.storage.postgres.purge import purge
+from engramdb.storage.postgres.snapshot import (
+    DISTINCT_NAMESPACES,
+    KnownNamespaces,
+    pinned_rows,
+    read_snapshot,
+)
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
 
@@ -180,6 +185,7 @@ class PostgresStorage(SqlStorage):
         self._durable_sql = ""  # the durability barrier, when writes release early
         self.config_epoch: int | None = None  # chain_head.config_tx as last seen
         self.last_recorded_at = 0  # the latest recorded_at this process wrote or was told of
+        self.known_namespaces = KnownNamespaces()  # what snapshots list (.snapshot)
         watch(self)
 
     # -- connections -------------------------------------------------------------
@@ -190,6 +196,7 @@ class PostgresStorage(SqlStorage):
         self._pool, self._listener = None, None
         self._pool_lock = threading.Lock()
         self._local = threading.local()
+        self.known_namespaces = KnownNamespaces()
         self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
                                    ef_construction=self._hnsw[1])
 
@@ -626,24 +633,25 @@ class PostgresStorage(SqlStorage):
         (:func:`.purge.purge`)."""
         return purge(self)
 
+    def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,
+              limit: int | None = None) -> list[dict[str, Any]]:
+        rows = None if order_by or limit else pinned_rows(self, table, where)
+        return super().fetch(table, where, order_by=order_by, limit=limit) if rows is None \
+            else rows
+
     def namespaces(self) -> list[str]:
-        # A loose index scan: one index probe per distinct namespace, not a full scan.
-        sql = (
-            "WITH RECURSIVE ns AS ("
-            " (SELECT namespace FROM memories ORDER BY namespace LIMIT 1)"
-            " UNION ALL"
-            " SELECT (SELECT m.namespace FROM memories m WHERE m.namespace > ns.namespace"
-            "         ORDER BY m.namespace LIMIT 1) FROM ns WHERE ns.namespace IS NOT NULL"
-            ") SELECT namespace FROM ns WHERE namespace IS NOT NULL"
-        )
+        pinned = getattr(self._local, "pinned", None)
+        if pinned is not None:  # read in the snapshot's first round trip (.snapshot)
+            return list(pinned.namespaces)
         with self._read_conn() as conn:
-            return [r[0] for r in self._exec(conn, sql).fetchall()]
+            return [r[0] for r in self._exec(conn, DISTINCT_NAMESPACES).fetchall()]
 
     # -- the log, durable only ----------------------------------------------------------
 
     def head(self) -> Head:
         """The chain head, once durable: a checkpoint never signs one a crash takes back."""
-        return self._once_durable(super().head())
+        pinned = getattr(self._local, "pinned", None)  # read as the snapshot opened
+        return self._once_durable(pinned.head if pinned is not None else super().head())
 
     def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
         """Events after ``after``, once durable: no cursor holds one a crash takes back."""

@@ -6,12 +6,10 @@ searches (:mod:`.knn`) can use it too.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,10 +20,9 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import Format
 
 from engramdb.codec import json_dumps
-from engramdb.storage.postgres.errors import translate
 from engramdb.storage.sql import Dialect
 
-__all__ = ["PgDialect", "read_snapshot", "to_pyformat"]
+__all__ = ["PgDialect", "to_pyformat"]
 
 
 class PgDialect(Dialect):
@@ -140,33 +137,3 @@ class _Rows:
 
 _SELECT_FROM = re.compile(r"^\s*SELECT\b.*?\bFROM\s+(\w+)", re.IGNORECASE | re.DOTALL)
 _WRITES_TO = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
-
-
-@contextmanager
-def read_snapshot(store: Any) -> Iterator[None]:
-    """``PostgresStorage.snapshot``: pin one REPEATABLE READ, READ ONLY transaction.
-
-    While it is open, ``store._read_conn()`` hands its connection to every read
-    of this thread, so they all see one committed state. Nested: the outer holds.
-    """
-    if getattr(store._local, "snapshot", None) is not None:
-        yield
-        return
-    with store._read_conn() as conn:
-        try:
-            with conn.pipeline():  # one round trip
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                # The snapshot is taken at the first query, not at BEGIN: take it now.
-                conn.execute("SELECT 1")
-        except psycopg.Error as exc:
-            store._failed(exc)
-            raise translate(exc) from exc
-        store._local.snapshot = conn
-        try:
-            yield
-        finally:
-            store._local.snapshot = None
-            # Read only: nothing to keep. A connection that cannot even roll back is
-            # dropped by the pool; the error that brought us here is the one to report.
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
