@@ -9,20 +9,25 @@ returned. ``recall``, ``context`` and ``knowledge`` all come through here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engramdb import telemetry
-from engramdb.codec import sha256_hex
+from engramdb.codec import check_chars, sha256_hex
 from engramdb.engine.inbox import ConflictInbox
 from engramdb.engine.resources import Resources
-from engramdb.engine.rows import memory_from_row
+from engramdb.engine.rows import check_embedding, memory_from_row
+from engramdb.errors import InvalidInput
 from engramdb.model import Hit, RecallFilter, RecallResult, Receipt, ReceiptItem
 from engramdb.retrieval.hybrid import rank_hybrid
+
+if TYPE_CHECKING:
+    from engramdb.engine.access import Caller
+    from engramdb.engine.lifecycle import Lifecycle
 
 __all__ = ["Recall", "hits_from", "receipt_for"]
 
@@ -33,6 +38,39 @@ class Recall:
     def __init__(self, res: Resources, inbox: ConflictInbox) -> None:
         self._res = res
         self._inbox = inbox
+
+    def answer(self, caller: Caller, lifecycle: Lifecycle, query: Any, *, namespace: str,
+               k: Any, layers: Sequence[str] | None, as_of: int | datetime | str | None,
+               valid_at: datetime | str | None, filters: Mapping[str, Any] | None,
+               query_embedding: Sequence[float] | None) -> RecallResult:
+        """``Session.recall`` for ``caller``: checked, searched, decayed, audited.
+
+        Current reads are reranked by the decay policies and reinforce what they
+        return; the readable namespaces and the policies are read in the recall's
+        snapshot, with its searches (PostgreSQL: in its first round trip).
+        """
+        res = self._res
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query must be a non-empty string")
+        check_chars(query, "query")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= res.config.max_k:
+            raise InvalidInput(f"k must be an integer from 1 to {res.config.max_k}")
+        qv = check_embedding(query_embedding, res.dimension)
+        t = caller.as_of(as_of)
+        flt = caller.filter(namespace, layers, t, valid_at, filters, resolve=False)
+        decaying: list[bool] = []
+
+        def settle(result: RecallResult) -> RecallResult:
+            decaying.append(lifecycle.decaying())
+            return lifecycle.rerank(result) if decaying[0] else result
+
+        result = self.run(caller.name, query, flt, k, t, query_embedding=qv,
+                          scope=lambda f: caller.scope(f, namespace),
+                          settle=settle if t is None else None)
+        res.read_audit.record(caller.name, result.receipt, result.memories)
+        if decaying and decaying[0]:
+            lifecycle.reinforce([m.id for m in result.memories])
+        return result
 
     def run(self, principal: str, query: str, flt: RecallFilter, k: int, as_of: int | None,
             *, query_embedding: np.ndarray | None = None,

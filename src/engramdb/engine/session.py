@@ -19,12 +19,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engramdb._guard import guard_and_trace
-from engramdb.codec import check_chars
 from engramdb.engine.access import Caller
 from engramdb.engine.admin import Admin
 from engramdb.engine.rows import (
     PrincipalInfo,
-    check_embedding,
     check_id,
     check_reason,
     memory_from_row,
@@ -34,6 +32,7 @@ from engramdb.engine.writes import (
     UNSET,
     Transaction,
     Writer,
+    batch_drafts,
     check_write_args,
     make_draft,
     preparable,
@@ -160,26 +159,7 @@ class Session:
         Each item is a :class:`MemoryDraft` or a dict of :meth:`remember` arguments.
         Embeddings are computed in batches before the write lock is taken.
         """
-        if not isinstance(drafts, (list, tuple)):
-            raise InvalidInput(f"remember_many takes a list of drafts, not "
-                               f"{type(drafts).__name__}; wrap an iterator in list(...)",
-                               field="drafts")
-        if len(drafts) > self._res.config.max_batch:
-            raise InvalidInput(
-                f"batch of {len(drafts)} is over the limit of {self._res.config.max_batch}; "
-                "split it"
-            )
-        clean: list[MemoryDraft] = []
-        policies = self._svc.lifecycle.policies()
-        for item in drafts:
-            if isinstance(item, MemoryDraft):
-                fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}
-            elif isinstance(item, Mapping):
-                fields = dict(item)
-            else:
-                raise InvalidInput("each batch item must be a MemoryDraft or a dict")
-            clean.append(self._svc.lifecycle.with_ttl(make_draft(self._caller, **fields),
-                                                      policies))
+        clean = batch_drafts(self._caller, drafts, self._svc.lifecycle)
         vectors = self._res.vectors_for(clean)
         # Free-text rival candidates are searched before the lock is taken, and
         # brought up to date under it (only rows committed since are searched).
@@ -295,31 +275,9 @@ class Session:
             :class:`RecallResult` with scored hits (``why`` holds the score
             parts) and a :class:`Receipt` of the exact versions returned.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput("query must be a non-empty string")
-        check_chars(query, "query")
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self._res.config.max_k:
-            raise InvalidInput(f"k must be an integer from 1 to {self._res.config.max_k}")
-        qv = check_embedding(query_embedding, self._res.dimension)
-        t = self._caller.as_of(as_of)
-        flt = self._caller.filter(namespace, layers, t, valid_at, filters, resolve=False)
-        lifecycle = self._svc.lifecycle
-        decaying: list[bool] = []
-
-        def settle(result: RecallResult) -> RecallResult:
-            decaying.append(lifecycle.decaying())
-            return lifecycle.rerank(result) if decaying[0] else result
-
-        # The readable namespaces and the decay policies are read in the recall's
-        # snapshot, with its searches (PostgreSQL: in its first round trip).
-        result = self._svc.recall.run(
-            self._principal.name, query, flt, k, t, query_embedding=qv,
-            scope=lambda f: self._caller.scope(f, namespace),
-            settle=settle if t is None else None)
-        self._res.read_audit.record(self._principal.name, result.receipt, result.memories)
-        if decaying and decaying[0]:
-            lifecycle.reinforce([m.id for m in result.memories])
-        return result
+        return self._svc.recall.answer(
+            self._caller, self._svc.lifecycle, query, namespace=namespace, k=k, layers=layers,
+            as_of=as_of, valid_at=valid_at, filters=filters, query_embedding=query_embedding)
 
     def forget(self, *, id: str | None = None, subject: str | None = None,
                author: str | None = None, namespace: str | None = None,

@@ -49,8 +49,8 @@ from engramdb.errors import (
 from engramdb.model import UNSET, Event, Memory, MemoryDraft, check_layer, to_utc
 from engramdb.storage.base import Insert, Storage, Unprepared, Update, WriteTx
 
-__all__ = ["UNSET", "UPDATABLE", "Transaction", "Writer", "check_write_args", "make_draft",
-           "preparable", "update_changes", "write_prepared"]
+__all__ = ["UNSET", "UPDATABLE", "Transaction", "Writer", "batch_drafts", "check_write_args",
+           "make_draft", "preparable", "update_changes", "write_prepared"]
 
 T = TypeVar("T")
 
@@ -89,6 +89,32 @@ def make_draft(caller: Caller, **fields: Any) -> MemoryDraft:
     # A given embedding (list, tuple or array) becomes a read-only float32 array in
     # validate_fields: the form it is searched and stored in.
     return validate_fields(fields, caller.res.config, caller.res.dimension)
+
+
+def batch_drafts(caller: Caller, drafts: Any, lifecycle: Any) -> list[MemoryDraft]:
+    """The validated drafts of a ``remember_many`` batch, with the TTL in force.
+
+    Each item is a :class:`MemoryDraft` or a dict of ``remember`` arguments;
+    ``lifecycle`` (:class:`~engramdb.engine.lifecycle.Lifecycle`) gives the TTLs.
+    """
+    if not isinstance(drafts, (list, tuple)):
+        raise InvalidInput(f"remember_many takes a list of drafts, not "
+                           f"{type(drafts).__name__}; wrap an iterator in list(...)",
+                           field="drafts")
+    limit = caller.res.config.max_batch
+    if len(drafts) > limit:
+        raise InvalidInput(f"batch of {len(drafts)} is over the limit of {limit}; split it")
+    clean: list[MemoryDraft] = []
+    policies = lifecycle.policies()
+    for item in drafts:
+        if isinstance(item, MemoryDraft):
+            fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}
+        elif isinstance(item, Mapping):
+            fields = dict(item)
+        else:
+            raise InvalidInput("each batch item must be a MemoryDraft or a dict")
+        clean.append(lifecycle.with_ttl(make_draft(caller, **fields), policies))
+    return clean
 
 
 def update_changes(text: Any, fields: Mapping[str, Any], cfg: EngineConfig) -> dict[str, Any]:
