@@ -2,6 +2,8 @@
 
 Both stores get the same ``items`` puts, one ``store.put`` call each (what a
 graph node does), then the same searches, on files in one temporary directory.
+Item texts are natural sentences by default (``--text templated``: the
+near-duplicate notes earlier runs used, contradiction detection's worst case).
 The two stores take turns (``--chunk`` puts, then a tenth as many searches, at
 a time), so a load spike on a shared machine falls on both alike:
 
@@ -57,11 +59,24 @@ def hash_embed(texts: list[str]) -> list[list[float]]:
     return out
 
 
+# Item texts: natural sentences (docstrings of installed modules, bench/scale.py's
+# corpus) by default; ``--text templated`` gives the old "note i about topic: step s is
+# done by owner o" lines, near-duplicates whose owners differ: contradiction
+# detection's worst case (about two open conflicts per put).
+TEXTS: list[str] = []
+
+
 def item(i: int) -> tuple[tuple[str, ...], str, dict[str, Any]]:
     topic = TOPICS[i % len(TOPICS)]
-    return (("team", topic), f"note-{i}",
-            {"text": f"note {i} about {topic}: step {i % 97} is done by owner {i % 13}",
-             "owner": i % 13, "step": i % 97})
+    text = TEXTS[i] if TEXTS else \
+        f"note {i} about {topic}: step {i % 97} is done by owner {i % 13}"
+    return (("team", topic), f"note-{i}", {"text": text, "owner": i % 13, "step": i % 97})
+
+
+def _query(j: int) -> str:
+    if TEXTS:
+        return " ".join(TEXTS[(j * 7919) % len(TEXTS)].split()[:5])
+    return f"{TOPICS[j % 10]} step {j % 97}"
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -72,7 +87,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 def _search(store: Any, j: int, query: bool) -> None:
     if query:
-        hits = store.search(("team",), query=f"{TOPICS[j % 10]} step {j % 97}", limit=10)
+        hits = store.search(("team",), query=_query(j), limit=10)
         assert len(hits) == 10
     else:
         hits = store.search(("team", TOPICS[j % 10]),
@@ -149,6 +164,7 @@ def run(items: int, searches: int, modes: tuple[str, ...] = ("kv", "vector"),
     from langgraph.store.sqlite import SqliteStore
 
     out: dict[str, Any] = {"items": items, "searches": searches, "batch_load": batch,
+                           "text": "natural" if TEXTS else "templated",
                            "chunk": chunk, "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
@@ -210,7 +226,15 @@ def main() -> None:
                     "off for its namespaces (what detection costs)")
     ap.add_argument("--chunk", type=int, default=250,
                     help="puts per turn: the two stores take turns, chunk puts at a time")
+    ap.add_argument("--text", choices=["natural", "templated"], default="natural",
+                    help="item texts: natural sentences, or templated near-duplicates "
+                    "(contradiction detection's worst case)")
     args = ap.parse_args()
+    if args.text == "natural":
+        sys.path.insert(0, str(ROOT))
+        from bench.scale import corpus
+
+        TEXTS[:] = corpus(args.items)
     modes = ("kv", "vector") if args.mode == "both" else (args.mode,)
 
     def report(key: str, value: Any) -> None:  # partial figures survive a killed run
