@@ -57,6 +57,9 @@ class SQLiteDialect(Dialect):
 # The most of the file each connection reads through a memory map (address space,
 # not memory: only pages read are resident, shared with the page cache).
 MMAP_BYTES = 1 << 30
+# How long an erasure's purge waits for readers of an old snapshot before it leaves
+# the WAL to ``maintain`` (``wal_busy``): its checkpoint holds off every writer meanwhile.
+PURGE_WAIT_S = 1.0
 
 # Connections a forked child inherited: kept alive and unused (see _after_fork).
 _INHERITED: list[sqlite3.Connection] = []
@@ -457,11 +460,18 @@ class SQLiteStorage(SqlStorage):
         checkpoint and truncate the WAL. With ``secure_delete`` on, every page
         freed on the way is zeroed, so the erased bytes are in no file.
         A checkpoint cannot finish while another connection reads an old
-        snapshot; ``wal_busy`` says so and ``maintain`` retries later.
+        snapshot; ``wal_busy`` says so and ``maintain`` retries later. It waits
+        for such readers at most :data:`PURGE_WAIT_S`, not the busy timeout:
+        while it waits, no other writer may commit.
         """
         conn = self._conn("writer")
         self._exec(conn, "INSERT INTO memories_fts (memories_fts) VALUES ('optimize')")
-        busy, wal_pages, moved = self._exec(conn, "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        conn.execute(f"PRAGMA busy_timeout = {int(PURGE_WAIT_S * 1000)}")
+        try:
+            busy, wal_pages, moved = self._exec(
+                conn, "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         # The vector index's snapshot files (a projection, rebuilt from the database on
         # the next search) still hold the erased vectors: remove them. A process that
         # has them mapped drops them at its next search (see _fresh_index).
