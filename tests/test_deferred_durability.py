@@ -98,3 +98,22 @@ def test_deferred_outcomes_from_threads_all_count(tmp_path: Path) -> None:
         (st,) = a.tool_stats("fetch")
         assert (st.calls, st.successes) == (200, 100)
         assert db.verify().ok
+
+
+@pytest.mark.postgres
+def test_a_deferred_outcome_on_postgres_is_logged_and_shown_only_once_flushed(pg_url) -> None:
+    # With early lock release a deferred outcome skips its own flush barrier; the
+    # log's readers run theirs, so the change feed still shows it and verify holds.
+    # (When its WAL reaches the disk is the server's; a test cannot see that.)
+    with engramdb.open(pg_url, embedder=None, release_before_flush=True) as db:
+        assert db.storage.release_before_flush, "the server commits synchronously"
+        a = _agent(db)
+        before = db.head().seq
+        for i in range(5):
+            a.tool_outcome("fetch", i % 2 == 0, latency_ms=float(i))
+        a.tool_outcome("fetch", False, error="429", durable=True)
+        kinds = [e.kind for e in db.changes(before)]
+        assert kinds == ["tool.outcome"] * 6
+        (st,) = a.tool_stats("fetch")
+        assert (st.calls, st.successes, st.errors) == (6, 3, (("429", 1),))
+        assert db.verify().ok
