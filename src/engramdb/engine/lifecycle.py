@@ -27,7 +27,7 @@ from engramdb.codec import check_chars, from_micros, to_micros
 from engramdb.engine._commit import next_version
 from engramdb.engine.erasure import PURGE_PENDING
 from engramdb.engine.resources import ADMIN, Resources
-from engramdb.engine.rows import memory_from_row
+from engramdb.engine.rows import check_bool, memory_from_row
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound
 from engramdb.lifecycle_values import MaintenanceReport
 from engramdb.model import Hit, RecallResult, check_glob, check_layer
@@ -123,8 +123,7 @@ class Lifecycle:
 
     def legal_hold(self, actor: str, pattern: Any, on: Any, reason: Any) -> dict[str, Any]:
         check_glob(pattern)
-        if not isinstance(on, bool):
-            raise InvalidInput("on must be true or false", field="on")
+        check_bool(on, "on")
         if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
             raise InvalidInput("reason is required: a non-empty string of at most 2000 "
                                "characters", field="reason")
