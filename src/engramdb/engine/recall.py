@@ -23,6 +23,7 @@ from engramdb.engine.resources import Resources
 from engramdb.engine.rows import check_embedding, memory_from_row
 from engramdb.errors import InvalidInput
 from engramdb.model import Hit, RecallFilter, RecallResult, Receipt, ReceiptItem
+from engramdb.retrieval.first_person import first_person, speakers
 from engramdb.retrieval.hybrid import rank_hybrid
 
 if TYPE_CHECKING:
@@ -38,6 +39,10 @@ class Recall:
     def __init__(self, res: Resources, inbox: ConflictInbox) -> None:
         self._res = res
         self._inbox = inbox
+        # Speakers seen among full-text candidates (name words), only to guess which
+        # first-person query to embed together with the query itself: a guess that proves
+        # wrong costs an embedding, never a different result.
+        self._speakers: set[frozenset[str]] = set()
 
     def answer(self, caller: Caller, lifecycle: Lifecycle, query: Any, *, namespace: str,
                k: Any, layers: Sequence[str] | None, as_of: int | datetime | str | None,
@@ -94,7 +99,9 @@ class Recall:
         with telemetry.span("engram.search", {"engram.k": k, "engram.candidates.limit": n}) as sp:
             if res.embedder is not None and query_embedding is None:
                 with sp.stage("embed"):  # before the snapshot: no read waits on the model
-                    qv = res.embed([query])
+                    guess = (first_person(query, tuple(self._speakers))
+                             if res.config.recall_first_person else None)
+                    qv = res.embed([query] if guess is None else [query, guess])
                 assert qv is not None
                 query_embedding = qv[0]
             # One snapshot for the head, both candidate queries, their rows and the
@@ -115,6 +122,9 @@ class Recall:
                 vector_hits: list[Any] = []
                 now = head.recorded_at if as_of is None else res.tx_time(read_tx)
                 if query_embedding is not None and res.embedder is not None:
+                    if res.config.recall_first_person:
+                        query_embedding = self._first_person(query, text_hits, query_embedding,
+                                                             sp)
                     with sp.stage("vector"):
                         vector_hits = res.storage.search_vector(query_embedding, flt, n)
                         # A cut-off pool: what was said around its best hits may lie beyond.
@@ -135,6 +145,21 @@ class Recall:
             sp.set("engram.hits", len(hits))
             telemetry.candidates(len(text_hits), len(vector_hits))
         return result
+
+    def _first_person(self, query: str, text_hits: list[Any], query_embedding: np.ndarray,
+                      sp: Any) -> np.ndarray:
+        """The vector to search with: ``query`` asked in the first person when it names a
+        speaker of the full-text candidates (:mod:`engramdb.retrieval.first_person`),
+        else ``query_embedding`` as it is."""
+        named = speakers(row for row, _ in text_hits)
+        if len(self._speakers) < 4096:
+            self._speakers |= named
+        asked = first_person(query, named)
+        if asked is None:
+            return query_embedding
+        with sp.stage("embed_first_person"):  # the embedder's cache holds a right guess
+            vectors = self._res.embed([asked])
+        return query_embedding if vectors is None else vectors[0]
 
     def _with_sessions(self, query: str, text_hits: list[Any], vector_hits: list[Any],
                        query_embedding: np.ndarray, flt: RecallFilter, now: int) -> list[Any]:

@@ -69,6 +69,9 @@ class EngineConfig:
     # nearest the query: what was said around a hit joins the candidates (0 seeds: off).
     recall_session_seeds: int = 5
     recall_session_depth: int = 32
+    # A query naming a speaker of the candidates is embedded as that speaker would ask it
+    # ("What does Ana like?" -> "What does I like?"), see retrieval/first_person.py.
+    recall_first_person: bool = True
     max_k: int = 1_000
     # One transaction's work under the write lock: every other writer waits for it.
     max_tx_ops: int = 1_000

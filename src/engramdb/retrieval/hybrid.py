@@ -31,8 +31,10 @@ the weights, fitted on LoCoMo's tuning half; see BENCHMARKS.md, ``quality``):
    often answers a question only together with what was said next to it (a
    reply to a question, a follow-up). A candidate's *match* (its lexical and
    semantic cues) is shared with its nearest earlier and later candidates of
-   the same session (order of memory ids, which are time-ordered) and with every
-   candidate of the session through the session's best match.
+   the same session (order of memory ids, which are time-ordered) and, through
+   the best match among them, with the ``session_window`` candidates on either
+   side of it: a long conversation drifts, and what was said at one end of it
+   says little about the other.
 
 The blend with recency and importance is the same as :func:`engramdb.retrieval.rank.fuse`'s,
 and every cue is kept in ``why``.
@@ -58,7 +60,7 @@ from engramdb.retrieval.rank import (
 from engramdb.retrieval.temporal import asks_when, named_span, span_affinity, states_time
 from engramdb.storage.words import WORDS_KEY
 
-__all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "terms"]
+__all__ = ["ContextWeights", "rank_hybrid", "speaker_named", "speaker_words", "terms"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 # Function words of English questions and statements; content words stay.
@@ -123,13 +125,14 @@ class ContextWeights:
     fulltext: float = 0.14  # the full-text retriever's own rank: 10 / (9 + rank)
     semantic: float = 0.11  # cosine similarity rescaled: best 1, floor_rank-th 0
     speaker: float = 0.15  # the query names the memory's speaker
-    when: float = 0.1  # a "when" question, and the memory states a time
+    when: float = 0.15  # a "when" question, and the memory states a time
     dates: float = 0.2  # closeness of the memory's valid time to the dates the query names
     length: float = 0.15  # content words, log-scaled, full at length_words
     neighbour: float = 0.11  # match of the best adjacent candidate of the same session
-    session: float = 0.16  # match of the session's best candidate
+    session: float = 0.16  # best match within session_window candidates of it in its session
     match_lexical: float = 0.6  # a match (for context): this share lexical, the rest semantic
     length_words: int = 16
+    session_window: int = 6  # candidates either side of one in its session (0: all of them)
     floor_rank: int = 100  # the semantic score is 0 at this rank and below
     date_after_days: float = 14.0  # a memory this long after the named span gains nothing
     date_before_days: float = 2.0  # nor one this long before it
@@ -151,19 +154,24 @@ def _opener_words(head: str) -> frozenset[str]:
     return _name_words(m.group(1)) if m else _NOBODY
 
 
-def speaker_named(query_words: frozenset[str], row: Row) -> bool:
-    """Whether every word of ``row``'s speaker's name is among ``query_words``."""
+def speaker_words(row: Row) -> frozenset[str]:
+    """The lower-cased words of ``row``'s speaker's name (``metadata["speaker"]``, or the
+    ``Name:`` opening a transcript line); empty when it names no speaker."""
     meta = row.get("metadata") or {}
     named = meta.get("speaker") if isinstance(meta, dict) else None
     if isinstance(named, str) and named:
-        words = _name_words(named[:200])
-    else:
-        # _SPEAKER's name holds no colon, so only the text before the first one (and a
-        # space after it) can match; most texts have none and skip the expression.
-        head, colon, rest = str(row.get("text") or "")[:80].partition(":")
-        if not colon or not rest[:1].isspace():
-            return False
-        words = _opener_words(head)
+        return _name_words(named[:200])
+    # _SPEAKER's name holds no colon, so only the text before the first one (and a
+    # space after it) can match; most texts have none and skip the expression.
+    head, colon, rest = str(row.get("text") or "")[:80].partition(":")
+    if not colon or not rest[:1].isspace():
+        return _NOBODY
+    return _opener_words(head)
+
+
+def speaker_named(query_words: frozenset[str], row: Row) -> bool:
+    """Whether every word of ``row``'s speaker's name is among ``query_words``."""
+    words = speaker_words(row)
     return bool(words) and words <= query_words
 
 
@@ -305,8 +313,9 @@ def rank_hybrid(
 def _context(keys: Sequence[tuple[str, int]], pool: Sequence[Row], match: Sequence[float],
              cw: ContextWeights) -> list[float]:
     """Each candidate's context cue: the best match of its adjacent candidates in its
-    session (memory-id order) and the session's best match, weighted. A memory outside
-    any session is a session of its own."""
+    session (memory-id order) and the best match within ``cw.session_window`` candidates
+    of it there (the whole session at 0), weighted. A memory outside any session is a
+    session of its own."""
     sessions: dict[tuple[str, str], list[int]] = defaultdict(list)
     out = [0.0] * len(keys)
     for i, row in enumerate(pool):
@@ -316,9 +325,11 @@ def _context(keys: Sequence[tuple[str, int]], pool: Sequence[Row], match: Sequen
             out[i] = cw.neighbour * 0.0 + cw.session * match[i]
     for members in sessions.values():
         members.sort(key=keys.__getitem__)
-        best = max(match[m] for m in members)
+        matches = [match[m] for m in members]
+        window = cw.session_window if cw.session_window > 0 else len(members)
         for j, m in enumerate(members):
-            before = match[members[j - 1]] if j > 0 else 0.0
-            after = match[members[j + 1]] if j + 1 < len(members) else 0.0
-            out[m] = cw.neighbour * max(before, after) + cw.session * best
+            before = matches[j - 1] if j > 0 else 0.0
+            after = matches[j + 1] if j + 1 < len(members) else 0.0
+            near = max(matches[max(0, j - window):j + window + 1])
+            out[m] = cw.neighbour * max(before, after) + cw.session * near
     return out
