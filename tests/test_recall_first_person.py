@@ -79,10 +79,16 @@ def test_a_query_embedding_given_by_the_caller_gets_the_same_answer(tmp_path, em
     # ranking as those who let recall embed it.
     with _open("sqlite", tmp_path, embedder, request) as db:
         _load(db)
-        mine = db.recall(QUERY, namespace=NS, k=3)
+        first = db.recall(QUERY, namespace=NS, k=3)
+        # Now that recall has seen Ana speak, it embeds its guess of the first-person query
+        # together with the query: the same hits, whether the guess is used or not.
+        again = db.recall(QUERY, namespace=NS, k=3)
+        other = db.recall("What did Ben say about the bookshelf?", namespace=NS, k=3)
         given = db.recall(QUERY, namespace=NS, k=3, query_embedding=embedder.embed([QUERY])[0])
-        assert [h.memory.id for h in given.hits] == [h.memory.id for h in mine.hits]
+        assert [h.memory.id for h in given.hits] == [h.memory.id for h in first.hits] == [
+            h.memory.id for h in again.hits]
         assert ANSWER in {h.memory.text for h in given.hits}
+        assert "Ana: It is. Did you finish the bookshelf?" in {h.memory.text for h in other.hits}
 
 
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

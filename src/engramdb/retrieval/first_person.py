@@ -45,5 +45,5 @@ def first_person(query: str, names: Iterable[frozenset[str]]) -> str | None:
     alternatives = "|".join(sorted(map(re.escape, named), key=len, reverse=True))
     # "Ana Lima's" -> "my", "Ana Lima" -> "I": a run of name words is one person.
     run = rf"\b(?:{alternatives})(?:\s+(?:{alternatives}))*\b"
-    text = re.sub(rf"{run}['’]s\b", "my", query, flags=re.IGNORECASE)
+    text = re.sub(rf"{run}['\u2019]s\b", "my", query, flags=re.IGNORECASE)
     return re.sub(run, "I", text, flags=re.IGNORECASE)
