@@ -249,6 +249,7 @@ class PostgresStorage(SqlStorage):
                 self._pool.check()
 
     prepared_writes = True
+    write_flush_rows = 1_000  # a batch's rows reach the server while the rest is planned
 
     def prepare(self, actor: str) -> AbstractContextManager[PreparedWriteTx]:
         """A write built without the chain lock, applied in one round trip (:mod:`.prepared`)."""
