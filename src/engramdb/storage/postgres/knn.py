@@ -56,6 +56,7 @@ _VECTORS_PER_STATEMENT = 250
 # and the filter matches at most this many stored ones (1.5 kB each at 384-d).
 _IN_PROCESS_MIN_QUERIES = 16
 _IN_PROCESS_MAX_ROWS = 20_000
+_TAIL_CHUNK = 20_000  # unindexed vectors ranked per step (30 MB at 384-d)
 
 
 # The vectors written since the projection's watermark. The first bound is the
@@ -348,17 +349,39 @@ def _tail_in_process(conn: psycopg.Connection[Any], vecs: list[np.ndarray], sele
                      cond: str, params: list[Any], n: int, min_similarity: float | None,
                      mark: int) -> list[list[tuple[Any, ...]]]:
     """Exact nearest rows among the vectors past the watermark ``mark`` (the ones the
-    graph has not indexed yet), for many vectors at once: the tail is read once and
-    ranked in process, instead of scanned by every query's statement (a burst of
-    writes leaves thousands there, and a batch asks thousands of queries). Empty
-    when there are few queries or the tail is too large to read (the SQL searches
-    it then). Read before the graph is searched, so a row the indexer moves past
-    the watermark meanwhile is found by one search or both, never by neither."""
+    graph has not indexed yet), for many vectors at once: the tail is streamed once
+    (:data:`_TAIL_CHUNK` rows at a time) and ranked in process, instead of scanned
+    by every query's statement (a burst of writes leaves thousands there, a bulk
+    load all of it while the graph is rebuilt, and a batch asks thousands of
+    queries). Empty when there are few queries: the SQL searches the tail then.
+    Read before the graph is searched, so a row the indexer moves past the
+    watermark meanwhile is found by one search or both, never by neither."""
     if len(vecs) < _IN_PROCESS_MIN_QUERIES:
         return []
-    found = _exact_in_process(conn, vecs, select, f"v.vseq > {int(mark)} AND {cond}", params,
-                              n, min_similarity)
-    return found or []
+    queries = np.stack(vecs)
+    best: list[list[tuple[float, str, int]]] = [[] for _ in vecs]
+    with conn.transaction(), conn.cursor(name="engramdb_tail", binary=True) as cur:
+        cur.itersize = _TAIL_CHUNK
+        cur.execute(to_pyformat(
+            "SELECT v.id, v.version, v.vec FROM memory_vectors v JOIN memories m "
+            f"ON m.id = v.id AND m.version = v.version WHERE v.vseq > {int(mark)} AND {cond}"),
+            params)
+        while rows := cur.fetchmany(_TAIL_CHUNK):
+            if not all(isinstance(r[2], np.ndarray) for r in rows):
+                return []  # no binary vector loader on this connection
+            matrix = np.stack([r[2] for r in rows])
+            step = max(1, (8 << 20) // len(rows))
+            for start in range(0, len(queries), step):
+                ranked = top_hits(queries[start:start + step] @ matrix.T, n, min_similarity)
+                for q, hits in enumerate(ranked, start):
+                    if hits:
+                        kept = best[q] + [(sim, rows[i][0], int(rows[i][1])) for i, sim in hits]
+                        best[q] = sorted(kept, key=lambda h: -h[0])[:n]
+    wanted = sorted({memory_id for hits in best for _, memory_id, _ in hits})
+    full = {(r[0], int(r[1])): r for r in conn.execute(
+        to_pyformat(f"SELECT {select} FROM memories m WHERE m.id = ANY(?)"),
+        [wanted]).fetchall()} if wanted else {}
+    return [[(*full[(m, v)], -sim) for sim, m, v in hits if (m, v) in full] for hits in best]
 
 
 def _exact_in_process(conn: psycopg.Connection[Any], vecs: list[np.ndarray],
