@@ -69,12 +69,22 @@ def test_a_large_namespace_flags_what_a_small_one_flags(graph_db: Any,
 
     monkeypatch.setattr(VectorSearch, "_graph_search", graph_search)
     monkeypatch.setattr(VectorSearch, "_graph_many", graph_many)
+    write_batch_and_singles(db)
+    assert sum(walks) >= 2 * len(BATCH)  # the large namespaces took the graph path
+    assert_flags_like_a_small_namespace(db)
+
+
+def write_batch_and_singles(db: Any) -> None:
+    """BATCH into ``big/batch`` and ``small/batch`` at once, and one by one into
+    ``big/single`` and ``small/single``."""
     for size in ("big", "small"):
         db.remember_many([{"text": t, "namespace": f"{size}/batch"} for t in BATCH])
         for text in BATCH:
             db.remember(text, namespace=f"{size}/single")
-    assert sum(walks) >= 2 * len(BATCH)  # the large namespaces took the graph path
 
+
+def assert_flags_like_a_small_namespace(db: Any) -> None:
+    """Every namespace flagged what single writes flagged in the small one."""
     expected = _pairs(db, "small/single")
     assert frozenset({"The deployment window is Monday",
                       "The deployment window is Friday"}) in expected

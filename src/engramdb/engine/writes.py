@@ -56,6 +56,9 @@ T = TypeVar("T")
 
 _UNSET = UNSET
 _WRITABLE = ("active", "quarantined")
+# Plain memories of a batch committed (applied and logged) together: a backend that
+# sends rows as they are buffered then works on them while the next run is planned.
+_HELD_RUN = 500
 UPDATABLE = frozenset({"metadata", "importance", "confidence", "value", "valid_from",
                        "valid_to", "layer", "source", "expires_at"})
 
@@ -370,6 +373,8 @@ class Writer:
             else:
                 held.append((d.namespace, ref, effects))
                 held_put.extend(put)
+                if len(held) >= _HELD_RUN:  # logged now, sent while the rest is planned
+                    self._commit_held(held, held_put)
             out.append(memory)
         self._commit_held(held, held_put)
         return out

@@ -52,6 +52,9 @@ class SqlStorage(Storage):
     """Shared implementation; subclasses provide connections and search."""
 
     dialect_impl: Dialect
+    # Buffered insert rows a write transaction sends at once (SqlWriteTx): a server
+    # backend sends sooner, so the server inserts while the engine plans the rest.
+    write_flush_rows = 10_000
 
     @property
     def dialect(self) -> str:  # type: ignore[override]

@@ -125,6 +125,7 @@ class SqlWriteTx(WriteTx):
     def __init__(self, storage: SqlStorage, conn: Any, head: Head, config_tx: int = 0) -> None:
         self._storage = storage
         self._conn = conn
+        self.FLUSH_AT = storage.write_flush_rows
         self._head = head
         # The transaction of the last configuration change (CONFIG_TABLES), read with
         # the locked head: the configuration rows kept in memory are exact while their

@@ -75,6 +75,7 @@ from engramdb.storage.postgres._conn import (
 )
 from engramdb.storage.postgres._fork import keep_unused, watch
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
+from engramdb.storage.postgres.bulk import insert_many, upsert_vectors
 from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import (
@@ -248,6 +249,7 @@ class PostgresStorage(SqlStorage):
                 self._pool.check()
 
     prepared_writes = True
+    write_flush_rows = 1_000  # a batch's rows reach the server while the rest is planned
 
     def prepare(self, actor: str) -> AbstractContextManager[PreparedWriteTx]:
         """A write built without the chain lock, applied in one round trip (:mod:`.prepared`)."""
@@ -313,8 +315,9 @@ class PostgresStorage(SqlStorage):
                 conn.forget(written.group(1))
             conn = conn.conn
         try:
-            with conn.cursor() as cur:
-                cur.executemany(to_pyformat(sql), rows)
+            if not insert_many(conn, sql, rows):  # a run of plain inserts: multi-row (.bulk)
+                with conn.cursor() as cur:
+                    cur.executemany(to_pyformat(sql), rows)
         except psycopg.Error as exc:
             self._failed(exc)
             raise translate(exc) from exc
@@ -474,13 +477,7 @@ class PostgresStorage(SqlStorage):
         rows = [(i, v, np.asarray(vec, dtype=np.float32).reshape(-1)) for i, v, vec in items]
         self._type_vectors(rows[0][2].size)
         try:
-            with conn.conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO memory_vectors (id, version, vec) VALUES (%s, %s, %s) "
-                    "ON CONFLICT (id, version) DO UPDATE "
-                    "SET vec = excluded.vec, vseq = nextval('memory_vectors_vseq')",
-                    rows,
-                )
+            upsert_vectors(conn.conn, rows)
         except psycopg.Error as exc:
             self._failed(exc)
             raise translate(exc) from exc

@@ -28,7 +28,8 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["BATCH", "INDEX_NAME", "AnnIndexer", "backlog", "recorded_dimension", "scalar"]
+__all__ = ["BATCH", "INDEX_NAME", "AnnIndexer", "analyze_if_stale", "backlog",
+           "recorded_dimension", "scalar"]
 
 INDEX_NAME = "memory_vectors_ann_hnsw"
 BATCH = 500
@@ -65,6 +66,29 @@ def _backlog_sql(cap: int) -> str:
 def backlog(conn: psycopg.Connection[Any], cap: int = 10**9) -> int:
     """Vectors written but not yet in the HNSW index (counted up to ``cap``)."""
     return int(scalar(conn, _backlog_sql(cap)))
+
+
+def analyze_if_stale(conn: psycopg.Connection[Any]) -> None:
+    """ANALYZE ``memories`` when it changed a lot since the last statistics, and
+    the projection's ``namespace`` column when it did or has none.
+
+    Autovacuum does this too, but only after its naptime (a minute by
+    default); a freshly loaded table with no statistics gets plans that
+    ignore the HNSW index (a batch's graph searches then probed every memory
+    of the namespace, 100 ms per query at 22k), and the vector search picks
+    its strategy from the namespace statistics, so the indexer refreshes them
+    sooner while idle, and a batch search before it searches. Only that
+    column of the projection: statistics keep sample values in
+    ``pg_statistic``, which an erasure's purge does not rewrite.
+    """
+    for table, what, fresh in (("memories", "memories", False),
+                               ("memory_vectors_ann", "memory_vectors_ann (namespace)", True)):
+        row = conn.execute(
+            "SELECT n_mod_since_analyze, GREATEST(c.reltuples, 0) FROM pg_stat_user_tables "
+            "s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s", [table]).fetchone()
+        if row and (row[0] >= max(1000, 0.1 * float(row[1]))
+                    or (fresh and row[0] > 0 and float(row[1]) == 0)):
+            conn.execute(f"ANALYZE {what}")
 
 
 class AnnIndexer:
@@ -125,7 +149,7 @@ class AnnIndexer:
                     backoff = 0.1
                     while not self._stop.is_set():
                         if self.step(conn) == 0:
-                            self._analyze_if_stale(conn)
+                            analyze_if_stale(conn)
                             self._kick.wait(0.5)
                             self._kick.clear()
             except psycopg.Error:
@@ -135,27 +159,6 @@ class AnnIndexer:
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 5.0)
-
-    def _analyze_if_stale(self, conn: psycopg.Connection[Any]) -> None:
-        """ANALYZE ``memories`` when it changed a lot since the last statistics, and
-        the projection's ``namespace`` column when it did or has none.
-
-        Autovacuum does this too, but only after its naptime (a minute by
-        default); a freshly loaded table with no statistics gets plans that
-        ignore the HNSW index, and the vector search picks its strategy from
-        the namespace statistics, so while idle we refresh them sooner. Only
-        that column of the projection: statistics keep sample values in
-        ``pg_statistic``, which an erasure's purge does not rewrite.
-        """
-        for table, what, fresh in (("memories", "memories", False),
-                                   ("memory_vectors_ann", "memory_vectors_ann (namespace)",
-                                    True)):
-            row = conn.execute(
-                "SELECT n_mod_since_analyze, GREATEST(c.reltuples, 0) FROM pg_stat_user_tables "
-                "s JOIN pg_class c ON c.oid = s.relid WHERE s.relname = %s", [table]).fetchone()
-            if row and (row[0] >= max(1000, 0.1 * float(row[1]))
-                        or (fresh and row[0] > 0 and float(row[1]) == 0)):
-                conn.execute(f"ANALYZE {what}")
 
     def step(self, conn: psycopg.Connection[Any]) -> int:
         """Do one unit of indexing work; return how many vectors it indexed."""

@@ -32,7 +32,7 @@ from psycopg_pool import PoolTimeout
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
 from engramdb.storage.postgres._conn import to_pyformat
-from engramdb.storage.postgres.ann import INDEX_NAME, scalar
+from engramdb.storage.postgres.ann import INDEX_NAME, analyze_if_stale, scalar
 from engramdb.storage.postgres.errors import translate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, decode_row, memory_where
@@ -56,6 +56,7 @@ _VECTORS_PER_STATEMENT = 250
 # and the filter matches at most this many stored ones (1.5 kB each at 384-d).
 _IN_PROCESS_MIN_QUERIES = 16
 _IN_PROCESS_MAX_ROWS = 20_000
+_TAIL_CHUNK = 20_000  # unindexed vectors ranked per step (30 MB at 384-d)
 
 
 # The vectors written since the projection's watermark. The first bound is the
@@ -296,17 +297,32 @@ def search_vectors(
                 if exact_found is not None:
                     found = exact_found
                     vecs = []  # answered: skip the statements below
-            store._search_stats.refresh(conn)  # the watermark and graph, for the plan
+            stats = store._search_stats
+            stats.refresh(conn)  # the graph's form, for the plan
             approximate, exact = _knn_sql(select, cond, n, "q.qv", vecs[0].size
-                                          if vecs and store._search_stats.half else None)
+                                          if vecs and stats.half else None)
+            tail: list[Any] = []
+            if vecs:
+                # The watermark as it is now: the tail's plan takes it as a constant,
+                # and a stale one would scan every vector written since, per query.
+                stats.mark = int(scalar(conn, _MARK_SQL) or 0)
+                tail = _tail_in_process(conn, vecs, select, cond, params, n,
+                                        min_similarity, stats.mark)
+            if tail:
+                approximate = approximate.split(" UNION ALL ")[0]  # the graph alone
+                found = tail
+            if len(vecs) >= _IN_PROCESS_MIN_QUERIES:
+                # Thousands of graph searches follow: plan them with statistics that
+                # know the bulk load before them (else each probes the whole namespace).
+                analyze_if_stale(conn)
             for start in range(0, len(vecs), _VECTORS_PER_STATEMENT):
                 chunk = range(start, min(len(vecs), start + _VECTORS_PER_STATEMENT))
                 with conn.pipeline(), conn.transaction():
                     _hnsw_settings(conn, n)
                     rows = conn.execute(
                         to_pyformat(_lateral(approximate, len(chunk))),
-                        [*(vecs[i] for i in chunk), *params, store._search_stats.mark,
-                         *params]).fetchall()
+                        [*(vecs[i] for i in chunk), *params,
+                         *(() if tail else (stats.mark, *params))]).fetchall()
                 for r in rows:
                     found[start + int(r[0])].append(r[1:])
                 for i in chunk:
@@ -328,6 +344,45 @@ def search_vectors(
         out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]
                     if min_similarity is None or -float(r[-1]) >= min_similarity])
     return out
+
+def _tail_in_process(conn: psycopg.Connection[Any], vecs: list[np.ndarray], select: str,
+                     cond: str, params: list[Any], n: int, min_similarity: float | None,
+                     mark: int) -> list[list[tuple[Any, ...]]]:
+    """Exact nearest rows among the vectors past the watermark ``mark`` (the ones the
+    graph has not indexed yet), for many vectors at once: the tail is streamed once
+    (:data:`_TAIL_CHUNK` rows at a time) and ranked in process, instead of scanned
+    by every query's statement (a burst of writes leaves thousands there, a bulk
+    load all of it while the graph is rebuilt, and a batch asks thousands of
+    queries). Empty when there are few queries: the SQL searches the tail then.
+    Read before the graph is searched, so a row the indexer moves past the
+    watermark meanwhile is found by one search or both, never by neither."""
+    if len(vecs) < _IN_PROCESS_MIN_QUERIES:
+        return []
+    queries = np.stack(vecs)
+    best: list[list[tuple[float, str, int]]] = [[] for _ in vecs]
+    with conn.transaction(), conn.cursor(name="engramdb_tail", binary=True) as cur:
+        cur.itersize = _TAIL_CHUNK
+        cur.execute(to_pyformat(
+            "SELECT v.id, v.version, v.vec FROM memory_vectors v JOIN memories m "
+            f"ON m.id = v.id AND m.version = v.version WHERE v.vseq > {int(mark)} AND {cond}"),
+            params)
+        while rows := cur.fetchmany(_TAIL_CHUNK):
+            if not all(isinstance(r[2], np.ndarray) for r in rows):
+                return []  # no binary vector loader on this connection
+            matrix = np.stack([r[2] for r in rows])
+            step = max(1, (8 << 20) // len(rows))
+            for start in range(0, len(queries), step):
+                ranked = top_hits(queries[start:start + step] @ matrix.T, n, min_similarity)
+                for q, hits in enumerate(ranked, start):
+                    if hits:
+                        kept = best[q] + [(sim, rows[i][0], int(rows[i][1])) for i, sim in hits]
+                        best[q] = sorted(kept, key=lambda h: -h[0])[:n]
+    wanted = sorted({memory_id for hits in best for _, memory_id, _ in hits})
+    full = {(r[0], int(r[1])): r for r in conn.execute(
+        to_pyformat(f"SELECT {select} FROM memories m WHERE m.id = ANY(?)"),
+        [wanted]).fetchall()} if wanted else {}
+    return [[(*full[(m, v)], -sim) for sim, m, v in hits if (m, v) in full] for hits in best]
+
 
 def _exact_in_process(conn: psycopg.Connection[Any], vecs: list[np.ndarray],
                       select: str, cond: str, params: list[Any], n: int,

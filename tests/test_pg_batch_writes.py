@@ -1,0 +1,103 @@
+"""PostgreSQL batches: multi-row inserts and the batch candidate search (issue 13).
+
+A batch's rows go to the server as multi-row statements (:mod:`.bulk`), and
+the free-text candidates of a large namespace come from the HNSW graph plus
+the not-yet-indexed tail ranked in process (:mod:`.knn`). What a user can
+notice must not change: the log and state a batch leaves, the vectors it
+stores, and the contradictions it flags, which are those flagged in a
+namespace holding only the statements themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+import engramdb
+from engramdb.model import RecallFilter
+from engramdb.storage.postgres import knn
+
+from .test_candidate_scale import assert_flags_like_a_small_namespace, write_batch_and_singles
+from .test_write_batching import COMMITTED
+
+FILLER = 400  # unrelated memories in the large namespaces (random unit embeddings)
+
+
+@pytest.fixture
+def pgdb(pg_url: str, embedder: Any) -> Any:
+    db = engramdb.open(pg_url, embedder=embedder)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def test_a_large_namespace_flags_what_a_small_one_flags(pgdb: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    db = pgdb
+    # A namespace of more than this many rows takes the graph path (plus the tail).
+    monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
+    dim = len(db.embedder.embed(["x"])[0])
+    rng = np.random.default_rng(7)
+    for ns in ("big/batch", "big/single"):
+        vecs = rng.standard_normal((FILLER, dim)).astype(np.float32)
+        db.remember_many([{"text": f"note {i} of the archive, shelf {i % 37}", "namespace": ns,
+                           "embedding": v} for i, v in enumerate(vecs)])
+    assert db.storage.wait_for_vector_index(timeout=120)
+    for ns in ("big/batch", "big/single", "small/batch", "small/single"):
+        for text in COMMITTED:  # in the graph or in the tail: found either way
+            db.remember(text, namespace=ns)
+
+    tails: list[int] = []  # batch searches that ranked the tail in process (spied on)
+    ranked = knn._tail_in_process
+
+    def tail_in_process(*args: Any) -> Any:
+        found = ranked(*args)
+        tails.append(bool(found))
+        return found
+
+    monkeypatch.setattr(knn, "_tail_in_process", tail_in_process)
+    write_batch_and_singles(db)
+    assert any(tails)  # the large namespace's batch took the graph path
+    assert_flags_like_a_small_namespace(db)
+
+
+def test_a_batch_stores_each_row_and_vector_as_single_writes_do(pgdb: Any) -> None:
+    db = pgdb
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((1_203, 384)).astype(np.float32)  # several statements' worth
+    drafts = [{"text": f"episode {i}: the door {'opened' if i % 2 else 'closed'}",
+               "namespace": "ops/log", "layer": "episodic", "metadata": {"i": i},
+               "importance": (i % 10) / 10, "embedding": v} for i, v in enumerate(vecs)]
+    made = db.remember_many(drafts)
+    assert [m.text for m in made] == [d["text"] for d in drafts]
+    for i in (0, 1, 600, 1_202):
+        got = db.get(made[i].id)
+        assert (got.text, got.metadata, got.importance) == (
+            drafts[i]["text"], {"i": i}, (i % 10) / 10)
+        unit = vecs[i] / np.linalg.norm(vecs[i])  # stored normalised, searched as such
+        (row, sim), = db.storage.search_vector(unit, RecallFilter(namespaces=("ops/log",)), 1)
+        assert (row["id"], row["version"]) == (made[i].id, made[i].version)  # its own vector
+        assert sim == pytest.approx(1.0, abs=1e-5)
+    events = db.storage.events(0, 5_000)
+    assert [e.subject_ref for e in events if e.kind == "memory.remembered"] == [
+        m.id for m in made]  # one event per memory, in the batch's order
+    assert db.verify().ok
+
+
+def test_a_vector_put_twice_in_one_write_keeps_the_last(pgdb: Any) -> None:
+    db = pgdb
+    m = db.remember("a note", namespace="ops/x", embedding=[1.0] + [0.0] * 383)
+    first, last = np.eye(384, dtype=np.float32)[1], np.eye(384, dtype=np.float32)[2]
+    with db.storage.write("test") as w:
+        w.put_vectors([(m.id, m.version, first)] * 3 + [(m.id, m.version, last)] * 2)
+        w.log("test.vectors", actor="test", namespace="ops/x", subject_ref=m.id,
+              payload={"effects": []})
+    with db.storage._read_conn() as conn:
+        stored = conn.execute("SELECT vec::text FROM memory_vectors WHERE id = %s",
+                              [m.id]).fetchall()
+    assert len(stored) == 1
+    np.testing.assert_allclose(np.asarray(json.loads(stored[0][0]), dtype=np.float32), last)
