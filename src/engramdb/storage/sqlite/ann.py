@@ -386,7 +386,10 @@ class VectorSearch:
         if graph is None or universe == 0:
             return None
         share = max(scope_live / universe, 1e-6)
-        return graph, universe, min(universe, int(limit / share * 1.5) + 32)
+        # Never fewer than the graph visits anyway (its expansion, 64): asking for them
+        # costs nothing and finds a filter's best rows more surely when the filter keeps
+        # fewer rows than the namespaces' share (a layer, a read as of the past).
+        return graph, universe, min(universe, max(64, int(limit / share * 1.5) + 32))
 
     def _graph_many(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
                     limit: int) -> list[list[tuple[int, float]] | None] | None:
