@@ -13,6 +13,7 @@ import pytest
 
 import engramdb
 from engramdb.model import RecallFilter
+from engramdb.storage.sqlite.fulltext import scope_token
 
 WORDS = ("river stone ledger harbor copper lantern meadow signal orchard beacon "
          "quarry timber falcon glacier canyon prairie").split()
@@ -52,6 +53,45 @@ def test_a_weak_match_in_a_small_scope_is_found(db):
     assert [h.memory.text for h in result.hits] == [
         "a quiet zephyr over the long river stone ledger harbor"]
 
+
+
+def test_a_word_spelling_a_namespace_token_finds_only_texts_that_say_it(tmp_path):
+    """Every row's namespace is a token of its own FTS5 column. A query word equal to
+    that token (a user may type anything) must match texts holding the word, never a
+    whole namespace: queries with such a word keep the column restriction."""
+    database = engramdb.open(tmp_path / "engram.db", embedder=None)
+    try:
+        token = scope_token(NAMESPACES[3])
+        database.remember_many([{"text": f"harbor note {i}", "namespace": NAMESPACES[3]}
+                                for i in range(30)])
+        database.remember(f"the ledger mentions {token} once", namespace=NAMESPACES[4])
+        for query in (token, f"{token} harbor", f"lantern {token}"):
+            texts = [h.memory.text for h in database.recall(query, k=50).hits]
+            if "harbor" in query:
+                assert len(texts) == 31
+            else:
+                assert texts == [f"the ledger mentions {token} once"]
+            scoped = database.recall(query, namespace=NAMESPACES[3], k=50).hits
+            assert all("harbor" in h.memory.text for h in scoped)
+            assert len(scoped) == (30 if "harbor" in query else 0)
+    finally:
+        database.close()
+
+
+@pytest.mark.parametrize("query", ["river lantern", "falcon glacier canyon", "zephyr",
+                                   "stone quarry 10 timber"])
+def test_rows_and_scores_without_the_column_restriction_equal_those_with_it(db, query):
+    """The MATCH expression drops ``text :`` when no word can be a namespace token;
+    FTS5 then returns the same rows with the same bm25 scores as with it."""
+    conn = db.storage._conn("reader")
+    total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0]
+    match = db.storage._fulltext().match(conn, query, total)
+    restricted = match if match.startswith("text :") else f"text : {match}"
+    sql = ("SELECT rowid, bm25(memories_fts, 1.0, 0.0) AS r FROM memories_fts "
+           "WHERE memories_fts MATCH ? ORDER BY r, rowid")
+    for scope in ("", f" AND scope : ({scope_token(NAMESPACES[7])})"):
+        assert (conn.execute(sql, [match + scope]).fetchall()
+                == conn.execute(sql, [restricted + scope]).fetchall())
 
 
 def test_detection_keeps_working_after_a_refused_write_rolls_back(tmp_path):

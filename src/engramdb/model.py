@@ -9,6 +9,7 @@ assigned by the log, which is what ``as_of`` compares against.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -173,11 +174,13 @@ def check_glob(pattern: str) -> str:
     return pattern
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def namespace_matches(pattern: str, namespace: str) -> bool:
     """Whether ``namespace`` falls under ``pattern``.
 
     ``acme/**`` matches ``acme`` itself and everything below it; ``acme/*``
     matches exactly one segment below ``acme``; a plain path matches itself.
+    Remembered: every read asks it of each namespace for each grant.
     """
     return _match(pattern.split("/"), namespace.split("/"))
 

@@ -529,11 +529,14 @@ _COLS = tuple(TABLES["memories"].columns)
 _CANDIDATE = ", ".join("m." + c for c in _COLS) + ", m.words"
 
 
+_CANDIDATE_KEYS = (*_COLS, WORDS_KEY)  # a tuple: decode_row keys its cache on it as is
+
+
 def _candidate(values: Sequence[Any]) -> dict[str, Any]:
     """A memory row from ``_CANDIDATE``'s columns, its stored words under ``WORDS_KEY``."""
-    row = decode_row(TABLES["memories"], _COLS, values[:-1])
-    if values[-1] is not None:
-        row[WORDS_KEY] = values[-1]
+    row = decode_row(TABLES["memories"], _CANDIDATE_KEYS, values)
+    if row[WORDS_KEY] is None:
+        del row[WORDS_KEY]
     return row
 
 

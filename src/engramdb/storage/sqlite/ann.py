@@ -73,6 +73,20 @@ def single_blas() -> Iterator[None]:
         yield
 
 
+class _Columns(dict[str, np.ndarray]):
+    """The snapshot's filter columns at ``positions``, each read when the filter first
+    asks for it (a recall's filter reads two or three of the nine)."""
+
+    def __init__(self, cols: dict[str, np.ndarray], positions: np.ndarray | slice) -> None:
+        super().__init__()
+        self._cols = cols
+        self._positions = positions
+
+    def __missing__(self, name: str) -> np.ndarray:
+        value = self[name] = np.asarray(self._cols[name][self._positions])
+        return value
+
+
 class VectorSearch:
     """Snapshot + delta search for one SQLite database path."""
 
@@ -311,8 +325,7 @@ class VectorSearch:
                  flt: RecallFilter, allowed: np.ndarray | None) -> np.ndarray:
         """The ``positions`` (an array, or a slice: read as views) whose snapshot row
         passes ``flt`` and has no newer copy."""
-        cols = {k: np.asarray(v[positions]) for k, v in snap.cols.items()}
-        mask = column_mask(cols, snap.codes, flt) & ~over[positions]
+        mask = column_mask(_Columns(snap.cols, positions), snap.codes, flt) & ~over[positions]
         if allowed is not None:
             mask &= np.isin(snap.row_ids[positions], allowed)
         if isinstance(positions, slice):
@@ -373,7 +386,10 @@ class VectorSearch:
         if graph is None or universe == 0:
             return None
         share = max(scope_live / universe, 1e-6)
-        return graph, universe, min(universe, int(limit / share * 1.5) + 32)
+        # Never fewer than the graph visits anyway (its expansion, 64): asking for them
+        # costs nothing and finds a filter's best rows more surely when the filter keeps
+        # fewer rows than the namespaces' share (a layer, a read as of the past).
+        return graph, universe, min(universe, max(64, int(limit / share * 1.5) + 32))
 
     def _graph_many(self, snap: Snapshot, over: np.ndarray, q: np.ndarray, flt: RecallFilter,
                     limit: int) -> list[list[tuple[int, float]] | None] | None:

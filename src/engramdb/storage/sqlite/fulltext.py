@@ -129,7 +129,7 @@ class FullText:
         return out
 
     def match(self, conn: sqlite3.Connection, query: str, total: int) -> str | None:
-        """The ``text:(...)`` MATCH expression for ``query``, common words pruned."""
+        """The MATCH expression of the ``text`` column for ``query``, common words pruned."""
         words = content_words(query)
         if not words:
             return None
@@ -148,7 +148,11 @@ class FullText:
                 kept.append(w)
                 matches += freq[w]
             words = [w for w in words if w in kept]
-        return "text : (" + " OR ".join(_quote(w) for w in words) + ")"
+        terms = " OR ".join(_quote(w) for w in words)
+        # Only a word holding a "0" can be a `scope` token (each ends in one, and no
+        # stemming adds a digit): any other query matches the same rows with the
+        # same scores without the column filter, which costs FTS5 ~15% more.
+        return f"text : ({terms})" if any("0" in w for w in words) else f"({terms})"
 
     def scope(self, conn: sqlite3.Connection, namespaces: Sequence[str] | None,
               known: Callable[[], int], total: int) -> str | None:
