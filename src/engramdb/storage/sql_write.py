@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engramdb.codec import canonical, chain_hash, from_micros, json_dumps, sha256_hex
+from engramdb.codec import canonical_payload, event_hash, from_micros, json_dumps, sha256_hex
 from engramdb.errors import InvalidInput, StorageError, VersionConflict
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Update, WriteTx
@@ -291,22 +291,13 @@ class SqlWriteTx(WriteTx):
                ) -> tuple[list[Any], list[Any]]:
         """The ``events`` and ``event_payloads`` rows of event ``seq`` after hash ``prev``."""
         try:
-            body = canonical(payload)
+            body = canonical_payload(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
         # codec.commitment(salt, payload), without encoding the payload a second time.
         commit = sha256_hex(salt + body)
-        envelope = {
-            "seq": seq,
-            "tx": self.tx,
-            "kind": kind,
-            "namespace": namespace,
-            "actor": actor,
-            "recorded_at": self.recorded_at,
-            "subject_ref": subject_ref,
-            "commitment": commit,
-        }
-        digest = chain_hash(prev, envelope)
+        digest = event_hash(prev, seq, self.tx, kind, namespace, actor, self.recorded_at,
+                            subject_ref, commit)
         event = [seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
                  prev, digest]
         return event, [seq, salt, body.decode("utf-8")]
