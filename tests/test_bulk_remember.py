@@ -307,7 +307,7 @@ def test_a_batch_takes_its_ids_at_once_and_in_the_batchs_order(engine_db: Any) -
 
     from engramdb.codec import new_id, new_ids
 
-    made = new_ids(5000) + [new_id()] + new_ids(3)
+    made = [*new_ids(5000), new_id(), *new_ids(3)]
     assert made == sorted(made) and len(set(made)) == len(made)
     assert {uuid.UUID(i).version for i in made} == {7}
     stored = engine_db.remember_many(

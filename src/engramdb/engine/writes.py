@@ -329,7 +329,8 @@ class Writer:
         rhash = ("" if draft.idempotency_key is None
                  else _request_hash("remember", _draft_fingerprint(draft)))
         blind = not self._may_read(draft.namespace)
-        replayed = self._replay(draft.idempotency_key, rhash)
+        replayed = None if draft.idempotency_key is None else self._replay(
+            draft.idempotency_key, rhash)
         if replayed is not None:
             return write_receipt(replayed, draft) if blind else replayed
         row = draft_to_row(draft, memory_id=memory_id or new_id(), author=s.name, tx=self.w.tx,
@@ -343,7 +344,8 @@ class Writer:
         plan = self._trust.plan_remember(self, row, vector, item)
         row = plan.row
         effects: list[Any] = list(plan.effects)
-        effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
+        if draft.idempotency_key is not None:
+            effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
         put = [] if vector is None else [(row["id"], row["version"], vector)]
         # No read grant: what the namespace's policy made of the write is a read.
         memory = (write_receipt(memory_from_row(submitted), draft) if blind

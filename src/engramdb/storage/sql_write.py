@@ -139,6 +139,9 @@ class SqlWriteTx(WriteTx):
         self._buffered: dict[str, list[tuple[str, list[Sequence[Any]]]]] = {}
         self._vectors: list[tuple[str, int, np.ndarray]] = []
         self._buffered_rows = 0
+        # Ids of the memory rows buffered: a read of other ids need not send them first
+        # (a semantic batch reads each memory's candidates, committed ones mostly).
+        self._buffered_ids: set[Any] = set()
         # Raw rows of this transaction's reads, per table. Exact: every change to a
         # state table goes through apply() (other writers wait for the chain lock),
         # and each drops its table's reads. Spares the engine's repeated reads of
@@ -173,6 +176,8 @@ class SqlWriteTx(WriteTx):
     def flush(self, table: str | None = None) -> None:
         """Send the buffered inserts of ``table`` (``None``: of every table) now."""
         for name in [table] if table is not None else list(self._buffered):
+            if name == "memories":
+                self._buffered_ids.clear()
             for sql, rows in self._buffered.pop(name, ()):
                 self._storage._insert_many(self._conn, name, sql, rows)
                 self._buffered_rows -= len(rows)
@@ -196,6 +201,8 @@ class SqlWriteTx(WriteTx):
                 rows: list[Sequence[Any]] = []
                 while True:
                     row = encode_row(spec, effect.row)
+                    if spec.name == "memories":
+                        self._buffered_ids.add(row.get("id"))
                     if row_tx:
                         row["row_tx"] = self.tx
                     if words:  # the ranking's word counts (storage/words.py)
@@ -361,7 +368,8 @@ class SqlWriteTx(WriteTx):
         order_by: str | None = None,
         limit: int | None = None,
     ) -> list[Row]:
-        self.flush(table)
+        if table != "memories" or not self._unbuffered(where.get("id")):
+            self.flush(table)
         spec = _spec(table)
         if table in CONFIG_TABLES and not self._config_changed:
             raw = select_rows(spec, self.config_view(table), where, order_by, limit)
@@ -378,6 +386,13 @@ class SqlWriteTx(WriteTx):
                 self._reads.setdefault(table, {})[key] = cached
         cols = list(spec.columns)
         return [decode_row(spec, cols, r) for r in cached]
+
+    def _unbuffered(self, ids: Any) -> bool:
+        """Whether memories named by ``ids`` (an id or a list) are surely not buffered."""
+        if type(ids) is str:
+            return ids not in self._buffered_ids
+        return type(ids) is list and all(
+            type(i) is str and i not in self._buffered_ids for i in ids)
 
     def config_view(self, table: str) -> list[Sequence[Any]]:
         """Every raw row of configuration ``table`` as this transaction sees it: kept in
