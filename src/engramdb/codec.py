@@ -159,6 +159,7 @@ _MEMORY_KEYS = frozenset((
     "author", "confidence", "expires_at", "id", "importance", "layer", "metadata", "namespace",
     "predicate", "recorded_at", "session", "source", "status", "subject", "text", "tx_from",
     "tx_to", "valid_from", "valid_to", "value", "version"))
+_MEMORY_WIDTH = len(_MEMORY_KEYS)  # _memory_row_text reads each: a row this wide has no other
 
 
 def _memory_row_text(r: dict[str, Any]) -> str | None:
@@ -219,8 +220,11 @@ def insert_payload(table: str, row: dict[str, Any]) -> bytes:
     Raises:
         TypeError, ValueError: as :func:`canonical` (a value JSON has no form for).
     """
-    if row.keys() == _MEMORY_KEYS:
-        text = _memory_row_text(row)
+    if len(row) == _MEMORY_WIDTH:
+        try:
+            text = _memory_row_text(row)  # None: a value of another type
+        except KeyError:  # as many keys, other names
+            text = None
         if text is not None:
             return f'{{"effects":[{{"op":"insert","row":{text},"table":{_STR(table)}}}]}}'.encode()
     order = tuple(row)
