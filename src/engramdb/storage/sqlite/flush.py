@@ -92,8 +92,8 @@ class BackgroundCheckpoint:
             return False
         try:
             return Path(self._wal).stat().st_size < self.WAL_LIMIT
-        except FileNotFoundError:
-            return True
+        except FileNotFoundError:  # no WAL file (an in-memory database): nothing to move
+            return False
 
     def kick(self) -> None:
         """A large commit is done: checkpoint soon (one thread, started on first use)."""
