@@ -230,3 +230,90 @@ def test_a_chain_hash_covers_the_canonical_envelope(
             chain_hash(prev, envelope)
         return
     assert chain_hash(prev, envelope) == hashlib.sha256(bytes.fromhex(prev) + body).hexdigest()
+
+
+_SCALAR = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(), _SCALAR | _JSON, max_size=25), st.text(min_size=1))
+def test_an_insert_payload_is_written_as_the_encoder_writes_it(row: dict[str, Any],
+                                                                table: str) -> None:
+    """A one-row insert (what each memory of a batch logs) is encoded without the
+    encoder's per-key work; the bytes hashed and stored are the same."""
+    from engramdb.codec import canonical_payload, insert_payload
+
+    payload = {"effects": [{"op": "insert", "table": table, "row": row}]}
+    try:
+        expected = json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: refused either way
+        with pytest.raises(UnicodeEncodeError):
+            insert_payload(table, row)
+        return
+    assert insert_payload(table, row) == expected
+    assert canonical_payload(payload) == expected
+    # Any other payload goes to the encoder.
+    assert canonical_payload({**payload, "reason": "x"}) == canonical({**payload, "reason": "x"})
+
+
+def test_an_insert_payload_refuses_what_json_cannot_carry() -> None:
+    from engramdb.codec import insert_payload
+
+    for bad in ({"x": math.nan}, {"x": math.inf}, {"x": {1, 2}}, {"x": {"y": math.nan}}):
+        with pytest.raises((TypeError, ValueError)):
+            insert_payload("memories", bad)
+
+
+_OPT_TEXT = st.none() | st.text()
+_OPT_INT = st.none() | st.integers(0, 2**63 - 1)
+_MEMORY_ROW = st.fixed_dictionaries({
+    "id": st.text(), "version": st.integers(1, 2**63 - 1), "namespace": st.text(),
+    "layer": st.text(), "text": st.text(), "subject": _OPT_TEXT, "predicate": _OPT_TEXT,
+    "value": _JSON, "metadata": st.dictionaries(st.text(), _JSON, max_size=3),
+    # An int where a float goes (or a NaN) is written by the encoder, or refused by it.
+    "importance": st.floats(0, 1) | st.integers(0, 1), "confidence": st.floats(),
+    "author": st.text(), "source": _OPT_TEXT, "session": _OPT_TEXT,
+    "valid_from": st.integers(0, 2**63 - 1), "valid_to": _OPT_INT,
+    "tx_from": st.integers(0, 2**63 - 1), "tx_to": _OPT_INT,
+    "recorded_at": st.integers(0, 2**63 - 1), "status": st.text(), "expires_at": _OPT_INT,
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(_MEMORY_ROW)
+def test_a_memory_insert_payload_is_written_as_the_encoder_writes_it(row: dict[str, Any]
+                                                                     ) -> None:
+    """The payload every new memory logs, written in one expression: the same bytes as
+    ``json.dumps`` of it (or the same refusal)."""
+    from engramdb.codec import canonical_payload
+
+    payload = {"effects": [{"op": "insert", "table": "memories", "row": row}]}
+    try:
+        expected = json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError) as exc:  # a lone surrogate, a NaN: refused
+        with pytest.raises(type(exc)):
+            canonical_payload(payload)
+        return
+    assert canonical_payload(payload) == expected
+
+
+def test_a_batch_takes_its_ids_at_once_and_in_the_batchs_order(engine_db: Any) -> None:
+    """A batch's ids are made together; they still sort in write order, as single
+    writes' ids do, are UUIDv7s, and stay unique and increasing with the ids made next."""
+    import uuid
+
+    from engramdb.codec import new_id, new_ids
+
+    made = [*new_ids(5000), new_id(), *new_ids(3)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert {uuid.UUID(i).version for i in made} == {7}
+    stored = engine_db.remember_many(
+        [{"text": f"Reading {i}", "namespace": "ids/a", "layer": "episodic"} for i in range(40)]
+        + [{"text": "A belief", "namespace": "ids/a"}]  # planned on its own between runs
+        + [{"text": f"Reading {i}", "namespace": "ids/a", "layer": "episodic"}
+           for i in range(40, 80)])
+    ids = [m.id for m in stored]
+    assert ids == sorted(ids) and len(set(ids)) == 81

@@ -24,13 +24,17 @@ from engramdb.jsonshape import check_shape
 __all__ = [
     "GENESIS_HASH",
     "canonical",
+    "canonical_payload",
     "chain_hash",
     "check_chars",
     "commitment",
+    "event_hash",
     "from_micros",
+    "insert_payload",
     "json_dumps",
     "json_loads",
     "new_id",
+    "new_ids",
     "sha256_hex",
     "to_micros",
 ]
@@ -90,6 +94,17 @@ def chain_hash(prev_hash: str, envelope: dict[str, Any]) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
 
+def event_hash(prev_hash: str, seq: int, tx: int, kind: str, namespace: str | None,
+               actor: str, recorded_at: int, subject_ref: str | None, commitment: str) -> str:
+    """:func:`chain_hash` of the envelope with these fields, without building it."""
+    body = _envelope_text(actor, commitment, kind, namespace, recorded_at, seq, subject_ref, tx)
+    if body is None:
+        return chain_hash(prev_hash, {
+            "seq": seq, "tx": tx, "kind": kind, "namespace": namespace, "actor": actor,
+            "recorded_at": recorded_at, "subject_ref": subject_ref, "commitment": commitment})
+    return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
+
+
 _STR = _JSON_C.c_encode_basestring or json.encoder.py_encode_basestring
 
 
@@ -100,10 +115,14 @@ def _envelope_bytes(e: dict[str, Any]) -> bytes | None:
     if len(e) != 8:
         return None
     try:
-        actor, commit, kind, ns = e["actor"], e["commitment"], e["kind"], e["namespace"]
-        recorded_at, seq, ref, tx = e["recorded_at"], e["seq"], e["subject_ref"], e["tx"]
+        return _envelope_text(e["actor"], e["commitment"], e["kind"], e["namespace"],
+                              e["recorded_at"], e["seq"], e["subject_ref"], e["tx"])
     except KeyError:
         return None
+
+
+def _envelope_text(actor: Any, commit: Any, kind: Any, ns: Any, recorded_at: Any, seq: Any,
+                   ref: Any, tx: Any) -> bytes | None:
     if not (type(actor) is str and type(commit) is str and type(kind) is str
             and (ns is None or type(ns) is str) and (ref is None or type(ref) is str)
             and type(recorded_at) is int and type(seq) is int and type(tx) is int):
@@ -112,6 +131,113 @@ def _envelope_bytes(e: dict[str, Any]) -> bytes | None:
             f'"namespace":{"null" if ns is None else _STR(ns)},"recorded_at":{recorded_at},'
             f'"seq":{seq},"subject_ref":{"null" if ref is None else _STR(ref)},"tx":{tx}}}'
             ).encode()
+
+
+# Per key order of a row: its keys sorted, each with its encoded name (insert_payload).
+_ROW_PLANS: dict[tuple[Any, ...], tuple[tuple[str, str], ...] | None] = {}
+_INT_REPR = int.__repr__
+_FLOAT_REPR = float.__repr__
+
+
+def _value_text(v: Any) -> str:
+    """``canonical(v)`` as text; scalars written directly (most of a row's values)."""
+    t = type(v)
+    if t is str:
+        return _STR(v)
+    if v is None:
+        return "null"
+    if t is int:
+        return _INT_REPR(v)
+    if t is float and math.isfinite(v):
+        return _FLOAT_REPR(v)
+    if t is dict and not v:
+        return "{}"
+    return canonical(v).decode("utf-8")
+
+
+_MEMORY_KEYS = frozenset((
+    "author", "confidence", "expires_at", "id", "importance", "layer", "metadata", "namespace",
+    "predicate", "recorded_at", "session", "source", "status", "subject", "text", "tx_from",
+    "tx_to", "valid_from", "valid_to", "value", "version"))
+_MEMORY_WIDTH = len(_MEMORY_KEYS)  # _memory_row_text reads each: a row this wide has no other
+
+
+def _memory_row_text(r: dict[str, Any]) -> str | None:
+    """``canonical(r)`` as text of a memory row whose values have their usual types (the
+    keys in sorted order, written in one expression); ``None`` for any other."""
+    author, conf, exp, mid, imp = r["author"], r["confidence"], r["expires_at"], r["id"], \
+        r["importance"]
+    layer, meta, ns, pred, rec = r["layer"], r["metadata"], r["namespace"], r["predicate"], \
+        r["recorded_at"]
+    sess, src, status, subj, text = r["session"], r["source"], r["status"], r["subject"], \
+        r["text"]
+    tx_from, tx_to, vf, vt, value, version = r["tx_from"], r["tx_to"], r["valid_from"], \
+        r["valid_to"], r["value"], r["version"]
+    if not (type(author) is str and type(mid) is str and type(layer) is str
+            and type(ns) is str and type(status) is str and type(text) is str
+            and type(conf) is float and type(imp) is float and type(meta) is dict
+            and type(rec) is int and type(tx_from) is int and type(vf) is int
+            and type(version) is int
+            and (pred is None or type(pred) is str) and (sess is None or type(sess) is str)
+            and (src is None or type(src) is str) and (subj is None or type(subj) is str)
+            and (exp is None or type(exp) is int) and (tx_to is None or type(tx_to) is int)
+            and (vt is None or type(vt) is int)
+            and math.isfinite(conf) and math.isfinite(imp)):
+        return None
+    return (
+        f'{{"author":{_STR(author)},"confidence":{_FLOAT_REPR(conf)},'
+        f'"expires_at":{"null" if exp is None else _INT_REPR(exp)},"id":{_STR(mid)},'
+        f'"importance":{_FLOAT_REPR(imp)},"layer":{_STR(layer)},'
+        f'"metadata":{"{}" if not meta else canonical(meta).decode("utf-8")},'
+        f'"namespace":{_STR(ns)},"predicate":{"null" if pred is None else _STR(pred)},'
+        f'"recorded_at":{_INT_REPR(rec)},"session":{"null" if sess is None else _STR(sess)},'
+        f'"source":{"null" if src is None else _STR(src)},"status":{_STR(status)},'
+        f'"subject":{"null" if subj is None else _STR(subj)},"text":{_STR(text)},'
+        f'"tx_from":{_INT_REPR(tx_from)},"tx_to":{"null" if tx_to is None else _INT_REPR(tx_to)},'
+        f'"valid_from":{_INT_REPR(vf)},"valid_to":{"null" if vt is None else _INT_REPR(vt)},'
+        f'"value":{"null" if value is None else canonical(value).decode("utf-8")},'
+        f'"version":{_INT_REPR(version)}}}')
+
+
+def canonical_payload(payload: Any) -> bytes:
+    """``canonical(payload)`` of an event payload; one that only inserts one row (what
+    a new memory logs) is written by :func:`insert_payload`."""
+    if type(payload) is dict and len(payload) == 1:
+        effects = payload.get("effects")
+        if type(effects) is list and len(effects) == 1:
+            e = effects[0]
+            if (type(e) is dict and len(e) == 3 and e.get("op") == "insert"
+                    and type(e.get("row")) is dict and type(e.get("table")) is str):
+                return insert_payload(e["table"], e["row"])
+    return canonical(payload)
+
+
+def insert_payload(table: str, row: dict[str, Any]) -> bytes:
+    """``canonical({"effects": [{"op": "insert", "table": table, "row": row}]})``:
+    the payload of an event that inserts one row, written without the encoder's
+    per-key work (a ``remember_many`` logs one per memory).
+
+    Raises:
+        TypeError, ValueError: as :func:`canonical` (a value JSON has no form for).
+    """
+    if len(row) == _MEMORY_WIDTH:
+        try:
+            text = _memory_row_text(row)  # None: a value of another type
+        except KeyError:  # as many keys, other names
+            text = None
+        if text is not None:
+            return f'{{"effects":[{{"op":"insert","row":{text},"table":{_STR(table)}}}]}}'.encode()
+    order = tuple(row)
+    plan = _ROW_PLANS.get(order)
+    if plan is None and order not in _ROW_PLANS:
+        plan = (tuple((k, _STR(k) + ":") for k in sorted(order))
+                if all(type(k) is str for k in order) else None)
+        if len(_ROW_PLANS) < 256:
+            _ROW_PLANS[order] = plan
+    if plan is None:
+        return canonical({"effects": [{"op": "insert", "table": table, "row": row}]})
+    body = ",".join([name + _value_text(row[k]) for k, name in plan])
+    return f'{{"effects":[{{"op":"insert","row":{{{body}}},"table":{_STR(table)}}}]}}'.encode()
 
 
 def json_dumps(obj: Any, *, what: str = "metadata") -> str:
@@ -236,20 +362,31 @@ def new_id() -> str:
     Within one millisecond a 12-bit counter keeps ids from one process
     strictly increasing; 62 random bits separate processes.
     """
+    return new_ids(1)[0]
+
+
+def new_ids(n: int) -> list[str]:
+    """``n`` :func:`new_id` values in increasing order, made at once (one lock, one
+    read of random bytes: a batch of memories takes one id each)."""
     global _last_ms, _seq
+    stamps: list[int] = []
     with _id_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms <= _last_ms:
-            _seq += 1
-            if _seq > 0xFFF:
-                _last_ms += 1
+        for _ in range(n):
+            ms = time.time_ns() // 1_000_000
+            if ms <= _last_ms:
+                _seq += 1
+                if _seq > 0xFFF:
+                    _last_ms += 1
+                    _seq = 0
+                ms = _last_ms
+            else:
+                _last_ms = ms
                 _seq = 0
-            ms = _last_ms
-        else:
-            _last_ms = ms
-            _seq = 0
-        seq = _seq
-    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            stamps.append((ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62))
+    rand = os.urandom(8 * n)
+    mask = (1 << 62) - 1
+    out = []
+    for i, stamp in enumerate(stamps):
+        h = f"{stamp | (int.from_bytes(rand[8 * i:8 * i + 8], 'big') & mask):032x}"
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out

@@ -36,10 +36,10 @@ from engramdb.model import (
     to_utc,
 )
 
-__all__ = ["EngineConfig", "PrincipalInfo", "check_bool", "check_count", "check_id",
-           "check_idempotency_key", "check_name", "check_reason", "conflict_from_row",
-           "decision_from_row", "grant_from_row", "memory_from_row", "names", "validate_draft",
-           "validate_fields"]
+__all__ = ["EngineConfig", "PrincipalInfo", "check_bool", "check_count", "check_embeddings",
+           "check_id", "check_idempotency_key", "check_name", "check_reason",
+           "conflict_from_row", "decision_from_row", "grant_from_row", "memory_from_row", "names",
+           "validate_draft", "validate_fields"]
 
 # Integers go into 64-bit SQL columns; a larger one is refused as input, not
 # left to overflow in the driver.
@@ -212,9 +212,31 @@ def validate_draft(draft: MemoryDraft, config: EngineConfig, dimension: int | No
                            dimension)
 
 
-def validate_fields(given: Mapping[str, Any], config: EngineConfig, dimension: int | None
-                    ) -> MemoryDraft:
+def check_embeddings(given: Sequence[Any], dimension: int | None) -> list[np.ndarray] | None:
+    """:func:`check_embedding` of many embeddings at once, when each is already a float32
+    array of ``dimension`` values with a finite, non-zero length (a batch's precomputed
+    rows): one matrix operation, read-only unit rows. ``None`` otherwise: check each
+    (which finds and names what is wrong)."""
+    if not given or not dimension:
+        return None
+    for e in given:
+        if type(e) is not np.ndarray or e.dtype != np.float32 or e.size != dimension:
+            return None
+    mat = np.stack(given).reshape(len(given), dimension)
+    sq = np.einsum("ij,ij->i", mat, mat)
+    if not (np.all(np.isfinite(sq)) and np.all(sq > 0.0)):
+        return None
+    # The same float32 division check_embedding does, by a norm taken in float64.
+    mat /= np.sqrt(sq.astype(np.float64)).astype(np.float32)[:, None]
+    mat.flags.writeable = False
+    return list(mat)
+
+
+def validate_fields(given: Mapping[str, Any], config: EngineConfig, dimension: int | None,
+                    checked: np.ndarray | None = None) -> MemoryDraft:
     """:func:`validate_draft` of the draft ``MemoryDraft(**given)``, built once, checked.
+
+    ``checked``: the given embedding, already checked (:func:`check_embeddings`).
 
     Raises:
         InvalidInput: a field a memory does not have, or (a subclass) a bad value,
@@ -238,8 +260,8 @@ def validate_fields(given: Mapping[str, Any], config: EngineConfig, dimension: i
         raise InvalidInput("value belongs to an assertion: give subject and predicate too",
                            field="value")
     vf, vt = check_validity(d["valid_from"], d["valid_to"])
-    embedding = check_embedding(d["embedding"], dimension)
-    if embedding is not None:
+    embedding = checked if checked is not None else check_embedding(d["embedding"], dimension)
+    if embedding is not None and checked is None:
         # Kept as the float32 array it is stored as (no per-float conversion);
         # read-only, as the frozen draft holding it. Never part of a hash.
         embedding.flags.writeable = False
@@ -277,29 +299,26 @@ def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memo
         # Read as of ``as_of``, the version's end had not happened yet: showing
         # it would make an as_of read change when a later write arrives.
         tx_to = None
+    get = row.get
+    # Positional, in _MEMORY_ORDER (checked below): a batch returns thousands of these.
     return Memory(
-        id=row["id"],
-        version=int(row["version"]),
-        namespace=row["namespace"],
-        layer=row["layer"],
-        text=row["text"],
-        subject=row.get("subject"),
-        predicate=row.get("predicate"),
-        value=row.get("value"),
-        metadata=row.get("metadata") or {},
-        importance=float(row["importance"]),
-        confidence=float(row["confidence"]),
-        author=row["author"],
-        source=row.get("source"),
-        session=row.get("session"),
-        valid_from=from_micros(row["valid_from"]),  # type: ignore[arg-type]
-        valid_to=from_micros(row.get("valid_to")),
-        tx_from=int(row["tx_from"]),
-        tx_to=None if tx_to is None else int(tx_to),
-        recorded_at=from_micros(row["recorded_at"]),  # type: ignore[arg-type]
-        status=effective_status(row, as_of),
-        expires_at=from_micros(row.get("expires_at")),
+        row["id"], int(row["version"]), row["namespace"], row["layer"], row["text"],
+        get("subject"), get("predicate"), get("value"), get("metadata") or {},
+        float(row["importance"]), float(row["confidence"]), row["author"], get("source"),
+        get("session"), from_micros(row["valid_from"]),  # type: ignore[arg-type]
+        from_micros(get("valid_to")),
+        int(row["tx_from"]), None if tx_to is None else int(tx_to),
+        from_micros(row["recorded_at"]), effective_status(row, as_of),  # type: ignore[arg-type]
+        from_micros(get("expires_at")),
     )
+
+
+_MEMORY_ORDER = ("id", "version", "namespace", "layer", "text", "subject", "predicate", "value",
+                 "metadata", "importance", "confidence", "author", "source", "session",
+                 "valid_from", "valid_to", "tx_from", "tx_to", "recorded_at", "status",
+                 "expires_at")
+if tuple(f.name for f in fields(Memory))[:len(_MEMORY_ORDER)] != _MEMORY_ORDER:  # pragma: no cover
+    raise ImportError("Memory's fields moved: update memory_from_row's positional call")
 
 
 def draft_to_row(draft: MemoryDraft, *, memory_id: str, author: str, tx: int,

@@ -357,7 +357,8 @@ class TrustEngine:
                       if schema.cardinality == "one" else [])
             policy = schema.policy
         else:
-            rivals = self._free_text_rivals(w, row, vector, settings, item)
+            rivals = (self._free_text_rivals(w, row, vector, settings, item)
+                      if settings.detect_free_text and row["layer"] in _FREE_TEXT_LAYERS else [])
             policy = settings.default_policy
         rivals = self._not_yet_flagged(w, row, rivals)
         if not rivals:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engramdb._guard import guard_calls
-from engramdb.codec import canonical, check_json, new_id, sha256_hex, to_micros
+from engramdb.codec import canonical, check_json, new_id, new_ids, sha256_hex, to_micros
 from engramdb.engine.access import Caller
 from engramdb.engine.outcomes import check_outcome, write_outcomes
 from engramdb.engine.plans import BatchItem, FreeTextBatch
@@ -28,6 +28,7 @@ from engramdb.engine.rows import (
     _unit,
     check_count,
     check_embedding,
+    check_embeddings,
     check_id,
     check_idempotency_key,
     check_metadata,
@@ -107,16 +108,28 @@ def batch_drafts(caller: Caller, drafts: Any, lifecycle: Any) -> list[MemoryDraf
     limit = caller.res.config.max_batch
     if len(drafts) > limit:
         raise InvalidInput(f"batch of {len(drafts)} is over the limit of {limit}; split it")
-    clean: list[MemoryDraft] = []
-    policies = lifecycle.policies()
+    given: list[dict[str, Any]] = []
     for item in drafts:
         if isinstance(item, MemoryDraft):
-            fields = {f: getattr(item, f) for f in MemoryDraft.__slots__}
+            given.append({f: getattr(item, f) for f in MemoryDraft.__slots__})
         elif isinstance(item, Mapping):
-            fields = dict(item)
+            given.append(dict(item))
         else:
-            raise InvalidInput("each batch item must be a MemoryDraft or a dict")
-        clean.append(lifecycle.with_ttl(make_draft(caller, **fields), policies))
+            break  # refused below, once the items before it are checked
+    # Precomputed embeddings (float32 rows of the database's dimension) are checked
+    # and normalised as one matrix; any other batch is checked item by item.
+    checked = (check_embeddings([f.get("embedding") for f in given], caller.res.dimension)
+               if len(given) == len(drafts) else None)
+    policies = lifecycle.policies()
+    clean: list[MemoryDraft] = []
+    config, dimension, private = caller.res.config, caller.res.dimension, f"agents/{caller.name}"
+    for i, fields in enumerate(given):
+        if fields.get("namespace") is None:  # make_draft's default
+            fields["namespace"] = private
+        draft = validate_fields(fields, config, dimension, None if checked is None else checked[i])
+        clean.append(lifecycle.with_ttl(draft, policies) if policies else draft)
+    if len(clean) < len(drafts):
+        raise InvalidInput("each batch item must be a MemoryDraft or a dict")
     return clean
 
 
@@ -297,8 +310,8 @@ class Writer:
     # operations ----------------------------------------------------------------
 
     def remember(self, draft: MemoryDraft, vector: np.ndarray | None,
-                 item: BatchItem | None = None) -> Memory:
-        planned = self._plan_remember(draft, vector, item)
+                 item: BatchItem | None = None, memory_id: str | None = None) -> Memory:
+        planned = self._plan_remember(draft, vector, item, memory_id)
         if isinstance(planned, Memory):
             return planned
         ref, effects, put, carry, memory = planned
@@ -306,11 +319,11 @@ class Writer:
         return memory
 
     def _plan_remember(self, draft: MemoryDraft, vector: np.ndarray | None,
-                       item: BatchItem | None
+                       item: BatchItem | None, memory_id: str | None = None
                        ) -> Memory | tuple[str, list[Any], list[Any], tuple[Any, ...], Memory]:
         """What remembering ``draft`` writes: (the event's subject, effects, vectors put,
         vectors carried, the memory returned); or the memory an idempotent retry
-        returns (nothing to write)."""
+        returns (nothing to write). ``memory_id``: the new memory's id (default: a new one)."""
         s = self.s
         if draft.namespace not in self._may_write:
             s.require("write", draft.namespace)
@@ -319,10 +332,11 @@ class Writer:
         rhash = ("" if draft.idempotency_key is None
                  else _request_hash("remember", _draft_fingerprint(draft)))
         blind = not self._may_read(draft.namespace)
-        replayed = self._replay(draft.idempotency_key, rhash)
+        replayed = None if draft.idempotency_key is None else self._replay(
+            draft.idempotency_key, rhash)
         if replayed is not None:
             return write_receipt(replayed, draft) if blind else replayed
-        row = draft_to_row(draft, memory_id=new_id(), author=s.name, tx=self.w.tx,
+        row = draft_to_row(draft, memory_id=memory_id or new_id(), author=s.name, tx=self.w.tx,
                            recorded_at=self.w.recorded_at)
         if row["valid_to"] is not None and row["valid_to"] <= row["valid_from"]:
             raise InvalidInput("valid_to must be later than valid_from (which defaults to now)",
@@ -333,7 +347,8 @@ class Writer:
         plan = self._trust.plan_remember(self, row, vector, item)
         row = plan.row
         effects: list[Any] = list(plan.effects)
-        effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
+        if draft.idempotency_key is not None:
+            effects += self._remember_idempotency(draft.idempotency_key, rhash, row)
         put = [] if vector is None else [(row["id"], row["version"], vector)]
         # No read grant: what the namespace's policy made of the write is a read.
         memory = (write_receipt(memory_from_row(submitted), draft) if blind
@@ -355,13 +370,15 @@ class Writer:
         out: list[Memory] = []
         held: list[tuple[str | None, str | None, Sequence[Insert]]] = []
         held_put: list[tuple[str, int, np.ndarray]] = []
+        # The batch's ids, made at once and taken in order (ids keep the batch's order).
+        ids = new_ids(len(drafts))
         for i, (d, v) in enumerate(zip(drafts, vectors, strict=True)):
             item = None if batch is None else BatchItem(batch, i)
             if not preparable(d):
                 self._commit_held(held, held_put)
-                out.append(self.remember(d, v, item))
+                out.append(self.remember(d, v, item, ids[i]))
                 continue
-            planned = self._plan_remember(d, v, item)
+            planned = self._plan_remember(d, v, item, ids[i])
             if isinstance(planned, Memory):  # pragma: no cover - a replay needs a key
                 out.append(planned)
                 continue

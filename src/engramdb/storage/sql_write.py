@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engramdb.codec import canonical, chain_hash, from_micros, json_dumps, sha256_hex
+from engramdb.codec import canonical_payload, event_hash, from_micros, json_dumps, sha256_hex
 from engramdb.errors import InvalidInput, StorageError, VersionConflict
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Update, WriteTx
@@ -140,6 +140,9 @@ class SqlWriteTx(WriteTx):
         self._buffered: dict[str, list[tuple[str, list[Sequence[Any]]]]] = {}
         self._vectors: list[tuple[str, int, np.ndarray]] = []
         self._buffered_rows = 0
+        # Ids of the memory rows buffered: a read of other ids need not send them first
+        # (a semantic batch reads each memory's candidates, committed ones mostly).
+        self._buffered_ids: set[Any] = set()
         # Raw rows of this transaction's reads, per table. Exact: every change to a
         # state table goes through apply() (other writers wait for the chain lock),
         # and each drops its table's reads. Spares the engine's repeated reads of
@@ -174,6 +177,8 @@ class SqlWriteTx(WriteTx):
     def flush(self, table: str | None = None) -> None:
         """Send the buffered inserts of ``table`` (``None``: of every table) now."""
         for name in [table] if table is not None else list(self._buffered):
+            if name == "memories":
+                self._buffered_ids.clear()
             for sql, rows in self._buffered.pop(name, ()):
                 self._storage._insert_many(self._conn, name, sql, rows)
                 self._buffered_rows -= len(rows)
@@ -197,6 +202,8 @@ class SqlWriteTx(WriteTx):
                 rows: list[Sequence[Any]] = []
                 while True:
                     row = encode_row(spec, effect.row)
+                    if spec.name == "memories":
+                        self._buffered_ids.add(row.get("id"))
                     if row_tx:
                         row["row_tx"] = self.tx
                     if words:  # the ranking's word counts (storage/words.py)
@@ -292,22 +299,13 @@ class SqlWriteTx(WriteTx):
                ) -> tuple[list[Any], list[Any]]:
         """The ``events`` and ``event_payloads`` rows of event ``seq`` after hash ``prev``."""
         try:
-            body = canonical(payload)
+            body = canonical_payload(payload)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
         # codec.commitment(salt, payload), without encoding the payload a second time.
         commit = sha256_hex(salt + body)
-        envelope = {
-            "seq": seq,
-            "tx": self.tx,
-            "kind": kind,
-            "namespace": namespace,
-            "actor": actor,
-            "recorded_at": self.recorded_at,
-            "subject_ref": subject_ref,
-            "commitment": commit,
-        }
-        digest = chain_hash(prev, envelope)
+        digest = event_hash(prev, seq, self.tx, kind, namespace, actor, self.recorded_at,
+                            subject_ref, commit)
         event = [seq, self.tx, kind, namespace, actor, self.recorded_at, subject_ref, commit,
                  prev, digest]
         return event, [seq, salt, body.decode("utf-8")]
@@ -371,7 +369,8 @@ class SqlWriteTx(WriteTx):
         order_by: str | None = None,
         limit: int | None = None,
     ) -> list[Row]:
-        self.flush(table)
+        if table != "memories" or not self._unbuffered(where.get("id")):
+            self.flush(table)
         spec = _spec(table)
         if table in CONFIG_TABLES and not self._config_changed:
             raw = select_rows(spec, self.config_view(table), where, order_by, limit)
@@ -388,6 +387,13 @@ class SqlWriteTx(WriteTx):
                 self._reads.setdefault(table, {})[key] = cached
         cols = list(spec.columns)
         return [decode_row(spec, cols, r) for r in cached]
+
+    def _unbuffered(self, ids: Any) -> bool:
+        """Whether memories named by ``ids`` (an id or a list) are surely not buffered."""
+        if type(ids) is str:
+            return ids not in self._buffered_ids
+        return type(ids) is list and all(
+            type(i) is str and i not in self._buffered_ids for i in ids)
 
     def config_view(self, table: str) -> list[Sequence[Any]]:
         """Every raw row of configuration ``table`` as this transaction sees it: kept in

@@ -32,7 +32,7 @@ from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
-from engramdb.storage.sqlite.flush import DeferredFlush
+from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
@@ -85,6 +85,7 @@ class SQLiteStorage(SqlStorage):
         self._closed = False
         self._pid = os.getpid()
         self._flush = DeferredFlush(self.path + "-wal")
+        self._checkpoint = BackgroundCheckpoint(self.path, self._checkpoint_conn)
 
     # -- connections -------------------------------------------------------
 
@@ -167,6 +168,7 @@ class SQLiteStorage(SqlStorage):
         self._conns_lock = threading.Lock()
         self._vindex = None
         self._flush = DeferredFlush(self.path + "-wal")  # the parent's timer stays there
+        self._checkpoint = BackgroundCheckpoint(self.path, self._checkpoint_conn)
 
     @contextmanager
     def _read_conn(self) -> Iterator[sqlite3.Connection]:
@@ -220,18 +222,28 @@ class SQLiteStorage(SqlStorage):
                 self._exec(conn, "BEGIN IMMEDIATE")
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        changes = conn.total_changes
         try:
             yield conn
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        # A large commit (a batch) leaves its checkpoint to BackgroundCheckpoint.
+        bulk = self._checkpoint.takes(conn.total_changes - changes)
+        if bulk:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StorageError(f"commit failed: {exc}") from exc
+        finally:
+            if bulk:
+                conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        if bulk:
+            self._checkpoint.kick()
 
     def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._run(conn.execute, sql, params)
@@ -272,6 +284,7 @@ class SQLiteStorage(SqlStorage):
 
     def close(self) -> None:
         self._closed = True
+        self._checkpoint.close()
         self._flush.now()  # deferred writes are on disk once the database is closed
         with self._conns_lock:
             for conn in self._all_conns:
@@ -360,6 +373,12 @@ class SQLiteStorage(SqlStorage):
         """A private connection (the index builder's), not shared with any thread."""
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        return conn
+
+    def _checkpoint_conn(self) -> sqlite3.Connection:
+        """BackgroundCheckpoint's connection: it syncs the file as the writers would."""
+        conn = self._plain_conn()
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         return conn
 
     def rebuild_vector_index(self) -> None:
