@@ -180,3 +180,30 @@ def test_the_judge_still_tells_contradictions_from_unrelated_statements() -> Non
     for (a, b), verdict in pairs.items():
         for x, y in itertools.permutations((a, b)):
             assert judge.judge(Statement(x), Statement(y)).verdict == verdict
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(texts=st.lists(_TEXTS, min_size=1, max_size=20),
+       terms=st.lists(st.sampled_from(["deploy", "window", "friday", "offic", "approv", "acm",
+                                       "absent", "inc", "7", "12", "cafeteria", "nowhere"]),
+                      max_size=12))
+def test_document_counts_asked_at_once_are_each_terms_own(
+        tmp_path_factory: pytest.TempPathFactory, texts: list[str], terms: list[str]) -> None:
+    """The full-text query's word pruning reads every unknown term's row count in one
+    statement: the same count as asking for the term alone (0 for a term in no row)."""
+    from engramdb.storage.sqlite.fulltext import FullText
+
+    db = engramdb.open(tmp_path_factory.mktemp("df") / "e.db", embedder=None)
+    try:
+        for t in texts:
+            db.remember(t, namespace="ops/a")
+        conn = db.storage._conn("reader")
+        got = FullText().doc_counts(conn, terms)
+        for term in terms:
+            row = conn.execute("SELECT doc FROM temp.memories_fts_vocab WHERE term = ?",
+                               [term]).fetchone()
+            assert got[term] == (row[0] if row else 0)
+        assert set(got) == set(terms)
+    finally:
+        db.close()
