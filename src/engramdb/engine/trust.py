@@ -55,7 +55,7 @@ from engramdb.policy.conflicts import (
     valid_overlap,
 )
 from engramdb.policy.judge import Statement
-from engramdb.storage.base import Effect, Insert, Update, WriteTx
+from engramdb.storage.base import Effect, Insert, Row, Update, WriteTx
 
 __all__ = ["CRDT_KEY", "BatchItem", "FreeTextBatch", "Plan", "TrustEngine"]
 
@@ -437,26 +437,30 @@ class TrustEngine:
             return []
         n = settings.free_text_candidates
         prepared = self._prepared(item, settings)
+        unread: Row | None = None  # a candidate whose current row is still to be fetched
         if prepared is not None:
             found, pending = prepared
+            cands = [(i, unread) for i in found if i != row["id"]][:n]
         else:
-            found = self._committed_candidates(row, vector, n)
+            cands = self._committed_candidates(w, row, vector, n)
             pending = [p["id"] for p, v in reversed(self._pending.get(w, []))
                        if p["namespace"] == row["namespace"]
                        and p["layer"] in _FREE_TEXT_LAYERS
                        and (row.get("subject") is None or p.get("subject") == row.get("subject"))
                        and (vector is None or v is None
                             or _cosine(vector, v) >= _MIN_SIMILARITY)]
-        ids = [i for i in found if i != row["id"]][:n]
-        ids += [i for i in pending[:n] if i not in ids and i != row["id"]]
+        seen = {i for i, _ in cands}
+        cands += [(i, unread) for i in pending[:n] if i not in seen and i != row["id"]]
         judge = self._res.judge
         new = Statement(row["text"], row.get("subject"), row.get("predicate"), row.get("value"))
         out: list[Rival] = []
-        for memory_id in ids:
-            current = w.fetch("memories", {"id": memory_id, "tx_to": None})
-            if not current:
-                continue
-            cand = current[0]
+        for memory_id, known in cands:
+            if known is None:  # not read with the search: its current version, if any
+                current = w.fetch("memories", {"id": memory_id, "tx_to": None})
+                if not current:
+                    continue
+                known = current[0]
+            cand = known
             if cand["status"] != "active" or cand["namespace"] != row["namespace"] \
                     or not valid_overlap(cand, row):
                 continue
@@ -466,18 +470,21 @@ class TrustEngine:
                 out.append(Rival(cand, j.detector, f"{j.detector}: {j.reason}"))
         return out
 
-    def _committed_candidates(self, row: Mapping[str, Any], vector: np.ndarray | None,
-                              n: int) -> list[str]:
-        """Ids of the committed memories most like ``row`` (its own search)."""
+    def _committed_candidates(self, w: WriteTx, row: Mapping[str, Any],
+                              vector: np.ndarray | None, n: int
+                              ) -> list[tuple[str, Row | None]]:
+        """The ``n`` committed memories most like ``row`` (its own search), as
+        ``(id, current row)``; the row is None when the search did not read it."""
         flt = RecallFilter(namespaces=(row["namespace"],), layers=_FREE_TEXT_LAYERS,
                            statuses=("active",), subject=row.get("subject"))
         storage = self._res.storage
         # Nearest by meaning when there is an embedding (cheap, and dissimilar
         # memories are never judged); by words when the database has no embedder.
         if vector is not None:
-            return [r["id"] for r, sim in storage.search_vector(vector, flt, n + 1)
-                    if sim >= _MIN_SIMILARITY]
-        return [r["id"] for r, _ in storage.search_text(row["text"], flt, n + 1)]
+            near = [str(r["id"]) for r, sim in storage.search_vector(vector, flt, n + 1)
+                    if sim >= _MIN_SIMILARITY and r["id"] != row["id"]]
+            return [(i, None) for i in near[:n]]
+        return storage.search_text_current(w, row["text"], flt, n, other_than=row["id"])
 
     @staticmethod
     def _prepared(item: BatchItem | None, settings: NamespaceSettings

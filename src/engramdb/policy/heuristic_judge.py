@@ -12,8 +12,10 @@ contradiction. Reasons start with the deciding signal, e.g.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,7 +250,7 @@ def _classify(raw: str, group: str, prev: str) -> _Tok:
         return _Tok(raw, low, "scope")
     if low.rstrip("s") in _WEEKDAYS:
         return _Tok(raw, low.rstrip("s"), "date", "weekday")
-    if any(c.isdigit() for c in low) or low[:1] in "#/" or "_" in low.strip("_"):
+    if any(map(str.isdigit, low)) or low[:1] in "#/" or "_" in low.strip("_"):
         polar = _POLAR.get(low, frozenset())
         return _Tok(raw, low, "word" if polar else "id", polar=polar)
     stem = _stem(low)
@@ -281,6 +283,24 @@ def _parse(text: str) -> _Frame:
             frame.content.append(tok)
     frame.equational = bool(re.search(r"\b(?:is|was|are|were) the\b", text, re.I))
     return frame
+
+
+_TOPICS: dict[bytes, tuple[str, ...]] = {}  # digest of a text -> its topic words
+_TOPICS_KEPT = 32_768  # about 8 MB; emptied when full
+
+
+def _topic(text: str) -> tuple[str, ...]:
+    """``_parse(text).topic``, kept for many more texts than whole frames are (a
+    few hundred bytes each, by the text's digest, not the text): most candidates
+    share too few topic words with a new text to contradict it, which the two
+    topics alone decide, so a candidate whose frame was evicted is not parsed again."""
+    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    found = _TOPICS.get(key)
+    if found is None:
+        if len(_TOPICS) >= _TOPICS_KEPT:
+            _TOPICS.clear()
+        found = _TOPICS[key] = tuple(sys.intern(w) for w in _parse(text).topic)
+    return found
 
 
 def _merge_dates(toks: list[_Tok]) -> None:
@@ -453,16 +473,18 @@ class HeuristicJudge:
         )
 
     def _text(self, text_a: str, text_b: str) -> Judgment:
-        fa, fb = _parse(text_a), _parse(text_b)
-        shared_topic = fa.topic & fb.topic
-        smaller = min(len(fa.topic), len(fb.topic))
+        topic_a, topic_b = _topic(text_a), _topic(text_b)
+        shared_topic = set(topic_a).intersection(topic_b)
+        smaller = min(len(topic_a), len(topic_b))
         overlap = len(shared_topic) / smaller if smaller else 0.0
+        fa = _parse(text_a)
         if overlap < self.min_overlap:
             common = [t.raw for t in fa.content if t.norm in shared_topic]
             what = f"only {' '.join(common)!r} in common" if common else "no shared topic words"
             return self._verdict(
                 "unrelated", 0.6 + 0.3 * (1 - overlap), f"unrelated: {what} (overlap {overlap:.2f})"
             )
+        fb = _parse(text_b)
         shared = _quote([t for t in fa.content if t.norm in shared_topic])
         norms_a, norms_b = {t.norm for t in fa.content}, {t.norm for t in fb.content}
         only_a = [t for t in fa.content if t.norm not in norms_b and t.kind not in _VALUE_KINDS]

@@ -157,6 +157,11 @@ class SqlWriteTx(WriteTx):
     def logged(self) -> bool:
         return self._head.seq > self._start_seq
 
+    def reads_through(self, conn: Any) -> bool:
+        """Whether ``conn`` is this transaction's own connection (a read on it sees
+        what :meth:`fetch` sees, but for inserts still buffered: new rows only)."""
+        return conn is self._conn
+
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._storage._exec(self._conn, sql, params)
 

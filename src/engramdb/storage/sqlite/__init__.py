@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 from engramdb.codec import json_dumps
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import RawEvent
+from engramdb.storage.base import RawEvent, WriteTx
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
@@ -419,51 +419,70 @@ class SQLiteStorage(SqlStorage):
     def search_text(
         self, query: str, flt: RecallFilter, limit: int
     ) -> list[tuple[dict[str, Any], float]]:
+        return self._search_text(self._warm(writing=True), query, flt, limit)
+
+    def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,
+                            *, other_than: str) -> list[tuple[str, dict[str, Any] | None]]:
+        conn = self._warm(writing=True)
+        reads_through = getattr(w, "reads_through", None)
+        if reads_through is None or not reads_through(conn):
+            return super().search_text_current(w, query, flt, limit, other_than=other_than)
+        # The search reads w's own connection, so its rows are what w.fetch would read
+        # again: w's updates reach the connection at once, and the inserts it still
+        # buffers are new rows (a new version's update closing the old one is sent first).
+        out: list[tuple[str, dict[str, Any] | None]] = []
+        for row, _ in self._search_text(conn, query, flt, limit + 1):
+            if row["id"] != other_than and len(out) < limit:
+                row.pop(WORDS_KEY, None)
+                out.append((str(row["id"]), row))
+        return out
+
+    def _search_text(self, conn: sqlite3.Connection, query: str, flt: RecallFilter,
+                     limit: int) -> list[tuple[dict[str, Any], float]]:
         if limit <= 0:
             return []
-        with nullcontext(self._warm(writing=True)) as conn:
-            fts = self._fulltext()
-            total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
-            words = fts.match(conn, query, total)
-            if words is None:
-                return []
-            # The reader's list of committed names (its cache outlives a write), read
-            # only for a filter of several namespaces.
-            scope = fts.scope(conn, flt.namespaces, lambda: len(self.namespaces()), total)
-            match = words if scope is None else f"{words} AND {scope}"
-            # Rank in FTS5 alone, then filter the best candidates. Exact whenever
-            # at least `limit` candidates pass the filter (any better-ranked match
-            # passing it is among them) or FTS5 had no more matches; otherwise the
-            # filtered query below runs in full.
-            pool = limit * 2 + 20
-            ranked = self._run(conn.execute, *_ranked(match, pool)).fetchall()
-            if not ranked:
-                return []
-            cond, params = memory_where(flt, self.dialect_impl)
-            # CROSS JOIN: look the candidates up by row id, in rank order; left to
-            # itself the planner may walk a filter column's index instead. The loop
-            # runs over the JSON array in order, so LIMIT keeps the best `limit` that
-            # pass and reads no further (an ORDER BY would read and sort them all);
-            # should a build of SQLite ever return them out of order, they are
-            # asked for again, sorted.
-            sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
-                   f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
-            args = [json.dumps([r for r, _ in ranked]), *params]
-            passing = self._exec(conn, f"{sql} LIMIT {int(limit)}", args).fetchall()
-            if any(a[0] >= b[0] for a, b in itertools.pairwise(passing)):
-                passing = self._exec(conn, f"{sql} ORDER BY j.key LIMIT {int(limit)}",
-                                     args).fetchall()
-            if len(passing) >= limit or len(ranked) < pool:
-                return [(_candidate(r[1:]), -float(ranked[r[0]][1])) for r in passing]
-            cur = self._exec(
-                conn,
-                f"SELECT {_CANDIDATE}, {_BM25} AS rank "
-                "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
-                f"WHERE memories_fts MATCH ? AND {cond} "
-                f"ORDER BY rank, m.row_id LIMIT {int(limit)}",
-                [match, *params],
-            )
-            return [(_candidate(r[:-1]), -float(r[-1])) for r in cur.fetchall()]
+        fts = self._fulltext()
+        total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+        words = fts.match(conn, query, total)
+        if words is None:
+            return []
+        # The reader's list of committed names (its cache outlives a write), read
+        # only for a filter of several namespaces.
+        scope = fts.scope(conn, flt.namespaces, lambda: len(self.namespaces()), total)
+        match = words if scope is None else f"{words} AND {scope}"
+        # Rank in FTS5 alone, then filter the best candidates. Exact whenever
+        # at least `limit` candidates pass the filter (any better-ranked match
+        # passing it is among them) or FTS5 had no more matches; otherwise the
+        # filtered query below runs in full.
+        pool = limit * 2 + 20
+        ranked = self._run(conn.execute, *_ranked(match, pool)).fetchall()
+        if not ranked:
+            return []
+        cond, params = memory_where(flt, self.dialect_impl)
+        # CROSS JOIN: look the candidates up by row id, in rank order; left to
+        # itself the planner may walk a filter column's index instead. The loop
+        # runs over the JSON array in order, so LIMIT keeps the best `limit` that
+        # pass and reads no further (an ORDER BY would read and sort them all);
+        # should a build of SQLite ever return them out of order, they are
+        # asked for again, sorted.
+        sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
+               f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
+        args = [json.dumps([r for r, _ in ranked]), *params]
+        passing = self._exec(conn, f"{sql} LIMIT {int(limit)}", args).fetchall()
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(passing)):
+            passing = self._exec(conn, f"{sql} ORDER BY j.key LIMIT {int(limit)}",
+                                 args).fetchall()
+        if len(passing) >= limit or len(ranked) < pool:
+            return [(_candidate(r[1:]), -float(ranked[r[0]][1])) for r in passing]
+        cur = self._exec(
+            conn,
+            f"SELECT {_CANDIDATE}, {_BM25} AS rank "
+            "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
+            f"WHERE memories_fts MATCH ? AND {cond} "
+            f"ORDER BY rank, m.row_id LIMIT {int(limit)}",
+            [match, *params],
+        )
+        return [(_candidate(r[:-1]), -float(r[-1])) for r in cur.fetchall()]
 
     def _fulltext(self) -> FullText:
         fts: FullText | None = getattr(self._local, "fulltext", None)

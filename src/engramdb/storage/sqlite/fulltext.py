@@ -116,14 +116,19 @@ class FullText:
         """How many rows contain each indexed term (stem or scope token), briefly cached."""
         self._prepare(conn)
         now = time.monotonic()
-        out: dict[str, int] = {}
-        for term in terms:
-            cached = self._docs.get(term)
-            if cached is None or now - cached[0] > _STATS_TTL_S:
-                row = conn.execute("SELECT doc FROM temp.memories_fts_vocab WHERE term = ?",
-                                   [term]).fetchone()
-                cached = self._docs[term] = (now, int(row[0]) if row else 0)
-            out[term] = cached[1]
+        stale = list(dict.fromkeys(
+            t for t in terms
+            if (cached := self._docs.get(t)) is None or now - cached[0] > _STATS_TTL_S))
+        # One statement for every term not known (fts5vocab looks each up in turn);
+        # a term in no row is not returned.
+        for start in range(0, len(stale), 250):
+            part = stale[start:start + 250]
+            found = dict(conn.execute(
+                "SELECT term, doc FROM temp.memories_fts_vocab WHERE term IN "
+                f"({', '.join('?' * len(part))})", part).fetchall())
+            for term in part:
+                self._docs[term] = (now, int(found.get(term, 0)))
+        out = {term: self._docs[term][1] for term in terms}
         if len(self._docs) > 100_000:
             self._docs.clear()
         return out
