@@ -167,3 +167,43 @@ def test_a_long_conversation_lifts_the_turns_near_its_match_not_its_far_end() ->
     assert ranked.index(near) < ranked.index(far), ranked
     whole = order(ContextWeights(session_window=0))
     assert whole.index(far) < whole.index(near), whole
+
+
+class _Recording:
+    """The real embedder, noting every text it is asked to embed."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.texts: list[str] = []
+
+    def embed(self, texts: Any) -> Any:
+        self.texts += list(texts)
+        return self._inner.embed(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_speakers_one_reader_saw_never_shape_another_readers_recall(tmp_path, embedder) -> None:
+    # Recall remembers the speakers among a reader's candidates to embed its guess of the
+    # first-person query with the query. What one reader's candidates held must not change
+    # what recall does for another, not even the extra embedding: that would tell a reader
+    # that someone it cannot read speaks in the database.
+    recording = _Recording(embedder)
+    with engramdb.open(tmp_path / "chat.db", embedder=recording,
+                       config=EngineConfig(recall_candidates=3)) as db:
+        _load(db)
+        db.remember("Ben: The bookshelf is finished at last.", namespace="chat/other",
+                    layer="episodic")
+        db.admin.create_agent("outsider")
+        db.admin.grant("outsider", "chat/other", ["read"])
+        db.recall(QUERY, namespace=NS, k=3)  # the admin's candidates: Ana speaks
+        recording.texts.clear()
+        db.as_agent("outsider").recall("What does Ana do on Sundays?", namespace="chat/other",
+                                       k=1)
+        assert recording.texts == ["What does Ana do on Sundays?"]
+        # The admin, who has seen Ana speak, embeds its guess together with the query.
+        recording.texts.clear()
+        db.recall("What does Ana do on Saturdays?", namespace=NS, k=1)
+        assert recording.texts[:2] == ["What does Ana do on Saturdays?",
+                                       "What does I do on Saturdays?"]

@@ -39,10 +39,12 @@ class Recall:
     def __init__(self, res: Resources, inbox: ConflictInbox) -> None:
         self._res = res
         self._inbox = inbox
-        # Speakers seen among full-text candidates (name words), only to guess which
-        # first-person query to embed together with the query itself: a guess that proves
-        # wrong costs an embedding, never a different result.
-        self._speakers: set[frozenset[str]] = set()
+        # Speakers seen among each principal's full-text candidates (name words), only to
+        # guess which first-person query to embed together with the query itself: a guess
+        # that proves wrong costs an embedding, never a different result. Per principal,
+        # so what one reader's candidates held never changes another reader's work (not
+        # even its timing).
+        self._speakers: dict[str, set[frozenset[str]]] = {}
 
     def answer(self, caller: Caller, lifecycle: Lifecycle, query: Any, *, namespace: str,
                k: Any, layers: Sequence[str] | None, as_of: int | datetime | str | None,
@@ -99,7 +101,7 @@ class Recall:
         with telemetry.span("engram.search", {"engram.k": k, "engram.candidates.limit": n}) as sp:
             if res.embedder is not None and query_embedding is None:
                 with sp.stage("embed"):  # before the snapshot: no read waits on the model
-                    guess = (first_person(query, tuple(self._speakers))
+                    guess = (first_person(query, tuple(self._speakers.get(principal, ())))
                              if res.config.recall_first_person else None)
                     qv = res.embed([query] if guess is None else [query, guess])
                 assert qv is not None
@@ -123,8 +125,8 @@ class Recall:
                 now = head.recorded_at if as_of is None else res.tx_time(read_tx)
                 if query_embedding is not None and res.embedder is not None:
                     if res.config.recall_first_person:
-                        query_embedding = self._first_person(query, text_hits, query_embedding,
-                                                             sp)
+                        query_embedding = self._first_person(principal, query, text_hits,
+                                                             query_embedding, sp)
                     with sp.stage("vector"):
                         vector_hits = res.storage.search_vector(query_embedding, flt, n)
                         # A cut-off pool: what was said around its best hits may lie beyond.
@@ -146,14 +148,16 @@ class Recall:
             telemetry.candidates(len(text_hits), len(vector_hits))
         return result
 
-    def _first_person(self, query: str, text_hits: list[Any], query_embedding: np.ndarray,
-                      sp: Any) -> np.ndarray:
+    def _first_person(self, principal: str, query: str, text_hits: list[Any],
+                      query_embedding: np.ndarray, sp: Any) -> np.ndarray:
         """The vector to search with: ``query`` asked in the first person when it names a
         speaker of the full-text candidates (:mod:`engramdb.retrieval.first_person`),
         else ``query_embedding`` as it is."""
         named = speakers(row for row, _ in text_hits)
-        if len(self._speakers) < 4096:
-            self._speakers |= named
+        known = self._speakers.setdefault(principal, set()) \
+            if len(self._speakers) < 1024 else self._speakers.get(principal)
+        if known is not None and len(known) < 4096:
+            known |= named
         asked = first_person(query, named)
         if asked is None:
             return query_embedding
