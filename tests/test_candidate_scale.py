@@ -40,15 +40,8 @@ def graph_db(tmp_path: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_large_namespace_flags_what_a_small_one_flags(graph_db: Any,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     db = graph_db
-    dim = len(db.embedder.embed(["x"])[0])
-    rng = np.random.default_rng(13)
-    for ns in ("big/batch", "big/single"):
-        vecs = rng.standard_normal((FILLER, dim)).astype(np.float32)
-        db.remember_many([{"text": f"note {i} of the archive, shelf {i % 37}", "namespace": ns,
-                           "embedding": v} for i, v in enumerate(vecs)])
-    for ns in ("big/batch", "big/single", "small/batch", "small/single"):
-        for text in COMMITTED:
-            db.remember(text, namespace=ns)
+    fill_large_namespaces(db, FILLER, seed=13)
+    remember_committed(db)
     # The committed statements are in the snapshot (and its graphs), not the delta.
     monkeypatch.setattr(VectorSearch, "rebuild_min", 1)  # rebuild even if recent
     db.storage.rebuild_vector_index()
@@ -72,6 +65,23 @@ def test_a_large_namespace_flags_what_a_small_one_flags(graph_db: Any,
     write_batch_and_singles(db)
     assert sum(walks) >= 2 * len(BATCH)  # the large namespaces took the graph path
     assert_flags_like_a_small_namespace(db)
+
+
+def fill_large_namespaces(db: Any, filler: int, *, seed: int) -> None:
+    """``filler`` unrelated memories (random unit embeddings) in each large namespace."""
+    dim = len(db.embedder.embed(["x"])[0])
+    rng = np.random.default_rng(seed)
+    for ns in ("big/batch", "big/single"):
+        vecs = rng.standard_normal((filler, dim)).astype(np.float32)
+        db.remember_many([{"text": f"note {i} of the archive, shelf {i % 37}", "namespace": ns,
+                           "embedding": v} for i, v in enumerate(vecs)])
+
+
+def remember_committed(db: Any) -> None:
+    """The committed statements the batch will contradict, in every namespace."""
+    for ns in ("big/batch", "big/single", "small/batch", "small/single"):
+        for text in COMMITTED:
+            db.remember(text, namespace=ns)
 
 
 def write_batch_and_singles(db: Any) -> None:

@@ -20,8 +20,12 @@ import engramdb
 from engramdb.model import RecallFilter
 from engramdb.storage.postgres import knn
 
-from .test_candidate_scale import assert_flags_like_a_small_namespace, write_batch_and_singles
-from .test_write_batching import COMMITTED
+from .test_candidate_scale import (
+    assert_flags_like_a_small_namespace,
+    fill_large_namespaces,
+    remember_committed,
+    write_batch_and_singles,
+)
 
 FILLER = 400  # unrelated memories in the large namespaces (random unit embeddings)
 
@@ -40,16 +44,9 @@ def test_a_large_namespace_flags_what_a_small_one_flags(pgdb: Any,
     db = pgdb
     # A namespace of more than this many rows takes the graph path (plus the tail).
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
-    dim = len(db.embedder.embed(["x"])[0])
-    rng = np.random.default_rng(7)
-    for ns in ("big/batch", "big/single"):
-        vecs = rng.standard_normal((FILLER, dim)).astype(np.float32)
-        db.remember_many([{"text": f"note {i} of the archive, shelf {i % 37}", "namespace": ns,
-                           "embedding": v} for i, v in enumerate(vecs)])
+    fill_large_namespaces(db, FILLER, seed=7)
     assert db.storage.wait_for_vector_index(timeout=120)
-    for ns in ("big/batch", "big/single", "small/batch", "small/single"):
-        for text in COMMITTED:  # in the graph or in the tail: found either way
-            db.remember(text, namespace=ns)
+    remember_committed(db)  # in the graph or in the tail: found either way
 
     tails: list[int] = []  # batch searches that ranked the tail in process (spied on)
     ranked = knn._tail_in_process
