@@ -91,7 +91,8 @@ class EngramStorage:
         self._ids: dict[str, str] = {}  # memory id -> record id
         self._seen: dict[str, int] = {}  # memory id -> tx applied
         self._writers: dict[str, Any] = {}
-        self._feed = Follower(db, f"{self._root}/**")
+        head = getattr(db, "head", None)  # an embedded database's log head (see Follower)
+        self._feed = Follower(db, f"{self._root}/**", head if callable(head) else None)
         self._rivals: dict[str, tuple[str, ...]] | None = None
         self._lock = threading.RLock()
 
@@ -201,6 +202,7 @@ class EngramStorage:
 
     def _took(self, m: Memory) -> None:
         self._apply(m)
+        self._feed.own(m)
         if m.conflicts or (self._rivals is not None and m.id in self._rivals):
             self._rivals = None  # this write opened or closed a conflict
 
@@ -245,6 +247,7 @@ class EngramStorage:
                 m = self._db.retract(r.memory_id, reason="deleted through CrewAI memory",
                                      expected_version=r.version)
                 self._drop(m.id, m.tx_from)
+                self._feed.own(m)
                 if self._rivals is not None and m.id in self._rivals:
                     self._rivals = None  # a retraction closes its conflicts
             return len(gone)

@@ -113,7 +113,8 @@ class EngramStore(BaseStore):
                             if index and not self._engram_index else None)
         self._paths = index_paths((index or {}).get("fields"))
         self._items = Items()
-        self._feed = Follower(self._me, f"{self._root}/**")
+        head = getattr(db, "head", None)  # an embedded database's log head (see Follower)
+        self._feed = Follower(self._me, f"{self._root}/**", head if callable(head) else None)
         self._tx = 0
         self._rivals: dict[str, tuple[str, ...]] | None = None
         self._pending_vectors: dict[tuple[tuple[str, ...], str], list[list[float]]] = {}
@@ -463,6 +464,7 @@ class EngramStore(BaseStore):
     def _took(self, m: Memory) -> None:
         self._tx = max(self._tx, m.tx_from)
         self._items.apply(self._root, m)
+        self._feed.own(m)
         self._conflicts_touched(m)
 
     def _conflicts_touched(self, m: Memory) -> None:
@@ -486,6 +488,7 @@ class EngramStore(BaseStore):
             if m.status != "active":
                 self._items.drop(m.id, m.tx_from)
                 self._tx = max(self._tx, m.tx_from)
+                self._feed.own(m)
                 self._conflicts_touched(m)
             else:
                 self._took(m)
