@@ -316,10 +316,10 @@ def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memo
         row["id"], int(row["version"]), row["namespace"], row["layer"], row["text"],
         get("subject"), get("predicate"), get("value"), get("metadata") or {},
         float(row["importance"]), float(row["confidence"]), row["author"], get("source"),
-        get("session"), from_micros(row["valid_from"]),  # type: ignore[arg-type]
+        get("session"), from_micros(row["valid_from"]),
         from_micros(get("valid_to")),
         int(row["tx_from"]), None if tx_to is None else int(tx_to),
-        from_micros(row["recorded_at"]), effective_status(row, as_of),  # type: ignore[arg-type]
+        from_micros(row["recorded_at"]), effective_status(row, as_of),
         from_micros(get("expires_at")), (),
     )
 
