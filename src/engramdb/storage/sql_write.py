@@ -180,22 +180,17 @@ class SqlWriteTx(WriteTx):
             self.flush()
 
     def flush(self, table: str | None = None) -> None:
-        """Send the buffered inserts of ``table`` (``None``: of every table) now.
-
-        Memory rows go last: SQLite indexes their full text on a helper thread
-        while the engine goes on (storage/sqlite/sender.py)."""
-        if self._vectors and table in (None, "memory_vectors"):
-            items, self._vectors = self._vectors, []
-            self._buffered_rows -= len(items)
-            self._storage._put_vectors(self._conn, items)
-        names = [table] if table is not None else sorted(self._buffered,
-                                                         key=lambda t: t == "memories")
-        for name in names:
+        """Send the buffered inserts of ``table`` (``None``: of every table) now."""
+        for name in [table] if table is not None else list(self._buffered):
             if name == "memories":
                 self._buffered_ids.clear()
             for sql, rows in self._buffered.pop(name, ()):
                 self._storage._insert_many(self._conn, name, sql, rows)
                 self._buffered_rows -= len(rows)
+        if self._vectors and table in (None, "memory_vectors"):
+            items, self._vectors = self._vectors, []
+            self._buffered_rows -= len(items)
+            self._storage._put_vectors(self._conn, items)
 
     def apply(self, effects: Sequence[Effect]) -> None:
         i = 0

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, me
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
-from engramdb.storage.sqlite.sender import WriterConnection
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
 
@@ -61,7 +60,6 @@ MMAP_BYTES = 1 << 30
 # How long an erasure's purge waits for readers of an old snapshot before it leaves
 # the WAL to ``maintain`` (``wal_busy``): its checkpoint holds off every writer meanwhile.
 PURGE_WAIT_S = 1.0
-SEND_FILL_ROWS = 200  # memory rows whose full-text fill runs on a helper (sender.py)
 
 # Connections a forked child inherited: kept alive and unused (see _after_fork).
 _INHERITED: list[sqlite3.Connection] = []
@@ -69,8 +67,6 @@ _INHERITED: list[sqlite3.Connection] = []
 
 class SQLiteStorage(SqlStorage):
     """SQLite backend. ``synchronous`` may be ``FULL`` (default) or ``NORMAL``."""
-
-    write_flush_rows = 2_000  # ~500 memories: each run indexed while the next is planned
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL",
                  busy_timeout_s: float = 60.0) -> None:
@@ -93,14 +89,13 @@ class SQLiteStorage(SqlStorage):
 
     # -- connections -------------------------------------------------------
 
-    def _new_conn(self, writer: bool = False) -> sqlite3.Connection:
+    def _new_conn(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path,
                 timeout=self._busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
-                factory=WriterConnection if writer else sqlite3.Connection,
             )
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -127,7 +122,7 @@ class SQLiteStorage(SqlStorage):
             self._after_fork()
         conn = getattr(self._local, which, None)
         if conn is None:
-            conn = self._new_conn(writer=which == "writer")
+            conn = self._new_conn()
             if which == "reader":
                 # Searches read pages through a memory map, not a read() call per page
                 # (recall looks up ~100 candidate rows by id: a third less time). Only
@@ -203,7 +198,7 @@ class SQLiteStorage(SqlStorage):
     @contextmanager
     def _write_conn(self, wait: bool = True, durable: bool = True
                     ) -> Iterator[sqlite3.Connection]:
-        conn = cast(WriterConnection, self._conn("writer"))
+        conn = self._conn("writer")
         if conn.in_transaction:
             raise StorageError(
                 "a write transaction is already open in this thread; nest work inside it "
@@ -230,9 +225,7 @@ class SQLiteStorage(SqlStorage):
         changes = conn.total_changes
         try:
             yield conn
-            self._run(lambda _sql, _params: conn.wait(), "", ())  # a fill sent, raised as _exec
         except BaseException:
-            conn.settle()  # a fill still running finishes before the rollback
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
@@ -267,10 +260,7 @@ class SQLiteStorage(SqlStorage):
         # under the write lock, new rows take the row ids after the largest.
         last = self._exec(conn, "SELECT COALESCE(MAX(row_id), 0) FROM memories").fetchone()[0]
         self._exec_many(conn, sql, rows)
-        if len(rows) >= SEND_FILL_ROWS and isinstance(conn, WriterConnection):
-            conn.send(_FTS_FILL, [last])  # indexed while the engine plans the next run
-        else:
-            self._exec(conn, _FTS_FILL, [last])
+        self._exec(conn, _FTS_FILL, [last])
 
     @staticmethod
     def _run(method: Any, sql: str, params: Any) -> Any:
