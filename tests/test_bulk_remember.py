@@ -310,6 +310,10 @@ def test_a_batch_takes_its_ids_at_once_and_in_the_batchs_order(engine_db: Any) -
     made = [*new_ids(5000), new_id(), *new_ids(3)]
     assert made == sorted(made) and len(set(made)) == len(made)
     assert {uuid.UUID(i).version for i in made} == {7}
+    assert {uuid.UUID(i).variant for i in made} == {uuid.RFC_4122}
+    # 62 random bits: the two under the variant's vary too (the digit after it is 8-b).
+    assert {i[19] for i in made} == set("89ab")
+    assert len({i[20:] for i in made}) == len(made)
     stored = engine_db.remember_many(
         [{"text": f"Reading {i}", "namespace": "ids/a", "layer": "episodic"} for i in range(40)]
         + [{"text": "A belief", "namespace": "ids/a"}]  # planned on its own between runs

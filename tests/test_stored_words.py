@@ -35,6 +35,15 @@ def test_stored_words_count_exactly_as_the_text_does(text: str) -> None:
     assert _words(text, stored) == _words(text)
 
 
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(st.characters(max_codepoint=127), max_size=80))
+def test_ascii_text_is_split_as_the_regular_expression_splits_it(text: str) -> None:
+    # ASCII text takes a shorter path (a translation table, then split): every
+    # punctuation mark, control character and space must part words as \W does.
+    assert stored_words(text).split() == WORD.findall(text.lower())
+    assert stored_words(text) == " ".join(WORD.findall(text.lower()))
+
+
 CORPUS = [
     "Ana painted the lake at dawn; Ana paints every Sunday",
     "Ben walked by the lake with Ana last week",

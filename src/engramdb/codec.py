@@ -382,11 +382,15 @@ def new_ids(n: int) -> list[str]:
             else:
                 _last_ms = ms
                 _seq = 0
-            stamps.append((ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62))
-    rand = os.urandom(8 * n)
-    mask = (1 << 62) - 1
+            stamps.append((ms << 16) | (0x7 << 12) | _seq)  # the id's high 64 bits
+    # The low 64 bits: the variant (0b10) over 62 random bits, written from the hex of
+    # the random bytes (its first digit keeps two random bits under the variant's).
+    rand = os.urandom(8 * n).hex()
     out = []
     for i, stamp in enumerate(stamps):
-        h = f"{stamp | (int.from_bytes(rand[8 * i:8 * i + 8], 'big') & mask):032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+        hi, lo = f"{stamp:016x}", rand[16 * i:16 * i + 16]
+        out.append(f"{hi[:8]}-{hi[8:12]}-{hi[12:]}-{_VARIANT[lo[0]]}{lo[1:4]}-{lo[4:]}")
     return out
+
+
+_VARIANT = {f"{d:x}": "89ab"[d & 3] for d in range(16)}  # 0b10 then the digit's low bits

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -196,6 +196,30 @@ def check_validity(valid_from: Any, valid_to: Any) -> tuple[datetime | None, dat
     return vf, vt
 
 
+_T = TypeVar("_T")
+
+
+def _slot_builder(cls: type[_T]) -> Callable[..., _T]:
+    """``cls(*values)`` for a frozen, slotted dataclass given every field in order,
+    without its generated ``__init__``, which pays an ``object.__setattr__`` call per
+    field (22 for a Memory; a batch builds thousands): each slot is set through its
+    own descriptor. Only for classes whose ``__init__`` stores its arguments as given
+    (no ``__post_init__``, no converting field)."""
+    setters = tuple(getattr(cls, f.name).__set__ for f in fields(cls))  # type: ignore[arg-type]
+    width, new = len(setters), object.__new__
+
+    def build(*values: Any) -> _T:
+        if len(values) != width:
+            raise TypeError(f"{cls.__name__} takes {width} values, not {len(values)}")
+        obj = new(cls)
+        for put, value in zip(setters, values, strict=True):
+            put(obj, value)
+        return obj
+    return build
+
+
+_new_memory = _slot_builder(Memory)
+_new_draft = _slot_builder(MemoryDraft)
 _DRAFT_FIELDS = frozenset(MemoryDraft.__slots__)
 # What MemoryDraft(...) fills in for a field not given (metadata: an empty dict).
 _DRAFT_DEFAULTS: dict[str, Any] = {f.name: {} if f.name == "metadata" else f.default
@@ -266,24 +290,11 @@ def validate_fields(given: Mapping[str, Any], config: EngineConfig, dimension: i
         # read-only, as the frozen draft holding it. Never part of a hash.
         embedding.flags.writeable = False
     key = check_idempotency_key(d["idempotency_key"])
-    return MemoryDraft(
-        text=text,
-        namespace=namespace,
-        layer=layer,
-        subject=subject,
-        predicate=predicate,
-        value=value,
-        metadata=metadata,
-        importance=_unit(d["importance"], "importance"),
-        confidence=_unit(d["confidence"], "confidence"),
-        source=_short(d["source"], "source"),
-        session=_short(d["session"], "session"),
-        valid_from=vf,
-        valid_to=vt,
-        expires_at=to_utc(d["expires_at"], what="expires_at"),
-        embedding=embedding,  # type: ignore[arg-type]
-        idempotency_key=key,
-    )
+    return _new_draft(  # MemoryDraft's fields, in order
+        text, namespace, layer, subject, predicate, value, metadata,
+        _unit(d["importance"], "importance"), _unit(d["confidence"], "confidence"),
+        _short(d["source"], "source"), _short(d["session"], "session"), vf, vt,
+        to_utc(d["expires_at"], what="expires_at"), embedding, key)
 
 
 def effective_status(row: Mapping[str, Any], as_of: int | None) -> str:
@@ -301,24 +312,29 @@ def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memo
         tx_to = None
     get = row.get
     # Positional, in _MEMORY_ORDER (checked below): a batch returns thousands of these.
-    return Memory(
+    return _new_memory(
         row["id"], int(row["version"]), row["namespace"], row["layer"], row["text"],
         get("subject"), get("predicate"), get("value"), get("metadata") or {},
         float(row["importance"]), float(row["confidence"]), row["author"], get("source"),
-        get("session"), from_micros(row["valid_from"]),  # type: ignore[arg-type]
+        get("session"), from_micros(row["valid_from"]),
         from_micros(get("valid_to")),
         int(row["tx_from"]), None if tx_to is None else int(tx_to),
-        from_micros(row["recorded_at"]), effective_status(row, as_of),  # type: ignore[arg-type]
-        from_micros(get("expires_at")),
+        from_micros(row["recorded_at"]), effective_status(row, as_of),
+        from_micros(get("expires_at")), (),
     )
 
 
 _MEMORY_ORDER = ("id", "version", "namespace", "layer", "text", "subject", "predicate", "value",
                  "metadata", "importance", "confidence", "author", "source", "session",
                  "valid_from", "valid_to", "tx_from", "tx_to", "recorded_at", "status",
-                 "expires_at")
-if tuple(f.name for f in fields(Memory))[:len(_MEMORY_ORDER)] != _MEMORY_ORDER:  # pragma: no cover
+                 "expires_at", "conflicts")
+if tuple(f.name for f in fields(Memory)) != _MEMORY_ORDER:  # pragma: no cover
     raise ImportError("Memory's fields moved: update memory_from_row's positional call")
+if tuple(f.name for f in fields(MemoryDraft)) != (  # pragma: no cover
+        "text", "namespace", "layer", "subject", "predicate", "value", "metadata", "importance",
+        "confidence", "source", "session", "valid_from", "valid_to", "expires_at", "embedding",
+        "idempotency_key"):
+    raise ImportError("MemoryDraft's fields moved: update validate_fields' positional call")
 
 
 def draft_to_row(draft: MemoryDraft, *, memory_id: str, author: str, tx: int,

@@ -278,6 +278,8 @@ class TrustEngine:
             plan = Plan(row, [Insert("memories", row)])
         elif schema is not None and schema.policy == "merge":
             plan = self._merge(w, row, schema, op)
+        elif schema is None and row["layer"] not in _FREE_TEXT_LAYERS:
+            plan = Plan(row, [Insert("memories", row)])  # nothing detects a rival here
         else:
             plan = self._decide(wr, row, vector, settings, schema, [Insert("memories", row)],
                                 item)

