@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 import engramdb
-from engramdb.storage import sqlite as sqlite_storage
+from engramdb.storage.sqlite import SQLiteStorage
+from engramdb.storage.sqlite.fulltext import CANDIDATE_WORDS
 
 from .test_write_batching import _pairs
 
@@ -78,26 +79,33 @@ def test_a_crowded_namespace_flags_what_an_empty_one_flags(crowded: Any) -> None
     assert db.verify().ok
 
 
+def _asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The MATCH expressions of the full-text queries run from now on (spied on)."""
+    asked: list[str] = []
+    run = SQLiteStorage._run
+
+    def spy(method: Any, sql: str, params: Any) -> Any:
+        if "memories_fts MATCH ?" in sql:
+            asked.append(params[0])
+        return run(method, sql, params)
+
+    monkeypatch.setattr(SQLiteStorage, "_run", staticmethod(spy))
+    return asked
+
+
 def test_the_candidate_search_looks_up_few_words(crowded: Any,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The search a write makes asks FTS5 for at most ``CANDIDATE_WORDS`` words (the
     saving), while recall's search keeps every word that is not common."""
     db = crowded
-    asked: list[str] = []
-    ranked = sqlite_storage._ranked
-
-    def spy(match: str, pool: int) -> Any:
-        asked.append(match)
-        return ranked(match, pool)
-
-    monkeypatch.setattr(sqlite_storage, "_ranked", spy)
+    asked = _asked(monkeypatch)
     text = "Whether the staging office path window is a symbolic socket"
     db.remember(text, namespace="big/ops")
     written = asked[-1]
     db.recall(text, namespace="big/ops")
     recalled = asked[-1]
     words = written.split(" AND ")[0].count('"') // 2
-    assert words == sqlite_storage.CANDIDATE_WORDS
+    assert words == CANDIDATE_WORDS
     assert recalled.split(" AND ")[0].count('"') // 2 > words
 
 
@@ -106,10 +114,7 @@ def test_a_word_in_no_memory_is_not_looked_up(crowded: Any,
     """A word no memory holds matches nothing, so it is left out of the query; one
     written a moment ago (its count of 0 was read, never kept) is looked up."""
     db = crowded
-    asked: list[str] = []
-    ranked = sqlite_storage._ranked
-    monkeypatch.setattr(sqlite_storage, "_ranked",
-                        lambda match, pool: asked.append(match) or ranked(match, pool))
+    asked = _asked(monkeypatch)
     db.remember("The zyxwvut gateway is open", namespace="small/ops")
     assert asked and "zyxwvut" not in asked[-1], asked
     db.remember("The zyxwvut gateway is closed", namespace="small/ops")
