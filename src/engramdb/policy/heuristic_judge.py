@@ -213,7 +213,26 @@ def _normalise(text: str) -> str:
     return text
 
 
+_CLASSIFIED: dict[tuple[str, str, str], tuple[Any, ...]] = {}  # see _classify
+
+
 def _classify(raw: str, group: str, prev: str) -> _Tok:
+    """The token ``raw`` (of regex group ``group``, after the token ``prev``).
+
+    Memoised as field values (each call gets its own token: a frame tells its tokens
+    apart by identity); the previous token matters only to numbers and "longer"."""
+    key = (raw, group, prev if group == "num" or raw.lower() == "longer" else "")
+    fields = _CLASSIFIED.get(key)
+    if fields is None:
+        if len(_CLASSIFIED) >= 100_000:
+            _CLASSIFIED.clear()
+        tok = _classify_new(raw, group, prev)
+        fields = _CLASSIFIED[key] = (tok.raw, tok.norm, tok.kind, tok.sub, tok.num, tok.polar)
+        return tok
+    return _Tok(*fields)
+
+
+def _classify_new(raw: str, group: str, prev: str) -> _Tok:
     low = raw.lower()
     if group == "iso":
         return _Tok(raw, low, "date", "day")
