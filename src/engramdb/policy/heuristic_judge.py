@@ -120,6 +120,7 @@ _ANTONYM_GROUPS: tuple[tuple[str, str], ...] = (
 _SUFFIXES = _seq("ingly edly ation ible able ing ies ied ed es ly ic al y s e")
 
 
+@functools.lru_cache(maxsize=65_536)
 def _stem(word: str) -> str:
     """A deliberately crude stemmer: enough to match allergic/allergy, passed/passing."""
     for suffix in _SUFFIXES:
@@ -182,19 +183,56 @@ class _Frame:
         return {t.norm for t in self.content if t.kind in ("word", "id") and not t.polar}
 
 
+_CANNOT = re.compile(r"\b(?:can't|cannot)\b", re.I)
+_WONT = re.compile(r"\bwon't\b", re.I)
+_NT = re.compile(r"(\w)n't\b", re.I)
+_POSSESSIVE = re.compile(r"(\w)'s\b")
+_PLURAL_POSSESSIVE = re.compile(r"(\w)s'(?=\s)")
+_PERCENT = re.compile(r"(\d)\s*(?:percent|per cent)\b", re.I)
+_OUT_OF_STOCK = re.compile(r"\bout of stock\b", re.I)
+_IN_STOCK = re.compile(r"\bin stock\b", re.I)
+
+
 def _normalise(text: str) -> str:
     text = text.replace("\u2019", "'").replace("\u2018", "'")
-    text = re.sub(r"\b(?:can't|cannot)\b", "can not", text, flags=re.I)
-    text = re.sub(r"\bwon't\b", "will not", text, flags=re.I)
-    text = re.sub(r"(\w)n't\b", r"\1 not", text, flags=re.I)
-    text = re.sub(r"(\w)'s\b", r"\1", text)
-    text = re.sub(r"(\w)s'(?=\s)", r"\1s", text)
-    text = re.sub(r"(\d)\s*(?:percent|per cent)\b", r"\1%", text, flags=re.I)
-    text = re.sub(r"\bout of stock\b", "out_of_stock", text, flags=re.I)
-    return re.sub(r"\bin stock\b", "in_stock", text, flags=re.I)
+    # A rewrite runs only where its words can be: ASCII text without them is left
+    # as is (the patterns ignore case, which non-ASCII letters can meet: all run).
+    low = text.lower() if text.isascii() else None
+    if low is None or "can" in low:
+        text = _CANNOT.sub("can not", text)
+    if "'" in text:
+        text = _WONT.sub("will not", text)
+        text = _NT.sub(r"\1 not", text)
+        text = _POSSESSIVE.sub(r"\1", text)
+        text = _PLURAL_POSSESSIVE.sub(r"\1s", text)
+    if low is None or "per" in low:
+        text = _PERCENT.sub(r"\1%", text)
+    if low is None or "stock" in low:
+        text = _OUT_OF_STOCK.sub("out_of_stock", text)
+        text = _IN_STOCK.sub("in_stock", text)
+    return text
+
+
+_CLASSIFIED: dict[tuple[str, str, str], tuple[Any, ...]] = {}  # see _classify
 
 
 def _classify(raw: str, group: str, prev: str) -> _Tok:
+    """The token ``raw`` (of regex group ``group``, after the token ``prev``).
+
+    Memoised as field values (each call gets its own token: a frame tells its tokens
+    apart by identity); the previous token matters only to numbers and "longer"."""
+    key = (raw, group, prev if group == "num" or raw.lower() == "longer" else "")
+    fields = _CLASSIFIED.get(key)
+    if fields is None:
+        if len(_CLASSIFIED) >= 100_000:
+            _CLASSIFIED.clear()
+        tok = _classify_new(raw, group, prev)
+        fields = _CLASSIFIED[key] = (tok.raw, tok.norm, tok.kind, tok.sub, tok.num, tok.polar)
+        return tok
+    return _Tok(*fields)
+
+
+def _classify_new(raw: str, group: str, prev: str) -> _Tok:
     low = raw.lower()
     if group == "iso":
         return _Tok(raw, low, "date", "day")
@@ -269,10 +307,10 @@ def _parse(text: str) -> _Frame:
     _merge_dates(toks)
     frame = _Frame(toks)
     for i, tok in enumerate(toks):
-        before = [t.norm for t in toks[max(0, i - 2) : i]]
         if tok.kind == "neg":
             frame.negations.append(i)
         elif tok.kind == "num" and tok.num is not None:
+            before = [t.norm for t in toks[max(0, i - 2) : i]]
             tok.num = _Num(
                 tok.num.value, _unit(toks, i), bool(_APPROX & set(before)), _bound(before)
             )

@@ -33,7 +33,7 @@ from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
-from engramdb.storage.sqlite.fulltext import FullText, fts_query
+from engramdb.storage.sqlite.fulltext import CANDIDATE_WORDS, FullText, fts_query
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
 
@@ -431,19 +431,21 @@ class SQLiteStorage(SqlStorage):
         # again: w's updates reach the connection at once, and the inserts it still
         # buffers are new rows (a new version's update closing the old one is sent first).
         out: list[tuple[str, dict[str, Any] | None]] = []
-        for row, _ in self._search_text(conn, query, flt, limit + 1):
+        for row, _ in self._search_text(conn, query, flt, limit + 1,
+                                        max_words=CANDIDATE_WORDS):
             if row["id"] != other_than and len(out) < limit:
                 row.pop(WORDS_KEY, None)
                 out.append((str(row["id"]), row))
         return out
 
     def _search_text(self, conn: sqlite3.Connection, query: str, flt: RecallFilter,
-                     limit: int) -> list[tuple[dict[str, Any], float]]:
+                     limit: int, max_words: int | None = None
+                     ) -> list[tuple[dict[str, Any], float]]:
         if limit <= 0:
             return []
         fts = self._fulltext()
         total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
-        words = fts.match(conn, query, total)
+        words = fts.match(conn, query, total, max_words)
         if words is None:
             return []
         # The reader's list of committed names (its cache outlives a write), read

@@ -5,7 +5,9 @@ Words found in more than 5% of a large database's memories are dropped, and
 in a database of 20,000 memories or more, words are taken rarest first only
 until about ``MATCH_BUDGET`` rows match (the rarest word is always kept):
 BM25 gives common words almost no weight, yet FTS5 scores every row matching
-any word, so they decide the query's cost.
+any word, so they decide the query's cost. A word in no row is left out (it
+adds nothing to any score). The contradiction check's candidate search keeps at
+most :data:`CANDIDATE_WORDS` words, the rarest.
 Document frequencies come from ``fts5vocab``, which holds *stems*, so each
 word is stemmed first by the same tokenizer (``porter unicode61``, through a
 scratch FTS5 table; cached per connection).
@@ -24,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
-__all__ = ["FullText", "content_words", "fts_query", "scope_token"]
+__all__ = ["CANDIDATE_WORDS", "FullText", "content_words", "fts_query", "scope_token"]
 
 STOPWORDS = frozenset(
     """
@@ -40,6 +42,12 @@ COMMON_SHARE = 0.05  # a word in more of the memories than this is pruned
 # 1,000 matches takes ~1 ms, 2,700 ~20 ms at 100k rows on 2 busy cores).
 MATCH_BUDGET = 1000
 BUDGET_FROM_ROWS = 20_000
+# The contradiction check ranks its candidates by at most this many words of the new
+# text, its rarest that occur in some row (docs/trust.md, "Free text"): a text the
+# heuristic judge calls contradicting repeats all but a few of its words, the rarest
+# among them, and FTS5 pays for every word in every index segment. Three lost a
+# two-word value ("a socket" / "a symbolic link"); four lost nothing measured.
+CANDIDATE_WORDS = 4
 SCOPE_SHARE = 0.5  # push the namespace filter into FTS5 when its rows are below this share
 _STATS_TTL_S = 5.0
 
@@ -129,12 +137,21 @@ class FullText:
             for term in part:
                 self._docs[term] = (now, int(found.get(term, 0)))
         out = {term: self._docs[term][1] for term in terms}
+        for term in stale:  # a term in no row yet may be in the next write's: never kept
+            if out[term] == 0:
+                del self._docs[term]
         if len(self._docs) > 100_000:
             self._docs.clear()
         return out
 
-    def match(self, conn: sqlite3.Connection, query: str, total: int) -> str | None:
-        """The MATCH expression of the ``text`` column for ``query``, common words pruned."""
+    def match(self, conn: sqlite3.Connection, query: str, total: int,
+              max_words: int | None = None) -> str | None:
+        """The MATCH expression of the ``text`` column for ``query``, common words pruned.
+
+        Words in no row are left out (they add nothing to any row's score). With
+        ``max_words`` (the contradiction check's candidate search), at most that
+        many words are kept, the rarest: see :data:`CANDIDATE_WORDS`.
+        """
         words = content_words(query)
         if not words:
             return None
@@ -147,11 +164,17 @@ class FullText:
             kept: list[str] = []
             matches = 0
             budget = MATCH_BUDGET if total >= BUDGET_FROM_ROWS else total
+            cap = max_words or len(words)
             for w in sorted(words, key=lambda w: freq[w]):
-                if kept and (freq[w] > COMMON_SHARE * total or matches + freq[w] > budget):
+                if stems[w] is not None and freq[w] == 0:
+                    continue  # in no row (a count of 0 is never cached, so this is now)
+                if kept and (freq[w] > COMMON_SHARE * total or matches + freq[w] > budget
+                             or len(kept) >= cap):
                     break
                 kept.append(w)
                 matches += freq[w]
+            if not kept:
+                return None
             words = [w for w in words if w in kept]
         terms = " OR ".join(_quote(w) for w in words)
         # Only a word holding a "0" can be a `scope` token (each ends in one, and no
