@@ -73,7 +73,9 @@ __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
 # The arrays travel as array literals built here (_text_array), cast by the server:
 # psycopg's list dumpers cost more client CPU than the rest of a prepared write.
-_APPEND = ("CALL engram_append(%b, %b, %b, %b, %s::text[], %s::text[], %s::text[], "
+# p_cols (migration 0032): each table's column names, which name the server's prepared
+# INSERT for that shape, planned once per connection instead of once per call.
+_APPEND = ("CALL engram_append(%b, %b, %b, %b, %s::text[], %s::text[], %s::text[], %s::text[], "
            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %b, %s::bytea[], "
            "%s::text[], %s::text[], %s::bigint[], %b, %b, %b, %b, NULL, NULL, NULL, NULL, NULL)")
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
@@ -309,16 +311,19 @@ class PreparedWriteTx(WriteTx):
         """The parameters of ``engram_append`` for what this write holds."""
         tables: list[str] = []
         rows: list[str] = []
-        for (table, _), group in self._rows.items():
+        cols: list[str] = []
+        for (table, columns), group in self._rows.items():
             tables.append(table)
             rows.append(json.dumps(group, ensure_ascii=False, separators=(",", ":")))
+            cols.append(",".join(columns))
         vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
         return [self.config_tx, now, str(self.tx), str(self.recorded_at),
-                _text_array(tables), _text_array(rows), _text_array(ev[0]), _text_array(ev[1]),
-                _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]), _text_array(ev[5]),
+                _text_array(tables), _text_array(rows), _text_array(cols), _text_array(ev[0]),
+                _text_array(ev[1]), _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]),
+                _text_array(ev[5]),
                 self._commit_hole, salts, _text_array(ev[7]),
                 _text_array([i for i, _, _ in self._vectors]),
                 "{" + ",".join(str(int(v)) for _, v, _ in self._vectors) + "}",
