@@ -213,8 +213,8 @@ class PreparedWriteTx(WriteTx):
         # engine runs the write under the lock).
         self.recorded_at = _hole(self._holes, self._entropy, 10**17, 2 * 10**17)
         self._commit_hole = self._entropy.take(16).hex()
-        # (table, columns) -> rows, in the order first applied
-        self._rows: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        # (table, columns) -> rows as JSON objects, in the order first applied
+        self._rows: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._events: list[tuple[Any, ...]] = []
         self._vectors: list[tuple[str, int, np.ndarray]] = []
         self.stamped: Head | None = None
@@ -237,9 +237,10 @@ class PreparedWriteTx(WriteTx):
                 row["row_tx"] = self.tx
             if "words" in spec.bookkeeping:  # as SqlWriteTx stores them (storage/words.py)
                 row["words"] = stored_words(row.get("text"))
-            _check_holes(json.dumps(row, ensure_ascii=False, separators=(",", ":")), row,
-                         (self.tx, self.recorded_at))
-            self._rows.setdefault((spec.name, tuple(row)), []).append(row)
+            text = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+            _check_holes(text, row, (self.tx, self.recorded_at))
+            # Sent as this text (arguments): each row is encoded once.
+            self._rows.setdefault((spec.name, tuple(row)), []).append(text)
 
     def log(self, kind: str, *, actor: str, namespace: str | None, subject_ref: str | None,
             payload: Mapping[str, Any]) -> Event:
@@ -314,7 +315,7 @@ class PreparedWriteTx(WriteTx):
         cols: list[str] = []
         for (table, columns), group in self._rows.items():
             tables.append(table)
-            rows.append(json.dumps(group, ensure_ascii=False, separators=(",", ":")))
+            rows.append("[" + ",".join(group) + "]")
             cols.append(",".join(columns))
         vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
         ev = list(zip(*self._events, strict=True))
