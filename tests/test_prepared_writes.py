@@ -311,3 +311,38 @@ def test_a_value_holding_a_placeholders_digits_is_written_intact(pg_url: str,
         assert len(sent) == 1  # none of them was sent prepared
         assert db.get(plain.id) == plain
         assert db.verify().ok
+
+
+@pytest.mark.postgres
+def test_a_connection_that_lost_its_prepared_inserts_prepares_them_again(pg_url: str) -> None:
+    """engram_append plans each table's INSERT once per connection (migration 0032), as a
+    session-level prepared statement; psycopg deallocates every prepared statement of a
+    connection after a ROLLBACK it sees. The next write on that connection prepares
+    the missing one again inside the same call: nothing fails, nothing is lost."""
+    with engramdb.open(pg_url, embedder=_embedder(), pool_min_size=1,
+                       pool_max_size=1) as db:
+        pool = db.storage._get_pool()
+
+        def prepared_inserts() -> list[str]:
+            with pool.connection() as conn:
+                return [r[0] for r in conn.execute(
+                    "SELECT name FROM pg_prepared_statements "
+                    "WHERE name LIKE 'engram_ins_%' ORDER BY name").fetchall()]
+
+        first = db.remember("before", namespace="acme/notes", layer="episodic",
+                            embedding=_unit(1)[0])
+        names = prepared_inserts()
+        assert len(names) == 1  # the memories insert, planned on this connection
+        for i in range(3):  # planned once: later writes of the same shape reuse it
+            db.remember(f"again {i}", namespace="acme/notes", layer="episodic",
+                        embedding=_unit(2 + i)[0])
+        assert prepared_inserts() == names
+        with pool.connection() as conn:
+            conn.execute("DEALLOCATE ALL")
+        assert prepared_inserts() == []
+        second = db.remember("after", namespace="acme/notes", layer="episodic",
+                             embedding=_unit(9)[0])
+        assert prepared_inserts() == names
+        assert second.tx_from == first.tx_from + 4
+        assert db.get(first.id) == first and db.get(second.id) == second
+        assert db.verify().ok

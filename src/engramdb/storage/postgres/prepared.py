@@ -73,7 +73,9 @@ __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
 # The arrays travel as array literals built here (_text_array), cast by the server:
 # psycopg's list dumpers cost more client CPU than the rest of a prepared write.
-_APPEND = ("CALL engram_append(%b, %b, %b, %b, %s::text[], %s::text[], %s::text[], "
+# p_cols (migration 0032): each table's column names, which name the server's prepared
+# INSERT for that shape, planned once per connection instead of once per call.
+_APPEND = ("CALL engram_append(%b, %b, %b, %b, %s::text[], %s::text[], %s::text[], %s::text[], "
            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %b, %s::bytea[], "
            "%s::text[], %s::text[], %s::bigint[], %b, %b, %b, %b, NULL, NULL, NULL, NULL, NULL)")
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
@@ -211,8 +213,8 @@ class PreparedWriteTx(WriteTx):
         # engine runs the write under the lock).
         self.recorded_at = _hole(self._holes, self._entropy, 10**17, 2 * 10**17)
         self._commit_hole = self._entropy.take(16).hex()
-        # (table, columns) -> rows, in the order first applied
-        self._rows: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
+        # (table, columns) -> rows as JSON objects, in the order first applied
+        self._rows: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._events: list[tuple[Any, ...]] = []
         self._vectors: list[tuple[str, int, np.ndarray]] = []
         self.stamped: Head | None = None
@@ -235,9 +237,10 @@ class PreparedWriteTx(WriteTx):
                 row["row_tx"] = self.tx
             if "words" in spec.bookkeeping:  # as SqlWriteTx stores them (storage/words.py)
                 row["words"] = stored_words(row.get("text"))
-            _check_holes(json.dumps(row, ensure_ascii=False, separators=(",", ":")), row,
-                         (self.tx, self.recorded_at))
-            self._rows.setdefault((spec.name, tuple(row)), []).append(row)
+            text = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+            _check_holes(text, row, (self.tx, self.recorded_at))
+            # Sent as this text (arguments): each row is encoded once.
+            self._rows.setdefault((spec.name, tuple(row)), []).append(text)
 
     def log(self, kind: str, *, actor: str, namespace: str | None, subject_ref: str | None,
             payload: Mapping[str, Any]) -> Event:
@@ -309,16 +312,19 @@ class PreparedWriteTx(WriteTx):
         """The parameters of ``engram_append`` for what this write holds."""
         tables: list[str] = []
         rows: list[str] = []
-        for (table, _), group in self._rows.items():
+        cols: list[str] = []
+        for (table, columns), group in self._rows.items():
             tables.append(table)
-            rows.append(json.dumps(group, ensure_ascii=False, separators=(",", ":")))
+            rows.append("[" + ",".join(group) + "]")
+            cols.append(",".join(columns))
         vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
         return [self.config_tx, now, str(self.tx), str(self.recorded_at),
-                _text_array(tables), _text_array(rows), _text_array(ev[0]), _text_array(ev[1]),
-                _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]), _text_array(ev[5]),
+                _text_array(tables), _text_array(rows), _text_array(cols), _text_array(ev[0]),
+                _text_array(ev[1]), _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]),
+                _text_array(ev[5]),
                 self._commit_hole, salts, _text_array(ev[7]),
                 _text_array([i for i, _, _ in self._vectors]),
                 "{" + ",".join(str(int(v)) for _, v, _ in self._vectors) + "}",
