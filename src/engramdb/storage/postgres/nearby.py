@@ -1,0 +1,341 @@
+"""An in-process index of the namespaces a batch's contradiction check searches.
+
+A semantic ``remember_many`` asks, for every memory, the nearest committed
+semantic memories of its namespace (engine/trust.py). One pgvector graph
+search per memory costs 2.5-3.5 ms on this kind of server, so a batch of
+2,000 spends seconds there. This module keeps, per namespace, the vectors and
+the filterable columns of its memory versions in NumPy arrays, plus (past
+:data:`GRAPH_MIN` vectors) a usearch HNSW graph over them, and answers a
+whole batch's searches at once: an exact matrix product for a small
+namespace, the graph with exact re-scoring for a large one.
+
+Freshness is SQLite's ``VectorIndex`` rule, read from PostgreSQL: before
+each search, in one ``REPEATABLE READ`` snapshot, the namespace's
+``memories`` rows whose ``row_tx`` is past what this process has seen (new
+versions, retractions, supersessions: every change stamps ``row_tx``) and
+the vectors whose ``vseq`` is past the last one seen (new or re-embedded
+vectors). Writers hold the chain lock through their commit, so a snapshot
+that shows chain head ``tx`` shows every row stamped at or before it: the
+arrays then hold exactly the committed state at that head, whichever
+process wrote it. Erasure deletes rows, which no watermark shows: a
+``memory.erased`` event past the watermark drops every namespace held here
+(and :meth:`PostgresStorage.purge` drops them in its own process), so no
+erased vector outlives the purge, or the next search of another process that
+held it.
+
+The answer is exact with respect to committed data (a superseded, retracted
+or erased version is never a hit); the graph path is as approximate as
+pgvector's HNSW search it replaces, and when its pool may have cut off
+qualifying rows (fewer than ``limit`` pass the filter and the pool never
+fell below ``min_similarity``) that query is ranked exactly instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from engramdb.model import RecallFilter
+from engramdb.storage.base import top_hits
+
+__all__ = ["GRAPH_MIN", "Nearby", "cacheable"]
+
+# A namespace with at least this many vectors is searched through a graph; below it
+# a batch's exact product (2,000 queries x GRAPH_MIN x 384 floats) is cheaper.
+GRAPH_MIN = 8_000
+# Vectors held in one process over all namespaces (1.5 kB each at 384-d): past it,
+# a namespace is not taken in and its searches go to the server as before.
+MAX_VECTORS = 400_000
+_GRAPH_POOL_MIN = 16  # graph candidates per query, at least (re-scored exactly)
+# A pool whose worst row is this far below the floor is taken to hold every row above
+# it (the graph's int8 ranking is close to the exact one).
+_MARGIN = 0.05
+_LOAD_CHUNK = 20_000
+_NONE = np.iinfo(np.int64).max
+
+
+def cacheable(flt: RecallFilter) -> bool:
+    """Whether ``flt`` is a candidate search this index answers: one namespace's
+    current versions by layer, status and subject, nothing else."""
+    return (flt.namespaces is not None and len(flt.namespaces) == 1
+            and flt.layers is not None
+            and flt == RecallFilter(namespaces=flt.namespaces, layers=flt.layers,
+                                    statuses=flt.statuses, subject=flt.subject))
+
+
+def _usearch_index() -> Any:
+    # onnxruntime first: loaded after usearch it crashes the process (see
+    # storage/sqlite/snapshot.py, _usearch_index).
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
+    from usearch.index import Index
+
+    return Index
+
+
+class _Space:
+    """One namespace: its memory versions' columns and unit vectors, by position."""
+
+    def __init__(self, dimension: int) -> None:
+        self.lock = threading.Lock()
+        self.dimension = dimension
+        self.seen_tx = -1  # chain head tx the arrays are exact at (-1: nothing read)
+        self.seen_vseq = 0
+        self.n = 0
+        self.pos: dict[tuple[str, int], int] = {}
+        self.ids: list[str] = []
+        self.versions = np.zeros(0, dtype=np.int64)
+        self.vecs = np.zeros((0, dimension), dtype=np.float32)
+        self.has_vec = np.zeros(0, dtype=bool)
+        self.current = np.zeros(0, dtype=bool)
+        self.layer = np.zeros(0, dtype=np.int32)
+        self.status = np.zeros(0, dtype=np.int32)
+        self.subject = np.zeros(0, dtype=np.int32)
+        self.codes: dict[str, dict[str | None, int]] = {"layer": {}, "status": {},
+                                                        "subject": {None: 0}}
+        self.graph: Any = None
+        self.graphed = 0  # positions [0, graphed) are in the graph
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.versions)
+        if need <= cap:
+            return
+        cap = max(need, 2 * cap, 1024)
+        vecs = np.zeros((cap, self.dimension), dtype=np.float32)
+        vecs[:self.n] = self.vecs[:self.n]
+        self.vecs = vecs
+        for name in ("versions", "has_vec", "current", "layer", "status", "subject"):
+            setattr(self, name, np.resize(getattr(self, name), cap))
+
+    def code(self, column: str, value: str | None) -> int:
+        table = self.codes[column]
+        c = table.get(value)
+        if c is None:
+            c = table[value] = len(table)
+        return c
+
+    def put_row(self, memory_id: str, version: int, layer: str, status: str,
+                current: bool, subject: str | None) -> int:
+        key = (memory_id, version)
+        p = self.pos.get(key)
+        if p is None:
+            self._grow(self.n + 1)
+            p = self.pos[key] = self.n
+            self.n += 1
+            self.ids.append(memory_id)
+            self.versions[p] = version
+            self.has_vec[p] = False
+        self.current[p] = current
+        self.layer[p] = self.code("layer", layer)
+        self.status[p] = self.code("status", status)
+        self.subject[p] = self.code("subject", subject)
+        return p
+
+    def put_vectors(self, positions: list[int], vecs: list[np.ndarray]) -> None:
+        """Store unit copies of ``vecs`` at ``positions`` (rows of the wrong size: none)."""
+        right = [i for i, v in enumerate(vecs) if np.asarray(v).size == self.dimension]
+        for i in set(range(len(vecs))) - set(right):
+            self.has_vec[positions[i]] = False
+        if not right:
+            return
+        at = np.array([positions[i] for i in right], dtype=np.int64)
+        mat = np.stack([np.asarray(vecs[i], dtype=np.float32).reshape(-1) for i in right])
+        norms = np.linalg.norm(mat, axis=1)
+        self.vecs[at] = mat / np.where(norms == 0, 1.0, norms)[:, None]
+        if (at < self.graphed).any():
+            self.graph = None  # a vector the graph holds (or skipped) changed: rebuild it
+            self.graphed = 0
+        self.has_vec[at] = True
+
+    def mask(self, flt: RecallFilter) -> np.ndarray:
+        n = self.n
+        mask = self.has_vec[:n] & self.current[:n]
+        for column, values in (("layer", flt.layers), ("status", flt.statuses)):
+            if values is not None:
+                wanted = [self.codes[column][v] for v in values if v in self.codes[column]]
+                mask &= np.isin(getattr(self, column)[:n], wanted)
+        if flt.subject is not None:
+            mask &= self.subject[:n] == self.codes["subject"].get(flt.subject, -1)
+        return mask
+
+
+class Nearby:
+    """The per-process index of the namespaces batch candidate searches asked for."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spaces: dict[str, _Space] = {}
+
+    def held(self) -> int:
+        """Vectors held, over all namespaces."""
+        with self._lock:
+            return sum(s.n for s in self._spaces.values())
+
+    def clear(self) -> None:
+        """Drop every namespace (after an erasure: no erased vector stays)."""
+        with self._lock:
+            self._spaces = {}
+
+    def search(self, conn: psycopg.Connection[Any], vecs: Sequence[np.ndarray],
+               flt: RecallFilter, select: str, limit: int, min_similarity: float | None
+               ) -> list[list[tuple[Any, ...]]] | None:
+        """Rows (memory columns..., distance) for each vector, or None: ask the server.
+
+        ``select`` lists the memory columns (``m.``-prefixed) the rows carry.
+        """
+        ns = (flt.namespaces or ("",))[0]
+        dim = int(np.asarray(vecs[0]).size)
+        with self._lock:
+            space = self._spaces.get(ns)
+            if space is None or space.dimension != dim:
+                space = self._spaces[ns] = _Space(dim)
+        with space.lock:
+            own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            with conn.transaction() if own else contextlib.nullcontext():
+                if own:
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                fresh = self._refresh(conn, ns, space)
+                if fresh is None:
+                    with self._lock:
+                        self._spaces.pop(ns, None)
+                    return None
+                hits = _rank(space, np.stack([np.asarray(v, dtype=np.float32).reshape(-1)
+                                              for v in vecs]), flt, limit, min_similarity)
+                wanted = sorted({space.ids[p] for found in hits for p, _ in found})
+                rows = {(r[0], int(r[1])): r for r in conn.execute(
+                    f"SELECT {select} FROM memories m WHERE m.id = ANY(%s)",
+                    [wanted]).fetchall()} if wanted else {}
+        return [[(*rows[key], -sim) for p, sim in found
+                 if (key := (space.ids[p], int(space.versions[p]))) in rows]
+                for found in hits]
+
+    def _refresh(self, conn: psycopg.Connection[Any], ns: str, space: _Space) -> bool | None:
+        """Bring ``space`` to the snapshot's head; None when it cannot be held."""
+        head = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()
+        head_tx = int(head[0]) if head else 0
+        if space.seen_tx >= 0:
+            if head_tx < space.seen_tx:
+                return None  # an older snapshot (or a restored database): ask the server
+            if head_tx == space.seen_tx:
+                return True
+            erased = conn.execute(
+                "SELECT 1 FROM events WHERE tx > %s AND kind = 'memory.erased' LIMIT 1",
+                [space.seen_tx]).fetchone()
+            if erased:
+                self.clear()
+                return None  # the next search starts this namespace afresh
+        first = space.seen_tx < 0
+        if first:
+            count = conn.execute("SELECT count(*) FROM memories WHERE namespace = %s",
+                                 [ns]).fetchone()
+            if self.held() + int(count[0] if count else 0) > MAX_VECTORS:
+                return None
+        vseq = conn.execute("SELECT COALESCE(max(vseq), 0) FROM memory_vectors").fetchone()
+        for r in conn.execute(
+                "SELECT id, version, layer, status, tx_to IS NULL, subject FROM memories "
+                "WHERE namespace = %s AND row_tx > %s AND row_tx <= %s",
+                [ns, space.seen_tx, head_tx]):
+            space.put_row(r[0], int(r[1]), r[2], r[3], bool(r[4]), r[5])
+        with conn.cursor(binary=True) as cur:
+            cur.execute(
+                "SELECT v.id, v.version, v.vec FROM memory_vectors v JOIN memories m "
+                "ON m.id = v.id AND m.version = v.version WHERE m.namespace = %s"
+                + ("" if first else " AND v.vseq > %s"),
+                [ns] if first else [ns, space.seen_vseq])
+            while rows := cur.fetchmany(_LOAD_CHUNK):
+                if not all(isinstance(r[2], np.ndarray) for r in rows):
+                    return None  # no binary vector loader on this connection
+                at = [(space.pos.get((r[0], int(r[1]))), r[2]) for r in rows]
+                space.put_vectors([p for p, _ in at if p is not None],
+                                  [v for p, v in at if p is not None])
+        space.seen_tx = head_tx
+        space.seen_vseq = int(vseq[0]) if vseq else 0
+        return None if self.held() > MAX_VECTORS else True  # grown past the cap: drop it
+
+
+def _rank(space: _Space, queries: np.ndarray, flt: RecallFilter, limit: int,
+          min_similarity: float | None) -> list[list[tuple[int, float]]]:
+    """The best ``limit`` (position, similarity) per query among the rows ``flt`` keeps."""
+    norms = np.linalg.norm(queries, axis=1)
+    queries = (queries / np.where(norms == 0, 1.0, norms)[:, None]).astype(np.float32)
+    mask = space.mask(flt)
+    if not mask.any():
+        return [[] for _ in queries]
+    positions = np.flatnonzero(mask)
+    if space.n < GRAPH_MIN or len(positions) < GRAPH_MIN:
+        return _exact(space, queries, positions, limit, min_similarity)
+    return _graph(space, queries, mask, positions, limit, min_similarity)
+
+
+def _exact(space: _Space, queries: np.ndarray, positions: np.ndarray, limit: int,
+           min_similarity: float | None) -> list[list[tuple[int, float]]]:
+    matrix = space.vecs[positions]
+    out: list[list[tuple[int, float]]] = []
+    step = max(1, (8 << 20) // max(1, len(positions)))  # ~32 MB of similarities a step
+    for start in range(0, len(queries), step):
+        for hits in top_hits(queries[start:start + step] @ matrix.T, limit, min_similarity):
+            out.append([(int(positions[i]), sim) for i, sim in hits])
+    return out
+
+
+def _graph(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+           limit: int, min_similarity: float | None) -> list[list[tuple[int, float]]]:
+    """Graph candidates re-scored exactly. A query whose pool may have cut off
+    qualifying rows (fewer than ``limit`` pass, and the pool never fell below the
+    floor) is ranked exactly over the filtered rows ``positions`` instead."""
+    _extend_graph(space)
+    pool = max(2 * limit, _GRAPH_POOL_MIN)
+    space.graph.expansion_search = max(40, pool)  # as knn's pgvector search (ef_search)
+    found = space.graph.search(queries, pool, threads=2)
+    keys = np.asarray(found.keys).reshape(len(queries), -1).astype(np.int64)
+    counts = np.asarray(found.counts).reshape(-1)
+    got = (np.arange(keys.shape[1])[None, :] < counts[:, None]) & (keys >= 0) \
+        & (keys < space.n)
+    keys = np.where(got, keys, 0)
+    keep = got & mask[keys]
+    sims = np.full(keys.shape, -np.inf, dtype=np.float32)
+    step = 256
+    for start in range(0, len(queries), step):  # exact re-scoring, ~10 MB a step
+        stop = start + step
+        sims[start:stop] = np.einsum("qd,qkd->qk", queries[start:stop],
+                                     space.vecs[keys[start:stop]])
+    floor = -np.inf if min_similarity is None else float(min_similarity)
+    # The pool's lowest similarity, over every row it holds (filtered or not).
+    lowest = np.where(got, sims, np.inf).min(axis=1)
+    keep &= sims >= floor
+    whole = counts >= int(space.has_vec[:space.graphed].sum())  # the pool is the graph
+    complete = (keep.sum(axis=1) >= limit) | whole | (
+        (counts == pool) & (lowest < floor - _MARGIN))
+    out: list[list[tuple[int, float]]] = []
+    for q in range(len(queries)):
+        row = np.flatnonzero(keep[q])
+        order = row[np.argsort(-sims[q, row], kind="stable")][:limit]
+        out.append([(int(keys[q, i]), float(sims[q, i])) for i in order])
+    short = np.flatnonzero(~complete)
+    if len(short):
+        for q, hits in zip(short.tolist(), _exact(space, queries[short], positions, limit,
+                                                  min_similarity), strict=True):
+            out[q] = hits
+    return out
+
+
+def _extend_graph(space: _Space) -> None:
+    """Add the positions the graph does not hold yet (all of them the first time)."""
+    if space.graph is None:
+        index = _usearch_index()
+        # int8 copies (a quarter of the size; re-scored exactly). A lighter build than
+        # the SQLite snapshot's (expansion_add 64): every batch inserts its vectors.
+        space.graph = index(ndim=space.dimension, metric="ip", dtype="i8",
+                            connectivity=16, expansion_add=32, expansion_search=40)
+        space.graphed = 0
+    if space.graphed < space.n:
+        new = np.arange(space.graphed, space.n)
+        new = new[space.has_vec[new]]
+        if len(new):
+            space.graph.add(new, space.vecs[new], threads=2)
+        space.graphed = space.n
