@@ -55,6 +55,13 @@ _GRAPH_POOL_MIN = 16  # graph candidates per query, at least (re-scored exactly)
 # A pool whose worst row is this far below the floor is taken to hold every row above
 # it (the graph's int8 ranking is close to the exact one).
 _MARGIN = 0.05
+# The scouting walk: this many graph nodes; a query whose best row found is more than
+# _SCOUT_MARGIN below the floor is taken to have none above it.
+_SCOUT_EF = 16
+# Vectors written since the graph was extended are ranked exactly while a background
+# thread inserts them (during the batch's own write); more than this, inserted first.
+_TAIL_MAX = 8_000
+_SCOUT_MARGIN = 0.1
 _LOAD_CHUNK = 20_000
 _NONE = np.iinfo(np.int64).max
 
@@ -100,6 +107,13 @@ class _Space:
                                                         "subject": {None: 0}}
         self.graph: Any = None
         self.graphed = 0  # positions [0, graphed) are in the graph
+        self.adder: threading.Thread | None = None  # adding the newest positions to it
+
+    def settle(self) -> None:
+        """Wait for the graph's background insertions (before anything reads or changes it)."""
+        if self.adder is not None:
+            self.adder.join()
+            self.adder = None
 
     def _grow(self, need: int) -> None:
         cap = len(self.versions)
@@ -179,7 +193,9 @@ class Nearby:
     def clear(self) -> None:
         """Drop every namespace (after an erasure: no erased vector stays)."""
         with self._lock:
-            self._spaces = {}
+            spaces, self._spaces = self._spaces, {}
+        for space in spaces.values():
+            space.settle()
 
     def search(self, conn: psycopg.Connection[Any], vecs: Sequence[np.ndarray],
                flt: RecallFilter, select: str, limit: int, min_similarity: float | None
@@ -195,6 +211,7 @@ class Nearby:
             if space is None or space.dimension != dim:
                 space = self._spaces[ns] = _Space(dim)
         with space.lock:
+            space.settle()
             own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             with conn.transaction() if own else contextlib.nullcontext():
                 if own:
@@ -285,47 +302,89 @@ def _exact(space: _Space, queries: np.ndarray, positions: np.ndarray, limit: int
 
 def _graph(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.ndarray,
            limit: int, min_similarity: float | None) -> list[list[tuple[int, float]]]:
-    """Graph candidates re-scored exactly. A query whose pool may have cut off
-    qualifying rows (fewer than ``limit`` pass, and the pool never fell below the
-    floor) is ranked exactly over the filtered rows ``positions`` instead."""
-    _extend_graph(space)
+    """Graph candidates re-scored exactly.
+
+    With a floor, a cheap scouting walk first (:data:`_SCOUT_EF`): a query whose
+    best row found is far below the floor (most of a batch: a new statement is
+    rarely near an old one) has no candidate; the others get the full search.
+    A query whose full pool may have cut off qualifying rows (fewer than
+    ``limit`` pass, and the pool never fell below the floor) is ranked exactly
+    over the filtered rows ``positions`` instead.
+    """
+    if space.graph is None or space.n - space.graphed > _TAIL_MAX:
+        _extend_graph(space, space.n)
+    # Positions the graph does not hold yet (the last batches' vectors): ranked exactly.
+    tail = positions[positions >= space.graphed]
+    recent = _exact(space, queries, tail, limit, min_similarity) if len(tail) else None
+    out = _graph_only(space, queries, mask, positions, limit, min_similarity)
+    if recent is not None:
+        for q, hits in enumerate(recent):
+            if hits:
+                merged = dict(out[q])
+                merged.update(hits)
+                out[q] = sorted(merged.items(), key=lambda h: -h[1])[:limit]
+    if space.graphed < space.n:  # into the graph while the batch is written
+        space.adder = threading.Thread(target=_extend_graph, args=(space, space.n),
+                                       name="engramdb-pg-nearby", daemon=True)
+        space.adder.start()
+    return out
+
+
+def _graph_only(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                limit: int, min_similarity: float | None) -> list[list[tuple[int, float]]]:
+    out: list[list[tuple[int, float]]] = [[] for _ in queries]
+    floor = -np.inf if min_similarity is None else float(min_similarity)
+    todo = np.arange(len(queries))
+    if min_similarity is not None:
+        _, got, sims = _pool(space, queries, max(limit, 1), _SCOUT_EF)
+        best = np.where(got, sims, -np.inf).max(axis=1)
+        todo = np.flatnonzero(best >= floor - _SCOUT_MARGIN)
+    if not len(todo):
+        return out
+    queries = queries[todo]
     pool = max(2 * limit, _GRAPH_POOL_MIN)
-    space.graph.expansion_search = max(40, pool)  # as knn's pgvector search (ef_search)
+    keys, got, sims = _pool(space, queries, pool, max(40, pool))  # as knn's ef_search
+    counts = got.sum(axis=1)
+    # The pool's lowest similarity, over every row it holds (filtered or not).
+    lowest = np.where(got, sims, np.inf).min(axis=1)
+    keep = got & mask[keys] & (sims >= floor)
+    whole = counts >= int(space.has_vec[:space.graphed].sum())  # the pool is the graph
+    complete = (keep.sum(axis=1) >= limit) | whole | (
+        (counts == pool) & (lowest < floor - _MARGIN))
+    for q, at in enumerate(todo.tolist()):
+        row = np.flatnonzero(keep[q])
+        order = row[np.argsort(-sims[q, row], kind="stable")][:limit]
+        out[at] = [(int(keys[q, i]), float(sims[q, i])) for i in order]
+    short = np.flatnonzero(~complete)
+    if len(short):
+        for q, hits in zip(todo[short].tolist(), _exact(
+                space, queries[short], positions, limit, min_similarity), strict=True):
+            out[q] = hits
+    return out
+
+
+def _pool(space: _Space, queries: np.ndarray, pool: int, ef: int
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The graph's ``pool`` nearest positions per query (walking ``ef`` of them), whether
+    each slot holds one, and their exact similarities."""
+    space.graph.expansion_search = ef
     found = space.graph.search(queries, pool, threads=2)
     keys = np.asarray(found.keys).reshape(len(queries), -1).astype(np.int64)
     counts = np.asarray(found.counts).reshape(-1)
     got = (np.arange(keys.shape[1])[None, :] < counts[:, None]) & (keys >= 0) \
         & (keys < space.n)
     keys = np.where(got, keys, 0)
-    keep = got & mask[keys]
-    sims = np.full(keys.shape, -np.inf, dtype=np.float32)
+    sims = np.empty(keys.shape, dtype=np.float32)
     step = 256
     for start in range(0, len(queries), step):  # exact re-scoring, ~10 MB a step
         stop = start + step
         sims[start:stop] = np.einsum("qd,qkd->qk", queries[start:stop],
                                      space.vecs[keys[start:stop]])
-    floor = -np.inf if min_similarity is None else float(min_similarity)
-    # The pool's lowest similarity, over every row it holds (filtered or not).
-    lowest = np.where(got, sims, np.inf).min(axis=1)
-    keep &= sims >= floor
-    whole = counts >= int(space.has_vec[:space.graphed].sum())  # the pool is the graph
-    complete = (keep.sum(axis=1) >= limit) | whole | (
-        (counts == pool) & (lowest < floor - _MARGIN))
-    out: list[list[tuple[int, float]]] = []
-    for q in range(len(queries)):
-        row = np.flatnonzero(keep[q])
-        order = row[np.argsort(-sims[q, row], kind="stable")][:limit]
-        out.append([(int(keys[q, i]), float(sims[q, i])) for i in order])
-    short = np.flatnonzero(~complete)
-    if len(short):
-        for q, hits in zip(short.tolist(), _exact(space, queries[short], positions, limit,
-                                                  min_similarity), strict=True):
-            out[q] = hits
-    return out
+    return keys, got, sims
 
 
-def _extend_graph(space: _Space) -> None:
-    """Add the positions the graph does not hold yet (all of them the first time)."""
+def _extend_graph(space: _Space, upto: int) -> None:
+    """Add positions ``[graphed, upto)`` to the graph (all of them the first time)."""
     if space.graph is None:
         index = _usearch_index()
         # int8 copies (a quarter of the size; re-scored exactly). A lighter build than
@@ -333,9 +392,9 @@ def _extend_graph(space: _Space) -> None:
         space.graph = index(ndim=space.dimension, metric="ip", dtype="i8",
                             connectivity=16, expansion_add=32, expansion_search=40)
         space.graphed = 0
-    if space.graphed < space.n:
-        new = np.arange(space.graphed, space.n)
+    if space.graphed < upto:
+        new = np.arange(space.graphed, upto)
         new = new[space.has_vec[new]]
         if len(new):
             space.graph.add(new, space.vecs[new], threads=2)
-        space.graphed = space.n
+        space.graphed = upto
