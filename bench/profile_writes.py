@@ -133,7 +133,8 @@ def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000,
     HNSW indexer then took to index the preload (measured after it: the steady
     state, not a batch racing the index build of the load before it). ``warm``
     memories of each layer are written first, unmeasured: a writer process that
-    has written before (in-process indexes loaded), not its first batch."""
+    has written before (in-process indexes loaded), not its first batch; with
+    ``settle``, the indexes are waited for after it too."""
     db = _open(url)
     try:
         pre = corpus.drafts(size, layer="semantic", namespaces=1)
@@ -155,6 +156,8 @@ def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000,
             if warm:
                 rates[f"{layer} (warm-up, {warm:,})"] = _timed(
                     db, corpus.drafts(warm, layer=layer, namespaces=1))
+                if settle and hasattr(db.storage, "wait_for_vector_index"):
+                    db.storage.wait_for_vector_index(timeout=600)  # indexes built since
             rates[layer] = _timed(db, corpus.drafts(measured, layer=layer, namespaces=1))
         return rates, load, settled
     finally:

@@ -40,8 +40,10 @@ def graph(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = nearby._graph
 
     def spy(space: Any, queries: np.ndarray, *args: Any) -> Any:
-        walked.append(len(queries))
-        return real(space, queries, *args)
+        found = real(space, queries, *args)
+        if found is not None:  # None while the first graph is built: the server answers
+            walked.append(len(queries))
+        return found
 
     monkeypatch.setattr(nearby, "_graph", spy)
     return walked
@@ -57,6 +59,8 @@ def test_a_large_namespace_flags_what_a_small_one_flags(pg_url: str, embedder: A
     try:
         fill_large_namespaces(db, 400, seed=11)
         remember_committed(db)
+        _found(db, [_unit(np.random.default_rng(1), 1)[0]] * 16, "big/batch")
+        assert db.storage.wait_for_vector_index(timeout=60)  # its graph, built meanwhile
         write_batch_and_singles(db)
         assert sum(graph) >= len(BATCH)  # the large namespace's batch took the graph
         assert_flags_like_a_small_namespace(db)
@@ -96,9 +100,12 @@ def test_candidates_are_the_committed_state_whoever_wrote_it(
         target, moved, later = _unit(rng, 3)
         t = mine.remember("the vault code is 1234", namespace="kb/facts", embedding=target)
         m = mine.remember("the meeting is in room 4", namespace="kb/facts", embedding=moved)
-        assert [f >= {t.id} for f in _found(mine, [_near(target, rng) for _ in range(16)])] \
-            == [True] * 16
+        for _ in range(2):  # while a large namespace's graph is built, then with it
+            assert [f >= {t.id} for f in _found(mine, [_near(target, rng)
+                                                        for _ in range(16)])] == [True] * 16
+            assert mine.storage.wait_for_vector_index(timeout=60)
         assert mine.storage._nearby.held() > 0  # answered from the process's arrays
+        assert len(graph) == (1 if filler >= 100 else 0)
         taken = len(graph)
 
         other.retract(t.id, reason="changed")  # written by the other handle

@@ -531,7 +531,7 @@ class PostgresStorage(SqlStorage):
                 except psycopg.Error as exc:
                     raise translate(exc) from exc
             if pending == 0 and (built or not typed):
-                return True
+                return self._nearby.wait(timeout)  # and the graphs built in process
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self._indexer.kick()

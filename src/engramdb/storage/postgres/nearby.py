@@ -112,12 +112,38 @@ class _Space:
         self.graph: Any = None
         self.graphed = 0  # positions [0, graphed) are in the graph
         self.adder: threading.Thread | None = None  # adding the newest positions to it
+        self.builder: threading.Thread | None = None  # building the first graph
+        self.built: tuple[Any, int, int] = (None, 0, -1)  # (graph, positions, generation)
+        self.generation = 0  # counts vectors replaced under the graph (it is then rebuilt)
 
     def settle(self) -> None:
-        """Wait for the graph's background insertions (before anything reads or changes it)."""
+        """Wait for the graph's background insertions (before anything reads or changes
+        it), and take a first graph built in the background if it is ready."""
         if self.adder is not None:
             self.adder.join()
             self.adder = None
+        if self.builder is not None and not self.builder.is_alive():
+            self.builder.join()
+            self.builder = None
+            built, upto, generation = self.built
+            if built is not None and generation == self.generation:
+                self.graph, self.graphed = built, upto
+
+    def build_in_background(self) -> None:
+        """Start building the first graph from a copy of the vectors held now."""
+        upto, generation = self.n, self.generation
+        keys = np.flatnonzero(self.has_vec[:upto])
+        vecs = self.vecs[keys]  # a copy: refreshes may go on meanwhile
+
+        def build() -> None:
+            self.built = (None, 0, -1)
+            graph = _new_graph(self.dimension)
+            graph.add(keys, vecs, threads=2)
+            self.built = (graph, upto, generation)
+
+        self.builder = threading.Thread(target=build, name="engramdb-pg-nearby-build",
+                                        daemon=True)
+        self.builder.start()
 
     def _grow(self, need: int) -> None:
         cap = len(self.versions)
@@ -165,9 +191,10 @@ class _Space:
         mat = np.stack([np.asarray(vecs[i], dtype=np.float32).reshape(-1) for i in right])
         norms = np.linalg.norm(mat, axis=1)
         self.vecs[at] = mat / np.where(norms == 0, 1.0, norms)[:, None]
-        if (at < self.graphed).any():
+        if (at < max(self.graphed, self.built[1])).any():
             self.graph = None  # a vector the graph holds (or skipped) changed: rebuild it
             self.graphed = 0
+            self.generation += 1
         self.has_vec[at] = True
 
     def mask(self, flt: RecallFilter) -> np.ndarray:
@@ -194,11 +221,25 @@ class Nearby:
         with self._lock:
             return sum(s.n for s in self._spaces.values())
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for graphs being built in the background; False on timeout."""
+        with self._lock:
+            spaces = list(self._spaces.values())
+        for space in spaces:
+            builder = space.builder
+            if builder is not None:
+                builder.join(timeout)
+                if builder.is_alive():
+                    return False
+        return True
+
     def clear(self) -> None:
         """Drop every namespace (after an erasure: no erased vector stays)."""
         with self._lock:
             spaces, self._spaces = self._spaces, {}
-        for space in spaces.values():
+        for space in spaces.values():  # a builder's copy of the vectors goes with it
+            if space.builder is not None:
+                space.builder.join()
             space.settle()
 
     def search(self, conn: psycopg.Connection[Any], vecs: Sequence[np.ndarray],
@@ -228,6 +269,8 @@ class Nearby:
                     return None
                 hits = _rank(space, np.stack([np.asarray(v, dtype=np.float32).reshape(-1)
                                               for v in vecs]), flt, limit, min_similarity)
+                if hits is None:
+                    return None
                 wanted = sorted({space.ids[p] for found in hits for p, _ in found})
                 rows = {(r[0], int(r[1])): r for r in conn.execute(
                     f"SELECT {select} FROM memories m WHERE m.id = ANY(%s)",
@@ -282,8 +325,9 @@ class Nearby:
 
 
 def _rank(space: _Space, queries: np.ndarray, flt: RecallFilter, limit: int,
-          min_similarity: float | None) -> list[list[tuple[int, float]]]:
-    """The best ``limit`` (position, similarity) per query among the rows ``flt`` keeps."""
+          min_similarity: float | None) -> list[list[tuple[int, float]]] | None:
+    """The best ``limit`` (position, similarity) per query among the rows ``flt`` keeps;
+    None while a large namespace's first graph is being built (the server answers)."""
     norms = np.linalg.norm(queries, axis=1)
     queries = (queries / np.where(norms == 0, 1.0, norms)[:, None]).astype(np.float32)
     mask = space.mask(flt)
@@ -307,8 +351,8 @@ def _exact(space: _Space, queries: np.ndarray, positions: np.ndarray, limit: int
 
 
 def _graph(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.ndarray,
-           limit: int, min_similarity: float | None) -> list[list[tuple[int, float]]]:
-    """Graph candidates re-scored exactly.
+           limit: int, min_similarity: float | None) -> list[list[tuple[int, float]]] | None:
+    """Graph candidates re-scored exactly (None until the first graph is built).
 
     With a floor, a cheap scouting walk first (:data:`_SCOUT_EF`): a query whose
     best row found is far below the floor (most of a batch: a new statement is
@@ -317,7 +361,13 @@ def _graph(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.n
     ``limit`` pass, and the pool never fell below the floor) is ranked exactly
     over the filtered rows ``positions`` instead.
     """
-    if space.graph is None or space.n - space.graphed > _TAIL_MAX:
+    if space.graph is None:
+        # The first graph of a large namespace takes seconds to a minute: built in the
+        # background while the server answers, as it did before this index.
+        if space.builder is None:
+            space.build_in_background()
+        return None
+    if space.n - space.graphed > _TAIL_MAX:
         _extend_graph(space, space.n)
     # Positions the graph does not hold yet (the last batches' vectors): ranked exactly.
     tail = positions[positions >= space.graphed]
@@ -389,17 +439,16 @@ def _pool(space: _Space, queries: np.ndarray, pool: int, ef: int
     return keys, got, sims
 
 
+def _new_graph(dimension: int) -> Any:
+    # int8 copies (a quarter of the size; re-scored exactly), built as the SQLite
+    # snapshot's graphs are (a lighter build, expansion_add 32, lost a sixth of
+    # planted near-duplicates among random vectors).
+    return _usearch_index()(ndim=dimension, metric="ip", dtype="i8", connectivity=16,
+                            expansion_add=_EXPANSION_ADD, expansion_search=_EF)
+
+
 def _extend_graph(space: _Space, upto: int) -> None:
-    """Add positions ``[graphed, upto)`` to the graph (all of them the first time)."""
-    if space.graph is None:
-        index = _usearch_index()
-        # int8 copies (a quarter of the size; re-scored exactly), built as the SQLite
-        # snapshot's graphs are (a lighter build, expansion_add 32, lost a sixth of
-        # planted near-duplicates among random vectors).
-        space.graph = index(ndim=space.dimension, metric="ip", dtype="i8",
-                            connectivity=16, expansion_add=_EXPANSION_ADD,
-                            expansion_search=_EF)
-        space.graphed = 0
+    """Add positions ``[graphed, upto)`` to the graph."""
     if space.graphed < upto:
         new = np.arange(space.graphed, upto)
         new = new[space.has_vec[new]]
