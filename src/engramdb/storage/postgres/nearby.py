@@ -381,7 +381,7 @@ def _graph(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.n
                 merged.update(hits)
                 out[q] = sorted(merged.items(), key=lambda h: -h[1])[:limit]
     if space.graphed < space.n:  # into the graph while the batch is written
-        space.adder = threading.Thread(target=_extend_graph, args=(space, space.n),
+        space.adder = threading.Thread(target=_extend_or_drop, args=(space, space.n),
                                        name="engramdb-pg-nearby", daemon=True)
         space.adder.start()
     return out
@@ -456,3 +456,13 @@ def _extend_graph(space: _Space, upto: int) -> None:
         if len(new):
             space.graph.add(new, space.vecs[new], threads=2)
         space.graphed = upto
+
+
+def _extend_or_drop(space: _Space, upto: int) -> None:
+    """:func:`_extend_graph` in the background; a graph it failed to extend is dropped
+    (and built afresh on a later search): it is derived data."""
+    try:
+        _extend_graph(space, upto)
+    except Exception:  # noqa: BLE001 - never half a graph
+        space.graph, space.graphed = None, 0
+        space.generation += 1
