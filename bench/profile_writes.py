@@ -124,14 +124,17 @@ def single(url: str, corpus: Corpus, n: int, layer: str, namespaces: int = 20,
 
 
 def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000,
-                layers: tuple[str, ...] = ("semantic",), settle: bool = False
-                ) -> tuple[dict[str, float], float, float | None]:
+                layers: tuple[str, ...] = ("semantic",), settle: bool = False,
+                warm: int = 0) -> tuple[dict[str, float], float, float | None]:
     """Memories/s of ``measured`` memories of each of ``layers`` in turn (batches of
     2,000, detection on) written into one namespace already holding ``size``
     semantic memories; the seconds the preload took (written with free-text
     detection off); and, with ``settle``, the seconds PostgreSQL's background
     HNSW indexer then took to index the preload (measured after it: the steady
-    state, not a batch racing the index build of the load before it)."""
+    state, not a batch racing the index build of the load before it). ``warm``
+    memories of each layer are written first, unmeasured: a writer process that
+    has written before (in-process indexes loaded), not its first batch; with
+    ``settle``, the indexes are waited for after it too."""
     db = _open(url)
     try:
         pre = corpus.drafts(size, layer="semantic", namespaces=1)
@@ -150,14 +153,23 @@ def semantic_at(url: str, corpus: Corpus, size: int, measured: int = 4_000,
                   query_embedding=corpus.vectors(1)[0].tolist())  # bring indexes up to date
         rates = {}
         for layer in layers:
-            drafts = corpus.drafts(measured, layer=layer, namespaces=1)
-            start = time.perf_counter()
-            for i in range(0, measured, BATCH):
-                db.remember_many(drafts[i:i + BATCH])
-            rates[layer] = measured / (time.perf_counter() - start)
+            if warm:
+                rates[f"{layer} (warm-up, {warm:,})"] = _timed(
+                    db, corpus.drafts(warm, layer=layer, namespaces=1))
+                if settle and hasattr(db.storage, "wait_for_vector_index"):
+                    db.storage.wait_for_vector_index(timeout=600)  # indexes built since
+            rates[layer] = _timed(db, corpus.drafts(measured, layer=layer, namespaces=1))
         return rates, load, settled
     finally:
         db.close()
+
+
+def _timed(db: Any, drafts: list[dict[str, Any]]) -> float:
+    """Memories/s of ``drafts`` written in batches of 2,000."""
+    start = time.perf_counter()
+    for i in range(0, len(drafts), BATCH):
+        db.remember_many(drafts[i:i + BATCH])
+    return len(drafts) / (time.perf_counter() - start)
 
 
 def _raw_rows(corpus: Corpus, n: int) -> list[tuple[Any, ...]]:
@@ -267,6 +279,9 @@ def main() -> None:
                     help="layers measured with --at (comma-separated, e.g. semantic,episodic)")
     ap.add_argument("--settle", action="store_true",
                     help="with --at: wait for the vector index to take in the preload first")
+    ap.add_argument("--warm", type=int, default=0,
+                    help="with --at: memories of each layer written (and timed apart) "
+                         "before the measured ones")
     ap.add_argument("--profile", metavar="BACKEND-CASE",
                     help="profile one case, e.g. sqlite-batch-semantic or postgres-single-episodic")
     args = ap.parse_args()
@@ -293,7 +308,8 @@ def main() -> None:
             with urls as url_for:
                 for size in (int(x) for x in args.at.split(",")):
                     rates, load, settled = semantic_at(url_for(f"at_{size}"), Corpus(), size,
-                                                       args.n, layers, args.settle)
+                                                       args.n, layers, args.settle,
+                                                       args.warm)
                     index = "" if settled is None else f", index {settled:.0f} s"
                     for layer, rate in rates.items():
                         print(f"{backend:8} {layer} batch into 1 namespace of {size:>7,}: "

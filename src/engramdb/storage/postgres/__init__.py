@@ -86,6 +86,7 @@ from engramdb.storage.postgres.fulltext import (
     tsquery_literal,
 )
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
+from engramdb.storage.postgres.nearby import Nearby
 from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
 from engramdb.storage.postgres.purge import purge
 from engramdb.storage.postgres.snapshot import (
@@ -179,6 +180,7 @@ class PostgresStorage(SqlStorage):
         self._stats = TermStats()
         self._lexemes: dict[str, tuple[str, ...]] = {}  # word -> its english lexemes
         self._search_stats = knn.SearchStats()  # plans vector searches (knn.py)
+        self._nearby = Nearby()  # batch candidate searches in process (nearby.py)
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
@@ -529,7 +531,7 @@ class PostgresStorage(SqlStorage):
                 except psycopg.Error as exc:
                     raise translate(exc) from exc
             if pending == 0 and (built or not typed):
-                return True
+                return self._nearby.wait(timeout)  # and the graphs built in process
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self._indexer.kick()
@@ -627,7 +629,8 @@ class PostgresStorage(SqlStorage):
 
     def purge(self) -> dict[str, Any]:
         """After an erasure: rewrite the tables that held the content and checkpoint
-        (:func:`.purge.purge`)."""
+        (:func:`.purge.purge`), and drop the vectors this process holds (nearby.py)."""
+        self._nearby.clear()
         return purge(self)
 
     def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,
