@@ -56,12 +56,14 @@ _GRAPH_POOL_MIN = 16  # graph candidates per query, at least (re-scored exactly)
 # A pool whose worst row is this far below the floor is taken to hold every row above
 # it (the graph's int8 ranking is close to the exact one).
 _MARGIN = 0.05
-# The scouting walk: this many graph nodes; a query whose best row found is more than
-# _SCOUT_MARGIN below the floor is taken to have none above it. On random vectors (no
-# structure: a graph's worst case) with a planted near-duplicate each, 2,000 queries at
-# 22k: 92.5% found with scouting, 96.7% by the full search alone at 3.5x its cost.
-_SCOUT_EF = 24
-_EF = 48  # the full search's walk (pgvector's ef_search in knn.py: max(40, 2 limit))
+# The scouting walk: this many graph nodes first (0: none); a query whose best row found
+# is more than _SCOUT_MARGIN below the floor is taken to have none above it. Off: on
+# random vectors (no structure: a graph's worst case) with a planted near-duplicate
+# each, 200 planted at 100k, the contradictions flagged were 185 with scouting (ef 24)
+# and a full search of ef 48, 194 without scouting, 197 with a full search of ef 96,
+# as many as pgvector's graph flags (BENCHMARKS.md "Merged main, pgsem4 settings").
+_SCOUT_EF = 0
+_EF = 96  # the full search's walk (pgvector's ef_search in knn.py: max(40, 2 limit))
 _EXPANSION_ADD = 64
 # Vectors written since the graph was extended are ranked exactly while a background
 # thread inserts them (during the batch's own write); more than this, inserted first.
@@ -355,9 +357,9 @@ def _graph(space: _Space, queries: np.ndarray, mask: np.ndarray, positions: np.n
            limit: int, min_similarity: float | None) -> list[list[tuple[int, float]]] | None:
     """Graph candidates re-scored exactly (None until the first graph is built).
 
-    With a floor, a cheap scouting walk first (:data:`_SCOUT_EF`): a query whose
-    best row found is far below the floor (most of a batch: a new statement is
-    rarely near an old one) has no candidate; the others get the full search.
+    With a floor and :data:`_SCOUT_EF` set, a cheap scouting walk first: a query
+    whose best row found is far below the floor has no candidate; the others get
+    the full search (off by default: it lost planted contradictions).
     A query whose full pool may have cut off qualifying rows (fewer than
     ``limit`` pass, and the pool never fell below the floor) is ranked exactly
     over the filtered rows ``positions`` instead.
@@ -392,7 +394,7 @@ def _graph_only(space: _Space, queries: np.ndarray, mask: np.ndarray, positions:
     out: list[list[tuple[int, float]]] = [[] for _ in queries]
     floor = -np.inf if min_similarity is None else float(min_similarity)
     todo = np.arange(len(queries))
-    if min_similarity is not None:
+    if min_similarity is not None and _SCOUT_EF:
         _, got, sims = _pool(space, queries, max(limit, 1), _SCOUT_EF)
         best = np.where(got, sims, -np.inf).max(axis=1)
         todo = np.flatnonzero(best >= floor - _SCOUT_MARGIN)
