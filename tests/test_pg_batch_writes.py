@@ -18,7 +18,7 @@ import pytest
 
 import engramdb
 from engramdb.model import RecallFilter
-from engramdb.storage.postgres import knn, nearby
+from engramdb.storage.postgres import knn
 
 from .test_candidate_scale import (
     assert_flags_like_a_small_namespace,
@@ -42,10 +42,8 @@ def pgdb(pg_url: str, embedder: Any) -> Any:
 def test_a_large_namespace_flags_what_a_small_one_flags(pgdb: Any,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     db = pgdb
-    # A namespace of more than this many rows takes the graph path (plus the tail),
-    # when the process holds no index of it (nearby.py declines past MAX_VECTORS).
+    # A namespace of more than this many rows takes the graph path (plus the tail).
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
-    monkeypatch.setattr(nearby, "MAX_VECTORS", 0)
     fill_large_namespaces(db, FILLER, seed=7)
     assert db.storage.wait_for_vector_index(timeout=120)
     remember_committed(db)  # in the graph or in the tail: found either way

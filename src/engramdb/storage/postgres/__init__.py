@@ -86,7 +86,6 @@ from engramdb.storage.postgres.fulltext import (
     tsquery_literal,
 )
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
-from engramdb.storage.postgres.nearby import Nearby
 from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
 from engramdb.storage.postgres.purge import purge
 from engramdb.storage.postgres.snapshot import (
@@ -180,7 +179,6 @@ class PostgresStorage(SqlStorage):
         self._stats = TermStats()
         self._lexemes: dict[str, tuple[str, ...]] = {}  # word -> its english lexemes
         self._search_stats = knn.SearchStats()  # plans vector searches (knn.py)
-        self._nearby = Nearby()  # batch candidate searches in process (nearby.py)
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
@@ -531,7 +529,7 @@ class PostgresStorage(SqlStorage):
                 except psycopg.Error as exc:
                     raise translate(exc) from exc
             if pending == 0 and (built or not typed):
-                return self._nearby.wait(timeout)  # and the graphs built in process
+                return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self._indexer.kick()
@@ -629,8 +627,7 @@ class PostgresStorage(SqlStorage):
 
     def purge(self) -> dict[str, Any]:
         """After an erasure: rewrite the tables that held the content and checkpoint
-        (:func:`.purge.purge`), and drop the vectors this process holds (nearby.py)."""
-        self._nearby.clear()
+        (:func:`.purge.purge`)."""
         return purge(self)
 
     def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,

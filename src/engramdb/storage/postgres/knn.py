@@ -34,7 +34,6 @@ from engramdb.storage.base import top_hits
 from engramdb.storage.postgres._conn import to_pyformat
 from engramdb.storage.postgres.ann import INDEX_NAME, analyze_if_stale, scalar
 from engramdb.storage.postgres.errors import translate
-from engramdb.storage.postgres.nearby import Nearby, cacheable
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, decode_row, memory_where
 
@@ -46,7 +45,6 @@ class PgPool(Protocol):
 
     dialect_impl: Dialect
     _search_stats: SearchStats
-    _nearby: Nearby
 
     def _read_conn(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
@@ -293,10 +291,6 @@ def search_vectors(
     found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
     try:
         with store._read_conn() as conn:
-            if len(vecs) >= _IN_PROCESS_MIN_QUERIES and cacheable(flt):
-                held = store._nearby.search(conn, vecs, flt, select, n, min_similarity)
-                if held is not None:
-                    found, vecs = held, []  # answered in process (nearby.py)
             if len(vecs) >= _IN_PROCESS_MIN_QUERIES:
                 exact_found = _exact_in_process(conn, vecs, select, cond, params, n,
                                                      min_similarity)
