@@ -346,3 +346,18 @@ def test_a_connection_that_lost_its_prepared_inserts_prepares_them_again(pg_url:
         assert second.tx_from == first.tx_from + 4
         assert db.get(first.id) == first and db.get(second.id) == second
         assert db.verify().ok
+
+
+def test_both_durability_barriers_are_the_static_statements_the_procedure_knows() -> None:
+    """engram_append (migration 0032) runs the barrier as a planned statement only when
+    its text is one of durability.py's two forms; any other text still works, through
+    EXECUTE, re-planned on every write. A change on one side only would cost every
+    early-released write that planning without failing anything: caught here."""
+    import re
+
+    from engramdb.storage.postgres import durability
+
+    sql = (Path(durability.__file__).parent / "migrations" / "0032_append_planned.sql").read_text()
+    joined = re.sub(r"'\s*\n\s*'", "", sql)  # adjacent string constants are one constant
+    for barrier in (durability._TRANSACTIONAL, durability._FLUSHING):
+        assert "p_barrier = '" + barrier.replace("'", "''") + "'" in joined, barrier
