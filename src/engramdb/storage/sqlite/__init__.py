@@ -34,6 +34,7 @@ from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, me
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
 from engramdb.storage.sqlite.fulltext import CANDIDATE_WORDS, FullText, fts_query
+from engramdb.storage.sqlite.lexical import LexicalSearch
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
 
@@ -81,6 +82,7 @@ class SQLiteStorage(SqlStorage):
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._vindex: VectorSearch | None = None
+        self._lexical = LexicalSearch(self._plain_conn)
         self._erased_tx = 0
         self._closed = False
         self._pid = os.getpid()
@@ -167,6 +169,7 @@ class SQLiteStorage(SqlStorage):
         self._all_conns = []
         self._conns_lock = threading.Lock()
         self._vindex = None
+        self._lexical = LexicalSearch(self._plain_conn)
         self._flush = DeferredFlush(self.path + "-wal")  # the parent's timer stays there
         self._checkpoint = BackgroundCheckpoint(self.path, self._checkpoint_conn)
 
@@ -419,7 +422,11 @@ class SQLiteStorage(SqlStorage):
     def search_text(
         self, query: str, flt: RecallFilter, limit: int
     ) -> list[tuple[dict[str, Any], float]]:
-        return self._search_text(self._warm(writing=True), query, flt, limit)
+        conn = self._warm(writing=True)
+        if conn is not getattr(self._local, "reader", None):
+            return self._search_text(conn, query, flt, limit)
+        with self.snapshot():  # the in-process index reads one snapshot (lexical.py)
+            return self._search_text(conn, query, flt, limit, lexical=True)
 
     def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,
                             *, other_than: str) -> list[tuple[str, dict[str, Any] | None]]:
@@ -439,12 +446,23 @@ class SQLiteStorage(SqlStorage):
         return out
 
     def _search_text(self, conn: sqlite3.Connection, query: str, flt: RecallFilter,
-                     limit: int, max_words: int | None = None
+                     limit: int, max_words: int | None = None, lexical: bool = False
                      ) -> list[tuple[dict[str, Any], float]]:
         if limit <= 0:
             return []
         fts = self._fulltext()
         total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+        cond, params = memory_where(flt, self.dialect_impl)
+        found = self._lexical.ranked(conn, fts, query, flt, total) if lexical else None
+        if found is not None:  # ranked in process: the filter's columns applied inside
+            ids, scores = found
+            out: list[tuple[dict[str, Any], float]] = []
+            step = limit + 8
+            for start in itertools.count(0, step):
+                if start >= len(ids) or len(out) >= limit:
+                    return out
+                out += [(_candidate(r[1:]), float(scores[start + r[0]])) for r in self._passing(
+                    conn, ids[start:start + step].tolist(), cond, params, limit - len(out))]
         words = fts.match(conn, query, total, max_words)
         if words is None:
             return []
@@ -460,20 +478,7 @@ class SQLiteStorage(SqlStorage):
         ranked = self._run(conn.execute, *_ranked(match, pool)).fetchall()
         if not ranked:
             return []
-        cond, params = memory_where(flt, self.dialect_impl)
-        # CROSS JOIN: look the candidates up by row id, in rank order; left to
-        # itself the planner may walk a filter column's index instead. The loop
-        # runs over the JSON array in order, so LIMIT keeps the best `limit` that
-        # pass and reads no further (an ORDER BY would read and sort them all);
-        # should a build of SQLite ever return them out of order, they are
-        # asked for again, sorted.
-        sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
-               f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
-        args = [json.dumps([r for r, _ in ranked]), *params]
-        passing = self._exec(conn, f"{sql} LIMIT {int(limit)}", args).fetchall()
-        if any(a[0] >= b[0] for a, b in itertools.pairwise(passing)):
-            passing = self._exec(conn, f"{sql} ORDER BY j.key LIMIT {int(limit)}",
-                                 args).fetchall()
+        passing = self._passing(conn, [r for r, _ in ranked], cond, params, limit)
         if len(passing) >= limit or len(ranked) < pool:
             return [(_candidate(r[1:]), -float(ranked[r[0]][1])) for r in passing]
         cur = self._exec(
@@ -485,6 +490,26 @@ class SQLiteStorage(SqlStorage):
             [match, *params],
         )
         return [(_candidate(r[:-1]), -float(r[-1])) for r in cur.fetchall()]
+
+    def _passing(self, conn: sqlite3.Connection, row_ids: list[int], cond: str,
+                 params: list[Any], limit: int) -> list[Any]:
+        """The first ``limit`` of ``row_ids`` (ranked) passing ``cond``: (index, columns...).
+
+        CROSS JOIN: look the candidates up by row id, in rank order; left to
+        itself the planner may walk a filter column's index instead. The loop
+        runs over the JSON array in order, so LIMIT keeps the best `limit` that
+        pass and reads no further (an ORDER BY would read and sort them all);
+        should a build of SQLite ever return them out of order, they are
+        asked for again, sorted.
+        """
+        sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
+               f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
+        args = [json.dumps(row_ids), *params]
+        passing = self._exec(conn, f"{sql} LIMIT {int(limit)}", args).fetchall()
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(passing)):
+            passing = self._exec(conn, f"{sql} ORDER BY j.key LIMIT {int(limit)}",
+                                 args).fetchall()
+        return list(passing)
 
     def _fulltext(self) -> FullText:
         fts: FullText | None = getattr(self._local, "fulltext", None)
@@ -521,6 +546,7 @@ class SQLiteStorage(SqlStorage):
             snapshots = int(vindex.exists())
             shutil.rmtree(vindex, ignore_errors=True)
         self._vindex = None
+        self._lexical.drop()
         return {"fts_optimized": True, "wal_busy": bool(busy), "wal_pages": int(wal_pages),
                 "checkpointed_pages": int(moved), "vector_snapshots_removed": snapshots}
 

@@ -152,12 +152,31 @@ class FullText:
         ``max_words`` (the contradiction check's candidate search), at most that
         many words are kept, the rarest: see :data:`CANDIDATE_WORDS`.
         """
+        words = self.kept_words(conn, query, total, max_words)
+        if words is None:
+            return None
+        terms = " OR ".join(_quote(w) for w in words)
+        # Only a word holding a "0" can be a `scope` token (each ends in one, and no
+        # stemming adds a digit): any other query matches the same rows with the
+        # same scores without the column filter, which costs FTS5 ~15% more.
+        return f"text : ({terms})" if any("0" in w for w in words) else f"({terms})"
+
+    def kept_words(self, conn: sqlite3.Connection, query: str, total: int,
+                   max_words: int | None = None,
+                   counts: Callable[[Sequence[str]], dict[str, int]] | None = None
+                   ) -> list[str] | None:
+        """The words of :meth:`match`'s expression, in the query's order (None: none).
+
+        ``counts`` gives the rows holding each stem (default: :meth:`doc_counts`;
+        the in-process index passes its exact counts).
+        """
         words = content_words(query)
         if not words:
             return None
         if total >= 2000 and len(words) > 1:
             stems = self.stems(conn, words)
-            df = self.doc_counts(conn, [s for s in stems.values() if s is not None])
+            known = [s for s in stems.values() if s is not None]
+            df = self.doc_counts(conn, known) if counts is None else counts(known)
             freq = {w: df.get(stems[w] or "", 0) for w in words}
             # Rarest first, common words never, and stop adding once the matches
             # to rank pass the budget: FTS5 scores every match of the OR.
@@ -176,11 +195,7 @@ class FullText:
             if not kept:
                 return None
             words = [w for w in words if w in kept]
-        terms = " OR ".join(_quote(w) for w in words)
-        # Only a word holding a "0" can be a `scope` token (each ends in one, and no
-        # stemming adds a digit): any other query matches the same rows with the
-        # same scores without the column filter, which costs FTS5 ~15% more.
-        return f"text : ({terms})" if any("0" in w for w in words) else f"({terms})"
+        return words
 
     def scope(self, conn: sqlite3.Connection, namespaces: Sequence[str] | None,
               known: Callable[[], int], total: int) -> str | None:
