@@ -305,14 +305,31 @@ class LexicalIndex:
         """How many live rows hold each term (what ``fts5vocab`` counts)."""
         return {t: len(self.postings(t)[0]) for t in terms}
 
-    def rank(self, terms: Sequence[str], flt: RecallFilter, rows: int, tokens: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """Row ids passing ``flt``'s column filters that hold any of ``terms`` (one
-        phrase each, in the query's order), best first, and their BM25 scores.
+    def positions(self, row_ids: np.ndarray) -> np.ndarray | None:
+        """The live positions of ``row_ids`` (None if one is not held)."""
+        pos = np.searchsorted(self._row_ids[:self._base_n], row_ids)
+        pos = np.minimum(pos, max(self._base_n - 1, 0))
+        held = self._row_ids[pos] == row_ids if self._base_n else np.zeros(len(row_ids), bool)
+        if self._pos:
+            for i, r in enumerate(row_ids.tolist()):
+                later = self._pos.get(r)
+                if later is not None:
+                    pos[i], held[i] = later, True
+        if not bool(np.all(held)) or (self._any_dead and bool(self._dead[pos].any())):
+            return None
+        return pos.astype(np.int32)
+
+    def size(self, positions: np.ndarray) -> np.ndarray:
+        return self._size[positions]
+
+    def rank(self, found: Sequence[tuple[np.ndarray, np.ndarray]], flt: RecallFilter,
+             rows: int, tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row ids passing ``flt``'s column filters in any of ``found`` (each phrase's
+        live positions and counts, in the query's order), best first, with their
+        BM25 scores.
 
         ``rows`` and ``tokens``: FTS5's row count and token total (:func:`averages`).
         """
-        found = [self.postings(t) for t in terms]
         if not any(len(p) for p, _ in found) or rows <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         everyone = np.concatenate([p for p, _ in found])
@@ -343,16 +360,45 @@ class LexicalIndex:
         return {k: c.by_value for k, c in self._codes.items()}
 
 
-def multi_token(words: Mapping[str, Sequence[str]]) -> bool:
-    """Whether any query word is not exactly one token, or a token that could be a
-    namespace's ``scope`` token (``n``, hex digits, ``0``): FTS5 answers those."""
+def scope_like(words: Mapping[str, Sequence[str]]) -> bool:
+    """Whether a query word's token could be a namespace's ``scope`` token (``n``, hex
+    digits, ``0``), or a word has no token at all: FTS5 answers those."""
     for tokens in words.values():
-        if len(tokens) != 1:
+        if not tokens:
             return True
-        t = tokens[0]
-        if len(t) >= 2 and t[0] == "n" and t[-1] == "0" and set(t[1:]) <= _SCOPE_LIKE:
-            return True
+        for t in tokens:
+            if len(t) >= 2 and t[0] == "n" and t[-1] == "0" and set(t[1:]) <= _SCOPE_LIKE:
+                return True
     return False
+
+
+def _phrase(conn: sqlite3.Connection, index: LexicalIndex, word: str, rows: int,
+            tokens: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The postings of a word FTS5 reads as a phrase of several tokens (``max_len``):
+    its rows from FTS5 (the index holds no token positions), each row's count of the
+    phrase recovered from the phrase's own BM25 score (exactly: an integer)."""
+    found = conn.execute(
+        "SELECT rowid, bm25(memories_fts, 1.0, 0.0) FROM memories_fts "
+        "WHERE memories_fts MATCH ? ORDER BY rowid",
+        ['text : "' + word.replace('"', '""') + '"']).fetchall()
+    if not found:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int32)
+    ids = np.array([r[0] for r in found], dtype=np.int64)
+    score = -np.array([r[1] for r in found], dtype=np.float64)
+    pos = index.positions(ids)
+    if pos is None:
+        return None
+    hit = len(found)
+    idf = math.log((rows - hit + 0.5) / (hit + 0.5))
+    if idf <= 0.01:
+        return None  # too flat to read a count from
+    norm = K1 * ((1 - B) + B * index.size(pos) / (tokens / rows))
+    # score = idf * tf (K1 + 1) / (tf + norm), solved for tf
+    tf = score * norm / (idf * (K1 + 1.0) - score)
+    counts = np.rint(tf)
+    if len(counts) and (counts.min() < 1 or float(np.abs(tf - counts).max()) > 1e-3):
+        return None
+    return pos, counts.astype(np.int32)
 
 
 class QueryWords:
@@ -441,10 +487,19 @@ class LexicalSearch:
             if words is None:
                 return np.zeros(0, dtype=np.int64), np.zeros(0)
             tokens = self._words.tokens(conn, fts, words)
-            if multi_token(tokens):
+            if scope_like(tokens):
                 return None
             rows, total_tokens = averages(conn)
-            found = index.rank([tokens[w][0] for w in words], flt, rows, total_tokens)
+            postings = []
+            for w in words:
+                if len(tokens[w]) == 1:
+                    postings.append(index.postings(tokens[w][0]))
+                    continue
+                phrase = _phrase(conn, index, w, rows, total_tokens)
+                if phrase is None:
+                    return None
+                postings.append(phrase)
+            found = index.rank(postings, flt, rows, total_tokens)
             grown = index.delta_rows >= max(self.rebuild_min, len(index) // 4)
         if grown:
             self._start_builder(int(erased_tx))
