@@ -156,21 +156,29 @@ class LexicalIndex:
             cur = conn.execute(f"{_ROW_SQL} ORDER BY row_id")
             while batch := cur.fetchmany(20_000):
                 self._append_rows(batch)
-            # One row per term: its rows in order, repeated once per occurrence.
+            # One row per term: its rows, repeated once per occurrence, parsed at once
+            # (one array, not one per term: most terms occur once or twice).
             terms, lists = [], []
             for term, docs in conn.execute(
                     f"SELECT term, group_concat(doc) FROM {vocab} WHERE col = 'text' "
                     "GROUP BY term"):
                 terms.append(term)
-                lists.append(np.array(docs.split(","), dtype=np.int64))
-            if lists and not all(bool(np.all(a[1:] >= a[:-1])) for a in lists):
-                lists = [np.sort(a) for a in lists]
+                lists.append(docs)
         finally:
             conn.execute("COMMIT")
         self.seen_tx = int(head[0]) if head else 0
         self._base_n = self._n
-        docs = np.concatenate(lists) if lists else np.zeros(0, dtype=np.int64)
-        term_of = np.repeat(np.arange(len(terms)), [len(a) for a in lists])
+        lengths = [s.count(",") + 1 for s in lists]
+        docs = (np.fromstring(",".join(lists), dtype=np.int64, sep=",") if lists
+                else np.zeros(0, dtype=np.int64))
+        del lists
+        term_of = np.repeat(np.arange(len(terms), dtype=np.int32), lengths)
+        if len(docs) != sum(lengths):
+            raise ValueError("the full-text index's postings did not parse")
+        order = np.lexsort((docs, term_of))  # rows in order within each term
+        if not bool(np.all(order[1:] > order[:-1])):
+            docs, term_of = docs[order], term_of[order]
+        del order
         # runs of one (term, row): the row's count of the term
         new_run = np.r_[True, (docs[1:] != docs[:-1]) | (term_of[1:] != term_of[:-1])] \
             if len(docs) else np.zeros(0, dtype=bool)
