@@ -31,9 +31,10 @@ OFF = 10**12
 
 def _build(path: Path, n: int) -> None:
     sys.path.insert(0, str(CHECKS))
-    import engramdb
     from common import actor  # type: ignore[import-not-found]
     from corpus import corpus, vectors  # type: ignore[import-not-found]
+
+    import engramdb
 
     texts = corpus(n + 300)
     (path / "corpus.txt").write_text("\n".join(texts), encoding="utf-8")
@@ -50,8 +51,9 @@ def _build(path: Path, n: int) -> None:
 
 def measure(path: Path, n: int, rounds: int) -> dict[str, Any]:
     sys.path.insert(0, str(CHECKS))
-    import engramdb
     from common import actor  # type: ignore[import-not-found]
+
+    import engramdb
     from engramdb.storage import sqlite
 
     texts = (path / "corpus.txt").read_text(encoding="utf-8").split("\n")
@@ -116,7 +118,7 @@ def _memory() -> dict[str, float]:
     """This process's resident memory: all, peak, private (anonymous), file pages."""
     keys = {"VmRSS": "rss", "VmHWM": "peak", "RssAnon": "anonymous", "RssFile": "file"}
     out = {}
-    with open("/proc/self/status", encoding="ascii") as fh:
+    with Path("/proc/self/status").open(encoding="ascii") as fh:
         for line in fh:
             name = line.split(":")[0]
             if name in keys:
