@@ -34,7 +34,7 @@ from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, me
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
 from engramdb.storage.sqlite.fulltext import CANDIDATE_WORDS, FullText, fts_query
-from engramdb.storage.sqlite.lexical import LexicalSearch
+from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
 
@@ -454,15 +454,9 @@ class SQLiteStorage(SqlStorage):
         total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
         cond, params = memory_where(flt, self.dialect_impl)
         found = self._lexical.ranked(conn, fts, query, flt, total) if lexical else None
-        if found is not None:  # ranked in process: the filter's columns applied inside
-            ids, scores = found
-            out: list[tuple[dict[str, Any], float]] = []
-            step = limit + 8
-            for start in itertools.count(0, step):
-                if start >= len(ids) or len(out) >= limit:
-                    return out
-                out += [(_candidate(r[1:]), float(scores[start + r[0]])) for r in self._passing(
-                    conn, ids[start:start + step].tolist(), cond, params, limit - len(out))]
+        if found is not None:  # ranked in process, the filter's columns applied inside
+            return [(_candidate(r[1:]), s) for r, s in in_rank_order(
+                *found, limit, lambda ids, n: self._passing(conn, ids, cond, params, n))]
         words = fts.match(conn, query, total, max_words)
         if words is None:
             return []
@@ -495,12 +489,9 @@ class SQLiteStorage(SqlStorage):
                  params: list[Any], limit: int) -> list[Any]:
         """The first ``limit`` of ``row_ids`` (ranked) passing ``cond``: (index, columns...).
 
-        CROSS JOIN: look the candidates up by row id, in rank order; left to
-        itself the planner may walk a filter column's index instead. The loop
-        runs over the JSON array in order, so LIMIT keeps the best `limit` that
-        pass and reads no further (an ORDER BY would read and sort them all);
-        should a build of SQLite ever return them out of order, they are
-        asked for again, sorted.
+        CROSS JOIN: look the candidates up by row id, in rank order (not by a filter
+        column's index). The loop runs over the JSON array in order, so LIMIT reads no
+        further (should a SQLite build ever return them out of order: asked again, sorted).
         """
         sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
                f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")

@@ -49,7 +49,7 @@ from engramdb.storage.sqlite.ann import _Columns
 from engramdb.storage.sqlite.fulltext import FullText
 from engramdb.storage.sqlite.vectors import _NONE, VectorIndex, _Codes, column_mask
 
-__all__ = ["LexicalIndex", "LexicalSearch", "averages", "tokenize"]
+__all__ = ["LexicalIndex", "LexicalSearch", "averages", "in_rank_order", "tokenize"]
 
 log = logging.getLogger("engramdb.index")
 
@@ -366,6 +366,24 @@ class LexicalIndex:
 
     def _codes_by_value(self) -> Mapping[str, Mapping[str, int]]:
         return {k: c.by_value for k, c in self._codes.items()}
+
+
+def in_rank_order(ids: np.ndarray, scores: np.ndarray, limit: int,
+                  read: Callable[[list[int], int], list[Any]]) -> list[tuple[Any, float]]:
+    """The best ``limit`` of ``ids`` (ranked) that ``read`` passes, with their scores.
+
+    ``read(row_ids, n)`` returns at most ``n`` rows of ``row_ids`` that pass the whole
+    filter, in order, each starting with its index in ``row_ids``. Asked a few more
+    than ``limit`` at a time: the column filters already held, so nearly all pass.
+    """
+    out: list[tuple[Any, float]] = []
+    step = limit + 8
+    for start in range(0, len(ids), step):
+        if len(out) >= limit:
+            break
+        out += [(r, float(scores[start + r[0]]))
+                for r in read(ids[start:start + step].tolist(), limit - len(out))]
+    return out
 
 
 def scope_like(words: Mapping[str, Sequence[str]]) -> bool:
