@@ -181,3 +181,26 @@ def test_recall_through_the_index_returns_what_fts5_returns(tmp_path, query):
             [(h.memory.id, h.score) for h in without.hits]
     finally:
         db.close()
+
+
+def test_a_bulk_load_after_the_index_is_answered_at_once_and_then_by_a_new_base(tmp_path):
+    """Rows beyond ``rebuild_min`` written since the base are not tokenised in the
+    search: FTS5 answers it (the same rows) while a new base is read in the background."""
+    db = _open(tmp_path / "engram.db")
+    lexical = db.storage._lexical
+    lexical.rebuild_min = 50
+    try:
+        db.remember_many([{"text": f"harbor note {i}"} for i in range(20)])
+        flt = RecallFilter(as_of=db.storage.head().tx)
+        assert len(_search(db, "harbor", flt, 100, index=True)) == 20
+        builds = lexical.builds
+        db.remember_many([{"text": f"harbor ledger {i}"} for i in range(200)])
+        flt = RecallFilter(as_of=db.storage.head().tx)
+        want = _search(db, "harbor ledger", flt, 300, index=False)
+        assert _search(db, "harbor ledger", flt, 300, index=True) == want
+        lexical._builder.join(timeout=60)
+        assert lexical.builds == builds + 1
+        assert _search(db, "harbor ledger", flt, 300, index=True) == want
+        assert len(want) == 220
+    finally:
+        db.close()

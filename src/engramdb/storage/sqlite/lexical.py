@@ -131,6 +131,7 @@ class LexicalIndex:
             **{c: np.zeros(0, dtype=np.int64) for c in _TIMES}}
         self._codes = {c: _Codes() for c in _CODED}
         self._pos: dict[int, int] = {}  # row id -> position, for rows after the base
+        self._last_row_id = 0
         # the base's postings: term -> id, positions and counts per term id in CSR form
         self._terms: dict[str, int] = {}
         self._starts = np.zeros(1, dtype=np.int64)
@@ -215,6 +216,7 @@ class LexicalIndex:
         (row_id, ns, layer, author, status, tx_from, tx_to, vfrom, vto, rec, _, text) = row
         cols, codes = self._cols, self._codes
         self._row_ids[pos] = row_id
+        self._last_row_id = max(self._last_row_id, row_id)
         self._dead[pos] = False
         self._text_hash[pos] = hash(text)
         cols["namespace"][pos] = codes["namespace"].code(ns)
@@ -280,6 +282,11 @@ class LexicalIndex:
     @property
     def delta_rows(self) -> int:
         return self._n - self._base_n
+
+    @property
+    def last_row_id(self) -> int:
+        """The largest row id held (new rows get larger ones)."""
+        return self._last_row_id
 
     # -- searching ----------------------------------------------------------------------
 
@@ -508,6 +515,11 @@ class LexicalSearch:
         with index.lock:
             if index.seen_tx > head_tx:
                 return None  # refreshed past this read's snapshot by another thread
+            if total - index.last_row_id > self.rebuild_min:
+                # A bulk load since: tokenising its rows here would stall this search,
+                # so FTS5 answers while a new base is read in the background.
+                self._start_builder(int(erased_tx))
+                return None
             index.refresh(conn, fts, head_tx)
             words = fts.kept_words(conn, query, total, counts=index.doc_counts)
             if words is None:
