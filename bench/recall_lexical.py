@@ -60,6 +60,7 @@ def measure(path: Path, n: int, rounds: int) -> dict[str, Any]:
 
     texts = (path / "corpus.txt").read_text(encoding="utf-8").split("\n")
     queries = [" ".join(t.split()[:6]) for t in texts[n:n + 300]]
+    del texts  # not counted in the memory figures
     qv = np.load(path / "qv.npy")
     db = engramdb.open(path / "speed.db", synchronous="NORMAL")
     me = actor(db, "loader")
