@@ -204,3 +204,52 @@ def test_a_bulk_load_after_the_index_is_answered_at_once_and_then_by_a_new_base(
         assert len(want) == 220
     finally:
         db.close()
+
+
+def test_threads_searching_while_another_writes_agree_with_fts5_in_their_snapshot(tmp_path):
+    """Searching threads share one index: each search, inside its own snapshot, ranks as
+    FTS5 does in that snapshot, whether the index is behind it (refreshed there), at it,
+    or already ahead of it (refreshed by another thread: FTS5 answers)."""
+    import threading
+
+    db = _open(tmp_path / "engram.db")
+    storage = db.storage
+    db.remember_many([{"text": f"harbor ledger copper note {i}", "namespace": NAMESPACES[i % 3]}
+                      for i in range(50)])
+    stop = threading.Event()
+    failures: list[object] = []
+
+    def write() -> None:
+        i = 0
+        while not stop.is_set() and i < 150:
+            db.remember(f"harbor lantern written now {i}", namespace=NAMESPACES[i % 3])
+            i += 1
+
+    def search(seed: int) -> None:
+        try:
+            for j in range(100):
+                query = ("harbor copper", "lantern ledger", "note written")[(seed + j) % 3]
+                with storage.snapshot():
+                    conn = storage._conn("reader")
+                    flt = RecallFilter(namespaces=None if j % 2 else NAMESPACES[:1],
+                                       as_of=storage.head().tx)
+                    mine = storage._search_text(conn, query, flt, 15, lexical=True)
+                    theirs = storage._search_text(conn, query, flt, 15)
+                if [(r["id"], s) for r, s in mine] != [(r["id"], s) for r, s in theirs]:
+                    failures.append((query, flt))
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write)] + [
+        threading.Thread(target=search, args=(k,)) for k in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads[1:]:
+            t.join(timeout=120)
+        stop.set()
+        threads[0].join(timeout=120)
+        assert failures == []
+        assert storage._lexical.builds >= 1
+    finally:
+        db.close()
