@@ -537,6 +537,8 @@ class LexicalSearch:
                 if phrase is None:
                     return None
                 postings.append(phrase)
+            if any(len(p) > rows for p, _ in postings):
+                return None  # not FTS5's counts (never at one snapshot): let it answer
             found = index.rank(postings, flt, rows, total_tokens)
             grown = index.delta_rows >= max(self.rebuild_min, len(index) // 4)
         if grown:
