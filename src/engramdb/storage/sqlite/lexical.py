@@ -27,10 +27,13 @@ authority:
   namespaces' matches); the candidates are then read from SQL in rank order
   under the whole filter, which decides (see ``SQLiteStorage._search_text``).
 
-The index answers only what it can answer exactly: a search reading an older
-snapshot than the index holds (another thread refreshed it meanwhile), a query
-word FTS5 splits into a phrase of several tokens (``max_len``) or whose stem
-could be a namespace token, and SQL-only filters go to FTS5 as before.
+A query word FTS5 reads as a phrase of several tokens (``max_len``) has its rows
+from FTS5 (the index holds no token positions) and each row's count of it read
+back from the phrase's own score. The index answers only what it can answer
+exactly: a search reading an older snapshot than the index holds (another thread
+refreshed it meanwhile), a word with no token or one that could be a namespace
+token, SQL-only filters, searches while the index is read and right after a bulk
+load go to FTS5 as before.
 """
 
 from __future__ import annotations
