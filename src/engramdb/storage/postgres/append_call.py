@@ -31,8 +31,8 @@ __all__ = ["call_append"]
 
 _NAME = b"engramdb_append_0032"
 # The procedure of migration 0032, its 22 inputs in order (its 5 INOUT results last).
-_SQL = ("CALL engram_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
-        "$15, $16, $17, $18, $19, $20, $21, $22, NULL, NULL, NULL, NULL, NULL)").encode()
+_SQL = (b"CALL engram_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+        b"$15, $16, $17, $18, $19, $20, $21, $22, NULL, NULL, NULL, NULL, NULL)")
 _INT8, _INT4, _TEXT, _TEXTS, _BYTEAS, _INT8S = 20, 23, 25, 1009, 1001, 1016
 
 
@@ -47,8 +47,9 @@ _MISSING = "26000"  # invalid_sql_statement_name: not prepared on this connectio
 
 
 def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
-                vector_oid: int) -> tuple[bytes | None, ...]:
-    """Run ``engram_append`` with ``params`` on ``conn`` (autocommit); its one result row."""
+                vector_oid: int) -> tuple[bytes, ...]:
+    """Run ``engram_append`` with ``params`` on ``conn`` (autocommit); its one result row
+    (seq, hash, tx, recorded_at, config_tx: never NULL), as text."""
     for i, param in enumerate(params):  # as psycopg's own text dumpers refuse them
         if param is not None and not _FORMATS[i] and b"\x00" in param:
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
@@ -60,7 +61,7 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
             result = _run(conn, params)
     if result.status != ExecStatus.TUPLES_OK:
         raise pg_errors.error_from_result(result, encoding=conn.pgconn._encoding)
-    return tuple(result.get_value(0, i) for i in range(result.nfields))
+    return tuple(result.get_value(0, i) or b"" for i in range(result.nfields))
 
 
 def _run(conn: psycopg.Connection[Any], params: Sequence[bytes | None]) -> Any:

@@ -397,7 +397,6 @@ def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
         raise translate(exc) from exc
     store.config_epoch = int(config_tx)
     store.last_recorded_at = max(store.last_recorded_at, int(recorded_at))
-    w.stamped = Head(int(seq or 0), (digest or b"").decode(), int(tx or 0),
-                     int(recorded_at or 0))
+    w.stamped = Head(int(seq), digest.decode(), int(tx), int(recorded_at))
     if store._vector_dim is not None:
         store._indexer.kick()
