@@ -43,7 +43,7 @@ def _types(vector_oid: int) -> list[int]:
 
 # Every parameter travels as text but the vectors (pgvector's binary form).
 _FORMATS = [0] * 18 + [1] + [0] * 3
-_MISSING = "26000"  # invalid_sql_statement_name: not prepared on this connection
+_MISSING = b"26000"  # invalid_sql_statement_name: not prepared on this connection
 
 
 def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
@@ -55,13 +55,21 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
     with conn.lock:
         result = _run(conn, params)
-        if result.status == ExecStatus.FATAL_ERROR \
-                and result.error_field(pg_errors.DiagnosticField.SQLSTATE) == _MISSING.encode():
+        if _missing(result):
             _prepare(conn, vector_oid)
             result = _run(conn, params)
     if result.status != ExecStatus.TUPLES_OK:
         raise pg_errors.error_from_result(result, encoding=conn.pgconn._encoding)
     return tuple(result.get_value(0, i) or b"" for i in range(result.nfields))
+
+
+def _missing(result: Any) -> bool:
+    """Whether the call failed because its statement is not prepared on this connection
+    (the server refused it at Bind: nothing ran), not for an error inside the procedure."""
+    return bool(result.status == ExecStatus.FATAL_ERROR
+                and result.error_field(pg_errors.DiagnosticField.SQLSTATE) == _MISSING
+                and _NAME in (result.error_field(pg_errors.DiagnosticField.MESSAGE_PRIMARY)
+                              or b""))
 
 
 def _run(conn: psycopg.Connection[Any], params: Sequence[bytes | None]) -> Any:
