@@ -313,38 +313,61 @@ def test_a_value_holding_a_placeholders_digits_is_written_intact(pg_url: str,
         assert db.verify().ok
 
 
+def _derived(w: Any, text: str) -> None:
+    """A prepared write of a shape the procedure has no static insert for: a memories
+    row and a derivations row (what a derived memory writes)."""
+    row = {"derived_id": f"m-{text}", "derived_version": 1, "source_id": "m-source",
+           "source_version": 1, "kind": "summary", "tx": w.tx}
+    w.apply([Insert("derivations", row)])
+    w.log("memory.derived", actor="admin", namespace="acme/notes", subject_ref=row["derived_id"],
+          payload={"effects": [{"op": "insert", "table": "derivations", "row": row}]})
+
+
 @pytest.mark.postgres
-def test_a_connection_that_lost_its_prepared_inserts_prepares_them_again(pg_url: str) -> None:
-    """engram_append plans each table's INSERT once per connection (migration 0032), as a
-    session-level prepared statement; psycopg deallocates every prepared statement of a
-    connection after a ROLLBACK it sees. The next write on that connection prepares
-    the missing one again inside the same call: nothing fails, nothing is lost."""
+def test_a_connection_that_lost_its_prepared_statements_prepares_them_again(
+        pg_url: str) -> None:
+    """A prepared write uses two kinds of session-level prepared statements: the
+    ``CALL engram_append`` itself (storage/postgres/append_call.py) and, inside the
+    procedure, one INSERT per table shape it has no static statement for (migration
+    0032; 0036 inserts a single write's memories row statically). psycopg deallocates
+    every prepared statement of a connection after a ROLLBACK it sees. The next write
+    on that connection prepares what is missing again: nothing fails, nothing is lost."""
     with engramdb.open(pg_url, embedder=_embedder(), pool_min_size=1,
                        pool_max_size=1) as db:
         pool = db.storage._get_pool()
 
-        def prepared_inserts() -> list[str]:
+        def prepared_statements() -> list[str]:
             with pool.connection() as conn:
                 return [r[0] for r in conn.execute(
                     "SELECT name FROM pg_prepared_statements "
-                    "WHERE name LIKE 'engram_ins_%' ORDER BY name").fetchall()]
+                    "WHERE name LIKE 'engram%' ORDER BY name").fetchall()]
 
         first = db.remember("before", namespace="acme/notes", layer="episodic",
                             embedding=_unit(1)[0])
-        names = prepared_inserts()
-        assert len(names) == 1  # the memories insert, planned on this connection
-        for i in range(3):  # planned once: later writes of the same shape reuse it
+        assert prepared_statements() == ["engramdb_append_0032"]  # memories: static
+        with db.storage.prepare("admin") as w:
+            _derived(w, "one")
+        names = prepared_statements()
+        assert len(names) == 2 and names[0].startswith("engram_ins_")  # derivations
+        for i in range(3):  # planned once: later writes of the same shapes reuse them
             db.remember(f"again {i}", namespace="acme/notes", layer="episodic",
                         embedding=_unit(2 + i)[0])
-        assert prepared_inserts() == names
+        with db.storage.prepare("admin") as w:
+            _derived(w, "two")
+        assert prepared_statements() == names
         with pool.connection() as conn:
             conn.execute("DEALLOCATE ALL")
-        assert prepared_inserts() == []
+        assert prepared_statements() == []
         second = db.remember("after", namespace="acme/notes", layer="episodic",
                              embedding=_unit(9)[0])
-        assert prepared_inserts() == names
-        assert second.tx_from == first.tx_from + 4
+        with db.storage.prepare("admin") as w:
+            _derived(w, "three")
+        assert prepared_statements() == names
+        assert second.tx_from == first.tx_from + 6
         assert db.get(first.id) == first and db.get(second.id) == second
+        with pool.connection() as conn:
+            derived = conn.execute("SELECT derived_id FROM derivations ORDER BY derived_id")
+            assert [r[0] for r in derived.fetchall()] == ["m-one", "m-three", "m-two"]
         assert db.verify().ok
 
 
@@ -357,7 +380,27 @@ def test_both_durability_barriers_are_the_static_statements_the_procedure_knows(
 
     from engramdb.storage.postgres import durability
 
-    sql = (Path(durability.__file__).parent / "migrations" / "0032_append_planned.sql").read_text()
-    joined = re.sub(r"'\s*\n\s*'", "", sql)  # adjacent string constants are one constant
-    for barrier in (durability._TRANSACTIONAL, durability._FLUSHING):
-        assert "p_barrier = '" + barrier.replace("'", "''") + "'" in joined, barrier
+    for version in ("0032_append_planned.sql", "0036_append_leaner.sql"):  # 0036 replaces it
+        sql = (Path(durability.__file__).parent / "migrations" / version).read_text()
+        joined = re.sub(r"'\s*\n\s*'", "", sql)  # adjacent string constants: one constant
+        for barrier in (durability._TRANSACTIONAL, durability._FLUSHING):
+            assert "p_barrier = '" + barrier.replace("'", "''") + "'" in joined, barrier
+
+
+@pytest.mark.postgres
+def test_a_prepared_call_holding_nul_is_refused_and_writes_nothing(pg_url: str) -> None:
+    """The call's parameters go to libpq already encoded (storage/postgres/append_call.py),
+    where a NUL would cut a text parameter short. A value holding one is refused with a
+    typed error (by the client's check, or by the server, which cannot parse a cut
+    array literal) and the log does not move."""
+    from engramdb.errors import EngramError
+
+    with engramdb.open(pg_url, embedder=_embedder()) as db:
+        db.remember("warm", namespace="acme/notes", layer="episodic", embedding=_unit(1)[0])
+        head = db.storage.head()
+        with pytest.raises(EngramError), db.storage.prepare("admin") as w:
+            _one_insert(w, "a kind that holds a NUL")
+            w.log("memory.remembered\x00tail", actor="admin", namespace="acme/notes",
+                  subject_ref=None, payload={"effects": []})
+        assert db.storage.head() == head
+        assert db.verify().ok

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,7 @@ from engramdb.codec import canonical, from_micros, to_micros
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
+from engramdb.storage.postgres.append_call import call_append
 from engramdb.storage.postgres.errors import translate
 from engramdb.storage.postgres.listener import CHANNEL
 from engramdb.storage.schema import CONFIG_TABLES, TABLES
@@ -71,13 +73,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
-# The arrays travel as array literals built here (_text_array), cast by the server:
-# psycopg's list dumpers cost more client CPU than the rest of a prepared write.
-# p_cols (migration 0032): each table's column names, which name the server's prepared
-# INSERT for that shape, planned once per connection instead of once per call.
-_APPEND = ("CALL engram_append(%b, %b, %b, %b, %s::text[], %s::text[], %s::text[], %s::text[], "
-           "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %b, %s::bytea[], "
-           "%s::text[], %s::text[], %s::bigint[], %b, %b, %b, %b, NULL, NULL, NULL, NULL, NULL)")
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
 _MAX_DIMS = 16_000
 
@@ -308,8 +303,9 @@ class PreparedWriteTx(WriteTx):
             return from_micros(self.stamped.recorded_at)
         return value
 
-    def arguments(self) -> list[Any]:
-        """The parameters of ``engram_append`` for what this write holds."""
+    def arguments(self) -> list[bytes | None]:
+        """The parameters of ``engram_append`` for what this write holds, encoded as
+        :func:`.append_call.call_append` sends them (text; the vectors binary)."""
         tables: list[str] = []
         rows: list[str] = []
         cols: list[str] = []
@@ -317,19 +313,24 @@ class PreparedWriteTx(WriteTx):
             tables.append(table)
             rows.append("[" + ",".join(group) + "]")
             cols.append(",".join(columns))
-        vecs = [np.asarray(vec, dtype=np.float32).reshape(-1) for _, _, vec in self._vectors]
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
-        return [self.config_tx, now, str(self.tx), str(self.recorded_at),
-                _text_array(tables), _text_array(rows), _text_array(cols), _text_array(ev[0]),
-                _text_array(ev[1]), _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]),
-                _text_array(ev[5]),
-                self._commit_hole, salts, _text_array(ev[7]),
-                _text_array([i for i, _, _ in self._vectors]),
-                "{" + ",".join(str(int(v)) for _, v, _ in self._vectors) + "}",
-                np.concatenate(vecs) if vecs else None, vecs[0].size if vecs else 0,
-                self._storage._durable_sql, CHANNEL]
+        vecs = None
+        if self._vectors:
+            flat = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1)
+                                   for _, _, v in self._vectors]).astype(">f4")
+            vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
+        texts = [str(self.config_tx), str(now), str(self.tx), str(self.recorded_at),
+                 _text_array(tables), _text_array(rows), _text_array(cols), _text_array(ev[0]),
+                 _text_array(ev[1]), _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]),
+                 _text_array(ev[5]), self._commit_hole, salts, _text_array(ev[7]),
+                 _text_array([i for i, _, _ in self._vectors]),
+                 "{" + ",".join(str(int(v)) for _, v, _ in self._vectors) + "}"]
+        out: list[bytes | None] = [t.encode("utf-8") for t in texts]
+        dim = np.asarray(self._vectors[0][2]).size if self._vectors else 0
+        out += [vecs, str(dim).encode(), self._storage._durable_sql.encode(), CHANNEL.encode()]
+        return out
 
     @property
     def empty(self) -> bool:
@@ -383,7 +384,8 @@ def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
     try:
         # Autocommit: the CALL is its own transaction, which the procedure commits.
         with store._get_pool().connection() as conn:
-            seq, digest, tx, recorded_at, config_tx = conn.execute(_APPEND, args).fetchone()
+            seq, digest, tx, recorded_at, config_tx = call_append(conn, args,
+                                                                  store._vector_oid or 0)
     except psycopg.Error as exc:
         detail = getattr(getattr(exc, "diag", None), "message_detail", None)
         if exc.sqlstate == "EG001" and detail:
@@ -395,6 +397,6 @@ def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
         raise translate(exc) from exc
     store.config_epoch = int(config_tx)
     store.last_recorded_at = max(store.last_recorded_at, int(recorded_at))
-    w.stamped = Head(int(seq), str(digest), int(tx), int(recorded_at))
+    w.stamped = Head(int(seq), digest.decode(), int(tx), int(recorded_at))
     if store._vector_dim is not None:
         store._indexer.kick()

@@ -1,0 +1,86 @@
+"""The ``CALL engram_append`` of a prepared write, sent through libpq directly.
+
+A prepared single write is one statement with 22 parameters (migration 0032).
+Sent through psycopg's cursor, the call paid more client CPU in the driver
+(query conversion, one dumper per parameter, the cursor and its result
+machinery, psycopg's own prepared-statement bookkeeping) than in building the
+write: about a quarter of a writer's CPU, on the path 16 writer processes share
+two cores on. Here the parameters are encoded once by :mod:`.prepared` (text,
+the vectors binary) and sent with ``PQsendQueryPrepared`` on a statement this
+module prepares once per connection, still waiting through psycopg's own
+``Connection.wait`` (interruptible, other threads run), and an error is raised as
+the psycopg exception psycopg would have raised (same SQLSTATE, same
+diagnostics), so callers translate it as before.
+
+psycopg deallocates every prepared statement of a connection after a ROLLBACK
+it sees (locked writes borrow the same pooled connections): a call that finds
+the statement gone (SQLSTATE 26000, nothing ran) prepares it and runs again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.generators import execute
+from psycopg.pq import ExecStatus
+
+__all__ = ["call_append"]
+
+_NAME = b"engramdb_append_0032"
+# The procedure of migration 0032, its 22 inputs in order (its 5 INOUT results last).
+_SQL = (b"CALL engram_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
+        b"$15, $16, $17, $18, $19, $20, $21, $22, NULL, NULL, NULL, NULL, NULL)")
+_INT8, _INT4, _TEXT, _TEXTS, _BYTEAS, _INT8S = 20, 23, 25, 1009, 1001, 1016
+
+
+def _types(vector_oid: int) -> list[int]:
+    return [_INT8, _INT8, _TEXT, _TEXT, *[_TEXTS] * 9, _TEXT, _BYTEAS, _TEXTS, _TEXTS, _INT8S,
+            vector_oid, _INT4, _TEXT, _TEXT]
+
+
+# Every parameter travels as text but the vectors (pgvector's binary form).
+_FORMATS = [0] * 18 + [1] + [0] * 3
+_MISSING = b"26000"  # invalid_sql_statement_name: not prepared on this connection
+
+
+def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
+                vector_oid: int) -> tuple[bytes, ...]:
+    """Run ``engram_append`` with ``params`` on ``conn`` (autocommit); its one result row
+    (seq, hash, tx, recorded_at, config_tx: never NULL), as text."""
+    for i, param in enumerate(params):  # as psycopg's own text dumpers refuse them
+        if param is not None and not _FORMATS[i] and b"\x00" in param:
+            raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    with conn.lock:
+        result = _run(conn, params)
+        if _missing(result):
+            _prepare(conn, vector_oid)
+            result = _run(conn, params)
+    if result.status != ExecStatus.TUPLES_OK:
+        raise pg_errors.error_from_result(result, encoding=conn.pgconn._encoding)
+    return tuple(result.get_value(0, i) or b"" for i in range(result.nfields))
+
+
+def _missing(result: Any) -> bool:
+    """Whether the call failed because its statement is not prepared on this connection
+    (the server refused it at Bind: nothing ran), not for an error inside the procedure."""
+    return bool(result.status == ExecStatus.FATAL_ERROR
+                and result.error_field(pg_errors.DiagnosticField.SQLSTATE) == _MISSING
+                and _NAME in (result.error_field(pg_errors.DiagnosticField.MESSAGE_PRIMARY)
+                              or b""))
+
+
+def _run(conn: psycopg.Connection[Any], params: Sequence[bytes | None]) -> Any:
+    pgconn = conn.pgconn
+    pgconn.send_query_prepared(_NAME, params, param_formats=_FORMATS)
+    return conn.wait(execute(pgconn))[-1]
+
+
+def _prepare(conn: psycopg.Connection[Any], vector_oid: int) -> None:
+    pgconn = conn.pgconn
+    pgconn.send_prepare(_NAME, _SQL, param_types=_types(vector_oid))
+    result = conn.wait(execute(pgconn))[-1]
+    if result.status != ExecStatus.COMMAND_OK:
+        raise pg_errors.error_from_result(result, encoding=pgconn._encoding)
