@@ -214,10 +214,14 @@ def write_prepared(storage: Storage, actor: str, work: Callable[[WriteTx], T]) -
     A refusal (a permission, a policy) decided while preparing rests on
     configuration read before the lock, which may have changed: only the same
     work under the lock may refuse, so it runs there again.
+    A write whose answer was lost on the way back (the connection dropped after
+    it was sent) is never run again: it may have committed, and the caller is
+    told its outcome is unknown (retry with the same ``idempotency_key``).
     The memories returned carry the transaction number the write got.
     """
     if storage.prepared_writes:
         for _ in range(3):
+            w = None
             try:
                 with storage.prepare(actor) as w:
                     result = work(w)
@@ -225,7 +229,11 @@ def write_prepared(storage: Storage, actor: str, work: Callable[[WriteTx], T]) -
                 if not exc.again:
                     break
                 continue
-            except Exception:  # noqa: BLE001 - decided on what may be stale: ask under the lock
+            except Exception:  # decided on what may be stale: ask under the lock
+                if getattr(w, "outcome_unknown", False):
+                    # It reached the server and the answer was lost: it may have
+                    # committed, so running it again could write it twice.
+                    raise
                 break
             if isinstance(result, Memory):
                 return _stamped(result, w)  # type: ignore[return-value]

@@ -61,7 +61,7 @@ from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
 from engramdb.storage.postgres.append_call import call_append
-from engramdb.storage.postgres.errors import translate
+from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.listener import CHANNEL
 from engramdb.storage.schema import CONFIG_TABLES, TABLES
 from engramdb.storage.sql import decode_row, encode_row
@@ -213,6 +213,8 @@ class PreparedWriteTx(WriteTx):
         self._events: list[tuple[Any, ...]] = []
         self._vectors: list[tuple[str, int, np.ndarray]] = []
         self.stamped: Head | None = None
+        # Sent, and the connection lost before the answer: it may have committed.
+        self.outcome_unknown = False
 
     @property
     def head(self) -> Head:
@@ -392,6 +394,7 @@ def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
             store.config_epoch = int(detail)
             raise Unprepared("the configuration changed", again=True) from exc
         store._failed(exc)
+        w.outcome_unknown = is_connection_loss(exc)
         raise translate(exc, committing=True) from exc
     except PoolTimeout as exc:
         raise translate(exc) from exc
