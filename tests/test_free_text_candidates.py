@@ -131,10 +131,12 @@ def test_search_in_a_write_reads_the_rows_the_write_sees(
         tmp_path_factory: pytest.TempPathFactory, texts: list[tuple[str, str]], query: str,
         space: str, closed: int, limit: int) -> None:
     """Inside a write that has already closed a memory's version, the fast search and
-    the reference agree, row for row, and neither offers the closed version."""
+    the reference agree, row for row (metadata parsed alike), and neither offers the
+    closed version."""
     db = engramdb.open(tmp_path_factory.mktemp("rows") / "e.db", embedder=None)
     try:
-        made = [db.remember(t, namespace=ns) for t, ns in texts]
+        made = [db.remember(t, namespace=ns, metadata={"i": i, "tags": [t[:3], {"n": None}]}
+                            if i % 2 else None) for i, (t, ns) in enumerate(texts)]
         gone = made[closed % len(made)]
         flt = RecallFilter(namespaces=(space,), layers=("semantic",), statuses=("active",))
         storage = db.storage
@@ -151,6 +153,7 @@ def test_search_in_a_write_reads_the_rows_the_write_sees(
             assert got == want
             assert gone.id not in {i for i, _ in got}
             assert all(row is not None and row["id"] == i for i, row in got)
+            assert [dict(row or {}) for _, row in got] == [row for _, row in want]
             raise Rollback  # nothing was logged: leave nothing written
     finally:
         db.close()

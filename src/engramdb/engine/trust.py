@@ -55,7 +55,7 @@ from engramdb.policy.conflicts import (
     valid_overlap,
 )
 from engramdb.policy.judge import Statement
-from engramdb.storage.base import Effect, Insert, Row, Update, WriteTx
+from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
 __all__ = ["CRDT_KEY", "BatchItem", "FreeTextBatch", "Plan", "TrustEngine"]
 
@@ -439,7 +439,7 @@ class TrustEngine:
             return []
         n = settings.free_text_candidates
         prepared = self._prepared(item, settings)
-        unread: Row | None = None  # a candidate whose current row is still to be fetched
+        unread: Mapping[str, Any] | None = None  # a candidate still to be fetched
         if prepared is not None:
             found, pending = prepared
             cands = [(i, unread) for i in found if i != row["id"]][:n]
@@ -469,12 +469,13 @@ class TrustEngine:
             j = judge.judge(new, Statement(cand["text"], cand.get("subject"),
                                            cand.get("predicate"), cand.get("value")))
             if j.verdict == "contradiction" and j.confidence >= settings.judge_min_confidence:
-                out.append(Rival(cand, j.detector, f"{j.detector}: {j.reason}"))
+                # A plain row (a search may hand back a read-only mapping).
+                out.append(Rival(dict(cand), j.detector, f"{j.detector}: {j.reason}"))
         return out
 
     def _committed_candidates(self, w: WriteTx, row: Mapping[str, Any],
                               vector: np.ndarray | None, n: int
-                              ) -> list[tuple[str, Row | None]]:
+                              ) -> list[tuple[str, Mapping[str, Any] | None]]:
         """The ``n`` committed memories most like ``row`` (its own search), as
         ``(id, current row)``; the row is None when the search did not read it."""
         flt = RecallFilter(namespaces=(row["namespace"],), layers=_FREE_TEXT_LAYERS,

@@ -342,10 +342,11 @@ class Storage(ABC):
         """Full-text matches, best first, with a positive relevance score."""
 
     def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,
-                            *, other_than: str) -> list[tuple[str, Row | None]]:
+                            *, other_than: str) -> list[tuple[str, Mapping[str, Any] | None]]:
         """The best ``limit`` full-text matches other than memory ``other_than`` (it is
         searched for one more), as ``(id, row)``: ``row`` is the match's current
-        version as ``w.fetch`` reads it now, or None if it is no longer current.
+        version as ``w.fetch`` reads it now (a read-only mapping), or None if it is
+        no longer current.
 
         What a write's free-text contradiction check judges. This default asks
         ``w`` for each match again; a backend whose search read through ``w``'s own
@@ -353,7 +354,7 @@ class Storage(ABC):
         """
         ids = [str(found["id"]) for found, _ in self.search_text(query, flt, limit + 1)
                if found["id"] != other_than][:limit]
-        out: list[tuple[str, Row | None]] = []
+        out: list[tuple[str, Mapping[str, Any] | None]] = []
         for memory_id in ids:
             current = w.fetch("memories", {"id": memory_id, "tx_to": None})
             out.append((memory_id, current[0] if current else None))

@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,14 @@ import numpy as np
 from engramdb.codec import json_dumps
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import RawEvent, WriteTx
+from engramdb.storage.base import Head, RawEvent, WriteTx
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
+from engramdb.storage.sqlite.candidates import text_candidates
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
-from engramdb.storage.sqlite.fulltext import CANDIDATE_WORDS, FullText, fts_query
+from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import WORDS_KEY, stored_words
@@ -429,7 +430,7 @@ class SQLiteStorage(SqlStorage):
             return self._search_text(conn, query, flt, limit, lexical=True)
 
     def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,
-                            *, other_than: str) -> list[tuple[str, dict[str, Any] | None]]:
+                            *, other_than: str) -> list[tuple[str, Mapping[str, Any] | None]]:
         conn = self._warm(writing=True)
         reads_through = getattr(w, "reads_through", None)
         if reads_through is None or not reads_through(conn):
@@ -437,13 +438,11 @@ class SQLiteStorage(SqlStorage):
         # The search reads w's own connection, so its rows are what w.fetch would read
         # again: w's updates reach the connection at once, and the inserts it still
         # buffers are new rows (a new version's update closing the old one is sent first).
-        out: list[tuple[str, dict[str, Any] | None]] = []
-        for row, _ in self._search_text(conn, query, flt, limit + 1,
-                                        max_words=CANDIDATE_WORDS):
-            if row["id"] != other_than and len(out) < limit:
-                row.pop(WORDS_KEY, None)
-                out.append((str(row["id"]), row))
-        return out
+        found = text_candidates(conn, self._fulltext(), self.dialect_impl, self._run,
+                                lambda: len(self.namespaces()), query, flt, limit + 1)
+        out: list[tuple[str, Mapping[str, Any] | None]] = [
+            (str(row["id"]), row) for row in found if row["id"] != other_than]
+        return out[:limit]
 
     def _search_text(self, conn: sqlite3.Connection, query: str, flt: RecallFilter,
                      limit: int, max_words: int | None = None, lexical: bool = False
@@ -542,6 +541,14 @@ class SQLiteStorage(SqlStorage):
                 "checkpointed_pages": int(moved), "vector_snapshots_removed": snapshots}
 
     # -- change feed -------------------------------------------------------------
+
+    def head(self) -> Head:
+        # A follower (an adapter's feed) reads the head right after its own commit:
+        # on the idle writer its page is cached; the reader would re-read it.
+        conn = self._warm(writing=False)
+        seq, digest, tx, recorded_at = self._exec(
+            conn, "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1").fetchone()
+        return Head(seq, digest, tx, recorded_at)
 
     def events(self, after: int = 0, limit: int = 1000) -> list[RawEvent]:
         # A follower polls right after its own commit: read the log on the warm writer.

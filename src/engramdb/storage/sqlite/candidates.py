@@ -1,0 +1,129 @@
+"""A semantic write's full-text candidates on SQLite: its contradiction check's search.
+
+:meth:`SQLiteStorage.search_text_current` ranks the new text's rarest words
+(:data:`~.fulltext.CANDIDATE_WORDS`) with FTS5's BM25 inside the namespace's
+``scope`` token, exactly as recall's full-text search ranks a query, and returns
+the best current rows read through the write transaction's own connection. It
+is its own function (recall's search keeps its shape) so that a write pays only
+for what the check reads: no stored words, the filter's SQL built once per
+filter, and the JSON columns of a candidate parsed only when the check looks at
+them (most candidates are judged unrelated from their text alone).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+from engramdb.model import RecallFilter
+from engramdb.storage.schema import TABLES
+from engramdb.storage.sql import Dialect, memory_where
+from engramdb.storage.sqlite.fulltext import CANDIDATE_WORDS, FullText
+
+__all__ = ["CandidateRow", "text_candidates"]
+
+_COLS = tuple(TABLES["memories"].columns)
+_SELECT = ", ".join("m." + c for c in _COLS)
+_JSON = frozenset(c for c, kind in TABLES["memories"].columns.items() if kind == "json")
+# The table's configured rank (migration 0013), as recall's search names it.
+_BM25 = "bm25(memories_fts, 1.0, 0.0)"
+
+
+class CandidateRow(Mapping[str, Any]):
+    """A memory row read by the candidate search; its JSON columns are parsed on
+    first access (a row judged unrelated never needs its metadata)."""
+
+    __slots__ = ("_raw", "_row")
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self._raw = dict(zip(_COLS, values, strict=True))
+        self._row: dict[str, Any] | None = None
+
+    def _get(self, key: str) -> Any:
+        if key in _JSON:
+            return self._decoded()[key]
+        return self._raw[key]
+
+    def _decoded(self) -> dict[str, Any]:
+        if self._row is None:
+            row = dict(self._raw)
+            for name in _JSON:
+                value = row[name]
+                if isinstance(value, str):
+                    row[name] = {} if value == "{}" else json.loads(value)
+            self._row = row
+        return self._row
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._get(key) if key in self._raw else default
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as a plain dict, every JSON column parsed."""
+        return dict(self._decoded())
+
+
+@lru_cache(maxsize=256)
+def _where(flt: RecallFilter, dialect: Dialect) -> tuple[str, tuple[Any, ...]]:
+    cond, params = memory_where(flt, dialect)
+    return cond, tuple(params)
+
+
+def text_candidates(conn: sqlite3.Connection, fts: FullText, dialect: Dialect,
+                    run: Callable[..., Any], namespaces: Callable[[], int], query: str,
+                    flt: RecallFilter, limit: int) -> list[CandidateRow]:
+    """The best ``limit`` rows matching ``query``'s rarest words that pass ``flt``.
+
+    The same rows, in the same order, as recall's full-text search of ``query``
+    limited to :data:`~.fulltext.CANDIDATE_WORDS` words: rank in FTS5 alone (the
+    namespace inside the index), then look the best ``limit * 2 + 20`` up by row
+    id in rank order; only when fewer than ``limit`` of them pass the filter and
+    FTS5 had more does the filtered query run in full.
+
+    Args:
+        run: the storage's statement runner (driver errors become EngramErrors).
+        namespaces: how many namespaces the database has (asked only for a filter
+            of several).
+    """
+    if limit <= 0:
+        return []
+    total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+    words = fts.match(conn, query, total, CANDIDATE_WORDS)
+    if words is None:
+        return []
+    scope = fts.scope(conn, flt.namespaces, namespaces, total)
+    match = words if scope is None else f"{words} AND {scope}"
+    pool = limit * 2 + 20
+    ranked = run(conn.execute,
+                 f"SELECT rowid, {_BM25} AS rank FROM memories_fts WHERE memories_fts "
+                 f"MATCH ? ORDER BY rank, rowid LIMIT {int(pool)}", [match]).fetchall()
+    if not ranked:
+        return []
+    cond, params = _where(flt, dialect)
+    sql = (f"SELECT j.key, {_SELECT} FROM json_each(?) j "
+           f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
+    args = [json.dumps([r for r, _ in ranked]), *params]
+    passing = run(conn.execute, f"{sql} LIMIT {int(limit)}", args).fetchall()
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(passing)):
+        passing = run(conn.execute, f"{sql} ORDER BY j.key LIMIT {int(limit)}",
+                      args).fetchall()
+    if len(passing) >= limit or len(ranked) < pool:
+        return [CandidateRow(r[1:]) for r in passing]
+    full = run(conn.execute,
+               f"SELECT {_SELECT}, {_BM25} AS rank "
+               "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
+               f"WHERE memories_fts MATCH ? AND {cond} "
+               f"ORDER BY rank, m.row_id LIMIT {int(limit)}", [match, *params]).fetchall()
+    return [CandidateRow(r[:-1]) for r in full]
