@@ -30,7 +30,8 @@ from psycopg.pq import ExecStatus
 __all__ = ["call_append"]
 
 _NAME = b"engramdb_append_0032"
-# The procedure of migration 0032, its 22 inputs in order (its 5 INOUT results last).
+# The procedure of migration 0032 (its body replaced by 0036, same signature, so the
+# statement keeps its name), its 22 inputs in order (its 5 INOUT results last).
 _SQL = (b"CALL engram_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
         b"$15, $16, $17, $18, $19, $20, $21, $22, NULL, NULL, NULL, NULL, NULL)")
 _INT8, _INT4, _TEXT, _TEXTS, _BYTEAS, _INT8S = 20, 23, 25, 1009, 1001, 1016
@@ -59,7 +60,7 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
             _prepare(conn, vector_oid)
             result = _run(conn, params)
     if result.status != ExecStatus.TUPLES_OK:
-        raise pg_errors.error_from_result(result, encoding=conn.pgconn._encoding)
+        raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
     return tuple(result.get_value(0, i) or b"" for i in range(result.nfields))
 
 
@@ -83,4 +84,4 @@ def _prepare(conn: psycopg.Connection[Any], vector_oid: int) -> None:
     pgconn.send_prepare(_NAME, _SQL, param_types=_types(vector_oid))
     result = conn.wait(execute(pgconn))[-1]
     if result.status != ExecStatus.COMMAND_OK:
-        raise pg_errors.error_from_result(result, encoding=pgconn._encoding)
+        raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
