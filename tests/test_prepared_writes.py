@@ -391,14 +391,16 @@ def test_both_durability_barriers_are_the_static_statements_the_procedure_knows(
 def test_a_prepared_call_holding_nul_is_refused_and_writes_nothing(pg_url: str) -> None:
     """The call's parameters go to libpq already encoded (storage/postgres/append_call.py),
     where a NUL would cut a text parameter short. A value holding one is refused with a
-    typed error (by the client's check, or by the server, which cannot parse a cut
-    array literal) and the log does not move."""
+    typed error by the client's check before anything is sent, and the log does not move.
+    The message names the NUL, which only the client's check can say: the server would
+    see a cut literal and report a malformed array."""
     from engramdb.errors import EngramError
 
     with engramdb.open(pg_url, embedder=_embedder()) as db:
         db.remember("warm", namespace="acme/notes", layer="episodic", embedding=_unit(1)[0])
         head = db.storage.head()
-        with pytest.raises(EngramError), db.storage.prepare("admin") as w:
+        with pytest.raises(EngramError, match=r"NUL.*remove them"), \
+                db.storage.prepare("admin") as w:
             _one_insert(w, "a kind that holds a NUL")
             w.log("memory.remembered\x00tail", actor="admin", namespace="acme/notes",
                   subject_ref=None, payload={"effects": []})
