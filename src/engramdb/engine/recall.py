@@ -119,9 +119,6 @@ class Recall:
                 if flt.as_of is None:
                     # Pin the read to the head we saw, so the receipt names a real snapshot.
                     flt = replace(flt, as_of=read_tx)
-                if query_embedding is not None and res.embedder is not None:
-                    # The backend may run the vector search beside the full-text one.
-                    res.storage.prefetch_vector(query_embedding, flt, n)
                 with sp.stage("text"):
                     text_hits = res.storage.search_text(query, flt, n)
                 vector_hits: list[Any] = []

@@ -366,13 +366,6 @@ class Storage(ABC):
     ) -> list[tuple[Row, float]]:
         """Nearest memories by cosine similarity, best first."""
 
-    def prefetch_vector(self, vector: np.ndarray, flt: RecallFilter, limit: int) -> None:
-        """A hint inside :meth:`snapshot`: ``search_vector(vector, flt, limit)`` comes
-        next, after the full-text search. A backend may start it now (PostgreSQL: on a
-        second connection sharing the snapshot); answers never depend on it.
-        (Default: nothing.)"""
-        return
-
     def snapshot(self) -> AbstractContextManager[None]:
         """Reads of this thread inside the block all see one committed state.
 

@@ -61,7 +61,7 @@ from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
 from engramdb.storage.base import Head, RawEvent, Unprepared
 from engramdb.storage.migrations import load, migrate
-from engramdb.storage.postgres import fulltext, knn, overlap
+from engramdb.storage.postgres import fulltext, knn
 from engramdb.storage.postgres._conn import (
     _SELECT_FROM,
     _WRITES_TO,
@@ -173,7 +173,6 @@ class PostgresStorage(SqlStorage):
         self._stats = TermStats()
         self._lexemes: dict[str, tuple[str, ...]] = {}  # word -> its english lexemes
         self._search_stats = knn.SearchStats()  # plans vector searches (knn.py)
-        self._overlap = overlap.Overlap(pool_max_size)  # vector beside text (overlap.py)
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
@@ -193,7 +192,6 @@ class PostgresStorage(SqlStorage):
         self._pool_lock = threading.Lock()
         self._local = threading.local()
         self.known_namespaces = KnownNamespaces()
-        self._overlap = overlap.Overlap(self._pool_max)
         self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
                                    ef_construction=self._hnsw[1])
 
@@ -354,7 +352,6 @@ class PostgresStorage(SqlStorage):
 
     def close(self) -> None:
         self._closed = True
-        self._overlap.close()
         self._indexer.close()
         if self._listener is not None:
             self._listener.close()
@@ -484,13 +481,9 @@ class PostgresStorage(SqlStorage):
     ) -> list[tuple[dict[str, Any], float]]:
         """Nearest memory versions by cosine similarity, filters inside the query.
 
-        See :func:`engramdb.storage.postgres.knn.search_vector` and :mod:`.overlap`.
+        See :func:`engramdb.storage.postgres.knn.search_vector`.
         """
-        return overlap.search_vector(self, vector, flt, limit)
-
-    def prefetch_vector(self, vector: np.ndarray, flt: RecallFilter, limit: int) -> None:
-        """Start that search now, beside the full-text search (:mod:`.overlap`)."""
-        self._overlap.start(self, vector, flt, limit)
+        return knn.search_vector(self, vector, flt, limit)
 
     def search_vectors(
         self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,

@@ -37,15 +37,7 @@ from engramdb.storage.postgres.errors import translate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, decode_row, memory_where
 
-__all__ = [
-    "SearchStats",
-    "VectorPlan",
-    "plan_vector",
-    "receive_vector",
-    "search_vector",
-    "search_vectors",
-    "send_vector",
-]
+__all__ = ["SearchStats", "search_vector", "search_vectors"]
 
 
 class PgPool(Protocol):
@@ -225,74 +217,8 @@ def _scope_sql(select: str, cond: str, n: int) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class VectorPlan:
-    """A vector search's statement and arguments, and the exact one for a short answer."""
-
-    sql: str
-    args: list[Any]
-    exact: str
-    exact_args: list[Any]
-    limit: int
-
-
-def plan_vector(store: PgPool, conn: psycopg.Connection[Any], vec: np.ndarray,
-                flt: RecallFilter, limit: int) -> VectorPlan:
-    """The statements :func:`search_vector` runs for ``vec`` under ``flt`` (``conn`` is
-    asked only when the planner's statistics are due: once a minute)."""
-    cols = list(TABLES["memories"].columns)
-    select = ", ".join("m." + c for c in cols)
-    cond, params = memory_where(flt, store.dialect_impl)
-    n = int(limit)
-    stats = store._search_stats
-    stats.refresh(conn)
-    half = vec.size if stats.half else None
-    approximate, exact = _knn_sql(select, cond, n, "?", half)
-    if stats.small(conn, flt):
-        # A narrow scope: exact over its rows beats walking the graph past
-        # the other namespaces' neighbours (iterative scan) by far.
-        sql = to_pyformat(_scope_sql(select, cond, n))
-        args = [vec, list(flt.namespaces or ()), *params, vec, stats.mark, *params]
-    else:
-        sql = to_pyformat(approximate)
-        args = [vec, *params, *([vec] if half else []), vec, stats.mark, *params]
-    return VectorPlan(sql, args, to_pyformat(exact), [vec, *params], n)
-
-
-def send_vector(conn: psycopg.Connection[Any], plan: VectorPlan) -> tuple[Any, Any]:
-    """Queue ``plan``'s settings, search and watermark read in ``conn``'s open pipeline;
-    the cursors of the search and of the watermark."""
-    _hnsw_settings(conn, plan.limit)
-    return conn.execute(plan.sql, plan.args), conn.execute(_MARK_SQL)
-
-
-def receive_vector(store: PgPool, cur: Any, mark: Any) -> list[Any]:
-    """The rows of a search :func:`send_vector` queued, each version once; the
-    watermark it read is kept for the next plan."""
-    found = _nearest_once(cur.fetchall())
-    store._search_stats.mark = int((mark.fetchone() or (0,))[0])
-    return found
-
-
-def vector_rows(conn: psycopg.Connection[Any], plan: VectorPlan,
-                found: list[Any]) -> list[tuple[dict[str, Any], float]]:
-    """The hits from ``found`` (the rows the plan's search returned, each version
-    once), or, when they are fewer than asked, from the exact search on ``conn``."""
-    spec = TABLES["memories"]
-    if len(found) < plan.limit:
-        with conn.pipeline(), conn.transaction():
-            _hnsw_settings(conn, plan.limit)
-            cur = conn.execute(plan.exact, plan.exact_args)
-        found = cur.fetchall()
-    # relaxed_order may return neighbours slightly out of order: sort them.
-    found.sort(key=lambda r: (r[-1], r[0], r[1]))
-    cols = list(spec.columns)
-    return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:plan.limit]]
-
-
 def search_vector(
-    store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int,
-    started: tuple[VectorPlan, list[Any]] | None = None,
+    store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int
 ) -> list[tuple[dict[str, Any], float]]:
     """Nearest memory versions by cosine similarity, filters inside the query.
 
@@ -301,27 +227,47 @@ def search_vector(
     it has ``limit`` hits) and, exactly, the vectors written since the
     projection's watermark. If that still comes back short of ``limit``, an
     exact scan over all filtered rows answers instead, so a filter never
-    hides a match that exists. ``started``: the plan and rows of this very
-    search, already run on a second connection that shares the snapshot
-    (:mod:`.overlap`); only the exact fallback is left to do.
+    hides a match that exists.
     """
     if limit <= 0:
         return []
     vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+    spec = TABLES["memories"]
+    cols = list(spec.columns)
+    select = ", ".join("m." + c for c in cols)
+    cond, params = memory_where(flt, store.dialect_impl)
+    n = int(limit)
+    stats = store._search_stats
     try:
         with store._read_conn() as conn:
-            if started is not None:
-                plan, found = started
+            stats.refresh(conn)
+            half = vec.size if stats.half else None
+            approximate, exact = _knn_sql(select, cond, n, "?", half)
+            if stats.small(conn, flt):
+                # A narrow scope: exact over its rows beats walking the graph past
+                # the other namespaces' neighbours (iterative scan) by far.
+                sql = to_pyformat(_scope_sql(select, cond, n))
+                args = [vec, list(flt.namespaces or ()), *params, vec, stats.mark, *params]
             else:
-                plan = plan_vector(store, conn, vec, flt, limit)
-                with conn.pipeline(), conn.transaction():  # one round trip
-                    cur, mark = send_vector(conn, plan)
-                found = receive_vector(store, cur, mark)
-            return vector_rows(conn, plan, found)
+                sql = to_pyformat(approximate)
+                args = [vec, *params, *([vec] if half else []), vec, stats.mark, *params]
+            with conn.pipeline(), conn.transaction():  # one round trip
+                _hnsw_settings(conn, n)
+                cur = conn.execute(sql, args)
+                mark = conn.execute(_MARK_SQL)
+            found = _nearest_once(cur.fetchall())
+            stats.mark = int((mark.fetchone() or (0,))[0])
+            if len(found) < n:
+                with conn.pipeline(), conn.transaction():
+                    _hnsw_settings(conn, n)
+                    cur = conn.execute(to_pyformat(exact), [vec, *params])
+                found = cur.fetchall()
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc
-
+    # relaxed_order may return neighbours slightly out of order: sort them.
+    found.sort(key=lambda r: (r[-1], r[0], r[1]))
+    return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:n]]
 
 def search_vectors(
     store: PgPool, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,

@@ -16,10 +16,7 @@ core). So the snapshot's first round trip carries, besides ``BEGIN``:
   answers from them inside the snapshot;
 * the open conflicts, when there are at most :data:`OPEN_CONFLICTS` of them:
   the contested marks of a recall (``fetch("conflicts", {"namespace": ...,
-  "status": "open"})``) are then filtered from them (:func:`pinned_rows`);
-* the snapshot exported (``pg_export_snapshot()``), so the recall's vector
-  search can run on a second connection in the same snapshot while its
-  full-text search runs on this one (:mod:`.overlap`).
+  "status": "open"})``) are then filtered from them (:func:`pinned_rows`).
 
 Configuration reads inside the snapshot are answered from the rows kept in
 memory under ``config_tx`` (:meth:`~engramdb.storage.sql.SqlStorage.config_rows`,
@@ -37,7 +34,6 @@ matches nothing), as on SQLite.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -75,7 +71,6 @@ _CONFLICTS = TABLES["conflicts"]
 _OPEN = (f"SELECT {', '.join(_CONFLICTS.columns)} FROM conflicts WHERE status = 'open' "
          f"LIMIT {OPEN_CONFLICTS + 1}")
 _HEAD = "SELECT seq, hash, tx, recorded_at, config_tx FROM chain_head WHERE id = 1"
-_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")  # pg_export_snapshot()'s form
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +82,6 @@ class Pinned:
     config_tx: int
     namespaces: tuple[str, ...]
     open_conflicts: list[Sequence[Any]] | None  # every open conflict, or None: too many
-    exported: str  # the id other connections import this snapshot by ('' if none)
 
 
 class KnownNamespaces:
@@ -153,11 +147,9 @@ def read_snapshot(store: Any) -> Iterator[None]:
                 head_cur = conn.execute(_HEAD)
                 ns_cur = conn.execute(ns_sql, ns_params)
                 open_cur = conn.execute(_OPEN)
-                export_cur = conn.execute("SELECT pg_export_snapshot()")
             seq, digest, tx, recorded_at, config_tx = head_cur.fetchone()
             names = known.update(conn, since, int(tx), ns_cur.fetchall())
             conflicts = open_cur.fetchall()
-            exported = str((export_cur.fetchone() or ("",))[0])
         except psycopg.Error as exc:
             store._failed(exc)
             with contextlib.suppress(psycopg.Error):
@@ -165,8 +157,7 @@ def read_snapshot(store: Any) -> Iterator[None]:
             raise translate(exc) from exc
         pinned = Pinned(conn, Head(int(seq), str(digest), int(tx), int(recorded_at)),
                         int(config_tx), names,
-                        conflicts if len(conflicts) <= OPEN_CONFLICTS else None,
-                        exported if _SNAPSHOT_ID.fullmatch(exported) else "")
+                        conflicts if len(conflicts) <= OPEN_CONFLICTS else None)
         store._local.snapshot = conn
         store._local.pinned = pinned
         try:
@@ -174,7 +165,6 @@ def read_snapshot(store: Any) -> Iterator[None]:
                     lambda table: store.config_rows(conn, table, pinned.config_tx)):
                 yield
         finally:
-            store._overlap.settle(store)  # a search started in this snapshot ends in it
             store._local.snapshot = None
             store._local.pinned = None
             # Read only: nothing to keep. A connection that cannot even roll back is
