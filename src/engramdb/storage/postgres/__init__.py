@@ -61,7 +61,7 @@ from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
 from engramdb.storage.base import Head, RawEvent, Unprepared
 from engramdb.storage.migrations import load, migrate
-from engramdb.storage.postgres import knn
+from engramdb.storage.postgres import fulltext, knn
 from engramdb.storage.postgres._conn import (
     _SELECT_FROM,
     _WRITES_TO,
@@ -78,13 +78,7 @@ from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimensio
 from engramdb.storage.postgres.bulk import insert_many, upsert_vectors
 from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
-from engramdb.storage.postgres.fulltext import (
-    TermStats,
-    choose_lexemes,
-    content_words,
-    load_term_stats,
-    tsquery_literal,
-)
+from engramdb.storage.postgres.fulltext import TermStats
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
 from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
 from engramdb.storage.postgres.purge import purge
@@ -95,7 +89,7 @@ from engramdb.storage.postgres.snapshot import (
     read_snapshot,
 )
 from engramdb.storage.schema import TABLES
-from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
+from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row
 
 __all__ = ["PgDialect", "PostgresStorage"]
 
@@ -542,68 +536,9 @@ class PostgresStorage(SqlStorage):
     ) -> list[tuple[dict[str, Any], float]]:
         """Full-text matches (OR of content words), best ``ts_rank_cd`` first.
 
-        Words are taken rarest first and common ones dropped once the expected
-        matches pass ``text_candidates`` (:mod:`.fulltext`), so a query never
-        ranks most of the table; below that size it is the plain OR.
+        See :func:`engramdb.storage.postgres.fulltext.search_text`.
         """
-        words = content_words(query)
-        if not words or limit <= 0:
-            return []
-        spec = TABLES["memories"]
-        cols = list(spec.columns)
-        cond, params = memory_where(flt, self.dialect_impl)
-        stats = self._term_stats()
-        with self._read_conn() as conn:
-            lexemes = [lex for w in words for lex in self._stem(conn, words)[w]]
-            chosen = choose_lexemes(lexemes, stats, self._text_candidates)
-            if not chosen:
-                return []  # only words the english configuration does not index
-            recent = ""
-            expected = sum(stats.expected(lex) for lex in chosen)
-            if expected > self._text_candidates:
-                # Even the rarest word is in more memories than the budget: rank its
-                # matches among the newest memories only (row_id grows with each row).
-                window = int(self._text_candidates * stats.rows / expected)
-                recent = f"AND m.row_id + 0 > (SELECT max(row_id) FROM memories) - {window} "
-            sql = (
-                f"SELECT {', '.join('m.' + c for c in cols)}, "
-                "ts_rank_cd(m.tsv, q.query) AS rank "
-                "FROM memories m, CAST(? AS tsquery) AS q(query) "
-                f"WHERE m.tsv @@ q.query {recent}AND {cond} "
-                f"ORDER BY rank DESC, m.row_id DESC LIMIT {int(limit)}"
-            )
-            cur = self._exec(conn, sql, [tsquery_literal(chosen), *params])
-            return [(decode_row(spec, cols, r[:-1]), max(float(r[-1]), 1e-9))
-                    for r in cur.fetchall()]
-
-    def _stem(self, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
-        """The ``english`` lexemes of each word, asking the server only for new words."""
-        cache = self._lexemes
-        todo = [w for w in words if w not in cache]
-        if todo:
-            rows = self._exec(
-                conn,
-                "SELECT w.word, array_remove(array_agg(t.lexeme), NULL) "
-                "FROM unnest(CAST(? AS text[])) AS w(word) "
-                "LEFT JOIN LATERAL unnest(to_tsvector('english', w.word)) AS t ON true "
-                "GROUP BY w.word",
-                [todo],
-            ).fetchall()
-            if len(cache) > 50_000:
-                cache.clear()
-            for word, lexemes in rows:
-                cache[word] = tuple(lexemes or ())
-        return {w: cache.get(w, ()) for w in words}
-
-    def _term_stats(self) -> TermStats:
-        stats = self._stats
-        if time.monotonic() - stats.loaded_at > 60.0:
-            with self._read_conn() as conn:
-                try:
-                    stats = self._stats = load_term_stats(conn)
-                except psycopg.Error as exc:
-                    raise translate(exc) from exc
-        return stats
+        return fulltext.search_text(self, query, flt, limit)
 
     # -- reads the shared SQL would do slowly ------------------------------------------
 

@@ -21,7 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TermStats", "choose_lexemes", "content_words", "load_term_stats", "tsquery_literal"]
+import psycopg
+
+from engramdb.model import RecallFilter
+from engramdb.storage.postgres.errors import translate
+from engramdb.storage.schema import TABLES
+from engramdb.storage.sql import decode_row, memory_where
+
+__all__ = ["TermStats", "choose_lexemes", "content_words", "load_term_stats", "search_text",
+           "tsquery_literal"]
 
 # The same list as the SQLite backend, so both search the same words.
 STOPWORDS = frozenset((
@@ -89,3 +97,75 @@ def tsquery_literal(lexemes: Sequence[str]) -> str:
     """A ``tsquery`` text OR-ing already-stemmed lexemes (cast with ``::tsquery``)."""
     return " | ".join("'" + lex.replace("\\", "\\\\").replace("'", "''") + "'"
                       for lex in lexemes)
+
+
+def search_text(store: Any, query: str, flt: RecallFilter, limit: int
+                ) -> list[tuple[dict[str, Any], float]]:
+    """Full-text matches (OR of content words), best ``ts_rank_cd`` first.
+
+    Words are taken rarest first and common ones dropped once the expected
+    matches pass ``text_candidates`` (:func:`choose_lexemes`), so a query never
+    ranks most of the table; below that size it is the plain OR.
+    """
+    words = content_words(query)
+    if not words or limit <= 0:
+        return []
+    spec = TABLES["memories"]
+    cols = list(spec.columns)
+    cond, params = memory_where(flt, store.dialect_impl)
+    stats = _term_stats(store)
+    budget = store._text_candidates
+    with store._read_conn() as conn:
+        lexemes = [lex for w in words for lex in _stem(store, conn, words)[w]]
+        chosen = choose_lexemes(lexemes, stats, budget)
+        if not chosen:
+            return []  # only words the english configuration does not index
+        recent = ""
+        expected = sum(stats.expected(lex) for lex in chosen)
+        if expected > budget:
+            # Even the rarest word is in more memories than the budget: rank its
+            # matches among the newest memories only (row_id grows with each row).
+            window = int(budget * stats.rows / expected)
+            recent = f"AND m.row_id + 0 > (SELECT max(row_id) FROM memories) - {window} "
+        sql = (
+            f"SELECT {', '.join('m.' + c for c in cols)}, "
+            "ts_rank_cd(m.tsv, q.query) AS rank "
+            "FROM memories m, CAST(? AS tsquery) AS q(query) "
+            f"WHERE m.tsv @@ q.query {recent}AND {cond} "
+            f"ORDER BY rank DESC, m.row_id DESC LIMIT {int(limit)}"
+        )
+        cur = store._exec(conn, sql, [tsquery_literal(chosen), *params])
+        return [(decode_row(spec, cols, r[:-1]), max(float(r[-1]), 1e-9))
+                for r in cur.fetchall()]
+
+
+def _stem(store: Any, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The ``english`` lexemes of each word, asking the server only for new words."""
+    cache: dict[str, tuple[str, ...]] = store._lexemes
+    todo = [w for w in words if w not in cache]
+    if todo:
+        rows = store._exec(
+            conn,
+            "SELECT w.word, array_remove(array_agg(t.lexeme), NULL) "
+            "FROM unnest(CAST(? AS text[])) AS w(word) "
+            "LEFT JOIN LATERAL unnest(to_tsvector('english', w.word)) AS t ON true "
+            "GROUP BY w.word",
+            [todo],
+        ).fetchall()
+        if len(cache) > 50_000:
+            cache.clear()
+        for word, lexemes in rows:
+            cache[word] = tuple(lexemes or ())
+    return {w: cache.get(w, ()) for w in words}
+
+
+def _term_stats(store: Any) -> TermStats:
+    """The storage's term statistics, read again when a minute old."""
+    stats: TermStats = store._stats
+    if time.monotonic() - stats.loaded_at > 60.0:
+        with store._read_conn() as conn:
+            try:
+                stats = store._stats = load_term_stats(conn)
+            except psycopg.Error as exc:
+                raise translate(exc) from exc
+    return stats
