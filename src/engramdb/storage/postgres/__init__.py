@@ -288,12 +288,15 @@ class PostgresStorage(SqlStorage):
         finally:
             self._local.writing = False
 
-    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _exec(self, conn: Any, sql: str, params: Sequence[Any] = (), *,
+              prepare: bool | None = None) -> Any:
+        """Run ``sql`` on ``conn``; ``prepare=False``: never as a prepared statement
+        (psycopg prepares a statement run five times; see ``fulltext.search_text``)."""
         query = to_pyformat(sql)
         try:
             if isinstance(conn, _TxConn):
                 return self._exec_in_tx(conn, sql, query, params)
-            return conn.execute(query, list(params))
+            return conn.execute(query, list(params), prepare=prepare)
         except psycopg.Error as exc:
             self._failed(exc)
             raise translate(exc) from exc
