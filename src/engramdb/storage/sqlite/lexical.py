@@ -48,9 +48,8 @@ from typing import Any
 import numpy as np
 
 from engramdb.model import RecallFilter
-from engramdb.storage.sqlite.ann import _Columns
 from engramdb.storage.sqlite.fulltext import FullText
-from engramdb.storage.sqlite.vectors import _NONE, VectorIndex, _Codes, column_mask
+from engramdb.storage.sqlite.vectors import NONE, Codes, Columns, VectorIndex, column_mask
 
 __all__ = ["LexicalIndex", "LexicalSearch", "averages", "in_rank_order", "tokenize"]
 
@@ -132,7 +131,7 @@ class LexicalIndex:
         self._cols: dict[str, np.ndarray] = {
             **{c: np.zeros(0, dtype=np.int32) for c in _CODED},
             **{c: np.zeros(0, dtype=np.int64) for c in _TIMES}}
-        self._codes = {c: _Codes() for c in _CODED}
+        self._codes = {c: Codes() for c in _CODED}
         self._pos: dict[int, int] = {}  # row id -> position, for rows after the base
         self._last_row_id = 0
         # the base's postings: term -> id, positions and counts per term id in CSR form
@@ -227,9 +226,9 @@ class LexicalIndex:
         cols["author"][pos] = codes["author"].code(author)
         cols["status"][pos] = codes["status"].code(status)
         cols["tx_from"][pos] = tx_from
-        cols["tx_to"][pos] = _NONE if tx_to is None else tx_to
+        cols["tx_to"][pos] = NONE if tx_to is None else tx_to
         cols["valid_from"][pos] = vfrom
-        cols["valid_to"][pos] = _NONE if vto is None else vto
+        cols["valid_to"][pos] = NONE if vto is None else vto
         cols["recorded_at"][pos] = rec
 
     def _position(self, row_id: int) -> int | None:
@@ -368,7 +367,7 @@ class LexicalIndex:
             score[inverse[at:at + hit]] += idf * ((tf * (K1 + 1.0))
                                                   / (tf + K1 * ((1 - B) + B * size / avgdl)))
             at += hit
-        keep = column_mask(_Columns(self._cols, union), self._codes_by_value(), flt)
+        keep = column_mask(Columns(self._cols, union), self._codes_by_value(), flt)
         union, score = union[keep], score[keep]
         ids = self._row_ids[union]
         order = np.lexsort((ids, -score))
