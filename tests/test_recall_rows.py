@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import decode_row
-from engramdb.storage.sqlite import _COLS, _candidate
+from engramdb.storage.sqlite.rows import _COLS
+from engramdb.storage.sqlite.rows import candidate as _candidate
 from engramdb.storage.words import WORDS_KEY
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
