@@ -46,8 +46,14 @@ def candidate(values: Sequence[Any]) -> dict[str, Any]:
 
 
 def brief(values: Sequence[Any]) -> dict[str, Any]:
-    """A brief row from :data:`BRIEF`'s columns."""
-    row = decode_row(TABLES["memories"], _BRIEF_KEYS, values)
+    """A brief row from :data:`BRIEF`'s columns (metadata, its one JSON column, decoded as
+    :func:`~engramdb.storage.sql.decode_row` decodes it)."""
+    row = dict(zip(_BRIEF_KEYS, values, strict=True))
+    meta = row["metadata"]
+    if meta == "{}":  # by far the most common metadata: skip the parser
+        row["metadata"] = {}
+    elif isinstance(meta, str):
+        row["metadata"] = json.loads(meta)
     if row[WORDS_KEY] is None:
         del row[WORDS_KEY]
     return row
