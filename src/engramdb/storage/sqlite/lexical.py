@@ -49,6 +49,7 @@ import numpy as np
 
 from engramdb.model import RecallFilter
 from engramdb.storage.sqlite.fulltext import FullText
+from engramdb.storage.sqlite.query_tokens import QueryWords
 from engramdb.storage.sqlite.vectors import NONE, Codes, Columns, VectorIndex, column_mask
 
 __all__ = ["LexicalIndex", "LexicalSearch", "averages", "in_rank_order", "tokenize"]
@@ -434,44 +435,6 @@ def _phrase(conn: sqlite3.Connection, index: LexicalIndex, word: str, rows: int,
     if len(counts) and (counts.min() < 1 or float(np.abs(tf - counts).max()) > 1e-3):
         return None
     return pos, counts.astype(np.int32)
-
-
-class QueryWords:
-    """Each query word's tokens as FTS5 reads the quoted word (cached per process)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._known: dict[str, tuple[str, ...]] = {}
-
-    def tokens(self, conn: sqlite3.Connection, fts: FullText, words: Sequence[str]
-               ) -> dict[str, tuple[str, ...]]:
-        with self._lock:
-            todo = [w for w in words if w not in self._known]
-        if todo:
-            found = _ordered_tokens(conn, fts, todo)
-            with self._lock:
-                if len(self._known) > 100_000:
-                    self._known.clear()
-                self._known.update(found)
-        with self._lock:
-            return {w: self._known[w] for w in words}
-
-
-def _ordered_tokens(conn: sqlite3.Connection, fts: FullText, words: Sequence[str]
-                    ) -> dict[str, tuple[str, ...]]:
-    fts.prepare(conn)
-    by_doc: dict[int, list[tuple[int, str]]] = {}
-    conn.execute("SAVEPOINT engram_tokens")
-    try:
-        conn.executemany("INSERT INTO temp.engram_stemmer (rowid, w) VALUES (?, ?)",
-                         list(enumerate(words, start=1)))
-        for doc, term, offset in conn.execute(
-                "SELECT doc, term, offset FROM temp.engram_stemmer_vocab"):
-            by_doc.setdefault(doc, []).append((offset, term))
-    finally:
-        conn.execute("ROLLBACK TO engram_tokens")
-        conn.execute("RELEASE engram_tokens")
-    return {w: tuple(t for _, t in sorted(by_doc.get(i, ()))) for i, w in enumerate(words, 1)}
 
 
 class LexicalSearch:
