@@ -18,6 +18,7 @@ per checkout: recalls write read-audit events)::
 
     PYTHONPATH=src python bench/recall_rounds.py DIR
     PYTHONPATH=src python bench/recall_rounds.py DIR --dump /tmp/a.pkl
+    PYTHONPATH=src python bench/recall_rounds.py DIR1M --n 1000000 --sync-index
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def main() -> None:
     ap.add_argument("db", type=Path, nargs="?", help="folder of the check's database")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--no-first-person", action="store_true")
+    ap.add_argument("--sync-index", action="store_true",
+                    help="build the full-text index in the first (untimed) recall at any size")
     ap.add_argument("--dump", type=Path)
     ap.add_argument("--compare", type=Path, nargs=2)
     args = ap.parse_args()
@@ -111,6 +114,10 @@ def main() -> None:
 
         Recall._first_person = (  # type: ignore[method-assign]
             lambda self, principal, query, hits, vector, sp: vector)
+    if args.sync_index:
+        from engramdb.storage.sqlite.lexical import LexicalSearch
+
+        LexicalSearch.sync_build_max = 10**12
     if args.dump:
         dump(args.db, args.n, args.dump)
     else:
