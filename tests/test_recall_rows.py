@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import decode_row
-from engramdb.storage.sqlite import _COLS, _candidate
+from engramdb.storage.sqlite.rows import _COLS, ROW_KEY, brief, is_brief
+from engramdb.storage.sqlite.rows import candidate as _candidate
 from engramdb.storage.words import WORDS_KEY
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
@@ -38,3 +39,19 @@ def test_a_candidate_row_is_the_row_decode_row_gives_plus_its_stored_words(row):
     got = _candidate((*values, words))
     assert got == want
     assert list(got) == list(want)  # same keys in the same order
+
+
+@given(_rows(), st.integers(1, 2 ** 40))
+def test_a_brief_row_is_decode_row_over_its_columns_plus_words_and_row_id(row, row_id):
+    values, words = row
+    by_name = dict(zip(_COLS, values, strict=True))
+    names = ("id", "version", "namespace", "text", "metadata", "importance", "session",
+             "valid_from", "recorded_at")
+    want = decode_row(TABLES["memories"], names, [by_name[n] for n in names])
+    if words is not None:
+        want[WORDS_KEY] = words
+    want[ROW_KEY] = row_id
+    got = brief((*(by_name[n] for n in names), words, row_id))
+    assert got == want
+    assert list(got) == list(want)
+    assert is_brief(got) and not is_brief(_candidate((*values, words)))

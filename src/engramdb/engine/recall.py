@@ -25,6 +25,7 @@ from engramdb.errors import InvalidInput
 from engramdb.model import Hit, RecallFilter, RecallResult, Receipt, ReceiptItem
 from engramdb.retrieval.first_person import first_person, speakers
 from engramdb.retrieval.hybrid import rank_hybrid
+from engramdb.retrieval.rank import ScoredRow
 
 if TYPE_CHECKING:
     from engramdb.engine.access import Caller
@@ -120,7 +121,8 @@ class Recall:
                     # Pin the read to the head we saw, so the receipt names a real snapshot.
                     flt = replace(flt, as_of=read_tx)
                 with sp.stage("text"):
-                    text_hits = res.storage.search_text(query, flt, n)
+                    # Brief rows: what ranking reads; the k chosen are read whole below.
+                    text_hits = res.storage.search_text(query, flt, n, brief=True)
                 vector_hits: list[Any] = []
                 now = head.recorded_at if as_of is None else res.tx_time(read_tx)
                 if query_embedding is not None and res.embedder is not None:
@@ -128,7 +130,8 @@ class Recall:
                         query_embedding = self._first_person(principal, query, text_hits,
                                                              query_embedding, sp)
                     with sp.stage("vector"):
-                        vector_hits = res.storage.search_vector(query_embedding, flt, n)
+                        vector_hits = res.storage.search_vector(query_embedding, flt, n,
+                                                                brief=True)
                         # A cut-off pool: what was said around its best hits may lie beyond.
                         if len(vector_hits) >= n and res.config.recall_session_seeds > 0:
                             vector_hits = self._with_sessions(query, text_hits, vector_hits,
@@ -136,6 +139,7 @@ class Recall:
                 with sp.stage("rank"):
                     scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
                                          weights=res.weights)
+                    scored = _whole(res, scored)
                 with sp.stage("contested"):
                     hits = self._inbox.mark_contested(hits_from(scored, flt.as_of), as_of)
                 result = RecallResult(hits, receipt_for(hits, read_tx, flt.valid_at, principal,
@@ -186,7 +190,8 @@ class Recall:
                 for s in seeds if s.row.get("session")):
             narrowed = replace(flt, namespaces=(namespace,), session=session)
             for row, sim in res.storage.search_vector(query_embedding, narrowed,
-                                                      res.config.recall_session_depth):
+                                                      res.config.recall_session_depth,
+                                                      brief=True):
                 key = (str(row["id"]), int(row["version"]))
                 if key not in seen:
                     seen.add(key)
@@ -194,6 +199,13 @@ class Recall:
         if not extra:
             return vector_hits
         return sorted([*vector_hits, *extra], key=lambda hit: -float(hit[1]))
+
+
+def _whole(res: Resources, scored: list[ScoredRow]) -> list[ScoredRow]:
+    """``scored`` with each row read whole (the searches returned brief rows)."""
+    rows = res.storage.whole_rows([s.row for s in scored])
+    return [ScoredRow(row, s.score, s.why) for s, row in zip(scored, rows, strict=True)
+            if row is not None]
 
 
 def hits_from(scored: Sequence[Any], as_of: int | None) -> tuple[Hit, ...]:

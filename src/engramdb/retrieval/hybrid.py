@@ -157,16 +157,21 @@ def _opener_words(head: str) -> frozenset[str]:
 def speaker_words(row: Row) -> frozenset[str]:
     """The lower-cased words of ``row``'s speaker's name (``metadata["speaker"]``, or the
     ``Name:`` opening a transcript line); empty when it names no speaker."""
-    meta = row.get("metadata") or {}
-    named = meta.get("speaker") if isinstance(meta, dict) else None
-    if isinstance(named, str) and named:
-        return _name_words(named[:200])
+    meta = row.get("metadata")
+    if meta and isinstance(meta, dict):
+        named = meta.get("speaker")
+        if isinstance(named, str) and named:
+            return _name_words(named[:200])
     # _SPEAKER's name holds no colon, so only the text before the first one (and a
-    # space after it) can match; most texts have none and skip the expression.
-    head, colon, rest = str(row.get("text") or "")[:80].partition(":")
-    if not colon or not rest[:1].isspace():
+    # space after it, both within 80 characters) can match; most texts have none and
+    # skip the expression.
+    text = row.get("text") or ""
+    if not isinstance(text, str):
+        text = str(text)
+    colon = text.find(":", 0, 80)
+    if colon < 0 or colon == 79 or not text[colon + 1:colon + 2].isspace():
         return _NOBODY
-    return _opener_words(head)
+    return _opener_words(text[:colon])
 
 
 def speaker_named(query_words: frozenset[str], row: Row) -> bool:
@@ -187,7 +192,10 @@ def _bm25(query: str, docs: Sequence[tuple[list[str], int]], k1: float, b: float
     avg = sum(length for _, length in docs) / n or 1.0
     # tf[stem][i]: occurrences of the stem's words in doc i, for the docs holding any.
     tf: dict[str, dict[int, int]] = defaultdict(dict)
+    forms = stem_of.keys()
     for i, (words, _) in enumerate(docs):
+        if forms.isdisjoint(words):  # most vector candidates share no query word
+            continue
         for w in [w for w in words if w in stem_of]:
             per_doc = tf[stem_of[w]]
             per_doc[i] = per_doc.get(i, 0) + 1

@@ -338,8 +338,14 @@ class Storage(ABC):
         """
 
     @abstractmethod
-    def search_text(self, query: str, flt: RecallFilter, limit: int) -> list[tuple[Row, float]]:
-        """Full-text matches, best first, with a positive relevance score."""
+    def search_text(self, query: str, flt: RecallFilter, limit: int, *, brief: bool = False
+                    ) -> list[tuple[Row, float]]:
+        """Full-text matches, best first, with a positive relevance score.
+
+        ``brief``: the rows may hold only what recall's ranking reads (a backend
+        for which that is cheaper says which in :meth:`whole_rows`); the chosen ones
+        are then read in full with :meth:`whole_rows`, in the same snapshot.
+        """
 
     def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,
                             *, other_than: str) -> list[tuple[str, Mapping[str, Any] | None]]:
@@ -362,9 +368,16 @@ class Storage(ABC):
 
     @abstractmethod
     def search_vector(
-        self, vector: np.ndarray, flt: RecallFilter, limit: int
+        self, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[Row, float]]:
-        """Nearest memories by cosine similarity, best first."""
+        """Nearest memories by cosine similarity, best first (``brief``: as in
+        :meth:`search_text`)."""
+
+    def whole_rows(self, rows: Sequence[Row]) -> list[Row | None]:
+        """``rows`` returned by a ``brief`` search, each with every memory column (None
+        for one no longer stored: never inside the snapshot it was found in). This
+        default: the searches return whole rows."""
+        return list(rows)
 
     def snapshot(self) -> AbstractContextManager[None]:
         """Reads of this thread inside the block all see one committed state.

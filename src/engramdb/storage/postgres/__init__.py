@@ -480,7 +480,7 @@ class PostgresStorage(SqlStorage):
             raise translate(exc) from exc
 
     def search_vector(
-        self, vector: np.ndarray, flt: RecallFilter, limit: int
+        self, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
         """Nearest memory versions by cosine similarity, filters inside the query.
 
@@ -535,7 +535,7 @@ class PostgresStorage(SqlStorage):
     # -- full text ---------------------------------------------------------------------
 
     def search_text(
-        self, query: str, flt: RecallFilter, limit: int
+        self, query: str, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
         """Full-text matches (OR of content words), best ``ts_rank_cd`` first.
 

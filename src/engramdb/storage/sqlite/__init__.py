@@ -29,15 +29,15 @@ from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
 from engramdb.storage.base import Head, RawEvent, WriteTx
 from engramdb.storage.migrations import load, migrate
-from engramdb.storage.schema import TABLES
-from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
+from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.candidates import text_candidates
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
+from engramdb.storage.sqlite.rows import BRIEF, CANDIDATE, brief, candidate, whole_rows
 from engramdb.storage.sqlite.vectors import VectorIndex
-from engramdb.storage.words import WORDS_KEY, stored_words
+from engramdb.storage.words import stored_words
 
 __all__ = ["SQLiteStorage", "fts_query"]
 
@@ -331,13 +331,13 @@ class SQLiteStorage(SqlStorage):
         )
 
     def search_vector(
-        self, vector: np.ndarray, flt: RecallFilter, limit: int
+        self, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         with self._read_conn() as conn:
             index, allowed = self._fresh_index(conn, vector.size, flt)
             found = index.search(conn, vector, flt, limit, allowed)
-            return self._rows_by_row_id(conn, found)
+            return self._rows_by_row_id(conn, found, brief)
 
     def search_vectors(
         self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
@@ -396,38 +396,46 @@ class SQLiteStorage(SqlStorage):
         search.rebuild()
 
     def _rows_by_row_id(
-        self, conn: Any, found: list[tuple[int, float]]
+        self, conn: Any, found: list[tuple[int, float]], brief_rows: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
         if not found:
             return []
-        rows = self._rows_by_ids(conn, [r for r, _ in found])
+        rows = self._rows_by_ids(conn, [r for r, _ in found], brief_rows=brief_rows)
         return [(rows[r], s) for r, s in found if r in rows]
 
-    def _rows_by_ids(self, conn: Any, row_ids: Sequence[int],
-                     flt: RecallFilter | None = None) -> dict[int, dict[str, Any]]:
-        """Memory rows by row id, keeping only those that pass ``flt`` if given."""
+    def _rows_by_ids(self, conn: Any, row_ids: Sequence[int], flt: RecallFilter | None = None,
+                     brief_rows: bool = False) -> dict[int, dict[str, Any]]:
+        """Memory rows by row id (brief ones: :mod:`.rows`), keeping only those that
+        pass ``flt`` if given."""
         if not row_ids:
             return {}
         cond, params = ("1 = 1", []) if flt is None else memory_where(flt, self.dialect_impl)
+        cols, decode = (BRIEF, brief) if brief_rows else (CANDIDATE, candidate)
         # The ids as one JSON array, each looked up by row id (CROSS JOIN keeps that
         # order of the loops): an IN list is sorted into a temporary index first, and
         # with a filter the planner may walk a filter column's index instead.
-        return {r[0]: _candidate(r[1:]) for r in self._exec(
+        return {r[0]: decode(r[1:]) for r in self._exec(
             conn,
-            f"SELECT m.row_id, {_CANDIDATE} FROM json_each(?) j "
+            f"SELECT m.row_id, {cols} FROM json_each(?) j "
             f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}",
             [json.dumps(list(row_ids)), *params])}
+
+    def whole_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """``rows`` of :meth:`search_text` and :meth:`search_vector` (``brief=True``)
+        read in full, on the connection (and in the snapshot) the searches read."""
+        conn = self._warm(writing=True)
+        return whole_rows(lambda sql, params: self._exec(conn, sql, params), rows)
 
     # -- full text ---------------------------------------------------------------
 
     def search_text(
-        self, query: str, flt: RecallFilter, limit: int
+        self, query: str, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
         conn = self._warm(writing=True)
         if conn is not getattr(self._local, "reader", None):
-            return self._search_text(conn, query, flt, limit)
+            return self._search_text(conn, query, flt, limit, brief_rows=brief)
         with self.snapshot():  # the in-process index reads one snapshot (lexical.py)
-            return self._search_text(conn, query, flt, limit, lexical=True)
+            return self._search_text(conn, query, flt, limit, lexical=True, brief_rows=brief)
 
     def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,
                             *, other_than: str) -> list[tuple[str, Mapping[str, Any] | None]]:
@@ -445,17 +453,18 @@ class SQLiteStorage(SqlStorage):
         return out[:limit]
 
     def _search_text(self, conn: sqlite3.Connection, query: str, flt: RecallFilter,
-                     limit: int, max_words: int | None = None, lexical: bool = False
-                     ) -> list[tuple[dict[str, Any], float]]:
+                     limit: int, max_words: int | None = None, lexical: bool = False,
+                     brief_rows: bool = False) -> list[tuple[dict[str, Any], float]]:
         if limit <= 0:
             return []
+        cols, decode = (BRIEF, brief) if brief_rows else (CANDIDATE, candidate)
         fts = self._fulltext()
         total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
         cond, params = memory_where(flt, self.dialect_impl)
         found = self._lexical.ranked(conn, fts, query, flt, total) if lexical else None
         if found is not None:  # ranked in process, the filter's columns applied inside
-            return [(_candidate(r[1:]), s) for r, s in in_rank_order(
-                *found, limit, lambda ids, n: self._passing(conn, ids, cond, params, n))]
+            return [(decode(r[1:]), s) for r, s in in_rank_order(
+                *found, limit, lambda ids, n: self._passing(conn, ids, cond, params, n, cols))]
         words = fts.match(conn, query, total, max_words)
         if words is None:
             return []
@@ -471,28 +480,28 @@ class SQLiteStorage(SqlStorage):
         ranked = self._run(conn.execute, *_ranked(match, pool)).fetchall()
         if not ranked:
             return []
-        passing = self._passing(conn, [r for r, _ in ranked], cond, params, limit)
+        passing = self._passing(conn, [r for r, _ in ranked], cond, params, limit, cols)
         if len(passing) >= limit or len(ranked) < pool:
-            return [(_candidate(r[1:]), -float(ranked[r[0]][1])) for r in passing]
+            return [(decode(r[1:]), -float(ranked[r[0]][1])) for r in passing]
         cur = self._exec(
             conn,
-            f"SELECT {_CANDIDATE}, {_BM25} AS rank "
+            f"SELECT {cols}, {_BM25} AS rank "
             "FROM memories_fts JOIN memories m ON m.row_id = memories_fts.rowid "
             f"WHERE memories_fts MATCH ? AND {cond} "
             f"ORDER BY rank, m.row_id LIMIT {int(limit)}",
             [match, *params],
         )
-        return [(_candidate(r[:-1]), -float(r[-1])) for r in cur.fetchall()]
+        return [(decode(r[:-1]), -float(r[-1])) for r in cur.fetchall()]
 
     def _passing(self, conn: sqlite3.Connection, row_ids: list[int], cond: str,
-                 params: list[Any], limit: int) -> list[Any]:
+                 params: list[Any], limit: int, cols: str = CANDIDATE) -> list[Any]:
         """The first ``limit`` of ``row_ids`` (ranked) passing ``cond``: (index, columns...).
 
         CROSS JOIN: look the candidates up by row id, in rank order (not by a filter
         column's index). The loop runs over the JSON array in order, so LIMIT reads no
         further (should a SQLite build ever return them out of order: asked again, sorted).
         """
-        sql = (f"SELECT j.key, {_CANDIDATE} FROM json_each(?) j "
+        sql = (f"SELECT j.key, {cols} FROM json_each(?) j "
                f"CROSS JOIN memories m ON m.row_id = j.value WHERE {cond}")
         args = [json.dumps(row_ids), *params]
         passing = self._exec(conn, f"{sql} LIMIT {int(limit)}", args).fetchall()
@@ -588,22 +597,6 @@ _BM25 = "bm25(memories_fts, 1.0, 0.0)"
 
 _FTS_FILL = ("INSERT INTO memories_fts (rowid, text, scope) "
              "SELECT row_id, text, 'n' || hex(namespace) || '0' FROM memories WHERE row_id > ?")
-# A candidate row for recall: every memory column, then its stored words (migration 0020).
-_COLS = tuple(TABLES["memories"].columns)
-_CANDIDATE = ", ".join("m." + c for c in _COLS) + ", m.words"
-
-
-_CANDIDATE_KEYS = (*_COLS, WORDS_KEY)  # a tuple: decode_row keys its cache on it as is
-
-
-def _candidate(values: Sequence[Any]) -> dict[str, Any]:
-    """A memory row from ``_CANDIDATE``'s columns, its stored words under ``WORDS_KEY``."""
-    row = decode_row(TABLES["memories"], _CANDIDATE_KEYS, values)
-    if row[WORDS_KEY] is None:
-        del row[WORDS_KEY]
-    return row
-
-
 def _statements(sql: str) -> list[str]:
     """Split a migration into statements (triggers contain semicolons)."""
     out: list[str] = []

@@ -46,7 +46,7 @@ from engramdb.storage.sqlite.snapshot import (
     build_snapshot,
     open_current,
 )
-from engramdb.storage.sqlite.vectors import VectorIndex, column_mask
+from engramdb.storage.sqlite.vectors import Columns, VectorIndex, column_mask
 
 __all__ = ["VectorSearch", "single_blas"]
 
@@ -71,20 +71,6 @@ def single_blas() -> Iterator[None]:
         return
     with limiter:
         yield
-
-
-class _Columns(dict[str, np.ndarray]):
-    """The snapshot's filter columns at ``positions``, each read when the filter first
-    asks for it (a recall's filter reads two or three of the nine)."""
-
-    def __init__(self, cols: dict[str, np.ndarray], positions: np.ndarray | slice) -> None:
-        super().__init__()
-        self._cols = cols
-        self._positions = positions
-
-    def __missing__(self, name: str) -> np.ndarray:
-        value = self[name] = np.asarray(self._cols[name][self._positions])
-        return value
 
 
 class VectorSearch:
@@ -325,7 +311,7 @@ class VectorSearch:
                  flt: RecallFilter, allowed: np.ndarray | None) -> np.ndarray:
         """The ``positions`` (an array, or a slice: read as views) whose snapshot row
         passes ``flt`` and has no newer copy."""
-        mask = column_mask(_Columns(snap.cols, positions), snap.codes, flt) & ~over[positions]
+        mask = column_mask(Columns(snap.cols, positions), snap.codes, flt) & ~over[positions]
         if allowed is not None:
             mask &= np.isin(snap.row_ids[positions], allowed)
         if isinstance(positions, slice):

@@ -48,9 +48,9 @@ from typing import Any
 import numpy as np
 
 from engramdb.model import RecallFilter
-from engramdb.storage.sqlite.ann import _Columns
 from engramdb.storage.sqlite.fulltext import FullText
-from engramdb.storage.sqlite.vectors import _NONE, VectorIndex, _Codes, column_mask
+from engramdb.storage.sqlite.query_tokens import QueryWords
+from engramdb.storage.sqlite.vectors import NONE, Codes, Columns, VectorIndex, column_mask
 
 __all__ = ["LexicalIndex", "LexicalSearch", "averages", "in_rank_order", "tokenize"]
 
@@ -132,7 +132,7 @@ class LexicalIndex:
         self._cols: dict[str, np.ndarray] = {
             **{c: np.zeros(0, dtype=np.int32) for c in _CODED},
             **{c: np.zeros(0, dtype=np.int64) for c in _TIMES}}
-        self._codes = {c: _Codes() for c in _CODED}
+        self._codes = {c: Codes() for c in _CODED}
         self._pos: dict[int, int] = {}  # row id -> position, for rows after the base
         self._last_row_id = 0
         # the base's postings: term -> id, positions and counts per term id in CSR form
@@ -227,9 +227,9 @@ class LexicalIndex:
         cols["author"][pos] = codes["author"].code(author)
         cols["status"][pos] = codes["status"].code(status)
         cols["tx_from"][pos] = tx_from
-        cols["tx_to"][pos] = _NONE if tx_to is None else tx_to
+        cols["tx_to"][pos] = NONE if tx_to is None else tx_to
         cols["valid_from"][pos] = vfrom
-        cols["valid_to"][pos] = _NONE if vto is None else vto
+        cols["valid_to"][pos] = NONE if vto is None else vto
         cols["recorded_at"][pos] = rec
 
     def _position(self, row_id: int) -> int | None:
@@ -368,7 +368,7 @@ class LexicalIndex:
             score[inverse[at:at + hit]] += idf * ((tf * (K1 + 1.0))
                                                   / (tf + K1 * ((1 - B) + B * size / avgdl)))
             at += hit
-        keep = column_mask(_Columns(self._cols, union), self._codes_by_value(), flt)
+        keep = column_mask(Columns(self._cols, union), self._codes_by_value(), flt)
         union, score = union[keep], score[keep]
         ids = self._row_ids[union]
         order = np.lexsort((ids, -score))
@@ -435,44 +435,6 @@ def _phrase(conn: sqlite3.Connection, index: LexicalIndex, word: str, rows: int,
     if len(counts) and (counts.min() < 1 or float(np.abs(tf - counts).max()) > 1e-3):
         return None
     return pos, counts.astype(np.int32)
-
-
-class QueryWords:
-    """Each query word's tokens as FTS5 reads the quoted word (cached per process)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._known: dict[str, tuple[str, ...]] = {}
-
-    def tokens(self, conn: sqlite3.Connection, fts: FullText, words: Sequence[str]
-               ) -> dict[str, tuple[str, ...]]:
-        with self._lock:
-            todo = [w for w in words if w not in self._known]
-        if todo:
-            found = _ordered_tokens(conn, fts, todo)
-            with self._lock:
-                if len(self._known) > 100_000:
-                    self._known.clear()
-                self._known.update(found)
-        with self._lock:
-            return {w: self._known[w] for w in words}
-
-
-def _ordered_tokens(conn: sqlite3.Connection, fts: FullText, words: Sequence[str]
-                    ) -> dict[str, tuple[str, ...]]:
-    fts.prepare(conn)
-    by_doc: dict[int, list[tuple[int, str]]] = {}
-    conn.execute("SAVEPOINT engram_tokens")
-    try:
-        conn.executemany("INSERT INTO temp.engram_stemmer (rowid, w) VALUES (?, ?)",
-                         list(enumerate(words, start=1)))
-        for doc, term, offset in conn.execute(
-                "SELECT doc, term, offset FROM temp.engram_stemmer_vocab"):
-            by_doc.setdefault(doc, []).append((offset, term))
-    finally:
-        conn.execute("ROLLBACK TO engram_tokens")
-        conn.execute("RELEASE engram_tokens")
-    return {w: tuple(t for _, t in sorted(by_doc.get(i, ()))) for i, w in enumerate(words, 1)}
 
 
 class LexicalSearch:

@@ -24,9 +24,10 @@ from engramdb.codec import to_micros
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
 
-__all__ = ["VectorIndex", "column_mask"]
+__all__ = ["NONE", "Codes", "Columns", "VectorIndex", "column_mask"]
 
-_NONE = np.iinfo(np.int64).max
+# An open end (``tx_to``, ``valid_to`` NULL in SQL) in the integer columns.
+NONE = np.iinfo(np.int64).max
 _COLUMNS = (
     "m.row_id, m.namespace, m.layer, m.author, m.status, m.tx_from, m.tx_to, "
     "m.valid_from, m.valid_to, m.recorded_at, m.row_tx, v.vec"
@@ -46,7 +47,7 @@ def column_mask(cols: Mapping[str, np.ndarray], codes: Mapping[str, Mapping[str,
     mask = np.ones(len(c["tx_to"]), dtype=bool)
     if flt.as_of is None:
         if not flt.include_superseded:
-            mask &= c["tx_to"] == _NONE
+            mask &= c["tx_to"] == NONE
     else:
         mask &= c["tx_from"] <= flt.as_of
         if not flt.include_superseded:
@@ -77,7 +78,9 @@ def column_mask(cols: Mapping[str, np.ndarray], codes: Mapping[str, Mapping[str,
     return mask
 
 
-class _Codes:
+class Codes:
+    """Integer codes of a text column's values (namespace, layer, ...), numbered 0, 1, 2, ..."""
+
     def __init__(self) -> None:
         self.by_value: dict[str, int] = {}
 
@@ -89,6 +92,20 @@ class _Codes:
 
     def codes(self, values: Sequence[str]) -> np.ndarray:
         return np.array([self.by_value[v] for v in values if v in self.by_value], dtype=np.int32)
+
+
+class Columns(dict[str, np.ndarray]):
+    """The snapshot's filter columns at ``positions``, each read when the filter first
+    asks for it (a recall's filter reads two or three of the nine)."""
+
+    def __init__(self, cols: dict[str, np.ndarray], positions: np.ndarray | slice) -> None:
+        super().__init__()
+        self._cols = cols
+        self._positions = positions
+
+    def __missing__(self, name: str) -> np.ndarray:
+        value = self[name] = np.asarray(self._cols[name][self._positions])
+        return value
 
 
 class VectorIndex:
@@ -104,8 +121,8 @@ class VectorIndex:
         self._vecs = np.zeros((0, dimension), dtype=np.float32)
         self._has_vec = np.zeros(0, dtype=bool)
         self._int_cols: dict[str, np.ndarray] = {}
-        self._codes = {"namespace": _Codes(), "layer": _Codes(), "author": _Codes(),
-                       "status": _Codes()}
+        self._codes = {"namespace": Codes(), "layer": Codes(), "author": Codes(),
+                       "status": Codes()}
         for name in ("namespace", "layer", "author", "status"):
             self._int_cols[name] = np.zeros(0, dtype=np.int32)
         for name in ("tx_from", "tx_to", "valid_from", "valid_to", "recorded_at"):
@@ -160,9 +177,9 @@ class VectorIndex:
                     cols["author"][pos] = self._codes["author"].code(author)
                     cols["status"][pos] = self._codes["status"].code(status)
                     cols["tx_from"][pos] = tx_from
-                    cols["tx_to"][pos] = _NONE if tx_to is None else tx_to
+                    cols["tx_to"][pos] = NONE if tx_to is None else tx_to
                     cols["valid_from"][pos] = vfrom
-                    cols["valid_to"][pos] = _NONE if vto is None else vto
+                    cols["valid_to"][pos] = NONE if vto is None else vto
                     cols["recorded_at"][pos] = rec
                     if vec is not None and len(vec) == 4 * self.dimension:
                         self._vecs[pos] = np.frombuffer(vec, dtype=np.float32)
