@@ -99,6 +99,9 @@ class Recall:
             read_tx = head.tx if as_of is None else min(as_of, head.tx)
             return RecallResult((), receipt_for((), read_tx, flt.valid_at, principal, query))
         n = max(res.config.recall_candidates, k * 3)
+        # A caller's query embedding is searched as given: the model does not run.
+        first_person_search = (res.config.recall_first_person and query_embedding is None
+                               and res.embedder is not None)
         with telemetry.span("engram.search", {"engram.k": k, "engram.candidates.limit": n}) as sp:
             if res.embedder is not None and query_embedding is None:
                 with sp.stage("embed"):  # before the snapshot: no read waits on the model
@@ -126,7 +129,7 @@ class Recall:
                 vector_hits: list[Any] = []
                 now = head.recorded_at if as_of is None else res.tx_time(read_tx)
                 if query_embedding is not None and res.embedder is not None:
-                    if res.config.recall_first_person:
+                    if first_person_search:
                         query_embedding = self._first_person(principal, query, text_hits,
                                                              query_embedding, sp)
                     with sp.stage("vector"):

@@ -45,7 +45,12 @@ MAX_K = 50
 
 
 class _EmbeddingCache:
-    """Vectors by (embedder, text) in one .npz file; nothing cached without a folder."""
+    """Vectors by (embedder, text) in one .npz file; nothing cached without a folder.
+
+    It is the database's embedder too (same ``name`` and ``dimension`` as the one it
+    wraps: the same vectors), so the texts recall embeds itself, the question and its
+    first-person form, come from the cache on a second run.
+    """
 
     def __init__(self, embedder: Any, folder: Path | None) -> None:
         self.embedder = embedder
@@ -55,6 +60,14 @@ class _EmbeddingCache:
         if self.path is not None and self.path.exists():
             with np.load(self.path) as data:
                 self.vectors = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+
+    @property
+    def name(self) -> str:
+        return str(self.embedder.name)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.embedder.dimension)
 
     @staticmethod
     def _key(text: str) -> str:
@@ -87,11 +100,13 @@ def _ask(db: Any, ns: str, question: str, qv: np.ndarray, now: int
     text = db.storage.search_text(question, flt, n)
     dense = db.storage.search_vector(qv, flt, n)
     rrf = fuse(text, dense, now_micros=now, k=MAX_K)
+    # recall() embeds the question itself, as a user's call does (a given query_embedding
+    # is searched as given: no first-person form); the embedder is the disk cache.
     t0 = time.perf_counter()
-    result = db.recall(question, namespace=ns, k=MAX_K, layers=["episodic"], query_embedding=qv)
+    result = db.recall(question, namespace=ns, k=MAX_K, layers=["episodic"])
     took = time.perf_counter() - t0
     direct = {name: [str(h.memory.metadata.get("dia_id")) for h in db.recall(
-        question, namespace=ns, k=k, layers=["episodic"], query_embedding=qv).hits]
+        question, namespace=ns, k=k, layers=["episodic"]).hits]
         for k, name in DIRECT.items()}
     return {**direct,
         "bm25": _ranked_ids(text)[:MAX_K],
@@ -128,7 +143,7 @@ def measure(work: Path, embedder: Any, folder: Path, *,
     total: dict[str, dict[int, int]] = {s: defaultdict(int) for s in SPLITS}
     asked: dict[str, dict[int, int]] = {s: defaultdict(int) for s in SPLITS}
     latency: list[float] = []
-    db = engramdb.open(work / "locomo-at-k.db", embedder=embedder, synchronous="NORMAL")
+    db = engramdb.open(work / "locomo-at-k.db", embedder=vectors, synchronous="NORMAL")
     try:
         for conv in convs:
             ns = f"locomo/{conv.sample_id.lower()}"
@@ -235,7 +250,7 @@ class Measured:
     found: dict[str, dict[str, dict[int, list[int]]]]
     total: dict[str, dict[int, int]]  # evidence turns per split and category
     asked: dict[str, dict[int, int]]  # questions per split and category
-    latency: list[float] = field(default_factory=list)  # recall() seconds, per question
+    latency: list[float] = field(default_factory=list)  # recall() seconds (query embedded)
 
     def recall_at(self, method: str, split: str, categories: Sequence[int], k: int
                   ) -> float | None:
