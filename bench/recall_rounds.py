@@ -3,13 +3,13 @@
 ``../shared/checks/recall_speed.py`` times the first 100 held-out queries three times
 over, unscoped then scoped to one of 20 namespaces. Its first unscoped round meets
 every query for the first time (words to stem, rows and graph nodes not yet in the
-CPU's caches, a first-person query to embed), the later rounds and the scoped side
+CPU's caches), the later rounds and the scoped side
 meet them again; so this reports per side the thread CPU and wall time of all 300
 recalls (p50 / p95) and the mean CPU of round 0 and of rounds 1-2, for one process of
 whichever code is first on ``PYTHONPATH``. Run it in turn with two checkouts.
 
-``--no-first-person`` (a measurement only) leaves the query vector as given where
-recall would embed a first-person form of a query naming a candidate's speaker.
+(Before 37801f6 a recall given a query embedding still embedded a first-person form of
+a query naming a candidate's speaker; now the given vector is searched as it is.)
 ``--dump FILE`` writes the 600 recalls (each query unscoped and scoped, ``as_of`` the
 database's head when opened) to compare two checkouts with ``--compare A B``.
 
@@ -100,7 +100,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("db", type=Path, nargs="?", help="folder of the check's database")
     ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--no-first-person", action="store_true")
     ap.add_argument("--sync-index", action="store_true",
                     help="build the full-text index in the first (untimed) recall at any size")
     ap.add_argument("--dump", type=Path)
@@ -109,11 +108,6 @@ def main() -> None:
     if args.compare:
         print(compare(*args.compare))
         return
-    if args.no_first_person:
-        from engramdb.engine.recall import Recall
-
-        Recall._first_person = (  # type: ignore[method-assign]
-            lambda self, principal, query, hits, vector, sp: vector)
     if args.sync_index:
         from engramdb.storage.sqlite.lexical import LexicalSearch
 
