@@ -269,7 +269,9 @@ class Session:
             query_embedding: the query already embedded with the database's
                 embedder (validated like ``embedding`` in :meth:`remember`);
                 the engine then skips embedding ``query``, which still drives
-                the full-text side.
+                the full-text side (and runs no model: the vector is searched
+                as given, without the first-person form of a query naming a
+                speaker).
 
         Returns:
             :class:`RecallResult` with scored hits (``why`` holds the score
