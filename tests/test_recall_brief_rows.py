@@ -104,3 +104,25 @@ def test_a_hit_shows_every_column_of_its_version_now_and_as_of_the_past(loaded):
                 seen_old += as_of is not None and hit.memory.version == 1 and any(
                     m.version == 2 for m in db.history(hit.memory.id))
     assert seen_old  # some hits were versions replaced since, read as of before that
+
+
+def test_brief_rows_outside_a_snapshot_are_refused_and_nothing_else_changes(loaded):
+    """A brief row is read whole later, which is exact only in the snapshot it was
+    found in: a backend caller outside one gets an error that says so, not rows that
+    another writer could change between the two reads."""
+    db, _, queries = loaded
+    storage = db.storage
+    query, vector = queries[0]
+    flt = RecallFilter(namespaces=("team/ns0", "team/ns1", "team/ns2"))
+    for search in (lambda: storage.search_text(query, flt, 10, brief=True),
+                   lambda: storage.search_vector(np.array(vector), flt, 10, brief=True)):
+        with pytest.raises(engramdb.StorageError, match=r"inside storage\.snapshot\(\)"):
+            search()
+    with storage.snapshot():
+        rows = [r for r, _ in storage.search_text(query, flt, 10, brief=True)]
+    assert rows
+    with pytest.raises(engramdb.StorageError, match=r"inside storage\.snapshot\(\)"):
+        storage.whole_rows(rows)
+    whole = [r for r, _ in storage.search_text(query, flt, 10)]  # whole rows need none
+    assert storage.whole_rows(whole) == whole
+    assert db.recall(query, namespace="team/**", k=5, query_embedding=vector).hits

@@ -344,7 +344,9 @@ class Storage(ABC):
 
         ``brief``: the rows may hold only what recall's ranking reads (a backend
         for which that is cheaper says which in :meth:`whole_rows`); the chosen ones
-        are then read in full with :meth:`whole_rows`, in the same snapshot.
+        are then read in full with :meth:`whole_rows`, in the same snapshot: both
+        calls belong inside one :meth:`snapshot` block (a backend that returns brief
+        rows raises :class:`StorageError` outside one).
         """
 
     def search_text_current(self, w: WriteTx, query: str, flt: RecallFilter, limit: int,

@@ -35,7 +35,14 @@ from engramdb.storage.sqlite.candidates import text_candidates
 from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
-from engramdb.storage.sqlite.rows import BRIEF, CANDIDATE, brief, candidate, whole_rows
+from engramdb.storage.sqlite.rows import (
+    BRIEF,
+    CANDIDATE,
+    brief,
+    candidate,
+    is_brief,
+    whole_rows,
+)
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import stored_words
 
@@ -177,6 +184,13 @@ class SQLiteStorage(SqlStorage):
     @contextmanager
     def _read_conn(self) -> Iterator[sqlite3.Connection]:
         yield self._conn("reader")
+
+    def _in_snapshot(self, call: str) -> None:
+        """Brief rows are read whole later, which is exact only in the snapshot they
+        were found in: refuse them outside one (each statement would read its own)."""
+        if not self._conn("reader").in_transaction:
+            raise StorageError(f"{call} must run inside storage.snapshot(): brief rows are "
+                               "read whole in the snapshot they were found in")
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -334,6 +348,8 @@ class SQLiteStorage(SqlStorage):
         self, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if brief:
+            self._in_snapshot("search_vector(brief=True)")
         with self._read_conn() as conn:
             index, allowed = self._fresh_index(conn, vector.size, flt)
             found = index.search(conn, vector, flt, limit, allowed)
@@ -423,6 +439,8 @@ class SQLiteStorage(SqlStorage):
     def whole_rows(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any] | None]:
         """``rows`` of :meth:`search_text` and :meth:`search_vector` (``brief=True``)
         read in full, on the connection (and in the snapshot) the searches read."""
+        if any(map(is_brief, rows)):
+            self._in_snapshot("whole_rows")
         conn = self._warm(writing=True)
         return whole_rows(lambda sql, params: self._exec(conn, sql, params), rows)
 
@@ -431,6 +449,8 @@ class SQLiteStorage(SqlStorage):
     def search_text(
         self, query: str, flt: RecallFilter, limit: int, *, brief: bool = False
     ) -> list[tuple[dict[str, Any], float]]:
+        if brief:
+            self._in_snapshot("search_text(brief=True)")
         conn = self._warm(writing=True)
         if conn is not getattr(self._local, "reader", None):
             return self._search_text(conn, query, flt, limit, brief_rows=brief)
