@@ -25,7 +25,8 @@ from tests.test_recall_quality import OTHER_SESSIONS
 NS = "chat/ana-ben"
 QUERY = "What does Ana do to relax?"
 ANSWER = "Ana: Sundays I go out on the lake in my kayak, the water makes me forget everything."
-# Ben talks to Ana by name about stress and unwinding; only Ana's own turn says what she does.
+# Ben talks to Ana by name about stress and unwinding; only Ana's own turn says what she does,
+# in a session where Ben names her only once, so the query as asked does not reach it there.
 SESSIONS = [
     *OTHER_SESSIONS,
     ["Ben: Ana, you looked so stressed at work this week.",
@@ -33,7 +34,7 @@ SESSIONS = [
      "Ben: Ana, you should take some time off to unwind, honestly."],
     ["Ben: Hi Ana! How did the weekend go?",
      ANSWER,
-     "Ben: That sounds peaceful, Ana.",
+     "Ben: That sounds peaceful.",
      "Ana: It is. Did you finish the bookshelf?"],
     ["Ben: Ana, did you hear the concert was cancelled?",
      "Ana: No! I was looking forward to it.",

@@ -118,10 +118,11 @@ class ContextWeights:
     Relevance is the weighted mean of the cues that apply to the query, so it lies
     in [0, 1]. The weights were fitted once (logistic regression with non-negative
     weights, each cue in [0, 1]) on the tuning half of the LoCoMo development split
-    and rounded; see BENCHMARKS.md, section ``quality``. A weight of 0 switches a cue off.
+    and rounded; see BENCHMARKS.md, section ``quality`` (``lexical`` halved since, on the
+    same half: section ``quality8``). A weight of 0 switches a cue off.
     """
 
-    lexical: float = 0.09  # BM25 recomputed over the candidate pool, best = 1
+    lexical: float = 0.045  # BM25 recomputed over the candidate pool, best = 1
     fulltext: float = 0.14  # the full-text retriever's own rank: 10 / (9 + rank)
     semantic: float = 0.11  # cosine similarity rescaled: best 1, floor_rank-th 0
     speaker: float = 0.15  # the query names the memory's speaker
