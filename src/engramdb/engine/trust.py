@@ -195,10 +195,13 @@ class TrustEngine:
         for start in range(0, len(members), step):
             stop = min(len(members), start + step)
             sims = mat[start:stop] @ mat[:stop].T
+            # Row r (memory start + r) against earlier memories only: columns c < start + r.
+            rows, cols = np.nonzero(np.tril(sims >= _MIN_SIMILARITY, start - 1))
+            bounds = np.searchsorted(rows, np.arange(stop - start + 1))
             for a in range(start, stop):
                 if a not in checked_set:
                     continue
-                qual = np.flatnonzero(sims[a - start, :a] >= _MIN_SIMILARITY)
+                qual = cols[bounds[a - start]:bounds[a - start + 1]]  # ascending
                 subject = drafts[members[a]].subject
                 if subject is not None:
                     qual = qual[subjects[qual] == codes[subject]]
