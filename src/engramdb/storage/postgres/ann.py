@@ -37,7 +37,8 @@ INDEX_NAME = "memory_vectors_ann_hnsw"
 # nearest centroids instead of walking the graph. At 100k random 384-d vectors,
 # 4 of 322 lists cost 0.7 ms a query against 1.8-2.4 ms for the graph (ef_search 40,
 # whose pages no longer fit the CPU caches) and found 296 of 300 planted
-# near-duplicates against the graph's 241. Built with a rebuild of at least
+# near-duplicates against the graph's 241 (knn.IVF_PROBES: how many lists a
+# search probes). About 0.9 kB of index per vector. Built with a rebuild of at least
 # IVF_MIN_ROWS vectors (k-means needs rows to train on), sqrt(rows) lists.
 IVF_NAME = "memory_vectors_ann_ivf"
 IVF_MIN_ROWS = 10_000
