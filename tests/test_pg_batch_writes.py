@@ -18,7 +18,7 @@ import pytest
 
 import engramdb
 from engramdb.model import RecallFilter
-from engramdb.storage.postgres import knn
+from engramdb.storage.postgres import ann, knn
 
 from .test_candidate_scale import (
     assert_flags_like_a_small_namespace,
@@ -59,6 +59,33 @@ def test_a_large_namespace_flags_what_a_small_one_flags(pgdb: Any,
     monkeypatch.setattr(knn, "_tail_in_process", tail_in_process)
     write_batch_and_singles(db)
     assert any(tails)  # the large namespace's batch took the graph path
+    assert_flags_like_a_small_namespace(db)
+
+
+def test_the_inverted_file_index_flags_what_a_small_namespace_flags(
+        pgdb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = pgdb
+    monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)  # past it: the index path
+    # The indexer rebuilds (and builds an inverted-file index) from 100 rows on.
+    monkeypatch.setattr(ann, "REBUILD_MIN", 100)
+    monkeypatch.setattr(ann, "IVF_MIN_ROWS", 100)
+    fill_large_namespaces(db, FILLER, seed=11)
+    assert db.storage.wait_for_vector_index(timeout=120)
+    remember_committed(db)
+    with db.storage._read_conn() as conn:
+        assert ann.scalar(conn, "SELECT to_regclass(%s)", [ann.IVF_NAME]) is not None
+    db.storage._search_stats.loaded_at = float("-inf")  # see the index now, not in a minute
+
+    probed: list[bool] = []  # whether each batch search's statements probed the index
+    chunks = knn._search_chunks
+
+    def search_chunks(*args: Any) -> None:
+        probed.append(args[-2])
+        chunks(*args)
+
+    monkeypatch.setattr(knn, "_search_chunks", search_chunks)
+    write_batch_and_singles(db)
+    assert probed and all(probed)
     assert_flags_like_a_small_namespace(db)
 
 

@@ -195,10 +195,13 @@ class TrustEngine:
         for start in range(0, len(members), step):
             stop = min(len(members), start + step)
             sims = mat[start:stop] @ mat[:stop].T
+            # Row r (memory start + r) against earlier memories only: columns c < start + r.
+            rows, cols = np.nonzero(np.tril(sims >= _MIN_SIMILARITY, start - 1))
+            bounds = np.searchsorted(rows, np.arange(stop - start + 1))
             for a in range(start, stop):
                 if a not in checked_set:
                     continue
-                qual = np.flatnonzero(sims[a - start, :a] >= _MIN_SIMILARITY)
+                qual = cols[bounds[a - start]:bounds[a - start + 1]]  # ascending
                 subject = drafts[members[a]].subject
                 if subject is not None:
                     qual = qual[subjects[qual] == codes[subject]]
@@ -254,6 +257,22 @@ class TrustEngine:
                                if sim >= _MIN_SIMILARITY})
                 ranked = sorted(merged.items(), key=lambda kv: -kv[1])[:n + 1]
                 batch.committed[i] = [m for (m, _), _ in ranked]
+
+    def reads_batch_rows(self, w: WriteTx, namespace: str, item: BatchItem | None) -> bool:
+        """Whether planning a batch's new free-text memory (no key, no assertion) in
+        ``namespace`` may read memories the same transaction wrote before it.
+
+        False when no check runs, or when its batch lists apply and name no earlier
+        memory of the batch: then the plan reads committed candidates only, which a
+        run of new memories cannot change (a new version of a committed memory is
+        an update, never held back), so the rows of the memories planned before it
+        may still be unapplied (:meth:`Writer.remember_many` commits them in bulk).
+        """
+        settings = self._tx_settings(w, namespace)
+        if not settings.detect_free_text:
+            return False
+        prepared = self._prepared(item, settings)
+        return prepared is None or bool(prepared[1])
 
     def plan_remember(self, wr: Writer, row: dict[str, Any], vector: np.ndarray | None,
                       item: BatchItem | None = None) -> Plan:

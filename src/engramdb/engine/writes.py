@@ -367,11 +367,13 @@ class Writer:
                       batch: FreeTextBatch | None) -> list[Memory]:
         """Remember each draft in order, with free-text candidates ``batch`` found for all.
 
-        One event per memory, in order, as :meth:`remember` logs it. A run of plain
-        memories (what :func:`preparable` admits: no key, no assertion, not checked
-        for free-text rivals) only inserts rows no later plan reads, so it is
-        committed in bulk (:meth:`Resources.commit_each`) before the next memory
-        that may read them is planned, or at the end.
+        One event per memory, in order, as :meth:`remember` logs it. A run of memories
+        that only insert rows (no key, no assertion; a free-text check that found no
+        rival to change) is committed in bulk (:meth:`Resources.commit_each`) before
+        the next memory that may read them is planned (one with a key or an assertion,
+        or one whose free-text candidates include a memory of the run:
+        :meth:`TrustEngine.reads_batch_rows`), or at the end. Rows a plan reads
+        otherwise (settings, principals, committed candidates) no such run changes.
         """
         if batch is not None:
             self._trust.settle_batch(self.w, batch)
@@ -385,10 +387,13 @@ class Writer:
             # only such memories are ever another's pending candidate).
             item = (None if batch is None or d.layer not in _FREE_TEXT_LAYERS
                     else BatchItem(batch, i))
-            if not preparable(d):
+            if d.idempotency_key is not None or d.predicate is not None:
                 self._commit_held(held, held_put)
                 out.append(self.remember(d, v, item, ids[i]))
                 continue
+            if d.layer in _FREE_TEXT_LAYERS and self._trust.reads_batch_rows(
+                    self.w, d.namespace, item):
+                self._commit_held(held, held_put)  # its candidates must be readable
             planned = self._plan_remember(d, v, item, ids[i])
             if isinstance(planned, Memory):  # pragma: no cover - a replay needs a key
                 out.append(planned)

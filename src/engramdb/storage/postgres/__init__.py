@@ -264,6 +264,17 @@ class PostgresStorage(SqlStorage):
             self._failed(exc)
             raise translate(exc) from exc
 
+    @contextmanager
+    def _second_conn(self) -> Iterator[psycopg.Connection[Any] | None]:
+        """Another pool connection, for a read to run statements on beside its own;
+        None inside :meth:`snapshot` (this thread's reads share one snapshot) or when
+        the pool holds a single connection."""
+        if getattr(self._local, "snapshot", None) is not None or self._pool_max < 2:
+            yield None
+            return
+        with self._read_conn() as conn:
+            yield conn
+
     def snapshot(self) -> AbstractContextManager[None]:
         """One REPEATABLE READ, READ ONLY transaction for this thread's reads."""
         return read_snapshot(self)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,7 +33,13 @@ from psycopg_pool import PoolTimeout
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
 from engramdb.storage.postgres._conn import to_pyformat
-from engramdb.storage.postgres.ann import INDEX_NAME, analyze_if_stale, scalar
+from engramdb.storage.postgres.ann import (
+    INDEX_NAME,
+    IVF_NAME,
+    analyze_if_stale,
+    ivf_expression,
+    scalar,
+)
 from engramdb.storage.postgres.errors import translate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, decode_row, memory_where
@@ -48,6 +55,8 @@ class PgPool(Protocol):
 
     def _read_conn(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
+    def _second_conn(self) -> AbstractContextManager[psycopg.Connection[Any] | None]: ...
+
     def _failed(self, exc: BaseException) -> None: ...
 
 
@@ -57,6 +66,10 @@ _VECTORS_PER_STATEMENT = 250
 _IN_PROCESS_MIN_QUERIES = 16
 _IN_PROCESS_MAX_ROWS = 20_000
 _TAIL_CHUNK = 20_000  # unindexed vectors ranked per step (30 MB at 384-d)
+# Lists a batch candidate search probes in the inverted-file index (ann.IVF_NAME). At
+# 100k random vectors, of 2,000 planted near-duplicates: 4 lists found 1,974, 6 found
+# 1,998 (the graph 1,578); bench/pg_detections.py flags 196 of 200 with 4, 200 with 6.
+IVF_PROBES = 6
 
 
 # The vectors written since the projection's watermark. The first bound is the
@@ -66,8 +79,8 @@ _TAIL = "v.vseq > ? AND v.vseq > (SELECT vseq FROM vector_index_state WHERE id =
 _MARK_SQL = "SELECT vseq FROM vector_index_state WHERE id = 1"
 
 
-def _knn_sql(select: str, cond: str, n: int, query: str, half: int | None = None
-             ) -> tuple[str, str]:
+def _knn_sql(select: str, cond: str, n: int, query: str, half: int | None = None,
+             ivf: bool = False) -> tuple[str, str]:
     """The approximate and the exact nearest-neighbour SQL for the vector ``query``.
 
     ``query`` is ``?`` (a bound vector) or a column of an outer ``LATERAL`` row.
@@ -76,10 +89,13 @@ def _knn_sql(select: str, cond: str, n: int, query: str, half: int | None = None
     those, the rows carry the full-precision distance. Parameters of the
     approximate search: ``query``, filter params, ``query`` again if ``half``,
     ``query``, the last watermark read, filter params (a bound ``query`` only
-    when it is ``?``).
+    when it is ``?``). ``ivf``: order by the inverted-file index's expression
+    (:data:`~.ann.IVF_NAME`, ``half`` is the dimension then) instead of the graph's.
     """
     # Unit vectors: ranking by inner product (<#> is its negative) is cosine ranking.
-    order = (f"a.vec::halfvec({half}) <#> ({query})::halfvec({half})" if half
+    order = (f"{ivf_expression('a.vec', half)} <#> ({query})::halfvec({half})"
+             if half and ivf else
+             f"a.vec::halfvec({half}) <#> ({query})::halfvec({half})" if half
              else "distance")
     approximate = (
         f"(SELECT {select}, a.vec <#> {query} AS distance FROM memory_vectors_ann a "
@@ -105,15 +121,19 @@ def _lateral(search: str, count: int) -> str:
             f"CROSS JOIN LATERAL ({search}) AS x")
 
 
-def _hnsw_settings(conn: psycopg.Connection[Any], n: int) -> None:
+def _hnsw_settings(conn: psycopg.Connection[Any], n: int, ivf: bool = False) -> None:
     """Search settings for this transaction: enough HNSW candidates for ``n`` hits,
     and no parallel workers (a search reads a few hundred rows; starting a worker
-    costs more than that, 15 ms measured for the usually empty unindexed tail)."""
+    costs more than that, 15 ms measured for the usually empty unindexed tail).
+    ``ivf``: the inverted-file index's probes too (:data:`IVF_PROBES` lists, more
+    while a filtered search is short of ``n`` rows)."""
     conn.execute(
         "SELECT set_config('hnsw.ef_search', %s, true), "
         "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
-        "set_config('max_parallel_workers_per_gather', '0', true)",
-        [str(min(1000, max(40, 2 * n)))],
+        "set_config('max_parallel_workers_per_gather', '0', true)"
+        + (", set_config('ivfflat.probes', %s, true), "
+           "set_config('ivfflat.iterative_scan', 'relaxed_order', true)" if ivf else ""),
+        [str(min(1000, max(40, 2 * n))), *([str(IVF_PROBES)] if ivf else [])],
     )
 
 
@@ -151,6 +171,7 @@ class SearchStats:
     loaded_at: float = -_STATS_MAX_AGE_S
     mark: int = 0  # vector_index_state.vseq when last read (it never decreases)
     half: bool = False  # the graph indexes vec::halfvec(N) (as ann.py builds it)
+    ivf: bool = False  # the inverted-file index (ann.IVF_NAME) exists
 
     def refresh(self, conn: psycopg.Connection[Any]) -> None:
         # Until the projection has statistics (a new table), look again sooner.
@@ -174,7 +195,17 @@ class SearchStats:
         self.mark = int(scalar(conn, _MARK_SQL) or 0)
         self.half = bool(scalar(conn, "SELECT strpos(indexdef, 'halfvec') > 0 FROM pg_indexes "
                                 "WHERE indexname = %s", [INDEX_NAME]))
+        self.ivf = scalar(conn, "SELECT to_regclass(%s)", [IVF_NAME]) is not None
         self.loaded_at = time.monotonic()
+
+    def surely_over(self, flt: RecallFilter, rows: int) -> bool:
+        """Whether the statistics (as last refreshed) put more than ``rows`` vectors in
+        ``flt``'s namespaces: then a batch does not count them to choose its path."""
+        if not self.known:
+            return False
+        share = 1.0 if flt.namespaces is None else sum(
+            self.common.get(ns, self.rare) for ns in flt.namespaces)
+        return share * self.rows > rows
 
     def small(self, conn: psycopg.Connection[Any], flt: RecallFilter) -> bool:
         """Whether ``flt`` reads few enough namespaces' vectors to rank them exactly."""
@@ -278,7 +309,9 @@ def search_vectors(
     The same two searches per vector, as ``LATERAL`` subqueries over a
     ``VALUES`` list of the vectors: one round trip answers a chunk of
     vectors instead of one (or two) per vector. Vectors whose approximate
-    answer comes back short get the exact search, again together.
+    answer comes back short get the exact search, again together. The
+    approximate search probes the inverted-file index (:data:`~.ann.IVF_NAME`,
+    :data:`IVF_PROBES` lists) where the indexer has built one, else the graph.
     """
     if limit <= 0 or len(vectors) == 0:
         return [[] for _ in vectors]
@@ -291,16 +324,20 @@ def search_vectors(
     found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
     try:
         with store._read_conn() as conn:
-            if len(vecs) >= _IN_PROCESS_MIN_QUERIES:
+            stats = store._search_stats
+            stats.refresh(conn)  # the graph's form, for the plan
+            if len(vecs) >= _IN_PROCESS_MIN_QUERIES and not stats.surely_over(
+                    flt, 2 * _IN_PROCESS_MAX_ROWS):
                 exact_found = _exact_in_process(conn, vecs, select, cond, params, n,
                                                      min_similarity)
                 if exact_found is not None:
                     found = exact_found
                     vecs = []  # answered: skip the statements below
-            stats = store._search_stats
-            stats.refresh(conn)  # the graph's form, for the plan
+            # The inverted-file index when there is one: a few lists probed per query,
+            # several times cheaper than a graph walk past 20,000 vectors.
+            ivf = stats.ivf
             approximate, exact = _knn_sql(select, cond, n, "q.qv", vecs[0].size
-                                          if vecs and stats.half else None)
+                                          if vecs and (stats.half or ivf) else None, ivf)
             tail: list[Any] = []
             if vecs:
                 # The watermark as it is now: the tail's plan takes it as a constant,
@@ -315,26 +352,22 @@ def search_vectors(
                 # Thousands of graph searches follow: plan them with statistics that
                 # know the bulk load before them (else each probes the whole namespace).
                 analyze_if_stale(conn)
-            for start in range(0, len(vecs), _VECTORS_PER_STATEMENT):
-                chunk = range(start, min(len(vecs), start + _VECTORS_PER_STATEMENT))
-                with conn.pipeline(), conn.transaction():
-                    _hnsw_settings(conn, n)
-                    rows = conn.execute(
-                        to_pyformat(_lateral(approximate, len(chunk))),
-                        [*(vecs[i] for i in chunk), *params,
-                         *(() if tail else (stats.mark, *params))]).fetchall()
-                for r in rows:
-                    found[start + int(r[0])].append(r[1:])
-                for i in chunk:
-                    found[i] = _nearest_once(found[i])
-                short = [i for i in chunk if len(found[i]) < n]
-                if short:
-                    rows = conn.execute(to_pyformat(_lateral(exact, len(short))),
-                                        [*(vecs[i] for i in short), *params]).fetchall()
-                    for i in short:
-                        found[i] = []
-                    for r in rows:
-                        found[short[int(r[0])]].append(r[1:])
+            args = (vecs, approximate, exact, [*params], None if tail else stats.mark, n,
+                    ivf, found)
+            starts = range(0, len(vecs), _VECTORS_PER_STATEMENT)
+            if len(starts) < 2:
+                _search_chunks(conn, starts, *args)
+            else:
+                # Two connections, so the server searches on two cores (each statement
+                # is its own snapshot either way; settle_batch covers what is newer).
+                with store._second_conn() as other:
+                    if other is None:
+                        _search_chunks(conn, starts, *args)
+                    else:
+                        with ThreadPoolExecutor(1) as pool:
+                            done = pool.submit(_search_chunks, other, starts[1::2], *args)
+                            _search_chunks(conn, starts[0::2], *args)
+                            done.result()
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc
@@ -344,6 +377,36 @@ def search_vectors(
         out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]
                     if min_similarity is None or -float(r[-1]) >= min_similarity])
     return out
+
+def _search_chunks(conn: psycopg.Connection[Any], starts: Sequence[int],
+                   vecs: list[np.ndarray], approximate: str, exact: str, params: list[Any],
+                   mark: int | None, n: int, ivf: bool, found: list[list[tuple[Any, ...]]]
+                   ) -> None:
+    """The statements of :func:`search_vectors` for the chunks beginning at ``starts``
+    (:data:`_VECTORS_PER_STATEMENT` vectors each), answers into ``found``. ``mark``:
+    the watermark the SQL searches the unindexed tail past (None: it was ranked in
+    process and ``approximate`` is the index search alone)."""
+    for start in starts:
+        chunk = range(start, min(len(vecs), start + _VECTORS_PER_STATEMENT))
+        with conn.pipeline(), conn.transaction():
+            _hnsw_settings(conn, n, ivf)
+            rows = conn.execute(
+                to_pyformat(_lateral(approximate, len(chunk))),
+                [*(vecs[i] for i in chunk), *params,
+                 *(() if mark is None else (mark, *params))]).fetchall()
+        for r in rows:
+            found[start + int(r[0])].append(r[1:])
+        for i in chunk:
+            found[i] = _nearest_once(found[i])
+        short = [i for i in chunk if len(found[i]) < n]
+        if short:
+            rows = conn.execute(to_pyformat(_lateral(exact, len(short))),
+                                [*(vecs[i] for i in short), *params]).fetchall()
+            for i in short:
+                found[i] = []
+            for r in rows:
+                found[short[int(r[0])]].append(r[1:])
+
 
 def _tail_in_process(conn: psycopg.Connection[Any], vecs: list[np.ndarray], select: str,
                      cond: str, params: list[Any], n: int, min_similarity: float | None,
