@@ -488,6 +488,16 @@ class PostgresStorage(SqlStorage):
         """
         return knn.search_vector(self, vector, flt, limit)
 
+    def search_text_and_vector(
+        self, query: str, vector: np.ndarray, flt: RecallFilter, limit: int, *,
+        brief: bool = False,
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
+        """Both searches in one round trip.
+
+        See :func:`engramdb.storage.postgres.knn.search_text_and_vector`.
+        """
+        return knn.search_text_and_vector(self, query, vector, flt, limit)
+
     def search_vectors(
         self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
         min_similarity: float | None = None,
