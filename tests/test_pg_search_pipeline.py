@@ -4,7 +4,8 @@ A recall given its query embedding needs both candidate searches, and neither
 depends on the other: ``search_text_and_vector`` sends both statements in one
 pipeline. These tests check that it returns exactly what the two searches
 return one after the other (rows, versions, order, scores) under every kind of
-filter, inside a recall's snapshot and outside one, that it costs one round
+filter, inside a recall's snapshot and outside one (brief rows, as recall asks:
+the same rows, each with its stored words for the ranking), that it costs one round
 trip where the two cost two, and that a search whose namespace list names
 every namespace (an admin's unscoped recall), which then checks no namespace
 per row, still finds exactly the same rows, while a list missing one
@@ -24,6 +25,7 @@ import pytest
 
 import engramdb
 from engramdb.model import RecallFilter
+from engramdb.storage.words import WORDS_KEY, stored_words
 from tests.test_pg_vector_scope import _embedder, _unit
 
 pytestmark = pytest.mark.postgres
@@ -91,6 +93,14 @@ def test_both_searches_together_return_what_each_returns_alone(loaded: Any) -> N
                                  storage.search_vector(q, flt, limit))
                     assert _key(both[0]) == _key(alone[0])
                     assert _key(both[1]) == _key(alone[1])
+                    # Brief (what recall asks): the same rows, each with its stored words.
+                    brief = storage.search_text_and_vector(query, q, flt, limit, brief=True)
+                    for rows, whole in zip(brief, both, strict=True):
+                        assert [{**r, WORDS_KEY: None} for r, _ in rows] == [
+                            {**r, WORDS_KEY: None} for r, _ in whole]
+                        assert [r[WORDS_KEY] for r, _ in rows] == [
+                            stored_words(r["text"]) for r, _ in whole]
+                        assert [s for _, s in rows] == [s for _, s in whole]
                     # A filter never hides a match: as many as pass it, up to the limit.
                     assert len(both[1]) == min(limit, len(storage.search_vector(q, flt, 500)))
                     allowed = flt.namespaces

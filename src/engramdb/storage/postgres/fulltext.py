@@ -28,10 +28,13 @@ from engramdb.storage.postgres.errors import translate
 from engramdb.storage.postgres.snapshot import without_every_namespace
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import decode_row, memory_where
+from engramdb.storage.words import WORDS_KEY
 
-__all__ = ["TermStats", "choose_lexemes", "content_words", "load_term_stats", "search_text",
-           "term_stats", "text_hits", "text_statement", "tsquery_literal"]
+__all__ = ["TermStats", "choose_lexemes", "content_words", "load_term_stats", "memory_row",
+           "search_text", "term_stats", "text_hits", "text_statement", "tsquery_literal"]
 
+_MEMORIES = TABLES["memories"]
+_COLUMNS = list(_MEMORIES.columns)
 # The same list as the SQLite backend, so both search the same words.
 STOPWORDS = frozenset((
     "a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had",
@@ -100,27 +103,29 @@ def tsquery_literal(lexemes: Sequence[str]) -> str:
                       for lex in lexemes)
 
 
-def search_text(store: Any, query: str, flt: RecallFilter, limit: int
+def search_text(store: Any, query: str, flt: RecallFilter, limit: int, *, brief: bool = False
                 ) -> list[tuple[dict[str, Any], float]]:
     """Full-text matches (OR of content words), best ``ts_rank_cd`` first.
 
     Words are taken rarest first and common ones dropped once the expected
     matches pass ``text_candidates`` (:func:`choose_lexemes`), so a query never
-    ranks most of the table; below that size it is the plain OR.
+    ranks most of the table; below that size it is the plain OR. ``brief``: each
+    row also carries its stored words (:data:`~engramdb.storage.words.WORDS_KEY`),
+    which spare the ranking splitting its text.
     """
     stats = term_stats(store)  # before taking a connection: it may need one
     with store._read_conn() as conn:
-        statement = text_statement(store, conn, stats, query, flt, limit)
+        statement = text_statement(store, conn, stats, query, flt, limit, brief=brief)
         if statement is None:
             return []
         # Planned for its words every time: a generic plan cannot know how many rows
         # they match and filters every row of the table by its times (~3 ms at 100k).
         cur = store._exec(conn, statement[0], statement[1], prepare=False)
-        return text_hits(cur.fetchall())
+        return text_hits(cur.fetchall(), brief=brief)
 
 
 def text_statement(store: Any, conn: Any, stats: TermStats, query: str, flt: RecallFilter,
-                   limit: int) -> tuple[str, list[Any]] | None:
+                   limit: int, *, brief: bool = False) -> tuple[str, list[Any]] | None:
     """The full-text statement (``?`` placeholders) and its parameters for
     :func:`search_text`, or None when nothing can match. Stems words not seen
     before on ``conn`` (one round trip, only then); ``stats``: :func:`term_stats`.
@@ -144,7 +149,7 @@ def text_statement(store: Any, conn: Any, stats: TermStats, query: str, flt: Rec
         window = int(budget * stats.rows / expected)
         recent = f"AND m.row_id + 0 > (SELECT max(row_id) FROM memories) - {window} "
     sql = (
-        f"SELECT {', '.join('m.' + c for c in cols)}, "
+        f"SELECT {', '.join('m.' + c for c in cols)}, {'m.words, ' if brief else ''}"
         "ts_rank_cd(m.tsv, q.query) AS rank "
         "FROM memories m, CAST(? AS tsquery) AS q(query) "
         f"WHERE m.tsv @@ q.query {recent}AND {cond} "
@@ -153,11 +158,22 @@ def text_statement(store: Any, conn: Any, stats: TermStats, query: str, flt: Rec
     return sql, [tsquery_literal(chosen), *params]
 
 
-def text_hits(rows: Sequence[Sequence[Any]]) -> list[tuple[dict[str, Any], float]]:
-    """The rows of a :func:`text_statement` as ``(row, rank)``, best first."""
-    spec = TABLES["memories"]
-    cols = list(spec.columns)
-    return [(decode_row(spec, cols, r[:-1]), max(float(r[-1]), 1e-9)) for r in rows]
+def text_hits(rows: Sequence[Sequence[Any]], *, brief: bool = False
+              ) -> list[tuple[dict[str, Any], float]]:
+    """The rows of a :func:`text_statement` (of the same ``brief``) as ``(row, rank)``,
+    best first."""
+    return [(memory_row(r[:-1], brief), max(float(r[-1]), 1e-9)) for r in rows]
+
+
+def memory_row(r: Sequence[Any], brief: bool) -> dict[str, Any]:
+    """A memory row from every memory column and, if ``brief``, then its stored words
+    (under :data:`~engramdb.storage.words.WORDS_KEY`, when the row has them)."""
+    if not brief:
+        return decode_row(_MEMORIES, _COLUMNS, r)
+    row = decode_row(_MEMORIES, _COLUMNS, r[:-1])
+    if r[-1] is not None:  # rows written before migration 0020 have none
+        row[WORDS_KEY] = r[-1]
+    return row
 
 
 def _stem(store: Any, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, ...]]:

@@ -221,7 +221,7 @@ def _scope_sql(select: str, cond: str, n: int) -> str:
 
 
 def search_vector(
-    store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int
+    store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
 ) -> list[tuple[dict[str, Any], float]]:
     """Nearest memory versions by cosine similarity, filters inside the query.
 
@@ -230,13 +230,14 @@ def search_vector(
     it has ``limit`` hits) and, exactly, the vectors written since the
     projection's watermark. If that still comes back short of ``limit``, an
     exact scan over all filtered rows answers instead, so a filter never
-    hides a match that exists.
+    hides a match that exists. ``brief``: each row also carries its stored words,
+    as in :func:`~.fulltext.search_text`.
     """
     if limit <= 0:
         return []
     try:
         with store._read_conn() as conn:
-            search = VectorSearch(store, conn, vector, flt, limit)
+            search = VectorSearch(store, conn, vector, flt, limit, brief=brief)
             with conn.pipeline():  # one round trip
                 search.send(conn)
             return search.hits(conn)
@@ -246,7 +247,8 @@ def search_vector(
 
 
 def search_text_and_vector(
-    store: Any, query: str, vector: np.ndarray, flt: RecallFilter, limit: int
+    store: Any, query: str, vector: np.ndarray, flt: RecallFilter, limit: int, *,
+    brief: bool = False,
 ) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
     """:func:`~.fulltext.search_text` and :func:`search_vector`, both statements in
     one pipeline: one round trip instead of two (the searches are independent
@@ -258,14 +260,15 @@ def search_text_and_vector(
     stats = fulltext.term_stats(store)  # before taking a connection: it may need one
     try:
         with store._read_conn() as conn:
-            text = fulltext.text_statement(store, conn, stats, query, flt, limit)
-            search = VectorSearch(store, conn, vector, flt, limit)
+            text = fulltext.text_statement(store, conn, stats, query, flt, limit, brief=brief)
+            search = VectorSearch(store, conn, vector, flt, limit, brief=brief)
             with conn.pipeline():  # one round trip
                 # Planned for its words every time, as search_text runs it.
                 text_cur = None if text is None else conn.execute(
                     to_pyformat(text[0]), text[1], prepare=False)
                 search.send(conn)
-            text_hits = [] if text_cur is None else fulltext.text_hits(text_cur.fetchall())
+            text_hits = [] if text_cur is None else fulltext.text_hits(text_cur.fetchall(),
+                                                                       brief=brief)
             return text_hits, search.hits(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
@@ -281,10 +284,11 @@ class VectorSearch:
     """
 
     def __init__(self, store: PgPool, conn: psycopg.Connection[Any], vector: np.ndarray,
-                 flt: RecallFilter, limit: int) -> None:
+                 flt: RecallFilter, limit: int, *, brief: bool = False) -> None:
         vec = np.asarray(vector, dtype=np.float32).reshape(-1)
         cols = list(TABLES["memories"].columns)
-        select = ", ".join("m." + c for c in cols)
+        select = ", ".join("m." + c for c in cols) + (", m.words" if brief else "")
+        self.brief = brief
         # The plan follows flt (a narrow scope is ranked exactly); the condition may
         # drop a list of every namespace (the same rows).
         cond, params = memory_where(without_every_namespace(store, flt), store.dialect_impl)
@@ -323,9 +327,8 @@ class VectorSearch:
             found = cur.fetchall()
         # relaxed_order may return neighbours slightly out of order: sort them.
         found.sort(key=lambda r: (r[-1], r[0], r[1]))
-        spec = TABLES["memories"]
-        cols = list(spec.columns)
-        return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:self.n]]
+        return [(fulltext.memory_row(r[:-1], self.brief), -float(r[-1]))
+                for r in found[:self.n]]
 
 
 def search_vectors(
