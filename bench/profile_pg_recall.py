@@ -5,7 +5,8 @@
 On a database an earlier ``bench/scale_pg.py --no-time`` loaded (the same
 corpus, seeded vectors, 20 namespaces, query embedding excluded, k=10), runs
 Q recalls unscoped and Q scoped to one namespace and reports, p50 / p95 over
-them: the whole recall, the storage's full-text and vector searches, the
+them: the whole recall, the storage's full-text and vector searches (asked
+together, one round trip, where the code has ``search_text_and_vector``), the
 hybrid ranking and the contested marks (wall ms), and the round trips to the
 server per recall (a statement outside a pipeline is one, a pipeline is one).
 A profile, not a benchmark: the wrappers cost a little; time the speed with
@@ -78,6 +79,8 @@ def main() -> None:
     with engramdb.open(args.url) as db:
         _timed(db.storage, "search_text", "text", spent)
         _timed(db.storage, "search_vector", "vector", spent)
+        if hasattr(db.storage, "search_text_and_vector"):  # both in one round trip
+            _timed(db.storage, "search_text_and_vector", "text_vector", spent)
         _timed(recall_module, "rank_hybrid", "rank", spent)
         _timed(db._svc.inbox, "mark_contested", "contested", spent)
         db.recall(queries[0], k=10, query_embedding=qv[0].tolist())  # warm-up
@@ -94,8 +97,8 @@ def main() -> None:
                              "round_trips": _trips[0]})
             out[mode] = {key: [round(float(np.percentile([r.get(key, 0.0) for r in rows], p)), 1)
                                for p in (50, 95)]
-                         for key in ("recall", "text", "vector", "rank", "contested",
-                                     "round_trips")}
+                         for key in ("recall", "text", "vector", "text_vector", "rank",
+                                     "contested", "round_trips")}
     print(json.dumps({"memories": n, "queries": reps, **out, "load_start": load,
                       "load_end": os.getloadavg()}, indent=1))
 

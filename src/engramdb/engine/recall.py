@@ -123,22 +123,30 @@ class Recall:
                 if flt.as_of is None:
                     # Pin the read to the head we saw, so the receipt names a real snapshot.
                     flt = replace(flt, as_of=read_tx)
-                with sp.stage("text"):
-                    # Brief rows: what ranking reads; the k chosen are read whole below.
-                    text_hits = res.storage.search_text(query, flt, n, brief=True)
                 vector_hits: list[Any] = []
                 now = head.recorded_at if as_of is None else res.tx_time(read_tx)
-                if query_embedding is not None and res.embedder is not None:
-                    if first_person_search:
+                if (query_embedding is not None and res.embedder is not None
+                        and not first_person_search):
+                    # Neither search depends on the other: asked together (PostgreSQL:
+                    # one round trip). Brief rows: what ranking reads; the k chosen are
+                    # read whole below.
+                    with sp.stage("text_vector"):
+                        text_hits, vector_hits = res.storage.search_text_and_vector(
+                            query, query_embedding, flt, n, brief=True)
+                        vector_hits = self._with_sessions(query, text_hits, vector_hits,
+                                                          query_embedding, flt, n, now)
+                else:
+                    with sp.stage("text"):
+                        text_hits = res.storage.search_text(query, flt, n, brief=True)
+                    if query_embedding is not None and res.embedder is not None:
+                        # The vector searched may depend on the full-text candidates.
                         query_embedding = self._first_person(principal, query, text_hits,
                                                              query_embedding, sp)
-                    with sp.stage("vector"):
-                        vector_hits = res.storage.search_vector(query_embedding, flt, n,
-                                                                brief=True)
-                        # A cut-off pool: what was said around its best hits may lie beyond.
-                        if len(vector_hits) >= n and res.config.recall_session_seeds > 0:
+                        with sp.stage("vector"):
+                            vector_hits = res.storage.search_vector(query_embedding, flt, n,
+                                                                    brief=True)
                             vector_hits = self._with_sessions(query, text_hits, vector_hits,
-                                                              query_embedding, flt, now)
+                                                              query_embedding, flt, n, now)
                 with sp.stage("rank"):
                     scored = rank_hybrid(query, text_hits, vector_hits, now_micros=now, k=k,
                                          weights=res.weights)
@@ -173,7 +181,8 @@ class Recall:
         return query_embedding if vectors is None else vectors[0]
 
     def _with_sessions(self, query: str, text_hits: list[Any], vector_hits: list[Any],
-                       query_embedding: np.ndarray, flt: RecallFilter, now: int) -> list[Any]:
+                       query_embedding: np.ndarray, flt: RecallFilter, n: int, now: int
+                       ) -> list[Any]:
         """``vector_hits`` and, for the sessions of the best few candidates, each session's
         memories nearest the query (under the same filter, narrowed to that session).
 
@@ -182,6 +191,8 @@ class Recall:
         the ranking's context cues can weigh them (:mod:`engramdb.retrieval.hybrid`).
         """
         res = self._res
+        if len(vector_hits) < n or res.config.recall_session_seeds <= 0:
+            return vector_hits  # not a cut-off pool: nothing beyond it
         if not any(row.get("session") for row, _ in (*text_hits, *vector_hits)):
             return vector_hits  # no candidate was said in a session: nothing to draw
         seeds = rank_hybrid(query, text_hits, vector_hits, now_micros=now,

@@ -375,6 +375,19 @@ class Storage(ABC):
         """Nearest memories by cosine similarity, best first (``brief``: as in
         :meth:`search_text`)."""
 
+    def search_text_and_vector(
+        self, query: str, vector: np.ndarray, flt: RecallFilter, limit: int, *,
+        brief: bool = False,
+    ) -> tuple[list[tuple[Row, float]], list[tuple[Row, float]]]:
+        """``(search_text(query, ...), search_vector(vector, ...))``, the same lists.
+
+        For a reader that needs both and neither depends on the other: a backend
+        may ask them together (PostgreSQL: one round trip instead of two). This
+        default asks one after the other.
+        """
+        return (self.search_text(query, flt, limit, brief=brief),
+                self.search_vector(vector, flt, limit, brief=brief))
+
     def whole_rows(self, rows: Sequence[Row]) -> list[Row | None]:
         """``rows`` returned by a ``brief`` search, each with every memory column (None
         for one no longer stored: never inside the snapshot it was found in). This

@@ -497,7 +497,17 @@ class PostgresStorage(SqlStorage):
 
         See :func:`engramdb.storage.postgres.knn.search_vector`.
         """
-        return knn.search_vector(self, vector, flt, limit)
+        return knn.search_vector(self, vector, flt, limit, brief=brief)
+
+    def search_text_and_vector(
+        self, query: str, vector: np.ndarray, flt: RecallFilter, limit: int, *,
+        brief: bool = False,
+    ) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
+        """Both searches in one round trip.
+
+        See :func:`engramdb.storage.postgres.knn.search_text_and_vector`.
+        """
+        return knn.search_text_and_vector(self, query, vector, flt, limit, brief=brief)
 
     def search_vectors(
         self, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,
@@ -552,7 +562,7 @@ class PostgresStorage(SqlStorage):
 
         See :func:`engramdb.storage.postgres.fulltext.search_text`.
         """
-        return fulltext.search_text(self, query, flt, limit)
+        return fulltext.search_text(self, query, flt, limit, brief=brief)
 
     # -- reads the shared SQL would do slowly ------------------------------------------
 

@@ -25,12 +25,16 @@ import psycopg
 
 from engramdb.model import RecallFilter
 from engramdb.storage.postgres.errors import translate
+from engramdb.storage.postgres.snapshot import without_every_namespace
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import decode_row, memory_where
+from engramdb.storage.words import WORDS_KEY
 
-__all__ = ["TermStats", "choose_lexemes", "content_words", "load_term_stats", "search_text",
-           "tsquery_literal"]
+__all__ = ["TermStats", "choose_lexemes", "content_words", "load_term_stats", "memory_row",
+           "search_text", "term_stats", "text_hits", "text_statement", "tsquery_literal"]
 
+_MEMORIES = TABLES["memories"]
+_COLUMNS = list(_MEMORIES.columns)
 # The same list as the SQLite backend, so both search the same words.
 STOPWORDS = frozenset((
     "a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had",
@@ -99,46 +103,77 @@ def tsquery_literal(lexemes: Sequence[str]) -> str:
                       for lex in lexemes)
 
 
-def search_text(store: Any, query: str, flt: RecallFilter, limit: int
+def search_text(store: Any, query: str, flt: RecallFilter, limit: int, *, brief: bool = False
                 ) -> list[tuple[dict[str, Any], float]]:
     """Full-text matches (OR of content words), best ``ts_rank_cd`` first.
 
     Words are taken rarest first and common ones dropped once the expected
     matches pass ``text_candidates`` (:func:`choose_lexemes`), so a query never
-    ranks most of the table; below that size it is the plain OR.
+    ranks most of the table; below that size it is the plain OR. ``brief``: each
+    row also carries its stored words (:data:`~engramdb.storage.words.WORDS_KEY`),
+    which spare the ranking splitting its text.
     """
-    words = content_words(query)
-    if not words or limit <= 0:
-        return []
-    spec = TABLES["memories"]
-    cols = list(spec.columns)
-    cond, params = memory_where(flt, store.dialect_impl)
-    stats = _term_stats(store)
-    budget = store._text_candidates
+    stats = term_stats(store)  # before taking a connection: it may need one
     with store._read_conn() as conn:
-        lexemes = [lex for w in words for lex in _stem(store, conn, words)[w]]
-        chosen = choose_lexemes(lexemes, stats, budget)
-        if not chosen:
-            return []  # only words the english configuration does not index
-        recent = ""
-        expected = sum(stats.expected(lex) for lex in chosen)
-        if expected > budget:
-            # Even the rarest word is in more memories than the budget: rank its
-            # matches among the newest memories only (row_id grows with each row).
-            window = int(budget * stats.rows / expected)
-            recent = f"AND m.row_id + 0 > (SELECT max(row_id) FROM memories) - {window} "
-        sql = (
-            f"SELECT {', '.join('m.' + c for c in cols)}, "
-            "ts_rank_cd(m.tsv, q.query) AS rank "
-            "FROM memories m, CAST(? AS tsquery) AS q(query) "
-            f"WHERE m.tsv @@ q.query {recent}AND {cond} "
-            f"ORDER BY rank DESC, m.row_id DESC LIMIT {int(limit)}"
-        )
+        statement = text_statement(store, conn, stats, query, flt, limit, brief=brief)
+        if statement is None:
+            return []
         # Planned for its words every time: a generic plan cannot know how many rows
         # they match and filters every row of the table by its times (~3 ms at 100k).
-        cur = store._exec(conn, sql, [tsquery_literal(chosen), *params], prepare=False)
-        return [(decode_row(spec, cols, r[:-1]), max(float(r[-1]), 1e-9))
-                for r in cur.fetchall()]
+        cur = store._exec(conn, statement[0], statement[1], prepare=False)
+        return text_hits(cur.fetchall(), brief=brief)
+
+
+def text_statement(store: Any, conn: Any, stats: TermStats, query: str, flt: RecallFilter,
+                   limit: int, *, brief: bool = False) -> tuple[str, list[Any]] | None:
+    """The full-text statement (``?`` placeholders) and its parameters for
+    :func:`search_text`, or None when nothing can match. Stems words not seen
+    before on ``conn`` (one round trip, only then); ``stats``: :func:`term_stats`.
+    Run it with ``prepare=False`` (planned for its words every time) and read its
+    rows with :func:`text_hits`."""
+    words = content_words(query)
+    if not words or limit <= 0:
+        return None
+    cols = list(TABLES["memories"].columns)
+    cond, params = memory_where(without_every_namespace(store, flt), store.dialect_impl)
+    budget = store._text_candidates
+    lexemes = [lex for w in words for lex in _stem(store, conn, words)[w]]
+    chosen = choose_lexemes(lexemes, stats, budget)
+    if not chosen:
+        return None  # only words the english configuration does not index
+    recent = ""
+    expected = sum(stats.expected(lex) for lex in chosen)
+    if expected > budget:
+        # Even the rarest word is in more memories than the budget: rank its
+        # matches among the newest memories only (row_id grows with each row).
+        window = int(budget * stats.rows / expected)
+        recent = f"AND m.row_id + 0 > (SELECT max(row_id) FROM memories) - {window} "
+    sql = (
+        f"SELECT {', '.join('m.' + c for c in cols)}, {'m.words, ' if brief else ''}"
+        "ts_rank_cd(m.tsv, q.query) AS rank "
+        "FROM memories m, CAST(? AS tsquery) AS q(query) "
+        f"WHERE m.tsv @@ q.query {recent}AND {cond} "
+        f"ORDER BY rank DESC, m.row_id DESC LIMIT {int(limit)}"
+    )
+    return sql, [tsquery_literal(chosen), *params]
+
+
+def text_hits(rows: Sequence[Sequence[Any]], *, brief: bool = False
+              ) -> list[tuple[dict[str, Any], float]]:
+    """The rows of a :func:`text_statement` (of the same ``brief``) as ``(row, rank)``,
+    best first."""
+    return [(memory_row(r[:-1], brief), max(float(r[-1]), 1e-9)) for r in rows]
+
+
+def memory_row(r: Sequence[Any], brief: bool) -> dict[str, Any]:
+    """A memory row from every memory column and, if ``brief``, then its stored words
+    (under :data:`~engramdb.storage.words.WORDS_KEY`, when the row has them)."""
+    if not brief:
+        return decode_row(_MEMORIES, _COLUMNS, r)
+    row = decode_row(_MEMORIES, _COLUMNS, r[:-1])
+    if r[-1] is not None:  # rows written before migration 0020 have none
+        row[WORDS_KEY] = r[-1]
+    return row
 
 
 def _stem(store: Any, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -161,7 +196,7 @@ def _stem(store: Any, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, .
     return {w: cache.get(w, ()) for w in words}
 
 
-def _term_stats(store: Any) -> TermStats:
+def term_stats(store: Any) -> TermStats:
     """The storage's term statistics, read again when a minute old."""
     stats: TermStats = store._stats
     if time.monotonic() - stats.loaded_at > 60.0:

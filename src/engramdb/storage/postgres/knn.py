@@ -32,6 +32,7 @@ from psycopg_pool import PoolTimeout
 
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
+from engramdb.storage.postgres import fulltext
 from engramdb.storage.postgres._conn import to_pyformat
 from engramdb.storage.postgres.ann import (
     INDEX_NAME,
@@ -41,10 +42,12 @@ from engramdb.storage.postgres.ann import (
     scalar,
 )
 from engramdb.storage.postgres.errors import translate
+from engramdb.storage.postgres.snapshot import without_every_namespace
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql import Dialect, decode_row, memory_where
 
-__all__ = ["SearchStats", "search_vector", "search_vectors"]
+__all__ = ["SearchStats", "VectorSearch", "search_text_and_vector", "search_vector",
+           "search_vectors"]
 
 
 class PgPool(Protocol):
@@ -249,7 +252,7 @@ def _scope_sql(select: str, cond: str, n: int) -> str:
 
 
 def search_vector(
-    store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int
+    store: PgPool, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
 ) -> list[tuple[dict[str, Any], float]]:
     """Nearest memory versions by cosine similarity, filters inside the query.
 
@@ -258,47 +261,106 @@ def search_vector(
     it has ``limit`` hits) and, exactly, the vectors written since the
     projection's watermark. If that still comes back short of ``limit``, an
     exact scan over all filtered rows answers instead, so a filter never
-    hides a match that exists.
+    hides a match that exists. ``brief``: each row also carries its stored words,
+    as in :func:`~.fulltext.search_text`.
     """
     if limit <= 0:
         return []
-    vec = np.asarray(vector, dtype=np.float32).reshape(-1)
-    spec = TABLES["memories"]
-    cols = list(spec.columns)
-    select = ", ".join("m." + c for c in cols)
-    cond, params = memory_where(flt, store.dialect_impl)
-    n = int(limit)
-    stats = store._search_stats
     try:
         with store._read_conn() as conn:
-            stats.refresh(conn)
-            half = vec.size if stats.half else None
-            approximate, exact = _knn_sql(select, cond, n, "?", half)
-            if stats.small(conn, flt):
-                # A narrow scope: exact over its rows beats walking the graph past
-                # the other namespaces' neighbours (iterative scan) by far.
-                sql = to_pyformat(_scope_sql(select, cond, n))
-                args = [vec, list(flt.namespaces or ()), *params, vec, stats.mark, *params]
-            else:
-                sql = to_pyformat(approximate)
-                args = [vec, *params, *([vec] if half else []), vec, stats.mark, *params]
-            with conn.pipeline(), conn.transaction():  # one round trip
-                _hnsw_settings(conn, n)
-                cur = conn.execute(sql, args)
-                mark = conn.execute(_MARK_SQL)
-            found = _nearest_once(cur.fetchall())
-            stats.mark = int((mark.fetchone() or (0,))[0])
-            if len(found) < n:
-                with conn.pipeline(), conn.transaction():
-                    _hnsw_settings(conn, n)
-                    cur = conn.execute(to_pyformat(exact), [vec, *params])
-                found = cur.fetchall()
+            search = VectorSearch(store, conn, vector, flt, limit, brief=brief)
+            with conn.pipeline():  # one round trip
+                search.send(conn)
+            return search.hits(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc
-    # relaxed_order may return neighbours slightly out of order: sort them.
-    found.sort(key=lambda r: (r[-1], r[0], r[1]))
-    return [(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in found[:n]]
+
+
+def search_text_and_vector(
+    store: Any, query: str, vector: np.ndarray, flt: RecallFilter, limit: int, *,
+    brief: bool = False,
+) -> tuple[list[tuple[dict[str, Any], float]], list[tuple[dict[str, Any], float]]]:
+    """:func:`~.fulltext.search_text` and :func:`search_vector`, both statements in
+    one pipeline: one round trip instead of two (the searches are independent
+    given the filter). The same statements, run in the same order, on the same
+    connection (inside a snapshot, the snapshot's): the same rows.
+    """
+    if limit <= 0:
+        return [], []
+    stats = fulltext.term_stats(store)  # before taking a connection: it may need one
+    try:
+        with store._read_conn() as conn:
+            text = fulltext.text_statement(store, conn, stats, query, flt, limit, brief=brief)
+            search = VectorSearch(store, conn, vector, flt, limit, brief=brief)
+            with conn.pipeline():  # one round trip
+                # Planned for its words every time, as search_text runs it.
+                text_cur = None if text is None else conn.execute(
+                    to_pyformat(text[0]), text[1], prepare=False)
+                search.send(conn)
+            text_hits = [] if text_cur is None else fulltext.text_hits(text_cur.fetchall(),
+                                                                       brief=brief)
+            return text_hits, search.hits(conn)
+    except (psycopg.Error, PoolTimeout) as exc:
+        store._failed(exc)
+        raise translate(exc) from exc
+
+
+class VectorSearch:
+    """One :func:`search_vector`, in steps, so its statements can share a pipeline
+    with others (``PostgresStorage.search_text_and_vector``): plan it (the
+    constructor; it may read the planner's statistics on ``conn``), :meth:`send`
+    it inside the caller's pipeline, and read :meth:`hits` once that pipeline
+    has been synced (it asks the exact search when the answer came back short).
+    """
+
+    def __init__(self, store: PgPool, conn: psycopg.Connection[Any], vector: np.ndarray,
+                 flt: RecallFilter, limit: int, *, brief: bool = False) -> None:
+        vec = np.asarray(vector, dtype=np.float32).reshape(-1)
+        cols = list(TABLES["memories"].columns)
+        select = ", ".join("m." + c for c in cols) + (", m.words" if brief else "")
+        self.brief = brief
+        # The plan follows flt (a narrow scope is ranked exactly); the condition may
+        # drop a list of every namespace (the same rows).
+        cond, params = memory_where(without_every_namespace(store, flt), store.dialect_impl)
+        self.n = n = int(limit)
+        self.stats = stats = store._search_stats
+        stats.refresh(conn)
+        half = vec.size if stats.half else None
+        approximate, exact = _knn_sql(select, cond, n, "?", half)
+        if stats.small(conn, flt):
+            # A narrow scope: exact over its rows beats walking the graph past
+            # the other namespaces' neighbours (iterative scan) by far.
+            self.sql = to_pyformat(_scope_sql(select, cond, n))
+            self.args = [vec, list(flt.namespaces or ()), *params, vec, stats.mark, *params]
+        else:
+            self.sql = to_pyformat(approximate)
+            self.args = [vec, *params, *([vec] if half else []), vec, stats.mark, *params]
+        self.exact, self.exact_args = to_pyformat(exact), [vec, *params]
+        self._cur: Any = None
+        self._mark: Any = None
+
+    def send(self, conn: psycopg.Connection[Any]) -> None:
+        """Queue the search in ``conn``'s open pipeline (settings, search, watermark)."""
+        with conn.transaction():
+            _hnsw_settings(conn, self.n)
+            self._cur = conn.execute(self.sql, self.args)
+            self._mark = conn.execute(_MARK_SQL)
+
+    def hits(self, conn: psycopg.Connection[Any]) -> list[tuple[dict[str, Any], float]]:
+        """The nearest rows, best first, once :meth:`send`'s pipeline was synced."""
+        found = _nearest_once(self._cur.fetchall())
+        self.stats.mark = int((self._mark.fetchone() or (0,))[0])
+        if len(found) < self.n:
+            with conn.pipeline(), conn.transaction():
+                _hnsw_settings(conn, self.n)
+                cur = conn.execute(self.exact, self.exact_args)
+            found = cur.fetchall()
+        # relaxed_order may return neighbours slightly out of order: sort them.
+        found.sort(key=lambda r: (r[-1], r[0], r[1]))
+        return [(fulltext.memory_row(r[:-1], self.brief), -float(r[-1]))
+                for r in found[:self.n]]
+
 
 def search_vectors(
     store: PgPool, vectors: Sequence[np.ndarray], flt: RecallFilter, limit: int,

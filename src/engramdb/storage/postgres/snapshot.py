@@ -37,18 +37,20 @@ import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 
+from engramdb.model import RecallFilter
 from engramdb.storage.base import Head, Row
 from engramdb.storage.postgres.errors import translate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql_where import select_rows
 from engramdb.storage.sql_write import decode_row
 
-__all__ = ["DISTINCT_NAMESPACES", "KnownNamespaces", "Pinned", "pinned_rows", "read_snapshot"]
+__all__ = ["DISTINCT_NAMESPACES", "KnownNamespaces", "Pinned", "pinned_rows", "read_snapshot",
+           "without_every_namespace"]
 
 # A loose index scan: one probe of the namespace index per distinct namespace.
 DISTINCT_NAMESPACES = (
@@ -184,3 +186,22 @@ def pinned_rows(store: Any, table: str, where: Mapping[str, Any]) -> list[Row] |
     cols = list(_CONFLICTS.columns)
     return [decode_row(_CONFLICTS, cols, r)
             for r in select_rows(_CONFLICTS, pinned.open_conflicts, where)]
+
+
+def without_every_namespace(store: Any, flt: RecallFilter) -> RecallFilter:
+    """``flt`` without its namespace list when, inside a snapshot, that list names
+    every namespace the snapshot holds memory rows of (what an admin's unscoped
+    recall resolves ``*`` to): then the list filters nothing, and a search checks
+    one condition fewer per row (an ``IN`` of every namespace; ~0.3 ms of a
+    full-text search over 1,000 matches at 100k memories, 20 namespaces).
+
+    Exact: the snapshot's namespaces (:class:`KnownNamespaces`) hold every
+    namespace of a row it sees. Only the SQL condition may use this; how a
+    search is planned (e.g. a narrow scope ranked exactly) still follows ``flt``.
+    """
+    pinned: Pinned | None = getattr(store._local, "pinned", None)
+    if (pinned is None or flt.namespaces is None
+            or len(flt.namespaces) < len(pinned.namespaces)
+            or not set(pinned.namespaces) <= set(flt.namespaces)):
+        return flt
+    return replace(flt, namespaces=None)
