@@ -26,6 +26,8 @@ from .test_candidate_scale import (
     remember_committed,
     write_batch_and_singles,
 )
+from .test_write_batching import BATCH
+from .test_write_batching import _pairs as _flag_pairs
 
 FILLER = 400  # unrelated memories in the large namespaces (random unit embeddings)
 
@@ -87,6 +89,58 @@ def test_the_inverted_file_index_flags_what_a_small_namespace_flags(
     write_batch_and_singles(db)
     assert probed and all(probed)
     assert_flags_like_a_small_namespace(db)
+
+
+def _spy_on_chunk_connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Statements of one vector per chunk (so a batch's search has several chunks),
+    and the connection each chunk ran on, recorded."""
+    monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)  # past it: the server's index
+    monkeypatch.setattr(knn, "_VECTORS_PER_STATEMENT", 1)
+    used: list[Any] = []
+    chunks = knn._search_chunks
+
+    def search_chunks(conn: Any, starts: Any, *args: Any) -> None:
+        used.extend(conn for _ in starts)
+        chunks(conn, starts, *args)
+
+    monkeypatch.setattr(knn, "_search_chunks", search_chunks)
+    return used
+
+
+def test_a_batch_search_split_over_two_connections_flags_what_one_flags(
+        pgdb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = pgdb
+    fill_large_namespaces(db, FILLER, seed=13)
+    assert db.storage.wait_for_vector_index(timeout=120)
+    remember_committed(db)
+    used = _spy_on_chunk_connections(monkeypatch)
+    write_batch_and_singles(db)
+    assert len({id(conn) for conn in used}) == 2  # the batch's chunks ran on two connections
+    assert_flags_like_a_small_namespace(db)
+
+
+def test_a_batch_search_with_no_second_connection_free_runs_on_one(
+        pg_url: str, embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's search holds one pooled connection and asks for a second: when none
+    is free it must run on the one it holds, not wait for the pool's timeout (threads
+    each holding one connection and waiting for another would drain the pool)."""
+    with engramdb.open(pg_url, embedder=embedder, pool_max_size=2,
+                       pool_timeout_s=3) as db:
+        fill_large_namespaces(db, FILLER, seed=17)
+        assert db.storage.wait_for_vector_index(timeout=120)
+        remember_committed(db)
+        used = _spy_on_chunk_connections(monkeypatch)
+        pool = db.storage._get_pool()
+        held = pool.getconn()  # another thread's work holds the pool's other connection
+        try:
+            db.remember_many([{"text": t, "namespace": "big/batch"} for t in BATCH])
+        finally:
+            pool.putconn(held)
+        assert used and len({id(conn) for conn in used}) == 1
+        for text in BATCH:
+            db.remember(text, namespace="small/batch")
+        flagged = _flag_pairs(db, "small/batch")
+        assert flagged and _flag_pairs(db, "big/batch") == flagged
 
 
 def test_a_batch_stores_each_row_and_vector_as_single_writes_do(pgdb: Any) -> None:

@@ -100,6 +100,9 @@ _SCHEMA_LOCK = int.from_bytes(b"engramdb", "big") - 2**63
 # Statements inside a write whose results the engine never reads: they stay queued
 # in the pipeline. Everything else (SELECT, compare-and-swap UPDATE, DDL) is synced.
 _NO_RESULT = ("INSERT", "NOTIFY", "UPDATE chain_head")
+# How long a read holding one connection waits for a second (_second_conn), else it
+# runs on the one it holds.
+_SECOND_CONN_WAIT_S = 0.05
 
 
 class PostgresStorage(SqlStorage):
@@ -267,13 +270,24 @@ class PostgresStorage(SqlStorage):
     @contextmanager
     def _second_conn(self) -> Iterator[psycopg.Connection[Any] | None]:
         """Another pool connection, for a read to run statements on beside its own;
-        None inside :meth:`snapshot` (this thread's reads share one snapshot) or when
-        the pool holds a single connection."""
+        None inside :meth:`snapshot` (this thread's reads share one snapshot), when
+        the pool holds a single connection, or when none is free within
+        :data:`_SECOND_CONN_WAIT_S`: a thread that holds one connection never waits
+        long for another (threads each holding one and waiting for a second would
+        drain the pool until its timeout)."""
         if getattr(self._local, "snapshot", None) is not None or self._pool_max < 2:
             yield None
             return
-        with self._read_conn() as conn:
+        pool = self._get_pool()
+        try:
+            conn = pool.getconn(timeout=_SECOND_CONN_WAIT_S)
+        except PoolTimeout:
+            yield None
+            return
+        try:
             yield conn
+        finally:
+            pool.putconn(conn)
 
     def snapshot(self) -> AbstractContextManager[None]:
         """One REPEATABLE READ, READ ONLY transaction for this thread's reads."""
