@@ -440,6 +440,7 @@ def search_vectors(
                     if min_similarity is None or -float(r[-1]) >= min_similarity])
     return out
 
+
 def _search_chunks(conn: psycopg.Connection[Any], starts: Sequence[int],
                    vecs: list[np.ndarray], approximate: str, exact: str, params: list[Any],
                    mark: int | None, n: int, ivf: bool, found: list[list[tuple[Any, ...]]]
