@@ -11,7 +11,7 @@ most :data:`CANDIDATE_WORDS` words, the rarest.
 Document frequencies come from ``fts5vocab``, which holds *stems*, so each
 word is stemmed first as that tokenizer (``porter unicode61``) stems it: a word of
 ASCII letters and digits by ``porter.py``, any other through a scratch FTS5 table
-(cached per process).
+(cached per connection).
 
 A query scoped to namespaces holding a minority of the rows intersects its
 words with the namespaces' ``scope`` tokens (migration 0013) inside FTS5, so
