@@ -292,6 +292,12 @@ def check_json(obj: Any, *, what: str = "metadata") -> Any:
         InvalidMetadata: what JSON cannot carry (NaN, sets, non-string keys, ...)
             or a string (key or value) holding NUL or an unpaired surrogate.
     """
+    return checked_json(obj, what=what)[0]
+
+
+def checked_json(obj: Any, *, what: str = "metadata") -> tuple[Any, str]:
+    """:func:`check_json`'s value and its stored text (``json_dumps`` of the value:
+    re-encoding what was decoded from the text gives the same text)."""
     if isinstance(obj, float) and not math.isfinite(obj):
         raise InvalidMetadata(f"{what} must be a finite number", field=what)
     # Depth, width and size first: a hostile value must not reach the encoder.
@@ -316,7 +322,7 @@ def check_json(obj: Any, *, what: str = "metadata") -> Any:
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
-    return json.loads(text)
+    return json.loads(text), text
 
 
 def to_micros(value: datetime | None) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engramdb.codec import check_chars, check_json, from_micros, to_micros
+from engramdb.codec import check_chars, check_json, checked_json, from_micros, to_micros
 from engramdb.errors import (
     EmbeddingDimensionMismatch,
     InvalidInput,
@@ -128,10 +128,8 @@ def check_metadata(metadata: Any, config: EngineConfig) -> dict[str, Any]:
                               field="metadata")
     if not metadata:
         return {}  # nothing to check (and the most common metadata by far)
-    value = check_json(dict(metadata), what="metadata")
-    from engramdb.codec import json_dumps
-
-    if len(json_dumps(value).encode()) > config.max_metadata_bytes:
+    value, text = checked_json(dict(metadata), what="metadata")
+    if len(text.encode()) > config.max_metadata_bytes:
         raise InvalidMetadata(
             f"metadata is larger than {config.max_metadata_bytes} bytes; store large "
             "payloads elsewhere and keep a reference",

@@ -34,29 +34,23 @@ _BM25 = "bm25(memories_fts, 1.0, 0.0)"
 
 
 class CandidateRow(Mapping[str, Any]):
-    """A memory row read by the candidate search; its JSON columns are parsed on
-    first access (a row judged unrelated never needs its metadata)."""
+    """A memory row read by the candidate search; each JSON column is parsed on its
+    first access (a row judged unrelated never needs its metadata, and reading the
+    assertion's ``value`` parses only that column)."""
 
-    __slots__ = ("_raw", "_row")
+    __slots__ = ("_parsed", "_raw")
 
     def __init__(self, values: tuple[Any, ...]) -> None:
         self._raw = dict(zip(_COLS, values, strict=True))
-        self._row: dict[str, Any] | None = None
+        self._parsed: dict[str, Any] = {}
 
     def _get(self, key: str) -> Any:
-        if key in _JSON:
-            return self._decoded()[key]
-        return self._raw[key]
-
-    def _decoded(self) -> dict[str, Any]:
-        if self._row is None:
-            row = dict(self._raw)
-            for name in _JSON:
-                value = row[name]
-                if isinstance(value, str):
-                    row[name] = {} if value == "{}" else json.loads(value)
-            self._row = row
-        return self._row
+        value = self._raw[key]
+        if key not in _JSON or not isinstance(value, str):
+            return value
+        if key not in self._parsed:
+            self._parsed[key] = {} if value == "{}" else json.loads(value)
+        return self._parsed[key]
 
     def __getitem__(self, key: str) -> Any:
         return self._get(key)
@@ -72,7 +66,7 @@ class CandidateRow(Mapping[str, Any]):
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a plain dict, every JSON column parsed."""
-        return dict(self._decoded())
+        return {key: self._get(key) for key in self._raw}
 
 
 @lru_cache(maxsize=256)

@@ -9,8 +9,9 @@ any word, so they decide the query's cost. A word in no row is left out (it
 adds nothing to any score). The contradiction check's candidate search keeps at
 most :data:`CANDIDATE_WORDS` words, the rarest.
 Document frequencies come from ``fts5vocab``, which holds *stems*, so each
-word is stemmed first by the same tokenizer (``porter unicode61``, through a
-scratch FTS5 table; cached per connection).
+word is stemmed first as that tokenizer (``porter unicode61``) stems it: a word of
+ASCII letters and digits by ``porter.py``, any other through a scratch FTS5 table
+(cached per connection).
 
 A query scoped to namespaces holding a minority of the rows intersects its
 words with the namespaces' ``scope`` tokens (migration 0013) inside FTS5, so
@@ -25,6 +26,8 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+
+from engramdb.storage.sqlite.porter import stem_ascii_word
 
 __all__ = ["CANDIDATE_WORDS", "FullText", "content_words", "fts_query", "scope_token"]
 
@@ -99,9 +102,17 @@ class FullText:
 
     def stems(self, conn: sqlite3.Connection, words: Sequence[str]) -> dict[str, str | None]:
         """Each word's stem as FTS5 indexes it (None: the tokenizer keeps nothing of it)."""
-        # ASCII digits are their own stem (unicode61 keeps them, porter changes no digit):
-        # numbers, new in almost every text, skip the stemmer's round trips.
-        todo = [w for w in words if w not in self._stems and not (w.isascii() and w.isdigit())]
+        out: dict[str, str | None] = {}
+        todo: list[str] = []
+        for w in words:
+            if w in self._stems:
+                out[w] = self._stems[w]
+            elif w.isascii() and w.isalnum():
+                # ASCII letters and digits: one token, whose stem porter.py computes as
+                # FTS5 does (a digit run is its own stem), with no round trip to FTS5.
+                out[w] = w if w.isdigit() else stem_ascii_word(w)
+            else:
+                todo.append(w)
         if todo:
             self._prepare(conn)
             conn.execute("SAVEPOINT engram_stem")
@@ -114,11 +125,15 @@ class FullText:
             finally:
                 conn.execute("ROLLBACK TO engram_stem")
                 conn.execute("RELEASE engram_stem")
+            for i, w in enumerate(todo, start=1):
+                out[w] = found.get(i)
+        fresh = [w for w in out if w not in self._stems and not (w.isascii() and w.isdigit())]
+        if fresh:
             if len(self._stems) > 100_000:
                 self._stems.clear()
-            for i, w in enumerate(todo, start=1):
-                self._stems[w] = found.get(i)
-        return {w: w if w.isascii() and w.isdigit() else self._stems.get(w) for w in words}
+            for w in fresh:
+                self._stems[w] = out[w]
+        return out
 
     def doc_counts(self, conn: sqlite3.Connection, terms: Sequence[str]) -> dict[str, int]:
         """How many rows contain each indexed term (stem or scope token), briefly cached."""
