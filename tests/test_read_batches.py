@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import engramdb
-from engramdb.audit.read_batches import memory_key
+from engramdb.audit.read_batches import index_effects, index_rows, memory_key, pack
 from engramdb.engine import import_database
 from engramdb.engine._commit import commit
 from engramdb.engine.read_audit import read_rows
@@ -129,6 +129,20 @@ def test_forget_counts_reads_and_export_import_keeps_them_older_form_included(tm
         assert db.verify().ok
     finally:
         db.close()
+
+
+def test_the_index_rows_a_flush_writes_are_those_derived_from_its_batch():
+    # The write path builds a batch's read_index rows from the reads it holds; verify,
+    # replay and import derive them from the stored batch: they must agree exactly.
+    reads = [{"id": f"r{n}", "principal": f"agent{n % 3}", "tx": 10 + n,
+              "recorded_at": 1_700_000_000_000_000 + n, "query_digest": f"{n % 7:064x}",
+              "items": [{"id": f"mem-{(n * 7 + j) % 23}", "version": 1 + j % 2,
+                         "namespace": f"acme/t{(n + j) % 4}"} for j in range(n % 11)],
+              "namespaces": []} for n in range(60)]
+    _, batch = pack(reads)
+    written = index_rows(41, (i["id"] for r in reads for i in r["items"]))
+    assert written == index_effects(41, batch)
+    assert len(written) == 23  # one per distinct memory, however often it was read
 
 
 @pytest.mark.postgres

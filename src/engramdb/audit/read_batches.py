@@ -22,13 +22,13 @@ import base64
 import hashlib
 import json
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from engramdb.codec import canonical
 from engramdb.storage.base import Insert
 
-__all__ = ["derived_effects", "index_effects", "memory_key", "pack", "unpack"]
+__all__ = ["derived_effects", "index_effects", "index_rows", "memory_key", "pack", "unpack"]
 
 _KEY_BYTES = 6  # 48 bits: six bytes on disk in SQLite, a BIGINT on PostgreSQL
 
@@ -86,7 +86,13 @@ def unpack(seq: int, recorded_at: int, batch: str) -> list[dict[str, Any]]:
 
 def index_effects(seq: int, batch: str) -> list[Insert]:
     """The ``read_index`` rows of one batch: one per distinct memory key."""
-    keys = sorted({memory_key(str(mid)) for mid, _ in _body(batch)["m"]})
+    return index_rows(seq, (mid for mid, _ in _body(batch)["m"]))
+
+
+def index_rows(seq: int, memory_ids: Iterable[Any]) -> list[Insert]:
+    """:func:`index_effects` of the batch that :func:`pack` makes of reads naming
+    ``memory_ids``, without decoding it again (the write path holds the reads)."""
+    keys = sorted({memory_key(str(mid)) for mid in memory_ids})
     return [Insert("read_index", {"memory_key": k, "seq": seq}) for k in keys]
 
 

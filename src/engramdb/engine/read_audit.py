@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from engramdb.audit.read_batches import index_effects, memory_key, pack, unpack
+from engramdb.audit.read_batches import index_rows, memory_key, pack, unpack
 from engramdb.codec import new_id, sha256_hex
 from engramdb.engine._commit import commit
 from engramdb.errors import EngramError, StorageError
@@ -287,7 +287,7 @@ class ReadAudit:
                 raise StorageError(f"read batch logged as event {event.seq}, expected {seq}; "
                                    "retry", retryable=True)
             # Derived from the payload, not logged (replay derives them the same way).
-            w.apply(index_effects(seq, batch))
+            w.apply(index_rows(seq, (item["id"] for r in rows for item in r["items"])))
 
     # -- optional background flusher ---------------------------------------------------
 
