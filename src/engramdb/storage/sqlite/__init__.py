@@ -344,9 +344,11 @@ class SQLiteStorage(SqlStorage):
     # -- vectors ---------------------------------------------------------------
 
     def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        # The little-endian float32 array itself is bound (its buffer, copied once by
+        # SQLite), not a bytes copy of it made first.
         conn.executemany(
             "INSERT OR REPLACE INTO memory_vectors (id, version, vec) VALUES (?, ?, ?)",
-            [(i, v, np.asarray(vec, dtype="<f4").tobytes()) for i, v, vec in items],
+            [(i, v, np.ascontiguousarray(vec, dtype="<f4")) for i, v, vec in items],
         )
         self._writeback.kick(len(items))
 
