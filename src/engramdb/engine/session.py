@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engramdb._guard import guard_and_trace
 from engramdb.engine.access import Caller
 from engramdb.engine.admin import Admin
+from engramdb.engine.collector import collector_paused
 from engramdb.engine.rows import (
     PrincipalInfo,
     check_id,
@@ -159,12 +160,16 @@ class Session:
         Each item is a :class:`MemoryDraft` or a dict of :meth:`remember` arguments.
         Embeddings are computed in batches before the write lock is taken.
         """
-        clean = batch_drafts(self._caller, drafts, self._svc.lifecycle)
+        # Thousands of objects and no cycle: the collector waits (engine/collector.py),
+        # but for the embedder's run (a model's own objects are not ours to keep).
+        with collector_paused():
+            clean = batch_drafts(self._caller, drafts, self._svc.lifecycle)
         vectors = self._res.vectors_for(clean)
-        # Free-text rival candidates are searched before the lock is taken, and
-        # brought up to date under it (only rows committed since are searched).
-        batch = self._svc.trust.prepare_batch(clean, vectors)
-        return self._write(lambda wr: wr.remember_many(clean, vectors, batch))
+        with collector_paused():
+            # Free-text rival candidates are searched before the lock is taken, and
+            # brought up to date under it (only rows committed since are searched).
+            batch = self._svc.trust.prepare_batch(clean, vectors)
+            return self._write(lambda wr: wr.remember_many(clean, vectors, batch))
 
     def update(
         self,

@@ -181,6 +181,10 @@ class SqlWriteTx(WriteTx):
 
     def flush(self, table: str | None = None) -> None:
         """Send the buffered inserts of ``table`` (``None``: of every table) now."""
+        if table is None and self._vectors:
+            # The vectors first: the largest rows (half of a batch's WAL on SQLite),
+            # whose pages the backend's writeback then syncs while the rest is sent.
+            self.flush("memory_vectors")
         for name in [table] if table is not None else list(self._buffered):
             if name == "memories":
                 self._buffered_ids.clear()

@@ -32,7 +32,7 @@ from engramdb.storage.migrations import load, migrate
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.candidates import text_candidates
-from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush
+from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush, WalWriteback
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
 from engramdb.storage.sqlite.rows import (
@@ -96,6 +96,7 @@ class SQLiteStorage(SqlStorage):
         self._pid = os.getpid()
         self._flush = DeferredFlush(self.path + "-wal")
         self._checkpoint = BackgroundCheckpoint(self.path, self._checkpoint_conn)
+        self._writeback = WalWriteback(self.path + "-wal")
 
     # -- connections -------------------------------------------------------
 
@@ -180,6 +181,7 @@ class SQLiteStorage(SqlStorage):
         self._lexical = LexicalSearch(self._plain_conn)
         self._flush = DeferredFlush(self.path + "-wal")  # the parent's timer stays there
         self._checkpoint = BackgroundCheckpoint(self.path, self._checkpoint_conn)
+        self._writeback = WalWriteback(self.path + "-wal")
 
     @contextmanager
     def _read_conn(self) -> Iterator[sqlite3.Connection]:
@@ -273,12 +275,14 @@ class SQLiteStorage(SqlStorage):
                      ) -> None:
         if table != "memories":
             self._exec_many(conn, sql, rows)
-            return
-        # Full text in one statement for the rows just inserted (migration 0017):
-        # under the write lock, new rows take the row ids after the largest.
-        last = self._exec(conn, "SELECT COALESCE(MAX(row_id), 0) FROM memories").fetchone()[0]
-        self._exec_many(conn, sql, rows)
-        self._exec(conn, _FTS_FILL, [last])
+        else:
+            # Full text in one statement for the rows just inserted (migration 0017):
+            # under the write lock, new rows take the row ids after the largest.
+            last = self._exec(conn, "SELECT COALESCE(MAX(row_id), 0) FROM memories"
+                              ).fetchone()[0]
+            self._exec_many(conn, sql, rows)
+            self._exec(conn, _FTS_FILL, [last])
+        self._writeback.kick(len(rows))  # a batch's WAL frames start for the disk now
 
     @staticmethod
     def _run(method: Any, sql: str, params: Any) -> Any:
@@ -303,6 +307,7 @@ class SQLiteStorage(SqlStorage):
     def close(self) -> None:
         self._closed = True
         self._checkpoint.close()
+        self._writeback.close()
         self._flush.now()  # deferred writes are on disk once the database is closed
         with self._conns_lock:
             for conn in self._all_conns:
@@ -339,10 +344,13 @@ class SQLiteStorage(SqlStorage):
     # -- vectors ---------------------------------------------------------------
 
     def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
+        # The little-endian float32 array itself is bound (its buffer, copied once by
+        # SQLite), not a bytes copy of it made first.
         conn.executemany(
             "INSERT OR REPLACE INTO memory_vectors (id, version, vec) VALUES (?, ?, ?)",
-            [(i, v, np.asarray(vec, dtype="<f4").tobytes()) for i, v, vec in items],
+            [(i, v, np.ascontiguousarray(vec, dtype="<f4")) for i, v, vec in items],
         )
+        self._writeback.kick(len(items))
 
     def search_vector(
         self, vector: np.ndarray, flt: RecallFilter, limit: int, *, brief: bool = False
