@@ -10,6 +10,7 @@ them). Each is checked here, the last on an episodic and a semantic batch.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,41 @@ def test_the_collector_resumes_only_when_the_last_batch_of_any_thread_ends(
     release.set()
     thread.join(10)
     assert gc.isenabled()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_during_another_threads_batch_gets_the_collector_back(
+        collector_on: None) -> None:
+    # Another thread is inside a batch (collector paused) when this thread forks: in
+    # the child that batch never ends, so the child must not inherit its pause.
+    inside, release = threading.Event(), threading.Event()
+
+    def batch() -> None:
+        with collector_paused():
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=batch)
+    t.start()
+    try:
+        assert inside.wait(10)
+        assert not gc.isenabled()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then run a batch of its own and report again
+            try:
+                first = gc.isenabled()
+                with collector_paused():
+                    pass
+                os.write(write, bytes([first, gc.isenabled()]))
+            finally:
+                os._exit(0)
+        os.close(write)
+        got = os.read(read, 2)
+        os.close(read)
+        os.waitpid(pid, 0)
+    finally:
+        release.set()
+        t.join()
+    assert got == bytes([True, True])
+    assert gc.isenabled()  # the parent's batch ended: on again here too

@@ -13,12 +13,15 @@ by reference counting as before, so memory use does not grow.
 
 The collector is process-wide: it is paused while any batch runs (a count
 shared by threads) and turned back on when the last one ends, unless it was
-off before the first began (then it is left off).
+off before the first began (then it is left off). A process forked while
+another thread's batch runs starts with no batch running: the collector is
+turned back on in the child if it was on before that batch.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,3 +49,18 @@ def collector_paused() -> Iterator[None]:
             _running -= 1
             if _running == 0 and _resume:
                 gc.enable()
+
+
+def _after_fork_in_child() -> None:
+    # Only the forking thread exists in the child: another thread's batch never ends
+    # here, so its count would keep the collector off for the child's whole life. A
+    # lock that thread held at the fork is replaced too.
+    global _lock, _running
+    _lock = threading.Lock()
+    if _running:
+        _running = 0
+        if _resume:
+            gc.enable()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
