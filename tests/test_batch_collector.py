@@ -12,6 +12,8 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,23 +88,32 @@ def test_a_collector_the_program_turned_off_stays_off(tmp_path: Path) -> None:
         db.close()
 
 
-def test_the_collector_resumes_only_when_the_last_batch_of_any_thread_ends(
-        collector_on: None) -> None:
+@contextmanager
+def _batch_in_another_thread() -> Iterator[None]:
+    """Another thread inside a batch (the collector paused) for the block's length."""
     inside, release = threading.Event(), threading.Event()
 
-    def other() -> None:
+    def batch() -> None:
         with collector_paused():
             inside.set()
             release.wait(10)
 
-    thread = threading.Thread(target=other)
+    thread = threading.Thread(target=batch)
     thread.start()
-    assert inside.wait(10)
-    with collector_paused():
-        assert not gc.isenabled()
-    assert not gc.isenabled()  # the other thread's batch still runs
-    release.set()
-    thread.join(10)
+    try:
+        assert inside.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+
+
+def test_the_collector_resumes_only_when_the_last_batch_of_any_thread_ends(
+        collector_on: None) -> None:
+    with _batch_in_another_thread():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the other thread's batch still runs
     assert gc.isenabled()
 
 
@@ -111,17 +122,7 @@ def test_a_child_forked_during_another_threads_batch_gets_the_collector_back(
         collector_on: None) -> None:
     # Another thread is inside a batch (collector paused) when this thread forks: in
     # the child that batch never ends, so the child must not inherit its pause.
-    inside, release = threading.Event(), threading.Event()
-
-    def batch() -> None:
-        with collector_paused():
-            inside.set()
-            release.wait(10)
-
-    t = threading.Thread(target=batch)
-    t.start()
-    try:
-        assert inside.wait(10)
+    with _batch_in_another_thread():
         assert not gc.isenabled()
         read, write = os.pipe()
         pid = os.fork()
@@ -137,8 +138,5 @@ def test_a_child_forked_during_another_threads_batch_gets_the_collector_back(
         got = os.read(read, 2)
         os.close(read)
         os.waitpid(pid, 0)
-    finally:
-        release.set()
-        t.join()
     assert got == bytes([True, True])
     assert gc.isenabled()  # the parent's batch ended: on again here too
