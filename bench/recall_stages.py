@@ -33,21 +33,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scale import NAMESPACES, corpus, vectors
+from bench.stage_clock import clock
 
 _CPU: dict[str, float] = collections.defaultdict(float)
 
 
 def _timed(owner: Any, name: str, label: str) -> None:
-    fn = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.thread_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _CPU[label] += time.thread_time() - start
-
-    setattr(owner, name, wrapper)
+    clock(owner, name, label, cpu=_CPU)
 
 
 def _instrument() -> None:

@@ -9,7 +9,8 @@ whichever thread ran it, candidate rows, ranking, read audit and its batched wri
 blocked, page faults). Reported per side: p50 / p95, the median wall by position in
 its round (the first recalls after NumPy's scan meet cold CPU caches), the stages'
 medians for the body and the slowest 5%, and how many vector searches ran beside
-the full text (``storage/sqlite/beside.py``).
+the full text (``storage/sqlite/beside.py``, on branch ``rc9`` only: printed
+when the checkout has it).
 
 Database: the check's, as ``bench/recall_lexical.py --build DIR`` makes it (use a
 copy per run: recalls write read-audit events)::
@@ -32,6 +33,10 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.stage_clock import clock
+
 CHECKS = Path(os.environ.get("ENGRAM_CHECKS",
                             Path(__file__).resolve().parents[2] / "shared" / "checks"))
 _WALL: dict[str, float] = collections.defaultdict(float)
@@ -39,18 +44,7 @@ _GC = [0.0, 0.0]
 
 
 def _timed(owner: Any, name: str, label: str) -> None:
-    fn = getattr(owner, name, None)
-    if fn is None:  # a stage this checkout does not have
-        return
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _WALL[label] += time.perf_counter() - start
-
-    setattr(owner, name, wrapper)
+    clock(owner, name, label, wall=_WALL, optional=True)  # a stage this checkout may lack
 
 
 def _instrument() -> None:

@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.scale import NAMESPACES, vectors
+from bench.stage_clock import clock
 
 _WALL: dict[str, float] = collections.defaultdict(float)
 _CPU: dict[str, float] = collections.defaultdict(float)
@@ -38,17 +39,7 @@ _GC = [0.0, 0.0]  # pause total, start of the current pause
 
 
 def _timed(owner: Any, name: str, label: str) -> None:
-    fn = getattr(owner, name)
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            _WALL[label] += time.perf_counter() - wall
-            _CPU[label] += time.thread_time() - cpu
-
-    setattr(owner, name, wrapper)
+    clock(owner, name, label, wall=_WALL, cpu=_CPU)
 
 
 def _instrument() -> None:
