@@ -113,11 +113,17 @@ def _hole(taken: set[int], entropy: _Entropy, low: int = 3 * 10**17,
             return n
 
 
+def _quoted(v: str | None) -> str:
+    return "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _text_array(values: Sequence[str | None]) -> str:
-    """A PostgreSQL array literal of ``values`` (None is NULL), each element quoted."""
-    return "{" + ",".join(
-        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for v in values) + "}"
+    """A PostgreSQL array literal of ``values`` (None is NULL), each element quoted.
+    A single write's arrays hold one element each (eleven of them a call): that case
+    is written out, without a generator."""
+    if len(values) == 1:
+        return "{" + _quoted(values[0]) + "}"
+    return "{" + ",".join(map(_quoted, values)) + "}"
 
 
 def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
@@ -128,13 +134,15 @@ def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
     if kind is int:
         if value in holes:
             found[value] = found.get(value, 0) + 1
-    elif kind is dict:
-        for v in value.values():
-            if type(v) not in _LEAVES:
-                _placed(v, holes, found)
-    elif kind is list or kind is tuple:
-        for v in value:
-            if type(v) not in _LEAVES:
+    elif kind is dict or kind is list or kind is tuple:
+        # A plain int inside is tested here, not by a call per value (a memory row
+        # holds a dozen, four of them the holes themselves).
+        for v in (value.values() if kind is dict else value):
+            kv = type(v)
+            if kv is int:
+                if v in holes:
+                    found[v] = found.get(v, 0) + 1
+            elif kv not in _LEAVES:
                 _placed(v, holes, found)
     elif isinstance(value, Mapping):
         _placed(dict(value), holes, found)
@@ -319,7 +327,10 @@ class PreparedWriteTx(WriteTx):
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
         vecs = None
-        if self._vectors:
+        if len(self._vectors) == 1:  # a single write's: no concatenation
+            flat = np.asarray(self._vectors[0][2], dtype=np.float32).reshape(-1).astype(">f4")
+            vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
+        elif self._vectors:
             flat = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1)
                                    for _, _, v in self._vectors]).astype(">f4")
             vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
