@@ -44,7 +44,6 @@ and the engine runs the write under the lock instead.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,7 +55,7 @@ import numpy as np
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from engramdb.codec import canonical, from_micros, to_micros
+from engramdb.codec import canonical, from_micros, random_bytes, to_micros
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
@@ -73,23 +72,27 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
+# A row's JSON as json.dumps(row, ensure_ascii=False, separators=(",", ":")) writes it,
+# by one encoder made once (json.dumps with any option builds a JSONEncoder per call).
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
 _MAX_DIMS = 16_000
 
 
 class _Entropy:
-    """Random bytes from the operating system, read once per write rather than once per
-    salt and placeholder (each read is a system call)."""
+    """Random bytes from the operating system (:func:`~engramdb.codec.random_bytes`),
+    taken once per write rather than once per salt and placeholder."""
 
     __slots__ = ("_at", "_buf")
 
     def __init__(self, size: int = 96) -> None:
-        self._buf = os.urandom(size)
+        self._buf = random_bytes(size)
         self._at = 0
 
     def take(self, n: int) -> bytes:
         if self._at + n > len(self._buf):
-            self._buf, self._at = os.urandom(max(96, n)), 0
+            self._buf, self._at = random_bytes(max(96, n)), 0
         out = self._buf[self._at:self._at + n]
         self._at += n
         return out
@@ -242,7 +245,7 @@ class PreparedWriteTx(WriteTx):
                 row["row_tx"] = self.tx
             if "words" in spec.bookkeeping:  # as SqlWriteTx stores them (storage/words.py)
                 row["words"] = stored_words(row.get("text"))
-            text = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+            text = _ROW_JSON(row)
             _check_holes(text, row, (self.tx, self.recorded_at))
             # Sent as this text (arguments): each row is encoded once.
             self._rows.setdefault((spec.name, tuple(row)), []).append(text)
