@@ -1,5 +1,7 @@
--- EngramDB postgres schema, version 38: three b-tree entries fewer per sessionless memory
--- version written, none that a read needs. Append-only: never edit a released migration.
+-- EngramDB postgres schema, version 38: two b-tree entries fewer per memory version written
+-- (11 -> 9 for a current sessionless memory without an assertion or expiry, 12 -> 10 with a
+-- session), none that a read needs; and a single remember in one statement (below).
+-- Append-only: never edit a released migration.
 -- The same change SQLite made in its versions 25 and 26 (issue 13, 16 writers):
 -- * `memories_author (author)` (version 10) is the leading column of
 --   `memories_author_layer_time (author, layer, valid_from)` (version 11): every lookup by
