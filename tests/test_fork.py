@@ -227,3 +227,28 @@ def _worker_pids(master: int) -> set[int]:
     if not children.exists():
         return {0, 1}  # no /proc: the request test above already proved the workers
     return {int(pid) for pid in children.read_text().split()}
+
+
+def _child_ids(queue: Any) -> None:
+    from engramdb.codec import new_ids, random_bytes
+    queue.put((random_bytes(16).hex(), [i[19:] for i in new_ids(3)]))
+
+
+def test_forked_children_make_ids_and_salts_of_their_own() -> None:
+    """Random bytes are read from the OS in chunks: a child forked while its parent
+    still holds unused bytes must not hand out the same ones (the same memory ids'
+    random bits, the same salts and placeholders in two processes)."""
+    from engramdb.codec import new_ids, random_bytes
+    new_ids(1)  # the parent now holds unused random bytes
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=_child_ids, args=(queue,)) for _ in range(3)]
+    for child in children:
+        child.start()
+    got = [queue.get(timeout=60) for _ in children]
+    _wait(children, 60)
+    got.append((random_bytes(16).hex(), [i[19:] for i in new_ids(3)]))
+    salts = [salt for salt, _ in got]
+    tails = [tail for _, ids in got for tail in ids]
+    assert len(set(salts)) == len(salts)
+    assert len(set(tails)) == len(tails)

@@ -380,7 +380,8 @@ def test_both_durability_barriers_are_the_static_statements_the_procedure_knows(
 
     from engramdb.storage.postgres import durability
 
-    for version in ("0032_append_planned.sql", "0036_append_leaner.sql"):  # 0036 replaces it
+    for version in ("0032_append_planned.sql", "0036_append_leaner.sql",  # each replaces it
+                    "0038_write_indexes.sql"):
         sql = (Path(durability.__file__).parent / "migrations" / version).read_text()
         joined = re.sub(r"'\s*\n\s*'", "", sql)  # adjacent string constants: one constant
         for barrier in (durability._TRANSACTIONAL, durability._FLUSHING):

@@ -35,6 +35,7 @@ __all__ = [
     "json_loads",
     "new_id",
     "new_ids",
+    "random_bytes",
     "sha256_hex",
     "to_micros",
 ]
@@ -351,11 +352,36 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _id_lock = threading.Lock()
 _last_ms = 0
 _seq = 0
+# Random bytes read from the operating system 4 KiB at a time and handed out once each
+# (:func:`random_bytes`): a read is a system call, and a single write took two (its
+# id's bits, its salt and placeholders), several microseconds each in a VM.
+_RANDOM_CHUNK = 4096
+_rand_lock = threading.Lock()
+_rand_buf = b""
+_rand_at = 0
 
 
 def _new_id_lock_in_child() -> None:
-    global _id_lock
+    global _id_lock, _rand_lock, _rand_buf, _rand_at
     _id_lock = threading.Lock()  # another parent thread may have held it at fork
+    # The parent's unused random bytes are the parent's: a child that handed them
+    # out too would repeat them (ids, salts, placeholders). It reads its own.
+    _rand_lock = threading.Lock()
+    _rand_buf, _rand_at = b"", 0
+
+
+def random_bytes(n: int) -> bytes:
+    """``n`` bytes from ``os.urandom``, read in chunks: none is ever handed out twice,
+    in this process or in a child forked from it."""
+    global _rand_buf, _rand_at
+    if n > _RANDOM_CHUNK // 4:
+        return os.urandom(n)
+    with _rand_lock:
+        at = _rand_at
+        if at + n > len(_rand_buf):
+            _rand_buf, at = os.urandom(_RANDOM_CHUNK), 0
+        _rand_at = at + n
+        return _rand_buf[at:at + n]
 
 
 if hasattr(os, "register_at_fork"):
@@ -391,7 +417,7 @@ def new_ids(n: int) -> list[str]:
             stamps.append((ms << 16) | (0x7 << 12) | _seq)  # the id's high 64 bits
     # The low 64 bits: the variant (0b10) over 62 random bits, written from the hex of
     # the random bytes (its first digit keeps two random bits under the variant's).
-    rand = os.urandom(8 * n).hex()
+    rand = random_bytes(8 * n).hex()
     out = []
     for i, stamp in enumerate(stamps):
         hi, lo = f"{stamp:016x}", rand[16 * i:16 * i + 16]

@@ -39,7 +39,7 @@ from engramdb.model import (
 __all__ = ["EngineConfig", "PrincipalInfo", "check_bool", "check_count", "check_embeddings",
            "check_id", "check_idempotency_key", "check_name", "check_reason",
            "conflict_from_row", "decision_from_row", "grant_from_row", "memory_from_row", "names",
-           "validate_draft", "validate_fields"]
+           "restamped", "validate_draft", "validate_fields"]
 
 # Integers go into 64-bit SQL columns; a larger one is refused as input, not
 # left to overflow in the driver.
@@ -319,6 +319,17 @@ def memory_from_row(row: Mapping[str, Any], *, as_of: int | None = None) -> Memo
         from_micros(row["recorded_at"]), effective_status(row, as_of),
         from_micros(get("expires_at")), (),
     )
+
+
+def restamped(m: Memory, tx_from: int, recorded_at: datetime | None,
+              valid_from: datetime | None) -> Memory:
+    """``m.replace(tx_from=..., recorded_at=..., valid_from=...)``, built as
+    :func:`memory_from_row` builds one (every write returns one of these; the generic
+    replace pays a keyword ``__init__`` with a ``__setattr__`` per field)."""
+    return _new_memory(
+        m.id, m.version, m.namespace, m.layer, m.text, m.subject, m.predicate, m.value,
+        m.metadata, m.importance, m.confidence, m.author, m.source, m.session, valid_from,
+        m.valid_to, tx_from, m.tx_to, recorded_at, m.status, m.expires_at, m.conflicts)
 
 
 _MEMORY_ORDER = ("id", "version", "namespace", "layer", "text", "subject", "predicate", "value",

@@ -37,6 +37,7 @@ from engramdb.engine.rows import (
     check_validity,
     draft_to_row,
     memory_from_row,
+    restamped,
     validate_fields,
 )
 from engramdb.engine.trust import _FREE_TEXT_LAYERS, TrustEngine
@@ -247,8 +248,8 @@ def write_prepared(storage: Storage, actor: str, work: Callable[[WriteTx], T]) -
 
 def _stamped(m: Memory, w: Any) -> Memory:
     """``m`` with the transaction number and time its prepared write got."""
-    return m.replace(tx_from=w.stamp(m.tx_from), recorded_at=w.stamp_time(m.recorded_at),
-                     valid_from=w.stamp_time(m.valid_from))
+    return restamped(m, w.stamp(m.tx_from), w.stamp_time(m.recorded_at),
+                     w.stamp_time(m.valid_from))
 
 
 def write_receipt(memory: Memory, draft: MemoryDraft) -> Memory:

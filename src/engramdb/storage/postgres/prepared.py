@@ -44,7 +44,6 @@ and the engine runs the write under the lock instead.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,7 +55,7 @@ import numpy as np
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from engramdb.codec import canonical, from_micros, to_micros
+from engramdb.codec import canonical, from_micros, random_bytes, to_micros
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
@@ -73,23 +72,27 @@ if TYPE_CHECKING:
 
 __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
+# A row's JSON as json.dumps(row, ensure_ascii=False, separators=(",", ":")) writes it,
+# by one encoder made once (json.dumps with any option builds a JSONEncoder per call).
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
 _MAX_DIMS = 16_000
 
 
 class _Entropy:
-    """Random bytes from the operating system, read once per write rather than once per
-    salt and placeholder (each read is a system call)."""
+    """Random bytes from the operating system (:func:`~engramdb.codec.random_bytes`),
+    taken once per write rather than once per salt and placeholder."""
 
     __slots__ = ("_at", "_buf")
 
     def __init__(self, size: int = 96) -> None:
-        self._buf = os.urandom(size)
+        self._buf = random_bytes(size)
         self._at = 0
 
     def take(self, n: int) -> bytes:
         if self._at + n > len(self._buf):
-            self._buf, self._at = os.urandom(max(96, n)), 0
+            self._buf, self._at = random_bytes(max(96, n)), 0
         out = self._buf[self._at:self._at + n]
         self._at += n
         return out
@@ -113,11 +116,17 @@ def _hole(taken: set[int], entropy: _Entropy, low: int = 3 * 10**17,
             return n
 
 
+def _quoted(v: str | None) -> str:
+    return "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _text_array(values: Sequence[str | None]) -> str:
-    """A PostgreSQL array literal of ``values`` (None is NULL), each element quoted."""
-    return "{" + ",".join(
-        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for v in values) + "}"
+    """A PostgreSQL array literal of ``values`` (None is NULL), each element quoted.
+    A single write's arrays hold one element each (eleven of them a call): that case
+    is written out, without a generator."""
+    if len(values) == 1:
+        return "{" + _quoted(values[0]) + "}"
+    return "{" + ",".join(map(_quoted, values)) + "}"
 
 
 def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
@@ -128,13 +137,15 @@ def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
     if kind is int:
         if value in holes:
             found[value] = found.get(value, 0) + 1
-    elif kind is dict:
-        for v in value.values():
-            if type(v) not in _LEAVES:
-                _placed(v, holes, found)
-    elif kind is list or kind is tuple:
-        for v in value:
-            if type(v) not in _LEAVES:
+    elif kind is dict or kind is list or kind is tuple:
+        # A plain int inside is tested here, not by a call per value (a memory row
+        # holds a dozen, four of them the holes themselves).
+        for v in (value.values() if kind is dict else value):
+            kv = type(v)
+            if kv is int:
+                if v in holes:
+                    found[v] = found.get(v, 0) + 1
+            elif kv not in _LEAVES:
                 _placed(v, holes, found)
     elif isinstance(value, Mapping):
         _placed(dict(value), holes, found)
@@ -234,7 +245,7 @@ class PreparedWriteTx(WriteTx):
                 row["row_tx"] = self.tx
             if "words" in spec.bookkeeping:  # as SqlWriteTx stores them (storage/words.py)
                 row["words"] = stored_words(row.get("text"))
-            text = json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+            text = _ROW_JSON(row)
             _check_holes(text, row, (self.tx, self.recorded_at))
             # Sent as this text (arguments): each row is encoded once.
             self._rows.setdefault((spec.name, tuple(row)), []).append(text)
@@ -319,7 +330,10 @@ class PreparedWriteTx(WriteTx):
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
         vecs = None
-        if self._vectors:
+        if len(self._vectors) == 1:  # a single write's: no concatenation
+            flat = np.asarray(self._vectors[0][2], dtype=np.float32).reshape(-1).astype(">f4")
+            vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
+        elif self._vectors:
             flat = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1)
                                    for _, _, v in self._vectors]).astype(">f4")
             vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
