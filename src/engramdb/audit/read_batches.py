@@ -40,19 +40,17 @@ def memory_key(memory_id: str) -> int:
 
 
 class Batch:
-    """Reads coded into the stored form as they arrive: :func:`pack`'s output, its work spread.
+    """Reads coded into the stored form as they arrive: :func:`pack`'s work, less at the end.
 
-    :meth:`add` assigns a read's dictionary indexes and feeds each memory it names
-    for the first time to the compressor at once (the memory table is the first
-    field of the canonical JSON, so its bytes are final as soon as it grows);
-    :meth:`finish` codes and compresses only the rest (namespaces, principals,
-    digests, reads). zlib's output does not depend on how its input was split, so
-    the batch is byte for byte the one :func:`pack` makes of the same reads. A
-    batch stays open after :meth:`finish` (a failed write is retried, or more reads
+    :meth:`add` assigns a read's dictionary indexes (a few microseconds, no
+    objects the collector keeps tracking); :meth:`finish` only encodes and
+    compresses the coded body and hashes its memory ids for ``read_index``. The
+    batch is byte for byte the one :func:`pack` makes of the same reads, and
+    stays open after :meth:`finish` (a failed write is retried, or more reads
     join it).
     """
 
-    __slots__ = ("_keys", "_m", "_n", "_p", "_parts", "_q", "_r", "_z", "count")
+    __slots__ = ("_m", "_n", "_p", "_q", "_r", "count")
 
     def __init__(self) -> None:
         self.count = 0
@@ -61,43 +59,30 @@ class Batch:
         self._q: dict[str | None, int] = {}
         self._m: dict[tuple[str, int], int] = {}
         self._r: list[tuple[int, int, int, int, tuple[int, ...]]] = []
-        self._keys: set[int] = set()
-        self._z = zlib.compressobj(9)
-        self._parts = [self._z.compress(b'{"m":[')]
 
     def add(self, principal: str, tx: int, recorded_at: int, digest: str | None,
             items: Iterable[tuple[str, int, str]]) -> None:
         """One read: who, at which ``tx``, when (microseconds), its digest, ``(id, version,
         namespace)`` of each memory version it returned."""
-        p = self._p.setdefault(principal, len(self._p))
-        q = self._q.setdefault(digest, len(self._q))
         memories, namespaces = self._m, self._n
         flat: list[int] = []
-        new: list[tuple[str, int]] = []
         for mid, version, namespace in items:
             key = (str(mid), namespaces.setdefault(namespace, len(namespaces)))
-            m = memories.get(key)
-            if m is None:
-                m = memories[key] = len(memories)
-                new.append(key)
-                self._keys.add(memory_key(key[0]))
-            flat += (m, int(version))
-        self._r.append((p, int(tx), int(recorded_at), q, tuple(flat)))
+            flat += (memories.setdefault(key, len(memories)), int(version))
+        self._r.append((self._p.setdefault(principal, len(self._p)), int(tx),
+                        int(recorded_at), self._q.setdefault(digest, len(self._q)),
+                        tuple(flat)))
         self.count += 1
-        if new:
-            text = canonical(new)[1:-1]  # '["id",0],["id",1]'
-            self._parts.append(self._z.compress(b"," + text if len(memories) > len(new) else text))
 
     def finish(self) -> tuple[int, str, list[int]]:
         """``(recorded_at, batch, keys)``: :func:`pack`'s pair and the batch's ``read_index``
         keys, sorted."""
         base = min(r[2] for r in self._r)
-        reads = [[p, tx, at - base, q, *flat] for p, tx, at, q, flat in self._r]
-        rest = canonical({"n": list(self._n), "p": list(self._p), "q": list(self._q),
-                          "r": reads})
-        z = self._z.copy()
-        body = b"".join(self._parts) + z.compress(b"]," + rest[1:]) + z.flush()
-        return base, base64.b64encode(body).decode("ascii"), sorted(self._keys)
+        body = {"p": list(self._p), "n": list(self._n), "q": list(self._q),
+                "m": [[mid, ns] for mid, ns in self._m],
+                "r": [[p, tx, at - base, q, *flat] for p, tx, at, q, flat in self._r]}
+        batch = base64.b64encode(zlib.compress(canonical(body), 9)).decode("ascii")
+        return base, batch, sorted({memory_key(mid) for mid, _ in self._m})
 
 
 def pack(rows: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
