@@ -164,7 +164,7 @@ _READS = st.lists(st.tuples(
 def test_a_batch_coded_read_by_read_is_the_batch_coded_at_once(reads):
     # The flush writes what Batch.finish returns; the stored form is the canonical
     # JSON of the dictionary-coded body, compressed at level 9 in one call. Coding
-    # and compressing read by read must give those very bytes and index keys.
+    # read by read must give those very bytes and index keys.
     batch = Batch()
     for principal, tx, at, digest, items in reads:
         batch.add(principal, tx, at, digest, items)
