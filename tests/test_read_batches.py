@@ -9,16 +9,21 @@ export/import carries it; reads stored in the older form keep answering.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import sqlite3
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import engramdb
-from engramdb.audit.read_batches import index_effects, index_rows, memory_key, pack
+from engramdb.audit.read_batches import Batch, index_effects, index_rows, memory_key, pack
+from engramdb.codec import canonical
 from engramdb.engine import import_database
 from engramdb.engine._commit import commit
 from engramdb.engine.read_audit import read_rows
@@ -143,6 +148,49 @@ def test_the_index_rows_a_flush_writes_are_those_derived_from_its_batch():
     written = index_rows(41, (i["id"] for r in reads for i in r["items"]))
     assert written == index_effects(41, batch)
     assert len(written) == 23  # one per distinct memory, however often it was read
+
+
+_READS = st.lists(st.tuples(
+    st.sampled_from(["planner", "ops", "é-agent"]), st.integers(1, 10**9),
+    st.integers(1_600_000_000_000_000, 1_900_000_000_000_000),
+    st.one_of(st.none(), st.integers(0, 40).map(lambda n: f"{n:064x}")),
+    st.lists(st.tuples(st.integers(0, 300).map(lambda n: f"mem-{n}"), st.integers(1, 4),
+                       st.sampled_from(["acme/a", "acme/b", "zoë/c"])), max_size=12)),
+    min_size=1, max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_READS)
+def test_a_batch_coded_read_by_read_is_the_batch_coded_at_once(reads):
+    # The flush writes what Batch.finish returns; the stored form is the canonical
+    # JSON of the dictionary-coded body, compressed at level 9 in one call. Coding
+    # read by read must give those very bytes and index keys.
+    batch = Batch()
+    for principal, tx, at, digest, items in reads:
+        batch.add(principal, tx, at, digest, items)
+    principals: dict[str, int] = {}
+    namespaces: dict[str, int] = {}
+    digests: dict[str | None, int] = {}
+    memories: dict[tuple[str, int], int] = {}
+    base = min(r[2] for r in reads)
+    coded = []
+    for principal, tx, at, digest, items in reads:
+        entry = [principals.setdefault(principal, len(principals)), tx, at - base,
+                 digests.setdefault(digest, len(digests))]
+        for mid, version, ns in items:
+            key = (mid, namespaces.setdefault(ns, len(namespaces)))
+            entry += [memories.setdefault(key, len(memories)), version]
+        coded.append(entry)
+    body = {"p": list(principals), "n": list(namespaces), "q": list(digests),
+            "m": [list(k) for k in memories], "r": coded}
+    expected = base64.b64encode(zlib.compress(canonical(body), 9)).decode("ascii")
+    keys = sorted({memory_key(mid) for *_, items in reads for mid, _, _ in items})
+    assert batch.finish() == (base, expected, keys)
+    assert batch.finish() == (base, expected, keys)  # finishing again changes nothing
+    dicts = [{"principal": p, "tx": t, "recorded_at": a, "query_digest": d,
+              "items": [{"id": i, "version": v, "namespace": n} for i, v, n in items]}
+             for p, t, a, d, items in reads]
+    assert pack(dicts) == (base, expected)
 
 
 @pytest.mark.postgres

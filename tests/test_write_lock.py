@@ -6,9 +6,13 @@ same file) for up to 30 s while this one reads and writes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +20,7 @@ import httpx
 import pytest
 
 import engramdb
+from engramdb.codec import canonical
 from engramdb.errors import Busy, StorageError
 from tests.support.http_server import LiveServer
 
@@ -72,6 +77,75 @@ def test_recall_answers_while_another_process_holds_the_write_lock(sqlite_path, 
         with engramdb.open(sqlite_path, embedder=None) as again:
             # Both recalls and the get (every read path is audited): none lost.
             assert len(again.who_read(m.id)) == 3
+    finally:
+        db.close()
+
+
+def test_reads_kept_while_the_lock_is_busy_are_written_in_whole_batches(sqlite_path,
+                                                                         lock_holder):
+    # Each read is due at once (interval 0); while another process holds the write
+    # lock they stay buffered (coded batch by batch as they come). Once the lock is
+    # free, the next read writes them all: batches of batch_size in reading order,
+    # each stored exactly as the reads coded at once would be, none lost.
+    db = engramdb.open(sqlite_path, embedder=None)
+    try:
+        m = db.remember("Company X outlook is positive", namespace="acme/research")
+        db.read_audit.batch_size = 4
+        db.read_audit.interval_s = 0
+        db.recall("Company X")
+        assert db.read_audit.pending == 0
+        head = db.storage.head().seq
+        holder = lock_holder()
+        for _ in range(6):
+            db.recall("Company X")
+        assert db.read_audit.pending == 6
+        holder.kill()
+        holder.wait()
+        db.recall("Company X outlook")
+        assert db.read_audit.pending == 0
+        events = db.storage.events(after=head)
+        batches = [json.loads(e.payload)["batch"] for e in events if e.kind == "reads.recorded"]
+        bodies = [json.loads(zlib.decompress(base64.b64decode(b))) for b in batches]
+        assert [len(b["r"]) for b in bodies] == [4, 3]
+        for text, body in zip(batches, bodies, strict=True):
+            assert text == base64.b64encode(zlib.compress(canonical(body), 9)).decode()
+        assert len(db.who_read(m.id)) == 8
+        assert db.verify().ok
+    finally:
+        db.close()
+
+
+def test_reads_beyond_max_buffer_drop_the_oldest_and_the_rest_are_written(sqlite_path,
+                                                                          lock_holder):
+    # Writing keeps failing (another process holds the lock): past max_buffer the
+    # oldest reads are dropped and counted; the newest are written once the lock is
+    # free, in batches stored exactly as those reads coded at once would be.
+    db = engramdb.open(sqlite_path, embedder=None)
+    try:
+        m = db.remember("Company X outlook is positive", namespace="acme/research")
+        db.read_audit.batch_size = 3
+        db.read_audit.interval_s = 0
+        db.read_audit.max_buffer = 5
+        head = db.storage.head().seq
+        holder = lock_holder()
+        for n in range(8):
+            db.recall(f"Company X {n}")
+        assert (db.read_audit.pending, db.read_audit.dropped) == (5, 3)
+        holder.kill()
+        holder.wait()
+        assert db.read_audit.flush() == 5
+        events = db.storage.events(after=head)
+        batches = [json.loads(e.payload)["batch"] for e in events if e.kind == "reads.recorded"]
+        bodies = [json.loads(zlib.decompress(base64.b64decode(b))) for b in batches]
+        assert [len(b["r"]) for b in bodies] == [3, 2]
+        for text, body in zip(batches, bodies, strict=True):
+            assert text == base64.b64encode(zlib.compress(canonical(body), 9)).decode()
+        # The five kept are the last five recalls (their query digests, in order).
+        digests = [body["q"][r[3]] for body in bodies for r in body["r"]]
+        assert digests == [hashlib.sha256(f"Company X {n}".encode()).hexdigest()
+                           for n in range(3, 8)]
+        assert len(db.who_read(m.id)) == 5
+        assert db.verify().ok
     finally:
         db.close()
 

@@ -28,7 +28,8 @@ from typing import Any
 from engramdb.codec import canonical
 from engramdb.storage.base import Insert
 
-__all__ = ["derived_effects", "index_effects", "index_rows", "memory_key", "pack", "unpack"]
+__all__ = ["Batch", "derived_effects", "index_effects", "index_rows", "key_rows", "memory_key",
+           "pack", "unpack"]
 
 _KEY_BYTES = 6  # 48 bits: six bytes on disk in SQLite, a BIGINT on PostgreSQL
 
@@ -36,6 +37,52 @@ _KEY_BYTES = 6  # 48 bits: six bytes on disk in SQLite, a BIGINT on PostgreSQL
 def memory_key(memory_id: str) -> int:
     """The fixed-width integer ``read_index`` files a memory id under."""
     return int.from_bytes(hashlib.sha256(memory_id.encode("utf-8")).digest()[:_KEY_BYTES], "big")
+
+
+class Batch:
+    """Reads coded into the stored form as they arrive: :func:`pack`'s work, less at the end.
+
+    :meth:`add` assigns a read's dictionary indexes (a few microseconds, no
+    objects the collector keeps tracking); :meth:`finish` only encodes and
+    compresses the coded body and hashes its memory ids for ``read_index``. The
+    batch is byte for byte the one :func:`pack` makes of the same reads, and
+    stays open after :meth:`finish` (a failed write is retried, or more reads
+    join it).
+    """
+
+    __slots__ = ("_m", "_n", "_p", "_q", "_r", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._p: dict[str, int] = {}
+        self._n: dict[str, int] = {}
+        self._q: dict[str | None, int] = {}
+        self._m: dict[tuple[str, int], int] = {}
+        self._r: list[tuple[int, int, int, int, tuple[int, ...]]] = []
+
+    def add(self, principal: str, tx: int, recorded_at: int, digest: str | None,
+            items: Iterable[tuple[str, int, str]]) -> None:
+        """One read: who, at which ``tx``, when (microseconds), its digest, ``(id, version,
+        namespace)`` of each memory version it returned."""
+        memories, namespaces = self._m, self._n
+        flat: list[int] = []
+        for mid, version, namespace in items:
+            key = (str(mid), namespaces.setdefault(namespace, len(namespaces)))
+            flat += (memories.setdefault(key, len(memories)), int(version))
+        self._r.append((self._p.setdefault(principal, len(self._p)), int(tx),
+                        int(recorded_at), self._q.setdefault(digest, len(self._q)),
+                        tuple(flat)))
+        self.count += 1
+
+    def finish(self) -> tuple[int, str, list[int]]:
+        """``(recorded_at, batch, keys)``: :func:`pack`'s pair and the batch's ``read_index``
+        keys, sorted."""
+        base = min(r[2] for r in self._r)
+        body = {"p": list(self._p), "n": list(self._n), "q": list(self._q),
+                "m": [[mid, ns] for mid, ns in self._m],
+                "r": [[p, tx, at - base, q, *flat] for p, tx, at, q, flat in self._r]}
+        batch = base64.b64encode(zlib.compress(canonical(body), 9)).decode("ascii")
+        return base, batch, sorted({memory_key(mid) for mid, _ in self._m})
 
 
 def pack(rows: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
@@ -46,22 +93,12 @@ def pack(rows: Sequence[Mapping[str, Any]]) -> tuple[int, str]:
     memory, version, memory, version, ...]`` in dictionary indexes. The whole
     is compressed canonical JSON in base64 (a log payload is JSON text).
     """
-    principals: dict[str, int] = {}
-    namespaces: dict[str, int] = {}
-    digests: dict[str | None, int] = {}
-    memories: dict[tuple[str, int], int] = {}
-    base = min(int(r["recorded_at"]) for r in rows)
-    reads = []
+    batch = Batch()
     for r in rows:
-        entry = [principals.setdefault(r["principal"], len(principals)), int(r["tx"]),
-                 int(r["recorded_at"]) - base, digests.setdefault(r["query_digest"], len(digests))]
-        for item in r["items"]:
-            key = (str(item["id"]), namespaces.setdefault(item["namespace"], len(namespaces)))
-            entry += [memories.setdefault(key, len(memories)), int(item["version"])]
-        reads.append(entry)
-    body = {"p": list(principals), "n": list(namespaces), "q": list(digests),
-            "m": [[mid, ns] for mid, ns in memories], "r": reads}
-    return base, base64.b64encode(zlib.compress(canonical(body), 9)).decode("ascii")
+        batch.add(r["principal"], r["tx"], r["recorded_at"], r["query_digest"],
+                  ((i["id"], i["version"], i["namespace"]) for i in r["items"]))
+    base, text, _ = batch.finish()
+    return base, text
 
 
 def _body(batch: str) -> dict[str, Any]:
@@ -92,7 +129,11 @@ def index_effects(seq: int, batch: str) -> list[Insert]:
 def index_rows(seq: int, memory_ids: Iterable[Any]) -> list[Insert]:
     """:func:`index_effects` of the batch that :func:`pack` makes of reads naming
     ``memory_ids``, without decoding it again (the write path holds the reads)."""
-    keys = sorted({memory_key(str(mid)) for mid in memory_ids})
+    return key_rows(seq, sorted({memory_key(str(mid)) for mid in memory_ids}))
+
+
+def key_rows(seq: int, keys: Iterable[int]) -> list[Insert]:
+    """The ``read_index`` rows of batch ``seq`` for memory ``keys`` (sorted, distinct)."""
     return [Insert("read_index", {"memory_key": k, "seq": seq}) for k in keys]
 
 

@@ -10,8 +10,9 @@ two-integer ``read_index`` row per distinct memory of the batch
 (``audit/read_batches.py``), so ``who_read(memory_id)`` is an index lookup
 and a k=10 recall costs about a hundred bytes on disk. Reads recorded before
 schema version 21 (a ``reads`` row plus a ``read_items`` row per version)
-keep answering. A read costs a list append, not a disk write, and the
-records are as tamper-evident as any other event. Per namespace glob the
+keep answering. A read costs a list append and its coding into the open
+batch's dictionaries (a few microseconds), not a disk write, and the records
+are as tamper-evident as any other event. Per namespace glob the
 mode is ``all`` (default), ``sampled`` (a fraction of reads) or ``off``,
 stored in ``namespace_settings`` under the keys ``read_audit`` and
 ``read_sample_rate`` (other keys of a settings row are left alone).
@@ -30,9 +31,10 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from engramdb.audit.read_batches import index_rows, memory_key, pack, unpack
-from engramdb.codec import new_id, sha256_hex
+from engramdb.audit.read_batches import Batch, key_rows, memory_key, unpack
+from engramdb.codec import sha256_hex
 from engramdb.engine._commit import commit
+from engramdb.engine.collector import collector_paused
 from engramdb.errors import EngramError, StorageError
 from engramdb.model import Memory, Receipt, namespace_matches
 from engramdb.storage.base import Effect, Insert
@@ -45,6 +47,12 @@ __all__ = ["READ_AUDIT_MODES", "ReadAudit", "ReadItem", "read_rows", "reads_of"]
 log = logging.getLogger("engramdb.audit")
 
 READ_AUDIT_MODES = ("all", "sampled", "off")
+
+
+# A buffered read: principal, tx, recorded_at (microseconds), query digest, and
+# (id, version, namespace) of each memory version kept. Tuples of strings and
+# integers: the collector stops tracking them, however long they wait.
+_Read = tuple[str, int, int, str | None, tuple[tuple[str, int, str], ...]]
 
 
 class ReadItem(NamedTuple):
@@ -94,7 +102,11 @@ class ReadAudit:
         self.max_buffer = max_buffer
         self.dropped = 0
         self._rng = random.Random(seed)
-        self._buf: list[dict[str, Any]] = []
+        self._buf: list[_Read] = []
+        # The buffer coded into batches as it fills (batch_size reads each, the last
+        # one open), so a flush only finishes and writes them; None when they no
+        # longer line up with the buffer (records dropped, batch_size changed).
+        self._batches: list[Batch] | None = []
         self._inflight = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
@@ -200,22 +212,19 @@ class ReadAudit:
             mode, rate = self.mode_for(None)
             if mode == "off" or (mode == "sampled" and draw >= rate):
                 return False
-        row = {
-            "id": new_id(), "principal": principal, "tx": int(tx),
-            "recorded_at": time.time_ns() // 1000, "query_digest": digest,
-            "items": [{"id": m.id, "version": m.version, "namespace": m.namespace}
-                      for m in kept],
-            "namespaces": sorted({m.namespace for m in kept}),
-        }
+        row: _Read = (principal, int(tx), time.time_ns() // 1000, digest,
+                      tuple((m.id, int(m.version), m.namespace) for m in kept))
         now = time.monotonic()
         with self._lock:
             if not self._buf:
                 self._oldest = now
             self._buf.append(row)
+            self._code([row])
             n = len(self._buf)
             if n > self.max_buffer:
                 del self._buf[: n - self.max_buffer]
                 self.dropped += n - self.max_buffer
+                self._batches = None
             due = n >= self.batch_size or now - self._oldest >= self.interval_s
         if self.synchronous:
             self.flush()
@@ -255,39 +264,74 @@ class ReadAudit:
         finally:
             self._flush_lock.release()
 
+    def _code(self, rows: Sequence[_Read]) -> None:
+        # Under self._lock: code rows just appended to the buffer into its batches.
+        batches, size = self._batches, max(1, self.batch_size)
+        if batches is None:
+            return
+        for row in rows:
+            if not batches or batches[-1].count >= size:
+                batches.append(Batch())
+            batches[-1].add(*row)
+
     def _flush(self, wait: bool) -> int:
         with self._lock:
             rows, self._buf = self._buf, []
+            batches, self._batches = self._batches, []
             self._inflight = len(rows)
+        size = max(1, self.batch_size)
+        if batches is not None and (
+                sum(b.count for b in batches) != len(rows)
+                or any(b.count != size for b in batches[:-1])):
+            batches = None  # batch_size changed since: code each chunk now
         done = 0
         try:
             while done < len(rows):
-                chunk = rows[done: done + max(1, self.batch_size)]
-                self._write(chunk, wait)
+                chunk = rows[done: done + size]
+                if batches is None:
+                    batch = Batch()
+                    for row in chunk:
+                        batch.add(*row)
+                else:
+                    batch = batches[done // size]
+                self._write(batch, wait)
                 done += len(chunk)
                 with self._lock:
                     self._inflight = len(rows) - done
         except BaseException:
             with self._lock:
-                self._buf[:0] = rows[done:]
+                later = self._buf
+                self._buf = rows[done:] + later
+                # The batches not written go back as they are; reads recorded meanwhile
+                # are coded after them again (the last one may have room left).
+                self._batches = None if batches is None else batches[done // size:]
+                self._code(later)
                 self._inflight = 0
                 self._oldest = time.monotonic()
             raise
         return done
 
-    def _write(self, rows: Sequence[dict[str, Any]], wait: bool = True) -> None:
-        base, batch = pack(rows)
+    def _write(self, batch: Batch, wait: bool = True) -> None:
+        # A batch's write allocates ~10,000 short-lived containers (its coded body,
+        # ~2,500 index rows) and no cycle: with the collector running, its young
+        # passes ran inside the recall that flushes, promoted those objects, and so
+        # brought on full passes over the whole heap (25-80 ms) in later flushes.
+        with collector_paused():
+            self._write_batch(batch, wait)
+
+    def _write_batch(self, batch: Batch, wait: bool) -> None:
+        base, text, keys = batch.finish()
         with self._storage.write(self._actor, wait=wait) as w:
             # The event this commit logs is the next one: the row names it.
             seq = w.head.seq + 1
             effects: list[Effect] = [Insert("read_batches", {"seq": seq, "recorded_at": base})]
             event = commit(w, "reads.recorded", self._actor, None, None, effects,
-                           {"batch": batch})
+                           {"batch": text})
             if event.seq != seq:  # the row must name its own event; never write it wrong
                 raise StorageError(f"read batch logged as event {event.seq}, expected {seq}; "
                                    "retry", retryable=True)
             # Derived from the payload, not logged (replay derives them the same way).
-            w.apply(index_rows(seq, (item["id"] for r in rows for item in r["items"])))
+            w.apply(key_rows(seq, keys))
 
     # -- optional background flusher ---------------------------------------------------
 
@@ -328,6 +372,7 @@ class ReadAudit:
         # would be written twice. Locks another parent thread held, and the
         # flusher thread, do not exist in the child.
         self._buf = []
+        self._batches = []
         self._inflight = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()

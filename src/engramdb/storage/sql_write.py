@@ -209,15 +209,22 @@ class SqlWriteTx(WriteTx):
                 row_tx, words = "row_tx" in spec.bookkeeping, "words" in spec.bookkeeping
                 cols = tuple(effect.row)
                 rows: list[Sequence[Any]] = []
+                allowed, json_cols = _layout(spec)
+                # Plain columns (a read batch's index rows): each row's values as they
+                # are, the run's columns checked once.
+                plain = not (spec.bookkeeping or json_cols) and allowed.issuperset(cols)
                 while True:
-                    row = encode_row(spec, effect.row)
-                    if spec.name == "memories":
-                        self._buffered_ids.add(row.get("id"))
-                    if row_tx:
-                        row["row_tx"] = self.tx
-                    if words:  # the ranking's word counts (storage/words.py)
-                        row["words"] = stored_words(row.get("text"))
-                    rows.append(list(row.values()))
+                    if plain:
+                        rows.append(list(effect.row.values()))
+                    else:
+                        row = encode_row(spec, effect.row)
+                        if spec.name == "memories":
+                            self._buffered_ids.add(row.get("id"))
+                        if row_tx:
+                            row["row_tx"] = self.tx
+                        if words:  # the ranking's word counts (storage/words.py)
+                            row["words"] = stored_words(row.get("text"))
+                        rows.append(list(row.values()))
                     i += 1
                     if i == len(effects):
                         break
@@ -225,7 +232,8 @@ class SqlWriteTx(WriteTx):
                     if (type(effect) is not Insert or effect.table != spec.name
                             or tuple(effect.row) != cols):
                         break
-                self._buffer_many(spec.name, _insert_sql(spec.name, tuple(row)), rows)
+                self._buffer_many(spec.name,
+                                  _insert_sql(spec.name, cols if plain else tuple(row)), rows)
                 continue
             if not isinstance(effect, Update):  # pragma: no cover - a closed union
                 raise StorageError(f"unknown effect {effect!r}")
