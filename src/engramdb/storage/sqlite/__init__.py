@@ -270,7 +270,9 @@ class SQLiteStorage(SqlStorage):
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
         if bulk:
             self._checkpoint.kick()
-        if getattr(self._local, "fts_segments", 0) >= FTS_MERGE_EVERY:
+        # Not behind a large commit: its checkpoint is running on another thread, and
+        # frames written now would keep the WAL from being reused (it would grow).
+        if not bulk and getattr(self._local, "fts_segments", 0) >= FTS_MERGE_EVERY:
             self._local.fts_segments = 0
             merge_fulltext(conn, self._synchronous, self._busy_timeout)
 
