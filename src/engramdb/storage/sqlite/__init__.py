@@ -32,7 +32,13 @@ from engramdb.storage.migrations import load, migrate
 from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.candidates import text_candidates
-from engramdb.storage.sqlite.flush import BackgroundCheckpoint, DeferredFlush, WalWriteback
+from engramdb.storage.sqlite.flush import (
+    FTS_MERGE_EVERY,
+    BackgroundCheckpoint,
+    DeferredFlush,
+    WalWriteback,
+    merge_fulltext,
+)
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
 from engramdb.storage.sqlite.rows import (
@@ -264,6 +270,11 @@ class SQLiteStorage(SqlStorage):
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
         if bulk:
             self._checkpoint.kick()
+        # Not behind a large commit: its checkpoint is running on another thread, and
+        # frames written now would keep the WAL from being reused (it would grow).
+        if not bulk and getattr(self._local, "fts_segments", 0) >= FTS_MERGE_EVERY:
+            self._local.fts_segments = 0
+            merge_fulltext(conn, self._synchronous, self._busy_timeout)
 
     def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._run(conn.execute, sql, params)
@@ -282,6 +293,7 @@ class SQLiteStorage(SqlStorage):
                               ).fetchone()[0]
             self._exec_many(conn, sql, rows)
             self._exec(conn, _FTS_FILL, [last])
+            self._local.fts_segments = getattr(self._local, "fts_segments", 0) + 1
         self._writeback.kick(len(rows))  # a batch's WAL frames start for the disk now
 
     @staticmethod

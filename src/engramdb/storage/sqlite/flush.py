@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engramdb.storage.base import DEFERRED_FLUSH_S
 
-__all__ = ["BackgroundCheckpoint", "DeferredFlush", "WalWriteback"]
+__all__ = ["BackgroundCheckpoint", "DeferredFlush", "WalWriteback", "merge_fulltext"]
 
 
 class DeferredFlush:
@@ -190,3 +190,44 @@ class BackgroundCheckpoint:
     def close(self) -> None:
         """Stop the thread (after the checkpoint it may be running)."""
         self._thread.close()
+
+
+# The full-text index's incremental merge (migration 0037): every FTS_MERGE_EVERY
+# writes that added a segment, FTS_MERGE_PAGES pages of merge work.
+FTS_MERGE_EVERY = 4
+FTS_MERGE_PAGES = 100
+
+
+def merge_fulltext(conn: sqlite3.Connection, synchronous: str, busy_timeout_s: float) -> None:
+    """A small step of FTS5's incremental merge, on the writer right after its commit.
+
+    Each write that adds memories adds a level-0 segment to ``memories_fts``, and
+    every full-text query reads each of its words in every segment (twice under
+    BM25): FTS5's automerge kept ~15 segments at 10,000 memories, and a write's
+    candidate search is such a query. ``'merge', N`` (levels of ``usermerge`` = 2
+    segments, migration 0037) keeps ~6, at the cost of rewriting index pages.
+    It runs on the writer's own connection, whose page cache another
+    connection's commit would reset. Its own transaction commits at ``NORMAL``:
+    it only reorganises the index (the same rows and terms), so a crash that
+    loses it loses nothing written; the next durable commit syncs its frames
+    with its own (one WAL, written in order). Never in the caller's way: skipped
+    if another writer holds the lock, and any error only leaves the merge to a
+    later write.
+    """
+    relax = synchronous in ("FULL", "EXTRA")
+    if relax:
+        conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('merge', ?)",
+                     (FTS_MERGE_PAGES,))
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        if relax:
+            conn.execute(f"PRAGMA synchronous = {synchronous}")

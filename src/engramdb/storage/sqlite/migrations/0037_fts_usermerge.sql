@@ -1,0 +1,11 @@
+-- EngramDB sqlite schema, version 37: FTS5's `merge` command merges a level of the
+-- full-text index once it holds 2 segments (its default is 4, the same as automerge).
+-- Append-only: never edit a released migration.
+-- Every write that adds memories adds a level-0 segment, and a query reads each of its
+-- words in every segment, twice for BM25: at 10,000 memories FTS5's own automerge left
+-- ~15 segments, so a write's candidate search paid ~170 segment probes. The writer now
+-- runs a small incremental merge every few such writes (storage/sqlite/flush.py,
+-- FullTextMerge), which this setting lets work on levels of 2 segments: ~6 segments,
+-- ~100 probes. Only the `merge` command reads it: automerge, queries and the index's
+-- contents are unchanged, and a version without the merge ignores it.
+INSERT INTO memories_fts (memories_fts, rank) VALUES ('usermerge', 2);
