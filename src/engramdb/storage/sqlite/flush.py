@@ -193,7 +193,11 @@ class BackgroundCheckpoint:
 
 
 # The full-text index's incremental merge (migration 0037): every FTS_MERGE_EVERY
-# writes that added a segment, FTS_MERGE_PAGES pages of merge work.
+# writes that added a segment, FTS_MERGE_PAGES pages of merge work. Keep the pages
+# positive: a negative 'merge' (merge whatever levels exist) corrupted an index of
+# this shape on SQLite 3.40.1 within a few hundred commits, where positive ones
+# passed integrity-check over 3,000-8,000 commits with deletes, text updates and
+# large batches (BENCHMARKS.md, put10 and the lead's check after it).
 FTS_MERGE_EVERY = 4
 FTS_MERGE_PAGES = 100
 
