@@ -81,6 +81,17 @@ def test_recall_answers_while_another_process_holds_the_write_lock(sqlite_path, 
         db.close()
 
 
+def _stored_batches(db, head: int) -> list[dict]:
+    """The bodies of the read batches logged after event ``head``, each checked to be
+    stored exactly as its reads coded at once would be (compressed canonical JSON)."""
+    events = db.storage.events(after=head)
+    batches = [json.loads(e.payload)["batch"] for e in events if e.kind == "reads.recorded"]
+    bodies = [json.loads(zlib.decompress(base64.b64decode(b))) for b in batches]
+    for text, body in zip(batches, bodies, strict=True):
+        assert text == base64.b64encode(zlib.compress(canonical(body), 9)).decode()
+    return bodies
+
+
 def test_reads_kept_while_the_lock_is_busy_are_written_in_whole_batches(sqlite_path,
                                                                          lock_holder):
     # Each read is due at once (interval 0); while another process holds the write
@@ -103,12 +114,8 @@ def test_reads_kept_while_the_lock_is_busy_are_written_in_whole_batches(sqlite_p
         holder.wait()
         db.recall("Company X outlook")
         assert db.read_audit.pending == 0
-        events = db.storage.events(after=head)
-        batches = [json.loads(e.payload)["batch"] for e in events if e.kind == "reads.recorded"]
-        bodies = [json.loads(zlib.decompress(base64.b64decode(b))) for b in batches]
+        bodies = _stored_batches(db, head)
         assert [len(b["r"]) for b in bodies] == [4, 3]
-        for text, body in zip(batches, bodies, strict=True):
-            assert text == base64.b64encode(zlib.compress(canonical(body), 9)).decode()
         assert len(db.who_read(m.id)) == 8
         assert db.verify().ok
     finally:
@@ -134,12 +141,8 @@ def test_reads_beyond_max_buffer_drop_the_oldest_and_the_rest_are_written(sqlite
         holder.kill()
         holder.wait()
         assert db.read_audit.flush() == 5
-        events = db.storage.events(after=head)
-        batches = [json.loads(e.payload)["batch"] for e in events if e.kind == "reads.recorded"]
-        bodies = [json.loads(zlib.decompress(base64.b64decode(b))) for b in batches]
+        bodies = _stored_batches(db, head)
         assert [len(b["r"]) for b in bodies] == [3, 2]
-        for text, body in zip(batches, bodies, strict=True):
-            assert text == base64.b64encode(zlib.compress(canonical(body), 9)).decode()
         # The five kept are the last five recalls (their query digests, in order).
         digests = [body["q"][r[3]] for body in bodies for r in body["r"]]
         assert digests == [hashlib.sha256(f"Company X {n}".encode()).hexdigest()
