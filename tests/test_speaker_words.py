@@ -2,7 +2,8 @@
 
 ``speaker_words`` looks for the colon without slicing the text (it runs for every
 recall candidate); the reference below is the plain reading: the text's first 80
-characters split at the first colon, a name only when a space follows it there.
+characters split at the first colon, a name only when a space follows it there and
+it is not a structured text's label ("Returns:", "Note:").
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engramdb.retrieval.first_person import first_person, speakers
 from engramdb.retrieval.hybrid import _SPEAKER, _name_words, speaker_words
 
 _PIECES = st.sampled_from(["Ana", "Bo Lind", "Dr. Who", "x", " ", ":", ": ", ":\t", "::",
-                           "é", "42", "-", "note", "a" * 30, "\n"])
+                           "é", "42", "-", "note", "Returns", "See Also", "a" * 30, "\n"])
+_LABELS = {"returns", "note", "see also"}  # the labels among the pieces, as a reader names them
 
 
 def _reference(row):
@@ -25,7 +28,9 @@ def _reference(row):
     if not colon or not rest[:1].isspace():
         return frozenset()
     m = _SPEAKER.match(head + ": ")
-    return _name_words(m.group(1)) if m else frozenset()
+    if not m or m.group(1).lower() in _LABELS:
+        return frozenset()
+    return _name_words(m.group(1))
 
 
 @given(st.lists(_PIECES, max_size=12).map("".join), st.integers(0, 90),
@@ -40,3 +45,18 @@ def test_a_colon_at_the_80th_character_opens_no_speaker_line():
     name = "A" * 79
     assert speaker_words({"text": name + ": hello", "metadata": {}}) == frozenset()
     assert speaker_words({"text": "Ana: hello", "metadata": {}}) == frozenset({"ana"})
+
+
+def test_a_docstring_section_names_no_speaker():
+    """A code memory opening "Returns:" has no speaker "returns": a question about what a
+    function returns keeps its words (no first-person rewrite) and gets no speaker cue."""
+    rows = [{"text": "Returns: the resolved path, or None when missing", "metadata": {}},
+            {"text": "See Also: os.path.realpath", "metadata": {}},
+            {"text": "Ana: the gallery returns my paintings on Friday", "metadata": {}}]
+    assert [speaker_words(r) for r in rows] == [frozenset(), frozenset(), frozenset({"ana"})]
+    assert speakers(rows) == {frozenset({"ana"})}
+    assert first_person("what returns the resolved path", speakers(rows)) is None
+    assert first_person("when does Ana get Ana's paintings", speakers(rows)) == \
+        "when does I get my paintings"
+    # A speaker named in the metadata is taken as given.
+    assert speaker_words({"text": "x", "metadata": {"speaker": "Note"}}) == frozenset({"note"})

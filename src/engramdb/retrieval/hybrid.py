@@ -76,6 +76,17 @@ _STOPWORDS = frozenset(
 _SUFFIXES = ("ing", "ed", "es", "s")
 # "Name:" or "First Last:" opening a transcript line (at most four words).
 _SPEAKER = re.compile(r"^\s*([^\W\d_][\w'.-]*(?: [^\W\d_][\w'.-]*){0,3}):\s", re.UNICODE)
+# Words of the labels that open a line of structured text the way a name opens a transcript
+# line ("Returns: the path", "Note: ...", "See Also: ..."): docstring sections and
+# admonitions. An opener made only of these names no speaker, so a query asking what a
+# function "returns" neither gets the speaker cue nor has that word turned into "I".
+_LABEL_WORDS = frozenset(
+    """
+    also args arguments attributes caution deprecated example examples hint important
+    keyword note notes other parameters params raises references return returns see
+    summary tip todo usage warning warnings yield yields
+    """.split()
+)
 
 
 @lru_cache(maxsize=65_536)  # words repeat far more than texts: most calls are hits
@@ -152,12 +163,16 @@ def _name_words(name: str) -> frozenset[str]:
 @lru_cache(maxsize=16_384)  # keyed by what precedes the colon: speakers repeat, texts do not
 def _opener_words(head: str) -> frozenset[str]:
     m = _SPEAKER.match(head + ": ")
-    return _name_words(m.group(1)) if m else _NOBODY
+    if not m:
+        return _NOBODY
+    words = _name_words(m.group(1))
+    return _NOBODY if words <= _LABEL_WORDS else words
 
 
 def speaker_words(row: Row) -> frozenset[str]:
     """The lower-cased words of ``row``'s speaker's name (``metadata["speaker"]``, or the
-    ``Name:`` opening a transcript line); empty when it names no speaker."""
+    ``Name:`` opening a transcript line, unless it is a label such as ``Returns:``); empty
+    when it names no speaker."""
     meta = row.get("metadata")
     if meta and isinstance(meta, dict):
         named = meta.get("speaker")
