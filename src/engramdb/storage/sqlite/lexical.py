@@ -49,6 +49,7 @@ import numpy as np
 
 from engramdb.model import RecallFilter
 from engramdb.storage.sqlite.fulltext import FullText
+from engramdb.storage.sqlite.pinned import Pinned
 from engramdb.storage.sqlite.query_tokens import QueryWords
 from engramdb.storage.sqlite.vectors import NONE, Codes, Columns, VectorIndex, column_mask
 
@@ -463,17 +464,22 @@ class LexicalSearch:
             self._index = None
 
     def ranked(self, conn: sqlite3.Connection, fts: FullText, query: str, flt: RecallFilter,
-               total: int) -> tuple[np.ndarray, np.ndarray] | None:
+               total: int, pinned: Pinned | None = None
+               ) -> tuple[np.ndarray, np.ndarray] | None:
         """The row ids matching ``query`` that pass ``flt``'s column filters, best first,
         with FTS5's BM25 scores; None when FTS5 must answer (see the module's notes).
 
-        ``conn`` reads inside a snapshot (one read transaction).
+        ``conn`` reads inside a snapshot (one read transaction); ``pinned``: that
+        snapshot's head and latest erasure, when it read them already.
         """
         if total < self.min_rows or VectorIndex.needs_sql(flt):
             return None
-        head_tx, erased_tx = conn.execute(
-            "SELECT (SELECT tx FROM chain_head WHERE id = 1), "
-            "(SELECT COALESCE(MAX(tx), 0) FROM erasures)").fetchone()
+        if pinned is not None:
+            head_tx, erased_tx = pinned.head.tx, pinned.erased_tx
+        else:
+            head_tx, erased_tx = conn.execute(
+                "SELECT (SELECT tx FROM chain_head WHERE id = 1), "
+                "(SELECT COALESCE(MAX(tx), 0) FROM erasures)").fetchone()
         index = self._current(int(erased_tx), total)
         if index is None:
             return None
