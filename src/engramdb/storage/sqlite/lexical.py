@@ -67,12 +67,17 @@ _ROW_SQL = ("SELECT row_id, namespace, layer, author, status, tx_from, tx_to, va
 _SCOPE_LIKE = frozenset("0123456789abcdef")
 
 
-def averages(conn: sqlite3.Connection) -> tuple[int, int]:
-    """FTS5's row count and token total over all columns (its averages record, id 1)."""
-    row = conn.execute("SELECT block FROM memories_fts_data WHERE id = 1").fetchone()
-    if row is None or not row[0]:
+def averages(conn: sqlite3.Connection, pinned: Pinned | None = None) -> tuple[int, int]:
+    """FTS5's row count and token total over all columns (its averages record, id 1;
+    ``pinned``: as the snapshot read it first)."""
+    if pinned is not None:
+        block = pinned.fts_averages
+    else:
+        row = conn.execute("SELECT block FROM memories_fts_data WHERE id = 1").fetchone()
+        block = None if row is None else row[0]
+    if not block:
         return 0, 0
-    values = _varints(bytes(row[0]))
+    values = _varints(bytes(block))
     return values[0], sum(values[1:])
 
 
@@ -498,7 +503,7 @@ class LexicalSearch:
             tokens = self._words.tokens(conn, fts, words)
             if scope_like(tokens):
                 return None
-            rows, total_tokens = averages(conn)
+            rows, total_tokens = averages(conn, pinned)
             postings = []
             for w in words:
                 if len(tokens[w]) == 1:

@@ -5,7 +5,8 @@ Before this module, several of its parts read the same one-row facts of that
 snapshot again, each a statement of its own: the chain head (to start the
 snapshot, for the receipt, for the namespace list, for the in-process full-text
 index and for the vector index: five times), the latest erasure (full text and
-vectors: twice) and the highest row id. The snapshot's first statement
+vectors: twice), the highest row id and FTS5's averages record (row count and
+token total, for BM25). The snapshot's first statement
 (:data:`PIN_SQL`, which also takes the snapshot) now reads them all, and those
 parts take them from :class:`Pinned` while the snapshot is open. Exact: each
 value is a read of that same transaction, which sees one committed state.
@@ -36,7 +37,8 @@ __all__ = ["PIN_SQL", "ConfigReads", "Pinned", "pin"]
 # The snapshot's first read: a deferred transaction takes its snapshot here.
 PIN_SQL = ("SELECT seq, hash, tx, recorded_at, config_tx, "
            "(SELECT COALESCE(MAX(tx), 0) FROM erasures), "
-           "(SELECT COALESCE(MAX(row_id), 0) FROM memories) "
+           "(SELECT COALESCE(MAX(row_id), 0) FROM memories), "
+           "(SELECT block FROM memories_fts_data WHERE id = 1) "
            "FROM chain_head WHERE id = 1")
 
 
@@ -49,13 +51,14 @@ class Pinned:
     config_tx: int  # the transaction of the last configuration change
     erased_tx: int  # the transaction of the latest erasure, 0 if none
     max_row_id: int  # the highest memory row id, 0 if none
+    fts_averages: bytes | None  # FTS5's averages record (lexical.averages reads it)
 
 
 def pin(conn: sqlite3.Connection, row: Sequence[Any]) -> Pinned:
     """:class:`Pinned` from ``conn``'s reading of :data:`PIN_SQL`."""
-    seq, digest, tx, recorded_at, config_tx, erased_tx, max_row_id = row
+    seq, digest, tx, recorded_at, config_tx, erased_tx, max_row_id, fts_averages = row
     return Pinned(conn, Head(seq, digest, tx, recorded_at), int(config_tx), int(erased_tx),
-                  int(max_row_id))
+                  int(max_row_id), fts_averages)
 
 
 class ConfigReads:
