@@ -13,7 +13,6 @@ audit), and every statement of one recall of each scope. Run it with each checko
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-CHECKS = Path(os.environ.get("ENGRAM_CHECKS",
-                            Path(__file__).resolve().parents[2] / "shared" / "checks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.recall_rounds import _open  # the check's database, queries and vectors
 
 
 def main() -> None:
@@ -30,19 +30,11 @@ def main() -> None:
     ap.add_argument("db", type=Path, help="folder of the check's database")
     ap.add_argument("--n", type=int, default=100_000)
     args = ap.parse_args()
-    sys.path.insert(0, str(CHECKS))
-    from common import actor  # type: ignore[import-not-found]
-
-    import engramdb
-
-    texts = (args.db / "corpus.txt").read_text(encoding="utf-8").split("\n")
-    queries = [" ".join(t.split()[:6]) for t in texts[args.n:args.n + 300]]
-    qv = np.load(args.db / "qv.npy")
     scratch = Path(tempfile.mkdtemp(prefix="recall-statements-"))
     try:
-        shutil.copy(args.db / "speed.db", scratch / "speed.db")
-        db = engramdb.open(scratch / "speed.db", synchronous="NORMAL")
-        me = actor(db, "loader")
+        for name in ("speed.db", "corpus.txt", "qv.npy"):
+            shutil.copy(args.db / name, scratch / name)
+        db, me, queries, qv, _ = _open(scratch, args.n)
         scopes = {"unscoped": lambda i: "corp/**", "scoped": lambda i: f"corp/ns{i % 20}"}
         for i in range(20):
             for ns in scopes.values():
