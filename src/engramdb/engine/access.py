@@ -27,7 +27,6 @@ from engramdb.model import (
     RecallFilter,
     check_glob,
     check_layer,
-    namespace_matches,
     to_utc,
 )
 from engramdb.policy.acl import AccessControl
@@ -96,11 +95,7 @@ class Caller:
         check_glob(pattern)
         # Permission is the reader's grants now, whatever the read point:
         # revoking a grant ends access to history too (as_of only picks versions).
-        acl = self.acl()
-        return tuple(
-            ns for ns in self.res.storage.namespaces()
-            if namespace_matches(pattern, ns) and acl.check("read", ns).allow
-        )
+        return self.acl().readable(pattern, self.res.storage.namespaces())
 
     def scope(self, flt: RecallFilter, namespace: str) -> RecallFilter:
         """``flt`` limited to the namespaces matching ``namespace`` that this caller may

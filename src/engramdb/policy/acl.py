@@ -8,6 +8,7 @@ with a reason, so a denial can be logged and explained.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,25 @@ class AccessControl:
                 return AccessDecision(True, why)
         return AccessDecision(False, f"no grant gives {self.principal!r} {action} on {namespace!r}")
 
+    def readable(self, pattern: str, namespaces: Sequence[str]) -> tuple[str, ...]:
+        """The ``namespaces`` matching ``pattern`` that ``read`` is allowed on, in order.
+
+        What :meth:`check` decides for each, remembered per pattern, read rules and
+        namespace list: every recall resolves its scope so, against every namespace.
+        """
+        reads = None if self.is_admin else tuple(
+            rule for rule, actions, _ in self._rules if "read" in actions)
+        return _readable(pattern, reads, tuple(namespaces))
+
     def permitted(self, action: str, namespaces: Iterable[str]) -> list[str]:
         """The subset of ``namespaces`` on which ``action`` is allowed."""
         return [ns for ns in namespaces if self.check(action, ns).allow]
+
+
+@functools.lru_cache(maxsize=1024)
+def _readable(pattern: str, reads: tuple[str, ...] | None, namespaces: tuple[str, ...]
+              ) -> tuple[str, ...]:
+    """:meth:`AccessControl.readable`: ``reads`` are the patterns of the rules that give
+    ``read`` (None: an admin, who reads everywhere)."""
+    return tuple(ns for ns in namespaces if namespace_matches(pattern, ns) and (
+        reads is None or any(namespace_matches(p, ns) for p in reads)))

@@ -264,7 +264,15 @@ def rank_hybrid(
     rows, why = gather(text_hits, vector_hits)
     keys = list(rows)
     pool = list(rows.values())
-    docs = [_words(str(row.get("text") or ""), row.get(WORDS_KEY)) for row in pool]
+    # _words of each candidate, inlined (a pool is ~150 rows): the stored words when
+    # the row has them (then its text is not looked at), else the text's.
+    docs = []
+    stopword = _STOPWORDS.__contains__
+    for row in pool:
+        stored = row.get(WORDS_KEY)
+        words = (stored.split() if stored is not None
+                 else _WORD.findall(str(row.get("text") or "").lower()))
+        docs.append((words, len(words) - sum(map(stopword, words))))
     lexical = _bm25(query, docs, cw.k1, cw.b)
     best_lexical = max(lexical, default=0.0)
     if best_lexical > 0:
@@ -278,6 +286,7 @@ def rank_hybrid(
     when = asks_when(query) and cw.when > 0
     span = named_span(query) if cw.dates else None
     full_length = math.log1p(cw.length_words)
+    sizes: dict[int, float] = {}  # content length -> its cue (lengths repeat in a pool)
     # Every candidate's cues, as plain lists: the explained hits are built for the best k only.
     cues: list[float] = []
     match: list[float] = []
@@ -286,8 +295,11 @@ def rank_hybrid(
                                                  strict=True):
         rank = why[key].get("text_rank")
         fulltext = 10.0 / (9.0 + rank) if rank else 0.0
-        spoke = 1.0 if speaker_named(query_words, row) else 0.0
-        sized = min(1.0, math.log1p(length) / full_length)
+        named = speaker_words(row)
+        spoke = 1.0 if named and named <= query_words else 0.0
+        sized = sizes.get(length)
+        if sized is None:
+            sized = sizes[length] = min(1.0, math.log1p(length) / full_length)
         cue = (cw.lexical * lx + cw.fulltext * fulltext + cw.semantic * se
                + cw.speaker * spoke + cw.length * sized)
         timed = dated = 0.0

@@ -245,7 +245,7 @@ class SqlStorage(Storage):
         # version was written in it, and versions are never deleted, so only
         # rows written since the last look (``row_tx``) can add one.
         with self._read_conn() as conn:
-            tx = self._exec(conn, "SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+            tx = self._head_tx(conn)
             cache = self.__dict__.setdefault("_ns_cache", (0, frozenset()))
             seen_tx, names = cache
             if tx != seen_tx:
@@ -264,6 +264,10 @@ class SqlStorage(Storage):
                 names = names | {r[0] for r in cur.fetchall()}
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)
+
+    def _head_tx(self, conn: Any) -> int:
+        """The head's transaction as ``conn`` reads it."""
+        return int(self._exec(conn, "SELECT tx FROM chain_head WHERE id = 1").fetchone()[0])
 
     # -- lifecycle (queries in .sql_lifecycle) ----------------------------------------
 

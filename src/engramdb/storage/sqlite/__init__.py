@@ -27,9 +27,10 @@ import numpy as np
 from engramdb.codec import json_dumps
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import Head, RawEvent, WriteTx
+from engramdb.storage.base import Head, RawEvent, Row, WriteTx
 from engramdb.storage.migrations import load, migrate
-from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, memory_where
+from engramdb.storage.schema import CONFIG_TABLES, TABLES
+from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.candidates import text_candidates
 from engramdb.storage.sqlite.flush import (
@@ -41,6 +42,7 @@ from engramdb.storage.sqlite.flush import (
 )
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
 from engramdb.storage.sqlite.lexical import LexicalSearch, in_rank_order
+from engramdb.storage.sqlite.pinned import PIN_SQL, ConfigReads, Pinned, pin
 from engramdb.storage.sqlite.rows import (
     BRIEF,
     CANDIDATE,
@@ -98,6 +100,7 @@ class SQLiteStorage(SqlStorage):
         self._vindex: VectorSearch | None = None
         self._lexical = LexicalSearch(self._plain_conn)
         self._erased_tx = 0
+        self._config_reads = ConfigReads()
         self._closed = False
         self._pid = os.getpid()
         self._flush = DeferredFlush(self.path + "-wal")
@@ -209,17 +212,42 @@ class SQLiteStorage(SqlStorage):
             return
         try:
             conn.execute("BEGIN")
-            # A deferred transaction takes its snapshot at its first read: take it now.
-            self._exec(conn, "SELECT seq FROM chain_head WHERE id = 1").fetchone()
+            # A deferred transaction takes its snapshot at its first read: take it now,
+            # with the one-row facts the snapshot's reads need (.pinned).
+            self._local.pinned = pin(conn, self._exec(conn, PIN_SQL).fetchone())
         except BaseException:
+            self._local.pinned = None
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         try:
             yield
         finally:
+            self._local.pinned = None
             if conn.in_transaction:
                 conn.execute("COMMIT")  # read-only: nothing to keep or lose
+
+    def _pinned(self, conn: Any) -> Pinned | None:
+        """The open snapshot's facts if ``conn`` reads in it, else None (read them)."""
+        pinned: Pinned | None = getattr(self._local, "pinned", None)
+        return pinned if pinned is not None and pinned.conn is conn else None
+
+    def _head_tx(self, conn: Any) -> int:
+        pinned = self._pinned(conn)
+        return pinned.head.tx if pinned is not None else super()._head_tx(conn)
+
+    def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,
+              limit: int | None = None) -> list[Row]:
+        pinned = getattr(self._local, "pinned", None)
+        if (pinned is None or table not in CONFIG_TABLES
+                or getattr(self._local, "config_scope", None) is not None):
+            return super().fetch(table, where, order_by=order_by, limit=limit)
+        # In a snapshot: a configuration query's rows as kept under its config_tx.
+        raw = self._config_reads.rows(
+            table, where, order_by, limit, pinned.config_tx,
+            lambda: self._select(pinned.conn, table, where, order_by=order_by, limit=limit))
+        spec = TABLES[table]
+        return [decode_row(spec, list(spec.columns), r) for r in raw]
 
     @contextmanager
     def _write_conn(self, wait: bool = True, durable: bool = True
@@ -372,7 +400,9 @@ class SQLiteStorage(SqlStorage):
             self._in_snapshot("search_vector(brief=True)")
         with self._read_conn() as conn:
             index, allowed = self._fresh_index(conn, vector.size, flt)
-            found = index.search(conn, vector, flt, limit, allowed)
+            pinned = self._pinned(conn)
+            found = index.search(conn, vector, flt, limit, allowed,
+                                 head_tx=None if pinned is None else pinned.head.tx)
             return self._rows_by_row_id(conn, found, brief)
 
     def search_vectors(
@@ -397,7 +427,9 @@ class SQLiteStorage(SqlStorage):
         # An erasure (in any process) deletes rows this process may hold in memory
         # (the delta of rows newer than the snapshot): start over, so no process keeps
         # an erased memory's vector. ``purge`` has already removed the snapshot files.
-        erased_tx = conn.execute("SELECT COALESCE(MAX(tx), 0) FROM erasures").fetchone()[0]
+        pinned = self._pinned(conn)
+        erased_tx = pinned.erased_tx if pinned is not None else conn.execute(
+            "SELECT COALESCE(MAX(tx), 0) FROM erasures").fetchone()[0]
         if search is None or search.dimension != dimension or erased_tx != self._erased_tx:
             search = self._vindex = VectorSearch(
                 None if self.path == ":memory:" else self.path, dimension, self._plain_conn)
@@ -499,9 +531,11 @@ class SQLiteStorage(SqlStorage):
             return []
         cols, decode = (BRIEF, brief) if brief_rows else (CANDIDATE, candidate)
         fts = self._fulltext()
-        total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
+        pinned = self._pinned(conn)
+        total = pinned.max_row_id if pinned is not None else conn.execute(
+            "SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
         cond, params = memory_where(flt, self.dialect_impl)
-        found = self._lexical.ranked(conn, fts, query, flt, total) if lexical else None
+        found = self._lexical.ranked(conn, fts, query, flt, total, pinned) if lexical else None
         if found is not None:  # ranked in process, the filter's columns applied inside
             return [(decode(r[1:]), s) for r, s in in_rank_order(
                 *found, limit, lambda ids, n: self._passing(conn, ids, cond, params, n, cols))]
@@ -595,6 +629,9 @@ class SQLiteStorage(SqlStorage):
         # A follower (an adapter's feed) reads the head right after its own commit:
         # on the idle writer its page is cached; the reader would re-read it.
         conn = self._warm(writing=False)
+        pinned = self._pinned(conn)
+        if pinned is not None:  # inside a snapshot: the head it read first
+            return pinned.head
         seq, digest, tx, recorded_at = self._exec(
             conn, "SELECT seq, hash, tx, recorded_at FROM chain_head WHERE id = 1").fetchone()
         return Head(seq, digest, tx, recorded_at)

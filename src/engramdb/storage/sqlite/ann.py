@@ -106,9 +106,12 @@ class VectorSearch:
 
     # -- keeping fresh ---------------------------------------------------------------
 
-    def refresh(self, conn: sqlite3.Connection) -> tuple[Snapshot | None, VectorIndex, np.ndarray]:
-        """Open a newer published snapshot if any, then bring the delta up to the head."""
-        head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
+    def refresh(self, conn: sqlite3.Connection, head_tx: int | None = None
+                ) -> tuple[Snapshot | None, VectorIndex, np.ndarray]:
+        """Open a newer published snapshot if any, then bring the delta up to the head
+        (``head_tx``: as ``conn``'s read transaction already read it)."""
+        if head_tx is None:
+            head_tx = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
         with self._lock:
             self._follow_pointer(conn, head_tx)
             if self._snap is None and self._dir is not None:
@@ -227,9 +230,10 @@ class VectorSearch:
     # -- search ---------------------------------------------------------------------------
 
     def search(self, conn: sqlite3.Connection, query: np.ndarray, flt: RecallFilter,
-               limit: int, allowed: Sequence[int] | None) -> list[tuple[int, float]]:
+               limit: int, allowed: Sequence[int] | None, *, head_tx: int | None = None
+               ) -> list[tuple[int, float]]:
         """Top ``limit`` (row_id, cosine) among rows passing ``flt`` (and ``allowed``)."""
-        snap, delta, over = self.refresh(conn)
+        snap, delta, over = self.refresh(conn, head_tx)
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         with single_blas():
             hits = delta.search(q, flt, limit, allowed)

@@ -49,6 +49,7 @@ import numpy as np
 
 from engramdb.model import RecallFilter
 from engramdb.storage.sqlite.fulltext import FullText
+from engramdb.storage.sqlite.pinned import Pinned
 from engramdb.storage.sqlite.query_tokens import QueryWords
 from engramdb.storage.sqlite.vectors import NONE, Codes, Columns, VectorIndex, column_mask
 
@@ -66,12 +67,17 @@ _ROW_SQL = ("SELECT row_id, namespace, layer, author, status, tx_from, tx_to, va
 _SCOPE_LIKE = frozenset("0123456789abcdef")
 
 
-def averages(conn: sqlite3.Connection) -> tuple[int, int]:
-    """FTS5's row count and token total over all columns (its averages record, id 1)."""
-    row = conn.execute("SELECT block FROM memories_fts_data WHERE id = 1").fetchone()
-    if row is None or not row[0]:
+def averages(conn: sqlite3.Connection, pinned: Pinned | None = None) -> tuple[int, int]:
+    """FTS5's row count and token total over all columns (its averages record, id 1;
+    ``pinned``: as the snapshot read it first)."""
+    if pinned is not None:
+        block = pinned.fts_averages
+    else:
+        row = conn.execute("SELECT block FROM memories_fts_data WHERE id = 1").fetchone()
+        block = None if row is None else row[0]
+    if not block:
         return 0, 0
-    values = _varints(bytes(row[0]))
+    values = _varints(bytes(block))
     return values[0], sum(values[1:])
 
 
@@ -463,17 +469,22 @@ class LexicalSearch:
             self._index = None
 
     def ranked(self, conn: sqlite3.Connection, fts: FullText, query: str, flt: RecallFilter,
-               total: int) -> tuple[np.ndarray, np.ndarray] | None:
+               total: int, pinned: Pinned | None = None
+               ) -> tuple[np.ndarray, np.ndarray] | None:
         """The row ids matching ``query`` that pass ``flt``'s column filters, best first,
         with FTS5's BM25 scores; None when FTS5 must answer (see the module's notes).
 
-        ``conn`` reads inside a snapshot (one read transaction).
+        ``conn`` reads inside a snapshot (one read transaction); ``pinned``: that
+        snapshot's head and latest erasure, when it read them already.
         """
         if total < self.min_rows or VectorIndex.needs_sql(flt):
             return None
-        head_tx, erased_tx = conn.execute(
-            "SELECT (SELECT tx FROM chain_head WHERE id = 1), "
-            "(SELECT COALESCE(MAX(tx), 0) FROM erasures)").fetchone()
+        if pinned is not None:
+            head_tx, erased_tx = pinned.head.tx, pinned.erased_tx
+        else:
+            head_tx, erased_tx = conn.execute(
+                "SELECT (SELECT tx FROM chain_head WHERE id = 1), "
+                "(SELECT COALESCE(MAX(tx), 0) FROM erasures)").fetchone()
         index = self._current(int(erased_tx), total)
         if index is None:
             return None
@@ -492,7 +503,7 @@ class LexicalSearch:
             tokens = self._words.tokens(conn, fts, words)
             if scope_like(tokens):
                 return None
-            rows, total_tokens = averages(conn)
+            rows, total_tokens = averages(conn, pinned)
             postings = []
             for w in words:
                 if len(tokens[w]) == 1:
