@@ -22,6 +22,7 @@ are tagged with the transaction of the last configuration change).
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -84,17 +85,24 @@ def test_a_prepared_write_stores_and_hashes_what_a_locked_write_would(pg_url: st
             (row, similarity), *_ = db.storage.search_vector(
                 _unit(i)[0], RecallFilter(namespaces=("acme/notes",)), 1)
             assert row["id"] == m.id and similarity == pytest.approx(1.0, abs=1e-5)
-        out = io.StringIO()
-        db.export(out)
-        pg_head = db.storage.head()
-    import_database(tmp_path / "copy.db", io.StringIO(out.getvalue()), embedder=_embedder())
-    copy = engramdb.open(tmp_path / "copy.db", embedder=_embedder())
+        copy = _exported_to_sqlite(db, tmp_path)
     try:
-        assert copy.storage.head().hash == pg_head.hash
         assert copy.get(written[2].id) == written[2]
-        assert copy.verify().ok
     finally:
         copy.close()
+
+
+def _exported_to_sqlite(db: Any, tmp_path: Path) -> Any:
+    """``db`` exported and imported into a new SQLite database, opened; checked to end
+    on the same head hash and to verify (the caller closes it)."""
+    out = io.StringIO()
+    db.export(out)
+    pg_head = db.storage.head()
+    import_database(tmp_path / "copy.db", io.StringIO(out.getvalue()), embedder=_embedder())
+    copy = engramdb.open(tmp_path / "copy.db", embedder=_embedder())
+    assert copy.storage.head().hash == pg_head.hash
+    assert copy.verify().ok
+    return copy
 
 
 def _writing_agent(admin: Any, db: Any, name: str) -> Any:
@@ -407,3 +415,35 @@ def test_a_prepared_call_holding_nul_is_refused_and_writes_nothing(pg_url: str) 
                   subject_ref=None, payload={"effects": []})
         assert db.storage.head() == head
         assert db.verify().ok
+
+
+@pytest.mark.postgres
+def test_a_prepared_call_of_several_rows_and_events_reads_back_exactly(pg_url: str,
+                                                                        tmp_path: Path) -> None:
+    """The call's arrays go to the server in PostgreSQL's binary array form (several
+    elements, NULL elements, texts holding what an array literal would have to quote:
+    quotes, backslashes, braces, commas, spaces, non-ASCII). What the server stored and
+    hashed is what was sent: the events read back field for field, ``verify`` passes,
+    and an export imported into SQLite ends on the same head hash."""
+    kinds = ['note "quoted", {braced}', "back\\slash, NULL"]
+    actors = ["admin", 'a "b" {c}, \\ é']
+    with engramdb.open(pg_url, embedder=_embedder()) as db:
+        head = db.storage.head()
+        with db.storage.prepare("admin") as w:
+            _one_insert(w, 'text with "quotes", {braces} and \\ back')
+            _derived(w, "derived, {x}")
+            w.log(kinds[0], actor=actors[0], namespace=None, subject_ref=None,
+                  payload={"effects": [], "why": '{"a", \\N}'})
+            w.log(kinds[1], actor=actors[1], namespace="acme/東京", subject_ref='s "1"',
+                  payload={"effects": []})
+        events = db.storage.events(head.seq)
+        assert [(e.kind, e.actor, e.namespace, e.subject_ref) for e in events] == [
+            ("memory.remembered", "admin", "acme/notes", 'm-text with "quotes", {braces} '
+             'and \\ back'),
+            ("memory.derived", "admin", "acme/notes", "m-derived, {x}"),
+            (kinds[0], actors[0], None, None),
+            (kinds[1], actors[1], "acme/東京", 's "1"')]
+        assert json.loads(events[2].payload) == {"effects": [], "why": '{"a", \\N}'}
+        assert len({e.tx for e in events}) == 1
+        assert db.verify().ok
+        _exported_to_sqlite(db, tmp_path).close()

@@ -122,6 +122,12 @@ class AnnIndexer:
 
     def kick(self) -> None:
         """Start the thread if needed and tell it there may be new vectors."""
+        thread = self._thread
+        if self._kick.is_set() and thread is not None and thread.is_alive():
+            # Told already and not yet cleared: the thread reads the backlog only after
+            # it clears the flag, so it sees this write too (the flag's lock and the
+            # notify are a writer's cost on every write otherwise).
+            return
         with self._lock:
             if self._stop.is_set():
                 return

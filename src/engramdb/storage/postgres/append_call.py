@@ -5,8 +5,8 @@ Sent through psycopg's cursor, the call paid more client CPU in the driver
 (query conversion, one dumper per parameter, the cursor and its result
 machinery, psycopg's own prepared-statement bookkeeping) than in building the
 write: about a quarter of a writer's CPU, on the path 16 writer processes share
-two cores on. Here the parameters are encoded once by :mod:`.prepared` (text,
-the vectors binary) and sent with ``PQsendQueryPrepared`` on a statement this
+two cores on. Here the parameters are encoded once by :mod:`.prepared` (the
+arrays and vectors binary, the rest text) and sent with ``PQsendQueryPrepared`` on a statement this
 module prepares once per connection, still waiting through psycopg's own
 ``Connection.wait`` (interruptible, other threads run), and an error is raised as
 the psycopg exception psycopg would have raised (same SQLSTATE, same
@@ -42,8 +42,10 @@ def _types(vector_oid: int) -> list[int]:
             vector_oid, _INT4, _TEXT, _TEXT]
 
 
-# Every parameter travels as text but the vectors (pgvector's binary form).
-_FORMATS = [0] * 18 + [1] + [0] * 3
+# The numbers and single texts travel as text; the arrays ($5-$13, $15-$18) in
+# PostgreSQL's binary array form and the vectors ($19) in pgvector's (prepared.py).
+_FORMATS = [0] * 4 + [1] * 9 + [0] + [1] * 5 + [0] * 3
+_TEXT_PARAMS = tuple(i for i, f in enumerate(_FORMATS) if not f)
 _MISSING = b"26000"  # invalid_sql_statement_name: not prepared on this connection
 
 
@@ -51,24 +53,32 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
                 vector_oid: int) -> tuple[bytes, ...]:
     """Run ``engram_append`` with ``params`` on ``conn`` (autocommit); its one result row
     (seq, hash, tx, recorded_at, config_tx: never NULL), as text."""
-    for i, param in enumerate(params):  # as psycopg's own text dumpers refuse them
-        if param is not None and not _FORMATS[i] and b"\x00" in param:
+    for i in _TEXT_PARAMS:  # as psycopg's own text dumpers refuse them (prepared.py checks
+        param = params[i]  # the texts inside the binary arrays)
+        if param is not None and b"\x00" in param:
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
     with conn.lock:
         result = _run(conn, params)
-        if _missing(result):
+        status = result.status
+        if status == _FATAL and _missing(result):
             _prepare(conn, vector_oid)
             result = _run(conn, params)
-    if result.status != ExecStatus.TUPLES_OK:
+            status = result.status
+    if status != _TUPLES_OK:
         raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
-    return tuple(result.get_value(0, i) or b"" for i in range(result.nfields))
+    value = result.get_value  # five results, never NULL (o_seq .. o_config_tx)
+    return (value(0, 0) or b"", value(0, 1) or b"", value(0, 2) or b"", value(0, 3) or b"",
+            value(0, 4) or b"")
+
+
+_FATAL, _TUPLES_OK = ExecStatus.FATAL_ERROR, ExecStatus.TUPLES_OK
 
 
 def _missing(result: Any) -> bool:
-    """Whether the call failed because its statement is not prepared on this connection
-    (the server refused it at Bind: nothing ran), not for an error inside the procedure."""
-    return bool(result.status == ExecStatus.FATAL_ERROR
-                and result.error_field(pg_errors.DiagnosticField.SQLSTATE) == _MISSING
+    """Whether the call (which failed) failed because its statement is not prepared on
+    this connection (the server refused it at Bind: nothing ran), not for an error
+    inside the procedure."""
+    return bool(result.error_field(pg_errors.DiagnosticField.SQLSTATE) == _MISSING
                 and _NAME in (result.error_field(pg_errors.DiagnosticField.MESSAGE_PRIMARY)
                               or b""))
 

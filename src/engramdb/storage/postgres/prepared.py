@@ -55,7 +55,7 @@ import numpy as np
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from engramdb.codec import canonical, from_micros, random_bytes, to_micros
+from engramdb.codec import canonical, canonical_payload, from_micros, random_bytes, to_micros
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
@@ -73,8 +73,23 @@ if TYPE_CHECKING:
 __all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
 
 # A row's JSON as json.dumps(row, ensure_ascii=False, separators=(",", ":")) writes it,
-# by one encoder made once (json.dumps with any option builds a JSONEncoder per call).
-_ROW_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# by one encoder made once (json.dumps with any option builds a JSONEncoder per call),
+# called as JSONEncoder.encode calls it but without building it again each call (a
+# stored row is flat: its JSON columns are text already, encode_row).
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_JSON_C: Any = json.encoder  # its C functions are not in the type stubs
+_C_ROW = (None if _JSON_C.c_make_encoder is None else _JSON_C.c_make_encoder(
+    None, _ROW_ENCODER.default, _JSON_C.encode_basestring, None, ":", ",", False, False,
+    True))
+
+
+def _row_json(row: dict[str, Any]) -> str:
+    if _C_ROW is None:  # pragma: no cover - CPython always has the C encoder
+        return _ROW_ENCODER.encode(row)
+    try:
+        return "".join(_C_ROW(row, 0))
+    except RecursionError as exc:  # where the encoder's own check says so
+        raise ValueError("Circular reference detected") from exc
 
 # pgvector's limit on a vector's dimensions: the vectors of one call travel end to end.
 _MAX_DIMS = 16_000
@@ -116,17 +131,35 @@ def _hole(taken: set[int], entropy: _Entropy, low: int = 3 * 10**17,
             return n
 
 
-def _quoted(v: str | None) -> str:
-    return "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+# Element types of the binary arrays sent (pg_type OIDs: text, bytea, int8).
+_TEXT, _BYTEA, _INT8 = 25, 17, 20
+_ARRAY_HEAD = struct.Struct(">iiIii")  # ndim, has nulls, element type, length, lower bound
+_LENGTH = struct.Struct(">i")
+_NULL = _LENGTH.pack(-1)
 
 
-def _text_array(values: Sequence[str | None]) -> str:
-    """A PostgreSQL array literal of ``values`` (None is NULL), each element quoted.
-    A single write's arrays hold one element each (eleven of them a call): that case
-    is written out, without a generator."""
-    if len(values) == 1:
-        return "{" + _quoted(values[0]) + "}"
-    return "{" + ",".join(map(_quoted, values)) + "}"
+def _array(oid: int, items: Sequence[bytes | None]) -> bytes:
+    """A one-dimensional array of ``items`` (each already in the element type's binary
+    form; None is NULL) in PostgreSQL's binary array format (``array_recv``)."""
+    if not items:
+        return struct.pack(">iiI", 0, 0, oid)
+    if len(items) == 1 and items[0] is not None:  # a single write's arrays
+        return _ARRAY_HEAD.pack(1, 0, oid, 1, 1) + _LENGTH.pack(len(items[0])) + items[0]
+    parts = [_ARRAY_HEAD.pack(1, int(any(i is None for i in items)), oid, len(items), 1)]
+    for item in items:
+        parts.append(_NULL if item is None else _LENGTH.pack(len(item)) + item)
+    return b"".join(parts)
+
+
+def _utf8(text: str) -> bytes:
+    if "\x00" in text:
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    return text.encode("utf-8")
+
+
+def _texts(values: Sequence[str | None]) -> bytes:
+    """A binary ``text[]`` of ``values`` (None is NULL)."""
+    return _array(_TEXT, [None if v is None else _utf8(v) for v in values])
 
 
 def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
@@ -245,7 +278,7 @@ class PreparedWriteTx(WriteTx):
                 row["row_tx"] = self.tx
             if "words" in spec.bookkeeping:  # as SqlWriteTx stores them (storage/words.py)
                 row["words"] = stored_words(row.get("text"))
-            text = _ROW_JSON(row)
+            text = _row_json(row)
             _check_holes(text, row, (self.tx, self.recorded_at))
             # Sent as this text (arguments): each row is encoded once.
             self._rows.setdefault((spec.name, tuple(row)), []).append(text)
@@ -254,14 +287,18 @@ class PreparedWriteTx(WriteTx):
             payload: Mapping[str, Any]) -> Event:
         salt = self._entropy.take(16)
         try:
-            body = canonical(payload).decode("utf-8")
+            # The bytes canonical() writes (a single insert's payload without the
+            # encoder's per-key work: codec.insert_payload, as the SQLite writer logs it).
+            body = canonical_payload(payload).decode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"event payload is not JSON: {exc}") from exc
         _check_holes(body, payload, (self.tx, self.recorded_at))
         seq_hole = _hole(self._holes, self._entropy)
-        marks = [str(h) for h in (self.tx, self.recorded_at, seq_hole)] + [self._commit_hole]
-        for field in (kind, namespace, actor, subject_ref):
-            if field is not None and any(m in field for m in marks):
+        # The fields joined by NUL, which no mark holds (digits, hex): a mark is found in
+        # the joined text exactly when it is inside one of the fields.
+        fields = "\x00".join([f for f in (kind, namespace, actor, subject_ref) if f is not None])
+        for mark in (str(self.tx), str(self.recorded_at), str(seq_hole), self._commit_hole):
+            if mark in fields:
                 raise Unprepared("a value written holds the digits of a placeholder")
         envelope = canonical({
             "seq": seq_hole, "tx": self.tx, "kind": kind, "namespace": namespace,
@@ -311,24 +348,36 @@ class PreparedWriteTx(WriteTx):
 
     def stamp_time(self, value: datetime | None) -> datetime | None:
         """The time this write was recorded at, for its placeholder (else ``value``)."""
-        if self.stamped is not None and value is not None \
-                and to_micros(value) == self.recorded_at:
-            return from_micros(self.stamped.recorded_at)
-        return value
+        if self.stamped is None or value is None:
+            return value
+        if value.tzinfo is not None:
+            # An aware time is the placeholder's instant exactly when it equals it
+            # (one comparison instead of a conversion to microseconds each call).
+            if value != from_micros(self.recorded_at):
+                return value
+        elif to_micros(value) != self.recorded_at:  # naive: taken as UTC, as to_micros does
+            return value
+        return from_micros(self.stamped.recorded_at)
 
     def arguments(self) -> list[bytes | None]:
         """The parameters of ``engram_append`` for what this write holds, encoded as
-        :func:`.append_call.call_append` sends them (text; the vectors binary)."""
-        tables: list[str] = []
-        rows: list[str] = []
-        cols: list[str] = []
+        :func:`.append_call.call_append` sends them: numbers and single texts as text,
+        the arrays in PostgreSQL's binary array form (no quoting on this side, no
+        unquoting on the server's), the vectors in pgvector's binary form.
+
+        Raises:
+            psycopg.DataError: a text holds a NUL byte, which PostgreSQL text cannot
+                (as psycopg's own text dumpers refuse it).
+        """
+        tables: list[bytes] = []
+        rows: list[bytes] = []
+        cols: list[bytes] = []
         for (table, columns), group in self._rows.items():
-            tables.append(table)
-            rows.append("[" + ",".join(group) + "]")
-            cols.append(",".join(columns))
+            tables.append(table.encode())
+            rows.append(_utf8("[" + ",".join(group) + "]"))
+            cols.append(",".join(columns).encode())
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
-        salts = "{" + ",".join(f'"\\\\x{salt.hex()}"' for salt in ev[6]) + "}"
         vecs = None
         if len(self._vectors) == 1:  # a single write's: no concatenation
             flat = np.asarray(self._vectors[0][2], dtype=np.float32).reshape(-1).astype(">f4")
@@ -337,16 +386,15 @@ class PreparedWriteTx(WriteTx):
             flat = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1)
                                    for _, _, v in self._vectors]).astype(">f4")
             vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
-        texts = [str(self.config_tx), str(now), str(self.tx), str(self.recorded_at),
-                 _text_array(tables), _text_array(rows), _text_array(cols), _text_array(ev[0]),
-                 _text_array(ev[1]), _text_array(ev[2]), _text_array(ev[3]), _text_array(ev[4]),
-                 _text_array(ev[5]), self._commit_hole, salts, _text_array(ev[7]),
-                 _text_array([i for i, _, _ in self._vectors]),
-                 "{" + ",".join(str(int(v)) for _, v, _ in self._vectors) + "}"]
-        out: list[bytes | None] = [t.encode("utf-8") for t in texts]
         dim = np.asarray(self._vectors[0][2]).size if self._vectors else 0
-        out += [vecs, str(dim).encode(), self._storage._durable_sql.encode(), CHANNEL.encode()]
-        return out
+        return [str(self.config_tx).encode(), str(now).encode(), str(self.tx).encode(),
+                str(self.recorded_at).encode(), _array(_TEXT, tables), _array(_TEXT, rows),
+                _array(_TEXT, cols), _texts(ev[0]), _texts(ev[1]), _texts(ev[2]),
+                _texts(ev[3]), _texts(ev[4]), _texts(ev[5]), self._commit_hole.encode(),
+                _array(_BYTEA, list(ev[6])), _texts(ev[7]),
+                _texts([i for i, _, _ in self._vectors]),
+                _array(_INT8, [struct.pack(">q", int(v)) for _, v, _ in self._vectors]),
+                vecs, str(dim).encode(), self._storage._durable_sql.encode(), CHANNEL.encode()]
 
     @property
     def empty(self) -> bool:
@@ -396,12 +444,19 @@ def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
         raise StorageError("state changed without a log event; this is a bug in EngramDB")
     if w._vectors:
         store._type_vectors(np.asarray(w._vectors[0][2]).size)
-    args = w.arguments()
     try:
-        # Autocommit: the CALL is its own transaction, which the procedure commits.
-        with store._get_pool().connection() as conn:
+        args = w.arguments()  # a NUL in a text raises psycopg.DataError, as sent text would
+        # Autocommit: the CALL is its own transaction, which the procedure commits. The
+        # pool's getconn/putconn, not its connection(): that one also enters the
+        # connection's own context, whose exit "commits" (nothing, in autocommit)
+        # through the connection's lock on every call.
+        pool = store._get_pool()
+        conn = pool.getconn()
+        try:
             seq, digest, tx, recorded_at, config_tx = call_append(conn, args,
                                                                   store._vector_oid or 0)
+        finally:
+            pool.putconn(conn)
     except psycopg.Error as exc:
         detail = getattr(getattr(exc, "diag", None), "message_detail", None)
         if exc.sqlstate == "EG001" and detail:
