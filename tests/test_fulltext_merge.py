@@ -117,3 +117,20 @@ def test_merging_through_writes_updates_and_erasures_keeps_the_index_sound(tmp_p
         assert db.verify().ok
     finally:
         db.close()
+
+
+def test_a_merge_that_fails_leaves_the_write_it_rides_with(tmp_path):
+    """The merge step runs inside a write's transaction: its error undoes the merge
+    alone (its savepoint), and the write's own rows still commit."""
+    from engramdb.storage.sqlite.flush import merge_fulltext
+
+    path = tmp_path / "plain.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")  # and no memories_fts to merge
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO notes VALUES ('kept')")
+        merge_fulltext(conn)
+        assert conn.in_transaction
+        conn.execute("COMMIT")
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT text FROM notes").fetchall() == [("kept",)]

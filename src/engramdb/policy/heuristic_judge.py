@@ -221,7 +221,8 @@ def _classify(raw: str, group: str, prev: str) -> _Tok:
 
     Memoised as field values (each call gets its own token: a frame tells its tokens
     apart by identity); the previous token matters only to numbers and "longer"."""
-    key = (raw, group, prev if group == "num" or raw.lower() == "longer" else "")
+    key = (raw, group,
+           prev if group == "num" or (len(raw) == 6 and raw.lower() == "longer") else "")
     fields = _CLASSIFIED.get(key)
     if fields is None:
         if len(_CLASSIFIED) >= 100_000:
@@ -295,16 +296,26 @@ def _classify_new(raw: str, group: str, prev: str) -> _Tok:
     return _Tok(raw, stem, "word", polar=_POLAR.get(stem, frozenset()))
 
 
+_EQUATIONAL = re.compile(r"\b(?:is|was|are|were) the\b", re.I)
+# A month name in any case: where the normalised text holds none, no token is one and
+# the date merge (a loop over every token) has nothing to fold. A token's text is
+# part of the normalised text, and only ASCII letters lower to a month's letters
+# (the Kelvin sign lowers to "k", in no month; "İ" to two characters).
+_MONTH_WORD = re.compile("|".join(m for m in _MONTHS), re.I)
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> _Frame:
     """The frame of ``text``. Memoised: a write judges its new text against each of
     its candidates, and the same committed candidates come back write after write
     (parsing was most of a free-text check). Frames are never changed after this."""
     toks: list[_Tok] = []
-    for m in _TOKEN_RE.finditer(_normalise(text)):
+    normal = _normalise(text)
+    for m in _TOKEN_RE.finditer(normal):
         raw = m.group().rstrip(".-/':") if m.lastgroup == "word" else m.group()
         toks.append(_classify(raw, m.lastgroup or "word", toks[-1].raw if toks else ""))
-    _merge_dates(toks)
+    if _MONTH_WORD.search(normal) is not None:
+        _merge_dates(toks)
     frame = _Frame(toks)
     for i, tok in enumerate(toks):
         if tok.kind == "neg":
@@ -319,7 +330,7 @@ def _parse(text: str) -> _Frame:
             frame.additive = True
         if tok.kind not in ("neg", "stop"):
             frame.content.append(tok)
-    frame.equational = bool(re.search(r"\b(?:is|was|are|were) the\b", text, re.I))
+    frame.equational = _EQUATIONAL.search(text) is not None
     return frame
 
 
@@ -339,6 +350,23 @@ def _topic(text: str) -> tuple[str, ...]:
             _TOPICS.clear()
         found = _TOPICS[key] = tuple(sys.intern(w) for w in _parse(text).topic)
     return found
+
+
+# The last text judged as the new side, with its topic as a set: a write judges its
+# new text against each of its candidates in turn (one tuple, swapped whole, so
+# threads judging different texts only miss it).
+_LAST: tuple[str, frozenset[str]] = ("", frozenset())
+
+
+def _new_topic(text: str) -> frozenset[str]:
+    """``frozenset(_topic(text))``, kept for the text judged last."""
+    global _LAST
+    last = _LAST
+    if last[0] == text and text:
+        return last[1]
+    topic = frozenset(_topic(text))
+    _LAST = (text, topic)
+    return topic
 
 
 def _merge_dates(toks: list[_Tok]) -> None:
@@ -511,8 +539,8 @@ class HeuristicJudge:
         )
 
     def _text(self, text_a: str, text_b: str) -> Judgment:
-        topic_a, topic_b = _topic(text_a), _topic(text_b)
-        shared_topic = set(topic_a).intersection(topic_b)
+        topic_a, topic_b = _new_topic(text_a), _topic(text_b)
+        shared_topic = topic_a.intersection(topic_b)
         smaller = min(len(topic_a), len(topic_b))
         overlap = len(shared_topic) / smaller if smaller else 0.0
         fa = _parse(text_a)

@@ -276,17 +276,25 @@ class SQLiteStorage(SqlStorage):
                 self._exec(conn, "BEGIN IMMEDIATE")
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        self._local.max_row_id = ()  # kept for this transaction only: see _max_row_id
         changes = conn.total_changes
         try:
             yield conn
         except BaseException:
+            self._local.max_row_id = None
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._local.max_row_id = None
         # A large commit (a batch) leaves its checkpoint to BackgroundCheckpoint.
         bulk = self._checkpoint.takes(conn.total_changes - changes)
         if bulk:
             conn.execute("PRAGMA wal_autocheckpoint = 0")
+        elif getattr(self._local, "fts_segments", 0) >= FTS_MERGE_EVERY:
+            # Not in a large commit (a batch keeps FTS5's automerge alone): a single
+            # write's commit takes a step of the full-text merge with it.
+            self._local.fts_segments = 0
+            merge_fulltext(conn)
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -298,11 +306,28 @@ class SQLiteStorage(SqlStorage):
                 conn.execute("PRAGMA wal_autocheckpoint = 1000")
         if bulk:
             self._checkpoint.kick()
-        # Not behind a large commit: its checkpoint is running on another thread, and
-        # frames written now would keep the WAL from being reused (it would grow).
-        if not bulk and getattr(self._local, "fts_segments", 0) >= FTS_MERGE_EVERY:
-            self._local.fts_segments = 0
-            merge_fulltext(conn, self._synchronous, self._busy_timeout)
+
+    def _max_row_id(self, conn: sqlite3.Connection) -> int:
+        """The largest ``memories.row_id`` (0: none), read through ``conn``.
+
+        Read once per state of a write transaction of :meth:`_write_conn`: a
+        semantic write's candidate search and its insert, which comes next, both
+        ask, with nothing written in between. Kept from its BEGIN to its end only,
+        keyed by the connection's change count, which every insert and delete
+        moves; no other connection writes while this one holds the lock, and no
+        savepoint on the writer undoes a memory row (the scratch tables' savepoints
+        only write temp tables, and their inserts move the count: read again).
+        """
+        local = self._local
+        known = getattr(local, "max_row_id", None)
+        kept = known is not None and conn is local.writer and conn.in_transaction
+        if kept and known and known[0] == conn.total_changes:
+            return int(known[1])
+        value = int(self._exec(conn, "SELECT COALESCE(MAX(row_id), 0) FROM memories"
+                               ).fetchone()[0])
+        if kept:
+            local.max_row_id = (conn.total_changes, value)
+        return value
 
     def _exec(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._run(conn.execute, sql, params)
@@ -317,8 +342,7 @@ class SQLiteStorage(SqlStorage):
         else:
             # Full text in one statement for the rows just inserted (migration 0017):
             # under the write lock, new rows take the row ids after the largest.
-            last = self._exec(conn, "SELECT COALESCE(MAX(row_id), 0) FROM memories"
-                              ).fetchone()[0]
+            last = self._max_row_id(conn)
             self._exec_many(conn, sql, rows)
             self._exec(conn, _FTS_FILL, [last])
             self._local.fts_segments = getattr(self._local, "fts_segments", 0) + 1
@@ -519,7 +543,8 @@ class SQLiteStorage(SqlStorage):
         # again: w's updates reach the connection at once, and the inserts it still
         # buffers are new rows (a new version's update closing the old one is sent first).
         found = text_candidates(conn, self._fulltext(), self.dialect_impl, self._run,
-                                lambda: len(self.namespaces()), query, flt, limit + 1)
+                                lambda: len(self.namespaces()), query, flt, limit + 1,
+                                self._max_row_id(conn))
         out: list[tuple[str, Mapping[str, Any] | None]] = [
             (str(row["id"]), row) for row in found if row["id"] != other_than]
         return out[:limit]

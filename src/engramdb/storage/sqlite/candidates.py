@@ -31,6 +31,7 @@ _SELECT = ", ".join("m." + c for c in _COLS)
 _JSON = frozenset(c for c, kind in TABLES["memories"].columns.items() if kind == "json")
 # The table's configured rank (migration 0013), as recall's search names it.
 _BM25 = "bm25(memories_fts, 1.0, 0.0)"
+_ABSENT = object()
 
 
 class CandidateRow(Mapping[str, Any]):
@@ -52,8 +53,7 @@ class CandidateRow(Mapping[str, Any]):
             self._parsed[key] = {} if value == "{}" else json.loads(value)
         return self._parsed[key]
 
-    def __getitem__(self, key: str) -> Any:
-        return self._get(key)
+    __getitem__ = _get
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
@@ -62,7 +62,10 @@ class CandidateRow(Mapping[str, Any]):
         return len(self._raw)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._get(key) if key in self._raw else default
+        value = self._raw.get(key, _ABSENT)
+        if value is _ABSENT:
+            return default
+        return value if key not in _JSON or not isinstance(value, str) else self._get(key)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a plain dict, every JSON column parsed."""
@@ -77,7 +80,7 @@ def _where(flt: RecallFilter, dialect: Dialect) -> tuple[str, tuple[Any, ...]]:
 
 def text_candidates(conn: sqlite3.Connection, fts: FullText, dialect: Dialect,
                     run: Callable[..., Any], namespaces: Callable[[], int], query: str,
-                    flt: RecallFilter, limit: int) -> list[CandidateRow]:
+                    flt: RecallFilter, limit: int, total: int) -> list[CandidateRow]:
     """The best ``limit`` rows matching ``query``'s rarest words that pass ``flt``.
 
     The same rows, in the same order, as recall's full-text search of ``query``
@@ -90,10 +93,11 @@ def text_candidates(conn: sqlite3.Connection, fts: FullText, dialect: Dialect,
         run: the storage's statement runner (driver errors become EngramErrors).
         namespaces: how many namespaces the database has (asked only for a filter
             of several).
+        total: the largest memory row id (0: none), as full-text search sizes the
+            database.
     """
     if limit <= 0:
         return []
-    total = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
     words = fts.match(conn, query, total, CANDIDATE_WORDS)
     if words is None:
         return []

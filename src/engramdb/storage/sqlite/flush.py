@@ -202,8 +202,9 @@ FTS_MERGE_EVERY = 4
 FTS_MERGE_PAGES = 100
 
 
-def merge_fulltext(conn: sqlite3.Connection, synchronous: str, busy_timeout_s: float) -> None:
-    """A small step of FTS5's incremental merge, on the writer right after its commit.
+def merge_fulltext(conn: sqlite3.Connection) -> None:
+    """A small step of FTS5's incremental merge, in the writer's transaction, before
+    its commit.
 
     Each write that adds memories adds a level-0 segment to ``memories_fts``, and
     every full-text query reads each of its words in every segment (twice under
@@ -211,27 +212,20 @@ def merge_fulltext(conn: sqlite3.Connection, synchronous: str, busy_timeout_s: f
     candidate search is such a query. ``'merge', N`` (levels of ``usermerge`` = 2
     segments, migration 0037) keeps ~6, at the cost of rewriting index pages.
     It runs on the writer's own connection, whose page cache another
-    connection's commit would reset. Its own transaction commits at ``NORMAL``:
-    it only reorganises the index (the same rows and terms), so a crash that
-    loses it loses nothing written; the next durable commit syncs its frames
-    with its own (one WAL, written in order). Never in the caller's way: skipped
-    if another writer holds the lock, and any error only leaves the merge to a
-    later write.
+    connection's commit would reset, inside the write that holds the lock
+    already: no transaction, lock or commit of its own, and the index pages the
+    write and the merge both change are written to the WAL once. It only
+    reorganises the index (the same rows and terms), and commits with the write.
+    Never in the write's way: any error rolls back the merge alone (its
+    savepoint) and leaves it to a later write.
     """
-    relax = synchronous in ("FULL", "EXTRA")
-    if relax:
-        conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("SAVEPOINT engram_merge")
     try:
-        conn.execute("BEGIN IMMEDIATE")
         conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('merge', ?)",
                      (FTS_MERGE_PAGES,))
-        conn.execute("COMMIT")
     except sqlite3.Error:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        if relax:
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
+                conn.execute("ROLLBACK TO engram_merge")
+    if conn.in_transaction:
+        conn.execute("RELEASE engram_merge")
