@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from engramdb.codec import json_dumps
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
 from engramdb.storage.base import Head, RawEvent, Row, WriteTx
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import CONFIG_TABLES, TABLES
-from engramdb.storage.sql import Dialect, SqlStorage, SqlWriteTx, decode_row, memory_where
+from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
 from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.candidates import text_candidates
+from engramdb.storage.sqlite.dialect import SQLiteDialect, statements
 from engramdb.storage.sqlite.flush import (
     FTS_MERGE_EVERY,
     BackgroundCheckpoint,
@@ -55,21 +55,6 @@ from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import stored_words
 
 __all__ = ["SQLiteStorage", "fts_query"]
-
-class SQLiteDialect(Dialect):
-    name = "sqlite"
-
-    def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
-        # Same JSON type and same value, so that 1, true and "1" stay distinct
-        # (json_extract alone turns true into 1). No ``->``: it needs SQLite 3.38.
-        path = "$." + '"' + key.replace('"', '""') + '"'
-        want = json_dumps(value, what="filter value")
-        return (
-            f"(json_type({column}, ?) = json_type(?) AND "
-            f"json_quote(json_extract({column}, ?)) = json_quote(json_extract(?, '$')))",
-            [path, want, path, want],
-        )
-
 
 # The most of the file each connection reads through a memory map (address space,
 # not memory: only pages read are resident, shared with the page cache).
@@ -385,7 +370,7 @@ class SQLiteStorage(SqlStorage):
         conn = self._new_conn()
         try:
             self._exec(conn, "BEGIN IMMEDIATE")
-            migrate(conn.execute, load("engramdb.storage.sqlite"), statements=_statements)
+            migrate(conn.execute, load("engramdb.storage.sqlite"), statements=statements)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -699,20 +684,4 @@ _BM25 = "bm25(memories_fts, 1.0, 0.0)"
 
 _FTS_FILL = ("INSERT INTO memories_fts (rowid, text, scope) "
              "SELECT row_id, text, 'n' || hex(namespace) || '0' FROM memories WHERE row_id > ?")
-def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (triggers contain semicolons)."""
-    out: list[str] = []
-    buf = ""
-    for line in sql.splitlines(keepends=True):
-        if not buf and (not line.strip() or line.strip().startswith("--")):
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    if buf.strip():
-        out.append(buf.strip())
-    return out
-
-
 _ = SqlWriteTx  # re-exported type for annotations in tests
