@@ -5,7 +5,8 @@ as it is, except that a prepared write's ``CALL engram_append`` arguments are
 sent over a Unix socket to one leader process instead of to PostgreSQL. The
 leader merges whatever writes are waiting (at most ``--max-per-call``) into one
 call (``bench_combine.merge``) on one of ``--leader-connections`` connections,
-and answers each writer with that call's result. Beside it, in the same server
+and answers each writer with that call's result (``--leaders``: several leader
+processes, the writers split among them). Beside it, in the same server
 and the same run: the writers with their own calls (today's path) and 16 bare
 psycopg clients, before and after.
 
@@ -169,21 +170,24 @@ def _writer(url: str, count: int, seed: int, barrier: Any, results: Any,
         sock.close()
 
 
-def run_writers(server: Any, name: str, combined: bool, processes: int, writes: int,
+def run_writers(server: Any, name: str, leaders: int, processes: int, writes: int,
                 connections: int, per_call: int) -> dict[str, Any]:
+    """16 writers on a fresh database: direct (``leaders`` 0), or through ``leaders``
+    leader processes, writer i through leader i mod ``leaders``."""
     url = server.fresh_database(name)
     bw._open(url).close()
     ctx = mp.get_context("spawn")
-    leader, path = None, None
-    if combined:
-        path = str(Path(tempfile.mkdtemp(prefix="engram-combine-")) / "leader.sock")
-        ready, stats = ctx.Event(), ctx.Queue()
-        leader = ctx.Process(target=_leader,
-                             args=(url, path, connections, per_call, ready, stats))
-        leader.start()
+    started, paths, stats = [], [], ctx.Queue()
+    for _ in range(leaders):
+        paths.append(str(Path(tempfile.mkdtemp(prefix="engram-combine-")) / "leader.sock"))
+        ready = ctx.Event()
+        started.append(ctx.Process(target=_leader,
+                                   args=(url, paths[-1], connections, per_call, ready, stats)))
+        started[-1].start()
         ready.wait()
     barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(url, writes, 100 + i, barrier, results, path))
+    procs = [ctx.Process(target=_writer, args=(url, writes, 100 + i, barrier, results,
+                                               paths[i % leaders] if leaders else None))
              for i in range(processes)]
     for p in procs:
         p.start()
@@ -199,28 +203,31 @@ def run_writers(server: Any, name: str, combined: bool, processes: int, writes: 
         "client_cpu_us_per_write": round(sum(d[2] for d in done) / max(ok, 1) * 1e6),
         "server_cpu_us_per_write": round(server_cpu / max(ok, 1) * 1e6),
         "machine_cpu_us_per_write": round(machine / max(ok, 1) * 1e6)}
-    if leader is not None:
-        cpu, calls, sent = stats.get(timeout=60)
-        leader.join()
-        out["leader_cpu_us_per_write"] = round(cpu / max(ok, 1) * 1e6)
-        out["writes_per_call"] = round(sent / max(calls, 1), 2)
+    if started:
+        got = [stats.get(timeout=60) for _ in started]
+        for leader in started:
+            leader.join()
+        out["leader_cpu_us_per_write"] = round(sum(g[0] for g in got) / max(ok, 1) * 1e6)
+        out["writes_per_call"] = round(sum(g[2] for g in got) / max(sum(g[1] for g in got), 1),
+                                       2)
     for p in procs:
         p.join()
-    if path:
+    for path in paths:
         Path(path).unlink(missing_ok=True)
         Path(path).parent.rmdir()
     return out
 
 
 def run(order: list[str], processes: int, writes: int, connections: int,
-        per_call: int) -> dict[str, Any]:
+        per_call: int, leaders: int = 1) -> dict[str, Any]:
     out: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     with _server() as server:
         bw.SERVER_PID[0] = server.pid
         out["bare_psycopg"] = bw.bench_bare(server.fresh_database("bare1"), processes,
                                             writes)["per_second"]
         for i, what in enumerate(order):
-            out[f"{i}_{what}"] = run_writers(server, f"w{i}", what == "combined", processes,
+            out[f"{i}_{what}"] = run_writers(server, f"w{i}",
+                                             leaders if what == "combined" else 0, processes,
                                              writes, connections, per_call)
         out["bare_psycopg_again"] = bw.bench_bare(server.fresh_database("bare2"), processes,
                                                   writes)["per_second"]
@@ -239,6 +246,8 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=int, default=150)
     parser.add_argument("--leader-connections", type=int, default=3)
     parser.add_argument("--max-per-call", type=int, default=16)
+    parser.add_argument("--leaders", type=int, default=1,
+                        help="leader processes in a combined run (writers split among them)")
     args = parser.parse_args()
     print(json.dumps(run(args.order.split(","), args.processes, args.writes,
-                         args.leader_connections, args.max_per_call), indent=2))
+                         args.leader_connections, args.max_per_call, args.leaders), indent=2))
