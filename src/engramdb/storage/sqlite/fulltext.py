@@ -10,8 +10,8 @@ adds nothing to any score). The contradiction check's candidate search keeps at
 most :data:`CANDIDATE_WORDS` words, the rarest.
 Document frequencies come from ``fts5vocab``, which holds *stems*, so each
 word is stemmed first as that tokenizer (``porter unicode61``) stems it: a word of
-ASCII letters and digits by ``porter.py``, any other through a scratch FTS5 table
-(cached per connection).
+ASCII letters, digits and underscores by ``porter.py`` (its first token), any other
+through a scratch FTS5 table (cached per connection).
 
 A query scoped to namespaces holding a minority of the rows intersects its
 words with the namespaces' ``scope`` tokens (migration 0013) inside FTS5, so
@@ -77,6 +77,16 @@ def scope_token(namespace: str) -> str:
     return "n" + namespace.encode("utf-8").hex() + "0"
 
 
+def _ascii_stem(word: str) -> str | None:
+    """The stem FTS5 indexes first for ``word``, a run of ASCII letters, digits and
+    underscores, computed here as ``porter unicode61`` does it: ``unicode61``
+    separates tokens at anything but letters and digits (so at ``_``) and lower-cases
+    them; the first token's stem is porter.py's (a digit run is its own stem). No
+    round trip to FTS5 (``tests/test_porter_stem.py`` checks it against FTS5)."""
+    first = word if "_" not in word else next(t for t in word.split("_") if t)
+    return first if first.isdigit() else stem_ascii_word(first)
+
+
 class FullText:
     """Per-connection helpers: stemming, document frequencies, the MATCH expression."""
 
@@ -107,10 +117,10 @@ class FullText:
         for w in words:
             if w in self._stems:
                 out[w] = self._stems[w]
-            elif w.isascii() and w.isalnum():
-                # ASCII letters and digits: one token, whose stem porter.py computes as
-                # FTS5 does (a digit run is its own stem), with no round trip to FTS5.
-                out[w] = w if w.isdigit() else stem_ascii_word(w)
+            elif w.isascii() and (w.isalnum() or w.replace("_", "").isalnum()):
+                out[w] = _ascii_stem(w)
+            elif w.isascii() and not w.strip("_"):
+                out[w] = None  # only separators: no token
             else:
                 todo.append(w)
         if todo:
