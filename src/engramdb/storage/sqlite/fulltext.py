@@ -78,12 +78,15 @@ def scope_token(namespace: str) -> str:
 
 
 def _ascii_stem(word: str) -> str | None:
-    """The stem FTS5 indexes first for ``word``, a run of ASCII letters, digits and
-    underscores, computed here as ``porter unicode61`` does it: ``unicode61``
-    separates tokens at anything but letters and digits (so at ``_``) and lower-cases
-    them; the first token's stem is porter.py's (a digit run is its own stem). No
-    round trip to FTS5 (``tests/test_porter_stem.py`` checks it against FTS5)."""
-    first = word if "_" not in word else next(t for t in word.split("_") if t)
+    """The stem FTS5 indexes first for ``word``, a ``\\w`` run of ASCII letters,
+    digits and underscores, as ``porter unicode61`` makes it: ``unicode61`` separates
+    tokens at anything but letters and digits (so at ``_``) and lower-cases them; the
+    first token's stem is porter.py's (a digit run is its own stem); None when only
+    underscores. No round trip to FTS5 (``tests/test_porter_stem.py`` checks it
+    against FTS5's tokenizer)."""
+    first = next((t for t in word.split("_") if t), None)
+    if first is None:
+        return None
     return first if first.isdigit() else stem_ascii_word(first)
 
 
@@ -117,26 +120,32 @@ class FullText:
         for w in words:
             if w in self._stems:
                 out[w] = self._stems[w]
-            elif w.isascii() and (w.isalnum() or w.replace("_", "").isalnum()):
-                out[w] = _ascii_stem(w)
-            elif w.isascii() and not w.strip("_"):
-                out[w] = None  # only separators: no token
+            elif w.isascii() and w.isalnum():
+                # ASCII letters and digits: one token, whose stem porter.py computes as
+                # FTS5 does (a digit run is its own stem), with no round trip to FTS5.
+                out[w] = w if w.isdigit() else stem_ascii_word(w)
             else:
                 todo.append(w)
-        if todo:
+        # ASCII words with underscores are stemmed here too (see _ascii_stem), after
+        # the others as before, so the stems come out in the same order.
+        asked = [w for w in todo
+                 if not (w.isascii() and (w.replace("_", "").isalnum() or not w.strip("_")))]
+        found: dict[int, str] = {}
+        if asked:
             self._prepare(conn)
             conn.execute("SAVEPOINT engram_stem")
             try:
                 conn.executemany("INSERT INTO temp.engram_stemmer (rowid, w) VALUES (?, ?)",
-                                 list(enumerate(todo, start=1)))
+                                 list(enumerate(asked, start=1)))
                 found = dict(conn.execute(
                     "SELECT doc, term FROM temp.engram_stemmer_vocab WHERE offset = 0"
                 ).fetchall())
             finally:
                 conn.execute("ROLLBACK TO engram_stem")
                 conn.execute("RELEASE engram_stem")
-            for i, w in enumerate(todo, start=1):
-                out[w] = found.get(i)
+        at = {w: i for i, w in enumerate(asked, start=1)}
+        for w in todo:
+            out[w] = found.get(at[w]) if w in at else _ascii_stem(w)
         fresh = [w for w in out if w not in self._stems and not (w.isascii() and w.isdigit())]
         if fresh:
             if len(self._stems) > 100_000:
