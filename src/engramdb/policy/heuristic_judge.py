@@ -253,12 +253,16 @@ def _packed(text: str) -> _Packed:
     global _FRESH
     frame = _parse_text(text)
     _FRESH = (text, frame)
-    at = {id(t): i for i, t in enumerate(frame.raws)}
-    raws = tuple((t.raw, t.norm, t.kind, t.sub,
-                  None if t.num is None else (t.num.value, t.num.unit, t.num.approx, t.num.bound),
-                  _POLARS[t.polar]) for t in frame.raws)
-    return (raws, tuple(at[id(t)] for t in frame.content), tuple(frame.negations),
-            frame.additive, frame.equational)
+    toks = frame.raws
+    raws = tuple([(t.raw, t.norm, t.kind, t.sub, None if t.num is None else (
+        t.num.value, t.num.unit, t.num.approx, t.num.bound), _POLARS[t.polar]) for t in toks])
+    content: list[int] = []
+    i = 0
+    for t in frame.content:  # a subsequence of the raw tokens, in order
+        while toks[i] is not t:
+            i += 1
+        content.append(i)
+    return (raws, tuple(content), tuple(frame.negations), frame.additive, frame.equational)
 
 
 def _unpack(packed: _Packed) -> _Frame:
