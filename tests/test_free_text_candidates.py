@@ -163,34 +163,14 @@ def test_search_in_a_write_reads_the_rows_the_write_sees(
 @given(a=_TEXTS, b=_TEXTS)
 def test_the_judge_says_the_same_with_or_without_parsed_frames_at_hand(a: str, b: str) -> None:
     judge = HeuristicJudge()
-    heuristic_judge._clear_frames()
+    heuristic_judge._parse.cache_clear()
     heuristic_judge._TOPICS.clear()
     cold = judge.judge(Statement(a), Statement(b))
     # Topics known, frames evicted: the candidate's text is parsed only if related.
-    heuristic_judge._clear_frames()
+    heuristic_judge._parse.cache_clear()
     warm = judge.judge(Statement(a), Statement(b))
     assert warm == cold
     assert set(heuristic_judge._topic(a)) == heuristic_judge._parse(a).topic
-
-
-@settings(max_examples=200, deadline=None)
-@given(a=_TEXTS, b=_TEXTS)
-def test_a_frame_kept_packed_judges_as_the_frame_parsed_fresh(a: str, b: str) -> None:
-    """Frames beyond the last few are kept as plain tuples (out of the garbage
-    collector's way) and rebuilt when asked for: the same tokens, the content the same
-    objects as the raw tokens (frames tell tokens apart by identity), the same
-    judgment either way round."""
-    judge = HeuristicJudge()
-    heuristic_judge._clear_frames()
-    heuristic_judge._TOPICS.clear()
-    fresh = [judge.judge(Statement(x), Statement(y)) for x, y in ((a, b), (b, a))]
-    for text in (a, b):
-        rebuilt = heuristic_judge._unpack(heuristic_judge._packed(text))
-        assert rebuilt == heuristic_judge._parse_text(text)
-        assert all(any(t is r for r in rebuilt.raws) for t in rebuilt.content)
-    heuristic_judge._HOT = ()  # only the packed forms at hand
-    heuristic_judge._FRESH = ("", heuristic_judge._EMPTY)
-    assert [judge.judge(Statement(x), Statement(y)) for x, y in ((a, b), (b, a))] == fresh
 
 
 def test_the_judge_still_tells_contradictions_from_unrelated_statements() -> None:
@@ -267,10 +247,10 @@ _MONTHISH = st.lists(st.sampled_from(
 def test_a_text_without_a_month_name_parses_as_if_its_dates_were_merged(text: str) -> None:
     """The date merge is skipped where the lower-cased text holds no month name: the
     frame is the one the merge would have left (it folds only tokens naming a month)."""
-    fast = heuristic_judge._parse_text(text)
+    fast = heuristic_judge._parse.__wrapped__(text)
     names = heuristic_judge._MONTH_NAMES
     heuristic_judge._MONTH_NAMES = ("",)  # "" is in every text: always merge
     try:
-        assert heuristic_judge._parse_text(text) == fast
+        assert heuristic_judge._parse.__wrapped__(text) == fast
     finally:
         heuristic_judge._MONTH_NAMES = names

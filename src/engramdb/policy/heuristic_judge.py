@@ -19,31 +19,124 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from engramdb.policy import judge_lexicon as _lex
 from engramdb.policy.judgment import Judgment, Statement, Verdict
 
 __all__ = ["HeuristicJudge"]
 
-# The lexicon (judge_lexicon.py), under the names the code below reads.
-_ADDITIVE = _lex.ADDITIVE
-_APPROX = _lex.APPROX
-_HEDGES = _lex.HEDGES
-_ID_NOUNS = _lex.ID_NOUNS
-_LOWER_BOUND = _lex.LOWER_BOUND
-_MONTHS = _lex.MONTHS
-_MULTI_VERBS = _lex.MULTI_VERBS
-_NEGATIONS = _lex.NEGATIONS
-_NO_POLAR = _lex.NO_POLAR
-_POLAR = _lex.POLAR
-_PREFIXES = _lex.PREFIXES
-_SCOPE = _lex.SCOPE
-_STOP = _lex.STOP
-_TIME_NOUNS = _lex.TIME_NOUNS
-_UPPER_BOUND = _lex.UPPER_BOUND
-_WEEKDAYS = _lex.WEEKDAYS
-_stem = _lex.stem
-_words = _lex.words
 
+# --------------------------------------------------------------------------- lexicon
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+def _seq(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_STOP = _words(
+    "a an the of to in on at by for from with and or but as is are was were be been being am "
+    "has have had do does did will would shall should must can could may might it its that "
+    "these those they them their there here we our us i me my you your he him his she her "
+    "which who whom whose what when where how than so if because while into onto via each "
+    "every any some all own same such only very much more most other it's per"
+)
+_HEDGES = _words(
+    "about roughly approximately around nearly almost ~ still now currently yet already "
+    "really actually just"
+)
+_APPROX = _words("about roughly approximately around nearly almost ~")
+_ADDITIVE = _words("also too another additionally both")
+_NEGATIONS = _words("not never no none nobody nothing neither nor without")
+# Words that place a fact in time or among several instances; kept as content so
+# that "this week" vs "next week" shows up as a difference, and named in reasons.
+_SCOPE = _words(
+    "this next last previous former formerly previously until since before after earlier "
+    "later today tomorrow yesterday tonight first second third"
+)
+_TIME_NOUNS = _words("week month quarter year day weekend morning afternoon evening night")
+_LOWER_BOUND = _words("over above exceeds exceeding")
+_UPPER_BOUND = _words("under below")
+_ID_NOUNS = _words(
+    "user customer order ticket invoice issue sensor flight room floor port sku node host "
+    "server account case incident pr step gate"
+)
+# Verbs whose object usually has several values: differing objects are not a conflict.
+_MULTI_VERBS = _words(
+    "speaks speak knows like likes loves enjoys visited owns supports includes contains integrates"
+)
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        _seq(
+            "- january february march april may june july august september "
+            "october november december"
+        )
+    )
+    if i
+}
+_WEEKDAYS = _words("monday tuesday wednesday thursday friday saturday sunday")
+_PREFIXES = ("un", "in", "im", "ir", "il", "dis", "non")
+_ANTONYM_GROUPS: tuple[tuple[str, str], ...] = (
+    ("positive optimistic bullish", "negative pessimistic bearish"),
+    ("up online", "down offline"),
+    (
+        "increase increased increasing grow grew growing rise rose risen rising gain gained",
+        "decrease decreased decreasing shrink shrank shrinking fall fell fallen falling drop "
+        "dropped dropping decline declined declining",
+    ),
+    (
+        "approve approved accept accepted grant granted",
+        "reject rejected decline declined deny denied",
+    ),
+    ("elevated high raised", "low lowered"),
+    ("open opened", "closed close shut"),
+    ("true correct", "false incorrect wrong"),
+    ("alive living", "dead died"),
+    ("like likes liked love loves", "dislike dislikes disliked hate hates"),
+    ("enable enabled", "disable disabled"),
+    (
+        "pass passed passing succeed succeeded success successful successfully complete completed",
+        "fail failed failing failure",
+    ),
+    ("public", "private"),
+    ("present", "absent"),
+    ("healthy", "unhealthy sick degraded"),
+    ("in_stock", "out_of_stock"),
+    ("married", "single divorced"),
+    ("win won", "lose lost"),
+    ("allow allowed permit permitted", "forbid forbidden block blocked"),
+    ("running started", "stopped halted"),
+    ("early", "late"),
+    ("dark", "light"),
+    ("buy bought", "sell sold"),
+    ("required mandatory", "optional"),
+    ("confirmed", "cancelled canceled"),
+    ("hot", "cold"),
+    ("full", "empty"),
+)
+# Longest first: the first suffix that leaves a 3-letter stem is cut.
+_SUFFIXES = _seq("ingly edly ation ible able ing ies ied ed es ly ic al y s e")
+
+
+@functools.lru_cache(maxsize=65_536)
+def _stem(word: str) -> str:
+    """A deliberately crude stemmer: enough to match allergic/allergy, passed/passing."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+_POLAR: dict[str, frozenset[tuple[int, int]]] = {}
+# One empty set, shared by every token without a polarity (a new one per memoised
+# token was ~10,000 objects more for the garbage collector to walk at 10k writes).
+_NO_POLAR: frozenset[tuple[int, int]] = frozenset()
+for _gi, _group in enumerate(_ANTONYM_GROUPS):
+    for _side, _members in enumerate(_group):
+        for _w in _members.split():
+            _POLAR[_stem(_w)] = _POLAR.get(_stem(_w), frozenset()) | {(_gi, _side)}
 
 # --------------------------------------------------------------------------- parsing
 
@@ -215,67 +308,11 @@ _EQUATIONAL = re.compile(r"\b(?:is|was|are|were) the\b", re.I)
 _MONTH_NAMES = tuple(_MONTHS)
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> _Frame:
     """The frame of ``text``. Memoised: a write judges its new text against each of
     its candidates, and the same committed candidates come back write after write
-    (parsing was most of a free-text check). Frames are never changed after this.
-
-    The last few frames are kept whole (:data:`_HOT`: a write's new text, judged
-    against each candidate in turn); 4,096 more in :func:`_packed`'s form, plain
-    tuples of strings and numbers, which the cyclic garbage collector stops
-    tracking: kept as objects (~18 tracked each) they were about 40% of what a
-    LangGraph writer's collector walked, and each new frame was promoted to its
-    oldest generation, bringing its full collections on sooner."""
-    global _HOT
-    hot = _HOT
-    for known, frame in hot:
-        if known == text:
-            return frame
-    packed = _packed(text)
-    fresh = _FRESH
-    frame = fresh[1] if fresh[0] == text else _unpack(packed)
-    _HOT = ((text, frame), *hot[:_HOT_KEPT - 1])
-    return frame
-
-
-_Packed = tuple[tuple[tuple[Any, ...], ...], tuple[int, ...], tuple[int, ...], bool, bool]
-_POLARS: dict[frozenset[tuple[int, int]], int] = {_NO_POLAR: 0}  # polar set -> its number
-_POLAR_SETS: list[frozenset[tuple[int, int]]] = [_NO_POLAR]
-for _p in _POLAR.values():
-    if _p not in _POLARS:
-        _POLARS[_p] = len(_POLAR_SETS)
-        _POLAR_SETS.append(_p)
-
-
-@functools.lru_cache(maxsize=4096)
-def _packed(text: str) -> _Packed:
-    """:func:`_parse_text`'s frame of ``text`` as plain tuples (see :func:`_parse`)."""
-    global _FRESH
-    frame = _parse_text(text)
-    _FRESH = (text, frame)
-    toks = frame.raws
-    raws = tuple([(t.raw, t.norm, t.kind, t.sub, None if t.num is None else (
-        t.num.value, t.num.unit, t.num.approx, t.num.bound), _POLARS[t.polar]) for t in toks])
-    content: list[int] = []
-    i = 0
-    for t in frame.content:  # a subsequence of the raw tokens, in order
-        while toks[i] is not t:
-            i += 1
-        content.append(i)
-    return (raws, tuple(content), tuple(frame.negations), frame.additive, frame.equational)
-
-
-def _unpack(packed: _Packed) -> _Frame:
-    """The frame :func:`_packed` packed: equal tokens, the content the same objects as
-    their raw tokens (frames tell tokens apart by identity)."""
-    raws_p, content, negations, additive, equational = packed
-    raws = [_Tok(raw, norm, kind, sub, None if num is None else _Num(*num), _POLAR_SETS[polar])
-            for raw, norm, kind, sub, num, polar in raws_p]
-    return _Frame(raws, [raws[i] for i in content], list(negations), additive, equational)
-
-
-def _parse_text(text: str) -> _Frame:
-    """Parse ``text`` (uncached)."""
+    (parsing was most of a free-text check). Frames are never changed after this."""
     toks: list[_Tok] = []
     normal = _normalise(text)
     known = _CLASSIFIED.get
@@ -294,37 +331,21 @@ def _parse_text(text: str) -> _Frame:
             _merge_dates(toks)
             break
     frame = _Frame(toks)
-    content, negations = frame.content, frame.negations
     for i, tok in enumerate(toks):
-        kind = tok.kind
-        if kind == "neg":
-            negations.append(i)
-        elif kind != "stop":
-            if kind == "num" and tok.num is not None:
-                before = [t.norm for t in toks[max(0, i - 2) : i]]
-                tok.num = _Num(
-                    tok.num.value, _unit(toks, i), bool(_APPROX & set(before)), _bound(before)
-                )
-                tok.sub = tok.num.unit
-            content.append(tok)
+        if tok.kind == "neg":
+            frame.negations.append(i)
+        elif tok.kind == "num" and tok.num is not None:
+            before = [t.norm for t in toks[max(0, i - 2) : i]]
+            tok.num = _Num(
+                tok.num.value, _unit(toks, i), bool(_APPROX & set(before)), _bound(before)
+            )
+            tok.sub = tok.num.unit
         if tok.norm in _ADDITIVE:
             frame.additive = True
+        if tok.kind not in ("neg", "stop"):
+            frame.content.append(tok)
     frame.equational = _EQUATIONAL.search(text) is not None
     return frame
-
-
-def _clear_frames() -> None:
-    """Forget every parsed frame (tests: a judge with no frames at hand)."""
-    global _HOT, _FRESH
-    _packed.cache_clear()
-    _HOT = ()
-    _FRESH = ("", _EMPTY)
-
-
-_HOT_KEPT = 4
-_EMPTY = _parse_text("")
-_HOT: tuple[tuple[str, _Frame], ...] = ()  # (text, frame), the latest first
-_FRESH: tuple[str, _Frame] = ("", _EMPTY)  # the frame _packed made last
 
 
 _TOPICS: dict[bytes, tuple[str, ...]] = {}  # digest of a text -> its topic words
