@@ -234,3 +234,23 @@ def _normalised_in_full(text: str) -> str:
 def test_the_judge_rewrites_a_text_as_running_every_rewrite_would(text: str) -> None:
     """The judge skips a rewrite whose words an ASCII text lacks: same text out."""
     assert heuristic_judge._normalise(text) == _normalised_in_full(text)
+
+
+_MONTHISH = st.lists(st.sampled_from(
+    ["March", "MARCH", "march", "May", "may", "Mayor", "14", "2025", "1,", "the", "launch",
+     "is", "on", "\u212a", "\u0130", "\u017fept", "S\u0130ept", "June", "JUNE", "jUnE", "12:30",
+     "Dec", "december", "Octobers", "ticket", "7"]), max_size=12).map(" ".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_MONTHISH)
+def test_a_text_without_a_month_name_parses_as_if_its_dates_were_merged(text: str) -> None:
+    """The date merge is skipped where the lower-cased text holds no month name: the
+    frame is the one the merge would have left (it folds only tokens naming a month)."""
+    fast = heuristic_judge._parse.__wrapped__(text)
+    names = heuristic_judge._MONTH_NAMES
+    heuristic_judge._MONTH_NAMES = ("",)  # "" is in every text: always merge
+    try:
+        assert heuristic_judge._parse.__wrapped__(text) == fast
+    finally:
+        heuristic_judge._MONTH_NAMES = names

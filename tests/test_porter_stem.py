@@ -123,3 +123,30 @@ def test_storage_stems_ascii_words_without_a_round_trip(oracle: sqlite3.Connecti
     assert any("INSERT INTO temp.engram_stemmer" in s for s in statements)
     words = ascii_words + other
     assert [got[w] for w in words] == fts5_stems(oracle, words)
+
+
+_SNAKE = st.text(alphabet="aeiouybcdlnstrzwxgmAEYSZ0129_", min_size=1, max_size=24)
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(st.lists(_SNAKE, min_size=1, max_size=40))
+def test_words_with_underscores_stem_as_fts5_indexes_them(oracle: sqlite3.Connection,
+                                                          words: list[str]) -> None:
+    """A word such as ``max_lines`` or ``__init__`` (``\\w`` holds ``_``; unicode61
+    separates at it) gets the stem of its first token, or none, with no round trip."""
+    conn = sqlite3.connect(":memory:")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    got = FullText().stems(conn, words)
+    assert [got[w] for w in words] == fts5_stems(oracle, words)
+    assert statements == []
+
+
+def test_snake_case_words_of_the_sources_stem_as_fts5_indexes_them(
+        oracle: sqlite3.Connection) -> None:
+    words = sorted({w for path in ROOT.glob("src/**/*.py")
+                    for w in re.findall(r"\w+", path.read_text(encoding="utf-8"))
+                    if "_" in w and w.isascii()})
+    assert len(words) > 1_000
+    got = FullText().stems(sqlite3.connect(":memory:"), words)
+    assert [got[w] for w in words] == fts5_stems(oracle, words)

@@ -28,25 +28,28 @@ __all__ = ["CandidateRow", "text_candidates"]
 
 _COLS = tuple(TABLES["memories"].columns)
 _SELECT = ", ".join("m." + c for c in _COLS)
+_AT = {c: i for i, c in enumerate(_COLS)}  # column -> its position in a row
 _JSON = frozenset(c for c, kind in TABLES["memories"].columns.items() if kind == "json")
 # The table's configured rank (migration 0013), as recall's search names it.
 _BM25 = "bm25(memories_fts, 1.0, 0.0)"
-_ABSENT = object()
 
 
 class CandidateRow(Mapping[str, Any]):
     """A memory row read by the candidate search; each JSON column is parsed on its
     first access (a row judged unrelated never needs its metadata, and reading the
-    assertion's ``value`` parses only that column)."""
+    assertion's ``value`` parses only that column). The values stay the row's tuple,
+    looked up by column position (no dict built for a row the check barely reads)."""
 
-    __slots__ = ("_parsed", "_raw")
+    __slots__ = ("_parsed", "_values")
 
     def __init__(self, values: tuple[Any, ...]) -> None:
-        self._raw = dict(zip(_COLS, values, strict=True))
+        if len(values) != len(_COLS):
+            raise ValueError(f"a memory row has {len(_COLS)} columns, not {len(values)}")
+        self._values = values
         self._parsed: dict[str, Any] = {}
 
     def _get(self, key: str) -> Any:
-        value = self._raw[key]
+        value = self._values[_AT[key]]
         if key not in _JSON or not isinstance(value, str):
             return value
         if key not in self._parsed:
@@ -56,20 +59,21 @@ class CandidateRow(Mapping[str, Any]):
     __getitem__ = _get
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
+        return iter(_COLS)
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(_COLS)
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._raw.get(key, _ABSENT)
-        if value is _ABSENT:
+        at = _AT.get(key)
+        if at is None:
             return default
+        value = self._values[at]
         return value if key not in _JSON or not isinstance(value, str) else self._get(key)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as a plain dict, every JSON column parsed."""
-        return {key: self._get(key) for key in self._raw}
+        return {key: self._get(key) for key in _COLS}
 
 
 @lru_cache(maxsize=256)

@@ -10,8 +10,8 @@ adds nothing to any score). The contradiction check's candidate search keeps at
 most :data:`CANDIDATE_WORDS` words, the rarest.
 Document frequencies come from ``fts5vocab``, which holds *stems*, so each
 word is stemmed first as that tokenizer (``porter unicode61``) stems it: a word of
-ASCII letters and digits by ``porter.py``, any other through a scratch FTS5 table
-(cached per connection).
+ASCII letters, digits and underscores by ``porter.py`` (its first token), any other
+through a scratch FTS5 table (cached per connection).
 
 A query scoped to namespaces holding a minority of the rows intersects its
 words with the namespaces' ``scope`` tokens (migration 0013) inside FTS5, so
@@ -77,6 +77,19 @@ def scope_token(namespace: str) -> str:
     return "n" + namespace.encode("utf-8").hex() + "0"
 
 
+def _ascii_stem(word: str) -> str | None:
+    """The stem FTS5 indexes first for ``word``, a ``\\w`` run of ASCII letters,
+    digits and underscores, as ``porter unicode61`` makes it: ``unicode61`` separates
+    tokens at anything but letters and digits (so at ``_``) and lower-cases them; the
+    first token's stem is porter.py's (a digit run is its own stem); None when only
+    underscores. No round trip to FTS5 (``tests/test_porter_stem.py`` checks it
+    against FTS5's tokenizer)."""
+    first = next((t for t in word.split("_") if t), None)
+    if first is None:
+        return None
+    return first if first.isdigit() else stem_ascii_word(first)
+
+
 class FullText:
     """Per-connection helpers: stemming, document frequencies, the MATCH expression."""
 
@@ -113,20 +126,26 @@ class FullText:
                 out[w] = w if w.isdigit() else stem_ascii_word(w)
             else:
                 todo.append(w)
-        if todo:
+        # ASCII words with underscores are stemmed here too (see _ascii_stem), after
+        # the others as before, so the stems come out in the same order.
+        asked = [w for w in todo
+                 if not (w.isascii() and (w.replace("_", "").isalnum() or not w.strip("_")))]
+        found: dict[int, str] = {}
+        if asked:
             self._prepare(conn)
             conn.execute("SAVEPOINT engram_stem")
             try:
                 conn.executemany("INSERT INTO temp.engram_stemmer (rowid, w) VALUES (?, ?)",
-                                 list(enumerate(todo, start=1)))
+                                 list(enumerate(asked, start=1)))
                 found = dict(conn.execute(
                     "SELECT doc, term FROM temp.engram_stemmer_vocab WHERE offset = 0"
                 ).fetchall())
             finally:
                 conn.execute("ROLLBACK TO engram_stem")
                 conn.execute("RELEASE engram_stem")
-            for i, w in enumerate(todo, start=1):
-                out[w] = found.get(i)
+        at = {w: i for i, w in enumerate(asked, start=1)}
+        for w in todo:
+            out[w] = found.get(at[w]) if w in at else _ascii_stem(w)
         fresh = [w for w in out if w not in self._stems and not (w.isascii() and w.isdigit())]
         if fresh:
             if len(self._stems) > 100_000:
