@@ -22,7 +22,25 @@ from pathlib import Path
 
 from engramdb.storage.base import DEFERRED_FLUSH_S
 
-__all__ = ["BackgroundCheckpoint", "DeferredFlush", "WalWriteback", "merge_fulltext"]
+__all__ = ["CHECKPOINT_BYTES", "PAGE_SIZE", "BackgroundCheckpoint", "DeferredFlush", "WalWriteback",
+           "checkpoint_pages", "merge_fulltext"]
+
+# The page size of a new database file (an existing file keeps its own: SQLite fixes
+# it at creation, and WAL mode cannot change it). A commit writes one WAL frame per
+# page it changed, and a single write changes ~25 pages (a leaf of each b-tree it
+# touches, for a row or an index entry each): at 2 KiB its frames are ~55 KB instead
+# of ~100 KB, and the fsync that makes the commit durable waits for those bytes
+# (BENCHMARKS.md, wal12).
+PAGE_SIZE = 2048
+# SQLite checkpoints the WAL into the database file once it holds this much
+# (``wal_autocheckpoint``, set in pages of the file's own size): each checkpoint
+# syncs the WAL and the file, and copies a page once however many commits changed it.
+CHECKPOINT_BYTES = 8 << 20
+
+
+def checkpoint_pages(conn: sqlite3.Connection) -> int:
+    """``wal_autocheckpoint`` for :data:`CHECKPOINT_BYTES` of ``conn``'s file's pages."""
+    return max(1000, CHECKPOINT_BYTES // int(conn.execute("PRAGMA page_size").fetchone()[0]))
 
 
 class DeferredFlush:
@@ -143,9 +161,9 @@ class BackgroundCheckpoint:
     """Moves a large commit's WAL frames into the database file on another thread.
 
     SQLite checkpoints in the committing thread once the WAL holds
-    ``wal_autocheckpoint`` pages: after a batch of thousands of memories (8 MB
-    of WAL for 2,000) the caller waited for every page to be copied into the
-    database file and that file's fsync, after its own commit was already
+    ``wal_autocheckpoint`` pages (:data:`CHECKPOINT_BYTES`): after a batch of
+    thousands of memories (8 MB of WAL for 2,000) the caller waited for every
+    page to be copied into the database file and that file's fsync, after its own commit was already
     durable. A large commit turns the automatic checkpoint off for itself
     (:data:`BULK_CHANGES`) and asks this thread for a ``PASSIVE`` checkpoint
     instead, which overlaps the caller's next work. Durability is unchanged: a
