@@ -36,7 +36,6 @@ from engramdb.storage.sqlite.dialect import SQLiteDialect, statements
 from engramdb.storage.sqlite.flush import (
     CHECKPOINT_BYTES,
     FTS_MERGE_EVERY,
-    PAGE_SIZE,
     BackgroundCheckpoint,
     DeferredFlush,
     WalWriteback,
@@ -57,7 +56,7 @@ from engramdb.storage.sqlite.rows import (
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import stored_words
 
-__all__ = ["CHECKPOINT_BYTES", "PAGE_SIZE", "SQLiteStorage", "fts_query"]
+__all__ = ["CHECKPOINT_BYTES", "SQLiteStorage", "fts_query"]
 
 # The most of the file each connection reads through a memory map (address space,
 # not memory: only pages read are resident, shared with the page cache).
@@ -105,8 +104,6 @@ class SQLiteStorage(SqlStorage):
                 isolation_level=None,
                 check_same_thread=False,
             )
-            # Before WAL mode, which writes the first page: only an empty file takes it.
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages(conn)}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")

@@ -22,19 +22,15 @@ from pathlib import Path
 
 from engramdb.storage.base import DEFERRED_FLUSH_S
 
-__all__ = ["CHECKPOINT_BYTES", "PAGE_SIZE", "BackgroundCheckpoint", "DeferredFlush", "WalWriteback",
+__all__ = ["CHECKPOINT_BYTES", "BackgroundCheckpoint", "DeferredFlush", "WalWriteback",
            "checkpoint_pages", "merge_fulltext"]
 
-# The page size of a new database file (an existing file keeps its own: SQLite fixes
-# it at creation, and WAL mode cannot change it). A commit writes one WAL frame per
-# page it changed, and a single write changes ~25 pages (a leaf of each b-tree it
-# touches, for a row or an index entry each): at 2 KiB its frames are ~55 KB instead
-# of ~100 KB, and the fsync that makes the commit durable waits for those bytes
-# (BENCHMARKS.md, wal12).
-PAGE_SIZE = 2048
 # SQLite checkpoints the WAL into the database file once it holds this much
-# (``wal_autocheckpoint``, set in pages of the file's own size): each checkpoint
-# syncs the WAL and the file, and copies a page once however many commits changed it.
+# (``wal_autocheckpoint``, set in pages of the file's own size; SQLite's default is
+# 1,000 pages, 4 MB at 4 KiB). Each checkpoint syncs the WAL and the file and copies
+# a page once however many commits changed it: a single write's ~24 frames filled
+# 4 MB every ~43 writes, and the checkpoint (~1.4 ms) cost ~34 us a write; at 8 MB
+# ~2.3 ms every ~85 writes (BENCHMARKS.md, wal12).
 CHECKPOINT_BYTES = 8 << 20
 
 
