@@ -29,8 +29,8 @@ __all__ = ["CHECKPOINT_BYTES", "BackgroundCheckpoint", "DeferredFlush", "WalWrit
 # (``wal_autocheckpoint``, set in pages of the file's own size; SQLite's default is
 # 1,000 pages, 4 MB at 4 KiB). Each checkpoint syncs the WAL and the file and copies
 # a page once however many commits changed it: a single write's ~24 frames filled
-# 4 MB every ~43 writes, and the checkpoint (~1.4 ms) cost ~34 us a write; at 8 MB
-# ~2.3 ms every ~85 writes (BENCHMARKS.md, wal12).
+# 4 MB every ~43 writes, and the checkpoint (~1.5 ms, most of it fixed) cost ~34 us a
+# write; at 8 MB it runs every ~87 writes (~20 us a write; BENCHMARKS.md, wal12).
 CHECKPOINT_BYTES = 8 << 20
 
 
