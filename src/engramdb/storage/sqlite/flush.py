@@ -35,7 +35,8 @@ CHECKPOINT_BYTES = 8 << 20
 
 
 def checkpoint_pages(conn: sqlite3.Connection) -> int:
-    """``wal_autocheckpoint`` for :data:`CHECKPOINT_BYTES` of ``conn``'s file's pages."""
+    """``wal_autocheckpoint`` for :data:`CHECKPOINT_BYTES` of ``conn``'s file's pages
+    (never fewer than SQLite's own 1,000: a file of pages over 8 KiB keeps that)."""
     return max(1000, CHECKPOINT_BYTES // int(conn.execute("PRAGMA page_size").fetchone()[0]))
 
 
@@ -159,8 +160,8 @@ class BackgroundCheckpoint:
     SQLite checkpoints in the committing thread once the WAL holds
     ``wal_autocheckpoint`` pages (:data:`CHECKPOINT_BYTES`): after a batch of
     thousands of memories (8 MB of WAL for 2,000) the caller waited for every
-    page to be copied into the database file and that file's fsync, after its own commit was already
-    durable. A large commit turns the automatic checkpoint off for itself
+    page to be copied into the database file and that file's fsync, after its
+    own commit was already durable. A large commit turns the automatic checkpoint off for itself
     (:data:`BULK_CHANGES`) and asks this thread for a ``PASSIVE`` checkpoint
     instead, which overlaps the caller's next work. Durability is unchanged: a
     commit is on disk once the WAL is synced, and a checkpoint only copies
