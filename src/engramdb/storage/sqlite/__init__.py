@@ -34,10 +34,12 @@ from engramdb.storage.sqlite.ann import VectorSearch
 from engramdb.storage.sqlite.candidates import text_candidates
 from engramdb.storage.sqlite.dialect import SQLiteDialect, statements
 from engramdb.storage.sqlite.flush import (
+    CHECKPOINT_BYTES,
     FTS_MERGE_EVERY,
     BackgroundCheckpoint,
     DeferredFlush,
     WalWriteback,
+    checkpoint_pages,
     merge_fulltext,
 )
 from engramdb.storage.sqlite.fulltext import FullText, fts_query
@@ -54,7 +56,7 @@ from engramdb.storage.sqlite.rows import (
 from engramdb.storage.sqlite.vectors import VectorIndex
 from engramdb.storage.words import stored_words
 
-__all__ = ["SQLiteStorage", "fts_query"]
+__all__ = ["CHECKPOINT_BYTES", "SQLiteStorage", "fts_query"]
 
 # The most of the file each connection reads through a memory map (address space,
 # not memory: only pages read are resident, shared with the page cache).
@@ -103,6 +105,7 @@ class SQLiteStorage(SqlStorage):
                 check_same_thread=False,
             )
             conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages(conn)}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
             conn.execute("PRAGMA temp_store = MEMORY")
@@ -288,7 +291,7 @@ class SQLiteStorage(SqlStorage):
             raise StorageError(f"commit failed: {exc}") from exc
         finally:
             if bulk:
-                conn.execute("PRAGMA wal_autocheckpoint = 1000")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages(conn)}")
         if bulk:
             self._checkpoint.kick()
 

@@ -22,7 +22,22 @@ from pathlib import Path
 
 from engramdb.storage.base import DEFERRED_FLUSH_S
 
-__all__ = ["BackgroundCheckpoint", "DeferredFlush", "WalWriteback", "merge_fulltext"]
+__all__ = ["CHECKPOINT_BYTES", "BackgroundCheckpoint", "DeferredFlush", "WalWriteback",
+           "checkpoint_pages", "merge_fulltext"]
+
+# SQLite checkpoints the WAL into the database file once it holds this much
+# (``wal_autocheckpoint``, set in pages of the file's own size; SQLite's default is
+# 1,000 pages, 4 MB at 4 KiB). Each checkpoint syncs the WAL and the file and copies
+# a page once however many commits changed it: a single write's ~24 frames filled
+# 4 MB every ~43 writes, and the checkpoint (~1.5 ms, most of it fixed) cost ~34 us a
+# write; at 8 MB it runs every ~87 writes (~20 us a write; BENCHMARKS.md, wal12).
+CHECKPOINT_BYTES = 8 << 20
+
+
+def checkpoint_pages(conn: sqlite3.Connection) -> int:
+    """``wal_autocheckpoint`` for :data:`CHECKPOINT_BYTES` of ``conn``'s file's pages
+    (never fewer than SQLite's own 1,000: a file of pages over 8 KiB keeps that)."""
+    return max(1000, CHECKPOINT_BYTES // int(conn.execute("PRAGMA page_size").fetchone()[0]))
 
 
 class DeferredFlush:
@@ -143,10 +158,10 @@ class BackgroundCheckpoint:
     """Moves a large commit's WAL frames into the database file on another thread.
 
     SQLite checkpoints in the committing thread once the WAL holds
-    ``wal_autocheckpoint`` pages: after a batch of thousands of memories (8 MB
-    of WAL for 2,000) the caller waited for every page to be copied into the
-    database file and that file's fsync, after its own commit was already
-    durable. A large commit turns the automatic checkpoint off for itself
+    ``wal_autocheckpoint`` pages (:data:`CHECKPOINT_BYTES`): after a batch of
+    thousands of memories (8 MB of WAL for 2,000) the caller waited for every
+    page to be copied into the database file and that file's fsync, after its
+    own commit was already durable. A large commit turns the automatic checkpoint off for itself
     (:data:`BULK_CHANGES`) and asks this thread for a ``PASSIVE`` checkpoint
     instead, which overlaps the caller's next work. Durability is unchanged: a
     commit is on disk once the WAL is synced, and a checkpoint only copies
