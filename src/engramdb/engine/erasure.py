@@ -55,10 +55,16 @@ from engramdb.model import namespace_matches
 from engramdb.policy.lifecycle import check_selector, hold_for
 from engramdb.storage.base import Effect, Insert, Update, WriteTx
 
-__all__ = ["PURGE_PENDING", "REDACTED", "Erasure", "check_reason_required"]
+__all__ = ["PURGE_PENDING", "REDACTED", "Erasure", "check_reason_required", "purge_busy"]
 
 # ``meta`` key: "1" while an erasure's file purge is still to be finished (by ``maintain``).
 PURGE_PENDING = "purge_pending"
+
+
+def purge_busy(files: Mapping[str, Any]) -> bool:
+    """Whether a reader kept ``storage.purge()`` from finishing: an old snapshot held
+    SQLite's WAL (``wal_busy``) or PostgreSQL's deleted rows (``readers_busy``)."""
+    return bool(files.get("wal_busy") or files.get("readers_busy"))
 
 def check_reason_required(reason: Any) -> str:
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 2000:
@@ -103,8 +109,8 @@ class Erasure:
                 self._res.storage.set_meta(PURGE_PENDING, "1")
                 return receipt
             files = self._res.storage.purge()
-            # A reader held the WAL: the next ``maintain`` finishes the purge.
-            self._res.storage.set_meta(PURGE_PENDING, "1" if files.get("wal_busy") else "0")
+            # A reader held an old snapshot: the next ``maintain`` finishes the purge.
+            self._res.storage.set_meta(PURGE_PENDING, "1" if purge_busy(files) else "0")
             receipt = ErasureReceipt(**{**{f: getattr(receipt, f) for f in (
                 "erasure_id", "seq", "actor", "selector", "reason", "tx", "memories",
                 "versions", "counts")}, "files": files})

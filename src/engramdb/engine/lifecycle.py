@@ -25,7 +25,7 @@ from typing import Any
 
 from engramdb.codec import check_chars, from_micros, to_micros
 from engramdb.engine._commit import next_version
-from engramdb.engine.erasure import PURGE_PENDING
+from engramdb.engine.erasure import PURGE_PENDING, purge_busy
 from engramdb.engine.resources import ADMIN, Resources
 from engramdb.engine.rows import check_bool, memory_from_row
 from engramdb.errors import InvalidInput, LegalHoldActive, NotFound
@@ -274,7 +274,7 @@ class Lifecycle:
         files: dict[str, Any] = {}
         if storage.meta(PURGE_PENDING) == "1":  # an erasure's purge left unfinished
             files = storage.purge()
-            storage.set_meta(PURGE_PENDING, "1" if files.get("wal_busy") else "0")
+            storage.set_meta(PURGE_PENDING, "1" if purge_busy(files) else "0")
         return MaintenanceReport(by["expired"], by["decayed"], by["capacity"],
                                  tuple(sorted(held_now)), reinforced, seq, now, files)
 
