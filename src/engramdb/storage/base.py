@@ -455,7 +455,10 @@ class Storage(ABC):
     def purge(self) -> dict[str, Any]:
         """Make erased bytes unrecoverable from the files (after :meth:`WriteTx.erase`):
         merge full-text segments, checkpoint and truncate the WAL (SQLite) or
-        rewrite the tables and checkpoint (PostgreSQL). Returns what it did."""
+        rewrite the tables and checkpoint (PostgreSQL). Returns what it did; a
+        reader holding an old snapshot leaves it unfinished, said by ``wal_busy``
+        (SQLite) or ``readers_busy`` (PostgreSQL) being true, and the engine then
+        marks the erasure pending for ``maintain`` to purge again."""
 
     # -- log --------------------------------------------------------------
 
