@@ -57,7 +57,11 @@ _STATS_TTL_S = 5.0
 
 def content_words(text: str) -> list[str]:
     """The distinct lower-cased content words of ``text``, in order (at most 32)."""
-    words = [w.lower() for w in _WORD.findall(text)]
+    # ASCII text is lower-cased whole (the same words: lower-casing ASCII moves no
+    # word boundary), not word by word; other text word by word, as lower-casing
+    # can change what \w matches.
+    words = (_WORD.findall(text.lower()) if text.isascii()
+             else [w.lower() for w in _WORD.findall(text)])
     content = [w for w in words if w not in STOPWORDS] or words
     return list(dict.fromkeys(content))[:MAX_WORDS]
 
@@ -117,15 +121,24 @@ class FullText:
         """Each word's stem as FTS5 indexes it (None: the tokenizer keeps nothing of it)."""
         out: dict[str, str | None] = {}
         todo: list[str] = []
+        cache = self._stems
+        fresh: list[str] = []
         for w in words:
-            if w in self._stems:
-                out[w] = self._stems[w]
+            if w in cache:
+                out[w] = cache[w]
             elif w.isascii() and w.isalnum():
                 # ASCII letters and digits: one token, whose stem porter.py computes as
                 # FTS5 does (a digit run is its own stem), with no round trip to FTS5.
-                out[w] = w if w.isdigit() else stem_ascii_word(w)
+                if w.isdigit():
+                    out[w] = w  # not kept: every number would fill the cache
+                else:
+                    out[w] = stem_ascii_word(w)
+                    fresh.append(w)
             else:
                 todo.append(w)
+        if not todo:  # every word known or stemmed here (nearly every write's text)
+            self._learn(fresh, out)
+            return out
         # ASCII words with underscores are stemmed here too (see _ascii_stem), after
         # the others as before, so the stems come out in the same order.
         asked = [w for w in todo
@@ -146,21 +159,28 @@ class FullText:
         at = {w: i for i, w in enumerate(asked, start=1)}
         for w in todo:
             out[w] = found.get(at[w]) if w in at else _ascii_stem(w)
-        fresh = [w for w in out if w not in self._stems and not (w.isascii() and w.isdigit())]
+        self._learn([w for w in out if w not in cache and not (w.isascii() and w.isdigit())],
+                    out)
+        return out
+
+    def _learn(self, fresh: list[str], stems: dict[str, str | None]) -> None:
+        """Keep ``fresh`` words' stems (the cache is emptied past 100,000 words)."""
         if fresh:
             if len(self._stems) > 100_000:
                 self._stems.clear()
             for w in fresh:
-                self._stems[w] = out[w]
-        return out
+                self._stems[w] = stems[w]
 
     def doc_counts(self, conn: sqlite3.Connection, terms: Sequence[str]) -> dict[str, int]:
         """How many rows contain each indexed term (stem or scope token), briefly cached."""
         self._prepare(conn)
         now = time.monotonic()
-        stale = list(dict.fromkeys(
-            t for t in terms
-            if (cached := self._docs.get(t)) is None or now - cached[0] > _STATS_TTL_S))
+        docs = self._docs
+        stale = [t for t in terms
+                 if (cached := docs.get(t)) is None or now - cached[0] > _STATS_TTL_S]
+        if not stale:  # all read within the last _STATS_TTL_S
+            return {term: docs[term][1] for term in terms}
+        stale = list(dict.fromkeys(stale))
         # One statement for every term not known (fts5vocab looks each up in turn);
         # a term in no row is not returned.
         for start in range(0, len(stale), 250):
@@ -186,14 +206,24 @@ class FullText:
         ``max_words`` (the contradiction check's candidate search), at most that
         many words are kept, the rarest: see :data:`CANDIDATE_WORDS`.
         """
-        words = self.kept_words(conn, query, total, max_words)
-        if words is None:
+        found = self.counted_match(conn, query, total, max_words)
+        return None if found is None else found[0]
+
+    def counted_match(self, conn: sqlite3.Connection, query: str, total: int,
+                      max_words: int | None = None) -> tuple[str, int | None] | None:
+        """:meth:`match`'s expression and the rows its words were counted in (their
+        ``fts5vocab`` counts summed, read within the last few seconds: about the most
+        rows the expression matches; None when the words were not counted)."""
+        found = self._kept(conn, query, total, max_words, None)
+        if found is None:
             return None
+        words, matches = found
         terms = " OR ".join(_quote(w) for w in words)
         # Only a word holding a "0" can be a `scope` token (each ends in one, and no
         # stemming adds a digit): any other query matches the same rows with the
         # same scores without the column filter, which costs FTS5 ~15% more.
-        return f"text : ({terms})" if any("0" in w for w in words) else f"({terms})"
+        return (f"text : ({terms})" if any("0" in w for w in words) else f"({terms})",
+                matches)
 
     def kept_words(self, conn: sqlite3.Connection, query: str, total: int,
                    max_words: int | None = None,
@@ -204,6 +234,13 @@ class FullText:
         ``counts`` gives the rows holding each stem (default: :meth:`doc_counts`;
         the in-process index passes its exact counts).
         """
+        found = self._kept(conn, query, total, max_words, counts)
+        return None if found is None else found[0]
+
+    def _kept(self, conn: sqlite3.Connection, query: str, total: int, max_words: int | None,
+              counts: Callable[[Sequence[str]], dict[str, int]] | None
+              ) -> tuple[list[str], int | None] | None:
+        """:meth:`kept_words` and the sum of their counts (None: not counted)."""
         words = content_words(query)
         if not words:
             return None
@@ -228,8 +265,8 @@ class FullText:
                 matches += freq[w]
             if not kept:
                 return None
-            words = [w for w in words if w in kept]
-        return words
+            return [w for w in words if w in kept], matches
+        return words, None
 
     def scope(self, conn: sqlite3.Connection, namespaces: Sequence[str] | None,
               known: Callable[[], int], total: int) -> str | None:
