@@ -36,6 +36,11 @@ class Dialect:
     def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
         raise NotImplementedError
 
+    def changed_since(self, alias: str = "") -> tuple[str, int]:
+        """The condition "memory row written or changed after transaction ``?``" (``alias``:
+        the table's alias with its dot), and how many ``?`` it takes (each the same tx)."""
+        return f"{alias}row_tx > ?", 1
+
 
 
 def where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:

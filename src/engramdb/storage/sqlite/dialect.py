@@ -12,11 +12,24 @@ from typing import Any
 from engramdb.codec import json_dumps
 from engramdb.storage.sql import Dialect
 
-__all__ = ["SQLiteDialect", "statements"]
+__all__ = ["SQLiteDialect", "changed_since", "statements"]
+
+
+def changed_since(alias: str = "") -> str:
+    """``row_tx > ?`` on ``memories`` (``alias``: its alias with the dot), in two halves each
+    served by an index since migration 0039, the same transaction given to both ``?``: a row
+    as written (``row_tx = tx_from``) through ``memories_tx``, a row changed since it was
+    written (a version closed, a status, an erasure) through the partial ``memories_row_tx``."""
+    a = alias
+    return (f"(({a}tx_from > ? AND {a}row_tx = {a}tx_from) "
+            f"OR ({a}row_tx > ? AND {a}row_tx <> {a}tx_from))")
 
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
+
+    def changed_since(self, alias: str = "") -> tuple[str, int]:
+        return changed_since(alias), 2
 
     def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
         # Same JSON type and same value, so that 1, true and "1" stay distinct
