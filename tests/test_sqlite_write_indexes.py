@@ -95,25 +95,29 @@ def test_rows_changed_since_and_transaction_times_read_as_before(tmp_path: Path)
         changed = conn.execute("SELECT COUNT(*) FROM memories WHERE row_tx <> tx_from"
                                ).fetchone()[0]
         assert changed >= 2  # versions closed by an update and a retraction
-        since = f"SELECT row_id FROM memories WHERE {changed_since()} ORDER BY row_tx"
         for tx in range(head.tx + 1):
+            cond, params = changed_since(tx)
             plain = conn.execute("SELECT row_id FROM memories WHERE row_tx > ?", [tx]).fetchall()
-            assert sorted(conn.execute(since, [tx, tx]).fetchall()) == sorted(plain)
+            assert sorted(conn.execute(f"SELECT row_id FROM memories WHERE {cond}", params
+                                       ).fetchall()) == sorted(plain)
             latest = conn.execute("SELECT MAX(recorded_at) FROM events WHERE tx <= ?",
                                   [tx]).fetchone()[0] or 0
             assert db.storage.tx_time(tx) == latest
-        # Every reader of the changed rows and of a transaction's time seeks an index.
+        # Every reader of the changed rows (after a first load, which reads every row)
+        # and of a transaction's time seeks an index.
+        since, args = changed_since(3)
+        since_m, args_m = changed_since(3, "m.")
         for sql, params in (
-                (since, [3, 3]),
-                (f"SELECT namespace FROM memories WHERE {changed_since()}", [3, 3]),
+                (f"SELECT row_id FROM memories WHERE {since} ORDER BY row_tx", args),
+                (f"SELECT namespace FROM memories WHERE {since}", args),
+                (f"SELECT COUNT(*) FROM memories WHERE {since}", args),
                 (f"SELECT m.row_id FROM memories m LEFT JOIN memory_vectors v ON v.id = m.id "
-                 f"AND v.version = m.version WHERE {changed_since('m.')} ORDER BY m.row_tx",
-                 [3, 3]),
+                 f"AND v.version = m.version WHERE {since_m} ORDER BY m.row_tx", args_m),
                 ("SELECT recorded_at FROM events WHERE tx <= ? ORDER BY tx DESC, seq DESC "
                  "LIMIT 1", [3])):
             plan = _plan(conn, sql, params)
             assert "SCAN" not in plan, (sql, plan)
-        plan = _plan(conn, since, [3, 3])
+        plan = _plan(conn, f"SELECT row_id FROM memories WHERE {since}", args)
         assert "memories_tx" in plan and "memories_row_tx" in plan
     db.close()
 

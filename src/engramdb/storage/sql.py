@@ -258,10 +258,8 @@ class SqlStorage(Storage):
                 else:
                     # No DISTINCT: planners then prefer a full scan of the namespace
                     # index to a range scan of the (small) recent rows.
-                    since, n = self.dialect_impl.changed_since()
-                    cur = self._exec(
-                        conn, f"SELECT namespace FROM memories WHERE {since}", [seen_tx] * n
-                    )
+                    since, params = self.dialect_impl.changed_since(seen_tx)
+                    cur = self._exec(conn, f"SELECT namespace FROM memories WHERE {since}", params)
                 names = names | {r[0] for r in cur.fetchall()}
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)

@@ -36,10 +36,10 @@ class Dialect:
     def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
         raise NotImplementedError
 
-    def changed_since(self, alias: str = "") -> tuple[str, int]:
-        """The condition "memory row written or changed after transaction ``?``" (``alias``:
-        the table's alias with its dot), and how many ``?`` it takes (each the same tx)."""
-        return f"{alias}row_tx > ?", 1
+    def changed_since(self, tx: int, alias: str = "") -> tuple[str, list[int]]:
+        """The condition "memory row written or changed after transaction ``tx``" and its
+        parameters (``alias``: the table's alias with its dot)."""
+        return f"{alias}row_tx > ?", [tx]
 
 
 

@@ -209,8 +209,9 @@ class VectorSearch:
                     # Rows, not transactions: one batched write adds thousands of rows.
                     if wait and current is not None and self._usable(conn, current, head) \
                             and conn.execute(
-                                f"SELECT COUNT(*) FROM memories WHERE {changed_since()}",
-                                (current.tx, current.tx)).fetchone()[0] < self.rebuild_min:
+                                "SELECT COUNT(*) FROM memories WHERE "
+                                + changed_since(current.tx)[0],
+                                changed_since(current.tx)[1]).fetchone()[0] < self.rebuild_min:
                         return True  # another process built it while we waited
                     build_snapshot(conn, self._dir, self.dimension, threads=1)
                     self.builds += 1

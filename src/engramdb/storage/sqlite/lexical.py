@@ -258,8 +258,8 @@ class LexicalIndex:
         """
         if head_tx <= self.seen_tx:
             return
-        rows = conn.execute(f"{_ROW_SQL} WHERE {changed_since()} ORDER BY row_tx",
-                            (self.seen_tx, self.seen_tx)).fetchall()
+        since, params = changed_since(self.seen_tx)
+        rows = conn.execute(f"{_ROW_SQL} WHERE {since} ORDER BY row_tx", params).fetchall()
         fresh: list[Sequence[Any]] = []
         for row in rows:
             pos = self._position(row[0])

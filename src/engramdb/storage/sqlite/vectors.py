@@ -155,10 +155,11 @@ class VectorIndex:
         with self._lock:
             if head_tx <= self._seen_tx:
                 return changed
+            since, params = changed_since(self._seen_tx, "m.")
             cur = conn.execute(
                 f"SELECT {_COLUMNS} FROM memories m LEFT JOIN memory_vectors v "
-                f"ON v.id = m.id AND v.version = m.version WHERE {changed_since('m.')} "
-                "ORDER BY m.row_tx", (self._seen_tx, self._seen_tx),
+                f"ON v.id = m.id AND v.version = m.version WHERE {since} ORDER BY m.row_tx",
+                params,
             )
             seen = self._seen_tx
             while batch := cur.fetchmany(5000):
