@@ -258,9 +258,8 @@ class SqlStorage(Storage):
                 else:
                     # No DISTINCT: planners then prefer a full scan of the namespace
                     # index to a range scan of the (small) recent rows.
-                    cur = self._exec(
-                        conn, "SELECT namespace FROM memories WHERE row_tx > ?", [seen_tx]
-                    )
+                    since, params = self.dialect_impl.changed_since(seen_tx)
+                    cur = self._exec(conn, f"SELECT namespace FROM memories WHERE {since}", params)
                 names = names | {r[0] for r in cur.fetchall()}
                 self.__dict__["_ns_cache"] = (tx, names)
             return sorted(names)
@@ -318,10 +317,13 @@ class SqlStorage(Storage):
 
     def tx_time(self, tx: int) -> int:
         with self._read_conn() as conn:
+            # The last event's: a log's time never goes back (verify checks it), and
+            # this walks the tx index back from ``tx`` instead of a time index.
             row = self._exec(
-                conn, "SELECT MAX(recorded_at) FROM events WHERE tx <= ?", [tx]
+                conn, "SELECT recorded_at FROM events WHERE tx <= ? ORDER BY tx DESC, seq DESC "
+                "LIMIT 1", [tx]
             ).fetchone()
-            return int(row[0] or 0)
+            return int(row[0]) if row is not None else 0
 
     def counts(self) -> dict[str, int]:
         with self._read_conn() as conn:

@@ -50,8 +50,9 @@ def used_between(storage: Any, after: int, until: int, limit: int) -> list[Row]:
 
 def namespaces_since(storage: Any, tx: int) -> list[str]:
     with storage._read_conn() as conn:
-        cur = storage._exec(conn, "SELECT DISTINCT namespace FROM memories WHERE row_tx > ?",
-                            [int(tx)])
+        since, params = storage.dialect_impl.changed_since(int(tx))
+        cur = storage._exec(conn, f"SELECT DISTINCT namespace FROM memories WHERE {since}",
+                            params)
         return sorted(r[0] for r in cur.fetchall())
 
 def find_events(storage: Any, subject_refs: Sequence[str], txs: Sequence[int]) -> list[RawEvent]:

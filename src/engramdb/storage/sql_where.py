@@ -36,6 +36,11 @@ class Dialect:
     def json_equals(self, column: str, key: str, value: Any) -> tuple[str, list[Any]]:
         raise NotImplementedError
 
+    def changed_since(self, tx: int, alias: str = "") -> tuple[str, list[int]]:
+        """The condition "memory row written or changed after transaction ``tx``" and its
+        parameters (``alias``: the table's alias with its dot)."""
+        return f"{alias}row_tx > ?", [tx]
+
 
 
 def where_eq(dialect: Dialect, where: Mapping[str, Any]) -> tuple[str, list[Any]]:

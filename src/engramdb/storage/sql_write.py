@@ -333,6 +333,11 @@ class SqlWriteTx(WriteTx):
                 f"event {event.seq} does not continue the log at seq {self._head.seq}; "
                 "import into an empty database, in order"
             )
+        if event.tx < self._head.tx or event.recorded_at < self._head.recorded_at:
+            # A log's time never goes back (`engram verify` refuses one that does), and
+            # the time of a transaction is read as its last event's (storage tx_time).
+            raise InvalidInput(f"event {event.seq} goes back in transaction time; "
+                               "the export is not a sound log: verify its source")
         self._buffer("events", _EVENT_INSERT, [
             event.seq, event.tx, event.kind, event.namespace, event.actor, event.recorded_at,
             event.subject_ref, event.commitment, event.prev_hash, event.hash])

@@ -40,6 +40,7 @@ import numpy as np
 
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
+from engramdb.storage.sqlite.dialect import changed_since
 from engramdb.storage.sqlite.snapshot import (
     Snapshot,
     build_lock,
@@ -207,8 +208,10 @@ class VectorSearch:
                     head = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
                     # Rows, not transactions: one batched write adds thousands of rows.
                     if wait and current is not None and self._usable(conn, current, head) \
-                            and conn.execute("SELECT COUNT(*) FROM memories WHERE row_tx > ?",
-                                             (current.tx,)).fetchone()[0] < self.rebuild_min:
+                            and conn.execute(
+                                "SELECT COUNT(*) FROM memories WHERE "
+                                + changed_since(current.tx)[0],
+                                changed_since(current.tx)[1]).fetchone()[0] < self.rebuild_min:
                         return True  # another process built it while we waited
                     build_snapshot(conn, self._dir, self.dimension, threads=1)
                     self.builds += 1

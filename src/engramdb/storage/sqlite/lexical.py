@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from engramdb.model import RecallFilter
+from engramdb.storage.sqlite.dialect import changed_since
 from engramdb.storage.sqlite.fulltext import FullText
 from engramdb.storage.sqlite.pinned import Pinned
 from engramdb.storage.sqlite.query_tokens import QueryWords
@@ -257,8 +258,8 @@ class LexicalIndex:
         """
         if head_tx <= self.seen_tx:
             return
-        rows = conn.execute(f"{_ROW_SQL} WHERE row_tx > ? ORDER BY row_tx",
-                            (self.seen_tx,)).fetchall()
+        since, params = changed_since(self.seen_tx)
+        rows = conn.execute(f"{_ROW_SQL} WHERE {since} ORDER BY row_tx", params).fetchall()
         fresh: list[Sequence[Any]] = []
         for row in rows:
             pos = self._position(row[0])

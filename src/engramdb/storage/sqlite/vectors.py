@@ -23,6 +23,7 @@ import numpy as np
 from engramdb.codec import to_micros
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
+from engramdb.storage.sqlite.dialect import changed_since
 
 __all__ = ["NONE", "Codes", "Columns", "VectorIndex", "column_mask"]
 
@@ -154,10 +155,11 @@ class VectorIndex:
         with self._lock:
             if head_tx <= self._seen_tx:
                 return changed
+            since, params = changed_since(self._seen_tx, "m.")
             cur = conn.execute(
                 f"SELECT {_COLUMNS} FROM memories m LEFT JOIN memory_vectors v "
-                "ON v.id = m.id AND v.version = m.version WHERE m.row_tx > ? ORDER BY m.row_tx",
-                (self._seen_tx,),
+                f"ON v.id = m.id AND v.version = m.version WHERE {since} ORDER BY m.row_tx",
+                params,
             )
             seen = self._seen_tx
             while batch := cur.fetchmany(5000):
