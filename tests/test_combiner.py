@@ -71,7 +71,7 @@ def _prepared_args(store: Any, text: str, *, memory_id: str | None = None) -> li
     w.apply([Insert("memories", row)])
     w.log("memory.remembered", actor="admin", namespace="acme/notes", subject_ref=row["id"],
           payload={"effects": [{"op": "insert", "table": "memories", "row": row}]})
-    w.put_vectors([(row["id"], 1, _unit(len(text)))])
+    w.put_vectors([(row["id"], 1, _unit(sum(map(ord, text))))])
     return w.arguments()
 
 
@@ -112,6 +112,22 @@ def test_k_writes_in_one_call_are_each_their_own_transaction(pg_url: str) -> Non
         assert [e.hash for e in events] == [a.hash for a in applied]
         assert store.head().seq == head.seq + 3
         assert db.get("m-note 1").text == "note 1"
+        # No constraint failing: one statement per table; a stale write still left out.
+        more = [_prepared_args(store, f"more {i}") for i in range(3)]
+        more.insert(1, stale)
+        with store._get_pool().connection() as conn:
+            answers = call_many(conn, [(new_token(), a) for a in more], store._vector_oid)
+        assert [a.state for a in answers] == ["", "EG001", "", ""]
+        assert [a.tx for a in answers if a.ok] == [head.tx + 4, head.tx + 5, head.tx + 6]
+        events = _remembered(db, head.seq)
+        assert [e.subject_ref for e in events][3:] == ["m-more 0", "m-more 1", "m-more 2"]
+        assert [e.hash for e in events][3:] == [a.hash for a in answers if a.ok]
+        assert db.get("m-more 2").text == "more 2"
+        with store._get_pool().connection() as conn:  # each write's own vector
+            for name in ("note 0", "note 2", "more 0", "more 1", "more 2"):
+                vec = conn.execute("SELECT vec::real[] FROM memory_vectors WHERE id = %s",
+                                   [f"m-{name}"]).fetchone()[0]
+                assert np.allclose(np.asarray(vec, dtype=np.float32), _unit(sum(map(ord, name))))
         report = db.verify()
         assert report.ok, report
 
@@ -302,8 +318,8 @@ def test_a_leader_dying_after_its_call_loses_and_duplicates_nothing(pg_url: str)
         assert db.verify().ok
 
 
-def _streaming_writer(url: str, n: int, writes: int, folder: str, barrier: Any,
-                      results: Any) -> None:
+def _streaming_writer(url: str, n: int, writes: int, folder: str, leaders: int,
+                      barrier: Any, results: Any) -> None:
     """Writes ``writes`` memories through the combiner, appending "sent k" before each
     and "acked k" after it to its own file (O_APPEND: in the kernel once written, so a
     SIGKILL loses none); says in ``leader-<pid>`` when it leads a slot."""
@@ -311,7 +327,7 @@ def _streaming_writer(url: str, n: int, writes: int, folder: str, barrier: Any,
 
     log = os.open(os.path.join(folder, f"w{n}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        with engramdb.open(url, embedder=_embedder(), combine=True,
+        with engramdb.open(url, embedder=_embedder(), combine={"leaders": leaders},
                            release_before_flush=n % 2 == 0) as db:
             barrier.wait(timeout=300)
             told = False
@@ -330,8 +346,9 @@ def _streaming_writer(url: str, n: int, writes: int, folder: str, barrier: Any,
         results.put({"n": n, "error": traceback.format_exc()})
 
 
-def test_sigkill_of_leaders_mid_stream_loses_and_duplicates_nothing(pg_url: str,
-                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize("leaders", [1, 2])
+def test_sigkill_of_leaders_mid_stream_loses_and_duplicates_nothing(pg_url: str, tmp_path: Path,
+                                                                    leaders: int) -> None:
     writers, writes = 8, 80
     with engramdb.open(pg_url, embedder=_embedder()) as db:
         start = db.storage.head()
@@ -339,7 +356,7 @@ def test_sigkill_of_leaders_mid_stream_loses_and_duplicates_nothing(pg_url: str,
     barrier = ctx.Barrier(writers + 1)
     results = ctx.Queue()
     procs = [ctx.Process(target=_streaming_writer,
-                         args=(pg_url, n, writes, str(tmp_path), barrier, results))
+                         args=(pg_url, n, writes, str(tmp_path), leaders, barrier, results))
              for n in range(writers)]
     for p in procs:
         p.start()

@@ -128,7 +128,9 @@ class PostgresStorage(SqlStorage):
             write during its flush); ``False`` (default) holds it through the flush.
         combine: send this process's prepared writes through the write combiner
             (:mod:`.combiner`: a leader process on this host applies the writes of
-            several in one call); opt-in, ``False`` by default.
+            several in one call); opt-in, ``False`` by default. ``True``, or a dict of
+            :class:`.combiner.Combiner`'s options (``leaders``, ``connections``,
+            ``wait_s``, ``max_writes``).
     """
 
     def __init__(
@@ -145,7 +147,7 @@ class PostgresStorage(SqlStorage):
         application_name: str = "engramdb",
         text_candidates: int = 1000,
         release_before_flush: bool = False,
-        combine: bool = False,
+        combine: bool | Mapping[str, Any] = False,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise InvalidInput("a PostgreSQL URL must start with postgresql://")
@@ -189,7 +191,9 @@ class PostgresStorage(SqlStorage):
         self.config_epoch: int | None = None  # chain_head.config_tx as last seen
         self.last_recorded_at = 0  # the latest recorded_at this process wrote or was told of
         self.known_namespaces = KnownNamespaces()  # what snapshots list (.snapshot)
-        self.combiner: Combiner | None = Combiner(self) if combine else None
+        self.combiner: Combiner | None = None
+        if combine:
+            self.combiner = Combiner(self, **(combine if isinstance(combine, Mapping) else {}))
         watch(self)
 
     # -- connections -------------------------------------------------------------

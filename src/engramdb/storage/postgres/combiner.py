@@ -140,7 +140,7 @@ def _answer_from(fields: Sequence[bytes | None]) -> Answer | None:
 class Combiner:
     """One process's side of the combiner for one :class:`PostgresStorage`."""
 
-    def __init__(self, store: PostgresStorage, *, leaders: int = 2, connections: int = 2,
+    def __init__(self, store: PostgresStorage, *, leaders: int = 1, connections: int = 1,
                  wait_s: float = 0.5, max_writes: int = 16) -> None:
         self._store = store
         self._dir = private_dir()
@@ -154,7 +154,11 @@ class Combiner:
         self._lock = threading.Lock()
         self._closed = False
         # What happened to this process's writes (for tests and measurements).
-        self.counts = {"leader": 0, "direct": 0, "fallback": 0, "replayed": 0}
+        # leader: answered by a leader; direct: sent itself; fallback: of those, after a
+        # leader did not answer; replayed: answered with an earlier call's results;
+        # calls, sent: calls this process made as a leader, and the writes in them.
+        self.counts = {"leader": 0, "direct": 0, "fallback": 0, "replayed": 0, "calls": 0,
+                       "sent": 0}
 
     # -- a write -----------------------------------------------------------------------
 
@@ -276,7 +280,7 @@ class Combiner:
                 return None
             try:
                 self._leader = _Leader(self._store, self._path(slot, "sock"), fd,
-                                       self._connections, self._max)
+                                       self._connections, self._max, self.counts)
             except OSError:
                 os.close(fd)
                 return None
@@ -344,8 +348,9 @@ class _Leader:
     """This process leading one slot: a reader thread and sender threads."""
 
     def __init__(self, store: PostgresStorage, path: str, lock_fd: int, connections: int,
-                 max_writes: int) -> None:
+                 max_writes: int, counts: dict[str, int]) -> None:
         self._store = store
+        self._counts = counts
         self._path = path
         self._lock_fd = lock_fd
         self._max = max_writes
@@ -458,6 +463,8 @@ class _Leader:
                     store._configure(conn)
                 answers = call_many(conn, [(r.token.decode(), r.args) for r in batch],
                                     store._vector_oid or 0)
+                self._counts["calls"] += 1
+                self._counts["sent"] += len(batch)
             except Exception:  # noqa: BLE001 - the whole call failed: each writer sends its own
                 if conn is not None:
                     with contextlib.suppress(Exception):
