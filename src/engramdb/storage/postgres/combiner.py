@@ -29,6 +29,14 @@ How:
 
 A write's own error (a configuration that changed, a constraint) comes back as
 that write's answer, :class:`Refused`; the writes combined with it are not failed.
+
+Defaults (BENCHMARKS.md ``pgw13``): one leader on one connection. With 16 writers
+on two cores that gathered ~6 writes per call and about halved PostgreSQL's CPU per
+write; two leaders, or two connections, gathered 2-4 per call and the procedure's
+per-call cost then ate the saving. A leader slower than ``wait_s`` costs its writers
+a direct call each (with the same token), never a write.
+Only prepared writes are combined: a write that reads (an idempotency key, a
+compare-and-swap, a contradiction check) runs under the chain lock as before.
 """
 
 from __future__ import annotations
@@ -85,7 +93,10 @@ class Refused(Exception):
 def private_dir() -> str | None:
     """A directory only this OS user can reach, for the leaders' sockets: created mode
     0700 if missing; None if it exists but is not a directory owned by this user with
-    no access for anyone else (then nothing is combined)."""
+    no access for anyone else, or where a socket's peer cannot be checked (no
+    ``SO_PEERCRED``: not Linux); then nothing is combined."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     path = Path(base) / f"engramdb-{os.getuid()}"
     with contextlib.suppress(FileExistsError):
