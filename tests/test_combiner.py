@@ -37,8 +37,6 @@ from engramdb import VersionConflict
 from engramdb.storage.base import Insert
 from tests.support.procs import gather
 
-pytestmark = pytest.mark.postgres
-
 DIM = 384
 
 
@@ -79,6 +77,7 @@ def _remembered(db: Any, after: int) -> list[Any]:
     return [e for e in db.storage.events(after, limit=100_000) if e.kind == "memory.remembered"]
 
 
+@pytest.mark.postgres
 def test_k_writes_in_one_call_are_each_their_own_transaction(pg_url: str) -> None:
     from engramdb.storage.postgres.append_many import call_many, new_token
 
@@ -185,6 +184,7 @@ def _writer(url: str, n: int, writes: int, shared_id: str, barrier: Any, results
         results.put({"n": n, "error": traceback.format_exc()})
 
 
+@pytest.mark.postgres
 def test_writers_through_the_combiner_lose_and_duplicate_nothing(pg_url: str) -> None:
     writers, writes = 8, 25
     with engramdb.open(pg_url, embedder=_embedder()) as db:
@@ -269,6 +269,7 @@ class _FakeLeader:
             os.close(fd)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("apply", [False, True])
 def test_a_leader_that_does_not_answer_costs_a_direct_call_not_a_write(pg_url: str,
                                                                        apply: bool) -> None:
@@ -301,6 +302,7 @@ def test_a_leader_that_does_not_answer_costs_a_direct_call_not_a_write(pg_url: s
         assert db.verify().ok
 
 
+@pytest.mark.postgres
 def test_a_leader_dying_after_its_call_loses_and_duplicates_nothing(pg_url: str) -> None:
     with engramdb.open(pg_url, embedder=_embedder(), combine=True) as db:
         start = db.storage.head()
@@ -346,6 +348,7 @@ def _streaming_writer(url: str, n: int, writes: int, folder: str, leaders: int,
         results.put({"n": n, "error": traceback.format_exc()})
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("leaders", [1, 2])
 def test_sigkill_of_leaders_mid_stream_loses_and_duplicates_nothing(pg_url: str, tmp_path: Path,
                                                                     leaders: int) -> None:
@@ -405,3 +408,17 @@ def test_sigkill_of_leaders_mid_stream_loses_and_duplicates_nothing(pg_url: str,
     survivors = [r["counts"] for r in reports]
     assert sum(c["leader"] for c in survivors) > 0  # the survivors led on
     assert sum(c["fallback"] for c in survivors) > 0  # and saw their leaders die
+
+
+@pytest.mark.parametrize("arrays", [
+    [[b"a"], [], [None, b"bc"], [b""]],
+    [[], []],
+    [[None], [b"x", None, b"yz"]],
+])
+def test_joined_arrays_hold_every_element_in_order(arrays: list[list[Any]]) -> None:
+    from engramdb.storage.postgres.pgarray import array_items, binary_array, joined_arrays
+
+    data, counts = joined_arrays(25, [binary_array(25, a) for a in arrays])
+    assert counts == [len(a) for a in arrays]
+    assert array_items(data) == [x for a in arrays for x in a]
+    assert data == binary_array(25, [x for a in arrays for x in a])

@@ -25,7 +25,7 @@ from psycopg import errors as pg_errors
 from psycopg.pq import ExecStatus
 
 from engramdb.storage.postgres.append_call import run_prepared
-from engramdb.storage.postgres.pgarray import array_items, binary_array
+from engramdb.storage.postgres.pgarray import array_items, binary_array, joined_arrays
 
 __all__ = ["MAX_DIMS", "Answer", "call_many", "new_token"]
 
@@ -90,45 +90,34 @@ def dims(args: Sequence[bytes | None]) -> int:
 
 def merge(writes: Sequence[tuple[str, Sequence[bytes | None]]]) -> list[bytes | None]:
     """The parameters of ``engram_append_many`` for ``writes`` ((token, arguments of
-    ``engram_append``) each), all with the same barrier and channel."""
+    ``engram_append``) each), all with the same barrier and channel. The writes'
+    arrays are joined end to end (:func:`.pgarray.joined_arrays`), with their counts."""
     if len({(a[20], a[21]) for _, a in writes}) != 1:
         raise ValueError("writes combined in one call share its durability barrier")
-    ints: dict[int, list[bytes | None]] = {i: [] for i in (0, 1)}
-    singles: dict[int, list[bytes | None]] = {i: [] for i in (2, 3, 13)}
-    flat: dict[int, list[bytes | None]] = {i: [] for i in (4, 5, 6, *range(7, 13), 14, 15, 16,
-                                                           17)}
-    counts: dict[int, list[bytes]] = {4: [], 7: [], 16: []}
-    dims_: list[bytes] = []
-    vecs: list[bytes] = []
-    for _, args in writes:
-        for i in ints:
-            ints[i].append(struct.pack(">q", int(args[i] or b"0")))
-        for i in singles:
-            singles[i].append(args[i])
-        for i in flat:
-            items = array_items(args[i] or b"")
-            flat[i].extend(items)
-            if i in counts:
-                counts[i].append(struct.pack(">i", len(items)))
-        vec = args[18]
-        dims_.append(struct.pack(">i", int(args[19] or b"0")))
-        if vec is not None:
-            vecs.append(vec[4:])
-    total = sum(len(v) for v in vecs) // 4
-    vector = struct.pack(">HH", total, 0) + b"".join(vecs) if vecs else None
+    by_param = list(zip(*(args for _, args in writes), strict=True))
+    joined: dict[int, bytes] = {}
+    counts: dict[int, list[int]] = {}
+    for i in (4, 5, 6, *range(7, 13), 14, 15, 16, 17):
+        oid = _BYTEA if i == 14 else _INT8 if i == 17 else _TEXT
+        joined[i], counts[i] = joined_arrays(oid, by_param[i])
+    vecs = [v[4:] for v in by_param[18] if v is not None]
+    vector = (struct.pack(">HH", sum(len(v) for v in vecs) // 4, 0) + b"".join(vecs)
+              if vecs else None)
+
+    def ints(oid: int, values: Sequence[Any]) -> bytes:  # bigint[] or integer[]
+        return binary_array(oid, [struct.pack(">q" if oid == _INT8 else ">i", int(v or 0))
+                                  for v in values])
+
     first = writes[0][1]
     return [binary_array(_TEXT, [t.encode() for t, _ in writes]),
-            binary_array(_INT8, ints[0]), binary_array(_INT8, ints[1]),
-            binary_array(_TEXT, singles[2]), binary_array(_TEXT, singles[3]),
-            binary_array(_TEXT, singles[13]),
-            binary_array(_INT4, list(counts[4])), binary_array(_TEXT, flat[4]),
-            binary_array(_TEXT, flat[5]), binary_array(_TEXT, flat[6]),
-            binary_array(_INT4, list(counts[7])),
-            *[binary_array(_TEXT, flat[i]) for i in range(7, 13)],
-            binary_array(_BYTEA, flat[14]), binary_array(_TEXT, flat[15]),
-            binary_array(_INT4, list(counts[16])), binary_array(_TEXT, flat[16]),
-            binary_array(_INT8, flat[17]), vector, binary_array(_INT4, list(dims_)),
-            first[20], first[21]]
+            ints(_INT8, by_param[0]), ints(_INT8, by_param[1]),
+            binary_array(_TEXT, by_param[2]), binary_array(_TEXT, by_param[3]),
+            binary_array(_TEXT, by_param[13]),
+            ints(_INT4, counts[4]), joined[4], joined[5], joined[6],
+            ints(_INT4, counts[7]), *[joined[i] for i in range(7, 13)],
+            joined[14], joined[15],
+            ints(_INT4, counts[16]), joined[16], joined[17], vector,
+            ints(_INT4, by_param[19]), first[20], first[21]]
 
 
 def call_many(conn: psycopg.Connection[Any], writes: Sequence[tuple[str, Sequence[bytes | None]]],

@@ -166,10 +166,11 @@ class Combiner:
         self._closed = False
         # What happened to this process's writes (for tests and measurements).
         # leader: answered by a leader; direct: sent itself; fallback: of those, after a
-        # leader did not answer; replayed: answered with an earlier call's results;
-        # calls, sent: calls this process made as a leader, and the writes in them.
-        self.counts = {"leader": 0, "direct": 0, "fallback": 0, "replayed": 0, "calls": 0,
-                       "sent": 0}
+        # leader did not answer (timeout: not within wait_s); replayed: answered with an
+        # earlier call's results; calls, sent: calls this process made as a leader, and
+        # the writes in them.
+        self.counts = {"leader": 0, "direct": 0, "fallback": 0, "timeout": 0, "replayed": 0,
+                       "calls": 0, "sent": 0}
 
     # -- a write -----------------------------------------------------------------------
 
@@ -223,6 +224,7 @@ class Combiner:
             req = _Request(token.encode(), args, None)
             if leader.put(req) and req.done.wait(self._wait) and req.answer is not None:
                 return req.answer
+            self.counts["timeout"] += not req.done.is_set()
             self.counts["fallback"] += 1
             return None
         if sock is None:
@@ -230,7 +232,10 @@ class Combiner:
         try:
             sock.sendall(_pack([token.encode(), *args]))
             fields = _recv_frame(sock)
-        except (OSError, ConnectionError, struct.error):
+        except TimeoutError:  # the leader is slow: its answer is not waited for
+            fields = []
+            self.counts["timeout"] += 1
+        except (OSError, ConnectionError, struct.error):  # it went away
             fields = []
         if not fields or fields[0] != token.encode():  # never another write's answer
             self._drop_socket()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-__all__ = ["array_items", "binary_array", "length_prefixed"]
+__all__ = ["array_items", "binary_array", "joined_arrays", "length_prefixed"]
 
 _ARRAY_HEAD = struct.Struct(">iiIii")  # ndim, has nulls, element type, length, lower bound
 _LENGTH = struct.Struct(">i")
@@ -47,3 +47,23 @@ def length_prefixed(data: bytes, at: int = 0, count: int = -1) -> list[bytes | N
             items.append(data[at:at + size])
             at += size
     return items
+
+
+def joined_arrays(oid: int, arrays: Sequence[bytes | None]) -> tuple[bytes, list[int]]:
+    """One array of all the elements of ``arrays`` (binary, one-dimensional, of element
+    type ``oid``; None is an empty one), in order, and how many each held: their
+    elements are copied as they are, not decoded."""
+    counts: list[int] = []
+    bodies: list[bytes] = []
+    nulls = 0
+    for data in arrays:
+        if not data or _LENGTH.unpack_from(data)[0] == 0:
+            counts.append(0)
+            continue
+        counts.append(_LENGTH.unpack_from(data, 12)[0])
+        nulls |= _LENGTH.unpack_from(data, 4)[0]
+        bodies.append(data[20:])
+    total = sum(counts)
+    if not total:
+        return struct.pack(">iiI", 0, 0, oid), counts
+    return _ARRAY_HEAD.pack(1, nulls, oid, total, 1) + b"".join(bodies), counts
