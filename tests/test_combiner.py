@@ -320,6 +320,41 @@ def test_a_leader_dying_after_its_call_loses_and_duplicates_nothing(pg_url: str)
         assert db.verify().ok
 
 
+@pytest.mark.postgres
+def test_a_failed_direct_call_after_a_silent_leader_is_an_unknown_outcome(pg_url: str) -> None:
+    """The leader holds the write and has not answered; the writer's own call fails (the
+    chain lock held elsewhere past lock_timeout). The writer must not be told "nothing
+    was written": the leader may still apply it, and here it does, once."""
+    import psycopg
+
+    from engramdb import StorageError
+    from engramdb.storage.postgres.append_many import call_many
+
+    with engramdb.open(pg_url, embedder=_embedder()) as db:  # vectors typed, not combined
+        db.remember("warm", namespace="acme/notes", layer="episodic", embedding=_unit(3))
+    with engramdb.open(pg_url, embedder=_embedder(), combine={"wait_s": 0.3},
+                       lock_timeout_s=0.5) as db:
+        start = db.storage.head()
+        fake = _FakeLeader(db.storage, apply=False, answer=True)
+        try:
+            with psycopg.connect(pg_url) as holder:
+                holder.execute("SELECT pg_advisory_xact_lock(7308892986227388721)")
+                with pytest.raises(StorageError, match="may or may not have been applied"):
+                    db.remember("held by a silent leader", namespace="acme/notes",
+                                layer="episodic", embedding=_unit(4))
+            fields = fake.frames[0]  # the leader applies it late: once
+            with db.storage._get_pool().connection() as pg:
+                late = call_many(pg, [(fields[0].decode(), fields[1:])],
+                                 db.storage._vector_oid)[0]
+            assert late.state == ""
+        finally:
+            fake.close()
+        events = _remembered(db, start.seq)
+        assert len(events) == 1
+        assert db.get(events[0].subject_ref).text == "held by a silent leader"
+        assert db.verify().ok
+
+
 def _streaming_writer(url: str, n: int, writes: int, folder: str, leaders: int,
                       barrier: Any, results: Any) -> None:
     """Writes ``writes`` memories through the combiner, appending "sent k" before each

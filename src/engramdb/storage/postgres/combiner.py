@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
 
 from engramdb.storage.postgres.append_call import call_append
 from engramdb.storage.postgres.append_many import MAX_DIMS, Answer, call_many, dims, new_token
@@ -88,6 +89,15 @@ class Refused(Exception):
         except KeyError:
             cls = psycopg.DatabaseError
         return cls(self.message or self.state)
+
+
+def _unknown(detail: str) -> psycopg.OperationalError:
+    """The error for a write whose outcome is unknown: its leader got it and did not
+    answer, and its own call failed, so the leader's may still apply it. Raised as a
+    lost connection is (no SQLSTATE), which the engine reports as an unknown outcome:
+    retry with an idempotency key."""
+    return psycopg.OperationalError(
+        f"a combined write's leader did not answer and its direct call failed ({detail})")
 
 
 def private_dir() -> str | None:
@@ -184,6 +194,7 @@ class Combiner:
         """
         token = new_token()
         answer = None
+        self._local.sent = False  # whether a leader got this write (it may still apply it)
         if self._dir is not None and not self._closed and dims(args) <= MAX_DIMS:
             answer = self._via_leader(token, args)
         if answer is None:
@@ -196,16 +207,27 @@ class Combiner:
             return answer.results()
         if answer.state == "EG003":  # its token expired unapplied: no call will apply it
             return self._plain(args)
+        if answer.state != "EG001" and getattr(self._local, "sent", False):
+            # Refused here, but a leader holds it too: only a configuration that changed
+            # (config_tx never comes back) refuses it for every call for certain.
+            raise _unknown(f"{answer.state}: {answer.message}")
         raise Refused(answer.state, answer.message, answer.detail)
 
     def _direct(self, token: str, args: Sequence[bytes | None]) -> Answer:
+        """This write sent by this process itself, with its token."""
         self.counts["direct"] += 1
-        pool = self._store._get_pool()
-        conn = pool.getconn()
         try:
-            return call_many(conn, [(token, args)], self._store._vector_oid or 0)[0]
-        finally:
-            pool.putconn(conn)
+            pool = self._store._get_pool()
+            conn = pool.getconn()
+            try:
+                return call_many(conn, [(token, args)], self._store._vector_oid or 0)[0]
+            finally:
+                pool.putconn(conn)
+        except (psycopg.Error, PoolTimeout) as exc:
+            if getattr(self._local, "sent", False):
+                # Not applied by this call; but a leader got it and may still apply it.
+                raise _unknown(str(exc)) from exc
+            raise
 
     def _plain(self, args: Sequence[bytes | None]) -> tuple[bytes, bytes, bytes, bytes, bytes]:
         pool = self._store._get_pool()
@@ -222,7 +244,8 @@ class Combiner:
         leader = self._leader
         if leader is not None:  # this process leads: its writes join its own queue
             req = _Request(token.encode(), args, None)
-            if leader.put(req) and req.done.wait(self._wait) and req.answer is not None:
+            self._local.sent = leader.put(req)
+            if self._local.sent and req.done.wait(self._wait) and req.answer is not None:
                 return req.answer
             self.counts["timeout"] += not req.done.is_set()
             self.counts["fallback"] += 1
@@ -230,6 +253,7 @@ class Combiner:
         if sock is None:
             return None
         try:
+            self._local.sent = True
             sock.sendall(_pack([token.encode(), *args]))
             fields = _recv_frame(sock)
         except TimeoutError:  # the leader is slow: its answer is not waited for
