@@ -79,6 +79,7 @@ def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
     db = _open(url, **options)
     drafts = corpus.drafts(count, layer="episodic")
     errors = 0
+
     # ENGRAM_BENCH_PROFILE=path: the first writer runs under cProfile (CPU time) and
     # saves its statistics there, to see what a writer spends among 15 others.
     profile = os.environ.get("ENGRAM_BENCH_PROFILE") if seed == 100 else None
@@ -92,12 +93,14 @@ def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
             db.remember(**d)
         except Exception:
             errors += 1
-    cpu = time.process_time() - cpu
     if prof and profile:
         prof.disable()
         prof.dump_stats(profile)
+    cpu = time.process_time() - cpu  # a leader's thread's CPU is its process's
+    combiner = getattr(db.storage, "combiner", None)
     db.close()
-    results.put((count - errors, errors, cpu))
+    counts = dict(combiner.counts) if combiner is not None else {}
+    results.put((count - errors, errors, cpu, counts))
 
 
 def _append(url: str, count: int, seed: int, barrier: Any, results: Any,
@@ -158,6 +161,11 @@ def _run(target: Any, urls: list[str], processes: int, count: int,
         out["server_cpu_us_per_write"] = round(server / max(ok, 1) * 1e6)
     if all(len(d) > 2 for d in done):  # the writers' own CPU (engine and driver)
         out["client_cpu_us_per_write"] = round(sum(d[2] for d in done) / max(ok, 1) * 1e6)
+    counts = [d[3] for d in done if len(d) > 3 and d[3]]
+    if counts:  # the write combiner's (storage/postgres/combiner.py), summed over writers
+        total = {k: sum(c.get(k, 0) for c in counts) for k in counts[0]}
+        total["writes_per_call"] = round(total["sent"] / max(total["calls"], 1), 2)
+        out["combiner"] = total
     return out
 
 
@@ -238,7 +246,8 @@ def bench_bare(url: str, processes: int, count: int) -> dict[str, Any]:
     return _run(_bare, [url], processes, count)
 
 
-PARTS = ("append", "engram", "tenants")  # "remember": engramdb alone, no older design
+# "remember": engramdb alone, no older design; "combine": engramdb with combine=True
+PARTS = ("append", "engram", "tenants")
 
 
 def run(processes: int = 16, writes: int = 150,
@@ -265,9 +274,19 @@ def run(processes: int = 16, writes: int = 150,
                 out["log_append_prepared"] = bench_append(
                     server.fresh_database("w_app_prep"), processes, writes,
                     release_before_flush=True, prepared=True)
-        if "engram" in parts or "remember" in parts:
+        if "engram" in parts:
             out["engramdb"] = bench_engram([server.fresh_database("w_one")], processes,
                                            writes)
+        # "remember" (today's path) and "combine" (combine=True: the write combiner), in
+        # the order given, as often as given: alternating pairs in one run.
+        for i, part in enumerate(p for p in parts if p in ("remember", "combine")):
+            key = "engramdb" if part == "remember" else "engramdb_combined"
+            # ENGRAM_BENCH_COMBINE="leaders,connections": the combiner's shape (default 1,1)
+            shape = os.environ.get("ENGRAM_BENCH_COMBINE", "1,1").split(",")
+            options: dict[str, Any] = {} if part != "combine" else {"combine": {
+                "leaders": int(shape[0]), "connections": int(shape[1])}}
+            out[f"{key}#{i + 1}"] = bench_engram([server.fresh_database(f"w_c{i}")],
+                                                 processes, writes, **options)
         if "engram" in parts:
             out["engramdb_lock_through_flush"] = bench_engram(
                 [server.fresh_database("w_old")], processes, writes,
@@ -279,9 +298,8 @@ def run(processes: int = 16, writes: int = 150,
         out["bare_psycopg_again"] = bench_bare(server.fresh_database("w_bare2"), processes,
                                                writes)
     bare = (out["bare_psycopg"]["per_second"] + out["bare_psycopg_again"]["per_second"]) / 2
-    for key in ("log_append", "log_append_lock_through_flush", "log_append_prepared", "engramdb",
-                "engramdb_lock_through_flush", "engramdb_tenants"):
-        if key in out:
+    for key in list(out):
+        if key.startswith(("log_append", "engramdb")):
             out[key]["ratio_to_bare"] = round(out[key]["per_second"] / bare, 3)
     out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return out
@@ -292,7 +310,8 @@ if __name__ == "__main__":
     parser.add_argument("--processes", type=int, default=16)
     parser.add_argument("--writes", type=int, default=150, help="writes per process")
     parser.add_argument("--parts", default=",".join(PARTS),
-                        help="which of append,engram,tenants to run beside the bare clients")
+                        help="which of append,engram,tenants,remember,combine to run beside "
+                        "the bare clients (remember and combine in the order given, repeatable)")
     args = parser.parse_args()
     print(json.dumps(run(args.processes, args.writes, tuple(args.parts.split(","))),
                      indent=2))

@@ -76,6 +76,7 @@ from engramdb.storage.postgres._conn import (
 from engramdb.storage.postgres._fork import keep_unused, watch
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
 from engramdb.storage.postgres.bulk import insert_many, upsert_vectors
+from engramdb.storage.postgres.combiner import Combiner
 from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import TermStats
@@ -125,6 +126,11 @@ class PostgresStorage(SqlStorage):
         release_before_flush: release the chain lock before the WAL flush
             (:mod:`.durability`; opt-in: current-state reads may then see a
             write during its flush); ``False`` (default) holds it through the flush.
+        combine: send this process's prepared writes through the write combiner
+            (:mod:`.combiner`: a leader process on this host applies the writes of
+            several in one call); opt-in, ``False`` by default. ``True``, or a dict of
+            :class:`.combiner.Combiner`'s options (``leaders``, ``connections``,
+            ``wait_s``, ``max_writes``).
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class PostgresStorage(SqlStorage):
         application_name: str = "engramdb",
         text_candidates: int = 1000,
         release_before_flush: bool = False,
+        combine: bool | Mapping[str, Any] = False,
     ) -> None:
         if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
             raise InvalidInput("a PostgreSQL URL must start with postgresql://")
@@ -184,6 +191,9 @@ class PostgresStorage(SqlStorage):
         self.config_epoch: int | None = None  # chain_head.config_tx as last seen
         self.last_recorded_at = 0  # the latest recorded_at this process wrote or was told of
         self.known_namespaces = KnownNamespaces()  # what snapshots list (.snapshot)
+        self.combiner: Combiner | None = None
+        if combine:
+            self.combiner = Combiner(self, **(combine if isinstance(combine, Mapping) else {}))
         watch(self)
 
     # -- connections -------------------------------------------------------------
@@ -197,6 +207,8 @@ class PostgresStorage(SqlStorage):
         self.known_namespaces = KnownNamespaces()
         self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
                                    ef_construction=self._hnsw[1])
+        if self.combiner is not None:
+            self.combiner.forget()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET lock_timeout = {self._lock_timeout_ms}")
@@ -379,6 +391,8 @@ class PostgresStorage(SqlStorage):
             self._indexer.kick()
 
     def close(self) -> None:
+        if self.combiner is not None:
+            self.combiner.close()
         self._closed = True
         self._indexer.close()
         if self._listener is not None:

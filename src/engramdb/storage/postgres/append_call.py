@@ -19,6 +19,7 @@ the statement gone (SQLSTATE 26000, nothing ran) prepares it and runs again.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from psycopg import errors as pg_errors
 from psycopg.generators import execute
 from psycopg.pq import ExecStatus
 
-__all__ = ["call_append"]
+__all__ = ["call_append", "run_prepared"]
 
 _NAME = b"engramdb_append_0032"
 # The procedure of migration 0032 (its body replaced by 0036, same signature, so the
@@ -37,9 +38,10 @@ _SQL = (b"CALL engram_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 
 _INT8, _INT4, _TEXT, _TEXTS, _BYTEAS, _INT8S = 20, 23, 25, 1009, 1001, 1016
 
 
-def _types(vector_oid: int) -> list[int]:
-    return [_INT8, _INT8, _TEXT, _TEXT, *[_TEXTS] * 9, _TEXT, _BYTEAS, _TEXTS, _TEXTS, _INT8S,
-            vector_oid, _INT4, _TEXT, _TEXT]
+@functools.lru_cache(maxsize=8)  # one list per vector type, not one per call
+def _types(vector_oid: int) -> tuple[int, ...]:
+    return (_INT8, _INT8, _TEXT, _TEXT, *[_TEXTS] * 9, _TEXT, _BYTEAS, _TEXTS, _TEXTS, _INT8S,
+            vector_oid, _INT4, _TEXT, _TEXT)
 
 
 # The numbers and single texts travel as text; the arrays ($5-$13, $15-$18) in
@@ -57,14 +59,8 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
         param = params[i]  # the texts inside the binary arrays)
         if param is not None and b"\x00" in param:
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-    with conn.lock:
-        result = _run(conn, params)
-        status = result.status
-        if status == _FATAL and _missing(result):
-            _prepare(conn, vector_oid)
-            result = _run(conn, params)
-            status = result.status
-    if status != _TUPLES_OK:
+    result = run_prepared(conn, _NAME, _SQL, _types(vector_oid), params, _FORMATS)
+    if result.status != _TUPLES_OK:
         raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
     value = result.get_value  # five results, never NULL (o_seq .. o_config_tx)
     return (value(0, 0) or b"", value(0, 1) or b"", value(0, 2) or b"", value(0, 3) or b"",
@@ -74,24 +70,41 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
 _FATAL, _TUPLES_OK = ExecStatus.FATAL_ERROR, ExecStatus.TUPLES_OK
 
 
-def _missing(result: Any) -> bool:
+def run_prepared(conn: psycopg.Connection[Any], name: bytes, sql: bytes, types: Sequence[int],
+                 params: Sequence[bytes | None], formats: Sequence[int],
+                 result_format: int = 0) -> Any:
+    """Run statement ``name`` (``sql``, parameters of ``types``) with ``params``; prepare
+    it first on this connection if it is not (the server refused it at Bind: nothing
+    ran). The libpq result, whatever its status."""
+    with conn.lock:
+        result = _run(conn, name, params, formats, result_format)
+        if result.status == _FATAL and _missing(result, name):
+            _prepare(conn, name, sql, types)
+            result = _run(conn, name, params, formats, result_format)
+    return result
+
+
+def _missing(result: Any, name: bytes) -> bool:
     """Whether the call (which failed) failed because its statement is not prepared on
     this connection (the server refused it at Bind: nothing ran), not for an error
     inside the procedure."""
     return bool(result.error_field(pg_errors.DiagnosticField.SQLSTATE) == _MISSING
-                and _NAME in (result.error_field(pg_errors.DiagnosticField.MESSAGE_PRIMARY)
-                              or b""))
+                and name in (result.error_field(pg_errors.DiagnosticField.MESSAGE_PRIMARY)
+                             or b""))
 
 
-def _run(conn: psycopg.Connection[Any], params: Sequence[bytes | None]) -> Any:
+def _run(conn: psycopg.Connection[Any], name: bytes, params: Sequence[bytes | None],
+         formats: Sequence[int], result_format: int) -> Any:
     pgconn = conn.pgconn
-    pgconn.send_query_prepared(_NAME, params, param_formats=_FORMATS)
+    pgconn.send_query_prepared(name, params, param_formats=formats,
+                               result_format=result_format)
     return conn.wait(execute(pgconn))[-1]
 
 
-def _prepare(conn: psycopg.Connection[Any], vector_oid: int) -> None:
+def _prepare(conn: psycopg.Connection[Any], name: bytes, sql: bytes,
+             types: Sequence[int]) -> None:
     pgconn = conn.pgconn
-    pgconn.send_prepare(_NAME, _SQL, param_types=_types(vector_oid))
+    pgconn.send_prepare(name, sql, param_types=types)
     result = conn.wait(execute(pgconn))[-1]
     if result.status != ExecStatus.COMMAND_OK:
         raise pg_errors.error_from_result(result, encoding=conn.info.encoding)

@@ -60,8 +60,10 @@ from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import Event
 from engramdb.storage.base import Effect, Head, Insert, RawEvent, Row, Unprepared, WriteTx
 from engramdb.storage.postgres.append_call import call_append
+from engramdb.storage.postgres.combiner import Refused
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.listener import CHANNEL
+from engramdb.storage.postgres.pgarray import binary_array as _array
 from engramdb.storage.schema import CONFIG_TABLES, TABLES
 from engramdb.storage.sql import decode_row, encode_row
 from engramdb.storage.sql_where import select_rows
@@ -133,24 +135,6 @@ def _hole(taken: set[int], entropy: _Entropy, low: int = 3 * 10**17,
 
 # Element types of the binary arrays sent (pg_type OIDs: text, bytea, int8).
 _TEXT, _BYTEA, _INT8 = 25, 17, 20
-_ARRAY_HEAD = struct.Struct(">iiIii")  # ndim, has nulls, element type, length, lower bound
-_LENGTH = struct.Struct(">i")
-_NULL = _LENGTH.pack(-1)
-
-
-def _array(oid: int, items: Sequence[bytes | None]) -> bytes:
-    """A one-dimensional array of ``items`` (each already in the element type's binary
-    form; None is NULL) in PostgreSQL's binary array format (``array_recv``)."""
-    if not items:
-        return struct.pack(">iiI", 0, 0, oid)
-    if len(items) == 1 and items[0] is not None:  # a single write's arrays
-        return _ARRAY_HEAD.pack(1, 0, oid, 1, 1) + _LENGTH.pack(len(items[0])) + items[0]
-    parts = [_ARRAY_HEAD.pack(1, int(any(i is None for i in items)), oid, len(items), 1)]
-    for item in items:
-        parts.append(_NULL if item is None else _LENGTH.pack(len(item)) + item)
-    return b"".join(parts)
-
-
 def _utf8(text: str) -> bytes:
     if "\x00" in text:
         raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
@@ -450,13 +434,21 @@ def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
         # pool's getconn/putconn, not its connection(): that one also enters the
         # connection's own context, whose exit "commits" (nothing, in autocommit)
         # through the connection's lock on every call.
-        pool = store._get_pool()
-        conn = pool.getconn()
-        try:
-            seq, digest, tx, recorded_at, config_tx = call_append(conn, args,
-                                                                  store._vector_oid or 0)
-        finally:
-            pool.putconn(conn)
+        if store.combiner is not None:
+            seq, digest, tx, recorded_at, config_tx = store.combiner.submit(args)
+        else:
+            pool = store._get_pool()
+            conn = pool.getconn()
+            try:
+                seq, digest, tx, recorded_at, config_tx = call_append(conn, args,
+                                                                      store._vector_oid or 0)
+            finally:
+                pool.putconn(conn)
+    except Refused as exc:  # by the combined procedure, this write alone: nothing applied
+        if exc.state == "EG001" and exc.detail:
+            store.config_epoch = int(exc.detail)
+            raise Unprepared("the configuration changed", again=True) from exc
+        raise translate(exc.as_driver_error()) from exc
     except psycopg.Error as exc:
         detail = getattr(getattr(exc, "diag", None), "message_detail", None)
         if exc.sqlstate == "EG001" and detail:
