@@ -45,7 +45,8 @@ WHY = {"when": "states_time", "dates": "date"}
 K = 25
 
 
-def _snapshots(folder: Path, work: Path, convs: list[Any], vectors: Any) -> None:
+def build_snapshots(work: Path, convs: list[Any], vectors: Any) -> None:
+    """``work/<i>.db`` holding conversations 0..i, each built once (as the bench asks them)."""
     if (work / f"{len(convs) - 1}.db").exists():
         return
     work.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def capture(folder: Path, cache: Path | None, work: Path) -> list[dict[str, Any]
     """Every question's final candidates (memory id, cue values) and its evidence."""
     convs = load_locomo(folder)
     vectors = _EmbeddingCache(default_embedder(), cache)
-    _snapshots(folder, work, convs, vectors)
+    build_snapshots(work, convs, vectors)
     tuning = {c.sample_id for c in convs[:(len(convs) + 1) // 2]}
     original = recall_module.rank_hybrid
     seen: dict[str, Any] = {}

@@ -23,6 +23,7 @@ import argparse
 import json
 import shutil
 import sqlite3
+import sys
 import time
 from collections import defaultdict
 from contextlib import closing
@@ -34,6 +35,9 @@ import engramdb
 from engramdb.engine import recall as recall_module
 from engramdb.evaluation.locomo import _EmbeddingCache, load_locomo
 from engramdb.retrieval.embed import default_embedder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.locomo_cues import build_snapshots  # the same databases
 
 K = 25
 
@@ -47,25 +51,6 @@ def _value(text: str) -> Any:
     return text == "True" if text in ("True", "False") else text
 
 
-def _build(work: Path, convs: list[Any], vectors: Any) -> None:
-    if (work / f"{len(convs) - 1}.db").exists():
-        return
-    work.mkdir(parents=True, exist_ok=True)
-    building = work / "building.db"
-    for i, conv in enumerate(convs):
-        db = engramdb.open(building, embedder=vectors, synchronous="NORMAL")
-        turn_vectors = vectors.embed([t["text"] for t in conv.turns])
-        db.remember_many([
-            {"text": t["text"], "namespace": f"locomo/{conv.sample_id.lower()}",
-             "layer": "episodic", "valid_from": t["valid_from"], "session": t["session"],
-             "metadata": {"dia_id": t["dia_id"]}, "embedding": v}
-            for t, v in zip(conv.turns, turn_vectors, strict=True)])
-        db.close()
-        shutil.copy(building, work / f"{i}.db")
-    for p in work.glob("building.db*"):
-        p.unlink()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="../shared/data/locomo-dev")
@@ -77,7 +62,7 @@ def main() -> None:
     convs = load_locomo(Path(a.data))
     vectors = _EmbeddingCache(default_embedder(), a.cache and Path(a.cache))
     work = Path(a.work)
-    _build(work, convs, vectors)
+    build_snapshots(work, convs, vectors)
     config = {k: _value(v) for k, v in (s.split("=", 1) for s in a.cfg)}
     tuning = {c.sample_id for c in convs[:(len(convs) + 1) // 2]}
 
