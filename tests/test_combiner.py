@@ -35,7 +35,7 @@ import pytest
 import engramdb
 from engramdb import VersionConflict
 from engramdb.storage.base import Insert
-from tests.support.procs import gather
+from tests.support.procs import assert_log_whole, gather
 
 DIM = 384
 
@@ -209,15 +209,7 @@ def test_writers_through_the_combiner_lose_and_duplicate_nothing(pg_url: str) ->
     assert sum(r["counts"]["leader"] for r in out) > 0  # some went through a leader
     with engramdb.open(pg_url, embedder=_embedder()) as db:
         events = db.storage.events(start.seq, limit=100_000)
-        remembered = [e.subject_ref for e in events if e.kind == "memory.remembered"]
-        assert sorted(remembered) == sorted(i for i, _ in acked)  # each once, none lost
-        assert [e.seq for e in events] == list(range(start.seq + 1, start.seq + 1 + len(events)))
-        txs = [e.tx for e in events]
-        assert txs == sorted(txs) and set(txs) == set(range(start.tx + 1, txs[-1] + 1))
-        by_id = dict(acked)
-        for e in events:
-            if e.kind == "memory.remembered":
-                assert by_id[e.subject_ref] == e.tx  # what remember returned is the log's
+        assert_log_whole(events, acked, start)
         # Compare-and-swap answered per write: each update either applied or conflicted.
         updates = [e for e in events if e.kind == "memory.updated"]
         attempts = writers * len([k for k in range(writes) if k % 7 == 3])

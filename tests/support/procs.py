@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["gather"]
+__all__ = ["assert_log_whole", "gather"]
 
 
 def gather(procs: Sequence[Any], results: Any, *, timeout: float) -> list[Any]:
@@ -31,3 +31,19 @@ def gather(procs: Sequence[Any], results: Any, *, timeout: float) -> list[Any]:
             if p.is_alive():
                 p.kill()
     return reports
+
+
+def assert_log_whole(events: Sequence[Any], acked: Sequence[tuple[str, int]],
+                     start: Any) -> None:
+    """Concurrent writers' log after ``start`` (the head before them): every acknowledged
+    memory remembered once and none unacknowledged, seq and tx without gaps, and each
+    write's returned tx the log's."""
+    remembered = [e.subject_ref for e in events if e.kind == "memory.remembered"]
+    assert sorted(remembered) == sorted(i for i, _ in acked)  # each once, none lost
+    assert [e.seq for e in events] == list(range(start.seq + 1, start.seq + 1 + len(events)))
+    txs = [e.tx for e in events]
+    assert txs == sorted(txs) and set(txs) == set(range(start.tx + 1, txs[-1] + 1))
+    by_id = dict(acked)
+    for e in events:
+        if e.kind == "memory.remembered":
+            assert by_id[e.subject_ref] == e.tx  # what remember returned is the log's
