@@ -34,6 +34,7 @@ import pytest
 
 import engramdb
 from engramdb import VersionConflict
+from engramdb.errors import InvalidInput
 from engramdb.storage.base import Insert
 from tests.support.procs import assert_log_whole, gather
 
@@ -134,6 +135,24 @@ def test_k_writes_in_one_call_are_each_their_own_transaction(pg_url: str) -> Non
 def head_config(store: Any) -> int:
     with store._get_pool().connection() as conn:
         return int(conn.execute("SELECT config_tx FROM chain_head WHERE id = 1").fetchone()[0])
+
+
+@pytest.mark.parametrize("combine, says", [
+    ({"leader": 2}, "unknown combine options ['leader']"),
+    ({"wait_s": 0}, "wait_s must be a positive number of seconds"),
+    ({"leaders": 1.5}, "leaders must be a positive whole number"),
+    ({"max_writes": "16"}, "max_writes must be a positive whole number"),
+    ("yes", "combine takes True or a dict"),
+])
+def test_bad_combiner_options_are_refused_before_anything_is_written(
+        pg_url: str, combine: Any, says: str) -> None:
+    with engramdb.open(pg_url, embedder=_embedder()) as db:
+        before = db.storage.head()
+    with pytest.raises(InvalidInput) as caught:
+        engramdb.open(pg_url, embedder=_embedder(), combine=combine)
+    assert says in str(caught.value)
+    with engramdb.open(pg_url, embedder=_embedder()) as db:
+        assert db.storage.head() == before
 
 
 def test_the_socket_directory_is_private(tmp_path: Path, monkeypatch: Any) -> None:

@@ -76,7 +76,7 @@ from engramdb.storage.postgres._conn import (
 from engramdb.storage.postgres._fork import keep_unused, watch
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
 from engramdb.storage.postgres.bulk import insert_many, upsert_vectors
-from engramdb.storage.postgres.combiner import Combiner
+from engramdb.storage.postgres.combiner import Combiner, combine_options
 from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import TermStats
@@ -193,7 +193,7 @@ class PostgresStorage(SqlStorage):
         self.known_namespaces = KnownNamespaces()  # what snapshots list (.snapshot)
         self.combiner: Combiner | None = None
         if combine:
-            self.combiner = Combiner(self, **(combine if isinstance(combine, Mapping) else {}))
+            self.combiner = Combiner(self, **combine_options(combine))
         watch(self)
 
     # -- connections -------------------------------------------------------------

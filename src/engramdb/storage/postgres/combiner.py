@@ -52,7 +52,7 @@ import struct
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
+from engramdb.errors import InvalidInput
 from engramdb.storage.postgres.append_call import call_append
 from engramdb.storage.postgres.append_many import MAX_DIMS, Answer, call_many, dims, new_token
 from engramdb.storage.postgres.pgarray import length_prefixed
@@ -67,12 +68,42 @@ from engramdb.storage.postgres.pgarray import length_prefixed
 if TYPE_CHECKING:
     from engramdb.storage.postgres import PostgresStorage
 
-__all__ = ["Combiner", "Refused", "private_dir"]
+__all__ = ["Combiner", "Refused", "combine_options", "private_dir"]
 
 _LEN = struct.Struct(">i")
 _FRAME = struct.Struct(">I")
 _TOKEN_SIZE = 49  # 16 digits, '-', 32 hex
 _RETRY = b"retry"  # a leader's answer when its call failed as a whole: send it yourself
+
+
+_OPTIONS = {"leaders": int, "connections": int, "wait_s": float, "max_writes": int}
+
+
+def combine_options(combine: object) -> dict[str, Any]:
+    """``combine=``'s value as :class:`Combiner`'s keyword arguments (True: the defaults).
+
+    Raises:
+        InvalidInput: an option the combiner does not take, or not a positive number.
+    """
+    if combine is True:
+        return {}
+    if not isinstance(combine, Mapping):
+        raise InvalidInput("combine takes True or a dict of leaders, connections, wait_s "
+                           "and max_writes")
+    unknown = sorted(set(map(str, combine)) - set(_OPTIONS))
+    if unknown:
+        raise InvalidInput(f"unknown combine options {unknown}; it takes "
+                           f"{', '.join(_OPTIONS)}")
+    out: dict[str, Any] = {}
+    for name, value in combine.items():
+        kind = _OPTIONS[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 \
+                or (kind is int and value != int(value)):
+            raise InvalidInput(f"combine option {name} must be a positive "
+                               f"{'whole number' if kind is int else 'number of seconds'}, "
+                               f"not {value!r}")
+        out[name] = kind(value)
+    return out
 
 
 class Refused(Exception):
