@@ -415,6 +415,24 @@ def test_serve_answers_http_or_names_the_extra(tmp_path):
         proc.wait(timeout=20)
 
 
+@pytest.mark.parametrize("door", [["serve", "--port", "0"], ["mcp", "--api-key", "ek_x_y"]])
+def test_combine_on_a_sqlite_database_exits_2_and_writes_nothing(tmp_path, door):
+    """``--combine`` is PostgreSQL's write combiner: on SQLite the door refuses it before it
+    opens anything (the serve database is not created, the mcp one not touched)."""
+    if door[0] == "mcp":
+        run_init = CliRunner(env=WIDE).invoke(cli, ["--db", str(tmp_path / "c.db"), "init"])
+        assert run_init.exit_code == 0, run_init.output
+    before = (tmp_path / "c.db").read_bytes() if door[0] == "mcp" else None
+    result = shell("--db", str(tmp_path / "c.db"), *door, "--combine", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "[invalid_input]" in result.stderr and "PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
+    if before is None:
+        assert not (tmp_path / "c.db").exists()
+    else:
+        assert (tmp_path / "c.db").read_bytes() == before
+
+
 # --------------------------------------------------------------------------- demo, bench, docs
 
 

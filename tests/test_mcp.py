@@ -54,9 +54,10 @@ SERVER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
               **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
 
 
-def stdio(db_path: Path, key: str, errlog: Path) -> Callable[[], Any]:
+def stdio(db_path: Path | str, key: str, errlog: Path,
+          *flags: str) -> Callable[[], Any]:
     """The transport that launches ``engram --db PATH mcp`` with ``key`` in its environment."""
-    params = StdioServerParameters(command=ENGRAM, args=["--db", str(db_path), "mcp"],
+    params = StdioServerParameters(command=ENGRAM, args=["--db", str(db_path), "mcp", *flags],
                                    env={**SERVER_ENV, "ENGRAM_API_KEY": key})
 
     def make() -> Any:
@@ -170,6 +171,29 @@ def alice(world) -> Iterator[McpSession]:
 
 
 # -- tools -------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_mcp_combine_on_postgresql_writes_through_the_combiner(pg_url, embedder, tmp_path):
+    """``engram mcp --combine``: an agent's MCP server on PostgreSQL sends its writes through
+    the write combiner (each carries a token, kept in ``append_tokens``)."""
+    import psycopg
+
+    with engramdb.open(pg_url, embedder=embedder) as db:
+        key = db.admin.create_agent("carol")
+        db.admin.grant("carol", "team/**", ["read", "write"])
+    session = McpSession(stdio(pg_url, key, tmp_path / "carol.log", "--combine"))
+    try:
+        ids = [session.ok("remember", text=f"combined note {k}", namespace="team/notes",
+                          layer="episodic")["id"] for k in range(3)]
+    finally:
+        session.close()
+    with psycopg.connect(pg_url) as conn:
+        tokens = conn.execute("SELECT count(*) FROM append_tokens").fetchone()[0]
+    assert tokens == 3
+    with engramdb.open(pg_url, embedder=embedder) as db:
+        assert [db.get(i).text for i in ids] == [f"combined note {k}" for k in range(3)]
+        assert db.verify().ok
 
 
 def test_my_grants_lists_alices_grants_and_nobody_elses(alice, world):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -51,4 +52,41 @@ def test_workers_need_an_embedder_spec_not_an_object(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidInput, match="spec string"):
         serve(str(tmp_path / "never.db"), port=1, workers=2, embedder=LocalEmbedder())
+    assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.postgres
+def test_serve_combine_sends_the_workers_writes_through_one_leader(pg_url: str) -> None:
+    """``engram serve --combine --workers 2`` on PostgreSQL: concurrent HTTP writes are
+    applied through the write combiner (their tokens are in ``append_tokens``), each
+    exactly once, and the log still verifies."""
+    import psycopg
+
+    with engramdb.open(pg_url, embedder=None) as db:
+        key = db.admin.create_key("admin")
+    server = ServerProcess(pg_url, workers=2, combine=True).wait()
+    try:
+        def write(n: int) -> list[str]:
+            with engramdb.connect(server.url, key) as client:
+                return [client.remember(f"writer {n} note {k}", namespace=f"w/{n}",
+                                        layer="episodic").id for k in range(15)]
+
+        with ThreadPoolExecutor(8) as pool:
+            acked = [i for ids in pool.map(write, range(8)) for i in ids]
+    finally:
+        server.stop()
+    assert len(set(acked)) == 8 * 15
+    with psycopg.connect(pg_url) as conn:
+        combined = conn.execute("SELECT count(*) FROM append_tokens").fetchone()[0]
+    assert combined > 0  # some writes went through a leader's combined call
+    with engramdb.open(pg_url, embedder=None) as db:
+        remembered = [e for e in db.storage.events(0, limit=10_000)
+                   if e.kind == "memory.remembered"]
+        assert sorted(str(e.subject_ref) for e in remembered) == sorted(acked)
+        assert db.verify().ok
+
+
+def test_combine_is_refused_for_sqlite_before_anything_is_created(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"combine .*PostgreSQL"):
+        serve(str(tmp_path / "never.db"), port=0, combine=True)
     assert not (tmp_path / "never.db").exists()

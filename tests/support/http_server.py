@@ -107,7 +107,7 @@ import sys
 from engramdb.server import ServerSettings, serve
 serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), embedder=None, admin_key="none",
       settings=ServerSettings(rate_limit_per_s=None), log_level="warning",
-      announce=lambda line: None, workers=int(sys.argv[3]))
+      announce=lambda line: None, workers=int(sys.argv[3]), combine=sys.argv[4] == "1")
 """
 
 
@@ -117,15 +117,16 @@ class ServerProcess:
     Args:
         target: The database path or ``postgresql://`` URL to serve.
         workers: uvicorn worker processes (``serve(workers=...)``).
+        combine: ``serve(combine=True)``: PostgreSQL writes through the write combiner.
     """
 
-    def __init__(self, target: str, workers: int = 1) -> None:
+    def __init__(self, target: str, workers: int = 1, combine: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = int(s.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-c", _SERVE, target, str(self.port),
-                                      str(workers)],
+                                      str(workers), "1" if combine else "0"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 

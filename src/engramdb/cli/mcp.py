@@ -31,8 +31,13 @@ MCP_EXTRA = "engramdb[mcp]"
                    "at http://HOST:PORT/mcp (requests need 'Authorization: Bearer KEY').")
 @click.option("--host", default="127.0.0.1", show_default=True, help="HTTP interface.")
 @click.option("--port", type=int, default=8421, show_default=True, help="HTTP port.")
+@click.option("--combine", is_flag=True, default=False,
+              help="PostgreSQL: send single writes through the write combiner, so the MCP "
+                   "servers of agents on this host share one call per batch of writes; see "
+                   "docs/scaling.md.")
 @pass_env
-def command(env: Env, api_key: str | None, transport: str, host: str, port: int) -> None:
+def command(env: Env, api_key: str | None, transport: str, host: str, port: int,
+            combine: bool) -> None:
     """Serve the database at --db to agents over MCP, as the principal of --api-key.
 
     Over --transport http without --api-key, one server serves a whole crew: each
@@ -46,4 +51,5 @@ def command(env: Env, api_key: str | None, transport: str, host: str, port: int)
     except ModuleNotFoundError as exc:
         raise MissingExtra(f"engram mcp needs the MCP SDK ({exc.name} is not installed); "
                            f"pip install '{MCP_EXTRA}'", extra=MCP_EXTRA) from exc
-    door.run(env.target, api_key, transport=transport, host=host, port=port)
+    door.run(env.target, api_key, transport=transport, host=host, port=port,
+             combine=combine)

@@ -34,9 +34,14 @@ SERVER_EXTRA = "engramdb[server]"
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes on the one port (use the cores; limits apply per "
                    "worker).")
+@click.option("--combine", is_flag=True, default=False,
+              help="PostgreSQL: send single writes through the write combiner, so the "
+                   "workers (and other processes on this host opened with it) share one "
+                   "call per batch of writes; see docs/scaling.md.")
 @pass_env
 def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | None,
-          maintain_every: float, metrics: str, docs: str, workers: int) -> None:
+          maintain_every: float, metrics: str, docs: str, workers: int,
+          combine: bool) -> None:
     """Serve the database at --db over HTTP (needs engramdb[server]).
 
     Creates the database if it does not exist. The admin key is issued on the
@@ -63,7 +68,7 @@ def serve(env: Env, host: str, port: int, admin_key: str, admin_key_file: str | 
                                      docs=docs)
     run(env.target, host=host, port=port, settings=settings, admin_key=admin_key,
         admin_key_file=admin_key_file, announce_key=lambda key: _announce_key(env, key),
-        workers=workers)
+        workers=workers, combine=combine)
 
 
 def _announce_key(env: Env, key: str) -> None:

@@ -464,6 +464,10 @@ def _open_storage(target: str | Path, synchronous: str,
         storage = PostgresStorage(target_s, **storage_options)
     else:
         unknown = set(storage_options) - {"busy_timeout_s"}
+        if "combine" in unknown:
+            raise InvalidInput("combine (the write combiner) is for PostgreSQL; a SQLite "
+                               "database commits one write at a time through its own lock: "
+                               "drop combine / --combine", field="combine")
         if unknown:
             raise InvalidInput(f"unknown options for SQLite: {sorted(unknown)}; it takes "
                                "busy_timeout_s (how long a write waits for the lock)")

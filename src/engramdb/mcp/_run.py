@@ -47,6 +47,7 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8421,
     embedder: Any = "default",
+    combine: bool = False,
 ) -> None:
     """Serve EngramDB over MCP as the principal ``api_key`` belongs to, until stopped.
 
@@ -62,10 +63,13 @@ def run(
         port: TCP port (``http`` only).
         embedder: as in :func:`engramdb.open`; the default uses the
             database's recorded embedder.
+        combine: PostgreSQL only: send single writes through the write combiner
+            (``engramdb.open(url, combine=True)``), so the MCP servers of a crew's
+            agents on one host share one call per batch of writes.
 
     Raises:
         Unauthenticated: no key, or a key that does not authenticate.
-        InvalidInput: unknown transport.
+        InvalidInput: unknown transport, or ``combine`` with a SQLite database.
         NotFound: there is no database at ``db_target`` (it is never created here).
         EngramError: the database cannot be opened.
     """
@@ -82,8 +86,9 @@ def run(
             "NAME`); over --transport http, a server without a key serves every principal"
         )
     # stdout is the protocol channel under stdio: keep library chatter (model loading) off it.
+    options: dict[str, Any] = {"combine": True} if combine else {}  # none: SQLite opens
     with contextlib.redirect_stdout(sys.stderr):
-        db = open_database(db_target, embedder=embedder, create=False)
+        db = open_database(db_target, embedder=embedder, create=False, **options)
     try:
         if not api_key:
             _serve_http_shared(db, host, port)

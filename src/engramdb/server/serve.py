@@ -82,6 +82,7 @@ def serve(
     announce: Callable[[str], None] = print,
     announce_key: Callable[[str], None] | None = None,
     workers: int = 1,
+    combine: bool = False,
 ) -> None:
     """Serve a database over HTTP until interrupted (what ``engram serve`` runs).
 
@@ -98,12 +99,17 @@ def serve(
         announce_key: Where an issued admin key is shown, if not ``announce``.
         workers: server processes (see the module docstring); more than one
             needs ``embedder`` as a spec string (``"default"`` included).
+        combine: PostgreSQL only: send the workers' single writes through the
+            write combiner (``engramdb.open(url, combine=True)``), so the
+            workers, and any other process on this host opened the same way,
+            share one call per batch of writes (``docs/scaling.md``).
 
     Raises:
         MissingExtra: uvicorn is not installed (``pip install 'engramdb[server]'``).
         ConfigurationError: the port is in use or the address cannot be bound.
         InvalidInput: ``admin_key_file`` exists already, ``workers`` is not a
-            positive integer, or ``workers > 1`` with an embedder object.
+            positive integer, ``workers > 1`` with an embedder object, or
+            ``combine`` with a SQLite database.
     """
     import uvicorn
 
@@ -114,7 +120,7 @@ def serve(
                            "process opens the database again); pass e.g. 'local'",
                            field="embedder")
     check_bindable(host, port)
-    db = open_database(target, embedder=embedder)
+    db = open_database(target, embedder=embedder, **combine_option(combine))
     try:
         with private_file(admin_key_file, what="admin key file") as fh:
             key = ensure_admin_key(db, admin_key)
@@ -139,7 +145,7 @@ def serve(
                             log_level=log_level, timeout_graceful_shutdown=5)
             else:
                 os.environ[WORKER_ENV] = json.dumps({
-                    "target": str(target), "embedder": embedder,
+                    "target": str(target), "embedder": embedder, "combine": combine,
                     "settings": dataclasses.asdict(settings or ServerSettings())})
                 uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers,
                             host=host, port=port, log_level=log_level,
@@ -165,8 +171,15 @@ def worker_app() -> Any:
     flushed at exit.
     """
     spec = json.loads(os.environ[WORKER_ENV])
-    db = open_database(spec["target"], embedder=spec["embedder"])
+    db = open_database(spec["target"], embedder=spec["embedder"],
+                       **combine_option(spec.get("combine", False)))
     return create_app(db, settings=ServerSettings(**spec["settings"]))
+
+
+def combine_option(combine: bool) -> dict[str, Any]:
+    """``open_database``'s keyword for a door's ``--combine`` flag (none when off, so a
+    SQLite database opens as before)."""
+    return {"combine": True} if combine else {}
 
 
 def check_bindable(host: str, port: int) -> None:
