@@ -45,6 +45,8 @@ while no snapshot is usable yet and right after a bulk load go to FTS5 as before
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
 import sqlite3
@@ -607,6 +609,7 @@ class LexicalSearch:
             return None
         if built:
             self.builds += 1
+            _release_freed()
         return base
 
     def _publish(self, conn: sqlite3.Connection, *, wait: bool) -> tuple[LexBase | None, bool]:
@@ -635,6 +638,13 @@ class LexicalSearch:
         since, params = changed_since(base.tx)
         return bool(conn.execute(f"SELECT COUNT(*) FROM memories WHERE {since}",
                                  params).fetchone()[0] < self.rebuild_min)
+
+
+def _release_freed() -> None:
+    """Hand the memory a build freed back to the system (glibc keeps freed heap pages of
+    its many small objects otherwise: ~180 MB after a base of 1M rows). No-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _usable(conn: sqlite3.Connection, base: LexBase, head_tx: int, erased_tx: int
