@@ -69,6 +69,7 @@ from engramdb.storage.sqlite.lexsnap import (
     directory_of,
     lock,
     open_current,
+    pointer_path,
     pointer_stamp,
     remove_snapshot,
 )
@@ -457,6 +458,7 @@ class LexicalSearch:
                  db_path: str | None = None) -> None:
         self._connect = connect
         self._dir = directory_of(db_path)
+        self._pointer = None if self._dir is None else pointer_path(self._dir)
         self._lock = threading.Lock()
         self._index: LexicalIndex | None = None
         self._erased_tx = -1
@@ -551,8 +553,8 @@ class LexicalSearch:
 
     def _look(self, conn: sqlite3.Connection, head_tx: int, erased_tx: int) -> None:
         """Adopt a newly published or built snapshot if this read may use it (held lock)."""
-        if self._dir is not None:
-            stamp = pointer_stamp(self._dir)
+        if self._dir is not None and self._pointer is not None:
+            stamp = pointer_stamp(self._pointer)
             if stamp != self._stamp:
                 self._stamp = stamp
                 published = open_current(self._dir) if stamp is not None else None

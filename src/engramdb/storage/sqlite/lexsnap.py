@@ -43,8 +43,9 @@ import numpy as np
 from engramdb.private_file import private_file
 from engramdb.storage.sqlite.snapshot import build_lock, index_dir
 
-__all__ = ["CODED", "FORMAT", "LOCK", "NONE", "TIMES", "LexBase", "build_base", "open_current",
-           "read_base", "remove_snapshot"]
+__all__ = ["CODED", "FORMAT", "LOCK", "NONE", "TIMES", "LexBase", "build_base", "directory_of",
+           "lock", "open_current", "pointer_path", "pointer_stamp", "read_base",
+           "remove_snapshot"]
 
 FORMAT = 1
 NONE = np.iinfo(np.int64).max
@@ -85,11 +86,23 @@ class LexBase:
         with (path / "terms.bin").open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             self._blob: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        # stems asked before (queries repeat words): a few microseconds each otherwise
+        self._ids: dict[str, int | None] = {}
         if size != self._off[self.n_terms]:
             raise ValueError("the lexical snapshot's stems do not match their offsets")
 
     def term_id(self, term: str) -> int | None:
         """The stem's id (its rank in bytewise order), or None if no row holds it."""
+        try:
+            return self._ids[term]
+        except KeyError:
+            pass
+        if len(self._ids) >= 100_000:
+            self._ids = {}
+        found = self._ids[term] = self._search(term)
+        return found
+
+    def _search(self, term: str) -> int | None:
         key = term.encode("utf-8", "surrogatepass")
         off, blob = self._off, self._blob
         lo, hi = 0, self.n_terms
@@ -129,10 +142,16 @@ def open_current(directory: Path) -> LexBase | None:
     return None
 
 
-def pointer_stamp(directory: Path) -> tuple[int, int] | None:
-    """(inode, mtime) of ``lex-current``: changes when a snapshot is published."""
+def pointer_path(directory: Path) -> str:
+    return str(directory / POINTER)
+
+
+def pointer_stamp(pointer: str) -> tuple[int, int] | None:
+    """(inode, mtime) of ``lex-current`` (at ``pointer``, a string: asked before every
+    search, a Path's ``/`` and ``stat`` cost ten times more): changes when a snapshot is
+    published."""
     try:
-        st = (directory / POINTER).stat()
+        st = os.stat(pointer)  # noqa: PTH116 - a string, not a Path (see above)
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns
