@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 import engramdb
 from engramdb.model import RecallFilter
+from tests.support.lexical import OFF, search
 
 WORDS = ("river rivers running runs run stone ledger max_len use_ssl café naïve a0 "
          "x2 harbor copper lantern meadow the of signal orchard").split()
 NAMESPACES = ("team/a", "team/b", "team/c")
-OFF = 10**12
 
 
 def _open(path):
@@ -33,13 +33,7 @@ def _open(path):
     return db
 
 
-def _search(db, query, flt, limit, *, index: bool):
-    lexical = db.storage._lexical
-    lexical.min_rows = 0 if index else OFF
-    try:
-        return [(r["id"], r["version"], s) for r, s in db.storage.search_text(query, flt, limit)]
-    finally:
-        lexical.min_rows = 0
+_search = search
 
 
 def _filters(db, old_tx):

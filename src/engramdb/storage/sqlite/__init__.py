@@ -85,7 +85,7 @@ class SQLiteStorage(SqlStorage):
         self._all_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._vindex: VectorSearch | None = None
-        self._lexical = LexicalSearch(self._plain_conn)
+        self._lexical = LexicalSearch(self._plain_conn, self.path)
         self._erased_tx = 0
         self._config_reads = ConfigReads()
         self._closed = False
@@ -175,7 +175,7 @@ class SQLiteStorage(SqlStorage):
         self._all_conns = []
         self._conns_lock = threading.Lock()
         self._vindex = None
-        self._lexical = LexicalSearch(self._plain_conn)
+        self._lexical = LexicalSearch(self._plain_conn, self.path)
         self._flush = DeferredFlush(self.path + "-wal")  # the parent's timer stays there
         self._checkpoint = BackgroundCheckpoint(self.path, self._checkpoint_conn)
         self._writeback = WalWriteback(self.path + "-wal")

@@ -143,10 +143,11 @@ def open_current(directory: Path) -> Snapshot | None:
 
 
 @contextlib.contextmanager
-def build_lock(directory: Path, *, wait: bool) -> Iterator[bool]:
-    """The machine-wide builder lock; yields whether it was taken."""
+def build_lock(directory: Path, *, wait: bool, name: str = "build.lock") -> Iterator[bool]:
+    """The machine-wide builder lock (``name``: the lexical builder has its own); yields
+    whether it was taken."""
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "build.lock").open("a+") as fh:
+    with (directory / name).open("a+") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
