@@ -43,10 +43,11 @@ __all__ = ["MAX_VECTORS", "PROBES", "Candidates", "cacheable"]
 # partition) with 200 planted near-duplicates (cosine ~0.99), 6 of 316 lists found
 # 199, 10 found all 200; the server's index probes 6 (knn.IVF_PROBES).
 PROBES = 8
-# Vectors held per process over all namespaces (int8: ~0.4 kB each at 384-d); past it
+# Vectors held per process over all namespaces (int8 codes ~0.4 kB each at 384-d, and
+# ~0.25 kB of key and position; 400,000: ~250 MB); past it
 # the least recently searched namespaces are dropped, and a namespace larger than
 # this alone is searched on the server as before.
-MAX_VECTORS = 600_000
+MAX_VECTORS = 400_000
 # A proposal is any row whose int8 similarity is within _MARGIN of the floor (the
 # int8 error is ~0.001 on unit vectors); at most _POOL (or 2x the limit) per query.
 _MARGIN = 0.02
