@@ -39,15 +39,16 @@ from engramdb.storage.postgres._conn import to_pyformat
 
 __all__ = ["MAX_VECTORS", "PROBES", "Candidates", "cacheable"]
 
-# Lists a query probes. At 100k random vectors (no structure: the worst case for any
-# partition) with 200 planted near-duplicates (cosine ~0.99), 6 of 316 lists found
-# 199, 10 found all 200; the server's index probes 6 (knn.IVF_PROBES).
-PROBES = 8
-# Vectors held per process over all namespaces (int8 codes ~0.4 kB each at 384-d, and
-# ~0.25 kB of key and position; 400,000: ~250 MB); past it
+# Lists a query probes. At 100k random unit vectors (no structure: the worst case for
+# any partition) with 200 planted near-duplicates (cosine ~0.99), 6 of 316 lists found
+# 198-199, 8 found 199, 10 and 12 all 200 (the server's index probes 6, knn.IVF_PROBES).
+PROBES = 10
+# Vectors held per process over all namespaces (int8 codes ~0.4 kB each at 384-d, plus
+# key and position: 100,000 held measured 58 MB, 150 MB at the peak of their first load
+# and training); past it
 # the least recently searched namespaces are dropped, and a namespace larger than
 # this alone is searched on the server as before.
-MAX_VECTORS = 400_000
+MAX_VECTORS = 300_000
 # A proposal is any row whose int8 similarity is within _MARGIN of the floor (the
 # int8 error is ~0.001 on unit vectors); at most _POOL (or 2x the limit) per query.
 _MARGIN = 0.02
@@ -106,7 +107,7 @@ class _Space:
         cap = len(self.scale)
         if need <= cap:
             return
-        cap = max(need, 2 * cap, 1024)
+        cap = max(need, cap + cap // 4, 1024)  # a quarter more: little slack held
         codes = np.zeros((cap, self.dimension), dtype=np.int8)
         codes[:self.n] = self.codes[:self.n]
         self.codes = codes
