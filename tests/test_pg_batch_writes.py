@@ -18,7 +18,7 @@ import pytest
 
 import engramdb
 from engramdb.model import RecallFilter
-from engramdb.storage.postgres import ann, knn
+from engramdb.storage.postgres import ann, candidates, knn
 
 from .test_candidate_scale import (
     assert_flags_like_a_small_namespace,
@@ -30,6 +30,12 @@ from .test_write_batching import BATCH
 from .test_write_batching import _pairs as _flag_pairs
 
 FILLER = 400  # unrelated memories in the large namespaces (random unit embeddings)
+
+
+def _on_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No namespace held in process (candidates.py): the server's statements answer
+    a large namespace's batch search, as they do for one too large to hold."""
+    monkeypatch.setattr(candidates, "MAX_VECTORS", 0)
 
 
 @pytest.fixture
@@ -46,6 +52,7 @@ def test_a_large_namespace_flags_what_a_small_one_flags(pgdb: Any,
     db = pgdb
     # A namespace of more than this many rows takes the graph path (plus the tail).
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
+    _on_the_server(monkeypatch)
     fill_large_namespaces(db, FILLER, seed=7)
     assert db.storage.wait_for_vector_index(timeout=120)
     remember_committed(db)  # in the graph or in the tail: found either way
@@ -68,6 +75,7 @@ def test_the_inverted_file_index_flags_what_a_small_namespace_flags(
         pgdb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     db = pgdb
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)  # past it: the index path
+    _on_the_server(monkeypatch)
     # The indexer rebuilds (and builds an inverted-file index) from 100 rows on.
     monkeypatch.setattr(ann, "REBUILD_MIN", 100)
     monkeypatch.setattr(ann, "IVF_MIN_ROWS", 100)
@@ -95,6 +103,7 @@ def _spy_on_chunk_connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Statements of one vector per chunk (so a batch's search has several chunks),
     and the connection each chunk ran on, recorded."""
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)  # past it: the server's index
+    _on_the_server(monkeypatch)
     monkeypatch.setattr(knn, "_VECTORS_PER_STATEMENT", 1)
     used: list[Any] = []
     chunks = knn._search_chunks

@@ -76,6 +76,7 @@ from engramdb.storage.postgres._conn import (
 from engramdb.storage.postgres._fork import keep_unused, watch
 from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
 from engramdb.storage.postgres.bulk import insert_many, upsert_vectors
+from engramdb.storage.postgres.candidates import Candidates
 from engramdb.storage.postgres.combiner import Combiner, combine_options
 from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
@@ -183,6 +184,7 @@ class PostgresStorage(SqlStorage):
         self._stats = TermStats()
         self._lexemes: dict[str, tuple[str, ...]] = {}  # word -> its english lexemes
         self._search_stats = knn.SearchStats()  # plans vector searches (knn.py)
+        self._candidates = Candidates()  # large namespaces' batch searches (candidates.py)
         self._indexer = AnnIndexer(url, self._connect_kwargs, m=int(hnsw_m),
                                    ef_construction=int(hnsw_ef_construction))
         self._closed = False
@@ -615,6 +617,7 @@ class PostgresStorage(SqlStorage):
     def purge(self) -> dict[str, Any]:
         """After an erasure: rewrite the tables that held the content and checkpoint
         (:func:`.purge.purge`)."""
+        self._candidates.clear()  # no erased vector stays in this process either
         return purge(self)
 
     def fetch(self, table: str, where: Mapping[str, Any], *, order_by: str | None = None,

@@ -41,6 +41,7 @@ from engramdb.storage.postgres.ann import (
     ivf_expression,
     scalar,
 )
+from engramdb.storage.postgres.candidates import Candidates, cacheable
 from engramdb.storage.postgres.errors import translate
 from engramdb.storage.postgres.snapshot import without_every_namespace
 from engramdb.storage.schema import TABLES
@@ -55,6 +56,7 @@ class PgPool(Protocol):
 
     dialect_impl: Dialect
     _search_stats: SearchStats
+    _candidates: Candidates
 
     def _read_conn(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
 
@@ -384,10 +386,13 @@ def search_vectors(
     cond, params = memory_where(flt, store.dialect_impl)
     n = int(limit)
     found: list[list[tuple[Any, ...]]] = [[] for _ in vecs]
+    answers = found  # per vector asked; ``found`` follows ``vecs`` (the ones left)
+    slots: list[int] | None = None  # which of ``answers`` each of ``found`` is, if held
     try:
         with store._read_conn() as conn:
             stats = store._search_stats
             stats.refresh(conn)  # the graph's form, for the plan
+            exact_found = None
             if len(vecs) >= _IN_PROCESS_MIN_QUERIES and not stats.surely_over(
                     flt, 2 * _IN_PROCESS_MAX_ROWS):
                 exact_found = _exact_in_process(conn, vecs, select, cond, params, n,
@@ -395,6 +400,18 @@ def search_vectors(
                 if exact_found is not None:
                     found = exact_found
                     vecs = []  # answered: skip the statements below
+            if (exact_found is None and len(vecs) >= _IN_PROCESS_MIN_QUERIES
+                    and min_similarity is not None and cacheable(flt)):
+                # A large namespace: its vectors held in this process (candidates.py),
+                # the server asked only for the proposed rows (and for queries whose
+                # proposals were cut short).
+                held = store._candidates.search(conn, vecs, flt, select, cond, params, n,
+                                                min_similarity)
+                if held is not None:
+                    answers, left = held
+                    vecs = [vecs[i] for i in left]
+                    found = [[] for _ in vecs]
+                    slots = left
             # The inverted-file index when there is one: a few lists probed per query,
             # several times cheaper than a graph walk past 20,000 vectors.
             ivf = stats.ivf
@@ -433,8 +450,13 @@ def search_vectors(
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc
+    if slots is None:
+        answers = found
+    else:
+        for i, hits in zip(slots, found, strict=True):
+            answers[i] = hits
     out = []
-    for hits in found:
+    for hits in answers:
         hits.sort(key=lambda r: (r[-1], r[0], r[1]))
         out.append([(decode_row(spec, cols, r[:-1]), -float(r[-1])) for r in hits[:n]
                     if min_similarity is None or -float(r[-1]) >= min_similarity])

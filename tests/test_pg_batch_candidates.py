@@ -1,0 +1,176 @@
+"""A large PostgreSQL namespace's batch candidates, proposed in process (issue 13).
+
+A semantic ``remember_many`` into a namespace past the exact in-process size
+takes its free-text candidates from the namespace's vectors held in this
+process as int8 codes in inverted lists (:mod:`engramdb.storage.postgres.
+candidates`), each proposal read back from the server through the search's
+filter. What a user can notice must not change: the contradictions flagged are
+those flagged in a namespace holding only the statements, and the candidates
+are the committed state at the search, whoever committed it: a retracted or
+replaced version is never one, another handle's write is seen at once, and an
+erased memory's vector is dropped from the process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import engramdb
+from engramdb.model import RecallFilter
+from engramdb.storage.postgres import candidates, knn
+
+from .test_candidate_scale import (
+    assert_flags_like_a_small_namespace,
+    fill_large_namespaces,
+    remember_committed,
+    write_batch_and_singles,
+)
+from .test_write_batching import BATCH
+
+DIM = 384
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Past 100 rows a namespace's batch is proposed in process; count the queries
+    answered there (spied on, not replaced)."""
+    monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
+    asked: list[int] = []
+    real = candidates.Candidates.search
+
+    def search(self: Any, conn: Any, vecs: Any, *args: Any) -> Any:
+        found = real(self, conn, vecs, *args)
+        if found is not None:
+            asked.append(len(vecs) - len(found[1]))
+        return found
+
+    monkeypatch.setattr(candidates.Candidates, "search", search)
+    return asked
+
+
+def _open(url: str, embedder: Any) -> Any:
+    return engramdb.open(url, embedder=embedder)
+
+
+def test_a_large_namespace_flags_what_a_small_one_flags(pg_url: str, embedder: Any,
+                                                        held: list[int]) -> None:
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        remember_committed(db)
+        write_batch_and_singles(db)
+        assert sum(held) >= len(BATCH)  # the large namespace's batch was proposed here
+        assert db.storage._candidates.held() > 400
+        assert_flags_like_a_small_namespace(db)
+    finally:
+        db.close()
+
+
+def _unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _near(v: np.ndarray, rng: np.random.Generator, noise: float = 0.3) -> np.ndarray:
+    w = v + noise * _unit(rng, 1)[0]
+    return (w / np.linalg.norm(w)).astype(np.float32)
+
+
+def _found(db: Any, queries: list[np.ndarray], ns: str = "kb/facts") -> list[set[str]]:
+    flt = RecallFilter(namespaces=(ns,), layers=("semantic",), statuses=("active",))
+    return [{r["id"] for r, _ in hits}
+            for hits in db.storage.search_vectors(queries, flt, 5, 0.5)]
+
+
+def _held_ids(db: Any) -> set[str]:
+    return {k[0] for space in db.storage._candidates._spaces.values()
+            for k, p in space.pos.items() if space.alive[p]}
+
+
+def test_candidates_are_the_committed_state_whoever_wrote_it(
+        pg_url: str, embedder: Any, held: list[int]) -> None:
+    rng = np.random.default_rng(5)
+    mine, other = _open(pg_url, embedder), _open(pg_url, embedder)  # two processes' views
+    try:
+        mine.remember_many([{"text": f"filler {i}", "namespace": "kb/facts",
+                             "layer": "semantic", "embedding": v}
+                            for i, v in enumerate(_unit(rng, 300))])
+        target, moved, later = _unit(rng, 3)
+        t = mine.remember("the vault code is 1234", namespace="kb/facts", embedding=target)
+        m = mine.remember("the meeting is in room 4", namespace="kb/facts", embedding=moved)
+        for _ in range(2):  # the first search fills the process's codes, the next reads them
+            assert [f >= {t.id} for f in _found(mine, [_near(target, rng)
+                                                        for _ in range(16)])] == [True] * 16
+        assert mine.storage._candidates.held() > 300
+        assert held == [16, 16]
+
+        other.retract(t.id, reason="changed")  # written by the other handle
+        elsewhere = _unit(rng, 1)[0]
+        other.update(m.id, text="the meeting moved", embedding=elsewhere)
+        u = other.remember("the vault code is 9999", namespace="kb/facts", embedding=later)
+        near_t = _found(mine, [_near(target, rng) for _ in range(16)])
+        assert all(t.id not in f for f in near_t)  # retracted: never a candidate
+        near_m = _found(mine, [_near(moved, rng) for _ in range(16)])
+        assert all(m.id not in f for f in near_m)  # its current version is elsewhere
+        assert all(m.id in f for f in _found(mine, [_near(elsewhere, rng)
+                                                     for _ in range(16)]))
+        assert all(u.id in f for f in _found(mine, [_near(later, rng) for _ in range(16)]))
+        assert len(held) == 6 and all(h == 16 for h in held)  # all answered in process
+
+        other.forget(id=u.id, reason="leaked")  # erased by the other handle
+        assert all(u.id not in f for f in _found(mine, [_near(later, rng)
+                                                         for _ in range(16)]))
+        assert u.id not in _held_ids(mine)  # its vector is gone from this process
+        mine.storage.purge()
+        assert mine.storage._candidates.held() == 0
+    finally:
+        mine.close()
+        other.close()
+
+
+def test_a_query_whose_proposals_were_cut_short_is_asked_of_the_server(
+        pg_url: str, embedder: Any, held: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many near rows, most of them superseded: the pool of proposals (here 10 a query)
+    holds mostly dead versions, so the server ranks that query, and the answer is the
+    current rows all the same."""
+    monkeypatch.setattr(candidates, "_POOL", 4)
+    rng = np.random.default_rng(8)
+    db = _open(pg_url, embedder)
+    try:
+        base = _unit(rng, 1)[0]
+        db.remember_many([{"text": f"filler {i}", "namespace": "kb/facts",
+                           "layer": "semantic", "embedding": v}
+                          for i, v in enumerate(_unit(rng, 300))])
+        close = [db.remember(f"the value is {i}", namespace="kb/facts",
+                             embedding=_near(base, rng, 0.05)) for i in range(12)]
+        _found(db, [base] * 16)  # held now, every version current
+        for c in close[:11]:
+            db.update(c.id, text=f"{c.text}, moved away", embedding=_unit(rng, 1)[0])
+        fresh = [db.remember(f"the value is now {i}", namespace="kb/facts",
+                             embedding=_near(base, rng, 0.2)) for i in range(3)]
+        found = _found(db, [base] * 16)
+        assert held[-1] == 0  # every query was cut short: the server answered
+        assert all(f == {close[11].id, *(x.id for x in fresh)} for f in found)
+        assert _found(db, [base] * 16) == found  # the dead versions dropped: held again
+        assert held[-1] == 16
+    finally:
+        db.close()
+
+
+def test_other_filters_are_answered_by_the_server(pg_url: str, embedder: Any,
+                                                  held: list[int]) -> None:
+    db = _open(pg_url, embedder)
+    try:
+        rng = np.random.default_rng(9)
+        v = _unit(rng, 1)[0]
+        first = db.remember("the sky is green", namespace="kb/facts", embedding=v)
+        db.update(first.id, text="the sky is blue", embedding=v)
+        flt = RecallFilter(namespaces=("kb/facts",), layers=("semantic",), as_of=first.tx_from)
+        hits = db.storage.search_vectors([v] * 16, flt, 5, 0.5)
+        assert all([(r["id"], r["version"]) for r, _ in h] == [(first.id, 1)] for h in hits)
+        assert db.storage._candidates.held() == 0  # an as_of read never fills the codes
+    finally:
+        db.close()
