@@ -74,7 +74,15 @@ from engramdb.storage.postgres._conn import (
     to_pyformat,
 )
 from engramdb.storage.postgres._fork import keep_unused, watch
-from engramdb.storage.postgres.ann import AnnIndexer, backlog, recorded_dimension, scalar
+from engramdb.storage.postgres.ann import (
+    AnnIndexer,
+    backlog,
+    ensure_pgvector,
+    index_caught_up,
+    recorded_dimension,
+    scalar,
+    type_vector_columns,
+)
 from engramdb.storage.postgres.bulk import insert_many, upsert_vectors
 from engramdb.storage.postgres.candidates import Candidates
 from engramdb.storage.postgres.combiner import Combiner, combine_options
@@ -418,7 +426,7 @@ class PostgresStorage(SqlStorage):
                                  **self._connect_kwargs) as conn:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEMA_LOCK])
-                    self._ensure_extension(conn)
+                    ensure_pgvector(conn)
                     migrate(lambda q, p: conn.execute(q, list(p)),
                             load("engramdb.storage.postgres"), placeholder="%s")
                     row = conn.execute(
@@ -436,22 +444,6 @@ class PostgresStorage(SqlStorage):
         self._get_pool()
         if self._vector_dim is not None:
             self._indexer.kick()  # finish whatever indexing an earlier process left
-
-    def _ensure_extension(self, conn: psycopg.Connection[Any]) -> None:
-        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
-            return
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise StorageError(
-                "the pgvector extension is not installed in this database and this role "
-                "may not install it; ask a superuser to run CREATE EXTENSION vector"
-            ) from exc
-        except psycopg.errors.UndefinedFile as exc:
-            raise StorageError(
-                "the PostgreSQL server has no pgvector extension; install pgvector 0.8 or "
-                "later on the server"
-            ) from exc
 
     def schema_version(self) -> int:
         """The highest migration applied to this database."""
@@ -494,19 +486,7 @@ class PostgresStorage(SqlStorage):
             return
         if not locked:
             run("SELECT pg_advisory_xact_lock(?)", [_SCHEMA_LOCK])
-        typmod = int(run(
-            "SELECT atttypmod FROM pg_attribute "
-            "WHERE attrelid = 'memory_vectors'::regclass AND attname = 'vec'"
-        ).fetchone()[0])
-        if typmod < 0:
-            for table in ("memory_vectors", "memory_vectors_ann"):
-                run(f"ALTER TABLE {table} ALTER COLUMN vec TYPE vector({int(dim)})")
-            typmod = dim
-        if typmod != dim:
-            raise StorageError(
-                f"this database stores {typmod}-dimensional vectors, not {dim}; open it with "
-                "the embedder it was built with"
-            )
+        type_vector_columns(run, dim)
         self._vector_dim = dim
 
     def _put_vectors(self, conn: Any, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
@@ -568,16 +548,10 @@ class PostgresStorage(SqlStorage):
         while True:
             with self._read_conn() as conn:
                 try:
-                    pending = backlog(conn)
-                    typed = scalar(
-                        conn, "SELECT atttypmod > 0 FROM pg_attribute WHERE attrelid = "
-                        "'memory_vectors'::regclass AND attname = 'vec'")
-                    built = scalar(conn, "SELECT to_regclass('memory_vectors_ann_hnsw') "
-                                   "IS NOT NULL")
+                    if index_caught_up(conn):
+                        return True
                 except psycopg.Error as exc:
                     raise translate(exc) from exc
-            if pending == 0 and (built or not typed):
-                return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             self._indexer.kick()

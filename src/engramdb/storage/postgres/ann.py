@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psycopg
 
+from engramdb.errors import StorageError
+
 __all__ = ["BATCH", "INDEX_NAME", "IVF_NAME", "AnnIndexer", "analyze_if_stale", "backlog",
-           "ivf_expression", "recorded_dimension", "scalar"]
+           "ensure_pgvector", "index_caught_up", "ivf_expression", "recorded_dimension", "scalar",
+           "type_vector_columns"]
 
 INDEX_NAME = "memory_vectors_ann_hnsw"
 # A second, inverted-file index over the same vectors, for the write path's batch
@@ -76,6 +79,60 @@ def _backlog_sql(cap: int) -> str:
 def backlog(conn: psycopg.Connection[Any], cap: int = 10**9) -> int:
     """Vectors written but not yet in the HNSW index (counted up to ``cap``)."""
     return int(scalar(conn, _backlog_sql(cap)))
+
+
+def ensure_pgvector(conn: psycopg.Connection[Any]) -> None:
+    """Create the ``vector`` extension if this database has none yet.
+
+    Raises:
+        StorageError: this role may not create it, or the server has no pgvector.
+    """
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
+        return
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StorageError(
+            "the pgvector extension is not installed in this database and this role "
+            "may not install it; ask a superuser to run CREATE EXTENSION vector"
+        ) from exc
+    except psycopg.errors.UndefinedFile as exc:
+        raise StorageError(
+            "the PostgreSQL server has no pgvector extension; install pgvector 0.8 or "
+            "later on the server"
+        ) from exc
+
+
+def index_caught_up(conn: psycopg.Connection[Any]) -> bool:
+    """Whether every stored vector is in the HNSW index (trivially so before the
+    vector columns have a dimension)."""
+    pending = backlog(conn)
+    typed = scalar(conn, "SELECT atttypmod > 0 FROM pg_attribute WHERE attrelid = "
+                   "'memory_vectors'::regclass AND attname = 'vec'")
+    built = scalar(conn, "SELECT to_regclass('memory_vectors_ann_hnsw') IS NOT NULL")
+    return bool(pending == 0 and (built or not typed))
+
+
+def type_vector_columns(run: Callable[..., Any], dim: int) -> None:
+    """Give the vector columns dimension ``dim`` if they have none yet (``run``
+    executes one statement; the caller holds the schema lock).
+
+    Raises:
+        StorageError: the columns hold vectors of another dimension.
+    """
+    typmod = int(run(
+        "SELECT atttypmod FROM pg_attribute "
+        "WHERE attrelid = 'memory_vectors'::regclass AND attname = 'vec'"
+    ).fetchone()[0])
+    if typmod < 0:
+        for table in ("memory_vectors", "memory_vectors_ann"):
+            run(f"ALTER TABLE {table} ALTER COLUMN vec TYPE vector({int(dim)})")
+        typmod = dim
+    if typmod != dim:
+        raise StorageError(
+            f"this database stores {typmod}-dimensional vectors, not {dim}; open it with "
+            "the embedder it was built with"
+        )
 
 
 def analyze_if_stale(conn: psycopg.Connection[Any]) -> None:
