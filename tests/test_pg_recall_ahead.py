@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import engramdb
+from engramdb.storage.postgres.fulltext import TermStats
 from tests.test_pg_vector_scope import _embedder, _unit
 
 pytestmark = pytest.mark.postgres
@@ -124,3 +125,25 @@ def test_an_erasure_or_a_revoked_grant_between_prediction_and_snapshot_keeps_row
     best = a.recall(**ask).hits[0].memory
     b.forget(id=best.id, reason="test: erased between prediction and snapshot")
     assert best.id not in {h.memory.id for h in a.recall(**ask).hits}
+
+
+def test_a_snapshot_ends_off_the_readers_thread_and_its_connection_comes_back(
+        pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The ROLLBACK is sent by a helper thread, which then returns the connection: with
+    a pool of one, every recall after the first waits for it, and none ever reads
+    from a connection still in the last one's transaction (the pool would warn)."""
+    vecs = _unit(np.random.default_rng(62), 30)
+    with engramdb.open(pg_url, embedder=_embedder(), pool_max_size=1) as db, \
+            engramdb.open(pg_url, embedder=_embedder()) as other:
+        mems = db.remember_many([{"text": f"the {_WORDS[i % 8]} entry {i}",
+                                  "embedding": vecs[i].tolist()} for i in range(30)])
+        for i in range(20):
+            if i == 10:  # term statistics a minute old: read again on the one connection
+                db.storage._stats = TermStats()
+            got = db.recall(f"{_WORDS[i % 8]} entry", k=3, query_embedding=vecs[i].tolist())
+            assert got.hits[0].memory.id == mems[i].id
+        # An erasure's VACUUM FULL waits for no reader's transaction: the last ended.
+        other.forget(id=mems[0].id, reason="test: an erasure rewrites the table")
+        assert mems[0].id not in {h.memory.id for h in db.recall(
+            "backup entry", k=5, query_embedding=vecs[0].tolist()).hits}
+    assert "rolling back returned connection" not in caplog.text

@@ -137,7 +137,7 @@ def plan(store: Any, conn: psycopg.Connection[Any],
     guess = predictor.guess()
     if guess is None:
         return None
-    stats = fulltext.term_stats(store)
+    stats = fulltext.term_stats(store, conn)  # on conn: the pool may hold no other
     try:
         with _predicting(store, *guess):
             wanted = ahead()
