@@ -127,11 +127,11 @@ def test_an_erasure_or_a_revoked_grant_between_prediction_and_snapshot_keeps_row
     assert best.id not in {h.memory.id for h in a.recall(**ask).hits}
 
 
-def test_a_snapshot_ends_off_the_readers_thread_and_its_connection_comes_back(
+def test_a_pool_of_one_connection_serves_recalls_planned_ahead(
         pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    """The ROLLBACK is sent by a helper thread, which then returns the connection: with
-    a pool of one, every recall after the first waits for it, and none ever reads
-    from a connection still in the last one's transaction (the pool would warn)."""
+    """Searches planned ahead hold the snapshot's connection: whatever they read (term
+    statistics a minute old) is read on it, so a pool of one never waits for a second,
+    and no connection goes back to the pool mid-transaction (the pool would warn)."""
     vecs = _unit(np.random.default_rng(62), 30)
     with engramdb.open(pg_url, embedder=_embedder(), pool_max_size=1) as db, \
             engramdb.open(pg_url, embedder=_embedder()) as other:
@@ -142,7 +142,7 @@ def test_a_snapshot_ends_off_the_readers_thread_and_its_connection_comes_back(
                 db.storage._stats = TermStats()
             got = db.recall(f"{_WORDS[i % 8]} entry", k=3, query_embedding=vecs[i].tolist())
             assert got.hits[0].memory.id == mems[i].id
-        # An erasure's VACUUM FULL waits for no reader's transaction: the last ended.
+        # An erasure's VACUUM FULL waits for no reader's transaction: each ended.
         other.forget(id=mems[0].id, reason="test: an erasure rewrites the table")
         assert mems[0].id not in {h.memory.id for h in db.recall(
             "backup entry", k=5, query_embedding=vecs[0].tolist()).hits}

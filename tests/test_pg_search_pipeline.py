@@ -165,5 +165,5 @@ def test_a_recall_asks_both_searches_in_one_round_trip(
             assert len(found.hits) == 5
             # The snapshot's first round trip with both searches sent ahead (the
             # head, namespaces and configuration predicted from the recall before,
-            # unchanged since); the ROLLBACK is sent by a helper thread.
-            assert trips[0] == 1, namespace
+            # unchanged since), then ROLLBACK.
+            assert trips[0] == 2, namespace

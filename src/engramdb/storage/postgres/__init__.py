@@ -89,7 +89,6 @@ from engramdb.storage.postgres.purge import purge
 from engramdb.storage.postgres.snapshot import (
     DISTINCT_NAMESPACES,
     KnownNamespaces,
-    Rollbacks,
     pinned_rows,
     read_snapshot,
 )
@@ -196,7 +195,6 @@ class PostgresStorage(SqlStorage):
         self.last_recorded_at = 0  # the latest recorded_at this process wrote or was told of
         self.known_namespaces = KnownNamespaces()  # what snapshots list (.snapshot)
         self.predictor = Predictor()  # the last snapshot's values (.ahead)
-        self.rollbacks = Rollbacks()  # ends read snapshots off the reader's thread
         self.combiner: Combiner | None = None
         if combine:
             self.combiner = Combiner(self, **combine_options(combine))
@@ -212,7 +210,6 @@ class PostgresStorage(SqlStorage):
         self._local = threading.local()
         self.known_namespaces = KnownNamespaces()
         self.predictor = Predictor()
-        self.rollbacks = Rollbacks()
         self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
                                    ef_construction=self._hnsw[1])
         if self.combiner is not None:
@@ -273,23 +270,17 @@ class PostgresStorage(SqlStorage):
         return prepared_write(self, actor)
 
     @contextmanager
-    def _read_conn(self, taking: bool = False) -> Iterator[Any]:
-        """This thread's snapshot connection, else a pool connection for the block.
-        ``taking``: a new pool connection and its pool, which the block returns."""
+    def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:
         if getattr(self._local, "prepared", False):
             raise Unprepared("a prepared write reads current state under the chain lock")
         if getattr(self._local, "predicting", False):
             raise Unpredictable("a read while searches are planned ahead (.ahead)")
         pinned = getattr(self._local, "snapshot", None)
-        if pinned is not None and not taking:  # inside snapshot(): every read uses it
+        if pinned is not None:  # inside snapshot(): every read of this thread uses it
             yield pinned
             return
         try:
-            pool = self._get_pool()
-            if taking:
-                yield pool.getconn(), pool
-                return
-            with pool.connection() as conn:
+            with self._get_pool().connection() as conn:
                 yield conn
         except (psycopg.Error, PoolTimeout) as exc:
             self._failed(exc)
@@ -420,7 +411,6 @@ class PostgresStorage(SqlStorage):
         if self.combiner is not None:
             self.combiner.close()
         self._closed = True
-        self.rollbacks.close()
         self._indexer.close()
         if self._listener is not None:
             self._listener.close()

@@ -34,7 +34,6 @@ matches nothing), as on SQLite.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,8 +49,8 @@ from engramdb.storage.schema import TABLES
 from engramdb.storage.sql_where import select_rows
 from engramdb.storage.sql_write import decode_row
 
-__all__ = ["DISTINCT_NAMESPACES", "KnownNamespaces", "Pinned", "Rollbacks", "pinned_rows",
-           "read_snapshot", "without_every_namespace"]
+__all__ = ["DISTINCT_NAMESPACES", "KnownNamespaces", "Pinned", "pinned_rows", "read_snapshot",
+           "without_every_namespace"]
 
 # A loose index scan: one probe of the namespace index per distinct namespace.
 DISTINCT_NAMESPACES = (
@@ -144,7 +143,7 @@ def read_snapshot(store: Any, plan: Callable[[psycopg.Connection[Any]], Any] | N
         return
     known: KnownNamespaces = store.known_namespaces
     since, ns_sql, ns_params = known.query()
-    with _snapshot_conn(store) as conn:
+    with store._read_conn() as conn:
         sent = None if plan is None else plan(conn)
         try:
             head_cur, ns_cur, open_cur = _open(conn, ns_sql, ns_params, sent)
@@ -183,68 +182,10 @@ def read_snapshot(store: Any, plan: Callable[[psycopg.Connection[Any]], Any] | N
                 store.predictor.outcome(False)
             store._local.snapshot = None
             store._local.pinned = None
-            # Read only: nothing to keep. The connection goes back to the pool once
-            # rolled back, by a helper thread (Rollbacks): the reader does not wait.
-
-
-@contextmanager
-def _snapshot_conn(store: Any) -> Iterator[psycopg.Connection[Any]]:
-    """A pool connection for a snapshot (as ``store._read_conn`` gives one), which
-    :class:`Rollbacks` rolls back and returns to the pool after the block."""
-    with store._read_conn(taking=True) as (conn, pool):
-        try:
-            yield conn
-        finally:
-            store.rollbacks.release(conn, pool)
-
-
-class Rollbacks:
-    """Ends finished read snapshots: ``ROLLBACK``, then the connection back to its pool,
-    on one helper thread, so a recall does not wait a round trip for the end of a
-    transaction that wrote nothing. The connection stays out of the pool until
-    then (no other reader can get it mid-transaction); an erasure's ``VACUUM FULL``
-    waits for it as it waited for the reader's own ``ROLLBACK``. After
-    :meth:`close`, the caller's thread does it instead."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[Any, Any] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def release(self, conn: psycopg.Connection[Any], pool: Any) -> None:
-        with self._lock:
-            if not self._closed:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, daemon=True,
-                                                    name="engramdb-rollbacks")
-                    self._thread.start()
-                self._queue.put((conn, pool))
-                return
-        _end(conn, pool)
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            _end(*item)
-
-    def close(self) -> None:
-        """Finish the queued ones (before the pool closes); later ones run in place."""
-        with self._lock:
-            self._closed, thread = True, self._thread
-            self._thread = None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join()
-
-
-def _end(conn: psycopg.Connection[Any], pool: Any) -> None:
-    # A connection that cannot even roll back is dropped by the pool; the reader has
-    # its answer (or the error that ended it) already.
-    with contextlib.suppress(psycopg.Error):
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
-    with contextlib.suppress(Exception):
-        pool.putconn(conn)
+            # Read only: nothing to keep. A connection that cannot even roll back is
+            # dropped by the pool; the error that brought us here is the one to report.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
 
 
 def _open(conn: psycopg.Connection[Any], ns_sql: str, ns_params: list[Any], sent: Any
