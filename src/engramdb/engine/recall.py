@@ -26,6 +26,7 @@ from engramdb.model import Hit, RecallFilter, RecallResult, Receipt, ReceiptItem
 from engramdb.retrieval.first_person import first_person, speakers
 from engramdb.retrieval.hybrid import rank_hybrid
 from engramdb.retrieval.rank import ScoredRow
+from engramdb.storage.base import SearchAhead
 
 if TYPE_CHECKING:
     from engramdb.engine.access import Caller
@@ -110,23 +111,39 @@ class Recall:
                     qv = res.embed([query] if guess is None else [query, guess])
                 assert qv is not None
                 query_embedding = qv[0]
-            # One snapshot for the head, both candidate queries, their rows and the
-            # contested marks: a write committed meanwhile is in none or all of them.
-            with res.storage.snapshot():
+            both = (query_embedding is not None and res.embedder is not None
+                    and not first_person_search)
+            asked = flt
+
+            def searched() -> tuple[int, RecallFilter]:
+                """The read point and the filter the searches use, from the storage's
+                head, namespaces and configuration (an empty namespace list: none)."""
                 head = res.storage.head()
                 read_tx = head.tx if as_of is None else min(as_of, head.tx)
-                if scope is not None:
-                    flt = scope(flt)
-                    if flt.namespaces is not None and not flt.namespaces:
-                        return RecallResult((), receipt_for((), read_tx, flt.valid_at,
-                                                            principal, query))
-                if flt.as_of is None:
+                f = asked if scope is None else scope(asked)
+                if f.as_of is None:
                     # Pin the read to the head we saw, so the receipt names a real snapshot.
-                    flt = replace(flt, as_of=read_tx)
+                    f = replace(f, as_of=read_tx)
+                return read_tx, f
+
+            def ahead() -> SearchAhead | None:
+                """The searches as planned on the values the storage predicts."""
+                f = searched()[1]
+                if (f.namespaces is not None and not f.namespaces) or query_embedding is None:
+                    return None
+                return SearchAhead(query, query_embedding, f, n)
+
+            # One snapshot for the head, both candidate queries, their rows and the
+            # contested marks: a write committed meanwhile is in none or all of them.
+            with res.storage.snapshot(ahead=ahead if both else None):
+                head = res.storage.head()
+                read_tx, flt = searched()
+                if scope is not None and flt.namespaces is not None and not flt.namespaces:
+                    return RecallResult((), receipt_for((), read_tx, flt.valid_at,
+                                                        principal, query))
                 vector_hits: list[Any] = []
                 now = head.recorded_at if as_of is None else res.tx_time(read_tx)
-                if (query_embedding is not None and res.embedder is not None
-                        and not first_person_search):
+                if both and query_embedding is not None:
                     # Neither search depends on the other: asked together (PostgreSQL:
                     # one round trip). Brief rows: what ranking reads; the k chosen are
                     # read whole below.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "Head",
     "Insert",
     "RawEvent",
+    "SearchAhead",
     "Span",
     "Storage",
     "StorageInfo",
@@ -126,6 +127,18 @@ class Head:
     hash: str
     tx: int
     recorded_at: int  # micros
+
+
+@dataclass(frozen=True, slots=True)
+class SearchAhead:
+    """The searches a snapshot's reader will ask first (``Storage.snapshot(ahead=...)``):
+    ``search_text_and_vector(query, vector, flt, limit, brief=brief)``."""
+
+    query: str
+    vector: np.ndarray
+    flt: RecallFilter
+    limit: int
+    brief: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +407,8 @@ class Storage(ABC):
         default: the searches return whole rows."""
         return list(rows)
 
-    def snapshot(self) -> AbstractContextManager[None]:
+    def snapshot(self, ahead: Callable[[], SearchAhead | None] | None = None
+                 ) -> AbstractContextManager[None]:
         """Reads of this thread inside the block all see one committed state.
 
         A write committed by another connection or process meanwhile is seen
@@ -402,6 +416,13 @@ class Storage(ABC):
         rows and the contested marks under one.
         Nested blocks share the outer snapshot. (Default: no pinning, for
         backends whose every read is already one snapshot.)
+
+        ``ahead``: a hint, which a backend may ignore (this default does): the
+        searches the block will ask first, planned by reading this storage as
+        usual (head, namespaces, configuration). A backend may call it on values
+        it predicts, send those searches as the snapshot opens, and answer the
+        block's own search with their rows only when it is exactly the same
+        (PostgreSQL: :mod:`~engramdb.storage.postgres.ahead`).
         """
         return nullcontext()
 

@@ -59,7 +59,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from engramdb.errors import InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import Head, RawEvent, Unprepared
+from engramdb.storage.base import Head, RawEvent, SearchAhead, Unprepared
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.postgres import fulltext, knn
 from engramdb.storage.postgres._conn import (
@@ -74,6 +74,9 @@ from engramdb.storage.postgres._conn import (
     to_pyformat,
 )
 from engramdb.storage.postgres._fork import keep_unused, watch
+from engramdb.storage.postgres.ahead import Predictor, Unpredictable
+from engramdb.storage.postgres.ahead import plan as plan_ahead
+from engramdb.storage.postgres.ahead import take as take_ahead
 from engramdb.storage.postgres.ann import (
     AnnIndexer,
     backlog,
@@ -201,6 +204,7 @@ class PostgresStorage(SqlStorage):
         self.config_epoch: int | None = None  # chain_head.config_tx as last seen
         self.last_recorded_at = 0  # the latest recorded_at this process wrote or was told of
         self.known_namespaces = KnownNamespaces()  # what snapshots list (.snapshot)
+        self.predictor = Predictor()  # the last snapshot's values (.ahead)
         self.combiner: Combiner | None = None
         if combine:
             self.combiner = Combiner(self, **combine_options(combine))
@@ -215,6 +219,7 @@ class PostgresStorage(SqlStorage):
         self._pool_lock = threading.Lock()
         self._local = threading.local()
         self.known_namespaces = KnownNamespaces()
+        self.predictor = Predictor()
         self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
                                    ef_construction=self._hnsw[1])
         if self.combiner is not None:
@@ -278,6 +283,8 @@ class PostgresStorage(SqlStorage):
     def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:
         if getattr(self._local, "prepared", False):
             raise Unprepared("a prepared write reads current state under the chain lock")
+        if getattr(self._local, "predicting", False):
+            raise Unpredictable("a read while searches are planned ahead (.ahead)")
         pinned = getattr(self._local, "snapshot", None)
         if pinned is not None:  # inside snapshot(): every read of this thread uses it
             yield pinned
@@ -311,9 +318,19 @@ class PostgresStorage(SqlStorage):
         finally:
             pool.putconn(conn)
 
-    def snapshot(self) -> AbstractContextManager[None]:
-        """One REPEATABLE READ, READ ONLY transaction for this thread's reads."""
-        return read_snapshot(self)
+    def snapshot(self, ahead: Callable[[], SearchAhead | None] | None = None
+                 ) -> AbstractContextManager[None]:
+        """One REPEATABLE READ, READ ONLY transaction for this thread's reads; the
+        searches ``ahead`` plans on predicted values go in its first round trip
+        (:mod:`.ahead`)."""
+        if ahead is None:
+            return read_snapshot(self)
+        return read_snapshot(self, lambda conn: plan_ahead(self, conn, ahead))
+
+    def _taken_ahead(self, text: tuple[str, list[Any]] | None, search: knn.VectorSearch
+                     ) -> tuple[list[Any], knn.VectorSearch] | None:
+        """What this thread's snapshot sent ahead for exactly these statements."""
+        return take_ahead(self, text, search)
 
     @contextmanager
     def _write_conn(self, wait: bool = True, durable: bool = True) -> Iterator[_TxConn]:
@@ -620,7 +637,8 @@ class PostgresStorage(SqlStorage):
         return self._once_durable(out) if out else out
 
     def _once_durable(self, value: Any) -> Any:
-        if self._durable_sql:  # wait until all committed so far is flushed
+        # Wait until all committed so far is flushed (not for a prediction, .ahead).
+        if self._durable_sql and not getattr(self._local, "predicting", False):
             with self._read_conn() as conn:
                 self._exec(conn, self._durable_sql)
         return value

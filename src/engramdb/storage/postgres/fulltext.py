@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,13 +197,13 @@ def _stem(store: Any, conn: Any, words: Sequence[str]) -> dict[str, tuple[str, .
     return {w: cache.get(w, ()) for w in words}
 
 
-def term_stats(store: Any) -> TermStats:
-    """The storage's term statistics, read again when a minute old."""
+def term_stats(store: Any, conn: Any = None) -> TermStats:
+    """The storage's term statistics, read again (on ``conn`` if given) when a minute old."""
     stats: TermStats = store._stats
     if time.monotonic() - stats.loaded_at > 60.0:
-        with store._read_conn() as conn:
+        with nullcontext(conn) if conn is not None else store._read_conn() as c:
             try:
-                stats = store._stats = load_term_stats(conn)
+                stats = store._stats = load_term_stats(c)
             except psycopg.Error as exc:
                 raise translate(exc) from exc
     return stats

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -295,14 +295,18 @@ def search_text_and_vector(
         with store._read_conn() as conn:
             text = fulltext.text_statement(store, conn, stats, query, flt, limit, brief=brief)
             search = VectorSearch(store, conn, vector, flt, limit, brief=brief)
-            with conn.pipeline():  # one round trip
-                # Planned for its words every time, as search_text runs it.
-                text_cur = None if text is None else conn.execute(
-                    to_pyformat(text[0]), text[1], prepare=False)
-                search.send(conn)
-            text_hits = [] if text_cur is None else fulltext.text_hits(text_cur.fetchall(),
-                                                                       brief=brief)
-            return text_hits, search.hits(conn)
+            # These very statements sent ahead with the snapshot (.ahead): their rows.
+            sent = store._taken_ahead(text, search)
+            if sent is not None:
+                text_rows, search = sent
+            else:
+                with conn.pipeline():  # one round trip
+                    # Planned for its words every time, as search_text runs it.
+                    text_cur = None if text is None else conn.execute(
+                        to_pyformat(text[0]), text[1], prepare=False)
+                    search.send(conn)
+                text_rows = [] if text_cur is None else text_cur.fetchall()
+            return fulltext.text_hits(text_rows, brief=brief), search.hits(conn)
     except (psycopg.Error, PoolTimeout) as exc:
         store._failed(exc)
         raise translate(exc) from exc
@@ -342,9 +346,11 @@ class VectorSearch:
         self._cur: Any = None
         self._mark: Any = None
 
-    def send(self, conn: psycopg.Connection[Any]) -> None:
-        """Queue the search in ``conn``'s open pipeline (settings, search, watermark)."""
-        with conn.transaction():
+    def send(self, conn: psycopg.Connection[Any], *, savepoint: bool = True) -> None:
+        """Queue the search in ``conn``'s open pipeline (settings, search, watermark).
+        ``savepoint=False``: in the caller's transaction as it is (the settings then
+        hold until it ends; :mod:`.ahead`, whose transaction is a read snapshot)."""
+        with conn.transaction() if savepoint else nullcontext():
             _hnsw_settings(conn, self.n)
             self._cur = conn.execute(self.sql, self.args)
             self._mark = conn.execute(_MARK_SQL)

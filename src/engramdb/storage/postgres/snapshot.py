@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -44,7 +44,7 @@ import psycopg
 
 from engramdb.model import RecallFilter
 from engramdb.storage.base import Head, Row
-from engramdb.storage.postgres.errors import translate
+from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.schema import TABLES
 from engramdb.storage.sql_where import select_rows
 from engramdb.storage.sql_write import decode_row
@@ -128,13 +128,15 @@ class KnownNamespaces:
 
 
 @contextmanager
-def read_snapshot(store: Any) -> Iterator[None]:
+def read_snapshot(store: Any, plan: Callable[[psycopg.Connection[Any]], Any] | None = None
+                  ) -> Iterator[None]:
     """``PostgresStorage.snapshot``: pin one REPEATABLE READ, READ ONLY transaction.
 
     While it is open, ``store._read_conn()`` hands its connection to every read
     of this thread, so they all see one committed state, and configuration
     reads are answered from the rows kept under the snapshot's ``config_tx``.
-    Nested: the outer holds.
+    Nested: the outer holds. ``plan``: returns the searches to send in the first
+    round trip, after the head read (:func:`.ahead.plan`), or None.
     """
     if getattr(store._local, "snapshot", None) is not None:
         yield
@@ -142,37 +144,70 @@ def read_snapshot(store: Any) -> Iterator[None]:
     known: KnownNamespaces = store.known_namespaces
     since, ns_sql, ns_params = known.query()
     with store._read_conn() as conn:
+        sent = None if plan is None else plan(conn)
         try:
-            with conn.pipeline():  # one round trip
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                # The snapshot is taken at the first query, not at BEGIN: this one.
-                head_cur = conn.execute(_HEAD)
-                ns_cur = conn.execute(ns_sql, ns_params)
-                open_cur = conn.execute(_OPEN)
+            head_cur, ns_cur, open_cur = _open(conn, ns_sql, ns_params, sent)
+        except psycopg.Error as exc:
+            if sent is None or is_connection_loss(exc):
+                raise _failed(store, conn, exc) from exc
+            # A search sent ahead failed: open the snapshot as without it (the
+            # recall's own search will meet, and report, whatever went wrong).
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+            sent = None
+            try:
+                head_cur, ns_cur, open_cur = _open(conn, ns_sql, ns_params, None)
+            except psycopg.Error as again:
+                raise _failed(store, conn, again) from again
+        try:
             seq, digest, tx, recorded_at, config_tx = head_cur.fetchone()
             names = known.update(conn, since, int(tx), ns_cur.fetchall())
             conflicts = open_cur.fetchall()
         except psycopg.Error as exc:
-            store._failed(exc)
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
-            raise translate(exc) from exc
+            raise _failed(store, conn, exc) from exc
         pinned = Pinned(conn, Head(int(seq), str(digest), int(tx), int(recorded_at)),
                         int(config_tx), names,
                         conflicts if len(conflicts) <= OPEN_CONFLICTS else None)
+        store.predictor.remember(pinned.head, pinned.config_tx, names)
         store._local.snapshot = conn
         store._local.pinned = pinned
+        store._local.ahead = sent
         try:
             with store.config_scope(
                     lambda table: store.config_rows(conn, table, pinned.config_tx)):
                 yield
         finally:
+            if store._local.ahead is not None:  # sent ahead, never asked for
+                store._local.ahead = None
+                store.predictor.outcome(False)
             store._local.snapshot = None
             store._local.pinned = None
             # Read only: nothing to keep. A connection that cannot even roll back is
             # dropped by the pool; the error that brought us here is the one to report.
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
+
+
+def _open(conn: psycopg.Connection[Any], ns_sql: str, ns_params: list[Any], sent: Any
+          ) -> tuple[Any, Any, Any]:
+    """The snapshot's first round trip: ``BEGIN``, head, namespaces, open conflicts
+    and, if ``sent``, the searches sent ahead (``.ahead.Sent``)."""
+    with conn.pipeline():  # one round trip
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # The snapshot is taken at the first query, not at BEGIN: this one.
+        head_cur = conn.execute(_HEAD)
+        ns_cur = conn.execute(ns_sql, ns_params)
+        open_cur = conn.execute(_OPEN)
+        if sent is not None:
+            sent.send(conn)
+    return head_cur, ns_cur, open_cur
+
+
+def _failed(store: Any, conn: psycopg.Connection[Any], exc: psycopg.Error) -> Exception:
+    store._failed(exc)
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("ROLLBACK")
+    return translate(exc)
 
 
 def pinned_rows(store: Any, table: str, where: Mapping[str, Any]) -> list[Row] | None:

@@ -17,7 +17,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 
 from engramdb.errors import Busy, InvalidInput, StorageError
 from engramdb.model import RecallFilter
-from engramdb.storage.base import Head, RawEvent, Row, WriteTx
+from engramdb.storage.base import Head, RawEvent, Row, SearchAhead, WriteTx
 from engramdb.storage.migrations import load, migrate
 from engramdb.storage.schema import CONFIG_TABLES, TABLES
 from engramdb.storage.sql import SqlStorage, SqlWriteTx, decode_row, memory_where
@@ -192,8 +192,10 @@ class SQLiteStorage(SqlStorage):
                                "read whole in the snapshot they were found in")
 
     @contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """One WAL read transaction on this thread's reader (see ``Storage.snapshot``)."""
+    def snapshot(self, ahead: Callable[[], SearchAhead | None] | None = None
+                 ) -> Iterator[None]:
+        """One WAL read transaction on this thread's reader (see ``Storage.snapshot``;
+        ``ahead`` is not used: no round trips to save)."""
         conn = self._conn("reader")
         if conn.in_transaction:  # nested: the outer block's snapshot holds
             yield
