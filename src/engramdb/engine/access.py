@@ -44,6 +44,9 @@ class Caller:
     def __init__(self, res: Resources, principal: PrincipalInfo) -> None:
         self.res = res
         self.principal = principal
+        # (WriteTx.fixed_config, the AccessControl read under it): a prepared write's
+        # grants, the same for every write of this caller until the configuration moves.
+        self._fixed_acl: tuple[int, AccessControl] | None = None
 
     @property
     def name(self) -> str:
@@ -66,20 +69,31 @@ class Caller:
         return replace(p, roles=tuple(r["roles"]), trust=float(r["trust"]),
                        is_admin=r["kind"] == "admin")
 
-    def acl(self, as_of: int | None = None) -> AccessControl:
+    def acl(self, as_of: int | None = None, fixed_config: int | None = None) -> AccessControl:
+        """The grants in force now (or at ``as_of``). ``fixed_config``: read inside a
+        write whose configuration is the committed one as of this number
+        (``WriteTx.fixed_config``): the grants and principal read once under it are
+        used again without a read (both are configuration, which cannot move under it)."""
         p = self.principal
         if p.is_admin:
             return AccessControl(p.name, [], is_admin=True)
+        if fixed_config is not None and as_of is None:
+            hit = self._fixed_acl
+            if hit is not None and hit[0] == fixed_config:
+                return hit[1]
         p = self.live_principal()
-        return AccessControl(p.name, self.res.grants_for(p, as_of))
+        acl = AccessControl(p.name, self.res.grants_for(p, as_of))
+        if fixed_config is not None and as_of is None:
+            self._fixed_acl = (fixed_config, acl)
+        return acl
 
     def grants(self) -> list[Grant]:
         """The grants in force for this principal (to it and to its roles), oldest first."""
         rows = self.res.grants_for(self.live_principal(), None)
         return [grant_from_row(r) for r in sorted(rows, key=lambda r: (r["tx_from"], r["id"]))]
 
-    def require(self, action: str, namespace: str) -> None:
-        decision = self.acl().check(action, namespace)
+    def require(self, action: str, namespace: str, fixed_config: int | None = None) -> None:
+        decision = self.acl(fixed_config=fixed_config).check(action, namespace)
         if not decision.allow:
             name = self.principal.name
             # The namespace (the caller's input) is in details, not in the message.

@@ -77,6 +77,8 @@ class Lifecycle:
         self._lock = threading.Lock()
         self._uses: dict[str, tuple[int, int]] = {}  # id -> (uses, last_used)
         self._policies: tuple[list[Any], list[LifecyclePolicy]] | None = None
+        # The policies as of one fixed configuration (WriteTx.fixed_config).
+        self._fixed_policies: tuple[int, list[LifecyclePolicy]] | None = None
         self.batch_size = BATCH_SIZE
         self.max_per_kind = MAX_PER_KIND
         # (capacity policies, tx) of this process's last capacity check.
@@ -84,7 +86,14 @@ class Lifecycle:
 
     # -- policies and holds (admin) ----------------------------------------------
 
-    def policies(self) -> list[LifecyclePolicy]:
+    def policies(self, fixed_config: int | None = None) -> list[LifecyclePolicy]:
+        """The lifecycle policies in force. ``fixed_config``: the caller reads the
+        configuration as of this number (a prepared write's, ``WriteTx.fixed_config``):
+        the policies read once under it are returned again without a read."""
+        if fixed_config is not None:
+            hit = self._fixed_policies
+            if hit is not None and hit[0] == fixed_config:
+                return hit[1]
         # One plain read of the (small) table: every write moves the log's head, so
         # a cache keyed on the head cost a head read plus a cursor scan per remember
         # (four round trips on PostgreSQL); the parsed policies are kept while the
@@ -95,6 +104,8 @@ class Lifecycle:
         if cached is None or cached[0] != rows:
             cached = (rows, [LifecyclePolicy.from_row(r) for r in rows])
             self._policies = cached
+        if fixed_config is not None:
+            self._fixed_policies = (fixed_config, cached[1])
         return cached[1]
 
     def set_policy(self, actor: str, pattern: Any, layer: Any, fields: Mapping[str, Any]
@@ -144,16 +155,17 @@ class Lifecycle:
         return [{**h, "active": bool(h["active"])}
                 for h in self._res.storage.fetch("legal_holds", {"active": 1})]
 
-    def with_ttl(self, draft: Any, policies: list[LifecyclePolicy] | None = None) -> Any:
+    def with_ttl(self, draft: Any, policies: list[LifecyclePolicy] | None = None,
+                 fixed_config: int | None = None) -> Any:
         """``draft`` with ``expires_at`` from the TTL in force, unless it sets its own.
 
         ``policies``: :meth:`policies` read once for a whole batch (each read
-        costs a look at the log's head).
+        costs a look at the log's head); ``fixed_config``: as :meth:`policies` takes it.
         """
         if draft.expires_at is not None:
             return draft
         if policies is None:
-            policies = self.policies()
+            policies = self.policies(fixed_config)
         if not policies:
             return draft
         p = policy_for(policies, draft.namespace, draft.layer)

@@ -151,8 +151,10 @@ class Session:
         )
         vector = self._res.vectors_for([draft])[0]
         # The TTL in force is read with the write's view of the configuration.
-        return self._write(lambda wr: wr.remember(self._svc.lifecycle.with_ttl(draft), vector),
-                           prepared=preparable(draft))
+        lifecycle = self._svc.lifecycle
+        return self._write(lambda wr: wr.remember(
+            lifecycle.with_ttl(draft, fixed_config=wr.w.fixed_config), vector),
+            prepared=preparable(draft))
 
     def remember_many(self, drafts: Sequence[MemoryDraft | Mapping[str, Any]]) -> list[Memory]:
         """Store many memories in one transaction (all or nothing).

@@ -101,6 +101,9 @@ class TrustEngine:
             WriteTx, list[tuple[dict[str, Any], np.ndarray | None]]] = weakref.WeakKeyDictionary()
         self._settings: weakref.WeakKeyDictionary[
             WriteTx, dict[str, NamespaceSettings]] = weakref.WeakKeyDictionary()
+        # Settings by namespace as of one fixed configuration (WriteTx.fixed_config):
+        # the prepared writes of every thread share them until the configuration moves.
+        self._fixed_settings: tuple[int, dict[str, NamespaceSettings]] = (-1, {})
 
     # -- configuration reads ---------------------------------------------------
 
@@ -112,7 +115,14 @@ class TrustEngine:
         """:meth:`settings` resolved once per namespace and memory write transaction
         (a batch of 2,000 resolved them 2,000 times). Exact: settings change only in
         an admin's own write transaction, never inside a memory write's."""
-        known = self._settings.setdefault(w, {})
+        fixed = w.fixed_config
+        if fixed is not None:  # the same settings for every write of that configuration
+            memo = self._fixed_settings
+            if memo[0] != fixed:
+                memo = self._fixed_settings = (fixed, {})
+            known = memo[1]
+        else:
+            known = self._settings.setdefault(w, {})
         found = known.get(namespace)
         if found is None:
             found = known[namespace] = self.settings(w, namespace)
@@ -302,7 +312,8 @@ class TrustEngine:
         else:
             plan = self._decide(wr, row, vector, settings, schema, [Insert("memories", row)],
                                 item)
-        self._pending.setdefault(w, []).append((plan.row, vector))
+        if not w.single_write:  # read by later writes of the same transaction
+            self._pending.setdefault(w, []).append((plan.row, vector))
         if item is not None:
             item.batch.rows[item.index] = plan.row
         return plan

@@ -278,7 +278,8 @@ class Writer:
 
     def _may_read(self, namespace: str) -> bool:
         if namespace not in self._readable:
-            self._readable[namespace] = bool(self.s.acl().check("read", namespace).allow)
+            self._readable[namespace] = bool(
+                self.s.acl(fixed_config=self.w.fixed_config).check("read", namespace).allow)
         return self._readable[namespace]
 
     # idempotency -------------------------------------------------------------
@@ -335,7 +336,7 @@ class Writer:
         returns (nothing to write). ``memory_id``: the new memory's id (default: a new one)."""
         s = self.s
         if draft.namespace not in self._may_write:
-            s.require("write", draft.namespace)
+            s.require("write", draft.namespace, self.w.fixed_config)
             self._may_write.add(draft.namespace)
         # The request hash only matters with a key (it detects a key's reuse).
         rhash = ("" if draft.idempotency_key is None

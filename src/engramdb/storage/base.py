@@ -182,6 +182,14 @@ class WriteTx(ABC):
 
     tx: int
     recorded_at: int
+    # The configuration (CONFIG_TABLES) this transaction reads is the committed one as
+    # of this number for its whole life: it cannot change it, and what the engine
+    # derives from it (settings, TTL policies, grants) may be kept under this number.
+    # None: the transaction reads the configuration under the lock and may change it.
+    fixed_config: int | None = None
+    # It carries one engine write (a prepared write): nothing later in it reads what
+    # that write planned.
+    single_write: bool = False
 
     @property
     @abstractmethod
