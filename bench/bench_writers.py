@@ -85,7 +85,7 @@ def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
     profile = os.environ.get("ENGRAM_BENCH_PROFILE") if seed == 100 else None
     prof = cProfile.Profile(time.process_time) if profile else None
     barrier.wait()
-    cpu = time.process_time()
+    cpu, system = time.process_time(), os.times().system
     if prof:
         prof.enable()
     for d in drafts:
@@ -97,10 +97,11 @@ def _engram(url: str, count: int, seed: int, barrier: Any, results: Any,
         prof.disable()
         prof.dump_stats(profile)
     cpu = time.process_time() - cpu  # a leader's thread's CPU is its process's
+    system = os.times().system - system  # the part of it in the kernel
     combiner = getattr(db.storage, "combiner", None)
     db.close()
     counts = dict(combiner.counts) if combiner is not None else {}
-    results.put((count - errors, errors, cpu, counts))
+    results.put((count - errors, errors, cpu, counts, system))
 
 
 def _append(url: str, count: int, seed: int, barrier: Any, results: Any,
@@ -161,6 +162,8 @@ def _run(target: Any, urls: list[str], processes: int, count: int,
         out["server_cpu_us_per_write"] = round(server / max(ok, 1) * 1e6)
     if all(len(d) > 2 for d in done):  # the writers' own CPU (engine and driver)
         out["client_cpu_us_per_write"] = round(sum(d[2] for d in done) / max(ok, 1) * 1e6)
+    if all(len(d) > 4 for d in done):  # of which in the kernel (system calls, page faults)
+        out["client_sys_us_per_write"] = round(sum(d[4] for d in done) / max(ok, 1) * 1e6)
     counts = [d[3] for d in done if len(d) > 3 and d[3]]
     if counts:  # the write combiner's (storage/postgres/combiner.py), summed over writers
         total = {k: sum(c.get(k, 0) for c in counts) for k in counts[0]}
