@@ -144,7 +144,10 @@ def read_snapshot(store: Any, plan: Callable[[psycopg.Connection[Any]], Any] | N
     known: KnownNamespaces = store.known_namespaces
     since, ns_sql, ns_params = known.query()
     with store._read_conn() as conn:
-        sent = None if plan is None else plan(conn)
+        try:  # planned before BEGIN (stems, planner statistics): a driver error is typed
+            sent = None if plan is None else plan(conn)
+        except psycopg.Error as exc:
+            raise _failed(store, conn, exc) from exc
         try:
             head_cur, ns_cur, open_cur = _open(conn, ns_sql, ns_params, sent)
         except psycopg.Error as exc:
