@@ -220,6 +220,7 @@ class PostgresStorage(SqlStorage):
         self._local = threading.local()
         self.known_namespaces = KnownNamespaces()
         self.predictor = Predictor()
+        self._candidates = Candidates()  # its locks may have been held by a parent's thread
         self._indexer = AnnIndexer(self._conninfo, self._connect_kwargs, m=self._hnsw[0],
                                    ef_construction=self._hnsw[1])
         if self.combiner is not None:
