@@ -463,6 +463,8 @@ def _open_storage(target: str | Path, synchronous: str,
             ) from exc
         storage = PostgresStorage(target_s, **storage_options)
     else:
+        if storage_options.get("combine") is False:  # a door's flag left off
+            storage_options = {k: v for k, v in storage_options.items() if k != "combine"}
         unknown = set(storage_options) - {"busy_timeout_s"}
         if "combine" in unknown:
             raise InvalidInput("combine (the write combiner) is for PostgreSQL; a SQLite "

@@ -86,9 +86,8 @@ def run(
             "NAME`); over --transport http, a server without a key serves every principal"
         )
     # stdout is the protocol channel under stdio: keep library chatter (model loading) off it.
-    options: dict[str, Any] = {"combine": True} if combine else {}  # none: SQLite opens
     with contextlib.redirect_stdout(sys.stderr):
-        db = open_database(db_target, embedder=embedder, create=False, **options)
+        db = open_database(db_target, embedder=embedder, create=False, combine=combine)
     try:
         if not api_key:
             _serve_http_shared(db, host, port)

@@ -120,7 +120,7 @@ def serve(
                            "process opens the database again); pass e.g. 'local'",
                            field="embedder")
     check_bindable(host, port)
-    db = open_database(target, embedder=embedder, **combine_option(combine))
+    db = open_database(target, embedder=embedder, combine=combine)
     try:
         with private_file(admin_key_file, what="admin key file") as fh:
             key = ensure_admin_key(db, admin_key)
@@ -172,14 +172,8 @@ def worker_app() -> Any:
     """
     spec = json.loads(os.environ[WORKER_ENV])
     db = open_database(spec["target"], embedder=spec["embedder"],
-                       **combine_option(spec.get("combine", False)))
+                       combine=bool(spec.get("combine", False)))
     return create_app(db, settings=ServerSettings(**spec["settings"]))
-
-
-def combine_option(combine: bool) -> dict[str, Any]:
-    """``open_database``'s keyword for a door's ``--combine`` flag (none when off, so a
-    SQLite database opens as before)."""
-    return {"combine": True} if combine else {}
 
 
 def check_bindable(host: str, port: int) -> None:
