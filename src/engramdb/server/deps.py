@@ -26,7 +26,7 @@ bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="An EngramDB API key (`ek_<id>_<secret>`).")
 
 
-def current_session(request: Request,
+async def current_session(request: Request,
                     _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None
                     ) -> Session:
     """The engine session of the principal whose key authenticated this request."""
@@ -40,11 +40,11 @@ def current_key(request: Request) -> str:
     return str(request.scope.get(KEY_SCOPE, ""))
 
 
-def database(request: Request) -> Database:
+async def database(request: Request) -> Database:
     return request.app.state.engram_db
 
 
-def settings(request: Request) -> ServerSettings:
+async def settings(request: Request) -> ServerSettings:
     return request.app.state.engram_settings
 
 
@@ -56,11 +56,11 @@ def check_batch(size: int, what: str, settings: ServerSettings) -> None:
                               size=size)
 
 
-def metrics(request: Request) -> Metrics:
+async def metrics(request: Request) -> Metrics:
     return request.app.state.engram_metrics
 
 
-def require_admin(session: Annotated[Session, Depends(current_session)]) -> Admin:
+async def require_admin(session: Annotated[Session, Depends(current_session)]) -> Admin:
     """The admin surface (``session.admin``) of an admin caller, acting as that caller.
 
     Raises:
