@@ -16,7 +16,8 @@
 * ``server_rss_mb``: the server's resident memory after seeding (idle) and the
   peak sampled during the load.
 
-Run from a checkout: ``python bench/bench_http.py [--quick] [--workers N]``.
+Run from a checkout:
+``python bench/bench_http.py [--quick] [--workers N] [--client httpx|raw|both]``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,49 @@ def _rss_mb(pid: int) -> float:
 # -- the load generator (runs in its own process) ----------------------------------------
 
 
+def _query(seed: int, i: int) -> dict[str, Any]:
+    return {"query": f"{QUERIES[i % len(QUERIES)]} for "
+                     f"{SUBJECTS[(i // len(QUERIES)) % len(SUBJECTS)]} ({seed}.{i})",
+            "k": 10}
+
+
+async def _raw_client(url: str, key: str, until: float, warm_until: float, seed: int,
+                      latencies: list[float], statuses: dict[int, int]) -> None:
+    """The lean client: one keep-alive HTTP/1.1 connection over asyncio streams.
+
+    It sends the same requests as the httpx client (same body, same headers that
+    matter) but parses only the status line and ``Content-Length``, so nearly all
+    of its CPU is the kernel's: 16 of them leave the machine's cores to the server.
+    """
+    host, _, port = url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (f"POST /v1/recall HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            "Content-Length: ")
+    i = seed
+    try:
+        while time.perf_counter() < until:
+            body = json.dumps(_query(seed, i)).encode()
+            i += 1
+            t0 = time.perf_counter()
+            writer.write(f"{head}{len(body)}\r\n\r\n".encode() + body)
+            status = int((await reader.readuntil(b"\r\n")).split(b" ", 2)[1])
+            length = None
+            while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if length is None:
+                raise RuntimeError("the server answered without Content-Length")
+            await reader.readexactly(length)
+            elapsed = time.perf_counter() - t0
+            if t0 >= warm_until:
+                latencies.append(elapsed)
+                statuses[status] = statuses.get(status, 0) + 1
+    finally:
+        writer.close()
+
+
 async def _client(url: str, key: str, until: float, warm_until: float, seed: int,
                   latencies: list[float], statuses: dict[int, int]) -> None:
     import httpx
@@ -154,9 +198,7 @@ async def _client(url: str, key: str, until: float, warm_until: float, seed: int
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
         i = seed
         while time.perf_counter() < until:
-            body = {"query": f"{QUERIES[i % len(QUERIES)]} for "
-                             f"{SUBJECTS[(i // len(QUERIES)) % len(SUBJECTS)]} ({seed}.{i})",
-                    "k": 10}
+            body = _query(seed, i)
             i += 1
             t0 = time.perf_counter()
             response = await http.post("/v1/recall", json=body)
@@ -167,23 +209,30 @@ async def _client(url: str, key: str, until: float, warm_until: float, seed: int
                 statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
 
-async def _load(url: str, key: str, clients: int, seconds: float, warmup: float
-                ) -> dict[str, Any]:
+async def _load(url: str, key: str, clients: int, seconds: float, warmup: float,
+                kind: str = "httpx") -> dict[str, Any]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     start = time.perf_counter()
     warm_until = start + warmup
     until = warm_until + seconds
-    await asyncio.gather(*(_client(url, key, until, warm_until, n * 100_000, latencies,
-                                   statuses) for n in range(clients)))
+    client = _raw_client if kind == "raw" else _client
+    cpu = time.process_time()
+    await asyncio.gather(*(client(url, key, until, warm_until, n * 100_000, latencies,
+                                  statuses) for n in range(clients)))
     measured = time.perf_counter() - warm_until
-    return {"latencies": latencies, "statuses": statuses, "seconds": measured}
+    # The load generator's own CPU over the whole run (warm-up included), for the
+    # share of the machine it takes from the server.
+    return {"latencies": latencies, "statuses": statuses, "seconds": measured,
+            "client_cpu_s": time.process_time() - cpu,
+            "client_seconds": time.perf_counter() - start}
 
 
 def _load_main(argv: list[str]) -> None:
     url, key, clients, seconds, warmup = argv[0], argv[1], int(argv[2]), float(argv[3]), \
         float(argv[4])
-    print(json.dumps(asyncio.run(_load(url, key, clients, seconds, warmup))))
+    kind = argv[5] if len(argv) > 5 else "httpx"
+    print(json.dumps(asyncio.run(_load(url, key, clients, seconds, warmup, kind))))
 
 
 def _cpu_s(pid: int) -> float:
@@ -199,9 +248,9 @@ def _cpu_s(pid: int) -> float:
 
 
 def _run_load(url: str, key: str, clients: int, seconds: float, warmup: float,
-              server_pid: int) -> tuple[dict[str, Any], float]:
+              server_pid: int, kind: str = "httpx") -> tuple[dict[str, Any], float]:
     proc = subprocess.Popen([sys.executable, __file__, "_load", url, key, str(clients),
-                             str(seconds), str(warmup)], stdout=subprocess.PIPE, text=True)
+                             str(seconds), str(warmup), kind], stdout=subprocess.PIPE, text=True)
     # Read its report while it runs: a report over the pipe's buffer (64 KB, a few
     # thousand latencies) would otherwise block it, and us waiting for it, forever.
     report: list[str] = []
@@ -239,17 +288,32 @@ def _summary(result: dict[str, Any], clients: int) -> dict[str, Any]:
         # Load-independent: the server's CPU per answered recall (all its processes);
         # 300 recalls/s need 300 times this of CPU each second.
         "server_cpu_ms_per_recall": round(1000 * result["server_cpu_s"] / max(1, len(lat)), 2),
+        # The load generator's CPU per recall (its rate over the whole run, warm-up
+        # included): what it takes from the cores the server would otherwise have.
+        "client_cpu_ms_per_recall": round(
+            1000 * result["client_cpu_s"] / result["client_seconds"] * result["seconds"]
+            / max(1, len(lat)), 2),
     }
 
 
-def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
+def run(quick: bool = False, workers: int = 2, client: str = "httpx") -> dict[str, Any]:
     """Measure HTTP recall under load; ``quick`` uses a small corpus and short runs.
+
+    ``client``: the load generator. ``httpx`` (default, as a Python application
+    would call the server: one ``httpx.AsyncClient`` per client), ``raw`` (lean
+    asyncio HTTP/1.1 keep-alive connections, which leave more of the two cores to
+    the server), or ``both`` (the 16-client run with each, raw second, as
+    ``recall_16_clients_raw``).
 
     Returns:
         A JSON-serialisable dict: ``memories``, ``seed_seconds``, ``recall_16_clients``
-        (requests, errors, requests_per_s, p50/p95/p99 ms), ``recall_1_client`` (the
-        same with one client, for scale), ``server_rss_mb`` (idle, peak), ``cpus``.
+        (requests, errors, requests_per_s, p50/p95/p99 ms, server and load-generator
+        CPU per recall), ``recall_1_client`` (the same with one client, for scale),
+        ``server_rss_mb`` (idle, peak), ``cpus``.
     """
+    if client not in ("httpx", "raw", "both"):
+        raise ValueError("client must be 'httpx', 'raw' or 'both'")
+    first = "raw" if client == "raw" else "httpx"
     n = 1_000 if quick else 5_000
     seconds = 8.0 if quick else 30.0
     warmup = 2.0 if quick else 5.0
@@ -266,10 +330,14 @@ def run(quick: bool = False, workers: int = 2) -> dict[str, Any]:
             out["seed_seconds"] = round(_seed(url, key, n), 1)
             out["memories_per_s_seeding"] = round(n / out["seed_seconds"])
             idle = _rss_mb(proc.pid)
-            single, _ = _run_load(url, key, 1, seconds / 2, warmup / 2, proc.pid)
-            out["recall_1_client"] = _summary(single, 1)
-            loaded, peak = _run_load(url, key, 16, seconds, warmup, proc.pid)
-            out["recall_16_clients"] = _summary(loaded, 16)
+            single, _ = _run_load(url, key, 1, seconds / 2, warmup / 2, proc.pid, first)
+            out["recall_1_client"] = {**_summary(single, 1), "client": first}
+            loaded, peak = _run_load(url, key, 16, seconds, warmup, proc.pid, first)
+            out["recall_16_clients"] = {**_summary(loaded, 16), "client": first}
+            if client == "both":
+                raw, raw_peak = _run_load(url, key, 16, seconds, warmup, proc.pid, "raw")
+                out["recall_16_clients_raw"] = {**_summary(raw, 16), "client": "raw"}
+                peak = max(peak, raw_peak)
             out["server_rss_mb"] = {"idle": round(idle), "peak": round(max(peak, idle))}
             out["load_end"] = os.getloadavg()
         finally:
@@ -288,4 +356,7 @@ if __name__ == "__main__":
         sys.path.insert(0, str(ROOT / "src"))
         workers = int(sys.argv[sys.argv.index("--workers") + 1]) if "--workers" in sys.argv \
             else 2
-        print(json.dumps(run(quick="--quick" in sys.argv, workers=workers), indent=2))
+        client = sys.argv[sys.argv.index("--client") + 1] if "--client" in sys.argv \
+            else "httpx"
+        print(json.dumps(run(quick="--quick" in sys.argv, workers=workers, client=client),
+                         indent=2))
