@@ -13,6 +13,8 @@
   questions, a subject and a running number), so the server embeds every
   query: its embedding cache never answers one. Every answer's status is
   checked; latency is measured per request from send to full body.
+* ``ENGRAM_BENCH_HTTP_SETTINGS`` (JSON) adds server settings, e.g.
+  ``{"recall_threads": null}`` for the thread pool's own bound.
 * ``server_rss_mb``: the server's resident memory after seeding (idle) and the
   peak sampled during the load.
 
@@ -52,10 +54,11 @@ QUERIES = ["what is blocking the launch", "which projects are over budget",
            "security review status", "dependencies on authentication"]
 
 _SERVER = """
-import sys
+import json, os, sys
 from engramdb.server import ServerSettings, serve
+extra = json.loads(os.environ.get("ENGRAM_BENCH_HTTP_SETTINGS") or "{}")
 serve(sys.argv[1], host="127.0.0.1", port=int(sys.argv[2]), admin_key="new",
-      settings=ServerSettings(rate_limit_per_s=None, max_batch=1000),
+      settings=ServerSettings(rate_limit_per_s=None, max_batch=1000, **extra),
       log_level="warning", announce=lambda line: print(line, flush=True),
       workers=int(sys.argv[3]))
 """

@@ -23,6 +23,7 @@ from engramdb.server.metrics import Metrics
 from engramdb.server.routes import ROUTERS
 from engramdb.server.routing import route_table
 from engramdb.server.settings import ServerSettings
+from engramdb.server.threads import EngineThreads
 from engramdb.server.tracing import TraceRequests
 
 __all__ = ["create_app"]
@@ -95,7 +96,9 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         **_NATIVE_TELEMETRY_OFF,
     )
     metrics = Metrics()
+    threads = EngineThreads(settings.recall_threads)
     app.state.engram_db = db
+    app.state.engram_threads = threads
     app.state.engram_settings = settings
     app.state.engram_metrics = metrics
     for router in ROUTERS:
@@ -104,7 +107,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
     app.state.engram_docs = settings.docs != "off" and install_docs(app)
     app.state.engram_ui = install_inspector(app)
     app.add_middleware(Door, db=db, settings=settings, metrics=metrics,
-                       routes=lambda: route_table(app))
+                       routes=lambda: route_table(app), threads=threads)
     if telemetry.active() is not None:  # outermost, so refusals are traced too
         app.add_middleware(TraceRequests, routes=lambda: route_table(app))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

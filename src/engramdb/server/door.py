@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engramdb import errors as E
@@ -39,6 +38,7 @@ from engramdb.server.metrics import Metrics
 from engramdb.server.ratelimit import RateLimiter
 from engramdb.server.routing import RouteTable
 from engramdb.server.settings import ServerSettings
+from engramdb.server.threads import EngineThreads
 
 __all__ = ["API_PREFIX", "KEY_SCOPE", "SESSION_SCOPE", "Door"]
 
@@ -78,11 +78,13 @@ class Door:
         settings: Limits.
         metrics: Where request latencies go.
         routes: Returns the application's route table (for the ``route`` label).
+        threads: Where key checks run (the recall route's bounded threads).
     """
 
     def __init__(self, app: ASGIApp, *, db: Any, settings: ServerSettings, metrics: Metrics,
-                 routes: Callable[[], RouteTable]) -> None:
+                 routes: Callable[[], RouteTable], threads: EngineThreads) -> None:
         self.app = app
+        self.threads = threads
         self.db = db
         self.settings = settings
         self.metrics = metrics
@@ -185,7 +187,7 @@ class Door:
                 "this route needs an API key: send 'Authorization: Bearer <key>' "
                 "(an admin creates keys with POST /v1/admin/agents)"))
         try:
-            session = await anyio.to_thread.run_sync(self.db.session_for_key, key)
+            session = await self.threads.run(self.db.session_for_key, key)
         except E.Unauthenticated:
             # One message for every bad key: which part was wrong is not said.
             return self._failed(client, E.Unauthenticated(

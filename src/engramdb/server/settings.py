@@ -61,6 +61,13 @@ class ServerSettings:
             server without one answers that route with ``configuration_error``.
         maintain_every_s: How often the server runs ``db.maintain()`` (expiry,
             decay, capacity) in the background; ``None`` turns it off.
+        recall_threads: Recalls (and API-key checks) one server process runs at
+            once, each on a thread; the others wait their turn in arrival order.
+            Python runs one thread at a time per process, so more threads than
+            this only fight over that lock: with 16 concurrent recalls on 2
+            cores, one thread per process halved the server's CPU per recall
+            (``bench/bench_http.py``). Use worker processes (``workers``) for
+            more cores. ``None``: the thread pool's own bound (40).
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
@@ -80,6 +87,7 @@ class ServerSettings:
     max_in_flight: int | None = 64
     auth_failures_per_s: float | None = 0.2
     auth_failure_burst: int = 10
+    recall_threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.metrics_public is not None:  # the old boolean knob
@@ -90,11 +98,12 @@ class ServerSettings:
             if getattr(self, name) not in EXPOSURES:
                 raise ConfigurationError(f"server setting {name} must be one of "
                                          f"{', '.join(EXPOSURES)}", setting=name)
-        if self.max_in_flight is not None and (
-                isinstance(self.max_in_flight, bool) or not isinstance(self.max_in_flight, int)
-                or self.max_in_flight < 1):
-            raise ConfigurationError("server setting max_in_flight must be a positive integer "
-                                     "or None", setting="max_in_flight")
+        for name in ("max_in_flight", "recall_threads"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ConfigurationError(f"server setting {name} must be a positive integer "
+                                         "or None", setting=name)
         for name in ("max_body_bytes", "max_batch", "max_page_size", "default_page_size",
                      "rate_limit_burst", "auth_failure_burst"):
             value = getattr(self, name)
