@@ -96,7 +96,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         **_NATIVE_TELEMETRY_OFF,
     )
     metrics = Metrics()
-    threads = EngineThreads(settings.recall_threads)
+    threads = EngineThreads(recall_threads(settings, db))
     app.state.engram_db = db
     app.state.engram_threads = threads
     app.state.engram_settings = settings
@@ -112,6 +112,14 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         app.add_middleware(TraceRequests, routes=lambda: route_table(app))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def recall_threads(settings: ServerSettings, db: Database) -> int | None:
+    """The bound on recall threads per process (``settings.recall_threads``, ``auto`` resolved)."""
+    value = settings.recall_threads
+    if value == "auto":
+        return 1 if db.info().backend == "sqlite" else None
+    return value if isinstance(value, int) else None
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

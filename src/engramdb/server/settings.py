@@ -63,11 +63,13 @@ class ServerSettings:
             decay, capacity) in the background; ``None`` turns it off.
         recall_threads: Recalls (and API-key checks) one server process runs at
             once, each on a thread; the others wait their turn in arrival order.
-            Python runs one thread at a time per process, so more threads than
-            this only fight over that lock: with 16 concurrent recalls on 2
-            cores, one thread per process halved the server's CPU per recall
-            (``bench/bench_http.py``). Use worker processes (``workers``) for
-            more cores. ``None``: the thread pool's own bound (40).
+            ``"auto"`` (default): 1 on SQLite, where a recall is the process's
+            own CPU work and more threads only take turns at the GIL (with 16
+            concurrent recalls on 2 cores, one thread per process halved the
+            server's CPU per recall, ``bench/bench_http.py``; use worker
+            processes for more cores); on PostgreSQL, whose recalls mostly wait
+            for the database server, the thread pool's own bound (40), as
+            ``None`` gives everywhere.
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
@@ -87,7 +89,7 @@ class ServerSettings:
     max_in_flight: int | None = 64
     auth_failures_per_s: float | None = 0.2
     auth_failure_burst: int = 10
-    recall_threads: int | None = 1
+    recall_threads: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.metrics_public is not None:  # the old boolean knob
@@ -100,10 +102,13 @@ class ServerSettings:
                                          f"{', '.join(EXPOSURES)}", setting=name)
         for name in ("max_in_flight", "recall_threads"):
             value = getattr(self, name)
+            if name == "recall_threads" and value == "auto":
+                continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
-                raise ConfigurationError(f"server setting {name} must be a positive integer "
-                                         "or None", setting=name)
+                more = ", 'auto'" if name == "recall_threads" else ""
+                raise ConfigurationError(f"server setting {name} must be a positive integer"
+                                         f"{more} or None", setting=name)
         for name in ("max_body_bytes", "max_batch", "max_page_size", "default_page_size",
                      "rate_limit_burst", "auth_failure_burst"):
             value = getattr(self, name)
