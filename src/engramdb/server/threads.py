@@ -3,9 +3,9 @@
 One server process runs Python on one thread at a time (the GIL). When 16
 concurrent recalls each get a thread of the pool (up to 40), they take turns
 at that lock every few milliseconds, and every turn costs wake-ups, context
-switches and cold caches: on 2 cores, 16 clients, the server spent 15-16 ms of
-CPU per recall this way against 8 ms with one such thread per process
-(``bench/bench_http.py --client raw``, BENCHMARKS.md ``http16``). The calls
+switches and cold caches: on 2 cores, 16 clients, the server spent 10-16 ms of
+CPU per recall this way against 8-8.6 ms with one such thread per process in
+the same rounds (raw-socket clients, BENCHMARKS.md ``http16``). The calls
 bounded here wait their turn in arrival order instead (anyio's
 :class:`~anyio.CapacityLimiter` is first in, first out), which also keeps a
 request's latency close to its own work rather than shared out across all.
