@@ -77,7 +77,9 @@ def commit(w: WriteTx, kind: str, actor: str, namespace: str | None, subject_ref
         payload = {"effects": [effect_to_dict(e) for e in effects], **(extra or {})}
         event = w.log(kind, actor=actor, namespace=namespace, subject_ref=subject_ref,
                       payload=payload)
-        stale = mark_stale(w, effects, actor)
+        # Only an Update closes a memory version a decision may rest on.
+        stale = ([] if all(type(e) is Insert for e in effects)
+                 else mark_stale(w, effects, actor))
         sp.set("engram.event.seq", event.seq)
         sp.set("engram.decisions.stale", len(stale))
         telemetry.logged(kind)

@@ -78,8 +78,10 @@ class Resources:
         todo: list[tuple[int, str]] = []
         for i, item in enumerate(items):
             if isinstance(item, MemoryDraft):
-                if item.embedding is not None:
-                    out[i] = np.asarray(item.embedding, dtype=np.float32)
+                e = item.embedding
+                if e is not None:  # a draft's is a float32 array already (validate_fields)
+                    out[i] = e if type(e) is np.ndarray and e.dtype == np.float32 else \
+                        np.asarray(e, dtype=np.float32)
                     continue
                 todo.append((i, item.text))
             else:

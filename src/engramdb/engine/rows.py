@@ -144,7 +144,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
     if embedding is None:
         return None
-    if isinstance(embedding, (str, bytes, Mapping)):
+    # An array is told by its exact type first: the Mapping test is an ABC's (slow).
+    if type(embedding) is not np.ndarray and isinstance(embedding, (str, bytes, Mapping)):
         raise InvalidInput("embedding must be a list of numbers", field="embedding")
     if isinstance(embedding, np.ndarray) and embedding.dtype == np.float32:
         # Already the stored form (the embedder's output, a batch's rows): nothing
@@ -176,7 +177,7 @@ def check_embedding(embedding: Any, dimension: int | None) -> np.ndarray | None:
         )
     # One dot product answers both checks: NaN or infinity anywhere makes it
     # non-finite (and an overflow of the squares sends it to the slow check).
-    sq = float(np.dot(vec, vec))
+    sq = float(vec.dot(vec))  # the method: no dispatch through np.dot's protocol
     finite = math.isfinite(sq)
     if not finite and not np.all(np.isfinite(vec)):
         raise InvalidInput("embedding contains NaN or infinity", field="embedding")

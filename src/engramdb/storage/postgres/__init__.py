@@ -93,7 +93,7 @@ from engramdb.storage.postgres.durability import durability_barrier, transaction
 from engramdb.storage.postgres.errors import is_connection_loss, translate
 from engramdb.storage.postgres.fulltext import TermStats
 from engramdb.storage.postgres.listener import CHANNEL, ChangeListener
-from engramdb.storage.postgres.prepared import PreparedWriteTx, prepared_write
+from engramdb.storage.postgres.prepared import PreparedWrite, PreparedWriteTx
 from engramdb.storage.postgres.purge import purge
 from engramdb.storage.postgres.snapshot import (
     DISTINCT_NAMESPACES,
@@ -278,7 +278,7 @@ class PostgresStorage(SqlStorage):
 
     def prepare(self, actor: str) -> AbstractContextManager[PreparedWriteTx]:
         """A write built without the chain lock, applied in one round trip (:mod:`.prepared`)."""
-        return prepared_write(self, actor)
+        return PreparedWrite(self)
 
     @contextmanager
     def _read_conn(self) -> Iterator[psycopg.Connection[Any]]:

@@ -7,14 +7,22 @@ machinery, psycopg's own prepared-statement bookkeeping) than in building the
 write: about a quarter of a writer's CPU, on the path 16 writer processes share
 two cores on. Here the parameters are encoded once by :mod:`.prepared` (the
 arrays and vectors binary, the rest text) and sent with ``PQsendQueryPrepared`` on a statement this
-module prepares once per connection, still waiting through psycopg's own
-``Connection.wait`` (interruptible, other threads run), and an error is raised as
+module prepares once per connection, and an error is raised as
 the psycopg exception psycopg would have raised (same SQLSTATE, same
 diagnostics), so callers translate it as before.
 
 psycopg deallocates every prepared statement of a connection after a ROLLBACK
 it sees (locked writes borrow the same pooled connections): a call that finds
 the statement gone (SQLSTATE 26000, nothing ran) prepares it and runs again.
+
+A single write's call waits in libpq itself (``PQexecPrepared``, which blocks
+with the GIL released, so other threads run), not through psycopg's
+``Connection.wait`` and its generator: one C call instead of a Python loop of
+sends, polls and reads, 10-15 us less client CPU a call. A connection lost
+meanwhile is raised as psycopg raises it (``OperationalError`` without a SQLSTATE:
+the outcome is unknown, :func:`.errors.is_connection_loss`), never as an error
+the server returned. A Ctrl-C during the call takes effect once it returns (the
+write's outcome is then known).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.generators import execute
-from psycopg.pq import ExecStatus
+from psycopg.pq import ConnStatus, ExecStatus
 
 __all__ = ["call_append", "run_prepared"]
 
@@ -59,7 +67,8 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
         param = params[i]  # the texts inside the binary arrays)
         if param is not None and b"\x00" in param:
             raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
-    result = run_prepared(conn, _NAME, _SQL, _types(vector_oid), params, _FORMATS)
+    result = run_prepared(conn, _NAME, _SQL, _types(vector_oid), params, _FORMATS,
+                          blocking=True)
     if result.status != _TUPLES_OK:
         raise pg_errors.error_from_result(result, encoding=conn.info.encoding)
     value = result.get_value  # five results, never NULL (o_seq .. o_config_tx)
@@ -68,19 +77,22 @@ def call_append(conn: psycopg.Connection[Any], params: Sequence[bytes | None],
 
 
 _FATAL, _TUPLES_OK = ExecStatus.FATAL_ERROR, ExecStatus.TUPLES_OK
+_BAD = ConnStatus.BAD
 
 
 def run_prepared(conn: psycopg.Connection[Any], name: bytes, sql: bytes, types: Sequence[int],
                  params: Sequence[bytes | None], formats: Sequence[int],
-                 result_format: int = 0) -> Any:
+                 result_format: int = 0, blocking: bool = False) -> Any:
     """Run statement ``name`` (``sql``, parameters of ``types``) with ``params``; prepare
     it first on this connection if it is not (the server refused it at Bind: nothing
-    ran). The libpq result, whatever its status."""
+    ran). The libpq result, whatever its status. ``blocking``: wait in libpq
+    (``PQexecPrepared``) rather than through psycopg's ``Connection.wait``."""
+    run = _exec if blocking else _run
     with conn.lock:
-        result = _run(conn, name, params, formats, result_format)
+        result = run(conn, name, params, formats, result_format)
         if result.status == _FATAL and _missing(result, name):
             _prepare(conn, name, sql, types)
-            result = _run(conn, name, params, formats, result_format)
+            result = run(conn, name, params, formats, result_format)
     return result
 
 
@@ -99,6 +111,20 @@ def _run(conn: psycopg.Connection[Any], name: bytes, params: Sequence[bytes | No
     pgconn.send_query_prepared(name, params, param_formats=formats,
                                result_format=result_format)
     return conn.wait(execute(pgconn))[-1]
+
+
+def _exec(conn: psycopg.Connection[Any], name: bytes, params: Sequence[bytes | None],
+          formats: Sequence[int], result_format: int) -> Any:
+    pgconn = conn.pgconn
+    result = pgconn.exec_prepared(name, params,  # type: ignore[arg-type]  # None: NULL
+                                  param_formats=formats,
+                                  result_format=result_format)
+    if result.status == _FATAL and pgconn.status == _BAD:
+        # The connection went away (libpq's own message, no SQLSTATE): raised as
+        # psycopg's wait raises it, so the caller knows the outcome is unknown.
+        raise psycopg.OperationalError(
+            f"consuming input failed: {pgconn.get_error_message()}")
+    return result
 
 
 def _prepare(conn: psycopg.Connection[Any], name: bytes, sql: bytes,

@@ -46,8 +46,7 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +71,7 @@ from engramdb.storage.words import stored_words
 if TYPE_CHECKING:
     from engramdb.storage.postgres import PostgresStorage
 
-__all__ = ["PreparedWriteTx", "config_rows", "prepared_write"]
+__all__ = ["PreparedWrite", "PreparedWriteTx", "config_rows"]
 
 # A row's JSON as json.dumps(row, ensure_ascii=False, separators=(",", ":")) writes it,
 # by one encoder made once (json.dumps with any option builds a JSONEncoder per call),
@@ -143,7 +142,40 @@ def _utf8(text: str) -> bytes:
 
 def _texts(values: Sequence[str | None]) -> bytes:
     """A binary ``text[]`` of ``values`` (None is NULL)."""
+    if len(values) == 1 and values[0] is not None:  # a single write's: one element
+        item = _utf8(values[0])
+        return _ONE_TEXT + _LENGTH.pack(len(item)) + item
     return _array(_TEXT, [None if v is None else _utf8(v) for v in values])
+
+
+# The head of a one-element, NULL-free binary text[] (pgarray.binary_array's).
+_ONE_TEXT = struct.pack(">iiIii", 1, 0, _TEXT, 1, 1)
+_LENGTH = struct.Struct(">i")
+# (table, columns) of a group of rows -> its binary table-name and column-list arrays,
+# the same for every write of that shape (a memory row's: a handful of shapes).
+_SHAPES: dict[tuple[tuple[str, tuple[str, ...]], ...], tuple[bytes, bytes]] = {}
+
+
+def _shape_arrays(keys: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[bytes, bytes]:
+    hit = _SHAPES.get(keys)
+    if hit is None:
+        hit = (_array(_TEXT, [t.encode() for t, _ in keys]),
+               _array(_TEXT, [",".join(c).encode() for _, c in keys]))
+        if len(_SHAPES) < 256:
+            _SHAPES[keys] = hit
+    return hit
+
+
+def _size(vector: Any) -> int:
+    """How many values ``vector`` (an array, or a list of floats) holds."""
+    return vector.size if type(vector) is np.ndarray else int(np.asarray(vector).size)
+
+
+def _big_endian(vector: Any) -> np.ndarray:
+    """``vector``'s values as big-endian float32, flat (pgvector's binary form's body)."""
+    if type(vector) is np.ndarray and vector.dtype == np.float32 and vector.ndim == 1:
+        return vector.astype(">f4")  # the engine's vectors: one conversion
+    return np.asarray(vector, dtype=np.float32).reshape(-1).astype(">f4")
 
 
 def _placed(value: Any, holes: frozenset[int], found: dict[int, int]) -> None:
@@ -227,7 +259,8 @@ class PreparedWriteTx(WriteTx):
 
     def __init__(self, storage: PostgresStorage, config_tx: int) -> None:
         self._storage = storage
-        self.config_tx = config_tx
+        self.config_tx = self.fixed_config = config_tx
+        self.single_write = True  # engine/writes.write_prepared: one remember
         self._holes: set[int] = set()
         self._entropy = _Entropy()
         self.tx = _hole(self._holes, self._entropy)
@@ -240,7 +273,9 @@ class PreparedWriteTx(WriteTx):
         self._rows: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self._events: list[tuple[Any, ...]] = []
         self._vectors: list[tuple[str, int, np.ndarray]] = []
+        self._dims = 0  # the values of every vector in _vectors
         self.stamped: Head | None = None
+        self._times: tuple[datetime | None, datetime | None] | None = None  # stamp_time's
         # Sent, and the connection lost before the answer: it may have committed.
         self.outcome_unknown = False
 
@@ -298,7 +333,8 @@ class PreparedWriteTx(WriteTx):
 
     def put_vectors(self, items: Sequence[tuple[str, int, np.ndarray]]) -> None:
         self._vectors.extend(items)
-        if sum(np.asarray(v).size for _, _, v in self._vectors) > _MAX_DIMS:
+        self._dims += sum(_size(v) for _, _, v in items)
+        if self._dims > _MAX_DIMS:
             raise Unprepared("more vectors than one call carries")
 
     def copy_vector(self, memory_id: str, from_version: int, to_version: int) -> None:
@@ -332,16 +368,21 @@ class PreparedWriteTx(WriteTx):
 
     def stamp_time(self, value: datetime | None) -> datetime | None:
         """The time this write was recorded at, for its placeholder (else ``value``)."""
-        if self.stamped is None or value is None:
+        stamped = self.stamped
+        if stamped is None or value is None:
             return value
+        times = self._times
+        if times is None:  # the placeholder's time and the real one, made once a write
+            times = (from_micros(self.recorded_at), from_micros(stamped.recorded_at))
+            self._times = times
         if value.tzinfo is not None:
             # An aware time is the placeholder's instant exactly when it equals it
             # (one comparison instead of a conversion to microseconds each call).
-            if value != from_micros(self.recorded_at):
+            if value != times[0]:
                 return value
         elif to_micros(value) != self.recorded_at:  # naive: taken as UTC, as to_micros does
             return value
-        return from_micros(self.stamped.recorded_at)
+        return times[1]
 
     def arguments(self) -> list[bytes | None]:
         """The parameters of ``engram_append`` for what this write holds, encoded as
@@ -353,27 +394,22 @@ class PreparedWriteTx(WriteTx):
             psycopg.DataError: a text holds a NUL byte, which PostgreSQL text cannot
                 (as psycopg's own text dumpers refuse it).
         """
-        tables: list[bytes] = []
-        rows: list[bytes] = []
-        cols: list[bytes] = []
-        for (table, columns), group in self._rows.items():
-            tables.append(table.encode())
-            rows.append(_utf8("[" + ",".join(group) + "]"))
-            cols.append(",".join(columns).encode())
+        shape = tuple(self._rows)
+        tables, cols = _shape_arrays(shape)
+        rows = [_utf8("[" + ",".join(group) + "]") for group in self._rows.values()]
         ev = list(zip(*self._events, strict=True))
         now = max(time.time_ns() // 1000, self._storage.last_recorded_at)
         vecs = None
         if len(self._vectors) == 1:  # a single write's: no concatenation
-            flat = np.asarray(self._vectors[0][2], dtype=np.float32).reshape(-1).astype(">f4")
+            flat = _big_endian(self._vectors[0][2])
             vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
         elif self._vectors:
-            flat = np.concatenate([np.asarray(v, dtype=np.float32).reshape(-1)
-                                   for _, _, v in self._vectors]).astype(">f4")
+            flat = np.concatenate([_big_endian(v) for _, _, v in self._vectors])
             vecs = struct.pack(">HH", flat.size, 0) + flat.tobytes()
-        dim = np.asarray(self._vectors[0][2]).size if self._vectors else 0
+        dim = _size(self._vectors[0][2]) if self._vectors else 0
         return [str(self.config_tx).encode(), str(now).encode(), str(self.tx).encode(),
-                str(self.recorded_at).encode(), _array(_TEXT, tables), _array(_TEXT, rows),
-                _array(_TEXT, cols), _texts(ev[0]), _texts(ev[1]), _texts(ev[2]),
+                str(self.recorded_at).encode(), tables, _array(_TEXT, rows),
+                cols, _texts(ev[0]), _texts(ev[1]), _texts(ev[2]),
                 _texts(ev[3]), _texts(ev[4]), _texts(ev[5]), self._commit_hole.encode(),
                 _array(_BYTEA, list(ev[6])), _texts(ev[7]),
                 _texts([i for i, _, _ in self._vectors]),
@@ -389,45 +425,61 @@ class PreparedWriteTx(WriteTx):
         return bool(self._events)
 
 
-@contextmanager
-def prepared_write(store: PostgresStorage, actor: str) -> Iterator[PreparedWriteTx]:
+class PreparedWrite:
     """:meth:`PostgresStorage.prepare`: the block builds the write, its end applies it.
 
     Inside the block this thread's reads of anything but the configuration raise
     :class:`Unprepared` (they would read state the write cannot check under the
-    lock). On exit the write is sent as one ``CALL engram_append(...)``, which
-    commits and, when writes release the lock before their flush, runs the
-    durability barrier: one statement, one round trip.
+    lock), and its reads of the configuration are answered from the write's view
+    (:meth:`SqlStorage.config_scope`'s, set and restored here directly). On a clean
+    exit the write is sent as one ``CALL engram_append(...)``, which commits and,
+    when writes release the lock before their flush, runs the durability barrier:
+    one statement, one round trip. A class rather than a generator's context: every
+    single ``remember`` enters one, and the generator machinery cost more than the
+    rest of the enter and exit together.
     """
-    local = store._local
-    if getattr(local, "writing", False) or getattr(local, "prepared", False):
-        raise StorageError("a write transaction is already open in this thread; nest work "
-                           "inside it instead of opening another")
-    epoch = store.config_epoch
-    if epoch is None:
-        try:
-            with store._get_pool().connection() as conn:
-                row = conn.execute("SELECT config_tx FROM chain_head WHERE id = 1").fetchone()
-        except (psycopg.Error, PoolTimeout) as exc:
-            store._failed(exc)
-            raise translate(exc) from exc
-        epoch = store.config_epoch = int(row[0])
-    w = PreparedWriteTx(store, epoch)
-    local.prepared = True
-    try:
-        with store.config_scope(w.config_view):
-            yield w
-    finally:
+
+    __slots__ = ("_outer", "_store", "_w")
+
+    def __init__(self, store: PostgresStorage) -> None:
+        self._store = store
+
+    def __enter__(self) -> PreparedWriteTx:
+        store = self._store
+        local = store._local
+        if getattr(local, "writing", False) or getattr(local, "prepared", False):
+            raise StorageError("a write transaction is already open in this thread; nest "
+                               "work inside it instead of opening another")
+        epoch = store.config_epoch
+        if epoch is None:
+            try:
+                with store._get_pool().connection() as conn:
+                    row = conn.execute(
+                        "SELECT config_tx FROM chain_head WHERE id = 1").fetchone()
+            except (psycopg.Error, PoolTimeout) as exc:
+                store._failed(exc)
+                raise translate(exc) from exc
+            epoch = store.config_epoch = int(row[0])
+        w = self._w = PreparedWriteTx(store, epoch)
+        self._outer = getattr(local, "config_scope", None)
+        local.prepared = True
+        local.config_scope = w.config_view
+        return w
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: Any) -> None:
+        local = self._store._local
+        local.config_scope = self._outer
         local.prepared = False
-    if not w.empty:
-        _send(store, w)
+        if kind is None and not self._w.empty:
+            _send(self._store, self._w)
 
 
 def _send(store: PostgresStorage, w: PreparedWriteTx) -> None:
     if not w.logged:
         raise StorageError("state changed without a log event; this is a bug in EngramDB")
     if w._vectors:
-        store._type_vectors(np.asarray(w._vectors[0][2]).size)
+        store._type_vectors(_size(w._vectors[0][2]))
     try:
         args = w.arguments()  # a NUL in a text raises psycopg.DataError, as sent text would
         # Autocommit: the CALL is its own transaction, which the procedure commits. The
