@@ -13,6 +13,8 @@ erased memory's vector is dropped from the process.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ from .test_candidate_scale import (
     remember_committed,
     write_batch_and_singles,
 )
-from .test_write_batching import BATCH
+from .test_write_batching import BATCH, _pairs
 
 DIM = 384
 
@@ -172,5 +174,55 @@ def test_other_filters_are_answered_by_the_server(pg_url: str, embedder: Any,
         hits = db.storage.search_vectors([v] * 16, flt, 5, 0.5)
         assert all([(r["id"], r["version"]) for r, _ in h] == [(first.id, 1)] for h in hits)
         assert db.storage._candidates.held() == 0  # an as_of read never fills the codes
+    finally:
+        db.close()
+
+
+def _child_batch(db: Any, embeddings: list[np.ndarray], held: list[int], queue: Any) -> None:
+    """In a forked child: what it holds at first, then the batch into ``big/batch``."""
+    try:
+        before = db.storage._candidates.held()
+        db.remember_many([{"text": t, "namespace": "big/batch", "embedding": e}
+                          for t, e in zip(BATCH, embeddings, strict=True)])
+        queue.put((before, sum(held), db.storage._candidates.held()))
+    except BaseException as exc:  # report, never hang the parent
+        queue.put(repr(exc))
+    finally:
+        db.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_holds_nothing_at_first_and_still_flags_contradictions(
+        pg_url: str, embedder: Any, held: list[int]) -> None:
+    """A child forked while the parent holds a large namespace's codes (and could be
+    holding their locks in another thread) starts empty, reads the namespace itself
+    and flags the contradictions a small namespace's batch flags."""
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        remember_committed(db)
+        rng = np.random.default_rng(12)
+        _found(db, list(_unit(rng, 16)), "big/batch")  # the parent holds the namespace
+        assert db.storage._candidates.held() > 400
+        embeddings = list(db.embedder.embed(BATCH))  # the child embeds nothing itself
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        child = ctx.Process(target=_child_batch, args=(db, embeddings, held, queue))
+        child.start()
+        got = queue.get(timeout=300)
+        child.join(timeout=60)
+        assert child.exitcode == 0 and isinstance(got, tuple), got
+        before, answered, after = got
+        assert before == 0  # nothing of the parent's held in the child
+        assert answered - sum(held) >= len(BATCH)  # its batch was proposed in process
+        assert after > 400  # which the child read for itself
+        db.remember_many([{"text": t, "namespace": "small/batch", "embedding": e}
+                          for t, e in zip(BATCH, embeddings, strict=True)])
+        expected = _pairs(db, "small/batch")
+        assert frozenset({"The deployment window is Monday",
+                          "The deployment window is Friday"}) in expected
+        assert _pairs(db, "big/batch") == expected
+        assert db.storage._candidates.held() > 400  # the parent's own codes still serve
+        assert db.verify().ok
     finally:
         db.close()
