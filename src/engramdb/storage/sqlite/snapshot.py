@@ -15,6 +15,12 @@ machine). A snapshot is derived data: if it is missing, damaged or belongs to
 another database (its chain hash at ``tx`` does not match), it is rebuilt, and
 correctness never depends on it (the caller searches rows newer than ``tx``
 exactly and lets them override the snapshot's copies).
+
+A large database's first snapshot is published in two steps: its rows and
+vectors first (``graphs=False``: a streamed copy, tens of seconds at 1M rows,
+searched exactly meanwhile), then :func:`add_graphs` builds the graphs (minutes
+at 1M) into a new snapshot whose arrays are hard links to the first one's files,
+so no process ever reads every vector into its own memory while it waits.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMAT", "NONE", "Snapshot", "build_snapshot", "index_dir", "open_current"]
+__all__ = ["FORMAT", "NONE", "Snapshot", "add_graphs", "build_snapshot", "index_dir",
+           "open_current"]
 
 FORMAT = 1
 NONE = np.iinfo(np.int64).max
@@ -86,6 +93,8 @@ class Snapshot:
             int(c): (int(a), int(b)) for c, a, b in meta["slices"]}
         self.live: dict[int, int] = {int(c): int(n) for c, n in meta["live"]}
         self.live_total = sum(self.live.values())
+        # Published before its graphs (searched exactly until add_graphs publishes them).
+        self.graphs_pending: bool = bool(meta.get("graphs_pending", False))
         self.graphs: dict[int | None, Any] = {}
         for key in meta["graphs"]:
             self.graphs[None if key is None else int(key)] = _open_graph(
@@ -159,31 +168,71 @@ def build_lock(directory: Path, *, wait: bool, name: str = "build.lock") -> Iter
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_snapshot(conn: Any, directory: Path, dimension: int, *, threads: int = 0) -> Path:
+def build_snapshot(conn: Any, directory: Path, dimension: int, *, threads: int = 0,
+                   graphs: bool = True) -> Path:
     """Write a snapshot of the committed state seen by ``conn`` and publish it.
 
     Call with :func:`build_lock` held. Reads one consistent SQLite snapshot
     (a deferred read transaction), streams vectors to disk (the builder never
-    holds them all in memory) and builds the HNSW graphs from the file.
+    holds them all in memory) and builds the HNSW graphs from the file
+    (``graphs=False``: published without them, marked for :func:`add_graphs`).
     """
     directory.mkdir(parents=True, exist_ok=True)
+    with _staging(directory) as tmp:
+        tx, digest, meta = _write_rows(conn, tmp, dimension)
+        meta["graphs"] = _build_graphs(tmp, meta, threads) if graphs else []
+        meta.update(format=FORMAT, tx=tx, hash=digest, dimension=dimension,
+                    built_at=time.time(), graphs_pending=not graphs and meta["n"] > 0)
+        final = _publish(directory, tmp, meta)
+    _remove_old(directory, keep=final.name)
+    return final
+
+
+def add_graphs(snap: Snapshot, directory: Path, *, threads: int = 0,
+               still_wanted: Any = None) -> Path | None:
+    """Publish ``snap`` (published with ``graphs=False``) again with its HNSW graphs.
+
+    Call with :func:`build_lock` held. The new snapshot's arrays are hard links to
+    ``snap``'s files (nothing copied); it is published only if ``current`` still names
+    ``snap`` and ``still_wanted()`` (if given: e.g. no erasure since) says so, else
+    dropped (None).
+    """
+    with _staging(directory) as tmp:
+        for f in snap.path.iterdir():
+            if f.name != "meta.json":
+                os.link(f, tmp / f.name)
+        meta = json.loads((snap.path / "meta.json").read_text(encoding="utf-8"))
+        meta["graphs"] = _build_graphs(tmp, meta, threads)
+        meta["graphs_pending"] = False
+        named = (directory / "current").read_text(encoding="utf-8").strip()
+        if named != snap.path.name or (still_wanted is not None and not still_wanted()):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return None
+        final = _publish(directory, tmp, meta)
+    _remove_old(directory, keep=final.name)
+    return final
+
+
+@contextlib.contextmanager
+def _staging(directory: Path) -> Iterator[Path]:
+    """A new temporary directory for a snapshot, removed if anything fails."""
     tmp = directory / f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        tx, digest, meta = _write_rows(conn, tmp, dimension)
-        meta["graphs"] = _build_graphs(tmp, meta, threads)
-        meta.update(format=FORMAT, tx=tx, hash=digest, dimension=dimension,
-                    built_at=time.time())
-        (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-        final = directory / f"snap-{tx}-{uuid.uuid4().hex[:8]}"
-        tmp.rename(final)
-        pointer = directory / f"current.{os.getpid()}.tmp"
-        pointer.write_text(final.name, encoding="utf-8")
-        pointer.replace(directory / "current")
+        yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _remove_old(directory, keep=final.name)
+
+
+def _publish(directory: Path, tmp: Path, meta: dict[str, Any]) -> Path:
+    """Write ``meta``, move ``tmp`` to its final name and point ``current`` at it."""
+    (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    final = directory / f"snap-{meta['tx']}-{uuid.uuid4().hex[:8]}"
+    tmp.rename(final)
+    pointer = directory / f"current.{os.getpid()}.tmp"
+    pointer.write_text(final.name, encoding="utf-8")
+    pointer.replace(directory / "current")
     return final
 
 
