@@ -28,8 +28,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
+import mmap
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("engramdb.index")
 
 __all__ = ["FORMAT", "NONE", "Snapshot", "add_graphs", "build_snapshot", "index_dir",
            "open_current"]
@@ -80,12 +85,11 @@ class Snapshot:
         def load(name: str) -> np.ndarray:
             # A plain array over the mapped file (np.asarray drops the np.memmap
             # subclass, whose Python-level indexing costs more than a search's filter).
-            return (np.asarray(np.load(path / f"{name}.npy", mmap_mode="r")) if self.n
-                    else np.zeros(0))
+            return np.asarray(_mapped(path / f"{name}.npy")) if self.n else np.zeros(0)
 
         self.row_ids = load("row_id")
         self.cols: dict[str, np.ndarray] = {c: load(c) for c in (*CODED, *TIMES)}
-        self.vecs = (np.asarray(np.load(path / "vecs.npy", mmap_mode="r")) if self.n
+        self.vecs = (np.asarray(_mapped(path / "vecs.npy")) if self.n
                      else np.zeros((0, self.dimension), dtype=np.float32))
         self.by_row = load("by_row")  # positions in row_id order
         # namespace code -> (start, end) slice and number of current rows
@@ -95,10 +99,8 @@ class Snapshot:
         self.live_total = sum(self.live.values())
         # Published before its graphs (searched exactly until add_graphs publishes them).
         self.graphs_pending: bool = bool(meta.get("graphs_pending", False))
-        self.graphs: dict[int | None, Any] = {}
-        for key in meta["graphs"]:
-            self.graphs[None if key is None else int(key)] = _open_graph(
-                path / ("hnsw.usearch" if key is None else f"hnsw-{key}.usearch"))
+        self.graphs = _Graphs({None if key is None else int(key): path / (
+            "hnsw.usearch" if key is None else f"hnsw-{key}.usearch") for key in meta["graphs"]})
 
     def positions_of(self, row_ids: np.ndarray) -> np.ndarray:
         """Snapshot positions of ``row_ids`` (those it does not hold are left out)."""
@@ -109,6 +111,59 @@ class Snapshot:
         at = np.minimum(at, self.n - 1)
         found = sorted_ids[at] == row_ids
         return np.asarray(self.by_row[at[found]], dtype=np.int64)
+
+
+def _mapped(path: Path) -> np.memmap:
+    """``path``'s array mapped read-only, read page by page where touched.
+
+    A search touches scattered rows (a graph's candidates, their filter columns); the
+    kernel's default read-around reads 128 KB for each page missing from the page cache,
+    which made the first search after a cold open read ~100 MB it never used. A full scan
+    of a scope still reads its pages once; the page cache keeps them for every process.
+    """
+    arr = np.load(path, mmap_mode="r")
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        arr._mmap.madvise(mmap.MADV_RANDOM)
+    return arr
+
+
+class _Graphs(dict[int | None, Any]):
+    """The snapshot's HNSW graphs by namespace code (None: all), each opened when a search
+    first asks for it: opening one walks its nodes (~90 ms for 1M rows warm, more from a
+    cold page cache), and most processes search few of the per-namespace graphs."""
+
+    def __init__(self, paths: dict[int | None, Path]) -> None:
+        super().__init__()
+        self._paths = paths
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._paths)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def __iter__(self) -> Iterator[int | None]:
+        return iter(self._paths)
+
+    def get(self, key: int | None, default: Any = None) -> Any:
+        return self[key] if key in self._paths else default
+
+    def __missing__(self, key: int | None) -> Any:
+        """The graph, opened now; None if it cannot be (the search then scans exactly)."""
+        with self._lock:
+            if not dict.__contains__(self, key):
+                try:
+                    graph = _open_graph(self._paths[key])
+                except (OSError, ValueError, RuntimeError) as exc:
+                    log.warning("HNSW graph %s not opened (searched exactly): %s",
+                                self._paths[key], exc)
+                    graph = None
+                dict.__setitem__(self, key, graph)
+            return dict.__getitem__(self, key)
 
 
 def _usearch_index() -> Any:
@@ -134,7 +189,25 @@ def _open_graph(path: Path) -> Any:
     graph = Index.restore(str(path), view=True)
     if graph is None:
         raise ValueError(f"cannot open the HNSW graph {path}")
+    _random_access(path)
     return graph
+
+
+def _random_access(path: Path) -> None:
+    """``madvise(MADV_RANDOM)`` on this process's mappings of ``path`` (usearch maps the
+    graph itself): a search visits scattered nodes, and the default read-around read
+    128 KB from disk for each one missing from the page cache (Linux only; else a no-op)."""
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        target = str(path.resolve())
+        with Path("/proc/self/maps").open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.rstrip("\n").endswith(target):
+                    start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                    libc.madvise(start, end - start, mmap.MADV_RANDOM)
 
 
 def open_current(directory: Path) -> Snapshot | None:
