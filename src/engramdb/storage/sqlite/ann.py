@@ -305,6 +305,7 @@ class VectorSearch:
             hits = delta.search(q, flt, limit, allowed)
             if snap is not None and snap.n:
                 hits += self._search_snapshot(snap, over, q, flt, limit, allowed)
+                snap.settle()
         hits.sort(key=lambda h: -h[1])
         return hits[:limit]
 

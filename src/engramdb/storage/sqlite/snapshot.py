@@ -82,14 +82,21 @@ class Snapshot:
         self.codes: dict[str, dict[str, int]] = {
             col: {v: i for i, v in enumerate(meta["codes"][col])} for col in CODED}
 
+        self._maps: list[Any] = []
+
+        def mapped(name: str) -> np.ndarray:
+            arr = _mapped(path / f"{name}.npy")
+            self._maps.append(getattr(arr, "_mmap", None))
+            return arr
+
         def load(name: str) -> np.ndarray:
             # A plain array over the mapped file (np.asarray drops the np.memmap
             # subclass, whose Python-level indexing costs more than a search's filter).
-            return np.asarray(_mapped(path / f"{name}.npy")) if self.n else np.zeros(0)
+            return np.asarray(mapped(name)) if self.n else np.zeros(0)
 
         self.row_ids = load("row_id")
         self.cols: dict[str, np.ndarray] = {c: load(c) for c in (*CODED, *TIMES)}
-        self.vecs = (np.asarray(_mapped(path / "vecs.npy")) if self.n
+        self.vecs = (np.asarray(mapped("vecs")) if self.n
                      else np.zeros((0, self.dimension), dtype=np.float32))
         self.by_row = load("by_row")  # positions in row_id order
         # namespace code -> (start, end) slice and number of current rows
@@ -101,6 +108,13 @@ class Snapshot:
         self.graphs_pending: bool = bool(meta.get("graphs_pending", False))
         self.graphs = _Graphs({None if key is None else int(key): path / (
             "hnsw.usearch" if key is None else f"hnsw-{key}.usearch") for key in meta["graphs"]})
+
+    def settle(self) -> None:
+        """After the first search: the default read-around again (see :func:`_mapped`)."""
+        maps, self._maps = self._maps, []
+        for m in maps:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                m.madvise(mmap.MADV_NORMAL)
 
     def positions_of(self, row_ids: np.ndarray) -> np.ndarray:
         """Snapshot positions of ``row_ids`` (those it does not hold are left out)."""
@@ -114,12 +128,14 @@ class Snapshot:
 
 
 def _mapped(path: Path) -> np.memmap:
-    """``path``'s array mapped read-only, read page by page where touched.
+    """``path``'s array mapped read-only, read page by page where touched until
+    :meth:`Snapshot.settle`.
 
     A search touches scattered rows (a graph's candidates, their filter columns); the
     kernel's default read-around reads 128 KB for each page missing from the page cache,
-    which made the first search after a cold open read ~100 MB it never used. A full scan
-    of a scope still reads its pages once; the page cache keeps them for every process.
+    which made the first search after a cold open read ~100 MB it never used (~0.4 s at
+    1M rows). Later searches gain from it (the cache warms in fewer, larger reads), so
+    the default comes back after the first search.
     """
     arr = np.load(path, mmap_mode="r")
     with contextlib.suppress(AttributeError, OSError, ValueError):
@@ -189,14 +205,41 @@ def _open_graph(path: Path) -> Any:
     graph = Index.restore(str(path), view=True)
     if graph is None:
         raise ValueError(f"cannot open the HNSW graph {path}")
-    _random_access(path)
-    return graph
+    _advise(path, mmap.MADV_RANDOM)
+    return _Graph(graph, path)
 
 
-def _random_access(path: Path) -> None:
-    """``madvise(MADV_RANDOM)`` on this process's mappings of ``path`` (usearch maps the
-    graph itself): a search visits scattered nodes, and the default read-around read
-    128 KB from disk for each one missing from the page cache (Linux only; else a no-op)."""
+class _Graph:
+    """A mapped usearch graph whose first search reads only the nodes it visits.
+
+    The first search after a cold open visits scattered nodes, and the default
+    read-around read 128 KB from disk for each one missing from the page cache (~0.3 s
+    at 1M rows); later searches gain from it (neighbouring nodes come along, the cache
+    warms in fewer reads), so the default comes back after the first search."""
+
+    def __init__(self, graph: Any, path: Path) -> None:
+        self._graph = graph
+        self._path: Path | None = path
+
+    @property
+    def expansion_search(self) -> int:
+        return int(self._graph.expansion_search)
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        self._graph.expansion_search = value
+
+    def search(self, *args: Any, **kwargs: Any) -> Any:
+        found = self._graph.search(*args, **kwargs)
+        if self._path is not None:
+            path, self._path = self._path, None
+            _advise(path, mmap.MADV_NORMAL)
+        return found
+
+
+def _advise(path: Path, advice: int) -> None:
+    """``madvise`` on this process's mappings of ``path`` (usearch maps the graph file
+    itself; Linux only, else a no-op)."""
     with contextlib.suppress(OSError, AttributeError, ValueError):
         import ctypes
 
@@ -207,7 +250,7 @@ def _random_access(path: Path) -> None:
             for line in fh:
                 if line.rstrip("\n").endswith(target):
                     start, end = (int(x, 16) for x in line.split()[0].split("-"))
-                    libc.madvise(start, end - start, mmap.MADV_RANDOM)
+                    libc.madvise(start, end - start, advice)
 
 
 def open_current(directory: Path) -> Snapshot | None:
