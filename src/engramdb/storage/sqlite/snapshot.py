@@ -28,11 +28,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import mmap
 import os
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-log = logging.getLogger("engramdb.index")
 
 __all__ = ["FORMAT", "NONE", "Snapshot", "add_graphs", "build_snapshot", "index_dir",
            "open_current"]
@@ -106,8 +102,10 @@ class Snapshot:
         self.live_total = sum(self.live.values())
         # Published before its graphs (searched exactly until add_graphs publishes them).
         self.graphs_pending: bool = bool(meta.get("graphs_pending", False))
-        self.graphs = _Graphs({None if key is None else int(key): path / (
-            "hnsw.usearch" if key is None else f"hnsw-{key}.usearch") for key in meta["graphs"]})
+        self.graphs: dict[int | None, Any] = {}
+        for key in meta["graphs"]:
+            self.graphs[None if key is None else int(key)] = _open_graph(
+                path / ("hnsw.usearch" if key is None else f"hnsw-{key}.usearch"))
 
     def settle(self) -> None:
         """After the first search: the default read-around again (see :func:`_mapped`)."""
@@ -141,45 +139,6 @@ def _mapped(path: Path) -> np.memmap:
     with contextlib.suppress(AttributeError, OSError, ValueError):
         arr._mmap.madvise(mmap.MADV_RANDOM)
     return arr
-
-
-class _Graphs(dict[int | None, Any]):
-    """The snapshot's HNSW graphs by namespace code (None: all), each opened when a search
-    first asks for it: opening one walks its nodes (~90 ms for 1M rows warm, more from a
-    cold page cache), and most processes search few of the per-namespace graphs."""
-
-    def __init__(self, paths: dict[int | None, Path]) -> None:
-        super().__init__()
-        self._paths = paths
-        self._lock = threading.Lock()
-
-    def __bool__(self) -> bool:
-        return bool(self._paths)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._paths
-
-    def __len__(self) -> int:
-        return len(self._paths)
-
-    def __iter__(self) -> Iterator[int | None]:
-        return iter(self._paths)
-
-    def get(self, key: int | None, default: Any = None) -> Any:
-        return self[key] if key in self._paths else default
-
-    def __missing__(self, key: int | None) -> Any:
-        """The graph, opened now; None if it cannot be (the search then scans exactly)."""
-        with self._lock:
-            if not dict.__contains__(self, key):
-                try:
-                    graph = _open_graph(self._paths[key])
-                except (OSError, ValueError, RuntimeError) as exc:
-                    log.warning("HNSW graph %s not opened (searched exactly): %s",
-                                self._paths[key], exc)
-                    graph = None
-                dict.__setitem__(self, key, graph)
-            return dict.__getitem__(self, key)
 
 
 def _usearch_index() -> Any:
