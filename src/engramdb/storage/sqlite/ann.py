@@ -462,11 +462,13 @@ class VectorSearch:
             scope_live = sum(snap.live.get(c, 0) for c in wanted)
             if scope_live <= self.exact_rows:
                 return None
-        graph, universe = snap.graphs.get(None), snap.live_total
-        if flt.namespaces is not None and len(wanted) == 1:
-            (code,) = wanted
-            if code in snap.graphs:
-                graph, universe = snap.graphs[code], snap.live.get(code, 0)
+        # The one namespace's own graph if it has one, else the global graph (each
+        # opened when first asked for: a scoped search never opens the global one).
+        key: int | None = None
+        if flt.namespaces is not None and len(wanted) == 1 and next(iter(wanted)) in snap.graphs:
+            key = next(iter(wanted))
+        graph = snap.graphs.get(key)
+        universe = snap.live_total if key is None else snap.live.get(key, 0)
         if graph is None or universe == 0:
             return None
         share = max(scope_live / universe, 1e-6)
