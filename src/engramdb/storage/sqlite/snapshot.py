@@ -178,6 +178,7 @@ class _Graphs(dict[int | None, Any]):
         super().__init__()
         self._paths = paths
         self._lock = threading.Lock()
+        self._first = True
 
     def __bool__(self) -> bool:
         return bool(self._paths)
@@ -199,7 +200,7 @@ class _Graphs(dict[int | None, Any]):
         with self._lock:
             if not dict.__contains__(self, key):
                 try:
-                    graph = _open_graph(self._paths[key])
+                    graph = _open_graph(self._paths[key], first=self._first)
                 except (OSError, ValueError, RuntimeError) as exc:
                     log.warning("HNSW graph %s not opened (searched exactly): %s",
                                 self._paths[key], exc)
@@ -208,6 +209,7 @@ class _Graphs(dict[int | None, Any]):
             return dict.__getitem__(self, key)
 
     def open_all(self) -> None:
+        self._first = False  # after the first search: the default read-around
         for key in self._paths:
             self.get(key)
 
@@ -230,11 +232,15 @@ def _usearch_index() -> Any:
     return Index
 
 
-def _open_graph(path: Path) -> Any:
+def _open_graph(path: Path, *, first: bool = True) -> Any:
+    """The graph at ``path``, mapped; ``first``: for the first search (random access
+    until it is done, see :class:`_Graph`)."""
     Index = _usearch_index()
     graph = Index.restore(str(path), view=True)
     if graph is None:
         raise ValueError(f"cannot open the HNSW graph {path}")
+    if not first:
+        return graph
     _advise(path, mmap.MADV_RANDOM)
     return _Graph(graph, path)
 
