@@ -56,7 +56,7 @@ def build_text(path: Path, n: int) -> None:
     db.close()
 
 
-def child(path: Path, n: int, recalls: int) -> None:
+def child(path: Path, n: int, recalls: int, wait: float) -> None:
     sys.path.insert(0, str(CHECKS))
     from common import actor  # type: ignore[import-not-found]
 
@@ -80,9 +80,21 @@ def child(path: Path, n: int, recalls: int) -> None:
     me.recall(queries[0], namespace="corp/**", k=10, **given(0))
     first = time.perf_counter() - t1
     lexical = db.storage._lexical
+    vindex = db.storage._vindex
+    # What the first recall searched its vectors with: the shared snapshot (its rows)
+    # and the rows this process read into memory (the delta: all of them if no snapshot).
+    first_vec = None if vindex is None else {
+        "snapshot_rows": None if vindex._snap is None else vindex._snap.n,
+        "delta_rows": len(vindex._delta)}
+
+    def vectors_ready() -> bool:
+        return vindex is None or vindex._snap is not None
+
     # Above its sync threshold the index is built in the background (FTS5 answers
-    # meanwhile): wait until a recall is ranked by it.
-    while getattr(lexical, "_index", None) is None and time.perf_counter() - t1 < 600:
+    # meanwhile): wait until a recall is ranked by it (and, with vectors, until the
+    # vector snapshot is published and used).
+    while ((getattr(lexical, "_index", None) is None or not vectors_ready())
+           and time.perf_counter() - t1 < wait):
         time.sleep(0.2)
         me.recall(queries[0], namespace="corp/**", k=10, **given(0))
     ready = time.perf_counter() - t1
@@ -96,9 +108,30 @@ def child(path: Path, n: int, recalls: int) -> None:
     print(json.dumps({"open_s": opened, "first_recall_s": first, "index_ready_s": ready,
                       "later_p50_ms": float(np.percentile(walls, 50)) if walls else None,
                       "builds": lexical.builds,
+                      "first_vectors": first_vec,
+                      "vector_builds": None if vindex is None else vindex.builds,
+                      "delta_rows": None if vindex is None else len(vindex._delta),
                       "index_rows": None if index is None else len(index)}), flush=True)
     sys.stdin.readline()
     db.close()
+
+
+def evict(path: Path) -> float:
+    """Drop the database's and its snapshots' pages from the page cache (only these
+    files: ``posix_fadvise(DONTNEED)``, so other processes' cached files stay); returns
+    the MB of them that were cached before (``fincore``)."""
+    files = [str(f) for f in [*path.glob("speed.db*"), *path.glob("speed.db-vindex/**/*")]
+             if f.is_file()]
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", *files],
+                         capture_output=True, text=True, check=False).stdout
+    cached = sum(int(x) for x in out.split()) / 2**20
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    return cached
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -123,6 +156,11 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--recalls", type=int, default=60)
     ap.add_argument("--together", action="store_true")
+    ap.add_argument("--wait", type=float, default=600,
+                    help="seconds a process waits for the in-process indexes")
+    ap.add_argument("--cold", action="store_true",
+                    help="evict the database's and snapshots' pages from the page cache "
+                         "before each process starts")
     ap.add_argument("--build-text", action="store_true")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -131,7 +169,7 @@ def main() -> None:
         build_text(args.db, args.n)
         return
     if args.child:
-        child(args.db, args.n, args.recalls)
+        child(args.db, args.n, args.recalls, args.wait)
         return
     procs: list[subprocess.Popen[str]] = []
     results: list[dict[str, Any]] = []
@@ -139,11 +177,13 @@ def main() -> None:
     def start() -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, __file__, str(args.db), "--n", str(args.n), "--recalls",
-             str(args.recalls), "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True)
+             str(args.recalls), "--wait", str(args.wait), "--child"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     try:
         for _ in range(args.procs):
+            if args.cold:
+                print(f"evicted {evict(args.db):.0f} MB of cached pages", flush=True)
             procs.append(start())
             if not args.together:
                 assert procs[-1].stdout is not None
@@ -164,7 +204,9 @@ def main() -> None:
         print(f"process {i}: open {r['open_s'] * 1000:.0f} ms, first recall "
               f"{r['first_recall_s'] * 1000:.0f} ms, index ranking after "
               f"{r['index_ready_s'] * 1000:.0f} ms, later p50 {r['later_p50_ms']:.1f} ms, "
-              f"index builds {r['builds']}, index rows {r['index_rows']} | " + ", ".join(
+              f"index builds {r['builds']}, index rows {r['index_rows']}, vectors in the first "
+              f"recall {r['first_vectors']}, vector builds {r['vector_builds']}, delta rows "
+              f"{r['delta_rows']} | " + ", ".join(
                   f"{k} {v:.0f} MB" for k, v in m.items()))
     print(f"load {os.getloadavg()[0]:.2f}")
 

@@ -19,8 +19,11 @@ short, or when the scope is small, the filtered rows are scanned exactly
 ``include_superseded`` reads and SQL-only filters always take the exact scan.
 
 A process builds a missing or unusable snapshot itself when the database is
-small enough (:attr:`VectorSearch.sync_build_max` rows), otherwise in a
-background thread while searches stay exact; a delta grown past
+small enough (:attr:`VectorSearch.sync_build_max` rows); above, it writes and
+publishes the snapshot's rows and vectors in the searching thread (searched
+exactly from the mapped file) and builds the graphs in a background thread, so
+a process never copies every vector of a large database into its own memory
+(1M rows: 1.5 GB each, 2.5 GB private and 5.4 GB peak before); a delta grown past
 :attr:`VectorSearch.rebuild_min` rows (and a quarter of the snapshot) is
 folded into a new snapshot in the background.
 """
@@ -29,8 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +48,7 @@ from engramdb.storage.base import top_hits
 from engramdb.storage.sqlite.dialect import changed_since
 from engramdb.storage.sqlite.snapshot import (
     Snapshot,
+    add_graphs,
     build_lock,
     build_snapshot,
     open_current,
@@ -88,6 +94,8 @@ class VectorSearch:
     # A SQL-only filter (session, metadata, ...) selecting at most this many rows has
     # them looked up by row id instead of the scope scanned.
     lookup_rows = 20_000
+    # A graph builder that found the lock taken tries again after this many seconds.
+    graphs_retry_s = 30.0
 
     def __init__(self, db_path: str | None, dimension: int,
                  connect: Callable[[], sqlite3.Connection]) -> None:
@@ -100,6 +108,8 @@ class VectorSearch:
         self._delta = VectorIndex(dimension)
         self._overridden = np.zeros(0, dtype=bool)
         self._builder: threading.Thread | None = None
+        self._graphs_retry_at = 0.0
+        self._rows_failed = False
         self.builds = 0
         # (start, end, filter) -> (snapshot, overridden array, passing positions)
         self._kept: dict[Any, tuple[Snapshot, np.ndarray, np.ndarray]] = {}
@@ -118,6 +128,8 @@ class VectorSearch:
             if self._snap is None and self._dir is not None:
                 self._first_snapshot(conn, head_tx)
             snap = self._snap
+            if snap is not None and snap.graphs_pending:
+                self._start_graphs()
             delta = self._delta
             changed = delta.refresh(conn, head_tx)
             if snap is not None and changed:
@@ -154,12 +166,19 @@ class VectorSearch:
             self._adopt(snap)
 
     def _usable(self, conn: sqlite3.Connection, snap: Snapshot, head_tx: int) -> bool:
-        """Whether ``snap`` is a snapshot of this database (its chain hash matches)."""
+        """Whether ``snap`` is a snapshot of this database (its chain hash matches) and
+        not older than the latest erasure (deleted if it is: a builder that read before
+        an erasure and published after its purge left the erased vectors in its files)."""
         if snap.dimension != self.dimension or snap.tx > head_tx:
             return False
-        row = conn.execute("SELECT hash FROM events WHERE tx = ? ORDER BY seq DESC LIMIT 1",
-                           (snap.tx,)).fetchone()
-        return row is not None and row[0] == snap.hash
+        row, erased = conn.execute(
+            "SELECT (SELECT hash FROM events WHERE tx = ? ORDER BY seq DESC LIMIT 1), "
+            "(SELECT COALESCE(MAX(tx), 0) FROM erasures)", (snap.tx,)).fetchone()
+        if snap.tx < erased:
+            if self._dir is not None and snap.path.parent == self._dir:
+                shutil.rmtree(snap.path, ignore_errors=True)
+            return False
+        return row is not None and row == snap.hash
 
     def _adopt(self, snap: Snapshot | None) -> None:
         self._snap = snap
@@ -172,11 +191,18 @@ class VectorSearch:
         rows = conn.execute("SELECT MAX(row_id) FROM memories").fetchone()[0] or 0
         if rows < self.snapshot_min:
             return
-        if rows > self.sync_build_max or (self._builder is not None
-                                          and self._builder.is_alive()):
+        if self._builder is not None and self._builder.is_alive():
+            return
+        large = rows > self.sync_build_max
+        if large and self._rows_failed:
+            self._start_builder()  # no place to publish: the delta answers meanwhile
+            return
+        # Large: rows and vectors now (a streamed copy, no graphs: searched exactly from
+        # the mapped file), the graphs in the background (refresh starts them).
+        if not self._build(wait=True, graphs=not large) and large:
+            self._rows_failed = True
             self._start_builder()
             return
-        self._build(wait=True)
         self._pointer = None
         self._follow_pointer(conn, head_tx)
 
@@ -195,8 +221,45 @@ class VectorSearch:
                                          name="engramdb-vindex", daemon=True)
         self._builder.start()
 
-    def _build(self, *, wait: bool) -> bool:
-        """Build and publish a snapshot unless another builder holds the lock."""
+    def _start_graphs(self) -> None:
+        """Build the graphs of the published graph-less snapshot in the background."""
+        if (self._builder is not None and self._builder.is_alive()) \
+                or time.monotonic() < self._graphs_retry_at:
+            return
+        self._graphs_retry_at = time.monotonic() + self.graphs_retry_s
+        self._builder = threading.Thread(target=self._finish_graphs,
+                                         name="engramdb-vindex-graphs", daemon=True)
+        self._builder.start()
+
+    def _finish_graphs(self) -> None:
+        assert self._dir is not None
+        try:
+            with build_lock(self._dir, wait=False) as mine:
+                if not mine:
+                    return  # another process is building (it finishes them, or we retry)
+                current = open_current(self._dir)
+                if current is None or not current.graphs_pending:
+                    return
+                conn = self._connect()
+                try:
+                    def no_erasure_since() -> bool:
+                        # A snapshot older than an erasure may hold the erased vectors:
+                        # never published again (its replacement is built from scratch).
+                        return bool(conn.execute(
+                            "SELECT COALESCE(MAX(tx), 0) FROM erasures").fetchone()[0]
+                            <= current.tx)
+
+                    if add_graphs(current, self._dir, threads=1,
+                                  still_wanted=no_erasure_since) is not None:
+                        self.builds += 1
+                finally:
+                    conn.close()
+        except (OSError, sqlite3.Error, RuntimeError, ValueError) as exc:
+            log.warning("vector index graphs not built (searches stay exact): %s", exc)
+
+    def _build(self, *, wait: bool, graphs: bool = True) -> bool:
+        """Build and publish a snapshot unless another builder holds the lock
+        (``graphs=False``: its rows and vectors only, graphs added later)."""
         assert self._dir is not None
         try:
             with build_lock(self._dir, wait=wait) as mine:
@@ -213,7 +276,7 @@ class VectorSearch:
                                 + changed_since(current.tx)[0],
                                 changed_since(current.tx)[1]).fetchone()[0] < self.rebuild_min:
                         return True  # another process built it while we waited
-                    build_snapshot(conn, self._dir, self.dimension, threads=1)
+                    build_snapshot(conn, self._dir, self.dimension, threads=1, graphs=graphs)
                     self.builds += 1
                     return True
                 finally:
@@ -242,6 +305,7 @@ class VectorSearch:
             hits = delta.search(q, flt, limit, allowed)
             if snap is not None and snap.n:
                 hits += self._search_snapshot(snap, over, q, flt, limit, allowed)
+                snap.settle()
         hits.sort(key=lambda h: -h[1])
         return hits[:limit]
 
@@ -398,11 +462,13 @@ class VectorSearch:
             scope_live = sum(snap.live.get(c, 0) for c in wanted)
             if scope_live <= self.exact_rows:
                 return None
-        graph, universe = snap.graphs.get(None), snap.live_total
-        if flt.namespaces is not None and len(wanted) == 1:
-            (code,) = wanted
-            if code in snap.graphs:
-                graph, universe = snap.graphs[code], snap.live.get(code, 0)
+        # The one namespace's own graph if it has one, else the global graph (each
+        # opened when first asked for: a scoped search never opens the global one).
+        key: int | None = None
+        if flt.namespaces is not None and len(wanted) == 1 and next(iter(wanted)) in snap.graphs:
+            key = next(iter(wanted))
+        graph = snap.graphs.get(key)
+        universe = snap.live_total if key is None else snap.live.get(key, 0)
         if graph is None or universe == 0:
             return None
         share = max(scope_live / universe, 1e-6)
