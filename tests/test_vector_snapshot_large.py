@@ -169,3 +169,46 @@ def test_graphs_of_a_snapshot_older_than_an_erasure_are_not_published(tmp_path, 
         assert db.storage._vindex._snap.path != snap.path
     finally:
         db.close()
+
+
+def test_a_damaged_graph_answers_exactly_and_the_snapshot_is_replaced(tmp_path, embedder):
+    path = tmp_path / "engram.db"
+    db = engramdb.open(path, embedder=embedder)
+    _, vecs = _load(db)
+    db.storage.search_vector(vecs[0], RecallFilter(), 5)
+    db.storage._vindex._builder.join(timeout=120)
+    meta = _meta(db)
+    assert meta["graphs"]
+    damaged = _index_dir(db) / (_index_dir(db) / "current").read_text().strip()
+    db.close()
+    for graph in damaged.glob("hnsw*.usearch"):  # torn by a disk fault, not by EngramDB
+        graph.write_bytes(b"\0" * 64)
+    other = engramdb.open(path, embedder=embedder)
+    try:
+        flt = RecallFilter(as_of=other.storage.head().tx)
+        scoped = RecallFilter(namespaces=(NAMESPACES[1],), as_of=flt.as_of)
+        for q, f in ((vecs[4], flt), (vecs[9], scoped)):
+            assert _found(other, q, f, 10) == _exact(other, q, f, 10)
+        search = other.storage._vindex
+        search._builder.join(timeout=120)
+        assert search.builds == 1  # replaced in the background, as a missing one would be
+        fresh = (_index_dir(other) / "current").read_text().strip()
+        assert fresh != damaged.name and not damaged.exists()
+        assert _found(other, vecs[4], flt, 10) == _exact(other, vecs[4], flt, 10)
+        assert not other.storage._vindex._snap.graphs.damaged
+    finally:
+        other.close()
+
+
+def test_the_vector_snapshot_is_private_to_the_database_owner(tmp_path, embedder):
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    try:
+        _, vecs = _load(db)
+        db.storage.search_vector(vecs[0], RecallFilter(), 5)
+        db.storage._vindex._builder.join(timeout=120)
+        snaps = [p for p in _index_dir(db).iterdir() if p.name.startswith("snap-")]
+        assert snaps
+        for snap in snaps:  # others cannot list or read the vectors inside
+            assert snap.stat().st_mode & 0o777 == 0o700
+    finally:
+        db.close()

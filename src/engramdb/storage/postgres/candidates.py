@@ -35,8 +35,8 @@ import numpy as np
 import psycopg
 
 from engramdb.model import RecallFilter
+from engramdb.storage.blas import single_blas
 from engramdb.storage.postgres._conn import to_pyformat
-from engramdb.storage.sqlite.ann import single_blas
 
 __all__ = ["MAX_VECTORS", "PROBES", "Candidates", "cacheable"]
 

@@ -30,13 +30,12 @@ folded into a new snapshot in the background.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import numpy as np
 
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
+from engramdb.storage.blas import single_blas
 from engramdb.storage.sqlite.dialect import changed_since
 from engramdb.storage.sqlite.snapshot import (
     Snapshot,
@@ -55,29 +55,9 @@ from engramdb.storage.sqlite.snapshot import (
 )
 from engramdb.storage.sqlite.vectors import Columns, VectorIndex, column_mask
 
-__all__ = ["VectorSearch", "single_blas"]
+__all__ = ["VectorSearch"]
 
 log = logging.getLogger("engramdb.index")
-
-_controller: Any = None
-
-
-@contextlib.contextmanager
-def single_blas() -> Iterator[None]:
-    """One BLAS thread for the products inside: a matrix-vector product gains nothing
-    from threads on a busy machine and loses a lot to their wake-ups."""
-    global _controller
-    try:
-        if _controller is None:
-            from threadpoolctl import ThreadpoolController
-
-            _controller = ThreadpoolController()
-        limiter = _controller.limit(limits=1, user_api="blas")
-    except Exception:  # noqa: BLE001 - threadpoolctl missing or unusable: run as is
-        yield
-        return
-    with limiter:
-        yield
 
 
 class VectorSearch:
@@ -130,6 +110,8 @@ class VectorSearch:
             snap = self._snap
             if snap is not None and snap.graphs_pending:
                 self._start_graphs()
+            elif snap is not None and snap.graphs.damaged:
+                self._start_builder()  # a graph file would not open: a new snapshot
             delta = self._delta
             changed = delta.refresh(conn, head_tx)
             if snap is not None and changed:

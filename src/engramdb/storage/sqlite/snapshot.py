@@ -179,6 +179,7 @@ class _Graphs(dict[int | None, Any]):
         self._paths = paths
         self._lock = threading.Lock()
         self._first = True
+        self.damaged = False  # a graph could not be opened: the snapshot wants replacing
 
     def __bool__(self) -> bool:
         return bool(self._paths)
@@ -202,9 +203,10 @@ class _Graphs(dict[int | None, Any]):
                 try:
                     graph = _open_graph(self._paths[key], first=self._first)
                 except (OSError, ValueError, RuntimeError) as exc:
-                    log.warning("HNSW graph %s not opened (searched exactly): %s",
-                                self._paths[key], exc)
+                    log.warning("HNSW graph %s not opened (searched exactly until the "
+                                "snapshot is rebuilt): %s", self._paths[key], exc)
                     graph = None
+                    self.damaged = True
                 dict.__setitem__(self, key, graph)
             return dict.__getitem__(self, key)
 
@@ -369,7 +371,9 @@ def add_graphs(snap: Snapshot, directory: Path, *, threads: int = 0,
 def _staging(directory: Path) -> Iterator[Path]:
     """A new temporary directory for a snapshot, removed if anything fails."""
     tmp = directory / f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    # Private, as the database's lexical snapshot: the files hold every memory's vector.
+    tmp.mkdir(mode=0o700)
+    tmp.chmod(0o700)  # mkdir's mode is masked by the umask
     try:
         yield tmp
     except BaseException:
