@@ -12,7 +12,9 @@ import io
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from engramdb.engine import import_database
 from engramdb.engine.read_audit import read_rows
 from engramdb.errors import InvalidInput, InvalidNamespace, NotFound, PermissionDenied
 from tests.conftest import matrix
+from tests.support.audit import settled
 
 
 @pytest.fixture
@@ -110,8 +113,10 @@ def test_reads_are_written_in_batches_and_on_close(tmp_path):
     head = db.storage.head().seq
     for _ in range(25):
         db.recall("Company X")
-    assert db.storage.head().seq == head + 2  # two batches of 10; 5 still buffered
-    assert db.read_audit.pending == 5
+    # The flusher thread writes the two full batches of 10 (not the reads that filled
+    # them); the open batch's 5 stay buffered.
+    assert settled(db, 5) == 5
+    assert db.storage.head().seq == head + 2
     db.close()
     with engramdb.open(path, embedder=None) as again:
         assert again.storage.head().seq == head + 3
@@ -127,7 +132,7 @@ def test_reads_are_flushed_by_age_and_before_verify_and_export(team, tmp_path):
     assert db.read_audit.pending == 1
     time.sleep(0.1)
     db.recall("Company X")  # the oldest buffered read is over the interval: written now
-    assert db.read_audit.pending == 0 and _reads_events(db) == 1
+    assert settled(db, 0) == 0 and _reads_events(db) == 1
 
     db.read_audit.interval_s = 3600
     db.recall("Company X")
@@ -139,6 +144,38 @@ def test_reads_are_flushed_by_age_and_before_verify_and_export(team, tmp_path):
     import_database(tmp_path / "copy.db", io.StringIO(out.getvalue()), embedder=None)
     with engramdb.open(tmp_path / "copy.db", embedder=None) as copy:
         assert len(copy.who_read(m.id)) == 4 == len(db.who_read(m.id))
+
+
+def test_readers_in_several_threads_are_all_named_after_the_flusher_writes(tmp_path):
+    # The batches are written by the audit's flusher thread, not by the read that fills
+    # one: readers in four threads fill several batches while it writes; who_read names
+    # every read of every reader, exactly once, in the handle and after reopening.
+    path = tmp_path / "engram.db"
+    db = _team(engramdb.open(path, embedder=None))
+    m = db.remember("Company X outlook is positive", namespace="acme/research")
+    db.read_audit.batch_size = 7
+    db.read_audit.interval_s = 3600
+    head = db.storage.head().seq
+    readers = {"planner": 23, "risk": 17, "auditor": 11, "admin": 9}
+
+    def read(name: str, times: int) -> None:
+        who = db if name == "admin" else db.as_agent(name)
+        for i in range(times):
+            assert who.recall(f"Company X outlook {i}", namespace="acme/**").hits
+
+    threads = [threading.Thread(target=read, args=item) for item in readers.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert settled(db, 60 % 7) == 60 % 7  # the full batches written, the open one kept
+    assert db.storage.head().seq == head + 60 // 7
+    named = Counter(r.principal for r in db.who_read(m.id))  # flushes the open batch
+    assert named == Counter(readers)
+    assert db.read_audit.pending == 0 and db.verify().ok
+    db.close()
+    with engramdb.open(path, embedder=None) as again:
+        assert Counter(r.principal for r in again.who_read(m.id)) == named
 
 
 def test_background_flusher_writes_an_idle_buffer(team):
@@ -199,7 +236,7 @@ def test_bad_audit_settings_write_nothing(team):
 
 
 _CHILD = textwrap.dedent("""
-    import os, sys
+    import os, sys, time
     import engramdb
     db = engramdb.open(sys.argv[1], embedder=None)
     db.read_audit.batch_size = 10
@@ -207,6 +244,10 @@ _CHILD = textwrap.dedent("""
     db.read_audit.synchronous = sys.argv[2] == "sync"
     for _ in range(25):
         db.recall("Company X")
+    # Until the flusher thread has written the full batches (20 reads): the open
+    # batch's 5 are what a crash now loses.
+    while db.read_audit.pending > 5:
+        time.sleep(0.01)
     os._exit(0)  # a crash: no close, no atexit
 """)
 
