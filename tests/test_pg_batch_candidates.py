@@ -40,6 +40,7 @@ def held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Past 100 rows a namespace's batch is proposed in process; count the queries
     answered there (spied on, not replaced)."""
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
+    monkeypatch.setattr(candidates, "EXACT_ROWS", 100)
     asked: list[int] = []
     real = candidates.Candidates.search
 
@@ -100,6 +101,8 @@ def test_candidates_are_the_committed_state_whoever_wrote_it(
         mine.remember_many([{"text": f"filler {i}", "namespace": "kb/facts",
                              "layer": "semantic", "embedding": v}
                             for i, v in enumerate(_unit(rng, 300))])
+        assert held == [300]  # the fillers' own candidates, from the (empty) namespace
+        held.clear()
         target, moved, later = _unit(rng, 3)
         t = mine.remember("the vault code is 1234", namespace="kb/facts", embedding=target)
         m = mine.remember("the meeting is in room 4", namespace="kb/facts", embedding=moved)
