@@ -229,3 +229,123 @@ def test_a_forked_child_holds_nothing_at_first_and_still_flags_contradictions(
         assert db.verify().ok
     finally:
         db.close()
+
+
+def test_a_namespace_within_the_exact_size_is_held_whole_and_flags_what_a_small_one_flags(
+        pg_url: str, embedder: Any) -> None:
+    """At the default sizes a 400-row namespace is held whole and scanned against every
+    query (no lists); the contradictions flagged are a small namespace's."""
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        remember_committed(db)
+        write_batch_and_singles(db)
+        space = db.storage._candidates._spaces[("big/batch", ("semantic",))]
+        assert space.n > 400 and space.centroids is None  # held, never split into lists
+        assert_flags_like_a_small_namespace(db)
+    finally:
+        db.close()
+
+
+def test_a_namespace_growing_past_the_exact_size_is_split_into_lists_and_flags_the_same(
+        pg_url: str, embedder: Any, held: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held whole while small (here up to 500 rows), the namespace is split into lists
+    by the first batch past that size, from what it holds: the contradictions of the
+    batch are still a small namespace's."""
+    monkeypatch.setattr(candidates, "EXACT_ROWS", 500)
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        rng = np.random.default_rng(13)
+        _found(db, list(_unit(rng, 16)), "big/batch")
+        space = db.storage._candidates._spaces[("big/batch", ("semantic",))]
+        assert space.centroids is None
+        fill_large_namespaces(db, 150, seed=14)  # 550 rows: past the exact size
+        remember_committed(db)
+        write_batch_and_singles(db)
+        assert space.centroids is not None and space.trained > 500
+        assert_flags_like_a_small_namespace(db)
+    finally:
+        db.close()
+
+
+def test_a_server_without_half_precision_vectors_gives_the_same_candidates(
+        pg_url: str, embedder: Any, held: list[int]) -> None:
+    """The vectors are read as half-precision bytes where pgvector has ``halfvec``, as
+    float32 vectors otherwise: the same rows and similarities come back either way."""
+    rng = np.random.default_rng(15)
+    db = _open(pg_url, embedder)
+    try:
+        base = _unit(rng, 40)
+        rows = np.vstack([base, _unit(rng, 300)])
+        db.remember_many([{"text": f"filler {i}", "namespace": "kb/facts", "layer": "semantic",
+                           "embedding": v} for i, v in enumerate(rows)])
+        queries = [_near(b, rng, 0.6) for b in base]
+        flt = RecallFilter(namespaces=("kb/facts",), layers=("semantic",), statuses=("active",))
+        found = []
+        for half in (True, False):
+            db.storage._candidates.clear()
+            db.storage._candidates._half = half
+            found.append([[(r["id"], round(s, 6)) for r, s in hits]
+                          for hits in db.storage.search_vectors(queries, flt, 5, 0.5)])
+        assert found[0] == found[1]
+        assert sum(len(f) for f in found[0]) >= 40  # each query finds at least its base
+        assert held[-2:] == [40, 40]  # both answered in process
+    finally:
+        db.close()
+
+
+_SPAWN_SCRIPT = """
+import json, sys
+import numpy as np
+import engramdb
+from engramdb.retrieval.embed import LocalEmbedder
+url, path = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    given = json.load(f)
+db = engramdb.open(url, embedder=LocalEmbedder())
+before = db.storage._candidates.held()
+db.remember_many([{"text": t, "namespace": "big/batch",
+                   "embedding": np.asarray(e, dtype=np.float32)} for t, e in given])
+print(json.dumps([before, db.storage._candidates.held()]))
+db.close()
+"""
+
+
+def test_a_new_process_first_batch_flags_what_a_small_namespace_flags(
+        pg_url: str, embedder: Any, held: list[int], tmp_path: Any) -> None:
+    """A process started afresh (not forked) writes its first batch into a namespace it
+    has never read: it reads the namespace's vectors, splits them into lists and flags
+    the contradictions the same batch flags in a small namespace."""
+    import json
+    import subprocess
+    import sys
+
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        remember_committed(db)
+        embeddings = [e.tolist() for e in db.embedder.embed(BATCH)]
+        given = tmp_path / "batch.json"
+        given.write_text(json.dumps(list(zip(BATCH, embeddings, strict=True))))
+        script = tmp_path / "first_batch.py"
+        # The child lowers the same sizes the fixture lowers here: a 400-row namespace
+        # is then a large one, split into lists.
+        preamble = ("from engramdb.storage.postgres import candidates, knn\n"
+                    "candidates.EXACT_ROWS = 100\nknn._IN_PROCESS_MAX_ROWS = 100\n")
+        script.write_text(preamble + _SPAWN_SCRIPT)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run([sys.executable, str(script), pg_url, str(given)], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-2000:]
+        before, after = json.loads(out.stdout.strip().splitlines()[-1])
+        assert before == 0 and after > 400  # it read the namespace for itself
+        db.remember_many([{"text": t, "namespace": "small/batch", "embedding": np.asarray(e)}
+                          for t, e in zip(BATCH, embeddings, strict=True)])
+        expected = _pairs(db, "small/batch")
+        assert frozenset({"The deployment window is Monday",
+                          "The deployment window is Friday"}) in expected
+        assert _pairs(db, "big/batch") == expected
+        assert db.verify().ok
+    finally:
+        db.close()
