@@ -1,8 +1,8 @@
-"""A large PostgreSQL namespace's batch candidates, proposed in process (issue 13).
+"""A PostgreSQL namespace's batch candidates, proposed in process (issue 13).
 
-A semantic ``remember_many`` into a namespace past the exact in-process size
-takes its free-text candidates from the namespace's vectors held in this
-process as int8 codes in inverted lists (:mod:`engramdb.storage.postgres.
+A semantic ``remember_many`` takes its free-text candidates from the
+namespace's vectors held in this process as int8 codes (every row scanned up
+to the exact size, past it in inverted lists: :mod:`engramdb.storage.postgres.
 candidates`), each proposal read back from the server through the search's
 filter. What a user can notice must not change: the contradictions flagged are
 those flagged in a namespace holding only the statements, and the candidates
@@ -37,8 +37,8 @@ DIM = 384
 
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Past 100 rows a namespace's batch is proposed in process; count the queries
-    answered there (spied on, not replaced)."""
+    """Past 100 rows a namespace's batch is proposed from the lists (below, from every
+    row held); count the queries answered in process (spied on, not replaced)."""
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
     monkeypatch.setattr(candidates, "EXACT_ROWS", 100)
     asked: list[int] = []

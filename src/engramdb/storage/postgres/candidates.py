@@ -1,14 +1,17 @@
-"""A batch's contradiction candidates in a large namespace, ranked in this process.
+"""A batch's contradiction candidates in a namespace, ranked in this process.
 
 A semantic ``remember_many`` asks, for each memory, the nearest committed
 semantic memories of its namespace at cosine 0.5 or more (engine/trust.py).
 On the server that is one inverted-file probe per memory (0.4-1.5 ms of
 server CPU each at 20k-100k rows: most of a semantic memory's cost). Here a
 namespace's vectors are held per process as int8 codes (384 bytes a vector at
-384-d, a quarter of the float copy), partitioned into ``sqrt(rows)`` lists by
-a spherical k-means, and a whole batch is answered at once: every list is
-scanned once, as one matrix product against all the batch's queries that
-probe it (:data:`PROBES` nearest lists per query).
+384-d, a quarter of the float copy), read once (as half-precision bytes) and
+then only what was written since. Up to :data:`EXACT_ROWS` rows every row is
+scanned against every query (exact, as the server's scan); past that the rows
+are partitioned into ``sqrt(rows)`` lists by a spherical k-means, trained from
+what is held, and a whole batch is answered at once: every list is scanned
+once, as one matrix product against all the batch's queries that probe it
+(:data:`PROBES` nearest lists per query).
 
 What is held is only a filter: whatever it proposes is read back from the
 server before it is returned, in one statement, with the search's own filter
@@ -111,11 +114,18 @@ class _Space:
             c = table[value] = len(table)
         return c
 
-    def _grow(self, need: int) -> None:
+    def reserve(self, need: int) -> None:
+        """Room for ``need`` rows (and an eighth more) in one allocation."""
+        if need > len(self.scale):
+            self._grow(need + need // 8, exact=True)
+
+    def _grow(self, need: int, exact: bool = False) -> None:
         cap = len(self.scale)
         if need <= cap:
             return
-        cap = max(need, cap + cap // 4, 1024)  # a quarter more: little slack held
+        if not exact:
+            need = max(need, cap + cap // 4, 1024)  # a quarter more: little slack held
+        cap = need
         codes = np.zeros((cap, self.dimension), dtype=np.int8)
         codes[:self.n] = self.codes[:self.n]
         self.codes = codes
@@ -130,11 +140,12 @@ class _Space:
             return
         self._grow(self.n + len(keys))
         pos, held = self.pos, self.keys
-        if not pos:  # the first load: one snapshot holds each key once
+        idx: slice | np.ndarray
+        if pos.keys().isdisjoint(keys):  # all new (one statement reads each key once)
             start = len(held)
             held.extend(keys)
             pos.update(zip(keys, range(start, start + len(keys)), strict=True))
-            idx = np.arange(start, start + len(keys), dtype=np.int64)
+            idx = slice(start, start + len(keys))
         else:
             at = []
             for key in keys:
@@ -152,7 +163,7 @@ class _Space:
                              for s in subjects]
         top = np.abs(mat).max(axis=1)
         scale = np.where(top == 0, 1.0, top / 127.0).astype(np.float32)
-        self.codes[idx] = np.rint(mat / scale[:, None]).astype(np.int8)
+        self.codes[idx] = np.rint(mat / scale[:, None])  # cast to int8 on assignment
         self.scale[idx] = scale
         self.alive[idx] = True
         if self.centroids is not None:
@@ -387,6 +398,10 @@ class Candidates:
                 "AND m.version = v.version WHERE v.vseq > %s AND v.vseq <= %s "
                 "AND m.namespace = %s AND m.layer = ANY(%s)",
                 [space.mark, mark, ns, list(layers)])
+            if space.n + max(cur.rowcount, 0) > MAX_VECTORS:
+                self._forget(key)
+                return False
+            space.reserve(space.n + max(cur.rowcount, 0))  # one allocation, not one a chunk
             while rows := cur.fetchmany(_LOAD_CHUNK):
                 if self._half:
                     raw = b"".join(r[4] for r in rows)
