@@ -349,3 +349,26 @@ def test_a_new_process_first_batch_flags_what_a_small_namespace_flags(
         assert db.verify().ok
     finally:
         db.close()
+
+
+def test_a_writer_batching_into_many_namespaces_holds_only_the_latest_ones(
+        pg_url: str, embedder: Any, held: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every namespace a batch searches is held, so a writer spread over many of them
+    keeps only the most recently searched (here 3), and a dropped one is read again."""
+    monkeypatch.setattr(candidates, "MAX_SPACES", 3)
+    rng = np.random.default_rng(16)
+    db = _open(pg_url, embedder)
+    try:
+        for i in range(5):
+            db.remember_many([{"text": f"fact {j} of team {i}", "namespace": f"team/{i}",
+                               "layer": "semantic", "embedding": v}
+                              for j, v in enumerate(_unit(rng, 20))])
+        spaces = db.storage._candidates._spaces
+        assert sorted(k[0] for k in spaces) == ["team/2", "team/3", "team/4"]
+        target = _unit(rng, 1)[0]
+        t = db.remember("the vault code is 1234", namespace="team/0", embedding=target)
+        assert all(t.id in f for f in _found(db, [_near(target, rng) for _ in range(16)],
+                                               "team/0"))
+        assert "team/0" in {k[0] for k in spaces} and len(spaces) == 3
+    finally:
+        db.close()

@@ -41,7 +41,7 @@ from engramdb.model import RecallFilter
 from engramdb.storage.blas import single_blas
 from engramdb.storage.postgres._conn import to_pyformat
 
-__all__ = ["EXACT_ROWS", "MAX_VECTORS", "PROBES", "Candidates", "cacheable"]
+__all__ = ["EXACT_ROWS", "MAX_SPACES", "MAX_VECTORS", "PROBES", "Candidates", "cacheable"]
 
 # Lists a query probes. At 100k random unit vectors (no structure: the worst case for
 # any partition) with 200 planted near-duplicates (cosine ~0.99), 6 of 316 lists found
@@ -53,6 +53,9 @@ PROBES = 10
 # the least recently searched namespaces are dropped, and a namespace larger than
 # this alone is searched on the server as before.
 MAX_VECTORS = 300_000
+# Namespaces held per process: every namespace a batch searches is held (a small one
+# costs a few kB), the least recently searched dropped past this many.
+MAX_SPACES = 1_000
 # A proposal is any row whose int8 similarity is within _MARGIN of the floor (the
 # int8 error is ~0.001 on unit vectors); at most _POOL (or 2x the limit) per query.
 _MARGIN = 0.02
@@ -142,7 +145,7 @@ class _Space:
         if need <= cap:
             return
         if not exact:
-            need = max(need, cap + cap // 4, 1024)  # a quarter more: little slack held
+            need = max(need, cap + cap // 4, 64)  # a quarter more: little slack held
         cap = need
         codes = np.zeros((cap, self.dimension), dtype=np.int8)
         codes[:self.n] = self.codes[:self.n]
@@ -446,9 +449,10 @@ class Candidates:
 
     def _evict(self, keep: tuple[str, tuple[str, ...]]) -> None:
         """Drop the least recently searched namespaces while more than
-        :data:`MAX_VECTORS` are held."""
+        :data:`MAX_VECTORS` vectors, or :data:`MAX_SPACES` namespaces, are held."""
         with self._lock:
-            while sum(s.n for s in self._spaces.values()) > MAX_VECTORS:
+            while (sum(s.n for s in self._spaces.values()) > MAX_VECTORS
+                   or len(self._spaces) > MAX_SPACES):
                 others = [(s.used, k) for k, s in self._spaces.items() if k != keep]
                 if not others:
                     break
