@@ -67,7 +67,7 @@ _LOAD_CHUNK = 20_000
 # query: exact as the server's scan, up to the int8 error inside _MARGIN); past it, the
 # lists. The same size below which knn ranks a namespace exactly in process.
 EXACT_ROWS = 20_000
-_EXACT_CHUNK = 4096
+_EXACT_CHUNK = 1024  # 2,000 queries x 1,024 rows: 8 MB of similarities, cache-sized
 _ASSIGN_CHUNK = 4096
 
 
