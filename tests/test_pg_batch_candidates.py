@@ -1,8 +1,8 @@
-"""A large PostgreSQL namespace's batch candidates, proposed in process (issue 13).
+"""A PostgreSQL namespace's batch candidates, proposed in process (issue 13).
 
-A semantic ``remember_many`` into a namespace past the exact in-process size
-takes its free-text candidates from the namespace's vectors held in this
-process as int8 codes in inverted lists (:mod:`engramdb.storage.postgres.
+A semantic ``remember_many`` takes its free-text candidates from the
+namespace's vectors held in this process as int8 codes (every row scanned up
+to the exact size, past it in inverted lists: :mod:`engramdb.storage.postgres.
 candidates`), each proposal read back from the server through the search's
 filter. What a user can notice must not change: the contradictions flagged are
 those flagged in a namespace holding only the statements, and the candidates
@@ -37,9 +37,10 @@ DIM = 384
 
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Past 100 rows a namespace's batch is proposed in process; count the queries
-    answered there (spied on, not replaced)."""
+    """Past 100 rows a namespace's batch is proposed from the lists (below, from every
+    row held); count the queries answered in process (spied on, not replaced)."""
     monkeypatch.setattr(knn, "_IN_PROCESS_MAX_ROWS", 100)
+    monkeypatch.setattr(candidates, "EXACT_ROWS", 100)
     asked: list[int] = []
     real = candidates.Candidates.search
 
@@ -100,6 +101,8 @@ def test_candidates_are_the_committed_state_whoever_wrote_it(
         mine.remember_many([{"text": f"filler {i}", "namespace": "kb/facts",
                              "layer": "semantic", "embedding": v}
                             for i, v in enumerate(_unit(rng, 300))])
+        assert held == [300]  # the fillers' own candidates, from the (empty) namespace
+        held.clear()
         target, moved, later = _unit(rng, 3)
         t = mine.remember("the vault code is 1234", namespace="kb/facts", embedding=target)
         m = mine.remember("the meeting is in room 4", namespace="kb/facts", embedding=moved)
@@ -224,5 +227,148 @@ def test_a_forked_child_holds_nothing_at_first_and_still_flags_contradictions(
         assert _pairs(db, "big/batch") == expected
         assert db.storage._candidates.held() > 400  # the parent's own codes still serve
         assert db.verify().ok
+    finally:
+        db.close()
+
+
+def test_a_namespace_within_the_exact_size_is_held_whole_and_flags_what_a_small_one_flags(
+        pg_url: str, embedder: Any) -> None:
+    """At the default sizes a 400-row namespace is held whole and scanned against every
+    query (no lists); the contradictions flagged are a small namespace's."""
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        remember_committed(db)
+        write_batch_and_singles(db)
+        space = db.storage._candidates._spaces[("big/batch", ("semantic",))]
+        assert space.n > 400 and space.centroids is None  # held, never split into lists
+        assert_flags_like_a_small_namespace(db)
+    finally:
+        db.close()
+
+
+def test_a_namespace_growing_past_the_exact_size_is_split_into_lists_and_flags_the_same(
+        pg_url: str, embedder: Any, held: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held whole while small (here up to 500 rows), the namespace is split into lists
+    by the first batch past that size, from what it holds: the contradictions of the
+    batch are still a small namespace's."""
+    monkeypatch.setattr(candidates, "EXACT_ROWS", 500)
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        rng = np.random.default_rng(13)
+        _found(db, list(_unit(rng, 16)), "big/batch")
+        space = db.storage._candidates._spaces[("big/batch", ("semantic",))]
+        assert space.centroids is None
+        fill_large_namespaces(db, 150, seed=14)  # 550 rows: past the exact size
+        remember_committed(db)
+        write_batch_and_singles(db)
+        assert space.centroids is not None and space.trained > 500
+        assert_flags_like_a_small_namespace(db)
+    finally:
+        db.close()
+
+
+def test_a_server_without_half_precision_vectors_gives_the_same_candidates(
+        pg_url: str, embedder: Any, held: list[int]) -> None:
+    """The vectors are read as half-precision bytes where pgvector has ``halfvec``, as
+    float32 vectors otherwise: the same rows and similarities come back either way."""
+    rng = np.random.default_rng(15)
+    db = _open(pg_url, embedder)
+    try:
+        base = _unit(rng, 40)
+        rows = np.vstack([base, _unit(rng, 300)])
+        db.remember_many([{"text": f"filler {i}", "namespace": "kb/facts", "layer": "semantic",
+                           "embedding": v} for i, v in enumerate(rows)])
+        queries = [_near(b, rng, 0.6) for b in base]
+        flt = RecallFilter(namespaces=("kb/facts",), layers=("semantic",), statuses=("active",))
+        found = []
+        for half in (True, False):
+            db.storage._candidates.clear()
+            db.storage._candidates._half = half
+            found.append([[(r["id"], round(s, 6)) for r, s in hits]
+                          for hits in db.storage.search_vectors(queries, flt, 5, 0.5)])
+        assert found[0] == found[1]
+        assert sum(len(f) for f in found[0]) >= 40  # each query finds at least its base
+        assert held[-2:] == [40, 40]  # both answered in process
+    finally:
+        db.close()
+
+
+_SPAWN_SCRIPT = """
+import json, sys
+import numpy as np
+import engramdb
+from engramdb.retrieval.embed import LocalEmbedder
+url, path = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    given = json.load(f)
+db = engramdb.open(url, embedder=LocalEmbedder())
+before = db.storage._candidates.held()
+db.remember_many([{"text": t, "namespace": "big/batch",
+                   "embedding": np.asarray(e, dtype=np.float32)} for t, e in given])
+print(json.dumps([before, db.storage._candidates.held()]))
+db.close()
+"""
+
+
+def test_a_new_process_first_batch_flags_what_a_small_namespace_flags(
+        pg_url: str, embedder: Any, held: list[int], tmp_path: Any) -> None:
+    """A process started afresh (not forked) writes its first batch into a namespace it
+    has never read: it reads the namespace's vectors, splits them into lists and flags
+    the contradictions the same batch flags in a small namespace."""
+    import json
+    import subprocess
+    import sys
+
+    db = _open(pg_url, embedder)
+    try:
+        fill_large_namespaces(db, 400, seed=11)
+        remember_committed(db)
+        embeddings = [e.tolist() for e in db.embedder.embed(BATCH)]
+        given = tmp_path / "batch.json"
+        given.write_text(json.dumps(list(zip(BATCH, embeddings, strict=True))))
+        script = tmp_path / "first_batch.py"
+        # The child lowers the same sizes the fixture lowers here: a 400-row namespace
+        # is then a large one, split into lists.
+        preamble = ("from engramdb.storage.postgres import candidates, knn\n"
+                    "candidates.EXACT_ROWS = 100\nknn._IN_PROCESS_MAX_ROWS = 100\n")
+        script.write_text(preamble + _SPAWN_SCRIPT)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run([sys.executable, str(script), pg_url, str(given)], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-2000:]
+        before, after = json.loads(out.stdout.strip().splitlines()[-1])
+        assert before == 0 and after > 400  # it read the namespace for itself
+        db.remember_many([{"text": t, "namespace": "small/batch", "embedding": np.asarray(e)}
+                          for t, e in zip(BATCH, embeddings, strict=True)])
+        expected = _pairs(db, "small/batch")
+        assert frozenset({"The deployment window is Monday",
+                          "The deployment window is Friday"}) in expected
+        assert _pairs(db, "big/batch") == expected
+        assert db.verify().ok
+    finally:
+        db.close()
+
+
+def test_a_writer_batching_into_many_namespaces_holds_only_the_latest_ones(
+        pg_url: str, embedder: Any, held: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every namespace a batch searches is held, so a writer spread over many of them
+    keeps only the most recently searched (here 3), and a dropped one is read again."""
+    monkeypatch.setattr(candidates, "MAX_SPACES", 3)
+    rng = np.random.default_rng(16)
+    db = _open(pg_url, embedder)
+    try:
+        for i in range(5):
+            db.remember_many([{"text": f"fact {j} of team {i}", "namespace": f"team/{i}",
+                               "layer": "semantic", "embedding": v}
+                              for j, v in enumerate(_unit(rng, 20))])
+        spaces = db.storage._candidates._spaces
+        assert sorted(k[0] for k in spaces) == ["team/2", "team/3", "team/4"]
+        target = _unit(rng, 1)[0]
+        t = db.remember("the vault code is 1234", namespace="team/0", embedding=target)
+        assert all(t.id in f for f in _found(db, [_near(target, rng) for _ in range(16)],
+                                               "team/0"))
+        assert "team/0" in {k[0] for k in spaces} and len(spaces) == 3
     finally:
         db.close()

@@ -398,19 +398,12 @@ def search_vectors(
         with store._read_conn() as conn:
             stats = store._search_stats
             stats.refresh(conn)  # the graph's form, for the plan
-            exact_found = None
-            if len(vecs) >= _IN_PROCESS_MIN_QUERIES and not stats.surely_over(
-                    flt, 2 * _IN_PROCESS_MAX_ROWS):
-                exact_found = _exact_in_process(conn, vecs, select, cond, params, n,
-                                                     min_similarity)
-                if exact_found is not None:
-                    found = exact_found
-                    vecs = []  # answered: skip the statements below
-            if (exact_found is None and len(vecs) >= _IN_PROCESS_MIN_QUERIES
-                    and min_similarity is not None and cacheable(flt)):
-                # A large namespace: its vectors held in this process (candidates.py),
-                # the server asked only for the proposed rows (and for queries whose
-                # proposals were cut short).
+            held = None
+            if (len(vecs) >= _IN_PROCESS_MIN_QUERIES and min_similarity is not None
+                    and cacheable(flt)):
+                # A candidate search of one namespace: its vectors held in this process
+                # (candidates.py), the server asked only for the proposed rows (and for
+                # queries whose proposals were cut short).
                 held = store._candidates.search(conn, vecs, flt, select, cond, params, n,
                                                 min_similarity)
                 if held is not None:
@@ -418,6 +411,13 @@ def search_vectors(
                     vecs = [vecs[i] for i in left]
                     found = [[] for _ in vecs]
                     slots = left
+            if (held is None and len(vecs) >= _IN_PROCESS_MIN_QUERIES
+                    and not stats.surely_over(flt, 2 * _IN_PROCESS_MAX_ROWS)):
+                exact_found = _exact_in_process(conn, vecs, select, cond, params, n,
+                                                min_similarity)
+                if exact_found is not None:
+                    found = exact_found
+                    vecs = []  # answered: skip the statements below
             # The inverted-file index when there is one: a few lists probed per query,
             # several times cheaper than a graph walk past 20,000 vectors.
             ivf = stats.ivf
