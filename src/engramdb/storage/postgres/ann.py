@@ -1,9 +1,10 @@
 """The HNSW projection of ``memory_vectors``, kept up to date in the background.
 
-Inserting into an HNSW graph costs milliseconds per vector on a small server
-(about 300 to 500 vectors per second measured on 2 cores), far more than the
-rest of a write. So a write transaction only appends the vector to
-``memory_vectors`` (numbered by ``vseq`` in commit order), and this module
+Inserting into an HNSW graph costs about a millisecond of server CPU per
+vector on a small server (1.6 ms at 100k vectors with degree 16, 0.8 ms with
+the degree 8 used now, :data:`GRAPH_M`), as much as the rest of a write. So a
+write transaction only appends the vector to ``memory_vectors`` (numbered by
+``vseq`` in commit order), and this module
 copies rows into ``memory_vectors_ann``, which carries the HNSW index, moving
 the watermark ``vector_index_state.vseq`` in the same transaction. A search
 reads the ANN table through its index *and* the rows above the watermark
@@ -30,11 +31,22 @@ import psycopg
 
 from engramdb.errors import StorageError
 
-__all__ = ["BATCH", "INDEX_NAME", "IVF_NAME", "AnnIndexer", "analyze_if_stale", "backlog",
-           "ensure_pgvector", "index_caught_up", "ivf_expression", "recorded_dimension", "scalar",
-           "type_vector_columns"]
+__all__ = ["BATCH", "GRAPH_M", "INDEX_NAME", "IVF_NAME", "AnnIndexer", "analyze_if_stale",
+           "backlog", "ensure_pgvector", "index_caught_up", "ivf_expression", "recorded_dimension",
+           "scalar", "search_ef", "type_vector_columns"]
 
 INDEX_NAME = "memory_vectors_ann_hnsw"
+# The graph's degree (``m``; PostgresStorage's ``hnsw_m``). An insert updates about
+# 2m neighbours' lists, and the indexer's inserts are most of the server CPU a
+# sustained burst of writes adds (docs/scaling.md). Measured at 100k real-text
+# vectors (384-d MiniLM embeddings of sentences, branch ann17): an insert cost the
+# server ~1.6 ms of CPU with m = 16, ~1.2 ms with 12 and ~0.8 ms with 8
+# (ef_construction 64 each; 32 saved little and cost recall). With m = 8 a search
+# reads twice the candidates (search_ef) for the same quality as m = 16 gave:
+# 0.990 of the exact top 10 and 0.979 of the top 50 both, 0.3 ms more per search.
+# A graph built before keeps its degree (an index option) until the next rebuild;
+# its searches read the doubled candidates too (better recall, slightly slower).
+GRAPH_M = 8
 # A second, inverted-file index over the same vectors, for the write path's batch
 # candidate searches (knn.search_vectors): a search probes a few lists of the
 # nearest centroids instead of walking the graph. At 100k random 384-d vectors,
@@ -61,6 +73,13 @@ REBUILD_RATIO = 2
 DEFER_MAX = 4000
 QUIET = 0.2
 _INDEXER_LOCK = int.from_bytes(b"engramix", "big") - 2**63
+
+
+def search_ef(n: int) -> int:
+    """``hnsw.ef_search`` for a search asking ``n`` rows: the candidates the graph
+    walk keeps (4n, at least 80: twice what a graph of degree 16 needed, for a
+    graph of degree :data:`GRAPH_M`; at most 1,000, pgvector's limit)."""
+    return min(1000, max(80, 4 * n))
 
 
 def scalar(conn: psycopg.Connection[Any], sql: str, params: Sequence[Any] = ()) -> Any:

@@ -40,6 +40,7 @@ from engramdb.storage.postgres.ann import (
     analyze_if_stale,
     ivf_expression,
     scalar,
+    search_ef,
 )
 from engramdb.storage.postgres.candidates import Candidates, cacheable
 from engramdb.storage.postgres.errors import translate
@@ -127,9 +128,10 @@ def _lateral(search: str, count: int) -> str:
 
 
 def _hnsw_settings(conn: psycopg.Connection[Any], n: int, ivf: bool = False) -> None:
-    """Search settings for this transaction: enough HNSW candidates for ``n`` hits,
-    and no parallel workers (a search reads a few hundred rows; starting a worker
-    costs more than that, 15 ms measured for the usually empty unindexed tail).
+    """Search settings for this transaction: enough HNSW candidates for ``n`` hits
+    (:func:`~.ann.search_ef`), and no parallel workers (a search reads a few
+    hundred rows; starting a worker costs more than that, 15 ms measured for the
+    usually empty unindexed tail).
     ``ivf``: the inverted-file index's probes too (:data:`IVF_PROBES` lists, more
     while a filtered search is short of ``n`` rows)."""
     conn.execute(
@@ -138,7 +140,7 @@ def _hnsw_settings(conn: psycopg.Connection[Any], n: int, ivf: bool = False) -> 
         "set_config('max_parallel_workers_per_gather', '0', true)"
         + (", set_config('ivfflat.probes', %s, true), "
            "set_config('ivfflat.iterative_scan', 'relaxed_order', true)" if ivf else ""),
-        [str(min(1000, max(40, 2 * n))), *([str(IVF_PROBES)] if ivf else [])],
+        [str(search_ef(n)), *([str(IVF_PROBES)] if ivf else [])],
     )
 
 
