@@ -110,3 +110,27 @@ def test_exit_during_a_graph_build_is_clean_and_the_graphs_are_published(tmp_pat
         assert search.builds == 0 and len(search._delta) == 0  # opened, not built again
     finally:
         db.close()
+
+
+def test_a_build_that_fails_in_the_child_is_logged_and_search_stays_exact(
+        tmp_path, monkeypatch, caplog, embedder):
+    from engramdb.storage.sqlite.ann import VectorSearch
+
+    monkeypatch.setattr(VectorSearch, "snapshot_min", 50)  # 400 rows get a snapshot
+    path = tmp_path / "engram.db"
+    Path(str(path) + "-vindex").write_text("not a directory")  # nowhere to publish
+    db = engramdb.open(path, embedder=embedder)
+    try:
+        vecs = np.random.default_rng(5).standard_normal((400, 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        db.remember_many([{"text": f"note {i}", "namespace": "team", "layer": "episodic",
+                           "embedding": vecs[i].tolist()} for i in range(400)])
+        flt = RecallFilter(as_of=db.storage.head().tx)
+        with caplog.at_level("WARNING", logger="engramdb.index"):
+            got = [(r["id"], r["version"]) for r, _ in db.storage.search_vector(vecs[7], flt, 10)]
+        assert got == _exact(db, vecs[7], flt, 10)
+        assert db.storage._vindex._snap is None and db.storage._vindex.builds == 0
+        warned = [r.getMessage() for r in caplog.records if "not built" in r.getMessage()]
+        assert warned and "File exists" in warned[0], warned
+    finally:
+        db.close()

@@ -42,11 +42,12 @@ from engramdb.storage.sqlite.snapshot import (
 
 __all__ = ["BUILT", "FAILED", "NOT_BUILT", "PRESENT", "build", "usable"]
 
-# A build's outcome (the child's exit code).
+# A build's outcome (the child's exit code; Python itself exits with 1 on an uncaught
+# error and 2 on a bad command line, so the codes that mean success avoid those).
 BUILT = 0  # built and published
 FAILED = 1  # an error (logged by the caller, with the child's last line of stderr)
-PRESENT = 2  # another process built a fresh enough one while we waited for the lock
-NOT_BUILT = 3  # nothing to do, or another process holds the lock
+PRESENT = 10  # another process built a fresh enough one while we waited for the lock
+NOT_BUILT = 11  # nothing to do, or another process holds the lock
 
 _BUSY_TIMEOUT_S = 60.0
 # Not ``-m``: the package imports this module first, and runpy warns about that.
