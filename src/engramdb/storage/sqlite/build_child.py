@@ -76,7 +76,8 @@ def build(db_path: str, directory: Path, dimension: int, *, graphs_only: bool = 
     try:
         if not sys.executable:
             raise OSError("no Python executable to start a child with")
-        done = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)],
+        # -P: the working directory stays off sys.path (a module there must not shadow ours).
+        done = subprocess.run([sys.executable, "-P", "-c", _CHILD, json.dumps(spec)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, env=env, check=False,
                               text=True, errors="replace")
