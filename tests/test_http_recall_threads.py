@@ -1,7 +1,7 @@
 """Recalls over HTTP on the server's bounded recall threads (``ServerSettings.recall_threads``).
 
-On SQLite a server process runs its recalls (and API-key checks) one at a time
-by default, in arrival order. What a caller must never notice: a lost, mixed
+On SQLite a server process runs its recalls one at a time (its API-key checks on a bound of
+their own), by default in arrival order. What a caller must never notice: a lost, mixed
 up or refused answer when many recalls arrive at once, or a recall held up by
 a change stream that waits for events.
 """

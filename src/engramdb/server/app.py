@@ -96,7 +96,8 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
         **_NATIVE_TELEMETRY_OFF,
     )
     metrics = Metrics()
-    threads = EngineThreads(recall_threads(settings, db))
+    bound = recall_threads(settings, db)
+    threads = EngineThreads(bound)
     app.state.engram_db = db
     app.state.engram_threads = threads
     app.state.engram_settings = settings
@@ -107,7 +108,7 @@ def create_app(db: Database, *, settings: ServerSettings | None = None) -> FastA
     app.state.engram_docs = settings.docs != "off" and install_docs(app)
     app.state.engram_ui = install_inspector(app)
     app.add_middleware(Door, db=db, settings=settings, metrics=metrics,
-                       routes=lambda: route_table(app), threads=threads)
+                       routes=lambda: route_table(app), threads=EngineThreads(bound))
     if telemetry.active() is not None:  # outermost, so refusals are traced too
         app.add_middleware(TraceRequests, routes=lambda: route_table(app))
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

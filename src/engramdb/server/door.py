@@ -78,7 +78,8 @@ class Door:
         settings: Limits.
         metrics: Where request latencies go.
         routes: Returns the application's route table (for the ``route`` label).
-        threads: Where key checks run (the recall route's bounded threads).
+        threads: Where key checks run: bounded threads of their own, never the
+            recall route's (a long recall would hold every request behind it).
     """
 
     def __init__(self, app: ASGIApp, *, db: Any, settings: ServerSettings, metrics: Metrics,

@@ -61,8 +61,10 @@ class ServerSettings:
             server without one answers that route with ``configuration_error``.
         maintain_every_s: How often the server runs ``db.maintain()`` (expiry,
             decay, capacity) in the background; ``None`` turns it off.
-        recall_threads: Recalls (and API-key checks) one server process runs at
-            once, each on a thread; the others wait their turn in arrival order.
+        recall_threads: Recalls one server process runs at once, each on a
+            thread; the others wait their turn in arrival order. The door's
+            API-key checks have as many threads again of their own, so a long
+            recall never holds other requests' key checks.
             ``"auto"`` (default): 1 on SQLite, where a recall is the process's
             own CPU work and more threads only take turns at the GIL (with 16
             concurrent recalls on 2 cores, one thread per process halved the

@@ -20,18 +20,18 @@ short, or when the scope is small, the filtered rows are scanned exactly
 
 A process builds a missing or unusable snapshot itself when the database is
 small enough (:attr:`VectorSearch.sync_build_max` rows); above, it writes and
-publishes the snapshot's rows and vectors in the searching thread (searched
-exactly from the mapped file) and builds the graphs in a background thread, so
+publishes the snapshot's rows and vectors while the search waits (searched
+exactly from the mapped file) and builds the graphs in the background, so
 a process never copies every vector of a large database into its own memory
 (1M rows: 1.5 GB each, 2.5 GB private and 5.4 GB peak before); a delta grown past
 :attr:`VectorSearch.rebuild_min` rows (and a quarter of the snapshot) is
-folded into a new snapshot in the background.
+folded into a new snapshot in the background. Every build runs in a child
+process (:mod:`.build_child`), so no exit ever happens inside usearch's C++.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import sqlite3
 import threading
 import time
@@ -45,14 +45,9 @@ import numpy as np
 from engramdb.model import RecallFilter
 from engramdb.storage.base import top_hits
 from engramdb.storage.blas import single_blas
-from engramdb.storage.sqlite.dialect import changed_since
-from engramdb.storage.sqlite.snapshot import (
-    Snapshot,
-    add_graphs,
-    build_lock,
-    build_snapshot,
-    open_current,
-)
+from engramdb.storage.sqlite import build_child
+from engramdb.storage.sqlite.build_child import usable
+from engramdb.storage.sqlite.snapshot import Snapshot, open_current
 from engramdb.storage.sqlite.vectors import Columns, VectorIndex, column_mask
 
 __all__ = ["VectorSearch"]
@@ -80,6 +75,7 @@ class VectorSearch:
     def __init__(self, db_path: str | None, dimension: int,
                  connect: Callable[[], sqlite3.Connection]) -> None:
         self.dimension = dimension
+        self._db_path = db_path
         self._dir = None if db_path is None else Path(db_path + "-vindex")
         self._connect = connect
         self._lock = threading.Lock()
@@ -148,19 +144,7 @@ class VectorSearch:
             self._adopt(snap)
 
     def _usable(self, conn: sqlite3.Connection, snap: Snapshot, head_tx: int) -> bool:
-        """Whether ``snap`` is a snapshot of this database (its chain hash matches) and
-        not older than the latest erasure (deleted if it is: a builder that read before
-        an erasure and published after its purge left the erased vectors in its files)."""
-        if snap.dimension != self.dimension or snap.tx > head_tx:
-            return False
-        row, erased = conn.execute(
-            "SELECT (SELECT hash FROM events WHERE tx = ? ORDER BY seq DESC LIMIT 1), "
-            "(SELECT COALESCE(MAX(tx), 0) FROM erasures)", (snap.tx,)).fetchone()
-        if snap.tx < erased:
-            if self._dir is not None and snap.path.parent == self._dir:
-                shutil.rmtree(snap.path, ignore_errors=True)
-            return False
-        return row is not None and row == snap.hash
+        return usable(conn, snap, head_tx, self.dimension, self._dir)
 
     def _adopt(self, snap: Snapshot | None) -> None:
         self._snap = snap
@@ -214,58 +198,27 @@ class VectorSearch:
         self._builder.start()
 
     def _finish_graphs(self) -> None:
-        assert self._dir is not None
-        try:
-            with build_lock(self._dir, wait=False) as mine:
-                if not mine:
-                    return  # another process is building (it finishes them, or we retry)
-                current = open_current(self._dir)
-                if current is None or not current.graphs_pending:
-                    return
-                conn = self._connect()
-                try:
-                    def no_erasure_since() -> bool:
-                        # A snapshot older than an erasure may hold the erased vectors:
-                        # never published again (its replacement is built from scratch).
-                        return bool(conn.execute(
-                            "SELECT COALESCE(MAX(tx), 0) FROM erasures").fetchone()[0]
-                            <= current.tx)
-
-                    if add_graphs(current, self._dir, threads=1,
-                                  still_wanted=no_erasure_since) is not None:
-                        self.builds += 1
-                finally:
-                    conn.close()
-        except (OSError, sqlite3.Error, RuntimeError, ValueError) as exc:
-            log.warning("vector index graphs not built (searches stay exact): %s", exc)
+        """Add the graphs to the published graph-less snapshot (in a child process)."""
+        assert self._dir is not None and self._db_path is not None
+        outcome, why = build_child.build(self._db_path, self._dir, self.dimension,
+                                         graphs_only=True, connect=self._connect)
+        if outcome == build_child.BUILT:
+            self.builds += 1
+        elif outcome == build_child.FAILED:
+            log.warning("vector index graphs not built (searches stay exact): %s", why)
 
     def _build(self, *, wait: bool, graphs: bool = True) -> bool:
-        """Build and publish a snapshot unless another builder holds the lock
-        (``graphs=False``: its rows and vectors only, graphs added later)."""
-        assert self._dir is not None
-        try:
-            with build_lock(self._dir, wait=wait) as mine:
-                if not mine:
-                    return False
-                conn = self._connect()
-                try:
-                    current = open_current(self._dir)
-                    head = conn.execute("SELECT tx FROM chain_head WHERE id = 1").fetchone()[0]
-                    # Rows, not transactions: one batched write adds thousands of rows.
-                    if wait and current is not None and self._usable(conn, current, head) \
-                            and conn.execute(
-                                "SELECT COUNT(*) FROM memories WHERE "
-                                + changed_since(current.tx)[0],
-                                changed_since(current.tx)[1]).fetchone()[0] < self.rebuild_min:
-                        return True  # another process built it while we waited
-                    build_snapshot(conn, self._dir, self.dimension, threads=1, graphs=graphs)
-                    self.builds += 1
-                    return True
-                finally:
-                    conn.close()
-        except (OSError, sqlite3.Error, RuntimeError, ValueError) as exc:
-            log.warning("vector index snapshot not built (searches stay exact): %s", exc)
-            return False
+        """Build and publish a snapshot (in a child process) unless another builder holds
+        the lock (``graphs=False``: its rows and vectors only, graphs added later)."""
+        assert self._dir is not None and self._db_path is not None
+        outcome, why = build_child.build(self._db_path, self._dir, self.dimension, wait=wait,
+                                         graphs=graphs, rebuild_min=self.rebuild_min,
+                                         connect=self._connect)
+        if outcome == build_child.BUILT:
+            self.builds += 1
+        elif outcome == build_child.FAILED:
+            log.warning("vector index snapshot not built (searches stay exact): %s", why)
+        return outcome in (build_child.BUILT, build_child.PRESENT)
 
     def rebuild(self) -> None:
         """Build a fresh snapshot now (waiting for another builder) and use it."""
