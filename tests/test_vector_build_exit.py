@@ -134,3 +134,35 @@ def test_a_build_that_fails_in_the_child_is_logged_and_search_stays_exact(
         assert warned and "File exists" in warned[0], warned
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("name", ["uwsgi", "python3"])
+def test_an_interpreter_that_is_not_python_builds_in_this_process(
+        tmp_path, monkeypatch, embedder, name):
+    # An embedding server runs Python with its own binary as sys.executable; started
+    # with our child's command line it may exit 0 having built nothing. Whether it is
+    # refused by name ("uwsgi") or answers without our child's marker (a "python3"
+    # that is not one), the snapshot is still built, in this process.
+    import multiprocessing.spawn
+
+    from engramdb.storage.sqlite.ann import VectorSearch
+
+    impostor = tmp_path / "bin" / name
+    impostor.parent.mkdir()
+    impostor.symlink_to("/bin/true")
+    monkeypatch.setattr(VectorSearch, "snapshot_min", 50)  # 400 rows get a snapshot
+    monkeypatch.setattr(sys, "executable", str(impostor))
+    monkeypatch.setattr(multiprocessing.spawn, "_python_exe", str(impostor))
+    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    try:
+        vecs = np.random.default_rng(6).standard_normal((400, 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        db.remember_many([{"text": f"note {i}", "namespace": "team", "layer": "episodic",
+                           "embedding": vecs[i].tolist()} for i in range(400)])
+        flt = RecallFilter(as_of=db.storage.head().tx)
+        got = [(r["id"], r["version"]) for r, _ in db.storage.search_vector(vecs[9], flt, 10)]
+        assert got == _exact(db, vecs[9], flt, 10)
+        search = db.storage._vindex
+        assert search._snap is not None and search._snap.n == 400  # built, not given up
+    finally:
+        db.close()

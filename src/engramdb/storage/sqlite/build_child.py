@@ -14,8 +14,10 @@ that exits meanwhile exits cleanly and leaves the child to finish and publish
 its snapshot, which the next process opens: at 1M rows the graphs take minutes,
 longer than many scripts live, which would otherwise start them again each
 time. Started from a terminal, the child shares the parent's process group, so
-Ctrl-C stops it too. When no child can be started (no Python executable), the
-build runs in the calling thread as before.
+Ctrl-C stops it too. When no child can be started (no Python executable, a
+frozen application, an executable not named like Python, or a program that exits
+with success without our child's answer), the build runs in the calling thread
+as before.
 """
 
 from __future__ import annotations
@@ -55,6 +57,27 @@ _CHILD = ("import sys; from engramdb.storage.sqlite.build_child import main; "
           "sys.exit(main(sys.argv[1:]))")
 
 
+# The child's answer on stdout: an exit code of 0 from a program that is not our
+# child (an embedding server's binary as sys.executable) must not read as "built".
+_ANSWER = "engramdb-build-child"
+
+
+def _python() -> str | None:
+    """The Python interpreter to start the child with, or None to build in this thread.
+
+    The one ``multiprocessing`` starts its children with (so an application's
+    ``multiprocessing.set_executable`` is honoured); None for a frozen application
+    or an executable not named like a Python interpreter (an embedding server's own
+    binary), whose command line may mean something else entirely."""
+    from multiprocessing import spawn
+
+    python = spawn.get_executable()
+    if not python or getattr(sys, "frozen", False):
+        return None
+    python = os.fsdecode(python)
+    return python if Path(python).name.lower().startswith(("python", "pypy")) else None
+
+
 def build(db_path: str, directory: Path, dimension: int, *, graphs_only: bool = False,
           wait: bool = False, graphs: bool = True, rebuild_min: int = 0,
           connect: Callable[[], sqlite3.Connection] | None = None) -> tuple[int, str]:
@@ -73,17 +96,21 @@ def build(db_path: str, directory: Path, dimension: int, *, graphs_only: bool = 
     root = str(Path(__file__).resolve().parents[3])  # the engramdb this process runs
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    python = _python()
+    if python is None:
+        return run(spec, connect)
     try:
-        if not sys.executable:
-            raise OSError("no Python executable to start a child with")
         # -P: the working directory stays off sys.path (a module there must not shadow ours).
-        done = subprocess.run([sys.executable, "-P", "-c", _CHILD, json.dumps(spec)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env=env, check=False,
-                              text=True, errors="replace")
+        done = subprocess.run([python, "-P", "-c", _CHILD, json.dumps(spec)],
+                              stdin=subprocess.DEVNULL, capture_output=True, env=env,
+                              check=False, text=True, errors="replace")
     except OSError:
         return run(spec, connect)
     if done.returncode in (BUILT, PRESENT, NOT_BUILT):
+        if _ANSWER not in done.stdout:
+            # A success code, but not from our child (a program that is not Python
+            # after all): nothing was built, so build here.
+            return run(spec, connect)
         return done.returncode, ""
     lines = done.stderr.strip().splitlines()
     return FAILED, lines[-1] if lines else f"exit code {done.returncode}"
@@ -160,6 +187,8 @@ def _connect(db_path: str) -> sqlite3.Connection:
 
 def main(argv: list[str]) -> int:
     outcome, why = run(json.loads(argv[0]))
+    with contextlib.suppress(OSError):
+        print(_ANSWER, flush=True)
     if outcome == FAILED:
         with contextlib.suppress(OSError):  # the parent has gone: nobody to tell
             print(why, file=sys.stderr, flush=True)
