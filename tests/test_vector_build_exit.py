@@ -112,6 +112,15 @@ def test_exit_during_a_graph_build_is_clean_and_the_graphs_are_published(tmp_pat
         db.close()
 
 
+def _remember_400(db, seed):
+    """400 episodic notes with random unit vectors (a snapshot at snapshot_min 50)."""
+    vecs = np.random.default_rng(seed).standard_normal((400, 384)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    db.remember_many([{"text": f"note {i}", "namespace": "team", "layer": "episodic",
+                       "embedding": vecs[i].tolist()} for i in range(400)])
+    return vecs
+
+
 def test_a_build_that_fails_in_the_child_is_logged_and_search_stays_exact(
         tmp_path, monkeypatch, caplog, embedder):
     from engramdb.storage.sqlite.ann import VectorSearch
@@ -121,10 +130,7 @@ def test_a_build_that_fails_in_the_child_is_logged_and_search_stays_exact(
     Path(str(path) + "-vindex").write_text("not a directory")  # nowhere to publish
     db = engramdb.open(path, embedder=embedder)
     try:
-        vecs = np.random.default_rng(5).standard_normal((400, 384)).astype(np.float32)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        db.remember_many([{"text": f"note {i}", "namespace": "team", "layer": "episodic",
-                           "embedding": vecs[i].tolist()} for i in range(400)])
+        vecs = _remember_400(db, seed=5)
         flt = RecallFilter(as_of=db.storage.head().tx)
         with caplog.at_level("WARNING", logger="engramdb.index"):
             got = [(r["id"], r["version"]) for r, _ in db.storage.search_vector(vecs[7], flt, 10)]
@@ -155,10 +161,7 @@ def test_an_interpreter_that_is_not_python_builds_in_this_process(
     monkeypatch.setattr(multiprocessing.spawn, "_python_exe", str(impostor))
     db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
     try:
-        vecs = np.random.default_rng(6).standard_normal((400, 384)).astype(np.float32)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        db.remember_many([{"text": f"note {i}", "namespace": "team", "layer": "episodic",
-                           "embedding": vecs[i].tolist()} for i in range(400)])
+        vecs = _remember_400(db, seed=6)
         flt = RecallFilter(as_of=db.storage.head().tx)
         got = [(r["id"], r["version"]) for r, _ in db.storage.search_vector(vecs[9], flt, 10)]
         assert got == _exact(db, vecs[9], flt, 10)
