@@ -62,6 +62,15 @@ def _load(db, n: int = N):
     return mems, vecs
 
 
+def _built(path: Path, embedder) -> tuple[engramdb.Database, np.ndarray]:
+    """A database of N loaded rows whose first search built its snapshot (graphs done)."""
+    db = engramdb.open(path, embedder=embedder)
+    _, vecs = _load(db)
+    db.storage.search_vector(vecs[0], RecallFilter(), 5)
+    db.storage._vindex._builder.join(timeout=120)
+    return db, vecs
+
+
 def test_first_search_publishes_rows_then_graphs_without_a_private_copy(tmp_path, embedder):
     db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
     try:
@@ -97,12 +106,9 @@ def test_first_search_publishes_rows_then_graphs_without_a_private_copy(tmp_path
 
 def test_another_process_opens_the_graphless_snapshot_and_finishes_it(tmp_path, embedder):
     path = tmp_path / "engram.db"
-    db = engramdb.open(path, embedder=embedder)
-    _, vecs = _load(db)
-    db.storage.search_vector(vecs[0], RecallFilter(), 5)
-    # The builder died before the graphs (the process was killed): wait out our thread,
+    # The builder died before the graphs (the process was killed): wait out our build,
     # then put back a graph-less snapshot as the published one.
-    db.storage._vindex._builder.join(timeout=120)
+    db, vecs = _built(path, embedder)
     conn = db.storage._plain_conn()
     from engramdb.storage.sqlite.snapshot import build_lock, build_snapshot
 
@@ -173,10 +179,7 @@ def test_graphs_of_a_snapshot_older_than_an_erasure_are_not_published(tmp_path, 
 
 def test_a_damaged_graph_answers_exactly_and_the_snapshot_is_replaced(tmp_path, embedder):
     path = tmp_path / "engram.db"
-    db = engramdb.open(path, embedder=embedder)
-    _, vecs = _load(db)
-    db.storage.search_vector(vecs[0], RecallFilter(), 5)
-    db.storage._vindex._builder.join(timeout=120)
+    db, vecs = _built(path, embedder)
     meta = _meta(db)
     assert meta["graphs"]
     damaged = _index_dir(db) / (_index_dir(db) / "current").read_text().strip()
@@ -201,11 +204,8 @@ def test_a_damaged_graph_answers_exactly_and_the_snapshot_is_replaced(tmp_path, 
 
 
 def test_the_vector_snapshot_is_private_to_the_database_owner(tmp_path, embedder):
-    db = engramdb.open(tmp_path / "engram.db", embedder=embedder)
+    db, _ = _built(tmp_path / "engram.db", embedder)
     try:
-        _, vecs = _load(db)
-        db.storage.search_vector(vecs[0], RecallFilter(), 5)
-        db.storage._vindex._builder.join(timeout=120)
         snaps = [p for p in _index_dir(db).iterdir() if p.name.startswith("snap-")]
         assert snaps
         for snap in snaps:  # others cannot list or read the vectors inside
